@@ -1,0 +1,1 @@
+//! ring layer (being written).
