@@ -1,15 +1,250 @@
-use glommio::{LocalExecutorBuilder, Placement, io::DmaFile};
-fn main() {
-    let h = LocalExecutorBuilder::new(Placement::Fixed(0)).io_memory(1<<20).spawn(|| async move {
-        let f = glommio::io::OpenOptions::new().read(true).write(true).create(true).dma_open("/tmp/gtest.dat").await.unwrap();
-        let mut b = f.alloc_dma_buffer(4096);
-        b.as_bytes_mut().fill(7);
-        let n = f.write_at(b, 0).await.unwrap();
-        f.fdatasync().await.unwrap();
-        println!("wrote {n} align {}", f.alignment());
-        let r = f.read_at(0, 100).await.unwrap();
-        println!("read {}", r.len());
-        f.close().await.unwrap();
-    }).unwrap();
-    h.join().unwrap();
+//! The `dynakv` command: the server and a scriptable client.
+//!
+//! The command line is a contract that tests and users script against (see
+//! README.md): exit status 0 only on success, one clear line on stderr on
+//! failure, and `--json` output of exactly one line.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use base64::Engine;
+use dynakv::client::blocking::{Client, ClientOptions};
+use dynakv::protocol::{Quorum, R_ALL};
+
+const USAGE: &str = "usage:
+  dynakv server [--config FILE] [--data-dir DIR] [--listen IP:PORT] [--shards N] [--OPTION VALUE ...]
+  dynakv put KEY VALUE [--context TOKEN] [--w N] [--dw N] [--base64] [--node IP:PORT] [--json]
+  dynakv get KEY [--r N|all] [--base64] [--node IP:PORT] [--json]
+  dynakv del KEY --context TOKEN [--w N] [--dw N] [--node IP:PORT]
+  dynakv ping [--node IP:PORT] [--json]
+common: --node defaults to $DYNAKV_NODE or 127.0.0.1:7000; --timeout-ms defaults to 5000.
+server options and their defaults: docs/configuration.md";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(command) = args.first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let rest = &args[1..];
+    let result = match command.as_str() {
+        "server" => server(rest),
+        "put" | "get" | "del" | "delete" | "ping" => client_command(command, rest),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => Err(CliError::Usage(format!("unknown command '{other}'"))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Usage(message)) => {
+            eprintln!("dynakv: {message}\n{USAGE}");
+            ExitCode::from(2)
+        }
+        Err(CliError::Failed(message)) => {
+            eprintln!("dynakv: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+enum CliError {
+    /// The command line itself is wrong (exit 2).
+    Usage(String),
+    /// The command ran and failed (exit 1).
+    Failed(String),
+}
+
+fn server(args: &[String]) -> Result<(), CliError> {
+    let config = dynakv::config::ServerConfig::from_args(args).map_err(|e| CliError::Usage(e.to_string()))?;
+    dynakv::runtime::run(config).map_err(|e| CliError::Failed(e.to_string()))
+}
+
+/// Parsed client flags: positional arguments and `--name value` pairs.
+struct Flags {
+    positional: Vec<String>,
+    options: Vec<(String, Option<String>)>,
+}
+
+const BOOLEAN_FLAGS: &[&str] = &["json", "base64"];
+const VALUE_FLAGS: &[&str] = &["node", "context", "r", "w", "dw", "timeout-ms"];
+
+impl Flags {
+    fn parse(args: &[String]) -> Result<Flags, CliError> {
+        let mut flags = Flags { positional: Vec::new(), options: Vec::new() };
+        let mut i = 0;
+        while i < args.len() {
+            let arg = &args[i];
+            if let Some(name) = arg.strip_prefix("--") {
+                if BOOLEAN_FLAGS.contains(&name) {
+                    flags.options.push((name.to_string(), None));
+                } else if VALUE_FLAGS.contains(&name) {
+                    let value = args.get(i + 1).ok_or_else(|| CliError::Usage(format!("{arg} needs a value")))?;
+                    flags.options.push((name.to_string(), Some(value.clone())));
+                    i += 1;
+                } else {
+                    return Err(CliError::Usage(format!("unknown flag {arg}")));
+                }
+            } else {
+                flags.positional.push(arg.clone());
+            }
+            i += 1;
+        }
+        Ok(flags)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.options.iter().any(|(n, _)| n == name)
+    }
+
+    fn value(&self, name: &str) -> Option<&str> {
+        self.options.iter().rev().find(|(n, _)| n == name).and_then(|(_, v)| v.as_deref())
+    }
+
+    fn count(&self, name: &str) -> Result<Option<u8>, CliError> {
+        match self.value(name) {
+            None => Ok(None),
+            Some("all") if name == "r" => Ok(Some(R_ALL)),
+            Some(v) => match v.parse::<u8>() {
+                Ok(n) if n > 0 || name == "dw" => Ok(Some(n)),
+                _ => Err(CliError::Usage(format!("--{name} must be a number from 1 to 254{}", if name == "r" { " or 'all'" } else { "" }))),
+            },
+        }
+    }
+}
+
+fn client_command(command: &str, args: &[String]) -> Result<(), CliError> {
+    let flags = Flags::parse(args)?;
+    let node_text = flags.value("node").map(str::to_string).or_else(|| std::env::var("DYNAKV_NODE").ok()).unwrap_or_else(|| "127.0.0.1:7000".into());
+    let node: SocketAddr = node_text
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| CliError::Usage(format!("--node '{node_text}' is not an IP:PORT address")))?;
+    let timeout_ms: u64 = match flags.value("timeout-ms") {
+        None => 5000,
+        Some(v) => v.parse().map_err(|_| CliError::Usage("--timeout-ms must be a number".into()))?,
+    };
+    let quorum = Quorum { r: flags.count("r")?, w: flags.count("w")?, dw: flags.count("dw")?, n: None };
+    let base64 = flags.has("base64");
+    let json = flags.has("json");
+    let expect = |n: usize, what: &str| {
+        if flags.positional.len() == n {
+            Ok(())
+        } else {
+            Err(CliError::Usage(format!("{command} takes {what}")))
+        }
+    };
+    let options = ClientOptions { timeout: Duration::from_millis(timeout_ms), ..ClientOptions::default() };
+    let connect = || Client::connect(node, options.clone()).map_err(|e| CliError::Failed(e.to_string()));
+    match command {
+        "ping" => {
+            expect(0, "no arguments")?;
+            let started = std::time::Instant::now();
+            connect()?.ping().map_err(|e| CliError::Failed(e.to_string()))?;
+            let micros = started.elapsed().as_micros();
+            if json {
+                println!("{{\"node\": {}, \"ok\": true, \"micros\": {micros}}}", json_string(&node.to_string()));
+            } else {
+                println!("pong from {node} in {micros} µs");
+            }
+        }
+        "get" => {
+            expect(1, "one KEY")?;
+            let key = decode_arg(&flags.positional[0], base64, "KEY")?;
+            let got = connect()?.get_with(&key, quorum).map_err(|e| CliError::Failed(e.to_string()))?;
+            let token = encode_token(&got.context);
+            let values: Vec<String> = got.values.iter().map(|v| show_value(v, base64)).collect::<Result<_, _>>()?;
+            if json {
+                let values: Vec<String> = values.iter().map(|v| json_string(v)).collect();
+                println!(
+                    "{{\"key\": {}, \"found\": {}, \"context\": {}, \"values\": [{}]}}",
+                    json_string(&flags.positional[0]),
+                    got.found,
+                    json_string(&token),
+                    values.join(", ")
+                );
+            } else if !got.found {
+                println!("(not found)\ncontext: {token}");
+            } else {
+                for value in &values {
+                    println!("{value}");
+                }
+                println!("context: {token}");
+            }
+        }
+        "put" => {
+            expect(2, "KEY and VALUE")?;
+            let key = decode_arg(&flags.positional[0], base64, "KEY")?;
+            let value = decode_arg(&flags.positional[1], base64, "VALUE")?;
+            let context = flags.value("context").map(decode_token).transpose()?;
+            let new_context = connect()?
+                .put(&key, &value, context.as_deref(), quorum)
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            let token = encode_token(&new_context);
+            if json {
+                println!("{{\"context\": {}}}", json_string(&token));
+            } else {
+                println!("ok\ncontext: {token}");
+            }
+        }
+        _ => {
+            expect(1, "one KEY")?;
+            let key = decode_arg(&flags.positional[0], base64, "KEY")?;
+            let context = decode_token(flags.value("context").ok_or_else(|| CliError::Usage("del needs --context TOKEN (from get)".into()))?)?;
+            connect()?.delete(&key, &context, quorum).map_err(|e| CliError::Failed(e.to_string()))?;
+            if json {
+                println!("{{\"deleted\": true}}");
+            } else {
+                println!("ok");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn decode_arg(text: &str, base64: bool, what: &str) -> Result<Vec<u8>, CliError> {
+    if base64 {
+        base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| CliError::Usage(format!("{what} is not valid base64: {e}")))
+    } else {
+        Ok(text.as_bytes().to_vec())
+    }
+}
+
+fn show_value(value: &[u8], base64: bool) -> Result<String, CliError> {
+    if base64 {
+        return Ok(base64::engine::general_purpose::STANDARD.encode(value));
+    }
+    String::from_utf8(value.to_vec()).map_err(|_| CliError::Failed("a value is not UTF-8 text; use --base64".into()))
+}
+
+/// Contexts travel as URL-safe base64 text so they survive shells and JSON.
+fn encode_token(context: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(context)
+}
+
+fn decode_token(token: &str) -> Result<Vec<u8>, CliError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim())
+        .map_err(|_| CliError::Failed("bad context: the token is not one that `dynakv get` printed".into()))
+}
+
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }

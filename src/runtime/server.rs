@@ -1,0 +1,254 @@
+//! The `dynakv server` process: configuration in, one pinned glommio
+//! executor per shard out, and an orderly shutdown on SIGTERM or SIGINT.
+//!
+//! The main thread owns no data. It blocks the termination signals (so every
+//! executor thread inherits the mask and only the main thread receives them),
+//! starts the shards, waits until each has opened its store and bound its
+//! ports, prints one `ready` line on stdout, and then waits for a signal or a
+//! failed shard. Shutdown is cooperative: the main thread raises a flag that
+//! each shard checks on a short timer; a shard then stops accepting, flushes
+//! and syncs its store, writes its hint files, and returns.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use super::forward::Mesh;
+use super::log::{info, warn};
+use super::memlock;
+use super::shard::{self, NodeInfo};
+use crate::config::ServerConfig;
+
+/// Why the server could not start or had to stop.
+#[derive(Debug)]
+pub enum ServerError {
+    /// The data directory or a file in it could not be used.
+    DataDir(PathBuf, std::io::Error),
+    /// Another process holds the data directory.
+    Locked(PathBuf),
+    /// A port is already in use or cannot be bound.
+    Bind(SocketAddr, std::io::Error),
+    /// An executor thread could not be started.
+    Executor(String),
+    /// A shard failed while starting or running.
+    Shard(usize, String),
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerError::DataDir(p, e) => write!(f, "data directory {}: {e}", p.display()),
+            ServerError::Locked(p) => write!(f, "data directory {} is in use by another dynakv process", p.display()),
+            ServerError::Bind(a, e) => write!(f, "cannot listen on {a}: {e}"),
+            ServerError::Executor(e) => write!(f, "cannot start executor: {e}"),
+            ServerError::Shard(i, e) => write!(f, "shard {i}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+/// Runs a node until SIGTERM or SIGINT. Returns once every shard has flushed.
+pub fn run(config: ServerConfig) -> Result<(), ServerError> {
+    let shards = config.shard_count();
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| ServerError::DataDir(config.data_dir.clone(), e))?;
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let node_id = load_or_create_node_id(&config.data_dir)?;
+    check_ports_free(&config, shards)?;
+
+    let plan = memlock::plan(shards, config.io_memory_bytes);
+    let limit = if plan.hard_limit_bytes == u64::MAX { "unlimited".to_string() } else { format!("{} KiB", plan.hard_limit_bytes / 1024) };
+    info!(
+        "RLIMIT_MEMLOCK hard limit {limit} (soft limit {}); registering {} KiB of io_uring memory per shard for {shards} shards{}",
+        if plan.raised { "raised to it" } else { "left as is" },
+        plan.io_memory_bytes / 1024,
+        if config.io_memory_bytes > 0 { " (configured)" } else { " (sized from the limit; glommio falls back to unregistered buffers if registration still fails)" },
+    );
+
+    block_termination_signals();
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let node = Arc::new(NodeInfo::new(node_id, &config, shards));
+    let mesh = Mesh::new(shards);
+    let cpus = allowed_cpus();
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, (usize, String)>>();
+    let mut handles = Vec::with_capacity(shards);
+    for index in 0..shards {
+        let placement = if config.pin_shards && !cpus.is_empty() { Placement::Fixed(cpus[index % cpus.len()]) } else { Placement::Unbound };
+        let builder = LocalExecutorBuilder::new(placement)
+            .name(&format!("dynakv-shard-{index}"))
+            .io_memory(plan.io_memory_bytes)
+            .spin_before_park(Duration::from_micros(0));
+        let (node, config, shutdown, mesh, ready) = (node.clone(), config.clone(), shutdown.clone(), mesh.clone(), ready_tx.clone());
+        let handle = builder
+            .spawn(move || async move {
+                let result = shard::run(index, node, config, mesh, shutdown, ready.clone()).await;
+                if let Err(e) = &result {
+                    let _ = ready.send(Err((index, e.clone())));
+                }
+                result
+            })
+            .map_err(|e| ServerError::Executor(e.to_string()))?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+
+    let mut started = 0;
+    let mut failure = None;
+    while started < shards {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => started += 1,
+            Ok(Err((index, e))) => {
+                failure = Some(ServerError::Shard(index, e));
+                break;
+            }
+            Err(_) => {
+                failure = Some(ServerError::Executor("a shard exited while starting".into()));
+                break;
+            }
+        }
+    }
+    if failure.is_none() {
+        let ports: Vec<String> = (0..shards).map(|i| config.shard_port(i).to_string()).collect();
+        println!(
+            "dynakv ready: node {node_id:016x} listening on {} (shard ports {}), {shards} shards, data in {}",
+            config.listen,
+            ports.join(","),
+            config.data_dir.display()
+        );
+        let _ = std::io::stdout().flush();
+        loop {
+            if let Some(signal) = wait_for_signal(Duration::from_millis(100)) {
+                info!("received signal {signal}; shutting down");
+                break;
+            }
+            if handles.iter().any(|h| h.is_finished()) {
+                warn!("a shard stopped; shutting the node down");
+                break;
+            }
+        }
+    }
+    shutdown.store(true, Ordering::SeqCst);
+    for (index, handle) in handles.into_iter().enumerate() {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failure = failure.or(Some(ServerError::Shard(index, e))),
+            Err(e) => failure = failure.or(Some(ServerError::Shard(index, format!("{e:?}")))),
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            info!("stopped cleanly");
+            Ok(())
+        }
+    }
+}
+
+/// Holds an exclusive `flock` on the data directory for the process lifetime.
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File, ServerError> {
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| ServerError::DataDir(path.clone(), e))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(ServerError::Locked(dir.to_path_buf()));
+    }
+    Ok(file)
+}
+
+/// A node's id is chosen once, at its first start, and kept in `node.id`.
+fn load_or_create_node_id(dir: &Path) -> Result<u64, ServerError> {
+    let path = dir.join("node.id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => u64::from_str_radix(text.trim(), 16).map_err(|_| {
+            ServerError::DataDir(path.clone(), std::io::Error::new(std::io::ErrorKind::InvalidData, "node.id is not a hex u64"))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 8];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+                .map_err(|e| ServerError::DataDir(PathBuf::from("/dev/urandom"), e))?;
+            // The low 32 bits name the node inside version-vector actor ids, so they must not be zero.
+            let id = u64::from_le_bytes(bytes) | 1;
+            write_file_durably(&path, format!("{id:016x}\n").as_bytes()).map_err(|e| ServerError::DataDir(path.clone(), e))?;
+            Ok(id)
+        }
+        Err(e) => Err(ServerError::DataDir(path, e)),
+    }
+}
+
+/// Writes a small file through a temporary name, fsyncs it, renames it into
+/// place and fsyncs the directory, so a crash leaves the old or the new file.
+pub(crate) fn write_file_durably(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// The listeners bind with `SO_REUSEPORT` (every shard accepts on the node
+/// port), which would silently let a second server share our ports. A plain
+/// bind first proves each port is free.
+fn check_ports_free(config: &ServerConfig, shards: usize) -> Result<(), ServerError> {
+    let mut addrs = vec![config.listen];
+    addrs.extend((0..shards).map(|i| SocketAddr::new(config.listen.ip(), config.shard_port(i))));
+    for addr in addrs {
+        std::net::TcpListener::bind(addr).map_err(|e| ServerError::Bind(addr, e))?;
+    }
+    Ok(())
+}
+
+fn termination_sigset() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise the set we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        set
+    }
+}
+
+fn block_termination_signals() {
+    let set = termination_sigset();
+    // SAFETY: blocks two signals for this thread; threads spawned later inherit the mask.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+/// Waits up to `timeout` for SIGTERM or SIGINT; returns its number.
+fn wait_for_signal(timeout: Duration) -> Option<i32> {
+    let set = termination_sigset();
+    let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
+    // SAFETY: sigtimedwait reads the set and the timeout we own.
+    let signal = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+    (signal > 0).then_some(signal)
+}
+
+/// The CPUs this process may run on, in order.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: sched_getaffinity fills the set we own.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+    }
+}

@@ -1,0 +1,209 @@
+//! Bad input against a real server: garbage bytes, a huge length prefix, a
+//! truncated frame, a malformed flatbuffer, oversized keys and values, a bad
+//! context, and too many connections. After each, the server still serves
+//! everyone else.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use common::TestNode;
+use dynakv::protocol::{
+    decode_response, encode_request, write_frame, ErrorCode, FrameDecoder, Limits, Quorum, Request, RequestFrame,
+    Response,
+};
+
+fn connect(node: &TestNode) -> TcpStream {
+    let stream = TcpStream::connect(node.listen).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+}
+
+/// Reads one reply frame; `None` when the server closed the connection.
+fn read_reply(stream: &mut TcpStream) -> Option<(u64, Response)> {
+    let mut decoder = FrameDecoder::new(8 << 20);
+    let mut buffer = BytesMut::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        if let Some(frame) = decoder.decode(&mut buffer).expect("server frames are well formed") {
+            return Some(decode_response(frame, &Limits::default()).expect("server replies decode"));
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return None,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+fn request(id: u64, request: Request) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_request(&RequestFrame { id, epoch: 0, request }, &mut out);
+    out
+}
+
+fn error_code(reply: &Response) -> Option<ErrorCode> {
+    match reply {
+        Response::Error { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+/// The node still answers a fresh client's ping and put/get.
+fn assert_still_serving(node: &TestNode) {
+    let mut stream = connect(node);
+    stream.write_all(&request(7, Request::Ping)).unwrap();
+    assert_eq!(read_reply(&mut stream), Some((7, Response::Pong)));
+    let (code, _, err) = node.cli(&["put", "alive", "yes", "--dw", "1"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = node.cli(&["get", "alive", "--json"]);
+    assert!(out.contains("\"yes\""), "{out}");
+}
+
+#[test]
+fn malformed_frames_get_an_error_or_a_close_and_the_server_keeps_serving() {
+    let node = TestNode::start(2, &[]);
+
+    // Garbage: a small length prefix followed by bytes that are no flatbuffer.
+    let mut stream = connect(&node);
+    let mut garbage = Vec::new();
+    write_frame(b"\xde\xad\xbe\xef not a flatbuffer at all", &mut garbage);
+    stream.write_all(&garbage).unwrap();
+    let (_, reply) = read_reply(&mut stream).expect("an error reply");
+    assert_eq!(error_code(&reply), Some(ErrorCode::BadRequest), "{reply:?}");
+    // The same connection still works: frame boundaries were intact.
+    stream.write_all(&request(2, Request::Ping)).unwrap();
+    assert_eq!(read_reply(&mut stream), Some((2, Response::Pong)));
+
+    // A huge length prefix: rejected before any allocation, then closed.
+    let mut stream = connect(&node);
+    stream.write_all(&u32::MAX.to_le_bytes()).unwrap();
+    let reply = read_reply(&mut stream).expect("an error reply before the close");
+    assert_eq!(error_code(&reply.1), Some(ErrorCode::FrameTooLarge), "{reply:?}");
+    assert_eq!(read_reply(&mut stream), None, "connection closed after a bad length prefix");
+
+    // A truncated frame then a closed socket: nothing breaks.
+    let mut stream = connect(&node);
+    let full = request(3, Request::Ping);
+    stream.write_all(&full[..full.len() - 3]).unwrap();
+    drop(stream);
+
+    // Random bytes with no framing at all.
+    let mut stream = connect(&node);
+    let noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let _ = stream.write_all(&noise);
+    let _ = read_reply(&mut stream);
+
+    assert_still_serving(&node);
+}
+
+#[test]
+fn oversized_keys_values_and_bad_contexts_are_rejected_clearly() {
+    let node = TestNode::start(1, &[]);
+    let mut stream = connect(&node);
+    let quorum = Quorum::default();
+
+    let big_key = Bytes::from(vec![b'k'; 4096]);
+    stream.write_all(&request(10, Request::Get { key: big_key.clone(), quorum })).unwrap();
+    let (id, reply) = read_reply(&mut stream).unwrap();
+    assert_eq!((id, error_code(&reply)), (10, Some(ErrorCode::KeyTooLarge)), "{reply:?}");
+
+    let big_value = Bytes::from(vec![b'v'; 1024 * 1024 + 1]);
+    let put = Request::Put { key: Bytes::from_static(b"k"), value: big_value, context: None, quorum };
+    stream.write_all(&request(11, put)).unwrap();
+    let (id, reply) = read_reply(&mut stream).unwrap();
+    assert_eq!((id, error_code(&reply)), (11, Some(ErrorCode::ValueTooLarge)), "{reply:?}");
+
+    let bad_context = Request::Put {
+        key: Bytes::from_static(b"k"),
+        value: Bytes::from_static(b"v"),
+        context: Some(Bytes::from_static(b"\x01garbage context bytes")),
+        quorum,
+    };
+    stream.write_all(&request(12, bad_context)).unwrap();
+    let (id, reply) = read_reply(&mut stream).unwrap();
+    assert_eq!((id, error_code(&reply)), (12, Some(ErrorCode::BadContext)), "{reply:?}");
+
+    let delete = Request::Delete { key: Bytes::from_static(b"k"), context: Bytes::from_static(b"zz"), quorum };
+    stream.write_all(&request(13, delete)).unwrap();
+    let (id, reply) = read_reply(&mut stream).unwrap();
+    assert_eq!((id, error_code(&reply)), (13, Some(ErrorCode::BadContext)), "{reply:?}");
+
+    // A quorum the cluster cannot meet is refused, not silently weakened.
+    let get = Request::Get { key: Bytes::from_static(b"k"), quorum: Quorum { r: Some(3), ..Quorum::default() } };
+    stream.write_all(&request(14, get)).unwrap();
+    let (id, reply) = read_reply(&mut stream).unwrap();
+    assert_eq!((id, error_code(&reply)), (14, Some(ErrorCode::BadRequest)), "{reply:?}");
+
+    assert_still_serving(&node);
+}
+
+#[test]
+fn pipelined_requests_on_one_connection_all_get_their_replies() {
+    let node = TestNode::start(2, &[]);
+    let mut stream = connect(&node);
+    let mut wire = Vec::new();
+    for id in 0..500u64 {
+        let key = Bytes::from(format!("pipelined-{}", id % 50));
+        let request = if id % 2 == 0 {
+            Request::Put { key, value: Bytes::from(id.to_string()), context: None, quorum: Quorum::default() }
+        } else {
+            Request::Get { key, quorum: Quorum::default() }
+        };
+        encode_request(&RequestFrame { id, epoch: 0, request }, &mut wire);
+    }
+    stream.write_all(&wire).unwrap();
+    let mut seen = vec![false; 500];
+    let mut decoder = FrameDecoder::new(8 << 20);
+    let mut buffer = BytesMut::new();
+    let mut chunk = [0u8; 65536];
+    let mut received = 0;
+    while received < 500 {
+        if let Some(frame) = decoder.decode(&mut buffer).unwrap() {
+            let (id, reply) = decode_response(frame, &Limits::default()).unwrap();
+            assert!(error_code(&reply).is_none(), "request {id} failed: {reply:?}");
+            assert!(!seen[id as usize], "duplicate reply for {id}");
+            seen[id as usize] = true;
+            received += 1;
+            continue;
+        }
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "server closed with {received} of 500 replies");
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[test]
+fn connections_over_the_limit_are_refused_and_idle_ones_time_out() {
+    let node = TestNode::start(1, &["--connections-max", "8", "--idle-timeout-ms", "500"]);
+    // Fill the shard's connection budget with idle sockets on its own port.
+    let shard = std::net::SocketAddr::new(node.listen.ip(), node.shard_port(0));
+    // A ping on each proves the server has accepted it (the limit counts accepted connections).
+    let idle: Vec<TcpStream> = (0..8u64)
+        .map(|id| {
+            let mut s = TcpStream::connect(shard).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(&request(id, Request::Ping)).unwrap();
+            assert_eq!(read_reply(&mut s), Some((id, Response::Pong)));
+            s
+        })
+        .collect();
+    let mut extra = TcpStream::connect(shard).unwrap();
+    extra.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let reply = read_reply(&mut extra).expect("an Overloaded reply");
+    assert_eq!(error_code(&reply.1), Some(ErrorCode::Overloaded));
+    // Idle connections are closed by the server after the timeout, freeing the budget.
+    for mut s in idle {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut byte = [0u8; 1];
+        assert!(matches!(s.read(&mut byte), Ok(0) | Err(_)), "idle connection should be closed");
+    }
+    let mut fresh = TcpStream::connect(shard).unwrap();
+    fresh.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    fresh.write_all(&request(1, Request::Ping)).unwrap();
+    assert_eq!(read_reply(&mut fresh), Some((1, Response::Pong)));
+}
