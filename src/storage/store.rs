@@ -88,8 +88,6 @@ struct State<F> {
     appended_lsn: u64,
     flushed_lsn: u64,
     synced_lsn: u64,
-    /// Sealed segments with flushed bytes not yet covered by an `fdatasync`.
-    unsynced_sealed: Vec<(u32, Rc<F>)>,
     /// The active segment got its `Seal`; appends wait for the rotation.
     rotation_pending: bool,
     next_seq: u64,
@@ -477,7 +475,6 @@ impl<D: Disk> Store<D> {
             appended_lsn: 0,
             flushed_lsn: 0,
             synced_lsn: 0,
-            unsynced_sealed: Vec::new(),
             rotation_pending: false,
             next_seq: seq_max + 1,
             failed: false,
@@ -881,9 +878,19 @@ impl<D: Disk> Store<D> {
             }
             st.active_id
         };
-        match self.flush_locked().await {
-            Ok(()) => {}
-            Err(e) => return Err(e),
+        self.flush_locked().await?;
+        // Sync the sealed segment before the next one is written: without it a crash
+        // could keep writes of the new file and lose older ones of this file, and the
+        // log would no longer be a prefix of what was appended (docs §9).
+        let sealed_file = self.state.borrow().segments[&sealing].file.clone();
+        if let Err(e) = sealed_file.sync_data().await {
+            self.state.borrow_mut().failed = true;
+            return Err(StorageError::SyncFailed(e));
+        }
+        {
+            let mut st = self.state.borrow_mut();
+            st.synced_lsn = st.flushed_lsn;
+            st.syncs += 1;
         }
         let new_id = sealing + 1;
         let result = async {
@@ -908,10 +915,7 @@ impl<D: Disk> Store<D> {
         let mut st = self.state.borrow_mut();
         assert_eq!(st.active_id, sealing);
         assert_eq!(st.appended_lsn, st.flushed_lsn);
-        let old = st.active();
-        old.sealed = true;
-        let old_file = old.file.clone();
-        st.unsynced_sealed.push((sealing, old_file));
+        st.active().sealed = true;
         st.segments.insert(
             new_id,
             Segment {
@@ -977,23 +981,19 @@ impl<D: Disk> Store<D> {
             yield_now().await;
             let _io = self.io_lock.lock().await;
             self.flush_locked().await?;
-            let (files, target) = {
+            // Sealed segments were synced when they were sealed, so only the active
+            // segment can hold unsynced bytes.
+            let (file, target) = {
                 let st = self.state.borrow();
-                let mut files: Vec<Rc<D::File>> =
-                    st.unsynced_sealed.iter().map(|(_, f)| f.clone()).collect();
-                files.push(st.segments[&st.active_id].file.clone());
-                (files, st.flushed_lsn)
+                (st.segments[&st.active_id].file.clone(), st.flushed_lsn)
             };
-            for file in files {
-                if let Err(e) = file.sync_data().await {
-                    // Linux may have dropped the dirty pages: a retry could falsely
-                    // succeed, so the store stops accepting writes (docs §8).
-                    self.state.borrow_mut().failed = true;
-                    return Err(StorageError::SyncFailed(e));
-                }
+            if let Err(e) = file.sync_data().await {
+                // Linux may have dropped the dirty pages: a retry could falsely
+                // succeed, so the store stops accepting writes (docs §8).
+                self.state.borrow_mut().failed = true;
+                return Err(StorageError::SyncFailed(e));
             }
             let mut st = self.state.borrow_mut();
-            st.unsynced_sealed.clear();
             assert!(target >= st.synced_lsn);
             st.synced_lsn = target;
             st.syncs += 1;
@@ -1184,7 +1184,6 @@ impl<D: Disk> Store<D> {
                 seg.live_bytes, 0,
                 "a compacted segment holds no live record"
             );
-            st.unsynced_sealed.retain(|(id, _)| *id != source);
             st.compaction = None;
             st.segments_compacted += 1;
             seg.has_hint
