@@ -307,7 +307,9 @@ impl DiskFile for MemFile {
         for (_, pos, bytes) in &pending {
             apply_write(&mut inode.durable, *pos, bytes);
         }
-        debug_assert_eq!(inode.durable, inode.data);
+        let len = inode.data.len();
+        inode.durable.resize(len, 0);
+        debug_assert!(inode.durable == inode.data, "durable image diverged");
         Ok(())
     }
 
@@ -318,15 +320,19 @@ impl DiskFile for MemFile {
     }
 
     async fn truncate(&self, len_bytes: u64) -> io::Result<()> {
-        // Simplification (documented in docs/storage.md): a truncate is durable at once.
+        // Simplification: a shrinking truncate is durable at once (the engine truncates
+        // only garbage tails at open and freshly written hint files before syncing them).
         let mut st = self.disk.state.borrow_mut();
         let inode = st
             .inodes
             .get_mut(&self.inode)
             .ok_or_else(|| err(libc::EBADF))?;
-        inode.data.resize(len_bytes as usize, 0);
-        inode.durable.resize(len_bytes as usize, 0);
-        inode.unsynced.clear();
+        let len = len_bytes as usize;
+        inode.data.resize(len, 0);
+        inode.durable.truncate(len);
+        for (_, pos, bytes) in inode.unsynced.iter_mut() {
+            bytes.truncate(len.saturating_sub(*pos as usize));
+        }
         Ok(())
     }
 }
