@@ -1,0 +1,180 @@
+//! `Context`: the opaque token a get hands to the client and a put/delete
+//! hands back (§4.4), also naming the replica that answered the read first so
+//! the client can coordinate its next write there (§6.4).
+//!
+//! Invariant: a token is untrusted input. `decode` checks its size, format
+//! byte and CRC32 before reading anything else, then validates the clock, so
+//! a garbage, truncated or foreign token is refused with a `ContextError`.
+
+use super::clock::VersionVector;
+use super::codec::{put_varint, Reader, VARINT_BYTES_MAX};
+use super::error::ContextError;
+use super::{ActorId, CLOCK_ENTRIES_MAX};
+
+/// Format byte of the context token; see `docs/versioning.md`.
+pub const CONTEXT_FORMAT_VERSION: u8 = 1;
+
+/// Flag bit: a fastest-replica actor id follows the flags byte.
+const FLAG_FASTEST_REPLICA: u8 = 0x01;
+
+const CHECKSUM_BYTES: usize = 4;
+
+/// Format byte, flags, entry count (0) and checksum.
+const CONTEXT_BYTES_MIN: usize = 1 + 1 + 1 + CHECKSUM_BYTES;
+
+/// The largest valid token: format, flags, fastest replica, entry count
+/// (two varint bytes cover `CLOCK_ENTRIES_MAX`), every entry at its widest,
+/// checksum.
+pub const CONTEXT_BYTES_MAX: usize =
+    1 + 1 + VARINT_BYTES_MAX + 2 + CLOCK_ENTRIES_MAX * 2 * VARINT_BYTES_MAX + CHECKSUM_BYTES;
+
+/// The content of a context token.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Context {
+    /// What the client saw: the clock of the sibling set its get returned.
+    pub clock: VersionVector,
+    /// The replica that answered the get first ("write to the fastest
+    /// reader", §6.4); the client routes its next put for the key there.
+    pub fastest_replica: Option<ActorId>,
+}
+
+impl Context {
+    pub fn encode(&self) -> Vec<u8> {
+        assert!(self.clock.len() <= CLOCK_ENTRIES_MAX);
+        let mut out = Vec::with_capacity(CONTEXT_BYTES_MIN + self.clock.len() * 4);
+        out.push(CONTEXT_FORMAT_VERSION);
+        match self.fastest_replica {
+            Some(actor) => {
+                out.push(FLAG_FASTEST_REPLICA);
+                put_varint(&mut out, actor);
+            }
+            None => out.push(0),
+        }
+        self.clock.encode_body(&mut out);
+        let checksum = crc32fast::hash(&out);
+        out.extend_from_slice(&checksum.to_le_bytes());
+        assert!(out.len() >= CONTEXT_BYTES_MIN && out.len() <= CONTEXT_BYTES_MAX);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Context, ContextError> {
+        if bytes.len() > CONTEXT_BYTES_MAX {
+            return Err(ContextError::TooLong {
+                bytes: bytes.len(),
+                max: CONTEXT_BYTES_MAX,
+            });
+        }
+        if bytes.len() < CONTEXT_BYTES_MIN {
+            return Err(ContextError::TooShort { bytes: bytes.len() });
+        }
+        if bytes[0] != CONTEXT_FORMAT_VERSION {
+            return Err(ContextError::UnknownFormatVersion(bytes[0]));
+        }
+        let (body, checksum_bytes) = bytes.split_at(bytes.len() - CHECKSUM_BYTES);
+        let mut stored = [0u8; CHECKSUM_BYTES];
+        stored.copy_from_slice(checksum_bytes);
+        let stored = u32::from_le_bytes(stored);
+        let computed = crc32fast::hash(body);
+        if stored != computed {
+            return Err(ContextError::ChecksumMismatch { stored, computed });
+        }
+        let mut reader = Reader::new(&body[1..]);
+        let flags = reader.u8().map_err(ContextError::Clock)?;
+        if flags & !FLAG_FASTEST_REPLICA != 0 {
+            return Err(ContextError::UnknownFlags(flags));
+        }
+        let fastest_replica = if flags & FLAG_FASTEST_REPLICA != 0 {
+            Some(reader.varint().map_err(ContextError::Clock)?)
+        } else {
+            None
+        };
+        let clock = VersionVector::decode_body(&mut reader).map_err(ContextError::Clock)?;
+        reader.finish().map_err(ContextError::Clock)?;
+        Ok(Context {
+            clock,
+            fastest_replica,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::version::VersionError;
+
+    #[test]
+    fn round_trip_and_rejections() {
+        let context = Context {
+            clock: VersionVector::from_entries(vec![(7 << 16, 3), ((9 << 16) | 2, 1)]).unwrap(),
+            fastest_replica: Some(9 << 16 | 2),
+        };
+        let token = context.encode();
+        assert_eq!(Context::decode(&token), Ok(context.clone()));
+
+        let empty = Context::default().encode();
+        assert_eq!(empty.len(), CONTEXT_BYTES_MIN);
+        assert_eq!(Context::decode(&empty), Ok(Context::default()));
+
+        assert_eq!(
+            Context::decode(&token[..3]),
+            Err(ContextError::TooShort { bytes: 3 })
+        );
+        let mut foreign = token.clone();
+        foreign[0] = 0x7b; // e.g. a JSON token from another store
+        assert_eq!(
+            Context::decode(&foreign),
+            Err(ContextError::UnknownFormatVersion(0x7b))
+        );
+        let mut damaged = token.clone();
+        let last_body = damaged.len() - CHECKSUM_BYTES - 1;
+        damaged[last_body] ^= 0x01;
+        assert!(matches!(
+            Context::decode(&damaged),
+            Err(ContextError::ChecksumMismatch { .. })
+        ));
+        let long = vec![CONTEXT_FORMAT_VERSION; CONTEXT_BYTES_MAX + 1];
+        assert!(matches!(
+            Context::decode(&long),
+            Err(ContextError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn valid_checksum_over_invalid_body_is_refused() {
+        // Unsorted actors, checksummed correctly: still refused.
+        let mut body = vec![CONTEXT_FORMAT_VERSION, 0, 2, 5, 1, 0, 1];
+        let checksum = crc32fast::hash(&body);
+        body.extend_from_slice(&checksum.to_le_bytes());
+        assert_eq!(
+            Context::decode(&body),
+            Err(ContextError::Clock(VersionError::ActorsNotSorted))
+        );
+        // Unknown flag bits.
+        let mut body = vec![CONTEXT_FORMAT_VERSION, 0x80, 0];
+        let checksum = crc32fast::hash(&body);
+        body.extend_from_slice(&checksum.to_le_bytes());
+        assert_eq!(
+            Context::decode(&body),
+            Err(ContextError::UnknownFlags(0x80))
+        );
+    }
+
+    #[test]
+    fn widest_token_fits_the_bound() {
+        let entries: Vec<_> = (0..CLOCK_ENTRIES_MAX as u64)
+            .map(|i| {
+                (
+                    u64::MAX - (CLOCK_ENTRIES_MAX as u64 - 1 - i) * (1 << 57),
+                    u64::MAX,
+                )
+            })
+            .collect();
+        let context = Context {
+            clock: VersionVector::from_entries(entries).unwrap(),
+            fastest_replica: Some(u64::MAX),
+        };
+        let token = context.encode();
+        assert!(token.len() <= CONTEXT_BYTES_MAX);
+        assert_eq!(Context::decode(&token), Ok(context));
+    }
+}
