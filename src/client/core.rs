@@ -344,7 +344,9 @@ impl ClientCore {
         };
         for wire_id in unsent {
             if let Some(ticket) = self.attempts.remove(&wire_id) {
-                self.redispatch(now, ticket);
+                // With nowhere else to go, the request fails with what
+                // happened to its target, which says more than "no route".
+                self.redispatch_or(now, ticket, Some(error));
             }
         }
         let sent: Vec<Ticket> = self
@@ -518,6 +520,12 @@ impl ClientCore {
     /// Routes the operation again and queues a fresh attempt (new wire id,
     /// so a late reply to an old attempt is recognised and dropped).
     fn redispatch(&mut self, now: Instant, ticket: Ticket) {
+        self.redispatch_or(now, ticket, None);
+    }
+
+    /// `redispatch`, completing with `fallback` (if given) instead of the
+    /// routing error when no target is left.
+    fn redispatch_or(&mut self, now: Instant, ticket: Ticket, fallback: Option<&ClientError>) {
         let Some(operation) = self.operations.get(&ticket) else {
             return;
         };
@@ -527,6 +535,7 @@ impl ClientCore {
         let target = match self.route(now, &operation.request, operation.preferred) {
             Ok(target) => target,
             Err(error) => {
+                let error = fallback.cloned().unwrap_or(error);
                 self.complete(now, ticket, Err(error));
                 return;
             }
