@@ -19,7 +19,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
 
-use super::log::warn;
+use super::log;
 use super::shard::{connection_allowed, Reply, ShardState};
 use crate::protocol::{self, ErrorCode, FrameDecoder, FrameError, Response};
 
@@ -32,7 +32,7 @@ pub(crate) async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener, vi
             Ok(stream) => stream,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                warn!("shard {}: accept failed: {e}", shard.index);
+                log::warning!("shard {}: accept failed: {e}", shard.index);
                 glommio::timer::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -107,10 +107,8 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
                 Err(e) => {
                     // The stream cannot be re-synchronised after a bad length
                     // prefix: answer once and close.
-                    let code = match e {
-                        FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
-                        _ => ErrorCode::BadRequest,
-                    };
+                    let FrameError::TooLarge { .. } = e;
+                    let code = ErrorCode::FrameTooLarge;
                     outbox.push(Reply::Response(0, Response::Error { code, message: e.to_string(), acks: 0, routing: None }));
                     break 'read;
                 }

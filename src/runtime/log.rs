@@ -13,8 +13,8 @@ pub(crate) fn line(level: &str, message: std::fmt::Arguments<'_>) {
 macro_rules! info {
     ($($arg:tt)*) => { $crate::runtime::log::line("INFO", format_args!($($arg)*)) };
 }
-macro_rules! warn {
+macro_rules! warning {
     ($($arg:tt)*) => { $crate::runtime::log::line("WARN", format_args!($($arg)*)) };
 }
 pub(crate) use info;
-pub(crate) use warn;
+pub(crate) use warning;

@@ -12,14 +12,14 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
 use super::forward::Mesh;
-use super::log::{info, warn};
+use super::log::{self, info};
 use super::memlock;
 use super::shard::{self, NodeInfo};
 use crate::config::ServerConfig;
@@ -72,6 +72,7 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
 
     block_termination_signals();
     let shutdown = Arc::new(AtomicBool::new(false));
+    let exited = Arc::new(AtomicUsize::new(0));
     let node = Arc::new(NodeInfo::new(node_id, &config, shards));
     let mesh = Mesh::new(shards);
     let cpus = allowed_cpus();
@@ -83,13 +84,15 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
             .name(&format!("dynakv-shard-{index}"))
             .io_memory(plan.io_memory_bytes)
             .spin_before_park(Duration::from_micros(0));
-        let (node, config, shutdown, mesh, ready) = (node.clone(), config.clone(), shutdown.clone(), mesh.clone(), ready_tx.clone());
+        let (node, config, shutdown, mesh, ready, exited) =
+            (node.clone(), config.clone(), shutdown.clone(), mesh.clone(), ready_tx.clone(), exited.clone());
         let handle = builder
             .spawn(move || async move {
                 let result = shard::run(index, node, config, mesh, shutdown, ready.clone()).await;
                 if let Err(e) = &result {
                     let _ = ready.send(Err((index, e.clone())));
                 }
+                exited.fetch_add(1, Ordering::SeqCst);
                 result
             })
             .map_err(|e| ServerError::Executor(e.to_string()))?;
@@ -126,8 +129,8 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
                 info!("received signal {signal}; shutting down");
                 break;
             }
-            if handles.iter().any(|h| h.is_finished()) {
-                warn!("a shard stopped; shutting the node down");
+            if exited.load(Ordering::SeqCst) > 0 {
+                log::warning!("a shard stopped; shutting the node down");
                 break;
             }
         }

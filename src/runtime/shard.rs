@@ -21,9 +21,9 @@ use glommio::{Latency, Shares};
 use super::conn;
 use super::disk::GlommioDisk;
 use super::forward::{Forwarder, Handler, Mesh};
-use super::log::{info, warn};
+use super::log::{self, info};
 use crate::config::ServerConfig;
-use crate::protocol::{self, ErrorCode, Limits, Request, RequestFrame, Response, RoutingNode, RoutingTable};
+use crate::protocol::{self, ErrorCode, Limits, Request, RequestFrame, Response, RoutingNode, RoutingTable, Sibling};
 use crate::ring::{self, Member, NodeId, Ring};
 use crate::storage::{Durability, Namespace, RecordKind, StorageError, Store, StoreConfig};
 use crate::version::{ActorId, Context, SiblingSet, Value};
@@ -130,7 +130,7 @@ pub(crate) async fn run(
         ..StoreConfig::default()
     };
     let started = Instant::now();
-    let disk = GlommioDisk::new(&dir);
+    let disk = GlommioDisk::new(&dir).map_err(|e| format!("cannot use {}: {e}", dir.display()))?;
     let (store, report) = Store::open(disk, store_config).await.map_err(|e| format!("cannot open store in {}: {e}", dir.display()))?;
     info!(
         "shard {index}: store open in {} ms: {} keys, hint files {}, {} torn tail bytes truncated, {} corrupt records; incarnation {incarnation}",
@@ -240,7 +240,8 @@ impl ShardState {
             Ok(request) => request,
             Err(e) => {
                 self.counters.errors.set(self.counters.errors.get() + 1);
-                return Self::error(e.request_id().unwrap_or(0), e.code(), e.to_string());
+                let (id, response) = e.to_response();
+                return Reply::Response(id, response);
             }
         };
         if let Some(key) = request.request.key() {
@@ -347,7 +348,10 @@ impl ShardState {
 
     async fn get(&self, partition: u32, key: &[u8]) -> Result<Response, (ErrorCode, String)> {
         let set = self.load(partition, key).await?;
-        let siblings: Vec<Bytes> = set.data_values().into_iter().cloned().collect();
+        // Only live values are returned; a tombstone sibling is summarised by
+        // the context, so the next put supersedes it (docs/versioning.md).
+        let siblings: Vec<Sibling> =
+            set.data_values().into_iter().map(|value| Sibling { tombstone: false, value: value.clone() }).collect();
         Ok(Response::Get { found: !siblings.is_empty(), siblings, context: self.context_token(&set) })
     }
 
@@ -404,7 +408,7 @@ impl ShardState {
             glommio::timer::sleep(interval).await;
             if self.store.flush_due(Instant::now()) {
                 if let Err(e) = self.store.flush().await {
-                    warn!("shard {}: write-buffer flush failed: {e}", self.index);
+                    log::warning!("shard {}: write-buffer flush failed: {e}", self.index);
                 }
             }
         }
@@ -417,10 +421,10 @@ impl ShardState {
         let pause = Duration::from_secs_f64(step_bytes as f64 / self.config.compaction_bytes_per_second.max(1) as f64);
         while !self.shutdown.load(Ordering::Relaxed) {
             match self.store.compact_step(step_bytes).await {
-                Ok(progress) if progress.more_work => glommio::timer::sleep(pause).await,
+                Ok(progress) if progress.more => glommio::timer::sleep(pause).await,
                 Ok(_) => glommio::timer::sleep(Duration::from_secs(1)).await,
                 Err(e) => {
-                    warn!("shard {}: compaction failed: {e}", self.index);
+                    log::warning!("shard {}: compaction failed: {e}", self.index);
                     glommio::timer::sleep(Duration::from_secs(10)).await;
                 }
             }
