@@ -199,8 +199,22 @@ pub fn claim(
         .map(|o| o.expect("every partition assigned"))
         .collect();
 
-    // Step 5: repair windows that hold a node twice.
-    repair(&mut owner, &previous_owner, window);
+    // Step 5: repair windows that hold a node twice. The count minimum of
+    // moves is what steps 2-4 moved; repair may add at most half of it plus
+    // `2 * n_val`, and nothing when no arrangement can be free of repeats (a
+    // node owns more than `q / window` partitions).
+    let moved_minimum = (0..q_usize)
+        .filter(|&p| previous_owner[p] != Some(owner[p]))
+        .count();
+    let feasible = counts
+        .iter()
+        .all(|&count| count as usize <= q_usize / window.max(1));
+    let extra_moves_max = if feasible {
+        moved_minimum / 2 + 2 * n_val
+    } else {
+        0
+    };
+    repair(&mut owner, &previous_owner, window, extra_moves_max);
 
     // Step 6: shards.
     let owners = assign_shards(&members, &owner, previous);
@@ -370,11 +384,18 @@ impl OwnerSlot for usize {
 }
 
 /// Step 5: swap owners to clear windows where a node appears twice.
-fn repair(owner: &mut [usize], previous_owner: &[Option<usize>], window: usize) {
+fn repair(
+    owner: &mut [usize],
+    previous_owner: &[Option<usize>],
+    window: usize,
+    extra_moves_max: usize,
+) {
     let q = owner.len();
     if window < 2 {
         return;
     }
+    // Moves made beyond the count minimum, against `extra_moves_max`.
+    let mut budget = extra_moves_max as i64;
     for _ in 0..REPAIR_PASSES_MAX {
         let mut violations = 0;
         let moved = |owner: &[usize], u: usize| previous_owner[u] != Some(owner[u]);
@@ -404,22 +425,25 @@ fn repair(owner: &mut [usize], previous_owner: &[Option<usize>], window: usize) 
                     }
                     let before = conflicts(owner, v, owner[v], window)
                         + conflicts(owner, u, owner[u], window);
+                    let moved_before = moved_count(owner, previous_owner, &[u, v]);
                     owner.swap(u, v);
                     let after = conflicts(owner, v, owner[v], window)
                         + conflicts(owner, u, owner[u], window);
-                    let accept = if clear_only {
+                    let cost = moved_count(owner, previous_owner, &[u, v]) - moved_before;
+                    let improves = if clear_only {
                         after == 0
                     } else {
                         after < before
                     };
-                    if accept {
+                    if improves && cost <= budget {
+                        budget -= cost;
                         break 'search;
                     }
                     owner.swap(u, v);
                 }
             }
             if conflicts(owner, v, owner[v], window) > 0 {
-                rotate(owner, v, window);
+                rotate(owner, previous_owner, v, window, &mut budget);
             }
         }
         if violations == 0 {
@@ -428,12 +452,20 @@ fn repair(owner: &mut [usize], previous_owner: &[Option<usize>], window: usize) 
     }
     // The walk may move partitions that did not have to move, so it runs only
     // for a fresh ring, where every partition is placed anyway. After a
-    // membership change the remaining windows (rare, with very heavy nodes)
-    // are left and counted by `Ring::diversity_violations`: preference lists
+    // membership change the remaining windows (with very heavy nodes) are
+    // left and counted by `Ring::diversity_violations`: preference lists
     // still hold distinct nodes, they only reach further around the ring.
     if previous_owner.iter().all(Option::is_none) {
         walk_out_of_local_minimum(owner, previous_owner, window);
     }
+}
+
+/// How many of `positions` have another owner than in the previous ring.
+fn moved_count(owner: &[usize], previous_owner: &[Option<usize>], positions: &[usize]) -> i64 {
+    positions
+        .iter()
+        .filter(|&&p| previous_owner[p] != Some(owner[p]))
+        .count() as i64
 }
 
 /// When swaps and rotations leave conflicts (a local minimum, seen with a
@@ -496,7 +528,13 @@ fn walk_out_of_local_minimum(owner: &mut [usize], previous_owner: &[Option<usize
 /// owners. `v`'s node `a` moves to `u1` where it fits, `u1`'s node `b` moves
 /// to `u2` where it fits, and `u2`'s node `c` takes `v`. Counts are kept.
 /// Bounded to `ROTATION_FIRST_HOPS_MAX` choices of `u1`.
-fn rotate(owner: &mut [usize], v: usize, window: usize) -> bool {
+fn rotate(
+    owner: &mut [usize],
+    previous_owner: &[Option<usize>],
+    v: usize,
+    window: usize,
+    budget: &mut i64,
+) -> bool {
     let q = owner.len();
     let a = owner[v];
     let mut first_hops = 0;
@@ -524,13 +562,17 @@ fn rotate(owner: &mut [usize], v: usize, window: usize) -> bool {
             if u2 == u1 || c == a || c == b {
                 continue;
             }
+            let moved_before = moved_count(owner, previous_owner, &[v, u1, u2]);
             owner[u1] = a;
             owner[u2] = b;
             owner[v] = c;
-            if conflicts(owner, v, c, window) == 0
+            let cost = moved_count(owner, previous_owner, &[v, u1, u2]) - moved_before;
+            if cost <= *budget
+                && conflicts(owner, v, c, window) == 0
                 && conflicts(owner, u1, a, window) == 0
                 && conflicts(owner, u2, b, window) == 0
             {
+                *budget -= cost;
                 return true;
             }
             owner[u1] = b;
