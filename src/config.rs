@@ -188,9 +188,12 @@ impl ServerConfig {
     /// Sets one option from its textual value.
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
         fn parse<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConfigError> {
-            value
-                .parse()
-                .map_err(|_| ConfigError::Flag(format!("--{} has a bad value '{value}'", name.replace('_', "-"))))
+            value.parse().map_err(|_| {
+                ConfigError::Flag(format!(
+                    "--{} has a bad value '{value}'",
+                    name.replace('_', "-")
+                ))
+            })
         }
         match name {
             "data_dir" => self.data_dir = PathBuf::from(value),
@@ -205,7 +208,9 @@ impl ServerConfig {
             "dw" => self.dw = parse(name, value)?,
             "io_memory_bytes" => self.io_memory_bytes = parse(name, value)?,
             "connections_max" => self.connections_max = parse(name, value)?,
-            "in_flight_per_connection_max" => self.in_flight_per_connection_max = parse(name, value)?,
+            "in_flight_per_connection_max" => {
+                self.in_flight_per_connection_max = parse(name, value)?
+            }
             "idle_timeout_ms" => self.idle_timeout_ms = parse(name, value)?,
             "key_bytes_max" => self.key_bytes_max = parse(name, value)?,
             "value_bytes_max" => self.value_bytes_max = parse(name, value)?,
@@ -215,7 +220,12 @@ impl ServerConfig {
             "segment_size_bytes" => self.segment_size_bytes = parse(name, value)?,
             "compaction_dead_fraction" => self.compaction_dead_fraction = parse(name, value)?,
             "compaction_bytes_per_second" => self.compaction_bytes_per_second = parse(name, value)?,
-            _ => return Err(ConfigError::Flag(format!("unknown option --{}", name.replace('_', "-")))),
+            _ => {
+                return Err(ConfigError::Flag(format!(
+                    "unknown option --{}",
+                    name.replace('_', "-")
+                )))
+            }
         }
         Ok(())
     }
@@ -224,7 +234,10 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         if !self.partitions.is_power_of_two() || !(1..=65_536).contains(&self.partitions) {
-            return invalid(format!("partitions must be a power of two in 1..=65536, not {}", self.partitions));
+            return invalid(format!(
+                "partitions must be a power of two in 1..=65536, not {}",
+                self.partitions
+            ));
         }
         if self.shards > 256 {
             return invalid(format!("shards must be at most 256, not {}", self.shards));
@@ -245,13 +258,19 @@ impl ServerConfig {
             return invalid("value_bytes_max must be at most 64 MiB".into());
         }
         if self.frame_bytes_max < self.value_bytes_max + self.key_bytes_max + 4096 {
-            return invalid("frame_bytes_max must exceed value_bytes_max + key_bytes_max + 4096".into());
+            return invalid(
+                "frame_bytes_max must exceed value_bytes_max + key_bytes_max + 4096".into(),
+            );
         }
-        if !(0.0..1.0).contains(&self.compaction_dead_fraction) || self.compaction_dead_fraction <= 0.0 {
+        if !(0.0..1.0).contains(&self.compaction_dead_fraction)
+            || self.compaction_dead_fraction <= 0.0
+        {
             return invalid("compaction_dead_fraction must be in (0, 1)".into());
         }
         if self.connections_max == 0 || self.in_flight_per_connection_max == 0 {
-            return invalid("connections_max and in_flight_per_connection_max must be at least 1".into());
+            return invalid(
+                "connections_max and in_flight_per_connection_max must be at least 1".into(),
+            );
         }
         Ok(())
     }
@@ -262,13 +281,19 @@ impl ServerConfig {
         if self.shards > 0 {
             self.shards
         } else {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         }
     }
 
     /// The client port of shard `shard`.
     pub fn shard_port(&self, shard: usize) -> u16 {
-        let base = if self.shard_port_base == 0 { self.listen.port().wrapping_add(1) } else { self.shard_port_base };
+        let base = if self.shard_port_base == 0 {
+            self.listen.port().wrapping_add(1)
+        } else {
+            self.shard_port_base
+        };
         base.wrapping_add(shard as u16)
     }
 }
@@ -288,7 +313,11 @@ mod tests {
             .collect();
         let c = ServerConfig::from_args(&args).unwrap();
         assert_eq!(c.shards, 2, "the flag wins over the file");
-        assert_eq!(c.listen, "127.0.0.2:9000".parse().unwrap(), "the file wins over the default");
+        assert_eq!(
+            c.listen,
+            "127.0.0.2:9000".parse().unwrap(),
+            "the file wins over the default"
+        );
         assert_eq!(c.partitions, 256, "untouched options keep their default");
         assert_eq!(c.shard_port(1), 9002);
     }
@@ -312,13 +341,19 @@ mod tests {
     fn documentation_lists_every_option() {
         let doc = include_str!("../docs/configuration.md");
         for option in ServerConfig::OPTIONS {
-            assert!(doc.contains(&format!("`{option}`")), "docs/configuration.md lacks `{option}`");
+            assert!(
+                doc.contains(&format!("`{option}`")),
+                "docs/configuration.md lacks `{option}`"
+            );
         }
         // Every option in OPTIONS is settable, and every settable option is listed.
         let mut c = ServerConfig::default();
         for option in ServerConfig::OPTIONS {
             let e = c.set(option, "\u{0}");
-            assert!(!matches!(e, Err(ConfigError::Flag(ref m)) if m.contains("unknown option")), "{option}");
+            assert!(
+                !matches!(e, Err(ConfigError::Flag(ref m)) if m.contains("unknown option")),
+                "{option}"
+            );
         }
     }
 }

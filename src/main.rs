@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use base64::Engine;
-use dynakv::client::blocking::{Client, ClientOptions};
+use dynakv::client::{Client, ClientOptions};
 use dynakv::protocol::{Quorum, R_ALL};
 
 const USAGE: &str = "usage:
@@ -58,7 +58,8 @@ enum CliError {
 }
 
 fn server(args: &[String]) -> Result<(), CliError> {
-    let config = dynakv::config::ServerConfig::from_args(args).map_err(|e| CliError::Usage(e.to_string()))?;
+    let config = dynakv::config::ServerConfig::from_args(args)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     dynakv::runtime::run(config).map_err(|e| CliError::Failed(e.to_string()))
 }
 
@@ -73,7 +74,10 @@ const VALUE_FLAGS: &[&str] = &["node", "context", "r", "w", "dw", "timeout-ms"];
 
 impl Flags {
     fn parse(args: &[String]) -> Result<Flags, CliError> {
-        let mut flags = Flags { positional: Vec::new(), options: Vec::new() };
+        let mut flags = Flags {
+            positional: Vec::new(),
+            options: Vec::new(),
+        };
         let mut i = 0;
         while i < args.len() {
             let arg = &args[i];
@@ -81,7 +85,9 @@ impl Flags {
                 if BOOLEAN_FLAGS.contains(&name) {
                     flags.options.push((name.to_string(), None));
                 } else if VALUE_FLAGS.contains(&name) {
-                    let value = args.get(i + 1).ok_or_else(|| CliError::Usage(format!("{arg} needs a value")))?;
+                    let value = args
+                        .get(i + 1)
+                        .ok_or_else(|| CliError::Usage(format!("{arg} needs a value")))?;
                     flags.options.push((name.to_string(), Some(value.clone())));
                     i += 1;
                 } else {
@@ -100,7 +106,11 @@ impl Flags {
     }
 
     fn value(&self, name: &str) -> Option<&str> {
-        self.options.iter().rev().find(|(n, _)| n == name).and_then(|(_, v)| v.as_deref())
+        self.options
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.as_deref())
     }
 
     fn count(&self, name: &str) -> Result<Option<u8>, CliError> {
@@ -109,7 +119,10 @@ impl Flags {
             Some("all") if name == "r" => Ok(Some(R_ALL)),
             Some(v) => match v.parse::<u8>() {
                 Ok(n) if n > 0 || name == "dw" => Ok(Some(n)),
-                _ => Err(CliError::Usage(format!("--{name} must be a number from 1 to 254{}", if name == "r" { " or 'all'" } else { "" }))),
+                _ => Err(CliError::Usage(format!(
+                    "--{name} must be a number from 1 to 254{}",
+                    if name == "r" { " or 'all'" } else { "" }
+                ))),
             },
         }
     }
@@ -117,17 +130,30 @@ impl Flags {
 
 fn client_command(command: &str, args: &[String]) -> Result<(), CliError> {
     let flags = Flags::parse(args)?;
-    let node_text = flags.value("node").map(str::to_string).or_else(|| std::env::var("DYNAKV_NODE").ok()).unwrap_or_else(|| "127.0.0.1:7000".into());
+    let node_text = flags
+        .value("node")
+        .map(str::to_string)
+        .or_else(|| std::env::var("DYNAKV_NODE").ok())
+        .unwrap_or_else(|| "127.0.0.1:7000".into());
     let node: SocketAddr = node_text
         .to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
-        .ok_or_else(|| CliError::Usage(format!("--node '{node_text}' is not an IP:PORT address")))?;
+        .ok_or_else(|| {
+            CliError::Usage(format!("--node '{node_text}' is not an IP:PORT address"))
+        })?;
     let timeout_ms: u64 = match flags.value("timeout-ms") {
         None => 5000,
-        Some(v) => v.parse().map_err(|_| CliError::Usage("--timeout-ms must be a number".into()))?,
+        Some(v) => v
+            .parse()
+            .map_err(|_| CliError::Usage("--timeout-ms must be a number".into()))?,
     };
-    let quorum = Quorum { r: flags.count("r")?, w: flags.count("w")?, dw: flags.count("dw")?, n: None };
+    let quorum = Quorum {
+        r: flags.count("r")?,
+        w: flags.count("w")?,
+        dw: flags.count("dw")?,
+        n: None,
+    };
     let base64 = flags.has("base64");
     let json = flags.has("json");
     let expect = |n: usize, what: &str| {
@@ -137,16 +163,25 @@ fn client_command(command: &str, args: &[String]) -> Result<(), CliError> {
             Err(CliError::Usage(format!("{command} takes {what}")))
         }
     };
-    let options = ClientOptions { timeout: Duration::from_millis(timeout_ms), ..ClientOptions::default() };
-    let connect = || Client::connect(node, options.clone()).map_err(|e| CliError::Failed(e.to_string()));
+    let options = ClientOptions {
+        timeout: Duration::from_millis(timeout_ms),
+        ..ClientOptions::default()
+    };
+    let connect =
+        || Client::connect(node, options.clone()).map_err(|e| CliError::Failed(e.to_string()));
     match command {
         "ping" => {
             expect(0, "no arguments")?;
             let started = std::time::Instant::now();
-            connect()?.ping().map_err(|e| CliError::Failed(e.to_string()))?;
+            connect()?
+                .ping()
+                .map_err(|e| CliError::Failed(e.to_string()))?;
             let micros = started.elapsed().as_micros();
             if json {
-                println!("{{\"node\": {}, \"ok\": true, \"micros\": {micros}}}", json_string(&node.to_string()));
+                println!(
+                    "{{\"node\": {}, \"ok\": true, \"micros\": {micros}}}",
+                    json_string(&node.to_string())
+                );
             } else {
                 println!("pong from {node} in {micros} µs");
             }
@@ -154,9 +189,15 @@ fn client_command(command: &str, args: &[String]) -> Result<(), CliError> {
         "get" => {
             expect(1, "one KEY")?;
             let key = decode_arg(&flags.positional[0], base64, "KEY")?;
-            let got = connect()?.get_with(&key, quorum).map_err(|e| CliError::Failed(e.to_string()))?;
+            let got = connect()?
+                .get_with(&key, quorum)
+                .map_err(|e| CliError::Failed(e.to_string()))?;
             let token = encode_token(&got.context);
-            let values: Vec<String> = got.values.iter().map(|v| show_value(v, base64)).collect::<Result<_, _>>()?;
+            let values: Vec<String> = got
+                .values
+                .iter()
+                .map(|v| show_value(v, base64))
+                .collect::<Result<_, _>>()?;
             if json {
                 let values: Vec<String> = values.iter().map(|v| json_string(v)).collect();
                 println!(
@@ -193,8 +234,13 @@ fn client_command(command: &str, args: &[String]) -> Result<(), CliError> {
         _ => {
             expect(1, "one KEY")?;
             let key = decode_arg(&flags.positional[0], base64, "KEY")?;
-            let context = decode_token(flags.value("context").ok_or_else(|| CliError::Usage("del needs --context TOKEN (from get)".into()))?)?;
-            connect()?.delete(&key, &context, quorum).map_err(|e| CliError::Failed(e.to_string()))?;
+            let context =
+                decode_token(flags.value("context").ok_or_else(|| {
+                    CliError::Usage("del needs --context TOKEN (from get)".into())
+                })?)?;
+            connect()?
+                .delete(&key, &context, quorum)
+                .map_err(|e| CliError::Failed(e.to_string()))?;
             if json {
                 println!("{{\"deleted\": true}}");
             } else {
@@ -207,7 +253,9 @@ fn client_command(command: &str, args: &[String]) -> Result<(), CliError> {
 
 fn decode_arg(text: &str, base64: bool, what: &str) -> Result<Vec<u8>, CliError> {
     if base64 {
-        base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| CliError::Usage(format!("{what} is not valid base64: {e}")))
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|e| CliError::Usage(format!("{what} is not valid base64: {e}")))
     } else {
         Ok(text.as_bytes().to_vec())
     }
@@ -217,7 +265,8 @@ fn show_value(value: &[u8], base64: bool) -> Result<String, CliError> {
     if base64 {
         return Ok(base64::engine::general_purpose::STANDARD.encode(value));
     }
-    String::from_utf8(value.to_vec()).map_err(|_| CliError::Failed("a value is not UTF-8 text; use --base64".into()))
+    String::from_utf8(value.to_vec())
+        .map_err(|_| CliError::Failed("a value is not UTF-8 text; use --base64".into()))
 }
 
 /// Contexts travel as URL-safe base64 text so they survive shells and JSON.
@@ -228,7 +277,9 @@ fn encode_token(context: &[u8]) -> String {
 fn decode_token(token: &str) -> Result<Vec<u8>, CliError> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token.trim())
-        .map_err(|_| CliError::Failed("bad context: the token is not one that `dynakv get` printed".into()))
+        .map_err(|_| {
+            CliError::Failed("bad context: the token is not one that `dynakv get` printed".into())
+        })
 }
 
 fn json_string(text: &str) -> String {

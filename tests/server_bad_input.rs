@@ -12,13 +12,15 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use common::TestNode;
 use dynakv::protocol::{
-    decode_response, encode_request, write_frame, ErrorCode, FrameDecoder, Limits, Quorum, Request, RequestFrame,
-    Response,
+    decode_response, encode_request, write_frame, ErrorCode, FrameDecoder, Limits, Quorum, Request,
+    RequestFrame, Response,
 };
 
 fn connect(node: &TestNode) -> TcpStream {
     let stream = TcpStream::connect(node.listen).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     stream
 }
 
@@ -28,8 +30,13 @@ fn read_reply(stream: &mut TcpStream) -> Option<(u64, Response)> {
     let mut buffer = BytesMut::new();
     let mut chunk = [0u8; 65536];
     loop {
-        if let Some(frame) = decoder.decode(&mut buffer).expect("server frames are well formed") {
-            return Some(decode_response(frame, &Limits::default()).expect("server replies decode"));
+        if let Some(frame) = decoder
+            .decode(&mut buffer)
+            .expect("server frames are well formed")
+        {
+            return Some(
+                decode_response(frame, &Limits::default()).expect("server replies decode"),
+            );
         }
         match stream.read(&mut chunk) {
             Ok(0) => return None,
@@ -42,7 +49,14 @@ fn read_reply(stream: &mut TcpStream) -> Option<(u64, Response)> {
 
 fn request(id: u64, request: Request) -> Vec<u8> {
     let mut out = Vec::new();
-    encode_request(&RequestFrame { id, epoch: 0, request }, &mut out);
+    encode_request(
+        &RequestFrame {
+            id,
+            epoch: 0,
+            request,
+        },
+        &mut out,
+    );
     out
 }
 
@@ -83,8 +97,16 @@ fn malformed_frames_get_an_error_or_a_close_and_the_server_keeps_serving() {
     let mut stream = connect(&node);
     stream.write_all(&u32::MAX.to_le_bytes()).unwrap();
     let reply = read_reply(&mut stream).expect("an error reply before the close");
-    assert_eq!(error_code(&reply.1), Some(ErrorCode::FrameTooLarge), "{reply:?}");
-    assert_eq!(read_reply(&mut stream), None, "connection closed after a bad length prefix");
+    assert_eq!(
+        error_code(&reply.1),
+        Some(ErrorCode::FrameTooLarge),
+        "{reply:?}"
+    );
+    assert_eq!(
+        read_reply(&mut stream),
+        None,
+        "connection closed after a bad length prefix"
+    );
 
     // A truncated frame then a closed socket: nothing breaks.
     let mut stream = connect(&node);
@@ -94,7 +116,9 @@ fn malformed_frames_get_an_error_or_a_close_and_the_server_keeps_serving() {
 
     // Random bytes with no framing at all.
     let mut stream = connect(&node);
-    let noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let noise: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let _ = stream.write_all(&noise);
     let _ = read_reply(&mut stream);
 
@@ -108,15 +132,36 @@ fn oversized_keys_values_and_bad_contexts_are_rejected_clearly() {
     let quorum = Quorum::default();
 
     let big_key = Bytes::from(vec![b'k'; 4096]);
-    stream.write_all(&request(10, Request::Get { key: big_key.clone(), quorum })).unwrap();
+    stream
+        .write_all(&request(
+            10,
+            Request::Get {
+                key: big_key.clone(),
+                quorum,
+            },
+        ))
+        .unwrap();
     let (id, reply) = read_reply(&mut stream).unwrap();
-    assert_eq!((id, error_code(&reply)), (10, Some(ErrorCode::KeyTooLarge)), "{reply:?}");
+    assert_eq!(
+        (id, error_code(&reply)),
+        (10, Some(ErrorCode::KeyTooLarge)),
+        "{reply:?}"
+    );
 
     let big_value = Bytes::from(vec![b'v'; 1024 * 1024 + 1]);
-    let put = Request::Put { key: Bytes::from_static(b"k"), value: big_value, context: None, quorum };
+    let put = Request::Put {
+        key: Bytes::from_static(b"k"),
+        value: big_value,
+        context: None,
+        quorum,
+    };
     stream.write_all(&request(11, put)).unwrap();
     let (id, reply) = read_reply(&mut stream).unwrap();
-    assert_eq!((id, error_code(&reply)), (11, Some(ErrorCode::ValueTooLarge)), "{reply:?}");
+    assert_eq!(
+        (id, error_code(&reply)),
+        (11, Some(ErrorCode::ValueTooLarge)),
+        "{reply:?}"
+    );
 
     let bad_context = Request::Put {
         key: Bytes::from_static(b"k"),
@@ -126,18 +171,40 @@ fn oversized_keys_values_and_bad_contexts_are_rejected_clearly() {
     };
     stream.write_all(&request(12, bad_context)).unwrap();
     let (id, reply) = read_reply(&mut stream).unwrap();
-    assert_eq!((id, error_code(&reply)), (12, Some(ErrorCode::BadContext)), "{reply:?}");
+    assert_eq!(
+        (id, error_code(&reply)),
+        (12, Some(ErrorCode::BadContext)),
+        "{reply:?}"
+    );
 
-    let delete = Request::Delete { key: Bytes::from_static(b"k"), context: Bytes::from_static(b"zz"), quorum };
+    let delete = Request::Delete {
+        key: Bytes::from_static(b"k"),
+        context: Bytes::from_static(b"zz"),
+        quorum,
+    };
     stream.write_all(&request(13, delete)).unwrap();
     let (id, reply) = read_reply(&mut stream).unwrap();
-    assert_eq!((id, error_code(&reply)), (13, Some(ErrorCode::BadContext)), "{reply:?}");
+    assert_eq!(
+        (id, error_code(&reply)),
+        (13, Some(ErrorCode::BadContext)),
+        "{reply:?}"
+    );
 
     // A quorum the cluster cannot meet is refused, not silently weakened.
-    let get = Request::Get { key: Bytes::from_static(b"k"), quorum: Quorum { r: Some(3), ..Quorum::default() } };
+    let get = Request::Get {
+        key: Bytes::from_static(b"k"),
+        quorum: Quorum {
+            r: Some(3),
+            ..Quorum::default()
+        },
+    };
     stream.write_all(&request(14, get)).unwrap();
     let (id, reply) = read_reply(&mut stream).unwrap();
-    assert_eq!((id, error_code(&reply)), (14, Some(ErrorCode::BadRequest)), "{reply:?}");
+    assert_eq!(
+        (id, error_code(&reply)),
+        (14, Some(ErrorCode::BadRequest)),
+        "{reply:?}"
+    );
 
     assert_still_serving(&node);
 }
@@ -150,11 +217,26 @@ fn pipelined_requests_on_one_connection_all_get_their_replies() {
     for id in 0..500u64 {
         let key = Bytes::from(format!("pipelined-{}", id % 50));
         let request = if id % 2 == 0 {
-            Request::Put { key, value: Bytes::from(id.to_string()), context: None, quorum: Quorum::default() }
+            Request::Put {
+                key,
+                value: Bytes::from(id.to_string()),
+                context: None,
+                quorum: Quorum::default(),
+            }
         } else {
-            Request::Get { key, quorum: Quorum::default() }
+            Request::Get {
+                key,
+                quorum: Quorum::default(),
+            }
         };
-        encode_request(&RequestFrame { id, epoch: 0, request }, &mut wire);
+        encode_request(
+            &RequestFrame {
+                id,
+                epoch: 0,
+                request,
+            },
+            &mut wire,
+        );
     }
     stream.write_all(&wire).unwrap();
     let mut seen = vec![false; 500];
@@ -165,7 +247,10 @@ fn pipelined_requests_on_one_connection_all_get_their_replies() {
     while received < 500 {
         if let Some(frame) = decoder.decode(&mut buffer).unwrap() {
             let (id, reply) = decode_response(frame, &Limits::default()).unwrap();
-            assert!(error_code(&reply).is_none(), "request {id} failed: {reply:?}");
+            assert!(
+                error_code(&reply).is_none(),
+                "request {id} failed: {reply:?}"
+            );
             assert!(!seen[id as usize], "duplicate reply for {id}");
             seen[id as usize] = true;
             received += 1;
@@ -193,17 +278,24 @@ fn connections_over_the_limit_are_refused_and_idle_ones_time_out() {
         })
         .collect();
     let mut extra = TcpStream::connect(shard).unwrap();
-    extra.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let reply = read_reply(&mut extra).expect("an Overloaded reply");
     assert_eq!(error_code(&reply.1), Some(ErrorCode::Overloaded));
     // Idle connections are closed by the server after the timeout, freeing the budget.
     for mut s in idle {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut byte = [0u8; 1];
-        assert!(matches!(s.read(&mut byte), Ok(0) | Err(_)), "idle connection should be closed");
+        assert!(
+            matches!(s.read(&mut byte), Ok(0) | Err(_)),
+            "idle connection should be closed"
+        );
     }
     let mut fresh = TcpStream::connect(shard).unwrap();
-    fresh.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    fresh
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     fresh.write_all(&request(1, Request::Ping)).unwrap();
     assert_eq!(read_reply(&mut fresh), Some((1, Response::Pong)));
 }

@@ -39,7 +39,19 @@ fn cli_round_trip_siblings_contexts_and_delete() {
 
     // Merge and write back: one value remains.
     let context = json_field(&out, "context").unwrap();
-    assert_eq!(node.cli(&["put", "cart", "apple+pear+plum", "--context", &context, "--dw", "1"]).0, 0);
+    assert_eq!(
+        node.cli(&[
+            "put",
+            "cart",
+            "apple+pear+plum",
+            "--context",
+            &context,
+            "--dw",
+            "1"
+        ])
+        .0,
+        0
+    );
     let (_, out, _) = node.cli(&["get", "cart", "--json"]);
     assert_eq!(json_values(&out), vec!["apple+pear+plum"]);
 
@@ -53,7 +65,10 @@ fn cli_round_trip_siblings_contexts_and_delete() {
 
     // A put after the delete, with the tombstone's context, brings the key back with one value.
     let context = json_field(&out, "context").unwrap();
-    assert_eq!(node.cli(&["put", "cart", "fig", "--context", &context]).0, 0);
+    assert_eq!(
+        node.cli(&["put", "cart", "fig", "--context", &context]).0,
+        0
+    );
     let (_, out, _) = node.cli(&["get", "cart", "--json"]);
     assert_eq!(json_values(&out), vec!["fig"]);
 }
@@ -77,7 +92,10 @@ fn cli_errors_are_one_clear_line_and_nonzero() {
 
     let (code, _, err) = common::cli_at("127.0.0.1:1".parse().unwrap(), &["ping"]);
     assert_ne!(code, 0);
-    assert!(err.contains("127.0.0.1:1"), "names the unreachable node: {err}");
+    assert!(
+        err.contains("127.0.0.1:1"),
+        "names the unreachable node: {err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 
     let (code, _, err) = node.cli(&["frobnicate"]);
@@ -89,13 +107,23 @@ fn cli_errors_are_one_clear_line_and_nonzero() {
 fn durable_writes_survive_kill_9_and_buffered_writes_survive_sigterm() {
     let mut node = TestNode::start(2, &[]);
     for i in 0..50 {
-        let (code, _, err) = node.cli(&["put", &format!("durable-{i}"), &format!("v{i}"), "--dw", "1"]);
+        let (code, _, err) = node.cli(&[
+            "put",
+            &format!("durable-{i}"),
+            &format!("v{i}"),
+            "--dw",
+            "1",
+        ]);
         assert_eq!(code, 0, "{err}");
     }
     node.restart(); // kill -9, then start on the same directory
     for i in 0..50 {
         let (_, out, _) = node.cli(&["get", &format!("durable-{i}"), "--json"]);
-        assert_eq!(json_values(&out), vec![format!("v{i}")], "acknowledged durable write lost: {out}");
+        assert_eq!(
+            json_values(&out),
+            vec![format!("v{i}")],
+            "acknowledged durable write lost: {out}"
+        );
     }
 
     for i in 0..50 {
@@ -106,6 +134,10 @@ fn durable_writes_survive_kill_9_and_buffered_writes_survive_sigterm() {
     node.restart();
     for i in 0..50 {
         let (_, out, _) = node.cli(&["get", &format!("buffered-{i}"), "--json"]);
-        assert_eq!(json_values(&out), vec!["b"], "SIGTERM must flush the write buffer: {out}");
+        assert_eq!(
+            json_values(&out),
+            vec!["b"],
+            "SIGTERM must flush the write buffer: {out}"
+        );
     }
 }

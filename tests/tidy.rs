@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -23,8 +25,23 @@ fn root() -> PathBuf {
 /// randomness, disk and network reach them as inputs (design guide §3).
 #[test]
 fn pure_layers_are_sans_io() {
-    let pure = ["src/ring", "src/version", "src/storage", "src/protocol", "src/replica", "src/membership", "src/antientropy"];
-    let forbidden = ["glommio", "Instant::now", "SystemTime::now", "std::net::TcpStream", "std::fs::", "thread_rng"];
+    let pure = [
+        "src/ring",
+        "src/version",
+        "src/storage",
+        "src/protocol",
+        "src/replica",
+        "src/membership",
+        "src/antientropy",
+    ];
+    let forbidden = [
+        "glommio",
+        "Instant::now",
+        "SystemTime::now",
+        "std::net::TcpStream",
+        "std::fs::",
+        "thread_rng",
+    ];
     let mut violations = Vec::new();
     let mut files = Vec::new();
     for dir in pure {
@@ -42,7 +59,11 @@ fn pure_layers_are_sans_io() {
             }
         }
     }
-    assert!(violations.is_empty(), "pure layers must stay sans-IO:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "pure layers must stay sans-IO:\n{}",
+        violations.join("\n")
+    );
 }
 
 /// No skipped tests and no placeholders in shipped code.
@@ -53,7 +74,11 @@ fn no_ignored_tests_or_placeholders() {
         rust_files(&root().join(dir), &mut files);
     }
     let tidy = root().join("tests/tidy.rs");
-    let patterns = [concat!("#[", "ignore"), concat!("todo", "!("), concat!("unimplemented", "!(")];
+    let patterns = [
+        concat!("#[", "ignore"),
+        concat!("todo", "!("),
+        concat!("unimplemented", "!("),
+    ];
     let mut violations = Vec::new();
     for file in files.iter().filter(|f| **f != tidy) {
         let text = std::fs::read_to_string(file).unwrap();
@@ -76,17 +101,34 @@ fn modules_have_headers() {
     let missing: Vec<String> = files
         .iter()
         .filter(|f| !f.components().any(|c| c.as_os_str() == "generated"))
-        .filter(|f| !std::fs::read_to_string(f).unwrap().trim_start().starts_with("//!"))
+        .filter(|f| {
+            !std::fs::read_to_string(f)
+                .unwrap()
+                .trim_start()
+                .starts_with("//!")
+        })
         .map(|f| f.display().to_string())
         .collect();
-    assert!(missing.is_empty(), "files without a //! header:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "files without a //! header:\n{}",
+        missing.join("\n")
+    );
 }
 
 /// The documents the README links to exist.
 #[test]
 fn linked_documents_exist() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    for doc in ["ARCHITECTURE.md", "BENCHMARKS.md", "docs/configuration.md", "docs/storage.md", "docs/protocol.md", "docs/versioning.md", "docs/ring.md"] {
+    for doc in [
+        "ARCHITECTURE.md",
+        "BENCHMARKS.md",
+        "docs/configuration.md",
+        "docs/storage.md",
+        "docs/protocol.md",
+        "docs/versioning.md",
+        "docs/ring.md",
+    ] {
         assert!(readme.contains(doc), "README does not link {doc}");
         assert!(root().join(doc).exists(), "{doc} is missing");
     }

@@ -43,9 +43,15 @@ pub(crate) async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener, vi
         }
         let shard = shard.clone();
         glommio::spawn_local(async move {
-            shard.counters.connections.set(shard.counters.connections.get() + 1);
+            shard
+                .counters
+                .connections
+                .set(shard.counters.connections.get() + 1);
             serve(&shard, stream, via_node_port).await;
-            shard.counters.connections.set(shard.counters.connections.get() - 1);
+            shard
+                .counters
+                .connections
+                .set(shard.counters.connections.get() - 1);
         })
         .detach();
     }
@@ -54,7 +60,12 @@ pub(crate) async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener, vi
 /// Over the connection limit: say so in one error frame, then close.
 async fn refuse(mut stream: TcpStream) {
     let mut out = Vec::new();
-    let response = Response::Error { code: ErrorCode::Overloaded, message: "too many connections".into(), acks: 0, routing: None };
+    let response = Response::Error {
+        code: ErrorCode::Overloaded,
+        message: "too many connections".into(),
+        acks: 0,
+        routing: None,
+    };
     protocol::encode_response(0, &response, &mut out);
     let _ = stream.write_all(&out).await;
     let _ = stream.close().await;
@@ -63,10 +74,14 @@ async fn refuse(mut stream: TcpStream) {
 async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
     let _ = stream.set_nodelay(true);
     // An idle or half-open connection holds nothing for longer than this.
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(shard.config.idle_timeout_ms.max(1))));
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(
+        shard.config.idle_timeout_ms.max(1),
+    )));
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let outbox = Rc::new(Outbox::default());
-    let in_flight = Rc::new(Semaphore::new(shard.config.in_flight_per_connection_max as u64));
+    let in_flight = Rc::new(Semaphore::new(
+        shard.config.in_flight_per_connection_max as u64,
+    ));
 
     let writer_outbox = outbox.clone();
     let writer_task = glommio::spawn_local(async move {
@@ -109,14 +124,24 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
                     // prefix: answer once and close.
                     let FrameError::TooLarge { .. } = e;
                     let code = ErrorCode::FrameTooLarge;
-                    outbox.push(Reply::Response(0, Response::Error { code, message: e.to_string(), acks: 0, routing: None }));
+                    outbox.push(Reply::Response(
+                        0,
+                        Response::Error {
+                            code,
+                            message: e.to_string(),
+                            acks: 0,
+                            routing: None,
+                        },
+                    ));
                     break 'read;
                 }
             }
         }
     }
     // Let requests already started finish and their replies leave, then close.
-    let _ = in_flight.acquire(shard.config.in_flight_per_connection_max as u64).await;
+    let _ = in_flight
+        .acquire(shard.config.in_flight_per_connection_max as u64)
+        .await;
     outbox.close();
     writer_task.await;
 }
@@ -135,7 +160,9 @@ impl Outbox {
         {
             let mut bytes = self.bytes.borrow_mut();
             match reply {
-                Reply::Response(id, response) => protocol::encode_response(id, &response, &mut bytes),
+                Reply::Response(id, response) => {
+                    protocol::encode_response(id, &response, &mut bytes)
+                }
                 Reply::Encoded(encoded) => bytes.extend_from_slice(&encoded),
             }
         }

@@ -21,7 +21,11 @@ use glommio::channels::local_channel::{self, LocalSender};
 /// Messages on the mesh; frames are owned bytes so they can cross threads.
 pub(crate) enum MeshMsg {
     /// A request frame for the receiving shard; the reply goes back to peer `from`.
-    Forward { from: usize, token: u64, frame: Vec<u8> },
+    Forward {
+        from: usize,
+        token: u64,
+        frame: Vec<u8>,
+    },
     /// The encoded reply to the forward with this token.
     Reply { token: u64, frame: Vec<u8> },
 }
@@ -63,15 +67,31 @@ pub(crate) struct Forwarder {
 impl Forwarder {
     /// Joins the mesh and starts one receiving task per peer. Returns once
     /// every shard of the node has joined.
-    pub(crate) async fn join(mesh: Mesh, shard: usize, handler: Handler) -> Result<Rc<Forwarder>, String> {
+    pub(crate) async fn join(
+        mesh: Mesh,
+        shard: usize,
+        handler: Handler,
+    ) -> Result<Rc<Forwarder>, String> {
         let Some(builder) = mesh.builder else {
-            return Ok(Rc::new(Forwarder { senders: None, peer_of_shard: vec![0], pending: Default::default(), next_token: Cell::new(0) }));
+            return Ok(Rc::new(Forwarder {
+                senders: None,
+                peer_of_shard: vec![0],
+                pending: Default::default(),
+                next_token: Cell::new(0),
+            }));
         };
-        let (senders, mut receivers) = builder.join().await.map_err(|_| "cannot join the shard mesh".to_string())?;
+        let (senders, mut receivers) = builder
+            .join()
+            .await
+            .map_err(|_| "cannot join the shard mesh".to_string())?;
         mesh.peers.lock().map_err(|_| "mesh table poisoned")?[shard] = Some(senders.peer_id());
         let mut waited_ms = 0;
         let peer_of_shard = loop {
-            let table = mesh.peers.lock().map_err(|_| "mesh table poisoned")?.clone();
+            let table = mesh
+                .peers
+                .lock()
+                .map_err(|_| "mesh table poisoned")?
+                .clone();
             if table.iter().all(Option::is_some) {
                 break table.into_iter().flatten().collect::<Vec<_>>();
             }
@@ -81,7 +101,12 @@ impl Forwarder {
             glommio::timer::sleep(Duration::from_millis(1)).await;
             waited_ms += 1;
         };
-        let forwarder = Rc::new(Forwarder { senders: Some(senders), peer_of_shard, pending: Default::default(), next_token: Cell::new(1) });
+        let forwarder = Rc::new(Forwarder {
+            senders: Some(senders),
+            peer_of_shard,
+            pending: Default::default(),
+            next_token: Cell::new(1),
+        });
         for (_, receiver) in receivers.streams() {
             let (forwarder, handler) = (forwarder.clone(), handler.clone());
             glommio::spawn_local(async move {
@@ -92,7 +117,15 @@ impl Forwarder {
                             glommio::spawn_local(async move {
                                 let reply = handler(frame).await;
                                 if let Some(senders) = &forwarder.senders {
-                                    let _ = senders.send_to(from, MeshMsg::Reply { token, frame: reply }).await;
+                                    let _ = senders
+                                        .send_to(
+                                            from,
+                                            MeshMsg::Reply {
+                                                token,
+                                                frame: reply,
+                                            },
+                                        )
+                                        .await;
                                 }
                             })
                             .detach();
@@ -118,8 +151,16 @@ impl Forwarder {
         self.next_token.set(token + 1);
         let (tx, rx) = local_channel::new_bounded(1);
         self.pending.borrow_mut().insert(token, tx);
-        let message = MeshMsg::Forward { from: senders.peer_id(), token, frame };
-        if senders.send_to(self.peer_of_shard[target], message).await.is_err() {
+        let message = MeshMsg::Forward {
+            from: senders.peer_id(),
+            token,
+            frame,
+        };
+        if senders
+            .send_to(self.peer_of_shard[target], message)
+            .await
+            .is_err()
+        {
             self.pending.borrow_mut().remove(&token);
             return None;
         }

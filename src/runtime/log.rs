@@ -7,7 +7,11 @@ pub(crate) fn line(level: &str, message: std::fmt::Arguments<'_>) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    eprintln!("{}.{:03} {level} {message}", now.as_secs(), now.subsec_millis());
+    eprintln!(
+        "{}.{:03} {level} {message}",
+        now.as_secs(),
+        now.subsec_millis()
+    );
 }
 
 macro_rules! info {

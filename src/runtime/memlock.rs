@@ -30,16 +30,26 @@ pub(crate) struct MemlockPlan {
 /// Raises `RLIMIT_MEMLOCK`'s soft limit where allowed and sizes `io_memory`.
 /// `configured_bytes` (non-zero) overrides the automatic size.
 pub(crate) fn plan(shards: usize, configured_bytes: usize) -> MemlockPlan {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes into the struct we own.
     let got = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } == 0;
     let mut raised = false;
     if got && limit.rlim_cur < limit.rlim_max {
-        let wanted = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        let wanted = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
         // SAFETY: setrlimit reads the struct we own.
         raised = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &wanted) } == 0;
     }
-    let hard_limit_bytes = if !got || limit.rlim_max == libc::RLIM_INFINITY { u64::MAX } else { limit.rlim_max };
+    let hard_limit_bytes = if !got || limit.rlim_max == libc::RLIM_INFINITY {
+        u64::MAX
+    } else {
+        limit.rlim_max
+    };
     let io_memory_bytes = if configured_bytes > 0 {
         configured_bytes
     } else if hard_limit_bytes == u64::MAX {
@@ -49,7 +59,11 @@ pub(crate) fn plan(shards: usize, configured_bytes: usize) -> MemlockPlan {
         let rounded = share & !(64 * 1024 - 1);
         rounded.clamp(IO_MEMORY_MIN_BYTES, IO_MEMORY_DEFAULT_BYTES)
     };
-    MemlockPlan { hard_limit_bytes, raised, io_memory_bytes }
+    MemlockPlan {
+        hard_limit_bytes,
+        raised,
+        io_memory_bytes,
+    }
 }
 
 #[cfg(test)]
@@ -59,8 +73,13 @@ mod tests {
         let p = super::plan(2, 0);
         assert!(p.io_memory_bytes >= super::IO_MEMORY_MIN_BYTES);
         assert!(p.io_memory_bytes <= super::IO_MEMORY_DEFAULT_BYTES);
-        if p.hard_limit_bytes != u64::MAX && p.hard_limit_bytes >= (super::IO_MEMORY_MIN_BYTES * 16) as u64 {
-            assert!((p.io_memory_bytes * 2 * super::PROCESSES_SHARING_LIMIT) as u64 <= p.hard_limit_bytes);
+        if p.hard_limit_bytes != u64::MAX
+            && p.hard_limit_bytes >= (super::IO_MEMORY_MIN_BYTES * 16) as u64
+        {
+            assert!(
+                (p.io_memory_bytes * 2 * super::PROCESSES_SHARING_LIMIT) as u64
+                    <= p.hard_limit_bytes
+            );
         }
         assert_eq!(super::plan(2, 1 << 20).io_memory_bytes, 1 << 20);
     }

@@ -8,9 +8,9 @@
 //! only for requests that arrived on the node-level port for another shard's
 //! partition (never on the zero-hop fast path).
 
+mod conn;
 pub mod disk;
 mod forward;
-mod conn;
 mod log;
 mod memlock;
 mod server;

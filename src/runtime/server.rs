@@ -43,7 +43,11 @@ impl std::fmt::Display for ServerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ServerError::DataDir(p, e) => write!(f, "data directory {}: {e}", p.display()),
-            ServerError::Locked(p) => write!(f, "data directory {} is in use by another dynakv process", p.display()),
+            ServerError::Locked(p) => write!(
+                f,
+                "data directory {} is in use by another dynakv process",
+                p.display()
+            ),
             ServerError::Bind(a, e) => write!(f, "cannot listen on {a}: {e}"),
             ServerError::Executor(e) => write!(f, "cannot start executor: {e}"),
             ServerError::Shard(i, e) => write!(f, "shard {i}: {e}"),
@@ -56,13 +60,18 @@ impl std::error::Error for ServerError {}
 /// Runs a node until SIGTERM or SIGINT. Returns once every shard has flushed.
 pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     let shards = config.shard_count();
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| ServerError::DataDir(config.data_dir.clone(), e))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| ServerError::DataDir(config.data_dir.clone(), e))?;
     let _lock = lock_data_dir(&config.data_dir)?;
     let node_id = load_or_create_node_id(&config.data_dir)?;
     check_ports_free(&config, shards)?;
 
     let plan = memlock::plan(shards, config.io_memory_bytes);
-    let limit = if plan.hard_limit_bytes == u64::MAX { "unlimited".to_string() } else { format!("{} KiB", plan.hard_limit_bytes / 1024) };
+    let limit = if plan.hard_limit_bytes == u64::MAX {
+        "unlimited".to_string()
+    } else {
+        format!("{} KiB", plan.hard_limit_bytes / 1024)
+    };
     info!(
         "RLIMIT_MEMLOCK hard limit {limit} (soft limit {}); registering {} KiB of io_uring memory per shard for {shards} shards{}",
         if plan.raised { "raised to it" } else { "left as is" },
@@ -73,19 +82,29 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     block_termination_signals();
     let shutdown = Arc::new(AtomicBool::new(false));
     let exited = Arc::new(AtomicUsize::new(0));
-    let node = Arc::new(NodeInfo::new(node_id, &config, shards));
+    let node = Arc::new(NodeInfo::new(node_id, &config, shards).map_err(ServerError::Executor)?);
     let mesh = Mesh::new(shards);
     let cpus = allowed_cpus();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, (usize, String)>>();
     let mut handles = Vec::with_capacity(shards);
     for index in 0..shards {
-        let placement = if config.pin_shards && !cpus.is_empty() { Placement::Fixed(cpus[index % cpus.len()]) } else { Placement::Unbound };
+        let placement = if config.pin_shards && !cpus.is_empty() {
+            Placement::Fixed(cpus[index % cpus.len()])
+        } else {
+            Placement::Unbound
+        };
         let builder = LocalExecutorBuilder::new(placement)
             .name(&format!("dynakv-shard-{index}"))
             .io_memory(plan.io_memory_bytes)
             .spin_before_park(Duration::from_micros(0));
-        let (node, config, shutdown, mesh, ready, exited) =
-            (node.clone(), config.clone(), shutdown.clone(), mesh.clone(), ready_tx.clone(), exited.clone());
+        let (node, config, shutdown, mesh, ready, exited) = (
+            node.clone(),
+            config.clone(),
+            shutdown.clone(),
+            mesh.clone(),
+            ready_tx.clone(),
+            exited.clone(),
+        );
         let handle = builder
             .spawn(move || async move {
                 let result = shard::run(index, node, config, mesh, shutdown, ready.clone()).await;
@@ -110,13 +129,17 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
                 break;
             }
             Err(_) => {
-                failure = Some(ServerError::Executor("a shard exited while starting".into()));
+                failure = Some(ServerError::Executor(
+                    "a shard exited while starting".into(),
+                ));
                 break;
             }
         }
     }
     if failure.is_none() {
-        let ports: Vec<String> = (0..shards).map(|i| config.shard_port(i).to_string()).collect();
+        let ports: Vec<String> = (0..shards)
+            .map(|i| config.shard_port(i).to_string())
+            .collect();
         println!(
             "dynakv ready: node {node_id:016x} listening on {} (shard ports {}), {shards} shards, data in {}",
             config.listen,
@@ -174,7 +197,10 @@ fn load_or_create_node_id(dir: &Path) -> Result<u64, ServerError> {
     let path = dir.join("node.id");
     match std::fs::read_to_string(&path) {
         Ok(text) => u64::from_str_radix(text.trim(), 16).map_err(|_| {
-            ServerError::DataDir(path.clone(), std::io::Error::new(std::io::ErrorKind::InvalidData, "node.id is not a hex u64"))
+            ServerError::DataDir(
+                path.clone(),
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "node.id is not a hex u64"),
+            )
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut bytes = [0u8; 8];
@@ -183,7 +209,8 @@ fn load_or_create_node_id(dir: &Path) -> Result<u64, ServerError> {
                 .map_err(|e| ServerError::DataDir(PathBuf::from("/dev/urandom"), e))?;
             // The low 32 bits name the node inside version-vector actor ids, so they must not be zero.
             let id = u64::from_le_bytes(bytes) | 1;
-            write_file_durably(&path, format!("{id:016x}\n").as_bytes()).map_err(|e| ServerError::DataDir(path.clone(), e))?;
+            write_file_durably(&path, format!("{id:016x}\n").as_bytes())
+                .map_err(|e| ServerError::DataDir(path.clone(), e))?;
             Ok(id)
         }
         Err(e) => Err(ServerError::DataDir(path, e)),
@@ -238,7 +265,10 @@ fn block_termination_signals() {
 /// Waits up to `timeout` for SIGTERM or SIGINT; returns its number.
 fn wait_for_signal(timeout: Duration) -> Option<i32> {
     let set = termination_sigset();
-    let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
     // SAFETY: sigtimedwait reads the set and the timeout we own.
     let signal = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
     (signal > 0).then_some(signal)
@@ -252,6 +282,8 @@ fn allowed_cpus() -> Vec<usize> {
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
             return Vec::new();
         }
-        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
     }
 }

@@ -23,17 +23,16 @@ use super::disk::GlommioDisk;
 use super::forward::{Forwarder, Handler, Mesh};
 use super::log::{self, info};
 use crate::config::ServerConfig;
-use crate::protocol::{self, ErrorCode, Limits, Request, RequestFrame, Response, RoutingNode, RoutingTable, Sibling};
+use crate::protocol::{
+    self, ErrorCode, Limits, Request, RequestFrame, Response, RoutingNode, RoutingTable, Sibling,
+};
 use crate::ring::{self, Member, NodeId, Ring};
 use crate::storage::{Durability, Namespace, RecordKind, StorageError, Store, StoreConfig};
-use crate::version::{ActorId, Context, SiblingSet, Value};
+use crate::version::{ActorId, Context, SiblingSet, Value, VersionError};
 
 /// What every shard of a node shares, read-only, after start-up.
 pub(crate) struct NodeInfo {
     pub node_id: u64,
-    pub shards: usize,
-    /// The ring of this node's shards (one node until the cluster layer lands).
-    pub ring: Ring,
     /// Owning shard of each partition, derived from `ring`.
     pub owner_shard: Vec<u16>,
     /// What `GetRoutingTable` returns.
@@ -44,11 +43,22 @@ pub(crate) struct NodeInfo {
 }
 
 impl NodeInfo {
-    pub(crate) fn new(node_id: u64, config: &ServerConfig, shards: usize) -> NodeInfo {
-        let members = [Member { id: NodeId(node_id), weight: shards as u32, shards: shards as u16 }];
+    pub(crate) fn new(
+        node_id: u64,
+        config: &ServerConfig,
+        shards: usize,
+    ) -> Result<NodeInfo, String> {
+        let members = [Member {
+            id: NodeId(node_id),
+            weight: shards as u32,
+            shards: shards as u16,
+        }];
         let n_val = 1;
-        let ring = Ring::claim(None, &members, config.partitions, n_val as usize);
-        let owner_shard: Vec<u16> = (0..config.partitions).map(|p| ring.preference_list(p)[0].shard).collect();
+        let ring = Ring::claim(None, &members, config.partitions, n_val as usize)
+            .map_err(|e| format!("cannot build the ring: {e}"))?;
+        let owner_shard: Vec<u16> = (0..config.partitions)
+            .map(|p| ring.preference_list(p)[0].shard)
+            .collect();
         let routing = RoutingTable {
             epoch: ring.epoch,
             q: config.partitions,
@@ -68,7 +78,13 @@ impl NodeInfo {
             value_bytes_max: config.value_bytes_max,
             ..Limits::default()
         };
-        NodeInfo { node_id, shards, ring, owner_shard, routing, limits, n_val }
+        Ok(NodeInfo {
+            node_id,
+            owner_shard,
+            routing,
+            limits,
+            n_val,
+        })
     }
 
     pub(crate) fn partition_of(&self, key: &[u8]) -> u32 {
@@ -104,7 +120,9 @@ pub(crate) struct ShardState {
 /// write buffer may be lost in a crash, and reusing their counters for new
 /// values would let an old context falsely supersede a value it never saw.
 pub(crate) fn actor_id(node_id: u64, shard: usize, incarnation: u32) -> ActorId {
-    ((node_id & 0xFFFF_FFFF) << 32) | ((shard as u64 & 0xFF) << 24) | (incarnation as u64 & 0xFF_FFFF)
+    ((node_id & 0xFFFF_FFFF) << 32)
+        | ((shard as u64 & 0xFF) << 24)
+        | (incarnation as u64 & 0xFF_FFFF)
 }
 
 /// Runs one shard until the node shuts down.
@@ -131,7 +149,9 @@ pub(crate) async fn run(
     };
     let started = Instant::now();
     let disk = GlommioDisk::new(&dir).map_err(|e| format!("cannot use {}: {e}", dir.display()))?;
-    let (store, report) = Store::open(disk, store_config).await.map_err(|e| format!("cannot open store in {}: {e}", dir.display()))?;
+    let (store, report) = Store::open(disk, store_config)
+        .await
+        .map_err(|e| format!("cannot open store in {}: {e}", dir.display()))?;
     info!(
         "shard {index}: store open in {} ms: {} keys, hint files {}, {} torn tail bytes truncated, {} corrupt records; incarnation {incarnation}",
         started.elapsed().as_millis(),
@@ -152,8 +172,16 @@ pub(crate) async fn run(
         shutdown: shutdown.clone(),
     });
 
-    let foreground = glommio::executor().create_task_queue(Shares::Static(1000), Latency::Matters(Duration::from_millis(1)), "foreground");
-    let background = glommio::executor().create_task_queue(Shares::Static(100), Latency::NotImportant, "background");
+    let foreground = glommio::executor().create_task_queue(
+        Shares::Static(1000),
+        Latency::Matters(Duration::from_millis(1)),
+        "foreground",
+    );
+    let background = glommio::executor().create_task_queue(
+        Shares::Static(100),
+        Latency::NotImportant,
+        "background",
+    );
 
     let handler_shard = shard.clone();
     let handler: Handler = Rc::new(move |frame: Vec<u8>| {
@@ -164,18 +192,27 @@ pub(crate) async fn run(
     *shard.forwarder.borrow_mut() = Some(forwarder);
 
     let shard_addr = std::net::SocketAddr::new(config.listen.ip(), config.shard_port(index));
-    let shard_listener = TcpListener::bind(shard_addr).map_err(|e| format!("cannot listen on {shard_addr}: {e}"))?;
-    let node_listener = TcpListener::bind(config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let shard_listener =
+        TcpListener::bind(shard_addr).map_err(|e| format!("cannot listen on {shard_addr}: {e}"))?;
+    let node_listener = TcpListener::bind(config.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     for (listener, via_node_port) in [(shard_listener, false), (node_listener, true)] {
         let shard = shard.clone();
-        glommio::spawn_local_into(conn::accept_loop(shard, listener, via_node_port), foreground)
-            .map_err(|e| e.to_string())?
-            .detach();
+        glommio::spawn_local_into(
+            conn::accept_loop(shard, listener, via_node_port),
+            foreground,
+        )
+        .map_err(|e| e.to_string())?
+        .detach();
     }
     let flusher = shard.clone();
-    glommio::spawn_local_into(async move { flusher.flush_loop().await }, foreground).map_err(|e| e.to_string())?.detach();
+    glommio::spawn_local_into(async move { flusher.flush_loop().await }, foreground)
+        .map_err(|e| e.to_string())?
+        .detach();
     let compactor = shard.clone();
-    glommio::spawn_local_into(async move { compactor.compaction_loop().await }, background).map_err(|e| e.to_string())?.detach();
+    glommio::spawn_local_into(async move { compactor.compaction_loop().await }, background)
+        .map_err(|e| e.to_string())?
+        .detach();
 
     let _ = ready.send(Ok(index));
     while !shutdown.load(Ordering::SeqCst) {
@@ -205,21 +242,28 @@ const CLEAN_STOP_FILE: &str = "clean-stop";
 fn next_incarnation(dir: &std::path::Path) -> Result<u32, String> {
     let path = dir.join(INCARNATION_FILE);
     let current: u32 = match std::fs::read_to_string(&path) {
-        Ok(text) => text.trim().parse().map_err(|_| format!("{} is corrupt", path.display()))?,
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| format!("{} is corrupt", path.display()))?,
         Err(_) => 0,
     };
     let clean = dir.join(CLEAN_STOP_FILE);
     let next = if clean.exists() { current } else { current + 1 };
-    super::server::write_file_durably(&path, format!("{next}\n").as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+    super::server::write_file_durably(&path, format!("{next}\n").as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     if clean.exists() {
         std::fs::remove_file(&clean).map_err(|e| format!("{}: {e}", clean.display()))?;
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     Ok(next)
 }
 
 fn mark_clean_stop(dir: &std::path::Path) -> Result<(), String> {
-    super::server::write_file_durably(&dir.join(CLEAN_STOP_FILE), b"1\n").map_err(|e| format!("{}: {e}", dir.display()))
+    super::server::write_file_durably(&dir.join(CLEAN_STOP_FILE), b"1\n")
+        .map_err(|e| format!("{}: {e}", dir.display()))
 }
 
 /// Either a reply to encode, or an already encoded reply from another shard.
@@ -230,7 +274,15 @@ pub(crate) enum Reply {
 
 impl ShardState {
     fn error(id: u64, code: ErrorCode, message: impl Into<String>) -> Reply {
-        Reply::Response(id, Response::Error { code, message: message.into(), acks: 0, routing: None })
+        Reply::Response(
+            id,
+            Response::Error {
+                code,
+                message: message.into(),
+                acks: 0,
+                routing: None,
+            },
+        )
     }
 
     /// Handles one complete inbound frame (without its length prefix).
@@ -260,11 +312,15 @@ impl ShardState {
                     );
                 }
                 let forwarder = self.forwarder.borrow().clone();
-                self.counters.forwarded.set(self.counters.forwarded.get() + 1);
+                self.counters
+                    .forwarded
+                    .set(self.counters.forwarded.get() + 1);
                 return match forwarder {
                     Some(f) => match f.forward(owner, frame.to_vec()).await {
                         Some(encoded) => Reply::Encoded(encoded),
-                        None => Self::error(request.id, ErrorCode::Unavailable, "node is shutting down"),
+                        None => {
+                            Self::error(request.id, ErrorCode::Unavailable, "node is shutting down")
+                        }
                     },
                     None => Self::error(request.id, ErrorCode::Internal, "no shard mesh"),
                 };
@@ -293,19 +349,44 @@ impl ShardState {
                 Ok(()) => self.get(partition, &key).await,
                 Err(reply) => return Reply::Response(id, reply),
             },
-            Request::Put { key, value, context, quorum } => {
-                if let Err(reply) = self.check_quorum(quorum.w, "w").and(self.check_quorum(quorum.dw, "dw")) {
+            Request::Put {
+                key,
+                value,
+                context,
+                quorum,
+            } => {
+                if let Err(reply) = self
+                    .check_quorum(quorum.w, "w")
+                    .and(self.check_quorum(quorum.dw, "dw"))
+                {
                     return Reply::Response(id, reply);
                 }
                 let durable = quorum.dw.unwrap_or(self.config.dw) > 0;
-                self.write(partition, key, context.as_deref(), Value::Data(value), durable).await
+                self.write(
+                    partition,
+                    key,
+                    context.as_deref(),
+                    Value::Data(value),
+                    durable,
+                )
+                .await
             }
-            Request::Delete { key, context, quorum } => {
-                if let Err(reply) = self.check_quorum(quorum.w, "w").and(self.check_quorum(quorum.dw, "dw")) {
+            Request::Delete {
+                key,
+                context,
+                quorum,
+            } => {
+                if let Err(reply) = self
+                    .check_quorum(quorum.w, "w")
+                    .and(self.check_quorum(quorum.dw, "dw"))
+                {
                     return Reply::Response(id, reply);
                 }
                 let durable = quorum.dw.unwrap_or(self.config.dw) > 0;
-                match self.write(partition, key, Some(&context), Value::Tombstone, durable).await {
+                match self
+                    .write(partition, key, Some(&context), Value::Tombstone, durable)
+                    .await
+                {
                     Ok(_) => Ok(Response::Delete),
                     Err(e) => Err(e),
                 }
@@ -325,7 +406,10 @@ impl ShardState {
         match value {
             Some(v) if v != protocol::R_ALL && v > self.node.n_val => Err(Response::Error {
                 code: ErrorCode::BadRequest,
-                message: format!("{name}={v} exceeds the replication factor N={} of this cluster", self.node.n_val),
+                message: format!(
+                    "{name}={v} exceeds the replication factor N={} of this cluster",
+                    self.node.n_val
+                ),
                 acks: 0,
                 routing: None,
             }),
@@ -335,24 +419,44 @@ impl ShardState {
 
     async fn load(&self, partition: u32, key: &[u8]) -> Result<SiblingSet, (ErrorCode, String)> {
         match self.store.get(Namespace::Data, partition, key).await {
-            Ok(Some(record)) => SiblingSet::decode(&record.payload)
-                .map_err(|e| (ErrorCode::Internal, format!("stored sibling set is unreadable: {e}"))),
+            Ok(Some(record)) => SiblingSet::decode(&record.payload).map_err(|e| {
+                (
+                    ErrorCode::Internal,
+                    format!("stored sibling set is unreadable: {e}"),
+                )
+            }),
             Ok(None) => Ok(SiblingSet::new()),
             Err(e) => Err(storage_error(e)),
         }
     }
 
     fn context_token(&self, set: &SiblingSet) -> Bytes {
-        Bytes::from(Context { clock: set.context(), fastest_replica: Some(self.actor) }.encode())
+        Bytes::from(
+            Context {
+                clock: set.context(),
+                fastest_replica: Some(self.actor),
+            }
+            .encode(),
+        )
     }
 
     async fn get(&self, partition: u32, key: &[u8]) -> Result<Response, (ErrorCode, String)> {
         let set = self.load(partition, key).await?;
         // Only live values are returned; a tombstone sibling is summarised by
         // the context, so the next put supersedes it (docs/versioning.md).
-        let siblings: Vec<Sibling> =
-            set.data_values().into_iter().map(|value| Sibling { tombstone: false, value: value.clone() }).collect();
-        Ok(Response::Get { found: !siblings.is_empty(), siblings, context: self.context_token(&set) })
+        let siblings: Vec<Sibling> = set
+            .data_values()
+            .into_iter()
+            .map(|value| Sibling {
+                tombstone: false,
+                value: value.clone(),
+            })
+            .collect();
+        Ok(Response::Get {
+            found: !siblings.is_empty(),
+            siblings,
+            context: self.context_token(&set),
+        })
     }
 
     /// Applies a put or delete as the coordinator of a single replica:
@@ -369,22 +473,40 @@ impl ShardState {
         let clock = match context {
             None => Default::default(),
             Some(bytes) if bytes.is_empty() => Default::default(),
-            Some(bytes) => Context::decode(bytes).map_err(|e| (ErrorCode::BadContext, format!("bad context: {e}")))?.clock,
+            Some(bytes) => {
+                Context::decode(bytes)
+                    .map_err(|e| (ErrorCode::BadContext, format!("bad context: {e}")))?
+                    .clock
+            }
         };
         let set = {
             let _latch = self.lock_key(&key).await;
             let mut set = self.load(partition, &key).await?;
-            set.update(&clock, self.actor, value);
-            if set.values().len() > crate::version::SIBLINGS_MAX {
-                return Err((
+            set.update(&clock, self.actor, value).map_err(|e| match e {
+                VersionError::SiblingsOverflow { .. } => (
                     ErrorCode::TooManySiblings,
-                    format!("key has more than {} siblings; read it and write back a merged value with its context", crate::version::SIBLINGS_MAX),
-                ));
-            }
+                    format!("{e}; read the key and write back a merged value with its context"),
+                ),
+                other => (ErrorCode::BadContext, format!("bad context: {other}")),
+            })?;
             let mut payload = Vec::new();
             set.encode(&mut payload);
-            let kind = if set.is_all_tombstones() { RecordKind::Tombstone } else { RecordKind::Value };
-            self.store.put(Namespace::Data, partition, &key, kind, &payload, Durability::Buffered).await.map_err(storage_error)?;
+            let kind = if set.is_all_tombstones() {
+                RecordKind::Tombstone
+            } else {
+                RecordKind::Value
+            };
+            self.store
+                .put(
+                    Namespace::Data,
+                    partition,
+                    &key,
+                    kind,
+                    &payload,
+                    Durability::Buffered,
+                )
+                .await
+                .map_err(storage_error)?;
             set
         };
         // The sync runs after the latch is released so that durable writers
@@ -392,14 +514,26 @@ impl ShardState {
         if durable {
             self.store.sync().await.map_err(storage_error)?;
         }
-        Ok(Response::Put { context: self.context_token(&set) })
+        Ok(Response::Put {
+            context: self.context_token(&set),
+        })
     }
 
     /// Serialises read-modify-write of one key; other keys proceed.
     async fn lock_key(self: &Rc<Self>, key: &Bytes) -> KeyLatch {
-        let semaphore = self.latches.borrow_mut().entry(key.clone()).or_insert_with(|| Rc::new(Semaphore::new(1))).clone();
+        let semaphore = self
+            .latches
+            .borrow_mut()
+            .entry(key.clone())
+            .or_insert_with(|| Rc::new(Semaphore::new(1)))
+            .clone();
         let permit = semaphore.acquire_static_permit(1).await.ok();
-        KeyLatch { shard: self.clone(), key: key.clone(), semaphore: Some(semaphore), permit }
+        KeyLatch {
+            shard: self.clone(),
+            key: key.clone(),
+            semaphore: Some(semaphore),
+            permit,
+        }
     }
 
     async fn flush_loop(self: Rc<Self>) {
@@ -418,7 +552,9 @@ impl ShardState {
     /// foreground requests always win (§6.5).
     async fn compaction_loop(self: Rc<Self>) {
         let step_bytes: u64 = 1 << 20;
-        let pause = Duration::from_secs_f64(step_bytes as f64 / self.config.compaction_bytes_per_second.max(1) as f64);
+        let pause = Duration::from_secs_f64(
+            step_bytes as f64 / self.config.compaction_bytes_per_second.max(1) as f64,
+        );
         while !self.shutdown.load(Ordering::Relaxed) {
             match self.store.compact_step(step_bytes).await {
                 Ok(progress) if progress.more => glommio::timer::sleep(pause).await,
@@ -435,7 +571,9 @@ impl ShardState {
 fn storage_error(e: StorageError) -> (ErrorCode, String) {
     let code = match &e {
         StorageError::KeyTooLarge { .. } => ErrorCode::KeyTooLarge,
-        StorageError::ValueTooLarge { .. } | StorageError::RecordTooLarge { .. } => ErrorCode::ValueTooLarge,
+        StorageError::ValueTooLarge { .. } | StorageError::RecordTooLarge { .. } => {
+            ErrorCode::ValueTooLarge
+        }
         StorageError::DiskFull => ErrorCode::StorageFull,
         StorageError::Failed { .. } => ErrorCode::StorageFailed,
         _ => ErrorCode::Internal,

@@ -25,8 +25,13 @@ pub struct TestNode {
 /// A pseudo-random port base per attempt, spread by pid so parallel test
 /// processes rarely collide; a collision only costs a retry.
 fn candidate_port(attempt: u32) -> u16 {
-    let seed = std::process::id().wrapping_mul(2_654_435_761).wrapping_add(attempt.wrapping_mul(40_503));
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    let seed = std::process::id()
+        .wrapping_mul(2_654_435_761)
+        .wrapping_add(attempt.wrapping_mul(40_503));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
     20_000 + ((seed ^ nanos) % 30_000) as u16
 }
 
@@ -209,7 +214,10 @@ pub fn json_values(json: &str) -> Vec<String> {
     if inner.trim().is_empty() {
         return Vec::new();
     }
-    let mut values: Vec<String> = inner.split(", ").map(|v| v.trim_matches('"').to_string()).collect();
+    let mut values: Vec<String> = inner
+        .split(", ")
+        .map(|v| v.trim_matches('"').to_string())
+        .collect();
     values.sort();
     values
 }
