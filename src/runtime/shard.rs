@@ -145,7 +145,6 @@ pub(crate) async fn run(
         write_buffer_bytes: config.write_buffer_bytes,
         flush_interval: Duration::from_micros(config.flush_interval_us),
         compaction_dead_fraction: config.compaction_dead_fraction,
-        ..StoreConfig::default()
     };
     let started = Instant::now();
     let disk = GlommioDisk::new(&dir).map_err(|e| format!("cannot use {}: {e}", dir.display()))?;
@@ -472,7 +471,7 @@ impl ShardState {
     ) -> Result<Response, (ErrorCode, String)> {
         let clock = match context {
             None => Default::default(),
-            Some(bytes) if bytes.is_empty() => Default::default(),
+            Some([]) => Default::default(),
             Some(bytes) => {
                 Context::decode(bytes)
                     .map_err(|e| (ErrorCode::BadContext, format!("bad context: {e}")))?
@@ -575,7 +574,7 @@ fn storage_error(e: StorageError) -> (ErrorCode, String) {
             ErrorCode::ValueTooLarge
         }
         StorageError::DiskFull => ErrorCode::StorageFull,
-        StorageError::Failed { .. } => ErrorCode::StorageFailed,
+        StorageError::Failed => ErrorCode::StorageFailed,
         _ => ErrorCode::Internal,
     };
     (code, format!("storage: {e}"))
