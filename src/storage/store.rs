@@ -960,7 +960,7 @@ impl<D: Disk> Store<D> {
     /// they appended before its flush (group commit).
     async fn sync_to(&self, lsn: u64) -> Result<(), StorageError> {
         loop {
-            {
+            let wait_for_epoch = {
                 let mut st = self.state.borrow_mut();
                 if st.failed {
                     return Err(StorageError::Failed);
@@ -969,12 +969,16 @@ impl<D: Disk> Store<D> {
                     return Ok(());
                 }
                 if st.sync_leader {
-                    let seen = self.sync_done.epoch();
-                    drop(st);
-                    self.sync_done.wait(seen).await;
-                    continue;
+                    Some(self.sync_done.epoch())
+                } else {
+                    st.sync_leader = true;
+                    None
                 }
-                st.sync_leader = true;
+            };
+            if let Some(seen) = wait_for_epoch {
+                // Another caller leads a round; its outcome decides for this one too.
+                self.sync_done.wait(seen).await;
+                continue;
             }
             let _leader = LeaderGuard { store: self };
             // Let writers that are ready to run append first, so this round covers them.
