@@ -47,10 +47,15 @@ impl Entry {
         let Some(ptr) = NonNull::new(ptr) else {
             handle_alloc_error(layout)
         };
+        let len = (key.len() as u16).to_le_bytes();
+        // SAFETY: the allocation holds at least the 2 length bytes; they are written
+        // before anything reads them through `key_len`.
+        unsafe {
+            ptr.as_ptr().write(len[0]);
+            ptr.as_ptr().add(1).write(len[1]);
+        }
         let mut entry = Entry(ptr);
-        let bytes = entry.bytes_mut();
-        bytes[0..2].copy_from_slice(&(key.len() as u16).to_le_bytes());
-        bytes[ENTRY_HEADER_BYTES..].copy_from_slice(key);
+        entry.bytes_mut()[ENTRY_HEADER_BYTES..].copy_from_slice(key);
         entry.set_location(loc);
         entry
     }
