@@ -37,6 +37,9 @@ impl GlommioDisk {
     pub fn new(dir: impl Into<PathBuf>) -> io::Result<GlommioDisk> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
+        // glommio opens paths relative to no directory (a relative path fails with
+        // EBADF), so keep an absolute one.
+        let dir = std::fs::canonicalize(&dir)?;
         Ok(GlommioDisk {
             dir: Rc::new(dir),
             dma_reads: Rc::new(Cell::new(true)),

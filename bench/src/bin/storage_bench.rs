@@ -329,7 +329,7 @@ fn fio_seq_write(dir: &Path, iodepth: u32) -> f64 {
         &format!("--iodepth={iodepth}"),
         "--end_fsync=1",
     ]);
-    json_number_after(&json, "\"write\"", "\"bw_bytes\"").expect("fio bw_bytes")
+    json_number_after(&json, "\"write\" : {", "\"bw_bytes\"").expect("fio bw_bytes")
 }
 
 /// fio's fdatasync latency percentiles (µs) after each 4 KiB write: (p50, p99).
@@ -345,7 +345,9 @@ fn fio_fdatasync(dir: &Path) -> (f64, f64) {
         "--fdatasync=1",
         "--ioengine=sync",
     ]);
-    let sync_at = json.find("\"sync\"").expect("fio sync section");
+    // `"sync" : {` is the fdatasync latency section (the bare word also appears as the
+    // ioengine's name in the job options).
+    let sync_at = json.find("\"sync\" : {").expect("fio sync section");
     let sync = &json[sync_at..];
     let p50 = json_number_after(sync, "\"percentile\"", "\"50.000000\"").expect("p50");
     let p99 = json_number_after(sync, "\"percentile\"", "\"99.000000\"").expect("p99");
