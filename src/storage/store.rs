@@ -1,5 +1,5 @@
 //! The `Store`: write buffer, segments, index, group commit, recovery and compaction
-//! (docs/storage.md §4–§8).
+//! (docs/storage.md §4–§9).
 //!
 //! Invariants:
 //! * `state` is never borrowed across an `.await`: every async method copies what it
@@ -881,7 +881,7 @@ impl<D: Disk> Store<D> {
         self.flush_locked().await?;
         // Sync the sealed segment before the next one is written: without it a crash
         // could keep writes of the new file and lose older ones of this file, and the
-        // log would no longer be a prefix of what was appended (docs §9).
+        // log would no longer be a prefix of what was appended (docs §4, §10).
         let sealed_file = self.state.borrow().segments[&sealing].file.clone();
         if let Err(e) = sealed_file.sync_data().await {
             self.state.borrow_mut().failed = true;
@@ -993,7 +993,7 @@ impl<D: Disk> Store<D> {
             };
             if let Err(e) = file.sync_data().await {
                 // Linux may have dropped the dirty pages: a retry could falsely
-                // succeed, so the store stops accepting writes (docs §8).
+                // succeed, so the store stops accepting writes (docs §9).
                 self.state.borrow_mut().failed = true;
                 return Err(StorageError::SyncFailed(e));
             }
