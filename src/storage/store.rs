@@ -166,6 +166,8 @@ enum Room {
 }
 
 /// A sans-IO token bucket turning a compaction byte rate into `compact_step` budgets.
+/// Usage: `let budget = limiter.budget(now); let p = store.compact_step(budget).await?;
+/// limiter.consume(p.bytes_examined);`
 #[derive(Debug, Clone)]
 pub struct CompactionRateLimiter {
     bytes_per_second: u64,
@@ -287,11 +289,9 @@ impl<D: Disk> Store<D> {
         let names = disk.list_files().await?;
         let mut segment_ids = Vec::new();
         let mut hint_ids = BTreeSet::new();
-        let mut removed_tmp = false;
         for name in &names {
             if name.ends_with(".tmp") {
                 disk.remove_file(name).await?;
-                removed_tmp = true;
             } else if let Some(id) = parse_name(name, ".log") {
                 segment_ids.push(id);
             } else if let Some(id) = parse_name(name, ".hint") {
@@ -299,6 +299,13 @@ impl<D: Disk> Store<D> {
             }
         }
         segment_ids.sort_unstable();
+        // A hint whose segment is gone (removed by compaction before the crash) is stale.
+        for id in hint_ids.clone() {
+            if segment_ids.binary_search(&id).is_err() {
+                disk.remove_file(&hint_name(id)).await?;
+                hint_ids.remove(&id);
+            }
+        }
 
         let mut segments: BTreeMap<u32, Segment<D::File>> = BTreeMap::new();
         let mut winners: ahash::AHashMap<(Namespace, u32, Box<[u8]>), Winner> =
@@ -451,8 +458,8 @@ impl<D: Disk> Store<D> {
         if file.len_bytes().await? != 0 {
             file.truncate(0).await?;
         }
+        // One directory sync covers the new segment and any stale files removed above.
         disk.sync_dir().await?;
-        let _ = removed_tmp;
         segments.insert(
             active_id,
             Segment {
@@ -1011,9 +1018,9 @@ impl<D: Disk> Store<D> {
         budget_bytes: u64,
     ) -> Result<CompactionProgress, StorageError> {
         assert!(!self.compacting.replace(true), "compact_step calls overlap");
-        let result = self.compact_step_inner(budget_bytes).await;
-        self.compacting.set(false);
-        result
+        // Cleared however the step ends, including when its future is dropped.
+        let _guard = ClearOnDrop(&self.compacting);
+        self.compact_step_inner(budget_bytes).await
     }
 
     async fn compact_step_inner(
@@ -1338,6 +1345,15 @@ impl<D: Disk> Store<D> {
     }
 }
 
+/// Resets a flag when dropped.
+struct ClearOnDrop<'a>(&'a Cell<bool>);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
 /// Clears the sync leader flag and wakes the waiters however the leader's round ends.
 struct LeaderGuard<'a, D: Disk> {
     store: &'a Store<D>,
@@ -1347,5 +1363,23 @@ impl<D: Disk> Drop for LeaderGuard<'_, D> {
     fn drop(&mut self) {
         self.store.state.borrow_mut().sync_leader = false;
         self.store.sync_done.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limiter_refills_at_its_rate_up_to_the_burst() {
+        let t0 = Instant::now();
+        let mut limiter = CompactionRateLimiter::new(1_000_000, 100_000);
+        assert_eq!(limiter.budget(t0), 100_000);
+        limiter.consume(100_000);
+        assert_eq!(limiter.budget(t0), 0);
+        assert_eq!(limiter.budget(t0 + Duration::from_millis(10)), 10_000);
+        limiter.consume(4_000);
+        assert_eq!(limiter.budget(t0 + Duration::from_millis(10)), 6_000);
+        assert_eq!(limiter.budget(t0 + Duration::from_secs(5)), 100_000);
     }
 }
