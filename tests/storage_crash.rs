@@ -1,5 +1,5 @@
 //! Crash and fault tests of the storage engine on the fault-injecting `MemDisk`
-//! (docs/storage.md §8, §9). Each case states the outcome it expects and asserts it.
+//! (docs/storage.md §9, §10). Each case states the outcome it expects and asserts it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -250,6 +250,9 @@ fn failed_fdatasync_fails_the_store_and_acknowledges_nothing() {
     assert_eq!(get(&store, 2), None, "the failed sync made nothing durable");
 }
 
+/// A durable put running as a task of `run_tasks`.
+type Task<'a> = Pin<Box<dyn Future<Output = Result<(), StorageError>> + 'a>>;
+
 /// A tiny round-robin executor: polls every task until all are done. `Store` futures
 /// only wait on each other (locks, group commit) or yield, so this drives them.
 fn run_tasks<'a, T>(mut tasks: Vec<Pin<Box<dyn Future<Output = T> + 'a>>>) -> Vec<T> {
@@ -289,7 +292,7 @@ fn group_commit_shares_fdatasyncs_between_concurrent_durable_writers() {
     let (store, _) = open(&disk);
     let syncs_before = disk.sync_count();
     let writers = 64;
-    let tasks: Vec<Pin<Box<dyn Future<Output = Result<(), StorageError>>>>> = (0..writers)
+    let tasks: Vec<Task<'_>> = (0..writers)
         .map(|i| {
             let store = &store;
             Box::pin(async move {
@@ -335,7 +338,7 @@ fn failed_fdatasync_acknowledges_none_of_the_waiting_writers() {
     let disk = MemDisk::new();
     let (store, _) = open(&disk);
     disk.set_fail_sync(true);
-    let tasks: Vec<Pin<Box<dyn Future<Output = Result<(), StorageError>>>>> = (0..16)
+    let tasks: Vec<Task<'_>> = (0..16)
         .map(|i| {
             let store = &store;
             Box::pin(async move {

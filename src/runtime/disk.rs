@@ -4,12 +4,19 @@
 //! Directory listing, rename and remove use blocking `std::fs` calls: they happen at
 //! open, at segment rotation and after compaction (rare, metadata only), and glommio 0.9
 //! has no async equivalent by path. Directory fsync uses glommio's `Directory::sync`.
+//!
+//! Reads: on the development VM (kernel 6.18, virtio disk) every `DmaFile` read fails
+//! with `EOPNOTSUPP` while direct writes and `fdatasync` work. The first read that fails
+//! so switches the disk to reading through a glommio `BufferedFile` on the same path
+//! (still io_uring, through the page cache; Linux invalidates cached pages on direct
+//! writes, so the two views stay coherent). `GlommioDisk::dma_reads_supported` tells.
 
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
+use glommio::io::{BufferedFile, DmaBuffer, DmaFile, OpenOptions, ReadResult};
 
 use crate::storage::{Disk, DiskFile, IoBuffer};
 
@@ -21,6 +28,8 @@ const ALIGNMENT_BYTES: usize = 512;
 #[derive(Debug, Clone)]
 pub struct GlommioDisk {
     dir: Rc<PathBuf>,
+    /// Cleared when a direct read fails with `EOPNOTSUPP` (see the module header).
+    dma_reads: Rc<Cell<bool>>,
 }
 
 impl GlommioDisk {
@@ -28,7 +37,18 @@ impl GlommioDisk {
     pub fn new(dir: impl Into<PathBuf>) -> io::Result<GlommioDisk> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
-        Ok(GlommioDisk { dir: Rc::new(dir) })
+        // glommio opens paths relative to no directory (a relative path fails with
+        // EBADF), so keep an absolute one.
+        let dir = std::fs::canonicalize(&dir)?;
+        Ok(GlommioDisk {
+            dir: Rc::new(dir),
+            dma_reads: Rc::new(Cell::new(true)),
+        })
+    }
+
+    /// Whether reads still use direct I/O (false after the fallback described above).
+    pub fn dma_reads_supported(&self) -> bool {
+        self.dma_reads.get()
     }
 
     /// The store directory.
@@ -50,7 +70,13 @@ impl IoBuffer for GlommioBuffer {
 }
 
 /// An open segment or hint file.
-pub struct GlommioFile(DmaFile);
+pub struct GlommioFile {
+    dma: DmaFile,
+    path: PathBuf,
+    dma_reads: Rc<Cell<bool>>,
+    /// Opened on the first read after direct reads turned out unsupported.
+    buffered: RefCell<Option<Rc<BufferedFile>>>,
+}
 
 /// Bytes returned by a DMA read (a slice of a DMA buffer, no copy).
 pub struct GlommioRead(Option<ReadResult>);
@@ -96,7 +122,12 @@ impl Disk for GlommioDisk {
                 ),
             ));
         }
-        Ok(GlommioFile(file))
+        Ok(GlommioFile {
+            dma: file,
+            path: self.dir.join(name),
+            dma_reads: self.dma_reads.clone(),
+            buffered: RefCell::new(None),
+        })
     }
 
     async fn list_files(&self) -> io::Result<Vec<String>> {
@@ -137,7 +168,28 @@ impl DiskFile for GlommioFile {
         if len == 0 {
             return Ok(GlommioRead(None));
         }
-        Ok(GlommioRead(Some(self.0.read_at(pos, len).await?)))
+        if self.dma_reads.get() {
+            match self.dma.read_at(pos, len).await {
+                Ok(r) => return Ok(GlommioRead(Some(r))),
+                Err(e) => {
+                    let e = io::Error::from(e);
+                    if e.kind() != io::ErrorKind::Unsupported {
+                        return Err(e);
+                    }
+                    self.dma_reads.set(false);
+                }
+            }
+        }
+        let existing = self.buffered.borrow().clone();
+        let reader = match existing {
+            Some(r) => r,
+            None => {
+                let r = Rc::new(BufferedFile::open(&self.path).await?);
+                *self.buffered.borrow_mut() = Some(r.clone());
+                r
+            }
+        };
+        Ok(GlommioRead(Some(reader.read_at(pos, len).await?)))
     }
 
     async fn write_at(&self, buffer: Rc<GlommioBuffer>, pos: u64) -> io::Result<()> {
@@ -152,7 +204,7 @@ impl DiskFile for GlommioFile {
                 Rc::new(copy)
             }
         };
-        let written = self.0.write_rc_at(dma, pos).await?;
+        let written = self.dma.write_rc_at(dma, pos).await?;
         if written != len {
             // A short direct-I/O write means the device filled up mid-write.
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
@@ -161,16 +213,16 @@ impl DiskFile for GlommioFile {
     }
 
     async fn sync_data(&self) -> io::Result<()> {
-        self.0.fdatasync().await?;
+        self.dma.fdatasync().await?;
         Ok(())
     }
 
     async fn len_bytes(&self) -> io::Result<u64> {
-        Ok(self.0.file_size().await?)
+        Ok(self.dma.file_size().await?)
     }
 
     async fn truncate(&self, len_bytes: u64) -> io::Result<()> {
-        self.0.truncate(len_bytes).await?;
+        self.dma.truncate(len_bytes).await?;
         Ok(())
     }
 }

@@ -2,13 +2,16 @@
 //! is. Grouped by `(namespace, partition)` so that one partition can be listed, streamed
 //! and dropped without touching the others.
 //!
-//! Memory: one heap block per key, `[segment u32][offset u32][len u32][key bytes]`,
-//! held in an `ahash` set that hashes and compares only the key part, so the table slot
-//! is a single fat pointer (16 bytes) and the whole cost is about key length + 40 bytes.
+//! Memory: one heap block per key, `[key_len u16][segment u32][offset u32][len u32][key]`,
+//! behind a thin pointer in an `ahash` set that hashes and compares only the key part:
+//! an 8-byte table slot plus 14 + key length bytes, about key length + 35 bytes at the
+//! table's typical load.
 
+use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::ptr::NonNull;
 
 use super::Namespace;
 
@@ -20,27 +23,67 @@ pub(crate) struct Location {
     pub len: u32,
 }
 
+/// Bytes of a packed `Location`.
 const LOC_BYTES: usize = 12;
 
-/// One index entry: location and key in one allocation.
-pub(crate) struct Entry(Box<[u8]>);
+/// Bytes before the key in an entry's allocation: key length (u16) and location.
+const ENTRY_HEADER_BYTES: usize = 2 + LOC_BYTES;
+
+/// One index entry: key length, location and key in one heap block, behind a thin
+/// pointer so that a hash table slot is 8 bytes (a `Box<[u8]>` would be 16). This is
+/// what keeps the index near key length + 40 bytes per key (docs/storage.md §5).
+pub(crate) struct Entry(NonNull<u8>);
 
 impl Entry {
+    fn layout(key_len: usize) -> Layout {
+        Layout::from_size_align(ENTRY_HEADER_BYTES + key_len, 1).expect("small layout")
+    }
+
     fn new(loc: Location, key: &[u8]) -> Entry {
-        let mut v = Vec::with_capacity(LOC_BYTES + key.len());
-        v.extend_from_slice(&loc.segment.to_le_bytes());
-        v.extend_from_slice(&loc.offset.to_le_bytes());
-        v.extend_from_slice(&loc.len.to_le_bytes());
-        v.extend_from_slice(key);
-        Entry(v.into_boxed_slice())
+        assert!(key.len() <= u16::MAX as usize);
+        let layout = Self::layout(key.len());
+        // SAFETY: the layout has a non-zero size (the header is 14 bytes).
+        let ptr = unsafe { alloc(layout) };
+        let Some(ptr) = NonNull::new(ptr) else {
+            handle_alloc_error(layout)
+        };
+        let len = (key.len() as u16).to_le_bytes();
+        // SAFETY: the allocation holds at least the 2 length bytes; they are written
+        // before anything reads them through `key_len`.
+        unsafe {
+            ptr.as_ptr().write(len[0]);
+            ptr.as_ptr().add(1).write(len[1]);
+        }
+        let mut entry = Entry(ptr);
+        entry.bytes_mut()[ENTRY_HEADER_BYTES..].copy_from_slice(key);
+        entry.set_location(loc);
+        entry
+    }
+
+    fn key_len(&self) -> usize {
+        // SAFETY: every entry starts with its 2-byte key length, written by `new`.
+        let len = unsafe { [*self.0.as_ptr(), *self.0.as_ptr().add(1)] };
+        u16::from_le_bytes(len) as usize
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the allocation is `ENTRY_HEADER_BYTES + key_len` bytes, initialised by
+        // `new`, and lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr(), ENTRY_HEADER_BYTES + self.key_len()) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        let len = ENTRY_HEADER_BYTES + self.key_len();
+        // SAFETY: as in `bytes`, and `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_ptr(), len) }
     }
 
     pub(crate) fn key(&self) -> &[u8] {
-        &self.0[LOC_BYTES..]
+        &self.bytes()[ENTRY_HEADER_BYTES..]
     }
 
     pub(crate) fn location(&self) -> Location {
-        let b = &self.0;
+        let b = &self.bytes()[2..ENTRY_HEADER_BYTES];
         Location {
             segment: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
             offset: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
@@ -49,9 +92,18 @@ impl Entry {
     }
 
     fn set_location(&mut self, loc: Location) {
-        self.0[0..4].copy_from_slice(&loc.segment.to_le_bytes());
-        self.0[4..8].copy_from_slice(&loc.offset.to_le_bytes());
-        self.0[8..12].copy_from_slice(&loc.len.to_le_bytes());
+        let b = &mut self.bytes_mut()[2..ENTRY_HEADER_BYTES];
+        b[0..4].copy_from_slice(&loc.segment.to_le_bytes());
+        b[4..8].copy_from_slice(&loc.offset.to_le_bytes());
+        b[8..12].copy_from_slice(&loc.len.to_le_bytes());
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        let layout = Self::layout(self.key_len());
+        // SAFETY: allocated in `new` with exactly this layout, freed only here.
+        unsafe { dealloc(self.0.as_ptr(), layout) }
     }
 }
 
@@ -164,5 +216,44 @@ impl Index {
                 f(*ns, *p, e.key(), e.location());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(n: u32) -> Location {
+        Location {
+            segment: n,
+            offset: n * 10,
+            len: n + 36,
+        }
+    }
+
+    #[test]
+    fn insert_update_remove_and_drop_partition() {
+        let mut index = Index::default();
+        assert_eq!(index.insert(Namespace::Data, 1, b"a", loc(1)), None);
+        assert_eq!(index.insert(Namespace::Data, 1, b"", loc(2)), None);
+        assert_eq!(index.insert(Namespace::Hint, 1, b"a", loc(3)), None);
+        assert_eq!(index.insert(Namespace::Data, 1, b"a", loc(4)), Some(loc(1)));
+        assert_eq!(index.get(Namespace::Data, 1, b"a"), Some(loc(4)));
+        assert_eq!(index.get(Namespace::Data, 1, b""), Some(loc(2)));
+        assert_eq!(index.get(Namespace::Data, 2, b"a"), None);
+        assert_eq!(index.keys(), 3);
+        let long = vec![7u8; 1000];
+        index.insert(Namespace::Data, 2, &long, loc(5));
+        assert_eq!(
+            index.partition_keys(Namespace::Data, 2)[0].as_ref(),
+            &long[..]
+        );
+        assert_eq!(index.remove(Namespace::Data, 1, b""), Some(loc(2)));
+        assert_eq!(index.remove(Namespace::Data, 1, b""), None);
+        assert_eq!(index.partitions(Namespace::Data), vec![1, 2]);
+        assert_eq!(index.drop_partition(Namespace::Data, 1), vec![loc(4)]);
+        assert_eq!(index.partitions(Namespace::Data), vec![2]);
+        assert_eq!(index.partitions(Namespace::Hint), vec![1]);
+        assert_eq!(index.keys(), 2);
     }
 }

@@ -1,5 +1,5 @@
 //! The `Store`: write buffer, segments, index, group commit, recovery and compaction
-//! (docs/storage.md §4–§8).
+//! (docs/storage.md §4–§9).
 //!
 //! Invariants:
 //! * `state` is never borrowed across an `.await`: every async method copies what it
@@ -166,6 +166,8 @@ enum Room {
 }
 
 /// A sans-IO token bucket turning a compaction byte rate into `compact_step` budgets.
+/// Usage: `let budget = limiter.budget(now); let p = store.compact_step(budget).await?;
+/// limiter.consume(p.bytes_examined);`
 #[derive(Debug, Clone)]
 pub struct CompactionRateLimiter {
     bytes_per_second: u64,
@@ -287,11 +289,9 @@ impl<D: Disk> Store<D> {
         let names = disk.list_files().await?;
         let mut segment_ids = Vec::new();
         let mut hint_ids = BTreeSet::new();
-        let mut removed_tmp = false;
         for name in &names {
             if name.ends_with(".tmp") {
                 disk.remove_file(name).await?;
-                removed_tmp = true;
             } else if let Some(id) = parse_name(name, ".log") {
                 segment_ids.push(id);
             } else if let Some(id) = parse_name(name, ".hint") {
@@ -299,6 +299,13 @@ impl<D: Disk> Store<D> {
             }
         }
         segment_ids.sort_unstable();
+        // A hint whose segment is gone (removed by compaction before the crash) is stale.
+        for id in hint_ids.clone() {
+            if segment_ids.binary_search(&id).is_err() {
+                disk.remove_file(&hint_name(id)).await?;
+                hint_ids.remove(&id);
+            }
+        }
 
         let mut segments: BTreeMap<u32, Segment<D::File>> = BTreeMap::new();
         let mut winners: ahash::AHashMap<(Namespace, u32, Box<[u8]>), Winner> =
@@ -451,8 +458,8 @@ impl<D: Disk> Store<D> {
         if file.len_bytes().await? != 0 {
             file.truncate(0).await?;
         }
+        // One directory sync covers the new segment and any stale files removed above.
         disk.sync_dir().await?;
-        let _ = removed_tmp;
         segments.insert(
             active_id,
             Segment {
@@ -881,7 +888,7 @@ impl<D: Disk> Store<D> {
         self.flush_locked().await?;
         // Sync the sealed segment before the next one is written: without it a crash
         // could keep writes of the new file and lose older ones of this file, and the
-        // log would no longer be a prefix of what was appended (docs §9).
+        // log would no longer be a prefix of what was appended (docs §4, §10).
         let sealed_file = self.state.borrow().segments[&sealing].file.clone();
         if let Err(e) = sealed_file.sync_data().await {
             self.state.borrow_mut().failed = true;
@@ -960,7 +967,7 @@ impl<D: Disk> Store<D> {
     /// they appended before its flush (group commit).
     async fn sync_to(&self, lsn: u64) -> Result<(), StorageError> {
         loop {
-            {
+            let wait_for_epoch = {
                 let mut st = self.state.borrow_mut();
                 if st.failed {
                     return Err(StorageError::Failed);
@@ -969,12 +976,16 @@ impl<D: Disk> Store<D> {
                     return Ok(());
                 }
                 if st.sync_leader {
-                    let seen = self.sync_done.epoch();
-                    drop(st);
-                    self.sync_done.wait(seen).await;
-                    continue;
+                    Some(self.sync_done.epoch())
+                } else {
+                    st.sync_leader = true;
+                    None
                 }
-                st.sync_leader = true;
+            };
+            if let Some(seen) = wait_for_epoch {
+                // Another caller leads a round; its outcome decides for this one too.
+                self.sync_done.wait(seen).await;
+                continue;
             }
             let _leader = LeaderGuard { store: self };
             // Let writers that are ready to run append first, so this round covers them.
@@ -989,7 +1000,7 @@ impl<D: Disk> Store<D> {
             };
             if let Err(e) = file.sync_data().await {
                 // Linux may have dropped the dirty pages: a retry could falsely
-                // succeed, so the store stops accepting writes (docs §8).
+                // succeed, so the store stops accepting writes (docs §9).
                 self.state.borrow_mut().failed = true;
                 return Err(StorageError::SyncFailed(e));
             }
@@ -1007,9 +1018,9 @@ impl<D: Disk> Store<D> {
         budget_bytes: u64,
     ) -> Result<CompactionProgress, StorageError> {
         assert!(!self.compacting.replace(true), "compact_step calls overlap");
-        let result = self.compact_step_inner(budget_bytes).await;
-        self.compacting.set(false);
-        result
+        // Cleared however the step ends, including when its future is dropped.
+        let _guard = ClearOnDrop(&self.compacting);
+        self.compact_step_inner(budget_bytes).await
     }
 
     async fn compact_step_inner(
@@ -1334,6 +1345,15 @@ impl<D: Disk> Store<D> {
     }
 }
 
+/// Resets a flag when dropped.
+struct ClearOnDrop<'a>(&'a Cell<bool>);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
 /// Clears the sync leader flag and wakes the waiters however the leader's round ends.
 struct LeaderGuard<'a, D: Disk> {
     store: &'a Store<D>,
@@ -1343,5 +1363,23 @@ impl<D: Disk> Drop for LeaderGuard<'_, D> {
     fn drop(&mut self) {
         self.store.state.borrow_mut().sync_leader = false;
         self.store.sync_done.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limiter_refills_at_its_rate_up_to_the_burst() {
+        let t0 = Instant::now();
+        let mut limiter = CompactionRateLimiter::new(1_000_000, 100_000);
+        assert_eq!(limiter.budget(t0), 100_000);
+        limiter.consume(100_000);
+        assert_eq!(limiter.budget(t0), 0);
+        assert_eq!(limiter.budget(t0 + Duration::from_millis(10)), 10_000);
+        limiter.consume(4_000);
+        assert_eq!(limiter.budget(t0 + Duration::from_millis(10)), 6_000);
+        assert_eq!(limiter.budget(t0 + Duration::from_secs(5)), 100_000);
     }
 }
