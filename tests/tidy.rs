@@ -50,7 +50,9 @@ fn pure_layers_are_sans_io() {
     files.push(root().join("src/client/core.rs"));
     for file in files.iter().filter(|f| f.exists()) {
         let text = std::fs::read_to_string(file).unwrap();
-        for (n, line) in text.lines().enumerate() {
+        // Unit tests at the end of a file may build inputs from the clock.
+        let production = text.split("#[cfg(test)]").next().unwrap_or("");
+        for (n, line) in production.lines().enumerate() {
             let code = line.split("//").next().unwrap_or("");
             for word in forbidden {
                 if code.contains(word) {
