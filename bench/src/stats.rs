@@ -1,0 +1,123 @@
+//! Result accounting: per-operation latency histograms and counters.
+//!
+//! Job: collect what each thread measured and merge threads into one result.
+//! Invariants: latency is recorded in nanoseconds, only for successful
+//! operations of the measured phase; every measured request ends up counted
+//! exactly once, as `ok` (hits and misses), an error reply, a timeout or a
+//! connection error, never silently dropped.
+
+use crate::workload::{OpKind, OP_KINDS};
+use hdrhistogram::Histogram;
+
+/// The largest latency the histograms resolve; larger ones saturate to it.
+pub const LATENCY_NS_MAX: u64 = 100_000_000_000;
+
+pub fn new_histogram() -> Histogram<u64> {
+    // 3 significant digits: 0.1% resolution, as wrk2 and memtier use.
+    Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3).expect("static histogram bounds are valid")
+}
+
+#[derive(Clone, Debug)]
+pub struct OpStats {
+    pub latency_ns: Histogram<u64>,
+    /// Successful completions (hits, misses, stores, pongs).
+    pub ok: u64,
+    /// Gets that found no value (included in `ok`).
+    pub misses: u64,
+    pub error_replies: u64,
+    pub timeouts: u64,
+    /// Requests lost when their connection failed or sent garbage.
+    pub connection_errors: u64,
+}
+
+impl OpStats {
+    pub fn new() -> OpStats {
+        OpStats {
+            latency_ns: new_histogram(),
+            ok: 0,
+            misses: 0,
+            error_replies: 0,
+            timeouts: 0,
+            connection_errors: 0,
+        }
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.error_replies + self.timeouts + self.connection_errors
+    }
+
+    pub fn merge(&mut self, other: &OpStats) {
+        self.latency_ns
+            .add(&other.latency_ns)
+            .expect("histograms share bounds");
+        self.ok += other.ok;
+        self.misses += other.misses;
+        self.error_replies += other.error_replies;
+        self.timeouts += other.timeouts;
+        self.connection_errors += other.connection_errors;
+    }
+}
+
+impl Default for OpStats {
+    fn default() -> Self {
+        OpStats::new()
+    }
+}
+
+/// What one thread (or, merged, the whole run) measured.
+#[derive(Clone, Debug, Default)]
+pub struct RunStats {
+    pub per_op: [OpStats; OP_KINDS],
+    /// Generator CPU time over the run phase (warm-up and measured), and the
+    /// wall time and number of completed requests over the same span.
+    pub cpu_ns: u64,
+    pub wall_ns: u64,
+    pub completions: u64,
+    /// The highest single-thread CPU utilisation (merged: max over threads).
+    pub utilisation_max: f64,
+    /// Measured-phase length: from the end of warm-up to the end of the run
+    /// or the last completion, whichever is later.
+    pub measured_ns: u64,
+    /// Carts: gets answered, siblings seen in them, and the most in one.
+    pub cart_reads: u64,
+    pub siblings_seen: u64,
+    pub siblings_max: u64,
+    /// Load phase: keys written, failures, and its wall time.
+    pub load_ok: u64,
+    pub load_errors: u64,
+    pub load_ns: u64,
+    pub connections_lost: u64,
+}
+
+impl RunStats {
+    pub fn op(&mut self, kind: OpKind) -> &mut OpStats {
+        &mut self.per_op[kind as usize]
+    }
+
+    pub fn merge(&mut self, other: &RunStats) {
+        for (mine, theirs) in self.per_op.iter_mut().zip(other.per_op.iter()) {
+            mine.merge(theirs);
+        }
+        self.cpu_ns += other.cpu_ns;
+        self.wall_ns = self.wall_ns.max(other.wall_ns);
+        self.completions += other.completions;
+        self.utilisation_max = self.utilisation_max.max(other.utilisation_max);
+        self.measured_ns = self.measured_ns.max(other.measured_ns);
+        self.cart_reads += other.cart_reads;
+        self.siblings_seen += other.siblings_seen;
+        self.siblings_max = self.siblings_max.max(other.siblings_max);
+        self.load_ok += other.load_ok;
+        self.load_errors += other.load_errors;
+        self.load_ns = self.load_ns.max(other.load_ns);
+        self.connections_lost += other.connections_lost;
+    }
+
+    /// All operations together.
+    pub fn total(&self) -> OpStats {
+        let mut all = OpStats::new();
+        for op in &self.per_op {
+            all.merge(op);
+        }
+        all
+    }
+}
