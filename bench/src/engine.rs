@@ -110,7 +110,6 @@ pub struct EngineSetup {
     /// This thread's share of `--ops`.
     pub ops_budget: Option<u64>,
     pub router: Router,
-    pub quorum: crate::cli::QuorumOverride,
     pub seed: u64,
     /// Random bytes that values are sliced from.
     pub value_pool: Arc<Vec<u8>>,

@@ -204,7 +204,10 @@ mod tests {
         sorted.sort_unstable_by(|a, b| b.cmp(a));
         let top100: u64 = sorted[..100].iter().sum();
         // The hottest 1% of keys carry a large share (uniform would be 1%).
-        assert!(top100 as f64 / 200_000.0 > 0.3, "top 1% share {top100}");
+        // With YCSB's 10^10-item space the 100 hottest items hold
+        // zeta(100) / zeta(10^10) = 5.2 / 26.5, about 20% of draws.
+        let share = top100 as f64 / 200_000.0;
+        assert!(share > 0.17 && share < 0.3, "top 1% share {share}");
         // Scrambling: the hottest keys are not the lowest indices.
         let hottest = counts
             .iter()

@@ -14,6 +14,7 @@
 
 mod cli;
 mod clock;
+mod cluster;
 mod codec;
 mod engine;
 mod keydist;
@@ -38,7 +39,30 @@ use workload::{KeySpace, OpGenerator};
 struct Plan {
     endpoints: Vec<SocketAddr>,
     router: Router,
-    make_codec: fn() -> Codec,
+    codec: CodecSpec,
+}
+
+/// Which codec each connection gets; `Copy`, so every thread builds its own.
+#[derive(Clone, Copy, Debug)]
+enum CodecSpec {
+    Resp,
+    Memcache,
+    Dynakv {
+        quorum: dynakv::protocol::Quorum,
+        epoch: u64,
+    },
+}
+
+impl CodecSpec {
+    fn build(self) -> Codec {
+        match self {
+            CodecSpec::Resp => Codec::Resp,
+            CodecSpec::Memcache => Codec::Memcache,
+            CodecSpec::Dynakv { quorum, epoch } => {
+                Codec::Dynakv(Box::new(codec::dynakv::DynakvCodec::new(quorum, epoch)))
+            }
+        }
+    }
 }
 
 fn plan(config: &Config) -> Result<Plan, String> {
@@ -46,17 +70,35 @@ fn plan(config: &Config) -> Result<Plan, String> {
         Scheme::Redis => Ok(Plan {
             endpoints: vec![config.target.addr],
             router: Router::Single,
-            make_codec: || Codec::Resp,
+            codec: CodecSpec::Resp,
         }),
         Scheme::Memcache => Ok(Plan {
             endpoints: vec![config.target.addr],
             router: Router::Single,
-            make_codec: || Codec::Memcache,
+            codec: CodecSpec::Memcache,
         }),
-        Scheme::Dynakv => Err(format!(
-            "dynakv targets are not available in this build (the protocol module is missing); target {}",
-            config.target.url
-        )),
+        Scheme::Dynakv => {
+            let timeout = Duration::from_nanos(config.connect_timeout_ns);
+            let table = cluster::fetch_routing_table(config.target.addr, timeout)?;
+            let cluster = cluster::plan_from_table(&table)?;
+            let quorum = dynakv::protocol::Quorum {
+                r: config.quorum.r,
+                w: config.quorum.w,
+                dw: None,
+                n: config.quorum.n,
+            };
+            Ok(Plan {
+                endpoints: cluster.endpoints,
+                router: Router::Partitioned {
+                    partition_bits: cluster.partition_bits,
+                    coordinator: Arc::new(cluster.coordinator),
+                },
+                codec: CodecSpec::Dynakv {
+                    quorum,
+                    epoch: cluster.epoch,
+                },
+            })
+        }
     }
 }
 
@@ -170,7 +212,6 @@ fn run(config: &Config) -> Result<ExitCode, String> {
             },
             ops_budget,
             router: plan.router.clone(),
-            quorum: config.quorum,
             seed: config.seed,
             value_pool: pool.clone(),
             space: space.clone(),
@@ -185,11 +226,11 @@ fn run(config: &Config) -> Result<ExitCode, String> {
             space.clone(),
         );
         let barrier = barrier.clone();
-        let make_codec = plan.make_codec;
+        let codec = plan.codec;
         let handle = std::thread::Builder::new()
             .name(format!("bench-{t}"))
             .spawn(move || -> Result<RunStats, String> {
-                let mut engine = match Engine::new(setup, clients, make_codec, generator) {
+                let mut engine = match Engine::new(setup, clients, || codec.build(), generator) {
                     Ok(e) => e,
                     Err(e) => {
                         // Every thread must reach the barrier, or the others hang.

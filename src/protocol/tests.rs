@@ -98,7 +98,10 @@ fn absent_body_is_rejected() {
     let b = FlatBufferBuilder::new();
     let frame = request_with_body(10, wire::RequestBody::GetRequest, None, b);
     let error = decode_request(frame, &Limits::default()).unwrap_err();
-    assert!(matches!(error.kind, ProtocolErrorKind::Malformed(_)), "{error}");
+    assert!(
+        matches!(error.kind, ProtocolErrorKind::Malformed(_)),
+        "{error}"
+    );
     assert_eq!(error.id, Some(10));
 }
 

@@ -131,12 +131,12 @@ mod tests {
         let s = scan(b"VALUE k 0 3\r\nabc\r\nEND\r\nSTORED\r\n")
             .unwrap()
             .unwrap();
-        assert_eq!(s.consumed, 21);
+        assert_eq!(s.consumed, 23);
         assert_eq!(s.value, Some(13..16));
         let s = scan(b"VALUE k 0 4 99\r\na\r\nb\r\nEND\r\n")
             .unwrap()
             .unwrap();
-        assert_eq!(s.value, Some(15..19));
+        assert_eq!(s.value, Some(16..20));
     }
 
     #[test]

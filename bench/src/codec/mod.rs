@@ -7,6 +7,7 @@
 //! typed [`ParseError`], never a panic; every reply is bounded by
 //! [`REPLY_BYTES_MAX`] before the decoder waits for the rest of it.
 
+pub mod dynakv;
 pub mod memcache;
 pub mod resp;
 
@@ -128,6 +129,7 @@ pub fn find_crlf(buf: &[u8], from: usize) -> Result<Option<usize>, ParseError> {
 pub enum Codec {
     Resp,
     Memcache,
+    Dynakv(Box<dynakv::DynakvCodec>),
 }
 
 impl Codec {
@@ -136,15 +138,17 @@ impl Codec {
     pub fn ordered(&self) -> bool {
         match self {
             Codec::Resp | Codec::Memcache => true,
+            Codec::Dynakv(_) => false,
         }
     }
 
     /// Appends one request to `out`; `id` is carried on the wire by protocols
     /// that have ids and ignored by the others.
-    pub fn encode(&mut self, _id: u64, request: &Request<'_>, out: &mut Vec<u8>) {
+    pub fn encode(&mut self, id: u64, request: &Request<'_>, out: &mut Vec<u8>) {
         match self {
             Codec::Resp => resp::encode(request, out),
             Codec::Memcache => memcache::encode(request, out),
+            Codec::Dynakv(codec) => codec.encode(id, request, out),
         }
     }
 
@@ -159,6 +163,7 @@ impl Codec {
         let scanned = match self {
             Codec::Resp => resp::scan(recv)?,
             Codec::Memcache => memcache::scan(recv)?,
+            Codec::Dynakv(codec) => return codec.decode(recv),
         };
         Ok(scanned.map(|s| take_scanned(recv, s, capture)))
     }
