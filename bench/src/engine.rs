@@ -33,11 +33,11 @@ use crate::codec::{Codec, Outcome, Reply, Request};
 use crate::rng::Rng;
 use crate::stats::{new_histogram, RunStats};
 use crate::workload::{cart_merge, write_key, KeySpace, Op, OpGenerator, OpKind, KEY_BYTES};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use io_uring::{opcode, types, IoUring};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
@@ -130,14 +130,16 @@ pub enum EngineError {
     /// io_uring could not be set up or `io_uring_enter` failed.
     Ring(std::io::Error),
     /// Every client lost a connection; nothing more can be sent.
-    AllConnectionsLost,
+    AllConnectionsLost(String),
 }
 
 impl std::fmt::Display for EngineError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             EngineError::Ring(e) => write!(f, "io_uring: {e}"),
-            EngineError::AllConnectionsLost => write!(f, "all connections were lost"),
+            EngineError::AllConnectionsLost(first) => {
+                write!(f, "all connections were lost; the first: {first}")
+            }
         }
     }
 }
@@ -231,7 +233,17 @@ pub struct Engine {
     key_buf: [u8; KEY_BYTES],
     value_buf: Vec<u8>,
     in_load: bool,
+    /// dynakv only: the context of the last version this thread saw of each
+    /// key, sent with the next plain put of that key, as an application
+    /// client would. Without it every put would be a blind write, which in a
+    /// Dynamo store adds a sibling (§4.4), and a long update-heavy run would
+    /// pile siblings up to the server's bound. Bounded by
+    /// `CONTEXT_CACHE_ENTRIES_MAX`; cleared when full.
+    contexts: Option<HashMap<u64, Bytes>>,
 }
+
+/// The most keys whose context one thread remembers.
+const CONTEXT_CACHE_ENTRIES_MAX: usize = 1 << 20;
 
 impl Engine {
     /// Builds an engine over already-connected sockets: `clients[c][e]` is
@@ -279,6 +291,11 @@ impl Engine {
             });
         }
         let rng = Rng::new(setup.seed, u64::from(setup.thread_index));
+        let ordered = sockets
+            .first()
+            .map(|s: &Socket| s.codec.ordered())
+            .unwrap_or(true);
+        let contexts = (!ordered).then(HashMap::new);
         let live_clients = client_list.len();
         Ok(Engine {
             setup,
@@ -299,6 +316,7 @@ impl Engine {
             key_buf: [0; KEY_BYTES],
             value_buf: Vec::new(),
             in_load: false,
+            contexts,
         })
     }
 
@@ -400,7 +418,8 @@ impl Engine {
                 break;
             }
             if self.live_clients == 0 {
-                return Err(EngineError::AllConnectionsLost);
+                let first = self.stats.first_failure.clone().unwrap_or_default();
+                return Err(EngineError::AllConnectionsLost(first));
             }
             if now >= next_housekeeping {
                 next_housekeeping = now + HOUSEKEEPING_NS;
@@ -508,7 +527,13 @@ impl Engine {
                 client: c,
                 measured,
             };
-            self.send_request(pending, request_kind, None, None);
+            let context = match (&self.contexts, op.kind) {
+                (Some(cache), OpKind::Put) if phase.kind == PhaseKind::Run => {
+                    cache.get(&op.key).cloned()
+                }
+                _ => None,
+            };
+            self.send_request(pending, request_kind, None, context.as_deref());
         }
     }
 
@@ -673,7 +698,7 @@ impl Engine {
             if result == -libc::EINTR || result == -libc::EAGAIN {
                 self.push_send(s);
             } else {
-                self.fail_socket(s, Failure::Connection);
+                self.fail_socket(s, Failure::Io(-result));
             }
             return;
         }
@@ -701,7 +726,14 @@ impl Engine {
                 self.arm_recv(s);
             } else {
                 // 0 is an orderly close by the peer; anything else is an error.
-                self.fail_socket(s, Failure::Connection);
+                self.fail_socket(
+                    s,
+                    if result == 0 {
+                        Failure::Closed
+                    } else {
+                        Failure::Io(-result)
+                    },
+                );
             }
             return;
         }
@@ -725,8 +757,8 @@ impl Engine {
             match socket.codec.decode(&mut socket.recv, capture) {
                 Ok(Some(reply)) => self.on_reply(s, reply, now, phase),
                 Ok(None) => break,
-                Err(_) => {
-                    self.fail_socket(s, Failure::Connection);
+                Err(e) => {
+                    self.fail_socket(s, Failure::Parse(e));
                     return;
                 }
             }
@@ -744,7 +776,7 @@ impl Engine {
         };
         let Some(pending) = pending else {
             // A reply to nothing we sent: the stream is out of step.
-            self.fail_socket(s, Failure::Connection);
+            self.fail_socket(s, Failure::UnexpectedReply);
             return;
         };
         if pending.stage == Stage::First
@@ -756,6 +788,15 @@ impl Engine {
         }
         self.stats.completions += 1;
         let errored = reply.outcome == Outcome::ErrorReply;
+        if let (Some(cache), Some(context)) = (&mut self.contexts, &reply.context) {
+            if !context.is_empty() && pending.op != OpKind::Ping {
+                if cache.len() >= CONTEXT_CACHE_ENTRIES_MAX {
+                    cache.clear();
+                }
+                // A copy: a slice would pin the whole receive buffer it came in.
+                cache.insert(pending.key, Bytes::copy_from_slice(context));
+            }
+        }
         if phase.kind == PhaseKind::Load {
             if errored {
                 self.stats.load_errors += 1;
@@ -857,6 +898,14 @@ impl Engine {
             return;
         }
         socket.dead = true;
+        if self.stats.first_failure.is_none() {
+            let peer = socket
+                .stream
+                .peer_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            self.stats.first_failure = Some(format!("connection to {peer}: {failure}"));
+        }
         // Shutting the socket down completes its in-flight recv and send, so
         // their buffers are released by the kernel before the engine drops them.
         // SAFETY: plain syscall on a descriptor this socket owns.
@@ -870,7 +919,7 @@ impl Engine {
                 let stats = self.stats.op(pending.op);
                 match failure {
                     Failure::Timeout => stats.timeouts += 1,
-                    Failure::Connection => stats.connection_errors += 1,
+                    _ => stats.connection_errors += 1,
                 }
                 self.interval_errors += 1;
             } else if self.in_load {
@@ -939,10 +988,30 @@ enum RequestKind {
     Put { value_bytes: u32 },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Why a socket was given up.
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Failure {
     Timeout,
-    Connection,
+    /// The peer closed the connection.
+    Closed,
+    /// recv or send failed with this errno.
+    Io(i32),
+    /// The reply stream broke the protocol.
+    Parse(crate::codec::ParseError),
+    /// A reply matched no request in flight.
+    UnexpectedReply,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Timeout => write!(f, "a request timed out"),
+            Failure::Closed => write!(f, "the server closed the connection"),
+            Failure::Io(errno) => write!(f, "{}", std::io::Error::from_raw_os_error(*errno)),
+            Failure::Parse(e) => write!(f, "{e}"),
+            Failure::UnexpectedReply => write!(f, "a reply matched no request in flight"),
+        }
+    }
 }
 
 impl Drop for Engine {

@@ -347,6 +347,9 @@ fn report(config: &Config, stats: &RunStats) -> Result<ExitCode, String> {
         t.misses,
         stats.connections_lost
     );
+    if let Some(first) = &stats.first_failure {
+        println!("first lost connection: {first}");
+    }
     println!(
         "generator: {:.2} CPU us per request, busiest thread at {:.0}% of a core",
         summary.cpu_us_per_op,

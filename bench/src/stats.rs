@@ -87,6 +87,8 @@ pub struct RunStats {
     pub load_errors: u64,
     pub load_ns: u64,
     pub connections_lost: u64,
+    /// What went wrong with the first connection that was given up.
+    pub first_failure: Option<String>,
 }
 
 impl RunStats {
@@ -110,6 +112,9 @@ impl RunStats {
         self.load_errors += other.load_errors;
         self.load_ns = self.load_ns.max(other.load_ns);
         self.connections_lost += other.connections_lost;
+        if self.first_failure.is_none() {
+            self.first_failure.clone_from(&other.first_failure);
+        }
     }
 
     /// All operations together.

@@ -78,7 +78,7 @@ impl DynakvCodec {
             }
         };
         let (id, response) = protocol::decode_response(frame, &self.limits)
-            .map_err(|_| ParseError::Malformed("dynakv reply failed verification"))?;
+            .map_err(|e| ParseError::Rejected(e.to_string()))?;
         let reply = |outcome, values, context| Reply {
             id: Some(id),
             outcome,
@@ -87,7 +87,8 @@ impl DynakvCodec {
         };
         Ok(Some(match response {
             Response::Pong => reply(Outcome::Pong, Vec::new(), None),
-            Response::Put { .. } | Response::Delete => reply(Outcome::Stored, Vec::new(), None),
+            Response::Put { context } => reply(Outcome::Stored, Vec::new(), Some(context)),
+            Response::Delete => reply(Outcome::Stored, Vec::new(), None),
             Response::Get {
                 found,
                 siblings,

@@ -72,6 +72,8 @@ pub enum ParseError {
     Malformed(&'static str),
     /// A length field or line is beyond the tool's bounds.
     TooLarge(usize),
+    /// A dynakv reply failed the protocol module's verification.
+    Rejected(String),
 }
 
 impl fmt::Display for ParseError {
@@ -79,6 +81,7 @@ impl fmt::Display for ParseError {
         match self {
             ParseError::Malformed(why) => write!(f, "malformed reply: {why}"),
             ParseError::TooLarge(n) => write!(f, "reply too large: {n} bytes"),
+            ParseError::Rejected(why) => write!(f, "invalid dynakv reply: {why}"),
         }
     }
 }
