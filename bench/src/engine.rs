@@ -480,8 +480,16 @@ impl Engine {
                     let key = phase.load_cursor;
                     phase.load_cursor += u64::from(self.setup.threads);
                     let value_bytes = self.generator.value_bytes(&mut self.rng);
+                    // dynakv: load by read-modify-write, so loading a key that
+                    // an earlier run wrote replaces it instead of adding a
+                    // sibling; the other targets simply overwrite.
+                    let kind = if self.contexts.is_some() {
+                        OpKind::Rmw
+                    } else {
+                        OpKind::Put
+                    };
                     Op {
-                        kind: OpKind::Put,
+                        kind,
                         key,
                         value_bytes,
                     }
@@ -549,7 +557,7 @@ impl Engine {
         let client = &self.clients[pending.client as usize];
         let endpoint = match kind {
             // A ping has no key; spread pings over the endpoints.
-            RequestKind::Ping => pending.key as usize % client.sockets.len(),
+            RequestKind::Ping => self.rng.below(client.sockets.len() as u64) as usize,
             _ => self.setup.router.endpoint_of(&self.key_buf),
         };
         let s = client.sockets[endpoint] as usize;
