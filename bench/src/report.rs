@@ -359,6 +359,12 @@ pub fn svg_plot(summary: &Summary<'_>, title: &str) -> String {
         .map(|(_, h)| us(h.max()))
         .fold(1.0f64, f64::max);
     let y_top = nice_ceiling(y_max_us);
+    // Label in milliseconds once microsecond labels get long.
+    let (unit, unit_us) = if y_top >= 10_000.0 {
+        ("ms", 1000.0)
+    } else {
+        ("µs", 1.0)
+    };
     let plot_w = W - LEFT - RIGHT;
     let plot_h = H - TOP - BOTTOM;
     let x_of = |q: f64| {
@@ -411,7 +417,7 @@ pub fn svg_plot(summary: &Summary<'_>, title: &str) -> String {
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
             LEFT - 6.0,
             y + 4.0,
-            trim_number(v)
+            trim_number(v / unit_us)
         );
     }
     let _ = writeln!(out, "<rect x=\"{LEFT}\" y=\"{TOP}\" width=\"{plot_w}\" height=\"{plot_h}\" fill=\"none\" stroke=\"#333\"/>");
@@ -421,7 +427,7 @@ pub fn svg_plot(summary: &Summary<'_>, title: &str) -> String {
         LEFT + plot_w / 2.0,
         H - 16.0
     );
-    let _ = writeln!(out, "<text transform=\"translate(20 {:.1}) rotate(-90)\" text-anchor=\"middle\">latency (µs)</text>", TOP + plot_h / 2.0);
+    let _ = writeln!(out, "<text transform=\"translate(20 {:.1}) rotate(-90)\" text-anchor=\"middle\">latency ({unit})</text>", TOP + plot_h / 2.0);
     for (i, (name, h)) in series.iter().enumerate() {
         if h.is_empty() {
             continue;
@@ -467,7 +473,7 @@ pub fn svg_plot(summary: &Summary<'_>, title: &str) -> String {
 /// The smallest 1, 2 or 5 times a power of ten at or above `x`.
 fn nice_ceiling(x: f64) -> f64 {
     let magnitude = 10f64.powf(x.max(1e-9).log10().floor());
-    for step in [1.0, 2.0, 5.0, 10.0] {
+    for step in [1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0] {
         if step * magnitude >= x {
             return step * magnitude;
         }
@@ -592,7 +598,8 @@ mod tests {
         let svg = svg_plot(&summary, "a <title>");
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("polyline") && svg.contains("a &lt;title&gt;"));
-        assert_eq!(nice_ceiling(730.0), 1000.0);
-        assert_eq!(nice_ceiling(150.0), 200.0);
+        assert_eq!(nice_ceiling(730.0), 800.0);
+        assert_eq!(nice_ceiling(150.0), 150.0);
+        assert_eq!(nice_ceiling(1_010_827.0), 1_200_000.0);
     }
 }
