@@ -44,6 +44,7 @@ run:
   --connections N       total connections (clients) over all threads (default 50)
   --pipeline N          requests in flight per connection (default 1)
   --threads N           event-loop threads, one io_uring each (default 1)
+  --pin                 pin thread i to the i-th allowed CPU
   --rate R              open loop: R requests/s in total, latency measured from
                         each request's intended send time (default: closed loop)
   --timeout D           per-request timeout (default 2s)
@@ -220,6 +221,8 @@ pub struct Config {
     pub hdr_log: Option<PathBuf>,
     pub plot: Option<PathBuf>,
     pub progress: bool,
+    /// Pin thread i to the i-th CPU the process may run on.
+    pub pin: bool,
 }
 
 /// A flag problem; printed with the usage text, exit status 2.
@@ -379,6 +382,7 @@ pub fn parse_args(args: &[String]) -> Result<Config, UsageError> {
     let mut hdr_log = None;
     let mut plot = None;
     let mut progress = true;
+    let mut pin = false;
 
     let mut i = 0;
     while i < args.len() {
@@ -388,7 +392,14 @@ pub fn parse_args(args: &[String]) -> Result<Config, UsageError> {
             Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
             _ => (arg, None),
         };
-        const SWITCHES: [&str; 5] = ["-h", "--help", "--load", "--no-load", "--no-progress"];
+        const SWITCHES: [&str; 6] = [
+            "-h",
+            "--help",
+            "--load",
+            "--no-load",
+            "--no-progress",
+            "--pin",
+        ];
         const VALUED: [&str; 24] = [
             "--target",
             "--workload",
@@ -441,6 +452,7 @@ pub fn parse_args(args: &[String]) -> Result<Config, UsageError> {
             "--load" => load = Some(true),
             "--no-load" => load = Some(false),
             "--no-progress" => progress = false,
+            "--pin" => pin = true,
             "--target" => target = Some(parse_target(v).map_err(|why| bad(flag, v, why))?),
             "--workload" => {
                 workload = Workload::parse(v).ok_or_else(|| bad(flag, v, "unknown workload"))?
@@ -595,6 +607,7 @@ pub fn parse_args(args: &[String]) -> Result<Config, UsageError> {
         hdr_log,
         plot,
         progress,
+        pin,
     })
 }
 

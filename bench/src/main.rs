@@ -125,6 +125,37 @@ fn raise_nofile_limit() {
     }
 }
 
+/// The CPUs this process may run on, in order.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .collect()
+    }
+}
+
+/// Pins the calling thread to one CPU; a failure (e.g. a CPU taken away
+/// since) only costs the pinning, so it is reported and the run goes on.
+fn pin_current_thread(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; sched_setaffinity only reads it.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        eprintln!(
+            "dynakv-bench: warning: cannot pin a thread to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 fn value_pool(config: &Config) -> Vec<u8> {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     let len = (2 * config.value_size.max as usize).max(64 * 1024);
@@ -189,6 +220,7 @@ fn run(config: &Config) -> Result<ExitCode, String> {
         .rate
         .map(|rate| ((f64::from(config.connections) / rate) * 1e9).max(1.0) as u64);
     let mut handles = Vec::with_capacity(threads);
+    let allowed_cpus = allowed_cpus();
     for (t, clients) in per_thread.into_iter().enumerate() {
         let ops_budget = match config.run {
             RunLength::Ops(n) => {
@@ -227,9 +259,16 @@ fn run(config: &Config) -> Result<ExitCode, String> {
         );
         let barrier = barrier.clone();
         let codec = plan.codec;
+        let cpu = config
+            .pin
+            .then(|| allowed_cpus.get(t % allowed_cpus.len().max(1)).copied())
+            .flatten();
         let handle = std::thread::Builder::new()
             .name(format!("bench-{t}"))
             .spawn(move || -> Result<RunStats, String> {
+                if let Some(cpu) = cpu {
+                    pin_current_thread(cpu);
+                }
                 let mut engine = match Engine::new(setup, clients, || codec.build(), generator) {
                     Ok(e) => e,
                     Err(e) => {

@@ -221,7 +221,7 @@ pub fn json(summary: &Summary<'_>, config: &Config) -> String {
         RunLength::Ops(n) => ("null".to_string(), n.to_string()),
     };
     let config_json = format!(
-        "{{\"target\":{},\"scheme\":{},\"workload\":{},\"read_ratio\":{},\"keys\":{},\"key_dist\":{},\"value_size_min\":{},\"value_size_max\":{},\"load\":{},\"warmup_s\":{},\"duration_s\":{},\"ops\":{},\"connections\":{},\"pipeline\":{},\"threads\":{},\"rate\":{},\"timeout_s\":{},\"connect_timeout_s\":{},\"seed\":{},\"r\":{},\"w\":{},\"n\":{},\"json\":{},\"hdr_log\":{},\"plot\":{}}}",
+        "{{\"target\":{},\"scheme\":{},\"workload\":{},\"read_ratio\":{},\"keys\":{},\"key_dist\":{},\"value_size_min\":{},\"value_size_max\":{},\"load\":{},\"warmup_s\":{},\"duration_s\":{},\"ops\":{},\"connections\":{},\"pipeline\":{},\"threads\":{},\"rate\":{},\"timeout_s\":{},\"connect_timeout_s\":{},\"pin\":{},\"seed\":{},\"r\":{},\"w\":{},\"n\":{},\"json\":{},\"hdr_log\":{},\"plot\":{}}}",
         json_string(&config.target.url),
         json_string(config.target.scheme.name()),
         json_string(config.workload.name()),
@@ -240,6 +240,7 @@ pub fn json(summary: &Summary<'_>, config: &Config) -> String {
         config.rate.map_or("null".into(), json_f64),
         json_f64(config.timeout_ns as f64 / 1e9),
         json_f64(config.connect_timeout_ns as f64 / 1e9),
+        config.pin,
         config.seed,
         json_opt_u8(config.quorum.r),
         json_opt_u8(config.quorum.w),
