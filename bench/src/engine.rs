@@ -368,6 +368,19 @@ impl Engine {
         }
         let result = self.run_phase(&mut phase);
         let end = now_ns();
+        if let (Some(interval), Some(measure_end)) =
+            (self.setup.client_interval_ns, phase.measure_end_ns)
+        {
+            // Open loop: requests whose intended time passed before the end
+            // but that never went out because the client's pipeline stayed
+            // full. They are the most delayed of all, so they are reported
+            // rather than silently left out.
+            for client in self.clients.iter().filter(|c| !c.dead) {
+                if client.next_due_ns < measure_end {
+                    self.stats.unsent += (measure_end - client.next_due_ns).div_ceil(interval);
+                }
+            }
+        }
         self.stats.wall_ns = end - start;
         self.stats.cpu_ns = thread_cpu_ns() - cpu_start;
         self.stats.completions -= completions_before;

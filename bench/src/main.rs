@@ -402,6 +402,12 @@ fn report(config: &Config, stats: &RunStats) -> Result<ExitCode, String> {
             stats.siblings_max
         );
     }
+    if stats.unsent > 0 {
+        eprintln!(
+            "dynakv-bench: warning: the target did not keep up with --rate: {} scheduled requests were never sent",
+            stats.unsent
+        );
+    }
     if summary.saturated {
         eprintln!(
             "dynakv-bench: warning: the generator saturated a core ({:.0}%); results may measure the tool, not the target: add --threads",

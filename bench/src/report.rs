@@ -251,7 +251,7 @@ pub fn json(summary: &Summary<'_>, config: &Config) -> String {
     );
     let t = &summary.total;
     format!(
-        "{{\"throughput_ops_s\":{},\"ops\":{},\"errors\":{},\"misses\":{},\"error_replies\":{},\"timeouts\":{},\"connection_errors\":{},\"duration_s\":{},\"latency_us\":{},\"per_op\":{},\"generator_cpu_us_per_op\":{},\"generator_core_utilisation\":{},\"generator_saturated\":{},\"connections_lost\":{},\"load\":{{\"keys\":{},\"errors\":{},\"duration_s\":{}}},\"cart\":{{\"reads\":{},\"siblings_seen\":{},\"siblings_max\":{}}},\"target\":{},\"workload\":{},\"config\":{}}}\n",
+        "{{\"throughput_ops_s\":{},\"ops\":{},\"errors\":{},\"misses\":{},\"error_replies\":{},\"timeouts\":{},\"connection_errors\":{},\"duration_s\":{},\"latency_us\":{},\"per_op\":{},\"generator_cpu_us_per_op\":{},\"generator_core_utilisation\":{},\"generator_saturated\":{},\"connections_lost\":{},\"open_loop_unsent\":{},\"load\":{{\"keys\":{},\"errors\":{},\"duration_s\":{}}},\"cart\":{{\"reads\":{},\"siblings_seen\":{},\"siblings_max\":{}}},\"target\":{},\"workload\":{},\"config\":{}}}\n",
         json_f64(summary.throughput_ops_s),
         t.ok,
         t.errors(),
@@ -266,6 +266,7 @@ pub fn json(summary: &Summary<'_>, config: &Config) -> String {
         json_f64(s.utilisation_max),
         summary.saturated,
         s.connections_lost,
+        s.unsent,
         s.load_ok,
         s.load_errors,
         json_f64(s.load_ns as f64 / 1e9),

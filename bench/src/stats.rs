@@ -87,6 +87,9 @@ pub struct RunStats {
     pub load_errors: u64,
     pub load_ns: u64,
     pub connections_lost: u64,
+    /// Open loop: scheduled requests never sent because the target did not
+    /// keep up with the rate.
+    pub unsent: u64,
     /// What went wrong with the first connection that was given up.
     pub first_failure: Option<String>,
 }
@@ -112,6 +115,7 @@ impl RunStats {
         self.load_errors += other.load_errors;
         self.load_ns = self.load_ns.max(other.load_ns);
         self.connections_lost += other.connections_lost;
+        self.unsent += other.unsent;
         if self.first_failure.is_none() {
             self.first_failure.clone_from(&other.first_failure);
         }
