@@ -16,10 +16,11 @@
 //! outgoing requests are batched into one buffer and sent with one `Send`
 //! while the previous send is in flight. Submissions are batched: SQEs queue
 //! up during an iteration and go to the kernel in the single
-//! `io_uring_enter` that also waits for completions. Sockets stay in blocking
-//! mode: io_uring then waits for readiness with its internal poll instead of
-//! failing a `Recv` with EAGAIN, as it does on an O_NONBLOCK socket, so no
-//! completion is wasted.
+//! `io_uring_enter` that also waits for completions. Sockets are nonblocking,
+//! so no stray syscall can ever stall the loop; current kernels still arm
+//! io_uring's internal poll for a `Recv` or `Send` that cannot complete at
+//! once, and on kernels that answer EAGAIN instead the engine waits with a
+//! `PollAdd` and retries (never a spin).
 //!
 //! Invariants: a socket's buffers are never moved or resized while an SQE
 //! points into them; at most one recv and one send are in flight per socket,
@@ -53,8 +54,14 @@ const PROGRESS_NS: u64 = 1_000_000_000;
 /// socket, and io_uring's queues top out at 32768 submission entries.
 pub const SOCKETS_PER_THREAD_MAX: usize = 16_384;
 
+/// The low two bits of an SQE's user data say what it is; the rest is the
+/// socket index. Bit 0 tells the receive side (0) from the send side (1), so
+/// a readiness poll standing in for an operation owns that operation's slot.
+const TAG_BITS: u32 = 2;
 const TAG_RECV: u64 = 0;
 const TAG_SEND: u64 = 1;
+const TAG_RECV_POLL: u64 = 2;
+const TAG_SEND_POLL: u64 = 3;
 
 /// Where a key's requests go: a single endpoint, or the dynakv routing table
 /// flattened to the endpoint index of each partition's coordinator.
@@ -630,7 +637,7 @@ impl Engine {
             rest.len().min(u32::MAX as usize) as u32,
         )
         .build()
-        .user_data(((s as u64) << 1) | TAG_SEND);
+        .user_data(((s as u64) << TAG_BITS) | TAG_SEND);
         socket.send_busy = true;
         self.push_entry(&entry);
     }
@@ -650,7 +657,7 @@ impl Engine {
             spare.len().min(u32::MAX as usize) as u32,
         )
         .build()
-        .user_data((s as u64) << 1 | TAG_RECV);
+        .user_data(((s as u64) << TAG_BITS) | TAG_RECV);
         socket.recv_busy = true;
         self.push_entry(&entry);
     }
@@ -698,12 +705,13 @@ impl Engine {
             let Some(cqe) = self.ring.completion().next() else {
                 return;
             };
-            let s = (cqe.user_data() >> 1) as usize;
+            let s = (cqe.user_data() >> TAG_BITS) as usize;
             let result = cqe.result();
-            if cqe.user_data() & 1 == TAG_RECV {
-                self.on_recv(s, result, phase);
-            } else {
-                self.on_send(s, result);
+            match cqe.user_data() & ((1 << TAG_BITS) - 1) {
+                TAG_RECV => self.on_recv(s, result, phase),
+                TAG_SEND => self.on_send(s, result),
+                TAG_RECV_POLL => self.on_ready(s, result, true),
+                _ => self.on_ready(s, result, false),
             }
         }
     }
@@ -716,8 +724,10 @@ impl Engine {
             return;
         }
         if result < 0 {
-            if result == -libc::EINTR || result == -libc::EAGAIN {
+            if result == -libc::EINTR {
                 self.push_send(s);
+            } else if result == -libc::EAGAIN {
+                self.push_poll(s, false);
             } else {
                 self.fail_socket(s, Failure::Io(-result));
             }
@@ -735,6 +745,47 @@ impl Engine {
         }
     }
 
+    /// Kernels that complete a `Recv` or `Send` on an O_NONBLOCK socket with
+    /// EAGAIN (6.x kernels arm their internal poll instead) get a readiness
+    /// poll, and the operation is retried when it fires, never in a spin.
+    fn push_poll(&mut self, s: usize, receive: bool) {
+        let socket = &mut self.sockets[s];
+        let (events, tag) = if receive {
+            assert!(!socket.recv_busy);
+            socket.recv_busy = true;
+            (libc::POLLIN, TAG_RECV_POLL)
+        } else {
+            assert!(!socket.send_busy);
+            socket.send_busy = true;
+            (libc::POLLOUT, TAG_SEND_POLL)
+        };
+        let entry = opcode::PollAdd::new(types::Fd(socket.stream.as_raw_fd()), events as u32)
+            .build()
+            .user_data(((s as u64) << TAG_BITS) | tag);
+        self.push_entry(&entry);
+    }
+
+    fn on_ready(&mut self, s: usize, result: i32, receive: bool) {
+        let socket = &mut self.sockets[s];
+        if receive {
+            assert!(socket.recv_busy);
+            socket.recv_busy = false;
+        } else {
+            assert!(socket.send_busy);
+            socket.send_busy = false;
+        }
+        if socket.dead {
+            return;
+        }
+        if result < 0 && result != -libc::EINTR {
+            self.fail_socket(s, Failure::Io(-result));
+        } else if receive {
+            self.arm_recv(s);
+        } else {
+            self.push_send(s);
+        }
+    }
+
     fn on_recv(&mut self, s: usize, result: i32, phase: &mut PhaseState) {
         let socket = &mut self.sockets[s];
         assert!(socket.recv_busy);
@@ -743,8 +794,10 @@ impl Engine {
             return;
         }
         if result <= 0 {
-            if result == -libc::EINTR || result == -libc::EAGAIN || result == -libc::ENOBUFS {
+            if result == -libc::EINTR {
                 self.arm_recv(s);
+            } else if result == -libc::EAGAIN || result == -libc::ENOBUFS {
+                self.push_poll(s, true);
             } else {
                 // 0 is an orderly close by the peer; anything else is an error.
                 self.fail_socket(
@@ -986,8 +1039,8 @@ impl Engine {
                 break;
             }
             while let Some(cqe) = self.ring.completion().next() {
-                let socket = &mut self.sockets[(cqe.user_data() >> 1) as usize];
-                if cqe.user_data() & 1 == TAG_RECV {
+                let socket = &mut self.sockets[(cqe.user_data() >> TAG_BITS) as usize];
+                if cqe.user_data() & 1 == 0 {
                     socket.recv_busy = false;
                 } else {
                     socket.send_busy = false;

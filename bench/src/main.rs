@@ -105,6 +105,7 @@ fn plan(config: &Config) -> Result<Plan, String> {
 fn connect(addr: SocketAddr, timeout_ns: u64) -> std::io::Result<TcpStream> {
     let stream = TcpStream::connect_timeout(&addr, Duration::from_nanos(timeout_ns))?;
     stream.set_nodelay(true)?;
+    stream.set_nonblocking(true)?;
     Ok(stream)
 }
 
