@@ -45,8 +45,10 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
-/// Bytes a socket asks the kernel for per `Recv`.
-const RECV_CHUNK_BYTES: usize = 64 * 1024;
+/// Receive-buffer space a socket starts with and keeps free for each `Recv`.
+/// Small, so ten thousand connections cost 160 MiB, not 640; a reply larger
+/// than the free space grows the buffer geometrically (see `arm_recv`).
+const RECV_CHUNK_BYTES: usize = 16 * 1024;
 /// How often timeouts are checked and progress is published.
 const HOUSEKEEPING_NS: u64 = 10_000_000;
 const PROGRESS_NS: u64 = 1_000_000_000;
@@ -648,7 +650,9 @@ impl Engine {
             return;
         }
         if socket.recv.capacity() - socket.recv.len() < RECV_CHUNK_BYTES / 4 {
-            socket.recv.reserve(RECV_CHUNK_BYTES);
+            // Buffered bytes are an incomplete reply: doubling the room keeps
+            // a large value to a logarithmic number of receives.
+            socket.recv.reserve(RECV_CHUNK_BYTES.max(socket.recv.len()));
         }
         let spare = socket.recv.spare_capacity_mut();
         let entry = opcode::Recv::new(
