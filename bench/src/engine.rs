@@ -866,6 +866,10 @@ impl Engine {
         }
         self.stats.completions += 1;
         let errored = reply.outcome == Outcome::ErrorReply;
+        if errored {
+            self.stats
+                .record_error(reply.error.as_deref().unwrap_or("unknown"));
+        }
         if let (Some(cache), Some(context)) = (&mut self.contexts, &reply.context) {
             if !context.is_empty() && pending.op != OpKind::Ping {
                 if cache.len() >= CONTEXT_CACHE_ENTRIES_MAX {

@@ -387,6 +387,9 @@ fn report(config: &Config, stats: &RunStats) -> Result<ExitCode, String> {
         t.misses,
         stats.connections_lost
     );
+    for (kind, (count, example)) in &stats.error_kinds {
+        println!("error replies {kind}: {count} (e.g. {example:?})");
+    }
     if let Some(first) = &stats.first_failure {
         println!("first lost connection: {first}");
     }

@@ -250,8 +250,21 @@ pub fn json(summary: &Summary<'_>, config: &Config) -> String {
         json_path(&config.plot),
     );
     let t = &summary.total;
+    let mut error_kinds = String::from("{");
+    for (i, (kind, (count, example))) in s.error_kinds.iter().enumerate() {
+        if i > 0 {
+            error_kinds.push(',');
+        }
+        let _ = write!(
+            error_kinds,
+            "{}:{{\"count\":{count},\"example\":{}}}",
+            json_string(kind),
+            json_string(example)
+        );
+    }
+    error_kinds.push('}');
     format!(
-        "{{\"throughput_ops_s\":{},\"ops\":{},\"errors\":{},\"misses\":{},\"error_replies\":{},\"timeouts\":{},\"connection_errors\":{},\"duration_s\":{},\"latency_us\":{},\"per_op\":{},\"generator_cpu_us_per_op\":{},\"generator_core_utilisation\":{},\"generator_saturated\":{},\"connections_lost\":{},\"open_loop_unsent\":{},\"load\":{{\"keys\":{},\"errors\":{},\"duration_s\":{}}},\"cart\":{{\"reads\":{},\"siblings_seen\":{},\"siblings_max\":{}}},\"target\":{},\"workload\":{},\"config\":{}}}\n",
+        "{{\"throughput_ops_s\":{},\"ops\":{},\"errors\":{},\"misses\":{},\"error_replies\":{},\"timeouts\":{},\"connection_errors\":{},\"duration_s\":{},\"latency_us\":{},\"per_op\":{},\"generator_cpu_us_per_op\":{},\"generator_core_utilisation\":{},\"generator_saturated\":{},\"connections_lost\":{},\"open_loop_unsent\":{},\"load\":{{\"keys\":{},\"errors\":{},\"duration_s\":{}}},\"cart\":{{\"reads\":{},\"siblings_seen\":{},\"siblings_max\":{}}},\"error_kinds\":{},\"target\":{},\"workload\":{},\"config\":{}}}\n",
         json_f64(summary.throughput_ops_s),
         t.ok,
         t.errors(),
@@ -273,6 +286,7 @@ pub fn json(summary: &Summary<'_>, config: &Config) -> String {
         s.cart_reads,
         s.siblings_seen,
         s.siblings_max,
+        error_kinds,
         json_string(&config.target.url),
         json_string(config.workload.name()),
         config_json,
@@ -525,6 +539,7 @@ mod tests {
         stats.completions = 1010;
         stats.wall_ns = 2_000_000_000;
         stats.utilisation_max = 0.95;
+        stats.record_error("ERR \"quoted\" message");
         stats
     }
 
@@ -564,6 +579,7 @@ mod tests {
             "\"workload\":\"mixed\"",
             "\"config\":{\"target\":",
             "\"json\":\"o\\\"ut.json\"",
+            "\"error_kinds\":{\"ERR\":{\"count\":1,\"example\":\"ERR \\\"quoted\\\" message\"}}",
         ] {
             assert!(text.contains(key), "missing {key} in {text}");
         }

@@ -8,6 +8,10 @@
 
 use crate::workload::{OpKind, OP_KINDS};
 use hdrhistogram::Histogram;
+use std::collections::BTreeMap;
+
+/// Distinct error kinds kept; further kinds are counted under `other`.
+pub const ERROR_KINDS_MAX: usize = 16;
 
 /// The largest latency the histograms resolve; larger ones saturate to it.
 pub const LATENCY_NS_MAX: u64 = 100_000_000_000;
@@ -92,6 +96,9 @@ pub struct RunStats {
     pub unsent: u64,
     /// What went wrong with the first connection that was given up.
     pub first_failure: Option<String>,
+    /// Error replies by kind (the first word of the server's message, e.g.
+    /// a dynakv error code): how many, and the first full message.
+    pub error_kinds: BTreeMap<String, (u64, String)>,
 }
 
 impl RunStats {
@@ -119,6 +126,33 @@ impl RunStats {
         if self.first_failure.is_none() {
             self.first_failure.clone_from(&other.first_failure);
         }
+        for (kind, (count, example)) in &other.error_kinds {
+            self.record_error_kind(kind, *count, example);
+        }
+    }
+
+    /// Counts an error reply under its kind, keeping the first example.
+    pub fn record_error(&mut self, message: &str) {
+        let kind = message
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .trim_end_matches(':');
+        self.record_error_kind(kind, 1, message);
+    }
+
+    fn record_error_kind(&mut self, kind: &str, count: u64, example: &str) {
+        let key = if self.error_kinds.contains_key(kind) || self.error_kinds.len() < ERROR_KINDS_MAX
+        {
+            kind
+        } else {
+            "other"
+        };
+        let entry = self
+            .error_kinds
+            .entry(key.to_string())
+            .or_insert_with(|| (0, example.to_string()));
+        entry.0 += count;
     }
 
     /// All operations together.
@@ -128,5 +162,33 @@ impl RunStats {
             all.merge(op);
         }
         all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_kinds_are_counted_by_first_word_and_bounded() {
+        let mut a = RunStats::default();
+        a.record_error("WrongOwner partition 3 moved");
+        a.record_error("WrongOwner partition 4 moved");
+        a.record_error("ERR unknown command");
+        assert_eq!(
+            a.error_kinds["WrongOwner"],
+            (2, "WrongOwner partition 3 moved".to_string())
+        );
+        for i in 0..40 {
+            a.record_error(&format!("KIND{i} x"));
+        }
+        assert_eq!(a.error_kinds.len(), ERROR_KINDS_MAX + 1);
+        let mut b = RunStats::default();
+        b.record_error("ERR again");
+        b.merge(&a);
+        assert_eq!(b.error_kinds["ERR"].0, 2);
+        assert_eq!(b.error_kinds["ERR"].1, "ERR again");
+        let total: u64 = b.error_kinds.values().map(|(n, _)| n).sum();
+        assert_eq!(total, 44);
     }
 }

@@ -84,6 +84,7 @@ impl DynakvCodec {
             outcome,
             values,
             context,
+            error: None,
         };
         Ok(Some(match response {
             Response::Pong => reply(Outcome::Pong, Vec::new(), None),
@@ -110,7 +111,10 @@ impl DynakvCodec {
             }
             // A WrongOwner (the ring moved) and every other error reply count
             // as errors of the operation; the run does not re-route mid-way.
-            Response::Error { .. } => reply(Outcome::ErrorReply, Vec::new(), None),
+            Response::Error { code, message, .. } => Reply {
+                error: Some(format!("{code} {message}")),
+                ..reply(Outcome::ErrorReply, Vec::new(), None)
+            },
             Response::RoutingTable(_) => {
                 return Err(ParseError::Malformed("unexpected routing table"))
             }

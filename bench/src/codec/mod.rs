@@ -62,6 +62,9 @@ pub struct Reply {
     pub outcome: Outcome,
     pub values: Vec<Bytes>,
     pub context: Option<Bytes>,
+    /// For an error reply, what the server said (`CODE message`), so the
+    /// report can say which errors occurred.
+    pub error: Option<String>,
 }
 
 /// A reply the tool cannot make sense of; the connection is closed and its
@@ -100,6 +103,11 @@ pub struct Scanned {
 pub fn take_scanned(buf: &mut BytesMut, scanned: Scanned, capture: bool) -> Reply {
     assert!(scanned.consumed <= buf.len());
     let mut values = Vec::new();
+    let error = (scanned.outcome == Outcome::ErrorReply).then(|| {
+        let line = &buf[..scanned.consumed.saturating_sub(2)];
+        let line = line.strip_prefix(b"-").unwrap_or(line);
+        String::from_utf8_lossy(line).into_owned()
+    });
     match (capture, scanned.value) {
         (true, Some(range)) => {
             let frame = buf.split_to(scanned.consumed).freeze();
@@ -112,6 +120,7 @@ pub fn take_scanned(buf: &mut BytesMut, scanned: Scanned, capture: bool) -> Repl
         outcome: scanned.outcome,
         values,
         context: None,
+        error,
     }
 }
 
