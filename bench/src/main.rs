@@ -220,6 +220,14 @@ fn run(config: &Config) -> Result<ExitCode, String> {
     let client_interval_ns = config
         .rate
         .map(|rate| ((f64::from(config.connections) / rate) * 1e9).max(1.0) as u64);
+    let prototype = OpGenerator::new(
+        config.workload,
+        config.read_ratio,
+        config.keys,
+        config.key_dist,
+        config.value_size,
+        space.clone(),
+    );
     let mut handles = Vec::with_capacity(threads);
     let allowed_cpus = allowed_cpus();
     for (t, clients) in per_thread.into_iter().enumerate() {
@@ -250,14 +258,7 @@ fn run(config: &Config) -> Result<ExitCode, String> {
             space: space.clone(),
             progress: show_progress.then(|| progress_tx.clone()),
         };
-        let generator = OpGenerator::new(
-            config.workload,
-            config.read_ratio,
-            config.keys,
-            config.key_dist,
-            config.value_size,
-            space.clone(),
-        );
+        let generator = prototype.clone();
         let barrier = barrier.clone();
         let codec = plan.codec;
         let cpu = config

@@ -91,7 +91,9 @@ pub struct KeySpace {
     pub inserts_acked: AtomicU64,
 }
 
-/// Draws operations for one thread.
+/// Draws operations for one thread. Built once and cloned per thread, so
+/// the O(keys) zeta of the `latest` distribution is computed once per run.
+#[derive(Clone)]
 pub struct OpGenerator {
     workload: Workload,
     read_ratio: f64,
