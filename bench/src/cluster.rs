@@ -1,0 +1,160 @@
+//! Cluster discovery for `dynakv://` targets.
+//!
+//! Job: fetch the routing table from the node named by `--target` and turn it
+//! into the engine's endpoints and partition-to-endpoint map, so every request
+//! goes straight to its coordinator shard (zero hop, Dynamo §6.4).
+//! Invariants: the table is verified by the protocol module before use; every
+//! partition maps to an endpoint; endpoints are distinct `(address, shard port)`
+//! pairs and only shards that coordinate at least one partition are listed,
+//! so the tool opens no idle connections.
+
+use dynakv::protocol::{
+    self, Encoder, FrameDecoder, Limits, Request, RequestFrame, Response, RoutingTable,
+};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// The endpoints and routing derived from a table.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ClusterPlan {
+    pub epoch: u64,
+    pub partition_bits: u32,
+    pub endpoints: Vec<SocketAddr>,
+    /// Endpoint index of each partition's coordinator (its first replica).
+    pub coordinator: Vec<u32>,
+}
+
+/// Asks one node for the routing table, over a blocking socket, before the
+/// run starts.
+pub fn fetch_routing_table(addr: SocketAddr, timeout: Duration) -> Result<RoutingTable, String> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    Encoder::new().encode_request(
+        &RequestFrame {
+            id: 1,
+            epoch: 0,
+            request: Request::GetRoutingTable,
+        },
+        &mut out,
+    );
+    stream
+        .write_all(&out)
+        .map_err(|e| format!("cannot send to {addr}: {e}"))?;
+    let limits = Limits::default();
+    let mut decoder = FrameDecoder::new(limits.frame_bytes_max);
+    let mut buf = bytes::BytesMut::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        if let Some(frame) = decoder
+            .decode(&mut buf)
+            .map_err(|e| format!("routing table from {addr}: {e}"))?
+        {
+            let (_, response) = protocol::decode_response(frame, &limits)
+                .map_err(|e| format!("routing table from {addr}: {e}"))?;
+            return match response {
+                Response::RoutingTable(table) => Ok(table),
+                Response::Error { code, message, .. } => Err(format!(
+                    "{addr} refused the routing table request: {code}: {message}"
+                )),
+                other => Err(format!(
+                    "{addr} answered the routing table request with {other:?}"
+                )),
+            };
+        }
+        let n = stream
+            .read(&mut chunk)
+            .map_err(|e| format!("reading the routing table from {addr}: {e}"))?;
+        if n == 0 {
+            return Err(format!(
+                "{addr} closed the connection before sending the routing table"
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Flattens a routing table into endpoints and a coordinator per partition.
+pub fn plan_from_table(table: &RoutingTable) -> Result<ClusterPlan, String> {
+    if !table.q.is_power_of_two() || table.partitions.len() != table.q as usize {
+        return Err(format!(
+            "routing table has q = {} and {} partitions",
+            table.q,
+            table.partitions.len()
+        ));
+    }
+    let mut endpoints: Vec<SocketAddr> = Vec::new();
+    let mut coordinator = Vec::with_capacity(table.partitions.len());
+    for (p, list) in table.partitions.iter().enumerate() {
+        let &(node_index, shard) = list
+            .first()
+            .ok_or_else(|| format!("partition {p} has no replicas"))?;
+        let node = table
+            .nodes
+            .get(node_index as usize)
+            .ok_or_else(|| format!("partition {p} names node {node_index}"))?;
+        let port = *node
+            .shard_ports
+            .get(usize::from(shard))
+            .ok_or_else(|| format!("partition {p} names shard {shard} of node {}", node.id))?;
+        let addr = SocketAddr::new(node.addr, port);
+        let index = match endpoints.iter().position(|e| *e == addr) {
+            Some(i) => i,
+            None => {
+                endpoints.push(addr);
+                endpoints.len() - 1
+            }
+        };
+        coordinator.push(index as u32);
+    }
+    assert_eq!(coordinator.len(), table.q as usize);
+    Ok(ClusterPlan {
+        epoch: table.epoch,
+        partition_bits: table.q.trailing_zeros(),
+        endpoints,
+        coordinator,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dynakv::protocol::RoutingNode;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    #[test]
+    fn every_partition_routes_to_its_first_replica() {
+        let node = |id, port| RoutingNode {
+            id,
+            addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            client_port: port,
+            shard_ports: vec![port + 1, port + 2],
+            weight: 2,
+        };
+        let table = RoutingTable {
+            epoch: 3,
+            q: 4,
+            n_val: 2,
+            nodes: vec![node(1, 7000), node(2, 8000)],
+            partitions: vec![
+                vec![(0, 0), (1, 0)],
+                vec![(1, 1), (0, 1)],
+                vec![(0, 1), (1, 1)],
+                vec![(0, 0), (1, 1)],
+            ],
+        };
+        let plan = plan_from_table(&table).expect("plan");
+        assert_eq!(plan.partition_bits, 2);
+        assert_eq!(plan.epoch, 3);
+        let local = |port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+        assert_eq!(plan.endpoints, vec![local(7001), local(8002), local(7002)]);
+        assert_eq!(plan.coordinator, vec![0, 1, 2, 0]);
+    }
+}

@@ -1,0 +1,261 @@
+//! Runs the binary against a dynakv-protocol fixture node: one node port that
+//! serves the routing table and two shard ports that own alternate
+//! partitions. The fixture speaks the real protocol module and answers a
+//! request that reaches the wrong shard with `WrongOwner`, so the test proves
+//! that the tool sends every request straight to its coordinator shard
+//! (zero hop) and carries the quorum overrides. The real server replaces the
+//! fixture in the project's cluster tests once it exists.
+
+mod common;
+
+use bytes::{Bytes, BytesMut};
+use common::{json_number, run_json};
+use dynakv::protocol::{
+    decode_request, encode_response, ErrorCode, FrameDecoder, Limits, Request, Response,
+    RoutingNode, RoutingTable, Sibling, SIBLINGS_MAX,
+};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+const Q: u32 = 16;
+
+#[derive(Default)]
+struct Counters {
+    requests: [AtomicU64; 2],
+    misrouted: AtomicU64,
+    gets_with_r1: AtomicU64,
+}
+
+/// A key's live versions, each with the version number that a context names.
+struct Entry {
+    siblings: Vec<(u64, Bytes)>,
+    next_version: u64,
+}
+
+type Store = Arc<Mutex<HashMap<Bytes, Entry>>>;
+
+/// The fixture's context: the highest version the client saw, 8 bytes LE.
+fn context_of(version: u64) -> Bytes {
+    Bytes::copy_from_slice(&version.to_le_bytes())
+}
+
+fn version_of(context: &[u8]) -> u64 {
+    context.try_into().map(u64::from_le_bytes).unwrap_or(0)
+}
+
+fn owner_shard(key: &[u8]) -> u16 {
+    let partition = (xxhash_rust::xxh3::xxh3_128(key) >> (128 - Q.trailing_zeros())) as u32;
+    (partition % 2) as u16
+}
+
+fn table(node_port: u16, shard_ports: [u16; 2]) -> RoutingTable {
+    RoutingTable {
+        epoch: 1,
+        q: Q,
+        n_val: 1,
+        nodes: vec![RoutingNode {
+            id: 1,
+            addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            client_port: node_port,
+            shard_ports: shard_ports.to_vec(),
+            weight: 2,
+        }],
+        partitions: (0..Q).map(|p| vec![(0u32, (p % 2) as u16)]).collect(),
+    }
+}
+
+fn answer(
+    request: Request,
+    shard: Option<u16>,
+    store: &Store,
+    counters: &Counters,
+    table: &RoutingTable,
+) -> Response {
+    if let (Some(shard), Some(key)) = (shard, request.key()) {
+        counters.requests[usize::from(shard)].fetch_add(1, Ordering::Relaxed);
+        if owner_shard(key) != shard {
+            counters.misrouted.fetch_add(1, Ordering::Relaxed);
+            return Response::Error {
+                code: ErrorCode::WrongOwner,
+                message: "wrong shard".into(),
+                acks: 0,
+                routing: Some(table.clone()),
+            };
+        }
+    }
+    match request {
+        Request::Ping => Response::Pong,
+        Request::GetRoutingTable => Response::RoutingTable(table.clone()),
+        Request::Get { key, quorum } => {
+            if quorum.r == Some(1) {
+                counters.gets_with_r1.fetch_add(1, Ordering::Relaxed);
+            }
+            let map = store.lock().expect("store lock");
+            let (siblings, version) = match map.get(&key) {
+                Some(entry) => (
+                    entry
+                        .siblings
+                        .iter()
+                        .map(|(_, value)| Sibling {
+                            tombstone: false,
+                            value: value.clone(),
+                        })
+                        .collect(),
+                    entry.next_version - 1,
+                ),
+                None => (Vec::new(), 0),
+            };
+            Response::Get {
+                found: !siblings.is_empty(),
+                siblings,
+                context: context_of(version),
+            }
+        }
+        Request::Put {
+            key,
+            value,
+            context,
+            ..
+        } => {
+            let mut map = store.lock().expect("store lock");
+            let entry = map.entry(key).or_insert(Entry {
+                siblings: Vec::new(),
+                next_version: 1,
+            });
+            // A put supersedes the versions its context saw; the others stay
+            // as siblings, as a causal store keeps concurrent writes.
+            let seen = context.as_deref().map(version_of).unwrap_or(0);
+            entry.siblings.retain(|(version, _)| *version > seen);
+            if entry.siblings.len() >= SIBLINGS_MAX {
+                return Response::Error {
+                    code: ErrorCode::TooManySiblings,
+                    message: "too many siblings".into(),
+                    acks: 0,
+                    routing: None,
+                };
+            }
+            let version = entry.next_version;
+            entry.next_version += 1;
+            entry.siblings.push((version, value));
+            Response::Put {
+                context: context_of(version),
+            }
+        }
+        Request::Delete { .. } => Response::Delete,
+    }
+}
+
+fn serve(
+    listener: TcpListener,
+    shard: Option<u16>,
+    store: Store,
+    counters: Arc<Counters>,
+    table: RoutingTable,
+) {
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let (store, counters, table) = (store.clone(), counters.clone(), table.clone());
+            std::thread::spawn(move || {
+                let limits = Limits::default();
+                let mut decoder = FrameDecoder::new(limits.frame_bytes_max);
+                let mut buf = BytesMut::new();
+                let mut chunk = vec![0u8; 64 * 1024];
+                let mut out = Vec::new();
+                loop {
+                    let n = match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Ok(Some(frame)) = decoder.decode(&mut buf) {
+                        let Ok(request) = decode_request(frame, &limits) else {
+                            return;
+                        };
+                        let response = answer(request.request, shard, &store, &counters, &table);
+                        encode_response(request.id, &response, &mut out);
+                    }
+                    if stream.write_all(&out).is_err() {
+                        return;
+                    }
+                    out.clear();
+                }
+            });
+        }
+    });
+}
+
+fn start_fixture() -> (u16, Arc<Counters>) {
+    let bind = || TcpListener::bind("127.0.0.1:0").expect("bind");
+    let (node, s0, s1) = (bind(), bind(), bind());
+    let port = |l: &TcpListener| l.local_addr().expect("addr").port();
+    let table = table(port(&node), [port(&s0), port(&s1)]);
+    let node_port = port(&node);
+    let store: Store = Arc::default();
+    let counters = Arc::new(Counters::default());
+    serve(node, None, store.clone(), counters.clone(), table.clone());
+    serve(s0, Some(0), store.clone(), counters.clone(), table.clone());
+    serve(s1, Some(1), store, counters.clone(), table);
+    (node_port, counters)
+}
+
+#[test]
+fn requests_go_straight_to_their_coordinator_shard() {
+    let (port, counters) = start_fixture();
+    let target = format!("dynakv://127.0.0.1:{port}");
+    let json = run_json(
+        &[
+            "--target",
+            &target,
+            "--workload",
+            "ycsb-a",
+            "--duration",
+            "1s",
+            "--connections",
+            "4",
+            "--pipeline",
+            "4",
+            "--keys",
+            "500",
+            "--r",
+            "1",
+        ],
+        "ycsb-a",
+    );
+    assert!(json_number(&json, "ops") > 0.0, "{json}");
+    assert_eq!(json_number(&json, "errors"), 0.0, "{json}");
+    assert_eq!(json_number(&json, "misses"), 0.0, "{json}");
+    assert_eq!(counters.misrouted.load(Ordering::Relaxed), 0);
+    assert!(counters.requests[0].load(Ordering::Relaxed) > 0);
+    assert!(counters.requests[1].load(Ordering::Relaxed) > 0);
+    assert!(counters.gets_with_r1.load(Ordering::Relaxed) > 0);
+}
+
+#[test]
+fn cart_merges_siblings_and_writes_with_the_context() {
+    let (port, counters) = start_fixture();
+    let target = format!("dynakv://127.0.0.1:{port}");
+    let json = run_json(
+        &[
+            "--target",
+            &target,
+            "--workload",
+            "cart",
+            "--duration",
+            "1s",
+            "--connections",
+            "4",
+            "--keys",
+            "20",
+        ],
+        "cart",
+    );
+    assert!(json_number(&json, "ops") > 0.0, "{json}");
+    assert_eq!(json_number(&json, "errors"), 0.0, "{json}");
+    assert!(json.contains("\"cart\":{\"throughput_ops_s\""), "{json}");
+    assert!(json_number(&json, "siblings_seen") > 0.0, "{json}");
+    assert_eq!(counters.misrouted.load(Ordering::Relaxed), 0);
+}

@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# bench-peers.sh — interleaved A/B runs of dynakv-bench against Redis (no
+# persistence, and AOF with appendfsync everysec), memcached and, when its
+# binary exists, a dynakv node; the same load generator drives all of them.
+#
+# For every cell of the matrix (connections x value size x key distribution)
+# and every repeat, the targets run one after another in a rotating order, so
+# slow drift of a shared, noisy machine spreads over all targets instead of
+# biasing one. Each run writes its JSON; the server's CPU seconds over the run
+# come from /proc/PID/stat (utime + stime). The script ends with a markdown
+# table of medians (and the min-max spread of throughput).
+#
+# Usage: tools/bench-peers.sh [--quick]
+# Environment (defaults in brackets):
+#   BENCH     load generator          [target/release/dynakv-bench]
+#   DYNAKV    dynakv binary           [target/release/dynakv]; skipped if missing
+#   SHARDS    dynakv shards           [2]
+#   DURATION  measured time per run   [10s]     WARMUP  [2s]
+#   REPEATS   repeats per cell        [3]
+#   WORKLOAD  dynakv-bench workload   [mixed]   READ_RATIO [0.9]
+#   KEYS      key space               [100000]
+#   THREADS   generator threads       [1]       PIPELINE [1]
+#   CONNS     connection counts       ["50 200"]
+#   SIZES     value sizes             ["64 1024"]
+#   DISTS     key distributions       ["uniform zipfian"]
+#   TARGETS   which targets           ["redis redis-aof memcached dynakv"]
+#   OUT       results directory       [target/bench-results/<UTC timestamp>]
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+BENCH=${BENCH:-target/release/dynakv-bench}
+DYNAKV=${DYNAKV:-target/release/dynakv}
+SHARDS=${SHARDS:-2}
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-2s}
+REPEATS=${REPEATS:-3}
+WORKLOAD=${WORKLOAD:-mixed}
+READ_RATIO=${READ_RATIO:-0.9}
+KEYS=${KEYS:-100000}
+THREADS=${THREADS:-1}
+PIPELINE=${PIPELINE:-1}
+CONNS=${CONNS:-"50 200"}
+SIZES=${SIZES:-"64 1024"}
+DISTS=${DISTS:-"uniform zipfian"}
+TARGETS=${TARGETS:-"redis redis-aof memcached dynakv"}
+OUT=${OUT:-target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
+
+if [[ ${1:-} == --quick ]]; then
+    DURATION=1s WARMUP=0s REPEATS=1 CONNS=50 SIZES=64 DISTS=uniform
+fi
+
+[[ -x $BENCH ]] || { echo "bench-peers: $BENCH not found; run: cargo build --release -p dynakv-bench" >&2; exit 1; }
+command -v python3 >/dev/null || { echo "bench-peers: python3 is needed for the summary" >&2; exit 1; }
+
+mkdir -p "$OUT"
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_port() { # port — wait (up to 10 s) until something accepts connections on it
+    local deadline=$((SECONDS + 10))
+    until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
+        (( SECONDS < deadline )) || { echo "bench-peers: nothing listens on $1" >&2; return 1; }
+        sleep 0.1
+    done
+}
+
+cpu_seconds() { # pid — utime + stime of the process, in seconds
+    awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print ($12 + $13) / hz }' "/proc/$1/stat"
+}
+
+declare -A URL PID
+start_targets() {
+    local port
+    for t in $TARGETS; do
+        case $t in
+        redis)
+            command -v redis-server >/dev/null || { echo "skip redis: no redis-server" >&2; continue; }
+            port=$(free_port)
+            redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+                --dir "$WORK" --logfile "$WORK/redis.log" & PID[$t]=$!
+            URL[$t]=redis://127.0.0.1:$port ;;
+        redis-aof)
+            command -v redis-server >/dev/null || { echo "skip redis-aof: no redis-server" >&2; continue; }
+            port=$(free_port)
+            mkdir -p "$WORK/aof"
+            redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly yes \
+                --appendfsync everysec --dir "$WORK/aof" --logfile "$WORK/redis-aof.log" & PID[$t]=$!
+            URL[$t]=redis://127.0.0.1:$port ;;
+        memcached)
+            command -v memcached >/dev/null || { echo "skip memcached: not installed" >&2; continue; }
+            port=$(free_port)
+            memcached -l 127.0.0.1 -p "$port" -U 0 -m 1024 -u "$(id -un)" & PID[$t]=$!
+            URL[$t]=memcache://127.0.0.1:$port ;;
+        dynakv)
+            [[ -x $DYNAKV ]] || { echo "skip dynakv: $DYNAKV not built" >&2; continue; }
+            port=$(free_port)
+            mkdir -p "$WORK/dynakv"
+            "$DYNAKV" server --data-dir "$WORK/dynakv" --listen "127.0.0.1:$port" --shards "$SHARDS" \
+                >"$WORK/dynakv.log" 2>&1 & PID[$t]=$!
+            URL[$t]=dynakv://127.0.0.1:$port ;;
+        *) echo "bench-peers: unknown target $t" >&2; exit 2 ;;
+        esac
+        PIDS+=("${PID[$t]}")
+        wait_port "${URL[$t]##*:}"
+    done
+}
+
+start_targets
+ACTIVE=()
+for t in $TARGETS; do [[ -n ${URL[$t]:-} ]] && ACTIVE+=("$t"); done
+(( ${#ACTIVE[@]} > 0 )) || { echo "bench-peers: no target could be started" >&2; exit 1; }
+
+RESULTS=$OUT/results.tsv
+printf 'target\tconnections\tvalue_bytes\tkey_dist\trepeat\tjson\tserver_cpu_s\n' >"$RESULTS"
+rotation=0
+for ((r = 1; r <= REPEATS; r++)); do
+    for c in $CONNS; do for v in $SIZES; do for d in $DISTS; do
+        # Rotate the order of the targets for every cell and repeat.
+        n=${#ACTIVE[@]}
+        for ((i = 0; i < n; i++)); do
+            t=${ACTIVE[$(((i + rotation) % n))]}
+            json=$OUT/$t-c$c-v$v-$d-r$r.json
+            before=$(cpu_seconds "${PID[$t]}")
+            "$BENCH" --target "${URL[$t]}" --workload "$WORKLOAD" --read-ratio "$READ_RATIO" \
+                --keys "$KEYS" --key-dist "$d" --value-size "$v" --connections "$c" \
+                --pipeline "$PIPELINE" --threads "$THREADS" --warmup "$WARMUP" --duration "$DURATION" \
+                --seed "$r" --no-progress --json "$json" >"${json%.json}.txt" 2>&1 \
+                || echo "bench-peers: run failed: $t c=$c v=$v $d r=$r (see ${json%.json}.txt)" >&2
+            after=$(cpu_seconds "${PID[$t]}")
+            cpu=$(python3 -c "print(round($after - $before, 3))")
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$c" "$v" "$d" "$r" "$json" "$cpu" >>"$RESULTS"
+        done
+        rotation=$((rotation + 1))
+    done; done; done
+done
+
+python3 - "$RESULTS" <<'PY' | tee "$OUT/summary.md"
+import csv, json, statistics, sys
+rows = {}
+for row in csv.DictReader(open(sys.argv[1]), delimiter="\t"):
+    try:
+        j = json.load(open(row["json"]))
+    except (OSError, ValueError):
+        continue
+    key = (row["connections"], row["value_bytes"], row["key_dist"], row["target"])
+    ops = j["ops"] + j["errors"]
+    cpu = float(row["server_cpu_s"])
+    # The server's CPU covers load and warm-up too; ops/CPU-s uses the
+    # measured ops over all of it, so it is a lower bound.
+    rows.setdefault(key, []).append((j["throughput_ops_s"], j["latency_us"]["p50"],
+        j["latency_us"]["p99"], j["latency_us"]["p999"], j["errors"], ops / cpu if cpu > 0 else 0.0,
+        j["generator_saturated"]))
+med = lambda xs: statistics.median(xs)
+print("| conns | value | dist | target | ops/s (median) | spread | p50 us | p99 us | p99.9 us | errors | ops per server CPU-s | runs |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+for key in sorted(rows, key=lambda k: (int(k[0]), int(k[1]), k[2], k[3])):
+    rs = rows[key]
+    tput = [r[0] for r in rs]
+    sat = " (generator saturated)" if any(r[6] for r in rs) else ""
+    print(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {med(tput):.0f}{sat} | {min(tput):.0f}-{max(tput):.0f} | "
+          f"{med([r[1] for r in rs]):.1f} | {med([r[2] for r in rs]):.1f} | {med([r[3] for r in rs]):.1f} | "
+          f"{sum(r[4] for r in rs)} | {med([r[5] for r in rs]):.0f} | {len(rs)} |")
+PY
+echo "bench-peers: results in $OUT"
