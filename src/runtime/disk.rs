@@ -221,6 +221,13 @@ impl DiskFile for GlommioFile {
         Ok(self.dma.file_size().await?)
     }
 
+    async fn preallocate(&self, len_bytes: u64) -> io::Result<()> {
+        // fallocate without KEEP_SIZE: the file's length covers the whole segment, so
+        // every direct write lands inside it.
+        self.dma.pre_allocate(len_bytes, false).await?;
+        Ok(())
+    }
+
     async fn truncate(&self, len_bytes: u64) -> io::Result<()> {
         self.dma.truncate(len_bytes).await?;
         Ok(())

@@ -59,4 +59,8 @@ pub trait DiskFile: 'static {
     async fn len_bytes(&self) -> io::Result<u64>;
     /// Sets the file's length.
     async fn truncate(&self, len_bytes: u64) -> io::Result<()>;
+    /// Reserves space for `len_bytes` (the file's length becomes at least that, the new
+    /// bytes read as zeros). Direct writes inside the file's length avoid the slow
+    /// size-extending path of the file system.
+    async fn preallocate(&self, len_bytes: u64) -> io::Result<()>;
 }

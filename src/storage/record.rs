@@ -206,6 +206,13 @@ fn all_zero(bytes: &[u8]) -> bool {
     bytes.iter().all(|b| *b == 0)
 }
 
+/// Bytes from `pos` up to the last non-zero byte: the damaged tail, without the zero
+/// padding or preallocated space after it.
+fn garbage_len(bytes: &[u8], pos: usize) -> u64 {
+    let end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+    end.saturating_sub(pos) as u64
+}
+
 /// Scans a segment's bytes (docs/storage.md §6 step 3).
 pub(crate) fn scan(bytes: &[u8], limits: Limits) -> ScanResult {
     let mut result = ScanResult::default();
@@ -234,7 +241,7 @@ pub(crate) fn scan(bytes: &[u8], limits: Limits) -> ScanResult {
                 {
                     if next == bytes.len() || all_zero(&bytes[next..]) {
                         // Damage in the last record: a torn tail.
-                        result.torn_tail_bytes = (bytes.len() - pos) as u64;
+                        result.torn_tail_bytes = garbage_len(bytes, pos);
                         break;
                     }
                     result.damaged.push(DamagedRange {
@@ -257,7 +264,7 @@ pub(crate) fn scan(bytes: &[u8], limits: Limits) -> ScanResult {
                         pos = next;
                     }
                     None => {
-                        result.torn_tail_bytes = (bytes.len() - pos) as u64;
+                        result.torn_tail_bytes = garbage_len(bytes, pos);
                         break;
                     }
                 }
@@ -273,7 +280,7 @@ pub(crate) fn scan(bytes: &[u8], limits: Limits) -> ScanResult {
                     pos = next;
                 }
                 None => {
-                    result.torn_tail_bytes = (bytes.len() - pos) as u64;
+                    result.torn_tail_bytes = garbage_len(bytes, pos);
                     break;
                 }
             },
@@ -359,7 +366,8 @@ mod tests {
         assert_eq!(result.damaged[0].offset, second as u64);
         assert!(result.damaged[0].key.is_none());
         assert_eq!(result.valid_end, tail as u64);
-        assert_eq!(result.torn_tail_bytes, (seg.len() - tail) as u64);
+        // The cut record's non-zero bytes count; the zero padding after it does not.
+        assert!(result.torn_tail_bytes > 0 && result.torn_tail_bytes <= 20);
     }
 
     #[test]

@@ -322,7 +322,8 @@ impl<D: Disk> Store<D> {
                 let hint_len = hint_file.len_bytes().await?;
                 let bytes = hint_file.read_at(0, hint_len as usize).await?;
                 if let Some((segment_len, list)) = hint::decode(bytes.as_ref(), id, limits) {
-                    if segment_len <= file_len && file_len <= align_up(segment_len, align_bytes) {
+                    // The file may be longer: alignment padding or preallocated zeros.
+                    if segment_len <= file_len {
                         entries = Some((segment_len, list));
                     }
                 }
@@ -458,6 +459,7 @@ impl<D: Disk> Store<D> {
         if file.len_bytes().await? != 0 {
             file.truncate(0).await?;
         }
+        file.preallocate(config.segment_size_bytes).await?;
         // One directory sync covers the new segment and any stale files removed above.
         disk.sync_dir().await?;
         segments.insert(
@@ -902,6 +904,7 @@ impl<D: Disk> Store<D> {
         let new_id = sealing + 1;
         let result = async {
             let file = self.disk.open_file(&segment_name(new_id)).await?;
+            file.preallocate(self.config.segment_size_bytes).await?;
             // The new name must be durable before anything in the file is acknowledged.
             self.disk.sync_dir().await?;
             Ok::<_, std::io::Error>(file)

@@ -341,7 +341,7 @@ fn fio_fdatasync(dir: &Path) -> (f64, f64) {
         &format!("--filename={}", file.display()),
         "--rw=write",
         "--bs=4k",
-        "--size=16M",
+        "--size=4M",
         "--fdatasync=1",
         "--ioengine=sync",
     ]);
