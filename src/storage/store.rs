@@ -340,7 +340,9 @@ impl<D: Disk> Store<D> {
                     let data = file.read_at(0, file_len as usize).await?;
                     let data = data.as_ref();
                     let scan = record::scan(data, limits);
-                    if scan.torn_tail_bytes > 0 {
+                    if file_len > scan.valid_end {
+                        // Cuts a torn tail, and gives back the preallocated space of a
+                        // segment that was active when the process stopped.
                         file.truncate(scan.valid_end).await?;
                         report.truncated_tail_bytes += scan.torn_tail_bytes;
                     }
@@ -1344,6 +1346,17 @@ impl<D: Disk> Store<D> {
             st.active().sealed = true;
         }
         self.sync().await?;
+        // Give back the preallocated space after the last record.
+        let (file, len) = {
+            let st = self.state.borrow();
+            let seg = &st.segments[&st.active_id];
+            (seg.file.clone(), seg.len_bytes)
+        };
+        file.truncate(len).await?;
+        file.sync_data().await.map_err(|e| {
+            self.state.borrow_mut().failed = true;
+            StorageError::SyncFailed(e)
+        })?;
         self.write_hint_files().await
     }
 }
