@@ -99,9 +99,9 @@ impl Disk for GlommioDisk {
     }
 
     fn alloc_buffer(&self, len_bytes: usize) -> GlommioBuffer {
-        let mut buf = glommio::allocate_dma_buffer(len_bytes);
-        buf.as_bytes_mut().fill(0);
-        GlommioBuffer(buf)
+        // Not zeroed: the engine writes every byte it hands to `write_at` (records, then
+        // zero padding), and a 1 MiB memset per flush is measurable on the ingest path.
+        GlommioBuffer(glommio::allocate_dma_buffer(len_bytes))
     }
 
     async fn open_file(&self, name: &str) -> io::Result<GlommioFile> {

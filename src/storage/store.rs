@@ -144,11 +144,15 @@ impl<F> State<F> {
     }
 
     /// Appends an encoded record to the buffer; the caller checked the room.
-    fn append_bytes(&mut self, bytes_len: usize, seq: u64, fill: impl FnOnce(&mut [u8])) -> u64 {
+    fn append_bytes(&mut self, bytes_len: usize, seq: u64, fill: impl FnOnce(&mut Vec<u8>)) -> u64 {
         let offset = self.active_end();
         let start = self.buffer.len();
-        self.buffer.resize(start + bytes_len, 0);
-        fill(&mut self.buffer[start..]);
+        fill(&mut self.buffer);
+        assert_eq!(
+            self.buffer.len(),
+            start + bytes_len,
+            "fill appends exactly the record"
+        );
         self.appended_lsn += bytes_len as u64;
         let seg = self.active();
         assert_eq!(seg.len_bytes, offset);
@@ -612,7 +616,7 @@ impl<D: Disk> Store<D> {
                     seq,
                 };
                 let offset = st.append_bytes(len, seq, |out| {
-                    record::encode(out, &header, key, payload);
+                    record::encode_append(out, &header, key, payload);
                 });
                 let loc = Location {
                     segment: st.active_id,
@@ -670,7 +674,9 @@ impl<D: Disk> Store<D> {
                     payload_len: 0,
                     seq,
                 };
-                st.append_bytes(len, seq, |out| record::encode(out, &header, key, &[]));
+                st.append_bytes(len, seq, |out| {
+                    record::encode_append(out, &header, key, &[])
+                });
                 match kind {
                     Kind::Purge => {
                         if let Some(old) = st.index.remove(ns, partition, key) {
@@ -957,7 +963,7 @@ impl<D: Disk> Store<D> {
             seq,
         };
         st.append_bytes(SEAL_BYTES, seq, |out| {
-            record::encode(out, &header, &[], &[])
+            record::encode_append(out, &header, &[], &[])
         });
     }
 
@@ -1171,7 +1177,7 @@ impl<D: Disk> Store<D> {
                     return 0;
                 }
                 let new_offset =
-                    st.append_bytes(raw.len(), header.seq, |out| out.copy_from_slice(&raw));
+                    st.append_bytes(raw.len(), header.seq, |out| out.extend_from_slice(&raw));
                 if matches!(header.kind, Kind::Value | Kind::Tombstone) {
                     let loc = Location {
                         segment: st.active_id,
