@@ -80,7 +80,8 @@ fn encode_header(out: &mut [u8; HEADER_BYTES], header: &Header, key: &[u8]) {
     out[28..32].copy_from_slice(&hasher.finalize().to_le_bytes());
 }
 
-/// Encodes one record into `out` (which must be exactly `record_len` bytes long).
+/// Encodes one record into `out`, exactly `record_len` bytes (the tests' encoder).
+#[cfg(test)]
 pub(crate) fn encode(out: &mut [u8], header: &Header, key: &[u8], payload: &[u8]) {
     assert_eq!(header.key_len, key.len());
     assert_eq!(header.payload_len, payload.len());
