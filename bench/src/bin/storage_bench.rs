@@ -100,7 +100,12 @@ fn on_glommio<T: Send + 'static, Fut: std::future::Future<Output = T> + 'static>
     f: impl FnOnce() -> Fut + Send + 'static,
 ) -> T {
     LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(IO_MEMORY_BYTES)
+        .io_memory(
+            std::env::var("STORAGE_BENCH_IO_MEMORY")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(IO_MEMORY_BYTES),
+        )
         .spawn(f)
         .expect("executor")
         .join()
@@ -407,6 +412,18 @@ fn main() {
     let mut open_hint = Vec::new();
     let mut open_scan = Vec::new();
     let mut mem_per_key = Vec::new();
+    if std::env::var("STORAGE_BENCH_ONLY").as_deref() == Ok("ingest") {
+        // For profiling one figure: `STORAGE_BENCH_ONLY=ingest perf record ...`.
+        for _ in 0..runs {
+            let (wall, cpu) = bench_ingest(&dir, 512 << 20);
+            println!(
+                "ingest {:.1} MiB/s, {:.1} MiB per CPU-second",
+                wall / MIB,
+                cpu / MIB
+            );
+        }
+        return;
+    }
     for run in 0..runs {
         eprintln!("run {}/{runs}", run + 1);
         let (wall, cpu) = bench_buffered_put(&dir, 1_000_000);
