@@ -369,3 +369,27 @@ fn glommio_client_runs_many_requests_concurrently() {
     assert_eq!(state.wrong_owner_replies, 0);
     assert_eq!(state.served.len(), 64);
 }
+
+#[test]
+fn blocking_client_refuses_a_node_that_sends_an_oversized_frame() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = [0u8; 64];
+        let _ = stream.read(&mut request);
+        // A length prefix far over the client's bound, then nothing.
+        let _ = stream.write_all(&u32::MAX.to_le_bytes());
+        // Hold the connection open until the client gives up on it.
+        let _ = stream.read(&mut request);
+    });
+    let error = Client::connect(addr, options()).err().unwrap();
+    assert!(matches!(error, ClientError::Protocol { .. }), "{error}");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "node {addr} sent an invalid reply: frame length prefix announces 4294967295 \
+             bytes, more than the maximum of {FRAME_BYTES_MAX}"
+        )
+    );
+}
