@@ -50,7 +50,7 @@
 //! // fires; a failed connection goes to `handle_unreachable`.
 //! ```
 
-mod blocking;
+pub mod blocking;
 mod core;
 mod error;
 pub mod glommio;

@@ -60,9 +60,8 @@ impl Encoder {
         }
     }
 
-    /// Appends the frame for `frame` (length prefix and flatbuffer) to `out`
-    /// and returns its size in bytes, prefix included.
-    pub fn encode_request(&mut self, frame: &RequestFrame, out: &mut Vec<u8>) -> usize {
+    /// Appends the frame for `frame` (length prefix and flatbuffer) to `out`.
+    pub fn encode_request(&mut self, frame: &RequestFrame, out: &mut Vec<u8>) {
         let b = &mut self.builder;
         let (body_type, body) = match &frame.request {
             Request::Ping => (
@@ -141,15 +140,15 @@ impl Encoder {
             },
         );
         b.finish_minimal(root);
-        self.flush_into(out)
+        self.flush_into(out);
     }
 
-    /// Appends the frame for the reply `response` to request `id` to `out`
-    /// and returns its size in bytes, prefix included. A node checks it
-    /// against the frame bound: a get reply with many large siblings can
-    /// exceed it, and must then be replaced by an error reply (truncate
-    /// `out` back and encode `TooManySiblings`).
-    pub fn encode_response(&mut self, id: u64, response: &Response, out: &mut Vec<u8>) -> usize {
+    /// Appends the frame for the reply `response` to request `id` to `out`.
+    /// A node checks the frame's size (the growth of `out`) against the
+    /// frame bound: a get reply with many large siblings can exceed it, and
+    /// must then be replaced by an error reply (truncate `out` back and
+    /// encode `TooManySiblings`).
+    pub fn encode_response(&mut self, id: u64, response: &Response, out: &mut Vec<u8>) {
         let b = &mut self.builder;
         let (body_type, body) = match response {
             Response::Pong => (
@@ -231,24 +230,22 @@ impl Encoder {
             },
         );
         b.finish_minimal(root);
-        self.flush_into(out)
+        self.flush_into(out);
     }
 
     /// Copies the finished flatbuffer into `out` behind its length prefix
     /// and readies the builder for the next message.
-    pub(super) fn flush_into(&mut self, out: &mut Vec<u8>) -> usize {
+    pub(super) fn flush_into(&mut self, out: &mut Vec<u8>) {
         let data = self.builder.finished_data();
         let length = u32::try_from(data.len()).expect("an encoded message fits a u32 length");
         out.reserve(FRAME_LENGTH_BYTES + data.len());
         out.extend_from_slice(&length.to_le_bytes());
         out.extend_from_slice(data);
-        let frame_bytes = FRAME_LENGTH_BYTES + data.len();
         if data.len() > BUILDER_RETAINED_BYTES_MAX {
             self.builder = FlatBufferBuilder::with_capacity(1024);
         } else {
             self.builder.reset();
         }
-        frame_bytes
     }
 }
 
@@ -309,16 +306,15 @@ thread_local! {
     static ENCODER: RefCell<Encoder> = RefCell::new(Encoder::new());
 }
 
-/// Appends the frame for `frame` to `out`, with a per-thread `Encoder`;
-/// returns the frame's size in bytes.
-pub fn encode_request(frame: &RequestFrame, out: &mut Vec<u8>) -> usize {
-    ENCODER.with(|encoder| encoder.borrow_mut().encode_request(frame, out))
+/// Appends the frame for `frame` to `out`, with a per-thread `Encoder`.
+pub fn encode_request(frame: &RequestFrame, out: &mut Vec<u8>) {
+    ENCODER.with(|encoder| encoder.borrow_mut().encode_request(frame, out));
 }
 
 /// Appends the frame for the reply `response` to request `id` to `out`, with
-/// a per-thread `Encoder`; returns the frame's size in bytes.
-pub fn encode_response(id: u64, response: &Response, out: &mut Vec<u8>) -> usize {
-    ENCODER.with(|encoder| encoder.borrow_mut().encode_response(id, response, out))
+/// a per-thread `Encoder`.
+pub fn encode_response(id: u64, response: &Response, out: &mut Vec<u8>) {
+    ENCODER.with(|encoder| encoder.borrow_mut().encode_response(id, response, out));
 }
 
 // ---------------------------------------------------------------------------

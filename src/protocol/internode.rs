@@ -373,9 +373,8 @@ fn build_addr<'b>(b: &mut FlatBufferBuilder<'b>, addr: IpAddr) -> WIPOffset<Vect
 }
 
 impl Encoder {
-    /// Appends the frame for `message` to `out`; returns its size in bytes,
-    /// prefix included.
-    pub fn encode_internode(&mut self, message: &InternodeMessage, out: &mut Vec<u8>) -> usize {
+    /// Appends the frame for `message` to `out`.
+    pub fn encode_internode(&mut self, message: &InternodeMessage, out: &mut Vec<u8>) {
         let b = &mut self.builder;
         let (body_type, body) = match &message.body {
             InternodeBody::Hello(hello) => {
@@ -588,7 +587,7 @@ impl Encoder {
             },
         );
         b.finish_minimal(root);
-        self.flush_into(out)
+        self.flush_into(out);
     }
 }
 

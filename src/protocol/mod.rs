@@ -38,9 +38,7 @@
 //! let mut replies = Vec::new();
 //! while let Some(frame) = decoder.decode(&mut read_buffer).expect("frame within bounds") {
 //!     match decode_request(frame, &limits) {
-//!         Ok(request) => {
-//!             encoder.encode_response(request.id, &Response::Pong, &mut replies);
-//!         }
+//!         Ok(request) => encoder.encode_response(request.id, &Response::Pong, &mut replies),
 //!         Err(error) => {
 //!             let (id, reply) = error.to_response();
 //!             encoder.encode_response(id, &reply, &mut replies);
