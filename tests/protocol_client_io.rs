@@ -393,3 +393,37 @@ fn blocking_client_refuses_a_node_that_sends_an_oversized_frame() {
         )
     );
 }
+
+#[test]
+fn glommio_client_retries_after_wrong_owner_and_reports_refused_connections() {
+    let peer = Arc::new(Peer::start());
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let inner = peer.clone();
+    let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(256 * 1024)
+        .spawn(move || async move {
+            let error = AsyncClient::connect(closed, options()).await.err().unwrap();
+            assert_eq!(
+                error.to_string(),
+                format!("node {closed} unreachable: connection refused")
+            );
+
+            let client = AsyncClient::connect(inner.seed, options()).await.unwrap();
+            client
+                .put(b"moving", b"v1", None, Quorum::DEFAULT)
+                .await
+                .unwrap();
+            inner.move_partitions();
+            // The retry is queued by the reader task when the WrongOwner
+            // reply arrives, and written by a flush it starts.
+            let got = client.get(b"moving").await.unwrap();
+            assert_eq!(got.values, vec![Bytes::from_static(b"v1")]);
+            assert_eq!(client.cached_routing_table().unwrap().epoch, 2);
+        })
+        .unwrap();
+    handle.join().unwrap();
+    assert_eq!(peer.state.lock().unwrap().wrong_owner_replies, 1);
+}
