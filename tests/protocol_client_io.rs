@@ -427,3 +427,53 @@ fn glommio_client_retries_after_wrong_owner_and_reports_refused_connections() {
     handle.join().unwrap();
     assert_eq!(peer.state.lock().unwrap().wrong_owner_replies, 1);
 }
+
+#[test]
+fn blocking_client_reconnects_after_the_node_closed_an_idle_connection() {
+    // A node that answers one request per connection, then closes it.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let port = addr.port();
+    let state = Arc::new(Mutex::new(PeerState {
+        table: table(1, port, [port, port], false),
+        data: HashMap::new(),
+        served: Vec::new(),
+        wrong_owner_replies: 0,
+    }));
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel::<()>();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut decoder = FrameDecoder::new(FRAME_BYTES_MAX);
+            let mut buffer = BytesMut::new();
+            let mut chunk = vec![0u8; 4096];
+            let frame = loop {
+                if let Some(frame) = decoder.decode(&mut buffer).unwrap() {
+                    break frame;
+                }
+                let n = stream.read(&mut chunk).unwrap();
+                assert!(n > 0);
+                buffer.extend_from_slice(&chunk[..n]);
+            };
+            let request = decode_request(frame, &Limits::default()).unwrap();
+            let response = answer(port, &request.request, &state).unwrap();
+            let mut out = Vec::new();
+            encode_response(request.id, &response, &mut out);
+            stream.write_all(&out).unwrap();
+            drop(stream);
+            if closed_tx.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut client = Client::connect(addr, options()).unwrap();
+    for _ in 0..3 {
+        // Wait until the node has closed the previous connection, as
+        // between two commands of a user: the client must notice the close
+        // before writing, not lose the request to it.
+        closed_rx.recv().unwrap();
+        client.ping().unwrap();
+    }
+    closed_rx.recv().unwrap();
+    assert!(closed_rx.try_recv().is_err(), "exactly four connections");
+}
