@@ -55,7 +55,8 @@ impl Default for ClientOptions {
 }
 
 impl ClientOptions {
-    fn core(&self) -> CoreOptions {
+    /// The core's share of the options.
+    pub(super) fn core(&self) -> CoreOptions {
         CoreOptions {
             timeout: self.timeout,
             limits: self.limits.clone(),
@@ -264,6 +265,11 @@ impl Client {
     }
 
     /// Waits for `ticket`'s outcome; other completions stay for `recv`.
+    ///
+    /// # Panics
+    ///
+    /// If `ticket` was not returned by `send` on this client or was already
+    /// collected (by `recv` or an earlier `wait`): a bug in the caller.
     pub fn wait(&mut self, ticket: Ticket) -> Result<Response, ClientError> {
         loop {
             if let Some(index) = self.finished.iter().position(|(t, _)| *t == ticket) {
