@@ -14,6 +14,7 @@ use dynakv::protocol::{
     decode_request, encode_response, ErrorCode, FrameDecoder, Limits, Quorum, Request,
     RequestFrame, Response, RoutingNode, RoutingTable, FRAME_BYTES_MAX, FRAME_LENGTH_BYTES,
 };
+use proptest::prelude::*;
 
 const SEED: &str = "10.0.0.1:7000";
 
@@ -519,4 +520,135 @@ fn a_connection_level_error_fails_what_was_sent_there() {
         .unwrap_err();
     assert!(matches!(error, ClientError::Protocol { .. }), "{error}");
     assert!(core.poll_completion().unwrap().1.is_err());
+}
+
+/// One step of a random schedule for the core.
+#[derive(Clone, Debug)]
+enum Step {
+    /// Submit a get of key `k`, or a ping for `None`.
+    Submit(Option<u8>),
+    /// Hand out one transmit; its frames join the network.
+    Transmit,
+    /// Answer the network frame at this index (if any) with reply kind `k`.
+    Answer(prop::sample::Index, u8),
+    /// The connection to the target of the frame at this index fails.
+    Fail(prop::sample::Index, bool),
+    /// Time passes.
+    Advance(u16),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => prop::option::of(0u8..16).prop_map(Step::Submit),
+        3 => Just(Step::Transmit),
+        4 => (any::<prop::sample::Index>(), 0u8..6).prop_map(|(i, k)| Step::Answer(i, k)),
+        1 => (any::<prop::sample::Index>(), any::<bool>()).prop_map(|(i, s)| Step::Fail(i, s)),
+        2 => (0u16..80).prop_map(Step::Advance),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256)
+    ))]
+
+    /// Whatever happens (replies in any order, WrongOwner with or without a
+    /// table, lost connections, timeouts), every submitted ticket completes
+    /// exactly once and nothing stays in flight.
+    #[test]
+    fn every_ticket_completes_exactly_once(steps in prop::collection::vec(step(), 1..80)) {
+        let start = Instant::now();
+        let mut now = start;
+        let mut core = ClientCore::new(seed(), options());
+        let mut submitted = std::collections::HashSet::new();
+        let mut completed = std::collections::HashSet::new();
+        // Frames "in the network": (target, request).
+        let mut network: Vec<(SocketAddr, RequestFrame)> = Vec::new();
+        let mut epoch = 1;
+        let drain = |core: &mut ClientCore, completed: &mut std::collections::HashSet<Ticket>| {
+            while let Some((ticket, _)) = core.poll_completion() {
+                assert!(completed.insert(ticket), "{ticket:?} completed twice");
+            }
+        };
+        for step in steps {
+            match step {
+                Step::Submit(key) => {
+                    let request = match key {
+                        Some(k) => get(&[b'k', k]),
+                        None => Request::Ping,
+                    };
+                    submitted.insert(core.submit(now, request).unwrap());
+                }
+                Step::Transmit => {
+                    if let Some(transmit) = core.poll_transmit() {
+                        for frame in requests_in(&transmit) {
+                            network.push((transmit.target, frame));
+                        }
+                    }
+                }
+                Step::Answer(index, kind) => {
+                    if network.is_empty() {
+                        continue;
+                    }
+                    let (target, frame) = network.remove(index.index(network.len()));
+                    let response = match (&frame.request, kind) {
+                        (Request::GetRoutingTable, _) => {
+                            epoch += 1;
+                            Response::RoutingTable(table(epoch, (epoch % 3) as u32))
+                        }
+                        (_, 0) => Response::Error {
+                            code: ErrorCode::WrongOwner,
+                            message: String::new(),
+                            acks: 0,
+                            routing: None,
+                        },
+                        (_, 1) => {
+                            epoch += 1;
+                            Response::Error {
+                                code: ErrorCode::WrongOwner,
+                                message: String::new(),
+                                acks: 0,
+                                routing: Some(table(epoch, (epoch % 3) as u32)),
+                            }
+                        }
+                        (_, 2) => Response::Error {
+                            code: ErrorCode::Overloaded,
+                            message: String::new(),
+                            acks: 0,
+                            routing: None,
+                        },
+                        (Request::Ping, _) => Response::Pong,
+                        _ => Response::Get {
+                            found: false,
+                            siblings: vec![],
+                            context: Bytes::new(),
+                        },
+                    };
+                    reply(&mut core, now, target, frame.id, response);
+                }
+                Step::Fail(index, sent) => {
+                    if network.is_empty() {
+                        continue;
+                    }
+                    let (target, _) = network[index.index(network.len())].clone();
+                    let stage = if sent { IoStage::Read } else { IoStage::Connect };
+                    core.handle_unreachable(now, target, stage, std::io::ErrorKind::ConnectionReset);
+                    network.retain(|(t, _)| *t != target);
+                }
+                Step::Advance(ms) => {
+                    now += Duration::from_millis(u64::from(ms));
+                    core.handle_timeout(now);
+                }
+            }
+            drain(&mut core, &mut completed);
+            prop_assert!(core.in_flight() <= submitted.len() + 1);
+        }
+        // Let every deadline pass: everything must be accounted for.
+        now += Duration::from_secs(10);
+        core.handle_timeout(now);
+        drain(&mut core, &mut completed);
+        prop_assert_eq!(&completed, &submitted);
+        prop_assert_eq!(core.in_flight(), 0);
+        prop_assert_eq!(core.poll_timeout(), None);
+    }
 }

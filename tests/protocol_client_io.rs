@@ -369,3 +369,111 @@ fn glommio_client_runs_many_requests_concurrently() {
     assert_eq!(state.wrong_owner_replies, 0);
     assert_eq!(state.served.len(), 64);
 }
+
+#[test]
+fn blocking_client_refuses_a_node_that_sends_an_oversized_frame() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = [0u8; 64];
+        let _ = stream.read(&mut request);
+        // A length prefix far over the client's bound, then nothing.
+        let _ = stream.write_all(&u32::MAX.to_le_bytes());
+        // Hold the connection open until the client gives up on it.
+        let _ = stream.read(&mut request);
+    });
+    let error = Client::connect(addr, options()).err().unwrap();
+    assert!(matches!(error, ClientError::Protocol { .. }), "{error}");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "node {addr} sent an invalid reply: frame length prefix announces 4294967295 \
+             bytes, more than the maximum of {FRAME_BYTES_MAX}"
+        )
+    );
+}
+
+#[test]
+fn glommio_client_retries_after_wrong_owner_and_reports_refused_connections() {
+    let peer = Arc::new(Peer::start());
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let inner = peer.clone();
+    let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(256 * 1024)
+        .spawn(move || async move {
+            let error = AsyncClient::connect(closed, options()).await.err().unwrap();
+            assert_eq!(
+                error.to_string(),
+                format!("node {closed} unreachable: connection refused")
+            );
+
+            let client = AsyncClient::connect(inner.seed, options()).await.unwrap();
+            client
+                .put(b"moving", b"v1", None, Quorum::DEFAULT)
+                .await
+                .unwrap();
+            inner.move_partitions();
+            // The retry is queued by the reader task when the WrongOwner
+            // reply arrives, and written by a flush it starts.
+            let got = client.get(b"moving").await.unwrap();
+            assert_eq!(got.values, vec![Bytes::from_static(b"v1")]);
+            assert_eq!(client.cached_routing_table().unwrap().epoch, 2);
+        })
+        .unwrap();
+    handle.join().unwrap();
+    assert_eq!(peer.state.lock().unwrap().wrong_owner_replies, 1);
+}
+
+#[test]
+fn blocking_client_reconnects_after_the_node_closed_an_idle_connection() {
+    // A node that answers one request per connection, then closes it.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let port = addr.port();
+    let state = Arc::new(Mutex::new(PeerState {
+        table: table(1, port, [port, port], false),
+        data: HashMap::new(),
+        served: Vec::new(),
+        wrong_owner_replies: 0,
+    }));
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel::<()>();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut decoder = FrameDecoder::new(FRAME_BYTES_MAX);
+            let mut buffer = BytesMut::new();
+            let mut chunk = vec![0u8; 4096];
+            let frame = loop {
+                if let Some(frame) = decoder.decode(&mut buffer).unwrap() {
+                    break frame;
+                }
+                let n = stream.read(&mut chunk).unwrap();
+                assert!(n > 0);
+                buffer.extend_from_slice(&chunk[..n]);
+            };
+            let request = decode_request(frame, &Limits::default()).unwrap();
+            let response = answer(port, &request.request, &state).unwrap();
+            let mut out = Vec::new();
+            encode_response(request.id, &response, &mut out);
+            stream.write_all(&out).unwrap();
+            drop(stream);
+            if closed_tx.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut client = Client::connect(addr, options()).unwrap();
+    for _ in 0..3 {
+        // Wait until the node has closed the previous connection, as
+        // between two commands of a user: the client must notice the close
+        // before writing, not lose the request to it.
+        closed_rx.recv().unwrap();
+        client.ping().unwrap();
+    }
+    closed_rx.recv().unwrap();
+    assert!(closed_rx.try_recv().is_err(), "exactly four connections");
+}

@@ -55,7 +55,8 @@ impl Default for ClientOptions {
 }
 
 impl ClientOptions {
-    fn core(&self) -> CoreOptions {
+    /// The core's share of the options.
+    pub(super) fn core(&self) -> CoreOptions {
         CoreOptions {
             timeout: self.timeout,
             limits: self.limits.clone(),
@@ -264,6 +265,11 @@ impl Client {
     }
 
     /// Waits for `ticket`'s outcome; other completions stay for `recv`.
+    ///
+    /// # Panics
+    ///
+    /// If `ticket` was not returned by `send` on this client or was already
+    /// collected (by `recv` or an earlier `wait`): a bug in the caller.
     pub fn wait(&mut self, ticket: Ticket) -> Result<Response, ClientError> {
         loop {
             if let Some(index) = self.finished.iter().position(|(t, _)| *t == ticket) {
@@ -348,7 +354,19 @@ impl Client {
             if targets.is_empty() {
                 return;
             }
+            let awaiting = self.core.awaiting_targets();
             for target in targets {
+                // An idle connection the node closed (say, it restarted) is
+                // noticed only when reading; find out before writing, so a
+                // request is not lost to a connection that was already dead.
+                let closed = !awaiting.contains(&target)
+                    && self
+                        .connections
+                        .get(&target)
+                        .is_some_and(|connection| peer_closed(&connection.stream));
+                if closed {
+                    self.connections.remove(&target);
+                }
                 if !self.connections.contains_key(&target) {
                     match self.open(target) {
                         Ok(connection) => {
@@ -449,4 +467,21 @@ impl Client {
             }
         }
     }
+}
+
+/// Whether the peer has closed `stream` (end of file pending), without
+/// blocking or consuming anything.
+fn peer_closed(stream: &TcpStream) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: the buffer is one valid, writable byte; MSG_PEEK leaves the
+    // data in the socket and MSG_DONTWAIT keeps the call from blocking.
+    let received = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    received == 0
 }

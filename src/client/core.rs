@@ -57,6 +57,17 @@ pub struct ReplicaId {
     pub shard: u16,
 }
 
+impl ReplicaId {
+    /// The replica an `ActorId` of the version layer names, by its
+    /// convention `actor = node id << 16 | shard` (`version::ActorId`).
+    pub fn from_actor(actor: u64) -> ReplicaId {
+        ReplicaId {
+            node_id: actor >> 16,
+            shard: actor as u16,
+        }
+    }
+}
+
 /// Reads the fastest replica out of an opaque context. The context format
 /// belongs to the `version` module; the client takes the reader as a plain
 /// function so that it stays ignorant of the format.

@@ -72,7 +72,7 @@ impl AsyncClient {
         addr: SocketAddr,
         options: ClientOptions,
     ) -> Result<AsyncClient, ClientError> {
-        let core = ClientCore::new(addr, options_core(&options));
+        let core = ClientCore::new(addr, options.core());
         let client = AsyncClient {
             shared: Rc::new(Shared {
                 core: RefCell::new(core),
@@ -201,16 +201,6 @@ impl AsyncClient {
             // waited for it.
             flush(shared.clone()).await;
         }
-    }
-}
-
-fn options_core(options: &ClientOptions) -> super::core::CoreOptions {
-    super::core::CoreOptions {
-        timeout: options.timeout,
-        limits: options.limits.clone(),
-        in_flight_max: options.in_flight_max,
-        unreachable_for: options.unreachable_for,
-        fastest_replica: options.fastest_replica,
     }
 }
 

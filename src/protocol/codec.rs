@@ -43,7 +43,7 @@ const BUILDER_RETAINED_BYTES_MAX: usize = 256 * 1024;
 /// allocate.
 pub struct Encoder {
     /// Reset after every message; its buffer is the reusable part.
-    builder: FlatBufferBuilder<'static>,
+    pub(super) builder: FlatBufferBuilder<'static>,
 }
 
 impl Default for Encoder {
@@ -144,6 +144,10 @@ impl Encoder {
     }
 
     /// Appends the frame for the reply `response` to request `id` to `out`.
+    /// A node checks the frame's size (the growth of `out`) against the
+    /// frame bound: a get reply with many large siblings can exceed it, and
+    /// must then be replaced by an error reply (truncate `out` back and
+    /// encode `TooManySiblings`).
     pub fn encode_response(&mut self, id: u64, response: &Response, out: &mut Vec<u8>) {
         let b = &mut self.builder;
         let (body_type, body) = match response {
@@ -231,7 +235,7 @@ impl Encoder {
 
     /// Copies the finished flatbuffer into `out` behind its length prefix
     /// and readies the builder for the next message.
-    fn flush_into(&mut self, out: &mut Vec<u8>) {
+    pub(super) fn flush_into(&mut self, out: &mut Vec<u8>) {
         let data = self.builder.finished_data();
         let length = u32::try_from(data.len()).expect("an encoded message fits a u32 length");
         out.reserve(FRAME_LENGTH_BYTES + data.len());
@@ -316,7 +320,7 @@ pub fn encode_response(id: u64, response: &Response, out: &mut Vec<u8>) {
 // ---------------------------------------------------------------------------
 // Decoding.
 
-fn verifier_options(max_tables: usize, limits: &Limits) -> VerifierOptions {
+pub(super) fn verifier_options(max_tables: usize, limits: &Limits) -> VerifierOptions {
     VerifierOptions {
         max_depth: DEPTH_MAX,
         max_tables,
@@ -496,7 +500,7 @@ pub fn decode_response(frame: Bytes, limits: &Limits) -> Result<(u64, Response),
 }
 
 /// The `Bytes` for a verified byte vector inside `frame`; empty when absent.
-fn bytes_of(frame: &Bytes, vector: Option<Vector<'_, u8>>) -> Bytes {
+pub(super) fn bytes_of(frame: &Bytes, vector: Option<Vector<'_, u8>>) -> Bytes {
     match vector {
         // The verifier proved the vector lies inside `frame`, which is what
         // `slice_ref` requires.

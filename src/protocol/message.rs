@@ -29,9 +29,12 @@ pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
 pub const CONTEXT_BYTES_MAX: usize = 4096;
 
 /// Default bound on siblings in one get reply. Dotted version vectors keep
-/// siblings to the number of truly concurrent writers; more than this is an
-/// application bug that must be reported, not stored without bound.
-pub const SIBLINGS_MAX: usize = 64;
+/// siblings to the number of truly concurrent writers, and the version layer
+/// refuses puts beyond 64 (`version::SIBLINGS_MAX`); replicas that accepted
+/// writes while partitioned can together hold up to four times that
+/// (`version::SIBLINGS_MERGED_MAX`), which a get must still be able to
+/// return. The frame bound applies on top.
+pub const SIBLINGS_MAX: usize = 256;
 
 /// Default bound on the human-readable message of an error reply.
 pub const ERROR_MESSAGE_BYTES_MAX: usize = 4096;
@@ -376,6 +379,20 @@ pub enum ProtocolErrorKind {
     MessageTooLarge { bytes: usize, max: usize },
     /// A routing table is inconsistent.
     BadRoutingTable(String),
+    /// An enum field holds a value this version does not know.
+    BadEnum { field: &'static str, value: u16 },
+    /// A bounded field (nonce, name, port list) exceeds its bound.
+    FieldTooLarge {
+        field: &'static str,
+        bytes: usize,
+        max: usize,
+    },
+    /// A list (handoff entries, members) exceeds its bound.
+    TooManyEntries {
+        field: &'static str,
+        count: usize,
+        max: usize,
+    },
 }
 
 /// An inbound frame that cannot be used, with what to answer.
@@ -403,7 +420,10 @@ impl ProtocolError {
             | ProtocolErrorKind::MissingField(_)
             | ProtocolErrorKind::BadQuorum { .. }
             | ProtocolErrorKind::MessageTooLarge { .. }
-            | ProtocolErrorKind::BadRoutingTable(_) => ErrorCode::BadRequest,
+            | ProtocolErrorKind::BadRoutingTable(_)
+            | ProtocolErrorKind::BadEnum { .. }
+            | ProtocolErrorKind::FieldTooLarge { .. }
+            | ProtocolErrorKind::TooManyEntries { .. } => ErrorCode::BadRequest,
         }
     }
 
@@ -452,6 +472,15 @@ impl fmt::Display for ProtocolErrorKind {
                 write!(f, "error message of {bytes} bytes exceeds the maximum of {max}")
             }
             ProtocolErrorKind::BadRoutingTable(why) => write!(f, "bad routing table: {why}"),
+            ProtocolErrorKind::BadEnum { field, value } => {
+                write!(f, "{field} has the unknown value {value}")
+            }
+            ProtocolErrorKind::FieldTooLarge { field, bytes, max } => {
+                write!(f, "{field} of {bytes} bytes exceeds the maximum of {max}")
+            }
+            ProtocolErrorKind::TooManyEntries { field, count, max } => {
+                write!(f, "{count} {field} exceed the maximum of {max}")
+            }
         }
     }
 }

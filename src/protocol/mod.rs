@@ -1,5 +1,5 @@
-//! The client wire protocol: framing, flatbuffers bindings, and validation
-//! into domain types.
+//! The wire protocols (client and internode): framing, flatbuffers
+//! bindings, and validation into domain types.
 //!
 //! Job: turn bytes from a socket into `RequestFrame`s / responses and back.
 //! A frame is a `u32` little-endian length followed by one flatbuffer
@@ -52,10 +52,17 @@
 mod codec;
 mod frame;
 pub(crate) mod generated;
+mod internode;
 mod message;
 
 pub use codec::{decode_request, decode_response, encode_request, encode_response, Encoder};
 pub use frame::{write_frame, FrameDecoder, FrameError, FRAME_LENGTH_BYTES};
+pub use internode::{
+    decode_internode, Gossip, HandoffBatch, HandoffEntry, Hello, HelloReply, Hint, InternodeBody,
+    InternodeLimits, InternodeMessage, Member, MemberStatus, ReplicaPut, ReplicaStatus,
+    HANDOFF_ENTRIES_MAX, INTERNODE_FRAME_BYTES_MAX, INTERNODE_PROTOCOL_VERSION, MEMBERS_MAX,
+    NONCE_BYTES_MAX, TEXT_BYTES_MAX, VERSIONS_BYTES_MAX,
+};
 pub use message::{
     ErrorCode, Limits, ProtocolError, ProtocolErrorKind, Quorum, Request, RequestFrame, Response,
     RoutingNode, RoutingTable, Sibling, CONTEXT_BYTES_MAX, ERROR_MESSAGE_BYTES_MAX,

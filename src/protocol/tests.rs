@@ -310,3 +310,34 @@ fn routing_table_with_an_out_of_range_index_is_rejected() {
     let error = decode_response(Bytes::from(out).slice(4..), &Limits::default()).unwrap_err();
     assert!(error.to_string().contains("power of two"), "{error}");
 }
+
+#[test]
+fn unknown_internode_status_is_refused_with_the_id() {
+    use super::generated::internode as iw;
+    let mut b = FlatBufferBuilder::new();
+    let body = iw::HintAck::create(
+        &mut b,
+        &iw::HintAckArgs {
+            status: iw::ReplicaStatus(200),
+            hint_seq: 4,
+        },
+    )
+    .as_union_value();
+    let root = iw::Message::create(
+        &mut b,
+        &iw::MessageArgs {
+            id: 17,
+            body_type: iw::Body::HintAck,
+            body: Some(body),
+        },
+    );
+    let error = decode_internode(finish(b, root), &InternodeLimits::default()).unwrap_err();
+    assert_eq!(error.id, Some(17));
+    assert_eq!(
+        error.kind,
+        ProtocolErrorKind::BadEnum {
+            field: "status",
+            value: 200
+        }
+    );
+}

@@ -332,393 +332,6 @@ impl<'a> ::flatbuffers::Verifiable for Body {
 impl ::flatbuffers::SimpleToVerifyInSlice for Body {}
 pub struct BodyUnionTableOffset {}
 
-// struct Dot, aligned to 8
-#[repr(transparent)]
-#[derive(Clone, Copy, PartialEq)]
-pub struct Dot(pub [u8; 16]);
-impl Default for Dot { 
-  fn default() -> Self { 
-    Self([0; 16])
-  }
-}
-impl ::core::fmt::Debug for Dot {
-  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
-    f.debug_struct("Dot")
-      .field("node", &self.node())
-      .field("counter", &self.counter())
-      .finish()
-  }
-}
-
-impl ::flatbuffers::SimpleToVerifyInSlice for Dot {}
-impl<'a> ::flatbuffers::Follow<'a> for Dot {
-  type Inner = &'a Dot;
-  #[inline]
-  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-    unsafe { <&'a Dot>::follow(buf, loc) }
-  }
-}
-impl<'a> ::flatbuffers::Follow<'a> for &'a Dot {
-  type Inner = &'a Dot;
-  #[inline]
-  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-    unsafe { ::flatbuffers::follow_cast_ref::<Dot>(buf, loc) }
-  }
-}
-impl<'b> ::flatbuffers::Push for Dot {
-    type Output = Dot;
-    #[inline]
-    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
-        let src = unsafe { ::core::slice::from_raw_parts(self as *const Dot as *const u8, <Self as ::flatbuffers::Push>::size()) };
-        dst.copy_from_slice(src);
-    }
-    #[inline]
-    fn alignment() -> ::flatbuffers::PushAlignment {
-        ::flatbuffers::PushAlignment::new(8)
-    }
-}
-
-impl<'a> ::flatbuffers::Verifiable for Dot {
-  #[inline]
-  fn run_verifier(
-    v: &mut ::flatbuffers::Verifier, pos: usize
-  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-    v.in_buffer::<Self>(pos)
-  }
-}
-
-impl<'a> Dot {
-  #[allow(clippy::too_many_arguments)]
-  pub fn new(
-    node: u64,
-    counter: u64,
-  ) -> Self {
-    let mut s = Self([0; 16]);
-    s.set_node(node);
-    s.set_counter(counter);
-    s
-  }
-
-  pub fn node(&self) -> u64 {
-    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
-    // Safety:
-    // Created from a valid Table for this object
-    // Which contains a valid value in this slot
-    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
-      ::core::ptr::copy_nonoverlapping(
-        self.0[0..].as_ptr(),
-        mem.as_mut_ptr() as *mut u8,
-        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
-      );
-      mem.assume_init()
-    })
-  }
-
-  pub fn set_node(&mut self, x: u64) {
-    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
-    // Safety:
-    // Created from a valid Table for this object
-    // Which contains a valid value in this slot
-    unsafe {
-      ::core::ptr::copy_nonoverlapping(
-        &x_le as *const _ as *const u8,
-        self.0[0..].as_mut_ptr(),
-        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
-      );
-    }
-  }
-
-  pub fn counter(&self) -> u64 {
-    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
-    // Safety:
-    // Created from a valid Table for this object
-    // Which contains a valid value in this slot
-    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
-      ::core::ptr::copy_nonoverlapping(
-        self.0[8..].as_ptr(),
-        mem.as_mut_ptr() as *mut u8,
-        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
-      );
-      mem.assume_init()
-    })
-  }
-
-  pub fn set_counter(&mut self, x: u64) {
-    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
-    // Safety:
-    // Created from a valid Table for this object
-    // Which contains a valid value in this slot
-    unsafe {
-      ::core::ptr::copy_nonoverlapping(
-        &x_le as *const _ as *const u8,
-        self.0[8..].as_mut_ptr(),
-        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
-      );
-    }
-  }
-
-}
-
-pub enum VersionedSiblingOffset {}
-#[derive(Copy, Clone, PartialEq)]
-
-pub struct VersionedSibling<'a> {
-  pub _tab: ::flatbuffers::Table<'a>,
-}
-
-impl<'a> ::flatbuffers::Follow<'a> for VersionedSibling<'a> {
-  type Inner = VersionedSibling<'a>;
-  #[inline]
-  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
-  }
-}
-
-impl<'a> VersionedSibling<'a> {
-  pub const VT_DOT: ::flatbuffers::VOffsetT = 4;
-  pub const VT_TOMBSTONE: ::flatbuffers::VOffsetT = 6;
-  pub const VT_VALUE: ::flatbuffers::VOffsetT = 8;
-  pub const VT_TIMESTAMP_MS: ::flatbuffers::VOffsetT = 10;
-
-  #[inline]
-  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-    VersionedSibling { _tab: table }
-  }
-  #[allow(unused_mut)]
-  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
-    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args VersionedSiblingArgs<'args>
-  ) -> ::flatbuffers::WIPOffset<VersionedSibling<'bldr>> {
-    let mut builder = VersionedSiblingBuilder::new(_fbb);
-    builder.add_timestamp_ms(args.timestamp_ms);
-    if let Some(x) = args.value { builder.add_value(x); }
-    if let Some(x) = args.dot { builder.add_dot(x); }
-    builder.add_tombstone(args.tombstone);
-    builder.finish()
-  }
-
-
-  #[inline]
-  pub fn dot(&self) -> Option<&'a Dot> {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<Dot>(VersionedSibling::VT_DOT, None)}
-  }
-  #[inline]
-  pub fn tombstone(&self) -> bool {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<bool>(VersionedSibling::VT_TOMBSTONE, Some(false)).unwrap()}
-  }
-  #[inline]
-  pub fn value(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(VersionedSibling::VT_VALUE, None)}
-  }
-  #[inline]
-  pub fn timestamp_ms(&self) -> u64 {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<u64>(VersionedSibling::VT_TIMESTAMP_MS, Some(0)).unwrap()}
-  }
-}
-
-impl ::flatbuffers::Verifiable for VersionedSibling<'_> {
-  #[inline]
-  fn run_verifier(
-    v: &mut ::flatbuffers::Verifier, pos: usize
-  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-    v.visit_table(pos)?
-     .visit_field::<Dot>("dot", Self::VT_DOT, false)?
-     .visit_field::<bool>("tombstone", Self::VT_TOMBSTONE, false)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("value", Self::VT_VALUE, false)?
-     .visit_field::<u64>("timestamp_ms", Self::VT_TIMESTAMP_MS, false)?
-     .finish();
-    Ok(())
-  }
-}
-pub struct VersionedSiblingArgs<'a> {
-    pub dot: Option<&'a Dot>,
-    pub tombstone: bool,
-    pub value: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
-    pub timestamp_ms: u64,
-}
-impl<'a> Default for VersionedSiblingArgs<'a> {
-  #[inline]
-  fn default() -> Self {
-    VersionedSiblingArgs {
-      dot: None,
-      tombstone: false,
-      value: None,
-      timestamp_ms: 0,
-    }
-  }
-}
-
-pub struct VersionedSiblingBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-}
-impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> VersionedSiblingBuilder<'a, 'b, A> {
-  #[inline]
-  pub fn add_dot(&mut self, dot: &Dot) {
-    self.fbb_.push_slot_always::<&Dot>(VersionedSibling::VT_DOT, dot);
-  }
-  #[inline]
-  pub fn add_tombstone(&mut self, tombstone: bool) {
-    self.fbb_.push_slot::<bool>(VersionedSibling::VT_TOMBSTONE, tombstone, false);
-  }
-  #[inline]
-  pub fn add_value(&mut self, value: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(VersionedSibling::VT_VALUE, value);
-  }
-  #[inline]
-  pub fn add_timestamp_ms(&mut self, timestamp_ms: u64) {
-    self.fbb_.push_slot::<u64>(VersionedSibling::VT_TIMESTAMP_MS, timestamp_ms, 0);
-  }
-  #[inline]
-  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> VersionedSiblingBuilder<'a, 'b, A> {
-    let start = _fbb.start_table();
-    VersionedSiblingBuilder {
-      fbb_: _fbb,
-      start_: start,
-    }
-  }
-  #[inline]
-  pub fn finish(self) -> ::flatbuffers::WIPOffset<VersionedSibling<'a>> {
-    let o = self.fbb_.end_table(self.start_);
-    ::flatbuffers::WIPOffset::new(o.value())
-  }
-}
-
-impl ::core::fmt::Debug for VersionedSibling<'_> {
-  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-    let mut ds = f.debug_struct("VersionedSibling");
-      ds.field("dot", &self.dot());
-      ds.field("tombstone", &self.tombstone());
-      ds.field("value", &self.value());
-      ds.field("timestamp_ms", &self.timestamp_ms());
-      ds.finish()
-  }
-}
-pub enum SiblingSetOffset {}
-#[derive(Copy, Clone, PartialEq)]
-
-pub struct SiblingSet<'a> {
-  pub _tab: ::flatbuffers::Table<'a>,
-}
-
-impl<'a> ::flatbuffers::Follow<'a> for SiblingSet<'a> {
-  type Inner = SiblingSet<'a>;
-  #[inline]
-  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
-  }
-}
-
-impl<'a> SiblingSet<'a> {
-  pub const VT_CLOCK: ::flatbuffers::VOffsetT = 4;
-  pub const VT_SIBLINGS: ::flatbuffers::VOffsetT = 6;
-
-  #[inline]
-  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-    SiblingSet { _tab: table }
-  }
-  #[allow(unused_mut)]
-  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
-    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args SiblingSetArgs<'args>
-  ) -> ::flatbuffers::WIPOffset<SiblingSet<'bldr>> {
-    let mut builder = SiblingSetBuilder::new(_fbb);
-    if let Some(x) = args.siblings { builder.add_siblings(x); }
-    if let Some(x) = args.clock { builder.add_clock(x); }
-    builder.finish()
-  }
-
-
-  #[inline]
-  pub fn clock(&self) -> Option<::flatbuffers::Vector<'a, Dot>> {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, Dot>>>(SiblingSet::VT_CLOCK, None)}
-  }
-  #[inline]
-  pub fn siblings(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<VersionedSibling<'a>>>> {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<VersionedSibling>>>>(SiblingSet::VT_SIBLINGS, None)}
-  }
-}
-
-impl ::flatbuffers::Verifiable for SiblingSet<'_> {
-  #[inline]
-  fn run_verifier(
-    v: &mut ::flatbuffers::Verifier, pos: usize
-  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-    v.visit_table(pos)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, Dot>>>("clock", Self::VT_CLOCK, false)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<VersionedSibling>>>>("siblings", Self::VT_SIBLINGS, false)?
-     .finish();
-    Ok(())
-  }
-}
-pub struct SiblingSetArgs<'a> {
-    pub clock: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, Dot>>>,
-    pub siblings: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<VersionedSibling<'a>>>>>,
-}
-impl<'a> Default for SiblingSetArgs<'a> {
-  #[inline]
-  fn default() -> Self {
-    SiblingSetArgs {
-      clock: None,
-      siblings: None,
-    }
-  }
-}
-
-pub struct SiblingSetBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
-  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
-  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
-}
-impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SiblingSetBuilder<'a, 'b, A> {
-  #[inline]
-  pub fn add_clock(&mut self, clock: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , Dot>>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SiblingSet::VT_CLOCK, clock);
-  }
-  #[inline]
-  pub fn add_siblings(&mut self, siblings: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<VersionedSibling<'b >>>>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SiblingSet::VT_SIBLINGS, siblings);
-  }
-  #[inline]
-  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SiblingSetBuilder<'a, 'b, A> {
-    let start = _fbb.start_table();
-    SiblingSetBuilder {
-      fbb_: _fbb,
-      start_: start,
-    }
-  }
-  #[inline]
-  pub fn finish(self) -> ::flatbuffers::WIPOffset<SiblingSet<'a>> {
-    let o = self.fbb_.end_table(self.start_);
-    ::flatbuffers::WIPOffset::new(o.value())
-  }
-}
-
-impl ::core::fmt::Debug for SiblingSet<'_> {
-  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-    let mut ds = f.debug_struct("SiblingSet");
-      ds.field("clock", &self.clock());
-      ds.field("siblings", &self.siblings());
-      ds.finish()
-  }
-}
 pub enum HelloOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -1116,7 +729,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ReplicaPut<'a> {
 impl<'a> ReplicaPut<'a> {
   pub const VT_PARTITION: ::flatbuffers::VOffsetT = 4;
   pub const VT_KEY: ::flatbuffers::VOffsetT = 6;
-  pub const VT_SET: ::flatbuffers::VOffsetT = 8;
+  pub const VT_VERSIONS: ::flatbuffers::VOffsetT = 8;
   pub const VT_DURABLE: ::flatbuffers::VOffsetT = 10;
   pub const VT_EPOCH: ::flatbuffers::VOffsetT = 12;
 
@@ -1131,7 +744,7 @@ impl<'a> ReplicaPut<'a> {
   ) -> ::flatbuffers::WIPOffset<ReplicaPut<'bldr>> {
     let mut builder = ReplicaPutBuilder::new(_fbb);
     builder.add_epoch(args.epoch);
-    if let Some(x) = args.set { builder.add_set(x); }
+    if let Some(x) = args.versions { builder.add_versions(x); }
     if let Some(x) = args.key { builder.add_key(x); }
     builder.add_partition(args.partition);
     builder.add_durable(args.durable);
@@ -1154,11 +767,11 @@ impl<'a> ReplicaPut<'a> {
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(ReplicaPut::VT_KEY, None)}
   }
   #[inline]
-  pub fn set(&self) -> Option<SiblingSet<'a>> {
+  pub fn versions(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<SiblingSet>>(ReplicaPut::VT_SET, None)}
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(ReplicaPut::VT_VERSIONS, None)}
   }
   #[inline]
   pub fn durable(&self) -> bool {
@@ -1184,7 +797,7 @@ impl ::flatbuffers::Verifiable for ReplicaPut<'_> {
     v.visit_table(pos)?
      .visit_field::<u32>("partition", Self::VT_PARTITION, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("key", Self::VT_KEY, false)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<SiblingSet>>("set", Self::VT_SET, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("versions", Self::VT_VERSIONS, false)?
      .visit_field::<bool>("durable", Self::VT_DURABLE, false)?
      .visit_field::<u64>("epoch", Self::VT_EPOCH, false)?
      .finish();
@@ -1194,7 +807,7 @@ impl ::flatbuffers::Verifiable for ReplicaPut<'_> {
 pub struct ReplicaPutArgs<'a> {
     pub partition: u32,
     pub key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
-    pub set: Option<::flatbuffers::WIPOffset<SiblingSet<'a>>>,
+    pub versions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub durable: bool,
     pub epoch: u64,
 }
@@ -1204,7 +817,7 @@ impl<'a> Default for ReplicaPutArgs<'a> {
     ReplicaPutArgs {
       partition: 0,
       key: None,
-      set: None,
+      versions: None,
       durable: false,
       epoch: 0,
     }
@@ -1225,8 +838,8 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReplicaPutBuilder<'a, 'b, A> 
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ReplicaPut::VT_KEY, key);
   }
   #[inline]
-  pub fn add_set(&mut self, set: ::flatbuffers::WIPOffset<SiblingSet<'b >>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<SiblingSet>>(ReplicaPut::VT_SET, set);
+  pub fn add_versions(&mut self, versions: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ReplicaPut::VT_VERSIONS, versions);
   }
   #[inline]
   pub fn add_durable(&mut self, durable: bool) {
@@ -1256,7 +869,7 @@ impl ::core::fmt::Debug for ReplicaPut<'_> {
     let mut ds = f.debug_struct("ReplicaPut");
       ds.field("partition", &self.partition());
       ds.field("key", &self.key());
-      ds.field("set", &self.set());
+      ds.field("versions", &self.versions());
       ds.field("durable", &self.durable());
       ds.field("epoch", &self.epoch());
       ds.finish()
@@ -1523,7 +1136,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ReplicaGetReply<'a> {
 impl<'a> ReplicaGetReply<'a> {
   pub const VT_STATUS: ::flatbuffers::VOffsetT = 4;
   pub const VT_FOUND: ::flatbuffers::VOffsetT = 6;
-  pub const VT_SET: ::flatbuffers::VOffsetT = 8;
+  pub const VT_VERSIONS: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1535,7 +1148,7 @@ impl<'a> ReplicaGetReply<'a> {
     args: &'args ReplicaGetReplyArgs<'args>
   ) -> ::flatbuffers::WIPOffset<ReplicaGetReply<'bldr>> {
     let mut builder = ReplicaGetReplyBuilder::new(_fbb);
-    if let Some(x) = args.set { builder.add_set(x); }
+    if let Some(x) = args.versions { builder.add_versions(x); }
     builder.add_found(args.found);
     builder.add_status(args.status);
     builder.finish()
@@ -1557,11 +1170,11 @@ impl<'a> ReplicaGetReply<'a> {
     unsafe { self._tab.get::<bool>(ReplicaGetReply::VT_FOUND, Some(false)).unwrap()}
   }
   #[inline]
-  pub fn set(&self) -> Option<SiblingSet<'a>> {
+  pub fn versions(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<SiblingSet>>(ReplicaGetReply::VT_SET, None)}
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(ReplicaGetReply::VT_VERSIONS, None)}
   }
 }
 
@@ -1573,7 +1186,7 @@ impl ::flatbuffers::Verifiable for ReplicaGetReply<'_> {
     v.visit_table(pos)?
      .visit_field::<ReplicaStatus>("status", Self::VT_STATUS, false)?
      .visit_field::<bool>("found", Self::VT_FOUND, false)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<SiblingSet>>("set", Self::VT_SET, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("versions", Self::VT_VERSIONS, false)?
      .finish();
     Ok(())
   }
@@ -1581,7 +1194,7 @@ impl ::flatbuffers::Verifiable for ReplicaGetReply<'_> {
 pub struct ReplicaGetReplyArgs<'a> {
     pub status: ReplicaStatus,
     pub found: bool,
-    pub set: Option<::flatbuffers::WIPOffset<SiblingSet<'a>>>,
+    pub versions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
 }
 impl<'a> Default for ReplicaGetReplyArgs<'a> {
   #[inline]
@@ -1589,7 +1202,7 @@ impl<'a> Default for ReplicaGetReplyArgs<'a> {
     ReplicaGetReplyArgs {
       status: ReplicaStatus::Ok,
       found: false,
-      set: None,
+      versions: None,
     }
   }
 }
@@ -1608,8 +1221,8 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReplicaGetReplyBuilder<'a, 'b
     self.fbb_.push_slot::<bool>(ReplicaGetReply::VT_FOUND, found, false);
   }
   #[inline]
-  pub fn add_set(&mut self, set: ::flatbuffers::WIPOffset<SiblingSet<'b >>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<SiblingSet>>(ReplicaGetReply::VT_SET, set);
+  pub fn add_versions(&mut self, versions: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ReplicaGetReply::VT_VERSIONS, versions);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ReplicaGetReplyBuilder<'a, 'b, A> {
@@ -1631,7 +1244,7 @@ impl ::core::fmt::Debug for ReplicaGetReply<'_> {
     let mut ds = f.debug_struct("ReplicaGetReply");
       ds.field("status", &self.status());
       ds.field("found", &self.found());
-      ds.field("set", &self.set());
+      ds.field("versions", &self.versions());
       ds.finish()
   }
 }
@@ -1654,7 +1267,7 @@ impl<'a> Hint<'a> {
   pub const VT_INTENDED_NODE: ::flatbuffers::VOffsetT = 4;
   pub const VT_PARTITION: ::flatbuffers::VOffsetT = 6;
   pub const VT_KEY: ::flatbuffers::VOffsetT = 8;
-  pub const VT_SET: ::flatbuffers::VOffsetT = 10;
+  pub const VT_VERSIONS: ::flatbuffers::VOffsetT = 10;
   pub const VT_HINT_SEQ: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
@@ -1669,7 +1282,7 @@ impl<'a> Hint<'a> {
     let mut builder = HintBuilder::new(_fbb);
     builder.add_hint_seq(args.hint_seq);
     builder.add_intended_node(args.intended_node);
-    if let Some(x) = args.set { builder.add_set(x); }
+    if let Some(x) = args.versions { builder.add_versions(x); }
     if let Some(x) = args.key { builder.add_key(x); }
     builder.add_partition(args.partition);
     builder.finish()
@@ -1698,11 +1311,11 @@ impl<'a> Hint<'a> {
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Hint::VT_KEY, None)}
   }
   #[inline]
-  pub fn set(&self) -> Option<SiblingSet<'a>> {
+  pub fn versions(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<SiblingSet>>(Hint::VT_SET, None)}
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Hint::VT_VERSIONS, None)}
   }
   #[inline]
   pub fn hint_seq(&self) -> u64 {
@@ -1722,7 +1335,7 @@ impl ::flatbuffers::Verifiable for Hint<'_> {
      .visit_field::<u64>("intended_node", Self::VT_INTENDED_NODE, false)?
      .visit_field::<u32>("partition", Self::VT_PARTITION, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("key", Self::VT_KEY, false)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<SiblingSet>>("set", Self::VT_SET, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("versions", Self::VT_VERSIONS, false)?
      .visit_field::<u64>("hint_seq", Self::VT_HINT_SEQ, false)?
      .finish();
     Ok(())
@@ -1732,7 +1345,7 @@ pub struct HintArgs<'a> {
     pub intended_node: u64,
     pub partition: u32,
     pub key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
-    pub set: Option<::flatbuffers::WIPOffset<SiblingSet<'a>>>,
+    pub versions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub hint_seq: u64,
 }
 impl<'a> Default for HintArgs<'a> {
@@ -1742,7 +1355,7 @@ impl<'a> Default for HintArgs<'a> {
       intended_node: 0,
       partition: 0,
       key: None,
-      set: None,
+      versions: None,
       hint_seq: 0,
     }
   }
@@ -1766,8 +1379,8 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HintBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Hint::VT_KEY, key);
   }
   #[inline]
-  pub fn add_set(&mut self, set: ::flatbuffers::WIPOffset<SiblingSet<'b >>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<SiblingSet>>(Hint::VT_SET, set);
+  pub fn add_versions(&mut self, versions: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Hint::VT_VERSIONS, versions);
   }
   #[inline]
   pub fn add_hint_seq(&mut self, hint_seq: u64) {
@@ -1794,7 +1407,7 @@ impl ::core::fmt::Debug for Hint<'_> {
       ds.field("intended_node", &self.intended_node());
       ds.field("partition", &self.partition());
       ds.field("key", &self.key());
-      ds.field("set", &self.set());
+      ds.field("versions", &self.versions());
       ds.field("hint_seq", &self.hint_seq());
       ds.finish()
   }
@@ -1929,7 +1542,7 @@ impl<'a> ::flatbuffers::Follow<'a> for HandoffEntry<'a> {
 
 impl<'a> HandoffEntry<'a> {
   pub const VT_KEY: ::flatbuffers::VOffsetT = 4;
-  pub const VT_SET: ::flatbuffers::VOffsetT = 6;
+  pub const VT_VERSIONS: ::flatbuffers::VOffsetT = 6;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1941,7 +1554,7 @@ impl<'a> HandoffEntry<'a> {
     args: &'args HandoffEntryArgs<'args>
   ) -> ::flatbuffers::WIPOffset<HandoffEntry<'bldr>> {
     let mut builder = HandoffEntryBuilder::new(_fbb);
-    if let Some(x) = args.set { builder.add_set(x); }
+    if let Some(x) = args.versions { builder.add_versions(x); }
     if let Some(x) = args.key { builder.add_key(x); }
     builder.finish()
   }
@@ -1955,11 +1568,11 @@ impl<'a> HandoffEntry<'a> {
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(HandoffEntry::VT_KEY, None)}
   }
   #[inline]
-  pub fn set(&self) -> Option<SiblingSet<'a>> {
+  pub fn versions(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<SiblingSet>>(HandoffEntry::VT_SET, None)}
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(HandoffEntry::VT_VERSIONS, None)}
   }
 }
 
@@ -1970,21 +1583,21 @@ impl ::flatbuffers::Verifiable for HandoffEntry<'_> {
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("key", Self::VT_KEY, false)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<SiblingSet>>("set", Self::VT_SET, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("versions", Self::VT_VERSIONS, false)?
      .finish();
     Ok(())
   }
 }
 pub struct HandoffEntryArgs<'a> {
     pub key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
-    pub set: Option<::flatbuffers::WIPOffset<SiblingSet<'a>>>,
+    pub versions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
 }
 impl<'a> Default for HandoffEntryArgs<'a> {
   #[inline]
   fn default() -> Self {
     HandoffEntryArgs {
       key: None,
-      set: None,
+      versions: None,
     }
   }
 }
@@ -1999,8 +1612,8 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HandoffEntryBuilder<'a, 'b, A
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(HandoffEntry::VT_KEY, key);
   }
   #[inline]
-  pub fn add_set(&mut self, set: ::flatbuffers::WIPOffset<SiblingSet<'b >>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<SiblingSet>>(HandoffEntry::VT_SET, set);
+  pub fn add_versions(&mut self, versions: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(HandoffEntry::VT_VERSIONS, versions);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> HandoffEntryBuilder<'a, 'b, A> {
@@ -2021,7 +1634,7 @@ impl ::core::fmt::Debug for HandoffEntry<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("HandoffEntry");
       ds.field("key", &self.key());
-      ds.field("set", &self.set());
+      ds.field("versions", &self.versions());
       ds.finish()
   }
 }
@@ -3205,6 +2818,102 @@ impl ::core::fmt::Debug for Message<'_> {
           ds.field("body", &x)
         },
       };
+      ds.finish()
+  }
+}
+pub enum MessageHeaderOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct MessageHeader<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MessageHeader<'a> {
+  type Inner = MessageHeader<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MessageHeader<'a> {
+  pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MessageHeader { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MessageHeaderArgs
+  ) -> ::flatbuffers::WIPOffset<MessageHeader<'bldr>> {
+    let mut builder = MessageHeaderBuilder::new(_fbb);
+    builder.add_id(args.id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MessageHeader::VT_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MessageHeader<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("id", Self::VT_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MessageHeaderArgs {
+    pub id: u64,
+}
+impl<'a> Default for MessageHeaderArgs {
+  #[inline]
+  fn default() -> Self {
+    MessageHeaderArgs {
+      id: 0,
+    }
+  }
+}
+
+pub struct MessageHeaderBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MessageHeaderBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_id(&mut self, id: u64) {
+    self.fbb_.push_slot::<u64>(MessageHeader::VT_ID, id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MessageHeaderBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MessageHeaderBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MessageHeader<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MessageHeader<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MessageHeader");
+      ds.field("id", &self.id());
       ds.finish()
   }
 }
