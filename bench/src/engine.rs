@@ -93,15 +93,11 @@ impl Router {
     }
 }
 
-/// The partition of a key: the top `partition_bits` bits of its xxh3-128
-/// hash (design §2, dynakv's placement hash).
+/// The partition of a key among `2^partition_bits` partitions, computed by
+/// the ring layer itself so the tool always hashes exactly as nodes do.
 pub fn partition_of(key: &[u8], partition_bits: u32) -> usize {
     assert!(partition_bits <= 32);
-    if partition_bits == 0 {
-        return 0;
-    }
-    let hash = xxhash_rust::xxh3::xxh3_128(key);
-    (hash >> (128 - partition_bits)) as usize
+    dynakv::ring::key_partition(key, 1u32 << partition_bits) as usize
 }
 
 /// Everything a thread's engine needs, fixed for the run.

@@ -47,7 +47,7 @@ fn version_of(context: &[u8]) -> u64 {
 }
 
 fn owner_shard(key: &[u8]) -> u16 {
-    let partition = (xxhash_rust::xxh3::xxh3_128(key) >> (128 - Q.trailing_zeros())) as u32;
+    let partition = dynakv::ring::key_partition(key, Q);
     (partition % 2) as u16
 }
 

@@ -743,25 +743,8 @@ impl ClientCore {
     }
 }
 
-/// The stable 128-bit placement hash of a key: xxh3-128 with seed 0.
-///
-/// This is `dynakv::ring::key_hash`'s definition (design.md §2), repeated
-/// here because the ring module is not on this branch yet; replace the two
-/// functions with the ring's when it lands.
-pub fn key_hash(key: &[u8]) -> u128 {
-    xxhash_rust::xxh3::xxh3_128(key)
-}
-
-/// The partition of a key hash among `q` (a power of two) partitions: the
-/// top `log2 q` bits. Repeats `dynakv::ring::partition_of`.
-pub fn partition_of(hash: u128, q: u32) -> u32 {
-    assert!(q.is_power_of_two());
-    let bits = q.trailing_zeros();
-    if bits == 0 {
-        return 0;
-    }
-    (hash >> (128 - bits)) as u32
-}
+/// Placement is the ring layer's: the client must hash exactly as nodes do.
+pub use crate::ring::{key_hash, partition_of};
 
 /// The name of a reply's kind, for error messages.
 pub fn response_name(response: &Response) -> String {

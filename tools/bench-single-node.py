@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Single-node dynakv benchmarks, each a comparison taken in one run.
+
+1. ceiling:   PING vs GET vs PUT on the same node (closed loop, pipeline 1 and 16),
+              interleaved, REPEATS times; GET/PING and PUT/PING ratios of medians.
+2. cores:     1 shard vs 2 shards, GET-heavy mix; throughput and ops per server CPU-second.
+3. latency:   open loop at 50% and 75% of the measured maximum GET rate; p50/p99/p99.9
+              of GET vs PING at the same rate.
+
+Usage: tools/bench-single-node.py [--quick]   (build first: cargo build --release --workspace)
+Environment: BENCH, DYNAKV (binaries), DURATION (s, default 5), REPEATS (3), OUT (results dir).
+Prints markdown tables; every run's JSON is kept under OUT.
+"""
+import json, os, socket, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.environ.get("BENCH", os.path.join(ROOT, "target/release/dynakv-bench"))
+DYNAKV = os.environ.get("DYNAKV", os.path.join(ROOT, "target/release/dynakv"))
+QUICK = "--quick" in sys.argv
+DURATION = int(os.environ.get("DURATION", "1" if QUICK else "5"))
+REPEATS = int(os.environ.get("REPEATS", "1" if QUICK else "3"))
+OUT = os.environ.get("OUT", os.path.join(ROOT, "target/bench-results", time.strftime("single-%Y%m%dT%H%M%SZ", time.gmtime())))
+os.makedirs(OUT, exist_ok=True)
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def free_port_range(count):
+    for _ in range(200):
+        s = socket.socket(); s.bind(("127.0.0.1", 0)); base = s.getsockname()[1]; s.close()
+        if base + count >= 65535:
+            continue
+        ok = True
+        for p in range(base, base + count + 1):
+            t = socket.socket()
+            try:
+                t.bind(("127.0.0.1", p))
+            except OSError:
+                ok = False
+            finally:
+                t.close()
+        if ok:
+            return base
+    raise SystemExit("no free port range")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / HZ
+
+
+class Node:
+    def __init__(self, shards):
+        self.dir = tempfile.mkdtemp(prefix="dynakv-bench-")
+        self.port = free_port_range(shards + 1)
+        self.proc = subprocess.Popen([DYNAKV, "server", "--data-dir", self.dir, "--listen", f"127.0.0.1:{self.port}",
+                                      "--shards", str(shards)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("dynakv ready"):
+            raise SystemExit(f"dynakv did not start: {line!r}")
+        self.url = f"dynakv://127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.proc.terminate(); self.proc.wait()
+        subprocess.run(["rm", "-rf", self.dir])
+
+
+def run(node, name, workload, *extra):
+    path = os.path.join(OUT, f"{name}.json")
+    before = cpu_seconds(node.proc.pid)
+    cmd = [BENCH, "--target", node.url, "--workload", workload, "--duration", f"{DURATION}s", "--warmup", "1s",
+           "--keys", "100000", "--no-progress", "--json", path, *extra]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    after = cpu_seconds(node.proc.pid)
+    if done.returncode != 0:
+        print(f"run failed: {' '.join(cmd)}\n{done.stderr}", file=sys.stderr)
+        return None
+    j = json.load(open(path))
+    j["server_cpu_s"] = after - before
+    j["command"] = " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd)
+    return j
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def ceiling():
+    node = Node(2)
+    rows = {}
+    try:
+        run(node, "ceiling-load", "get", "--ops", "1000")  # populate keys once
+        for pipeline in (1, 16):
+            for r in range(REPEATS):
+                order = ["ping", "get", "put"]
+                order = order[r % 3:] + order[:r % 3]
+                for wl in order:
+                    j = run(node, f"ceiling-{wl}-p{pipeline}-r{r}", wl, "--connections", "50", "--pipeline", str(pipeline),
+                            "--no-load", "--value-size", "100")
+                    if j:
+                        rows.setdefault((pipeline, wl), []).append(j)
+    finally:
+        node.stop()
+    print("\n### Ceiling: PING vs GET vs PUT, one node, 2 shards, 50 connections, 100-byte values\n")
+    print("| pipeline | op | ops/s (median) | spread | vs PING | p50 us | p99 us | p99.9 us | server CPU us/op | generator CPU us/op | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for pipeline in (1, 16):
+        ping = med([j["throughput_ops_s"] for j in rows.get((pipeline, "ping"), [])])
+        for wl in ("ping", "get", "put"):
+            js = rows.get((pipeline, wl), [])
+            if not js:
+                continue
+            t = [j["throughput_ops_s"] for j in js]
+            cpu = med([j["server_cpu_s"] * 1e6 / max(1, j["ops"]) for j in js])
+            print(f"| {pipeline} | {wl} | {med(t):.0f} | {min(t):.0f}-{max(t):.0f} | {med(t) / ping:.2f} | "
+                  f"{med([j['latency_us']['p50'] for j in js]):.0f} | {med([j['latency_us']['p99'] for j in js]):.0f} | "
+                  f"{med([j['latency_us']['p999'] for j in js]):.0f} | {cpu:.1f} | {med([j['generator_cpu_us_per_op'] for j in js]):.1f} | "
+                  f"{sum(j['errors'] for j in js)} |")
+    print(f"\ncommand (one run): `{rows[(1, 'get')][0]['command']}`")
+    return med([j["throughput_ops_s"] for j in rows.get((1, "get"), [])])
+
+
+def cores():
+    rows = {}
+    for r in range(REPEATS):
+        for shards in ((1, 2) if r % 2 == 0 else (2, 1)):
+            node = Node(shards)
+            try:
+                j = run(node, f"cores-s{shards}-r{r}", "mixed", "--read-ratio", "0.9", "--connections", "50", "--pipeline", "16",
+                        "--value-size", "100", "--threads", "1")
+                if j:
+                    rows.setdefault(shards, []).append(j)
+            finally:
+                node.stop()
+    print("\n### Cores: 1 shard vs 2 shards, 90% GET / 10% PUT, 50 connections x pipeline 16\n")
+    print("| shards | ops/s (median) | spread | ops per server CPU-s | p99 us | generator saturated |")
+    print("|---|---|---|---|---|---|")
+    for shards in (1, 2):
+        js = rows.get(shards, [])
+        t = [j["throughput_ops_s"] for j in js]
+        eff = [j["ops"] / j["server_cpu_s"] for j in js if j["server_cpu_s"] > 0]
+        print(f"| {shards} | {med(t):.0f} | {min(t):.0f}-{max(t):.0f} | {med(eff):.0f} | {med([j['latency_us']['p99'] for j in js]):.0f} | "
+              f"{any(j['generator_saturated'] for j in js)} |")
+    if rows.get(1) and rows.get(2):
+        t1 = med([j["throughput_ops_s"] for j in rows[1]]); t2 = med([j["throughput_ops_s"] for j in rows[2]])
+        print(f"\n2 shards / 1 shard throughput: {t2 / t1:.2f}x")
+
+
+def latency(max_get):
+    node = Node(2)
+    rows = {}
+    try:
+        run(node, "latency-load", "get", "--ops", "1000")
+        for frac in (0.5, 0.75):
+            rate = int(max_get * frac)
+            for r in range(REPEATS):
+                for wl in (("ping", "get") if r % 2 == 0 else ("get", "ping")):
+                    j = run(node, f"latency-{wl}-{int(frac * 100)}-r{r}", wl, "--connections", "50", "--rate", str(rate), "--no-load",
+                            "--value-size", "100")
+                    if j:
+                        rows.setdefault((frac, wl), []).append(j)
+    finally:
+        node.stop()
+    print(f"\n### Latency under load: open loop at 50% and 75% of the closed-loop GET maximum ({max_get:.0f} ops/s), 50 connections\n")
+    print("| load | op | rate achieved | p50 us | p99 us | p99.9 us | p99.9 / p50 |")
+    print("|---|---|---|---|---|---|---|")
+    for frac in (0.5, 0.75):
+        for wl in ("ping", "get"):
+            js = rows.get((frac, wl), [])
+            if not js:
+                continue
+            p50 = med([j["latency_us"]["p50"] for j in js]); p999 = med([j["latency_us"]["p999"] for j in js])
+            print(f"| {int(frac * 100)}% | {wl} | {med([j['throughput_ops_s'] for j in js]):.0f} | {p50:.0f} | "
+                  f"{med([j['latency_us']['p99'] for j in js]):.0f} | {p999:.0f} | {p999 / p50:.1f} |")
+
+
+if __name__ == "__main__":
+    for binary in (BENCH, DYNAKV):
+        if not os.access(binary, os.X_OK):
+            raise SystemExit(f"{binary} not found: cargo build --release --workspace")
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, duration {DURATION}s per run, {REPEATS} repeats, results in {OUT}")
+    max_get = ceiling()
+    cores()
+    latency(max_get)
