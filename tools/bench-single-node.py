@@ -68,8 +68,9 @@ class Node:
 def run(node, name, workload, *extra):
     path = os.path.join(OUT, f"{name}.json")
     before = cpu_seconds(node.proc.pid)
-    cmd = [BENCH, "--target", node.url, "--workload", workload, "--duration", f"{DURATION}s", "--warmup", "1s",
-           "--keys", "100000", "--no-progress", "--json", path, *extra]
+    length = [] if "--ops" in extra else ["--duration", f"{DURATION}s", "--warmup", "1s"]
+    cmd = [BENCH, "--target", node.url, "--workload", workload, *length, "--keys", "100000", "--timeout", "10s",
+           "--no-progress", "--json", path, *extra]
     done = subprocess.run(cmd, capture_output=True, text=True)
     after = cpu_seconds(node.proc.pid)
     if done.returncode != 0:
@@ -89,7 +90,7 @@ def ceiling():
     node = Node(2)
     rows = {}
     try:
-        run(node, "ceiling-load", "get", "--ops", "1000")  # populate keys once
+        run(node, "ceiling-load", "get", "--ops", "1000", "--value-size", "100")  # populate keys once
         for pipeline in (1, 16):
             for r in range(REPEATS):
                 order = ["ping", "get", "put"]
@@ -150,7 +151,7 @@ def latency(max_get):
     node = Node(2)
     rows = {}
     try:
-        run(node, "latency-load", "get", "--ops", "1000")
+        run(node, "latency-load", "get", "--ops", "1000", "--value-size", "100")
         for frac in (0.5, 0.75):
             rate = int(max_get * frac)
             for r in range(REPEATS):
