@@ -145,6 +145,7 @@ pub(crate) async fn run(
         write_buffer_bytes: config.write_buffer_bytes,
         flush_interval: Duration::from_micros(config.flush_interval_us),
         compaction_dead_fraction: config.compaction_dead_fraction,
+        ..StoreConfig::default()
     };
     let started = Instant::now();
     let disk = GlommioDisk::new(&dir).map_err(|e| format!("cannot use {}: {e}", dir.display()))?;

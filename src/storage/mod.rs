@@ -32,6 +32,7 @@
 
 #![allow(async_fn_in_trait)]
 
+mod cache;
 mod disk;
 mod error;
 mod hint;
@@ -102,6 +103,8 @@ pub struct StoreConfig {
     pub flush_interval: Duration,
     /// Segments whose dead fraction reaches this are compacted.
     pub compaction_dead_fraction: f64,
+    /// Bytes of recently read records kept in memory (`cache.rs`); 0 disables it.
+    pub read_cache_bytes: usize,
 }
 
 impl Default for StoreConfig {
@@ -113,6 +116,7 @@ impl Default for StoreConfig {
             write_buffer_bytes: 1 << 20,
             flush_interval: Duration::from_millis(1),
             compaction_dead_fraction: 0.5,
+            read_cache_bytes: 32 << 20,
         }
     }
 }
@@ -179,6 +183,8 @@ pub struct StoreStats {
     pub segments_compacted: u64,
     /// Whether the store is in the failed state.
     pub failed: bool,
+    /// Bytes held by the read cache.
+    pub read_cache_bytes: u64,
 }
 
 /// What one `compact_step` did.

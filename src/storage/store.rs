@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::cache::ReadCache;
 use super::disk::{Disk, DiskFile, IoBuffer};
 use super::error::{is_enospc, StorageError};
 use super::hint::{self, HintEntry};
@@ -230,6 +231,8 @@ pub struct Store<D: Disk> {
     dirty_since: Cell<Option<Instant>>,
     /// A `compact_step` is running (they must not overlap).
     compacting: Cell<bool>,
+    /// Verified records recently read from segments, by location.
+    read_cache: RefCell<ReadCache>,
 }
 
 fn align_down(v: u64, align: usize) -> u64 {
@@ -516,6 +519,7 @@ impl<D: Disk> Store<D> {
             bytes_written: 0,
             segments_compacted: 0,
         };
+        let config_read_cache_bytes = config.read_cache_bytes;
         let store = Store {
             disk,
             config,
@@ -528,6 +532,7 @@ impl<D: Disk> Store<D> {
             sync_done: Notify::default(),
             dirty_since: Cell::new(None),
             compacting: Cell::new(false),
+            read_cache: RefCell::new(ReadCache::new(config_read_cache_bytes)),
         };
         Ok((store, report))
     }
@@ -748,12 +753,22 @@ impl<D: Disk> Store<D> {
                 let record = self.check_record(bytes, ns, partition, key);
                 return Ok(Some(record.expect("a buffered record is intact")));
             }
+            if let Some((kind, payload)) = self.read_cache.borrow().get((loc.segment, loc.offset)) {
+                return Ok(Some(StoredRecord { kind, payload }));
+            }
             let file = st.segments[&loc.segment].file.clone();
             (loc, file)
         };
         let bytes = file.read_at(loc.offset as u64, loc.len as usize).await?;
         match self.check_record(bytes.as_ref(), ns, partition, key) {
-            Some(record) => Ok(Some(record)),
+            Some(record) => {
+                self.read_cache.borrow_mut().insert(
+                    (loc.segment, loc.offset),
+                    record.kind,
+                    record.payload.clone(),
+                );
+                Ok(Some(record))
+            }
             None => {
                 self.state.borrow_mut().corrupt_keys.insert((
                     ns,
@@ -1321,6 +1336,7 @@ impl<D: Disk> Store<D> {
             buffered_bytes: st.appended_lsn - st.flushed_lsn,
             segments_compacted: st.segments_compacted,
             failed: st.failed,
+            read_cache_bytes: self.read_cache.borrow().bytes() as u64,
         }
     }
 
