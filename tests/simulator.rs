@@ -25,11 +25,15 @@ fn seeds() {
     let started = Instant::now();
     let mut events = 0;
     let mut acked = 0;
+    let mut crashes = 0;
+    let mut hints = 0;
     for seed in first..first + count {
         match check_seed(seed) {
             Ok(report) => {
                 events += report.events;
                 acked += report.acked;
+                crashes += report.crashes;
+                hints += report.hints_at_heal;
             }
             Err(error) => panic!(
                 "simulator seed {seed} failed: {error}\nreplay with: {}",
@@ -38,7 +42,8 @@ fn seeds() {
         }
     }
     eprintln!(
-        "simulated {count} seeds (each twice) in {:.1} s: {events} events, {acked} acknowledged puts",
+        "simulated {count} seeds (each twice) in {:.1} s: {events} events, {acked} acknowledged puts, \
+         {crashes} crashes, {hints} hints pending at heal time",
         started.elapsed().as_secs_f64()
     );
 }

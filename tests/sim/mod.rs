@@ -114,6 +114,8 @@ pub struct SimReport {
     pub written: usize,
     pub virtual_ms: u64,
     pub siblings_seen_max: usize,
+    pub crashes: u64,
+    pub hints_at_heal: usize,
 }
 
 /// A simulated disk with the crash semantics of the real store: a write is
@@ -298,6 +300,8 @@ pub struct Sim {
     events_processed: u64,
     siblings_seen_max: usize,
     healed: bool,
+    crashes: u64,
+    hints_at_heal: usize,
 }
 
 fn fnv(hash: &mut u64, bytes: &[u8]) {
@@ -386,6 +390,8 @@ impl Sim {
             events_processed: 0,
             siblings_seen_max: 0,
             healed: false,
+            crashes: 0,
+            hints_at_heal: 0,
         };
         for node in 0..sim.nodes.len() {
             sim.start_node(node);
@@ -404,11 +410,23 @@ impl Sim {
         for _ in 0..self.config.faults {
             let start = self.rng.below(FAULTS_END_MS);
             let duration = self.rng.range(200, 3_000);
-            match self.rng.below(5) {
+            match self.rng.below(6) {
                 0 | 1 => {
                     let node = self.rng.below(n as u64) as usize;
                     self.schedule(start, Event::Crash { node });
                     self.schedule(start + duration, Event::Restart { node });
+                }
+                // Correlated failure (a rack's power): several nodes crash
+                // at once and lose their unsynced writes together.
+                5 => {
+                    let count = self.rng.range(2, n as u64);
+                    for node in 0..n {
+                        if (self.rng.below(n as u64)) < count {
+                            self.schedule(start, Event::Crash { node });
+                            let restart = start + self.rng.range(100, duration);
+                            self.schedule(restart, Event::Restart { node });
+                        }
+                    }
                 }
                 kind => {
                     let mut blocked = Vec::new();
@@ -756,7 +774,11 @@ impl Sim {
                 if self.healed {
                     return true;
                 }
+                if self.nodes[index].machines.is_none() {
+                    return true;
+                }
                 self.trace(8, index as u64, &[]);
+                self.crashes += 1;
                 let node = &mut self.nodes[index];
                 node.machines = None;
                 node.disk.crash();
@@ -778,6 +800,7 @@ impl Sim {
             Event::Heal => {
                 self.trace(11, 0, &[]);
                 self.healed = true;
+                self.hints_at_heal = self.hints_left();
                 self.blocked.clear();
                 self.lossy = false;
                 for index in 0..self.nodes.len() {
@@ -1047,6 +1070,8 @@ impl Sim {
             written: self.written.len(),
             virtual_ms: self.now_ms,
             siblings_seen_max: self.siblings_seen_max,
+            crashes: self.crashes,
+            hints_at_heal: self.hints_at_heal,
         })
     }
 }
