@@ -27,6 +27,7 @@ fn seeds() {
     let mut acked = 0;
     let mut crashes = 0;
     let mut hints = 0;
+    let mut repaired = 0;
     for seed in first..first + count {
         match check_seed(seed) {
             Ok(report) => {
@@ -34,6 +35,7 @@ fn seeds() {
                 acked += report.acked;
                 crashes += report.crashes;
                 hints += report.hints_at_heal;
+                repaired += report.divergent_before_repair;
             }
             Err(error) => panic!(
                 "simulator seed {seed} failed: {error}\nreplay with: {}",
@@ -43,7 +45,8 @@ fn seeds() {
     }
     eprintln!(
         "simulated {count} seeds (each twice) in {:.1} s: {events} events, {acked} acknowledged puts, \
-         {crashes} crashes, {hints} hints pending at heal time",
+         {crashes} crashes, {hints} hints pending at heal time, \
+         {repaired} keys divergent before the final read repair",
         started.elapsed().as_secs_f64()
     );
 }

@@ -121,6 +121,7 @@ pub struct SimReport {
     pub siblings_seen_max: usize,
     pub crashes: u64,
     pub hints_at_heal: usize,
+    pub divergent_before_repair: usize,
 }
 
 /// A simulated disk with the crash semantics of the real store: a write is
@@ -307,6 +308,7 @@ pub struct Sim {
     healed: bool,
     crashes: u64,
     hints_at_heal: usize,
+    divergent_before_repair: usize,
 }
 
 fn fnv(hash: &mut u64, bytes: &[u8]) {
@@ -397,6 +399,7 @@ impl Sim {
             healed: false,
             crashes: 0,
             hints_at_heal: 0,
+            divergent_before_repair: 0,
         };
         for node in 0..sim.nodes.len() {
             sim.start_node(node);
@@ -806,6 +809,10 @@ impl Sim {
                 self.trace(11, 0, &[]);
                 self.healed = true;
                 self.hints_at_heal = self.hints_left();
+                // The workload ends with the faults, so the final state is
+                // whatever the faults left: only hint replay and read repair
+                // can make the replicas converge.
+                self.ops_left = 0;
                 self.blocked.clear();
                 self.lossy = false;
                 for index in 0..self.nodes.len() {
@@ -888,6 +895,11 @@ impl Sim {
     }
 
     fn client_reply(&mut self, client: usize, reply: ClientReply) {
+        if client >= self.config.clients {
+            // The checker's final reads are collected by `run`; it never
+            // writes.
+            return;
+        }
         match (self.clients[client].state.clone(), reply) {
             (
                 ClientState::Getting { id, key },
@@ -965,15 +977,48 @@ impl Sim {
         }
     }
 
+    /// Keys whose primaries store different sibling sets, described.
+    fn divergent_keys(&self) -> Vec<String> {
+        let mut divergent = Vec::new();
+        for key in 0..self.config.keys {
+            let preference = self.preference(key);
+            let mut stored = Vec::new();
+            for primary in &preference.primaries {
+                let node = &self.nodes[self.index_of(*primary)];
+                let bytes = node
+                    .disk
+                    .read(&(Namespace::Data, key as u32, key_bytes(key)));
+                let set = bytes.map(|bytes| SiblingSet::decode(&bytes));
+                stored.push((*primary, set));
+            }
+            let first = &stored[0].1;
+            if stored.iter().any(|(_, set)| set != first) {
+                divergent.push(format!("primaries of key {key} diverge: {stored:?}"));
+            }
+        }
+        divergent
+    }
+
     /// Runs the whole scenario and checks it; `Err` describes a violation.
     pub fn run(mut self) -> Result<SimReport, String> {
         let limit = HEAL_AT_MS + SETTLE_MS_MAX;
         if !self.run_until(|sim| sim.healed && sim.clients_done(), limit) {
             return Err(format!("workload did not finish by {} ms", self.now_ms));
         }
-        if !self.run_until(|sim| sim.hints_left() == 0, self.now_ms + SETTLE_MS_MAX) {
+        // Quiesce: no coordinator request in flight (they keep writing to
+        // fallbacks after answering the client), then no hint left.
+        let quiet = |sim: &Sim| {
+            sim.hints_left() == 0
+                && sim
+                    .nodes
+                    .iter()
+                    .filter_map(|node| node.machines.as_ref())
+                    .all(|(replica, _)| replica.requests_in_flight() == 0)
+        };
+        if !self.run_until(quiet, self.now_ms + SETTLE_MS_MAX) {
             return Err(format!("{} hints never handed back", self.hints_left()));
         }
+        self.divergent_before_repair = self.divergent_keys().len();
         // Final R=all reads, retried until each key answers.
         let checker = self.clients.len();
         self.clients.push(Client {
@@ -1045,24 +1090,8 @@ impl Sim {
             return Err(format!("elements never written appeared: {invented:x?}"));
         }
         // Check (3): every primary of a key holds the same sibling set.
-        for key in 0..self.config.keys {
-            let preference = self.preference(key);
-            let mut stored = Vec::new();
-            for primary in &preference.primaries {
-                let node = &self.nodes[self.index_of(*primary)];
-                let bytes = node
-                    .disk
-                    .read(&(Namespace::Data, key as u32, key_bytes(key)));
-                let set = match bytes {
-                    Some(bytes) => Some(SiblingSet::decode(&bytes).map_err(|e| e.to_string())?),
-                    None => None,
-                };
-                stored.push((*primary, set));
-            }
-            let first = &stored[0].1;
-            if stored.iter().any(|(_, set)| set != first) {
-                return Err(format!("primaries of key {key} diverge: {stored:?}"));
-            }
+        if let Some(divergence) = self.divergent_keys().into_iter().next() {
+            return Err(divergence);
         }
         // Check (4): every hint was handed back.
         if self.hints_left() != 0 {
@@ -1077,6 +1106,7 @@ impl Sim {
             siblings_seen_max: self.siblings_seen_max,
             crashes: self.crashes,
             hints_at_heal: self.hints_at_heal,
+            divergent_before_repair: self.divergent_before_repair,
         })
     }
 }
