@@ -1,1 +1,2 @@
 //! runtime layer (being written).
+pub mod disk;

@@ -1,1 +1,195 @@
-//! storage layer (being written).
+//! storage: the per-shard, append-only, log-structured store (Bitcask-style).
+//!
+//! Job: keep one shard's records durable and findable. A record is an opaque payload
+//! (the versioning layer's sibling set) under `(namespace, partition, key)`. Writes are
+//! appended to a write buffer and flushed to log segments; an in-memory index (keydir)
+//! points at each key's latest record; recovery rebuilds the index from hint files or by
+//! scanning; compaction rewrites live records out of mostly-dead segments.
+//! The byte-level format and the crash-case analysis are in `docs/storage.md`.
+//!
+//! Invariants:
+//! * Storage knows nothing of the ring or the network: `partition` is an opaque `u32`.
+//! * Sans-IO: no clocks (`flush_due(now)` takes the time), all I/O through the `Disk`
+//!   trait; the runtime supplies `GlommioDisk`, tests and the simulator `MemDisk`.
+//! * Nothing is acknowledged as durable before an `fdatasync` that covers it; after a
+//!   failed `fdatasync` the store accepts no writes.
+//! * A record is trusted only after its CRCs check; damage in the middle of a log is
+//!   reported and its key marked for repair, never skipped by an unchecked length.
+//! * Tombstones are removed only by an explicit `purge` from the layer above.
+//! * A `Store` lives on one executor: state in a `RefCell`, never borrowed across an
+//!   `.await`.
+//!
+//! Driving it in tests or in the simulator (every `MemDisk` future completes at once):
+//!
+//! ```
+//! use dynakv::storage::{block_on, Durability, MemDisk, Namespace, RecordKind, Store, StoreConfig};
+//! let disk = MemDisk::new();
+//! let (store, _report) = block_on(Store::open(disk.clone(), StoreConfig::default())).unwrap();
+//! block_on(store.put(Namespace::Data, 7, b"k", RecordKind::Value, b"v", Durability::Durable)).unwrap();
+//! let got = block_on(store.get(Namespace::Data, 7, b"k")).unwrap().unwrap();
+//! assert_eq!(&got.payload[..], b"v");
+//! ```
+
+#![allow(async_fn_in_trait)]
+
+mod disk;
+mod error;
+mod hint;
+mod index;
+mod memdisk;
+mod record;
+mod store;
+mod sync;
+
+pub use disk::{Disk, DiskFile, IoBuffer};
+pub use error::StorageError;
+pub use memdisk::{CrashMode, MemBuffer, MemDisk, MemFile, MEM_DISK_ALIGNMENT_BYTES};
+pub use store::{CompactionRateLimiter, Store};
+pub use sync::block_on;
+
+use std::time::Duration;
+
+/// Separate keyspaces in one store: replica data and hints held for other nodes (§4.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum Namespace {
+    /// Data of partitions this shard replicates.
+    Data = 0,
+    /// Hinted-handoff writes held on behalf of an unreachable primary.
+    Hint = 1,
+}
+
+impl Namespace {
+    pub(crate) fn from_u8(v: u8) -> Option<Namespace> {
+        match v {
+            0 => Some(Namespace::Data),
+            1 => Some(Namespace::Hint),
+            _ => None,
+        }
+    }
+}
+
+/// What a stored payload is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A sibling set with at least one live value.
+    Value,
+    /// A sibling set whose values are all deletes; stays until `purge`.
+    Tombstone,
+}
+
+/// How long a write waits before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Acknowledged once it is in the write buffer (§6.1).
+    Buffered,
+    /// Acknowledged after an `fdatasync` covering it (group commit).
+    Durable,
+}
+
+/// Bounds and tuning of one store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Largest key accepted (bytes); at most 65535.
+    pub max_key_bytes: usize,
+    /// Largest payload accepted (bytes).
+    pub max_value_bytes: usize,
+    /// A segment is sealed when the next record would not fit (bytes); at most 4 GiB.
+    pub segment_size_bytes: u64,
+    /// The write buffer is flushed when it holds this many bytes.
+    pub write_buffer_bytes: usize,
+    /// `flush_due` turns true when buffered data has waited this long.
+    pub flush_interval: Duration,
+    /// Segments whose dead fraction reaches this are compacted.
+    pub compaction_dead_fraction: f64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            max_key_bytes: 1024,
+            max_value_bytes: 1 << 20,
+            segment_size_bytes: 64 << 20,
+            write_buffer_bytes: 1 << 20,
+            flush_interval: Duration::from_millis(1),
+            compaction_dead_fraction: 0.5,
+        }
+    }
+}
+
+/// A record returned by `get`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// Value or tombstone.
+    pub kind: RecordKind,
+    /// The opaque sibling set.
+    pub payload: bytes::Bytes,
+}
+
+/// A damaged byte range found by recovery in the middle of a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorruptRecord {
+    /// Segment number.
+    pub segment: u32,
+    /// Offset of the damage in the segment.
+    pub offset: u64,
+    /// Bytes skipped up to the next valid record.
+    pub len: u64,
+    /// The record's key when its header checksum held (then it is marked for repair).
+    pub key: Option<(Namespace, u32, bytes::Bytes)>,
+}
+
+/// What `open` found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Live keys in the rebuilt index.
+    pub keys: u64,
+    /// Whether at least one hint file was used.
+    pub used_hint_files: bool,
+    /// Segments read through their hint file.
+    pub hint_files_used: u32,
+    /// Segments scanned record by record.
+    pub segments_scanned: u32,
+    /// Bytes cut off torn or damaged segment tails.
+    pub truncated_tail_bytes: u64,
+    /// Damage found in the middle of segments.
+    pub corrupt: Vec<CorruptRecord>,
+}
+
+/// Counters and gauges of a store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Live keys (both namespaces).
+    pub keys: u64,
+    /// Bytes of records the index points at.
+    pub live_bytes: u64,
+    /// Bytes of segments not pointed at (overwritten, purged, markers, seals).
+    pub dead_bytes: u64,
+    /// Segment files, including the active one.
+    pub segments: u32,
+    /// Completed flushes of the write buffer.
+    pub flushes: u64,
+    /// Completed group-commit rounds (each `fdatasync`s every dirty segment).
+    pub syncs: u64,
+    /// Bytes handed to the disk by flushes (including alignment padding and rewrites).
+    pub bytes_written: u64,
+    /// Bytes currently in the write buffer.
+    pub buffered_bytes: u64,
+    /// Segments removed by compaction.
+    pub segments_compacted: u64,
+    /// Whether the store is in the failed state.
+    pub failed: bool,
+}
+
+/// What one `compact_step` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompactionProgress {
+    /// Segment bytes read and examined.
+    pub bytes_examined: u64,
+    /// Live bytes copied into the active segment.
+    pub bytes_copied: u64,
+    /// Segments deleted.
+    pub segments_removed: u32,
+    /// Whether compaction work remains.
+    pub more: bool,
+}

@@ -1,0 +1,529 @@
+//! storage_bench: measures the per-shard storage engine on the real disk (glommio
+//! `DmaFile`) against the disk's own ceilings measured by `fio` in the same run.
+//!
+//! Figures (each repeated `--runs` times, median reported; docs/benchmarks-storage.md):
+//! * buffered put throughput, 100-byte values, one shard;
+//! * sequential ingest of 4 KiB values vs fio's raw sequential write bandwidth;
+//! * durable puts from 256 concurrent writers (group commit) vs buffered, and their p99
+//!   latency vs fio's write+fdatasync p99;
+//! * restart time with 1 million keys, with and without hint files;
+//! * store memory per key after a restart (counting global allocator).
+//!
+//! Usage: `storage_bench [--dir DIR] [--runs N] [--keys N]`. DIR must be on a real file
+//! system (tmpfs refuses `O_DIRECT`); it is wiped before each measurement.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use dynakv::runtime::disk::GlommioDisk;
+use dynakv::storage::{Durability, Namespace, RecordKind, Store, StoreConfig};
+use glommio::{LocalExecutorBuilder, Placement};
+use hdrhistogram::Histogram;
+
+/// Counts live heap bytes (requested sizes) so the bench can report memory per key.
+struct CountingAllocator;
+
+static ALLOCATED_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged and only counts.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            ALLOCATED_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        ALLOCATED_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            ALLOCATED_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+            ALLOCATED_BYTES.fetch_add(new_size, Ordering::Relaxed);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+/// Registered io_uring buffer memory per executor: RLIMIT_MEMLOCK is 8 MiB here and is
+/// shared by every executor of the user.
+const IO_MEMORY_BYTES: usize = 2 << 20;
+const PARTITIONS: u32 = 256;
+const DURABLE_WRITERS: usize = 256;
+
+struct Args {
+    dir: PathBuf,
+    runs: usize,
+    keys: u64,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        dir: PathBuf::from("target/storage-bench"),
+        runs: 3,
+        keys: 1_000_000,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let v = it.next().unwrap_or_else(|| panic!("{a} needs a value"));
+        match a.as_str() {
+            "--dir" => args.dir = PathBuf::from(v),
+            "--runs" => args.runs = v.parse().expect("--runs N"),
+            "--keys" => args.keys = v.parse().expect("--keys N"),
+            _ => panic!(
+                "unknown argument {a}; usage: storage_bench [--dir DIR] [--runs N] [--keys N]"
+            ),
+        }
+    }
+    args
+}
+
+fn fresh_dir(dir: &Path) -> PathBuf {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).expect("create bench dir");
+    dir.to_path_buf()
+}
+
+/// Runs `f` on a fresh glommio executor and returns its result.
+fn on_glommio<T: Send + 'static, Fut: std::future::Future<Output = T> + 'static>(
+    f: impl FnOnce() -> Fut + Send + 'static,
+) -> T {
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(IO_MEMORY_BYTES)
+        .spawn(f)
+        .expect("executor")
+        .join()
+        .expect("executor thread")
+}
+
+fn key(i: u64) -> [u8; 14] {
+    let mut k = *b"key-0000000000";
+    let digits = format!("{i:010}");
+    k[4..].copy_from_slice(digits.as_bytes());
+    k
+}
+
+/// Buffered puts of 100-byte values; returns puts per second.
+fn bench_buffered_put(dir: &Path, n: u64) -> f64 {
+    let dir = fresh_dir(dir);
+    on_glommio(move || async move {
+        let disk = GlommioDisk::new(&dir).expect("disk");
+        let (store, _) = Store::open(disk, StoreConfig::default())
+            .await
+            .expect("open");
+        let value = [0x5au8; 100];
+        let start = Instant::now();
+        for i in 0..n {
+            store
+                .put(
+                    Namespace::Data,
+                    (i % PARTITIONS as u64) as u32,
+                    &key(i),
+                    RecordKind::Value,
+                    &value,
+                    Durability::Buffered,
+                )
+                .await
+                .expect("put");
+        }
+        let elapsed = start.elapsed();
+        store.close().await.expect("close");
+        n as f64 / elapsed.as_secs_f64()
+    })
+}
+
+/// Sequential ingest of 4 KiB values, including the final sync; returns bytes/s of payload.
+fn bench_ingest(dir: &Path, total_bytes: u64) -> f64 {
+    let dir = fresh_dir(dir);
+    on_glommio(move || async move {
+        let disk = GlommioDisk::new(&dir).expect("disk");
+        let (store, _) = Store::open(disk, StoreConfig::default())
+            .await
+            .expect("open");
+        let value = vec![0xa5u8; 4096];
+        let n = total_bytes / 4096;
+        let start = Instant::now();
+        for i in 0..n {
+            store
+                .put(
+                    Namespace::Data,
+                    (i % PARTITIONS as u64) as u32,
+                    &key(i),
+                    RecordKind::Value,
+                    &value,
+                    Durability::Buffered,
+                )
+                .await
+                .expect("put");
+        }
+        store.sync().await.expect("sync");
+        let elapsed = start.elapsed();
+        store.close().await.expect("close");
+        (n * 4096) as f64 / elapsed.as_secs_f64()
+    })
+}
+
+/// 256 tasks doing durable puts of 100-byte values; returns (puts/s, p50 µs, p99 µs, syncs).
+fn bench_durable(dir: &Path, puts_per_writer: u64) -> (f64, u64, u64, u64) {
+    let dir = fresh_dir(dir);
+    on_glommio(move || async move {
+        let disk = GlommioDisk::new(&dir).expect("disk");
+        let (store, _) = Store::open(disk, StoreConfig::default())
+            .await
+            .expect("open");
+        let store = Rc::new(store);
+        let hist = Rc::new(RefCell::new(Histogram::<u64>::new(3).expect("histogram")));
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..DURABLE_WRITERS as u64 {
+            let store = store.clone();
+            let hist = hist.clone();
+            tasks.push(glommio::spawn_local(async move {
+                let value = [0x3cu8; 100];
+                for j in 0..puts_per_writer {
+                    let i = w * puts_per_writer + j;
+                    let t = Instant::now();
+                    store
+                        .put(
+                            Namespace::Data,
+                            (i % PARTITIONS as u64) as u32,
+                            &key(i),
+                            RecordKind::Value,
+                            &value,
+                            Durability::Durable,
+                        )
+                        .await
+                        .expect("durable put");
+                    let us = t.elapsed().as_micros() as u64;
+                    hist.borrow_mut().record(us.max(1)).expect("record");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await;
+        }
+        let elapsed = start.elapsed();
+        let syncs = store.stats().syncs;
+        let result = {
+            let h = hist.borrow();
+            (
+                (DURABLE_WRITERS as u64 * puts_per_writer) as f64 / elapsed.as_secs_f64(),
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99),
+                syncs,
+            )
+        };
+        let store = Rc::try_unwrap(store).ok().expect("sole owner");
+        store.close().await.expect("close");
+        result
+    })
+}
+
+/// Fills a store with `n` keys and closes it (hint files written).
+fn populate(dir: &Path, n: u64) {
+    let dir = fresh_dir(dir);
+    on_glommio(move || async move {
+        let disk = GlommioDisk::new(&dir).expect("disk");
+        let (store, _) = Store::open(disk, StoreConfig::default())
+            .await
+            .expect("open");
+        let value = [0x77u8; 100];
+        for i in 0..n {
+            store
+                .put(
+                    Namespace::Data,
+                    (i % PARTITIONS as u64) as u32,
+                    &key(i),
+                    RecordKind::Value,
+                    &value,
+                    Durability::Buffered,
+                )
+                .await
+                .expect("put");
+        }
+        store.close().await.expect("close");
+    })
+}
+
+/// Opens the store in `dir`; returns (open time, keys, used hints, heap bytes held).
+fn timed_open(dir: &Path) -> (Duration, u64, bool, usize) {
+    let dir = dir.to_path_buf();
+    on_glommio(move || async move {
+        let disk = GlommioDisk::new(&dir).expect("disk");
+        let before = ALLOCATED_BYTES.load(Ordering::Relaxed);
+        let start = Instant::now();
+        let (store, report) = Store::open(disk, StoreConfig::default())
+            .await
+            .expect("open");
+        let elapsed = start.elapsed();
+        let held = ALLOCATED_BYTES
+            .load(Ordering::Relaxed)
+            .saturating_sub(before);
+        assert_eq!(report.keys, store.stats().keys);
+        drop(store);
+        (elapsed, report.keys, report.used_hint_files, held)
+    })
+}
+
+fn remove_hints(dir: &Path) {
+    for e in std::fs::read_dir(dir).expect("read dir") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "hint") {
+            std::fs::remove_file(p).expect("remove hint");
+        }
+    }
+}
+
+/// Finds the number after `"field" :` that follows `section` in fio's JSON output.
+fn json_number_after(json: &str, section: &str, field: &str) -> Option<f64> {
+    let at = json.find(section)?;
+    let rest = &json[at..];
+    let f = rest.find(field)?;
+    let rest = &rest[f + field.len()..];
+    let colon = rest.find(':')?;
+    let num: String = rest[colon + 1..]
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    num.parse().ok()
+}
+
+fn fio(args: &[&str]) -> String {
+    let out = Command::new("fio")
+        .args(args)
+        .arg("--output-format=json")
+        .output()
+        .expect("run fio (apt-get install -y fio)");
+    assert!(
+        out.status.success(),
+        "fio failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf8")
+}
+
+/// fio's sequential direct write bandwidth (bytes/s) with 1 MiB blocks at `iodepth`.
+fn fio_seq_write(dir: &Path, iodepth: u32) -> f64 {
+    let dir = fresh_dir(dir);
+    let file = dir.join("fio-seq.dat");
+    let json = fio(&[
+        "--name=seqwrite",
+        &format!("--filename={}", file.display()),
+        "--rw=write",
+        "--bs=1M",
+        "--size=512M",
+        "--direct=1",
+        "--ioengine=io_uring",
+        &format!("--iodepth={iodepth}"),
+        "--end_fsync=1",
+    ]);
+    json_number_after(&json, "\"write\"", "\"bw_bytes\"").expect("fio bw_bytes")
+}
+
+/// fio's fdatasync latency percentiles (µs) after each 4 KiB write: (p50, p99).
+fn fio_fdatasync(dir: &Path) -> (f64, f64) {
+    let dir = fresh_dir(dir);
+    let file = dir.join("fio-sync.dat");
+    let json = fio(&[
+        "--name=fdatasync",
+        &format!("--filename={}", file.display()),
+        "--rw=write",
+        "--bs=4k",
+        "--size=16M",
+        "--fdatasync=1",
+        "--ioengine=sync",
+    ]);
+    let sync_at = json.find("\"sync\"").expect("fio sync section");
+    let sync = &json[sync_at..];
+    let p50 = json_number_after(sync, "\"percentile\"", "\"50.000000\"").expect("p50");
+    let p99 = json_number_after(sync, "\"percentile\"", "\"99.000000\"").expect("p99");
+    (p50 / 1000.0, p99 / 1000.0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    v[v.len() / 2]
+}
+
+fn show(v: &[f64]) -> String {
+    v.iter()
+        .map(|x| format!("{x:.3}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn main() {
+    let args = parse_args();
+    let runs = args.runs.max(1);
+    let dir = args.dir.clone();
+    const MIB: f64 = 1024.0 * 1024.0;
+
+    let mut put_rate = Vec::new();
+    let mut ingest = Vec::new();
+    let mut fio_qd1 = Vec::new();
+    let mut fio_qd4 = Vec::new();
+    let mut durable_rate = Vec::new();
+    let mut durable_p50 = Vec::new();
+    let mut durable_p99 = Vec::new();
+    let mut durable_syncs = Vec::new();
+    let mut fio_sync_p50 = Vec::new();
+    let mut fio_sync_p99 = Vec::new();
+    let mut open_hint = Vec::new();
+    let mut open_scan = Vec::new();
+    let mut mem_per_key = Vec::new();
+    for run in 0..runs {
+        eprintln!("run {}/{runs}", run + 1);
+        put_rate.push(bench_buffered_put(&dir, 1_000_000));
+        eprintln!("  buffered put: {:.0}/s", put_rate[run]);
+        ingest.push(bench_ingest(&dir, 512 << 20) / MIB);
+        fio_qd1.push(fio_seq_write(&dir, 1) / MIB);
+        fio_qd4.push(fio_seq_write(&dir, 4) / MIB);
+        eprintln!(
+            "  ingest 4 KiB: {:.1} MiB/s; fio qd1 {:.1}, qd4 {:.1} MiB/s",
+            ingest[run], fio_qd1[run], fio_qd4[run]
+        );
+        let (rate, p50, p99, syncs) = bench_durable(&dir, 100);
+        durable_rate.push(rate);
+        durable_p50.push(p50 as f64);
+        durable_p99.push(p99 as f64);
+        durable_syncs.push(syncs as f64);
+        let (fp50, fp99) = fio_fdatasync(&dir);
+        fio_sync_p50.push(fp50);
+        fio_sync_p99.push(fp99);
+        eprintln!(
+            "  durable x{DURABLE_WRITERS}: {rate:.0}/s p50 {p50} us p99 {p99} us ({syncs} syncs); fio fdatasync p50 {fp50:.0} us p99 {fp99:.0} us"
+        );
+        populate(&dir, args.keys);
+        let (t, keys, hints, held) = timed_open(&dir);
+        assert!(hints, "close wrote hint files");
+        assert_eq!(keys, args.keys);
+        open_hint.push(t.as_secs_f64());
+        mem_per_key.push(held as f64 / keys as f64);
+        remove_hints(&dir);
+        let (t_scan, keys_scan, hints_scan, _) = timed_open(&dir);
+        assert!(!hints_scan);
+        assert_eq!(keys_scan, args.keys);
+        open_scan.push(t_scan.as_secs_f64());
+        eprintln!(
+            "  restart {keys} keys: {:.3} s with hints, {:.3} s scanning; {:.1} heap bytes/key",
+            t.as_secs_f64(),
+            t_scan.as_secs_f64(),
+            mem_per_key[run]
+        );
+    }
+    let put = median(put_rate.clone());
+    let durable = median(durable_rate.clone());
+    println!("## storage_bench results (medians of {runs} runs; every run listed)");
+    println!();
+    println!("| figure | median | runs | target |");
+    println!("|---|---|---|---|");
+    println!(
+        "| buffered put, 100 B values (puts/s) | {put:.0} | {} | >= 400000 |",
+        show(&put_rate)
+    );
+    println!(
+        "| ingest 4 KiB values (MiB/s) | {:.1} | {} | |",
+        median(ingest.clone()),
+        show(&ingest)
+    );
+    println!(
+        "| fio seq write 1 MiB qd1 (MiB/s) | {:.1} | {} | |",
+        median(fio_qd1.clone()),
+        show(&fio_qd1)
+    );
+    println!(
+        "| fio seq write 1 MiB qd4 (MiB/s) | {:.1} | {} | |",
+        median(fio_qd4.clone()),
+        show(&fio_qd4)
+    );
+    let ratios_qd4: Vec<f64> = ingest.iter().zip(&fio_qd4).map(|(a, b)| a / b).collect();
+    let ratios_qd1: Vec<f64> = ingest.iter().zip(&fio_qd1).map(|(a, b)| a / b).collect();
+    println!(
+        "| ingest / fio qd4 | {:.3} | {} | >= 0.70 |",
+        median(ratios_qd4.clone()),
+        show(&ratios_qd4)
+    );
+    println!(
+        "| ingest / fio qd1 | {:.3} | {} | |",
+        median(ratios_qd1.clone()),
+        show(&ratios_qd1)
+    );
+    println!(
+        "| durable put x{DURABLE_WRITERS} writers (puts/s) | {durable:.0} | {} | |",
+        show(&durable_rate)
+    );
+    let dratio: Vec<f64> = durable_rate
+        .iter()
+        .zip(&put_rate)
+        .map(|(d, b)| d / b)
+        .collect();
+    println!(
+        "| durable / buffered | {:.3} | {} | >= 0.5 |",
+        median(dratio.clone()),
+        show(&dratio)
+    );
+    println!(
+        "| durable put p50 (us) | {:.0} | {} | |",
+        median(durable_p50.clone()),
+        show(&durable_p50)
+    );
+    println!(
+        "| durable put p99 (us) | {:.0} | {} | |",
+        median(durable_p99.clone()),
+        show(&durable_p99)
+    );
+    println!(
+        "| fio write+fdatasync p50 (us) | {:.0} | {} | |",
+        median(fio_sync_p50.clone()),
+        show(&fio_sync_p50)
+    );
+    println!(
+        "| fio write+fdatasync p99 (us) | {:.0} | {} | |",
+        median(fio_sync_p99.clone()),
+        show(&fio_sync_p99)
+    );
+    let pratio: Vec<f64> = durable_p99
+        .iter()
+        .zip(&fio_sync_p99)
+        .map(|(a, b)| a / b)
+        .collect();
+    println!(
+        "| durable p99 / fio fdatasync p99 | {:.2} | {} | |",
+        median(pratio.clone()),
+        show(&pratio)
+    );
+    println!(
+        "| group-commit rounds per run | {:.0} | {} | |",
+        median(durable_syncs.clone()),
+        show(&durable_syncs)
+    );
+    println!(
+        "| restart {} keys, hint files (s) | {:.3} | {} | <= 2 |",
+        args.keys,
+        median(open_hint.clone()),
+        show(&open_hint)
+    );
+    println!(
+        "| restart {} keys, scanning (s) | {:.3} | {} | |",
+        args.keys,
+        median(open_scan.clone()),
+        show(&open_scan)
+    );
+    println!(
+        "| store heap bytes per key (14 B keys) | {:.1} | {} | <= 62 (14 + 48) |",
+        median(mem_per_key.clone()),
+        show(&mem_per_key)
+    );
+}

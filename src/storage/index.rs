@@ -1,0 +1,259 @@
+//! The in-memory index (Bitcask's keydir): for every live key, where its latest record
+//! is. Grouped by `(namespace, partition)` so that one partition can be listed, streamed
+//! and dropped without touching the others.
+//!
+//! Memory: one heap block per key, `[key_len u16][segment u32][offset u32][len u32][key]`,
+//! behind a thin pointer in an `ahash` set that hashes and compares only the key part:
+//! an 8-byte table slot plus 14 + key length bytes, about key length + 35 bytes at the
+//! table's typical load.
+
+use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::ptr::NonNull;
+
+use super::Namespace;
+
+/// Where a record lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Location {
+    pub segment: u32,
+    pub offset: u32,
+    pub len: u32,
+}
+
+/// Bytes of a packed `Location`.
+const LOC_BYTES: usize = 12;
+
+/// Bytes before the key in an entry's allocation: key length (u16) and location.
+const ENTRY_HEADER_BYTES: usize = 2 + LOC_BYTES;
+
+/// One index entry: key length, location and key in one heap block, behind a thin
+/// pointer so that a hash table slot is 8 bytes (a `Box<[u8]>` would be 16). This is
+/// what keeps the index near key length + 40 bytes per key (docs/storage.md §5).
+pub(crate) struct Entry(NonNull<u8>);
+
+impl Entry {
+    fn layout(key_len: usize) -> Layout {
+        Layout::from_size_align(ENTRY_HEADER_BYTES + key_len, 1).expect("small layout")
+    }
+
+    fn new(loc: Location, key: &[u8]) -> Entry {
+        assert!(key.len() <= u16::MAX as usize);
+        let layout = Self::layout(key.len());
+        // SAFETY: the layout has a non-zero size (the header is 14 bytes).
+        let ptr = unsafe { alloc(layout) };
+        let Some(ptr) = NonNull::new(ptr) else {
+            handle_alloc_error(layout)
+        };
+        let len = (key.len() as u16).to_le_bytes();
+        // SAFETY: the allocation holds at least the 2 length bytes; they are written
+        // before anything reads them through `key_len`.
+        unsafe {
+            ptr.as_ptr().write(len[0]);
+            ptr.as_ptr().add(1).write(len[1]);
+        }
+        let mut entry = Entry(ptr);
+        entry.bytes_mut()[ENTRY_HEADER_BYTES..].copy_from_slice(key);
+        entry.set_location(loc);
+        entry
+    }
+
+    fn key_len(&self) -> usize {
+        // SAFETY: every entry starts with its 2-byte key length, written by `new`.
+        let len = unsafe { [*self.0.as_ptr(), *self.0.as_ptr().add(1)] };
+        u16::from_le_bytes(len) as usize
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the allocation is `ENTRY_HEADER_BYTES + key_len` bytes, initialised by
+        // `new`, and lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr(), ENTRY_HEADER_BYTES + self.key_len()) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        let len = ENTRY_HEADER_BYTES + self.key_len();
+        // SAFETY: as in `bytes`, and `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_ptr(), len) }
+    }
+
+    pub(crate) fn key(&self) -> &[u8] {
+        &self.bytes()[ENTRY_HEADER_BYTES..]
+    }
+
+    pub(crate) fn location(&self) -> Location {
+        let b = &self.bytes()[2..ENTRY_HEADER_BYTES];
+        Location {
+            segment: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            offset: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+            len: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+        }
+    }
+
+    fn set_location(&mut self, loc: Location) {
+        let b = &mut self.bytes_mut()[2..ENTRY_HEADER_BYTES];
+        b[0..4].copy_from_slice(&loc.segment.to_le_bytes());
+        b[4..8].copy_from_slice(&loc.offset.to_le_bytes());
+        b[8..12].copy_from_slice(&loc.len.to_le_bytes());
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        let layout = Self::layout(self.key_len());
+        // SAFETY: allocated in `new` with exactly this layout, freed only here.
+        unsafe { dealloc(self.0.as_ptr(), layout) }
+    }
+}
+
+impl Hash for Entry {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Must hash exactly like `[u8]` so that lookups by `&[u8]` find the entry.
+        self.key().hash(state);
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Entry {}
+
+impl Borrow<[u8]> for Entry {
+    fn borrow(&self) -> &[u8] {
+        self.key()
+    }
+}
+
+type PartitionSet = HashSet<Entry, ahash::RandomState>;
+
+/// The keydir of one store.
+#[derive(Default)]
+pub(crate) struct Index {
+    partitions: BTreeMap<(Namespace, u32), PartitionSet>,
+    keys: u64,
+}
+
+impl Index {
+    pub(crate) fn keys(&self) -> u64 {
+        self.keys
+    }
+
+    pub(crate) fn get(&self, ns: Namespace, partition: u32, key: &[u8]) -> Option<Location> {
+        self.partitions
+            .get(&(ns, partition))?
+            .get(key)
+            .map(Entry::location)
+    }
+
+    /// Points `key` at `loc`; returns the previous location.
+    pub(crate) fn insert(
+        &mut self,
+        ns: Namespace,
+        partition: u32,
+        key: &[u8],
+        loc: Location,
+    ) -> Option<Location> {
+        let set = self.partitions.entry((ns, partition)).or_default();
+        // A set hands out no `&mut` to its elements, so an update takes the entry out
+        // and puts it back (the allocation is reused).
+        if let Some(mut entry) = set.take(key) {
+            let old = entry.location();
+            entry.set_location(loc);
+            set.insert(entry);
+            return Some(old);
+        }
+        set.insert(Entry::new(loc, key));
+        self.keys += 1;
+        None
+    }
+
+    pub(crate) fn remove(&mut self, ns: Namespace, partition: u32, key: &[u8]) -> Option<Location> {
+        let set = self.partitions.get_mut(&(ns, partition))?;
+        let entry = set.take(key)?;
+        self.keys -= 1;
+        if set.is_empty() {
+            self.partitions.remove(&(ns, partition));
+        }
+        Some(entry.location())
+    }
+
+    /// Removes a whole partition; returns the locations of its keys.
+    pub(crate) fn drop_partition(&mut self, ns: Namespace, partition: u32) -> Vec<Location> {
+        let Some(set) = self.partitions.remove(&(ns, partition)) else {
+            return Vec::new();
+        };
+        self.keys -= set.len() as u64;
+        set.iter().map(Entry::location).collect()
+    }
+
+    pub(crate) fn partition_keys(&self, ns: Namespace, partition: u32) -> Vec<bytes::Bytes> {
+        self.partitions
+            .get(&(ns, partition))
+            .map(|set| {
+                set.iter()
+                    .map(|e| bytes::Bytes::copy_from_slice(e.key()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn partitions(&self, ns: Namespace) -> Vec<u32> {
+        self.partitions
+            .keys()
+            .filter(|(n, _)| *n == ns)
+            .map(|(_, p)| *p)
+            .collect()
+    }
+
+    /// Every entry, for accounting after recovery.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(Namespace, u32, &[u8], Location)) {
+        for ((ns, p), set) in &self.partitions {
+            for e in set {
+                f(*ns, *p, e.key(), e.location());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(n: u32) -> Location {
+        Location {
+            segment: n,
+            offset: n * 10,
+            len: n + 36,
+        }
+    }
+
+    #[test]
+    fn insert_update_remove_and_drop_partition() {
+        let mut index = Index::default();
+        assert_eq!(index.insert(Namespace::Data, 1, b"a", loc(1)), None);
+        assert_eq!(index.insert(Namespace::Data, 1, b"", loc(2)), None);
+        assert_eq!(index.insert(Namespace::Hint, 1, b"a", loc(3)), None);
+        assert_eq!(index.insert(Namespace::Data, 1, b"a", loc(4)), Some(loc(1)));
+        assert_eq!(index.get(Namespace::Data, 1, b"a"), Some(loc(4)));
+        assert_eq!(index.get(Namespace::Data, 1, b""), Some(loc(2)));
+        assert_eq!(index.get(Namespace::Data, 2, b"a"), None);
+        assert_eq!(index.keys(), 3);
+        let long = vec![7u8; 1000];
+        index.insert(Namespace::Data, 2, &long, loc(5));
+        assert_eq!(
+            index.partition_keys(Namespace::Data, 2)[0].as_ref(),
+            &long[..]
+        );
+        assert_eq!(index.remove(Namespace::Data, 1, b""), Some(loc(2)));
+        assert_eq!(index.remove(Namespace::Data, 1, b""), None);
+        assert_eq!(index.partitions(Namespace::Data), vec![1, 2]);
+        assert_eq!(index.drop_partition(Namespace::Data, 1), vec![loc(4)]);
+        assert_eq!(index.partitions(Namespace::Data), vec![2]);
+        assert_eq!(index.partitions(Namespace::Hint), vec![1]);
+        assert_eq!(index.keys(), 2);
+    }
+}

@@ -1,0 +1,338 @@
+//! `MemDisk`: an in-memory, deterministic, fault-injecting `Disk` for tests and the
+//! cluster simulator.
+//!
+//! It models what a crash can do to a file system: every file has a durable image (as of
+//! its last `sync_data`) and a list of writes since then; the directory has a durable set
+//! of names (as of the last `sync_dir`). `crash` throws away everything not durable, or
+//! keeps a torn prefix of the last write. Faults: bit flips, a capacity limit (`ENOSPC`),
+//! failing `sync_data`. Every operation completes immediately, so `storage::block_on`
+//! can drive a store on it.
+//!
+//! Invariants: writes must be aligned (512 bytes), as with `O_DIRECT`; nothing here uses
+//! randomness or clocks, so a test replays exactly.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io;
+use std::rc::Rc;
+
+use super::disk::{Disk, DiskFile, IoBuffer};
+
+/// The alignment `MemDisk` enforces, the same as `DmaFile` reports on the dev machines.
+pub const MEM_DISK_ALIGNMENT_BYTES: usize = 512;
+
+/// How a crash treats writes that were not yet synced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashMode {
+    /// Every unsynced write and every unsynced directory change is lost.
+    LoseUnsynced,
+    /// Like `LoseUnsynced`, except that the file of the most recent unsynced write keeps
+    /// its earlier unsynced writes and the part of the last write that lies before the
+    /// last `boundary_bytes` boundary it crosses (a torn write at 512 B or 4 KiB).
+    TearLastWrite { boundary_bytes: u64 },
+}
+
+#[derive(Debug, Default, Clone)]
+struct Inode {
+    data: Vec<u8>,
+    durable: Vec<u8>,
+    /// Writes since the last sync: (global write number, position, bytes).
+    unsynced: Vec<(u64, u64, Vec<u8>)>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    inodes: BTreeMap<u64, Inode>,
+    names: BTreeMap<String, u64>,
+    durable_names: BTreeMap<String, u64>,
+    next_inode: u64,
+    write_counter: u64,
+    capacity_bytes: Option<u64>,
+    fail_sync: bool,
+    syncs: u64,
+    bytes_written: u64,
+}
+
+impl State {
+    fn used_bytes(&self) -> u64 {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut used = 0u64;
+        for ino in self.names.values() {
+            if seen.insert(*ino) {
+                used += self.inodes.get(ino).map_or(0, |i| i.data.len() as u64);
+            }
+        }
+        used
+    }
+}
+
+/// The in-memory disk. Cloning shares the same disk (an `Rc` inside).
+#[derive(Debug, Clone, Default)]
+pub struct MemDisk {
+    state: Rc<RefCell<State>>,
+}
+
+/// An open `MemDisk` file. It names an inode, so it keeps working after a rename and
+/// reads the old bytes after a removal, like a Unix file descriptor.
+#[derive(Debug)]
+pub struct MemFile {
+    disk: MemDisk,
+    inode: u64,
+}
+
+/// A `MemDisk` I/O buffer (plain memory; alignment is checked on positions and lengths).
+#[derive(Debug)]
+pub struct MemBuffer(Vec<u8>);
+
+impl IoBuffer for MemBuffer {
+    fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+    fn as_bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+}
+
+fn err(code: i32) -> io::Error {
+    io::Error::from_raw_os_error(code)
+}
+
+impl MemDisk {
+    /// An empty disk with unlimited space.
+    pub fn new() -> MemDisk {
+        MemDisk::default()
+    }
+
+    /// Simulates power loss: see `CrashMode`. Handles opened before the crash must not
+    /// be used afterwards (drop the store first).
+    pub fn crash(&self, mode: CrashMode) {
+        let mut st = self.state.borrow_mut();
+        let last = st
+            .inodes
+            .iter()
+            .flat_map(|(ino, i)| i.unsynced.last().map(|w| (w.0, *ino)))
+            .max();
+        let names = st.durable_names.clone();
+        st.names = names;
+        for (ino, inode) in st.inodes.iter_mut() {
+            let mut data = inode.durable.clone();
+            if let (CrashMode::TearLastWrite { boundary_bytes }, Some((_, last_ino))) = (mode, last)
+            {
+                if last_ino == *ino {
+                    let n = inode.unsynced.len();
+                    for (i, (_, pos, bytes)) in inode.unsynced.iter().enumerate() {
+                        let keep = if i + 1 == n {
+                            let end = pos + bytes.len() as u64;
+                            let cut = (end - 1) / boundary_bytes * boundary_bytes;
+                            cut.saturating_sub(*pos) as usize
+                        } else {
+                            bytes.len()
+                        };
+                        apply_write(&mut data, *pos, &bytes[..keep]);
+                    }
+                }
+            }
+            inode.data = data.clone();
+            inode.durable = data;
+            inode.unsynced.clear();
+        }
+        let live: std::collections::BTreeSet<u64> = st.names.values().copied().collect();
+        st.inodes.retain(|ino, _| live.contains(ino));
+        st.fail_sync = false;
+    }
+
+    /// Flips one bit of a file, in memory and in its durable image (media corruption).
+    pub fn flip_bit(&self, name: &str, offset: u64, bit: u8) {
+        let mut st = self.state.borrow_mut();
+        let ino = *st.names.get(name).expect("flip_bit: no such file");
+        let inode = st.inodes.get_mut(&ino).expect("inode of a name");
+        let mask = 1u8 << (bit % 8);
+        inode.data[offset as usize] ^= mask;
+        if (offset as usize) < inode.durable.len() {
+            inode.durable[offset as usize] ^= mask;
+        }
+    }
+
+    /// Limits the total size of all files; a write that would grow past it fails with
+    /// `ENOSPC` and changes nothing. `None` removes the limit.
+    pub fn set_capacity_bytes(&self, capacity_bytes: Option<u64>) {
+        self.state.borrow_mut().capacity_bytes = capacity_bytes;
+    }
+
+    /// Makes every `sync_data` fail with `EIO` (until `set_fail_sync(false)` or a crash).
+    pub fn set_fail_sync(&self, fail: bool) {
+        self.state.borrow_mut().fail_sync = fail;
+    }
+
+    /// Names of the files in the directory, sorted.
+    pub fn file_names(&self) -> Vec<String> {
+        self.state.borrow().names.keys().cloned().collect()
+    }
+
+    /// The current bytes of a file, if it exists.
+    pub fn file_bytes(&self, name: &str) -> Option<Vec<u8>> {
+        let st = self.state.borrow();
+        let ino = st.names.get(name)?;
+        st.inodes.get(ino).map(|i| i.data.clone())
+    }
+
+    /// Total bytes of all files.
+    pub fn used_bytes(&self) -> u64 {
+        self.state.borrow().used_bytes()
+    }
+
+    /// Number of successful `sync_data` calls.
+    pub fn sync_count(&self) -> u64 {
+        self.state.borrow().syncs
+    }
+
+    /// Total bytes passed to successful writes.
+    pub fn bytes_written(&self) -> u64 {
+        self.state.borrow().bytes_written
+    }
+}
+
+fn apply_write(data: &mut Vec<u8>, pos: u64, bytes: &[u8]) {
+    let end = pos as usize + bytes.len();
+    if data.len() < end {
+        data.resize(end, 0);
+    }
+    data[pos as usize..end].copy_from_slice(bytes);
+}
+
+impl Disk for MemDisk {
+    type File = MemFile;
+    type Buffer = MemBuffer;
+
+    fn alignment_bytes(&self) -> usize {
+        MEM_DISK_ALIGNMENT_BYTES
+    }
+
+    fn alloc_buffer(&self, len_bytes: usize) -> MemBuffer {
+        assert_eq!(len_bytes % MEM_DISK_ALIGNMENT_BYTES, 0);
+        MemBuffer(vec![0; len_bytes])
+    }
+
+    async fn open_file(&self, name: &str) -> io::Result<MemFile> {
+        let mut st = self.state.borrow_mut();
+        let inode = match st.names.get(name) {
+            Some(ino) => *ino,
+            None => {
+                let ino = st.next_inode;
+                st.next_inode += 1;
+                st.inodes.insert(ino, Inode::default());
+                st.names.insert(name.to_string(), ino);
+                ino
+            }
+        };
+        Ok(MemFile {
+            disk: self.clone(),
+            inode,
+        })
+    }
+
+    async fn list_files(&self) -> io::Result<Vec<String>> {
+        Ok(self.file_names())
+    }
+
+    async fn remove_file(&self, name: &str) -> io::Result<()> {
+        let mut st = self.state.borrow_mut();
+        st.names.remove(name).ok_or_else(|| err(libc::ENOENT))?;
+        Ok(())
+    }
+
+    async fn rename_file(&self, from: &str, to: &str) -> io::Result<()> {
+        let mut st = self.state.borrow_mut();
+        let ino = st.names.remove(from).ok_or_else(|| err(libc::ENOENT))?;
+        st.names.insert(to.to_string(), ino);
+        Ok(())
+    }
+
+    async fn sync_dir(&self) -> io::Result<()> {
+        let mut st = self.state.borrow_mut();
+        st.durable_names = st.names.clone();
+        Ok(())
+    }
+}
+
+impl DiskFile for MemFile {
+    type Buffer = MemBuffer;
+    type ReadBuf = Vec<u8>;
+
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        let st = self.disk.state.borrow();
+        let inode = st.inodes.get(&self.inode).ok_or_else(|| err(libc::EBADF))?;
+        let start = (pos as usize).min(inode.data.len());
+        let end = (pos as usize + len).min(inode.data.len());
+        Ok(inode.data[start..end].to_vec())
+    }
+
+    async fn write_at(&self, buffer: Rc<MemBuffer>, pos: u64) -> io::Result<()> {
+        let bytes = buffer.as_bytes();
+        let align = MEM_DISK_ALIGNMENT_BYTES as u64;
+        if pos % align != 0 || bytes.len() as u64 % align != 0 {
+            return Err(err(libc::EINVAL));
+        }
+        let mut st = self.disk.state.borrow_mut();
+        let used = st.used_bytes();
+        let inode = st.inodes.get(&self.inode).ok_or_else(|| err(libc::EBADF))?;
+        let growth = (pos + bytes.len() as u64).saturating_sub(inode.data.len() as u64);
+        if let Some(cap) = st.capacity_bytes {
+            if used + growth > cap {
+                return Err(err(libc::ENOSPC));
+            }
+        }
+        st.write_counter += 1;
+        st.bytes_written += bytes.len() as u64;
+        let n = st.write_counter;
+        let inode = st.inodes.get_mut(&self.inode).expect("checked above");
+        apply_write(&mut inode.data, pos, bytes);
+        inode.unsynced.push((n, pos, bytes.to_vec()));
+        Ok(())
+    }
+
+    async fn sync_data(&self) -> io::Result<()> {
+        let mut st = self.disk.state.borrow_mut();
+        if st.fail_sync {
+            return Err(err(libc::EIO));
+        }
+        st.syncs += 1;
+        let inode = st
+            .inodes
+            .get_mut(&self.inode)
+            .ok_or_else(|| err(libc::EBADF))?;
+        // Replay the pending writes onto the durable image (cheaper than copying the
+        // whole file on every sync).
+        let pending = std::mem::take(&mut inode.unsynced);
+        for (_, pos, bytes) in &pending {
+            apply_write(&mut inode.durable, *pos, bytes);
+        }
+        let len = inode.data.len();
+        inode.durable.resize(len, 0);
+        debug_assert!(inode.durable == inode.data, "durable image diverged");
+        Ok(())
+    }
+
+    async fn len_bytes(&self) -> io::Result<u64> {
+        let st = self.disk.state.borrow();
+        let inode = st.inodes.get(&self.inode).ok_or_else(|| err(libc::EBADF))?;
+        Ok(inode.data.len() as u64)
+    }
+
+    async fn truncate(&self, len_bytes: u64) -> io::Result<()> {
+        // Simplification: a shrinking truncate is durable at once (the engine truncates
+        // only garbage tails at open and freshly written hint files before syncing them).
+        let mut st = self.disk.state.borrow_mut();
+        let inode = st
+            .inodes
+            .get_mut(&self.inode)
+            .ok_or_else(|| err(libc::EBADF))?;
+        let len = len_bytes as usize;
+        inode.data.resize(len, 0);
+        inode.durable.truncate(len);
+        for (_, pos, bytes) in inode.unsynced.iter_mut() {
+            bytes.truncate(len.saturating_sub(*pos as usize));
+        }
+        Ok(())
+    }
+}

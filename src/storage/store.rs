@@ -1,0 +1,1351 @@
+//! The `Store`: write buffer, segments, index, group commit, recovery and compaction
+//! (docs/storage.md §4–§8).
+//!
+//! Invariants:
+//! * `state` is never borrowed across an `.await`: every async method copies what it
+//!   needs out of the borrow (file handles are `Rc`s) before awaiting.
+//! * Flushes, rotations and file removal run under `io_lock`, so at most one write of
+//!   the active segment is in flight and the buffer's partial last block is rewritten in
+//!   order.
+//! * `synced_lsn <= flushed_lsn <= appended_lsn` (byte counts of everything appended);
+//!   a durable writer returns `Ok` only once `synced_lsn` covers its record.
+//! * Each segment's `live_bytes` equals the sum of `len` of the index entries pointing
+//!   into it.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::disk::{Disk, DiskFile, IoBuffer};
+use super::error::{is_enospc, StorageError};
+use super::hint::{self, HintEntry};
+use super::index::{Index, Location};
+use super::record::{self, Decoded, Header, Kind, Limits};
+use super::sync::{yield_now, AsyncLock, Notify};
+use super::{
+    CompactionProgress, CorruptRecord, Durability, Namespace, RecordKind, RecoveryReport,
+    StoreConfig, StoreStats, StoredRecord,
+};
+
+/// Bytes of a `Seal` record (no key, no payload); always kept free in a segment.
+const SEAL_BYTES: usize = record::RECORD_OVERHEAD_BYTES;
+/// Largest segment: offsets and lengths in the index are `u32`.
+const SEGMENT_SIZE_BYTES_MAX: u64 = u32::MAX as u64;
+/// Smallest read compaction issues, so small budgets still make progress.
+const COMPACTION_READ_BYTES_MIN: u64 = 64 << 10;
+
+fn segment_name(id: u32) -> String {
+    format!("seg-{id:010}.log")
+}
+
+fn hint_name(id: u32) -> String {
+    format!("seg-{id:010}.hint")
+}
+
+fn parse_name(name: &str, suffix: &str) -> Option<u32> {
+    name.strip_prefix("seg-")?
+        .strip_suffix(suffix)?
+        .parse()
+        .ok()
+}
+
+/// One segment file.
+struct Segment<F> {
+    file: Rc<F>,
+    /// Logical length: where the next record goes (active) or where valid data ends.
+    len_bytes: u64,
+    /// Bytes of records the index points at.
+    live_bytes: u64,
+    /// Lowest `seq` of any record in the segment (`u64::MAX` when none).
+    min_seq: u64,
+    /// No more records will be appended.
+    sealed: bool,
+    /// A valid hint file exists.
+    has_hint: bool,
+    /// Damage was found: no hint file, not compacted, re-reported on every open.
+    damaged: bool,
+}
+
+/// A segment being compacted.
+#[derive(Debug, Clone, Copy)]
+struct CompactionJob {
+    segment: u32,
+    cursor: u64,
+    end: u64,
+}
+
+struct State<F> {
+    index: Index,
+    segments: BTreeMap<u32, Segment<F>>,
+    active_id: u32,
+    /// The active segment's bytes from `buffer_file_offset` to its logical end.
+    buffer: Vec<u8>,
+    /// Aligned file offset of `buffer[0]`.
+    buffer_file_offset: u64,
+    appended_lsn: u64,
+    flushed_lsn: u64,
+    synced_lsn: u64,
+    /// The active segment got its `Seal`; appends wait for the rotation.
+    rotation_pending: bool,
+    next_seq: u64,
+    failed: bool,
+    disk_full: bool,
+    sync_leader: bool,
+    corrupt_keys: BTreeSet<(Namespace, u32, Bytes)>,
+    compaction: Option<CompactionJob>,
+    flushes: u64,
+    syncs: u64,
+    bytes_written: u64,
+    segments_compacted: u64,
+}
+
+impl<F> State<F> {
+    fn active_end(&self) -> u64 {
+        self.buffer_file_offset + self.buffer.len() as u64
+    }
+
+    fn active(&mut self) -> &mut Segment<F> {
+        self.segments
+            .get_mut(&self.active_id)
+            .expect("the active segment is in the map")
+    }
+
+    fn check_writable(&self) -> Result<(), StorageError> {
+        if self.failed {
+            return Err(StorageError::Failed);
+        }
+        if self.disk_full {
+            return Err(StorageError::DiskFull);
+        }
+        Ok(())
+    }
+
+    /// Points the index at a new record and keeps the live byte counts exact.
+    fn index_insert(&mut self, ns: Namespace, partition: u32, key: &[u8], loc: Location) {
+        self.segments
+            .get_mut(&loc.segment)
+            .expect("segment of a new location")
+            .live_bytes += loc.len as u64;
+        if let Some(old) = self.index.insert(ns, partition, key, loc) {
+            self.release(old);
+        }
+    }
+
+    fn release(&mut self, old: Location) {
+        let seg = self
+            .segments
+            .get_mut(&old.segment)
+            .expect("segment of an indexed location");
+        assert!(seg.live_bytes >= old.len as u64);
+        seg.live_bytes -= old.len as u64;
+    }
+
+    /// Appends an encoded record to the buffer; the caller checked the room.
+    fn append_bytes(&mut self, bytes_len: usize, seq: u64, fill: impl FnOnce(&mut [u8])) -> u64 {
+        let offset = self.active_end();
+        let start = self.buffer.len();
+        self.buffer.resize(start + bytes_len, 0);
+        fill(&mut self.buffer[start..]);
+        self.appended_lsn += bytes_len as u64;
+        let seg = self.active();
+        assert_eq!(seg.len_bytes, offset);
+        seg.len_bytes += bytes_len as u64;
+        seg.min_seq = seg.min_seq.min(seq);
+        offset
+    }
+}
+
+/// What an append needs before it can go into the buffer.
+enum Room {
+    Ready,
+    Flush,
+    Rotate,
+}
+
+/// A sans-IO token bucket turning a compaction byte rate into `compact_step` budgets.
+#[derive(Debug, Clone)]
+pub struct CompactionRateLimiter {
+    bytes_per_second: u64,
+    burst_bytes: u64,
+    tokens: u64,
+    last: Option<Instant>,
+}
+
+impl CompactionRateLimiter {
+    /// A bucket refilled at `bytes_per_second`, holding at most `burst_bytes`.
+    pub fn new(bytes_per_second: u64, burst_bytes: u64) -> Self {
+        assert!(burst_bytes > 0);
+        CompactionRateLimiter {
+            bytes_per_second,
+            burst_bytes,
+            tokens: burst_bytes,
+            last: None,
+        }
+    }
+
+    /// The budget available at `now` (pass it to `compact_step`).
+    pub fn budget(&mut self, now: Instant) -> u64 {
+        if let Some(last) = self.last {
+            let elapsed = now.saturating_duration_since(last);
+            let refill = (elapsed.as_secs_f64() * self.bytes_per_second as f64) as u64;
+            if refill > 0 {
+                self.tokens = self.tokens.saturating_add(refill).min(self.burst_bytes);
+                self.last = Some(now);
+            }
+        } else {
+            self.last = Some(now);
+        }
+        self.tokens
+    }
+
+    /// Takes the bytes a step actually examined out of the bucket.
+    pub fn consume(&mut self, bytes: u64) {
+        self.tokens = self.tokens.saturating_sub(bytes);
+    }
+}
+
+/// One shard's log-structured store. See the module documentation of `storage`.
+pub struct Store<D: Disk> {
+    disk: D,
+    config: StoreConfig,
+    limits: Limits,
+    align_bytes: usize,
+    /// The most bytes one record may take.
+    record_bytes_max: usize,
+    /// Buffer capacity: the flush threshold plus room for one maximal record.
+    buffer_bytes_max: usize,
+    state: RefCell<State<D::File>>,
+    io_lock: AsyncLock,
+    sync_done: Notify,
+    /// When `flush_due` first saw unflushed data (sans-IO: set from the caller's `now`).
+    dirty_since: Cell<Option<Instant>>,
+    /// A `compact_step` is running (they must not overlap).
+    compacting: Cell<bool>,
+}
+
+fn align_down(v: u64, align: usize) -> u64 {
+    v / align as u64 * align as u64
+}
+
+fn align_up(v: u64, align: usize) -> u64 {
+    v.div_ceil(align as u64) * align as u64
+}
+
+/// Recovery's view of one key: the winning record so far.
+struct Winner {
+    seq: u64,
+    segment: u32,
+    /// `None` for a purge.
+    loc: Option<Location>,
+}
+
+impl<D: Disk> Store<D> {
+    /// Opens (or creates) the store on `disk`, rebuilding the index (docs §6).
+    pub async fn open(
+        disk: D,
+        config: StoreConfig,
+    ) -> Result<(Self, RecoveryReport), StorageError> {
+        let align_bytes = disk.alignment_bytes();
+        if config.max_key_bytes > u16::MAX as usize {
+            return Err(StorageError::InvalidConfig("max_key_bytes above 65535"));
+        }
+        if config.max_value_bytes > (u32::MAX / 4) as usize {
+            return Err(StorageError::InvalidConfig("max_value_bytes above 1 GiB"));
+        }
+        let record_bytes_max = record::record_len(config.max_key_bytes, config.max_value_bytes);
+        if config.segment_size_bytes > SEGMENT_SIZE_BYTES_MAX {
+            return Err(StorageError::InvalidConfig(
+                "segment_size_bytes above 4 GiB",
+            ));
+        }
+        if config.segment_size_bytes < 2 * (record_bytes_max + SEAL_BYTES) as u64 {
+            return Err(StorageError::InvalidConfig(
+                "segment_size_bytes below two maximal records",
+            ));
+        }
+        if config.write_buffer_bytes == 0 || align_bytes == 0 || !align_bytes.is_power_of_two() {
+            return Err(StorageError::InvalidConfig(
+                "zero write buffer or bad alignment",
+            ));
+        }
+        if !(config.compaction_dead_fraction > 0.0 && config.compaction_dead_fraction <= 1.0) {
+            return Err(StorageError::InvalidConfig(
+                "compaction_dead_fraction outside (0, 1]",
+            ));
+        }
+        let buffer_bytes_max =
+            config.write_buffer_bytes.max(record_bytes_max) + record_bytes_max + 2 * align_bytes;
+        let limits = Limits {
+            key_bytes_max: config.max_key_bytes,
+            payload_bytes_max: config.max_value_bytes,
+        };
+
+        let mut report = RecoveryReport::default();
+        let names = disk.list_files().await?;
+        let mut segment_ids = Vec::new();
+        let mut hint_ids = BTreeSet::new();
+        let mut removed_tmp = false;
+        for name in &names {
+            if name.ends_with(".tmp") {
+                disk.remove_file(name).await?;
+                removed_tmp = true;
+            } else if let Some(id) = parse_name(name, ".log") {
+                segment_ids.push(id);
+            } else if let Some(id) = parse_name(name, ".hint") {
+                hint_ids.insert(id);
+            }
+        }
+        segment_ids.sort_unstable();
+
+        let mut segments: BTreeMap<u32, Segment<D::File>> = BTreeMap::new();
+        let mut winners: ahash::AHashMap<(Namespace, u32, Box<[u8]>), Winner> =
+            ahash::AHashMap::new();
+        let mut drops: BTreeMap<(Namespace, u32), u64> = BTreeMap::new();
+        let mut damaged_headers: Vec<(Header, Vec<u8>)> = Vec::new();
+        let mut seq_max = 0u64;
+        for &id in &segment_ids {
+            let file = disk.open_file(&segment_name(id)).await?;
+            let file_len = file.len_bytes().await?;
+            let mut entries: Option<(u64, Vec<HintEntry>)> = None;
+            if hint_ids.contains(&id) {
+                let hint_file = disk.open_file(&hint_name(id)).await?;
+                let hint_len = hint_file.len_bytes().await?;
+                let bytes = hint_file.read_at(0, hint_len as usize).await?;
+                if let Some((segment_len, list)) = hint::decode(bytes.as_ref(), id, limits) {
+                    if segment_len <= file_len && file_len <= align_up(segment_len, align_bytes) {
+                        entries = Some((segment_len, list));
+                    }
+                }
+            }
+            let mut damaged = false;
+            let has_hint = entries.is_some();
+            let (len_bytes, entries) = match entries {
+                Some(e) => {
+                    report.hint_files_used += 1;
+                    e
+                }
+                None => {
+                    report.segments_scanned += 1;
+                    let data = file.read_at(0, file_len as usize).await?;
+                    let data = data.as_ref();
+                    let scan = record::scan(data, limits);
+                    if scan.torn_tail_bytes > 0 {
+                        file.truncate(scan.valid_end).await?;
+                        report.truncated_tail_bytes += scan.torn_tail_bytes;
+                    }
+                    for d in &scan.damaged {
+                        damaged = true;
+                        let key = match (&d.header, &d.key) {
+                            (Some(h), Some(k)) => {
+                                damaged_headers.push((*h, k.clone()));
+                                Some((h.ns, h.partition, Bytes::copy_from_slice(k)))
+                            }
+                            _ => None,
+                        };
+                        report.corrupt.push(CorruptRecord {
+                            segment: id,
+                            offset: d.offset,
+                            len: d.len,
+                            key,
+                        });
+                    }
+                    let list = scan
+                        .records
+                        .iter()
+                        .map(|r| HintEntry {
+                            header: r.header,
+                            offset: r.offset,
+                            key: record::key_of(&data[r.offset as usize..], &r.header).to_vec(),
+                        })
+                        .collect();
+                    (scan.valid_end, list)
+                }
+            };
+            let mut min_seq = u64::MAX;
+            for e in entries {
+                let h = e.header;
+                if h.kind == Kind::Seal {
+                    continue;
+                }
+                min_seq = min_seq.min(h.seq);
+                seq_max = seq_max.max(h.seq);
+                if h.kind == Kind::DropPartition {
+                    let d = drops.entry((h.ns, h.partition)).or_insert(0);
+                    *d = (*d).max(h.seq);
+                    continue;
+                }
+                let loc = match h.kind {
+                    Kind::Value | Kind::Tombstone => Some(Location {
+                        segment: id,
+                        offset: e.offset as u32,
+                        len: h.record_len() as u32,
+                    }),
+                    _ => None,
+                };
+                let wins = |w: &Winner| h.seq > w.seq || (h.seq == w.seq && id > w.segment);
+                match winners.entry((h.ns, h.partition, e.key.into_boxed_slice())) {
+                    std::collections::hash_map::Entry::Occupied(mut o) => {
+                        if wins(o.get()) {
+                            o.insert(Winner {
+                                seq: h.seq,
+                                segment: id,
+                                loc,
+                            });
+                        }
+                    }
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(Winner {
+                            seq: h.seq,
+                            segment: id,
+                            loc,
+                        });
+                    }
+                }
+            }
+            segments.insert(
+                id,
+                Segment {
+                    file: Rc::new(file),
+                    len_bytes,
+                    live_bytes: 0,
+                    min_seq,
+                    sealed: true,
+                    has_hint,
+                    damaged,
+                },
+            );
+        }
+
+        let mut corrupt_keys = BTreeSet::new();
+        for (h, key) in damaged_headers {
+            seq_max = seq_max.max(h.seq);
+            let dropped = drops.get(&(h.ns, h.partition)).is_some_and(|d| *d > h.seq);
+            let superseded = winners
+                .get(&(h.ns, h.partition, key.clone().into_boxed_slice()))
+                .is_some_and(|w| w.seq > h.seq);
+            if !dropped && !superseded && matches!(h.kind, Kind::Value | Kind::Tombstone) {
+                corrupt_keys.insert((h.ns, h.partition, Bytes::from(key)));
+            }
+        }
+
+        let mut index = Index::default();
+        for ((ns, partition, key), w) in winners {
+            let Some(loc) = w.loc else { continue };
+            if drops.get(&(ns, partition)).is_some_and(|d| *d > w.seq) {
+                continue;
+            }
+            index.insert(ns, partition, &key, loc);
+            segments
+                .get_mut(&loc.segment)
+                .expect("winner's segment")
+                .live_bytes += loc.len as u64;
+        }
+        report.keys = index.keys();
+        report.used_hint_files = report.hint_files_used > 0;
+
+        let active_id = segment_ids.last().map_or(1, |id| id + 1);
+        let file = disk.open_file(&segment_name(active_id)).await?;
+        if file.len_bytes().await? != 0 {
+            file.truncate(0).await?;
+        }
+        disk.sync_dir().await?;
+        let _ = removed_tmp;
+        segments.insert(
+            active_id,
+            Segment {
+                file: Rc::new(file),
+                len_bytes: 0,
+                live_bytes: 0,
+                min_seq: u64::MAX,
+                sealed: false,
+                has_hint: false,
+                damaged: false,
+            },
+        );
+
+        let state = State {
+            index,
+            segments,
+            active_id,
+            buffer: Vec::with_capacity(buffer_bytes_max),
+            buffer_file_offset: 0,
+            appended_lsn: 0,
+            flushed_lsn: 0,
+            synced_lsn: 0,
+            rotation_pending: false,
+            next_seq: seq_max + 1,
+            failed: false,
+            disk_full: false,
+            sync_leader: false,
+            corrupt_keys,
+            compaction: None,
+            flushes: 0,
+            syncs: 0,
+            bytes_written: 0,
+            segments_compacted: 0,
+        };
+        let store = Store {
+            disk,
+            config,
+            limits,
+            align_bytes,
+            record_bytes_max,
+            buffer_bytes_max,
+            state: RefCell::new(state),
+            io_lock: AsyncLock::default(),
+            sync_done: Notify::default(),
+            dirty_since: Cell::new(None),
+            compacting: Cell::new(false),
+        };
+        Ok((store, report))
+    }
+
+    /// The configuration the store was opened with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    fn check_bounds(&self, key: &[u8], payload: &[u8]) -> Result<usize, StorageError> {
+        if key.len() > self.config.max_key_bytes {
+            return Err(StorageError::KeyTooLarge {
+                len: key.len(),
+                max: self.config.max_key_bytes,
+            });
+        }
+        if payload.len() > self.config.max_value_bytes {
+            return Err(StorageError::ValueTooLarge {
+                len: payload.len(),
+                max: self.config.max_value_bytes,
+            });
+        }
+        let len = record::record_len(key.len(), payload.len());
+        if len > self.record_bytes_max {
+            return Err(StorageError::RecordTooLarge {
+                len,
+                max: self.record_bytes_max,
+            });
+        }
+        Ok(len)
+    }
+
+    fn room(&self, st: &State<D::File>, len: usize) -> Room {
+        if st.rotation_pending
+            || st.active_end() + (len + SEAL_BYTES) as u64 > self.config.segment_size_bytes
+        {
+            return Room::Rotate;
+        }
+        if st.buffer.len() + len > self.buffer_bytes_max {
+            return Room::Flush;
+        }
+        Room::Ready
+    }
+
+    /// Waits until a record of `len` bytes fits, then runs `append` on the state (no
+    /// await between the check and the append). Returns `append`'s result.
+    async fn with_room<R>(
+        &self,
+        len: usize,
+        mut append: impl FnMut(&mut State<D::File>) -> R,
+    ) -> Result<R, StorageError> {
+        loop {
+            let room = {
+                let st = self.state.borrow();
+                if st.failed {
+                    return Err(StorageError::Failed);
+                }
+                self.room(&st, len)
+            };
+            match room {
+                Room::Ready => return Ok(append(&mut self.state.borrow_mut())),
+                Room::Flush => {
+                    let _io = self.io_lock.lock().await;
+                    self.flush_locked().await?;
+                }
+                Room::Rotate => {
+                    let _io = self.io_lock.lock().await;
+                    self.rotate_locked(len).await?;
+                }
+            }
+        }
+    }
+
+    /// Writes a record (value or tombstone) and points the index at it.
+    pub async fn put(
+        &self,
+        ns: Namespace,
+        partition: u32,
+        key: &[u8],
+        kind: RecordKind,
+        payload: &[u8],
+        durability: Durability,
+    ) -> Result<(), StorageError> {
+        let len = self.check_bounds(key, payload)?;
+        self.state.borrow().check_writable()?;
+        let kind = match kind {
+            RecordKind::Value => Kind::Value,
+            RecordKind::Tombstone => Kind::Tombstone,
+        };
+        let lsn = self
+            .with_room(len, |st| {
+                let seq = st.next_seq;
+                st.next_seq += 1;
+                let header = Header {
+                    kind,
+                    ns,
+                    partition,
+                    key_len: key.len(),
+                    payload_len: payload.len(),
+                    seq,
+                };
+                let offset = st.append_bytes(len, seq, |out| {
+                    record::encode(out, &header, key, payload);
+                });
+                let loc = Location {
+                    segment: st.active_id,
+                    offset: offset as u32,
+                    len: len as u32,
+                };
+                st.index_insert(ns, partition, key, loc);
+                if !st.corrupt_keys.is_empty() {
+                    st.corrupt_keys
+                        .remove(&(ns, partition, Bytes::copy_from_slice(key)));
+                }
+                st.appended_lsn
+            })
+            .await?;
+        self.after_append(lsn, durability).await
+    }
+
+    /// Flushes a full buffer and, for durable writes, waits for the group commit.
+    async fn after_append(&self, lsn: u64, durability: Durability) -> Result<(), StorageError> {
+        let full = self.state.borrow().buffer.len() >= self.config.write_buffer_bytes;
+        if full {
+            let _io = self.io_lock.lock().await;
+            match self.flush_locked().await {
+                // The record is in the buffer and readable; a buffered write stands, and
+                // later writers see `DiskFull` until a flush succeeds.
+                Ok(()) | Err(StorageError::DiskFull) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match durability {
+            Durability::Buffered => Ok(()),
+            Durability::Durable => self.sync_to(lsn).await,
+        }
+    }
+
+    /// Writes a marker record (purge or partition drop).
+    async fn put_marker(
+        &self,
+        kind: Kind,
+        ns: Namespace,
+        partition: u32,
+        key: &[u8],
+    ) -> Result<(), StorageError> {
+        let len = self.check_bounds(key, &[])?;
+        self.state.borrow().check_writable()?;
+        let lsn = self
+            .with_room(len, |st| {
+                let seq = st.next_seq;
+                st.next_seq += 1;
+                let header = Header {
+                    kind,
+                    ns,
+                    partition,
+                    key_len: key.len(),
+                    payload_len: 0,
+                    seq,
+                };
+                st.append_bytes(len, seq, |out| record::encode(out, &header, key, &[]));
+                match kind {
+                    Kind::Purge => {
+                        if let Some(old) = st.index.remove(ns, partition, key) {
+                            st.release(old);
+                        }
+                        st.corrupt_keys
+                            .remove(&(ns, partition, Bytes::copy_from_slice(key)));
+                    }
+                    Kind::DropPartition => {
+                        for old in st.index.drop_partition(ns, partition) {
+                            st.release(old);
+                        }
+                        st.corrupt_keys
+                            .retain(|(n, p, _)| !(*n == ns && *p == partition));
+                    }
+                    _ => unreachable!("markers are purges and partition drops"),
+                }
+                st.appended_lsn
+            })
+            .await?;
+        self.after_append(lsn, Durability::Buffered).await
+    }
+
+    /// Removes a key for good (the layer above decided its tombstone may go). Buffered.
+    pub async fn purge(
+        &self,
+        ns: Namespace,
+        partition: u32,
+        key: &[u8],
+    ) -> Result<(), StorageError> {
+        self.put_marker(Kind::Purge, ns, partition, key).await
+    }
+
+    /// Removes every key of one partition (after handoff). Buffered.
+    pub async fn drop_partition(&self, ns: Namespace, partition: u32) -> Result<(), StorageError> {
+        self.put_marker(Kind::DropPartition, ns, partition, &[])
+            .await
+    }
+
+    /// The latest record of a key: from the write buffer or one positioned read.
+    pub async fn get(
+        &self,
+        ns: Namespace,
+        partition: u32,
+        key: &[u8],
+    ) -> Result<Option<StoredRecord>, StorageError> {
+        let (loc, file) = {
+            let st = self.state.borrow();
+            let Some(loc) = st.index.get(ns, partition, key) else {
+                return Ok(None);
+            };
+            if loc.segment == st.active_id && loc.offset as u64 >= st.buffer_file_offset {
+                let start = (loc.offset as u64 - st.buffer_file_offset) as usize;
+                let bytes = &st.buffer[start..start + loc.len as usize];
+                let record = self.check_record(bytes, ns, partition, key);
+                return Ok(Some(record.expect("a buffered record is intact")));
+            }
+            let file = st.segments[&loc.segment].file.clone();
+            (loc, file)
+        };
+        let bytes = file.read_at(loc.offset as u64, loc.len as usize).await?;
+        match self.check_record(bytes.as_ref(), ns, partition, key) {
+            Some(record) => Ok(Some(record)),
+            None => {
+                self.state.borrow_mut().corrupt_keys.insert((
+                    ns,
+                    partition,
+                    Bytes::copy_from_slice(key),
+                ));
+                Err(StorageError::Corrupt {
+                    segment: loc.segment,
+                    offset: loc.offset as u64,
+                })
+            }
+        }
+    }
+
+    /// Validates a record read back (pairs with the encoding before the write).
+    fn check_record(
+        &self,
+        bytes: &[u8],
+        ns: Namespace,
+        partition: u32,
+        key: &[u8],
+    ) -> Option<StoredRecord> {
+        let Decoded::Valid(h) = record::decode(bytes, self.limits) else {
+            return None;
+        };
+        if h.record_len() != bytes.len()
+            || h.ns != ns
+            || h.partition != partition
+            || record::key_of(bytes, &h) != key
+        {
+            return None;
+        }
+        let kind = match h.kind {
+            Kind::Value => RecordKind::Value,
+            Kind::Tombstone => RecordKind::Tombstone,
+            _ => return None,
+        };
+        Some(StoredRecord {
+            kind,
+            payload: Bytes::copy_from_slice(record::payload_of(bytes, &h)),
+        })
+    }
+
+    /// A snapshot of one partition's keys.
+    pub fn keys(&self, ns: Namespace, partition: u32) -> Vec<Bytes> {
+        self.state.borrow().index.partition_keys(ns, partition)
+    }
+
+    /// Partitions holding at least one key, ascending.
+    pub fn partitions(&self, ns: Namespace) -> Vec<u32> {
+        self.state.borrow().index.partitions(ns)
+    }
+
+    /// Whether the runtime should call `flush` now: buffered data has waited at least
+    /// `flush_interval` (measured from the first call that saw it) or fills the buffer.
+    pub fn flush_due(&self, now: Instant) -> bool {
+        let st = self.state.borrow();
+        if st.appended_lsn == st.flushed_lsn {
+            self.dirty_since.set(None);
+            return false;
+        }
+        if st.buffer.len() >= self.config.write_buffer_bytes {
+            return true;
+        }
+        match self.dirty_since.get() {
+            None => {
+                self.dirty_since.set(Some(now));
+                self.config.flush_interval == Duration::ZERO
+            }
+            Some(since) => now.saturating_duration_since(since) >= self.config.flush_interval,
+        }
+    }
+
+    /// Writes the buffer to the active segment (no `fdatasync`).
+    pub async fn flush(&self) -> Result<(), StorageError> {
+        let _io = self.io_lock.lock().await;
+        self.flush_locked().await
+    }
+
+    async fn flush_locked(&self) -> Result<(), StorageError> {
+        let (buffer, pos, file, target_lsn, end) = {
+            let mut st = self.state.borrow_mut();
+            if st.failed {
+                return Err(StorageError::Failed);
+            }
+            if st.appended_lsn == st.flushed_lsn {
+                // Nothing waits to be written; let writers try again.
+                st.disk_full = false;
+                return Ok(());
+            }
+            let used = st.buffer.len();
+            assert!(used > 0);
+            let padded = align_up(used as u64, self.align_bytes) as usize;
+            let mut dma = self.disk.alloc_buffer(padded);
+            let out = dma.as_bytes_mut();
+            out[..used].copy_from_slice(&st.buffer);
+            out[used..].fill(0);
+            let file = st.active().file.clone();
+            let end = st.buffer_file_offset + used as u64;
+            (
+                Rc::new(dma),
+                st.buffer_file_offset,
+                file,
+                st.appended_lsn,
+                end,
+            )
+        };
+        let padded = buffer.as_bytes().len() as u64;
+        let result = file.write_at(buffer, pos).await;
+        let mut st = self.state.borrow_mut();
+        match result {
+            Ok(()) => {
+                // Everything before the last partial block is on disk; the partial block
+                // stays so the next flush rewrites it with the same prefix.
+                let new_offset = align_down(end, self.align_bytes);
+                let drained = (new_offset - st.buffer_file_offset) as usize;
+                st.buffer.drain(..drained);
+                st.buffer_file_offset = new_offset;
+                assert!(target_lsn >= st.flushed_lsn);
+                st.flushed_lsn = target_lsn;
+                st.disk_full = false;
+                st.flushes += 1;
+                st.bytes_written += padded;
+                self.dirty_since.set(None);
+                Ok(())
+            }
+            Err(e) if is_enospc(&e) => {
+                st.disk_full = true;
+                Err(StorageError::DiskFull)
+            }
+            Err(e) => {
+                st.failed = true;
+                Err(StorageError::Io(e))
+            }
+        }
+    }
+
+    /// Seals the active segment and starts the next one (caller holds `io_lock`).
+    async fn rotate_locked(&self, len: usize) -> Result<(), StorageError> {
+        let sealing = {
+            let mut st = self.state.borrow_mut();
+            if !st.rotation_pending
+                && st.active_end() + (len + SEAL_BYTES) as u64 <= self.config.segment_size_bytes
+            {
+                // Another task rotated while this one waited for the lock.
+                return Ok(());
+            }
+            if !st.rotation_pending {
+                st.rotation_pending = true;
+                let seq = st.next_seq;
+                st.next_seq += 1;
+                Self::append_seal(&mut st, seq);
+            }
+            st.active_id
+        };
+        self.flush_locked().await?;
+        // Sync the sealed segment before the next one is written: without it a crash
+        // could keep writes of the new file and lose older ones of this file, and the
+        // log would no longer be a prefix of what was appended (docs §9).
+        let sealed_file = self.state.borrow().segments[&sealing].file.clone();
+        if let Err(e) = sealed_file.sync_data().await {
+            self.state.borrow_mut().failed = true;
+            return Err(StorageError::SyncFailed(e));
+        }
+        {
+            let mut st = self.state.borrow_mut();
+            st.synced_lsn = st.flushed_lsn;
+            st.syncs += 1;
+        }
+        let new_id = sealing + 1;
+        let result = async {
+            let file = self.disk.open_file(&segment_name(new_id)).await?;
+            // The new name must be durable before anything in the file is acknowledged.
+            self.disk.sync_dir().await?;
+            Ok::<_, std::io::Error>(file)
+        }
+        .await;
+        let file = match result {
+            Ok(f) => f,
+            Err(e) => {
+                let mut st = self.state.borrow_mut();
+                if is_enospc(&e) {
+                    st.disk_full = true;
+                    return Err(StorageError::DiskFull);
+                }
+                st.failed = true;
+                return Err(StorageError::Io(e));
+            }
+        };
+        let mut st = self.state.borrow_mut();
+        assert_eq!(st.active_id, sealing);
+        assert_eq!(st.appended_lsn, st.flushed_lsn);
+        st.active().sealed = true;
+        st.segments.insert(
+            new_id,
+            Segment {
+                file: Rc::new(file),
+                len_bytes: 0,
+                live_bytes: 0,
+                min_seq: u64::MAX,
+                sealed: false,
+                has_hint: false,
+                damaged: false,
+            },
+        );
+        st.active_id = new_id;
+        st.buffer.clear();
+        st.buffer_file_offset = 0;
+        st.rotation_pending = false;
+        Ok(())
+    }
+
+    fn append_seal(st: &mut State<D::File>, seq: u64) {
+        let header = Header {
+            kind: Kind::Seal,
+            ns: Namespace::Data,
+            partition: 0,
+            key_len: 0,
+            payload_len: 0,
+            seq,
+        };
+        st.append_bytes(SEAL_BYTES, seq, |out| {
+            record::encode(out, &header, &[], &[])
+        });
+    }
+
+    /// Flushes and `fdatasync`s everything appended so far (group-commit aware).
+    pub async fn sync(&self) -> Result<(), StorageError> {
+        let lsn = self.state.borrow().appended_lsn;
+        self.sync_to(lsn).await
+    }
+
+    /// Returns once an `fdatasync` covers everything up to `lsn`. One caller at a time
+    /// leads a sync round; the others wait for its outcome and are covered by it if
+    /// they appended before its flush (group commit).
+    async fn sync_to(&self, lsn: u64) -> Result<(), StorageError> {
+        loop {
+            let wait_for_epoch = {
+                let mut st = self.state.borrow_mut();
+                if st.failed {
+                    return Err(StorageError::Failed);
+                }
+                if st.synced_lsn >= lsn {
+                    return Ok(());
+                }
+                if st.sync_leader {
+                    Some(self.sync_done.epoch())
+                } else {
+                    st.sync_leader = true;
+                    None
+                }
+            };
+            if let Some(seen) = wait_for_epoch {
+                // Another caller leads a round; its outcome decides for this one too.
+                self.sync_done.wait(seen).await;
+                continue;
+            }
+            let _leader = LeaderGuard { store: self };
+            // Let writers that are ready to run append first, so this round covers them.
+            yield_now().await;
+            let _io = self.io_lock.lock().await;
+            self.flush_locked().await?;
+            // Sealed segments were synced when they were sealed, so only the active
+            // segment can hold unsynced bytes.
+            let (file, target) = {
+                let st = self.state.borrow();
+                (st.segments[&st.active_id].file.clone(), st.flushed_lsn)
+            };
+            if let Err(e) = file.sync_data().await {
+                // Linux may have dropped the dirty pages: a retry could falsely
+                // succeed, so the store stops accepting writes (docs §8).
+                self.state.borrow_mut().failed = true;
+                return Err(StorageError::SyncFailed(e));
+            }
+            let mut st = self.state.borrow_mut();
+            assert!(target >= st.synced_lsn);
+            st.synced_lsn = target;
+            st.syncs += 1;
+        }
+    }
+
+    /// Does at most about `budget_bytes` of compaction work (docs §7).
+    /// Steps must not overlap (one background task drives compaction).
+    pub async fn compact_step(
+        &self,
+        budget_bytes: u64,
+    ) -> Result<CompactionProgress, StorageError> {
+        assert!(!self.compacting.replace(true), "compact_step calls overlap");
+        let result = self.compact_step_inner(budget_bytes).await;
+        self.compacting.set(false);
+        result
+    }
+
+    async fn compact_step_inner(
+        &self,
+        budget_bytes: u64,
+    ) -> Result<CompactionProgress, StorageError> {
+        let mut progress = CompactionProgress::default();
+        loop {
+            let job = {
+                let mut st = self.state.borrow_mut();
+                if st.failed {
+                    return Err(StorageError::Failed);
+                }
+                if st.compaction.is_none() {
+                    st.compaction = self.pick_candidate(&st);
+                }
+                st.compaction
+            };
+            let Some(job) = job else {
+                progress.more = false;
+                return Ok(progress);
+            };
+            if progress.bytes_examined >= budget_bytes {
+                progress.more = true;
+                return Ok(progress);
+            }
+            if job.cursor >= job.end {
+                self.finish_compaction(job.segment).await?;
+                progress.segments_removed += 1;
+                continue;
+            }
+            let want = (budget_bytes - progress.bytes_examined)
+                .max(COMPACTION_READ_BYTES_MIN)
+                .min(job.end - job.cursor);
+            let file = self.state.borrow().segments[&job.segment].file.clone();
+            let chunk = file.read_at(job.cursor, want as usize).await?;
+            let mut chunk: Vec<u8> = chunk.as_ref().to_vec();
+            let mut pos = 0usize;
+            let mut damaged = false;
+            loop {
+                if pos >= chunk.len() {
+                    break;
+                }
+                let rest = &chunk[pos..];
+                let header = match record::decode(rest, self.limits) {
+                    Decoded::Valid(h) => h,
+                    Decoded::BadPayload(h)
+                        if rest.len() < h.record_len()
+                            && job.cursor + (pos + h.record_len()) as u64 <= job.end =>
+                    {
+                        if pos > 0 {
+                            break;
+                        }
+                        // A record larger than the chunk: read exactly it.
+                        let whole = file.read_at(job.cursor, h.record_len()).await?;
+                        chunk = whole.as_ref().to_vec();
+                        continue;
+                    }
+                    _ => {
+                        damaged = true;
+                        break;
+                    }
+                };
+                let len = header.record_len();
+                let offset = job.cursor + pos as u64;
+                let raw = chunk[pos..pos + len].to_vec();
+                progress.bytes_copied += self
+                    .compact_record(job.segment, offset, &header, raw)
+                    .await?;
+                pos += len;
+            }
+            progress.bytes_examined += pos as u64;
+            let mut st = self.state.borrow_mut();
+            if damaged {
+                // Leave the segment alone: it is reported at every open until repaired.
+                if let Some(seg) = st.segments.get_mut(&job.segment) {
+                    seg.damaged = true;
+                }
+                st.compaction = None;
+                continue;
+            }
+            if let Some(j) = st.compaction.as_mut() {
+                j.cursor += pos as u64;
+            }
+        }
+    }
+
+    fn pick_candidate(&self, st: &State<D::File>) -> Option<CompactionJob> {
+        let mut best: Option<(f64, u32)> = None;
+        for (&id, seg) in &st.segments {
+            if !seg.sealed || seg.damaged || id == st.active_id {
+                continue;
+            }
+            let dead = seg.len_bytes - seg.live_bytes.min(seg.len_bytes);
+            let fraction = if seg.len_bytes == 0 {
+                1.0
+            } else {
+                dead as f64 / seg.len_bytes as f64
+            };
+            if fraction >= self.config.compaction_dead_fraction
+                && best.is_none_or(|(f, _)| fraction > f)
+            {
+                best = Some((fraction, id));
+            }
+        }
+        best.map(|(_, id)| CompactionJob {
+            segment: id,
+            cursor: 0,
+            end: st.segments[&id].len_bytes,
+        })
+    }
+
+    /// Copies one record forward if it is still needed; returns the bytes copied.
+    async fn compact_record(
+        &self,
+        source: u32,
+        offset: u64,
+        header: &Header,
+        raw: Vec<u8>,
+    ) -> Result<u64, StorageError> {
+        let key = record::key_of(&raw, header).to_vec();
+        let (ns, partition) = (header.ns, header.partition);
+        let here = Location {
+            segment: source,
+            offset: offset as u32,
+            len: raw.len() as u32,
+        };
+        let needed = |st: &State<D::File>| match header.kind {
+            Kind::Value | Kind::Tombstone => st.index.get(ns, partition, &key) == Some(here),
+            // A marker stays while another segment may hold an older record it shadows.
+            Kind::Purge | Kind::DropPartition => st
+                .segments
+                .iter()
+                .any(|(&id, s)| id != source && s.min_seq < header.seq),
+            Kind::Seal => false,
+        };
+        if !needed(&self.state.borrow()) {
+            return Ok(0);
+        }
+        let copied = self
+            .with_room(raw.len(), |st| {
+                if !needed(st) {
+                    return 0;
+                }
+                let new_offset =
+                    st.append_bytes(raw.len(), header.seq, |out| out.copy_from_slice(&raw));
+                if matches!(header.kind, Kind::Value | Kind::Tombstone) {
+                    let loc = Location {
+                        segment: st.active_id,
+                        offset: new_offset as u32,
+                        len: raw.len() as u32,
+                    };
+                    st.index_insert(ns, partition, &key, loc);
+                }
+                raw.len() as u64
+            })
+            .await?;
+        Ok(copied)
+    }
+
+    async fn finish_compaction(&self, source: u32) -> Result<(), StorageError> {
+        // Every copy must be durable before the original goes.
+        self.sync().await?;
+        let _io = self.io_lock.lock().await;
+        let has_hint = {
+            let mut st = self.state.borrow_mut();
+            let seg = st
+                .segments
+                .remove(&source)
+                .expect("segment under compaction");
+            assert_eq!(
+                seg.live_bytes, 0,
+                "a compacted segment holds no live record"
+            );
+            st.compaction = None;
+            st.segments_compacted += 1;
+            seg.has_hint
+        };
+        self.disk.remove_file(&segment_name(source)).await?;
+        if has_hint {
+            self.disk.remove_file(&hint_name(source)).await?;
+        }
+        self.disk.sync_dir().await?;
+        Ok(())
+    }
+
+    /// Writes a hint file for every sealed, undamaged segment that has none (docs §3).
+    pub async fn write_hint_files(&self) -> Result<(), StorageError> {
+        // Hints may only describe durable segments.
+        self.sync().await?;
+        let ids: Vec<u32> = {
+            let st = self.state.borrow();
+            st.segments
+                .iter()
+                .filter(|(_, s)| s.sealed && !s.has_hint && !s.damaged)
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        for id in ids {
+            let (file, len) = {
+                let st = self.state.borrow();
+                let Some(seg) = st.segments.get(&id) else {
+                    continue;
+                };
+                (seg.file.clone(), seg.len_bytes)
+            };
+            let data = file.read_at(0, len as usize).await?;
+            let data = data.as_ref();
+            let scan = record::scan(data, self.limits);
+            if !scan.damaged.is_empty() || scan.valid_end != len {
+                if let Some(seg) = self.state.borrow_mut().segments.get_mut(&id) {
+                    seg.damaged = true;
+                }
+                continue;
+            }
+            let entries: Vec<HintEntry> = scan
+                .records
+                .iter()
+                .filter(|r| r.header.kind != Kind::Seal)
+                .map(|r| HintEntry {
+                    header: r.header,
+                    offset: r.offset,
+                    key: record::key_of(&data[r.offset as usize..], &r.header).to_vec(),
+                })
+                .collect();
+            let bytes = hint::encode(id, len, &entries);
+            let _io = self.io_lock.lock().await;
+            if !self.state.borrow().segments.contains_key(&id) {
+                continue;
+            }
+            let tmp = format!("{}.tmp", hint_name(id));
+            let hint_file = self.disk.open_file(&tmp).await?;
+            let padded = align_up(bytes.len() as u64, self.align_bytes) as usize;
+            let mut dma = self.disk.alloc_buffer(padded);
+            dma.as_bytes_mut()[..bytes.len()].copy_from_slice(&bytes);
+            dma.as_bytes_mut()[bytes.len()..].fill(0);
+            hint_file.write_at(Rc::new(dma), 0).await?;
+            hint_file.truncate(bytes.len() as u64).await?;
+            hint_file.sync_data().await?;
+            drop(hint_file);
+            self.disk.rename_file(&tmp, &hint_name(id)).await?;
+            self.disk.sync_dir().await?;
+            if let Some(seg) = self.state.borrow_mut().segments.get_mut(&id) {
+                seg.has_hint = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Keys whose latest record was found damaged; the layer above repairs them from
+    /// replicas (a new `put` or `purge` of the key clears the mark).
+    pub fn corrupt_keys(&self) -> Vec<(Namespace, u32, Bytes)> {
+        self.state.borrow().corrupt_keys.iter().cloned().collect()
+    }
+
+    /// Counters and gauges.
+    pub fn stats(&self) -> StoreStats {
+        let st = self.state.borrow();
+        let mut live = 0;
+        let mut total = 0;
+        for seg in st.segments.values() {
+            live += seg.live_bytes;
+            total += seg.len_bytes;
+        }
+        StoreStats {
+            keys: st.index.keys(),
+            live_bytes: live,
+            dead_bytes: total - live,
+            segments: st.segments.len() as u32,
+            flushes: st.flushes,
+            syncs: st.syncs,
+            bytes_written: st.bytes_written,
+            buffered_bytes: st.appended_lsn - st.flushed_lsn,
+            segments_compacted: st.segments_compacted,
+            failed: st.failed,
+        }
+    }
+
+    /// Whether the store is in the failed state (a fatal I/O error happened).
+    pub fn is_failed(&self) -> bool {
+        self.state.borrow().failed
+    }
+
+    /// Checks the internal accounting (for tests): live byte counts match the index.
+    pub fn check_invariants(&self) {
+        let st = self.state.borrow();
+        let mut live: BTreeMap<u32, u64> = BTreeMap::new();
+        st.index.for_each(|_, _, _, loc| {
+            *live.entry(loc.segment).or_default() += loc.len as u64;
+            let seg = &st.segments[&loc.segment];
+            assert!(loc.offset as u64 + loc.len as u64 <= seg.len_bytes);
+        });
+        for (id, seg) in &st.segments {
+            assert_eq!(
+                seg.live_bytes,
+                live.get(id).copied().unwrap_or(0),
+                "segment {id}"
+            );
+        }
+        assert!(st.synced_lsn <= st.flushed_lsn && st.flushed_lsn <= st.appended_lsn);
+        assert_eq!(st.buffer_file_offset % self.align_bytes as u64, 0);
+    }
+
+    /// Seals the active segment, syncs, writes hint files and closes the store.
+    pub async fn close(self) -> Result<(), StorageError> {
+        {
+            let _io = self.io_lock.lock().await;
+            let mut st = self.state.borrow_mut();
+            if st.failed {
+                return Err(StorageError::Failed);
+            }
+            if !st.rotation_pending {
+                let seq = st.next_seq;
+                st.next_seq += 1;
+                Self::append_seal(&mut st, seq);
+                st.rotation_pending = true;
+            }
+            st.active().sealed = true;
+        }
+        self.sync().await?;
+        self.write_hint_files().await
+    }
+}
+
+/// Clears the sync leader flag and wakes the waiters however the leader's round ends.
+struct LeaderGuard<'a, D: Disk> {
+    store: &'a Store<D>,
+}
+
+impl<D: Disk> Drop for LeaderGuard<'_, D> {
+    fn drop(&mut self) {
+        self.store.state.borrow_mut().sync_leader = false;
+        self.store.sync_done.notify_all();
+    }
+}
