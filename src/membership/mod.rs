@@ -32,16 +32,8 @@ use crate::replica::wire::{put_u32, put_u64, put_u8, Reader, WireError};
 #[cfg(test)]
 mod tests;
 
-/// A node's stable identity. The `ring` layer owns placement; membership only
-/// needs a comparable, encodable id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct NodeId(pub u64);
-
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "node-{}", self.0)
-    }
-}
+pub use crate::ring::NodeId;
+use crate::ring::{Member, Ring, RingError};
 
 /// The most members a cluster may have; bounds gossip messages.
 pub const MEMBERS_MAX: usize = 1024;
@@ -113,8 +105,8 @@ pub enum MembershipError {
 impl fmt::Display for MembershipError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            MembershipError::UnknownNode(node) => write!(f, "{node} is not a member"),
-            MembershipError::AlreadyMember(node) => write!(f, "{node} is already a member"),
+            MembershipError::UnknownNode(node) => write!(f, "{node:?} is not a member"),
+            MembershipError::AlreadyMember(node) => write!(f, "{node:?} is already a member"),
             MembershipError::InvalidCapacity => write!(f, "weight and shards must be >= 1"),
             MembershipError::TooManyMembers => write!(f, "more than {MEMBERS_MAX} members"),
             MembershipError::Wire(error) => write!(f, "membership state: {error}"),
@@ -152,6 +144,30 @@ impl MembershipState {
             .filter(|(_, record)| record.status == MemberStatus::Active)
             .map(|(id, record)| (*id, *record))
             .collect()
+    }
+
+    /// The claim input: active members with their weights and shards.
+    pub fn ring_members(&self) -> Vec<Member> {
+        self.active_members()
+            .into_iter()
+            .map(|(id, record)| Member {
+                id,
+                weight: record.weight,
+                shards: record.shards,
+            })
+            .collect()
+    }
+
+    /// The ring every node derives from this state (§4.8: membership
+    /// changes are spread by gossip, placement follows deterministically).
+    /// Pass the previous ring so that as few partitions as possible move.
+    pub fn derive_ring(
+        &self,
+        previous: Option<&Ring>,
+        q: u32,
+        n_val: usize,
+    ) -> Result<Ring, RingError> {
+        Ring::claim(previous, &self.ring_members(), q, n_val)
     }
 
     /// A number that grows with every change any node has seen: the sum of

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use super::message::{ReplicaMessage, RequestId};
 use super::{HINTS_MAX, KEY_BYTES_MAX, LOCAL_OPS_MAX, REQUESTS_MAX};
 use crate::membership::NodeId;
+pub use crate::storage::Namespace;
 use crate::version::{ActorId, Context, SiblingSet, Value, VersionError, VersionVector};
 
 /// The client-side id of a coordinator request, chosen by the driver and
@@ -231,13 +232,6 @@ pub enum ClientReply {
         id: ClientRequestId,
         result: Result<GetOutcome, ReplicaError>,
     },
-}
-
-/// Which store namespace an I/O targets (the storage layer's `Namespace`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Namespace {
-    Data,
-    Hint,
 }
 
 /// A storage operation for the driver to perform and answer with

@@ -32,6 +32,8 @@ use dynakv::replica::{
     actor_id, ClientReply, GetRequest, IoRequest, IoResult, Namespace, Preference, PutRequest,
     QuorumConfig, Replica, ReplicaConfig, ReplicaMessage,
 };
+use dynakv::ring::{key_partition, Ring};
+use dynakv::storage::{block_on, CrashMode, Durability, MemDisk, RecordKind, Store, StoreConfig};
 use dynakv::version::{Context, SiblingSet, Value, VersionVector};
 
 /// splitmix64: small, fast, and good enough to drive a simulation.
@@ -124,66 +126,14 @@ pub struct SimReport {
     pub divergent_before_repair: usize,
 }
 
-/// A simulated disk with the crash semantics of the real store: a write is
-/// buffered until a durable write (or sync) flushes everything before it,
-/// as one group commit does; a crash loses what was not flushed.
-#[derive(Default)]
-struct SimDisk {
-    durable: BTreeMap<(Namespace, u32, Bytes), Bytes>,
-    /// `None` marks a buffered delete.
-    buffered: BTreeMap<(Namespace, u32, Bytes), Option<Bytes>>,
-}
-
-impl SimDisk {
-    fn read(&self, key: &(Namespace, u32, Bytes)) -> Option<Bytes> {
-        match self.buffered.get(key) {
-            Some(value) => value.clone(),
-            None => self.durable.get(key).cloned(),
-        }
-    }
-
-    fn sync(&mut self) {
-        for (key, value) in std::mem::take(&mut self.buffered) {
-            match value {
-                Some(value) => {
-                    self.durable.insert(key, value);
-                }
-                None => {
-                    self.durable.remove(&key);
-                }
-            }
-        }
-    }
-
-    fn crash(&mut self) {
-        self.buffered.clear();
-    }
-
-    fn keys(&self, namespace: Namespace) -> Vec<(u32, Bytes)> {
-        let mut keys: BTreeSet<(u32, Bytes)> = self
-            .durable
-            .keys()
-            .filter(|(ns, _, _)| *ns == namespace)
-            .map(|(_, partition, key)| (*partition, key.clone()))
-            .collect();
-        for ((ns, partition, key), value) in &self.buffered {
-            if *ns != namespace {
-                continue;
-            }
-            match value {
-                Some(_) => keys.insert((*partition, key.clone())),
-                None => keys.remove(&(*partition, key.clone())),
-            };
-        }
-        keys.into_iter().collect()
-    }
-}
-
 struct SimNode {
     id: NodeId,
     /// `None` while crashed.
     machines: Option<(Replica, Membership)>,
-    disk: SimDisk,
+    /// The real store over a fault-injecting in-memory disk; `None` while
+    /// crashed. A crash drops it and loses the disk's unsynced writes.
+    store: Option<Store<MemDisk>>,
+    disk: MemDisk,
     /// Persisted durably (as the runtime must): grows on every restart.
     incarnation: u16,
     /// Persisted membership state (durable).
@@ -281,6 +231,8 @@ const HEAL_AT_MS: u64 = 6_000;
 const FAULTS_END_MS: u64 = 5_000;
 const CLIENT_TIMEOUT_MS: u64 = 2_500;
 const SETTLE_MS_MAX: u64 = 120_000;
+/// Partitions of the simulated ring (few, so keys share partitions).
+const PARTITIONS: u32 = 16;
 
 pub struct Sim {
     config: SimConfig,
@@ -306,6 +258,8 @@ pub struct Sim {
     events_processed: u64,
     siblings_seen_max: usize,
     healed: bool,
+    /// Placement, claimed once from the (fixed) membership.
+    ring: Ring,
     crashes: u64,
     hints_at_heal: usize,
     divergent_before_repair: usize,
@@ -361,7 +315,8 @@ impl Sim {
             .map(|index| SimNode {
                 id: NodeId(index as u64 + 1),
                 machines: None,
-                disk: SimDisk::default(),
+                store: None,
+                disk: MemDisk::new(),
                 incarnation: 0,
                 membership_state: state.clone(),
                 offset_ms: rng.below(5_000),
@@ -377,6 +332,9 @@ impl Sim {
             })
             .collect();
         let ops_left = config.ops;
+        let ring = state
+            .derive_ring(None, PARTITIONS, config.quorum.n)
+            .expect("claim of a valid membership");
         let mut sim = Sim {
             config,
             rng,
@@ -397,6 +355,7 @@ impl Sim {
             events_processed: 0,
             siblings_seen_max: 0,
             healed: false,
+            ring,
             crashes: 0,
             hints_at_heal: 0,
             divergent_before_repair: 0,
@@ -507,6 +466,9 @@ impl Sim {
         let config = self.replica_config();
         let node = &mut self.nodes[index];
         assert!(node.machines.is_none());
+        let (store, _recovery) = block_on(Store::open(node.disk.clone(), store_config()))
+            .expect("the store recovers from any crash");
+        node.store = Some(store);
         node.incarnation += 1;
         let local = node.local_ms(self.now_ms);
         let replica = Replica::new(
@@ -527,25 +489,23 @@ impl Sim {
         self.drain(index);
     }
 
-    /// Preference list (stand-in for `Ring::preference_list` until the ring
-    /// layer lands): rendezvous hashing of the key over the members.
+    fn partition(&self, key: usize) -> u32 {
+        key_partition(&key_bytes(key), PARTITIONS)
+    }
+
+    /// The preference list from the ring: the first N distinct nodes of the
+    /// walk are the primaries, the rest the fallbacks in order.
     fn preference(&self, key: usize) -> Preference {
-        let mut scored: Vec<(u64, NodeId)> = self
-            .nodes
-            .iter()
-            .map(|node| {
-                let mut hash = 0xcbf2_9ce4_8422_2325u64;
-                fnv(&mut hash, &(key as u64).to_le_bytes());
-                fnv(&mut hash, &node.id.0.to_le_bytes());
-                (hash, node.id)
-            })
+        let walk: Vec<NodeId> = self
+            .ring
+            .walk(self.partition(key))
+            .map(|owner| owner.node)
             .collect();
-        scored.sort();
-        let ids: Vec<NodeId> = scored.into_iter().map(|(_, id)| id).collect();
         let n = self.config.quorum.n;
+        assert!(walk.len() >= n);
         Preference {
-            primaries: ids[..n].to_vec(),
-            fallbacks: ids[n..].to_vec(),
+            primaries: walk[..n].to_vec(),
+            fallbacks: walk[n..].to_vec(),
         }
     }
 
@@ -598,7 +558,8 @@ impl Sim {
             };
             while let Some(io) = replica.poll_io() {
                 progressed = true;
-                let (io_id, result) = perform_io(&mut node.disk, io);
+                let store = node.store.as_ref().expect("a running node has its store");
+                let (io_id, result) = perform_io(store, io);
                 replica.handle_io_done(local, io_id, result);
             }
             while let Some(peer) = replica.poll_peer_timeout() {
@@ -727,7 +688,7 @@ impl Sim {
             } => {
                 self.trace(4, id, &[to as u8, client as u8, key as u8]);
                 let preference = self.preference(key);
-                let partition = key as u32;
+                let partition = self.partition(key);
                 let node = &mut self.nodes[to];
                 let local = node.local_ms(self.now_ms);
                 if let Some((replica, _)) = node.machines.as_mut() {
@@ -789,7 +750,15 @@ impl Sim {
                 self.crashes += 1;
                 let node = &mut self.nodes[index];
                 node.machines = None;
-                node.disk.crash();
+                node.store = None;
+                let mode = if self.rng.below(2) == 0 {
+                    CrashMode::LoseUnsynced
+                } else {
+                    CrashMode::TearLastWrite {
+                        boundary_bytes: 512,
+                    }
+                };
+                node.disk.crash(mode);
                 node.wake_at = None;
             }
             Event::Restart { node: index } => {
@@ -985,10 +954,11 @@ impl Sim {
             let mut stored = Vec::new();
             for primary in &preference.primaries {
                 let node = &self.nodes[self.index_of(*primary)];
-                let bytes = node
-                    .disk
-                    .read(&(Namespace::Data, key as u32, key_bytes(key)));
-                let set = bytes.map(|bytes| SiblingSet::decode(&bytes));
+                let store = node.store.as_ref().expect("every node runs after healing");
+                let record =
+                    block_on(store.get(Namespace::Data, self.partition(key), &key_bytes(key)))
+                        .expect("reads work");
+                let set = record.map(|record| SiblingSet::decode(&record.payload));
                 stored.push((*primary, set));
             }
             let first = &stored[0].1;
@@ -1111,40 +1081,73 @@ impl Sim {
     }
 }
 
-fn perform_io(disk: &mut SimDisk, io: IoRequest) -> (u64, IoResult) {
+fn store_config() -> StoreConfig {
+    StoreConfig {
+        // Small buffers and segments so flushes, rotations and torn tails
+        // happen within a short run.
+        max_key_bytes: 256,
+        max_value_bytes: 64 * 1024,
+        write_buffer_bytes: 4096,
+        segment_size_bytes: 256 * 1024,
+        ..StoreConfig::default()
+    }
+}
+
+/// Performs one storage request on the real store (every `MemDisk` future
+/// completes at once).
+fn perform_io(store: &Store<MemDisk>, io: IoRequest) -> (u64, IoResult) {
     match io {
         IoRequest::Read {
             io,
             namespace,
             partition,
             key,
-        } => (io, IoResult::Read(disk.read(&(namespace, partition, key)))),
+        } => match block_on(store.get(namespace, partition, &key)) {
+            Ok(record) => (io, IoResult::Read(record.map(|record| record.payload))),
+            Err(error) => (io, IoResult::Failed(error.to_string())),
+        },
         IoRequest::Write {
             io,
             namespace,
             partition,
             key,
             payload,
+            all_tombstones,
             durable,
-            ..
         } => {
-            disk.buffered
-                .insert((namespace, partition, key), Some(payload));
-            if durable {
-                disk.sync();
+            let kind = if all_tombstones {
+                RecordKind::Tombstone
+            } else {
+                RecordKind::Value
+            };
+            let durability = if durable {
+                Durability::Durable
+            } else {
+                Durability::Buffered
+            };
+            match block_on(store.put(namespace, partition, &key, kind, &payload, durability)) {
+                Ok(()) => (io, IoResult::Done),
+                Err(error) => (io, IoResult::Failed(error.to_string())),
             }
-            (io, IoResult::Done)
         }
         IoRequest::Delete {
             io,
             namespace,
             partition,
             key,
-        } => {
-            disk.buffered.insert((namespace, partition, key), None);
-            (io, IoResult::Done)
+        } => match block_on(store.purge(namespace, partition, &key)) {
+            Ok(()) => (io, IoResult::Done),
+            Err(error) => (io, IoResult::Failed(error.to_string())),
+        },
+        IoRequest::ListHints { io } => {
+            let mut keys = Vec::new();
+            for partition in store.partitions(Namespace::Hint) {
+                for key in store.keys(Namespace::Hint, partition) {
+                    keys.push((partition, key));
+                }
+            }
+            (io, IoResult::HintKeys(keys))
         }
-        IoRequest::ListHints { io } => (io, IoResult::HintKeys(disk.keys(Namespace::Hint))),
     }
 }
 
