@@ -466,12 +466,16 @@ impl Replica {
         assert!(config.quorum.is_valid());
         assert!(config.replica_timeout_ms > 0 && config.request_timeout_ms > 0);
         assert!(config.hint_replay_interval_ms > 0 && config.hint_replay_batch_max > 0);
+        // Ids start in a range of their own per incarnation (bits 16..32 of
+        // the actor), so a late answer to a request of a previous life can
+        // never be mistaken for an answer to a new request.
+        let incarnation = (actor >> 16) & 0xffff;
         let mut replica = Replica {
             me,
             actor,
             config,
             unreachable: BTreeSet::new(),
-            next_id: 1,
+            next_id: (incarnation << 40) + 1,
             puts: BTreeMap::new(),
             gets: BTreeMap::new(),
             pending: BTreeMap::new(),

@@ -318,7 +318,13 @@ impl Sim {
                 store: None,
                 disk: MemDisk::new(),
                 incarnation: 0,
-                membership_state: state.clone(),
+                // The administrator joined every node on the first seed;
+                // the others start empty and learn the cluster by gossip.
+                membership_state: if index == 0 {
+                    state.clone()
+                } else {
+                    MembershipState::new()
+                },
                 offset_ms: rng.below(5_000),
                 drift_per_mille: rng.below(20),
                 wake_at: None,
@@ -527,7 +533,11 @@ impl Sim {
         };
         for _ in 0..copies {
             // Independent delays reorder messages.
-            let delay = self.rng.range(1, self.config.delay_ms_max);
+            let mut delay = self.rng.range(1, self.config.delay_ms_max);
+            if self.lossy && self.rng.chance_per_mille(10) {
+                // A straggler: arrives long after its request timed out.
+                delay += self.rng.range(500, 3_000);
+            }
             let event = if gossip {
                 Event::Gossip {
                     to,
@@ -1062,6 +1072,18 @@ impl Sim {
         // Check (3): every primary of a key holds the same sibling set.
         if let Some(divergence) = self.divergent_keys().into_iter().next() {
             return Err(divergence);
+        }
+        // Check (5): gossip converged: every node knows every member.
+        for node in &self.nodes {
+            let (_, membership) = node.machines.as_ref().expect("all nodes run");
+            if membership.state().active_members().len() != self.nodes.len() {
+                return Err(format!(
+                    "{:?} knows {} of {} members after healing",
+                    node.id,
+                    membership.state().active_members().len(),
+                    self.nodes.len()
+                ));
+            }
         }
         // Check (4): every hint was handed back.
         if self.hints_left() != 0 {
