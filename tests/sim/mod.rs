@@ -263,6 +263,9 @@ pub struct Sim {
     crashes: u64,
     hints_at_heal: usize,
     divergent_before_repair: usize,
+    /// Replica messages scheduled and not yet delivered (stragglers
+    /// included): the run is quiet only when none is left.
+    replica_messages_in_flight: usize,
 }
 
 fn fnv(hash: &mut u64, bytes: &[u8]) {
@@ -365,6 +368,7 @@ impl Sim {
             crashes: 0,
             hints_at_heal: 0,
             divergent_before_repair: 0,
+            replica_messages_in_flight: 0,
         };
         for node in 0..sim.nodes.len() {
             sim.start_node(node);
@@ -453,6 +457,9 @@ impl Sim {
         let slot = self.event_slot;
         self.event_slot += 1;
         self.seq += 1;
+        if matches!(event, Event::Replica { .. }) {
+            self.replica_messages_in_flight += 1;
+        }
         self.events.insert(slot, event);
         self.queue
             .push(Reverse((at_ms.max(self.now_ms), self.seq, slot)));
@@ -651,6 +658,7 @@ impl Sim {
         let event = self.events.remove(&slot).expect("event stored");
         match event {
             Event::Replica { to, from, bytes } => {
+                self.replica_messages_in_flight -= 1;
                 self.trace(1, (to * 16 + from) as u64, &bytes);
                 let message = ReplicaMessage::decode(&bytes).expect("own encoding decodes");
                 let from_id = self.nodes[from].id;
@@ -989,6 +997,7 @@ impl Sim {
         // fallbacks after answering the client), then no hint left.
         let quiet = |sim: &Sim| {
             sim.hints_left() == 0
+                && sim.replica_messages_in_flight == 0
                 && sim
                     .nodes
                     .iter()
