@@ -32,6 +32,72 @@
 //!
 //! `docs/replication.md` describes the machines, the messages and what the
 //! simulator proves.
+//!
+//! The driver loop, on a one-node "cluster" (N = W = R = 1) whose store is a
+//! map:
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use bytes::Bytes;
+//! use dynakv::membership::NodeId;
+//! use dynakv::replica::*;
+//! use dynakv::version::{Value, VersionVector};
+//!
+//! let me = NodeId(1);
+//! let quorum = QuorumConfig { n: 1, r: 1, w: 1, dw: 1 };
+//! let config = ReplicaConfig { quorum, ..ReplicaConfig::default() };
+//! let mut replica = Replica::new(me, actor_id(me, 0, 1), config, 0);
+//! let preference = Preference { primaries: vec![me], fallbacks: vec![] };
+//! let mut store: BTreeMap<(Namespace, u32, Bytes), Bytes> = BTreeMap::new();
+//!
+//! // The driver: perform storage I/O, send messages, deliver replies.
+//! fn drive(replica: &mut Replica, store: &mut BTreeMap<(Namespace, u32, Bytes), Bytes>)
+//!     -> Vec<ClientReply>
+//! {
+//!     let mut replies = Vec::new();
+//!     while let Some(io) = replica.poll_io() {
+//!         let (id, result) = match io {
+//!             IoRequest::Read { io, namespace, partition, key } => {
+//!                 (io, IoResult::Read(store.get(&(namespace, partition, key)).cloned()))
+//!             }
+//!             IoRequest::Write { io, namespace, partition, key, payload, .. } => {
+//!                 store.insert((namespace, partition, key), payload);
+//!                 (io, IoResult::Done)
+//!             }
+//!             IoRequest::Delete { io, namespace, partition, key } => {
+//!                 store.remove(&(namespace, partition, key));
+//!                 (io, IoResult::Done)
+//!             }
+//!             IoRequest::ListHints { io } => (io, IoResult::HintKeys(Vec::new())),
+//!         };
+//!         replica.handle_io_done(0, id, result);
+//!         replies.extend(std::iter::from_fn(|| replica.poll_reply()));
+//!     }
+//!     assert!(replica.poll_transmit().is_none(), "N = 1: nobody to talk to");
+//!     replies
+//! }
+//!
+//! replica.start_put(0, 42, PutRequest {
+//!     key: Bytes::from_static(b"cart"),
+//!     partition: 0,
+//!     context: VersionVector::new(),
+//!     value: Value::Data(Bytes::from_static(b"milk")),
+//!     preference: preference.clone(),
+//!     quorum: None,
+//! });
+//! let replies = drive(&mut replica, &mut store);
+//! assert!(matches!(replies[..], [ClientReply::Put { id: 42, result: Ok(_) }]));
+//!
+//! replica.start_get(0, 43, GetRequest {
+//!     key: Bytes::from_static(b"cart"), partition: 0, preference, r: None,
+//! });
+//! match &drive(&mut replica, &mut store)[..] {
+//!     [ClientReply::Get { id: 43, result: Ok(outcome) }] => {
+//!         assert_eq!(outcome.siblings.data_values(), vec![&Bytes::from_static(b"milk")]);
+//!     }
+//!     other => panic!("{other:?}"),
+//! }
+//! ```
 
 mod message;
 mod node;

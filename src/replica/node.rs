@@ -972,7 +972,7 @@ impl Replica {
                 continue;
             };
             let stale = match reply {
-                Some(siblings) => !siblings.descends(merged) || siblings != merged,
+                Some(siblings) => siblings != merged,
                 None => true,
             };
             if !stale {
@@ -1119,6 +1119,8 @@ impl Replica {
                 );
             }
         }
+        // `now_ms` is part of the signature for symmetry with the other
+        // inputs; replica-side handling needs no deadline yet.
         let _ = now_ms;
     }
 
