@@ -573,11 +573,8 @@ impl Replica {
         for op in self.gets.values() {
             consider(op.deadline_ms);
         }
-        for state in self.hints.values() {
-            if let Some(deadline_ms) = state.replay_deadline_ms {
-                consider(deadline_ms);
-            }
-        }
+        // Replay deadlines are swept on the replay tick, so the hint index
+        // (possibly large) is not scanned on every poll.
         if !self.hints.is_empty() {
             consider(self.next_replay_ms);
         }
@@ -1191,21 +1188,21 @@ impl Replica {
             self.get_check(op_id, true);
         }
 
-        // Hint replays that were not acknowledged: try again later.
-        let mut timed_out = Vec::new();
-        for ((primary, _, _), state) in self.hints.iter_mut() {
-            if state
-                .replay_deadline_ms
-                .is_some_and(|deadline| deadline <= now_ms)
-            {
-                state.replay_deadline_ms = None;
-                timed_out.push(*primary);
-            }
-        }
-        self.peer_timeouts.extend(timed_out);
-
         if now_ms >= self.next_replay_ms {
             self.next_replay_ms = now_ms + self.config.hint_replay_interval_ms;
+            // Replays that were not acknowledged in time are retried; their
+            // primaries are reported to the failure detector.
+            let mut timed_out = Vec::new();
+            for ((primary, _, _), state) in self.hints.iter_mut() {
+                if state
+                    .replay_deadline_ms
+                    .is_some_and(|deadline| deadline <= now_ms)
+                {
+                    state.replay_deadline_ms = None;
+                    timed_out.push(*primary);
+                }
+            }
+            self.peer_timeouts.extend(timed_out);
             self.start_hint_replays(now_ms);
         }
     }
