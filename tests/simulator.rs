@@ -28,6 +28,7 @@ fn seeds() {
     let mut crashes = 0;
     let mut hints = 0;
     let mut repaired = 0;
+    let mut siblings_max = 0;
     for seed in first..first + count {
         match check_seed(seed) {
             Ok(report) => {
@@ -36,6 +37,7 @@ fn seeds() {
                 crashes += report.crashes;
                 hints += report.hints_at_heal;
                 repaired += report.divergent_before_repair;
+                siblings_max = siblings_max.max(report.siblings_seen_max);
             }
             Err(error) => panic!(
                 "simulator seed {seed} failed: {error}\nreplay with: {}",
@@ -46,7 +48,8 @@ fn seeds() {
     eprintln!(
         "simulated {count} seeds (each twice) in {:.1} s: {events} events, {acked} acknowledged puts, \
          {crashes} crashes, {hints} hints pending at heal time, \
-         {repaired} keys divergent before the final read repair",
+         {repaired} keys divergent before the final read repair, \
+         at most {siblings_max} siblings in one read",
         started.elapsed().as_secs_f64()
     );
 }
