@@ -1,5 +1,5 @@
 //! Crash and fault tests of the storage engine on the fault-injecting `MemDisk`
-//! (docs/storage.md §8, §9). Each case states the outcome it expects and asserts it.
+//! (docs/storage.md §9, §10). Each case states the outcome it expects and asserts it.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,4 +1,4 @@
-//! Model test of the storage engine against a `BTreeMap` (docs/storage.md §9).
+//! Model test of the storage engine against a `BTreeMap` (docs/storage.md §10).
 //!
 //! Random sequences of put / tombstone / purge / drop-partition / flush / sync /
 //! compaction / hint files / crash-and-reopen / close-and-reopen run against the store on

@@ -1,5 +1,5 @@
 //! The `Store`: write buffer, segments, index, group commit, recovery and compaction
-//! (docs/storage.md §4–§8).
+//! (docs/storage.md §4–§9).
 //!
 //! Invariants:
 //! * `state` is never borrowed across an `.await`: every async method copies what it
@@ -144,11 +144,15 @@ impl<F> State<F> {
     }
 
     /// Appends an encoded record to the buffer; the caller checked the room.
-    fn append_bytes(&mut self, bytes_len: usize, seq: u64, fill: impl FnOnce(&mut [u8])) -> u64 {
+    fn append_bytes(&mut self, bytes_len: usize, seq: u64, fill: impl FnOnce(&mut Vec<u8>)) -> u64 {
         let offset = self.active_end();
         let start = self.buffer.len();
-        self.buffer.resize(start + bytes_len, 0);
-        fill(&mut self.buffer[start..]);
+        fill(&mut self.buffer);
+        assert_eq!(
+            self.buffer.len(),
+            start + bytes_len,
+            "fill appends exactly the record"
+        );
         self.appended_lsn += bytes_len as u64;
         let seg = self.active();
         assert_eq!(seg.len_bytes, offset);
@@ -166,6 +170,8 @@ enum Room {
 }
 
 /// A sans-IO token bucket turning a compaction byte rate into `compact_step` budgets.
+/// Usage: `let budget = limiter.budget(now); let p = store.compact_step(budget).await?;
+/// limiter.consume(p.bytes_examined);`
 #[derive(Debug, Clone)]
 pub struct CompactionRateLimiter {
     bytes_per_second: u64,
@@ -287,11 +293,9 @@ impl<D: Disk> Store<D> {
         let names = disk.list_files().await?;
         let mut segment_ids = Vec::new();
         let mut hint_ids = BTreeSet::new();
-        let mut removed_tmp = false;
         for name in &names {
             if name.ends_with(".tmp") {
                 disk.remove_file(name).await?;
-                removed_tmp = true;
             } else if let Some(id) = parse_name(name, ".log") {
                 segment_ids.push(id);
             } else if let Some(id) = parse_name(name, ".hint") {
@@ -299,6 +303,13 @@ impl<D: Disk> Store<D> {
             }
         }
         segment_ids.sort_unstable();
+        // A hint whose segment is gone (removed by compaction before the crash) is stale.
+        for id in hint_ids.clone() {
+            if segment_ids.binary_search(&id).is_err() {
+                disk.remove_file(&hint_name(id)).await?;
+                hint_ids.remove(&id);
+            }
+        }
 
         let mut segments: BTreeMap<u32, Segment<D::File>> = BTreeMap::new();
         let mut winners: ahash::AHashMap<(Namespace, u32, Box<[u8]>), Winner> =
@@ -315,7 +326,8 @@ impl<D: Disk> Store<D> {
                 let hint_len = hint_file.len_bytes().await?;
                 let bytes = hint_file.read_at(0, hint_len as usize).await?;
                 if let Some((segment_len, list)) = hint::decode(bytes.as_ref(), id, limits) {
-                    if segment_len <= file_len && file_len <= align_up(segment_len, align_bytes) {
+                    // The file may be longer: alignment padding or preallocated zeros.
+                    if segment_len <= file_len {
                         entries = Some((segment_len, list));
                     }
                 }
@@ -332,7 +344,9 @@ impl<D: Disk> Store<D> {
                     let data = file.read_at(0, file_len as usize).await?;
                     let data = data.as_ref();
                     let scan = record::scan(data, limits);
-                    if scan.torn_tail_bytes > 0 {
+                    if file_len > scan.valid_end {
+                        // Cuts a torn tail, and gives back the preallocated space of a
+                        // segment that was active when the process stopped.
                         file.truncate(scan.valid_end).await?;
                         report.truncated_tail_bytes += scan.torn_tail_bytes;
                     }
@@ -451,8 +465,9 @@ impl<D: Disk> Store<D> {
         if file.len_bytes().await? != 0 {
             file.truncate(0).await?;
         }
+        file.preallocate(config.segment_size_bytes).await?;
+        // One directory sync covers the new segment and any stale files removed above.
         disk.sync_dir().await?;
-        let _ = removed_tmp;
         segments.insert(
             active_id,
             Segment {
@@ -601,7 +616,7 @@ impl<D: Disk> Store<D> {
                     seq,
                 };
                 let offset = st.append_bytes(len, seq, |out| {
-                    record::encode(out, &header, key, payload);
+                    record::encode_append(out, &header, key, payload);
                 });
                 let loc = Location {
                     segment: st.active_id,
@@ -659,7 +674,9 @@ impl<D: Disk> Store<D> {
                     payload_len: 0,
                     seq,
                 };
-                st.append_bytes(len, seq, |out| record::encode(out, &header, key, &[]));
+                st.append_bytes(len, seq, |out| {
+                    record::encode_append(out, &header, key, &[])
+                });
                 match kind {
                     Kind::Purge => {
                         if let Some(old) = st.index.remove(ns, partition, key) {
@@ -881,7 +898,7 @@ impl<D: Disk> Store<D> {
         self.flush_locked().await?;
         // Sync the sealed segment before the next one is written: without it a crash
         // could keep writes of the new file and lose older ones of this file, and the
-        // log would no longer be a prefix of what was appended (docs §9).
+        // log would no longer be a prefix of what was appended (docs §4, §10).
         let sealed_file = self.state.borrow().segments[&sealing].file.clone();
         if let Err(e) = sealed_file.sync_data().await {
             self.state.borrow_mut().failed = true;
@@ -895,6 +912,7 @@ impl<D: Disk> Store<D> {
         let new_id = sealing + 1;
         let result = async {
             let file = self.disk.open_file(&segment_name(new_id)).await?;
+            file.preallocate(self.config.segment_size_bytes).await?;
             // The new name must be durable before anything in the file is acknowledged.
             self.disk.sync_dir().await?;
             Ok::<_, std::io::Error>(file)
@@ -945,7 +963,7 @@ impl<D: Disk> Store<D> {
             seq,
         };
         st.append_bytes(SEAL_BYTES, seq, |out| {
-            record::encode(out, &header, &[], &[])
+            record::encode_append(out, &header, &[], &[])
         });
     }
 
@@ -993,7 +1011,7 @@ impl<D: Disk> Store<D> {
             };
             if let Err(e) = file.sync_data().await {
                 // Linux may have dropped the dirty pages: a retry could falsely
-                // succeed, so the store stops accepting writes (docs §8).
+                // succeed, so the store stops accepting writes (docs §9).
                 self.state.borrow_mut().failed = true;
                 return Err(StorageError::SyncFailed(e));
             }
@@ -1011,9 +1029,9 @@ impl<D: Disk> Store<D> {
         budget_bytes: u64,
     ) -> Result<CompactionProgress, StorageError> {
         assert!(!self.compacting.replace(true), "compact_step calls overlap");
-        let result = self.compact_step_inner(budget_bytes).await;
-        self.compacting.set(false);
-        result
+        // Cleared however the step ends, including when its future is dropped.
+        let _guard = ClearOnDrop(&self.compacting);
+        self.compact_step_inner(budget_bytes).await
     }
 
     async fn compact_step_inner(
@@ -1159,7 +1177,7 @@ impl<D: Disk> Store<D> {
                     return 0;
                 }
                 let new_offset =
-                    st.append_bytes(raw.len(), header.seq, |out| out.copy_from_slice(&raw));
+                    st.append_bytes(raw.len(), header.seq, |out| out.extend_from_slice(&raw));
                 if matches!(header.kind, Kind::Value | Kind::Tombstone) {
                     let loc = Location {
                         segment: st.active_id,
@@ -1334,7 +1352,27 @@ impl<D: Disk> Store<D> {
             st.active().sealed = true;
         }
         self.sync().await?;
+        // Give back the preallocated space after the last record.
+        let (file, len) = {
+            let st = self.state.borrow();
+            let seg = &st.segments[&st.active_id];
+            (seg.file.clone(), seg.len_bytes)
+        };
+        file.truncate(len).await?;
+        file.sync_data().await.map_err(|e| {
+            self.state.borrow_mut().failed = true;
+            StorageError::SyncFailed(e)
+        })?;
         self.write_hint_files().await
+    }
+}
+
+/// Resets a flag when dropped.
+struct ClearOnDrop<'a>(&'a Cell<bool>);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
     }
 }
 
@@ -1347,5 +1385,23 @@ impl<D: Disk> Drop for LeaderGuard<'_, D> {
     fn drop(&mut self) {
         self.store.state.borrow_mut().sync_leader = false;
         self.store.sync_done.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limiter_refills_at_its_rate_up_to_the_burst() {
+        let t0 = Instant::now();
+        let mut limiter = CompactionRateLimiter::new(1_000_000, 100_000);
+        assert_eq!(limiter.budget(t0), 100_000);
+        limiter.consume(100_000);
+        assert_eq!(limiter.budget(t0), 0);
+        assert_eq!(limiter.budget(t0 + Duration::from_millis(10)), 10_000);
+        limiter.consume(4_000);
+        assert_eq!(limiter.budget(t0 + Duration::from_millis(10)), 6_000);
+        assert_eq!(limiter.budget(t0 + Duration::from_secs(5)), 100_000);
     }
 }
