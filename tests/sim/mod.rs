@@ -1,5 +1,7 @@
 //! The deterministic cluster simulator: N dynakv nodes (their real `Replica`
-//! and `Membership` machines) in one thread, on a virtual clock, over a
+//! and `Membership` machines, the real `Store` over a crash-injecting
+//! `MemDisk`, placement by the real `Ring::claim`) in one thread, on a
+//! virtual clock, over a
 //! seeded network that drops, delays, duplicates, reorders and partitions
 //! messages, with node crashes that lose unsynced writes and per-node clock
 //! skew. Everything random comes from one seeded RNG, so a seed replays
@@ -14,12 +16,11 @@
 //! 3. check: an R=all get of every key (which read-repairs), then
 //!    (1) every acknowledged element is in the final read, (2) no element
 //!    appears that was never written, (3) all primaries of a key store the
-//!    same sibling set, (4) no hint is left.
+//!    same sibling set, (4) no hint is left, (5) gossip taught every node
+//!    every member.
 //!
 //! There is no Merkle anti-entropy yet (a later issue), so convergence comes
 //! only from hint replay and from the read repair of the final R=all reads.
-
-#![allow(dead_code)]
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -217,7 +218,7 @@ enum Event {
 enum ClientState {
     Idle,
     Getting { id: u64, key: usize },
-    Putting { id: u64, key: usize, element: u64 },
+    Putting { id: u64, element: u64 },
 }
 
 struct Client {
@@ -878,7 +879,7 @@ impl Sim {
         self.written.insert(element);
         let value = Value::Data(encode_cart(&elements));
         let id = self.send_request(client, to, key, ClientOp::Put { context, value });
-        self.clients[client].state = ClientState::Putting { id, key, element };
+        self.clients[client].state = ClientState::Putting { id, element };
     }
 
     fn client_reply(&mut self, client: usize, reply: ClientReply) {
