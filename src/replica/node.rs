@@ -1016,6 +1016,15 @@ impl Replica {
     // Inbound messages.
 
     pub fn handle_message(&mut self, now_ms: u64, from: NodeId, message: ReplicaMessage) {
+        let writes = matches!(
+            message,
+            ReplicaMessage::PutReplica { .. } | ReplicaMessage::HintReplay { .. }
+        );
+        if writes && self.local_ops.len() >= LOCAL_OPS_MAX {
+            // Back-pressure: no ack, so the coordinator (or the fallback
+            // replaying a hint) retries or goes elsewhere.
+            return;
+        }
         match message {
             ReplicaMessage::PutReplica {
                 req,
