@@ -26,6 +26,7 @@ fn seeds() {
     let mut events = 0;
     let mut acked = 0;
     let mut crashes = 0;
+    let mut io_failures = 0;
     let mut hints = 0;
     let mut repaired = 0;
     let mut siblings_max = 0;
@@ -35,6 +36,7 @@ fn seeds() {
                 events += report.events;
                 acked += report.acked;
                 crashes += report.crashes;
+                io_failures += report.io_failures;
                 hints += report.hints_at_heal;
                 repaired += report.divergent_before_repair;
                 siblings_max = siblings_max.max(report.siblings_seen_max);
@@ -47,7 +49,8 @@ fn seeds() {
     }
     eprintln!(
         "simulated {count} seeds (each twice) in {:.1} s: {events} events, {acked} acknowledged puts, \
-         {crashes} crashes, {hints} hints pending at heal time, \
+         {crashes} crashes, \
+         {io_failures} failed storage operations, {hints} hints pending at heal time, \
          {repaired} keys divergent before the final read repair, \
          at most {siblings_max} siblings in one read",
         started.elapsed().as_secs_f64()
