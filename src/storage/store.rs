@@ -379,6 +379,8 @@ impl<D: Disk> Store<D> {
                 }
             };
             let mut min_seq = u64::MAX;
+            // Growing the map one rehash at a time is a visible part of a restart.
+            winners.reserve(entries.len());
             for e in entries {
                 let h = e.header;
                 if h.kind == Kind::Seal {
@@ -446,11 +448,23 @@ impl<D: Disk> Store<D> {
         }
 
         let mut index = Index::default();
+        let mut partition_sizes: BTreeMap<(Namespace, u32), usize> = BTreeMap::new();
+        let survives = |ns: Namespace, partition: u32, w: &Winner| {
+            w.loc.is_some() && drops.get(&(ns, partition)).is_none_or(|d| *d <= w.seq)
+        };
+        for ((ns, partition, _), w) in &winners {
+            if survives(*ns, *partition, w) {
+                *partition_sizes.entry((*ns, *partition)).or_default() += 1;
+            }
+        }
+        for ((ns, partition), n) in partition_sizes {
+            index.reserve(ns, partition, n);
+        }
         for ((ns, partition, key), w) in winners {
-            let Some(loc) = w.loc else { continue };
-            if drops.get(&(ns, partition)).is_some_and(|d| *d > w.seq) {
+            if !survives(ns, partition, &w) {
                 continue;
             }
+            let loc = w.loc.expect("a surviving winner has a location");
             index.insert(ns, partition, &key, loc);
             segments
                 .get_mut(&loc.segment)

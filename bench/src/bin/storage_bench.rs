@@ -100,7 +100,12 @@ fn on_glommio<T: Send + 'static, Fut: std::future::Future<Output = T> + 'static>
     f: impl FnOnce() -> Fut + Send + 'static,
 ) -> T {
     LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(IO_MEMORY_BYTES)
+        .io_memory(
+            std::env::var("STORAGE_BENCH_IO_MEMORY")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(IO_MEMORY_BYTES),
+        )
         .spawn(f)
         .expect("executor")
         .join()
@@ -276,23 +281,26 @@ fn populate(dir: &Path, n: u64) {
     })
 }
 
-/// Opens the store in `dir`; returns (open time, keys, used hints, heap bytes held).
-fn timed_open(dir: &Path) -> (Duration, u64, bool, usize) {
+/// Opens the store in `dir`; returns (open wall time, open CPU time of the executor
+/// thread, keys, used hints, heap bytes held).
+fn timed_open(dir: &Path) -> (Duration, Duration, u64, bool, usize) {
     let dir = dir.to_path_buf();
     on_glommio(move || async move {
         let disk = GlommioDisk::new(&dir).expect("disk");
         let before = ALLOCATED_BYTES.load(Ordering::Relaxed);
+        let cpu_start = thread_cpu();
         let start = Instant::now();
         let (store, report) = Store::open(disk, StoreConfig::default())
             .await
             .expect("open");
         let elapsed = start.elapsed();
+        let cpu = thread_cpu() - cpu_start;
         let held = ALLOCATED_BYTES
             .load(Ordering::Relaxed)
             .saturating_sub(before);
         assert_eq!(report.keys, store.stats().keys);
         drop(store);
-        (elapsed, report.keys, report.used_hint_files, held)
+        (elapsed, cpu, report.keys, report.used_hint_files, held)
     })
 }
 
@@ -405,8 +413,22 @@ fn main() {
     let mut fio_sync_p50 = Vec::new();
     let mut fio_sync_p99 = Vec::new();
     let mut open_hint = Vec::new();
+    let mut open_hint_cpu = Vec::new();
+    let mut open_scan_cpu = Vec::new();
     let mut open_scan = Vec::new();
     let mut mem_per_key = Vec::new();
+    if std::env::var("STORAGE_BENCH_ONLY").as_deref() == Ok("ingest") {
+        // For profiling one figure: `STORAGE_BENCH_ONLY=ingest perf record ...`.
+        for _ in 0..runs {
+            let (wall, cpu) = bench_ingest(&dir, 512 << 20);
+            println!(
+                "ingest {:.1} MiB/s, {:.1} MiB per CPU-second",
+                wall / MIB,
+                cpu / MIB
+            );
+        }
+        return;
+    }
     for run in 0..runs {
         eprintln!("run {}/{runs}", run + 1);
         let (wall, cpu) = bench_buffered_put(&dir, 1_000_000);
@@ -434,13 +456,15 @@ fn main() {
             "  durable x{DURABLE_WRITERS}: {rate:.0}/s p50 {p50} us p99 {p99} us ({syncs} syncs); fio fdatasync p50 {fp50:.0} us p99 {fp99:.0} us"
         );
         populate(&dir, args.keys);
-        let (t, keys, hints, held) = timed_open(&dir);
+        let (t, t_cpu, keys, hints, held) = timed_open(&dir);
+        open_hint_cpu.push(t_cpu.as_secs_f64());
         assert!(hints, "close wrote hint files");
         assert_eq!(keys, args.keys);
         open_hint.push(t.as_secs_f64());
         mem_per_key.push(held as f64 / keys as f64);
         remove_hints(&dir);
-        let (t_scan, keys_scan, hints_scan, _) = timed_open(&dir);
+        let (t_scan, t_scan_cpu, keys_scan, hints_scan, _) = timed_open(&dir);
+        open_scan_cpu.push(t_scan_cpu.as_secs_f64());
         assert!(!hints_scan);
         assert_eq!(keys_scan, args.keys);
         open_scan.push(t_scan.as_secs_f64());
@@ -558,6 +582,18 @@ fn main() {
         args.keys,
         median(open_scan.clone()),
         show(&open_scan)
+    );
+    println!(
+        "| restart {} keys, hint files (CPU s) | {:.3} | {} | |",
+        args.keys,
+        median(open_hint_cpu.clone()),
+        show(&open_hint_cpu)
+    );
+    println!(
+        "| restart {} keys, scanning (CPU s) | {:.3} | {} | |",
+        args.keys,
+        median(open_scan_cpu.clone()),
+        show(&open_scan_cpu)
     );
     println!(
         "| store heap bytes per key (14 B keys) | {:.1} | {} | <= 62 (14 + 48) |",
