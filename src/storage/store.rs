@@ -618,6 +618,7 @@ impl<D: Disk> Store<D> {
     ) -> Result<(), StorageError> {
         let len = self.check_bounds(key, payload)?;
         self.state.borrow().check_writable()?;
+        let record_kind = kind;
         let kind = match kind {
             RecordKind::Value => Kind::Value,
             RecordKind::Tombstone => Kind::Tombstone,
@@ -643,6 +644,15 @@ impl<D: Disk> Store<D> {
                     len: len as u32,
                 };
                 st.index_insert(ns, partition, key, loc);
+                // Write-through: a key's next read-modify-write finds its
+                // current version here even after the buffer is flushed.
+                if self.config.read_cache_bytes > 0 {
+                    self.read_cache.borrow_mut().insert(
+                        (loc.segment, loc.offset),
+                        record_kind,
+                        Bytes::copy_from_slice(payload),
+                    );
+                }
                 if !st.corrupt_keys.is_empty() {
                     st.corrupt_keys
                         .remove(&(ns, partition, Bytes::copy_from_slice(key)));
