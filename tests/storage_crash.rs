@@ -208,8 +208,25 @@ fn bit_flip_in_a_header_resynchronises_by_scanning() {
 
 #[test]
 fn bit_flip_found_by_a_read_marks_the_key() {
+    // With the read cache on, the verified copy written through to memory
+    // keeps serving the key: a read never returns damaged bytes.
     let disk = MemDisk::new();
     let (store, _) = open(&disk);
+    for i in 0..50 {
+        put(&store, i, 200, Durability::Durable).unwrap();
+    }
+    let seg = &segment_names(&disk)[0];
+    let bytes = disk.file_bytes(seg).unwrap();
+    disk.flip_bit(seg, (find(&bytes, &key(7)) + 20) as u64, 0);
+    assert_eq!(get(&store, 7), Some(value(7, 200)), "served from the cache");
+
+    // Without it, the read goes to the segment and its checksum catches the flip.
+    let disk = MemDisk::new();
+    let uncached = StoreConfig {
+        read_cache_bytes: 0,
+        ..config()
+    };
+    let (store, _) = block_on(Store::open(disk.clone(), uncached)).expect("open");
     for i in 0..50 {
         put(&store, i, 200, Durability::Durable).unwrap();
     }
