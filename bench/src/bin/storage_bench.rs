@@ -1,7 +1,7 @@
 //! storage_bench: measures the per-shard storage engine on the real disk (glommio
 //! `DmaFile`) against the disk's own ceilings measured by `fio` in the same run.
 //!
-//! Figures (each repeated `--runs` times, median reported; docs/benchmarks-storage.md):
+//! Figures (each repeated `--runs` times, median reported; BENCHMARKS.md, "Storage engine"):
 //! * buffered put throughput, 100-byte values, one shard;
 //! * sequential ingest of 4 KiB values vs fio's raw sequential write bandwidth;
 //! * durable puts from 256 concurrent writers (group commit) vs buffered, and their p99
