@@ -141,3 +141,77 @@ fn durable_writes_survive_kill_9_and_buffered_writes_survive_sigterm() {
         );
     }
 }
+
+#[test]
+fn blocking_and_glommio_clients_route_zero_hop_and_see_each_others_writes() {
+    use bytes::Bytes;
+    use dynakv::client::glommio::AsyncClient;
+    use dynakv::client::{Client, ClientOptions};
+    use dynakv::protocol::Quorum;
+
+    let node = TestNode::start(2, &[]);
+    // The routing table names every shard port, so the client goes straight to the owner.
+    let mut blocking = Client::connect(node.listen, ClientOptions::default()).expect("connect");
+    let table = blocking.routing_table().expect("routing table");
+    assert_eq!(table.nodes.len(), 1);
+    assert_eq!(
+        table.nodes[0].shard_ports,
+        vec![node.shard_port(0), node.shard_port(1)]
+    );
+    assert_eq!(table.partitions.len(), 256);
+    let shards_used: std::collections::BTreeSet<u16> =
+        table.partitions.iter().map(|p| p[0].1).collect();
+    assert_eq!(
+        shards_used.len(),
+        2,
+        "partitions are spread over both shards"
+    );
+
+    let seed = node.listen;
+    let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(256 * 1024)
+        .spawn(move || async move {
+            let client = AsyncClient::connect(seed, ClientOptions::default())
+                .await
+                .expect("connect");
+            let tasks: Vec<_> = (0..64u32)
+                .map(|i| {
+                    let client = client.clone();
+                    glommio::spawn_local(async move {
+                        let key = format!("async-{i}");
+                        client
+                            .put(
+                                key.as_bytes(),
+                                format!("a{i}").as_bytes(),
+                                None,
+                                Quorum::DEFAULT,
+                            )
+                            .await
+                            .expect("put");
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await;
+            }
+        })
+        .expect("executor");
+    handle.join().expect("join");
+
+    // The blocking client reads what the glommio client wrote, then adds a concurrent sibling.
+    for i in 0..64u32 {
+        let key = format!("async-{i}");
+        let got = blocking.get(key.as_bytes()).expect("get");
+        assert_eq!(got.values, vec![Bytes::from(format!("a{i}"))], "{key}");
+    }
+    blocking
+        .put(b"async-0", b"b0", None, Quorum::DEFAULT)
+        .expect("blind put");
+    let got = blocking.get(b"async-0").expect("get");
+    let mut values: Vec<Bytes> = got.values.clone();
+    values.sort();
+    assert_eq!(
+        values,
+        vec![Bytes::from_static(b"a0"), Bytes::from_static(b"b0")]
+    );
+}
