@@ -11,7 +11,9 @@
 
 pub mod client;
 pub mod config;
+pub mod membership;
 pub mod protocol;
+pub mod replica;
 pub mod ring;
 pub mod runtime;
 pub mod storage;

@@ -340,3 +340,27 @@ fn preference_list_walks_clockwise_over_distinct_nodes() {
     // Windows starting at 0 (A B A) and 5 (D C D) repeat a node.
     assert_eq!(ring.diversity_violations(), 2);
 }
+
+/// Three equal nodes cannot fill 4096 partitions with every window of three
+/// distinct (4096 is not a multiple of 3): the claim still balances, keeps
+/// preference lists distinct, and leaves only the unavoidable repeats.
+#[test]
+fn infeasible_windows_stay_balanced_and_few() {
+    let members: Vec<Member> = (1..=3)
+        .map(|id| Member::with_shards(NodeId(id), 4))
+        .collect();
+    let ring = Ring::claim(None, &members, 4096, 3).unwrap();
+    let mut counts: Vec<usize> = (1..=3)
+        .map(|id| ring.partitions_of_node(NodeId(id)).len())
+        .collect();
+    counts.sort_unstable();
+    assert_eq!(counts, [1365, 1365, 1366]);
+    assert!(
+        ring.diversity_violations() <= 3,
+        "{}",
+        ring.diversity_violations()
+    );
+    for partition in 0..4096 {
+        assert_eq!(ring.preference_list(partition).len(), 3);
+    }
+}

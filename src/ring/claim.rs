@@ -214,7 +214,13 @@ pub fn claim(
     } else {
         0
     };
-    repair(&mut owner, &previous_owner, window, extra_moves_max);
+    repair(
+        &mut owner,
+        &previous_owner,
+        window,
+        extra_moves_max,
+        feasible,
+    );
 
     // Step 6: shards.
     let owners = assign_shards(&members, &owner, previous);
@@ -389,6 +395,7 @@ fn repair(
     previous_owner: &[Option<usize>],
     window: usize,
     extra_moves_max: usize,
+    feasible: bool,
 ) {
     let q = owner.len();
     if window < 2 {
@@ -455,7 +462,7 @@ fn repair(
     // membership change the remaining windows (with very heavy nodes) are
     // left and counted by `Ring::diversity_violations`: preference lists
     // still hold distinct nodes, they only reach further around the ring.
-    if previous_owner.iter().all(Option::is_none) {
+    if feasible && previous_owner.iter().all(Option::is_none) {
         walk_out_of_local_minimum(owner, previous_owner, window);
     }
 }

@@ -1,0 +1,619 @@
+//! membership layer: who is in the cluster, spread by gossip, and who looks
+//! reachable from here (Dynamo §4.8, §4.9).
+//!
+//! Job:
+//! * apply explicit administrator changes (join, leave, capacity change) to a
+//!   member list, each change bumping that member's version counter;
+//! * spread the member list by push-pull gossip with one random peer about
+//!   once a second, choosing a seed node now and then so that two halves that
+//!   were started apart never stay apart (§4.8.2, "logical partitions");
+//! * detect failures locally, from missed heartbeats and request timeouts
+//!   reported by the replica layer (§4.8.3).
+//!
+//! Invariants:
+//! * sans-IO: time (`now_ms`) and randomness (`random`) are inputs, messages
+//!   are outputs (`poll_transmit`), timers are data (`poll_timeout`);
+//! * `MembershipState::merge` is deterministic, commutative, associative and
+//!   idempotent: per member the record with the higher version wins, equal
+//!   versions are broken by a total order on the record, so every node that
+//!   has seen the same changes holds the same state, the same `epoch`, and
+//!   derives the same ring;
+//! * failure detection only steers routing (`is_reachable`); it never edits
+//!   the member list, so a slow or partitioned node never loses ownership.
+//!
+//! The ring itself is derived from `MembershipState::active_members` by the
+//! `ring` layer's claim algorithm; `docs/membership.md` has the details.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+
+use crate::replica::wire::{put_u32, put_u64, put_u8, Reader, WireError};
+
+#[cfg(test)]
+mod tests;
+
+pub use crate::ring::NodeId;
+use crate::ring::{Member, Ring, RingError};
+
+/// The most members a cluster may have; bounds gossip messages.
+pub const MEMBERS_MAX: usize = 1024;
+
+/// The most bytes of an encoded `MembershipState`.
+pub const STATE_BYTES_MAX: usize = 8 + MEMBERS_MAX * MEMBER_RECORD_BYTES;
+
+const MEMBER_RECORD_BYTES: usize = 8 + 8 + 1 + 4 + 2;
+
+const STATE_FORMAT_VERSION: u8 = 1;
+
+/// Where a member stands. Ordered so that, for equal versions, a later stage
+/// wins the deterministic tie-break.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MemberStatus {
+    /// Owns partitions in the ring.
+    Active = 1,
+    /// Asked to leave: owns nothing in the ring derived from this state; its
+    /// data is handed off by the runtime, then it may be removed.
+    Leaving = 2,
+}
+
+/// One member as the cluster agreed on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MemberRecord {
+    /// Version counter of this record: every admin change bumps it, and the
+    /// higher version wins a merge.
+    pub version: u64,
+    pub status: MemberStatus,
+    /// Capacity weight: the share of partitions the ring gives this node.
+    pub weight: u32,
+    /// How many shards (cores) the node runs.
+    pub shards: u16,
+}
+
+/// An explicit administrator change (§4.8.1): nodes never join or leave on
+/// their own, and failure detection never triggers one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminChange {
+    Join {
+        node: NodeId,
+        weight: u32,
+        shards: u16,
+    },
+    Leave {
+        node: NodeId,
+    },
+    SetCapacity {
+        node: NodeId,
+        weight: u32,
+    },
+}
+
+/// Why an admin change or a persisted state was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipError {
+    /// The change names a node that is not a member.
+    UnknownNode(NodeId),
+    /// A join of a node that is already an active member.
+    AlreadyMember(NodeId),
+    /// A weight of zero or a shard count of zero.
+    InvalidCapacity,
+    /// The cluster is at `MEMBERS_MAX`.
+    TooManyMembers,
+    /// Persisted or gossiped bytes did not decode.
+    Wire(WireError),
+}
+
+impl fmt::Display for MembershipError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MembershipError::UnknownNode(node) => write!(f, "{node:?} is not a member"),
+            MembershipError::AlreadyMember(node) => write!(f, "{node:?} is already a member"),
+            MembershipError::InvalidCapacity => write!(f, "weight and shards must be >= 1"),
+            MembershipError::TooManyMembers => write!(f, "more than {MEMBERS_MAX} members"),
+            MembershipError::Wire(error) => write!(f, "membership state: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for MembershipError {}
+
+/// The replicated member list. Persist it (`encode`) after every change
+/// reported by `Membership::take_state_changed`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MembershipState {
+    members: BTreeMap<NodeId, MemberRecord>,
+}
+
+impl MembershipState {
+    pub fn new() -> Self {
+        MembershipState::default()
+    }
+
+    pub fn members(&self) -> impl Iterator<Item = (NodeId, &MemberRecord)> + '_ {
+        self.members.iter().map(|(id, record)| (*id, record))
+    }
+
+    pub fn get(&self, node: NodeId) -> Option<&MemberRecord> {
+        self.members.get(&node)
+    }
+
+    /// Members that own partitions, by ascending id: the input of
+    /// `Ring::claim`.
+    pub fn active_members(&self) -> Vec<(NodeId, MemberRecord)> {
+        self.members
+            .iter()
+            .filter(|(_, record)| record.status == MemberStatus::Active)
+            .map(|(id, record)| (*id, *record))
+            .collect()
+    }
+
+    /// The claim input: active members with their weights and shards.
+    pub fn ring_members(&self) -> Vec<Member> {
+        self.active_members()
+            .into_iter()
+            .map(|(id, record)| Member {
+                id,
+                weight: record.weight,
+                shards: record.shards,
+            })
+            .collect()
+    }
+
+    /// The ring every node derives from this state (§4.8: membership
+    /// changes are spread by gossip, placement follows deterministically).
+    /// Pass the previous ring so that as few partitions as possible move.
+    pub fn derive_ring(
+        &self,
+        previous: Option<&Ring>,
+        q: u32,
+        n_val: usize,
+    ) -> Result<Ring, RingError> {
+        Ring::claim(previous, &self.ring_members(), q, n_val)
+    }
+
+    /// A number that grows with every change any node has seen: the sum of
+    /// the member versions. Two states with the same changes have the same
+    /// epoch; a merge never lowers it. The ring carries it as its epoch.
+    pub fn epoch(&self) -> u64 {
+        self.members.values().map(|record| record.version).sum()
+    }
+
+    /// Applies an admin change, bumping the member's version.
+    pub fn apply(&mut self, change: AdminChange) -> Result<(), MembershipError> {
+        match change {
+            AdminChange::Join {
+                node,
+                weight,
+                shards,
+            } => {
+                if weight == 0 || shards == 0 {
+                    return Err(MembershipError::InvalidCapacity);
+                }
+                let version = match self.members.get(&node) {
+                    Some(record) if record.status == MemberStatus::Active => {
+                        return Err(MembershipError::AlreadyMember(node));
+                    }
+                    Some(record) => record.version + 1,
+                    None => {
+                        if self.members.len() >= MEMBERS_MAX {
+                            return Err(MembershipError::TooManyMembers);
+                        }
+                        1
+                    }
+                };
+                self.members.insert(
+                    node,
+                    MemberRecord {
+                        version,
+                        status: MemberStatus::Active,
+                        weight,
+                        shards,
+                    },
+                );
+            }
+            AdminChange::Leave { node } => {
+                let record = self
+                    .members
+                    .get_mut(&node)
+                    .ok_or(MembershipError::UnknownNode(node))?;
+                record.version += 1;
+                record.status = MemberStatus::Leaving;
+            }
+            AdminChange::SetCapacity { node, weight } => {
+                if weight == 0 {
+                    return Err(MembershipError::InvalidCapacity);
+                }
+                let record = self
+                    .members
+                    .get_mut(&node)
+                    .ok_or(MembershipError::UnknownNode(node))?;
+                record.version += 1;
+                record.weight = weight;
+            }
+        }
+        Ok(())
+    }
+
+    /// Joins another node's view into this one; returns whether anything
+    /// changed. Per member, the greater record wins, ordered by version then
+    /// by the record's fields, which makes the result independent of the
+    /// order in which views are merged.
+    pub fn merge(&mut self, other: &MembershipState) -> bool {
+        let mut changed = false;
+        for (id, theirs) in &other.members {
+            match self.members.get_mut(id) {
+                Some(ours) => {
+                    if theirs > ours {
+                        *ours = *theirs;
+                        changed = true;
+                    }
+                }
+                None => {
+                    if self.members.len() >= MEMBERS_MAX {
+                        // Bounded: a view beyond MEMBERS_MAX is refused by
+                        // `apply` and `decode`, so this is a broken peer.
+                        continue;
+                    }
+                    self.members.insert(*id, *theirs);
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        assert!(self.members.len() <= MEMBERS_MAX);
+        put_u8(out, STATE_FORMAT_VERSION);
+        put_u32(out, self.members.len() as u32);
+        for (id, record) in &self.members {
+            put_u64(out, id.0);
+            put_u64(out, record.version);
+            put_u8(out, record.status as u8);
+            put_u32(out, record.weight);
+            out.extend_from_slice(&record.shards.to_le_bytes());
+        }
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<MembershipState, WireError> {
+        let mut reader = Reader::new(bytes);
+        let state = Self::decode_from(&mut reader)?;
+        reader.finish()?;
+        Ok(state)
+    }
+
+    pub(crate) fn decode_from(reader: &mut Reader<'_>) -> Result<MembershipState, WireError> {
+        if reader.u8()? != STATE_FORMAT_VERSION {
+            return Err(WireError::Invalid("membership format version"));
+        }
+        let count = reader.count(MEMBERS_MAX)?;
+        let mut members = BTreeMap::new();
+        let mut previous: Option<u64> = None;
+        for _ in 0..count {
+            let id = reader.u64()?;
+            if previous.is_some_and(|previous| previous >= id) {
+                return Err(WireError::Invalid("member ids not increasing"));
+            }
+            previous = Some(id);
+            let version = reader.u64()?;
+            let status = match reader.u8()? {
+                1 => MemberStatus::Active,
+                2 => MemberStatus::Leaving,
+                _ => return Err(WireError::Invalid("member status")),
+            };
+            let weight = reader.u32()?;
+            let shards = u16::from(reader.u8()?) | (u16::from(reader.u8()?) << 8);
+            if version == 0 || weight == 0 || shards == 0 {
+                return Err(WireError::Invalid("member record"));
+            }
+            members.insert(
+                NodeId(id),
+                MemberRecord {
+                    version,
+                    status,
+                    weight,
+                    shards,
+                },
+            );
+        }
+        Ok(MembershipState { members })
+    }
+}
+
+/// Gossip and heartbeat traffic between membership machines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipMessage {
+    /// "Here is my view": the receiver merges it and answers with `Pull`
+    /// when its own view holds anything the sender lacks.
+    Push {
+        state: MembershipState,
+    },
+    /// The answer to a `Push`: the receiver's merged view.
+    Pull {
+        state: MembershipState,
+    },
+    /// A heartbeat; answered by `Pong`.
+    Ping,
+    Pong,
+}
+
+const TAG_PUSH: u8 = 1;
+const TAG_PULL: u8 = 2;
+const TAG_PING: u8 = 3;
+const TAG_PONG: u8 = 4;
+
+impl MembershipMessage {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            MembershipMessage::Push { state } => {
+                put_u8(out, TAG_PUSH);
+                state.encode(out);
+            }
+            MembershipMessage::Pull { state } => {
+                put_u8(out, TAG_PULL);
+                state.encode(out);
+            }
+            MembershipMessage::Ping => put_u8(out, TAG_PING),
+            MembershipMessage::Pong => put_u8(out, TAG_PONG),
+        }
+    }
+
+    /// Decodes untrusted bytes; never panics.
+    pub fn decode(bytes: &[u8]) -> Result<MembershipMessage, WireError> {
+        let mut reader = Reader::new(bytes);
+        let message = match reader.u8()? {
+            TAG_PUSH => MembershipMessage::Push {
+                state: MembershipState::decode_from(&mut reader)?,
+            },
+            TAG_PULL => MembershipMessage::Pull {
+                state: MembershipState::decode_from(&mut reader)?,
+            },
+            TAG_PING => MembershipMessage::Ping,
+            TAG_PONG => MembershipMessage::Pong,
+            tag => return Err(WireError::UnknownTag(tag)),
+        };
+        reader.finish()?;
+        Ok(message)
+    }
+}
+
+/// Timing of gossip and failure detection.
+#[derive(Clone, Debug)]
+pub struct MembershipConfig {
+    /// One gossip round and one heartbeat round per interval (§4.8.1: "each
+    /// node contacts a peer chosen at random every second").
+    pub gossip_interval_ms: u64,
+    /// A peer not heard from for this long is suspected unreachable.
+    pub suspect_after_ms: u64,
+    /// One gossip round in this many goes to a seed instead of a member.
+    pub seed_round_one_in: u64,
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        MembershipConfig {
+            gossip_interval_ms: 1_000,
+            suspect_after_ms: 3_000,
+            seed_round_one_in: 4,
+        }
+    }
+}
+
+/// What this node believes about one peer's liveness. Local only, never
+/// gossiped (§4.8.3: "a purely local notion of failure detection").
+#[derive(Clone, Copy, Debug)]
+struct PeerHealth {
+    last_heard_ms: u64,
+    suspected: bool,
+}
+
+/// The most queued outbound messages; a round adds at most one per member.
+const OUTBOX_MAX: usize = 4 * MEMBERS_MAX;
+
+/// The membership machine of one node.
+pub struct Membership {
+    /// This node.
+    me: NodeId,
+    config: MembershipConfig,
+    /// The agreed member list, merged from gossip and admin changes.
+    state: MembershipState,
+    /// Seed nodes, contacted now and then whatever the member list says, so
+    /// that nodes which were configured apart still meet.
+    seeds: Vec<NodeId>,
+    /// When the next gossip and heartbeat round is due.
+    next_round_ms: u64,
+    /// Local liveness beliefs, by peer.
+    health: BTreeMap<NodeId, PeerHealth>,
+    /// Messages waiting for `poll_transmit`.
+    outbox: VecDeque<(NodeId, MembershipMessage)>,
+    /// Set when `state` changed; the driver persists it and rebuilds the ring.
+    state_changed: bool,
+}
+
+impl Membership {
+    /// A machine starting at `now_ms` from `state` (empty for a new node, or
+    /// the persisted state after a restart).
+    pub fn new(
+        me: NodeId,
+        config: MembershipConfig,
+        seeds: Vec<NodeId>,
+        state: MembershipState,
+        now_ms: u64,
+    ) -> Self {
+        assert!(config.gossip_interval_ms > 0);
+        assert!(config.suspect_after_ms >= config.gossip_interval_ms);
+        assert!(config.seed_round_one_in > 0);
+        Membership {
+            me,
+            config,
+            state,
+            seeds,
+            next_round_ms: now_ms,
+            health: BTreeMap::new(),
+            outbox: VecDeque::new(),
+            state_changed: false,
+        }
+    }
+
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    pub fn state(&self) -> &MembershipState {
+        &self.state
+    }
+
+    /// Applies an administrator change here; gossip spreads it.
+    pub fn admin(&mut self, change: AdminChange) -> Result<(), MembershipError> {
+        self.state.apply(change)?;
+        self.state_changed = true;
+        Ok(())
+    }
+
+    /// Whether the state changed since the last call (persist it, re-derive
+    /// the ring).
+    pub fn take_state_changed(&mut self) -> bool {
+        std::mem::take(&mut self.state_changed)
+    }
+
+    /// Any traffic from `peer` (gossip, replica messages, replies) proves it
+    /// is alive.
+    pub fn handle_heard_from(&mut self, now_ms: u64, peer: NodeId) {
+        if peer == self.me {
+            return;
+        }
+        self.health.insert(
+            peer,
+            PeerHealth {
+                last_heard_ms: now_ms,
+                suspected: false,
+            },
+        );
+    }
+
+    /// The replica layer waited for `peer` in vain: suspect it until it is
+    /// heard from again. This steers routing only.
+    pub fn handle_request_timeout(&mut self, now_ms: u64, peer: NodeId) {
+        if peer == self.me {
+            return;
+        }
+        let health = self.health.entry(peer).or_insert(PeerHealth {
+            last_heard_ms: now_ms,
+            suspected: true,
+        });
+        health.suspected = true;
+    }
+
+    /// Whether routing should currently use `peer`. Optimistic for a peer
+    /// never heard of: it is reachable until heartbeats say otherwise.
+    pub fn is_reachable(&self, peer: NodeId) -> bool {
+        peer == self.me
+            || self
+                .health
+                .get(&peer)
+                .is_none_or(|health| !health.suspected)
+    }
+
+    pub fn handle_message(&mut self, now_ms: u64, from: NodeId, message: MembershipMessage) {
+        self.handle_heard_from(now_ms, from);
+        match message {
+            MembershipMessage::Push { state } => {
+                if self.state.merge(&state) {
+                    self.state_changed = true;
+                }
+                // Push-pull: answer only when the sender lacks something.
+                if state != self.state {
+                    self.send(
+                        from,
+                        MembershipMessage::Pull {
+                            state: self.state.clone(),
+                        },
+                    );
+                }
+            }
+            MembershipMessage::Pull { state } => {
+                if self.state.merge(&state) {
+                    self.state_changed = true;
+                }
+            }
+            MembershipMessage::Ping => self.send(from, MembershipMessage::Pong),
+            MembershipMessage::Pong => {}
+        }
+    }
+
+    /// Runs the gossip and heartbeat round when due. `random` is a fresh
+    /// random number from the driver's RNG (seeded in the simulator).
+    pub fn handle_timeout(&mut self, now_ms: u64, random: u64) {
+        if now_ms < self.next_round_ms {
+            return;
+        }
+        self.next_round_ms = now_ms + self.config.gossip_interval_ms;
+
+        let peers: Vec<NodeId> = self
+            .state
+            .members
+            .keys()
+            .copied()
+            .filter(|id| *id != self.me)
+            .collect();
+        // Heartbeats to every member: O(members) messages a second per
+        // node, fine for the cluster sizes dynakv targets (tens of nodes).
+        for &peer in &peers {
+            self.send(peer, MembershipMessage::Ping);
+            let health = self.health.entry(peer).or_insert(PeerHealth {
+                last_heard_ms: now_ms,
+                suspected: false,
+            });
+            if now_ms.saturating_sub(health.last_heard_ms) > self.config.suspect_after_ms {
+                health.suspected = true;
+            }
+        }
+
+        let seeds: Vec<NodeId> = self
+            .seeds
+            .iter()
+            .copied()
+            .filter(|id| *id != self.me)
+            .collect();
+        let seed_round = random % self.config.seed_round_one_in == 0 || peers.is_empty();
+        let pool = if seed_round && !seeds.is_empty() {
+            &seeds
+        } else {
+            &peers
+        };
+        if !pool.is_empty() {
+            let target = pool[((random >> 16) % pool.len() as u64) as usize];
+            self.send(
+                target,
+                MembershipMessage::Push {
+                    state: self.state.clone(),
+                },
+            );
+        }
+    }
+
+    fn send(&mut self, to: NodeId, message: MembershipMessage) {
+        if self.outbox.len() >= OUTBOX_MAX {
+            // Gossip is periodic: a dropped message is resent next round.
+            return;
+        }
+        self.outbox.push_back((to, message));
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<(NodeId, MembershipMessage)> {
+        self.outbox.pop_front()
+    }
+
+    /// When `handle_timeout` must next be called.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        Some(self.next_round_ms)
+    }
+
+    /// Peers currently suspected, for diagnostics.
+    pub fn suspected(&self) -> BTreeSet<NodeId> {
+        self.health
+            .iter()
+            .filter(|(_, health)| health.suspected)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+}

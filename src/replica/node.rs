@@ -1,0 +1,1550 @@
+//! `Replica`: the state machine of one shard in its two roles, coordinator
+//! (runs a client's get or put) and replica (serves other coordinators and
+//! keeps hints). See the module header in `mod.rs` for the invariants.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+
+use bytes::Bytes;
+
+use super::message::{ReplicaMessage, RequestId};
+use super::{HINTS_MAX, KEY_BYTES_MAX, LOCAL_OPS_MAX, REQUESTS_MAX};
+use crate::membership::NodeId;
+pub use crate::storage::Namespace;
+use crate::version::{ActorId, Context, SiblingSet, Value, VersionError, VersionVector};
+
+/// The client-side id of a coordinator request, chosen by the driver and
+/// echoed in the `ClientReply`.
+pub type ClientRequestId = u64;
+
+/// The id of one storage operation asked for by `poll_io`.
+pub type IoId = u64;
+
+/// The actor id a shard writes its dots under. The incarnation must grow
+/// every time the node restarts (persist it durably before serving), because
+/// a restarted node may have lost buffered writes that carried its dots, and
+/// reissuing such a dot for a different value would make replicas disagree
+/// on one version (see `version::sibling_set`).
+pub fn actor_id(node: NodeId, shard: u16, incarnation: u16) -> ActorId {
+    assert!(
+        node.0 < (1 << 32),
+        "node ids above 2^32 do not fit an actor id"
+    );
+    (node.0 << 32) | (u64::from(incarnation) << 16) | u64::from(shard)
+}
+
+/// The storage key of a hint: the intended primary (8 bytes, big endian)
+/// followed by the key. The hint namespace sorts by primary, so one primary's
+/// hints are adjacent.
+pub fn hint_key(primary: NodeId, key: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(8 + key.len());
+    out.extend_from_slice(&primary.0.to_be_bytes());
+    out.extend_from_slice(key);
+    Bytes::from(out)
+}
+
+/// Splits a hint storage key; `None` for a key too short to be one.
+pub fn parse_hint_key(stored: &[u8]) -> Option<(NodeId, Bytes)> {
+    if stored.len() < 8 || stored.len() - 8 > KEY_BYTES_MAX {
+        return None;
+    }
+    let mut primary = [0u8; 8];
+    primary.copy_from_slice(&stored[..8]);
+    Some((
+        NodeId(u64::from_be_bytes(primary)),
+        Bytes::copy_from_slice(&stored[8..]),
+    ))
+}
+
+/// N, R, W and DW (§4.5, §6.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuorumConfig {
+    /// Replicas per key (the preference list's primaries).
+    pub n: usize,
+    /// Replies a get waits for.
+    pub r: usize,
+    /// Acknowledgements a put waits for.
+    pub w: usize,
+    /// How many of the W acknowledgements must be durable (fsynced).
+    pub dw: usize,
+}
+
+impl QuorumConfig {
+    /// Whether the values make sense: 1 <= R, W <= N and DW <= W.
+    pub fn is_valid(&self) -> bool {
+        self.n >= 1
+            && (1..=self.n).contains(&self.r)
+            && (1..=self.n).contains(&self.w)
+            && self.dw <= self.w
+    }
+}
+
+impl Default for QuorumConfig {
+    fn default() -> Self {
+        QuorumConfig {
+            n: 3,
+            r: 2,
+            w: 2,
+            dw: 1,
+        }
+    }
+}
+
+/// Timing and bounds of one shard's machine.
+#[derive(Clone, Debug)]
+pub struct ReplicaConfig {
+    pub quorum: QuorumConfig,
+    /// A client request not answered by then fails with a timeout.
+    pub request_timeout_ms: u64,
+    /// A replica that has not answered by then is replaced by a fallback
+    /// (puts) and reported to the failure detector.
+    pub replica_timeout_ms: u64,
+    /// Hint replay runs at most once per interval...
+    pub hint_replay_interval_ms: u64,
+    /// ...with at most this many hints in flight (rate limit, §6.5).
+    pub hint_replay_batch_max: usize,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        ReplicaConfig {
+            quorum: QuorumConfig::default(),
+            request_timeout_ms: 1_000,
+            replica_timeout_ms: 300,
+            hint_replay_interval_ms: 1_000,
+            hint_replay_batch_max: 16,
+        }
+    }
+}
+
+/// Where the nodes for a key are: the N primaries of its preference list
+/// and, in ring-walk order, the further distinct nodes that may stand in for
+/// them (fallbacks, §4.6). Computed by the driver from the ring.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Preference {
+    pub primaries: Vec<NodeId>,
+    pub fallbacks: Vec<NodeId>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PutRequest {
+    pub key: Bytes,
+    pub partition: u32,
+    /// The clock of the client's context; empty for a blind put, which then
+    /// becomes a sibling of everything stored.
+    pub context: VersionVector,
+    /// `Value::Tombstone` for a delete.
+    pub value: Value,
+    pub preference: Preference,
+    /// Per-request override of the configured quorum.
+    pub quorum: Option<QuorumConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct GetRequest {
+    pub key: Bytes,
+    pub partition: u32,
+    pub preference: Preference,
+    /// Per-request override of R (R = N asks for every primary's reply).
+    pub r: Option<usize>,
+}
+
+/// A successful put.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PutOutcome {
+    /// Replicas (the coordinator included) that acknowledged before the reply.
+    pub acks: usize,
+    pub durable_acks: usize,
+}
+
+/// A successful get: the surviving siblings and the context for the next put.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GetOutcome {
+    /// The merge of the replies; empty when no replica holds the key.
+    pub siblings: SiblingSet,
+    /// Clock of `siblings` and the first replica that answered (§6.4). In
+    /// this layer `fastest_replica` carries the raw `NodeId`.
+    pub context: Context,
+    /// How many replicas answered before the reply.
+    pub replies: usize,
+}
+
+/// Why a client request failed. Every quorum failure says how far it got.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplicaError {
+    /// The put did not collect W acknowledgements, DW of them durable, in time.
+    PutQuorumFailed {
+        acks: usize,
+        durable_acks: usize,
+        w: usize,
+        dw: usize,
+    },
+    /// The get did not collect R replies in time.
+    GetQuorumFailed { replies: usize, r: usize },
+    /// This shard is not a primary for the key; route to `primaries`.
+    NotAPrimary { primaries: Vec<NodeId> },
+    /// The quorum override or the preference list is malformed.
+    InvalidRequest(&'static str),
+    /// Too many requests in flight; retry later.
+    Overloaded,
+    /// The versioned value refused the operation (too many siblings: read
+    /// and write with the read's context to resolve them).
+    Version(VersionError),
+    /// The coordinator's own storage failed.
+    Storage(String),
+}
+
+impl fmt::Display for ReplicaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplicaError::PutQuorumFailed {
+                acks,
+                durable_acks,
+                w,
+                dw,
+            } => write!(
+                f,
+                "put reached {acks} of W={w} replicas ({durable_acks} of DW={dw} durable)"
+            ),
+            ReplicaError::GetQuorumFailed { replies, r } => {
+                write!(f, "get reached {replies} of R={r} replicas")
+            }
+            ReplicaError::NotAPrimary { primaries } => {
+                write!(f, "not a primary for the key; primaries are {primaries:?}")
+            }
+            ReplicaError::InvalidRequest(what) => write!(f, "invalid request: {what}"),
+            ReplicaError::Overloaded => write!(f, "too many requests in flight"),
+            ReplicaError::Version(error) => write!(f, "{error}"),
+            ReplicaError::Storage(error) => write!(f, "local storage failed: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for ReplicaError {}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientReply {
+    Put {
+        id: ClientRequestId,
+        result: Result<PutOutcome, ReplicaError>,
+    },
+    Get {
+        id: ClientRequestId,
+        result: Result<GetOutcome, ReplicaError>,
+    },
+}
+
+/// A storage operation for the driver to perform and answer with
+/// `handle_io_done(io, result)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IoRequest {
+    /// Answer `IoResult::Read` with the stored payload, if any.
+    Read {
+        io: IoId,
+        namespace: Namespace,
+        partition: u32,
+        key: Bytes,
+    },
+    /// Store `payload` (an encoded `SiblingSet`; a tombstone record when
+    /// `all_tombstones`), fsynced before answering when `durable`. Answer
+    /// `IoResult::Done`.
+    Write {
+        io: IoId,
+        namespace: Namespace,
+        partition: u32,
+        key: Bytes,
+        payload: Bytes,
+        all_tombstones: bool,
+        durable: bool,
+    },
+    /// Remove the key (hint deletion). Answer `IoResult::Done`.
+    Delete {
+        io: IoId,
+        namespace: Namespace,
+        partition: u32,
+        key: Bytes,
+    },
+    /// List every key of the hint namespace (after a restart). Answer
+    /// `IoResult::HintKeys`.
+    ListHints { io: IoId },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IoResult {
+    Read(Option<Bytes>),
+    Done,
+    HintKeys(Vec<(u32, Bytes)>),
+    Failed(String),
+}
+
+/// A message for the driver to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: NodeId,
+    pub message: ReplicaMessage,
+}
+
+// ---------------------------------------------------------------------------
+// Internal state.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TargetState {
+    Waiting {
+        deadline_ms: u64,
+    },
+    Acked,
+    /// Timed out (and replaced, when a fallback was left).
+    Abandoned,
+}
+
+#[derive(Debug)]
+struct PutTarget {
+    node: NodeId,
+    hint_for: Option<NodeId>,
+    req: RequestId,
+    state: TargetState,
+}
+
+#[derive(Debug)]
+struct PutOp {
+    client: ClientRequestId,
+    partition: u32,
+    key: Bytes,
+    quorum: QuorumConfig,
+    deadline_ms: u64,
+    /// Primaries other than this shard, in preference order.
+    remote_primaries: Vec<NodeId>,
+    fallbacks: Vec<NodeId>,
+    /// The coordinator's updated set, once its local write is done.
+    siblings: Option<SiblingSet>,
+    targets: Vec<PutTarget>,
+    acks: usize,
+    durable_acks: usize,
+    replied: bool,
+}
+
+#[derive(Debug)]
+struct GetTarget {
+    node: NodeId,
+    req: RequestId,
+    reply: Option<Option<SiblingSet>>,
+}
+
+#[derive(Debug)]
+struct GetOp {
+    client: ClientRequestId,
+    partition: u32,
+    key: Bytes,
+    r: usize,
+    deadline_ms: u64,
+    targets: Vec<GetTarget>,
+    first_responder: Option<NodeId>,
+    replied: bool,
+}
+
+/// What to do once a local merge is stored.
+#[derive(Clone, Debug)]
+enum AfterMerge {
+    AckPut { to: NodeId, req: RequestId },
+    AckHint { to: NodeId, req: RequestId },
+    Nothing,
+}
+
+#[derive(Clone, Debug)]
+enum LocalOpKind {
+    /// The coordinator's `update` for put `op`.
+    CoordinatorUpdate {
+        op: u64,
+        context: VersionVector,
+        value: Value,
+        durable: bool,
+    },
+    /// Merge an incoming set into the stored one.
+    Merge {
+        siblings: SiblingSet,
+        durable: bool,
+        then: AfterMerge,
+        /// For a hint: (primary, key) to index once stored.
+        hint: Option<(NodeId, Bytes)>,
+    },
+    /// Delete a replayed hint, if it still is exactly what was replayed.
+    DeleteHintIfUnchanged {
+        expected: SiblingSet,
+        primary: NodeId,
+        key: Bytes,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LocalStage {
+    Queued,
+    Reading,
+    Writing,
+}
+
+#[derive(Debug)]
+struct LocalOp {
+    namespace: Namespace,
+    partition: u32,
+    key: Bytes,
+    kind: LocalOpKind,
+    stage: LocalStage,
+    /// The set being written (Writing stage).
+    result: Option<SiblingSet>,
+}
+
+#[derive(Clone, Debug)]
+enum IoPurpose {
+    LocalOp(u64),
+    /// The coordinator's own read for get `op`.
+    GetLocal(u64),
+    /// A read serving another coordinator's `GetReplica`.
+    ServeGet {
+        to: NodeId,
+        req: RequestId,
+    },
+    /// Loading a hint to replay it.
+    HintLoad {
+        primary: NodeId,
+        partition: u32,
+        key: Bytes,
+    },
+    ListHints,
+}
+
+#[derive(Clone, Debug)]
+enum Pending {
+    Put(u64),
+    Get(u64),
+    Replay {
+        primary: NodeId,
+        partition: u32,
+        key: Bytes,
+        siblings: SiblingSet,
+    },
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct HintState {
+    /// Deadline of the replay in flight, if any.
+    replay_deadline_ms: Option<u64>,
+}
+
+type HintIndexKey = (NodeId, u32, Bytes);
+
+/// The replica state machine of one shard.
+pub struct Replica {
+    /// This node.
+    me: NodeId,
+    /// The actor this shard's coordinator writes dots under (`actor_id`).
+    actor: ActorId,
+    config: ReplicaConfig,
+    /// Peers the failure detector currently believes unreachable.
+    unreachable: BTreeSet<NodeId>,
+    next_id: u64,
+    puts: BTreeMap<u64, PutOp>,
+    gets: BTreeMap<u64, GetOp>,
+    /// Outstanding replica requests by request id.
+    pending: BTreeMap<RequestId, Pending>,
+    local_ops: BTreeMap<u64, LocalOp>,
+    /// Per-key FIFO of local operations; the front one runs.
+    locks: BTreeMap<(Namespace, Bytes), VecDeque<u64>>,
+    ios: BTreeMap<IoId, IoPurpose>,
+    /// Hints this shard holds, by (primary, partition, key).
+    hints: BTreeMap<HintIndexKey, HintState>,
+    next_replay_ms: u64,
+    transmits: VecDeque<Transmit>,
+    io_queue: VecDeque<IoRequest>,
+    replies: VecDeque<ClientReply>,
+    peer_timeouts: VecDeque<NodeId>,
+}
+
+impl Replica {
+    /// A machine for a shard that starts (or restarts) at `now_ms`. It first
+    /// asks for the list of stored hints so that replay survives restarts.
+    pub fn new(me: NodeId, actor: ActorId, config: ReplicaConfig, now_ms: u64) -> Self {
+        assert!(config.quorum.is_valid());
+        assert!(config.replica_timeout_ms > 0 && config.request_timeout_ms > 0);
+        assert!(config.hint_replay_interval_ms > 0 && config.hint_replay_batch_max > 0);
+        // Ids start in a range of their own per incarnation (bits 16..32 of
+        // the actor), so a late answer to a request of a previous life can
+        // never be mistaken for an answer to a new request.
+        let incarnation = (actor >> 16) & 0xffff;
+        let mut replica = Replica {
+            me,
+            actor,
+            config,
+            unreachable: BTreeSet::new(),
+            next_id: (incarnation << 40) + 1,
+            puts: BTreeMap::new(),
+            gets: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            local_ops: BTreeMap::new(),
+            locks: BTreeMap::new(),
+            ios: BTreeMap::new(),
+            hints: BTreeMap::new(),
+            next_replay_ms: now_ms,
+            transmits: VecDeque::new(),
+            io_queue: VecDeque::new(),
+            replies: VecDeque::new(),
+            peer_timeouts: VecDeque::new(),
+        };
+        let io = replica.fresh_id();
+        replica.ios.insert(io, IoPurpose::ListHints);
+        replica.io_queue.push_back(IoRequest::ListHints { io });
+        replica
+    }
+
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    pub fn actor(&self) -> ActorId {
+        self.actor
+    }
+
+    /// Hints currently held, for diagnostics and the simulator's checks.
+    pub fn hint_count(&self) -> usize {
+        self.hints.len()
+    }
+
+    /// Coordinator requests in flight.
+    pub fn requests_in_flight(&self) -> usize {
+        self.puts.len() + self.gets.len()
+    }
+
+    /// Failure-detector input: routing avoids unreachable peers (§4.8.3).
+    pub fn set_reachable(&mut self, peer: NodeId, reachable: bool) {
+        if reachable {
+            self.unreachable.remove(&peer);
+        } else {
+            self.unreachable.insert(peer);
+        }
+    }
+
+    fn is_reachable(&self, peer: NodeId) -> bool {
+        !self.unreachable.contains(&peer)
+    }
+
+    fn fresh_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn send(&mut self, to: NodeId, message: ReplicaMessage) {
+        assert_ne!(to, self.me, "a shard never sends replica traffic to itself");
+        self.transmits.push_back(Transmit { to, message });
+    }
+
+    // -----------------------------------------------------------------------
+    // Outputs.
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_io(&mut self) -> Option<IoRequest> {
+        self.io_queue.pop_front()
+    }
+
+    pub fn poll_reply(&mut self) -> Option<ClientReply> {
+        self.replies.pop_front()
+    }
+
+    /// Peers that failed to answer in time; feed them to the failure
+    /// detector (`Membership::handle_request_timeout`).
+    pub fn poll_peer_timeout(&mut self) -> Option<NodeId> {
+        self.peer_timeouts.pop_front()
+    }
+
+    /// The earliest time `handle_timeout` has work to do.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let mut earliest: Option<u64> = None;
+        let mut consider = |t: u64| earliest = Some(earliest.map_or(t, |e| e.min(t)));
+        for op in self.puts.values() {
+            consider(op.deadline_ms);
+            for target in &op.targets {
+                if let TargetState::Waiting { deadline_ms } = target.state {
+                    consider(deadline_ms);
+                }
+            }
+        }
+        for op in self.gets.values() {
+            consider(op.deadline_ms);
+        }
+        for state in self.hints.values() {
+            if let Some(deadline_ms) = state.replay_deadline_ms {
+                consider(deadline_ms);
+            }
+        }
+        if !self.hints.is_empty() {
+            consider(self.next_replay_ms);
+        }
+        earliest
+    }
+
+    // -----------------------------------------------------------------------
+    // Coordinator: put (§4.5, §5).
+
+    /// Starts a put (or delete) coordinated here; the answer comes out of
+    /// `poll_reply` with `id`.
+    pub fn start_put(&mut self, now_ms: u64, id: ClientRequestId, request: PutRequest) {
+        let quorum = request.quorum.unwrap_or(self.config.quorum);
+        if let Err(error) = self.check_request(&request.key, &request.preference, quorum) {
+            self.replies.push_back(ClientReply::Put {
+                id,
+                result: Err(error),
+            });
+            return;
+        }
+        if self.local_ops.len() >= LOCAL_OPS_MAX {
+            self.replies.push_back(ClientReply::Put {
+                id,
+                result: Err(ReplicaError::Overloaded),
+            });
+            return;
+        }
+        let op_id = self.fresh_id();
+        let remote_primaries: Vec<NodeId> = request
+            .preference
+            .primaries
+            .iter()
+            .copied()
+            .filter(|node| *node != self.me)
+            .collect();
+        let op = PutOp {
+            client: id,
+            partition: request.partition,
+            key: request.key.clone(),
+            quorum,
+            deadline_ms: now_ms + self.config.request_timeout_ms,
+            remote_primaries,
+            fallbacks: request.preference.fallbacks.clone(),
+            siblings: None,
+            targets: Vec::new(),
+            acks: 0,
+            durable_acks: 0,
+            replied: false,
+        };
+        self.puts.insert(op_id, op);
+        // The coordinator writes its own copy first, durably when DW >= 1
+        // (§6.1: "the coordinator selects one out of the N replicas to
+        // perform a durable write"; dynakv picks itself).
+        self.enqueue_local(
+            Namespace::Data,
+            request.partition,
+            request.key,
+            LocalOpKind::CoordinatorUpdate {
+                op: op_id,
+                context: request.context,
+                value: request.value,
+                durable: quorum.dw >= 1,
+            },
+        );
+    }
+
+    fn check_request(
+        &self,
+        key: &Bytes,
+        preference: &Preference,
+        quorum: QuorumConfig,
+    ) -> Result<(), ReplicaError> {
+        if !quorum.is_valid() {
+            return Err(ReplicaError::InvalidRequest(
+                "quorum needs 1 <= R, W <= N, DW <= W",
+            ));
+        }
+        if key.len() > KEY_BYTES_MAX {
+            return Err(ReplicaError::InvalidRequest("key too long"));
+        }
+        if preference.primaries.len() != quorum.n {
+            return Err(ReplicaError::InvalidRequest(
+                "preference list length differs from N",
+            ));
+        }
+        if !preference.primaries.contains(&self.me) {
+            return Err(ReplicaError::NotAPrimary {
+                primaries: preference.primaries.clone(),
+            });
+        }
+        if self.puts.len() + self.gets.len() >= REQUESTS_MAX {
+            return Err(ReplicaError::Overloaded);
+        }
+        Ok(())
+    }
+
+    /// The coordinator's local write is done: count it and fan out.
+    fn put_local_done(
+        &mut self,
+        now_ms: u64,
+        op_id: u64,
+        result: Result<(SiblingSet, bool), ReplicaError>,
+    ) {
+        let Some(op) = self.puts.get_mut(&op_id) else {
+            return;
+        };
+        let (siblings, durable) = match result {
+            Ok(done) => done,
+            Err(error) => {
+                let client = op.client;
+                self.puts.remove(&op_id);
+                self.replies.push_back(ClientReply::Put {
+                    id: client,
+                    result: Err(error),
+                });
+                return;
+            }
+        };
+        op.acks += 1;
+        if durable {
+            op.durable_acks += 1;
+        }
+        op.siblings = Some(siblings);
+        let primaries = op.remote_primaries.clone();
+        for primary in primaries {
+            if self.is_reachable(primary) {
+                self.put_send(now_ms, op_id, primary, None);
+            } else if let Some(fallback) = self.pick_fallback(op_id) {
+                // Sloppy quorum (§4.6): the next healthy node on the ring
+                // stands in and keeps the write as a hint for `primary`.
+                self.put_send(now_ms, op_id, fallback, Some(primary));
+            } else {
+                // No fallback left: try the primary anyway, it may answer.
+                self.put_send(now_ms, op_id, primary, None);
+            }
+        }
+        self.put_check(op_id);
+    }
+
+    fn pick_fallback(&self, op_id: u64) -> Option<NodeId> {
+        let op = &self.puts[&op_id];
+        op.fallbacks.iter().copied().find(|node| {
+            *node != self.me
+                && self.is_reachable(*node)
+                && !op.remote_primaries.contains(node)
+                && !op.targets.iter().any(|target| target.node == *node)
+        })
+    }
+
+    fn put_send(&mut self, now_ms: u64, op_id: u64, node: NodeId, hint_for: Option<NodeId>) {
+        let req = self.fresh_id();
+        let deadline_ms = now_ms + self.config.replica_timeout_ms;
+        let op = self.puts.get_mut(&op_id).expect("put op exists");
+        let siblings = op.siblings.clone().expect("sent after the local write");
+        // DW beyond the coordinator's own durable write asks every other
+        // replica for durability; a hint is always stored durably.
+        let durable = op.quorum.dw >= 2;
+        op.targets.push(PutTarget {
+            node,
+            hint_for,
+            req,
+            state: TargetState::Waiting { deadline_ms },
+        });
+        let message = ReplicaMessage::PutReplica {
+            req,
+            partition: op.partition,
+            key: op.key.clone(),
+            siblings,
+            durable,
+            hint_for,
+        };
+        self.pending.insert(req, Pending::Put(op_id));
+        self.send(node, message);
+    }
+
+    fn put_ack(&mut self, from: NodeId, req: RequestId, durable: bool) {
+        let Some(Pending::Put(op_id)) = self.pending.get(&req).cloned() else {
+            return;
+        };
+        let Some(op) = self.puts.get_mut(&op_id) else {
+            self.pending.remove(&req);
+            return;
+        };
+        let Some(target) = op.targets.iter_mut().find(|target| target.req == req) else {
+            return;
+        };
+        if target.node != from || target.state == TargetState::Acked {
+            // A duplicate, or an ack from a node we did not ask: ignore.
+            return;
+        }
+        // A late ack of an abandoned target still counts: that node does
+        // hold the write.
+        target.state = TargetState::Acked;
+        self.pending.remove(&req);
+        op.acks += 1;
+        if durable {
+            op.durable_acks += 1;
+        }
+        self.put_check(op_id);
+    }
+
+    /// Answers the client once W/DW are met, or as soon as they no longer
+    /// can be; drops the op once nothing is outstanding.
+    fn put_check(&mut self, op_id: u64) {
+        let op = self.puts.get_mut(&op_id).expect("put op exists");
+        let waiting = op
+            .targets
+            .iter()
+            .filter(|target| matches!(target.state, TargetState::Waiting { .. }))
+            .count();
+        if !op.replied && op.siblings.is_some() {
+            if op.acks >= op.quorum.w && op.durable_acks >= op.quorum.dw {
+                op.replied = true;
+                self.replies.push_back(ClientReply::Put {
+                    id: op.client,
+                    result: Ok(PutOutcome {
+                        acks: op.acks,
+                        durable_acks: op.durable_acks,
+                    }),
+                });
+            } else if waiting == 0 {
+                op.replied = true;
+                self.replies.push_back(ClientReply::Put {
+                    id: op.client,
+                    result: Err(ReplicaError::PutQuorumFailed {
+                        acks: op.acks,
+                        durable_acks: op.durable_acks,
+                        w: op.quorum.w,
+                        dw: op.quorum.dw,
+                    }),
+                });
+            }
+        }
+        if op.replied && waiting == 0 {
+            self.remove_put(op_id);
+        }
+    }
+
+    fn remove_put(&mut self, op_id: u64) {
+        if let Some(op) = self.puts.remove(&op_id) {
+            for target in &op.targets {
+                self.pending.remove(&target.req);
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Coordinator: get (§4.5, §5, §6.4).
+
+    /// Starts a get coordinated here. Every primary is asked (R_ALL); the
+    /// client is answered after R replies, and read repair runs once all
+    /// have answered or the request times out.
+    pub fn start_get(&mut self, now_ms: u64, id: ClientRequestId, request: GetRequest) {
+        let mut quorum = self.config.quorum;
+        quorum.n = request.preference.primaries.len().max(1);
+        quorum.r = request.r.unwrap_or(quorum.r.min(quorum.n));
+        quorum.w = quorum.w.min(quorum.n);
+        quorum.dw = quorum.dw.min(quorum.w);
+        if let Err(error) = self.check_request(&request.key, &request.preference, quorum) {
+            self.replies.push_back(ClientReply::Get {
+                id,
+                result: Err(error),
+            });
+            return;
+        }
+        let op_id = self.fresh_id();
+        let mut targets = Vec::with_capacity(request.preference.primaries.len());
+        for &node in &request.preference.primaries {
+            let req = self.fresh_id();
+            targets.push(GetTarget {
+                node,
+                req,
+                reply: None,
+            });
+            if node == self.me {
+                let io = self.fresh_id();
+                self.ios.insert(io, IoPurpose::GetLocal(op_id));
+                self.io_queue.push_back(IoRequest::Read {
+                    io,
+                    namespace: Namespace::Data,
+                    partition: request.partition,
+                    key: request.key.clone(),
+                });
+            } else {
+                self.pending.insert(req, Pending::Get(op_id));
+                self.send(
+                    node,
+                    ReplicaMessage::GetReplica {
+                        req,
+                        partition: request.partition,
+                        key: request.key.clone(),
+                    },
+                );
+            }
+        }
+        self.gets.insert(
+            op_id,
+            GetOp {
+                client: id,
+                partition: request.partition,
+                key: request.key,
+                r: quorum.r,
+                deadline_ms: now_ms + self.config.request_timeout_ms,
+                targets,
+                first_responder: None,
+                replied: false,
+            },
+        );
+    }
+
+    fn get_reply(&mut self, op_id: u64, from: NodeId, siblings: Option<SiblingSet>) {
+        let Some(op) = self.gets.get_mut(&op_id) else {
+            return;
+        };
+        let Some(target) = op.targets.iter_mut().find(|target| target.node == from) else {
+            return;
+        };
+        if target.reply.is_some() {
+            return; // duplicate
+        }
+        target.reply = Some(siblings);
+        self.pending.remove(&target.req);
+        if op.first_responder.is_none() {
+            op.first_responder = Some(from);
+        }
+        self.get_check(op_id, false);
+    }
+
+    /// Answers once R replies are in; repairs and drops the op once every
+    /// target answered, or at the deadline (`expired`).
+    fn get_check(&mut self, op_id: u64, expired: bool) {
+        let op = self.gets.get_mut(&op_id).expect("get op exists");
+        let replies = op.targets.iter().filter(|t| t.reply.is_some()).count();
+        let all_in = replies == op.targets.len();
+        if op.replied && !all_in && !expired {
+            return;
+        }
+        // Syntactic reconciliation: merge drops dominated versions (§4.4).
+        let mut merged = SiblingSet::new();
+        let mut merge_error = None;
+        for target in &op.targets {
+            if let Some(Some(siblings)) = &target.reply {
+                if let Err(error) = merged.merge(siblings) {
+                    merge_error = Some(error);
+                }
+            }
+        }
+        if !op.replied {
+            let result = if let Some(error) = merge_error.clone() {
+                Some(Err(ReplicaError::Version(error)))
+            } else if replies >= op.r {
+                Some(Ok(GetOutcome {
+                    context: Context {
+                        clock: merged.context(),
+                        fastest_replica: op.first_responder.map(|node| node.0),
+                    },
+                    siblings: merged.clone(),
+                    replies,
+                }))
+            } else if expired {
+                Some(Err(ReplicaError::GetQuorumFailed { replies, r: op.r }))
+            } else {
+                None
+            };
+            if let Some(result) = result {
+                op.replied = true;
+                self.replies.push_back(ClientReply::Get {
+                    id: op.client,
+                    result,
+                });
+            }
+        }
+        if all_in || expired {
+            let op = self.gets.remove(&op_id).expect("get op exists");
+            for target in &op.targets {
+                self.pending.remove(&target.req);
+            }
+            if merge_error.is_none() && replies > 0 {
+                self.read_repair(&op, &merged);
+            }
+        }
+    }
+
+    /// Sends the merged set to every replier whose copy has not seen all of
+    /// it (§5, read repair). Fire and forget: the acks are not awaited.
+    fn read_repair(&mut self, op: &GetOp, merged: &SiblingSet) {
+        if merged.is_empty() && merged.context().is_empty() {
+            return;
+        }
+        for target in &op.targets {
+            let Some(reply) = &target.reply else {
+                continue;
+            };
+            let stale = match reply {
+                Some(siblings) => siblings != merged,
+                None => true,
+            };
+            if !stale {
+                continue;
+            }
+            if target.node == self.me {
+                self.enqueue_local(
+                    Namespace::Data,
+                    op.partition,
+                    op.key.clone(),
+                    LocalOpKind::Merge {
+                        siblings: merged.clone(),
+                        durable: false,
+                        then: AfterMerge::Nothing,
+                        hint: None,
+                    },
+                );
+            } else {
+                let req = self.fresh_id();
+                self.send(
+                    target.node,
+                    ReplicaMessage::PutReplica {
+                        req,
+                        partition: op.partition,
+                        key: op.key.clone(),
+                        siblings: merged.clone(),
+                        durable: false,
+                        hint_for: None,
+                    },
+                );
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Inbound messages.
+
+    pub fn handle_message(&mut self, now_ms: u64, from: NodeId, message: ReplicaMessage) {
+        match message {
+            ReplicaMessage::PutReplica {
+                req,
+                partition,
+                key,
+                siblings,
+                durable,
+                hint_for,
+            } => {
+                let then = AfterMerge::AckPut { to: from, req };
+                match hint_for {
+                    Some(primary) if primary != self.me => {
+                        if self.hints.len() >= HINTS_MAX {
+                            return; // no ack: the coordinator tries elsewhere
+                        }
+                        // A hint is persisted like any replica write and
+                        // durably, since it may be the only extra copy.
+                        let stored_key = hint_key(primary, &key);
+                        self.enqueue_local(
+                            Namespace::Hint,
+                            partition,
+                            stored_key,
+                            LocalOpKind::Merge {
+                                siblings,
+                                durable: true,
+                                then,
+                                hint: Some((primary, key)),
+                            },
+                        );
+                    }
+                    _ => self.enqueue_local(
+                        Namespace::Data,
+                        partition,
+                        key,
+                        LocalOpKind::Merge {
+                            siblings,
+                            durable,
+                            then,
+                            hint: None,
+                        },
+                    ),
+                }
+            }
+            ReplicaMessage::PutAck { req, durable } => self.put_ack(from, req, durable),
+            ReplicaMessage::GetReplica {
+                req,
+                partition,
+                key,
+            } => {
+                let io = self.fresh_id();
+                self.ios.insert(io, IoPurpose::ServeGet { to: from, req });
+                self.io_queue.push_back(IoRequest::Read {
+                    io,
+                    namespace: Namespace::Data,
+                    partition,
+                    key,
+                });
+            }
+            ReplicaMessage::GetReply { req, siblings } => {
+                if let Some(Pending::Get(op_id)) = self.pending.get(&req).cloned() {
+                    self.get_reply(op_id, from, siblings);
+                }
+            }
+            ReplicaMessage::HintReplay {
+                req,
+                partition,
+                key,
+                siblings,
+            } => {
+                // Durable: the fallback deletes its copy after this ack.
+                self.enqueue_local(
+                    Namespace::Data,
+                    partition,
+                    key,
+                    LocalOpKind::Merge {
+                        siblings,
+                        durable: true,
+                        then: AfterMerge::AckHint { to: from, req },
+                        hint: None,
+                    },
+                );
+            }
+            ReplicaMessage::HintAck { req } => {
+                let Some(Pending::Replay {
+                    primary,
+                    partition,
+                    key,
+                    siblings,
+                }) = self.pending.get(&req).cloned()
+                else {
+                    return;
+                };
+                if primary != from {
+                    return;
+                }
+                self.pending.remove(&req);
+                self.enqueue_local(
+                    Namespace::Hint,
+                    partition,
+                    hint_key(primary, &key),
+                    LocalOpKind::DeleteHintIfUnchanged {
+                        expected: siblings,
+                        primary,
+                        key,
+                    },
+                );
+            }
+        }
+        // `now_ms` is part of the signature for symmetry with the other
+        // inputs; replica-side handling needs no deadline yet.
+        let _ = now_ms;
+    }
+
+    // -----------------------------------------------------------------------
+    // Timers.
+
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        // Put targets that did not answer in time: replace by a fallback.
+        let put_ids: Vec<u64> = self.puts.keys().copied().collect();
+        for op_id in put_ids {
+            let expired: Vec<usize> = self.puts[&op_id]
+                .targets
+                .iter()
+                .enumerate()
+                .filter(|(_, target)| {
+                    matches!(target.state, TargetState::Waiting { deadline_ms } if deadline_ms <= now_ms)
+                })
+                .map(|(index, _)| index)
+                .collect();
+            for index in expired {
+                let op = self.puts.get_mut(&op_id).expect("put op exists");
+                let target = &mut op.targets[index];
+                target.state = TargetState::Abandoned;
+                let hint_for = target.hint_for.unwrap_or(target.node);
+                let node = target.node;
+                self.peer_timeouts.push_back(node);
+                if now_ms < op.deadline_ms {
+                    if let Some(fallback) = self.pick_fallback(op_id) {
+                        self.put_send(now_ms, op_id, fallback, Some(hint_for));
+                    }
+                }
+            }
+            let op = &self.puts[&op_id];
+            if op.deadline_ms <= now_ms {
+                if !op.replied {
+                    let op = self.puts.get_mut(&op_id).expect("put op exists");
+                    op.replied = true;
+                    let reply = ClientReply::Put {
+                        id: op.client,
+                        result: Err(ReplicaError::PutQuorumFailed {
+                            acks: op.acks,
+                            durable_acks: op.durable_acks,
+                            w: op.quorum.w,
+                            dw: op.quorum.dw,
+                        }),
+                    };
+                    self.replies.push_back(reply);
+                }
+                // The local update may still be running; it finds no op.
+                self.remove_put(op_id);
+            } else if op.siblings.is_some() {
+                self.put_check(op_id);
+            }
+        }
+
+        let get_ids: Vec<u64> = self
+            .gets
+            .iter()
+            .filter(|(_, op)| op.deadline_ms <= now_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for op_id in get_ids {
+            for target in &self.gets[&op_id].targets {
+                if target.reply.is_none() && target.node != self.me {
+                    self.peer_timeouts.push_back(target.node);
+                }
+            }
+            self.get_check(op_id, true);
+        }
+
+        // Hint replays that were not acknowledged: try again later.
+        let mut timed_out = Vec::new();
+        for ((primary, _, _), state) in self.hints.iter_mut() {
+            if state
+                .replay_deadline_ms
+                .is_some_and(|deadline| deadline <= now_ms)
+            {
+                state.replay_deadline_ms = None;
+                timed_out.push(*primary);
+            }
+        }
+        self.peer_timeouts.extend(timed_out);
+
+        if now_ms >= self.next_replay_ms {
+            self.next_replay_ms = now_ms + self.config.hint_replay_interval_ms;
+            self.start_hint_replays(now_ms);
+        }
+    }
+
+    /// Hands hints back to reachable primaries, at most
+    /// `hint_replay_batch_max` in flight (§4.6, rate-limited as §6.5 asks
+    /// of background work).
+    fn start_hint_replays(&mut self, now_ms: u64) {
+        let in_flight = self
+            .hints
+            .values()
+            .filter(|state| state.replay_deadline_ms.is_some())
+            .count();
+        let budget = self.config.hint_replay_batch_max.saturating_sub(in_flight);
+        let ready: Vec<HintIndexKey> = self
+            .hints
+            .iter()
+            .filter(|((primary, _, _), state)| {
+                state.replay_deadline_ms.is_none() && self.is_reachable(*primary)
+            })
+            .map(|(key, _)| key.clone())
+            .take(budget)
+            .collect();
+        for (primary, partition, key) in ready {
+            let io = self.fresh_id();
+            let deadline_ms = now_ms + self.config.replica_timeout_ms;
+            self.hints
+                .get_mut(&(primary, partition, key.clone()))
+                .expect("hint indexed")
+                .replay_deadline_ms = Some(deadline_ms);
+            self.io_queue.push_back(IoRequest::Read {
+                io,
+                namespace: Namespace::Hint,
+                partition,
+                key: hint_key(primary, &key),
+            });
+            self.ios.insert(
+                io,
+                IoPurpose::HintLoad {
+                    primary,
+                    partition,
+                    key,
+                },
+            );
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Local storage operations.
+
+    fn enqueue_local(
+        &mut self,
+        namespace: Namespace,
+        partition: u32,
+        key: Bytes,
+        kind: LocalOpKind,
+    ) {
+        let op_id = self.fresh_id();
+        self.local_ops.insert(
+            op_id,
+            LocalOp {
+                namespace,
+                partition,
+                key: key.clone(),
+                kind,
+                stage: LocalStage::Queued,
+                result: None,
+            },
+        );
+        let queue = self.locks.entry((namespace, key)).or_default();
+        queue.push_back(op_id);
+        if queue.len() == 1 {
+            self.local_start(op_id);
+        }
+    }
+
+    fn local_start(&mut self, op_id: u64) {
+        let io = self.fresh_id();
+        let op = self.local_ops.get_mut(&op_id).expect("local op exists");
+        assert_eq!(op.stage, LocalStage::Queued);
+        op.stage = LocalStage::Reading;
+        self.io_queue.push_back(IoRequest::Read {
+            io,
+            namespace: op.namespace,
+            partition: op.partition,
+            key: op.key.clone(),
+        });
+        self.ios.insert(io, IoPurpose::LocalOp(op_id));
+    }
+
+    /// Finishes local op `op_id` (successfully or not), runs its
+    /// continuation and starts the next op queued on the same key.
+    fn local_finish(&mut self, now_ms: u64, op_id: u64, result: Result<SiblingSet, ReplicaError>) {
+        let op = self.local_ops.remove(&op_id).expect("local op exists");
+        let lock_key = (op.namespace, op.key.clone());
+        let queue = self.locks.get_mut(&lock_key).expect("lock held");
+        assert_eq!(
+            queue.pop_front(),
+            Some(op_id),
+            "only the lock holder finishes"
+        );
+        let next = queue.front().copied();
+        if next.is_none() {
+            self.locks.remove(&lock_key);
+        }
+        match op.kind {
+            LocalOpKind::CoordinatorUpdate {
+                op: put, durable, ..
+            } => {
+                self.put_local_done(now_ms, put, result.map(|set| (set, durable)));
+            }
+            LocalOpKind::Merge {
+                then,
+                hint,
+                durable,
+                ..
+            } => {
+                if result.is_ok() {
+                    if let Some((primary, key)) = hint {
+                        self.hints.entry((primary, op.partition, key)).or_default();
+                    }
+                    match then {
+                        AfterMerge::AckPut { to, req } => {
+                            self.send(to, ReplicaMessage::PutAck { req, durable });
+                        }
+                        AfterMerge::AckHint { to, req } => {
+                            self.send(to, ReplicaMessage::HintAck { req });
+                        }
+                        AfterMerge::Nothing => {}
+                    }
+                }
+            }
+            LocalOpKind::DeleteHintIfUnchanged { primary, key, .. } => {
+                let index_key = (primary, op.partition, key);
+                match result {
+                    // Deleted: forget the hint.
+                    Ok(ref set) if set.is_empty() && set.context().is_empty() => {
+                        self.hints.remove(&index_key);
+                    }
+                    // Changed meanwhile (a newer hint arrived) or failed:
+                    // keep it and replay again.
+                    _ => {
+                        if let Some(state) = self.hints.get_mut(&index_key) {
+                            state.replay_deadline_ms = None;
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(next) = next {
+            self.local_start(next);
+        }
+    }
+
+    pub fn handle_io_done(&mut self, now_ms: u64, io: IoId, result: IoResult) {
+        let Some(purpose) = self.ios.remove(&io) else {
+            return;
+        };
+        match purpose {
+            IoPurpose::LocalOp(op_id) => self.local_io_done(now_ms, op_id, result),
+            IoPurpose::GetLocal(op_id) => {
+                let siblings = match result {
+                    IoResult::Read(Some(bytes)) => match SiblingSet::decode(&bytes) {
+                        Ok(set) => Some(set),
+                        Err(_) => return, // unreadable: no local reply
+                    },
+                    IoResult::Read(None) => None,
+                    _ => return,
+                };
+                let me = self.me;
+                self.get_reply(op_id, me, siblings);
+            }
+            IoPurpose::ServeGet { to, req } => {
+                let siblings = match result {
+                    IoResult::Read(Some(bytes)) => match SiblingSet::decode(&bytes) {
+                        Ok(set) => Some(set),
+                        Err(_) => return,
+                    },
+                    IoResult::Read(None) => None,
+                    _ => return,
+                };
+                self.send(to, ReplicaMessage::GetReply { req, siblings });
+            }
+            IoPurpose::HintLoad {
+                primary,
+                partition,
+                key,
+            } => {
+                let index_key = (primary, partition, key.clone());
+                let siblings = match result {
+                    IoResult::Read(Some(bytes)) => SiblingSet::decode(&bytes).ok(),
+                    IoResult::Read(None) => {
+                        self.hints.remove(&index_key);
+                        return;
+                    }
+                    _ => None,
+                };
+                let Some(siblings) = siblings else {
+                    if let Some(state) = self.hints.get_mut(&index_key) {
+                        state.replay_deadline_ms = None;
+                    }
+                    return;
+                };
+                let req = self.fresh_id();
+                self.pending.insert(
+                    req,
+                    Pending::Replay {
+                        primary,
+                        partition,
+                        key: key.clone(),
+                        siblings: siblings.clone(),
+                    },
+                );
+                self.send(
+                    primary,
+                    ReplicaMessage::HintReplay {
+                        req,
+                        partition,
+                        key,
+                        siblings,
+                    },
+                );
+            }
+            IoPurpose::ListHints => {
+                if let IoResult::HintKeys(keys) = result {
+                    for (partition, stored) in keys.into_iter().take(HINTS_MAX) {
+                        if let Some((primary, key)) = parse_hint_key(&stored) {
+                            self.hints.entry((primary, partition, key)).or_default();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn local_io_done(&mut self, now_ms: u64, op_id: u64, result: IoResult) {
+        let op = self.local_ops.get(&op_id).expect("local op exists");
+        match op.stage {
+            LocalStage::Reading => {
+                let stored = match result {
+                    IoResult::Read(Some(bytes)) => match SiblingSet::decode(&bytes) {
+                        Ok(set) => set,
+                        Err(error) => {
+                            return self.local_finish(
+                                now_ms,
+                                op_id,
+                                Err(ReplicaError::Version(error)),
+                            );
+                        }
+                    },
+                    IoResult::Read(None) => SiblingSet::new(),
+                    IoResult::Failed(error) => {
+                        return self.local_finish(now_ms, op_id, Err(ReplicaError::Storage(error)));
+                    }
+                    other => panic!("read answered with {other:?}"),
+                };
+                self.local_read_done(now_ms, op_id, stored);
+            }
+            LocalStage::Writing => {
+                let set = self
+                    .local_ops
+                    .get_mut(&op_id)
+                    .expect("local op exists")
+                    .result
+                    .take()
+                    .expect("writing op has its result");
+                match result {
+                    IoResult::Done => self.local_finish(now_ms, op_id, Ok(set)),
+                    IoResult::Failed(error) => {
+                        self.local_finish(now_ms, op_id, Err(ReplicaError::Storage(error)))
+                    }
+                    other => panic!("write answered with {other:?}"),
+                }
+            }
+            LocalStage::Queued => panic!("I/O done for a queued op"),
+        }
+    }
+
+    fn local_read_done(&mut self, now_ms: u64, op_id: u64, stored: SiblingSet) {
+        let op = self.local_ops.get(&op_id).expect("local op exists");
+        let (new_set, durable) = match &op.kind {
+            LocalOpKind::CoordinatorUpdate {
+                context,
+                value,
+                durable,
+                ..
+            } => {
+                let mut updated = stored;
+                if let Err(error) = updated.update(context, self.actor, value.clone()) {
+                    return self.local_finish(now_ms, op_id, Err(ReplicaError::Version(error)));
+                }
+                (updated, *durable)
+            }
+            LocalOpKind::Merge {
+                siblings, durable, ..
+            } => {
+                let mut merged = stored.clone();
+                if let Err(error) = merged.merge(siblings) {
+                    return self.local_finish(now_ms, op_id, Err(ReplicaError::Version(error)));
+                }
+                if merged == stored && !*durable {
+                    // Nothing new and no durability asked: no write needed.
+                    return self.local_finish(now_ms, op_id, Ok(merged));
+                }
+                (merged, *durable)
+            }
+            LocalOpKind::DeleteHintIfUnchanged { expected, .. } => {
+                if stored != *expected {
+                    return self.local_finish(now_ms, op_id, Ok(stored));
+                }
+                let io = self.fresh_id();
+                let op = self.local_ops.get_mut(&op_id).expect("local op exists");
+                op.stage = LocalStage::Writing;
+                op.result = Some(SiblingSet::new());
+                self.io_queue.push_back(IoRequest::Delete {
+                    io,
+                    namespace: op.namespace,
+                    partition: op.partition,
+                    key: op.key.clone(),
+                });
+                self.ios.insert(io, IoPurpose::LocalOp(op_id));
+                return;
+            }
+        };
+        let mut payload = Vec::new();
+        new_set.encode(&mut payload);
+        let io = self.fresh_id();
+        let op = self.local_ops.get_mut(&op_id).expect("local op exists");
+        op.stage = LocalStage::Writing;
+        self.io_queue.push_back(IoRequest::Write {
+            io,
+            namespace: op.namespace,
+            partition: op.partition,
+            key: op.key.clone(),
+            payload: Bytes::from(payload),
+            all_tombstones: new_set.is_all_tombstones(),
+            durable,
+        });
+        op.result = Some(new_set);
+        self.ios.insert(io, IoPurpose::LocalOp(op_id));
+    }
+}

@@ -1,0 +1,720 @@
+//! Table-driven tests of the quorum logic (raft-rs style): each case names
+//! the Dynamo section it checks. One coordinator runs against an in-memory
+//! map standing for its own store; replica answers are injected by hand.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::membership::NodeId;
+use crate::version::{SiblingSet, Value, VersionVector};
+
+const A: NodeId = NodeId(1);
+const B: NodeId = NodeId(2);
+const C: NodeId = NodeId(3);
+const D: NodeId = NodeId(4);
+const E: NodeId = NodeId(5);
+
+type MapStore = BTreeMap<(Namespace, u32, Bytes), (Bytes, bool)>;
+
+struct Harness {
+    replica: Replica,
+    store: MapStore,
+    now_ms: u64,
+    sent: Vec<Transmit>,
+    replies: Vec<ClientReply>,
+}
+
+impl Harness {
+    fn new(me: NodeId, quorum: QuorumConfig) -> Harness {
+        let config = ReplicaConfig {
+            quorum,
+            request_timeout_ms: 1_000,
+            replica_timeout_ms: 100,
+            hint_replay_interval_ms: 50,
+            hint_replay_batch_max: 4,
+        };
+        let mut harness = Harness {
+            replica: Replica::new(me, actor_id(me, 0, 1), config, 0),
+            store: MapStore::new(),
+            now_ms: 0,
+            sent: Vec::new(),
+            replies: Vec::new(),
+        };
+        harness.pump();
+        harness
+    }
+
+    /// Runs storage I/O to completion and collects the outputs.
+    fn pump(&mut self) {
+        while let Some(io) = self.replica.poll_io() {
+            let (id, result) = match io {
+                IoRequest::Read {
+                    io,
+                    namespace,
+                    partition,
+                    key,
+                } => {
+                    let value = self
+                        .store
+                        .get(&(namespace, partition, key))
+                        .map(|(bytes, _)| bytes.clone());
+                    (io, IoResult::Read(value))
+                }
+                IoRequest::Write {
+                    io,
+                    namespace,
+                    partition,
+                    key,
+                    payload,
+                    durable,
+                    ..
+                } => {
+                    self.store
+                        .insert((namespace, partition, key), (payload, durable));
+                    (io, IoResult::Done)
+                }
+                IoRequest::Delete {
+                    io,
+                    namespace,
+                    partition,
+                    key,
+                } => {
+                    self.store.remove(&(namespace, partition, key));
+                    (io, IoResult::Done)
+                }
+                IoRequest::ListHints { io } => (io, IoResult::HintKeys(Vec::new())),
+            };
+            self.replica.handle_io_done(self.now_ms, id, result);
+        }
+        while let Some(transmit) = self.replica.poll_transmit() {
+            // Every message survives its own codec.
+            let mut bytes = Vec::new();
+            transmit.message.encode(&mut bytes);
+            assert_eq!(ReplicaMessage::decode(&bytes), Ok(transmit.message.clone()));
+            self.sent.push(transmit);
+        }
+        while let Some(reply) = self.replica.poll_reply() {
+            self.replies.push(reply);
+        }
+    }
+
+    fn put(&mut self, context: VersionVector, value: &str) {
+        self.replica.start_put(
+            self.now_ms,
+            7,
+            PutRequest {
+                key: Bytes::from_static(b"k"),
+                partition: 0,
+                context,
+                value: Value::Data(Bytes::copy_from_slice(value.as_bytes())),
+                preference: preference(),
+                quorum: None,
+            },
+        );
+        self.pump();
+    }
+
+    fn get(&mut self, r: Option<usize>) {
+        self.replica.start_get(
+            self.now_ms,
+            8,
+            GetRequest {
+                key: Bytes::from_static(b"k"),
+                partition: 0,
+                preference: preference(),
+                r,
+            },
+        );
+        self.pump();
+    }
+
+    fn deliver(&mut self, from: NodeId, message: ReplicaMessage) {
+        self.replica.handle_message(self.now_ms, from, message);
+        self.pump();
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.now_ms += ms;
+        self.replica.handle_timeout(self.now_ms);
+        self.pump();
+    }
+
+    /// The requests sent to `to` so far, removed from `sent`.
+    fn take_sent_to(&mut self, to: NodeId) -> Vec<ReplicaMessage> {
+        let (mine, rest): (Vec<_>, Vec<_>) = self.sent.drain(..).partition(|t| t.to == to);
+        self.sent = rest;
+        mine.into_iter().map(|t| t.message).collect()
+    }
+
+    fn stored(&self, namespace: Namespace, key: &[u8]) -> Option<SiblingSet> {
+        self.store
+            .get(&(namespace, 0, Bytes::copy_from_slice(key)))
+            .map(|(bytes, _)| SiblingSet::decode(bytes).expect("stored sets decode"))
+    }
+}
+
+fn preference() -> Preference {
+    Preference {
+        primaries: vec![A, B, C],
+        fallbacks: vec![D, E],
+    }
+}
+
+fn req_of(message: &ReplicaMessage) -> RequestId {
+    match message {
+        ReplicaMessage::PutReplica { req, .. }
+        | ReplicaMessage::GetReplica { req, .. }
+        | ReplicaMessage::HintReplay { req, .. } => *req,
+        other => panic!("not a request: {other:?}"),
+    }
+}
+
+fn set_with(actor: u64, values: &[&str]) -> SiblingSet {
+    let mut set = SiblingSet::new();
+    for value in values {
+        // Blind updates: concurrent siblings.
+        set.update(
+            &VersionVector::new(),
+            actor,
+            Value::Data(Bytes::copy_from_slice(value.as_bytes())),
+        )
+        .expect("small set");
+    }
+    set
+}
+
+/// What a remote replica does with a PutReplica in a put case.
+#[derive(Clone, Copy, Debug)]
+enum Answer {
+    Buffered,
+    Durable,
+    Silent,
+}
+
+#[test]
+fn put_quorum_table() {
+    use Answer::*;
+    struct Case {
+        section: &'static str,
+        quorum: QuorumConfig,
+        answers: [Answer; 2],
+        expect: Result<(usize, usize), (usize, usize)>,
+    }
+    let q = |w, dw| QuorumConfig { n: 3, r: 2, w, dw };
+    let cases = [
+        Case {
+            section: "§4.5 W=2: coordinator plus one replica",
+            quorum: q(2, 1),
+            answers: [Buffered, Silent],
+            expect: Ok((2, 1)),
+        },
+        Case {
+            section: "§4.5 W=1: the coordinator's durable write alone",
+            quorum: q(1, 1),
+            answers: [Silent, Silent],
+            expect: Ok((1, 1)),
+        },
+        Case {
+            section: "§4.5 W=3 with one replica silent fails and says how far it got",
+            quorum: q(3, 1),
+            answers: [Buffered, Silent],
+            expect: Err((2, 1)),
+        },
+        Case {
+            section: "§6.1 DW=2: buffered replica acks do not count as durable",
+            quorum: q(2, 2),
+            answers: [Buffered, Buffered],
+            expect: Err((3, 1)),
+        },
+        Case {
+            section: "§6.1 DW=2 met by one durable replica",
+            quorum: q(2, 2),
+            answers: [Buffered, Durable],
+            expect: Ok((3, 2)),
+        },
+        Case {
+            section: "§6.1 DW=0: buffered everywhere is enough",
+            quorum: q(2, 0),
+            answers: [Silent, Buffered],
+            expect: Ok((2, 0)),
+        },
+    ];
+    for case in cases {
+        let mut h = Harness::new(A, case.quorum);
+        // No fallbacks are reachable, so silence is not papered over by a
+        // hint (that is the next test).
+        h.replica.set_reachable(D, false);
+        h.replica.set_reachable(E, false);
+        h.put(VersionVector::new(), "v");
+        let stored = h.store.values().next().expect("coordinator wrote first");
+        assert_eq!(stored.1, case.quorum.dw >= 1, "{}", case.section);
+        for (node, answer) in [(B, case.answers[0]), (C, case.answers[1])] {
+            let sent = h.take_sent_to(node);
+            assert_eq!(sent.len(), 1, "{}", case.section);
+            let req = req_of(&sent[0]);
+            match answer {
+                Buffered => h.deliver(
+                    node,
+                    ReplicaMessage::PutAck {
+                        req,
+                        durable: false,
+                    },
+                ),
+                Durable => h.deliver(node, ReplicaMessage::PutAck { req, durable: true }),
+                Silent => {}
+            }
+        }
+        h.advance(100);
+        h.advance(1_000);
+        let result = match h.replies.as_slice() {
+            [ClientReply::Put { id: 7, result }] => result.clone(),
+            other => panic!("{}: replies {other:?}", case.section),
+        };
+        match (result, case.expect) {
+            (Ok(outcome), Ok((acks, durable_acks))) => {
+                assert_eq!(
+                    (outcome.acks, outcome.durable_acks),
+                    (acks, durable_acks),
+                    "{}",
+                    case.section
+                );
+            }
+            (
+                Err(ReplicaError::PutQuorumFailed {
+                    acks, durable_acks, ..
+                }),
+                Err(expected),
+            ) => assert_eq!((acks, durable_acks), expected, "{}", case.section),
+            (result, expect) => panic!("{}: got {result:?}, want {expect:?}", case.section),
+        }
+    }
+}
+
+#[test]
+fn duplicate_acks_count_once() {
+    // §4.5: W counts distinct replicas; a duplicated packet is not a replica.
+    let mut h = Harness::new(
+        A,
+        QuorumConfig {
+            n: 3,
+            r: 2,
+            w: 3,
+            dw: 1,
+        },
+    );
+    h.put(VersionVector::new(), "v");
+    let req = req_of(&h.take_sent_to(B)[0]);
+    h.deliver(
+        B,
+        ReplicaMessage::PutAck {
+            req,
+            durable: false,
+        },
+    );
+    h.deliver(
+        B,
+        ReplicaMessage::PutAck {
+            req,
+            durable: false,
+        },
+    );
+    // An ack for B's request coming from C is not C's ack either.
+    h.deliver(
+        C,
+        ReplicaMessage::PutAck {
+            req,
+            durable: false,
+        },
+    );
+    assert!(h.replies.is_empty(), "two of three acks: {:?}", h.replies);
+}
+
+#[test]
+fn sloppy_quorum_sends_hint_to_first_healthy_fallback() {
+    // §4.6: B is believed down, so D (first fallback) takes the write as a
+    // hint for B; C stays silent past the replica timeout, so E takes one
+    // for C.
+    let mut h = Harness::new(A, QuorumConfig::default());
+    h.replica.set_reachable(B, false);
+    h.put(VersionVector::new(), "v");
+    assert!(h.take_sent_to(B).is_empty());
+    let to_d = h.take_sent_to(D);
+    assert!(matches!(
+        to_d.as_slice(),
+        [ReplicaMessage::PutReplica {
+            hint_for: Some(B),
+            ..
+        }]
+    ));
+    assert_eq!(h.take_sent_to(C).len(), 1);
+    let ack = ReplicaMessage::PutAck {
+        req: req_of(&to_d[0]),
+        durable: true,
+    };
+    h.deliver(D, ack);
+    // W=2 is met by A's own write and D's hint.
+    assert!(matches!(
+        h.replies.as_slice(),
+        [ClientReply::Put {
+            result: Ok(PutOutcome {
+                acks: 2,
+                durable_acks: 2
+            }),
+            ..
+        }]
+    ));
+    h.advance(100);
+    assert_eq!(h.replica.poll_peer_timeout(), Some(C));
+    assert_eq!(h.replica.poll_peer_timeout(), None);
+    let to_e = h.take_sent_to(E);
+    assert!(matches!(
+        to_e.as_slice(),
+        [ReplicaMessage::PutReplica {
+            hint_for: Some(C),
+            ..
+        }]
+    ));
+    // The coordinator keeps the fan-out going after answering the client.
+    assert_eq!(h.replica.requests_in_flight(), 1);
+    let ack = ReplicaMessage::PutAck {
+        req: req_of(&to_e[0]),
+        durable: true,
+    };
+    h.deliver(E, ack);
+    assert_eq!(h.replica.requests_in_flight(), 0);
+}
+
+#[test]
+fn fallback_stores_hint_durably_and_deletes_only_after_primary_ack() {
+    // §4.6: the hint is persisted, replayed when the primary is reachable,
+    // kept while unacknowledged, deleted after the ack.
+    let mut h = Harness::new(D, QuorumConfig::default());
+    let set = set_with(actor_id(A, 0, 1), &["x"]);
+    h.deliver(
+        A,
+        ReplicaMessage::PutReplica {
+            req: 1,
+            partition: 0,
+            key: Bytes::from_static(b"k"),
+            siblings: set.clone(),
+            durable: false,
+            hint_for: Some(B),
+        },
+    );
+    assert_eq!(
+        h.take_sent_to(A),
+        vec![ReplicaMessage::PutAck {
+            req: 1,
+            durable: true
+        }]
+    );
+    let hint = hint_key(B, b"k");
+    assert!(
+        h.store[&(Namespace::Hint, 0, hint.clone())].1,
+        "hints are durable"
+    );
+    assert_eq!(h.replica.hint_count(), 1);
+
+    h.replica.set_reachable(B, false);
+    h.advance(50);
+    assert!(
+        h.take_sent_to(B).is_empty(),
+        "no replay to an unreachable primary"
+    );
+    h.replica.set_reachable(B, true);
+    h.advance(50);
+    let replay = h.take_sent_to(B);
+    assert_eq!(replay.len(), 1);
+    // Not acknowledged: the replay times out and the hint stays.
+    h.advance(100);
+    assert_eq!(h.replica.hint_count(), 1);
+    h.advance(50);
+    let replay = h.take_sent_to(B);
+    assert!(
+        matches!(replay.as_slice(), [ReplicaMessage::HintReplay { siblings, .. }] if *siblings == set)
+    );
+    h.deliver(
+        B,
+        ReplicaMessage::HintAck {
+            req: req_of(&replay[0]),
+        },
+    );
+    assert_eq!(h.replica.hint_count(), 0);
+    assert!(!h.store.contains_key(&(Namespace::Hint, 0, hint)));
+}
+
+#[test]
+fn replica_merges_never_overwrites() {
+    // §4.4: two concurrent versions arriving from two coordinators both
+    // survive on the replica, as siblings.
+    let mut h = Harness::new(C, QuorumConfig::default());
+    for (from, value) in [(A, "from-a"), (B, "from-b")] {
+        h.deliver(
+            from,
+            ReplicaMessage::PutReplica {
+                req: 9,
+                partition: 0,
+                key: Bytes::from_static(b"k"),
+                siblings: set_with(actor_id(from, 0, 1), &[value]),
+                durable: false,
+                hint_for: None,
+            },
+        );
+    }
+    let stored = h.stored(Namespace::Data, b"k").expect("stored");
+    assert_eq!(stored.sibling_count(), 2);
+}
+
+#[test]
+fn put_with_unseen_context_keeps_siblings() {
+    // §4.4: a put whose context did not see the stored version does not
+    // replace it.
+    let mut h = Harness::new(
+        A,
+        QuorumConfig {
+            n: 3,
+            r: 2,
+            w: 1,
+            dw: 1,
+        },
+    );
+    h.put(VersionVector::new(), "first");
+    h.put(VersionVector::new(), "second");
+    assert_eq!(h.stored(Namespace::Data, b"k").unwrap().sibling_count(), 2);
+    // With the context of what is stored, the put supersedes both.
+    let context = h.stored(Namespace::Data, b"k").unwrap().context();
+    h.put(context, "resolved");
+    let stored = h.stored(Namespace::Data, b"k").unwrap();
+    assert_eq!(stored.sibling_count(), 1);
+}
+
+#[test]
+fn get_quorum_table() {
+    // §4.5: a get waits for R replies; §5: it merges them, dropping only
+    // dominated versions; §6.4: the first responder is reported.
+    struct Case {
+        section: &'static str,
+        r: usize,
+        /// Which remotes answer, with what.
+        b: Option<Option<&'static str>>,
+        c: Option<Option<&'static str>>,
+        expect: Result<usize, usize>,
+    }
+    let cases = [
+        Case {
+            section: "§4.5 R=2: local plus one",
+            r: 2,
+            b: Some(Some("b")),
+            c: None,
+            expect: Ok(2),
+        },
+        Case {
+            section: "§4.5 R=3 with one silent fails with the count",
+            r: 3,
+            b: Some(None),
+            c: None,
+            expect: Err(2),
+        },
+        Case {
+            section: "§4.4 concurrent versions come back as siblings",
+            r: 3,
+            b: Some(Some("b")),
+            c: Some(Some("c")),
+            expect: Ok(3),
+        },
+        Case {
+            section: "§4.5 R=1 answers from the coordinator alone",
+            r: 1,
+            b: None,
+            c: None,
+            expect: Ok(1),
+        },
+    ];
+    for case in cases {
+        let mut h = Harness::new(A, QuorumConfig::default());
+        h.put(VersionVector::new(), "a");
+        h.sent.clear();
+        h.replies.clear();
+        h.get(Some(case.r));
+        for (node, answer) in [(B, case.b), (C, case.c)] {
+            let sent = h.take_sent_to(node);
+            let req = req_of(&sent[0]);
+            if let Some(value) = answer {
+                let siblings = value.map(|v| set_with(actor_id(node, 0, 1), &[v]));
+                h.deliver(node, ReplicaMessage::GetReply { req, siblings });
+            }
+        }
+        h.advance(1_000);
+        // The setup put times out unacknowledged; only the get matters here.
+        h.replies
+            .retain(|reply| matches!(reply, ClientReply::Get { .. }));
+        let result = match h.replies.as_slice() {
+            [ClientReply::Get { id: 8, result }] => result.clone(),
+            other => panic!("{}: {other:?}", case.section),
+        };
+        match (result, case.expect) {
+            (Ok(outcome), Ok(siblings)) => {
+                assert_eq!(
+                    outcome.siblings.sibling_count(),
+                    siblings,
+                    "{}",
+                    case.section
+                );
+                assert_eq!(outcome.context.clock, outcome.siblings.context());
+                assert_eq!(
+                    outcome.context.fastest_replica,
+                    Some(A.0),
+                    "{}",
+                    case.section
+                );
+            }
+            (Err(ReplicaError::GetQuorumFailed { replies, r }), Err(expected)) => {
+                assert_eq!((replies, r), (expected, case.r), "{}", case.section);
+            }
+            (result, expect) => panic!("{}: got {result:?}, want {expect:?}", case.section),
+        }
+    }
+}
+
+#[test]
+fn read_repair_updates_stale_replicas() {
+    // §5: replicas whose copy lacks versions get the merged set.
+    let mut h = Harness::new(A, QuorumConfig::default());
+    h.put(VersionVector::new(), "a");
+    h.sent.clear();
+    h.get(None);
+    let req_b = req_of(&h.take_sent_to(B)[0]);
+    let req_c = req_of(&h.take_sent_to(C)[0]);
+    h.deliver(
+        B,
+        ReplicaMessage::GetReply {
+            req: req_b,
+            siblings: None,
+        },
+    );
+    let fresh = h.stored(Namespace::Data, b"k");
+    h.deliver(
+        C,
+        ReplicaMessage::GetReply {
+            req: req_c,
+            siblings: fresh.clone(),
+        },
+    );
+    let repairs_b = h.take_sent_to(B);
+    assert!(matches!(
+        repairs_b.as_slice(),
+        [ReplicaMessage::PutReplica { siblings, hint_for: None, .. }] if Some(siblings) == fresh.as_ref()
+    ));
+    assert!(h.take_sent_to(C).is_empty(), "C is up to date");
+}
+
+#[test]
+fn not_a_primary_and_bad_quorum_are_refused() {
+    let mut h = Harness::new(D, QuorumConfig::default());
+    h.put(VersionVector::new(), "v");
+    assert!(matches!(
+        h.replies.as_slice(),
+        [ClientReply::Put {
+            result: Err(ReplicaError::NotAPrimary { .. }),
+            ..
+        }]
+    ));
+    assert!(!QuorumConfig {
+        n: 3,
+        r: 4,
+        w: 2,
+        dw: 1
+    }
+    .is_valid());
+    assert!(!QuorumConfig {
+        n: 3,
+        r: 2,
+        w: 2,
+        dw: 3
+    }
+    .is_valid());
+    assert!(QuorumConfig::default().is_valid());
+}
+
+#[test]
+fn messages_round_trip_and_garbage_never_panics() {
+    let set = set_with(actor_id(A, 0, 1), &["x", "y"]);
+    let messages = [
+        ReplicaMessage::PutReplica {
+            req: 1,
+            partition: 2,
+            key: Bytes::from_static(b"key"),
+            siblings: set.clone(),
+            durable: true,
+            hint_for: Some(B),
+        },
+        ReplicaMessage::PutAck {
+            req: 3,
+            durable: false,
+        },
+        ReplicaMessage::GetReplica {
+            req: 4,
+            partition: 5,
+            key: Bytes::new(),
+        },
+        ReplicaMessage::GetReply {
+            req: 6,
+            siblings: None,
+        },
+        ReplicaMessage::GetReply {
+            req: 6,
+            siblings: Some(set.clone()),
+        },
+        ReplicaMessage::HintReplay {
+            req: 7,
+            partition: 8,
+            key: Bytes::from_static(b"k"),
+            siblings: set,
+        },
+        ReplicaMessage::HintAck { req: 9 },
+    ];
+    // A deterministic xorshift drives the garbage.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for message in messages {
+        let mut bytes = Vec::new();
+        message.encode(&mut bytes);
+        assert_eq!(ReplicaMessage::decode(&bytes), Ok(message));
+        for cut in 0..bytes.len() {
+            assert!(ReplicaMessage::decode(&bytes[..cut]).is_err());
+        }
+        for _ in 0..200 {
+            let mut damaged = bytes.clone();
+            let index = (next() % damaged.len() as u64) as usize;
+            damaged[index] ^= (next() % 255 + 1) as u8;
+            let _ = ReplicaMessage::decode(&damaged);
+        }
+    }
+    for _ in 0..2_000 {
+        let length = (next() % 64) as usize;
+        let garbage: Vec<u8> = (0..length).map(|_| next() as u8).collect();
+        let _ = ReplicaMessage::decode(&garbage);
+    }
+}
+
+#[test]
+fn hint_keys_round_trip() {
+    let stored = hint_key(NodeId(0x0102_0304), b"cart");
+    assert_eq!(
+        parse_hint_key(&stored),
+        Some((NodeId(0x0102_0304), Bytes::from_static(b"cart")))
+    );
+    assert_eq!(parse_hint_key(b"short"), None);
+    assert_ne!(
+        actor_id(A, 0, 1),
+        actor_id(A, 0, 2),
+        "a restart changes the actor"
+    );
+}

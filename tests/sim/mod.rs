@@ -1,0 +1,1201 @@
+//! The deterministic cluster simulator: N dynakv nodes (their real `Replica`
+//! and `Membership` machines) in one thread, on a virtual clock, over a
+//! seeded network that drops, delays, duplicates, reorders and partitions
+//! messages, with node crashes that lose unsynced writes and per-node clock
+//! skew. Everything random comes from one seeded RNG, so a seed replays
+//! exactly; every processed event is folded into a trace hash to prove it.
+//!
+//! A run has three phases (FoundationDB style: setup, run, check):
+//! 1. workload + faults: shopping-cart clients get a key, union the
+//!    elements of its siblings, add a unique element and put it back with
+//!    the get's context (sometimes blind, to force siblings);
+//! 2. heal: every partition ends, every crashed node restarts, the network
+//!    stops losing messages; the run waits until every hint was handed back;
+//! 3. check: an R=all get of every key (which read-repairs), then
+//!    (1) every acknowledged element is in the final read, (2) no element
+//!    appears that was never written, (3) all primaries of a key store the
+//!    same sibling set, (4) no hint is left.
+//!
+//! There is no Merkle anti-entropy yet (a later issue), so convergence comes
+//! only from hint replay and from the read repair of the final R=all reads.
+
+#![allow(dead_code)]
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use bytes::Bytes;
+use dynakv::membership::{
+    AdminChange, Membership, MembershipConfig, MembershipMessage, MembershipState, NodeId,
+};
+use dynakv::replica::{
+    actor_id, ClientReply, GetRequest, IoRequest, IoResult, Namespace, Preference, PutRequest,
+    QuorumConfig, Replica, ReplicaConfig, ReplicaMessage,
+};
+use dynakv::ring::{key_partition, Ring};
+use dynakv::storage::{block_on, CrashMode, Durability, MemDisk, RecordKind, Store, StoreConfig};
+use dynakv::version::{Context, SiblingSet, Value, VersionVector};
+
+/// splitmix64: small, fast, and good enough to drive a simulation.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x5eed_d1a6_0f1e_1d5a)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        assert!(n > 0);
+        self.next_u64() % n
+    }
+
+    /// Uniform in `low..=high`.
+    pub fn range(&mut self, low: u64, high: u64) -> u64 {
+        low + self.below(high - low + 1)
+    }
+
+    pub fn chance_per_mille(&mut self, per_mille: u64) -> bool {
+        self.below(1000) < per_mille
+    }
+}
+
+/// What one seed's run looks like; derived from the seed.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub nodes: usize,
+    pub keys: usize,
+    pub clients: usize,
+    pub ops: usize,
+    pub quorum: QuorumConfig,
+    pub drop_per_mille: u64,
+    pub duplicate_per_mille: u64,
+    pub delay_ms_max: u64,
+    pub faults: usize,
+}
+
+impl SimConfig {
+    pub fn from_seed(seed: u64) -> Self {
+        let mut rng = Rng::new(seed.wrapping_mul(31).wrapping_add(7));
+        SimConfig {
+            seed,
+            nodes: rng.range(3, 9) as usize,
+            keys: rng.range(1, 4) as usize,
+            clients: rng.range(2, 5) as usize,
+            ops: rng.range(60, 120) as usize,
+            quorum: {
+                // DW >= 1 always: with DW = 0 a correlated crash may lose an
+                // acknowledged write by design, which check (1) would flag.
+                let w = rng.range(1, 3) as usize;
+                QuorumConfig {
+                    n: 3,
+                    r: rng.range(1, 3) as usize,
+                    w,
+                    dw: rng.range(1, w as u64) as usize,
+                }
+            },
+            drop_per_mille: rng.range(0, 100),
+            duplicate_per_mille: rng.range(0, 50),
+            delay_ms_max: rng.range(2, 40),
+            faults: rng.range(0, 5) as usize,
+        }
+    }
+}
+
+/// The outcome of one run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimReport {
+    pub trace_hash: u64,
+    pub events: u64,
+    pub acked: usize,
+    pub written: usize,
+    pub virtual_ms: u64,
+    pub siblings_seen_max: usize,
+    pub crashes: u64,
+    pub hints_at_heal: usize,
+    pub divergent_before_repair: usize,
+}
+
+struct SimNode {
+    id: NodeId,
+    /// `None` while crashed.
+    machines: Option<(Replica, Membership)>,
+    /// The real store over a fault-injecting in-memory disk; `None` while
+    /// crashed. A crash drops it and loses the disk's unsynced writes.
+    store: Option<Store<MemDisk>>,
+    disk: MemDisk,
+    /// Persisted durably (as the runtime must): grows on every restart.
+    incarnation: u16,
+    /// Persisted membership state (durable).
+    membership_state: MembershipState,
+    /// Clock skew: local = global * (1 + drift) + offset.
+    offset_ms: u64,
+    drift_per_mille: u64,
+    /// The wake-up currently scheduled, in global time.
+    wake_at: Option<u64>,
+}
+
+impl SimNode {
+    fn local_ms(&self, global_ms: u64) -> u64 {
+        global_ms + global_ms * self.drift_per_mille / 1000 + self.offset_ms
+    }
+
+    fn global_ms(&self, local_ms: u64) -> u64 {
+        // The inverse of `local_ms`, rounded up so the wake is never early.
+        let base = local_ms.saturating_sub(self.offset_ms);
+        (base * 1000).div_ceil(1000 + self.drift_per_mille)
+    }
+}
+
+#[derive(Clone, Debug)]
+enum ClientOp {
+    Get {
+        r: Option<usize>,
+    },
+    Put {
+        context: VersionVector,
+        value: Value,
+    },
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Replica {
+        to: usize,
+        from: usize,
+        bytes: Vec<u8>,
+    },
+    Gossip {
+        to: usize,
+        from: usize,
+        bytes: Vec<u8>,
+    },
+    Request {
+        to: usize,
+        client: usize,
+        id: u64,
+        key: usize,
+        op: ClientOp,
+    },
+    Reply {
+        client: usize,
+        reply: ClientReply,
+    },
+    ClientWake {
+        client: usize,
+    },
+    ClientTimeout {
+        client: usize,
+        id: u64,
+    },
+    NodeWake {
+        node: usize,
+    },
+    Crash {
+        node: usize,
+    },
+    Restart {
+        node: usize,
+    },
+    Partition {
+        blocked: Vec<(usize, usize)>,
+    },
+    Heal,
+}
+
+#[derive(Clone, Debug)]
+enum ClientState {
+    Idle,
+    Getting { id: u64, key: usize },
+    Putting { id: u64, key: usize, element: u64 },
+}
+
+struct Client {
+    state: ClientState,
+    next_seq: u64,
+    /// Elements this client created, to make every element unique.
+    next_element: u64,
+}
+
+const HEAL_AT_MS: u64 = 6_000;
+const FAULTS_END_MS: u64 = 5_000;
+const CLIENT_TIMEOUT_MS: u64 = 2_500;
+const SETTLE_MS_MAX: u64 = 120_000;
+/// Partitions of the simulated ring (few, so keys share partitions).
+const PARTITIONS: u32 = 16;
+
+pub struct Sim {
+    config: SimConfig,
+    rng: Rng,
+    now_ms: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    events: BTreeMap<usize, Event>,
+    event_slot: usize,
+    nodes: Vec<SimNode>,
+    clients: Vec<Client>,
+    /// Directed links that currently lose everything.
+    blocked: BTreeSet<(usize, usize)>,
+    lossy: bool,
+    ops_left: usize,
+    /// Elements whose put was acknowledged.
+    acked: BTreeSet<u64>,
+    /// Elements ever sent in a put.
+    written: BTreeSet<u64>,
+    /// Final R=all reads, by key.
+    final_reads: BTreeMap<usize, SiblingSet>,
+    trace_hash: u64,
+    events_processed: u64,
+    siblings_seen_max: usize,
+    healed: bool,
+    /// Placement, claimed once from the (fixed) membership.
+    ring: Ring,
+    crashes: u64,
+    hints_at_heal: usize,
+    divergent_before_repair: usize,
+    /// Replica messages scheduled and not yet delivered (stragglers
+    /// included): the run is quiet only when none is left.
+    replica_messages_in_flight: usize,
+}
+
+fn fnv(hash: &mut u64, bytes: &[u8]) {
+    for byte in bytes {
+        *hash ^= u64::from(*byte);
+        *hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+}
+
+fn key_bytes(key: usize) -> Bytes {
+    Bytes::from(format!("cart-{key}"))
+}
+
+/// Cart values: a sorted list of u64 elements.
+fn encode_cart(elements: &BTreeSet<u64>) -> Bytes {
+    let mut out = Vec::with_capacity(elements.len() * 8);
+    for element in elements {
+        out.extend_from_slice(&element.to_le_bytes());
+    }
+    Bytes::from(out)
+}
+
+fn cart_union(siblings: &SiblingSet) -> BTreeSet<u64> {
+    let mut elements = BTreeSet::new();
+    for value in siblings.data_values() {
+        assert_eq!(value.len() % 8, 0, "cart values are whole u64s");
+        for chunk in value.chunks(8) {
+            let mut buffer = [0u8; 8];
+            buffer.copy_from_slice(chunk);
+            elements.insert(u64::from_le_bytes(buffer));
+        }
+    }
+    elements
+}
+
+impl Sim {
+    pub fn new(config: SimConfig) -> Self {
+        let mut rng = Rng::new(config.seed);
+        let mut state = MembershipState::new();
+        for index in 0..config.nodes {
+            state
+                .apply(AdminChange::Join {
+                    node: NodeId(index as u64 + 1),
+                    weight: 1,
+                    shards: 1,
+                })
+                .expect("fresh join");
+        }
+        let nodes = (0..config.nodes)
+            .map(|index| SimNode {
+                id: NodeId(index as u64 + 1),
+                machines: None,
+                store: None,
+                disk: MemDisk::new(),
+                incarnation: 0,
+                // The administrator joined every node on the first seed;
+                // the others start empty and learn the cluster by gossip.
+                membership_state: if index == 0 {
+                    state.clone()
+                } else {
+                    MembershipState::new()
+                },
+                offset_ms: rng.below(5_000),
+                drift_per_mille: rng.below(20),
+                wake_at: None,
+            })
+            .collect();
+        let clients = (0..config.clients)
+            .map(|_| Client {
+                state: ClientState::Idle,
+                next_seq: 1,
+                next_element: 1,
+            })
+            .collect();
+        let ops_left = config.ops;
+        let ring = state
+            .derive_ring(None, PARTITIONS, config.quorum.n)
+            .expect("claim of a valid membership");
+        let mut sim = Sim {
+            config,
+            rng,
+            now_ms: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            event_slot: 0,
+            nodes,
+            clients,
+            blocked: BTreeSet::new(),
+            lossy: true,
+            ops_left,
+            acked: BTreeSet::new(),
+            written: BTreeSet::new(),
+            final_reads: BTreeMap::new(),
+            trace_hash: 0xcbf2_9ce4_8422_2325,
+            events_processed: 0,
+            siblings_seen_max: 0,
+            healed: false,
+            ring,
+            crashes: 0,
+            hints_at_heal: 0,
+            divergent_before_repair: 0,
+            replica_messages_in_flight: 0,
+        };
+        for node in 0..sim.nodes.len() {
+            sim.start_node(node);
+        }
+        for client in 0..sim.clients.len() {
+            let at = sim.rng.below(100);
+            sim.schedule(at, Event::ClientWake { client });
+        }
+        sim.plan_faults();
+        sim.schedule(HEAL_AT_MS, Event::Heal);
+        sim
+    }
+
+    fn plan_faults(&mut self) {
+        let n = self.nodes.len();
+        for _ in 0..self.config.faults {
+            let start = self.rng.below(FAULTS_END_MS);
+            let duration = self.rng.range(200, 3_000);
+            match self.rng.below(6) {
+                0 | 1 => {
+                    let node = self.rng.below(n as u64) as usize;
+                    self.schedule(start, Event::Crash { node });
+                    self.schedule(start + duration, Event::Restart { node });
+                }
+                // Correlated failure (a rack's power): several nodes crash
+                // at once and lose their unsynced writes together.
+                5 => {
+                    let count = self.rng.range(2, n as u64);
+                    for node in 0..n {
+                        if (self.rng.below(n as u64)) < count {
+                            self.schedule(start, Event::Crash { node });
+                            let restart = start + self.rng.range(100, duration);
+                            self.schedule(restart, Event::Restart { node });
+                        }
+                    }
+                }
+                kind => {
+                    let mut blocked = Vec::new();
+                    let victim = self.rng.below(n as u64) as usize;
+                    match kind {
+                        // One node isolated, both directions.
+                        2 => {
+                            for other in 0..n {
+                                if other != victim {
+                                    blocked.push((victim, other));
+                                    blocked.push((other, victim));
+                                }
+                            }
+                        }
+                        // Majority/minority split.
+                        3 => {
+                            let minority: Vec<usize> =
+                                (0..n).filter(|_| self.rng.below(3) == 0).collect();
+                            for &a in &minority {
+                                for b in 0..n {
+                                    if !minority.contains(&b) {
+                                        blocked.push((a, b));
+                                        blocked.push((b, a));
+                                    }
+                                }
+                            }
+                        }
+                        // Asymmetric: the victim hears everyone, nobody
+                        // hears the victim.
+                        _ => {
+                            for other in 0..n {
+                                if other != victim {
+                                    blocked.push((victim, other));
+                                }
+                            }
+                        }
+                    }
+                    self.schedule(start, Event::Partition { blocked });
+                    self.schedule(
+                        start + duration,
+                        Event::Partition {
+                            blocked: Vec::new(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn schedule(&mut self, at_ms: u64, event: Event) {
+        let slot = self.event_slot;
+        self.event_slot += 1;
+        self.seq += 1;
+        if matches!(event, Event::Replica { .. }) {
+            self.replica_messages_in_flight += 1;
+        }
+        self.events.insert(slot, event);
+        self.queue
+            .push(Reverse((at_ms.max(self.now_ms), self.seq, slot)));
+    }
+
+    fn replica_config(&self) -> ReplicaConfig {
+        ReplicaConfig {
+            quorum: self.config.quorum,
+            request_timeout_ms: 1_000,
+            replica_timeout_ms: 250,
+            hint_replay_interval_ms: 500,
+            hint_replay_batch_max: 8,
+        }
+    }
+
+    fn start_node(&mut self, index: usize) {
+        let config = self.replica_config();
+        let node = &mut self.nodes[index];
+        assert!(node.machines.is_none());
+        let (store, _recovery) = block_on(Store::open(node.disk.clone(), store_config()))
+            .expect("the store recovers from any crash");
+        node.store = Some(store);
+        node.incarnation += 1;
+        let local = node.local_ms(self.now_ms);
+        let replica = Replica::new(
+            node.id,
+            actor_id(node.id, 0, node.incarnation),
+            config,
+            local,
+        );
+        let seeds = vec![NodeId(1), NodeId(2)];
+        let membership = Membership::new(
+            node.id,
+            MembershipConfig::default(),
+            seeds,
+            node.membership_state.clone(),
+            local,
+        );
+        node.machines = Some((replica, membership));
+        self.drain(index);
+    }
+
+    fn partition(&self, key: usize) -> u32 {
+        key_partition(&key_bytes(key), PARTITIONS)
+    }
+
+    /// The preference list from the ring: the first N distinct nodes of the
+    /// walk are the primaries, the rest the fallbacks in order.
+    fn preference(&self, key: usize) -> Preference {
+        let walk: Vec<NodeId> = self
+            .ring
+            .walk(self.partition(key))
+            .map(|owner| owner.node)
+            .collect();
+        let n = self.config.quorum.n;
+        assert!(walk.len() >= n);
+        Preference {
+            primaries: walk[..n].to_vec(),
+            fallbacks: walk[n..].to_vec(),
+        }
+    }
+
+    fn index_of(&self, node: NodeId) -> usize {
+        (node.0 - 1) as usize
+    }
+
+    fn send_over_network(&mut self, from: usize, to: usize, bytes: Vec<u8>, gossip: bool) {
+        if self.blocked.contains(&(from, to)) {
+            return;
+        }
+        if self.lossy && self.rng.chance_per_mille(self.config.drop_per_mille) {
+            return;
+        }
+        let copies = if self.lossy && self.rng.chance_per_mille(self.config.duplicate_per_mille) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            // Independent delays reorder messages.
+            let mut delay = self.rng.range(1, self.config.delay_ms_max);
+            if self.lossy && self.rng.chance_per_mille(10) {
+                // A straggler: arrives long after its request timed out.
+                delay += self.rng.range(500, 3_000);
+            }
+            let event = if gossip {
+                Event::Gossip {
+                    to,
+                    from,
+                    bytes: bytes.clone(),
+                }
+            } else {
+                Event::Replica {
+                    to,
+                    from,
+                    bytes: bytes.clone(),
+                }
+            };
+            self.schedule(self.now_ms + delay, event);
+        }
+    }
+
+    /// Runs node `index`'s outputs to quiescence: storage I/O completes at
+    /// once, messages go to the network, replies to the clients.
+    fn drain(&mut self, index: usize) {
+        let now = self.now_ms;
+        loop {
+            let mut progressed = false;
+            let node = &mut self.nodes[index];
+            let local = node.local_ms(now);
+            let Some((replica, membership)) = node.machines.as_mut() else {
+                return;
+            };
+            while let Some(io) = replica.poll_io() {
+                progressed = true;
+                let store = node.store.as_ref().expect("a running node has its store");
+                let (io_id, result) = perform_io(store, io);
+                replica.handle_io_done(local, io_id, result);
+            }
+            while let Some(peer) = replica.poll_peer_timeout() {
+                membership.handle_request_timeout(local, peer);
+            }
+            if membership.take_state_changed() {
+                node.membership_state = membership.state().clone();
+            }
+            let mut transmits = Vec::new();
+            while let Some(transmit) = replica.poll_transmit() {
+                let mut bytes = Vec::new();
+                transmit.message.encode(&mut bytes);
+                transmits.push((transmit.to, bytes, false));
+            }
+            while let Some((to, message)) = membership.poll_transmit() {
+                let mut bytes = Vec::new();
+                message.encode(&mut bytes);
+                transmits.push((to, bytes, true));
+            }
+            let mut replies = Vec::new();
+            while let Some(reply) = replica.poll_reply() {
+                replies.push(reply);
+            }
+            for peer in 0..self.config.nodes {
+                let peer_id = NodeId(peer as u64 + 1);
+                let reachable = membership.is_reachable(peer_id);
+                replica.set_reachable(peer_id, reachable);
+            }
+            let wake_local = match (replica.poll_timeout(), membership.poll_timeout()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let wake_global = wake_local.map(|local_ms| node.global_ms(local_ms).max(now));
+            progressed |= !transmits.is_empty() || !replies.is_empty();
+            for (to, bytes, gossip) in transmits {
+                let to = self.index_of(to);
+                self.send_over_network(index, to, bytes, gossip);
+            }
+            for reply in replies {
+                let id = match &reply {
+                    ClientReply::Put { id, .. } | ClientReply::Get { id, .. } => *id,
+                };
+                let client = (id >> 32) as usize;
+                let delay = self.rng.range(1, 5);
+                self.schedule(self.now_ms + delay, Event::Reply { client, reply });
+            }
+            if let Some(at) = wake_global {
+                let node = &mut self.nodes[index];
+                if node
+                    .wake_at
+                    .is_none_or(|current| at < current || current < now)
+                {
+                    node.wake_at = Some(at);
+                    self.schedule(at, Event::NodeWake { node: index });
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn trace(&mut self, tag: u8, a: u64, bytes: &[u8]) {
+        let mut hash = self.trace_hash;
+        fnv(&mut hash, &self.now_ms.to_le_bytes());
+        fnv(&mut hash, &[tag]);
+        fnv(&mut hash, &a.to_le_bytes());
+        fnv(&mut hash, bytes);
+        self.trace_hash = hash;
+        self.events_processed += 1;
+    }
+
+    fn step(&mut self) -> bool {
+        let Some(Reverse((at, _, slot))) = self.queue.pop() else {
+            return false;
+        };
+        assert!(at >= self.now_ms, "virtual time never goes back");
+        self.now_ms = at;
+        let event = self.events.remove(&slot).expect("event stored");
+        match event {
+            Event::Replica { to, from, bytes } => {
+                self.replica_messages_in_flight -= 1;
+                self.trace(1, (to * 16 + from) as u64, &bytes);
+                let message = ReplicaMessage::decode(&bytes).expect("own encoding decodes");
+                let from_id = self.nodes[from].id;
+                let node = &mut self.nodes[to];
+                let local = node.local_ms(self.now_ms);
+                if let Some((replica, membership)) = node.machines.as_mut() {
+                    membership.handle_heard_from(local, from_id);
+                    replica.handle_message(local, from_id, message);
+                    self.drain(to);
+                }
+            }
+            Event::Gossip { to, from, bytes } => {
+                self.trace(2, (to * 16 + from) as u64, &bytes);
+                let message = MembershipMessage::decode(&bytes).expect("own encoding decodes");
+                let from_id = self.nodes[from].id;
+                let node = &mut self.nodes[to];
+                let local = node.local_ms(self.now_ms);
+                if let Some((_, membership)) = node.machines.as_mut() {
+                    membership.handle_message(local, from_id, message);
+                    self.drain(to);
+                }
+            }
+            Event::NodeWake { node: index } => {
+                let node = &mut self.nodes[index];
+                if node.wake_at != Some(self.now_ms) {
+                    return true; // superseded
+                }
+                node.wake_at = None;
+                self.trace(3, index as u64, &[]);
+                let random = self.rng.next_u64();
+                let node = &mut self.nodes[index];
+                let local = node.local_ms(self.now_ms);
+                if let Some((replica, membership)) = node.machines.as_mut() {
+                    replica.handle_timeout(local);
+                    membership.handle_timeout(local, random);
+                    self.drain(index);
+                }
+            }
+            Event::Request {
+                to,
+                client,
+                id,
+                key,
+                op,
+            } => {
+                self.trace(4, id, &[to as u8, client as u8, key as u8]);
+                let preference = self.preference(key);
+                let partition = self.partition(key);
+                let node = &mut self.nodes[to];
+                let local = node.local_ms(self.now_ms);
+                if let Some((replica, _)) = node.machines.as_mut() {
+                    match op {
+                        ClientOp::Get { r } => replica.start_get(
+                            local,
+                            id,
+                            GetRequest {
+                                key: key_bytes(key),
+                                partition,
+                                preference,
+                                r,
+                            },
+                        ),
+                        ClientOp::Put { context, value } => replica.start_put(
+                            local,
+                            id,
+                            PutRequest {
+                                key: key_bytes(key),
+                                partition,
+                                context,
+                                value,
+                                preference,
+                                quorum: None,
+                            },
+                        ),
+                    }
+                    self.drain(to);
+                }
+            }
+            Event::Reply { client, reply } => {
+                self.trace(5, client as u64, format!("{reply:?}").as_bytes());
+                self.client_reply(client, reply);
+            }
+            Event::ClientWake { client } => {
+                self.trace(6, client as u64, &[]);
+                self.client_next(client);
+            }
+            Event::ClientTimeout { client, id } => {
+                let pending = match self.clients[client].state {
+                    ClientState::Getting { id: current, .. }
+                    | ClientState::Putting { id: current, .. } => current == id,
+                    ClientState::Idle => false,
+                };
+                if pending {
+                    self.trace(7, id, &[]);
+                    self.clients[client].state = ClientState::Idle;
+                    self.client_pause(client);
+                }
+            }
+            Event::Crash { node: index } => {
+                if self.healed {
+                    return true;
+                }
+                if self.nodes[index].machines.is_none() {
+                    return true;
+                }
+                self.trace(8, index as u64, &[]);
+                self.crashes += 1;
+                let node = &mut self.nodes[index];
+                node.machines = None;
+                node.store = None;
+                let mode = if self.rng.below(2) == 0 {
+                    CrashMode::LoseUnsynced
+                } else {
+                    CrashMode::TearLastWrite {
+                        boundary_bytes: 512,
+                    }
+                };
+                node.disk.crash(mode);
+                node.wake_at = None;
+            }
+            Event::Restart { node: index } => {
+                if self.nodes[index].machines.is_none() {
+                    self.trace(9, index as u64, &[]);
+                    self.start_node(index);
+                }
+            }
+            Event::Partition { blocked } => {
+                if self.healed {
+                    return true;
+                }
+                self.trace(10, blocked.len() as u64, &[]);
+                self.blocked = blocked.into_iter().collect();
+            }
+            Event::Heal => {
+                self.trace(11, 0, &[]);
+                self.healed = true;
+                self.hints_at_heal = self.hints_left();
+                // The workload ends with the faults, so the final state is
+                // whatever the faults left: only hint replay and read repair
+                // can make the replicas converge.
+                self.ops_left = 0;
+                self.blocked.clear();
+                self.lossy = false;
+                for index in 0..self.nodes.len() {
+                    if self.nodes[index].machines.is_none() {
+                        self.start_node(index);
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    fn client_pause(&mut self, client: usize) {
+        let think = self.rng.range(1, 60);
+        self.schedule(self.now_ms + think, Event::ClientWake { client });
+    }
+
+    fn send_request(&mut self, client: usize, to: usize, key: usize, op: ClientOp) -> u64 {
+        let seq = self.clients[client].next_seq;
+        self.clients[client].next_seq += 1;
+        let id = ((client as u64) << 32) | seq;
+        let delay = self.rng.range(1, 5);
+        self.schedule(
+            self.now_ms + delay,
+            Event::Request {
+                to,
+                client,
+                id,
+                key,
+                op,
+            },
+        );
+        self.schedule(
+            self.now_ms + CLIENT_TIMEOUT_MS,
+            Event::ClientTimeout { client, id },
+        );
+        id
+    }
+
+    fn random_primary(&mut self, key: usize) -> usize {
+        let primaries = self.preference(key).primaries;
+        let pick = primaries[self.rng.below(primaries.len() as u64) as usize];
+        self.index_of(pick)
+    }
+
+    fn client_next(&mut self, client: usize) {
+        if !matches!(self.clients[client].state, ClientState::Idle) {
+            return;
+        }
+        if self.ops_left == 0 {
+            return;
+        }
+        self.ops_left -= 1;
+        let key = self.rng.below(self.config.keys as u64) as usize;
+        let to = self.random_primary(key);
+        if self.rng.chance_per_mille(100) {
+            // A blind put: no context, so it becomes a sibling of everything.
+            self.client_put(client, key, to, VersionVector::new(), BTreeSet::new());
+            return;
+        }
+        let id = self.send_request(client, to, key, ClientOp::Get { r: None });
+        self.clients[client].state = ClientState::Getting { id, key };
+    }
+
+    fn client_put(
+        &mut self,
+        client: usize,
+        key: usize,
+        to: usize,
+        context: VersionVector,
+        mut elements: BTreeSet<u64>,
+    ) {
+        let element = ((client as u64 + 1) << 40) | self.clients[client].next_element;
+        self.clients[client].next_element += 1;
+        elements.insert(element);
+        self.written.insert(element);
+        let value = Value::Data(encode_cart(&elements));
+        let id = self.send_request(client, to, key, ClientOp::Put { context, value });
+        self.clients[client].state = ClientState::Putting { id, key, element };
+    }
+
+    fn client_reply(&mut self, client: usize, reply: ClientReply) {
+        if client >= self.config.clients {
+            // The checker's final reads are collected by `run`; it never
+            // writes.
+            return;
+        }
+        match (self.clients[client].state.clone(), reply) {
+            (
+                ClientState::Getting { id, key },
+                ClientReply::Get {
+                    id: reply_id,
+                    result,
+                },
+            ) if id == reply_id => {
+                self.clients[client].state = ClientState::Idle;
+                match result {
+                    Ok(outcome) => {
+                        self.siblings_seen_max =
+                            self.siblings_seen_max.max(outcome.siblings.sibling_count());
+                        let elements = cart_union(&outcome.siblings);
+                        // Write to the fastest reader (§6.4) when it is a
+                        // primary, else any primary.
+                        let primaries = self.preference(key).primaries;
+                        let to = match outcome.context.fastest_replica {
+                            Some(raw) if primaries.contains(&NodeId(raw)) => {
+                                self.index_of(NodeId(raw))
+                            }
+                            _ => self.random_primary(key),
+                        };
+                        let context = outcome.context.clone();
+                        // The context travels as an opaque token.
+                        let token = context.encode();
+                        let context = Context::decode(&token).expect("own token decodes").clock;
+                        self.client_put(client, key, to, context, elements);
+                    }
+                    Err(_) => self.client_pause(client),
+                }
+            }
+            (
+                ClientState::Putting { id, element, .. },
+                ClientReply::Put {
+                    id: reply_id,
+                    result,
+                },
+            ) if id == reply_id => {
+                self.clients[client].state = ClientState::Idle;
+                if result.is_ok() {
+                    self.acked.insert(element);
+                }
+                self.client_pause(client);
+            }
+            // A late reply to a request the client gave up on.
+            _ => {}
+        }
+    }
+
+    fn clients_done(&self) -> bool {
+        self.ops_left == 0
+            && self
+                .clients
+                .iter()
+                .all(|client| matches!(client.state, ClientState::Idle))
+    }
+
+    fn hints_left(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter_map(|node| node.machines.as_ref())
+            .map(|(replica, _)| replica.hint_count())
+            .sum()
+    }
+
+    fn run_until(&mut self, mut done: impl FnMut(&Sim) -> bool, limit_ms: u64) -> bool {
+        loop {
+            if done(self) {
+                return true;
+            }
+            if self.now_ms > limit_ms || !self.step() {
+                return false;
+            }
+        }
+    }
+
+    /// Keys whose primaries store different sibling sets, described.
+    fn divergent_keys(&self) -> Vec<String> {
+        let mut divergent = Vec::new();
+        for key in 0..self.config.keys {
+            let preference = self.preference(key);
+            let mut stored = Vec::new();
+            for primary in &preference.primaries {
+                let node = &self.nodes[self.index_of(*primary)];
+                let store = node.store.as_ref().expect("every node runs after healing");
+                let record =
+                    block_on(store.get(Namespace::Data, self.partition(key), &key_bytes(key)))
+                        .expect("reads work");
+                let set = record.map(|record| SiblingSet::decode(&record.payload));
+                stored.push((*primary, set));
+            }
+            let first = &stored[0].1;
+            if stored.iter().any(|(_, set)| set != first) {
+                divergent.push(format!("primaries of key {key} diverge: {stored:?}"));
+            }
+        }
+        divergent
+    }
+
+    /// Runs the whole scenario and checks it; `Err` describes a violation.
+    pub fn run(mut self) -> Result<SimReport, String> {
+        let limit = HEAL_AT_MS + SETTLE_MS_MAX;
+        if !self.run_until(|sim| sim.healed && sim.clients_done(), limit) {
+            return Err(format!("workload did not finish by {} ms", self.now_ms));
+        }
+        // Quiesce: no coordinator request in flight (they keep writing to
+        // fallbacks after answering the client), then no hint left.
+        let quiet = |sim: &Sim| {
+            sim.hints_left() == 0
+                && sim.replica_messages_in_flight == 0
+                && sim
+                    .nodes
+                    .iter()
+                    .filter_map(|node| node.machines.as_ref())
+                    .all(|(replica, _)| replica.requests_in_flight() == 0)
+        };
+        if !self.run_until(quiet, self.now_ms + SETTLE_MS_MAX) {
+            return Err(format!("{} hints never handed back", self.hints_left()));
+        }
+        self.divergent_before_repair = self.divergent_keys().len();
+        // Final R=all reads, retried until each key answers.
+        let checker = self.clients.len();
+        self.clients.push(Client {
+            state: ClientState::Idle,
+            next_seq: 1,
+            next_element: 1,
+        });
+        for key in 0..self.config.keys {
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                if attempts > 20 {
+                    return Err(format!("final read of key {key} never succeeded"));
+                }
+                let to = self.random_primary(key);
+                let id = self.send_request(
+                    checker,
+                    to,
+                    key,
+                    ClientOp::Get {
+                        r: Some(self.config.quorum.n),
+                    },
+                );
+                self.clients[checker].state = ClientState::Getting { id, key };
+                let mut result = None;
+                let deadline = self.now_ms + CLIENT_TIMEOUT_MS;
+                while self.now_ms <= deadline && result.is_none() {
+                    let Some(Reverse((_, _, slot))) = self.queue.peek().copied() else {
+                        break;
+                    };
+                    if let Some(Event::Reply {
+                        client,
+                        reply:
+                            ClientReply::Get {
+                                id: reply_id,
+                                result: r,
+                            },
+                    }) = self.events.get(&slot)
+                    {
+                        if *client == checker && *reply_id == id {
+                            result = Some(r.clone());
+                        }
+                    }
+                    self.step();
+                }
+                self.clients[checker].state = ClientState::Idle;
+                if let Some(Ok(outcome)) = result {
+                    self.final_reads.insert(key, outcome.siblings);
+                    break;
+                }
+            }
+        }
+        // Let the read repair land.
+        let settle = self.now_ms + 2_000;
+        self.run_until(|sim| sim.now_ms >= settle, settle + 1);
+
+        // Check (1) and (2): acknowledged elements survive, nothing appears
+        // that was never written.
+        let mut seen = BTreeSet::new();
+        for siblings in self.final_reads.values() {
+            seen.extend(cart_union(siblings));
+        }
+        let lost: Vec<u64> = self.acked.difference(&seen).copied().collect();
+        if !lost.is_empty() {
+            return Err(format!("acknowledged elements lost: {lost:x?}"));
+        }
+        let invented: Vec<u64> = seen.difference(&self.written).copied().collect();
+        if !invented.is_empty() {
+            return Err(format!("elements never written appeared: {invented:x?}"));
+        }
+        // Check (3): every primary of a key holds the same sibling set.
+        if let Some(divergence) = self.divergent_keys().into_iter().next() {
+            return Err(divergence);
+        }
+        // Check (5): gossip converged: every node knows every member.
+        for node in &self.nodes {
+            let (_, membership) = node.machines.as_ref().expect("all nodes run");
+            if membership.state().active_members().len() != self.nodes.len() {
+                return Err(format!(
+                    "{:?} knows {} of {} members after healing",
+                    node.id,
+                    membership.state().active_members().len(),
+                    self.nodes.len()
+                ));
+            }
+        }
+        // Check (4): every hint was handed back.
+        if self.hints_left() != 0 {
+            return Err(format!("{} hints left", self.hints_left()));
+        }
+        Ok(SimReport {
+            trace_hash: self.trace_hash,
+            events: self.events_processed,
+            acked: self.acked.len(),
+            written: self.written.len(),
+            virtual_ms: self.now_ms,
+            siblings_seen_max: self.siblings_seen_max,
+            crashes: self.crashes,
+            hints_at_heal: self.hints_at_heal,
+            divergent_before_repair: self.divergent_before_repair,
+        })
+    }
+}
+
+fn store_config() -> StoreConfig {
+    StoreConfig {
+        // Small buffers and segments so flushes, rotations and torn tails
+        // happen within a short run.
+        max_key_bytes: 256,
+        max_value_bytes: 64 * 1024,
+        write_buffer_bytes: 4096,
+        segment_size_bytes: 256 * 1024,
+        ..StoreConfig::default()
+    }
+}
+
+/// Performs one storage request on the real store (every `MemDisk` future
+/// completes at once).
+fn perform_io(store: &Store<MemDisk>, io: IoRequest) -> (u64, IoResult) {
+    match io {
+        IoRequest::Read {
+            io,
+            namespace,
+            partition,
+            key,
+        } => match block_on(store.get(namespace, partition, &key)) {
+            Ok(record) => (io, IoResult::Read(record.map(|record| record.payload))),
+            Err(error) => (io, IoResult::Failed(error.to_string())),
+        },
+        IoRequest::Write {
+            io,
+            namespace,
+            partition,
+            key,
+            payload,
+            all_tombstones,
+            durable,
+        } => {
+            let kind = if all_tombstones {
+                RecordKind::Tombstone
+            } else {
+                RecordKind::Value
+            };
+            let durability = if durable {
+                Durability::Durable
+            } else {
+                Durability::Buffered
+            };
+            match block_on(store.put(namespace, partition, &key, kind, &payload, durability)) {
+                Ok(()) => (io, IoResult::Done),
+                Err(error) => (io, IoResult::Failed(error.to_string())),
+            }
+        }
+        IoRequest::Delete {
+            io,
+            namespace,
+            partition,
+            key,
+        } => match block_on(store.purge(namespace, partition, &key)) {
+            Ok(()) => (io, IoResult::Done),
+            Err(error) => (io, IoResult::Failed(error.to_string())),
+        },
+        IoRequest::ListHints { io } => {
+            let mut keys = Vec::new();
+            for partition in store.partitions(Namespace::Hint) {
+                for key in store.keys(Namespace::Hint, partition) {
+                    keys.push((partition, key));
+                }
+            }
+            (io, IoResult::HintKeys(keys))
+        }
+    }
+}
+
+/// Runs `seed` twice, checks both runs and that their traces match.
+pub fn check_seed(seed: u64) -> Result<SimReport, String> {
+    let first = Sim::new(SimConfig::from_seed(seed)).run()?;
+    let second = Sim::new(SimConfig::from_seed(seed)).run()?;
+    if first != second {
+        return Err(format!(
+            "non-deterministic: trace {:#x} then {:#x}",
+            first.trace_hash, second.trace_hash
+        ));
+    }
+    Ok(first)
+}
+
+/// The command that replays `seed`.
+pub fn replay_command(seed: u64) -> String {
+    format!("DYNAKV_SIM_SEED={seed} cargo test --test simulator -- replay --nocapture")
+}
