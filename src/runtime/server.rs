@@ -243,14 +243,24 @@ pub(crate) fn write_file_durably(path: &Path, contents: &[u8]) -> std::io::Resul
 }
 
 /// The listeners bind with `SO_REUSEPORT` (every shard accepts on the node
-/// port), which would silently let a second server share our ports. A plain
-/// bind first proves each port is free.
+/// port), which would silently let a second server share our ports. A
+/// connect to each port first proves nobody listens there. (A plain bind
+/// would also refuse ports that a killed predecessor's connections still
+/// hold in `TIME_WAIT`, which blocks restarts after `kill -9` for a minute.)
 fn check_ports_free(config: &ServerConfig, shards: usize) -> Result<(), ServerError> {
     let mut addrs = vec![config.listen];
     addrs.extend((0..shards).map(|i| SocketAddr::new(config.listen.ip(), config.shard_port(i))));
     addrs.extend((0..shards).map(|i| config.internode_shard_addr(i)));
     for addr in addrs {
-        std::net::TcpListener::bind(addr).map_err(|e| ServerError::Bind(addr, e))?;
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Err(ServerError::Bind(
+                addr,
+                std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "address in use by another process",
+                ),
+            ));
+        }
     }
     Ok(())
 }
