@@ -115,6 +115,10 @@ pub(crate) struct ShardState {
     started: Instant,
     /// The topology version whose reachability the replica has seen.
     seen_topology: Cell<u64>,
+    /// Set while `pump` runs: glommio runs a spawned task at once, so a
+    /// storage request that completes without waiting would otherwise call
+    /// `pump` recursively, once per queued request, and overflow the stack.
+    pumping: Cell<bool>,
 }
 
 /// The incarnation the replica layer sees: the shard's restart counter
@@ -233,6 +237,7 @@ pub(crate) async fn run(
         membership: RefCell::new(membership),
         started,
         seen_topology: Cell::new(0),
+        pumping: Cell::new(false),
     });
     shard.pump();
 
@@ -725,6 +730,16 @@ impl ShardState {
     /// on the internode links, replies wake their waiters, timeouts go to
     /// the failure detector.
     fn pump(self: &Rc<Self>) {
+        if self.pumping.get() {
+            // The running pump drains whatever this caller added.
+            return;
+        }
+        self.pumping.set(true);
+        self.pump_outputs();
+        self.pumping.set(false);
+    }
+
+    fn pump_outputs(self: &Rc<Self>) {
         loop {
             let (ios, transmits, replies, timeouts, hints) = {
                 let mut replica = self.replica.borrow_mut();
