@@ -364,3 +364,23 @@ fn infeasible_windows_stay_balanced_and_few() {
         assert_eq!(ring.preference_list(partition).len(), 3);
     }
 }
+
+/// Regression (proptest, 5000 cases): a fresh ring with a capped heavy node
+/// kept a few repeated windows, and claiming again with the same members
+/// spent the repair budget on them and moved 2 partitions. Claiming with an
+/// unchanged membership must never change the ring.
+#[test]
+fn reclaim_with_same_members_is_a_fixed_point() {
+    let members: Vec<Member> = [8, 2, 5, 12, 8]
+        .iter()
+        .enumerate()
+        .map(|(index, &weight)| Member {
+            id: NodeId(3_193_287_396 + index as u64 * 13),
+            weight,
+            shards: 1,
+        })
+        .collect();
+    let ring = Ring::claim(None, &members, 1024, 3).unwrap();
+    let again = Ring::claim(Some(&ring), &members, 1024, 3).unwrap();
+    assert_eq!(again, ring);
+}

@@ -26,16 +26,20 @@ fn seeds() {
     let mut events = 0;
     let mut acked = 0;
     let mut crashes = 0;
+    let mut io_failures = 0;
     let mut hints = 0;
     let mut repaired = 0;
+    let mut siblings_max = 0;
     for seed in first..first + count {
         match check_seed(seed) {
             Ok(report) => {
                 events += report.events;
                 acked += report.acked;
                 crashes += report.crashes;
+                io_failures += report.io_failures;
                 hints += report.hints_at_heal;
                 repaired += report.divergent_before_repair;
+                siblings_max = siblings_max.max(report.siblings_seen_max);
             }
             Err(error) => panic!(
                 "simulator seed {seed} failed: {error}\nreplay with: {}",
@@ -45,8 +49,10 @@ fn seeds() {
     }
     eprintln!(
         "simulated {count} seeds (each twice) in {:.1} s: {events} events, {acked} acknowledged puts, \
-         {crashes} crashes, {hints} hints pending at heal time, \
-         {repaired} keys divergent before the final read repair",
+         {crashes} crashes, \
+         {io_failures} failed storage operations, {hints} hints pending at heal time, \
+         {repaired} keys divergent before the final read repair, \
+         at most {siblings_max} siblings in one read",
         started.elapsed().as_secs_f64()
     );
 }

@@ -101,7 +101,7 @@ fn glommio_disk_put_durable_put_reopen_get() {
         let store = Rc::try_unwrap(store).ok().expect("sole owner");
         store.close().await.expect("close");
 
-        let (store, report) = Store::open(disk, config()).await.expect("reopen");
+        let (store, report) = Store::open(disk.clone(), config()).await.expect("reopen");
         assert_eq!(report.keys, 34);
         assert!(report.used_hint_files);
         assert!(report.corrupt.is_empty());
@@ -126,5 +126,30 @@ fn glommio_disk_put_durable_put_reopen_get() {
                 .unwrap();
             assert_eq!(&got.payload[..], &[i as u8; 700][..]);
         }
+        drop(store);
+
+        // Without hint files the segments (preallocated, so mostly zeros) are scanned.
+        for entry in std::fs::read_dir(disk.dir()).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|x| x == "hint") {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+        let (store, report) = Store::open(disk, config())
+            .await
+            .expect("reopen by scanning");
+        assert_eq!(report.keys, 34);
+        assert!(!report.used_hint_files);
+        assert!(report.corrupt.is_empty());
+        assert_eq!(
+            report.truncated_tail_bytes, 0,
+            "zeros are padding, not a torn tail"
+        );
+        let got = store
+            .get(Namespace::Data, 2, b"task-31")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got.payload[..], &[31u8; 700][..]);
     });
 }

@@ -339,7 +339,6 @@ struct GetOp {
     partition: u32,
     key: Bytes,
     r: usize,
-    deadline_ms: u64,
     targets: Vec<GetTarget>,
     first_responder: Option<NodeId>,
     replied: bool,
@@ -435,6 +434,17 @@ struct HintState {
 
 type HintIndexKey = (NodeId, u32, Bytes);
 
+/// A deadline of a coordinator request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// Replica `req` of put `op` must have answered by now.
+    PutTarget { op: u64, req: RequestId },
+    /// Put `op` must have been answered by now.
+    PutDeadline { op: u64 },
+    /// Get `op` must have been answered by now.
+    GetDeadline { op: u64 },
+}
+
 /// The replica state machine of one shard.
 pub struct Replica {
     /// This node.
@@ -453,6 +463,9 @@ pub struct Replica {
     /// Per-key FIFO of local operations; the front one runs.
     locks: BTreeMap<(Namespace, Bytes), VecDeque<u64>>,
     ios: BTreeMap<IoId, IoPurpose>,
+    /// Request deadlines, earliest first; entries of finished ops are
+    /// dropped when they come due.
+    timers: BTreeSet<(u64, Timer)>,
     /// Hints this shard holds, by (primary, partition, key).
     hints: BTreeMap<HintIndexKey, HintState>,
     next_replay_ms: u64,
@@ -485,6 +498,7 @@ impl Replica {
             local_ops: BTreeMap::new(),
             locks: BTreeMap::new(),
             ios: BTreeMap::new(),
+            timers: BTreeSet::new(),
             hints: BTreeMap::new(),
             next_replay_ms: now_ms,
             transmits: VecDeque::new(),
@@ -563,26 +577,11 @@ impl Replica {
 
     /// The earliest time `handle_timeout` has work to do.
     pub fn poll_timeout(&self) -> Option<u64> {
-        let mut earliest: Option<u64> = None;
-        let mut consider = |t: u64| earliest = Some(earliest.map_or(t, |e| e.min(t)));
-        for op in self.puts.values() {
-            consider(op.deadline_ms);
-            for target in &op.targets {
-                if let TargetState::Waiting { deadline_ms } = target.state {
-                    consider(deadline_ms);
-                }
-            }
-        }
-        for op in self.gets.values() {
-            consider(op.deadline_ms);
-        }
-        for state in self.hints.values() {
-            if let Some(deadline_ms) = state.replay_deadline_ms {
-                consider(deadline_ms);
-            }
-        }
+        let mut earliest = self.timers.first().map(|(deadline_ms, _)| *deadline_ms);
+        // Replay deadlines are swept on the replay tick, so the hint index
+        // (possibly large) is not scanned here.
         if !self.hints.is_empty() {
-            consider(self.next_replay_ms);
+            earliest = Some(earliest.map_or(self.next_replay_ms, |t| t.min(self.next_replay_ms)));
         }
         earliest
     }
@@ -630,6 +629,8 @@ impl Replica {
             durable_acks: 0,
             replied: false,
         };
+        self.timers
+            .insert((op.deadline_ms, Timer::PutDeadline { op: op_id }));
         self.puts.insert(op_id, op);
         // The coordinator writes its own copy first, durably when DW >= 1
         // (§6.1: "the coordinator selects one out of the N replicas to
@@ -753,6 +754,8 @@ impl Replica {
             hint_for,
         };
         self.pending.insert(req, Pending::Put(op_id));
+        self.timers
+            .insert((deadline_ms, Timer::PutTarget { op: op_id, req }));
         self.send(node, message);
     }
 
@@ -881,6 +884,9 @@ impl Replica {
                 );
             }
         }
+        let deadline_ms = now_ms + self.config.request_timeout_ms;
+        self.timers
+            .insert((deadline_ms, Timer::GetDeadline { op: op_id }));
         self.gets.insert(
             op_id,
             GetOp {
@@ -888,7 +894,6 @@ impl Replica {
                 partition: request.partition,
                 key: request.key,
                 r: quorum.r,
-                deadline_ms: now_ms + self.config.request_timeout_ms,
                 targets,
                 first_responder: None,
                 replied: false,
@@ -1019,6 +1024,15 @@ impl Replica {
     // Inbound messages.
 
     pub fn handle_message(&mut self, now_ms: u64, from: NodeId, message: ReplicaMessage) {
+        let writes = matches!(
+            message,
+            ReplicaMessage::PutReplica { .. } | ReplicaMessage::HintReplay { .. }
+        );
+        if writes && self.local_ops.len() >= LOCAL_OPS_MAX {
+            // Back-pressure: no ack, so the coordinator (or the fallback
+            // replaying a hint) retries or goes elsewhere.
+            return;
+        }
         match message {
             ReplicaMessage::PutReplica {
                 req,
@@ -1136,86 +1150,92 @@ impl Replica {
     // Timers.
 
     pub fn handle_timeout(&mut self, now_ms: u64) {
-        // Put targets that did not answer in time: replace by a fallback.
-        let put_ids: Vec<u64> = self.puts.keys().copied().collect();
-        for op_id in put_ids {
-            let expired: Vec<usize> = self.puts[&op_id]
-                .targets
-                .iter()
-                .enumerate()
-                .filter(|(_, target)| {
-                    matches!(target.state, TargetState::Waiting { deadline_ms } if deadline_ms <= now_ms)
-                })
-                .map(|(index, _)| index)
-                .collect();
-            for index in expired {
-                let op = self.puts.get_mut(&op_id).expect("put op exists");
-                let target = &mut op.targets[index];
-                target.state = TargetState::Abandoned;
-                let hint_for = target.hint_for.unwrap_or(target.node);
-                let node = target.node;
-                self.peer_timeouts.push_back(node);
-                if now_ms < op.deadline_ms {
-                    if let Some(fallback) = self.pick_fallback(op_id) {
-                        self.put_send(now_ms, op_id, fallback, Some(hint_for));
-                    }
-                }
+        while let Some(&(deadline_ms, timer)) = self.timers.first() {
+            if deadline_ms > now_ms {
+                break;
             }
-            let op = &self.puts[&op_id];
-            if op.deadline_ms <= now_ms {
-                if !op.replied {
-                    let op = self.puts.get_mut(&op_id).expect("put op exists");
-                    op.replied = true;
-                    let reply = ClientReply::Put {
-                        id: op.client,
-                        result: Err(ReplicaError::PutQuorumFailed {
-                            acks: op.acks,
-                            durable_acks: op.durable_acks,
-                            w: op.quorum.w,
-                            dw: op.quorum.dw,
-                        }),
-                    };
-                    self.replies.push_back(reply);
-                }
-                // The local update may still be running; it finds no op.
-                self.remove_put(op_id);
-            } else if op.siblings.is_some() {
-                self.put_check(op_id);
+            self.timers.pop_first();
+            // Timers are removed lazily: one whose op finished is a no-op.
+            match timer {
+                Timer::PutTarget { op, req } => self.put_target_expired(now_ms, op, req),
+                Timer::PutDeadline { op } => self.put_deadline_expired(op),
+                Timer::GetDeadline { op } => self.get_deadline_expired(op),
             }
         }
-
-        let get_ids: Vec<u64> = self
-            .gets
-            .iter()
-            .filter(|(_, op)| op.deadline_ms <= now_ms)
-            .map(|(id, _)| *id)
-            .collect();
-        for op_id in get_ids {
-            for target in &self.gets[&op_id].targets {
-                if target.reply.is_none() && target.node != self.me {
-                    self.peer_timeouts.push_back(target.node);
-                }
-            }
-            self.get_check(op_id, true);
-        }
-
-        // Hint replays that were not acknowledged: try again later.
-        let mut timed_out = Vec::new();
-        for ((primary, _, _), state) in self.hints.iter_mut() {
-            if state
-                .replay_deadline_ms
-                .is_some_and(|deadline| deadline <= now_ms)
-            {
-                state.replay_deadline_ms = None;
-                timed_out.push(*primary);
-            }
-        }
-        self.peer_timeouts.extend(timed_out);
 
         if now_ms >= self.next_replay_ms {
             self.next_replay_ms = now_ms + self.config.hint_replay_interval_ms;
+            // Replays that were not acknowledged in time are retried; their
+            // primaries are reported to the failure detector.
+            let mut timed_out = Vec::new();
+            for ((primary, _, _), state) in self.hints.iter_mut() {
+                if state
+                    .replay_deadline_ms
+                    .is_some_and(|deadline| deadline <= now_ms)
+                {
+                    state.replay_deadline_ms = None;
+                    timed_out.push(*primary);
+                }
+            }
+            self.peer_timeouts.extend(timed_out);
             self.start_hint_replays(now_ms);
         }
+    }
+
+    /// A put target did not answer in time: abandon it and replace it by a
+    /// fallback, hinted for the same primary (§4.6).
+    fn put_target_expired(&mut self, now_ms: u64, op_id: u64, req: RequestId) {
+        let Some(op) = self.puts.get_mut(&op_id) else {
+            return;
+        };
+        let Some(target) = op.targets.iter_mut().find(|target| target.req == req) else {
+            return;
+        };
+        if !matches!(target.state, TargetState::Waiting { .. }) {
+            return;
+        }
+        target.state = TargetState::Abandoned;
+        let hint_for = target.hint_for.unwrap_or(target.node);
+        self.peer_timeouts.push_back(target.node);
+        if now_ms < op.deadline_ms {
+            if let Some(fallback) = self.pick_fallback(op_id) {
+                self.put_send(now_ms, op_id, fallback, Some(hint_for));
+            }
+        }
+        self.put_check(op_id);
+    }
+
+    fn put_deadline_expired(&mut self, op_id: u64) {
+        let Some(op) = self.puts.get_mut(&op_id) else {
+            return;
+        };
+        if !op.replied {
+            op.replied = true;
+            let reply = ClientReply::Put {
+                id: op.client,
+                result: Err(ReplicaError::PutQuorumFailed {
+                    acks: op.acks,
+                    durable_acks: op.durable_acks,
+                    w: op.quorum.w,
+                    dw: op.quorum.dw,
+                }),
+            };
+            self.replies.push_back(reply);
+        }
+        // The local update may still be running; it will find no op.
+        self.remove_put(op_id);
+    }
+
+    fn get_deadline_expired(&mut self, op_id: u64) {
+        let Some(op) = self.gets.get(&op_id) else {
+            return;
+        };
+        for target in &op.targets {
+            if target.reply.is_none() && target.node != self.me {
+                self.peer_timeouts.push_back(target.node);
+            }
+        }
+        self.get_check(op_id, true);
     }
 
     /// Hands hints back to reachable primaries, at most

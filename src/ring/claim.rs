@@ -202,14 +202,16 @@ pub fn claim(
     // Step 5: repair windows that hold a node twice. The count minimum of
     // moves is what steps 2-4 moved; repair may add at most half of it plus
     // `2 * n_val`, and nothing when no arrangement can be free of repeats (a
-    // node owns more than `q / window` partitions).
+    // node owns more than `q / window` partitions) or nothing had to move.
     let moved_minimum = (0..q_usize)
         .filter(|&p| previous_owner[p] != Some(owner[p]))
         .count();
     let feasible = counts
         .iter()
         .all(|&count| count as usize <= q_usize / window.max(1));
-    let extra_moves_max = if feasible {
+    // With nothing to move (same membership) the budget is zero, so claiming
+    // again never changes a ring.
+    let extra_moves_max = if feasible && moved_minimum > 0 {
         moved_minimum / 2 + 2 * n_val
     } else {
         0

@@ -99,9 +99,9 @@ impl Disk for GlommioDisk {
     }
 
     fn alloc_buffer(&self, len_bytes: usize) -> GlommioBuffer {
-        let mut buf = glommio::allocate_dma_buffer(len_bytes);
-        buf.as_bytes_mut().fill(0);
-        GlommioBuffer(buf)
+        // Not zeroed: the engine writes every byte it hands to `write_at` (records, then
+        // zero padding), and a 1 MiB memset per flush is measurable on the ingest path.
+        GlommioBuffer(glommio::allocate_dma_buffer(len_bytes))
     }
 
     async fn open_file(&self, name: &str) -> io::Result<GlommioFile> {
@@ -219,6 +219,13 @@ impl DiskFile for GlommioFile {
 
     async fn len_bytes(&self) -> io::Result<u64> {
         Ok(self.dma.file_size().await?)
+    }
+
+    async fn preallocate(&self, len_bytes: u64) -> io::Result<()> {
+        // fallocate without KEEP_SIZE: the file's length covers the whole segment, so
+        // every direct write lands inside it.
+        self.dma.pre_allocate(len_bytes, false).await?;
+        Ok(())
     }
 
     async fn truncate(&self, len_bytes: u64) -> io::Result<()> {

@@ -28,7 +28,8 @@ pub trait Disk: Clone + 'static {
 
     /// Alignment (bytes) of write positions, write lengths and buffers.
     fn alignment_bytes(&self) -> usize;
-    /// A zero-filled buffer of exactly `len_bytes` (a multiple of the alignment).
+    /// A buffer of exactly `len_bytes` (a multiple of the alignment); its initial
+    /// contents are unspecified, so the engine writes every byte before using it.
     fn alloc_buffer(&self, len_bytes: usize) -> Self::Buffer;
     /// Opens `name` for reading and writing, creating it when missing.
     async fn open_file(&self, name: &str) -> io::Result<Self::File>;
@@ -59,4 +60,8 @@ pub trait DiskFile: 'static {
     async fn len_bytes(&self) -> io::Result<u64>;
     /// Sets the file's length.
     async fn truncate(&self, len_bytes: u64) -> io::Result<()>;
+    /// Reserves space for `len_bytes` (the file's length becomes at least that, the new
+    /// bytes read as zeros). Direct writes inside the file's length avoid the slow
+    /// size-extending path of the file system.
+    async fn preallocate(&self, len_bytes: u64) -> io::Result<()>;
 }

@@ -149,6 +149,14 @@ impl Index {
             .map(Entry::location)
     }
 
+    /// Makes room for `additional` keys in one partition (recovery knows the counts).
+    pub(crate) fn reserve(&mut self, ns: Namespace, partition: u32, additional: usize) {
+        self.partitions
+            .entry((ns, partition))
+            .or_default()
+            .reserve(additional);
+    }
+
     /// Points `key` at `loc`; returns the previous location.
     pub(crate) fn insert(
         &mut self,

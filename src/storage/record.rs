@@ -59,14 +59,11 @@ pub(crate) fn record_len(key_len: usize, payload_len: usize) -> usize {
     RECORD_OVERHEAD_BYTES + key_len + payload_len
 }
 
-/// Encodes one record into `out` (which must be exactly `record_len` bytes long).
-pub(crate) fn encode(out: &mut [u8], header: &Header, key: &[u8], payload: &[u8]) {
+/// Writes the 32 header bytes, including the header CRC over them and the key.
+fn encode_header(out: &mut [u8; HEADER_BYTES], header: &Header, key: &[u8]) {
     assert_eq!(header.key_len, key.len());
-    assert_eq!(header.payload_len, payload.len());
     assert!(key.len() <= u16::MAX as usize);
-    assert!(payload.len() <= u32::MAX as usize);
-    let len = header.record_len();
-    assert_eq!(out.len(), len);
+    assert!(header.payload_len <= u32::MAX as usize);
     out[0..4].copy_from_slice(&MAGIC.to_le_bytes());
     out[4] = FORMAT_VERSION;
     out[5] = header.kind as u8;
@@ -75,17 +72,47 @@ pub(crate) fn encode(out: &mut [u8], header: &Header, key: &[u8], payload: &[u8]
     out[8..12].copy_from_slice(&header.partition.to_le_bytes());
     out[12..14].copy_from_slice(&(key.len() as u16).to_le_bytes());
     out[14..16].copy_from_slice(&[0, 0]);
-    out[16..20].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    out[16..20].copy_from_slice(&(header.payload_len as u32).to_le_bytes());
     out[20..28].copy_from_slice(&header.seq.to_le_bytes());
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&out[0..28]);
     hasher.update(key);
     out[28..32].copy_from_slice(&hasher.finalize().to_le_bytes());
+}
+
+/// Encodes one record into `out`, exactly `record_len` bytes (the tests' encoder).
+#[cfg(test)]
+pub(crate) fn encode(out: &mut [u8], header: &Header, key: &[u8], payload: &[u8]) {
+    assert_eq!(header.key_len, key.len());
+    assert_eq!(header.payload_len, payload.len());
+    assert!(key.len() <= u16::MAX as usize);
+    assert!(payload.len() <= u32::MAX as usize);
+    let len = header.record_len();
+    assert_eq!(out.len(), len);
+    encode_header(
+        (&mut out[..HEADER_BYTES]).try_into().expect("32 bytes"),
+        header,
+        key,
+    );
     out[32..32 + key.len()].copy_from_slice(key);
     let payload_start = 32 + key.len();
     out[payload_start..payload_start + payload.len()].copy_from_slice(payload);
     let crc = crc32fast::hash(&out[..len - TRAILER_BYTES]);
     out[len - TRAILER_BYTES..].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Appends one encoded record to `out` without zero-filling first (the hot path of
+/// `put`); produces exactly the bytes `encode` does.
+pub(crate) fn encode_append(out: &mut Vec<u8>, header: &Header, key: &[u8], payload: &[u8]) {
+    let start = out.len();
+    let mut head = [0u8; HEADER_BYTES];
+    encode_header(&mut head, header, key);
+    out.extend_from_slice(&head);
+    out.extend_from_slice(key);
+    out.extend_from_slice(payload);
+    let crc = crc32fast::hash(&out[start..]);
+    out.extend_from_slice(&crc.to_le_bytes());
+    assert_eq!(out.len() - start, header.record_len());
 }
 
 /// Bounds a decoder enforces, so a damaged length can never make it read far.
@@ -206,6 +233,13 @@ fn all_zero(bytes: &[u8]) -> bool {
     bytes.iter().all(|b| *b == 0)
 }
 
+/// Bytes from `pos` up to the last non-zero byte: the damaged tail, without the zero
+/// padding or preallocated space after it.
+fn garbage_len(bytes: &[u8], pos: usize) -> u64 {
+    let end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+    end.saturating_sub(pos) as u64
+}
+
 /// Scans a segment's bytes (docs/storage.md §6 step 3).
 pub(crate) fn scan(bytes: &[u8], limits: Limits) -> ScanResult {
     let mut result = ScanResult::default();
@@ -234,7 +268,7 @@ pub(crate) fn scan(bytes: &[u8], limits: Limits) -> ScanResult {
                 {
                     if next == bytes.len() || all_zero(&bytes[next..]) {
                         // Damage in the last record: a torn tail.
-                        result.torn_tail_bytes = (bytes.len() - pos) as u64;
+                        result.torn_tail_bytes = garbage_len(bytes, pos);
                         break;
                     }
                     result.damaged.push(DamagedRange {
@@ -257,7 +291,7 @@ pub(crate) fn scan(bytes: &[u8], limits: Limits) -> ScanResult {
                         pos = next;
                     }
                     None => {
-                        result.torn_tail_bytes = (bytes.len() - pos) as u64;
+                        result.torn_tail_bytes = garbage_len(bytes, pos);
                         break;
                     }
                 }
@@ -273,7 +307,7 @@ pub(crate) fn scan(bytes: &[u8], limits: Limits) -> ScanResult {
                     pos = next;
                 }
                 None => {
-                    result.torn_tail_bytes = (bytes.len() - pos) as u64;
+                    result.torn_tail_bytes = garbage_len(bytes, pos);
                     break;
                 }
             },
@@ -325,6 +359,17 @@ mod tests {
     #[test]
     fn round_trip_and_every_single_bit_flip_is_detected() {
         let bytes = rec(9, b"key", b"payload");
+        let mut appended = vec![1, 2, 3];
+        let header = Header {
+            kind: Kind::Value,
+            ns: Namespace::Data,
+            partition: 7,
+            key_len: 3,
+            payload_len: 7,
+            seq: 9,
+        };
+        encode_append(&mut appended, &header, b"key", b"payload");
+        assert_eq!(&appended[3..], &bytes[..], "both encoders agree");
         let Decoded::Valid(h) = decode(&bytes, LIMITS) else {
             panic!("valid record rejected");
         };
@@ -359,7 +404,8 @@ mod tests {
         assert_eq!(result.damaged[0].offset, second as u64);
         assert!(result.damaged[0].key.is_none());
         assert_eq!(result.valid_end, tail as u64);
-        assert_eq!(result.torn_tail_bytes, (seg.len() - tail) as u64);
+        // The cut record's non-zero bytes count; the zero padding after it does not.
+        assert!(result.torn_tail_bytes > 0 && result.torn_tail_bytes <= 20);
     }
 
     #[test]

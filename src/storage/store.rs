@@ -144,11 +144,15 @@ impl<F> State<F> {
     }
 
     /// Appends an encoded record to the buffer; the caller checked the room.
-    fn append_bytes(&mut self, bytes_len: usize, seq: u64, fill: impl FnOnce(&mut [u8])) -> u64 {
+    fn append_bytes(&mut self, bytes_len: usize, seq: u64, fill: impl FnOnce(&mut Vec<u8>)) -> u64 {
         let offset = self.active_end();
         let start = self.buffer.len();
-        self.buffer.resize(start + bytes_len, 0);
-        fill(&mut self.buffer[start..]);
+        fill(&mut self.buffer);
+        assert_eq!(
+            self.buffer.len(),
+            start + bytes_len,
+            "fill appends exactly the record"
+        );
         self.appended_lsn += bytes_len as u64;
         let seg = self.active();
         assert_eq!(seg.len_bytes, offset);
@@ -322,7 +326,8 @@ impl<D: Disk> Store<D> {
                 let hint_len = hint_file.len_bytes().await?;
                 let bytes = hint_file.read_at(0, hint_len as usize).await?;
                 if let Some((segment_len, list)) = hint::decode(bytes.as_ref(), id, limits) {
-                    if segment_len <= file_len && file_len <= align_up(segment_len, align_bytes) {
+                    // The file may be longer: alignment padding or preallocated zeros.
+                    if segment_len <= file_len {
                         entries = Some((segment_len, list));
                     }
                 }
@@ -339,7 +344,9 @@ impl<D: Disk> Store<D> {
                     let data = file.read_at(0, file_len as usize).await?;
                     let data = data.as_ref();
                     let scan = record::scan(data, limits);
-                    if scan.torn_tail_bytes > 0 {
+                    if file_len > scan.valid_end {
+                        // Cuts a torn tail, and gives back the preallocated space of a
+                        // segment that was active when the process stopped.
                         file.truncate(scan.valid_end).await?;
                         report.truncated_tail_bytes += scan.torn_tail_bytes;
                     }
@@ -372,6 +379,8 @@ impl<D: Disk> Store<D> {
                 }
             };
             let mut min_seq = u64::MAX;
+            // Growing the map one rehash at a time is a visible part of a restart.
+            winners.reserve(entries.len());
             for e in entries {
                 let h = e.header;
                 if h.kind == Kind::Seal {
@@ -439,11 +448,23 @@ impl<D: Disk> Store<D> {
         }
 
         let mut index = Index::default();
+        let mut partition_sizes: BTreeMap<(Namespace, u32), usize> = BTreeMap::new();
+        let survives = |ns: Namespace, partition: u32, w: &Winner| {
+            w.loc.is_some() && drops.get(&(ns, partition)).is_none_or(|d| *d <= w.seq)
+        };
+        for ((ns, partition, _), w) in &winners {
+            if survives(*ns, *partition, w) {
+                *partition_sizes.entry((*ns, *partition)).or_default() += 1;
+            }
+        }
+        for ((ns, partition), n) in partition_sizes {
+            index.reserve(ns, partition, n);
+        }
         for ((ns, partition, key), w) in winners {
-            let Some(loc) = w.loc else { continue };
-            if drops.get(&(ns, partition)).is_some_and(|d| *d > w.seq) {
+            if !survives(ns, partition, &w) {
                 continue;
             }
+            let loc = w.loc.expect("a surviving winner has a location");
             index.insert(ns, partition, &key, loc);
             segments
                 .get_mut(&loc.segment)
@@ -458,6 +479,7 @@ impl<D: Disk> Store<D> {
         if file.len_bytes().await? != 0 {
             file.truncate(0).await?;
         }
+        file.preallocate(config.segment_size_bytes).await?;
         // One directory sync covers the new segment and any stale files removed above.
         disk.sync_dir().await?;
         segments.insert(
@@ -608,7 +630,7 @@ impl<D: Disk> Store<D> {
                     seq,
                 };
                 let offset = st.append_bytes(len, seq, |out| {
-                    record::encode(out, &header, key, payload);
+                    record::encode_append(out, &header, key, payload);
                 });
                 let loc = Location {
                     segment: st.active_id,
@@ -666,7 +688,9 @@ impl<D: Disk> Store<D> {
                     payload_len: 0,
                     seq,
                 };
-                st.append_bytes(len, seq, |out| record::encode(out, &header, key, &[]));
+                st.append_bytes(len, seq, |out| {
+                    record::encode_append(out, &header, key, &[])
+                });
                 match kind {
                     Kind::Purge => {
                         if let Some(old) = st.index.remove(ns, partition, key) {
@@ -902,6 +926,7 @@ impl<D: Disk> Store<D> {
         let new_id = sealing + 1;
         let result = async {
             let file = self.disk.open_file(&segment_name(new_id)).await?;
+            file.preallocate(self.config.segment_size_bytes).await?;
             // The new name must be durable before anything in the file is acknowledged.
             self.disk.sync_dir().await?;
             Ok::<_, std::io::Error>(file)
@@ -952,7 +977,7 @@ impl<D: Disk> Store<D> {
             seq,
         };
         st.append_bytes(SEAL_BYTES, seq, |out| {
-            record::encode(out, &header, &[], &[])
+            record::encode_append(out, &header, &[], &[])
         });
     }
 
@@ -1166,7 +1191,7 @@ impl<D: Disk> Store<D> {
                     return 0;
                 }
                 let new_offset =
-                    st.append_bytes(raw.len(), header.seq, |out| out.copy_from_slice(&raw));
+                    st.append_bytes(raw.len(), header.seq, |out| out.extend_from_slice(&raw));
                 if matches!(header.kind, Kind::Value | Kind::Tombstone) {
                     let loc = Location {
                         segment: st.active_id,
@@ -1341,6 +1366,17 @@ impl<D: Disk> Store<D> {
             st.active().sealed = true;
         }
         self.sync().await?;
+        // Give back the preallocated space after the last record.
+        let (file, len) = {
+            let st = self.state.borrow();
+            let seg = &st.segments[&st.active_id];
+            (seg.file.clone(), seg.len_bytes)
+        };
+        file.truncate(len).await?;
+        file.sync_data().await.map_err(|e| {
+            self.state.borrow_mut().failed = true;
+            StorageError::SyncFailed(e)
+        })?;
         self.write_hint_files().await
     }
 }

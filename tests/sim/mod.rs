@@ -1,5 +1,7 @@
 //! The deterministic cluster simulator: N dynakv nodes (their real `Replica`
-//! and `Membership` machines) in one thread, on a virtual clock, over a
+//! and `Membership` machines, the real `Store` over a crash-injecting
+//! `MemDisk`, placement by the real `Ring::claim`) in one thread, on a
+//! virtual clock, over a
 //! seeded network that drops, delays, duplicates, reorders and partitions
 //! messages, with node crashes that lose unsynced writes and per-node clock
 //! skew. Everything random comes from one seeded RNG, so a seed replays
@@ -14,12 +16,11 @@
 //! 3. check: an R=all get of every key (which read-repairs), then
 //!    (1) every acknowledged element is in the final read, (2) no element
 //!    appears that was never written, (3) all primaries of a key store the
-//!    same sibling set, (4) no hint is left.
+//!    same sibling set, (4) no hint is left, (5) gossip taught every node
+//!    every member.
 //!
 //! There is no Merkle anti-entropy yet (a later issue), so convergence comes
 //! only from hint replay and from the read repair of the final R=all reads.
-
-#![allow(dead_code)]
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -122,6 +123,7 @@ pub struct SimReport {
     pub virtual_ms: u64,
     pub siblings_seen_max: usize,
     pub crashes: u64,
+    pub io_failures: u64,
     pub hints_at_heal: usize,
     pub divergent_before_repair: usize,
 }
@@ -134,6 +136,8 @@ struct SimNode {
     /// crashed. A crash drops it and loses the disk's unsynced writes.
     store: Option<Store<MemDisk>>,
     disk: MemDisk,
+    /// A disk fault (failing fsync or full disk) is active.
+    disk_faulty: bool,
     /// Persisted durably (as the runtime must): grows on every restart.
     incarnation: u16,
     /// Persisted membership state (durable).
@@ -210,6 +214,17 @@ enum Event {
     Partition {
         blocked: Vec<(usize, usize)>,
     },
+    /// The disk starts failing: every fsync fails, or it is full. The node
+    /// keeps running (writes fail with clear errors, reads work) until the
+    /// matching `DiskRepair`, which crashes and restarts it, as a failed
+    /// fsync is fatal for a real node.
+    DiskFault {
+        node: usize,
+        full: bool,
+    },
+    DiskRepair {
+        node: usize,
+    },
     Heal,
 }
 
@@ -217,7 +232,7 @@ enum Event {
 enum ClientState {
     Idle,
     Getting { id: u64, key: usize },
-    Putting { id: u64, key: usize, element: u64 },
+    Putting { id: u64, element: u64 },
 }
 
 struct Client {
@@ -261,6 +276,7 @@ pub struct Sim {
     /// Placement, claimed once from the (fixed) membership.
     ring: Ring,
     crashes: u64,
+    io_failures: u64,
     hints_at_heal: usize,
     divergent_before_repair: usize,
     /// Replica messages scheduled and not yet delivered (stragglers
@@ -320,6 +336,7 @@ impl Sim {
                 machines: None,
                 store: None,
                 disk: MemDisk::new(),
+                disk_faulty: false,
                 incarnation: 0,
                 // The administrator joined every node on the first seed;
                 // the others start empty and learn the cluster by gossip.
@@ -366,6 +383,7 @@ impl Sim {
             healed: false,
             ring,
             crashes: 0,
+            io_failures: 0,
             hints_at_heal: 0,
             divergent_before_repair: 0,
             replica_messages_in_flight: 0,
@@ -378,6 +396,7 @@ impl Sim {
             sim.schedule(at, Event::ClientWake { client });
         }
         sim.plan_faults();
+        sim.plan_disk_faults();
         sim.schedule(HEAL_AT_MS, Event::Heal);
         sim
     }
@@ -451,6 +470,21 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// Disk faults come from their own RNG stream, so that adding them left
+    /// every earlier seed's other faults and workload unchanged.
+    fn plan_disk_faults(&mut self) {
+        let mut rng = Rng::new(self.config.seed ^ 0xd15c_fa17);
+        if !rng.chance_per_mille(300) {
+            return;
+        }
+        let node = rng.below(self.nodes.len() as u64) as usize;
+        let start = rng.below(FAULTS_END_MS);
+        let duration = rng.range(200, 2_000);
+        let full = rng.below(2) == 0;
+        self.schedule(start, Event::DiskFault { node, full });
+        self.schedule(start + duration, Event::DiskRepair { node });
     }
 
     fn schedule(&mut self, at_ms: u64, event: Event) {
@@ -577,6 +611,9 @@ impl Sim {
                 progressed = true;
                 let store = node.store.as_ref().expect("a running node has its store");
                 let (io_id, result) = perform_io(store, io);
+                if matches!(result, IoResult::Failed(_)) {
+                    self.io_failures += 1;
+                }
                 replica.handle_io_done(local, io_id, result);
             }
             while let Some(peer) = replica.poll_peer_timeout() {
@@ -758,26 +795,32 @@ impl Sim {
                 }
             }
             Event::Crash { node: index } => {
-                if self.healed {
-                    return true;
-                }
-                if self.nodes[index].machines.is_none() {
+                if self.healed || self.nodes[index].machines.is_none() {
                     return true;
                 }
                 self.trace(8, index as u64, &[]);
-                self.crashes += 1;
+                self.crash_node(index);
+            }
+            Event::DiskFault { node: index, full } => {
+                if self.healed || self.nodes[index].machines.is_none() {
+                    return true;
+                }
+                self.trace(12, index as u64, &[u8::from(full)]);
                 let node = &mut self.nodes[index];
-                node.machines = None;
-                node.store = None;
-                let mode = if self.rng.below(2) == 0 {
-                    CrashMode::LoseUnsynced
+                node.disk_faulty = true;
+                if full {
+                    let used = node.disk.used_bytes();
+                    node.disk.set_capacity_bytes(Some(used + 2_048));
                 } else {
-                    CrashMode::TearLastWrite {
-                        boundary_bytes: 512,
-                    }
-                };
-                node.disk.crash(mode);
-                node.wake_at = None;
+                    node.disk.set_fail_sync(true);
+                }
+            }
+            Event::DiskRepair { node: index } => {
+                if self.healed || !self.nodes[index].disk_faulty {
+                    return true;
+                }
+                self.trace(13, index as u64, &[]);
+                self.repair_disk(index);
             }
             Event::Restart { node: index } => {
                 if self.nodes[index].machines.is_none() {
@@ -803,6 +846,9 @@ impl Sim {
                 self.blocked.clear();
                 self.lossy = false;
                 for index in 0..self.nodes.len() {
+                    if self.nodes[index].disk_faulty {
+                        self.repair_disk(index);
+                    }
                     if self.nodes[index].machines.is_none() {
                         self.start_node(index);
                     }
@@ -810,6 +856,37 @@ impl Sim {
             }
         }
         true
+    }
+
+    /// Power loss: the machines and the store go, unsynced writes are lost
+    /// (sometimes with a torn last write).
+    fn crash_node(&mut self, index: usize) {
+        self.crashes += 1;
+        let mode = if self.rng.below(2) == 0 {
+            CrashMode::LoseUnsynced
+        } else {
+            CrashMode::TearLastWrite {
+                boundary_bytes: 512,
+            }
+        };
+        let node = &mut self.nodes[index];
+        node.machines = None;
+        node.store = None;
+        node.disk.crash(mode);
+        node.wake_at = None;
+    }
+
+    /// Ends a disk fault: the node crashes (a failed fsync is fatal) and
+    /// restarts on the repaired disk.
+    fn repair_disk(&mut self, index: usize) {
+        if self.nodes[index].machines.is_some() {
+            self.crash_node(index);
+        }
+        let node = &mut self.nodes[index];
+        node.disk_faulty = false;
+        node.disk.set_capacity_bytes(None);
+        node.disk.set_fail_sync(false);
+        self.start_node(index);
     }
 
     fn client_pause(&mut self, client: usize) {
@@ -878,7 +955,7 @@ impl Sim {
         self.written.insert(element);
         let value = Value::Data(encode_cart(&elements));
         let id = self.send_request(client, to, key, ClientOp::Put { context, value });
-        self.clients[client].state = ClientState::Putting { id, key, element };
+        self.clients[client].state = ClientState::Putting { id, element };
     }
 
     fn client_reply(&mut self, client: usize, reply: ClientReply) {
@@ -1106,6 +1183,7 @@ impl Sim {
             virtual_ms: self.now_ms,
             siblings_seen_max: self.siblings_seen_max,
             crashes: self.crashes,
+            io_failures: self.io_failures,
             hints_at_heal: self.hints_at_heal,
             divergent_before_repair: self.divergent_before_repair,
         })

@@ -100,7 +100,12 @@ fn on_glommio<T: Send + 'static, Fut: std::future::Future<Output = T> + 'static>
     f: impl FnOnce() -> Fut + Send + 'static,
 ) -> T {
     LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(IO_MEMORY_BYTES)
+        .io_memory(
+            std::env::var("STORAGE_BENCH_IO_MEMORY")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(IO_MEMORY_BYTES),
+        )
         .spawn(f)
         .expect("executor")
         .join()
@@ -114,8 +119,19 @@ fn key(i: u64) -> [u8; 14] {
     k
 }
 
-/// Buffered puts of 100-byte values; returns puts per second.
-fn bench_buffered_put(dir: &Path, n: u64) -> f64 {
+/// CPU time (user + system) of the calling thread.
+fn thread_cpu() -> Duration {
+    // SAFETY: getrusage only writes into the zeroed struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+    assert_eq!(rc, 0, "getrusage");
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Buffered puts of 100-byte values; returns (puts per wall second, puts per CPU second
+/// of the executor thread). The machine is shared, so the CPU figure is the steadier one.
+fn bench_buffered_put(dir: &Path, n: u64) -> (f64, f64) {
     let dir = fresh_dir(dir);
     on_glommio(move || async move {
         let disk = GlommioDisk::new(&dir).expect("disk");
@@ -123,6 +139,7 @@ fn bench_buffered_put(dir: &Path, n: u64) -> f64 {
             .await
             .expect("open");
         let value = [0x5au8; 100];
+        let cpu_start = thread_cpu();
         let start = Instant::now();
         for i in 0..n {
             store
@@ -138,13 +155,18 @@ fn bench_buffered_put(dir: &Path, n: u64) -> f64 {
                 .expect("put");
         }
         let elapsed = start.elapsed();
+        let cpu = thread_cpu() - cpu_start;
         store.close().await.expect("close");
-        n as f64 / elapsed.as_secs_f64()
+        (
+            n as f64 / elapsed.as_secs_f64(),
+            n as f64 / cpu.as_secs_f64(),
+        )
     })
 }
 
-/// Sequential ingest of 4 KiB values, including the final sync; returns bytes/s of payload.
-fn bench_ingest(dir: &Path, total_bytes: u64) -> f64 {
+/// Sequential ingest of 4 KiB values, including the final sync; returns payload bytes
+/// per wall second and per CPU second of the executor thread.
+fn bench_ingest(dir: &Path, total_bytes: u64) -> (f64, f64) {
     let dir = fresh_dir(dir);
     on_glommio(move || async move {
         let disk = GlommioDisk::new(&dir).expect("disk");
@@ -153,6 +175,7 @@ fn bench_ingest(dir: &Path, total_bytes: u64) -> f64 {
             .expect("open");
         let value = vec![0xa5u8; 4096];
         let n = total_bytes / 4096;
+        let cpu_start = thread_cpu();
         let start = Instant::now();
         for i in 0..n {
             store
@@ -169,8 +192,10 @@ fn bench_ingest(dir: &Path, total_bytes: u64) -> f64 {
         }
         store.sync().await.expect("sync");
         let elapsed = start.elapsed();
+        let cpu = thread_cpu() - cpu_start;
         store.close().await.expect("close");
-        (n * 4096) as f64 / elapsed.as_secs_f64()
+        let bytes = (n * 4096) as f64;
+        (bytes / elapsed.as_secs_f64(), bytes / cpu.as_secs_f64())
     })
 }
 
@@ -256,23 +281,26 @@ fn populate(dir: &Path, n: u64) {
     })
 }
 
-/// Opens the store in `dir`; returns (open time, keys, used hints, heap bytes held).
-fn timed_open(dir: &Path) -> (Duration, u64, bool, usize) {
+/// Opens the store in `dir`; returns (open wall time, open CPU time of the executor
+/// thread, keys, used hints, heap bytes held).
+fn timed_open(dir: &Path) -> (Duration, Duration, u64, bool, usize) {
     let dir = dir.to_path_buf();
     on_glommio(move || async move {
         let disk = GlommioDisk::new(&dir).expect("disk");
         let before = ALLOCATED_BYTES.load(Ordering::Relaxed);
+        let cpu_start = thread_cpu();
         let start = Instant::now();
         let (store, report) = Store::open(disk, StoreConfig::default())
             .await
             .expect("open");
         let elapsed = start.elapsed();
+        let cpu = thread_cpu() - cpu_start;
         let held = ALLOCATED_BYTES
             .load(Ordering::Relaxed)
             .saturating_sub(before);
         assert_eq!(report.keys, store.stats().keys);
         drop(store);
-        (elapsed, report.keys, report.used_hint_files, held)
+        (elapsed, cpu, report.keys, report.used_hint_files, held)
     })
 }
 
@@ -341,7 +369,7 @@ fn fio_fdatasync(dir: &Path) -> (f64, f64) {
         &format!("--filename={}", file.display()),
         "--rw=write",
         "--bs=4k",
-        "--size=16M",
+        "--size=4M",
         "--fdatasync=1",
         "--ioengine=sync",
     ]);
@@ -373,7 +401,9 @@ fn main() {
     const MIB: f64 = 1024.0 * 1024.0;
 
     let mut put_rate = Vec::new();
+    let mut put_cpu_rate = Vec::new();
     let mut ingest = Vec::new();
+    let mut ingest_cpu = Vec::new();
     let mut fio_qd1 = Vec::new();
     let mut fio_qd4 = Vec::new();
     let mut durable_rate = Vec::new();
@@ -383,18 +413,36 @@ fn main() {
     let mut fio_sync_p50 = Vec::new();
     let mut fio_sync_p99 = Vec::new();
     let mut open_hint = Vec::new();
+    let mut open_hint_cpu = Vec::new();
+    let mut open_scan_cpu = Vec::new();
     let mut open_scan = Vec::new();
     let mut mem_per_key = Vec::new();
+    if std::env::var("STORAGE_BENCH_ONLY").as_deref() == Ok("ingest") {
+        // For profiling one figure: `STORAGE_BENCH_ONLY=ingest perf record ...`.
+        for _ in 0..runs {
+            let (wall, cpu) = bench_ingest(&dir, 512 << 20);
+            println!(
+                "ingest {:.1} MiB/s, {:.1} MiB per CPU-second",
+                wall / MIB,
+                cpu / MIB
+            );
+        }
+        return;
+    }
     for run in 0..runs {
         eprintln!("run {}/{runs}", run + 1);
-        put_rate.push(bench_buffered_put(&dir, 1_000_000));
-        eprintln!("  buffered put: {:.0}/s", put_rate[run]);
-        ingest.push(bench_ingest(&dir, 512 << 20) / MIB);
+        let (wall, cpu) = bench_buffered_put(&dir, 1_000_000);
+        put_rate.push(wall);
+        put_cpu_rate.push(cpu);
+        eprintln!("  buffered put: {wall:.0}/s ({cpu:.0} per CPU-second)");
+        let (wall, cpu) = bench_ingest(&dir, 512 << 20);
+        ingest.push(wall / MIB);
+        ingest_cpu.push(cpu / MIB);
         fio_qd1.push(fio_seq_write(&dir, 1) / MIB);
         fio_qd4.push(fio_seq_write(&dir, 4) / MIB);
         eprintln!(
-            "  ingest 4 KiB: {:.1} MiB/s; fio qd1 {:.1}, qd4 {:.1} MiB/s",
-            ingest[run], fio_qd1[run], fio_qd4[run]
+            "  ingest 4 KiB: {:.1} MiB/s ({:.1} MiB per CPU-second); fio qd1 {:.1}, qd4 {:.1} MiB/s",
+            ingest[run], ingest_cpu[run], fio_qd1[run], fio_qd4[run]
         );
         let (rate, p50, p99, syncs) = bench_durable(&dir, 100);
         durable_rate.push(rate);
@@ -408,13 +456,15 @@ fn main() {
             "  durable x{DURABLE_WRITERS}: {rate:.0}/s p50 {p50} us p99 {p99} us ({syncs} syncs); fio fdatasync p50 {fp50:.0} us p99 {fp99:.0} us"
         );
         populate(&dir, args.keys);
-        let (t, keys, hints, held) = timed_open(&dir);
+        let (t, t_cpu, keys, hints, held) = timed_open(&dir);
+        open_hint_cpu.push(t_cpu.as_secs_f64());
         assert!(hints, "close wrote hint files");
         assert_eq!(keys, args.keys);
         open_hint.push(t.as_secs_f64());
         mem_per_key.push(held as f64 / keys as f64);
         remove_hints(&dir);
-        let (t_scan, keys_scan, hints_scan, _) = timed_open(&dir);
+        let (t_scan, t_scan_cpu, keys_scan, hints_scan, _) = timed_open(&dir);
+        open_scan_cpu.push(t_scan_cpu.as_secs_f64());
         assert!(!hints_scan);
         assert_eq!(keys_scan, args.keys);
         open_scan.push(t_scan.as_secs_f64());
@@ -436,9 +486,19 @@ fn main() {
         show(&put_rate)
     );
     println!(
+        "| buffered put, 100 B values (puts per CPU-second) | {:.0} | {} | |",
+        median(put_cpu_rate.clone()),
+        show(&put_cpu_rate)
+    );
+    println!(
         "| ingest 4 KiB values (MiB/s) | {:.1} | {} | |",
         median(ingest.clone()),
         show(&ingest)
+    );
+    println!(
+        "| ingest 4 KiB values (MiB per CPU-second) | {:.1} | {} | |",
+        median(ingest_cpu.clone()),
+        show(&ingest_cpu)
     );
     println!(
         "| fio seq write 1 MiB qd1 (MiB/s) | {:.1} | {} | |",
@@ -522,6 +582,18 @@ fn main() {
         args.keys,
         median(open_scan.clone()),
         show(&open_scan)
+    );
+    println!(
+        "| restart {} keys, hint files (CPU s) | {:.3} | {} | |",
+        args.keys,
+        median(open_hint_cpu.clone()),
+        show(&open_hint_cpu)
+    );
+    println!(
+        "| restart {} keys, scanning (CPU s) | {:.3} | {} | |",
+        args.keys,
+        median(open_scan_cpu.clone()),
+        show(&open_scan_cpu)
     );
     println!(
         "| store heap bytes per key (14 B keys) | {:.1} | {} | <= 62 (14 + 48) |",
