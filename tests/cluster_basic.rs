@@ -130,3 +130,36 @@ fn nodes_started_apart_form_one_cluster_by_admin_join() {
     let (_, out, _) = nodes[2].cli(&["get", "joined", "--json", "--r", "all"]);
     assert_eq!(json_values(&out), vec!["yes"]);
 }
+
+#[test]
+fn leave_drops_a_node_from_the_ring_and_garbage_on_internode_ports_is_harmless() {
+    let nodes = start_cluster(4, 1, &[]);
+
+    // Garbage, a truncated frame, and an oversized length prefix on the
+    // internode port: the connection is dropped, the node keeps serving.
+    use std::io::Write;
+    for bytes in [
+        &b"hello, this is not a frame"[..],
+        &[5, 0, 0, 0, 1, 2][..],
+        &[0xff, 0xff, 0xff, 0xff, 1][..],
+        &[13, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..],
+    ] {
+        let mut s = std::net::TcpStream::connect(nodes[0].internode()).expect("connect");
+        let _ = s.write_all(bytes);
+    }
+    assert_eq!(nodes[0].status().expect("still serving").members, 4);
+
+    let (code, out, err) = nodes[3].admin(&["leave"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("leaving"), "{out}");
+    common::wait_until(10, "the leave to spread", || {
+        nodes.iter().all(|n| {
+            let (_, ring, _) = n.admin(&["ring", "--json"]);
+            !ring.contains("127.0.0.4") && ring.contains("\"n_val\": 3")
+        })
+    });
+    // The remaining three nodes hold every key (N = 3).
+    assert_eq!(nodes[0].cli(&["put", "after-leave", "x", "--w", "3"]).0, 0);
+    let (_, out, _) = nodes[2].cli(&["get", "after-leave", "--json", "--r", "all"]);
+    assert_eq!(json_values(&out), vec!["x"]);
+}
