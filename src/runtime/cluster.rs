@@ -352,6 +352,10 @@ pub(crate) struct Cluster {
     failures: Mutex<Vec<NodeId>>,
     /// Hints held, per shard (for `admin status`).
     pub hints: Vec<AtomicUsize>,
+    /// Keys stored (both namespaces), per shard (for `admin status`).
+    pub keys: Vec<AtomicU64>,
+    /// Keys sent to new owners by partition handoff, all shards together.
+    pub handed_off: AtomicU64,
     /// Frames dropped by full or failed links, all shards together.
     pub dropped: AtomicU64,
 }
@@ -376,6 +380,8 @@ impl Cluster {
             topology: RwLock::new(Arc::new(topology)),
             failures: Mutex::new(Vec::new()),
             hints: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
+            keys: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            handed_off: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
         })
     }
@@ -684,12 +690,14 @@ pub(crate) fn status_text(cluster: &Cluster, json: bool) -> String {
         .iter()
         .map(|h| h.load(Ordering::Relaxed))
         .sum();
+    let keys: u64 = cluster.keys.iter().map(|k| k.load(Ordering::Relaxed)).sum();
+    let handed_off = cluster.handed_off.load(Ordering::Relaxed);
     let mut out = String::new();
     if json {
         let _ = write!(
             out,
-            "{{\"node\": \"{:016x}\", \"epoch\": {}, \"n_val\": {}, \"hints\": {}, \"members\": [",
-            cluster.me.0, topology.epoch, topology.n_val, hints
+            "{{\"node\": \"{:016x}\", \"epoch\": {}, \"n_val\": {}, \"hints\": {}, \"keys\": {}, \"handed_off\": {}, \"members\": [",
+            cluster.me.0, topology.epoch, topology.n_val, hints, keys, handed_off
         );
         for (i, (id, record)) in topology.members.iter().enumerate() {
             let addr = topology
@@ -713,8 +721,8 @@ pub(crate) fn status_text(cluster: &Cluster, json: bool) -> String {
     } else {
         let _ = writeln!(
             out,
-            "node {:016x}: ring epoch {}, N = {}, {} hints held",
-            cluster.me.0, topology.epoch, topology.n_val, hints
+            "node {:016x}: ring epoch {}, N = {}, {} hints held, {} keys stored, {} keys handed off",
+            cluster.me.0, topology.epoch, topology.n_val, hints, keys, handed_off
         );
         for (id, record) in &topology.members {
             let addr = topology

@@ -297,6 +297,10 @@ pub(crate) async fn run(
     glommio::spawn_local_into(async move { flusher.flush_loop().await }, foreground)
         .map_err(|e| e.to_string())?
         .detach();
+    let handoff = shard.clone();
+    glommio::spawn_local_into(async move { handoff.handoff_loop().await }, background)
+        .map_err(|e| e.to_string())?
+        .detach();
     let compactor = shard.clone();
     glommio::spawn_local_into(async move { compactor.compaction_loop().await }, background)
         .map_err(|e| e.to_string())?
@@ -921,6 +925,96 @@ impl ShardState {
             let now = self.now_ms();
             if let Some(driver) = self.membership.borrow_mut().as_mut() {
                 driver.tick(now);
+            }
+        }
+    }
+
+    /// Partition handoff (§6 of the design guide), push style: after every
+    /// ring change, each key of a partition this shard stores but whose
+    /// primaries no longer include this node is sent as a `PutReplica` (a
+    /// merge, so repeating it is harmless) to the partition's new primaries.
+    /// The old copy is kept (dropping it needs acknowledged, complete
+    /// transfers: not done), so nothing is lost if a transfer is. Runs in
+    /// the background queue, yielding every few keys.
+    async fn handoff_loop(self: Rc<Self>) {
+        // The ring epoch fully handed off (reachability changes alone do
+        // not move partitions, so they start no new pass).
+        let mut done_epoch = 0u64;
+        let mut next_req = 1u64;
+        let base = (self.replica.borrow().actor() >> 16) & 0xFFFF;
+        while !self.shutdown.load(Ordering::Relaxed) {
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+            self.node.cluster.keys[self.index].store(self.store.stats().keys, Ordering::Relaxed);
+            let topology = self.node.cluster.topology();
+            if topology.epoch == done_epoch {
+                continue;
+            }
+            let me = self.node.cluster.me;
+            let mut sent = 0u64;
+            let mut complete = true;
+            for partition in self.store.partitions(Namespace::Data) {
+                if partition >= topology.q {
+                    continue;
+                }
+                let primaries: Vec<_> = topology.primaries(partition).to_vec();
+                if primaries.iter().any(|o| o.node == me) {
+                    // Still held by this node (a move between two shards of
+                    // one node is not handed off; see docs/cluster-runtime.md).
+                    continue;
+                }
+                for key in self.store.keys(Namespace::Data, partition) {
+                    let Ok(Some(record)) = self.store.get(Namespace::Data, partition, &key).await
+                    else {
+                        continue;
+                    };
+                    let Ok(siblings) = crate::version::SiblingSet::decode(&record.payload) else {
+                        continue;
+                    };
+                    for target in &primaries {
+                        // Ids from the top half of this shard's id range:
+                        // answers route back here and the replica machine
+                        // ignores acks it did not ask for.
+                        let req = (base << 40) | (1 << 39) | next_req;
+                        next_req += 1;
+                        let Some(addr) = topology.internode_addr(target.node, target.shard) else {
+                            // Address not gossiped yet: try the pass again.
+                            complete = false;
+                            continue;
+                        };
+                        let message = ReplicaMessage::PutReplica {
+                            req,
+                            partition,
+                            key: key.clone(),
+                            siblings: siblings.clone(),
+                            durable: false,
+                            hint_for: None,
+                        };
+                        let envelope = Envelope {
+                            kind: KIND_REPLICA,
+                            from_node: me.0,
+                            from_shard: self.index as u16,
+                            to_shard: target.shard,
+                        };
+                        self.links.send(addr, envelope, |out| message.encode(out));
+                    }
+                    sent += 1;
+                    if sent % 64 == 0 {
+                        glommio::timer::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            }
+            if sent > 0 {
+                self.node
+                    .cluster
+                    .handed_off
+                    .fetch_add(sent, Ordering::Relaxed);
+                info!(
+                    "shard {}: handed {sent} keys off to their new owners (ring epoch {})",
+                    self.index, topology.epoch
+                );
+            }
+            if complete {
+                done_epoch = topology.epoch;
             }
         }
     }

@@ -290,6 +290,7 @@ impl TestNode {
         Some(ClusterStatus {
             epoch: number("epoch")?,
             hints: number("hints")?,
+            keys: number("keys")?,
             members: out.matches("\"id\": ").count(),
             reachable: out.matches("\"reachable\": true").count(),
         })
@@ -302,6 +303,7 @@ pub struct ClusterStatus {
     pub members: usize,
     pub reachable: usize,
     pub hints: u64,
+    pub keys: u64,
 }
 
 /// Starts `count` nodes on 127.0.0.1 … 127.0.0.count, all on one port, each
