@@ -65,6 +65,27 @@ pub struct ServerConfig {
     pub compaction_dead_fraction: f64,
     /// Compaction rate limit in bytes per second per shard.
     pub compaction_bytes_per_second: u64,
+    /// The internode address: shard `i` listens for other nodes' replica,
+    /// gossip and admin traffic on `PORT + i` of this IP, and outgoing
+    /// internode connections leave from this IP. `None` means the IP of
+    /// `listen` and port `listen.port() + 100`.
+    pub internode_listen: Option<SocketAddr>,
+    /// Internode addresses of other nodes to gossip with (seed nodes,
+    /// Dynamo §4.8.2). Empty: a one-node cluster until an admin join.
+    pub seeds: Vec<SocketAddr>,
+    /// Capacity weight: this node's share of the partitions. 0 means the
+    /// number of shards.
+    pub weight: u32,
+    /// One gossip round (and heartbeat) per interval.
+    pub gossip_interval_ms: u64,
+    /// A peer not heard from for this long is routed around.
+    pub suspect_after_ms: u64,
+    /// A replica silent for this long is replaced by a fallback.
+    pub replica_timeout_ms: u64,
+    /// A client request not answered by then fails with `Timeout`.
+    pub request_timeout_ms: u64,
+    /// Hint replay runs at most once per interval.
+    pub hint_replay_interval_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -92,6 +113,14 @@ impl Default for ServerConfig {
             segment_size_bytes: 64 * 1024 * 1024,
             compaction_dead_fraction: 0.5,
             compaction_bytes_per_second: 64 * 1024 * 1024,
+            internode_listen: None,
+            seeds: Vec::new(),
+            weight: 0,
+            gossip_interval_ms: 1_000,
+            suspect_after_ms: 3_000,
+            replica_timeout_ms: 300,
+            request_timeout_ms: 1_000,
+            hint_replay_interval_ms: 1_000,
         }
     }
 }
@@ -147,6 +176,14 @@ impl ServerConfig {
         "segment_size_bytes",
         "compaction_dead_fraction",
         "compaction_bytes_per_second",
+        "internode_listen",
+        "seeds",
+        "weight",
+        "gossip_interval_ms",
+        "suspect_after_ms",
+        "replica_timeout_ms",
+        "request_timeout_ms",
+        "hint_replay_interval_ms",
     ];
 
     /// Parses a TOML document.
@@ -220,6 +257,26 @@ impl ServerConfig {
             "segment_size_bytes" => self.segment_size_bytes = parse(name, value)?,
             "compaction_dead_fraction" => self.compaction_dead_fraction = parse(name, value)?,
             "compaction_bytes_per_second" => self.compaction_bytes_per_second = parse(name, value)?,
+            "internode_listen" => {
+                self.internode_listen = match value {
+                    "" => None,
+                    v => Some(parse(name, v)?),
+                }
+            }
+            "seeds" => {
+                self.seeds = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| parse(name, s))
+                    .collect::<Result<_, _>>()?
+            }
+            "weight" => self.weight = parse(name, value)?,
+            "gossip_interval_ms" => self.gossip_interval_ms = parse(name, value)?,
+            "suspect_after_ms" => self.suspect_after_ms = parse(name, value)?,
+            "replica_timeout_ms" => self.replica_timeout_ms = parse(name, value)?,
+            "request_timeout_ms" => self.request_timeout_ms = parse(name, value)?,
+            "hint_replay_interval_ms" => self.hint_replay_interval_ms = parse(name, value)?,
             _ => {
                 return Err(ConfigError::Flag(format!(
                     "unknown option --{}",
@@ -267,6 +324,27 @@ impl ServerConfig {
         {
             return invalid("compaction_dead_fraction must be in (0, 1)".into());
         }
+        if self.gossip_interval_ms == 0
+            || self.suspect_after_ms < self.gossip_interval_ms
+            || self.replica_timeout_ms == 0
+            || self.request_timeout_ms == 0
+            || self.hint_replay_interval_ms == 0
+        {
+            return invalid(
+                "gossip, replica, request and hint-replay intervals must be at least 1 ms, and suspect_after_ms at least gossip_interval_ms".into(),
+            );
+        }
+        if self.seeds.len() > 64 {
+            return invalid("at most 64 seeds".into());
+        }
+        if let Some(addr) = self.internode_listen {
+            if addr.ip() != self.listen.ip() {
+                return invalid(format!(
+                    "internode_listen {addr} must use the IP of listen {}",
+                    self.listen
+                ));
+            }
+        }
         if self.connections_max == 0 || self.in_flight_per_connection_max == 0 {
             return invalid(
                 "connections_max and in_flight_per_connection_max must be at least 1".into(),
@@ -295,6 +373,28 @@ impl ServerConfig {
             self.shard_port_base
         };
         base.wrapping_add(shard as u16)
+    }
+
+    /// The internode address of shard 0 (shard `i` listens on port + `i`).
+    pub fn internode_addr(&self) -> SocketAddr {
+        self.internode_listen.unwrap_or_else(|| {
+            SocketAddr::new(self.listen.ip(), self.listen.port().wrapping_add(100))
+        })
+    }
+
+    /// The internode address of shard `shard`.
+    pub fn internode_shard_addr(&self, shard: usize) -> SocketAddr {
+        let base = self.internode_addr();
+        SocketAddr::new(base.ip(), base.port().wrapping_add(shard as u16))
+    }
+
+    /// The capacity weight this node declares.
+    pub fn weight_or_default(&self, shards: usize) -> u32 {
+        if self.weight == 0 {
+            shards as u32
+        } else {
+            self.weight
+        }
     }
 }
 

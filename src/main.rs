@@ -18,7 +18,11 @@ const USAGE: &str = "usage:
   dynakv get KEY [--r N|all] [--base64] [--node IP:PORT] [--json]
   dynakv del KEY --context TOKEN [--w N] [--dw N] [--node IP:PORT]
   dynakv ping [--node IP:PORT] [--json]
-common: --node defaults to $DYNAKV_NODE or 127.0.0.1:7000; --timeout-ms defaults to 5000.
+  dynakv admin join --node NEW --cluster MEMBER   (internode addresses: IP:PORT of shard 0)
+  dynakv admin leave --node ADDR
+  dynakv admin ring [--node ADDR] [--json]
+  dynakv admin status [--node ADDR] [--json]
+common: --node defaults to $DYNAKV_NODE or 127.0.0.1:7000 (admin: $DYNAKV_ADMIN_NODE or 127.0.0.1:7100); --timeout-ms defaults to 5000.
 server options and their defaults: docs/configuration.md";
 
 fn main() -> ExitCode {
@@ -31,6 +35,7 @@ fn main() -> ExitCode {
     let result = match command.as_str() {
         "server" => server(rest),
         "put" | "get" | "del" | "delete" | "ping" => client_command(command, rest),
+        "admin" => admin_command(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
@@ -70,7 +75,7 @@ struct Flags {
 }
 
 const BOOLEAN_FLAGS: &[&str] = &["json", "base64"];
-const VALUE_FLAGS: &[&str] = &["node", "context", "r", "w", "dw", "timeout-ms"];
+const VALUE_FLAGS: &[&str] = &["node", "context", "r", "w", "dw", "timeout-ms", "cluster"];
 
 impl Flags {
     fn parse(args: &[String]) -> Result<Flags, CliError> {
@@ -126,6 +131,58 @@ impl Flags {
             },
         }
     }
+}
+
+/// `dynakv admin …`: one request over a node's internode port.
+fn admin_command(args: &[String]) -> Result<(), CliError> {
+    use dynakv::runtime::admin::{admin_request, AdminRequest};
+    let flags = Flags::parse(args)?;
+    let parse_addr = |text: &str| -> Result<SocketAddr, CliError> {
+        text.to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| CliError::Usage(format!("bad address '{text}'")))
+    };
+    let node_text = flags
+        .value("node")
+        .map(str::to_string)
+        .or_else(|| std::env::var("DYNAKV_ADMIN_NODE").ok())
+        .unwrap_or_else(|| "127.0.0.1:7100".into());
+    let node = parse_addr(&node_text)?;
+    let timeout_ms: u64 = match flags.value("timeout-ms") {
+        None => 5000,
+        Some(v) => v
+            .parse()
+            .map_err(|_| CliError::Usage("--timeout-ms must be a number".into()))?,
+    };
+    let request = match flags.positional.first().map(String::as_str) {
+        Some("status") => AdminRequest::Status,
+        Some("ring") => AdminRequest::Ring,
+        Some("leave") => AdminRequest::Leave,
+        Some("join") => {
+            let member = flags
+                .value("cluster")
+                .ok_or_else(|| CliError::Usage("admin join needs --cluster MEMBER".into()))?;
+            AdminRequest::Join {
+                member: parse_addr(member)?,
+            }
+        }
+        Some(other) => return Err(CliError::Usage(format!("unknown admin command '{other}'"))),
+        None => return Err(CliError::Usage("admin needs a command".into())),
+    };
+    let text = admin_request(
+        node,
+        &request,
+        flags.has("json"),
+        Duration::from_millis(timeout_ms),
+    )
+    .map_err(CliError::Failed)?;
+    if text.ends_with('\n') {
+        print!("{text}");
+    } else {
+        println!("{text}");
+    }
+    Ok(())
 }
 
 fn client_command(command: &str, args: &[String]) -> Result<(), CliError> {

@@ -155,6 +155,9 @@ pub struct PutOutcome {
     /// Replicas (the coordinator included) that acknowledged before the reply.
     pub acks: usize,
     pub durable_acks: usize,
+    /// The clock of the coordinator's stored set after the put: the context
+    /// a client passes to its next put to supersede this value.
+    pub context: VersionVector,
 }
 
 /// A successful get: the surviving siblings and the context for the next put.
@@ -799,6 +802,11 @@ impl Replica {
                     result: Ok(PutOutcome {
                         acks: op.acks,
                         durable_acks: op.durable_acks,
+                        context: op
+                            .siblings
+                            .as_ref()
+                            .map(SiblingSet::context)
+                            .unwrap_or_default(),
                     }),
                 });
             } else if waiting == 0 {

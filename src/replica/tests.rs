@@ -360,7 +360,8 @@ fn sloppy_quorum_sends_hint_to_first_healthy_fallback() {
         [ClientReply::Put {
             result: Ok(PutOutcome {
                 acks: 2,
-                durable_acks: 2
+                durable_acks: 2,
+                ..
             }),
             ..
         }]

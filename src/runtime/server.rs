@@ -141,9 +141,10 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
             .map(|i| config.shard_port(i).to_string())
             .collect();
         println!(
-            "dynakv ready: node {node_id:016x} listening on {} (shard ports {}), {shards} shards, data in {}",
+            "dynakv ready: node {node_id:016x} listening on {} (shard ports {}, internode {}), {shards} shards, data in {}",
             config.listen,
             ports.join(","),
+            config.internode_addr(),
             config.data_dir.display()
         );
         let _ = std::io::stdout().flush();
@@ -196,19 +197,27 @@ fn lock_data_dir(dir: &Path) -> Result<std::fs::File, ServerError> {
 fn load_or_create_node_id(dir: &Path) -> Result<u64, ServerError> {
     let path = dir.join("node.id");
     match std::fs::read_to_string(&path) {
-        Ok(text) => u64::from_str_radix(text.trim(), 16).map_err(|_| {
-            ServerError::DataDir(
-                path.clone(),
-                std::io::Error::new(std::io::ErrorKind::InvalidData, "node.id is not a hex u64"),
-            )
-        }),
+        // Node ids fit 32 bits (they name the node inside version-vector
+        // actor ids); an id written by an older version keeps its low half,
+        // which is all that older actor ids used.
+        Ok(text) => u64::from_str_radix(text.trim(), 16)
+            .map(|id| (id & 0xFFFF_FFFF).max(1))
+            .map_err(|_| {
+                ServerError::DataDir(
+                    path.clone(),
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "node.id is not a hex u64",
+                    ),
+                )
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut bytes = [0u8; 8];
             std::fs::File::open("/dev/urandom")
                 .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
                 .map_err(|e| ServerError::DataDir(PathBuf::from("/dev/urandom"), e))?;
             // The low 32 bits name the node inside version-vector actor ids, so they must not be zero.
-            let id = u64::from_le_bytes(bytes) | 1;
+            let id = (u64::from_le_bytes(bytes) & 0xFFFF_FFFF) | 1;
             write_file_durably(&path, format!("{id:016x}\n").as_bytes())
                 .map_err(|e| ServerError::DataDir(path.clone(), e))?;
             Ok(id)
@@ -234,13 +243,24 @@ pub(crate) fn write_file_durably(path: &Path, contents: &[u8]) -> std::io::Resul
 }
 
 /// The listeners bind with `SO_REUSEPORT` (every shard accepts on the node
-/// port), which would silently let a second server share our ports. A plain
-/// bind first proves each port is free.
+/// port), which would silently let a second server share our ports. A
+/// connect to each port first proves nobody listens there. (A plain bind
+/// would also refuse ports that a killed predecessor's connections still
+/// hold in `TIME_WAIT`, which blocks restarts after `kill -9` for a minute.)
 fn check_ports_free(config: &ServerConfig, shards: usize) -> Result<(), ServerError> {
     let mut addrs = vec![config.listen];
     addrs.extend((0..shards).map(|i| SocketAddr::new(config.listen.ip(), config.shard_port(i))));
+    addrs.extend((0..shards).map(|i| config.internode_shard_addr(i)));
     for addr in addrs {
-        std::net::TcpListener::bind(addr).map_err(|e| ServerError::Bind(addr, e))?;
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Err(ServerError::Bind(
+                addr,
+                std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "address in use by another process",
+                ),
+            ));
+        }
     }
     Ok(())
 }

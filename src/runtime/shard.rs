@@ -1,45 +1,58 @@
 //! One shard: a glommio executor pinned to a core that owns a fixed set of
-//! partitions, their store, its client port, and its share of the node port.
+//! partitions, their store, its client port, its share of the node port, and
+//! its internode port.
 //!
-//! The request path of a single node lives here: decode, route to the owning
-//! shard, read-modify-write the key's sibling set under a per-key latch, and
-//! encode the reply. The versioning rules themselves are in `crate::version`;
-//! this file only applies them to what the store holds.
+//! The request path lives here: decode, find the key's partition and its
+//! preference list in the published [`Topology`], and, when this shard holds
+//! the partition on a primary node, coordinate the get or put with the
+//! shard's [`Replica`] machine; otherwise forward once inside the node (node
+//! port) or answer `WrongOwner` with the routing table. The shard drives its
+//! `Replica`: storage requests run on the shard's `Store`, messages go out
+//! over internode links, replies wake the waiting connection task, and a
+//! short timer feeds `handle_timeout`. The versioning and quorum rules
+//! themselves live in `crate::version` and `crate::replica`.
 
 use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 use bytes::Bytes;
 use glommio::net::TcpListener;
-use glommio::sync::Semaphore;
 use glommio::{Latency, Shares};
 
+use super::cluster::{self, Cluster, MembershipDriver, Topology};
 use super::conn;
 use super::disk::GlommioDisk;
 use super::forward::{Forwarder, Handler, Mesh};
+use super::internode::{
+    self, Envelope, InboundHandler, Links, KIND_ADMIN_REQUEST, KIND_ADMIN_RESPONSE,
+    KIND_MEMBERSHIP, KIND_REPLICA,
+};
 use super::log::{self, info};
 use crate::config::ServerConfig;
-use crate::protocol::{
-    self, ErrorCode, Limits, Request, RequestFrame, Response, RoutingNode, RoutingTable, Sibling,
+use crate::membership::{AdminChange, MembershipState, NodeId};
+use crate::protocol::{self, ErrorCode, Limits, Request, RequestFrame, Response, Sibling};
+use crate::replica::{
+    ClientReply, GetRequest, IoRequest, IoResult, PutRequest, QuorumConfig, Replica, ReplicaConfig,
+    ReplicaError, ReplicaMessage, Transmit,
 };
-use crate::ring::{self, Member, NodeId, Ring};
+use crate::ring;
 use crate::storage::{Durability, Namespace, RecordKind, StorageError, Store, StoreConfig};
-use crate::version::{ActorId, Context, SiblingSet, Value, VersionError};
+use crate::version::{Context, Value, VersionError, VersionVector};
 
-/// What every shard of a node shares, read-only, after start-up.
+/// What every shard of a node shares after start-up.
 pub(crate) struct NodeInfo {
-    pub node_id: u64,
-    /// Owning shard of each partition, derived from `ring`.
-    pub owner_shard: Vec<u16>,
-    /// What `GetRoutingTable` returns.
-    pub routing: RoutingTable,
     pub limits: Limits,
-    /// The replication factor in force: the configured N, clamped to the node count.
-    pub n_val: u8,
+    pub shards: usize,
+    /// The cluster view (ring, addresses, reachability), published by shard 0.
+    pub cluster: Arc<Cluster>,
+    /// The membership state loaded at start-up, for shard 0's driver.
+    pub initial_membership: std::sync::Mutex<Option<(MembershipState, cluster::AddressBook)>>,
 }
 
 impl NodeInfo {
@@ -48,30 +61,9 @@ impl NodeInfo {
         config: &ServerConfig,
         shards: usize,
     ) -> Result<NodeInfo, String> {
-        let members = [Member {
-            id: NodeId(node_id),
-            weight: shards as u32,
-            shards: shards as u16,
-        }];
-        let n_val = 1;
-        let ring = Ring::claim(None, &members, config.partitions, n_val as usize)
-            .map_err(|e| format!("cannot build the ring: {e}"))?;
-        let owner_shard: Vec<u16> = (0..config.partitions)
-            .map(|p| ring.preference_list(p)[0].shard)
-            .collect();
-        let routing = RoutingTable {
-            epoch: ring.epoch,
-            q: config.partitions,
-            n_val,
-            nodes: vec![RoutingNode {
-                id: node_id,
-                addr: config.listen.ip(),
-                client_port: config.listen.port(),
-                shard_ports: (0..shards).map(|s| config.shard_port(s)).collect(),
-                weight: shards as u32,
-            }],
-            partitions: owner_shard.iter().map(|&s| vec![(0u32, s)]).collect(),
-        };
+        let me = NodeId(node_id);
+        let (state, book) = cluster::load_membership(me, config, shards)?;
+        let cluster = Arc::new(Cluster::new(me, config, shards, &state, &book)?);
         let limits = Limits {
             frame_bytes_max: config.frame_bytes_max,
             key_bytes_max: config.key_bytes_max,
@@ -79,16 +71,11 @@ impl NodeInfo {
             ..Limits::default()
         };
         Ok(NodeInfo {
-            node_id,
-            owner_shard,
-            routing,
             limits,
-            n_val,
+            shards,
+            cluster,
+            initial_membership: std::sync::Mutex::new(Some((state, book))),
         })
-    }
-
-    pub(crate) fn partition_of(&self, key: &[u8]) -> u32 {
-        ring::partition_of(ring::key_hash(key), self.routing.q)
     }
 }
 
@@ -101,28 +88,53 @@ pub(crate) struct ShardCounters {
     pub errors: Cell<u64>,
 }
 
+/// A client request waiting for its `ClientReply`.
+#[derive(Default)]
+struct Waiter {
+    reply: RefCell<Option<ClientReply>>,
+    waker: RefCell<Option<Waker>>,
+}
+
 /// The state of one running shard; lives in an `Rc` on its executor.
 pub(crate) struct ShardState {
     pub index: usize,
     pub node: Arc<NodeInfo>,
     pub config: Arc<ServerConfig>,
     pub store: Store<GlommioDisk>,
-    /// The version-vector actor of this shard's coordinator (see `actor_id`).
-    pub actor: ActorId,
     pub counters: ShardCounters,
-    latches: RefCell<AHashMap<Bytes, Rc<Semaphore>>>,
     forwarder: RefCell<Option<Rc<Forwarder>>>,
     pub shutdown: Arc<AtomicBool>,
+    /// This shard's replication machine (coordinator, replica, fallback).
+    replica: RefCell<Replica>,
+    waiters: RefCell<AHashMap<u64, Rc<Waiter>>>,
+    next_client_id: Cell<u64>,
+    links: Rc<Links>,
+    /// Shard 0 only: the membership machine's driver.
+    membership: RefCell<Option<MembershipDriver>>,
+    /// The origin of this shard's millisecond clock.
+    started: Instant,
+    /// The topology version whose reachability the replica has seen.
+    seen_topology: Cell<u64>,
+    /// Set while `pump` runs: glommio runs a spawned task at once, so a
+    /// storage request that completes without waiting would otherwise call
+    /// `pump` recursively, once per queued request, and overflow the stack.
+    pumping: Cell<bool>,
 }
 
-/// A dot's actor names the node, the shard and the shard's incarnation. The
-/// incarnation grows after every unclean stop: writes acknowledged from the
-/// write buffer may be lost in a crash, and reusing their counters for new
-/// values would let an old context falsely supersede a value it never saw.
-pub(crate) fn actor_id(node_id: u64, shard: usize, incarnation: u32) -> ActorId {
-    ((node_id & 0xFFFF_FFFF) << 32)
-        | ((shard as u64 & 0xFF) << 24)
-        | (incarnation as u64 & 0xFF_FFFF)
+/// The incarnation the replica layer sees: the shard's restart counter
+/// times the node's shard count (rounded up to a power of two) plus the
+/// shard index. Request ids start at `incarnation << 40`, so the shard a
+/// request came from can be read back from its id; answers (`PutAck`,
+/// `GetReply`, `HintAck`) carry only the id and are routed to that shard.
+fn replica_incarnation(incarnation: u32, shard: usize, shards: usize) -> u16 {
+    let factor = shards.next_power_of_two() as u64;
+    ((u64::from(incarnation) * factor + shard as u64) & 0xFFFF) as u16
+}
+
+/// The shard of a node with `shards` shards that sent request `req`.
+fn shard_of_request(req: u64, shards: u16) -> u16 {
+    let factor = u64::from(shards.max(1)).next_power_of_two();
+    (((req >> 40) & 0xFFFF) % factor) as u16
 }
 
 /// Runs one shard until the node shuts down.
@@ -160,17 +172,75 @@ pub(crate) async fn run(
         report.truncated_tail_bytes,
         report.corrupt.len()
     );
+    let cluster = node.cluster.clone();
+    let failure_cluster = cluster.clone();
+    let links = Links::new(
+        config.listen.ip(),
+        Rc::new(move |addr: SocketAddr| {
+            failure_cluster.dropped.fetch_add(1, Ordering::Relaxed);
+            if let Some(peer) = failure_cluster.topology().node_at(addr) {
+                failure_cluster.report_failure(peer);
+            }
+        }),
+    );
+    let started = Instant::now();
+    let me = cluster.me;
+    let replica_config = ReplicaConfig {
+        // Every request carries its own quorum (N follows the ring); this
+        // one only has to be valid.
+        quorum: QuorumConfig {
+            n: 1,
+            r: 1,
+            w: 1,
+            dw: 0,
+        },
+        request_timeout_ms: config.request_timeout_ms,
+        replica_timeout_ms: config.replica_timeout_ms,
+        hint_replay_interval_ms: config.hint_replay_interval_ms,
+        ..ReplicaConfig::default()
+    };
+    let actor = crate::replica::actor_id(
+        me,
+        index as u16,
+        replica_incarnation(incarnation, index, node.shards),
+    );
+    let replica = Replica::new(me, actor, replica_config, 0);
+    let membership = if index == 0 {
+        let initial = node
+            .initial_membership
+            .lock()
+            .map_err(|_| "membership lock poisoned".to_string())?
+            .take()
+            .ok_or("membership state already taken")?;
+        Some(MembershipDriver::new(
+            cluster.clone(),
+            config.clone(),
+            links.clone(),
+            initial.0,
+            initial.1,
+            0,
+        ))
+    } else {
+        None
+    };
     let shard = Rc::new(ShardState {
         index,
-        actor: actor_id(node.node_id, index, incarnation),
         node: node.clone(),
         config: config.clone(),
         store,
         counters: ShardCounters::default(),
-        latches: Default::default(),
         forwarder: RefCell::new(None),
         shutdown: shutdown.clone(),
+        replica: RefCell::new(replica),
+        waiters: RefCell::new(AHashMap::new()),
+        next_client_id: Cell::new(1),
+        links,
+        membership: RefCell::new(membership),
+        started,
+        seen_topology: Cell::new(0),
+        pumping: Cell::new(false),
     });
+    shard.pump();
 
     let foreground = glommio::executor().create_task_queue(
         Shares::Static(1000),
@@ -196,6 +266,25 @@ pub(crate) async fn run(
         TcpListener::bind(shard_addr).map_err(|e| format!("cannot listen on {shard_addr}: {e}"))?;
     let node_listener = TcpListener::bind(config.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let internode_addr = config.internode_shard_addr(index);
+    let internode_listener = TcpListener::bind(internode_addr)
+        .map_err(|e| format!("cannot listen on {internode_addr}: {e}"))?;
+    glommio::spawn_local_into(
+        internode::accept_loop(shard.clone(), internode_listener),
+        foreground,
+    )
+    .map_err(|e| e.to_string())?
+    .detach();
+    let ticker = shard.clone();
+    glommio::spawn_local_into(async move { ticker.replica_loop().await }, foreground)
+        .map_err(|e| e.to_string())?
+        .detach();
+    if index == 0 {
+        let gossiper = shard.clone();
+        glommio::spawn_local_into(async move { gossiper.membership_loop().await }, foreground)
+            .map_err(|e| e.to_string())?
+            .detach();
+    }
     for (listener, via_node_port) in [(shard_listener, false), (node_listener, true)] {
         let shard = shard.clone();
         glommio::spawn_local_into(
@@ -209,6 +298,10 @@ pub(crate) async fn run(
     glommio::spawn_local_into(async move { flusher.flush_loop().await }, foreground)
         .map_err(|e| e.to_string())?
         .detach();
+    let handoff = shard.clone();
+    glommio::spawn_local_into(async move { handoff.handoff_loop().await }, background)
+        .map_err(|e| e.to_string())?
+        .detach();
     let compactor = shard.clone();
     glommio::spawn_local_into(async move { compactor.compaction_loop().await }, background)
         .map_err(|e| e.to_string())?
@@ -218,6 +311,7 @@ pub(crate) async fn run(
     while !shutdown.load(Ordering::SeqCst) {
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
+    shard.links.close_all();
     // Shutdown: everything acknowledged so far reaches the disk, then the
     // index snapshot, then the clean-stop marker that keeps the incarnation.
     let result = async {
@@ -285,6 +379,10 @@ impl ShardState {
         )
     }
 
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
     /// Handles one complete inbound frame (without its length prefix).
     pub(crate) async fn handle_frame(self: &Rc<Self>, frame: Bytes, via_node_port: bool) -> Reply {
         self.counters.requests.set(self.counters.requests.get() + 1);
@@ -296,26 +394,27 @@ impl ShardState {
                 return Reply::Response(id, response);
             }
         };
-        if let Some(key) = request.request.key() {
-            let partition = self.node.partition_of(key);
-            let owner = self.node.owner_shard[partition as usize] as usize;
-            if owner != self.index {
-                if !via_node_port {
-                    return Reply::Response(
-                        request.id,
-                        Response::Error {
-                            code: ErrorCode::WrongOwner,
-                            message: format!("partition {partition} is owned by shard {owner}"),
-                            acks: 0,
-                            routing: Some(self.node.routing.clone()),
-                        },
-                    );
-                }
+        let topology = self.node.cluster.topology();
+        let Some(key) = request.request.key() else {
+            return self.handle_local(request, 0, &topology).await;
+        };
+        let partition = ring::partition_of(ring::key_hash(key), topology.q);
+        let me = self.node.cluster.me;
+        let local = topology
+            .primaries(partition)
+            .iter()
+            .find(|owner| owner.node == me)
+            .map(|owner| usize::from(owner.shard));
+        match local {
+            Some(owner) if owner == self.index => {
+                self.handle_local(request, partition, &topology).await
+            }
+            Some(owner) if via_node_port && owner < self.node.shards => {
                 let forwarder = self.forwarder.borrow().clone();
                 self.counters
                     .forwarded
                     .set(self.counters.forwarded.get() + 1);
-                return match forwarder {
+                match forwarder {
                     Some(f) => match f.forward(owner, frame.to_vec()).await {
                         Some(encoded) => Reply::Encoded(encoded),
                         None => {
@@ -323,11 +422,27 @@ impl ShardState {
                         }
                     },
                     None => Self::error(request.id, ErrorCode::Internal, "no shard mesh"),
-                };
+                }
             }
-            return self.handle_local(request, partition).await;
+            _ => {
+                // Not held here: a cluster-aware client routed with an old
+                // table, or a thin client reached the wrong node. Either way
+                // the current table lets it retry at a primary (§6.4).
+                let message = match local {
+                    Some(owner) => format!("partition {partition} is held by shard {owner}"),
+                    None => format!("this node is not a primary for partition {partition}"),
+                };
+                Reply::Response(
+                    request.id,
+                    Response::Error {
+                        code: ErrorCode::WrongOwner,
+                        message,
+                        acks: 0,
+                        routing: Some(topology.routing.clone()),
+                    },
+                )
+            }
         }
-        self.handle_local(request, 0).await
     }
 
     /// Handles a frame forwarded from another shard of this node.
@@ -340,13 +455,26 @@ impl ShardState {
         out
     }
 
-    async fn handle_local(self: &Rc<Self>, request: RequestFrame, partition: u32) -> Reply {
+    async fn handle_local(
+        self: &Rc<Self>,
+        request: RequestFrame,
+        partition: u32,
+        topology: &Topology,
+    ) -> Reply {
         let id = request.id;
+        let n = topology.n_val;
         let result = match request.request {
             Request::Ping => Ok(Response::Pong),
-            Request::GetRoutingTable => Ok(Response::RoutingTable(self.node.routing.clone())),
-            Request::Get { key, quorum } => match self.check_quorum(quorum.r, "r") {
-                Ok(()) => self.get(partition, &key).await,
+            Request::GetRoutingTable => Ok(Response::RoutingTable(topology.routing.clone())),
+            Request::Get { key, quorum } => match self.check_quorum(quorum.r, "r", n) {
+                Ok(()) => {
+                    let r = match quorum.r {
+                        Some(protocol::R_ALL) => n,
+                        Some(r) => usize::from(r),
+                        None => usize::from(self.config.r).min(n),
+                    };
+                    self.coordinate_get(topology, partition, key, r).await
+                }
                 Err(reply) => return Reply::Response(id, reply),
             },
             Request::Put {
@@ -354,62 +482,62 @@ impl ShardState {
                 value,
                 context,
                 quorum,
-            } => {
-                if let Err(reply) = self
-                    .check_quorum(quorum.w, "w")
-                    .and(self.check_quorum(quorum.dw, "dw"))
-                {
-                    return Reply::Response(id, reply);
+            } => match self.put_quorum(quorum, n) {
+                Ok(q) => {
+                    self.coordinate_put(
+                        topology,
+                        partition,
+                        key,
+                        context.as_deref(),
+                        Value::Data(value),
+                        q,
+                    )
+                    .await
                 }
-                let durable = quorum.dw.unwrap_or(self.config.dw) > 0;
-                self.write(
-                    partition,
-                    key,
-                    context.as_deref(),
-                    Value::Data(value),
-                    durable,
-                )
-                .await
-            }
+                Err(reply) => return Reply::Response(id, reply),
+            },
             Request::Delete {
                 key,
                 context,
                 quorum,
-            } => {
-                if let Err(reply) = self
-                    .check_quorum(quorum.w, "w")
-                    .and(self.check_quorum(quorum.dw, "dw"))
-                {
-                    return Reply::Response(id, reply);
-                }
-                let durable = quorum.dw.unwrap_or(self.config.dw) > 0;
-                match self
-                    .write(partition, key, Some(&context), Value::Tombstone, durable)
+            } => match self.put_quorum(quorum, n) {
+                Ok(q) => self
+                    .coordinate_put(
+                        topology,
+                        partition,
+                        key,
+                        Some(&context),
+                        Value::Tombstone,
+                        q,
+                    )
                     .await
-                {
-                    Ok(_) => Ok(Response::Delete),
-                    Err(e) => Err(e),
-                }
-            }
+                    .map(|_| Response::Delete),
+                Err(reply) => return Reply::Response(id, reply),
+            },
         };
         match result {
             Ok(response) => Reply::Response(id, response),
-            Err((code, message)) => {
+            Err((code, message, acks)) => {
                 self.counters.errors.set(self.counters.errors.get() + 1);
-                Self::error(id, code, message)
+                Reply::Response(
+                    id,
+                    Response::Error {
+                        code,
+                        message,
+                        acks,
+                        routing: None,
+                    },
+                )
             }
         }
     }
 
     /// A per-request quorum may not ask for more replicas than N.
-    fn check_quorum(&self, value: Option<u8>, name: &str) -> Result<(), Response> {
+    fn check_quorum(&self, value: Option<u8>, name: &str, n: usize) -> Result<(), Response> {
         match value {
-            Some(v) if v != protocol::R_ALL && v > self.node.n_val => Err(Response::Error {
+            Some(v) if v != protocol::R_ALL && usize::from(v) > n => Err(Response::Error {
                 code: ErrorCode::BadRequest,
-                message: format!(
-                    "{name}={v} exceeds the replication factor N={} of this cluster",
-                    self.node.n_val
-                ),
+                message: format!("{name}={v} exceeds the replication factor N={n} of this cluster"),
                 acks: 0,
                 routing: None,
             }),
@@ -417,122 +545,508 @@ impl ShardState {
         }
     }
 
-    async fn load(&self, partition: u32, key: &[u8]) -> Result<SiblingSet, (ErrorCode, String)> {
-        match self.store.get(Namespace::Data, partition, key).await {
-            Ok(Some(record)) => SiblingSet::decode(&record.payload).map_err(|e| {
-                (
-                    ErrorCode::Internal,
-                    format!("stored sibling set is unreadable: {e}"),
-                )
-            }),
-            Ok(None) => Ok(SiblingSet::new()),
-            Err(e) => Err(storage_error(e)),
+    /// W and DW for a put: the request's, else the configured defaults
+    /// clamped to the N in force.
+    fn put_quorum(&self, quorum: protocol::Quorum, n: usize) -> Result<QuorumConfig, Response> {
+        self.check_quorum(quorum.w, "w", n)?;
+        self.check_quorum(quorum.dw, "dw", n)?;
+        let w = match quorum.w {
+            Some(protocol::R_ALL) => n,
+            Some(w) => usize::from(w).max(1),
+            None => usize::from(self.config.w).min(n),
+        };
+        let dw = match quorum.dw {
+            Some(protocol::R_ALL) => n,
+            Some(dw) => usize::from(dw),
+            None => usize::from(self.config.dw).min(w),
+        };
+        if dw > w {
+            return Err(Response::Error {
+                code: ErrorCode::BadRequest,
+                message: format!("dw={dw} exceeds w={w}"),
+                acks: 0,
+                routing: None,
+            });
         }
+        Ok(QuorumConfig {
+            n,
+            r: usize::from(self.config.r).min(n),
+            w,
+            dw,
+        })
     }
 
-    fn context_token(&self, set: &SiblingSet) -> Bytes {
+    fn context_token(
+        &self,
+        topology: &Topology,
+        partition: u32,
+        clock: VersionVector,
+        fastest: Option<u64>,
+    ) -> Bytes {
+        // The context names the fastest reader as (node << 32 | shard): the
+        // shard of that node which holds the partition.
+        let fastest_replica = fastest.map(|node| {
+            let shard = topology.shard_on(NodeId(node), partition).unwrap_or(0);
+            (node << 32) | u64::from(shard)
+        });
         Bytes::from(
             Context {
-                clock: set.context(),
-                fastest_replica: Some(self.actor),
+                clock,
+                fastest_replica,
             }
             .encode(),
         )
     }
 
-    async fn get(&self, partition: u32, key: &[u8]) -> Result<Response, (ErrorCode, String)> {
-        let set = self.load(partition, key).await?;
-        // Only live values are returned; a tombstone sibling is summarised by
-        // the context, so the next put supersedes it (docs/versioning.md).
-        let siblings: Vec<Sibling> = set
-            .data_values()
-            .into_iter()
-            .map(|value| Sibling {
-                tombstone: false,
-                value: value.clone(),
-            })
-            .collect();
-        Ok(Response::Get {
-            found: !siblings.is_empty(),
-            siblings,
-            context: self.context_token(&set),
-        })
+    async fn coordinate_get(
+        self: &Rc<Self>,
+        topology: &Topology,
+        partition: u32,
+        key: Bytes,
+        r: usize,
+    ) -> Result<Response, (ErrorCode, String, u32)> {
+        let request = GetRequest {
+            key,
+            partition,
+            preference: topology.preference(partition),
+            r: Some(r),
+        };
+        let reply = self
+            .coordinate(|replica, now, id| replica.start_get(now, id, request))
+            .await;
+        match reply {
+            ClientReply::Get {
+                result: Ok(outcome),
+                ..
+            } => {
+                // Only live values are returned; a tombstone sibling is
+                // summarised by the context, so the next put supersedes it.
+                let siblings: Vec<Sibling> = outcome
+                    .siblings
+                    .data_values()
+                    .into_iter()
+                    .map(|value| Sibling {
+                        tombstone: false,
+                        value: value.clone(),
+                    })
+                    .collect();
+                Ok(Response::Get {
+                    found: !siblings.is_empty(),
+                    siblings,
+                    context: self.context_token(
+                        topology,
+                        partition,
+                        outcome.context.clock,
+                        outcome.context.fastest_replica,
+                    ),
+                })
+            }
+            ClientReply::Get { result: Err(e), .. } | ClientReply::Put { result: Err(e), .. } => {
+                Err(replica_error(e))
+            }
+            ClientReply::Put { .. } => Err((ErrorCode::Internal, "mismatched reply".into(), 0)),
+        }
     }
 
-    /// Applies a put or delete as the coordinator of a single replica:
-    /// the new value gets a fresh dot of this shard's actor and supersedes
-    /// exactly the siblings the context covers (Dynamo §4.4).
-    async fn write(
+    async fn coordinate_put(
         self: &Rc<Self>,
+        topology: &Topology,
         partition: u32,
         key: Bytes,
         context: Option<&[u8]>,
         value: Value,
-        durable: bool,
-    ) -> Result<Response, (ErrorCode, String)> {
+        quorum: QuorumConfig,
+    ) -> Result<Response, (ErrorCode, String, u32)> {
         let clock = match context {
-            None => Default::default(),
-            Some([]) => Default::default(),
+            None | Some([]) => VersionVector::default(),
             Some(bytes) => {
                 Context::decode(bytes)
-                    .map_err(|e| (ErrorCode::BadContext, format!("bad context: {e}")))?
+                    .map_err(|e| (ErrorCode::BadContext, format!("bad context: {e}"), 0))?
                     .clock
             }
         };
-        let set = {
-            let _latch = self.lock_key(&key).await;
-            let mut set = self.load(partition, &key).await?;
-            set.update(&clock, self.actor, value).map_err(|e| match e {
-                VersionError::SiblingsOverflow { .. } => (
-                    ErrorCode::TooManySiblings,
-                    format!("{e}; read the key and write back a merged value with its context"),
-                ),
-                other => (ErrorCode::BadContext, format!("bad context: {other}")),
-            })?;
-            let mut payload = Vec::new();
-            set.encode(&mut payload);
-            let kind = if set.is_all_tombstones() {
-                RecordKind::Tombstone
-            } else {
-                RecordKind::Value
-            };
-            self.store
-                .put(
-                    Namespace::Data,
-                    partition,
-                    &key,
-                    kind,
-                    &payload,
-                    Durability::Buffered,
-                )
-                .await
-                .map_err(storage_error)?;
-            set
+        let request = PutRequest {
+            key,
+            partition,
+            context: clock,
+            value,
+            preference: topology.preference(partition),
+            quorum: Some(quorum),
         };
-        // The sync runs after the latch is released so that durable writers
-        // to the same key share one group commit instead of queueing.
-        if durable {
-            self.store.sync().await.map_err(storage_error)?;
+        let reply = self
+            .coordinate(|replica, now, id| replica.start_put(now, id, request))
+            .await;
+        match reply {
+            ClientReply::Put {
+                result: Ok(outcome),
+                ..
+            } => Ok(Response::Put {
+                context: self.context_token(
+                    topology,
+                    partition,
+                    outcome.context,
+                    Some(self.node.cluster.me.0),
+                ),
+            }),
+            ClientReply::Get { result: Err(e), .. } | ClientReply::Put { result: Err(e), .. } => {
+                Err(replica_error(e))
+            }
+            ClientReply::Get { .. } => Err((ErrorCode::Internal, "mismatched reply".into(), 0)),
         }
-        Ok(Response::Put {
-            context: self.context_token(&set),
-        })
     }
 
-    /// Serialises read-modify-write of one key; other keys proceed.
-    async fn lock_key(self: &Rc<Self>, key: &Bytes) -> KeyLatch {
-        let semaphore = self
-            .latches
-            .borrow_mut()
-            .entry(key.clone())
-            .or_insert_with(|| Rc::new(Semaphore::new(1)))
-            .clone();
-        let permit = semaphore.acquire_static_permit(1).await.ok();
-        KeyLatch {
-            shard: self.clone(),
-            key: key.clone(),
-            semaphore: Some(semaphore),
-            permit,
+    /// Starts a client request on the replica machine and waits for its reply.
+    async fn coordinate(
+        self: &Rc<Self>,
+        start: impl FnOnce(&mut Replica, u64, u64),
+    ) -> ClientReply {
+        let id = self.next_client_id.get();
+        self.next_client_id.set(id + 1);
+        let waiter = Rc::new(Waiter::default());
+        self.waiters.borrow_mut().insert(id, waiter.clone());
+        self.sync_reachability();
+        start(&mut self.replica.borrow_mut(), self.now_ms(), id);
+        self.pump();
+        std::future::poll_fn(|cx| match waiter.reply.borrow_mut().take() {
+            Some(reply) => Poll::Ready(reply),
+            None => {
+                *waiter.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Tells the replica machine what the failure detector believes now.
+    fn sync_reachability(&self) {
+        let topology = self.node.cluster.topology();
+        if topology.version == self.seen_topology.get() {
+            return;
+        }
+        self.seen_topology.set(topology.version);
+        let mut replica = self.replica.borrow_mut();
+        for (id, _) in &topology.members {
+            replica.set_reachable(*id, !topology.unreachable.contains(id));
+        }
+    }
+
+    /// Drains every output of the replica machine: storage requests run as
+    /// tasks (each feeds its result back and pumps again), messages go out
+    /// on the internode links, replies wake their waiters, timeouts go to
+    /// the failure detector.
+    fn pump(self: &Rc<Self>) {
+        if self.pumping.get() {
+            // The running pump drains whatever this caller added.
+            return;
+        }
+        self.pumping.set(true);
+        self.pump_outputs();
+        self.pumping.set(false);
+    }
+
+    fn pump_outputs(self: &Rc<Self>) {
+        loop {
+            let (ios, transmits, replies, timeouts, hints) = {
+                let mut replica = self.replica.borrow_mut();
+                let ios: Vec<IoRequest> = std::iter::from_fn(|| replica.poll_io()).collect();
+                let transmits: Vec<Transmit> =
+                    std::iter::from_fn(|| replica.poll_transmit()).collect();
+                let replies: Vec<ClientReply> =
+                    std::iter::from_fn(|| replica.poll_reply()).collect();
+                let timeouts: Vec<NodeId> =
+                    std::iter::from_fn(|| replica.poll_peer_timeout()).collect();
+                (ios, transmits, replies, timeouts, replica.hint_count())
+            };
+            self.node.cluster.hints[self.index].store(hints, Ordering::Relaxed);
+            if ios.is_empty() && transmits.is_empty() && replies.is_empty() && timeouts.is_empty() {
+                return;
+            }
+            for io in ios {
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    let (id, result) = shard.perform(io).await;
+                    shard
+                        .replica
+                        .borrow_mut()
+                        .handle_io_done(shard.now_ms(), id, result);
+                    shard.pump();
+                })
+                .detach();
+            }
+            if !transmits.is_empty() {
+                let topology = self.node.cluster.topology();
+                for transmit in transmits {
+                    self.send_replica(&topology, transmit);
+                }
+            }
+            for reply in replies {
+                let id = match &reply {
+                    ClientReply::Put { id, .. } | ClientReply::Get { id, .. } => *id,
+                };
+                if let Some(waiter) = self.waiters.borrow_mut().remove(&id) {
+                    *waiter.reply.borrow_mut() = Some(reply);
+                    if let Some(waker) = waiter.waker.borrow_mut().take() {
+                        waker.wake();
+                    }
+                }
+            }
+            for peer in timeouts {
+                self.node.cluster.report_failure(peer);
+            }
+        }
+    }
+
+    /// Runs one storage request of the replica machine on this shard's store.
+    async fn perform(&self, io: IoRequest) -> (u64, IoResult) {
+        // The replica layer carries storage failures as text; the code for
+        // the client is recovered from it in `replica_error`.
+        let failed = |e: StorageError| {
+            let (code, text) = storage_error(e);
+            IoResult::Failed(format!("{}: {text}", code.name()))
+        };
+        match io {
+            IoRequest::Read {
+                io,
+                namespace,
+                partition,
+                key,
+            } => {
+                let result = match self.store.get(namespace, partition, &key).await {
+                    Ok(record) => IoResult::Read(record.map(|r| Bytes::from(r.payload.to_vec()))),
+                    Err(e) => failed(e),
+                };
+                (io, result)
+            }
+            IoRequest::Write {
+                io,
+                namespace,
+                partition,
+                key,
+                payload,
+                all_tombstones,
+                durable,
+            } => {
+                let kind = if all_tombstones {
+                    RecordKind::Tombstone
+                } else {
+                    RecordKind::Value
+                };
+                let mut result = self
+                    .store
+                    .put(
+                        namespace,
+                        partition,
+                        &key,
+                        kind,
+                        &payload,
+                        Durability::Buffered,
+                    )
+                    .await;
+                if result.is_ok() && durable {
+                    result = self.store.sync().await;
+                }
+                (io, result.map_or_else(failed, |()| IoResult::Done))
+            }
+            IoRequest::Delete {
+                io,
+                namespace,
+                partition,
+                key,
+            } => {
+                let result = self.store.purge(namespace, partition, &key).await;
+                (io, result.map_or_else(failed, |()| IoResult::Done))
+            }
+            IoRequest::ListHints { io } => {
+                let mut keys = Vec::new();
+                for partition in self.store.partitions(Namespace::Hint) {
+                    for key in self.store.keys(Namespace::Hint, partition) {
+                        keys.push((partition, key));
+                    }
+                }
+                (io, IoResult::HintKeys(keys))
+            }
+        }
+    }
+
+    /// Sends a replica message to the shard of its target node that holds
+    /// the partition (requests) or that sent the request (answers).
+    fn send_replica(&self, topology: &Topology, transmit: Transmit) {
+        let to = transmit.to;
+        let shards = topology.book.get(&to).map_or(1, |e| e.shards);
+        let to_shard = match &transmit.message {
+            ReplicaMessage::PutReplica { partition, .. }
+            | ReplicaMessage::GetReplica { partition, .. }
+            | ReplicaMessage::HintReplay { partition, .. } => topology
+                .shard_on(to, *partition)
+                .unwrap_or((*partition % u32::from(shards)) as u16),
+            ReplicaMessage::PutAck { req, .. }
+            | ReplicaMessage::GetReply { req, .. }
+            | ReplicaMessage::HintAck { req } => shard_of_request(*req, shards),
+        };
+        let Some(addr) = topology.internode_addr(to, to_shard) else {
+            // No address known yet: as if the network lost it; the replica
+            // layer times out and moves on.
+            return;
+        };
+        let envelope = Envelope {
+            kind: KIND_REPLICA,
+            from_node: self.node.cluster.me.0,
+            from_shard: self.index as u16,
+            to_shard,
+        };
+        self.links
+            .send(addr, envelope, |out| transmit.message.encode(out));
+    }
+
+    /// Feeds `handle_timeout` and refreshes reachability, on a short tick.
+    async fn replica_loop(self: Rc<Self>) {
+        let tick = Duration::from_millis(10);
+        while !self.shutdown.load(Ordering::Relaxed) {
+            glommio::timer::sleep(tick).await;
+            self.sync_reachability();
+            let now = self.now_ms();
+            let due = self
+                .replica
+                .borrow()
+                .poll_timeout()
+                .is_some_and(|t| t <= now);
+            if due {
+                self.replica.borrow_mut().handle_timeout(now);
+            }
+            self.pump();
+        }
+    }
+
+    /// Shard 0: ticks the membership machine (gossip, heartbeats, failure
+    /// detection) a few times per gossip interval.
+    async fn membership_loop(self: Rc<Self>) {
+        let tick = Duration::from_millis((self.config.gossip_interval_ms / 4).clamp(5, 250));
+        while !self.shutdown.load(Ordering::Relaxed) {
+            glommio::timer::sleep(tick).await;
+            let now = self.now_ms();
+            if let Some(driver) = self.membership.borrow_mut().as_mut() {
+                driver.tick(now);
+            }
+        }
+    }
+
+    /// Partition handoff (§6 of the design guide), push style: after every
+    /// ring change, each key of a partition this shard stores but whose
+    /// primaries no longer include this node is sent as a `PutReplica` (a
+    /// merge, so repeating it is harmless) to the partition's new primaries.
+    /// The old copy is kept (dropping it needs acknowledged, complete
+    /// transfers: not done), so nothing is lost if a transfer is. Runs in
+    /// the background queue, yielding every few keys.
+    async fn handoff_loop(self: Rc<Self>) {
+        // The ring epoch fully handed off (reachability changes alone do
+        // not move partitions, so they start no new pass).
+        let mut done_epoch = 0u64;
+        let mut next_req = 1u64;
+        let base = (self.replica.borrow().actor() >> 16) & 0xFFFF;
+        while !self.shutdown.load(Ordering::Relaxed) {
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+            self.node.cluster.keys[self.index].store(self.store.stats().keys, Ordering::Relaxed);
+            let topology = self.node.cluster.topology();
+            if topology.epoch == done_epoch {
+                continue;
+            }
+            let me = self.node.cluster.me;
+            let mut sent = 0u64;
+            let mut complete = true;
+            for partition in self.store.partitions(Namespace::Data) {
+                if partition >= topology.q {
+                    continue;
+                }
+                let primaries: Vec<_> = topology.primaries(partition).to_vec();
+                if primaries.iter().any(|o| o.node == me) {
+                    // Still held by this node (a move between two shards of
+                    // one node is not handed off; see docs/cluster-runtime.md).
+                    continue;
+                }
+                for key in self.store.keys(Namespace::Data, partition) {
+                    let Ok(Some(record)) = self.store.get(Namespace::Data, partition, &key).await
+                    else {
+                        continue;
+                    };
+                    let Ok(siblings) = crate::version::SiblingSet::decode(&record.payload) else {
+                        continue;
+                    };
+                    for target in &primaries {
+                        // Ids from the top half of this shard's id range:
+                        // answers route back here and the replica machine
+                        // ignores acks it did not ask for.
+                        let req = (base << 40) | (1 << 39) | next_req;
+                        next_req += 1;
+                        let Some(addr) = topology.internode_addr(target.node, target.shard) else {
+                            // Address not gossiped yet: try the pass again.
+                            complete = false;
+                            continue;
+                        };
+                        let message = ReplicaMessage::PutReplica {
+                            req,
+                            partition,
+                            key: key.clone(),
+                            siblings: siblings.clone(),
+                            durable: false,
+                            hint_for: None,
+                        };
+                        let envelope = Envelope {
+                            kind: KIND_REPLICA,
+                            from_node: me.0,
+                            from_shard: self.index as u16,
+                            to_shard: target.shard,
+                        };
+                        self.links.send(addr, envelope, |out| message.encode(out));
+                    }
+                    sent += 1;
+                    if sent % 64 == 0 {
+                        glommio::timer::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            }
+            if sent > 0 {
+                self.node
+                    .cluster
+                    .handed_off
+                    .fetch_add(sent, Ordering::Relaxed);
+                info!(
+                    "shard {}: handed {sent} keys off to their new owners (ring epoch {})",
+                    self.index, topology.epoch
+                );
+            }
+            if complete {
+                done_epoch = topology.epoch;
+            }
+        }
+    }
+
+    fn admin(&self, payload: &[u8]) -> Result<String, String> {
+        let (&op, rest) = payload.split_first().ok_or("empty admin request")?;
+        let (&json, rest) = rest.split_first().ok_or("short admin request")?;
+        let json = json != 0;
+        let argument = std::str::from_utf8(rest).map_err(|_| "admin argument is not UTF-8")?;
+        let cluster = &self.node.cluster;
+        match op {
+            ADMIN_STATUS => Ok(cluster::status_text(cluster, json)),
+            ADMIN_RING => Ok(cluster::ring_text(cluster, json)),
+            ADMIN_JOIN => {
+                let member: SocketAddr = argument
+                    .parse()
+                    .map_err(|_| format!("bad cluster member address '{argument}'"))?;
+                let mut driver = self.membership.borrow_mut();
+                let driver = driver.as_mut().ok_or("admin requests go to shard 0")?;
+                driver.push_to(member);
+                Ok(format!(
+                    "asked {member} for the cluster state; the join spreads by gossip"
+                ))
+            }
+            ADMIN_LEAVE => {
+                let mut driver = self.membership.borrow_mut();
+                let driver = driver.as_mut().ok_or("admin requests go to shard 0")?;
+                driver.admin(AdminChange::Leave { node: cluster.me })?;
+                Ok("leaving: this node owns no partitions in the next ring".into())
+            }
+            other => Err(format!("unknown admin operation {other}")),
         }
     }
 
@@ -568,6 +1082,92 @@ impl ShardState {
     }
 }
 
+/// Admin operations (the first payload byte of an admin request).
+pub(crate) const ADMIN_STATUS: u8 = 1;
+pub(crate) const ADMIN_RING: u8 = 2;
+pub(crate) const ADMIN_JOIN: u8 = 3;
+pub(crate) const ADMIN_LEAVE: u8 = 4;
+
+impl InboundHandler for ShardState {
+    fn handle(self: &Rc<Self>, envelope: Envelope, payload: Bytes) -> Option<Vec<u8>> {
+        let from = NodeId(envelope.from_node);
+        match envelope.kind {
+            KIND_REPLICA => {
+                // Bad bytes from a peer are dropped; the sender times out.
+                let message = ReplicaMessage::decode(&payload).ok()?;
+                if from == self.node.cluster.me {
+                    return None;
+                }
+                self.sync_reachability();
+                self.replica
+                    .borrow_mut()
+                    .handle_message(self.now_ms(), from, message);
+                self.pump();
+                None
+            }
+            KIND_MEMBERSHIP => {
+                let now = self.now_ms();
+                if let Some(driver) = self.membership.borrow_mut().as_mut() {
+                    driver.handle_gossip(now, from, &payload);
+                }
+                None
+            }
+            KIND_ADMIN_REQUEST => {
+                let (ok, text) = match self.admin(&payload) {
+                    Ok(text) => (1u8, text),
+                    Err(text) => (0u8, text),
+                };
+                let mut out = Vec::new();
+                let envelope = Envelope {
+                    kind: KIND_ADMIN_RESPONSE,
+                    from_node: self.node.cluster.me.0,
+                    from_shard: self.index as u16,
+                    to_shard: 0,
+                };
+                internode::encode_frame(&mut out, envelope, |out| {
+                    out.push(ok);
+                    out.extend_from_slice(text.as_bytes());
+                });
+                Some(out)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A replica-layer failure as a client error: code, message, acks.
+fn replica_error(e: ReplicaError) -> (ErrorCode, String, u32) {
+    let message = e.to_string();
+    match e {
+        ReplicaError::PutQuorumFailed { acks, .. } => {
+            (ErrorCode::QuorumFailed, message, acks as u32)
+        }
+        ReplicaError::GetQuorumFailed { replies, .. } => {
+            (ErrorCode::QuorumFailed, message, replies as u32)
+        }
+        ReplicaError::NotAPrimary { .. } => (ErrorCode::WrongOwner, message, 0),
+        ReplicaError::InvalidRequest(_) => (ErrorCode::BadRequest, message, 0),
+        ReplicaError::Overloaded => (ErrorCode::Overloaded, message, 0),
+        ReplicaError::Version(VersionError::SiblingsOverflow { .. }) => (
+            ErrorCode::TooManySiblings,
+            format!("{message}; read the key and write back a merged value with its context"),
+            0,
+        ),
+        ReplicaError::Version(_) => (ErrorCode::BadContext, format!("bad context: {message}"), 0),
+        ReplicaError::Storage(text) => {
+            let code = [
+                ErrorCode::StorageFull,
+                ErrorCode::KeyTooLarge,
+                ErrorCode::ValueTooLarge,
+            ]
+            .into_iter()
+            .find(|code| text.starts_with(code.name()))
+            .unwrap_or(ErrorCode::StorageFailed);
+            (code, message, 0)
+        }
+    }
+}
+
 fn storage_error(e: StorageError) -> (ErrorCode, String) {
     let code = match &e {
         StorageError::KeyTooLarge { .. } => ErrorCode::KeyTooLarge,
@@ -579,26 +1179,6 @@ fn storage_error(e: StorageError) -> (ErrorCode, String) {
         _ => ErrorCode::Internal,
     };
     (code, format!("storage: {e}"))
-}
-
-/// Holds a key's latch; releasing it removes the entry when nobody waits.
-struct KeyLatch {
-    shard: Rc<ShardState>,
-    key: Bytes,
-    semaphore: Option<Rc<Semaphore>>,
-    permit: Option<glommio::sync::StaticPermit>,
-}
-
-impl Drop for KeyLatch {
-    fn drop(&mut self) {
-        drop(self.permit.take());
-        if let Some(semaphore) = self.semaphore.take() {
-            // One reference in the map and ours: no other writer holds or awaits it.
-            if Rc::strong_count(&semaphore) == 2 {
-                self.shard.latches.borrow_mut().remove(&self.key);
-            }
-        }
-    }
 }
 
 /// Accepting on a listener: used by `conn`.

@@ -1,6 +1,8 @@
 //! Test harness for multi-process tests: starts real `dynakv server`
 //! processes on loopback with their own data directories, waits for their
-//! `ready` line, and kills them on drop.
+//! `ready` line, and kills them on drop. Clusters put each node on its own
+//! loopback IP (127.0.0.1, 127.0.0.2, …) so that they look like separate
+//! hosts, all on the same port numbers.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -65,6 +67,28 @@ impl TestNode {
             }
         }
         panic!("no free port range found for a test node");
+    }
+
+    /// Starts a node on a given address and data directory (kept by the
+    /// caller), panicking if it cannot start.
+    pub fn start_at(listen: &str, data_dir: &Path, shards: usize, extra_args: &[&str]) -> TestNode {
+        let mut node = TestNode {
+            child: None,
+            listen: listen.parse().expect("listen address"),
+            shards,
+            data_dir: data_dir.to_path_buf(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            _tmp: None,
+        };
+        if let Err(e) = node.spawn() {
+            panic!("server on {listen} failed to start: {e}");
+        }
+        node
+    }
+
+    /// Makes the node own (and delete on drop) its temporary directory.
+    pub fn keep_dir(&mut self, tmp: tempfile::TempDir) {
+        self._tmp = Some(tmp);
     }
 
     fn args(&self) -> Vec<String> {
@@ -220,4 +244,139 @@ pub fn json_values(json: &str) -> Vec<String> {
         .collect();
     values.sort();
     values
+}
+
+/// Timing options that make a test cluster notice failures in well under a
+/// second (the defaults are Dynamo's: gossip every second).
+pub const FAST_CLUSTER_ARGS: &[&str] = &[
+    "--gossip-interval-ms",
+    "100",
+    "--suspect-after-ms",
+    "600",
+    "--replica-timeout-ms",
+    "200",
+    "--request-timeout-ms",
+    "1500",
+    "--hint-replay-interval-ms",
+    "200",
+];
+
+impl TestNode {
+    /// The internode (admin) address of shard 0: port + 100 by default.
+    pub fn internode(&self) -> SocketAddr {
+        SocketAddr::new(self.listen.ip(), self.listen.port() + 100)
+    }
+
+    /// Runs `dynakv admin ARGS --node <internode>`.
+    pub fn admin(&self, args: &[&str]) -> (i32, String, String) {
+        cli_at(self.internode(), &[&["admin"], args].concat())
+    }
+
+    /// Parsed `admin status --json`: (epoch, member count, reachable
+    /// members, hints held), or None when the node does not answer.
+    pub fn status(&self) -> Option<ClusterStatus> {
+        let (code, out, _) = self.admin(&["status", "--json"]);
+        if code != 0 {
+            return None;
+        }
+        let number = |field: &str| -> Option<u64> {
+            let start = out.find(&format!("\"{field}\": "))? + field.len() + 4;
+            let digits: String = out[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
+            digits.parse().ok()
+        };
+        Some(ClusterStatus {
+            epoch: number("epoch")?,
+            hints: number("hints")?,
+            keys: number("keys")?,
+            members: out.matches("\"id\": ").count(),
+            reachable: out.matches("\"reachable\": true").count(),
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClusterStatus {
+    pub epoch: u64,
+    pub members: usize,
+    pub reachable: usize,
+    pub hints: u64,
+    pub keys: u64,
+}
+
+/// Starts `count` nodes on 127.0.0.1 … 127.0.0.count, all on one port, each
+/// seeded with the first node's internode address, and waits until every
+/// node knows every member and all agree on the ring epoch.
+pub fn start_cluster(count: usize, shards: usize, extra_args: &[&str]) -> Vec<TestNode> {
+    'attempt: for attempt in 0..20 {
+        // Ports below 65535 - 100 - shards leave room for the internode ports.
+        let port = 20_000 + candidate_port(attempt + 7) % 25_000;
+        let seed = format!("127.0.0.1:{}", port + 100);
+        let mut nodes = Vec::new();
+        for i in 0..count {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let mut args: Vec<String> = FAST_CLUSTER_ARGS.iter().map(|s| s.to_string()).collect();
+            if i > 0 {
+                args.extend(["--seeds".to_string(), seed.clone()]);
+            }
+            args.extend(extra_args.iter().map(|s| s.to_string()));
+            let mut node = TestNode {
+                child: None,
+                listen: format!("127.0.0.{}:{port}", i + 1).parse().unwrap(),
+                shards,
+                data_dir: tmp.path().to_path_buf(),
+                extra_args: args,
+                _tmp: Some(tmp),
+            };
+            match node.spawn() {
+                Ok(()) => nodes.push(node),
+                Err(e) if e.contains("cannot listen") || e.contains("in use") => continue 'attempt,
+                Err(e) => panic!("server failed to start: {e}"),
+            }
+        }
+        wait_converged(&nodes, count);
+        return nodes;
+    }
+    panic!("no free port for a test cluster");
+}
+
+/// Waits (up to 20 s) until every running node lists `members` members, all
+/// reachable, with one ring epoch.
+pub fn wait_converged(nodes: &[TestNode], members: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let statuses: Vec<Option<ClusterStatus>> = nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.status())
+            .collect();
+        let converged = statuses
+            .iter()
+            .all(|s| s.is_some_and(|s| s.members == members && s.reachable == members))
+            && statuses
+                .windows(2)
+                .all(|w| w[0].map(|s| s.epoch) == w[1].map(|s| s.epoch));
+        if converged {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cluster did not converge: {statuses:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits (up to `secs`) until `check` holds, polling every 100 ms.
+pub fn wait_until(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
