@@ -610,6 +610,7 @@ impl ShardState {
             preference: topology.preference(partition),
             r: Some(r),
         };
+        let began = Instant::now();
         let reply = self
             .coordinate(|replica, now, id| replica.start_get(now, id, request))
             .await;
@@ -641,7 +642,7 @@ impl ShardState {
                 })
             }
             ClientReply::Get { result: Err(e), .. } | ClientReply::Put { result: Err(e), .. } => {
-                Err(replica_error(e))
+                Err(replica_error(e, self.timed_out(began)))
             }
             ClientReply::Put { .. } => Err((ErrorCode::Internal, "mismatched reply".into(), 0)),
         }
@@ -672,6 +673,7 @@ impl ShardState {
             preference: topology.preference(partition),
             quorum: Some(quorum),
         };
+        let began = Instant::now();
         let reply = self
             .coordinate(|replica, now, id| replica.start_put(now, id, request))
             .await;
@@ -688,10 +690,17 @@ impl ShardState {
                 ),
             }),
             ClientReply::Get { result: Err(e), .. } | ClientReply::Put { result: Err(e), .. } => {
-                Err(replica_error(e))
+                Err(replica_error(e, self.timed_out(began)))
             }
             ClientReply::Get { .. } => Err((ErrorCode::Internal, "mismatched reply".into(), 0)),
         }
+    }
+
+    /// Whether a request that began then has reached its deadline: a quorum
+    /// failure at the deadline is a `Timeout` (replicas did not answer in
+    /// time), one before it a `QuorumFailed` (no replica left to ask).
+    fn timed_out(&self, began: Instant) -> bool {
+        began.elapsed() >= Duration::from_millis(self.config.request_timeout_ms)
     }
 
     /// Starts a client request on the replica machine and waits for its reply.
@@ -1135,15 +1144,16 @@ impl InboundHandler for ShardState {
 }
 
 /// A replica-layer failure as a client error: code, message, acks.
-fn replica_error(e: ReplicaError) -> (ErrorCode, String, u32) {
+fn replica_error(e: ReplicaError, timed_out: bool) -> (ErrorCode, String, u32) {
     let message = e.to_string();
+    let quorum_code = if timed_out {
+        ErrorCode::Timeout
+    } else {
+        ErrorCode::QuorumFailed
+    };
     match e {
-        ReplicaError::PutQuorumFailed { acks, .. } => {
-            (ErrorCode::QuorumFailed, message, acks as u32)
-        }
-        ReplicaError::GetQuorumFailed { replies, .. } => {
-            (ErrorCode::QuorumFailed, message, replies as u32)
-        }
+        ReplicaError::PutQuorumFailed { acks, .. } => (quorum_code, message, acks as u32),
+        ReplicaError::GetQuorumFailed { replies, .. } => (quorum_code, message, replies as u32),
         ReplicaError::NotAPrimary { .. } => (ErrorCode::WrongOwner, message, 0),
         ReplicaError::InvalidRequest(_) => (ErrorCode::BadRequest, message, 0),
         ReplicaError::Overloaded => (ErrorCode::Overloaded, message, 0),
