@@ -1106,6 +1106,17 @@ impl InboundHandler for ShardState {
                 if from == self.node.cluster.me {
                     return None;
                 }
+                let q = self.node.cluster.topology().q;
+                match &message {
+                    ReplicaMessage::PutReplica { partition, .. }
+                    | ReplicaMessage::GetReplica { partition, .. }
+                    | ReplicaMessage::HintReplay { partition, .. }
+                        if *partition >= q =>
+                    {
+                        return None;
+                    }
+                    _ => {}
+                }
                 self.sync_reachability();
                 self.replica
                     .borrow_mut()
