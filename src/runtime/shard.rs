@@ -115,6 +115,12 @@ pub(crate) struct ShardState {
     started: Instant,
     /// The topology version whose reachability the replica has seen.
     seen_topology: Cell<u64>,
+    /// This shard's copy of the published topology, refreshed when the
+    /// cluster's version moves; cloning it is a non-atomic `Rc` increment
+    /// (cloning the `Arc` would bounce its counter between cores on every
+    /// request, hence the deliberate double pointer).
+    #[allow(clippy::redundant_allocation)]
+    topology: RefCell<Rc<Arc<Topology>>>,
     /// Set while `pump` runs: glommio runs a spawned task at once, so a
     /// storage request that completes without waiting would otherwise call
     /// `pump` recursively, once per queued request, and overflow the stack.
@@ -237,6 +243,7 @@ pub(crate) async fn run(
         membership: RefCell::new(membership),
         started,
         seen_topology: Cell::new(0),
+        topology: RefCell::new(Rc::new(node.cluster.topology())),
         pumping: Cell::new(false),
     });
     shard.pump();
@@ -378,6 +385,16 @@ impl ShardState {
         )
     }
 
+    /// The current topology, from this shard's cache.
+    #[allow(clippy::redundant_allocation)]
+    fn topology(&self) -> Rc<Arc<Topology>> {
+        let version = self.node.cluster.version();
+        if self.topology.borrow().version != version {
+            *self.topology.borrow_mut() = Rc::new(self.node.cluster.topology());
+        }
+        self.topology.borrow().clone()
+    }
+
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
@@ -393,7 +410,7 @@ impl ShardState {
                 return Reply::Response(id, response);
             }
         };
-        let topology = self.node.cluster.topology();
+        let topology = self.topology();
         let Some(key) = request.request.key() else {
             return self.handle_local(request, 0, &topology).await;
         };
@@ -727,7 +744,7 @@ impl ShardState {
 
     /// Tells the replica machine what the failure detector believes now.
     fn sync_reachability(&self) {
-        let topology = self.node.cluster.topology();
+        let topology = self.topology();
         if topology.version == self.seen_topology.get() {
             return;
         }
@@ -782,7 +799,7 @@ impl ShardState {
                 .detach();
             }
             if !transmits.is_empty() {
-                let topology = self.node.cluster.topology();
+                let topology = self.topology();
                 for transmit in transmits {
                     self.send_replica(&topology, transmit);
                 }
@@ -954,7 +971,7 @@ impl ShardState {
         while !self.shutdown.load(Ordering::Relaxed) {
             glommio::timer::sleep(Duration::from_millis(200)).await;
             self.node.cluster.keys[self.index].store(self.store.stats().keys, Ordering::Relaxed);
-            let topology = self.node.cluster.topology();
+            let topology = self.topology();
             if topology.epoch == done_epoch {
                 continue;
             }
@@ -1106,7 +1123,7 @@ impl InboundHandler for ShardState {
                 if from == self.node.cluster.me {
                     return None;
                 }
-                let q = self.node.cluster.topology().q;
+                let q = self.topology().q;
                 match &message {
                     ReplicaMessage::PutReplica { partition, .. }
                     | ReplicaMessage::GetReplica { partition, .. }
