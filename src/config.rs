@@ -438,6 +438,52 @@ mod tests {
     }
 
     #[test]
+    fn cluster_options_parse_from_file_and_flags() {
+        let c = ServerConfig::from_toml(
+            "listen = \"127.0.0.2:7000\"\nseeds = [\"127.0.0.1:7100\", \"127.0.0.3:7100\"]\nweight = 4\n",
+            std::path::Path::new("f.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.seeds.len(), 2);
+        assert_eq!(c.weight_or_default(2), 4);
+        assert_eq!(c.internode_addr(), "127.0.0.2:7100".parse().unwrap());
+        assert_eq!(c.internode_shard_addr(3), "127.0.0.2:7103".parse().unwrap());
+        let args: Vec<String> = [
+            "--listen",
+            "127.0.0.5:8000",
+            "--seeds",
+            "127.0.0.1:8100, 127.0.0.2:8100",
+            "--internode-listen",
+            "127.0.0.5:9000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let c = ServerConfig::from_args(&args).unwrap();
+        assert_eq!(
+            c.seeds,
+            vec![
+                "127.0.0.1:8100".parse().unwrap(),
+                "127.0.0.2:8100".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.internode_shard_addr(1), "127.0.0.5:9001".parse().unwrap());
+        assert_eq!(
+            c.weight_or_default(3),
+            3,
+            "weight defaults to the shard count"
+        );
+        let bad: Vec<String> = ["--internode-listen", "127.0.0.9:9000"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(ServerConfig::from_args(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("must use the IP of listen"));
+    }
+
+    #[test]
     fn documentation_lists_every_option() {
         let doc = include_str!("../docs/configuration.md");
         for option in ServerConfig::OPTIONS {

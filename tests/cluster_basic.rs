@@ -163,3 +163,71 @@ fn leave_drops_a_node_from_the_ring_and_garbage_on_internode_ports_is_harmless()
     let (_, out, _) = nodes[2].cli(&["get", "after-leave", "--json", "--r", "all"]);
     assert_eq!(json_values(&out), vec!["x"]);
 }
+
+/// One request on a raw connection (a thin client that knows no ring).
+fn thin_request(
+    node: &TestNode,
+    id: u64,
+    request: dynakv::protocol::Request,
+) -> dynakv::protocol::Response {
+    use dynakv::protocol::{decode_response, encode_request, FrameDecoder, Limits, RequestFrame};
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(node.listen).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut out = Vec::new();
+    encode_request(
+        &RequestFrame {
+            id,
+            epoch: 0,
+            request,
+        },
+        &mut out,
+    );
+    stream.write_all(&out).expect("write");
+    let mut decoder = FrameDecoder::new(8 << 20);
+    let mut buffer = bytes::BytesMut::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        if let Some(frame) = decoder.decode(&mut buffer).expect("frame") {
+            let (reply_id, response) = decode_response(frame, &Limits::default()).expect("reply");
+            assert_eq!(reply_id, id);
+            return response;
+        }
+        let n = stream.read(&mut chunk).expect("read");
+        assert!(n > 0, "server closed the connection");
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[test]
+fn the_node_port_forwards_thin_clients_to_a_primary_node() {
+    use dynakv::protocol::{Request, Response};
+    // N = 1: most keys live on another node than the one the client uses.
+    let nodes = start_cluster(3, 1, &["--n-val", "1", "--r", "1", "--w", "1"]);
+    for i in 0..30u64 {
+        let key = bytes::Bytes::from(format!("thin-{i}"));
+        let put = Request::Put {
+            key: key.clone(),
+            value: key.clone(),
+            context: None,
+            quorum: Quorum::default(),
+        };
+        match thin_request(&nodes[0], i, put) {
+            Response::Put { .. } => {}
+            other => panic!("put {i} through node 1: {other:?}"),
+        }
+        let get = Request::Get {
+            key: key.clone(),
+            quorum: Quorum::default(),
+        };
+        match thin_request(&nodes[1], 1000 + i, get) {
+            Response::Get { siblings, .. } => {
+                assert_eq!(siblings.len(), 1, "{i}");
+                assert_eq!(siblings[0].value, key);
+            }
+            other => panic!("get {i} through node 2: {other:?}"),
+        }
+    }
+}

@@ -247,3 +247,29 @@ fn shopping_carts_lose_no_acknowledged_item_across_a_node_kill() {
         }
     }
 }
+
+#[test]
+fn without_a_quorum_writes_and_reads_fail_clearly_and_recover() {
+    let mut nodes = start_cluster(3, 1, &[]);
+    let mut c = client(&nodes[0]);
+    put_retrying(&mut c, b"q", b"before").expect("put");
+    nodes[1].kill9();
+    nodes[2].kill9();
+    // One node of three: W = 2 and R = 2 cannot be met; the error says how
+    // far the request got (a first attempt may hit a dead node's port).
+    let err = put_retrying(&mut c, b"q", b"alone").expect_err("W=2 with one node");
+    assert!(err.to_string().contains("1 of W=2"), "{err}");
+    let err = match c.get(b"q") {
+        Err(e) if e.is_transient() => c.get(b"q").expect_err("R=2 with one node"),
+        other => other.expect_err("R=2 with one node"),
+    };
+    assert!(err.to_string().contains("1 of R=2"), "{err}");
+    // W = 1 still works: the write is on one replica.
+    let w1 = Quorum {
+        w: Some(1),
+        ..Quorum::default()
+    };
+    c.put(b"q", b"w1", None, w1).expect("W=1 put");
+    nodes[1].restart();
+    wait_until(20, "a quorum again", || client(&nodes[0]).get(b"q").is_ok());
+}

@@ -347,6 +347,10 @@ impl Topology {
 pub(crate) struct Cluster {
     pub me: NodeId,
     topology: RwLock<Arc<Topology>>,
+    /// The version of the published topology: shards compare it (a plain
+    /// load of a line nobody writes between changes) before re-reading the
+    /// snapshot, so the request path touches no shared counter.
+    version: AtomicU64,
     /// Peers that failed to answer (link failures, replica timeouts) on any
     /// shard, for shard 0 to feed to the failure detector.
     failures: Mutex<Vec<NodeId>>,
@@ -377,6 +381,7 @@ impl Cluster {
             .ok_or("cannot derive the ring")?;
         Ok(Cluster {
             me,
+            version: AtomicU64::new(topology.version),
             topology: RwLock::new(Arc::new(topology)),
             failures: Mutex::new(Vec::new()),
             hints: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
@@ -393,12 +398,19 @@ impl Cluster {
         }
     }
 
+    /// The version of the current snapshot.
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
     fn publish(&self, topology: Topology) {
+        let version = topology.version;
         let topology = Arc::new(topology);
         match self.topology.write() {
             Ok(mut guard) => *guard = topology,
             Err(poisoned) => *poisoned.into_inner() = topology,
         }
+        self.version.store(version, Ordering::Release);
     }
 
     pub(crate) fn report_failure(&self, peer: NodeId) {

@@ -5,7 +5,8 @@
 //! A frame is a `u32` little-endian length, then an envelope (kind, sending
 //! node, sending shard, receiving shard) and the payload: a replica message,
 //! a membership message with the sender's address book, or an admin request
-//! or response. Lengths are checked against [`INTERNODE_FRAME_BYTES_MAX`]
+//! or response, or a client request forwarded from another node's node
+//! port and its reply. Lengths are checked against [`INTERNODE_FRAME_BYTES_MAX`]
 //! before any allocation and a bad frame closes the connection; nothing an
 //! inbound peer sends can panic the shard.
 //!
@@ -44,6 +45,12 @@ pub(crate) const KIND_MEMBERSHIP: u8 = 2;
 pub(crate) const KIND_ADMIN_REQUEST: u8 = 3;
 /// The answer to an admin request.
 pub(crate) const KIND_ADMIN_RESPONSE: u8 = 4;
+/// A client request frame that arrived on another node's node-level port
+/// for a partition this node holds: `u64` token, then the frame.
+pub(crate) const KIND_CLIENT_FORWARD: u8 = 5;
+/// The encoded reply to a forwarded client request: `u64` token, then the
+/// reply frame (length prefix included).
+pub(crate) const KIND_CLIENT_REPLY: u8 = 6;
 
 /// Bytes of the envelope after the length prefix.
 pub(crate) const ENVELOPE_BYTES: usize = 1 + 8 + 2 + 2;

@@ -31,7 +31,7 @@ use super::disk::GlommioDisk;
 use super::forward::{Forwarder, Handler, Mesh};
 use super::internode::{
     self, Envelope, InboundHandler, Links, KIND_ADMIN_REQUEST, KIND_ADMIN_RESPONSE,
-    KIND_MEMBERSHIP, KIND_REPLICA,
+    KIND_CLIENT_FORWARD, KIND_CLIENT_REPLY, KIND_MEMBERSHIP, KIND_REPLICA,
 };
 use super::log::{self, info};
 use crate::config::ServerConfig;
@@ -95,6 +95,17 @@ struct Waiter {
     waker: RefCell<Option<Waker>>,
 }
 
+/// A client request forwarded to another node, waiting for its reply frame.
+#[derive(Default)]
+struct ForwardSlot {
+    reply: RefCell<Option<Vec<u8>>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+/// The most client requests one shard has forwarded to other nodes and
+/// not yet seen answered.
+const FORWARDS_MAX: usize = 4096;
+
 /// The state of one running shard; lives in an `Rc` on its executor.
 pub(crate) struct ShardState {
     pub index: usize,
@@ -115,6 +126,15 @@ pub(crate) struct ShardState {
     started: Instant,
     /// The topology version whose reachability the replica has seen.
     seen_topology: Cell<u64>,
+    /// This shard's copy of the published topology, refreshed when the
+    /// cluster's version moves; cloning it is a non-atomic `Rc` increment
+    /// (cloning the `Arc` would bounce its counter between cores on every
+    /// request, hence the deliberate double pointer).
+    #[allow(clippy::redundant_allocation)]
+    topology: RefCell<Rc<Arc<Topology>>>,
+    /// Client requests forwarded to other nodes, by token.
+    forwards: RefCell<AHashMap<u64, Rc<ForwardSlot>>>,
+    next_forward: Cell<u64>,
     /// Set while `pump` runs: glommio runs a spawned task at once, so a
     /// storage request that completes without waiting would otherwise call
     /// `pump` recursively, once per queued request, and overflow the stack.
@@ -238,7 +258,10 @@ pub(crate) async fn run(
         membership: RefCell::new(membership),
         started,
         seen_topology: Cell::new(0),
+        topology: RefCell::new(Rc::new(node.cluster.topology())),
         pumping: Cell::new(false),
+        forwards: RefCell::new(AHashMap::new()),
+        next_forward: Cell::new(1),
     });
     shard.pump();
 
@@ -379,6 +402,16 @@ impl ShardState {
         )
     }
 
+    /// The current topology, from this shard's cache.
+    #[allow(clippy::redundant_allocation)]
+    fn topology(&self) -> Rc<Arc<Topology>> {
+        let version = self.node.cluster.version();
+        if self.topology.borrow().version != version {
+            *self.topology.borrow_mut() = Rc::new(self.node.cluster.topology());
+        }
+        self.topology.borrow().clone()
+    }
+
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
@@ -394,7 +427,7 @@ impl ShardState {
                 return Reply::Response(id, response);
             }
         };
-        let topology = self.node.cluster.topology();
+        let topology = self.topology();
         let Some(key) = request.request.key() else {
             return self.handle_local(request, 0, &topology).await;
         };
@@ -424,6 +457,15 @@ impl ShardState {
                     None => Self::error(request.id, ErrorCode::Internal, "no shard mesh"),
                 }
             }
+            None if via_node_port => {
+                // A thin client on the node port: forward once to a primary
+                // node, over the internode link of the shard holding it.
+                self.counters
+                    .forwarded
+                    .set(self.counters.forwarded.get() + 1);
+                self.forward_remote(&topology, partition, frame, request.id)
+                    .await
+            }
             _ => {
                 // Not held here: a cluster-aware client routed with an old
                 // table, or a thin client reached the wrong node. Either way
@@ -442,6 +484,71 @@ impl ShardState {
                     },
                 )
             }
+        }
+    }
+
+    /// Sends a client request to a reachable primary of `partition` on
+    /// another node and waits for its encoded reply (or `Unavailable` after
+    /// twice the request timeout).
+    async fn forward_remote(
+        self: &Rc<Self>,
+        topology: &Topology,
+        partition: u32,
+        frame: Bytes,
+        id: u64,
+    ) -> Reply {
+        let me = self.node.cluster.me;
+        let target = topology
+            .primaries(partition)
+            .iter()
+            .copied()
+            .find(|o| o.node != me && !topology.unreachable.contains(&o.node));
+        let addr = target.and_then(|o| topology.internode_addr(o.node, o.shard));
+        let (Some(target), Some(addr)) = (target, addr) else {
+            return Self::error(
+                id,
+                ErrorCode::Unavailable,
+                "no primary of the key is reachable",
+            );
+        };
+        if self.forwards.borrow().len() >= FORWARDS_MAX {
+            return Self::error(id, ErrorCode::Overloaded, "too many forwarded requests");
+        }
+        let token = self.next_forward.get();
+        self.next_forward.set(token + 1);
+        let slot = Rc::new(ForwardSlot::default());
+        self.forwards.borrow_mut().insert(token, slot.clone());
+        let envelope = Envelope {
+            kind: KIND_CLIENT_FORWARD,
+            from_node: me.0,
+            from_shard: self.index as u16,
+            to_shard: target.shard,
+        };
+        self.links.send(addr, envelope, |out| {
+            out.extend_from_slice(&token.to_le_bytes());
+            out.extend_from_slice(&frame);
+        });
+        let wait = std::future::poll_fn(|cx| match slot.reply.borrow_mut().take() {
+            Some(reply) => Poll::Ready(Some(reply)),
+            None => {
+                *slot.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        });
+        let deadline = Duration::from_millis(2 * self.config.request_timeout_ms);
+        let reply = futures_lite::future::or(wait, async {
+            glommio::timer::sleep(deadline).await;
+            None
+        })
+        .await;
+        self.forwards.borrow_mut().remove(&token);
+        match reply {
+            Some(encoded) => Reply::Encoded(encoded),
+            None => Self::error(
+                id,
+                ErrorCode::Unavailable,
+                "the node the request was forwarded to did not answer",
+            ),
         }
     }
 
@@ -611,6 +718,7 @@ impl ShardState {
             preference: topology.preference(partition),
             r: Some(r),
         };
+        let began = Instant::now();
         let reply = self
             .coordinate(|replica, now, id| replica.start_get(now, id, request))
             .await;
@@ -642,7 +750,7 @@ impl ShardState {
                 })
             }
             ClientReply::Get { result: Err(e), .. } | ClientReply::Put { result: Err(e), .. } => {
-                Err(replica_error(e))
+                Err(replica_error(e, self.timed_out(began)))
             }
             ClientReply::Put { .. } => Err((ErrorCode::Internal, "mismatched reply".into(), 0)),
         }
@@ -673,6 +781,7 @@ impl ShardState {
             preference: topology.preference(partition),
             quorum: Some(quorum),
         };
+        let began = Instant::now();
         let reply = self
             .coordinate(|replica, now, id| replica.start_put(now, id, request))
             .await;
@@ -689,10 +798,17 @@ impl ShardState {
                 ),
             }),
             ClientReply::Get { result: Err(e), .. } | ClientReply::Put { result: Err(e), .. } => {
-                Err(replica_error(e))
+                Err(replica_error(e, self.timed_out(began)))
             }
             ClientReply::Get { .. } => Err((ErrorCode::Internal, "mismatched reply".into(), 0)),
         }
+    }
+
+    /// Whether a request that began then has reached its deadline: a quorum
+    /// failure at the deadline is a `Timeout` (replicas did not answer in
+    /// time), one before it a `QuorumFailed` (no replica left to ask).
+    fn timed_out(&self, began: Instant) -> bool {
+        began.elapsed() >= Duration::from_millis(self.config.request_timeout_ms)
     }
 
     /// Starts a client request on the replica machine and waits for its reply.
@@ -719,7 +835,7 @@ impl ShardState {
 
     /// Tells the replica machine what the failure detector believes now.
     fn sync_reachability(&self) {
-        let topology = self.node.cluster.topology();
+        let topology = self.topology();
         if topology.version == self.seen_topology.get() {
             return;
         }
@@ -774,7 +890,7 @@ impl ShardState {
                 .detach();
             }
             if !transmits.is_empty() {
-                let topology = self.node.cluster.topology();
+                let topology = self.topology();
                 for transmit in transmits {
                     self.send_replica(&topology, transmit);
                 }
@@ -946,7 +1062,7 @@ impl ShardState {
         while !self.shutdown.load(Ordering::Relaxed) {
             glommio::timer::sleep(Duration::from_millis(200)).await;
             self.node.cluster.keys[self.index].store(self.store.stats().keys, Ordering::Relaxed);
-            let topology = self.node.cluster.topology();
+            let topology = self.topology();
             if topology.epoch == done_epoch {
                 continue;
             }
@@ -1098,11 +1214,64 @@ impl InboundHandler for ShardState {
                 if from == self.node.cluster.me {
                     return None;
                 }
+                let q = self.topology().q;
+                match &message {
+                    ReplicaMessage::PutReplica { partition, .. }
+                    | ReplicaMessage::GetReplica { partition, .. }
+                    | ReplicaMessage::HintReplay { partition, .. }
+                        if *partition >= q =>
+                    {
+                        return None;
+                    }
+                    _ => {}
+                }
                 self.sync_reachability();
                 self.replica
                     .borrow_mut()
                     .handle_message(self.now_ms(), from, message);
                 self.pump();
+                None
+            }
+            KIND_CLIENT_FORWARD => {
+                if payload.len() < 8 {
+                    return None;
+                }
+                let token = u64::from_le_bytes(payload[..8].try_into().ok()?);
+                let frame = payload.slice(8..);
+                let from_shard = envelope.from_shard;
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    // Forwarded once: handled as if it came on a shard port.
+                    let reply = shard.handle_forwarded(frame).await;
+                    let topology = shard.topology();
+                    let Some(addr) = topology.internode_addr(from, from_shard) else {
+                        return;
+                    };
+                    let envelope = Envelope {
+                        kind: KIND_CLIENT_REPLY,
+                        from_node: shard.node.cluster.me.0,
+                        from_shard: shard.index as u16,
+                        to_shard: from_shard,
+                    };
+                    shard.links.send(addr, envelope, |out| {
+                        out.extend_from_slice(&token.to_le_bytes());
+                        out.extend_from_slice(&reply);
+                    });
+                })
+                .detach();
+                None
+            }
+            KIND_CLIENT_REPLY => {
+                if payload.len() < 8 {
+                    return None;
+                }
+                let token = u64::from_le_bytes(payload[..8].try_into().ok()?);
+                if let Some(slot) = self.forwards.borrow_mut().remove(&token) {
+                    *slot.reply.borrow_mut() = Some(payload[8..].to_vec());
+                    if let Some(waker) = slot.waker.borrow_mut().take() {
+                        waker.wake();
+                    }
+                }
                 None
             }
             KIND_MEMBERSHIP => {
@@ -1136,15 +1305,16 @@ impl InboundHandler for ShardState {
 }
 
 /// A replica-layer failure as a client error: code, message, acks.
-fn replica_error(e: ReplicaError) -> (ErrorCode, String, u32) {
+fn replica_error(e: ReplicaError, timed_out: bool) -> (ErrorCode, String, u32) {
     let message = e.to_string();
+    let quorum_code = if timed_out {
+        ErrorCode::Timeout
+    } else {
+        ErrorCode::QuorumFailed
+    };
     match e {
-        ReplicaError::PutQuorumFailed { acks, .. } => {
-            (ErrorCode::QuorumFailed, message, acks as u32)
-        }
-        ReplicaError::GetQuorumFailed { replies, .. } => {
-            (ErrorCode::QuorumFailed, message, replies as u32)
-        }
+        ReplicaError::PutQuorumFailed { acks, .. } => (quorum_code, message, acks as u32),
+        ReplicaError::GetQuorumFailed { replies, .. } => (quorum_code, message, replies as u32),
         ReplicaError::NotAPrimary { .. } => (ErrorCode::WrongOwner, message, 0),
         ReplicaError::InvalidRequest(_) => (ErrorCode::BadRequest, message, 0),
         ReplicaError::Overloaded => (ErrorCode::Overloaded, message, 0),
