@@ -652,3 +652,34 @@ proptest! {
         prop_assert_eq!(core.poll_timeout(), None);
     }
 }
+
+/// Dynamo §6.4: by default the client reads the fastest replica out of a
+/// context with the server's `node << 32 | shard` convention.
+#[test]
+fn the_default_reader_finds_the_fastest_replica_in_a_context() {
+    use dynakv::client::{fastest_replica_of_context, CoreOptions, ReplicaId};
+    use dynakv::version::{Context, VersionVector};
+    let token = Context {
+        clock: VersionVector::new(),
+        fastest_replica: Some((7 << 32) | 1),
+    }
+    .encode();
+    assert_eq!(
+        fastest_replica_of_context(&token),
+        Some(ReplicaId {
+            node_id: 7,
+            shard: 1
+        })
+    );
+    let anonymous = Context {
+        clock: VersionVector::new(),
+        fastest_replica: None,
+    }
+    .encode();
+    assert_eq!(fastest_replica_of_context(&anonymous), None);
+    assert_eq!(fastest_replica_of_context(b"not a context"), None);
+    assert!(
+        CoreOptions::default().fastest_replica.is_some(),
+        "on by default"
+    );
+}

@@ -58,14 +58,22 @@ pub struct ReplicaId {
 }
 
 impl ReplicaId {
-    /// The replica an `ActorId` of the version layer names, by its
-    /// convention `actor = node id << 16 | shard` (`version::ActorId`).
+    /// The replica a context's fastest-replica field names, by the server's
+    /// convention `node id << 32 | shard` (docs/cluster-runtime.md §5).
     pub fn from_actor(actor: u64) -> ReplicaId {
         ReplicaId {
-            node_id: actor >> 16,
+            node_id: actor >> 32,
             shard: actor as u16,
         }
     }
+}
+
+/// The default fastest-replica reader: decodes a dynakv context token (the
+/// client library ships with the server, so it may know the token's format;
+/// applications never need to). A token that does not decode names no one.
+pub fn fastest_replica_of_context(context: &[u8]) -> Option<ReplicaId> {
+    let context = crate::version::Context::decode(context).ok()?;
+    context.fastest_replica.map(ReplicaId::from_actor)
 }
 
 /// Reads the fastest replica out of an opaque context. The context format
@@ -95,7 +103,8 @@ impl Default for CoreOptions {
             limits: Limits::default(),
             in_flight_max: IN_FLIGHT_MAX,
             unreachable_for: Duration::from_secs(1),
-            fastest_replica: None,
+            // "Write to the fastest reader" (Dynamo §6.4) is on by default.
+            fastest_replica: Some(fastest_replica_of_context),
         }
     }
 }

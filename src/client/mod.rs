@@ -57,7 +57,7 @@ pub mod glommio;
 
 pub use self::blocking::{Client, ClientOptions, GetResult};
 pub use self::core::{
-    key_hash, partition_of, ClientCore, CoreOptions, FastestReplicaFn, ReplicaId, Ticket, Transmit,
-    IN_FLIGHT_MAX,
+    fastest_replica_of_context, key_hash, partition_of, ClientCore, CoreOptions, FastestReplicaFn,
+    ReplicaId, Ticket, Transmit, IN_FLIGHT_MAX,
 };
 pub use self::error::{ClientError, IoStage};
