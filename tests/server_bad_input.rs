@@ -299,3 +299,39 @@ fn connections_over_the_limit_are_refused_and_idle_ones_time_out() {
     fresh.write_all(&request(1, Request::Ping)).unwrap();
     assert_eq!(read_reply(&mut fresh), Some((1, Response::Pong)));
 }
+
+#[test]
+fn siblings_that_outgrow_the_record_bound_are_refused_and_nothing_is_lost() {
+    use dynakv::client::{Client, ClientError, ClientOptions};
+    let node = TestNode::start(1, &["--value-bytes-max", "100000"]);
+    let mut client = Client::connect(node.listen, ClientOptions::default()).expect("connect");
+    let value = vec![b'a'; 90_000];
+    client
+        .put(b"big", &value, None, Quorum::default())
+        .expect("first put fits");
+    // A blind put would make two 90 kB siblings: more than one record may hold.
+    let err = client
+        .put(b"big", &value, None, Quorum::default())
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ClientError::Server {
+                code: ErrorCode::ValueTooLarge,
+                ..
+            }
+        ),
+        "a clear ValueTooLarge: {err}"
+    );
+    let got = client.get(b"big").expect("get");
+    assert_eq!(got.values.len(), 1, "the stored value is intact");
+    assert_eq!(got.values[0].len(), 90_000);
+    // Writing with the context replaces the sibling and fits again.
+    client
+        .put(b"big", b"small", Some(&got.context), Quorum::default())
+        .expect("put with context");
+    assert_eq!(
+        client.get(b"big").unwrap().values,
+        vec![Bytes::from_static(b"small")]
+    );
+}
