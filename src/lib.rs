@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod config;
+pub mod json;
 pub mod membership;
 pub mod protocol;
 pub mod replica;

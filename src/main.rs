@@ -237,7 +237,7 @@ fn client_command(command: &str, args: &[String]) -> Result<(), CliError> {
             if json {
                 println!(
                     "{{\"node\": {}, \"ok\": true, \"micros\": {micros}}}",
-                    json_string(&node.to_string())
+                    dynakv::json::string(&node.to_string())
                 );
             } else {
                 println!("pong from {node} in {micros} µs");
@@ -256,12 +256,12 @@ fn client_command(command: &str, args: &[String]) -> Result<(), CliError> {
                 .map(|v| show_value(v, base64))
                 .collect::<Result<_, _>>()?;
             if json {
-                let values: Vec<String> = values.iter().map(|v| json_string(v)).collect();
+                let values: Vec<String> = values.iter().map(|v| dynakv::json::string(v)).collect();
                 println!(
                     "{{\"key\": {}, \"found\": {}, \"context\": {}, \"values\": [{}]}}",
-                    json_string(&flags.positional[0]),
+                    dynakv::json::string(&flags.positional[0]),
                     got.found,
-                    json_string(&token),
+                    dynakv::json::string(&token),
                     values.join(", ")
                 );
             } else if !got.found {
@@ -283,7 +283,7 @@ fn client_command(command: &str, args: &[String]) -> Result<(), CliError> {
                 .map_err(|e| CliError::Failed(e.to_string()))?;
             let token = encode_token(&new_context);
             if json {
-                println!("{{\"context\": {}}}", json_string(&token));
+                println!("{{\"context\": {}}}", dynakv::json::string(&token));
             } else {
                 println!("ok\ncontext: {token}");
             }
@@ -337,22 +337,4 @@ fn decode_token(token: &str) -> Result<Vec<u8>, CliError> {
         .map_err(|_| {
             CliError::Failed("bad context: the token is not one that `dynakv get` printed".into())
         })
-}
-
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }

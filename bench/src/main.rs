@@ -126,19 +126,7 @@ fn raise_nofile_limit() {
     }
 }
 
-/// The CPUs this process may run on, in order.
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most its size.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return Vec::new();
-        }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
-            .collect()
-    }
-}
+use dynakv::runtime::allowed_cpus;
 
 /// Pins the calling thread to one CPU; a failure (e.g. a CPU taken away
 /// since) only costs the pinning, so it is reported and the run goes on.

@@ -125,26 +125,8 @@ pub fn table(summary: &Summary<'_>) -> String {
     out
 }
 
-/// Escapes a string for a JSON string literal.
-pub fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+/// Escapes a string for a JSON string literal (the project's one encoder).
+pub use dynakv::json::string as json_string;
 
 /// A finite JSON number (JSON has no NaN or infinity).
 fn json_f64(x: f64) -> String {

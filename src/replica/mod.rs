@@ -99,6 +99,7 @@
 //! }
 //! ```
 
+mod io;
 mod message;
 mod node;
 pub(crate) mod wire;
@@ -106,6 +107,7 @@ pub(crate) mod wire;
 #[cfg(test)]
 mod tests;
 
+pub use io::perform_io;
 pub use message::{ReplicaMessage, RequestId};
 pub use node::{
     actor_id, hint_key, parse_hint_key, ClientReply, ClientRequestId, GetOutcome, GetRequest, IoId,

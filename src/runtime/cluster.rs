@@ -690,10 +690,6 @@ impl MembershipDriver {
     }
 }
 
-fn json_escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
-}
-
 /// `admin status`: members, liveness as seen from here, epoch, hints.
 pub(crate) fn status_text(cluster: &Cluster, json: bool) -> String {
     let topology = cluster.topology();
@@ -719,10 +715,10 @@ pub(crate) fn status_text(cluster: &Cluster, json: bool) -> String {
                 .unwrap_or_default();
             let _ = write!(
                 out,
-                "{}{{\"id\": \"{:016x}\", \"internode\": \"{}\", \"status\": \"{}\", \"weight\": {}, \"shards\": {}, \"reachable\": {}}}",
+                "{}{{\"id\": \"{:016x}\", \"internode\": {}, \"status\": \"{}\", \"weight\": {}, \"shards\": {}, \"reachable\": {}}}",
                 if i == 0 { "" } else { ", " },
                 id.0,
-                json_escape(&addr),
+                crate::json::string(&addr),
                 status_name(record.status),
                 record.weight,
                 record.shards,

@@ -21,4 +21,4 @@ mod memlock;
 mod server;
 mod shard;
 
-pub use server::{run, ServerError};
+pub use server::{allowed_cpus, run, ServerError};

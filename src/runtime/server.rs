@@ -294,8 +294,9 @@ fn wait_for_signal(timeout: Duration) -> Option<i32> {
     (signal > 0).then_some(signal)
 }
 
-/// The CPUs this process may run on, in order.
-fn allowed_cpus() -> Vec<usize> {
+/// The CPUs this process may run on, in order (the benchmark tool pins its
+/// threads with the same list).
+pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: sched_getaffinity fills the set we own.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();

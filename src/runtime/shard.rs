@@ -42,7 +42,7 @@ use crate::replica::{
     ReplicaError, ReplicaMessage, Transmit,
 };
 use crate::ring;
-use crate::storage::{Durability, Namespace, RecordKind, StorageError, Store, StoreConfig};
+use crate::storage::{Namespace, StorageError, Store, StoreConfig};
 use crate::version::{Context, Value, VersionError, VersionVector};
 
 /// What every shard of a node shares after start-up.
@@ -914,74 +914,14 @@ impl ShardState {
 
     /// Runs one storage request of the replica machine on this shard's store.
     async fn perform(&self, io: IoRequest) -> (u64, IoResult) {
+        let (id, result) = crate::replica::perform_io(&self.store, io).await;
         // The replica layer carries storage failures as text; the code for
         // the client is recovered from it in `replica_error`.
-        let failed = |e: StorageError| {
+        let result = result.unwrap_or_else(|e| {
             let (code, text) = storage_error(e);
             IoResult::Failed(format!("{}: {text}", code.name()))
-        };
-        match io {
-            IoRequest::Read {
-                io,
-                namespace,
-                partition,
-                key,
-            } => {
-                let result = match self.store.get(namespace, partition, &key).await {
-                    Ok(record) => IoResult::Read(record.map(|r| Bytes::from(r.payload.to_vec()))),
-                    Err(e) => failed(e),
-                };
-                (io, result)
-            }
-            IoRequest::Write {
-                io,
-                namespace,
-                partition,
-                key,
-                payload,
-                all_tombstones,
-                durable,
-            } => {
-                let kind = if all_tombstones {
-                    RecordKind::Tombstone
-                } else {
-                    RecordKind::Value
-                };
-                let mut result = self
-                    .store
-                    .put(
-                        namespace,
-                        partition,
-                        &key,
-                        kind,
-                        &payload,
-                        Durability::Buffered,
-                    )
-                    .await;
-                if result.is_ok() && durable {
-                    result = self.store.sync().await;
-                }
-                (io, result.map_or_else(failed, |()| IoResult::Done))
-            }
-            IoRequest::Delete {
-                io,
-                namespace,
-                partition,
-                key,
-            } => {
-                let result = self.store.purge(namespace, partition, &key).await;
-                (io, result.map_or_else(failed, |()| IoResult::Done))
-            }
-            IoRequest::ListHints { io } => {
-                let mut keys = Vec::new();
-                for partition in self.store.partitions(Namespace::Hint) {
-                    for key in self.store.keys(Namespace::Hint, partition) {
-                        keys.push((partition, key));
-                    }
-                }
-                (io, IoResult::HintKeys(keys))
-            }
-        }
+        });
+        (id, result)
     }
 
     /// Sends a replica message to the shard of its target node that holds

@@ -34,7 +34,7 @@ use dynakv::replica::{
     QuorumConfig, Replica, ReplicaConfig, ReplicaMessage,
 };
 use dynakv::ring::{key_partition, Ring};
-use dynakv::storage::{block_on, CrashMode, Durability, MemDisk, RecordKind, Store, StoreConfig};
+use dynakv::storage::{block_on, CrashMode, MemDisk, Store, StoreConfig};
 use dynakv::version::{Context, SiblingSet, Value, VersionVector};
 
 /// splitmix64: small, fast, and good enough to drive a simulation.
@@ -1202,62 +1202,14 @@ fn store_config() -> StoreConfig {
     }
 }
 
-/// Performs one storage request on the real store (every `MemDisk` future
-/// completes at once).
+/// Performs one storage request on the real store with the runtime's own
+/// mapping (every `MemDisk` future completes at once).
 fn perform_io(store: &Store<MemDisk>, io: IoRequest) -> (u64, IoResult) {
-    match io {
-        IoRequest::Read {
-            io,
-            namespace,
-            partition,
-            key,
-        } => match block_on(store.get(namespace, partition, &key)) {
-            Ok(record) => (io, IoResult::Read(record.map(|record| record.payload))),
-            Err(error) => (io, IoResult::Failed(error.to_string())),
-        },
-        IoRequest::Write {
-            io,
-            namespace,
-            partition,
-            key,
-            payload,
-            all_tombstones,
-            durable,
-        } => {
-            let kind = if all_tombstones {
-                RecordKind::Tombstone
-            } else {
-                RecordKind::Value
-            };
-            let durability = if durable {
-                Durability::Durable
-            } else {
-                Durability::Buffered
-            };
-            match block_on(store.put(namespace, partition, &key, kind, &payload, durability)) {
-                Ok(()) => (io, IoResult::Done),
-                Err(error) => (io, IoResult::Failed(error.to_string())),
-            }
-        }
-        IoRequest::Delete {
-            io,
-            namespace,
-            partition,
-            key,
-        } => match block_on(store.purge(namespace, partition, &key)) {
-            Ok(()) => (io, IoResult::Done),
-            Err(error) => (io, IoResult::Failed(error.to_string())),
-        },
-        IoRequest::ListHints { io } => {
-            let mut keys = Vec::new();
-            for partition in store.partitions(Namespace::Hint) {
-                for key in store.keys(Namespace::Hint, partition) {
-                    keys.push((partition, key));
-                }
-            }
-            (io, IoResult::HintKeys(keys))
-        }
-    }
+    let (id, result) = block_on(dynakv::replica::perform_io(store, io));
+    (
+        id,
+        result.unwrap_or_else(|error| IoResult::Failed(error.to_string())),
+    )
 }
 
 /// Runs `seed` twice, checks both runs and that their traces match.

@@ -1,0 +1,79 @@
+//! Carrying out the replica machine's storage requests on a `Store`.
+//!
+//! The machine asks for storage work through `poll_io` and learns the outcome
+//! through `handle_io_done`; this is the one mapping of those requests onto
+//! the storage engine, shared by the glommio runtime and the simulator. It
+//! awaits the store's own futures and does no I/O of its own (the `Disk`
+//! behind the store decides what a write is).
+
+use super::node::{IoId, IoRequest, IoResult};
+use crate::storage::{Disk, Durability, Namespace, RecordKind, StorageError, Store};
+
+/// Performs `io` on `store`. A storage error is returned as is, so each
+/// driver can word `IoResult::Failed` for its own audience.
+pub async fn perform_io<D: Disk>(
+    store: &Store<D>,
+    io: IoRequest,
+) -> (IoId, Result<IoResult, StorageError>) {
+    match io {
+        IoRequest::Read {
+            io,
+            namespace,
+            partition,
+            key,
+        } => {
+            let result = store.get(namespace, partition, &key).await;
+            (
+                io,
+                result.map(|record| IoResult::Read(record.map(|record| record.payload))),
+            )
+        }
+        IoRequest::Write {
+            io,
+            namespace,
+            partition,
+            key,
+            payload,
+            all_tombstones,
+            durable,
+        } => {
+            let kind = if all_tombstones {
+                RecordKind::Tombstone
+            } else {
+                RecordKind::Value
+            };
+            // A durable write joins the store's group commit.
+            let durability = if durable {
+                Durability::Durable
+            } else {
+                Durability::Buffered
+            };
+            let result = store
+                .put(namespace, partition, &key, kind, &payload, durability)
+                .await;
+            (io, result.map(|()| IoResult::Done))
+        }
+        IoRequest::Delete {
+            io,
+            namespace,
+            partition,
+            key,
+        } => {
+            let result = store.purge(namespace, partition, &key).await;
+            (io, result.map(|()| IoResult::Done))
+        }
+        IoRequest::ListHints { io } => {
+            let keys = store
+                .partitions(Namespace::Hint)
+                .into_iter()
+                .flat_map(|partition| {
+                    store
+                        .keys(Namespace::Hint, partition)
+                        .into_iter()
+                        .map(move |key| (partition, key))
+                })
+                .collect();
+            (io, Ok(IoResult::HintKeys(keys)))
+        }
+    }
+}
