@@ -20,5 +20,7 @@ mod log;
 mod memlock;
 mod server;
 mod shard;
+#[doc(hidden)]
+pub mod wire_check;
 
 pub use server::{allowed_cpus, run, ServerError};
