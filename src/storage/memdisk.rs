@@ -8,6 +8,10 @@
 //! failing `sync_data`. Every operation completes immediately, so `storage::block_on`
 //! can drive a store on it.
 //!
+//! For crash-point enumeration (`tests/storage_crash_points.rs`) it can also record a
+//! trace of every mutating operation (`start_trace`, `take_trace`, `DiskOp`) and be built
+//! from an arbitrary set of durable files (`from_durable_files`).
+//!
 //! Invariants: writes must be aligned (512 bytes), as with `O_DIRECT`; nothing here uses
 //! randomness or clocks, so a test replays exactly.
 
@@ -32,6 +36,28 @@ pub enum CrashMode {
     TearLastWrite { boundary_bytes: u64 },
 }
 
+/// One mutating operation of a `MemDisk`, in the order the engine issued it. Files are
+/// named by inode, since a handle keeps writing to its inode after a rename.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskOp {
+    /// `open_file` created `name` as a new inode.
+    Create { inode: u64, name: String },
+    /// A completed `write_at`.
+    Write { inode: u64, pos: u64, bytes: Vec<u8> },
+    /// A successful `sync_data`: the inode's earlier writes are durable.
+    Sync { inode: u64 },
+    /// A `truncate` (durable at once in this model, see `DiskFile::truncate` below).
+    Truncate { inode: u64, len: u64 },
+    /// A `rename_file`.
+    Rename { from: String, to: String },
+    /// A `remove_file`.
+    Remove { name: String },
+    /// A `sync_dir`: creations, renames and removals so far are durable.
+    SyncDir,
+    /// A point the test marked (`MemDisk::mark`), e.g. "write 17 acknowledged".
+    Mark(u64),
+}
+
 #[derive(Debug, Default, Clone)]
 struct Inode {
     data: Vec<u8>,
@@ -49,11 +75,21 @@ struct State {
     write_counter: u64,
     capacity_bytes: Option<u64>,
     fail_sync: bool,
+    /// `sync_data` calls so far (failed ones included) and the first one to fail.
+    sync_calls: u64,
+    fail_sync_from: Option<u64>,
+    trace: Option<Vec<DiskOp>>,
     syncs: u64,
     bytes_written: u64,
 }
 
 impl State {
+    fn record(&mut self, op: DiskOp) {
+        if let Some(trace) = self.trace.as_mut() {
+            trace.push(op);
+        }
+    }
+
     fn used_bytes(&self) -> u64 {
         let mut seen = std::collections::BTreeSet::new();
         let mut used = 0u64;
@@ -103,6 +139,53 @@ impl MemDisk {
         MemDisk::default()
     }
 
+    /// A disk holding exactly `files`, all durable (names and contents): a crash state
+    /// built by a test.
+    pub fn from_durable_files(files: impl IntoIterator<Item = (String, Vec<u8>)>) -> MemDisk {
+        let disk = MemDisk::new();
+        {
+            let mut st = disk.state.borrow_mut();
+            for (name, data) in files {
+                let ino = st.next_inode;
+                st.next_inode += 1;
+                st.inodes.insert(
+                    ino,
+                    Inode {
+                        durable: data.clone(),
+                        data,
+                        unsynced: Vec::new(),
+                    },
+                );
+                st.names.insert(name, ino);
+            }
+            st.durable_names = st.names.clone();
+        }
+        disk
+    }
+
+    /// Starts recording every mutating operation (see `DiskOp`), discarding any trace.
+    pub fn start_trace(&self) {
+        self.state.borrow_mut().trace = Some(Vec::new());
+    }
+
+    /// Stops recording and returns the trace.
+    pub fn take_trace(&self) -> Vec<DiskOp> {
+        self.state.borrow_mut().trace.take().unwrap_or_default()
+    }
+
+    /// Appends `DiskOp::Mark(label)` to the trace (when recording).
+    pub fn mark(&self, label: u64) {
+        self.state.borrow_mut().record(DiskOp::Mark(label));
+    }
+
+    /// Makes the `ordinal`-th `sync_data` call from now (1 = the next one) and every
+    /// later one fail with `EIO`; `None` clears it.
+    pub fn fail_syncs_from(&self, ordinal: Option<u64>) {
+        let mut st = self.state.borrow_mut();
+        let base = st.sync_calls;
+        st.fail_sync_from = ordinal.map(|n| base + n.max(1));
+    }
+
     /// Simulates power loss: see `CrashMode`. Handles opened before the crash must not
     /// be used afterwards (drop the store first).
     pub fn crash(&self, mode: CrashMode) {
@@ -139,6 +222,7 @@ impl MemDisk {
         let live: std::collections::BTreeSet<u64> = st.names.values().copied().collect();
         st.inodes.retain(|ino, _| live.contains(ino));
         st.fail_sync = false;
+        st.fail_sync_from = None;
     }
 
     /// Flips one bit of a file, in memory and in its durable image (media corruption).
@@ -222,6 +306,10 @@ impl Disk for MemDisk {
                 st.next_inode += 1;
                 st.inodes.insert(ino, Inode::default());
                 st.names.insert(name.to_string(), ino);
+                st.record(DiskOp::Create {
+                    inode: ino,
+                    name: name.to_string(),
+                });
                 ino
             }
         };
@@ -238,6 +326,9 @@ impl Disk for MemDisk {
     async fn remove_file(&self, name: &str) -> io::Result<()> {
         let mut st = self.state.borrow_mut();
         st.names.remove(name).ok_or_else(|| err(libc::ENOENT))?;
+        st.record(DiskOp::Remove {
+            name: name.to_string(),
+        });
         Ok(())
     }
 
@@ -245,12 +336,17 @@ impl Disk for MemDisk {
         let mut st = self.state.borrow_mut();
         let ino = st.names.remove(from).ok_or_else(|| err(libc::ENOENT))?;
         st.names.insert(to.to_string(), ino);
+        st.record(DiskOp::Rename {
+            from: from.to_string(),
+            to: to.to_string(),
+        });
         Ok(())
     }
 
     async fn sync_dir(&self) -> io::Result<()> {
         let mut st = self.state.borrow_mut();
         st.durable_names = st.names.clone();
+        st.record(DiskOp::SyncDir);
         Ok(())
     }
 }
@@ -288,12 +384,19 @@ impl DiskFile for MemFile {
         let inode = st.inodes.get_mut(&self.inode).expect("checked above");
         apply_write(&mut inode.data, pos, bytes);
         inode.unsynced.push((n, pos, bytes.to_vec()));
+        let inode = self.inode;
+        st.record(DiskOp::Write {
+            inode,
+            pos,
+            bytes: bytes.to_vec(),
+        });
         Ok(())
     }
 
     async fn sync_data(&self) -> io::Result<()> {
         let mut st = self.disk.state.borrow_mut();
-        if st.fail_sync {
+        st.sync_calls += 1;
+        if st.fail_sync || st.fail_sync_from.is_some_and(|from| st.sync_calls >= from) {
             return Err(err(libc::EIO));
         }
         st.syncs += 1;
@@ -310,6 +413,8 @@ impl DiskFile for MemFile {
         let len = inode.data.len();
         inode.durable.resize(len, 0);
         debug_assert!(inode.durable == inode.data, "durable image diverged");
+        let inode = self.inode;
+        st.record(DiskOp::Sync { inode });
         Ok(())
     }
 
@@ -339,6 +444,11 @@ impl DiskFile for MemFile {
         for (_, pos, bytes) in inode.unsynced.iter_mut() {
             bytes.truncate(len.saturating_sub(*pos as usize));
         }
+        let inode = self.inode;
+        st.record(DiskOp::Truncate {
+            inode,
+            len: len_bytes,
+        });
         Ok(())
     }
 }

@@ -44,7 +44,7 @@ mod sync;
 
 pub use disk::{Disk, DiskFile, IoBuffer};
 pub use error::StorageError;
-pub use memdisk::{CrashMode, MemBuffer, MemDisk, MemFile, MEM_DISK_ALIGNMENT_BYTES};
+pub use memdisk::{CrashMode, DiskOp, MemBuffer, MemDisk, MemFile, MEM_DISK_ALIGNMENT_BYTES};
 pub use store::{CompactionRateLimiter, Store};
 pub use sync::block_on;
 
