@@ -86,6 +86,12 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// Hint replay runs at most once per interval.
     pub hint_replay_interval_ms: u64,
+    /// Test only (chaos tool): each SIGUSR1 moves this node's clock forward
+    /// by this many milliseconds, each SIGUSR2 back. 0: signals not handled.
+    pub debug_clock_jump_ms: u64,
+    /// Test only, deliberately broken: replicas keep only the last sibling
+    /// of every key (last write wins), so the chaos checker must fail.
+    pub debug_last_write_wins: bool,
 }
 
 impl Default for ServerConfig {
@@ -121,6 +127,8 @@ impl Default for ServerConfig {
             replica_timeout_ms: 300,
             request_timeout_ms: 1_000,
             hint_replay_interval_ms: 1_000,
+            debug_clock_jump_ms: 0,
+            debug_last_write_wins: false,
         }
     }
 }
@@ -184,6 +192,8 @@ impl ServerConfig {
         "replica_timeout_ms",
         "request_timeout_ms",
         "hint_replay_interval_ms",
+        "debug_clock_jump_ms",
+        "debug_last_write_wins",
     ];
 
     /// Parses a TOML document.
@@ -277,6 +287,8 @@ impl ServerConfig {
             "replica_timeout_ms" => self.replica_timeout_ms = parse(name, value)?,
             "request_timeout_ms" => self.request_timeout_ms = parse(name, value)?,
             "hint_replay_interval_ms" => self.hint_replay_interval_ms = parse(name, value)?,
+            "debug_clock_jump_ms" => self.debug_clock_jump_ms = parse(name, value)?,
+            "debug_last_write_wins" => self.debug_last_write_wins = parse(name, value)?,
             _ => {
                 return Err(ConfigError::Flag(format!(
                     "unknown option --{}",

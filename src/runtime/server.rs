@@ -80,6 +80,7 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     );
 
     block_termination_signals();
+    super::chaos_hooks::install(&config);
     let shutdown = Arc::new(AtomicBool::new(false));
     let exited = Arc::new(AtomicUsize::new(0));
     let node = Arc::new(NodeInfo::new(node_id, &config, shards).map_err(ServerError::Executor)?);

@@ -413,7 +413,7 @@ impl ShardState {
     }
 
     fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+        super::chaos_hooks::jumped(self.started.elapsed().as_millis() as u64)
     }
 
     /// Handles one complete inbound frame (without its length prefix).
@@ -914,6 +914,7 @@ impl ShardState {
 
     /// Runs one storage request of the replica machine on this shard's store.
     async fn perform(&self, io: IoRequest) -> (u64, IoResult) {
+        let io = super::chaos_hooks::maybe_last_write_wins(io);
         let (id, result) = crate::replica::perform_io(&self.store, io).await;
         // The replica layer carries storage failures as text; the code for
         // the client is recovered from it in `replica_error`.

@@ -1309,7 +1309,13 @@ impl<D: Disk> Store<D> {
             dma.as_bytes_mut()[bytes.len()..].fill(0);
             hint_file.write_at(Rc::new(dma), 0).await?;
             hint_file.truncate(bytes.len() as u64).await?;
-            hint_file.sync_data().await?;
+            if let Err(e) = hint_file.sync_data().await {
+                // Like every failed fdatasync (docs §9): the disk dropped writes it
+                // promised, so the store stops accepting writes rather than trust it.
+                // Found by tests/storage_crash_points.rs.
+                self.state.borrow_mut().failed = true;
+                return Err(StorageError::SyncFailed(e));
+            }
             drop(hint_file);
             self.disk.rename_file(&tmp, &hint_name(id)).await?;
             self.disk.sync_dir().await?;

@@ -415,6 +415,25 @@ impl SiblingSet {
         Ok(())
     }
 
+    /// Deliberately broken, for the chaos tool's proof that its checker can
+    /// fail (`debug_last_write_wins`, docs/chaos.md): drops every sibling but
+    /// the one with the highest dot counter (ties: the highest actor) and
+    /// keeps the clock, which is exactly the data loss of last-write-wins.
+    /// Nothing calls it unless that test-only server option is set.
+    #[doc(hidden)]
+    pub fn drop_all_but_last_sibling(&mut self) {
+        let last = self
+            .entries
+            .iter()
+            .flat_map(|e| e.siblings.iter().map(move |s| (s.dot_counter, e.actor)))
+            .max();
+        for entry in &mut self.entries {
+            entry
+                .siblings
+                .retain(|s| Some((s.dot_counter, entry.actor)) == last);
+        }
+    }
+
     /// Appends the canonical encoding (see `docs/versioning.md`):
     /// format byte, floor, entry count, then per entry the actor delta, the
     /// counter, the sibling count and per sibling `counter - dot`, a value
