@@ -70,7 +70,10 @@ fn the_checker_reports_lost_elements_when_replicas_drop_siblings() {
         "2",
         "--last-write-wins",
     ]);
-    assert_eq!(code, 1, "the checker passed a last-write-wins store:\n{report}");
+    assert_eq!(
+        code, 1,
+        "the checker passed a last-write-wins store:\n{report}"
+    );
     assert!(count(&report, "lost:") > 0, "{report}");
     assert!(report.contains("result: FAIL"), "{report}");
 }

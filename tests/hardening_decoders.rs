@@ -213,20 +213,29 @@ fn decode_gossip(bytes: &[u8]) -> bool {
 fn sibling_sets() -> Vec<SiblingSet> {
     let mut sets = vec![SiblingSet::new()];
     let mut one = SiblingSet::new();
-    one.update(&VersionVector::new(), 7, Value::Data(Bytes::from_static(b"apple")))
-        .expect("update");
+    one.update(
+        &VersionVector::new(),
+        7,
+        Value::Data(Bytes::from_static(b"apple")),
+    )
+    .expect("update");
     sets.push(one.clone());
     // Concurrent writes by three actors: three siblings.
     let mut three = one.clone();
     for actor in [8u64, 9] {
         three
-            .update(&VersionVector::new(), actor, Value::Data(Bytes::from(vec![actor as u8; 3])))
+            .update(
+                &VersionVector::new(),
+                actor,
+                Value::Data(Bytes::from(vec![actor as u8; 3])),
+            )
             .expect("update");
     }
     sets.push(three.clone());
     // A delete that saw everything: one tombstone.
     let mut gone = three.clone();
-    gone.update(&three.context(), 300, Value::Tombstone).expect("delete");
+    gone.update(&three.context(), 300, Value::Tombstone)
+        .expect("delete");
     sets.push(gone);
     sets
 }
@@ -606,7 +615,8 @@ fn every_byte_mutated_never_panics_or_over_allocates() {
                     }
                     let mut mutant = input.clone();
                     mutant[position] = value;
-                    let (ok, peak) = feed(&target, &mutant, &format!("byte {position} = {value:#04x}"));
+                    let (ok, peak) =
+                        feed(&target, &mutant, &format!("byte {position} = {value:#04x}"));
                     tried += 1;
                     accepted += usize::from(ok);
                     peak_max = peak_max.max(peak);
@@ -615,7 +625,11 @@ fn every_byte_mutated_never_panics_or_over_allocates() {
         }
         // Checksummed and canonical encodings refuse most mutants; if every
         // mutant were accepted the decoder would be checking nothing.
-        assert!(accepted < tried, "{}: all {tried} mutants accepted", target.name);
+        assert!(
+            accepted < tried,
+            "{}: all {tried} mutants accepted",
+            target.name
+        );
         eprintln!(
             "{}: {tried} mutants, {accepted} accepted, peak allocation {peak_max} bytes",
             target.name

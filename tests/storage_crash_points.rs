@@ -112,7 +112,7 @@ fn run_workload(seed: u64, fail_sync_from: Option<u64>) -> Workload {
             // 4 KiB boundaries; a unique tag makes every payload distinct.
             0..=69 | 85..=94 => {
                 let durable = rng.below(4) == 0 || ns == Namespace::Hint;
-                let tombstone = roll >= 60 && roll < 70;
+                let tombstone = (60..70).contains(&roll);
                 let len = if rng.below(8) == 0 {
                     1000 + rng.below(2500)
                 } else {
@@ -171,8 +171,11 @@ fn run_workload(seed: u64, fail_sync_from: Option<u64>) -> Workload {
                 failed_at = Some(step);
             }
             failed_writes += 1;
-            assert!(store.is_failed(), "step {step}: an error left the store writable");
-        } else if failed_at.is_some() && roll < 75 || failed_at.is_some() && roll >= 85 {
+            assert!(
+                store.is_failed(),
+                "step {step}: an error left the store writable"
+            );
+        } else if failed_at.is_some() && !(75..85).contains(&roll) {
             panic!("step {step}: a write was accepted after the store failed");
         }
     }
@@ -242,7 +245,10 @@ impl FsState {
             }
             DiskOp::Truncate { inode, len } => {
                 // As MemDisk models it: a shrinking truncate is durable at once.
-                let file = self.files.get_mut(inode).expect("truncate of a created file");
+                let file = self
+                    .files
+                    .get_mut(inode)
+                    .expect("truncate of a created file");
                 let len = *len as usize;
                 file.durable.truncate(len);
                 for (pos, bytes) in file.pending.iter_mut() {
@@ -400,7 +406,11 @@ fn check_recovery(disk: MemDisk, fs: &FsState, history: &History, what: &str) {
     disk.crash(CrashMode::LoseUnsynced);
     let (store, _) = block_on(Store::open(disk, config()))
         .unwrap_or_else(|e| panic!("{what}: second recovery failed: {e}"));
-    assert_eq!(dump(&store, what), state, "{what}: recovering twice differs");
+    assert_eq!(
+        dump(&store, what),
+        state,
+        "{what}: recovering twice differs"
+    );
 }
 
 /// The crash states of one prefix. `random` extra subsets of the pending
@@ -492,10 +502,14 @@ fn every_crash_point_of_the_workload_recovers_what_was_acknowledged() {
         prefixes += 1;
         for crash in crash_states(&fs, &mut rng, random) {
             states += 1;
-            let what = format!("crash after op {i} of {} ({op:?}), {}", trace.len(), crash.name)
-                .chars()
-                .take(300)
-                .collect::<String>();
+            let what = format!(
+                "crash after op {i} of {} ({op:?}), {}",
+                trace.len(),
+                crash.name
+            )
+            .chars()
+            .take(300)
+            .collect::<String>();
             check_recovery(build_disk(&fs, &crash), &fs, &workload.history, &what);
         }
     }
@@ -520,7 +534,10 @@ fn a_failed_fdatasync_at_any_point_acknowledges_nothing_pending_and_fails_the_st
     for n in (1..=syncs).step_by(step as usize) {
         let workload = run_workload(seed, Some(n));
         assert!(workload.ended_failed, "sync {n}: the store did not fail");
-        assert!(workload.failed_writes > 0, "sync {n}: no operation saw the failure");
+        assert!(
+            workload.failed_writes > 0,
+            "sync {n}: no operation saw the failure"
+        );
         // Replay the whole trace; every state a crash could now leave must
         // honour exactly the acknowledgements given before the failure.
         let mut fs = FsState::default();
@@ -558,7 +575,12 @@ fn the_checker_notices_a_lost_acknowledgement_and_a_value_never_written() {
         lying.ack(key, *last);
     }
     let outcome = std::panic::catch_unwind(|| {
-        check_recovery(build_disk(&lying, &lose()), &lying, &workload.history, "lying acks")
+        check_recovery(
+            build_disk(&lying, &lose()),
+            &lying,
+            &workload.history,
+            "lying acks",
+        )
     });
     assert!(outcome.is_err(), "a lost acknowledged write went unnoticed");
     // Forget every write's payload: whatever recovery finds was "never written".
@@ -567,12 +589,18 @@ fn the_checker_notices_a_lost_acknowledgement_and_a_value_never_written() {
         key_of: workload.history.key_of.clone(),
     };
     for (key, writes) in &workload.history.writes {
-        forgetful
-            .writes
-            .insert(key.clone(), writes.iter().map(|(n, _)| (*n, None)).collect());
+        forgetful.writes.insert(
+            key.clone(),
+            writes.iter().map(|(n, _)| (*n, None)).collect(),
+        );
     }
     let outcome = std::panic::catch_unwind(|| {
-        check_recovery(build_disk(&fs, &lose()), &fs, &forgetful, "forgetful history")
+        check_recovery(
+            build_disk(&fs, &lose()),
+            &fs,
+            &forgetful,
+            "forgetful history",
+        )
     });
     assert!(outcome.is_err(), "a value never written went unnoticed");
 }

@@ -43,7 +43,11 @@ pub enum DiskOp {
     /// `open_file` created `name` as a new inode.
     Create { inode: u64, name: String },
     /// A completed `write_at`.
-    Write { inode: u64, pos: u64, bytes: Vec<u8> },
+    Write {
+        inode: u64,
+        pos: u64,
+        bytes: Vec<u8>,
+    },
     /// A successful `sync_data`: the inode's earlier writes are durable.
     Sync { inode: u64 },
     /// A `truncate` (durable at once in this model, see `DiskFile::truncate` below).

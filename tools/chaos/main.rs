@@ -211,14 +211,9 @@ impl Node {
                 return Ok(());
             }
             if let Ok(Some(status)) = child.try_wait() {
-                let log = std::fs::read_to_string(self.dir.with_extension("log"))
-                    .unwrap_or_default();
-                let tail: String = log
-                    .lines()
-                    .rev()
-                    .take(5)
-                    .collect::<Vec<_>>()
-                    .join(" | ");
+                let log =
+                    std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default();
+                let tail: String = log.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
                 return Err(format!("node {} exited ({status}): {tail}", self.index + 1));
             }
             if Instant::now() > deadline {
@@ -302,7 +297,10 @@ impl Cluster {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
         let table = format!("dynakv_chaos_{}", std::process::id());
-        let nft = nft(&format!("add table inet {table}\ndelete table inet {table}\n")).is_ok();
+        let nft = nft(&format!(
+            "add table inet {table}\ndelete table inet {table}\n"
+        ))
+        .is_ok();
         let mut last = String::new();
         for attempt in 0..10u64 {
             let port = 20_000
@@ -535,7 +533,7 @@ fn elements(values: &[bytes::Bytes]) -> BTreeSet<String> {
 
 /// One client thread: shopping carts (`cart == true`) or plain writes.
 fn client_loop(shared: Arc<Shared>, id: usize, cart: bool, o: Options) {
-    let mut rng = Rng::new(o.seed ^ (id as u64 + 1) * 0x1000_0001);
+    let mut rng = Rng::new(o.seed ^ ((id as u64 + 1) * 0x1000_0001));
     let mut client: Option<Client> = None;
     let period = Duration::from_secs_f64(1.0 / o.rate.max(0.1));
     let mut next = Instant::now();
@@ -652,7 +650,11 @@ fn apply_fault(cluster: &mut Cluster, kind: &str, rng: &mut Rng) -> Result<(Stri
         }
         "clock" => {
             let forward = rng.below(2) == 0;
-            cluster.nodes[victim].signal(if forward { libc::SIGUSR1 } else { libc::SIGUSR2 });
+            cluster.nodes[victim].signal(if forward {
+                libc::SIGUSR1
+            } else {
+                libc::SIGUSR2
+            });
             Ok((
                 format!(
                     "clock of {} jumps {}",
@@ -725,7 +727,11 @@ fn heal(cluster: &mut Cluster, heal: Heal) -> Result<(), String> {
             Ok(())
         }
         Heal::ClockBack(i, forward) => {
-            cluster.nodes[i].signal(if forward { libc::SIGUSR2 } else { libc::SIGUSR1 });
+            cluster.nodes[i].signal(if forward {
+                libc::SIGUSR2
+            } else {
+                libc::SIGUSR1
+            });
             Ok(())
         }
         Heal::Network => {
@@ -765,12 +771,18 @@ fn latency_line(ops: &[&Op]) -> String {
     )
 }
 
+/// What the final reads found: cart elements, and plain keys' values.
+type FinalState = (
+    BTreeMap<String, BTreeSet<String>>,
+    BTreeMap<String, Vec<String>>,
+);
+
 /// One R = all read of every key: cart elements and plain values.
 fn read_all(
     addrs: &[SocketAddr],
     carts: &[String],
     writes: &[String],
-) -> Result<(BTreeMap<String, BTreeSet<String>>, BTreeMap<String, Vec<String>>), String> {
+) -> Result<FinalState, String> {
     let all = Quorum {
         r: Some(R_ALL),
         ..Quorum::default()
@@ -789,11 +801,15 @@ fn read_all(
         let mut write_state = BTreeMap::new();
         let result = (|| -> Result<(), String> {
             for key in carts {
-                let got = client.get_with(key.as_bytes(), all).map_err(|e| format!("{key}: {e}"))?;
+                let got = client
+                    .get_with(key.as_bytes(), all)
+                    .map_err(|e| format!("{key}: {e}"))?;
                 cart_state.insert(key.clone(), elements(&got.values));
             }
             for key in writes {
-                let got = client.get_with(key.as_bytes(), all).map_err(|e| format!("{key}: {e}"))?;
+                let got = client
+                    .get_with(key.as_bytes(), all)
+                    .map_err(|e| format!("{key}: {e}"))?;
                 write_state.insert(
                     key.clone(),
                     got.values
@@ -1009,8 +1025,14 @@ fn run(o: Options) -> Result<bool, String> {
     let during: Vec<&Op> = outcomes.ops.iter().filter(|op| op.during_fault).collect();
     let calm: Vec<&Op> = outcomes.ops.iter().filter(|op| !op.during_fault).collect();
     let acked_elements: usize = outcomes.acked.values().map(BTreeSet::len).sum();
-    say(format!("operations during faults: {}", latency_line(&during)));
-    say(format!("operations without faults: {}", latency_line(&calm)));
+    say(format!(
+        "operations during faults: {}",
+        latency_line(&during)
+    ));
+    say(format!(
+        "operations without faults: {}",
+        latency_line(&calm)
+    ));
     say(format!(
         "carts: {acked_elements} elements acknowledged, {unknown_total} with unknown outcome, {recovered} of those recovered"
     ));
