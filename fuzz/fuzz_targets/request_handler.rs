@@ -62,12 +62,17 @@ fuzz_target!(|data: &[u8]| {
     let timeout = config.request_timeout_ms.max(config.replica_timeout_ms) + 1;
     let mut replica = Replica::new(ME, actor_id(ME, 0, 1), config, 0);
     let store_config = StoreConfig {
-        segment_size_bytes: 16 * 1024,
+        max_key_bytes: 64,
+        // The replica layer stores whole sibling sets; a segment holds at
+        // least two maximal records.
+        max_value_bytes: 8 * 1024,
+        segment_size_bytes: 32 * 1024,
         write_buffer_bytes: 4096,
         ..StoreConfig::default()
     };
-    let Ok((store, _)) = block_on(Store::open(MemDisk::new(), store_config)) else {
-        panic!("an empty MemDisk opens");
+    let (store, _) = match block_on(Store::open(MemDisk::new(), store_config)) {
+        Ok(opened) => opened,
+        Err(e) => panic!("an empty MemDisk opens: {e}"),
     };
     let preference = Preference {
         primaries: vec![ME, NodeId(2), NodeId(3)],
