@@ -946,9 +946,11 @@ fn run(o: Options) -> Result<bool, String> {
     }
     let formed = cluster.wait_converged(o.settle_timeout);
     let mut hints_drained = false;
+    let mut drained_s = f64::NAN;
     while formed && healed_at.elapsed() < o.settle_timeout {
         if cluster.hints() == Some(0) {
             hints_drained = true;
+            drained_s = healed_at.elapsed().as_secs_f64();
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -1043,7 +1045,7 @@ fn run(o: Options) -> Result<bool, String> {
         writes_recovered
     ));
     say(format!(
-        "settle: members agree {formed}, hints drained {hints_drained}, R=all reads stable {stable} after {rounds} rounds; converged {converge_s:.1} s after healing"
+        "settle: members agree {formed}, hints drained {hints_drained} after {drained_s:.1} s, R=all reads stable {stable} after {rounds} rounds; converged {converge_s:.1} s after healing"
     ));
     say(format!("lost: {}", lost.len()));
     for item in lost.iter().take(10) {
