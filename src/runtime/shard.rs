@@ -381,6 +381,9 @@ pub(crate) async fn run(
         info!("admin http (/metrics, /health) on {addr}");
     }
 
+    // Published before `ready`, so /health answers 200 as soon as the
+    // node says it is ready.
+    shard.publish_metrics();
     let _ = ready.send(Ok(index));
     while !shutdown.load(Ordering::SeqCst) {
         glommio::timer::sleep(Duration::from_millis(20)).await;
