@@ -52,21 +52,22 @@ impl Encoder {
     }
 
     /// The `_bucket`, `_sum` and `_count` samples of one histogram; bounds and
-    /// sum are multiplied by `scale` (1e-6 turns microseconds into seconds).
-    pub fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram, scale: f64) {
+    /// sum are divided by `divisor` (1e6 turns microseconds into seconds;
+    /// dividing keeps `100 / 1e6` printing as `0.0001`).
+    pub fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram, divisor: f64) {
         let mut cumulative = 0;
         let bucket = format!("{name}_bucket");
         for (i, count) in h.counts().iter().enumerate() {
             cumulative += count;
             let le = match h.bounds().get(i) {
-                Some(&b) => format_float(b as f64 * scale),
+                Some(&b) => format_float(b as f64 / divisor),
                 None => "+Inf".to_string(),
             };
             self.out.push_str(&bucket);
             write_labels(&mut self.out, labels, Some(&le));
             let _ = writeln!(self.out, " {cumulative}");
         }
-        self.sample(&format!("{name}_sum"), labels, h.sum() as f64 * scale);
+        self.sample(&format!("{name}_sum"), labels, h.sum() as f64 / divisor);
         self.sample(&format!("{name}_count"), labels, h.count() as f64);
     }
 
@@ -129,7 +130,7 @@ mod tests {
         let mut h = Histogram::new(&[100, 1000]);
         h.record(50);
         h.record(5000);
-        e.histogram("lat_seconds", &[("shard", "1")], &h, 1e-6);
+        e.histogram("lat_seconds", &[("shard", "1")], &h, 1e6);
         let text = e.finish();
         assert!(text.contains("# TYPE x_total counter\n"));
         assert!(text.contains("x_total{shard=\"0\",op=\"get\"} 3\n"));

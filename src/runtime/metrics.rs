@@ -240,12 +240,18 @@ impl ShardSnapshot {
     }
 }
 
+/// A published snapshot and the hub generation it answered.
+type Published = (u64, Arc<ShardSnapshot>);
+
+/// One per-shard series: name, help text, and how to read it from a snapshot.
+type ShardSeries = (&'static str, &'static str, fn(&ShardSnapshot) -> f64);
+
 /// Where shards publish their snapshots; shared by every shard of a node.
 pub(crate) struct MetricsHub {
     /// The newest generation a scraper asked for.
     wanted: AtomicU64,
     /// Each shard's latest snapshot and the generation it answered.
-    slots: Vec<Mutex<Option<(u64, Arc<ShardSnapshot>)>>>,
+    slots: Vec<Mutex<Option<Published>>>,
 }
 
 impl MetricsHub {
@@ -351,7 +357,7 @@ pub(crate) fn render(node: &NodeFacts, shards: &[Arc<ShardSnapshot>]) -> String 
         "Client requests answered with an error, by operation.",
         |s| &s.errors,
     );
-    let counters: &[(&str, &str, fn(&ShardSnapshot) -> f64)] = &[
+    let counters: &[ShardSeries] = &[
         (
             "dynakv_requests_invalid_total",
             "Request frames that failed to decode or validate.",
@@ -412,7 +418,7 @@ pub(crate) fn render(node: &NodeFacts, shards: &[Arc<ShardSnapshot>]) -> String 
             e.sample(name, &[("shard", &labels(s))], value(s));
         }
     }
-    let gauges: &[(&str, &str, fn(&ShardSnapshot) -> f64)] = &[
+    let gauges: &[ShardSeries] = &[
         ("dynakv_connections", "Open client connections.", |s| {
             s.connections as f64
         }),
@@ -530,7 +536,7 @@ pub(crate) fn render(node: &NodeFacts, shards: &[Arc<ShardSnapshot>]) -> String 
                 "dynakv_request_duration_seconds",
                 &[("shard", &shard), ("op", op)],
                 &s.latency[i],
-                1e-6,
+                1e6,
             );
         }
     }
