@@ -92,6 +92,42 @@ pub struct ServerConfig {
     /// Test only, deliberately broken: replicas keep only the last sibling
     /// of every key (last write wins), so the chaos checker must fail.
     pub debug_last_write_wins: bool,
+    /// The admin HTTP address (`/metrics`, `/health`), served by shard 0.
+    /// `None`: no admin HTTP port.
+    pub http_listen: Option<SocketAddr>,
+    /// Log line format on stderr: `text` (human-readable) or `json`.
+    pub log_format: LogFormat,
+    /// Foreground p99 latency above which the background queue's shares
+    /// are halved (the utilization monitor's target), in microseconds.
+    pub foreground_latency_target_us: u64,
+    /// The fewest shares the background task queue gets (foreground: 1000).
+    pub background_shares_min: usize,
+    /// The most shares the background task queue gets (an idle foreground).
+    pub background_shares_max: usize,
+    /// Partition handoff rate limit per shard at full background share, in
+    /// keys per second (received handoff and hint messages: twice this).
+    pub handoff_keys_per_second: u64,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `SECONDS.MILLIS LEVEL message`.
+    Text,
+    /// One JSON object per line: `ts`, `level`, `msg`.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(()),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -129,6 +165,12 @@ impl Default for ServerConfig {
             hint_replay_interval_ms: 1_000,
             debug_clock_jump_ms: 0,
             debug_last_write_wins: false,
+            http_listen: None,
+            log_format: LogFormat::Text,
+            foreground_latency_target_us: 2_000,
+            background_shares_min: 10,
+            background_shares_max: 500,
+            handoff_keys_per_second: 10_000,
         }
     }
 }
@@ -194,6 +236,12 @@ impl ServerConfig {
         "hint_replay_interval_ms",
         "debug_clock_jump_ms",
         "debug_last_write_wins",
+        "http_listen",
+        "log_format",
+        "foreground_latency_target_us",
+        "background_shares_min",
+        "background_shares_max",
+        "handoff_keys_per_second",
     ];
 
     /// Parses a TOML document.
@@ -289,6 +337,19 @@ impl ServerConfig {
             "hint_replay_interval_ms" => self.hint_replay_interval_ms = parse(name, value)?,
             "debug_clock_jump_ms" => self.debug_clock_jump_ms = parse(name, value)?,
             "debug_last_write_wins" => self.debug_last_write_wins = parse(name, value)?,
+            "http_listen" => {
+                self.http_listen = match value {
+                    "" => None,
+                    v => Some(parse(name, v)?),
+                }
+            }
+            "log_format" => self.log_format = parse(name, value)?,
+            "foreground_latency_target_us" => {
+                self.foreground_latency_target_us = parse(name, value)?
+            }
+            "background_shares_min" => self.background_shares_min = parse(name, value)?,
+            "background_shares_max" => self.background_shares_max = parse(name, value)?,
+            "handoff_keys_per_second" => self.handoff_keys_per_second = parse(name, value)?,
             _ => {
                 return Err(ConfigError::Flag(format!(
                     "unknown option --{}",
@@ -356,6 +417,21 @@ impl ServerConfig {
                     self.listen
                 ));
             }
+        }
+        if self.background_shares_min == 0
+            || self.background_shares_min > self.background_shares_max
+            || self.background_shares_max > 10_000
+        {
+            return invalid(format!(
+                "need 1 <= background_shares_min <= background_shares_max <= 10000 (min={}, max={})",
+                self.background_shares_min, self.background_shares_max
+            ));
+        }
+        if self.handoff_keys_per_second == 0 || self.foreground_latency_target_us == 0 {
+            return invalid(
+                "handoff_keys_per_second and foreground_latency_target_us must be at least 1"
+                    .into(),
+            );
         }
         if self.connections_max == 0 || self.in_flight_per_connection_max == 0 {
             return invalid(

@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 pub mod json;
 pub mod membership;
+pub mod observe;
 pub mod protocol;
 pub mod replica;
 pub mod ring;

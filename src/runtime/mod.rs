@@ -16,9 +16,12 @@ mod cluster;
 mod conn;
 pub mod disk;
 mod forward;
+mod http;
 mod internode;
 mod log;
 mod memlock;
+mod metrics;
+mod scheduler;
 mod server;
 mod shard;
 #[doc(hidden)]

@@ -59,6 +59,7 @@ impl std::error::Error for ServerError {}
 
 /// Runs a node until SIGTERM or SIGINT. Returns once every shard has flushed.
 pub fn run(config: ServerConfig) -> Result<(), ServerError> {
+    log::set_json(config.log_format == crate::config::LogFormat::Json);
     let shards = config.shard_count();
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| ServerError::DataDir(config.data_dir.clone(), e))?;
@@ -252,6 +253,7 @@ fn check_ports_free(config: &ServerConfig, shards: usize) -> Result<(), ServerEr
     let mut addrs = vec![config.listen];
     addrs.extend((0..shards).map(|i| SocketAddr::new(config.listen.ip(), config.shard_port(i))));
     addrs.extend((0..shards).map(|i| config.internode_shard_addr(i)));
+    addrs.extend(config.http_listen);
     for addr in addrs {
         if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
             return Err(ServerError::Bind(

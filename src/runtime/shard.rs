@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use ahash::AHashMap;
 use bytes::Bytes;
 use glommio::net::TcpListener;
-use glommio::{Latency, Shares};
 
 use super::cluster::{self, Cluster, MembershipDriver, Topology};
 use super::conn;
@@ -34,6 +33,8 @@ use super::internode::{
     KIND_CLIENT_FORWARD, KIND_CLIENT_REPLY, KIND_MEMBERSHIP, KIND_REPLICA,
 };
 use super::log::{self, info};
+use super::metrics::{self, MetricsHub, Op, ShardMetrics};
+use super::scheduler::{Job, JobRates, Scheduler};
 use crate::config::ServerConfig;
 use crate::membership::{AdminChange, MembershipState, NodeId};
 use crate::protocol::{self, ErrorCode, Limits, Request, RequestFrame, Response, Sibling};
@@ -53,6 +54,10 @@ pub(crate) struct NodeInfo {
     pub cluster: Arc<Cluster>,
     /// The membership state loaded at start-up, for shard 0's driver.
     pub initial_membership: std::sync::Mutex<Option<(MembershipState, cluster::AddressBook)>>,
+    /// Where shards publish metric snapshots for scrapes and admin commands.
+    pub metrics: MetricsHub,
+    /// When the node started.
+    pub started: Instant,
 }
 
 impl NodeInfo {
@@ -75,6 +80,8 @@ impl NodeInfo {
             shards,
             cluster,
             initial_membership: std::sync::Mutex::new(Some((state, book))),
+            metrics: MetricsHub::new(shards),
+            started: Instant::now(),
         })
     }
 }
@@ -113,6 +120,10 @@ pub(crate) struct ShardState {
     pub config: Arc<ServerConfig>,
     pub store: Store<GlommioDisk>,
     pub counters: ShardCounters,
+    /// Request, storage, hint and hot-key metrics (docs/metrics.md).
+    pub metrics: ShardMetrics,
+    /// The foreground and background task queues and the utilization monitor.
+    pub sched: Rc<Scheduler>,
     forwarder: RefCell<Option<Rc<Forwarder>>>,
     pub shutdown: Arc<AtomicBool>,
     /// This shard's replication machine (coordinator, replica, fallback).
@@ -243,12 +254,32 @@ pub(crate) async fn run(
     } else {
         None
     };
+    let sched = Scheduler::new(
+        crate::observe::shares::SharesPolicy {
+            shares_min: config.background_shares_min,
+            shares_max: config.background_shares_max,
+            latency_target_us: config.foreground_latency_target_us,
+            ..Default::default()
+        },
+        JobRates {
+            per_second: [
+                config.compaction_bytes_per_second.max(1),
+                config.handoff_keys_per_second,
+                // Hint replay is paced by the replica machine; this only counts.
+                u64::MAX,
+                config.handoff_keys_per_second.saturating_mul(2),
+            ],
+        },
+    )?;
+    let (foreground, background) = (sched.foreground, sched.background);
     let shard = Rc::new(ShardState {
         index,
         node: node.clone(),
         config: config.clone(),
         store,
         counters: ShardCounters::default(),
+        metrics: ShardMetrics::new(),
+        sched,
         forwarder: RefCell::new(None),
         shutdown: shutdown.clone(),
         replica: RefCell::new(replica),
@@ -264,17 +295,6 @@ pub(crate) async fn run(
         next_forward: Cell::new(1),
     });
     shard.pump();
-
-    let foreground = glommio::executor().create_task_queue(
-        Shares::Static(1000),
-        Latency::Matters(Duration::from_millis(1)),
-        "foreground",
-    );
-    let background = glommio::executor().create_task_queue(
-        Shares::Static(100),
-        Latency::NotImportant,
-        "background",
-    );
 
     let handler_shard = shard.clone();
     let handler: Handler = Rc::new(move |frame: Vec<u8>| {
@@ -329,7 +349,41 @@ pub(crate) async fn run(
     glommio::spawn_local_into(async move { compactor.compaction_loop().await }, background)
         .map_err(|e| e.to_string())?
         .detach();
+    let (monitored, stopper) = (shard.clone(), shard.clone());
+    glommio::spawn_local_into(
+        shard.sched.clone().monitor_loop(
+            move || monitored.metrics.foreground_latency(),
+            move || stopper.shutdown.load(Ordering::Relaxed),
+        ),
+        foreground,
+    )
+    .map_err(|e| e.to_string())?
+    .detach();
+    let (receiver, stopper) = (shard.clone(), shard.clone());
+    glommio::spawn_local_into(
+        shard.sched.clone().inbox_loop(
+            move |from, message| receiver.deliver_replica(from, message),
+            move || stopper.shutdown.load(Ordering::Relaxed),
+        ),
+        background,
+    )
+    .map_err(|e| e.to_string())?
+    .detach();
+    if let (0, Some(addr)) = (index, config.http_listen) {
+        let listener = TcpListener::bind(addr)
+            .map_err(|e| format!("cannot listen for admin http on {addr}: {e}"))?;
+        glommio::spawn_local_into(
+            super::http::accept_loop(shard.clone(), listener),
+            foreground,
+        )
+        .map_err(|e| e.to_string())?
+        .detach();
+        info!("admin http (/metrics, /health) on {addr}");
+    }
 
+    // Published before `ready`, so /health answers 200 as soon as the
+    // node says it is ready.
+    shard.publish_metrics();
     let _ = ready.send(Ok(index));
     while !shutdown.load(Ordering::SeqCst) {
         glommio::timer::sleep(Duration::from_millis(20)).await;
@@ -423,6 +477,7 @@ impl ShardState {
             Ok(request) => request,
             Err(e) => {
                 self.counters.errors.set(self.counters.errors.get() + 1);
+                ShardMetrics::bump(&self.metrics.invalid, 1);
                 let (id, response) = e.to_response();
                 return Reply::Response(id, response);
             }
@@ -470,6 +525,7 @@ impl ShardState {
                 // Not held here: a cluster-aware client routed with an old
                 // table, or a thin client reached the wrong node. Either way
                 // the current table lets it retry at a primary (§6.4).
+                ShardMetrics::bump(&self.metrics.wrong_owner, 1);
                 let message = match local {
                     Some(owner) => format!("partition {partition} is held by shard {owner}"),
                     None => format!("this node is not a primary for partition {partition}"),
@@ -562,7 +618,25 @@ impl ShardState {
         out
     }
 
+    /// Handles a request this shard coordinates, counting it in the metrics
+    /// (operation, latency, error) and the hot keys.
     async fn handle_local(
+        self: &Rc<Self>,
+        request: RequestFrame,
+        partition: u32,
+        topology: &Topology,
+    ) -> Reply {
+        let op = Op::of(&request.request);
+        self.metrics
+            .offer_key(request.request.key().map(|k| k.as_ref()));
+        let began = Instant::now();
+        let reply = self.handle_local_inner(request, partition, topology).await;
+        let failed = matches!(reply, Reply::Response(_, Response::Error { .. }));
+        self.metrics.record(op, began.elapsed(), failed);
+        reply
+    }
+
+    async fn handle_local_inner(
         self: &Rc<Self>,
         request: RequestFrame,
         partition: u32,
@@ -738,6 +812,7 @@ impl ShardState {
                         value: value.clone(),
                     })
                     .collect();
+                self.metrics.record_siblings(siblings.len());
                 Ok(Response::Get {
                     found: !siblings.is_empty(),
                     siblings,
@@ -879,15 +954,21 @@ impl ShardState {
             }
             for io in ios {
                 let shard = self.clone();
-                glommio::spawn_local(async move {
+                let queue = self.io_queue(&io);
+                let task = async move {
                     let (id, result) = shard.perform(io).await;
                     shard
                         .replica
                         .borrow_mut()
                         .handle_io_done(shard.now_ms(), id, result);
                     shard.pump();
-                })
-                .detach();
+                };
+                match glommio::spawn_local_into(task, queue) {
+                    Ok(task) => {
+                        task.detach();
+                    }
+                    Err(e) => log::warning!("shard {}: cannot spawn storage task: {e}", self.index),
+                }
             }
             if !transmits.is_empty() {
                 let topology = self.topology();
@@ -910,6 +991,68 @@ impl ShardState {
                 self.node.cluster.report_failure(peer);
             }
         }
+    }
+
+    /// The task queue a storage request runs in, counting hint traffic: hint
+    /// replay's reads, deletes and listing are background work (§8); writes
+    /// (including a fallback storing a hint for a waiting client) are not.
+    fn io_queue(&self, io: &IoRequest) -> glommio::TaskQueueHandle {
+        match io {
+            IoRequest::Write {
+                namespace: Namespace::Hint,
+                ..
+            } => {
+                ShardMetrics::bump(&self.metrics.hints_stored, 1);
+                self.sched.foreground
+            }
+            IoRequest::Delete {
+                namespace: Namespace::Hint,
+                ..
+            } => {
+                ShardMetrics::bump(&self.metrics.hints_replayed, 1);
+                self.sched.count(Job::HintReplay, 1);
+                self.sched.background
+            }
+            IoRequest::Read {
+                namespace: Namespace::Hint,
+                ..
+            }
+            | IoRequest::ListHints { .. } => {
+                self.sched.count(Job::HintReplay, 1);
+                self.sched.background
+            }
+            _ => self.sched.foreground,
+        }
+    }
+
+    /// Hands a replica message from another node to the replica machine
+    /// (the inbox task calls this for handoff and hint-replay messages).
+    pub(crate) fn deliver_replica(self: &Rc<Self>, from: NodeId, message: ReplicaMessage) {
+        self.sync_reachability();
+        self.replica
+            .borrow_mut()
+            .handle_message(self.now_ms(), from, message);
+        self.pump();
+    }
+
+    /// Publishes this shard's metrics snapshot when a scrape asked for one
+    /// or the last one is a second old (called on the replica tick).
+    fn publish_metrics(&self) {
+        let now = Instant::now();
+        let hub = &self.node.metrics;
+        let Some(generation) = self.metrics.publish_due(hub, now) else {
+            return;
+        };
+        let snapshot = self.metrics.snapshot(
+            self.index,
+            self.store.stats(),
+            self.replica.borrow().hint_count(),
+            self.counters.connections.get(),
+            self.counters.forwarded.get(),
+            self.sched.inbox_accepted(),
+            self.sched.snapshot(),
+        );
+        self.metrics.publish(hub, generation, now, snapshot);
     }
 
     /// Runs one storage request of the replica machine on this shard's store.
@@ -960,6 +1103,7 @@ impl ShardState {
         let tick = Duration::from_millis(10);
         while !self.shutdown.load(Ordering::Relaxed) {
             glommio::timer::sleep(tick).await;
+            self.publish_metrics();
             self.sync_reachability();
             let now = self.now_ms();
             let due = self
@@ -1056,8 +1200,10 @@ impl ShardState {
                         self.links.send(addr, envelope, |out| message.encode(out));
                     }
                     sent += 1;
-                    if sent % 64 == 0 {
-                        glommio::timer::sleep(Duration::from_millis(1)).await;
+                    ShardMetrics::bump(&self.metrics.handoff_keys_sent, 1);
+                    // Rate-limited and yielding (§8).
+                    if sent % 16 == 0 {
+                        self.sched.pace(Job::Handoff, 16).await;
                     }
                 }
             }
@@ -1084,7 +1230,30 @@ impl ShardState {
         let argument = std::str::from_utf8(rest).map_err(|_| "admin argument is not UTF-8")?;
         let cluster = &self.node.cluster;
         match op {
-            ADMIN_STATUS => Ok(cluster::status_text(cluster, json)),
+            ADMIN_STATUS => {
+                let mut shards: Vec<_> = self
+                    .node
+                    .metrics
+                    .latest()
+                    .iter()
+                    .map(|s| (s.shard, s.scheduler.clone()))
+                    .collect();
+                shards.sort_by_key(|(i, _)| *i);
+                let scheduler = super::scheduler::status_text(&shards, json);
+                let text = cluster::status_text(cluster, json);
+                Ok(if json {
+                    // Append the scheduler as one more top-level field.
+                    let body = text
+                        .trim_end()
+                        .strip_suffix('}')
+                        .unwrap_or(&text)
+                        .to_string();
+                    format!("{body}, \"scheduler\": {scheduler}}}")
+                } else {
+                    format!("{text}scheduler (shares; work done/deferred per job):\n{scheduler}")
+                })
+            }
+            ADMIN_HOTKEYS => Ok(metrics::hotkeys_text(&self.node.metrics.latest(), json)),
             ADMIN_RING => Ok(cluster::ring_text(cluster, json)),
             ADMIN_JOIN => {
                 let member: SocketAddr = argument
@@ -1122,13 +1291,16 @@ impl ShardState {
     /// Compaction in bounded steps, rate-limited, in the background queue so
     /// foreground requests always win (§6.5).
     async fn compaction_loop(self: Rc<Self>) {
-        let step_bytes: u64 = 1 << 20;
-        let pause = Duration::from_secs_f64(
-            step_bytes as f64 / self.config.compaction_bytes_per_second.max(1) as f64,
-        );
+        // Small steps: each is one turn of the background queue, and the
+        // scheduler paces them against the (share-scaled) byte rate.
+        let step_bytes: u64 = 256 << 10;
         while !self.shutdown.load(Ordering::Relaxed) {
             match self.store.compact_step(step_bytes).await {
-                Ok(progress) if progress.more => glommio::timer::sleep(pause).await,
+                Ok(progress) if progress.more => {
+                    self.sched
+                        .pace(Job::Compaction, progress.bytes_examined.max(1))
+                        .await
+                }
                 Ok(_) => glommio::timer::sleep(Duration::from_secs(1)).await,
                 Err(e) => {
                     log::warning!("shard {}: compaction failed: {e}", self.index);
@@ -1144,6 +1316,8 @@ pub(crate) const ADMIN_STATUS: u8 = 1;
 pub(crate) const ADMIN_RING: u8 = 2;
 pub(crate) const ADMIN_JOIN: u8 = 3;
 pub(crate) const ADMIN_LEAVE: u8 = 4;
+/// (Numbered apart from the others so concurrent additions do not collide.)
+pub(crate) const ADMIN_HOTKEYS: u8 = 20;
 
 impl InboundHandler for ShardState {
     fn handle(self: &Rc<Self>, envelope: Envelope, payload: Bytes) -> Option<Vec<u8>> {
@@ -1166,11 +1340,19 @@ impl InboundHandler for ShardState {
                     }
                     _ => {}
                 }
-                self.sync_reachability();
-                self.replica
-                    .borrow_mut()
-                    .handle_message(self.now_ms(), from, message);
-                self.pump();
+                // The receiving side of hint replay and partition handoff
+                // waits for the background queue (bounded inbox, §8);
+                // handoff requests carry ids with bit 39 set.
+                let background = match &message {
+                    ReplicaMessage::HintReplay { .. } => true,
+                    ReplicaMessage::PutReplica { req, .. } => req & (1 << 39) != 0,
+                    _ => false,
+                };
+                if background {
+                    self.sched.admit(from, message);
+                    return None;
+                }
+                self.deliver_replica(from, message);
                 None
             }
             KIND_CLIENT_FORWARD => {

@@ -1,0 +1,193 @@
+//! Hot keys: a bounded top-K of the most requested keys, by the
+//! space-saving algorithm (Metwally, Agrawal, El Abbadi, 2005).
+//!
+//! The summary holds at most `capacity` keys. A key already held has its
+//! count incremented (one hash lookup); a new key takes the place of the key
+//! with the smallest count and inherits that count plus one, recording it as
+//! its possible over-estimate (`error`). Any key requested more than
+//! `total / capacity` times is guaranteed to be held, and a held key's true
+//! count lies in `count - error ..= count`.
+
+use ahash::AHashMap;
+
+/// The most keys one summary may hold.
+pub const HOT_KEYS_CAPACITY_MAX: usize = 1024;
+
+/// One held key and its estimate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HotKey {
+    /// The key's bytes (a copy: the summary never pins a request buffer).
+    pub key: Vec<u8>,
+    /// Estimated number of offers; at most `error` above the true number.
+    pub count: u64,
+    /// How much of `count` may have been inherited from an evicted key.
+    pub error: u64,
+}
+
+/// A space-saving summary of bounded size.
+#[derive(Clone, Debug)]
+pub struct SpaceSaving {
+    capacity: usize,
+    entries: Vec<HotKey>,
+    index: AHashMap<Vec<u8>, usize>,
+    offers: u64,
+}
+
+impl SpaceSaving {
+    /// An empty summary of at most `capacity` keys (1 ..= 1024).
+    pub fn new(capacity: usize) -> SpaceSaving {
+        assert!((1..=HOT_KEYS_CAPACITY_MAX).contains(&capacity));
+        SpaceSaving {
+            capacity,
+            entries: Vec::with_capacity(capacity),
+            index: AHashMap::with_capacity(capacity),
+            offers: 0,
+        }
+    }
+
+    /// Counts one request for `key`.
+    pub fn offer(&mut self, key: &[u8]) {
+        self.offer_weighted(key, 1);
+    }
+
+    /// Counts `weight` requests for `key` (used when the caller samples).
+    pub fn offer_weighted(&mut self, key: &[u8], weight: u64) {
+        self.offers += weight;
+        if let Some(&slot) = self.index.get(key) {
+            self.entries[slot].count += weight;
+            return;
+        }
+        if self.entries.len() < self.capacity {
+            self.index.insert(key.to_vec(), self.entries.len());
+            self.entries.push(HotKey {
+                key: key.to_vec(),
+                count: weight,
+                error: 0,
+            });
+            return;
+        }
+        let (slot, min) = self
+            .entries
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, e)| e.count)
+            .map(|(i, e)| (i, e.count))
+            .expect("a full summary holds at least one key");
+        let evicted = std::mem::replace(
+            &mut self.entries[slot],
+            HotKey {
+                key: key.to_vec(),
+                count: min + weight,
+                error: min,
+            },
+        );
+        self.index.remove(&evicted.key);
+        self.index.insert(key.to_vec(), slot);
+        debug_assert_eq!(self.index.len(), self.entries.len());
+    }
+
+    /// Total weight offered so far.
+    pub fn offers(&self) -> u64 {
+        self.offers
+    }
+
+    /// The `n` keys with the highest counts, highest first (ties by key).
+    pub fn top(&self, n: usize) -> Vec<HotKey> {
+        let mut all = self.entries.clone();
+        all.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
+        all.truncate(n);
+        all
+    }
+}
+
+/// Merges per-shard top lists into one, highest first. A key lives on one
+/// shard of a node, so lists from different shards rarely share keys; when
+/// they do (a request forwarded between shards is counted where it was
+/// handled), their counts add.
+pub fn merge_top(lists: &[Vec<HotKey>], n: usize) -> Vec<HotKey> {
+    let mut merged: AHashMap<&[u8], HotKey> = AHashMap::new();
+    for list in lists {
+        for hot in list {
+            merged
+                .entry(hot.key.as_slice())
+                .and_modify(|m| {
+                    m.count += hot.count;
+                    m.error += hot.error;
+                })
+                .or_insert_with(|| hot.clone());
+        }
+    }
+    let mut all: Vec<HotKey> = merged.into_values().collect();
+    all.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
+    all.truncate(n);
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frequent_key_is_found_among_many_rare_ones() {
+        let mut s = SpaceSaving::new(8);
+        for i in 0..10_000u32 {
+            if i % 4 == 0 {
+                s.offer(b"hot");
+            } else {
+                s.offer(&i.to_le_bytes());
+            }
+        }
+        let top = s.top(3);
+        assert_eq!(top[0].key, b"hot");
+        // The true count is 2500; the estimate may exceed it by `error`.
+        assert!(top[0].count >= 2500 && top[0].count - top[0].error <= 2500);
+        assert_eq!(s.offers(), 10_000);
+        assert!(s.top(100).len() <= 8);
+    }
+
+    #[test]
+    fn counts_are_exact_while_the_summary_has_room() {
+        let mut s = SpaceSaving::new(4);
+        for (key, times) in [(&b"a"[..], 5), (b"b", 3), (b"c", 1)] {
+            for _ in 0..times {
+                s.offer(key);
+            }
+        }
+        let top = s.top(10);
+        let counts: Vec<(&[u8], u64, u64)> = top
+            .iter()
+            .map(|h| (h.key.as_slice(), h.count, h.error))
+            .collect();
+        assert_eq!(counts, vec![(&b"a"[..], 5, 0), (b"b", 3, 0), (b"c", 1, 0)]);
+    }
+
+    #[test]
+    fn shard_lists_merge_by_key() {
+        let a = vec![HotKey {
+            key: b"x".to_vec(),
+            count: 5,
+            error: 0,
+        }];
+        let b = vec![
+            HotKey {
+                key: b"y".to_vec(),
+                count: 7,
+                error: 1,
+            },
+            HotKey {
+                key: b"x".to_vec(),
+                count: 4,
+                error: 0,
+            },
+        ];
+        let merged = merge_top(&[a, b], 1);
+        assert_eq!(
+            merged,
+            vec![HotKey {
+                key: b"x".to_vec(),
+                count: 9,
+                error: 0
+            }]
+        );
+    }
+}

@@ -1,0 +1,480 @@
+//! Observability and the background scheduler against real `dynakv server`
+//! processes: the admin HTTP port (`/metrics` parsed as Prometheus text,
+//! `/health`), hot keys, JSON log lines, the utilization monitor moving the
+//! background shares under load, and background work (compaction, hint
+//! replay and its receiving side) finishing. docs/metrics.md.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{start_cluster, wait_converged, wait_until, TestNode, BIN};
+use dynakv::client::{Client, ClientOptions};
+use dynakv::protocol::Quorum;
+
+/// A loopback port nobody listens on right now (the kernel's choice).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Starts a node with its admin HTTP port; returns it and the HTTP address.
+fn start_with_http(shards: usize, extra: &[&str]) -> (TestNode, SocketAddr) {
+    for _ in 0..10 {
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let http_text = http.to_string();
+        let mut args = vec!["--http-listen", http_text.as_str()];
+        args.extend_from_slice(extra);
+        let node = std::panic::catch_unwind(|| TestNode::start(shards, &args));
+        if let Ok(node) = node {
+            return (node, http);
+        }
+    }
+    panic!("no node with an admin http port could start");
+}
+
+/// One HTTP request; returns (status, body).
+fn http(addr: SocketAddr, request: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read response");
+    let status: u16 = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http(addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"))
+}
+
+/// A parsed sample: metric name and labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Series {
+    name: String,
+    labels: Vec<(String, String)>,
+}
+
+/// Parses the Prometheus text format strictly enough to catch mistakes:
+/// every family has HELP and TYPE before its samples, every sample line is
+/// `name{label="value",…} number`.
+fn parse_metrics(text: &str) -> HashMap<Series, f64> {
+    let mut typed = std::collections::HashSet::new();
+    let mut samples = HashMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            let name = parts.next().unwrap().to_string();
+            let kind = parts.next().unwrap();
+            assert!(
+                ["counter", "gauge", "histogram"].contains(&kind),
+                "bad type line {line}"
+            );
+            typed.insert(name);
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("sample line");
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line}"));
+        let (name, labels) = match series.split_once('{') {
+            None => (series.to_string(), Vec::new()),
+            Some((name, rest)) => {
+                let rest = rest.strip_suffix('}').expect("closing brace");
+                let mut labels = Vec::new();
+                let mut chars = rest.chars().peekable();
+                while chars.peek().is_some() {
+                    let label: String = chars.by_ref().take_while(|&c| c != '=').collect();
+                    assert_eq!(chars.next(), Some('"'), "label value quote in {line}");
+                    let mut value = String::new();
+                    while let Some(c) = chars.next() {
+                        match c {
+                            '\\' => value.push(chars.next().expect("escaped char")),
+                            '"' => break,
+                            c => value.push(c),
+                        }
+                    }
+                    if chars.peek() == Some(&',') {
+                        chars.next();
+                    }
+                    labels.push((label, value));
+                }
+                (name.to_string(), labels)
+            }
+        };
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains(*f)))
+            .unwrap_or(&name);
+        assert!(typed.contains(family), "sample before its TYPE: {line}");
+        samples.insert(Series { name, labels }, value);
+    }
+    samples
+}
+
+/// The sum of every sample of `name` whose labels include all of `with`.
+fn sum(samples: &HashMap<Series, f64>, name: &str, with: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|(s, _)| {
+            s.name == name
+                && with
+                    .iter()
+                    .all(|(k, v)| s.labels.iter().any(|(a, b)| a == k && b == v))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+fn client(node: &TestNode) -> Client {
+    Client::connect(node.listen, ClientOptions::default()).expect("connect")
+}
+
+#[test]
+fn metrics_and_health_are_served_and_counters_move_with_requests() {
+    let (node, addr) = start_with_http(2, &[]);
+    let (status, body) = get(addr, "/health");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"status\": \"ok\""), "{body}");
+
+    let before = parse_metrics(&get(addr, "/metrics").1);
+    let mut c = client(&node);
+    for i in 0..60 {
+        let key = format!("key-{i}");
+        c.put(key.as_bytes(), b"value", None, Quorum::default())
+            .expect("put");
+    }
+    for _ in 0..200 {
+        c.get(b"key-7").expect("get");
+    }
+    let (status, text) = get(addr, "/metrics");
+    assert_eq!(status, 200);
+    let after = parse_metrics(&text);
+
+    // Per-shard series with a shard label, for both shards.
+    for shard in ["0", "1"] {
+        assert!(
+            after.keys().any(|s| s.name == "dynakv_requests_total"
+                && s.labels.contains(&("shard".into(), shard.into()))),
+            "no series for shard {shard}"
+        );
+    }
+    let puts = |m: &HashMap<Series, f64>| sum(m, "dynakv_requests_total", &[("op", "put")]);
+    let gets = |m: &HashMap<Series, f64>| sum(m, "dynakv_requests_total", &[("op", "get")]);
+    assert_eq!(puts(&after) - puts(&before), 60.0);
+    assert_eq!(gets(&after) - gets(&before), 200.0);
+    assert_eq!(sum(&after, "dynakv_request_errors_total", &[]), 0.0);
+    // Histograms: counts agree with the counters, +Inf holds everything.
+    assert_eq!(
+        sum(
+            &after,
+            "dynakv_request_duration_seconds_count",
+            &[("op", "get")]
+        ),
+        gets(&after)
+    );
+    assert_eq!(
+        sum(
+            &after,
+            "dynakv_request_duration_seconds_bucket",
+            &[("op", "put"), ("le", "+Inf")]
+        ),
+        puts(&after)
+    );
+    assert_eq!(sum(&after, "dynakv_get_siblings_count", &[]), 200.0);
+    assert!(sum(&after, "dynakv_store_keys", &[]) >= 60.0);
+    assert!(sum(&after, "dynakv_store_live_bytes", &[]) > 0.0);
+    assert!(sum(&after, "dynakv_store_flushes_total", &[]) > 0.0);
+    assert!(sum(&after, "dynakv_connections", &[]) >= 1.0);
+    assert_eq!(
+        sum(&after, "dynakv_scheduler_foreground_shares", &[]),
+        2000.0
+    );
+    assert!(sum(&after, "dynakv_scheduler_background_shares", &[]) >= 2.0 * 10.0);
+
+    // Hot keys: the one key read 200 times leads, in the metrics and in
+    // `admin hotkeys` (which reads snapshots at most a second old).
+    assert!(
+        sum(&after, "dynakv_hot_key_requests", &[("key", "key-7")]) >= 150.0,
+        "hot key missing: {:?}",
+        after
+            .iter()
+            .filter(|(s, _)| s.name == "dynakv_hot_key_requests")
+            .collect::<Vec<_>>()
+    );
+    wait_until(5, "admin hotkeys names key-7 first", || {
+        let (code, out, _) = node.admin(&["hotkeys", "--json"]);
+        code == 0 && out.starts_with("{\"sample_every\": 4, \"keys\": [{\"key\": \"key-7\"")
+    });
+    let (code, out, _) = node.admin(&["hotkeys"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.lines().nth(1).is_some_and(|l| l.ends_with("key-7")),
+        "{out}"
+    );
+
+    // Bad requests get clear errors and the port keeps serving.
+    assert_eq!(get(addr, "/nope").0, 404);
+    assert_eq!(
+        http(addr, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").0,
+        405
+    );
+    assert_eq!(http(addr, "garbage\r\n\r\n").0, 400);
+    let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(20_000));
+    assert_eq!(http(addr, &long).0, 431);
+    assert_eq!(get(addr, "/health").0, 200);
+}
+
+#[test]
+fn log_lines_are_json_on_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args([
+            "server",
+            "--data-dir",
+            &tmp.path().display().to_string(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--shard-port-base",
+            &free_port().to_string(),
+            "--internode-listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--shards",
+            "1",
+            "--pin-shards",
+            "false",
+            "--io-memory-bytes",
+            "262144",
+            "--log-format",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut ready = String::new();
+    stdout.read_line(&mut ready).unwrap();
+    assert!(ready.starts_with("dynakv ready"), "{ready}");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    let lines: Vec<String> = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .collect();
+    assert!(lines.len() >= 3, "{lines:?}");
+    for line in &lines {
+        assert!(
+            line.starts_with("{\"ts\": ") && line.ends_with('}'),
+            "not a JSON log line: {line}"
+        );
+        let level = common::json_field(line, "level").expect("level");
+        assert!(level == "INFO" || level == "WARN", "{line}");
+        assert!(common::json_field(line, "msg").is_some(), "{line}");
+    }
+    assert!(lines.iter().any(|l| l.contains("stopped cleanly")));
+}
+
+/// `admin status --json`: each shard's background shares.
+fn background_shares(node: &TestNode) -> Vec<u64> {
+    let (code, out, _) = node.admin(&["status", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    out.match_indices("\"background_shares\": ")
+        .map(|(i, m)| {
+            out[i + m.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// `admin status --json`: work done by `job`, summed over shards.
+fn work_done(node: &TestNode, job: &str) -> u64 {
+    let (code, out, _) = node.admin(&["status", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let key = format!("\"{job}\": {{\"done\": ");
+    out.match_indices(&key)
+        .map(|(i, m)| {
+            out[i + m.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum()
+}
+
+#[test]
+fn background_shares_shrink_under_foreground_load_and_recover_when_idle() {
+    // A latency target no request can meet: every busy period shrinks.
+    let node = TestNode::start(1, &["--foreground-latency-target-us", "1"]);
+    wait_until(5, "full background shares while idle", || {
+        background_shares(&node) == vec![500]
+    });
+    let (code, text, _) = node.admin(&["status"]);
+    assert_eq!(code, 0);
+    assert!(text.contains("background shares 500"), "{text}");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (stop, listen) = (stop.clone(), node.listen);
+        std::thread::spawn(move || {
+            let mut c = Client::connect(listen, ClientOptions::default()).expect("connect");
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                c.put(format!("k{i}").as_bytes(), b"v", None, Quorum::default())
+                    .expect("put under load");
+                i += 1;
+            }
+        })
+    };
+    wait_until(10, "background shares at the floor under load", || {
+        background_shares(&node) == vec![10]
+    });
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    wait_until(10, "background shares back up when idle", || {
+        background_shares(&node) == vec![500]
+    });
+}
+
+#[test]
+fn compaction_runs_paced_in_the_background_and_finishes() {
+    let (node, addr) = start_with_http(
+        1,
+        &[
+            "--segment-size-bytes",
+            "524288",
+            "--value-bytes-max",
+            "65536",
+            "--compaction-dead-fraction",
+            "0.3",
+            // Slow enough that the pacer must make compaction wait.
+            "--compaction-bytes-per-second",
+            "4000000",
+        ],
+    );
+    let mut c = client(&node);
+    let value = vec![b'x'; 2048];
+    let mut contexts: Vec<Option<bytes::Bytes>> = vec![None; 40];
+    for round in 0..60 {
+        for (k, context) in contexts.iter_mut().enumerate() {
+            let new = c
+                .put(
+                    format!("k{k}").as_bytes(),
+                    &value,
+                    context.as_deref(),
+                    Quorum::default(),
+                )
+                .unwrap_or_else(|e| panic!("put round {round}: {e}"));
+            *context = Some(new);
+        }
+    }
+    let metrics = || parse_metrics(&get(addr, "/metrics").1);
+    wait_until(30, "compaction reclaimed segments", || {
+        sum(&metrics(), "dynakv_store_segments_compacted_total", &[]) >= 4.0
+    });
+    let m = metrics();
+    assert!(
+        sum(
+            &m,
+            "dynakv_background_work_done_total",
+            &[("job", "compaction")]
+        ) > 1e6
+    );
+    assert!(
+        sum(
+            &m,
+            "dynakv_background_work_deferred_total",
+            &[("job", "compaction")]
+        ) > 0.0
+    );
+    // Every key still reads its latest value.
+    for k in 0..40 {
+        let got = c.get(format!("k{k}").as_bytes()).expect("get");
+        assert_eq!(got.values.len(), 1);
+        assert_eq!(got.values[0].as_ref(), value.as_slice());
+    }
+}
+
+#[test]
+fn hint_replay_and_its_receiving_side_run_in_the_background_queue() {
+    let mut nodes = start_cluster(4, 1, &[]);
+    nodes[3].kill9();
+    let mut c = Client::connect(
+        nodes[0].listen,
+        ClientOptions {
+            timeout: Duration::from_secs(3),
+            unreachable_for: Duration::from_secs(30),
+            ..ClientOptions::default()
+        },
+    )
+    .expect("connect");
+    for i in 0..40 {
+        let key = format!("k{i}");
+        if c.put(key.as_bytes(), b"v", None, Quorum::default())
+            .is_err()
+        {
+            c.put(key.as_bytes(), b"v", None, Quorum::default())
+                .expect("put retried");
+        }
+    }
+    let hints = |nodes: &[TestNode]| -> u64 {
+        nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .filter_map(|n| n.status())
+            .map(|s| s.hints)
+            .sum()
+    };
+    wait_until(10, "hints held for the dead node", || hints(&nodes) > 0);
+    let held = hints(&nodes);
+    nodes[3].restart();
+    wait_converged(&nodes, 4);
+    wait_until(20, "hints replayed", || hints(&nodes) == 0);
+    // Status shows snapshots at most a second old: wait for them.
+    wait_until(
+        5,
+        "hint reads and deletes counted as background work",
+        || {
+            nodes[..3]
+                .iter()
+                .map(|n| work_done(n, "hint_replay"))
+                .sum::<u64>()
+                >= held
+        },
+    );
+    wait_until(
+        5,
+        "the returning node merged the replays in its background queue",
+        || work_done(&nodes[3], "inbound") >= held,
+    );
+}
