@@ -35,7 +35,7 @@ use super::internode::{
 };
 use super::log::{self, info};
 use crate::config::ServerConfig;
-use crate::membership::{AdminChange, MembershipState, NodeId};
+use crate::membership::{AdminChange, ClaimedRing, MembershipState, NodeId};
 use crate::protocol::{self, ErrorCode, Limits, Request, RequestFrame, Response, Sibling};
 use crate::replica::{
     ClientReply, GetRequest, IoRequest, IoResult, PutRequest, QuorumConfig, Replica, ReplicaConfig,
@@ -52,7 +52,8 @@ pub(crate) struct NodeInfo {
     /// The cluster view (ring, addresses, reachability), published by shard 0.
     pub cluster: Arc<Cluster>,
     /// The membership state loaded at start-up, for shard 0's driver.
-    pub initial_membership: std::sync::Mutex<Option<(MembershipState, cluster::AddressBook)>>,
+    pub initial_membership:
+        std::sync::Mutex<Option<(MembershipState, cluster::AddressBook, ClaimedRing)>>,
 }
 
 impl NodeInfo {
@@ -62,8 +63,8 @@ impl NodeInfo {
         shards: usize,
     ) -> Result<NodeInfo, String> {
         let me = NodeId(node_id);
-        let (state, book) = cluster::load_membership(me, config, shards)?;
-        let cluster = Arc::new(Cluster::new(me, config, shards, &state, &book)?);
+        let (state, book, ring) = cluster::load_membership(me, config, shards)?;
+        let cluster = Arc::new(Cluster::new(me, shards, &state, &ring, &book)?);
         let limits = Limits {
             frame_bytes_max: config.frame_bytes_max,
             key_bytes_max: config.key_bytes_max,
@@ -74,7 +75,7 @@ impl NodeInfo {
             limits,
             shards,
             cluster,
-            initial_membership: std::sync::Mutex::new(Some((state, book))),
+            initial_membership: std::sync::Mutex::new(Some((state, book, ring))),
         })
     }
 }
@@ -237,6 +238,7 @@ pub(crate) async fn run(
             config.clone(),
             links.clone(),
             initial.0,
+            initial.2,
             initial.1,
             0,
         ))
