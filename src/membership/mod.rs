@@ -422,11 +422,17 @@ pub struct ClaimedRing {
 }
 
 impl ClaimedRing {
-    /// `(epoch, fingerprint)`: the larger record wins a merge.
-    pub fn order_key(&self) -> (u64, u128) {
+    /// `(epoch, members, fingerprint)`: the larger record wins a merge. At
+    /// equal epochs the ring of more members wins, so a node that starts
+    /// alone and joins adopts the cluster's ring, not the other way round.
+    pub fn order_key(&self) -> (u64, usize, u128) {
         let mut bytes = Vec::new();
         self.encode(&mut bytes);
-        (self.ring.epoch, crate::ring::key_hash(&bytes))
+        (
+            self.ring.epoch,
+            self.members.len(),
+            crate::ring::key_hash(&bytes),
+        )
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {

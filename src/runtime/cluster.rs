@@ -318,11 +318,7 @@ impl Topology {
             n_val,
             walks,
             book: book.clone(),
-            members: state
-                .members()
-                .filter(|(_, r)| r.status != MemberStatus::Removed)
-                .map(|(id, r)| (id, *r))
-                .collect(),
+            members: state.members().map(|(id, r)| (id, *r)).collect(),
             ring: claimed.clone(),
             unreachable,
             routing: RoutingTable {
@@ -353,6 +349,12 @@ pub(crate) struct Cluster {
     pub keys: Vec<AtomicU64>,
     /// Keys sent to new owners by partition handoff, all shards together.
     pub handed_off: AtomicU64,
+    /// Keys dropped after every new owner acknowledged them.
+    pub handoff_dropped: AtomicU64,
+    /// Partitions each shard still has to hand off (as of its last pass).
+    pub handoff_pending: Vec<AtomicUsize>,
+    /// Per shard: the last ring epoch at which it held nothing to hand off.
+    pub handoff_clean_epoch: Vec<AtomicU64>,
     /// Frames dropped by full or failed links, all shards together.
     pub dropped: AtomicU64,
 }
@@ -379,6 +381,9 @@ impl Cluster {
             hints: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
             keys: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             handed_off: AtomicU64::new(0),
+            handoff_dropped: AtomicU64::new(0),
+            handoff_pending: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
+            handoff_clean_epoch: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             dropped: AtomicU64::new(0),
         })
     }
@@ -601,6 +606,9 @@ impl MembershipDriver {
         let due = self.machine.poll_timeout().is_some_and(|t| t <= now_ms);
         let random = self.random();
         self.machine.handle_timeout(now_ms, random);
+        if due {
+            self.complete_leave();
+        }
         if due && !self.seeds.is_empty() {
             let alone = self.machine.state().members().count() <= 1;
             if alone || random % 4 == 1 {
@@ -630,6 +638,43 @@ impl MembershipDriver {
             from_node: self.cluster.me.0,
             from_shard: 0,
             to_shard: 0,
+        }
+    }
+
+    /// A leaving node whose shards have handed every partition off (each
+    /// shard's last pass at the current ring found nothing to move) and
+    /// that holds no hints removes itself from the member list.
+    fn complete_leave(&mut self) {
+        let me = self.cluster.me;
+        let leaving = self
+            .machine
+            .state()
+            .get(me)
+            .is_some_and(|r| r.status == MemberStatus::Leaving);
+        if !leaving {
+            return;
+        }
+        let epoch = self.cluster.topology().epoch;
+        let owns_nothing = self
+            .machine
+            .ring()
+            .is_some_and(|r| r.ring.partitions_of_node(me).is_empty());
+        let drained = self
+            .cluster
+            .handoff_clean_epoch
+            .iter()
+            .all(|e| e.load(Ordering::Relaxed) == epoch);
+        let hints: usize = self
+            .cluster
+            .hints
+            .iter()
+            .map(|h| h.load(Ordering::Relaxed))
+            .sum();
+        if owns_nothing && drained && hints == 0 {
+            match self.machine.admin(AdminChange::Remove { node: me }) {
+                Ok(()) => log::info!("handoff complete: this node left the cluster"),
+                Err(e) => log::warning!("cannot complete the leave: {e}"),
+            }
         }
     }
 
@@ -699,14 +744,32 @@ pub(crate) fn status_text(cluster: &Cluster, json: bool) -> String {
         .sum();
     let keys: u64 = cluster.keys.iter().map(|k| k.load(Ordering::Relaxed)).sum();
     let handed_off = cluster.handed_off.load(Ordering::Relaxed);
+    let dropped = cluster.handoff_dropped.load(Ordering::Relaxed);
+    let pending: usize = cluster
+        .handoff_pending
+        .iter()
+        .map(|p| p.load(Ordering::Relaxed))
+        .sum();
+    let own_status = topology
+        .members
+        .iter()
+        .find(|(id, _)| *id == cluster.me)
+        .map_or("unknown", |(_, r)| status_name(r.status));
+    // Removed members are kept in the state (so gossip cannot revive them)
+    // but are no longer listed.
+    let members: Vec<&(NodeId, MemberRecord)> = topology
+        .members
+        .iter()
+        .filter(|(_, r)| r.status != MemberStatus::Removed)
+        .collect();
     let mut out = String::new();
     if json {
         let _ = write!(
             out,
-            "{{\"node\": \"{:016x}\", \"epoch\": {}, \"n_val\": {}, \"hints\": {}, \"keys\": {}, \"handed_off\": {}, \"members\": [",
+            "{{\"node\": \"{:016x}\", \"status\": \"{own_status}\", \"epoch\": {}, \"n_val\": {}, \"hints\": {}, \"keys\": {}, \"handed_off\": {}, \"handoff_dropped\": {dropped}, \"handoff_pending\": {pending}, \"members\": [",
             cluster.me.0, topology.epoch, topology.n_val, hints, keys, handed_off
         );
-        for (i, (id, record)) in topology.members.iter().enumerate() {
+        for (i, (id, record)) in members.iter().enumerate() {
             let addr = topology
                 .book
                 .get(id)
@@ -728,10 +791,10 @@ pub(crate) fn status_text(cluster: &Cluster, json: bool) -> String {
     } else {
         let _ = writeln!(
             out,
-            "node {:016x}: ring epoch {}, N = {}, {} hints held, {} keys stored, {} keys handed off",
+            "node {:016x} ({own_status}): ring epoch {}, N = {}, {} hints held, {} keys stored, {} keys handed off, {dropped} dropped after acknowledgement, {pending} partitions pending handoff",
             cluster.me.0, topology.epoch, topology.n_val, hints, keys, handed_off
         );
-        for (id, record) in &topology.members {
+        for (id, record) in members {
             let addr = topology
                 .book
                 .get(id)

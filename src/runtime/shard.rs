@@ -42,8 +42,10 @@ use crate::replica::{
     ReplicaError, ReplicaMessage, Transmit,
 };
 use crate::ring;
-use crate::storage::{Namespace, StorageError, Store, StoreConfig};
+use crate::storage::{StorageError, Store, StoreConfig};
 use crate::version::{Context, Value, VersionError, VersionVector};
+
+mod handoff;
 
 /// What every shard of a node shares after start-up.
 pub(crate) struct NodeInfo {
@@ -140,6 +142,8 @@ pub(crate) struct ShardState {
     /// storage request that completes without waiting would otherwise call
     /// `pump` recursively, once per queued request, and overflow the stack.
     pumping: Cell<bool>,
+    /// Handoff requests sent and not yet acknowledged (`handoff.rs`).
+    handoff_outstanding: RefCell<ahash::AHashSet<u64>>,
 }
 
 /// The incarnation the replica layer sees: the shard's restart counter
@@ -264,6 +268,7 @@ pub(crate) async fn run(
         pumping: Cell::new(false),
         forwards: RefCell::new(AHashMap::new()),
         next_forward: Cell::new(1),
+        handoff_outstanding: RefCell::new(ahash::AHashSet::new()),
     });
     shard.pump();
 
@@ -988,96 +993,6 @@ impl ShardState {
         }
     }
 
-    /// Partition handoff (§6 of the design guide), push style: after every
-    /// ring change, each key of a partition this shard stores but whose
-    /// primaries no longer include this node is sent as a `PutReplica` (a
-    /// merge, so repeating it is harmless) to the partition's new primaries.
-    /// The old copy is kept (dropping it needs acknowledged, complete
-    /// transfers: not done), so nothing is lost if a transfer is. Runs in
-    /// the background queue, yielding every few keys.
-    async fn handoff_loop(self: Rc<Self>) {
-        // The ring epoch fully handed off (reachability changes alone do
-        // not move partitions, so they start no new pass).
-        let mut done_epoch = 0u64;
-        let mut next_req = 1u64;
-        let base = (self.replica.borrow().actor() >> 16) & 0xFFFF;
-        while !self.shutdown.load(Ordering::Relaxed) {
-            glommio::timer::sleep(Duration::from_millis(200)).await;
-            self.node.cluster.keys[self.index].store(self.store.stats().keys, Ordering::Relaxed);
-            let topology = self.topology();
-            if topology.epoch == done_epoch {
-                continue;
-            }
-            let me = self.node.cluster.me;
-            let mut sent = 0u64;
-            let mut complete = true;
-            for partition in self.store.partitions(Namespace::Data) {
-                if partition >= topology.q {
-                    continue;
-                }
-                let primaries: Vec<_> = topology.primaries(partition).to_vec();
-                if primaries.iter().any(|o| o.node == me) {
-                    // Still held by this node (a move between two shards of
-                    // one node is not handed off; see docs/cluster-runtime.md).
-                    continue;
-                }
-                for key in self.store.keys(Namespace::Data, partition) {
-                    let Ok(Some(record)) = self.store.get(Namespace::Data, partition, &key).await
-                    else {
-                        continue;
-                    };
-                    let Ok(siblings) = crate::version::SiblingSet::decode(&record.payload) else {
-                        continue;
-                    };
-                    for target in &primaries {
-                        // Ids from the top half of this shard's id range:
-                        // answers route back here and the replica machine
-                        // ignores acks it did not ask for.
-                        let req = (base << 40) | (1 << 39) | next_req;
-                        next_req += 1;
-                        let Some(addr) = topology.internode_addr(target.node, target.shard) else {
-                            // Address not gossiped yet: try the pass again.
-                            complete = false;
-                            continue;
-                        };
-                        let message = ReplicaMessage::PutReplica {
-                            req,
-                            partition,
-                            key: key.clone(),
-                            siblings: siblings.clone(),
-                            durable: false,
-                            hint_for: None,
-                        };
-                        let envelope = Envelope {
-                            kind: KIND_REPLICA,
-                            from_node: me.0,
-                            from_shard: self.index as u16,
-                            to_shard: target.shard,
-                        };
-                        self.links.send(addr, envelope, |out| message.encode(out));
-                    }
-                    sent += 1;
-                    if sent % 64 == 0 {
-                        glommio::timer::sleep(Duration::from_millis(1)).await;
-                    }
-                }
-            }
-            if sent > 0 {
-                self.node
-                    .cluster
-                    .handed_off
-                    .fetch_add(sent, Ordering::Relaxed);
-                info!(
-                    "shard {}: handed {sent} keys off to their new owners (ring epoch {})",
-                    self.index, topology.epoch
-                );
-            }
-            if complete {
-                done_epoch = topology.epoch;
-            }
-        }
-    }
-
     fn admin(&self, payload: &[u8]) -> Result<String, String> {
         let (&op, rest) = payload.split_first().ok_or("empty admin request")?;
         let (&json, rest) = rest.split_first().ok_or("short admin request")?;
@@ -1153,8 +1068,19 @@ impl InboundHandler for ShardState {
             KIND_REPLICA => {
                 // Bad bytes from a peer are dropped; the sender times out.
                 let message = ReplicaMessage::decode(&payload).ok()?;
-                if from == self.node.cluster.me {
-                    return None;
+                match &message {
+                    // Acknowledged handoff transfers are counted by the
+                    // handoff loop, not the replica machine.
+                    ReplicaMessage::PutAck { req, .. } if req & handoff::HANDOFF_REQ_BIT != 0 => {
+                        self.handoff_acked(*req);
+                        return None;
+                    }
+                    // A partition moving between two shards of this node
+                    // is handed off over the node's own internode port.
+                    ReplicaMessage::PutReplica { req, .. }
+                        if req & handoff::HANDOFF_REQ_BIT != 0 => {}
+                    _ if from == self.node.cluster.me => return None,
+                    _ => {}
                 }
                 let q = self.topology().q;
                 match &message {
