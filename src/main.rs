@@ -19,7 +19,10 @@ const USAGE: &str = "usage:
   dynakv del KEY --context TOKEN [--w N] [--dw N] [--node IP:PORT]
   dynakv ping [--node IP:PORT] [--json]
   dynakv admin join --node NEW --cluster MEMBER   (internode addresses: IP:PORT of shard 0)
-  dynakv admin leave --node ADDR
+  dynakv admin leave [--node ADDR] [--member ADDR] [--stage] [--wait [--wait-s S]]
+  dynakv admin weight --weight W [--node ADDR] [--member ADDR] [--stage]
+  dynakv admin plan|commit|clear [--node ADDR] [--json]
+  dynakv admin where KEY [--node ADDR] [--json]
   dynakv admin ring [--node ADDR] [--json]
   dynakv admin status [--node ADDR] [--json]
 common: --node defaults to $DYNAKV_NODE or 127.0.0.1:7000 (admin: $DYNAKV_ADMIN_NODE or 127.0.0.1:7100); --timeout-ms defaults to 5000.
@@ -74,8 +77,19 @@ struct Flags {
     options: Vec<(String, Option<String>)>,
 }
 
-const BOOLEAN_FLAGS: &[&str] = &["json", "base64"];
-const VALUE_FLAGS: &[&str] = &["node", "context", "r", "w", "dw", "timeout-ms", "cluster"];
+const BOOLEAN_FLAGS: &[&str] = &["json", "base64", "stage", "wait"];
+const VALUE_FLAGS: &[&str] = &[
+    "node",
+    "context",
+    "r",
+    "w",
+    "dw",
+    "timeout-ms",
+    "cluster",
+    "member",
+    "weight",
+    "wait-s",
+];
 
 impl Flags {
     fn parse(args: &[String]) -> Result<Flags, CliError> {
@@ -158,7 +172,29 @@ fn admin_command(args: &[String]) -> Result<(), CliError> {
     let request = match flags.positional.first().map(String::as_str) {
         Some("status") => AdminRequest::Status,
         Some("ring") => AdminRequest::Ring,
-        Some("leave") => AdminRequest::Leave,
+        Some("leave") => AdminRequest::Leave {
+            target: flags.value("member").map(parse_addr).transpose()?,
+            stage: flags.has("stage"),
+        },
+        Some("weight") => AdminRequest::Weight {
+            target: flags.value("member").map(parse_addr).transpose()?,
+            weight: flags
+                .value("weight")
+                .ok_or_else(|| CliError::Usage("admin weight needs --weight W".into()))?
+                .parse()
+                .map_err(|_| CliError::Usage("--weight must be a number".into()))?,
+            stage: flags.has("stage"),
+        },
+        Some("plan") => AdminRequest::Plan,
+        Some("commit") => AdminRequest::Commit,
+        Some("clear") => AdminRequest::Clear,
+        Some("where") => AdminRequest::Where {
+            key: flags
+                .positional
+                .get(1)
+                .cloned()
+                .ok_or_else(|| CliError::Usage("admin where needs a KEY".into()))?,
+        },
         Some("join") => {
             let member = flags
                 .value("cluster")
@@ -181,6 +217,43 @@ fn admin_command(args: &[String]) -> Result<(), CliError> {
         print!("{text}");
     } else {
         println!("{text}");
+    }
+    let leaving_self = matches!(
+        request,
+        AdminRequest::Leave {
+            target: None,
+            stage: false
+        }
+    );
+    if leaving_self && flags.has("wait") {
+        // Drain: wait until the node handed everything off and left the
+        // member list; then it can be stopped.
+        let wait_s: u64 = match flags.value("wait-s") {
+            None => 600,
+            Some(v) => v
+                .parse()
+                .map_err(|_| CliError::Usage("--wait-s must be a number".into()))?,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(wait_s);
+        loop {
+            let status = admin_request(
+                node,
+                &AdminRequest::Status,
+                true,
+                Duration::from_millis(timeout_ms),
+            )
+            .map_err(CliError::Failed)?;
+            if status.contains("\"status\": \"removed\"") {
+                println!("drained: the node handed its data off and left; it can be stopped");
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(CliError::Failed(format!(
+                    "the node did not finish its handoff within {wait_s} s"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
     Ok(())
 }

@@ -50,3 +50,99 @@ fn keys_of_moved_partitions_are_readable_after_a_join() {
         })
     });
 }
+
+/// Sum of the keys every listed node stores (both namespaces).
+fn stored(nodes: &[TestNode]) -> Option<u64> {
+    nodes.iter().map(|n| n.status().map(|s| s.keys)).sum()
+}
+
+#[test]
+fn a_join_under_load_moves_keys_and_old_owners_drop_them_then_a_leave_drains_a_node() {
+    // N = 1: every key has exactly one owner, so once handoff has dropped
+    // the old copies the nodes together store each key exactly once.
+    let n1 = ["--n-val", "1", "--r", "1", "--w", "1"];
+    let mut nodes = start_cluster(3, 2, &n1);
+    let options = ClientOptions {
+        timeout: Duration::from_secs(3),
+        ..ClientOptions::default()
+    };
+    let mut c = Client::connect(nodes[0].listen, options.clone()).expect("connect");
+    for i in 0..150 {
+        let key = format!("d{i}");
+        c.put(key.as_bytes(), key.as_bytes(), None, Quorum::default())
+            .unwrap_or_else(|e| panic!("put {key}: {e}"));
+    }
+
+    // A writer keeps going through the join; every acknowledged key counts.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let addr = nodes[1].listen;
+        let options = options.clone();
+        std::thread::spawn(move || {
+            let mut acked: Vec<String> = (0..150).map(|i| format!("d{i}")).collect();
+            let mut c = Client::connect(addr, options).expect("connect");
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!("w{i}");
+                if c.put(key.as_bytes(), key.as_bytes(), None, Quorum::default())
+                    .is_ok()
+                {
+                    acked.push(key);
+                }
+                i += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            acked
+        })
+    };
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let port = nodes[0].listen.port();
+    let args: Vec<&str> = FAST_CLUSTER_ARGS.iter().copied().chain(n1).collect();
+    let mut new = TestNode::start_at(&format!("127.0.0.4:{port}"), tmp.path(), 2, &args);
+    new.keep_dir(tmp);
+    let member = nodes[0].internode().to_string();
+    assert_eq!(new.admin(&["join", "--cluster", &member]).0, 0);
+    nodes.push(new);
+    wait_converged(&nodes, 4);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.join().expect("writer");
+    let total = acked.len() as u64;
+
+    // The new node received keys; the old owners dropped what they handed
+    // off, so the four nodes together store every key once.
+    wait_until(30, "old owners to drop the keys they handed off", || {
+        nodes[3].status().is_some_and(|s| s.keys > 0) && stored(&nodes) == Some(total)
+    });
+    let (_, out, _) = nodes[0].admin(&["status"]);
+    assert!(out.contains("dropped after acknowledgement"), "{out}");
+
+    // Node 2 leaves: it hands everything off, then every node (itself
+    // included) drops it from the member list.
+    let (code, out, err) = nodes[1].admin(&["leave"]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_until(30, "the leaving node to hand off and be removed", || {
+        let (_, own, _) = nodes[1].admin(&["status", "--json"]);
+        own.contains("\"status\": \"removed\"")
+            && nodes[1].status().is_some_and(|s| s.keys == 0)
+            && [0, 2, 3]
+                .iter()
+                .all(|&i| nodes[i].status().is_some_and(|s| s.members == 3))
+    });
+    let rest: Vec<TestNode> = vec![nodes.remove(0), nodes.remove(1), nodes.remove(1)];
+    wait_until(30, "the remaining nodes to store every key once", || {
+        stored(&rest) == Some(total)
+    });
+
+    // No acknowledged write is lost: every key reads back through the ring.
+    let mut c = Client::connect(rest[2].listen, options).expect("connect");
+    wait_until(20, "every acknowledged key to be readable", || {
+        acked.iter().all(|key| {
+            c.get(key.as_bytes())
+                .is_ok_and(|got| got.values == vec![bytes::Bytes::from(key.clone())])
+        })
+    });
+    drop(nodes);
+}

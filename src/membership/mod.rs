@@ -697,6 +697,19 @@ impl Membership {
         Ok(())
     }
 
+    /// Applies several admin changes at once (a staged plan's commit): all
+    /// or none, and one claim for all of them, so the partitions move once.
+    pub fn admin_batch(&mut self, changes: &[AdminChange]) -> Result<(), MembershipError> {
+        let mut state = self.state.clone();
+        for change in changes {
+            state.apply(*change)?;
+        }
+        self.state = state;
+        self.state_changed = true;
+        self.reconcile_ring();
+        Ok(())
+    }
+
     /// Whether the state changed since the last call (persist it, re-derive
     /// the ring).
     pub fn take_state_changed(&mut self) -> bool {

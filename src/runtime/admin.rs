@@ -12,7 +12,10 @@ use std::time::Duration;
 use super::internode::{
     encode_frame, Envelope, ENVELOPE_BYTES, KIND_ADMIN_REQUEST, KIND_ADMIN_RESPONSE,
 };
-use super::shard::{ADMIN_JOIN, ADMIN_LEAVE, ADMIN_RING, ADMIN_STATUS};
+use super::shard::{
+    ADMIN_CLEAR, ADMIN_COMMIT, ADMIN_JOIN, ADMIN_LEAVE, ADMIN_PLAN, ADMIN_RING, ADMIN_STATUS,
+    ADMIN_WEIGHT, ADMIN_WHERE,
+};
 
 /// The largest admin answer accepted (a ring listing of 65536 partitions).
 const ADMIN_ANSWER_BYTES_MAX: usize = 64 << 20;
@@ -27,8 +30,41 @@ pub enum AdminRequest {
     /// Ask the node to exchange cluster state with `member` (an internode
     /// address of a node already in the cluster); gossip spreads the join.
     Join { member: SocketAddr },
-    /// The node leaves the ring (it keeps running; see docs/cluster-runtime.md).
-    Leave,
+    /// A member leaves the ring: `target` (an internode address) or the node
+    /// asked; it hands its data off, then leaves the member list. With
+    /// `stage`, only staged until `Commit`.
+    Leave {
+        target: Option<SocketAddr>,
+        stage: bool,
+    },
+    /// A member's capacity weight changes (staged with `stage`).
+    Weight {
+        target: Option<SocketAddr>,
+        weight: u32,
+        stage: bool,
+    },
+    /// What committing the staged changes would do.
+    Plan,
+    /// Apply every staged change at once.
+    Commit,
+    /// Drop every staged change.
+    Clear,
+    /// A key's partition and preference list.
+    Where { key: String },
+}
+
+fn options_text(target: &Option<SocketAddr>, weight: Option<u32>, stage: bool) -> String {
+    let mut words = Vec::new();
+    if let Some(target) = target {
+        words.push(format!("target={target}"));
+    }
+    if let Some(weight) = weight {
+        words.push(format!("weight={weight}"));
+    }
+    if stage {
+        words.push("stage".to_string());
+    }
+    words.join(" ")
 }
 
 /// Sends `request` to the internode address `node` and returns the node's
@@ -47,7 +83,18 @@ pub fn admin_request(
         AdminRequest::Status => (ADMIN_STATUS, String::new()),
         AdminRequest::Ring => (ADMIN_RING, String::new()),
         AdminRequest::Join { member } => (ADMIN_JOIN, member.to_string()),
-        AdminRequest::Leave => (ADMIN_LEAVE, String::new()),
+        AdminRequest::Leave { target, stage } => {
+            (ADMIN_LEAVE, options_text(target, None, *stage))
+        }
+        AdminRequest::Weight {
+            target,
+            weight,
+            stage,
+        } => (ADMIN_WEIGHT, options_text(target, Some(*weight), *stage)),
+        AdminRequest::Plan => (ADMIN_PLAN, String::new()),
+        AdminRequest::Commit => (ADMIN_COMMIT, String::new()),
+        AdminRequest::Clear => (ADMIN_CLEAR, String::new()),
+        AdminRequest::Where { key } => (ADMIN_WHERE, key.clone()),
     };
     let envelope = Envelope {
         kind: KIND_ADMIN_REQUEST,

@@ -518,6 +518,10 @@ pub(crate) struct MembershipDriver {
     next_version: u64,
     published_suspects: BTreeSet<NodeId>,
     dir: PathBuf,
+    /// Changes staged by `admin … --stage`, applied by `admin commit`
+    /// (`staging.rs`).
+    pub staged: Vec<AdminChange>,
+    n_val_max: usize,
 }
 
 impl MembershipDriver {
@@ -548,6 +552,8 @@ impl MembershipDriver {
             next_version: 2,
             published_suspects: BTreeSet::new(),
             dir: config.data_dir.clone(),
+            staged: Vec::new(),
+            n_val_max: usize::from(config.n_val),
             cluster,
             links,
             seeds,
@@ -676,6 +682,30 @@ impl MembershipDriver {
                 Err(e) => log::warning!("cannot complete the leave: {e}"),
             }
         }
+    }
+
+    /// The configured N (the ring's N is at most this).
+    pub(crate) fn n_val_max(&self) -> usize {
+        self.n_val_max
+    }
+
+    /// Applies several changes at once with one claim (`admin commit`).
+    pub(crate) fn admin_batch(&mut self, changes: &[AdminChange]) -> Result<(), String> {
+        self.machine
+            .admin_batch(changes)
+            .map_err(|e| e.to_string())?;
+        self.after(false);
+        Ok(())
+    }
+
+    /// The member whose internode address (of any shard) is `addr`.
+    pub(crate) fn member_at(&self, addr: SocketAddr) -> Option<NodeId> {
+        self.cluster.topology().node_at(addr).or_else(|| {
+            self.book
+                .iter()
+                .find(|(_, e)| e.internode(0) == addr)
+                .map(|(id, _)| *id)
+        })
     }
 
     pub(crate) fn admin(&mut self, change: AdminChange) -> Result<(), String> {
@@ -818,7 +848,7 @@ pub(crate) fn status_text(cluster: &Cluster, json: bool) -> String {
     out
 }
 
-fn status_name(status: MemberStatus) -> &'static str {
+pub(crate) fn status_name(status: MemberStatus) -> &'static str {
     match status {
         MemberStatus::Active => "active",
         MemberStatus::Leaving => "leaving",

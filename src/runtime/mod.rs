@@ -20,5 +20,6 @@ mod log;
 mod memlock;
 mod server;
 mod shard;
+mod staging;
 
 pub use server::{allowed_cpus, run, ServerError};

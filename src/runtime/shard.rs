@@ -1013,12 +1013,46 @@ impl ShardState {
                     "asked {member} for the cluster state; the join spreads by gossip"
                 ))
             }
-            ADMIN_LEAVE => {
+            ADMIN_LEAVE | ADMIN_WEIGHT => {
+                let options = AdminOptions::parse(argument)?;
                 let mut driver = self.membership.borrow_mut();
                 let driver = driver.as_mut().ok_or("admin requests go to shard 0")?;
-                driver.admin(AdminChange::Leave { node: cluster.me })?;
-                Ok("leaving: this node owns no partitions in the next ring".into())
+                let node = match options.target {
+                    None => cluster.me,
+                    Some(addr) => driver
+                        .member_at(addr)
+                        .ok_or_else(|| format!("no member has internode address {addr}"))?,
+                };
+                let change = if op == ADMIN_LEAVE {
+                    AdminChange::Leave { node }
+                } else {
+                    AdminChange::SetCapacity {
+                        node,
+                        weight: options.weight.ok_or("admin weight needs a weight")?,
+                    }
+                };
+                if options.stage {
+                    return super::staging::stage(driver, change);
+                }
+                driver.admin(change)?;
+                Ok(if op == ADMIN_LEAVE {
+                    format!(
+                        "{node:?} is leaving: it owns no partitions in the next ring, hands its data off, then leaves the member list"
+                    )
+                } else {
+                    format!("{node:?} has a new weight; partitions move to match it")
+                })
             }
+            ADMIN_PLAN | ADMIN_COMMIT | ADMIN_CLEAR => {
+                let mut driver = self.membership.borrow_mut();
+                let driver = driver.as_mut().ok_or("admin requests go to shard 0")?;
+                match op {
+                    ADMIN_PLAN => Ok(super::staging::plan_text(driver, cluster, json)),
+                    ADMIN_COMMIT => super::staging::commit(driver),
+                    _ => Ok(super::staging::clear(driver)),
+                }
+            }
+            ADMIN_WHERE => Ok(super::staging::where_text(cluster, argument, json)),
             other => Err(format!("unknown admin operation {other}")),
         }
     }
@@ -1060,6 +1094,49 @@ pub(crate) const ADMIN_STATUS: u8 = 1;
 pub(crate) const ADMIN_RING: u8 = 2;
 pub(crate) const ADMIN_JOIN: u8 = 3;
 pub(crate) const ADMIN_LEAVE: u8 = 4;
+pub(crate) const ADMIN_WEIGHT: u8 = 5;
+pub(crate) const ADMIN_PLAN: u8 = 6;
+pub(crate) const ADMIN_COMMIT: u8 = 7;
+pub(crate) const ADMIN_CLEAR: u8 = 8;
+pub(crate) const ADMIN_WHERE: u8 = 9;
+
+/// The argument of `ADMIN_LEAVE` and `ADMIN_WEIGHT`: space-separated
+/// `target=IP:PORT` (another member, by internode address; default this
+/// node), `weight=W`, and `stage`.
+#[derive(Debug, Default)]
+struct AdminOptions {
+    target: Option<SocketAddr>,
+    weight: Option<u32>,
+    stage: bool,
+}
+
+impl AdminOptions {
+    fn parse(text: &str) -> Result<AdminOptions, String> {
+        let mut options = AdminOptions::default();
+        for word in text.split_whitespace() {
+            match word.split_once('=') {
+                Some(("target", addr)) => {
+                    options.target = Some(
+                        addr.parse()
+                            .map_err(|_| format!("bad member address '{addr}'"))?,
+                    );
+                }
+                Some(("weight", weight)) => {
+                    let weight: u32 = weight
+                        .parse()
+                        .map_err(|_| format!("bad weight '{weight}'"))?;
+                    if weight == 0 {
+                        return Err("weight must be >= 1 (use leave to drain a node)".into());
+                    }
+                    options.weight = Some(weight);
+                }
+                None if word == "stage" => options.stage = true,
+                _ => return Err(format!("unknown admin option '{word}'")),
+            }
+        }
+        Ok(options)
+    }
+}
 
 impl InboundHandler for ShardState {
     fn handle(self: &Rc<Self>, envelope: Envelope, payload: Bytes) -> Option<Vec<u8>> {
