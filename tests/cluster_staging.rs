@@ -90,7 +90,9 @@ fn plan_commit_clear_where_and_a_drain() {
     let n1 = nodes[0].internode().to_string();
     assert_eq!(nodes[1].admin(&["leave", "--member", &n4, "--stage"]).0, 0);
     assert_eq!(
-        nodes[1].admin(&["weight", "--member", &n1, "--weight", "2", "--stage"]).0,
+        nodes[1]
+            .admin(&["weight", "--member", &n1, "--weight", "2", "--stage"])
+            .0,
         0
     );
     let (_, plan, _) = nodes[1].admin(&["plan"]);
@@ -101,9 +103,14 @@ fn plan_commit_clear_where_and_a_drain() {
     wait_until(20, "every node to adopt the committed ring", || {
         epochs(&nodes).iter().all(|e| *e == Some(epoch + 1))
     });
-    assert!(nodes[0].admin(&["commit"]).0 != 0, "nothing staged any more");
+    assert!(
+        nodes[0].admin(&["commit"]).0 != 0,
+        "nothing staged any more"
+    );
     wait_until(30, "node 4 to hand off and leave every member list", || {
-        nodes[..3].iter().all(|n| n.status().is_some_and(|s| s.members == 3))
+        nodes[..3]
+            .iter()
+            .all(|n| n.status().is_some_and(|s| s.members == 3))
     });
 
     // Drain node 3: leave --wait returns once it handed everything off.
@@ -112,7 +119,9 @@ fn plan_commit_clear_where_and_a_drain() {
     assert!(out.contains("drained"), "{out}");
     assert!(nodes[2].status().is_some_and(|s| s.keys == 0));
     wait_until(20, "the two remaining nodes to list two members", || {
-        nodes[..2].iter().all(|n| n.status().is_some_and(|s| s.members == 2))
+        nodes[..2]
+            .iter()
+            .all(|n| n.status().is_some_and(|s| s.members == 2))
     });
     let mut c = Client::connect(nodes[0].listen, options).expect("connect");
     wait_until(20, "every key to be readable on the two nodes left", || {

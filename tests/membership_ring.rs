@@ -184,7 +184,10 @@ fn concurrent_changes_at_different_nodes_converge_on_one_ring() {
         while !cluster.agreed() {
             cluster.step(if steps < 200 { 100 } else { 0 });
             steps += 1;
-            assert!(steps < 2_000, "seed {seed}: no agreement after {steps} steps");
+            assert!(
+                steps < 2_000,
+                "seed {seed}: no agreement after {steps} steps"
+            );
         }
         let ring: &ClaimedRing = cluster.nodes[0].ring().unwrap();
         assert!(ring.ring.epoch > first_epoch, "seed {seed}");
@@ -233,5 +236,8 @@ fn a_join_moves_close_to_the_minimum_and_the_same_ring_everywhere() {
     }
     // A fresh claim would move most partitions; the claim from the
     // previous ring moves about the minimum.
-    assert!(total_moved * 10 <= total_minimum * 12, "{total_moved} vs {total_minimum}");
+    assert!(
+        total_moved * 10 <= total_minimum * 12,
+        "{total_moved} vs {total_minimum}"
+    );
 }

@@ -122,7 +122,10 @@ impl fmt::Display for MembershipError {
             MembershipError::TooManyMembers => write!(f, "more than {MEMBERS_MAX} members"),
             MembershipError::Wire(error) => write!(f, "membership state: {error}"),
             MembershipError::NotLeaving(node) => {
-                write!(f, "{node:?} is not leaving; only a leaving member is removed")
+                write!(
+                    f,
+                    "{node:?} is not leaving; only a leaving member is removed"
+                )
             }
         }
     }
@@ -477,9 +480,7 @@ impl ClaimedRing {
         for _ in 0..q {
             let index = usize::from(u16::from(reader.u8()?) | (u16::from(reader.u8()?) << 8));
             let shard = u16::from(reader.u8()?) | (u16::from(reader.u8()?) << 8);
-            let member = members
-                .get(index)
-                .ok_or(WireError::Invalid("ring owner"))?;
+            let member = members.get(index).ok_or(WireError::Invalid("ring owner"))?;
             if shard >= member.shards {
                 return Err(WireError::Invalid("ring owner shard"));
             }

@@ -83,9 +83,7 @@ pub fn admin_request(
         AdminRequest::Status => (ADMIN_STATUS, String::new()),
         AdminRequest::Ring => (ADMIN_RING, String::new()),
         AdminRequest::Join { member } => (ADMIN_JOIN, member.to_string()),
-        AdminRequest::Leave { target, stage } => {
-            (ADMIN_LEAVE, options_text(target, None, *stage))
-        }
+        AdminRequest::Leave { target, stage } => (ADMIN_LEAVE, options_text(target, None, *stage)),
         AdminRequest::Weight {
             target,
             weight,

@@ -33,8 +33,8 @@ use super::internode::{Envelope, Links, KIND_MEMBERSHIP};
 use super::log;
 use crate::config::ServerConfig;
 use crate::membership::{
-    next_ring, AdminChange, ClaimedRing, MemberRecord, MemberStatus, Membership,
-    MembershipConfig, MembershipMessage, MembershipState, NodeId, MEMBERS_MAX,
+    next_ring, AdminChange, ClaimedRing, MemberRecord, MemberStatus, Membership, MembershipConfig,
+    MembershipMessage, MembershipState, NodeId, MEMBERS_MAX,
 };
 use crate::protocol::{RoutingNode, RoutingTable};
 use crate::replica::Preference;

@@ -96,14 +96,9 @@ pub(crate) fn plan_text(driver: &MembershipDriver, cluster: &Cluster, json: bool
     }
     let before = driver.machine.ring().map(|r| r.ring.clone());
     let current = driver.machine.ring();
-    let after = next_ring(
-        &after_state,
-        current,
-        topology.q,
-        driver.n_val_max(),
-    )
-    .map(|r| r.ring)
-    .or_else(|| before.clone());
+    let after = next_ring(&after_state, current, topology.q, driver.n_val_max())
+        .map(|r| r.ring)
+        .or_else(|| before.clone());
     let (Some(before), Some(after)) = (before, after) else {
         return if json {
             "{\"error\": \"no ring\"}".into()

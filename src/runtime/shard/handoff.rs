@@ -73,6 +73,10 @@ impl ShardState {
         let base = (self.replica.borrow().actor() >> 16) & 0xFFFF;
         // The ring epoch and when this shard first saw it.
         let mut epoch_seen = (u64::MAX, Instant::now());
+        // The epoch of the last pass that sent everything and had it all
+        // acknowledged before keys could be dropped: no need to send it all
+        // again until the grace period is over.
+        let mut acked_epoch = u64::MAX;
         let grace = Duration::from_millis(
             (4 * self.config.gossip_interval_ms + self.config.request_timeout_ms).max(1_000),
         );
@@ -100,11 +104,15 @@ impl ShardState {
                 cluster.handoff_clean_epoch[self.index].store(topology.epoch, Ordering::Relaxed);
                 continue;
             }
+            if !may_drop && acked_epoch == topology.epoch {
+                continue;
+            }
             let (mut sent, mut dropped, mut complete) = (0u64, 0u64, true);
             'partitions: for (partition, targets) in &moving {
                 let keys = self.store.keys(Namespace::Data, *partition);
                 for batch in keys.chunks(BATCH_KEYS) {
-                    if self.shutdown.load(Ordering::Relaxed) || self.topology().epoch != topology.epoch
+                    if self.shutdown.load(Ordering::Relaxed)
+                        || self.topology().epoch != topology.epoch
                     {
                         complete = false;
                         break 'partitions; // the ring moved on: start over
@@ -192,7 +200,9 @@ impl ShardState {
             }
             if sent > 0 {
                 cluster.handed_off.fetch_add(sent, Ordering::Relaxed);
-                cluster.handoff_dropped.fetch_add(dropped, Ordering::Relaxed);
+                cluster
+                    .handoff_dropped
+                    .fetch_add(dropped, Ordering::Relaxed);
                 info!(
                     "shard {}: handed {sent} keys off, dropped {dropped} acknowledged copies (ring epoch {}, {} partitions)",
                     self.index,
@@ -202,6 +212,8 @@ impl ShardState {
             }
             if !complete {
                 glommio::timer::sleep(RETRY_PAUSE).await;
+            } else if !may_drop {
+                acked_epoch = topology.epoch;
             }
         }
     }
