@@ -162,11 +162,13 @@ impl ShardState {
                     // Wait for every acknowledgement of the batch.
                     let began = Instant::now();
                     let acked = loop {
-                        let outstanding = self.handoff_outstanding.borrow();
-                        if reqs.iter().all(|r| !outstanding.contains(r)) {
+                        let all_acked = {
+                            let outstanding = self.handoff_outstanding.borrow();
+                            reqs.iter().all(|r| !outstanding.contains(r))
+                        };
+                        if all_acked {
                             break true;
                         }
-                        drop(outstanding);
                         if began.elapsed() >= ack_timeout {
                             break false;
                         }
