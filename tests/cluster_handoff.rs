@@ -56,6 +56,32 @@ fn stored(nodes: &[TestNode]) -> Option<u64> {
     nodes.iter().map(|n| n.status().map(|s| s.keys)).sum()
 }
 
+/// A number field of `admin status --json`.
+fn status_field(node: &TestNode, field: &str) -> Option<u64> {
+    let (code, out, _) = node.admin(&["status", "--json"]);
+    if code != 0 {
+        return None;
+    }
+    let start = out.find(&format!("\"{field}\": "))? + field.len() + 4;
+    out[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .ok()
+}
+
+/// Every listed node has handed off every partition it no longer holds
+/// (and dropped its copies), and the nodes together store between the
+/// acknowledged and the attempted keys: each at most once (N = 1; a put
+/// that timed out at the client may still have been stored).
+fn drained(nodes: &[TestNode], acked: u64, attempted: u64) -> bool {
+    nodes
+        .iter()
+        .all(|n| status_field(n, "handoff_pending") == Some(0))
+        && stored(nodes).is_some_and(|s| (acked..=attempted).contains(&s))
+}
+
 #[test]
 fn a_join_under_load_moves_keys_and_old_owners_drop_them_then_a_leave_drains_a_node() {
     // N = 1: every key has exactly one owner, so once handoff has dropped
@@ -82,7 +108,7 @@ fn a_join_under_load_moves_keys_and_old_owners_drop_them_then_a_leave_drains_a_n
         std::thread::spawn(move || {
             let mut acked: Vec<String> = (0..150).map(|i| format!("d{i}")).collect();
             let mut c = Client::connect(addr, options).expect("connect");
-            let mut i = 0;
+            let mut i = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let key = format!("w{i}");
                 if c.put(key.as_bytes(), key.as_bytes(), None, Quorum::default())
@@ -93,7 +119,7 @@ fn a_join_under_load_moves_keys_and_old_owners_drop_them_then_a_leave_drains_a_n
                 i += 1;
                 std::thread::sleep(Duration::from_millis(5));
             }
-            acked
+            (acked, 150 + i)
         })
     };
 
@@ -108,14 +134,17 @@ fn a_join_under_load_moves_keys_and_old_owners_drop_them_then_a_leave_drains_a_n
     wait_converged(&nodes, 4);
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let acked = writer.join().expect("writer");
+    let (acked, attempted) = writer.join().expect("writer");
     let total = acked.len() as u64;
 
     // The new node received keys; the old owners dropped what they handed
     // off, so the four nodes together store every key once.
-    wait_until(30, "old owners to drop the keys they handed off", || {
-        nodes[3].status().is_some_and(|s| s.keys > 0) && stored(&nodes) == Some(total)
+    wait_until(60, "old owners to drop the keys they handed off", || {
+        nodes[3].status().is_some_and(|s| s.keys > 0) && drained(&nodes, total, attempted)
     });
+    assert!(nodes[..3]
+        .iter()
+        .any(|n| status_field(n, "handoff_dropped").is_some_and(|d| d > 0)));
     let (_, out, _) = nodes[0].admin(&["status"]);
     assert!(out.contains("dropped after acknowledgement"), "{out}");
 
@@ -123,7 +152,7 @@ fn a_join_under_load_moves_keys_and_old_owners_drop_them_then_a_leave_drains_a_n
     // included) drops it from the member list.
     let (code, out, err) = nodes[1].admin(&["leave"]);
     assert_eq!(code, 0, "{out}{err}");
-    wait_until(30, "the leaving node to hand off and be removed", || {
+    wait_until(60, "the leaving node to hand off and be removed", || {
         let (_, own, _) = nodes[1].admin(&["status", "--json"]);
         own.contains("\"status\": \"removed\"")
             && nodes[1].status().is_some_and(|s| s.keys == 0)
@@ -132,8 +161,8 @@ fn a_join_under_load_moves_keys_and_old_owners_drop_them_then_a_leave_drains_a_n
                 .all(|&i| nodes[i].status().is_some_and(|s| s.members == 3))
     });
     let rest: Vec<TestNode> = vec![nodes.remove(0), nodes.remove(1), nodes.remove(1)];
-    wait_until(30, "the remaining nodes to store every key once", || {
-        stored(&rest) == Some(total)
+    wait_until(60, "the remaining nodes to store every key once", || {
+        drained(&rest, total, attempted)
     });
 
     // No acknowledged write is lost: every key reads back through the ring.

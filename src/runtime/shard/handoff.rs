@@ -14,7 +14,7 @@
 //! the space); a key written meanwhile stays and goes in the next pass, so a
 //! write that lands on the old owner after the ring changed is handed off
 //! too. A batch that is not fully acknowledged within the timeout is sent
-//! again on the next pass (after a back-off).
+//! again on the next pass (after a back-off). The wait is `5 × replica_timeout_ms`, 1 to 10 s.
 //!
 //! Keys are dropped only after the ring has been current for a grace period
 //! (`DROP_GRACE_MS`, several gossip rounds), so that coordinators still
@@ -80,8 +80,10 @@ impl ShardState {
         let grace = Duration::from_millis(
             (4 * self.config.gossip_interval_ms + self.config.request_timeout_ms).max(1_000),
         );
+        // Generous: a batch is 64 durable merges on each target, and a busy
+        // target must not make every batch time out and start over.
         let ack_timeout =
-            Duration::from_millis((2 * self.config.replica_timeout_ms).clamp(100, 10_000));
+            Duration::from_millis((5 * self.config.replica_timeout_ms).clamp(1_000, 10_000));
         while !self.shutdown.load(Ordering::Relaxed) {
             glommio::timer::sleep(PASS_INTERVAL).await;
             let cluster = &self.node.cluster;
