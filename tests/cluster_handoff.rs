@@ -76,6 +76,14 @@ fn status_field(node: &TestNode, field: &str) -> Option<u64> {
 /// acknowledged and the attempted keys: each at most once (N = 1; a put
 /// that timed out at the client may still have been stored).
 fn drained(nodes: &[TestNode], acked: u64, attempted: u64) -> bool {
+    if std::env::var_os("DYNAKV_TEST_LOG").is_some() {
+        let pending: Vec<Option<u64>> = nodes
+            .iter()
+            .map(|n| status_field(n, "handoff_pending"))
+            .collect();
+        let keys: Vec<Option<u64>> = nodes.iter().map(|n| n.status().map(|s| s.keys)).collect();
+        eprintln!("[test] pending {pending:?} keys {keys:?} acked {acked} attempted {attempted}");
+    }
     nodes
         .iter()
         .all(|n| status_field(n, "handoff_pending") == Some(0))

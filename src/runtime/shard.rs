@@ -934,7 +934,7 @@ impl ShardState {
     /// Sends a replica message to the shard of its target node that holds
     /// the partition (requests) or that sent the request (answers).
     fn send_replica(&self, topology: &Topology, transmit: Transmit) {
-        let to = transmit.to;
+        let to = handoff::real_node(transmit.to);
         let shards = topology.book.get(&to).map_or(1, |e| e.shards);
         let to_shard = match &transmit.message {
             ReplicaMessage::PutReplica { partition, .. }
@@ -1152,13 +1152,20 @@ impl InboundHandler for ShardState {
                         self.handoff_acked(*req);
                         return None;
                     }
-                    // A partition moving between two shards of this node
-                    // is handed off over the node's own internode port.
-                    ReplicaMessage::PutReplica { req, .. }
-                        if req & handoff::HANDOFF_REQ_BIT != 0 => {}
-                    _ if from == self.node.cluster.me => return None,
                     _ => {}
                 }
+                let from = match &message {
+                    // A partition moving between two shards of this node is
+                    // handed off over the node's own internode port; the
+                    // replica machine sees a stand-in sender.
+                    ReplicaMessage::PutReplica { req, .. }
+                        if req & handoff::HANDOFF_REQ_BIT != 0 && from == self.node.cluster.me =>
+                    {
+                        handoff::local_peer(from)
+                    }
+                    _ if from == self.node.cluster.me => return None,
+                    _ => from,
+                };
                 let q = self.topology().q;
                 match &message {
                     ReplicaMessage::PutReplica { partition, .. }

@@ -30,6 +30,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::ShardState;
+use crate::membership::NodeId;
 use crate::replica::ReplicaMessage;
 use crate::ring::VnodeOwner;
 use crate::runtime::internode::{Envelope, KIND_REPLICA};
@@ -48,6 +49,22 @@ const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// The id bit that marks a handoff request (the top half of the shard's
 /// 40-bit id range; the replica machine's own ids never reach it).
 pub(super) const HANDOFF_REQ_BIT: u64 = 1 << 39;
+
+/// Node ids are 32-bit, so a `from` with this bit set is never a real node:
+/// a handoff from another shard of this node is given to the replica
+/// machine as coming from `local_peer(me)` (the machine never sends to
+/// itself), and `send_replica` maps its ack back to this node.
+const LOCAL_PEER_BIT: u64 = 1 << 63;
+
+/// The stand-in sender of a handoff between two shards of node `me`.
+pub(super) fn local_peer(me: NodeId) -> NodeId {
+    NodeId(me.0 | LOCAL_PEER_BIT)
+}
+
+/// The real node behind a replica message's target (`local_peer` → `me`).
+pub(super) fn real_node(to: NodeId) -> NodeId {
+    NodeId(to.0 & !LOCAL_PEER_BIT)
+}
 
 /// Where a partition this shard stores must go, if anywhere.
 fn targets(shard: &ShardState, topology: &super::Topology, partition: u32) -> Vec<VnodeOwner> {
