@@ -24,7 +24,7 @@ const USAGE: &str = "usage:
   dynakv admin plan|commit|clear [--node ADDR] [--json]
   dynakv admin where KEY [--node ADDR] [--json]
   dynakv admin ring [--node ADDR] [--json]
-  dynakv admin status [--node ADDR] [--json]
+  dynakv admin status [--node ADDR] [--all] [--json]
 common: --node defaults to $DYNAKV_NODE or 127.0.0.1:7000 (admin: $DYNAKV_ADMIN_NODE or 127.0.0.1:7100); --timeout-ms defaults to 5000.
 server options and their defaults: docs/configuration.md";
 
@@ -77,7 +77,7 @@ struct Flags {
     options: Vec<(String, Option<String>)>,
 }
 
-const BOOLEAN_FLAGS: &[&str] = &["json", "base64", "stage", "wait"];
+const BOOLEAN_FLAGS: &[&str] = &["json", "base64", "stage", "wait", "all"];
 const VALUE_FLAGS: &[&str] = &[
     "node",
     "context",
@@ -206,12 +206,20 @@ fn admin_command(args: &[String]) -> Result<(), CliError> {
         Some(other) => return Err(CliError::Usage(format!("unknown admin command '{other}'"))),
         None => return Err(CliError::Usage("admin needs a command".into())),
     };
-    let text = admin_request(
-        node,
-        &request,
-        flags.has("json"),
-        Duration::from_millis(timeout_ms),
-    )
+    let text = if request == AdminRequest::Status && flags.has("all") {
+        dynakv::runtime::admin::cluster_status(
+            node,
+            flags.has("json"),
+            Duration::from_millis(timeout_ms),
+        )
+    } else {
+        admin_request(
+            node,
+            &request,
+            flags.has("json"),
+            Duration::from_millis(timeout_ms),
+        )
+    }
     .map_err(CliError::Failed)?;
     if text.ends_with('\n') {
         print!("{text}");

@@ -62,6 +62,14 @@ fn plan_commit_clear_where_and_a_drain() {
     assert_eq!(code, 0);
     assert!(text.contains(&format!("partition {partition}")), "{text}");
 
+    // status --all: every node's own status, pending handoff included.
+    let (code, all, err) = nodes[0].admin(&["status", "--all", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(all.matches("\"handoff_pending\": ").count(), 4, "{all}");
+    let (_, table, _) = nodes[0].admin(&["status", "--all"]);
+    assert_eq!(table.lines().count(), 5, "{table}");
+    assert!(table.contains("pending"), "{table}");
+
     // A staged weight change changes nothing until commit; clear drops it.
     let before = epochs(&nodes);
     let n4 = nodes[3].internode().to_string();

@@ -132,3 +132,80 @@ pub fn admin_request(
         Err(text)
     }
 }
+
+/// The value of `"field": ` in one of our own JSON replies: a number, or a
+/// string (without quotes; our strings here are addresses and hex ids).
+fn json_field<'a>(text: &'a str, field: &str) -> Option<&'a str> {
+    let start = text.find(&format!("\"{field}\": "))? + field.len() + 4;
+    let rest = &text[start..];
+    if let Some(quoted) = rest.strip_prefix('"') {
+        quoted.split('"').next()
+    } else {
+        let end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        Some(&rest[..end])
+    }
+}
+
+/// `admin status --all`: asks `node` for its members, then every listed
+/// member for its own status, and shows each node's keys and pending
+/// handoff side by side (a node that does not answer is shown as such).
+pub fn cluster_status(node: SocketAddr, json: bool, timeout: Duration) -> Result<String, String> {
+    let first = admin_request(node, &AdminRequest::Status, true, timeout)?;
+    let members: Vec<SocketAddr> = first
+        .split("\"internode\": \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next()?.parse().ok())
+        .collect();
+    let mut rows = Vec::new();
+    for member in members {
+        rows.push((
+            member,
+            admin_request(member, &AdminRequest::Status, true, timeout),
+        ));
+    }
+    let mut out = String::new();
+    if json {
+        out.push('[');
+        for (i, (member, answer)) in rows.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            match answer {
+                Ok(text) => out.push_str(text.trim()),
+                Err(e) => out.push_str(&format!(
+                    "{{\"internode\": {}, \"error\": {}}}",
+                    crate::json::string(&member.to_string()),
+                    crate::json::string(e)
+                )),
+            }
+        }
+        out.push(']');
+    } else {
+        out.push_str(&format!(
+            "{:<22} {:<8} {:>6} {:>9} {:>10} {:>8} {:>8} {:>7}\n",
+            "node", "status", "epoch", "keys", "handed off", "dropped", "pending", "hints"
+        ));
+        for (member, answer) in rows {
+            match answer {
+                Ok(text) => {
+                    let field = |name: &str| json_field(&text, name).unwrap_or("?").to_string();
+                    out.push_str(&format!(
+                        "{:<22} {:<8} {:>6} {:>9} {:>10} {:>8} {:>8} {:>7}\n",
+                        member,
+                        field("status"),
+                        field("epoch"),
+                        field("keys"),
+                        field("handed_off"),
+                        field("handoff_dropped"),
+                        field("handoff_pending"),
+                        field("hints")
+                    ));
+                }
+                Err(e) => out.push_str(&format!("{member:<22} no answer: {e}\n")),
+            }
+        }
+    }
+    Ok(out)
+}
