@@ -19,9 +19,12 @@ const USAGE: &str = "usage:
   dynakv del KEY --context TOKEN [--w N] [--dw N] [--node IP:PORT]
   dynakv ping [--node IP:PORT] [--json]
   dynakv admin join --node NEW --cluster MEMBER   (internode addresses: IP:PORT of shard 0)
-  dynakv admin leave --node ADDR
+  dynakv admin leave [--node ADDR] [--member ADDR] [--stage] [--wait [--wait-s S]]
+  dynakv admin weight --weight W [--node ADDR] [--member ADDR] [--stage]
+  dynakv admin plan|commit|clear [--node ADDR] [--json]
+  dynakv admin where KEY [--node ADDR] [--json]
   dynakv admin ring [--node ADDR] [--json]
-  dynakv admin status [--node ADDR] [--json]
+  dynakv admin status [--node ADDR] [--all] [--json]
   dynakv admin hotkeys [--node ADDR] [--json]
 common: --node defaults to $DYNAKV_NODE or 127.0.0.1:7000 (admin: $DYNAKV_ADMIN_NODE or 127.0.0.1:7100); --timeout-ms defaults to 5000.
 server options and their defaults: docs/configuration.md";
@@ -75,8 +78,19 @@ struct Flags {
     options: Vec<(String, Option<String>)>,
 }
 
-const BOOLEAN_FLAGS: &[&str] = &["json", "base64"];
-const VALUE_FLAGS: &[&str] = &["node", "context", "r", "w", "dw", "timeout-ms", "cluster"];
+const BOOLEAN_FLAGS: &[&str] = &["json", "base64", "stage", "wait", "all"];
+const VALUE_FLAGS: &[&str] = &[
+    "node",
+    "context",
+    "r",
+    "w",
+    "dw",
+    "timeout-ms",
+    "cluster",
+    "member",
+    "weight",
+    "wait-s",
+];
 
 impl Flags {
     fn parse(args: &[String]) -> Result<Flags, CliError> {
@@ -159,8 +173,30 @@ fn admin_command(args: &[String]) -> Result<(), CliError> {
     let request = match flags.positional.first().map(String::as_str) {
         Some("status") => AdminRequest::Status,
         Some("ring") => AdminRequest::Ring,
-        Some("leave") => AdminRequest::Leave,
         Some("hotkeys") => AdminRequest::HotKeys,
+        Some("leave") => AdminRequest::Leave {
+            target: flags.value("member").map(parse_addr).transpose()?,
+            stage: flags.has("stage"),
+        },
+        Some("weight") => AdminRequest::Weight {
+            target: flags.value("member").map(parse_addr).transpose()?,
+            weight: flags
+                .value("weight")
+                .ok_or_else(|| CliError::Usage("admin weight needs --weight W".into()))?
+                .parse()
+                .map_err(|_| CliError::Usage("--weight must be a number".into()))?,
+            stage: flags.has("stage"),
+        },
+        Some("plan") => AdminRequest::Plan,
+        Some("commit") => AdminRequest::Commit,
+        Some("clear") => AdminRequest::Clear,
+        Some("where") => AdminRequest::Where {
+            key: flags
+                .positional
+                .get(1)
+                .cloned()
+                .ok_or_else(|| CliError::Usage("admin where needs a KEY".into()))?,
+        },
         Some("join") => {
             let member = flags
                 .value("cluster")
@@ -172,17 +208,62 @@ fn admin_command(args: &[String]) -> Result<(), CliError> {
         Some(other) => return Err(CliError::Usage(format!("unknown admin command '{other}'"))),
         None => return Err(CliError::Usage("admin needs a command".into())),
     };
-    let text = admin_request(
-        node,
-        &request,
-        flags.has("json"),
-        Duration::from_millis(timeout_ms),
-    )
+    let text = if request == AdminRequest::Status && flags.has("all") {
+        dynakv::runtime::admin::cluster_status(
+            node,
+            flags.has("json"),
+            Duration::from_millis(timeout_ms),
+        )
+    } else {
+        admin_request(
+            node,
+            &request,
+            flags.has("json"),
+            Duration::from_millis(timeout_ms),
+        )
+    }
     .map_err(CliError::Failed)?;
     if text.ends_with('\n') {
         print!("{text}");
     } else {
         println!("{text}");
+    }
+    let leaving_self = matches!(
+        request,
+        AdminRequest::Leave {
+            target: None,
+            stage: false
+        }
+    );
+    if leaving_self && flags.has("wait") {
+        // Drain: wait until the node handed everything off and left the
+        // member list; then it can be stopped.
+        let wait_s: u64 = match flags.value("wait-s") {
+            None => 600,
+            Some(v) => v
+                .parse()
+                .map_err(|_| CliError::Usage("--wait-s must be a number".into()))?,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(wait_s);
+        loop {
+            let status = admin_request(
+                node,
+                &AdminRequest::Status,
+                true,
+                Duration::from_millis(timeout_ms),
+            )
+            .map_err(CliError::Failed)?;
+            if status.contains("\"status\": \"removed\"") {
+                println!("drained: the node handed its data off and left; it can be stopped");
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(CliError::Failed(format!(
+                    "the node did not finish its handoff within {wait_s} s"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
     Ok(())
 }

@@ -18,7 +18,7 @@ use std::cell::Cell;
 use std::net::IpAddr;
 
 use bytes::{Bytes, BytesMut};
-use dynakv::membership::{AdminChange, MembershipMessage, MembershipState, NodeId};
+use dynakv::membership::{next_ring, AdminChange, MembershipMessage, MembershipState, NodeId};
 use dynakv::protocol::{
     decode_internode, decode_request, decode_response, Encoder, ErrorCode, FrameDecoder, Gossip,
     HandoffBatch, HandoffEntry, Hello, InternodeBody, InternodeLimits, InternodeMessage, Limits,
@@ -397,9 +397,11 @@ fn membership_messages() -> Vec<MembershipMessage> {
         MembershipMessage::Pong,
         MembershipMessage::Push {
             state: states[1].clone(),
+            ring: None,
         },
         MembershipMessage::Pull {
             state: states[2].clone(),
+            ring: next_ring(&states[2], None, 16, 3),
         },
     ]
 }

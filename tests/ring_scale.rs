@@ -96,6 +96,17 @@ struct Row {
     join: (usize, usize, usize),
     leave: (usize, usize, usize),
     reweight: (usize, usize, usize),
+    /// Partitions that would move on the join and the leave if the ring
+    /// were claimed afresh from the membership alone (no previous ring).
+    fresh: (usize, usize),
+}
+
+/// What a claim without the previous ring moves (how the runtime derived
+/// rings before it kept the agreed ring).
+fn fresh_moves(before: &Ring, members: &[Member]) -> usize {
+    Ring::claim(None, members, before.q(), N_VAL)
+        .unwrap()
+        .nodes_moved_from(before)
 }
 
 fn change(before: &Ring, members: &[Member]) -> (Ring, (usize, usize, usize)) {
@@ -142,6 +153,7 @@ fn simulate(nodes: usize, q: u32, seed: u64) -> Row {
     let mut reweighted = members.clone();
     reweighted[nodes / 3].weight *= 2;
     let (_, reweight) = change(&ring, &reweighted);
+    let fresh = (fresh_moves(&ring, &joined), fresh_moves(&ring, &left));
 
     Row {
         nodes,
@@ -154,6 +166,7 @@ fn simulate(nodes: usize, q: u32, seed: u64) -> Row {
         join,
         leave,
         reweight,
+        fresh,
     }
 }
 
@@ -173,14 +186,19 @@ fn ring_scale() {
             rows.push(simulate(nodes, q, seed));
         }
     }
+    // Claiming from the previous ring is what keeps movement small: a fresh
+    // claim from the membership alone moves far more.
+    let kept: usize = rows.iter().map(|r| r.join.0 + r.leave.0).sum();
+    let fresh: usize = rows.iter().map(|r| r.fresh.0 + r.fresh.1).sum();
+    assert!(kept * 4 < fresh, "from previous {kept}, fresh {fresh}");
     if std::env::var_os("DYNAKV_RING_REPORT").is_some() {
         println!(
-            "| nodes | Q | seed | claim ms | worst dev (partitions) | worst dev (% of share) | window violations | join moved/min (viol) | leave moved/min (viol) | weight x2 moved/min (viol) |"
+            "| nodes | Q | seed | claim ms | worst dev (partitions) | worst dev (% of share) | window violations | join moved/min (viol) | leave moved/min (viol) | weight x2 moved/min (viol) | join/leave moved by a fresh claim |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
         for row in &rows {
             println!(
-                "| {} | {} | {} | {:.1} | {:.2} | {:.1}% | {} | {}/{} ({}) | {}/{} ({}) | {}/{} ({}) |",
+                "| {} | {} | {} | {:.1} | {:.2} | {:.1}% | {} | {}/{} ({}) | {}/{} ({}) | {}/{} ({}) | {} / {} |",
                 row.nodes,
                 row.q,
                 row.seed,
@@ -197,6 +215,8 @@ fn ring_scale() {
                 row.reweight.0,
                 row.reweight.1,
                 row.reweight.2,
+                row.fresh.0,
+                row.fresh.1,
             );
         }
     }

@@ -33,7 +33,7 @@ use crate::replica::wire::{put_u32, put_u64, put_u8, Reader, WireError};
 mod tests;
 
 pub use crate::ring::NodeId;
-use crate::ring::{Member, Ring, RingError};
+use crate::ring::{Member, Ring, RingError, VnodeOwner};
 
 /// The most members a cluster may have; bounds gossip messages.
 pub const MEMBERS_MAX: usize = 1024;
@@ -52,8 +52,12 @@ pub enum MemberStatus {
     /// Owns partitions in the ring.
     Active = 1,
     /// Asked to leave: owns nothing in the ring derived from this state; its
-    /// data is handed off by the runtime, then it may be removed.
+    /// data is handed off by the runtime, then it is removed.
     Leaving = 2,
+    /// Left: its handoff completed. Kept as a record (with its version) so
+    /// that gossip cannot bring an older `Active` or `Leaving` record back;
+    /// a later `Join` makes it active again.
+    Removed = 3,
 }
 
 /// One member as the cluster agreed on it.
@@ -85,6 +89,11 @@ pub enum AdminChange {
         node: NodeId,
         weight: u32,
     },
+    /// A leaving member whose data is handed off drops out of the member
+    /// list (status `Removed`).
+    Remove {
+        node: NodeId,
+    },
 }
 
 /// Why an admin change or a persisted state was refused.
@@ -100,6 +109,8 @@ pub enum MembershipError {
     TooManyMembers,
     /// Persisted or gossiped bytes did not decode.
     Wire(WireError),
+    /// `Remove` of a member that is not leaving.
+    NotLeaving(NodeId),
 }
 
 impl fmt::Display for MembershipError {
@@ -110,6 +121,12 @@ impl fmt::Display for MembershipError {
             MembershipError::InvalidCapacity => write!(f, "weight and shards must be >= 1"),
             MembershipError::TooManyMembers => write!(f, "more than {MEMBERS_MAX} members"),
             MembershipError::Wire(error) => write!(f, "membership state: {error}"),
+            MembershipError::NotLeaving(node) => {
+                write!(
+                    f,
+                    "{node:?} is not leaving; only a leaving member is removed"
+                )
+            }
         }
     }
 }
@@ -229,6 +246,17 @@ impl MembershipState {
                 record.version += 1;
                 record.weight = weight;
             }
+            AdminChange::Remove { node } => {
+                let record = self
+                    .members
+                    .get_mut(&node)
+                    .ok_or(MembershipError::UnknownNode(node))?;
+                if record.status != MemberStatus::Leaving {
+                    return Err(MembershipError::NotLeaving(node));
+                }
+                record.version += 1;
+                record.status = MemberStatus::Removed;
+            }
         }
         Ok(())
     }
@@ -298,6 +326,7 @@ impl MembershipState {
             let status = match reader.u8()? {
                 1 => MemberStatus::Active,
                 2 => MemberStatus::Leaving,
+                3 => MemberStatus::Removed,
                 _ => return Err(WireError::Invalid("member status")),
             };
             let weight = reader.u32()?;
@@ -326,10 +355,12 @@ pub enum MembershipMessage {
     /// when its own view holds anything the sender lacks.
     Push {
         state: MembershipState,
+        ring: Option<ClaimedRing>,
     },
     /// The answer to a `Push`: the receiver's merged view.
     Pull {
         state: MembershipState,
+        ring: Option<ClaimedRing>,
     },
     /// A heartbeat; answered by `Pong`.
     Ping,
@@ -344,13 +375,15 @@ const TAG_PONG: u8 = 4;
 impl MembershipMessage {
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            MembershipMessage::Push { state } => {
+            MembershipMessage::Push { state, ring } => {
                 put_u8(out, TAG_PUSH);
                 state.encode(out);
+                put_ring(out, ring);
             }
-            MembershipMessage::Pull { state } => {
+            MembershipMessage::Pull { state, ring } => {
                 put_u8(out, TAG_PULL);
                 state.encode(out);
+                put_ring(out, ring);
             }
             MembershipMessage::Ping => put_u8(out, TAG_PING),
             MembershipMessage::Pong => put_u8(out, TAG_PONG),
@@ -363,9 +396,11 @@ impl MembershipMessage {
         let message = match reader.u8()? {
             TAG_PUSH => MembershipMessage::Push {
                 state: MembershipState::decode_from(&mut reader)?,
+                ring: read_ring(&mut reader)?,
             },
             TAG_PULL => MembershipMessage::Pull {
                 state: MembershipState::decode_from(&mut reader)?,
+                ring: read_ring(&mut reader)?,
             },
             TAG_PING => MembershipMessage::Ping,
             TAG_PONG => MembershipMessage::Pong,
@@ -374,6 +409,142 @@ impl MembershipMessage {
         reader.finish()?;
         Ok(message)
     }
+}
+
+/// The ring the cluster agreed on, with the members it was claimed for.
+/// It travels with the membership state in gossip: the higher epoch wins
+/// (equal epochs: the higher fingerprint), and a node whose state names
+/// other ring members than the winning ring claims the next ring from it,
+/// so a change moves only the partitions it must (Riak-style claim from the
+/// previous ring) and every node ends up with the same ring.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimedRing {
+    pub ring: Ring,
+    /// The claim input, sorted by id: active members with weight and shards.
+    pub members: Vec<Member>,
+}
+
+impl ClaimedRing {
+    /// `(epoch, members, fingerprint)`: the larger record wins a merge. At
+    /// equal epochs the ring of more members wins, so a node that starts
+    /// alone and joins adopts the cluster's ring, not the other way round.
+    pub fn order_key(&self) -> (u64, usize, u128) {
+        let mut bytes = Vec::new();
+        self.encode(&mut bytes);
+        (
+            self.ring.epoch,
+            self.members.len(),
+            crate::ring::key_hash(&bytes),
+        )
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.ring.epoch);
+        put_u32(out, self.ring.q());
+        put_u8(out, self.ring.n_val() as u8);
+        put_u32(out, self.members.len() as u32);
+        for member in &self.members {
+            put_u64(out, member.id.0);
+            put_u32(out, member.weight);
+            out.extend_from_slice(&member.shards.to_le_bytes());
+        }
+        for owner in self.ring.owners() {
+            let index = self
+                .members
+                .binary_search_by_key(&owner.node, |m| m.id)
+                .unwrap_or(0) as u16;
+            out.extend_from_slice(&index.to_le_bytes());
+            out.extend_from_slice(&owner.shard.to_le_bytes());
+        }
+    }
+
+    pub(crate) fn decode_from(reader: &mut Reader<'_>) -> Result<ClaimedRing, WireError> {
+        let epoch = reader.u64()?;
+        let q = reader.u32()?;
+        if !crate::ring::partition_count_valid(q) {
+            return Err(WireError::Invalid("ring partition count"));
+        }
+        let n_val = usize::from(reader.u8()?);
+        let count = reader.count(MEMBERS_MAX)?;
+        let mut members: Vec<Member> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let id = NodeId(reader.u64()?);
+            let weight = reader.u32()?;
+            let shards = u16::from(reader.u8()?) | (u16::from(reader.u8()?) << 8);
+            if members.last().is_some_and(|last| last.id >= id) || shards == 0 {
+                return Err(WireError::Invalid("ring members"));
+            }
+            members.push(Member { id, weight, shards });
+        }
+        let mut owners = Vec::with_capacity(q as usize);
+        for _ in 0..q {
+            let index = usize::from(u16::from(reader.u8()?) | (u16::from(reader.u8()?) << 8));
+            let shard = u16::from(reader.u8()?) | (u16::from(reader.u8()?) << 8);
+            let member = members.get(index).ok_or(WireError::Invalid("ring owner"))?;
+            if shard >= member.shards {
+                return Err(WireError::Invalid("ring owner shard"));
+            }
+            owners.push(VnodeOwner {
+                node: member.id,
+                shard,
+            });
+        }
+        let ring = Ring::from_parts(epoch, q, n_val, owners)
+            .map_err(|_| WireError::Invalid("ring shape"))?;
+        Ok(ClaimedRing { ring, members })
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<ClaimedRing, WireError> {
+        let mut reader = Reader::new(bytes);
+        let ring = Self::decode_from(&mut reader)?;
+        reader.finish()?;
+        Ok(ring)
+    }
+}
+
+fn put_ring(out: &mut Vec<u8>, ring: &Option<ClaimedRing>) {
+    match ring {
+        None => put_u8(out, 0),
+        Some(ring) => {
+            put_u8(out, 1);
+            ring.encode(out);
+        }
+    }
+}
+
+fn read_ring(reader: &mut Reader<'_>) -> Result<Option<ClaimedRing>, WireError> {
+    if reader.bool()? {
+        Ok(Some(ClaimedRing::decode_from(reader)?))
+    } else {
+        Ok(None)
+    }
+}
+
+/// The ring that follows `current` for `state`: `None` when `current` was
+/// claimed for the state's ring members and N already (or nobody has
+/// capacity); otherwise the claim from `current` (fresh without one), with
+/// the epoch one above `current`'s. Deterministic: the same state and
+/// current ring give the same next ring on every node.
+pub fn next_ring(
+    state: &MembershipState,
+    current: Option<&ClaimedRing>,
+    q: u32,
+    n_val_max: usize,
+) -> Option<ClaimedRing> {
+    let members = state.ring_members();
+    if members.is_empty() {
+        return None;
+    }
+    let n_val = n_val_max.min(members.len()).max(1);
+    if let Some(current) = current {
+        if current.members == members && current.ring.n_val() == n_val {
+            return None;
+        }
+    }
+    let previous = current.map(|r| &r.ring);
+    let mut ring = Ring::claim(previous, &members, q, n_val).ok()?;
+    ring.epoch = previous.map_or(1, |p| p.epoch + 1);
+    Some(ClaimedRing { ring, members })
 }
 
 /// Timing of gossip and failure detection.
@@ -425,8 +596,13 @@ pub struct Membership {
     health: BTreeMap<NodeId, PeerHealth>,
     /// Messages waiting for `poll_transmit`.
     outbox: VecDeque<(NodeId, MembershipMessage)>,
-    /// Set when `state` changed; the driver persists it and rebuilds the ring.
+    /// Set when `state` or `ring` changed; the driver persists them and
+    /// publishes the ring.
     state_changed: bool,
+    /// The agreed ring, when this machine keeps one (`with_ring`).
+    ring: Option<ClaimedRing>,
+    /// `(q, n_val)` for claiming rings; `None`: the machine keeps no ring.
+    ring_params: Option<(u32, usize)>,
 }
 
 impl Membership {
@@ -451,6 +627,58 @@ impl Membership {
             health: BTreeMap::new(),
             outbox: VecDeque::new(),
             state_changed: false,
+            ring: None,
+            ring_params: None,
+        }
+    }
+
+    /// Makes the machine keep the cluster's ring (`q` partitions, `n_val`
+    /// replicas at most), starting from `ring` (the persisted one) or, with
+    /// none, from a fresh claim of the current state.
+    pub fn with_ring(mut self, q: u32, n_val: usize, ring: Option<ClaimedRing>) -> Self {
+        self.ring_params = Some((q, n_val.max(1)));
+        self.ring = ring.filter(|ring| ring.ring.q() == q);
+        self.reconcile_ring();
+        self
+    }
+
+    /// The agreed ring (with `with_ring`).
+    pub fn ring(&self) -> Option<&ClaimedRing> {
+        self.ring.as_ref()
+    }
+
+    /// Adopts `theirs` when it wins over ours: higher epoch, then higher
+    /// fingerprint. Returns whether it was adopted.
+    fn adopt_ring(&mut self, theirs: Option<ClaimedRing>) -> bool {
+        let Some((q, _)) = self.ring_params else {
+            return false;
+        };
+        let Some(theirs) = theirs else { return false };
+        if theirs.ring.q() != q {
+            return false; // another cluster's ring: never adopted
+        }
+        let better = match &self.ring {
+            None => true,
+            Some(ours) => theirs.order_key() > ours.order_key(),
+        };
+        if better {
+            self.ring = Some(theirs);
+            self.state_changed = true;
+        }
+        better
+    }
+
+    /// When the ring was claimed for other members (or another N) than the
+    /// state's, claims the next ring from it: partitions move only as far as
+    /// the change requires, and the epoch goes up by one. Every node that
+    /// holds the same ring and state claims the same next ring.
+    fn reconcile_ring(&mut self) {
+        let Some((q, n_val_max)) = self.ring_params else {
+            return;
+        };
+        if let Some(next) = next_ring(&self.state, self.ring.as_ref(), q, n_val_max) {
+            self.ring = Some(next);
+            self.state_changed = true;
         }
     }
 
@@ -466,6 +694,20 @@ impl Membership {
     pub fn admin(&mut self, change: AdminChange) -> Result<(), MembershipError> {
         self.state.apply(change)?;
         self.state_changed = true;
+        self.reconcile_ring();
+        Ok(())
+    }
+
+    /// Applies several admin changes at once (a staged plan's commit): all
+    /// or none, and one claim for all of them, so the partitions move once.
+    pub fn admin_batch(&mut self, changes: &[AdminChange]) -> Result<(), MembershipError> {
+        let mut state = self.state.clone();
+        for change in changes {
+            state.apply(*change)?;
+        }
+        self.state = state;
+        self.state_changed = true;
+        self.reconcile_ring();
         Ok(())
     }
 
@@ -516,24 +758,31 @@ impl Membership {
     pub fn handle_message(&mut self, now_ms: u64, from: NodeId, message: MembershipMessage) {
         self.handle_heard_from(now_ms, from);
         match message {
-            MembershipMessage::Push { state } => {
+            MembershipMessage::Push { state, ring } => {
+                let their_key = ring.as_ref().map(ClaimedRing::order_key);
                 if self.state.merge(&state) {
                     self.state_changed = true;
                 }
+                self.adopt_ring(ring);
+                self.reconcile_ring();
                 // Push-pull: answer only when the sender lacks something.
-                if state != self.state {
+                let our_key = self.ring.as_ref().map(ClaimedRing::order_key);
+                if state != self.state || (self.ring_params.is_some() && their_key != our_key) {
                     self.send(
                         from,
                         MembershipMessage::Pull {
                             state: self.state.clone(),
+                            ring: self.ring.clone(),
                         },
                     );
                 }
             }
-            MembershipMessage::Pull { state } => {
+            MembershipMessage::Pull { state, ring } => {
                 if self.state.merge(&state) {
                     self.state_changed = true;
                 }
+                self.adopt_ring(ring);
+                self.reconcile_ring();
             }
             MembershipMessage::Ping => self.send(from, MembershipMessage::Pong),
             MembershipMessage::Pong => {}
@@ -551,9 +800,9 @@ impl Membership {
         let peers: Vec<NodeId> = self
             .state
             .members
-            .keys()
-            .copied()
-            .filter(|id| *id != self.me)
+            .iter()
+            .filter(|(id, record)| **id != self.me && record.status != MemberStatus::Removed)
+            .map(|(id, _)| *id)
             .collect();
         // Heartbeats to every member: O(members) messages a second per
         // node, fine for the cluster sizes dynakv targets (tens of nodes).
@@ -586,6 +835,7 @@ impl Membership {
                 target,
                 MembershipMessage::Push {
                     state: self.state.clone(),
+                    ring: self.ring.clone(),
                 },
             );
         }

@@ -95,8 +95,13 @@ fn state_and_messages_round_trip_and_garbage_never_panics() {
     for message in [
         MembershipMessage::Push {
             state: state.clone(),
+            ring: None,
         },
-        MembershipMessage::Pull { state },
+        MembershipMessage::Push {
+            state: state.clone(),
+            ring: next_ring(&state, None, 64, 3),
+        },
+        MembershipMessage::Pull { state, ring: None },
         MembershipMessage::Ping,
         MembershipMessage::Pong,
     ] {

@@ -12,7 +12,10 @@ use std::time::Duration;
 use super::internode::{
     encode_frame, Envelope, ENVELOPE_BYTES, KIND_ADMIN_REQUEST, KIND_ADMIN_RESPONSE,
 };
-use super::shard::{ADMIN_HOTKEYS, ADMIN_JOIN, ADMIN_LEAVE, ADMIN_RING, ADMIN_STATUS};
+use super::shard::{
+    ADMIN_CLEAR, ADMIN_COMMIT, ADMIN_HOTKEYS, ADMIN_JOIN, ADMIN_LEAVE, ADMIN_PLAN, ADMIN_RING,
+    ADMIN_STATUS, ADMIN_WEIGHT, ADMIN_WHERE,
+};
 
 /// The largest admin answer accepted (a ring listing of 65536 partitions).
 const ADMIN_ANSWER_BYTES_MAX: usize = 64 << 20;
@@ -27,10 +30,43 @@ pub enum AdminRequest {
     /// Ask the node to exchange cluster state with `member` (an internode
     /// address of a node already in the cluster); gossip spreads the join.
     Join { member: SocketAddr },
-    /// The node leaves the ring (it keeps running; see docs/cluster-runtime.md).
-    Leave,
     /// The node's most requested keys (each shard's top-K, merged).
     HotKeys,
+    /// A member leaves the ring: `target` (an internode address) or the node
+    /// asked; it hands its data off, then leaves the member list. With
+    /// `stage`, only staged until `Commit`.
+    Leave {
+        target: Option<SocketAddr>,
+        stage: bool,
+    },
+    /// A member's capacity weight changes (staged with `stage`).
+    Weight {
+        target: Option<SocketAddr>,
+        weight: u32,
+        stage: bool,
+    },
+    /// What committing the staged changes would do.
+    Plan,
+    /// Apply every staged change at once.
+    Commit,
+    /// Drop every staged change.
+    Clear,
+    /// A key's partition and preference list.
+    Where { key: String },
+}
+
+fn options_text(target: &Option<SocketAddr>, weight: Option<u32>, stage: bool) -> String {
+    let mut words = Vec::new();
+    if let Some(target) = target {
+        words.push(format!("target={target}"));
+    }
+    if let Some(weight) = weight {
+        words.push(format!("weight={weight}"));
+    }
+    if stage {
+        words.push("stage".to_string());
+    }
+    words.join(" ")
 }
 
 /// Sends `request` to the internode address `node` and returns the node's
@@ -49,8 +85,17 @@ pub fn admin_request(
         AdminRequest::Status => (ADMIN_STATUS, String::new()),
         AdminRequest::Ring => (ADMIN_RING, String::new()),
         AdminRequest::Join { member } => (ADMIN_JOIN, member.to_string()),
-        AdminRequest::Leave => (ADMIN_LEAVE, String::new()),
         AdminRequest::HotKeys => (ADMIN_HOTKEYS, String::new()),
+        AdminRequest::Leave { target, stage } => (ADMIN_LEAVE, options_text(target, None, *stage)),
+        AdminRequest::Weight {
+            target,
+            weight,
+            stage,
+        } => (ADMIN_WEIGHT, options_text(target, Some(*weight), *stage)),
+        AdminRequest::Plan => (ADMIN_PLAN, String::new()),
+        AdminRequest::Commit => (ADMIN_COMMIT, String::new()),
+        AdminRequest::Clear => (ADMIN_CLEAR, String::new()),
+        AdminRequest::Where { key } => (ADMIN_WHERE, key.clone()),
     };
     let envelope = Envelope {
         kind: KIND_ADMIN_REQUEST,
@@ -89,4 +134,81 @@ pub fn admin_request(
     } else {
         Err(text)
     }
+}
+
+/// The value of `"field": ` in one of our own JSON replies: a number, or a
+/// string (without quotes; our strings here are addresses and hex ids).
+fn json_field<'a>(text: &'a str, field: &str) -> Option<&'a str> {
+    let start = text.find(&format!("\"{field}\": "))? + field.len() + 4;
+    let rest = &text[start..];
+    if let Some(quoted) = rest.strip_prefix('"') {
+        quoted.split('"').next()
+    } else {
+        let end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        Some(&rest[..end])
+    }
+}
+
+/// `admin status --all`: asks `node` for its members, then every listed
+/// member for its own status, and shows each node's keys and pending
+/// handoff side by side (a node that does not answer is shown as such).
+pub fn cluster_status(node: SocketAddr, json: bool, timeout: Duration) -> Result<String, String> {
+    let first = admin_request(node, &AdminRequest::Status, true, timeout)?;
+    let members: Vec<SocketAddr> = first
+        .split("\"internode\": \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next()?.parse().ok())
+        .collect();
+    let mut rows = Vec::new();
+    for member in members {
+        rows.push((
+            member,
+            admin_request(member, &AdminRequest::Status, true, timeout),
+        ));
+    }
+    let mut out = String::new();
+    if json {
+        out.push('[');
+        for (i, (member, answer)) in rows.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            match answer {
+                Ok(text) => out.push_str(text.trim()),
+                Err(e) => out.push_str(&format!(
+                    "{{\"internode\": {}, \"error\": {}}}",
+                    crate::json::string(&member.to_string()),
+                    crate::json::string(e)
+                )),
+            }
+        }
+        out.push(']');
+    } else {
+        out.push_str(&format!(
+            "{:<22} {:<8} {:>6} {:>9} {:>10} {:>8} {:>8} {:>7}\n",
+            "node", "status", "epoch", "keys", "handed off", "dropped", "pending", "hints"
+        ));
+        for (member, answer) in rows {
+            match answer {
+                Ok(text) => {
+                    let field = |name: &str| json_field(&text, name).unwrap_or("?").to_string();
+                    out.push_str(&format!(
+                        "{:<22} {:<8} {:>6} {:>9} {:>10} {:>8} {:>8} {:>7}\n",
+                        member,
+                        field("status"),
+                        field("epoch"),
+                        field("keys"),
+                        field("handed_off"),
+                        field("handoff_dropped"),
+                        field("handoff_pending"),
+                        field("hints")
+                    ));
+                }
+                Err(e) => out.push_str(&format!("{member:<22} no answer: {e}\n")),
+            }
+        }
+    }
+    Ok(out)
 }

@@ -15,10 +15,11 @@
 //! shard count) next to every membership message. A node is the authority on
 //! its own entry; entries heard second-hand only fill gaps.
 //!
-//! Invariants: every node derives the ring from the membership state alone
-//! (`derive_ring(None, …)`), so two nodes with equal states route alike,
-//! whatever order they learnt the changes in; failure detection only changes
-//! `Topology::unreachable`, never ownership (Dynamo §4.8.3).
+//! Invariants: the ring is the one the membership machine agreed on by
+//! gossip (`Membership::ring`: claimed from the previous ring, highest epoch
+//! wins), persisted with the state, so a change moves as few partitions as
+//! it must and every node converges on one ring; failure detection only
+//! changes `Topology::unreachable`, never ownership (Dynamo §4.8.3).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -32,12 +33,12 @@ use super::internode::{Envelope, Links, KIND_MEMBERSHIP};
 use super::log;
 use crate::config::ServerConfig;
 use crate::membership::{
-    AdminChange, MemberRecord, MemberStatus, Membership, MembershipConfig, MembershipMessage,
-    MembershipState, NodeId, MEMBERS_MAX,
+    next_ring, AdminChange, ClaimedRing, MemberRecord, MemberStatus, Membership, MembershipConfig,
+    MembershipMessage, MembershipState, NodeId, MEMBERS_MAX,
 };
 use crate::protocol::{RoutingNode, RoutingTable};
 use crate::replica::Preference;
-use crate::ring::{Ring, VnodeOwner};
+use crate::ring::VnodeOwner;
 
 /// Where a node can be reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,7 +197,7 @@ pub(crate) fn decode_gossip(bytes: &[u8]) -> Option<(MembershipMessage, AddressB
 pub(crate) struct Topology {
     /// Grows with every publication (ring or reachability change).
     pub version: u64,
-    /// The membership epoch the ring was derived from.
+    /// The ring's epoch (bumped by every claim, agreed by gossip).
     pub epoch: u64,
     pub q: u32,
     /// The replication factor in force: the configured N, clamped to the
@@ -207,6 +208,8 @@ pub(crate) struct Topology {
     pub walks: Vec<Vec<VnodeOwner>>,
     pub book: AddressBook,
     pub members: Vec<(NodeId, MemberRecord)>,
+    /// The agreed ring this topology was built from.
+    pub ring: ClaimedRing,
     pub unreachable: BTreeSet<NodeId>,
     pub routing: RoutingTable,
 }
@@ -255,49 +258,34 @@ impl Topology {
     fn build(
         version: u64,
         state: &MembershipState,
+        ring: &ClaimedRing,
         book: &AddressBook,
         unreachable: BTreeSet<NodeId>,
-        config: &ServerConfig,
-        previous: Option<&Topology>,
-    ) -> Option<Topology> {
-        let active = state.active_members();
-        let n_val = usize::from(config.n_val).min(active.len()).max(1);
-        let ring = match state.derive_ring(None, config.partitions, n_val) {
-            Ok(ring) => ring,
-            Err(e) => {
-                log::warning!("cannot derive the ring from the membership: {e}");
-                return None;
-            }
-        };
-        Some(Self::from_ring(
-            version,
-            state,
-            &ring,
-            n_val,
-            book,
-            unreachable,
-            previous,
-        ))
+    ) -> Topology {
+        Self::from_ring(version, state, ring, book, unreachable)
     }
 
     fn from_ring(
         version: u64,
         state: &MembershipState,
-        ring: &Ring,
-        n_val: usize,
+        claimed: &ClaimedRing,
         book: &AddressBook,
         unreachable: BTreeSet<NodeId>,
-        _previous: Option<&Topology>,
     ) -> Topology {
+        let ring = &claimed.ring;
+        let n_val = ring.n_val();
         let walks: Vec<Vec<VnodeOwner>> = (0..ring.q()).map(|p| ring.walk(p).collect()).collect();
-        let active = state.active_members();
-        let index: BTreeMap<NodeId, u32> = active
+        // The routing table lists the members the ring was claimed for.
+        let index: BTreeMap<NodeId, u32> = claimed
+            .members
             .iter()
             .enumerate()
-            .map(|(i, (id, _))| (*id, i as u32))
+            .map(|(i, member)| (member.id, i as u32))
             .collect();
-        let nodes = active
+        let nodes = claimed
+            .members
             .iter()
+            .map(|member| (&member.id, member))
             .map(|(id, record)| {
                 let endpoint = book.get(id).copied();
                 RoutingNode {
@@ -322,7 +310,7 @@ impl Topology {
                     .collect()
             })
             .collect();
-        let epoch = state.epoch();
+        let epoch = ring.epoch;
         Topology {
             version,
             epoch,
@@ -331,6 +319,7 @@ impl Topology {
             walks,
             book: book.clone(),
             members: state.members().map(|(id, r)| (id, *r)).collect(),
+            ring: claimed.clone(),
             unreachable,
             routing: RoutingTable {
                 epoch,
@@ -360,6 +349,12 @@ pub(crate) struct Cluster {
     pub keys: Vec<AtomicU64>,
     /// Keys sent to new owners by partition handoff, all shards together.
     pub handed_off: AtomicU64,
+    /// Keys dropped after every new owner acknowledged them.
+    pub handoff_dropped: AtomicU64,
+    /// Partitions each shard still has to hand off (as of its last pass).
+    pub handoff_pending: Vec<AtomicUsize>,
+    /// Per shard: the last ring epoch at which it held nothing to hand off.
+    pub handoff_clean_epoch: Vec<AtomicU64>,
     /// Frames dropped by full or failed links, all shards together.
     pub dropped: AtomicU64,
 }
@@ -372,13 +367,12 @@ impl Cluster {
     /// membership state, or a one-node cluster of itself.
     pub(crate) fn new(
         me: NodeId,
-        config: &ServerConfig,
         shards: usize,
         state: &MembershipState,
+        ring: &ClaimedRing,
         book: &AddressBook,
     ) -> Result<Cluster, String> {
-        let topology = Topology::build(1, state, book, BTreeSet::new(), config, None)
-            .ok_or("cannot derive the ring")?;
+        let topology = Topology::build(1, state, ring, book, BTreeSet::new());
         Ok(Cluster {
             me,
             version: AtomicU64::new(topology.version),
@@ -387,6 +381,9 @@ impl Cluster {
             hints: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
             keys: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             handed_off: AtomicU64::new(0),
+            handoff_dropped: AtomicU64::new(0),
+            handoff_pending: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
+            handoff_clean_epoch: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             dropped: AtomicU64::new(0),
         })
     }
@@ -440,9 +437,10 @@ pub(crate) fn load_membership(
     me: NodeId,
     config: &ServerConfig,
     shards: usize,
-) -> Result<(MembershipState, AddressBook), String> {
+) -> Result<(MembershipState, AddressBook, ClaimedRing), String> {
     let path = config.data_dir.join(MEMBERSHIP_FILE);
     let mut book = AddressBook::new();
+    let mut ring: Option<ClaimedRing> = None;
     let state = match std::fs::read(&path) {
         Ok(bytes) => {
             let mut cursor = Cursor { bytes: &bytes };
@@ -450,10 +448,20 @@ pub(crate) fn load_membership(
                 let length = cursor.u32()? as usize;
                 let state = MembershipState::decode(cursor.take(length)?).ok()?;
                 let book = decode_book(&mut cursor)?;
-                Some((state, book))
+                // The agreed ring follows (files written before rings were
+                // persisted end here: the ring is claimed afresh).
+                let ring = if cursor.bytes.is_empty() {
+                    None
+                } else {
+                    let length = cursor.u32()? as usize;
+                    Some(ClaimedRing::decode(cursor.take(length)?).ok()?)
+                };
+                Some((state, book, ring))
             })();
-            let (state, saved) = parsed.ok_or_else(|| format!("{} is corrupt", path.display()))?;
+            let (state, saved, saved_ring) =
+                parsed.ok_or_else(|| format!("{} is corrupt", path.display()))?;
             book = saved;
+            ring = saved_ring.filter(|r| r.ring.q() == config.partitions);
             state
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -470,13 +478,19 @@ pub(crate) fn load_membership(
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
     book.insert(me, Endpoint::of(config, shards));
-    Ok((state, book))
+    let n_val = usize::from(config.n_val);
+    let ring = match next_ring(&state, ring.as_ref(), config.partitions, n_val) {
+        Some(next) => next,
+        None => ring.ok_or("cannot claim a ring: no member has capacity")?,
+    };
+    Ok((state, book, ring))
 }
 
 fn save_membership(
     dir: &std::path::Path,
     state: &MembershipState,
     book: &AddressBook,
+    ring: Option<&ClaimedRing>,
 ) -> std::io::Result<()> {
     let mut bytes = Vec::new();
     let mut encoded = Vec::new();
@@ -484,6 +498,12 @@ fn save_membership(
     bytes.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
     bytes.extend_from_slice(&encoded);
     encode_book(&mut bytes, book.iter());
+    if let Some(ring) = ring {
+        let mut encoded = Vec::new();
+        ring.encode(&mut encoded);
+        bytes.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&encoded);
+    }
     super::server::write_file_durably(&dir.join(MEMBERSHIP_FILE), &bytes)
 }
 
@@ -492,13 +512,16 @@ pub(crate) struct MembershipDriver {
     pub machine: Membership,
     pub book: AddressBook,
     cluster: Arc<Cluster>,
-    config: Arc<ServerConfig>,
     links: Rc<Links>,
     seeds: Vec<SocketAddr>,
     rng: u64,
     next_version: u64,
     published_suspects: BTreeSet<NodeId>,
     dir: PathBuf,
+    /// Changes staged by `admin … --stage`, applied by `admin commit`
+    /// (`staging.rs`).
+    pub staged: Vec<AdminChange>,
+    n_val_max: usize,
 }
 
 impl MembershipDriver {
@@ -507,6 +530,7 @@ impl MembershipDriver {
         config: Arc<ServerConfig>,
         links: Rc<Links>,
         state: MembershipState,
+        ring: ClaimedRing,
         book: AddressBook,
         now_ms: u64,
     ) -> MembershipDriver {
@@ -521,14 +545,16 @@ impl MembershipDriver {
         let _ = std::fs::File::open("/dev/urandom")
             .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut seed_bytes));
         MembershipDriver {
-            machine: Membership::new(cluster.me, membership_config, Vec::new(), state, now_ms),
+            machine: Membership::new(cluster.me, membership_config, Vec::new(), state, now_ms)
+                .with_ring(config.partitions, usize::from(config.n_val), Some(ring)),
             book,
             rng: u64::from_le_bytes(seed_bytes) | 1,
             next_version: 2,
             published_suspects: BTreeSet::new(),
             dir: config.data_dir.clone(),
+            staged: Vec::new(),
+            n_val_max: usize::from(config.n_val),
             cluster,
-            config,
             links,
             seeds,
         }
@@ -586,6 +612,9 @@ impl MembershipDriver {
         let due = self.machine.poll_timeout().is_some_and(|t| t <= now_ms);
         let random = self.random();
         self.machine.handle_timeout(now_ms, random);
+        if due {
+            self.complete_leave();
+        }
         if due && !self.seeds.is_empty() {
             let alone = self.machine.state().members().count() <= 1;
             if alone || random % 4 == 1 {
@@ -601,6 +630,7 @@ impl MembershipDriver {
     pub(crate) fn push_to(&mut self, addr: SocketAddr) {
         let message = MembershipMessage::Push {
             state: self.machine.state().clone(),
+            ring: self.machine.ring().cloned(),
         };
         let (book, me) = (&self.book, self.cluster.me);
         self.links.send(addr, self.envelope(), |out| {
@@ -615,6 +645,67 @@ impl MembershipDriver {
             from_shard: 0,
             to_shard: 0,
         }
+    }
+
+    /// A leaving node whose shards have handed every partition off (each
+    /// shard's last pass at the current ring found nothing to move) and
+    /// that holds no hints removes itself from the member list.
+    fn complete_leave(&mut self) {
+        let me = self.cluster.me;
+        let leaving = self
+            .machine
+            .state()
+            .get(me)
+            .is_some_and(|r| r.status == MemberStatus::Leaving);
+        if !leaving {
+            return;
+        }
+        let epoch = self.cluster.topology().epoch;
+        let owns_nothing = self
+            .machine
+            .ring()
+            .is_some_and(|r| r.ring.partitions_of_node(me).is_empty());
+        let drained = self
+            .cluster
+            .handoff_clean_epoch
+            .iter()
+            .all(|e| e.load(Ordering::Relaxed) == epoch);
+        let hints: usize = self
+            .cluster
+            .hints
+            .iter()
+            .map(|h| h.load(Ordering::Relaxed))
+            .sum();
+        if owns_nothing && drained && hints == 0 {
+            match self.machine.admin(AdminChange::Remove { node: me }) {
+                Ok(()) => log::info!("handoff complete: this node left the cluster"),
+                Err(e) => log::warning!("cannot complete the leave: {e}"),
+            }
+        }
+    }
+
+    /// The configured N (the ring's N is at most this).
+    pub(crate) fn n_val_max(&self) -> usize {
+        self.n_val_max
+    }
+
+    /// Applies several changes at once with one claim (`admin commit`).
+    pub(crate) fn admin_batch(&mut self, changes: &[AdminChange]) -> Result<(), String> {
+        self.machine
+            .admin_batch(changes)
+            .map_err(|e| e.to_string())?;
+        self.after(false);
+        Ok(())
+    }
+
+    /// The member whose internode address (of any shard) is `addr`.
+    pub(crate) fn member_at(&self, addr: SocketAddr) -> Option<NodeId> {
+        self.cluster.topology().node_at(addr).or_else(|| {
+            self.book
+                .iter()
+                .find(|(_, e)| e.internode(0) == addr)
+                .map(|(id, _)| *id)
+        })
     }
 
     pub(crate) fn admin(&mut self, change: AdminChange) -> Result<(), String> {
@@ -636,56 +727,39 @@ impl MembershipDriver {
         }
         let state_changed = self.machine.take_state_changed();
         if state_changed || book_changed {
-            if let Err(e) = save_membership(&self.dir, self.machine.state(), &self.book) {
+            if let Err(e) = save_membership(
+                &self.dir,
+                self.machine.state(),
+                &self.book,
+                self.machine.ring(),
+            ) {
                 log::warning!("cannot persist the membership state: {e}");
             }
         }
         let suspects = self.machine.suspected();
         if state_changed || book_changed || suspects != self.published_suspects {
             let current = self.cluster.topology();
-            let topology = if state_changed {
-                Topology::build(
-                    self.next_version,
-                    self.machine.state(),
-                    &self.book,
-                    suspects.clone(),
-                    &self.config,
-                    Some(&current),
-                )
-            } else {
-                // Same ring: only addresses or reachability changed.
-                let state = self.machine.state();
-                let active = state.active_members().len();
-                let n_val = usize::from(self.config.n_val).min(active).max(1);
-                state
-                    .derive_ring(None, self.config.partitions, n_val)
-                    .ok()
-                    .map(|ring| {
-                        Topology::from_ring(
-                            self.next_version,
-                            state,
-                            &ring,
-                            n_val,
-                            &self.book,
-                            suspects.clone(),
-                            Some(&current),
-                        )
-                    })
-            };
-            if let Some(topology) = topology {
-                if topology.epoch != current.epoch {
-                    log::info!(
-                        "ring epoch {} -> {}: {} members, N = {}",
-                        current.epoch,
-                        topology.epoch,
-                        topology.members.len(),
-                        topology.n_val
-                    );
-                }
-                self.next_version += 1;
-                self.published_suspects = suspects;
-                self.cluster.publish(topology);
+            let ring = self.machine.ring().unwrap_or(&current.ring);
+            let topology = Topology::build(
+                self.next_version,
+                self.machine.state(),
+                ring,
+                &self.book,
+                suspects.clone(),
+            );
+            if topology.epoch != current.epoch {
+                log::info!(
+                    "ring epoch {} -> {}: {} members, N = {}, {} partitions moved",
+                    current.epoch,
+                    topology.epoch,
+                    topology.members.len(),
+                    topology.n_val,
+                    topology.ring.ring.nodes_moved_from(&current.ring.ring)
+                );
             }
+            self.next_version += 1;
+            self.published_suspects = suspects;
+            self.cluster.publish(topology);
         }
     }
 }
@@ -700,14 +774,32 @@ pub(crate) fn status_text(cluster: &Cluster, json: bool) -> String {
         .sum();
     let keys: u64 = cluster.keys.iter().map(|k| k.load(Ordering::Relaxed)).sum();
     let handed_off = cluster.handed_off.load(Ordering::Relaxed);
+    let dropped = cluster.handoff_dropped.load(Ordering::Relaxed);
+    let pending: usize = cluster
+        .handoff_pending
+        .iter()
+        .map(|p| p.load(Ordering::Relaxed))
+        .sum();
+    let own_status = topology
+        .members
+        .iter()
+        .find(|(id, _)| *id == cluster.me)
+        .map_or("unknown", |(_, r)| status_name(r.status));
+    // Removed members are kept in the state (so gossip cannot revive them)
+    // but are no longer listed.
+    let members: Vec<&(NodeId, MemberRecord)> = topology
+        .members
+        .iter()
+        .filter(|(_, r)| r.status != MemberStatus::Removed)
+        .collect();
     let mut out = String::new();
     if json {
         let _ = write!(
             out,
-            "{{\"node\": \"{:016x}\", \"epoch\": {}, \"n_val\": {}, \"hints\": {}, \"keys\": {}, \"handed_off\": {}, \"members\": [",
+            "{{\"node\": \"{:016x}\", \"status\": \"{own_status}\", \"epoch\": {}, \"n_val\": {}, \"hints\": {}, \"keys\": {}, \"handed_off\": {}, \"handoff_dropped\": {dropped}, \"handoff_pending\": {pending}, \"members\": [",
             cluster.me.0, topology.epoch, topology.n_val, hints, keys, handed_off
         );
-        for (i, (id, record)) in topology.members.iter().enumerate() {
+        for (i, (id, record)) in members.iter().enumerate() {
             let addr = topology
                 .book
                 .get(id)
@@ -729,10 +821,10 @@ pub(crate) fn status_text(cluster: &Cluster, json: bool) -> String {
     } else {
         let _ = writeln!(
             out,
-            "node {:016x}: ring epoch {}, N = {}, {} hints held, {} keys stored, {} keys handed off",
+            "node {:016x} ({own_status}): ring epoch {}, N = {}, {} hints held, {} keys stored, {} keys handed off, {dropped} dropped after acknowledgement, {pending} partitions pending handoff",
             cluster.me.0, topology.epoch, topology.n_val, hints, keys, handed_off
         );
-        for (id, record) in &topology.members {
+        for (id, record) in members {
             let addr = topology
                 .book
                 .get(id)
@@ -756,10 +848,11 @@ pub(crate) fn status_text(cluster: &Cluster, json: bool) -> String {
     out
 }
 
-fn status_name(status: MemberStatus) -> &'static str {
+pub(crate) fn status_name(status: MemberStatus) -> &'static str {
     match status {
         MemberStatus::Active => "active",
         MemberStatus::Leaving => "leaving",
+        MemberStatus::Removed => "removed",
     }
 }
 

@@ -24,6 +24,7 @@ mod metrics;
 mod scheduler;
 mod server;
 mod shard;
+mod staging;
 #[doc(hidden)]
 pub mod wire_check;
 

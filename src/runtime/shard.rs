@@ -36,7 +36,7 @@ use super::log::{self, info};
 use super::metrics::{self, MetricsHub, Op, ShardMetrics};
 use super::scheduler::{Job, JobRates, Scheduler};
 use crate::config::ServerConfig;
-use crate::membership::{AdminChange, MembershipState, NodeId};
+use crate::membership::{AdminChange, ClaimedRing, MembershipState, NodeId};
 use crate::protocol::{self, ErrorCode, Limits, Request, RequestFrame, Response, Sibling};
 use crate::replica::{
     ClientReply, GetRequest, IoRequest, IoResult, PutRequest, QuorumConfig, Replica, ReplicaConfig,
@@ -46,6 +46,8 @@ use crate::ring;
 use crate::storage::{Namespace, StorageError, Store, StoreConfig};
 use crate::version::{Context, Value, VersionError, VersionVector};
 
+mod handoff;
+
 /// What every shard of a node shares after start-up.
 pub(crate) struct NodeInfo {
     pub limits: Limits,
@@ -53,7 +55,8 @@ pub(crate) struct NodeInfo {
     /// The cluster view (ring, addresses, reachability), published by shard 0.
     pub cluster: Arc<Cluster>,
     /// The membership state loaded at start-up, for shard 0's driver.
-    pub initial_membership: std::sync::Mutex<Option<(MembershipState, cluster::AddressBook)>>,
+    pub initial_membership:
+        std::sync::Mutex<Option<(MembershipState, cluster::AddressBook, ClaimedRing)>>,
     /// Where shards publish metric snapshots for scrapes and admin commands.
     pub metrics: MetricsHub,
     /// When the node started.
@@ -67,8 +70,8 @@ impl NodeInfo {
         shards: usize,
     ) -> Result<NodeInfo, String> {
         let me = NodeId(node_id);
-        let (state, book) = cluster::load_membership(me, config, shards)?;
-        let cluster = Arc::new(Cluster::new(me, config, shards, &state, &book)?);
+        let (state, book, ring) = cluster::load_membership(me, config, shards)?;
+        let cluster = Arc::new(Cluster::new(me, shards, &state, &ring, &book)?);
         let limits = Limits {
             frame_bytes_max: config.frame_bytes_max,
             key_bytes_max: config.key_bytes_max,
@@ -79,7 +82,7 @@ impl NodeInfo {
             limits,
             shards,
             cluster,
-            initial_membership: std::sync::Mutex::new(Some((state, book))),
+            initial_membership: std::sync::Mutex::new(Some((state, book, ring))),
             metrics: MetricsHub::new(shards),
             started: Instant::now(),
         })
@@ -150,6 +153,8 @@ pub(crate) struct ShardState {
     /// storage request that completes without waiting would otherwise call
     /// `pump` recursively, once per queued request, and overflow the stack.
     pumping: Cell<bool>,
+    /// Handoff requests sent and not yet acknowledged (`handoff.rs`).
+    handoff_outstanding: RefCell<ahash::AHashSet<u64>>,
 }
 
 /// The incarnation the replica layer sees: the shard's restart counter
@@ -248,6 +253,7 @@ pub(crate) async fn run(
             config.clone(),
             links.clone(),
             initial.0,
+            initial.2,
             initial.1,
             0,
         ))
@@ -293,6 +299,7 @@ pub(crate) async fn run(
         pumping: Cell::new(false),
         forwards: RefCell::new(AHashMap::new()),
         next_forward: Cell::new(1),
+        handoff_outstanding: RefCell::new(ahash::AHashSet::new()),
     });
     shard.pump();
 
@@ -1071,7 +1078,7 @@ impl ShardState {
     /// Sends a replica message to the shard of its target node that holds
     /// the partition (requests) or that sent the request (answers).
     fn send_replica(&self, topology: &Topology, transmit: Transmit) {
-        let to = transmit.to;
+        let to = handoff::real_node(transmit.to);
         let shards = topology.book.get(&to).map_or(1, |e| e.shards);
         let to_shard = match &transmit.message {
             ReplicaMessage::PutReplica { partition, .. }
@@ -1131,98 +1138,6 @@ impl ShardState {
         }
     }
 
-    /// Partition handoff (§6 of the design guide), push style: after every
-    /// ring change, each key of a partition this shard stores but whose
-    /// primaries no longer include this node is sent as a `PutReplica` (a
-    /// merge, so repeating it is harmless) to the partition's new primaries.
-    /// The old copy is kept (dropping it needs acknowledged, complete
-    /// transfers: not done), so nothing is lost if a transfer is. Runs in
-    /// the background queue, yielding every few keys.
-    async fn handoff_loop(self: Rc<Self>) {
-        // The ring epoch fully handed off (reachability changes alone do
-        // not move partitions, so they start no new pass).
-        let mut done_epoch = 0u64;
-        let mut next_req = 1u64;
-        let base = (self.replica.borrow().actor() >> 16) & 0xFFFF;
-        while !self.shutdown.load(Ordering::Relaxed) {
-            glommio::timer::sleep(Duration::from_millis(200)).await;
-            self.node.cluster.keys[self.index].store(self.store.stats().keys, Ordering::Relaxed);
-            let topology = self.topology();
-            if topology.epoch == done_epoch {
-                continue;
-            }
-            let me = self.node.cluster.me;
-            let mut sent = 0u64;
-            let mut complete = true;
-            for partition in self.store.partitions(Namespace::Data) {
-                if partition >= topology.q {
-                    continue;
-                }
-                let primaries: Vec<_> = topology.primaries(partition).to_vec();
-                if primaries.iter().any(|o| o.node == me) {
-                    // Still held by this node (a move between two shards of
-                    // one node is not handed off; see docs/cluster-runtime.md).
-                    continue;
-                }
-                for key in self.store.keys(Namespace::Data, partition) {
-                    let Ok(Some(record)) = self.store.get(Namespace::Data, partition, &key).await
-                    else {
-                        continue;
-                    };
-                    let Ok(siblings) = crate::version::SiblingSet::decode(&record.payload) else {
-                        continue;
-                    };
-                    for target in &primaries {
-                        // Ids from the top half of this shard's id range:
-                        // answers route back here and the replica machine
-                        // ignores acks it did not ask for.
-                        let req = (base << 40) | (1 << 39) | next_req;
-                        next_req += 1;
-                        let Some(addr) = topology.internode_addr(target.node, target.shard) else {
-                            // Address not gossiped yet: try the pass again.
-                            complete = false;
-                            continue;
-                        };
-                        let message = ReplicaMessage::PutReplica {
-                            req,
-                            partition,
-                            key: key.clone(),
-                            siblings: siblings.clone(),
-                            durable: false,
-                            hint_for: None,
-                        };
-                        let envelope = Envelope {
-                            kind: KIND_REPLICA,
-                            from_node: me.0,
-                            from_shard: self.index as u16,
-                            to_shard: target.shard,
-                        };
-                        self.links.send(addr, envelope, |out| message.encode(out));
-                    }
-                    sent += 1;
-                    ShardMetrics::bump(&self.metrics.handoff_keys_sent, 1);
-                    // Rate-limited and yielding (§8).
-                    if sent % 16 == 0 {
-                        self.sched.pace(Job::Handoff, 16).await;
-                    }
-                }
-            }
-            if sent > 0 {
-                self.node
-                    .cluster
-                    .handed_off
-                    .fetch_add(sent, Ordering::Relaxed);
-                info!(
-                    "shard {}: handed {sent} keys off to their new owners (ring epoch {})",
-                    self.index, topology.epoch
-                );
-            }
-            if complete {
-                done_epoch = topology.epoch;
-            }
-        }
-    }
-
     fn admin(&self, payload: &[u8]) -> Result<String, String> {
         let (&op, rest) = payload.split_first().ok_or("empty admin request")?;
         let (&json, rest) = rest.split_first().ok_or("short admin request")?;
@@ -1266,12 +1181,46 @@ impl ShardState {
                     "asked {member} for the cluster state; the join spreads by gossip"
                 ))
             }
-            ADMIN_LEAVE => {
+            ADMIN_LEAVE | ADMIN_WEIGHT => {
+                let options = AdminOptions::parse(argument)?;
                 let mut driver = self.membership.borrow_mut();
                 let driver = driver.as_mut().ok_or("admin requests go to shard 0")?;
-                driver.admin(AdminChange::Leave { node: cluster.me })?;
-                Ok("leaving: this node owns no partitions in the next ring".into())
+                let node = match options.target {
+                    None => cluster.me,
+                    Some(addr) => driver
+                        .member_at(addr)
+                        .ok_or_else(|| format!("no member has internode address {addr}"))?,
+                };
+                let change = if op == ADMIN_LEAVE {
+                    AdminChange::Leave { node }
+                } else {
+                    AdminChange::SetCapacity {
+                        node,
+                        weight: options.weight.ok_or("admin weight needs a weight")?,
+                    }
+                };
+                if options.stage {
+                    return super::staging::stage(driver, change);
+                }
+                driver.admin(change)?;
+                Ok(if op == ADMIN_LEAVE {
+                    format!(
+                        "{node:?} is leaving: it owns no partitions in the next ring, hands its data off, then leaves the member list"
+                    )
+                } else {
+                    format!("{node:?} has a new weight; partitions move to match it")
+                })
             }
+            ADMIN_PLAN | ADMIN_COMMIT | ADMIN_CLEAR => {
+                let mut driver = self.membership.borrow_mut();
+                let driver = driver.as_mut().ok_or("admin requests go to shard 0")?;
+                match op {
+                    ADMIN_PLAN => Ok(super::staging::plan_text(driver, cluster, json)),
+                    ADMIN_COMMIT => super::staging::commit(driver),
+                    _ => Ok(super::staging::clear(driver)),
+                }
+            }
+            ADMIN_WHERE => Ok(super::staging::where_text(cluster, argument, json)),
             other => Err(format!("unknown admin operation {other}")),
         }
     }
@@ -1318,6 +1267,49 @@ pub(crate) const ADMIN_JOIN: u8 = 3;
 pub(crate) const ADMIN_LEAVE: u8 = 4;
 /// (Numbered apart from the others so concurrent additions do not collide.)
 pub(crate) const ADMIN_HOTKEYS: u8 = 20;
+pub(crate) const ADMIN_WEIGHT: u8 = 5;
+pub(crate) const ADMIN_PLAN: u8 = 6;
+pub(crate) const ADMIN_COMMIT: u8 = 7;
+pub(crate) const ADMIN_CLEAR: u8 = 8;
+pub(crate) const ADMIN_WHERE: u8 = 9;
+
+/// The argument of `ADMIN_LEAVE` and `ADMIN_WEIGHT`: space-separated
+/// `target=IP:PORT` (another member, by internode address; default this
+/// node), `weight=W`, and `stage`.
+#[derive(Debug, Default)]
+struct AdminOptions {
+    target: Option<SocketAddr>,
+    weight: Option<u32>,
+    stage: bool,
+}
+
+impl AdminOptions {
+    fn parse(text: &str) -> Result<AdminOptions, String> {
+        let mut options = AdminOptions::default();
+        for word in text.split_whitespace() {
+            match word.split_once('=') {
+                Some(("target", addr)) => {
+                    options.target = Some(
+                        addr.parse()
+                            .map_err(|_| format!("bad member address '{addr}'"))?,
+                    );
+                }
+                Some(("weight", weight)) => {
+                    let weight: u32 = weight
+                        .parse()
+                        .map_err(|_| format!("bad weight '{weight}'"))?;
+                    if weight == 0 {
+                        return Err("weight must be >= 1 (use leave to drain a node)".into());
+                    }
+                    options.weight = Some(weight);
+                }
+                None if word == "stage" => options.stage = true,
+                _ => return Err(format!("unknown admin option '{word}'")),
+            }
+        }
+        Ok(options)
+    }
+}
 
 impl InboundHandler for ShardState {
     fn handle(self: &Rc<Self>, envelope: Envelope, payload: Bytes) -> Option<Vec<u8>> {
@@ -1326,9 +1318,27 @@ impl InboundHandler for ShardState {
             KIND_REPLICA => {
                 // Bad bytes from a peer are dropped; the sender times out.
                 let message = ReplicaMessage::decode(&payload).ok()?;
-                if from == self.node.cluster.me {
-                    return None;
+                match &message {
+                    // Acknowledged handoff transfers are counted by the
+                    // handoff loop, not the replica machine.
+                    ReplicaMessage::PutAck { req, .. } if req & handoff::HANDOFF_REQ_BIT != 0 => {
+                        self.handoff_acked(*req);
+                        return None;
+                    }
+                    _ => {}
                 }
+                let from = match &message {
+                    // A partition moving between two shards of this node is
+                    // handed off over the node's own internode port; the
+                    // replica machine sees a stand-in sender.
+                    ReplicaMessage::PutReplica { req, .. }
+                        if req & handoff::HANDOFF_REQ_BIT != 0 && from == self.node.cluster.me =>
+                    {
+                        handoff::local_peer(from)
+                    }
+                    _ if from == self.node.cluster.me => return None,
+                    _ => from,
+                };
                 let q = self.topology().q;
                 match &message {
                     ReplicaMessage::PutReplica { partition, .. }

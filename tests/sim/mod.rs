@@ -27,7 +27,8 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use bytes::Bytes;
 use dynakv::membership::{
-    AdminChange, Membership, MembershipConfig, MembershipMessage, MembershipState, NodeId,
+    AdminChange, ClaimedRing, Membership, MembershipConfig, MembershipMessage, MembershipState,
+    NodeId,
 };
 use dynakv::replica::{
     actor_id, ClientReply, GetRequest, IoRequest, IoResult, Namespace, Preference, PutRequest,
@@ -142,6 +143,10 @@ struct SimNode {
     incarnation: u16,
     /// Persisted membership state (durable).
     membership_state: MembershipState,
+    /// Persisted agreed ring (durable, beside the state). Gossiped like the
+    /// runtime's; routing here uses the fixed `Sim::ring`, and check (5)
+    /// requires every node to end with one ring claimed for all members.
+    membership_ring: Option<ClaimedRing>,
     /// Clock skew: local = global * (1 + drift) + offset.
     offset_ms: u64,
     drift_per_mille: u64,
@@ -345,6 +350,7 @@ impl Sim {
                 } else {
                     MembershipState::new()
                 },
+                membership_ring: None,
                 offset_ms: rng.below(5_000),
                 drift_per_mille: rng.below(20),
                 wake_at: None,
@@ -531,6 +537,11 @@ impl Sim {
             seeds,
             node.membership_state.clone(),
             local,
+        )
+        .with_ring(
+            PARTITIONS,
+            self.config.quorum.n,
+            node.membership_ring.clone(),
         );
         node.machines = Some((replica, membership));
         self.drain(index);
@@ -621,6 +632,7 @@ impl Sim {
             }
             if membership.take_state_changed() {
                 node.membership_state = membership.state().clone();
+                node.membership_ring = membership.ring().cloned();
             }
             let mut transmits = Vec::new();
             while let Some(transmit) = replica.poll_transmit() {
@@ -1170,6 +1182,22 @@ impl Sim {
                     self.nodes.len()
                 ));
             }
+        }
+        // Check (5b): one agreed ring, claimed for every member.
+        let rings: Vec<Option<&ClaimedRing>> = self
+            .nodes
+            .iter()
+            .map(|node| node.machines.as_ref().and_then(|(_, m)| m.ring()))
+            .collect();
+        let first = rings[0].ok_or("node 1 holds no ring")?;
+        if first.members.len() != self.nodes.len() || rings.iter().any(|r| *r != Some(first)) {
+            return Err(format!(
+                "rings differ after healing: epochs {:?}",
+                rings
+                    .iter()
+                    .map(|r| r.map(|r| r.ring.epoch))
+                    .collect::<Vec<_>>()
+            ));
         }
         // Check (4): every hint was handed back.
         if self.hints_left() != 0 {
