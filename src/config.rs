@@ -86,6 +86,9 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// Hint replay runs at most once per interval.
     pub hint_replay_interval_ms: u64,
+    /// The Redis-protocol (RESP2) listener; `None` (the default) runs none.
+    /// Every shard accepts on it, like the node port (docs/resp.md).
+    pub resp_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -121,6 +124,7 @@ impl Default for ServerConfig {
             replica_timeout_ms: 300,
             request_timeout_ms: 1_000,
             hint_replay_interval_ms: 1_000,
+            resp_listen: None,
         }
     }
 }
@@ -184,6 +188,7 @@ impl ServerConfig {
         "replica_timeout_ms",
         "request_timeout_ms",
         "hint_replay_interval_ms",
+        "resp_listen",
     ];
 
     /// Parses a TOML document.
@@ -277,6 +282,12 @@ impl ServerConfig {
             "replica_timeout_ms" => self.replica_timeout_ms = parse(name, value)?,
             "request_timeout_ms" => self.request_timeout_ms = parse(name, value)?,
             "hint_replay_interval_ms" => self.hint_replay_interval_ms = parse(name, value)?,
+            "resp_listen" => {
+                self.resp_listen = match value {
+                    "" => None,
+                    v => Some(parse(name, v)?),
+                }
+            }
             _ => {
                 return Err(ConfigError::Flag(format!(
                     "unknown option --{}",

@@ -15,6 +15,7 @@ pub mod json;
 pub mod membership;
 pub mod protocol;
 pub mod replica;
+pub mod resp;
 pub mod ring;
 pub mod runtime;
 pub mod storage;

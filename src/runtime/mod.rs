@@ -18,6 +18,7 @@ mod forward;
 mod internode;
 mod log;
 mod memlock;
+mod resp;
 mod server;
 mod shard;
 

@@ -251,6 +251,7 @@ fn check_ports_free(config: &ServerConfig, shards: usize) -> Result<(), ServerEr
     let mut addrs = vec![config.listen];
     addrs.extend((0..shards).map(|i| SocketAddr::new(config.listen.ip(), config.shard_port(i))));
     addrs.extend((0..shards).map(|i| config.internode_shard_addr(i)));
+    addrs.extend(config.resp_listen);
     for addr in addrs {
         if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
             return Err(ServerError::Bind(

@@ -53,6 +53,8 @@ pub(crate) struct NodeInfo {
     pub cluster: Arc<Cluster>,
     /// The membership state loaded at start-up, for shard 0's driver.
     pub initial_membership: std::sync::Mutex<Option<(MembershipState, cluster::AddressBook)>>,
+    /// Counters of the Redis-protocol front end (`INFO`).
+    pub resp_stats: super::resp::RespStats,
 }
 
 impl NodeInfo {
@@ -75,6 +77,7 @@ impl NodeInfo {
             shards,
             cluster,
             initial_membership: std::sync::Mutex::new(Some((state, book))),
+            resp_stats: Default::default(),
         })
     }
 }
@@ -289,6 +292,13 @@ pub(crate) async fn run(
         TcpListener::bind(shard_addr).map_err(|e| format!("cannot listen on {shard_addr}: {e}"))?;
     let node_listener = TcpListener::bind(config.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    if let Some(resp_addr) = config.resp_listen {
+        let listener = TcpListener::bind(resp_addr)
+            .map_err(|e| format!("cannot listen on {resp_addr} (RESP): {e}"))?;
+        glommio::spawn_local_into(super::resp::accept_loop(shard.clone(), listener), foreground)
+            .map_err(|e| e.to_string())?
+            .detach();
+    }
     let internode_addr = config.internode_shard_addr(index);
     let internode_listener = TcpListener::bind(internode_addr)
         .map_err(|e| format!("cannot listen on {internode_addr}: {e}"))?;
