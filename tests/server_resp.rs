@@ -95,7 +95,10 @@ fn redis_cli_runs_the_command_set() {
     );
     // Inline commands, pipelined, answered in order.
     assert_eq!(
-        raw(resp, b"PING\r\nSET inl \"two words\"\r\nGET inl\nQUIT\r\nPING\r\n"),
+        raw(
+            resp,
+            b"PING\r\nSET inl \"two words\"\r\nGET inl\nQUIT\r\nPING\r\n"
+        ),
         "+PONG\r\n+OK\r\n$9\r\ntwo words\r\n+OK\r\n",
         "QUIT answers and closes; nothing after it runs"
     );
@@ -106,12 +109,20 @@ fn siblings_show_one_deterministic_winner_and_dyn_commands_see_them_all() {
     let (node, resp) = start_with_resp();
     // Two blind puts from a binary client make two siblings.
     let mut client = Client::connect(node.listen, ClientOptions::default()).expect("connect");
-    client.put(b"cart", b"apple", None, Quorum::DEFAULT).expect("put");
-    client.put(b"cart", b"pear", None, Quorum::DEFAULT).expect("put");
+    client
+        .put(b"cart", b"apple", None, Quorum::DEFAULT)
+        .expect("put");
+    client
+        .put(b"cart", b"pear", None, Quorum::DEFAULT)
+        .expect("put");
     assert_eq!(client.get(b"cart").expect("get").values.len(), 2);
 
     for _ in 0..3 {
-        assert_eq!(redis_cli(resp, &["get", "cart"]), "pear", "the byte-greatest");
+        assert_eq!(
+            redis_cli(resp, &["get", "cart"]),
+            "pear",
+            "the byte-greatest"
+        );
     }
     // INFO is node-wide: three GETs resolved siblings, whichever shard
     // accepted each connection.
@@ -134,7 +145,10 @@ fn siblings_show_one_deterministic_winner_and_dyn_commands_see_them_all() {
     assert!(!written.is_empty() && written.bytes().all(|b| b.is_ascii_hexdigit()));
     assert_eq!(redis_cli(resp, &["get", "cart"]), "apple+pear");
     assert!(redis_cli(resp, &["info"]).contains("sibling_resolutions:3"));
-    assert_eq!(client.get(b"cart").expect("get").values, vec![bytes::Bytes::from("apple+pear")]);
+    assert_eq!(
+        client.get(b"cart").expect("get").values,
+        vec![bytes::Bytes::from("apple+pear")]
+    );
     assert!(redis_cli(resp, &["dyn.put", "cart", "xyz", "v"]).contains("hex"));
     // A context that is hex but not a context is refused by the version layer.
     assert!(redis_cli(resp, &["dyn.put", "cart", "00ff", "v"]).starts_with("ERR"));
@@ -146,7 +160,10 @@ fn malformed_and_oversized_input_gets_an_error_and_the_server_keeps_serving() {
     let answer = raw(resp, b"*99999999\r\n");
     assert!(answer.starts_with("-ERR Protocol error"), "{answer}");
     let answer = raw(resp, b"*1\r\n$99999999999\r\n");
-    assert!(answer.contains("bulk string of 99999999999 bytes"), "{answer}");
+    assert!(
+        answer.contains("bulk string of 99999999999 bytes"),
+        "{answer}"
+    );
     let answer = raw(resp, b"*1\r\n$abc\r\n");
     assert!(answer.contains("invalid length"), "{answer}");
     let answer = raw(resp, b"GET \"unterminated\r\n");

@@ -423,7 +423,8 @@ mod tests {
 
     #[test]
     fn multibulk_and_inline_commands_parse_and_pipeline() {
-        let cmds = parse_all(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nSET  a \"b c\\x41\" 'd'\r\nPING\n").unwrap();
+        let cmds =
+            parse_all(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nSET  a \"b c\\x41\" 'd'\r\nPING\n").unwrap();
         assert_eq!(cmds.len(), 3);
         assert_eq!(cmds[0], vec![Bytes::from("GET"), Bytes::from("k")]);
         assert_eq!(
@@ -517,7 +518,10 @@ mod tests {
         reply::bulk(&mut out, b"x\r\n");
         reply::nil(&mut out);
         reply::array(&mut out, 2);
-        assert_eq!(out, b"+OK\r\n-ERR a  b\r\n:-3\r\n$3\r\nx\r\n\r\n$-1\r\n*2\r\n");
+        assert_eq!(
+            out,
+            b"+OK\r\n-ERR a  b\r\n:-3\r\n$3\r\nx\r\n\r\n$-1\r\n*2\r\n"
+        );
         let bytes = [0u8, 1, 0xab, 0xff];
         assert_eq!(hex_encode(&bytes), "0001abff");
         assert_eq!(hex_decode(b"0001ABff").unwrap(), bytes);
@@ -527,8 +531,16 @@ mod tests {
 
     #[test]
     fn the_winner_does_not_depend_on_sibling_order() {
-        let a = [Bytes::from("apple"), Bytes::from("pear"), Bytes::from("fig")];
-        let b = [Bytes::from("fig"), Bytes::from("apple"), Bytes::from("pear")];
+        let a = [
+            Bytes::from("apple"),
+            Bytes::from("pear"),
+            Bytes::from("fig"),
+        ];
+        let b = [
+            Bytes::from("fig"),
+            Bytes::from("apple"),
+            Bytes::from("pear"),
+        ];
         assert_eq!(deterministic_winner(a.iter()), Some(&Bytes::from("pear")));
         assert_eq!(deterministic_winner(b.iter()), Some(&Bytes::from("pear")));
         assert_eq!(deterministic_winner([].iter()), None);

@@ -324,10 +324,8 @@ impl Session {
                     }
                 }
                 reply::array(out, 14);
-                for (field, value) in [
-                    ("server", "dynakv"),
-                    ("version", env!("CARGO_PKG_VERSION")),
-                ] {
+                for (field, value) in [("server", "dynakv"), ("version", env!("CARGO_PKG_VERSION"))]
+                {
                     reply::bulk(out, field.as_bytes());
                     reply::bulk(out, value.as_bytes());
                 }

@@ -295,9 +295,12 @@ pub(crate) async fn run(
     if let Some(resp_addr) = config.resp_listen {
         let listener = TcpListener::bind(resp_addr)
             .map_err(|e| format!("cannot listen on {resp_addr} (RESP): {e}"))?;
-        glommio::spawn_local_into(super::resp::accept_loop(shard.clone(), listener), foreground)
-            .map_err(|e| e.to_string())?
-            .detach();
+        glommio::spawn_local_into(
+            super::resp::accept_loop(shard.clone(), listener),
+            foreground,
+        )
+        .map_err(|e| e.to_string())?
+        .detach();
     }
     let internode_addr = config.internode_shard_addr(index);
     let internode_listener = TcpListener::bind(internode_addr)
