@@ -89,6 +89,9 @@ pub struct ServerConfig {
     /// The Redis-protocol (RESP2) listener; `None` (the default) runs none.
     /// Every shard accepts on it, like the node port (docs/resp.md).
     pub resp_listen: Option<SocketAddr>,
+    /// A file holding the cluster secret; when set, internode and admin
+    /// connections must pass a challenge-response handshake with it.
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -125,6 +128,7 @@ impl Default for ServerConfig {
             request_timeout_ms: 1_000,
             hint_replay_interval_ms: 1_000,
             resp_listen: None,
+            cluster_secret_file: None,
         }
     }
 }
@@ -189,6 +193,7 @@ impl ServerConfig {
         "request_timeout_ms",
         "hint_replay_interval_ms",
         "resp_listen",
+        "cluster_secret_file",
     ];
 
     /// Parses a TOML document.
@@ -282,6 +287,12 @@ impl ServerConfig {
             "replica_timeout_ms" => self.replica_timeout_ms = parse(name, value)?,
             "request_timeout_ms" => self.request_timeout_ms = parse(name, value)?,
             "hint_replay_interval_ms" => self.hint_replay_interval_ms = parse(name, value)?,
+            "cluster_secret_file" => {
+                self.cluster_secret_file = match value {
+                    "" => None,
+                    v => Some(PathBuf::from(v)),
+                }
+            }
             "resp_listen" => {
                 self.resp_listen = match value {
                     "" => None,

@@ -55,7 +55,10 @@ fn rolling_restart_under_writes_loses_nothing_and_keeps_serving() {
     for index in 0..nodes.len() {
         let before = acked();
         let status = nodes[index].terminate();
-        assert!(status.success(), "node {index} did not stop cleanly: {status}");
+        assert!(
+            status.success(),
+            "node {index} did not stop cleanly: {status}"
+        );
         // Writes go on while the node is down...
         wait_until(10, "writes while a node is down", || acked() >= before + 20);
         nodes[index].restart();
@@ -79,7 +82,9 @@ fn rolling_restart_under_writes_loses_nothing_and_keeps_serving() {
     let keys = acknowledged.lock().unwrap().clone();
     assert!(keys.len() >= 120, "only {} writes", keys.len());
     wait_until(20, "hints replayed", || {
-        nodes.iter().all(|n| n.status().is_some_and(|s| s.hints == 0))
+        nodes
+            .iter()
+            .all(|n| n.status().is_some_and(|s| s.hints == 0))
     });
     let mut reader = Client::connect(nodes[2].listen, options).expect("connect");
     let all = Quorum {

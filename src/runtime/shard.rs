@@ -55,6 +55,8 @@ pub(crate) struct NodeInfo {
     pub initial_membership: std::sync::Mutex<Option<(MembershipState, cluster::AddressBook)>>,
     /// Counters of the Redis-protocol front end (`INFO`).
     pub resp_stats: super::resp::RespStats,
+    /// The cluster secret, when internode traffic must authenticate.
+    pub cluster_secret: Option<Arc<super::auth::ClusterSecret>>,
 }
 
 impl NodeInfo {
@@ -78,6 +80,10 @@ impl NodeInfo {
             cluster,
             initial_membership: std::sync::Mutex::new(Some((state, book))),
             resp_stats: Default::default(),
+            cluster_secret: match &config.cluster_secret_file {
+                Some(path) => Some(Arc::new(super::auth::ClusterSecret::load(path)?)),
+                None => None,
+            },
         })
     }
 }
@@ -199,6 +205,7 @@ pub(crate) async fn run(
     let failure_cluster = cluster.clone();
     let links = Links::new(
         config.listen.ip(),
+        node.cluster_secret.clone(),
         Rc::new(move |addr: SocketAddr| {
             failure_cluster.dropped.fetch_add(1, Ordering::Relaxed);
             if let Some(peer) = failure_cluster.topology().node_at(addr) {
@@ -306,7 +313,11 @@ pub(crate) async fn run(
     let internode_listener = TcpListener::bind(internode_addr)
         .map_err(|e| format!("cannot listen on {internode_addr}: {e}"))?;
     glommio::spawn_local_into(
-        internode::accept_loop(shard.clone(), internode_listener),
+        internode::accept_loop(
+            shard.clone(),
+            internode_listener,
+            node.cluster_secret.clone(),
+        ),
         foreground,
     )
     .map_err(|e| e.to_string())?
