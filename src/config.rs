@@ -44,6 +44,9 @@ pub struct ServerConfig {
     pub io_memory_bytes: usize,
     /// Maximum simultaneous client connections per shard.
     pub connections_max: usize,
+    /// Maximum simultaneous client connections per shard from one source
+    /// IP address.
+    pub connections_per_address_max: usize,
     /// Maximum requests in flight on one connection before the server stops
     /// reading from it (back-pressure).
     pub in_flight_per_connection_max: usize,
@@ -109,6 +112,7 @@ impl Default for ServerConfig {
             dw: 0,
             io_memory_bytes: 0,
             connections_max: 10_000,
+            connections_per_address_max: 1024,
             in_flight_per_connection_max: 1024,
             idle_timeout_ms: 300_000,
             key_bytes_max: 1024,
@@ -174,6 +178,7 @@ impl ServerConfig {
         "dw",
         "io_memory_bytes",
         "connections_max",
+        "connections_per_address_max",
         "in_flight_per_connection_max",
         "idle_timeout_ms",
         "key_bytes_max",
@@ -255,6 +260,7 @@ impl ServerConfig {
             "dw" => self.dw = parse(name, value)?,
             "io_memory_bytes" => self.io_memory_bytes = parse(name, value)?,
             "connections_max" => self.connections_max = parse(name, value)?,
+            "connections_per_address_max" => self.connections_per_address_max = parse(name, value)?,
             "in_flight_per_connection_max" => {
                 self.in_flight_per_connection_max = parse(name, value)?
             }
@@ -367,9 +373,12 @@ impl ServerConfig {
                 ));
             }
         }
-        if self.connections_max == 0 || self.in_flight_per_connection_max == 0 {
+        if self.connections_max == 0
+            || self.connections_per_address_max == 0
+            || self.in_flight_per_connection_max == 0
+        {
             return invalid(
-                "connections_max and in_flight_per_connection_max must be at least 1".into(),
+                "connections_max, connections_per_address_max and in_flight_per_connection_max must be at least 1".into(),
             );
         }
         Ok(())

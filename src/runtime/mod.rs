@@ -17,6 +17,7 @@ mod conn;
 pub mod disk;
 mod forward;
 mod internode;
+mod limits;
 mod log;
 mod memlock;
 mod resp;

@@ -69,9 +69,27 @@ pub(crate) async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener) {
             .detach();
             continue;
         }
+        let admission = match stream.peer_addr() {
+            Ok(peer) => shard
+                .address_limiter
+                .admit(peer.ip(), shard.config.connections_per_address_max),
+            Err(_) => None,
+        };
+        let Some(admission) = admission else {
+            glommio::spawn_local(async move {
+                let mut stream = stream;
+                let mut out = Vec::new();
+                reply::error(&mut out, "ERR too many connections from this address");
+                let _ = stream.write_all(&out).await;
+                let _ = stream.close().await;
+            })
+            .detach();
+            continue;
+        };
         bump(&shard.node.resp_stats.connections_accepted);
         let shard = shard.clone();
         glommio::spawn_local(async move {
+            let _admission = admission;
             let counters = &shard.counters;
             counters.connections.set(counters.connections.get() + 1);
             serve(&shard, stream).await;
@@ -98,6 +116,10 @@ async fn serve(shard: &Rc<ShardState>, mut stream: TcpStream) {
     let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     let mut out = Vec::with_capacity(READ_CHUNK_BYTES);
+    // As for binary clients: a connection that trickles bytes without
+    // completing a command within the idle timeout is closed.
+    let idle = Duration::from_millis(shard.config.idle_timeout_ms);
+    let mut last_command = std::time::Instant::now();
     loop {
         let n = match stream.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
@@ -108,6 +130,7 @@ async fn serve(shard: &Rc<ShardState>, mut stream: TcpStream) {
         loop {
             match parser.parse(&mut buffer) {
                 Ok(Some(args)) => {
+                    last_command = std::time::Instant::now();
                     if !args.is_empty() {
                         session.execute(&args, &mut out).await;
                     }
@@ -115,7 +138,10 @@ async fn serve(shard: &Rc<ShardState>, mut stream: TcpStream) {
                         break;
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    fatal = !idle.is_zero() && last_command.elapsed() > idle;
+                    break;
+                }
                 Err(e) => {
                     bump(&shard.node.resp_stats.errors);
                     reply::error(&mut out, &format!("ERR {e}"));

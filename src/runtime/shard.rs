@@ -122,6 +122,8 @@ pub(crate) struct ShardState {
     pub config: Arc<ServerConfig>,
     pub store: Store<GlommioDisk>,
     pub counters: ShardCounters,
+    /// Client connections open per source address (`connections_per_address_max`).
+    pub address_limiter: Rc<super::limits::AddressLimiter>,
     forwarder: RefCell<Option<Rc<Forwarder>>>,
     pub shutdown: Arc<AtomicBool>,
     /// This shard's replication machine (coordinator, replica, fallback).
@@ -259,6 +261,7 @@ pub(crate) async fn run(
         config: config.clone(),
         store,
         counters: ShardCounters::default(),
+        address_limiter: Rc::default(),
         forwarder: RefCell::new(None),
         shutdown: shutdown.clone(),
         replica: RefCell::new(replica),
