@@ -33,6 +33,7 @@ fn pure_layers_are_sans_io() {
         "src/replica",
         "src/membership",
         "src/antientropy",
+        "src/resp",
     ];
     let forbidden = [
         "glommio",
