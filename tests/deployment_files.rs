@@ -16,7 +16,11 @@ fn the_example_config_lists_every_option_at_its_default() {
         assert!(set, "tools/dynakv.example.toml lacks {option}");
     }
     let parsed = ServerConfig::from_toml(&text, &path).expect("parses");
-    assert_eq!(parsed, ServerConfig::default(), "a documented default is not the real one");
+    assert_eq!(
+        parsed,
+        ServerConfig::default(),
+        "a documented default is not the real one"
+    );
 }
 
 #[test]

@@ -208,10 +208,16 @@ mod tests {
             vec![local(7001), local(8002), local(7002), local(8001)]
         );
         assert_eq!(plan.coordinator, vec![0, 1, 2, 0]);
-        assert_eq!(plan.replicas, vec![vec![0, 3], vec![1, 2], vec![2, 1], vec![0, 1]]);
+        assert_eq!(
+            plan.replicas,
+            vec![vec![0, 3], vec![1, 2], vec![2, 1], vec![0, 1]]
+        );
         // Node 1's shard 1 (port 7002) is down: its partition fails over.
         let without = plan.without(&[local(7002)]).expect("plan");
-        assert_eq!(without.endpoints, vec![local(7001), local(8002), local(8001)]);
+        assert_eq!(
+            without.endpoints,
+            vec![local(7001), local(8002), local(8001)]
+        );
         assert_eq!(without.coordinator, vec![0, 1, 1, 0]);
         assert!(plan.without(&[local(7001), local(8001)]).is_err());
     }

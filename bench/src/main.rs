@@ -90,7 +90,9 @@ fn plan(config: &Config) -> Result<Plan, String> {
                 .filter(|addr| connect(*addr, config.connect_timeout_ns).is_err())
                 .collect();
             for addr in &down {
-                eprintln!("dynakv-bench: {addr} is unreachable; its partitions go to their next replica");
+                eprintln!(
+                    "dynakv-bench: {addr} is unreachable; its partitions go to their next replica"
+                );
             }
             let cluster = cluster.without(&down)?;
             let quorum = dynakv::protocol::Quorum {
