@@ -200,3 +200,76 @@ fn redis_benchmark_runs_set_and_get_cleanly() {
     // Every SET reached the store: the benchmark's key is readable.
     assert_eq!(redis_cli(resp, &["exists", "key:__rand_int__"]), "1");
 }
+
+/// In a three-node cluster (N=3, R=2, W=2) RESP commands take the same
+/// quorum path as binary requests: a SET through one node is read through
+/// another, and writes and reads keep working with one node stopped.
+#[test]
+fn resp_commands_use_the_cluster_quorum_path() {
+    let data: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut attempt = 0u32;
+    let port = loop {
+        attempt += 1;
+        let port = 20_000
+            + (std::process::id()
+                .wrapping_mul(7919)
+                .wrapping_add(attempt * 331)
+                % 25_000) as u16;
+        let resp = port + 50;
+        let free = (1..=3).all(|i| {
+            [port, port + 1, port + 100, resp]
+                .iter()
+                .all(|p| std::net::TcpListener::bind(format!("127.0.0.{i}:{p}")).is_ok())
+        });
+        if free {
+            break port;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let seed = format!("127.0.0.1:{}", port + 100);
+    let mut nodes = Vec::new();
+    for (i, dir) in data.iter().enumerate() {
+        let ip = format!("127.0.0.{}", i + 1);
+        let resp = format!("{ip}:{}", port + 50);
+        let mut args: Vec<&str> = common::FAST_CLUSTER_ARGS.to_vec();
+        args.extend(["--resp-listen", &resp]);
+        if i > 0 {
+            args.extend(["--seeds", &seed]);
+        }
+        nodes.push(TestNode::start_at(
+            &format!("{ip}:{port}"),
+            dir.path(),
+            1,
+            &args,
+        ));
+    }
+    common::wait_converged(&nodes, 3);
+    let resp_of =
+        |i: usize| -> SocketAddr { format!("127.0.0.{}:{}", i + 1, port + 50).parse().unwrap() };
+
+    for i in 0..20 {
+        let key = format!("c{i}");
+        assert_eq!(redis_cli(resp_of(i % 3), &["set", &key, &key]), "OK");
+        assert_eq!(redis_cli(resp_of((i + 1) % 3), &["get", &key]), key);
+    }
+    // Every primary holds the values: an R = all read through the binary
+    // client finds each one.
+    let mut client = Client::connect(nodes[2].listen, ClientOptions::default()).expect("connect");
+    let all = Quorum {
+        r: Some(dynakv::protocol::R_ALL),
+        ..Quorum::DEFAULT
+    };
+    for i in 0..20 {
+        let key = format!("c{i}");
+        assert_eq!(
+            client.get_with(key.as_bytes(), all).expect("get").values,
+            vec![bytes::Bytes::from(key.clone())]
+        );
+    }
+    // One node down: W=2 and R=2 are still met through the others.
+    nodes[1].kill9();
+    assert_eq!(redis_cli(resp_of(0), &["set", "while-down", "yes"]), "OK");
+    assert_eq!(redis_cli(resp_of(2), &["get", "while-down"]), "yes");
+    assert_eq!(redis_cli(resp_of(2), &["del", "c0"]), "1");
+    assert_eq!(redis_cli(resp_of(0), &["exists", "c0"]), "0");
+}
