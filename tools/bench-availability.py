@@ -20,7 +20,9 @@ hints held just before node 3 returns.
 
 Usage: tools/bench-availability.py   (build first: cargo build --workspace,
 or --release and BENCH/DYNAKV pointing at target/release)
-Environment: BENCH, DYNAKV, DURATION (s, 5), REPEATS (3), SHARDS (1), OUT.
+Environment: BENCH, DYNAKV, DURATION (s, 5), REPEATS (3), SHARDS (1), OUT,
+NODES (3; with 4 or more a fallback outside the preference list holds hints
+for node 3, so the replay phase replays them).
 """
 import json, os, socket, statistics, subprocess, sys, tempfile, time
 
@@ -32,7 +34,8 @@ REPEATS = int(os.environ.get("REPEATS", "3"))
 SHARDS = int(os.environ.get("SHARDS", "1"))
 OUT = os.environ.get("OUT", os.path.join(ROOT, "target/bench-results", time.strftime("availability-%Y%m%dT%H%M%SZ", time.gmtime())))
 os.makedirs(OUT, exist_ok=True)
-IPS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+NODES = int(os.environ.get("NODES", "3"))
+IPS = [f"127.0.0.{i + 1}" for i in range(NODES)]
 PHASES = ("all-up", "one-down", "replay")
 
 
@@ -102,7 +105,7 @@ def hints(nodes):
 
 def wait_converged(nodes):
     deadline = time.time() + 30
-    while not all(reachable_members(n) == 3 for n in nodes):
+    while not all(reachable_members(n) == NODES for n in nodes):
         if time.time() > deadline:
             raise SystemExit("the cluster did not converge within 30 s")
         time.sleep(0.1)
@@ -136,10 +139,10 @@ def main():
                 if phase == "one-down":
                     nodes[2].stop()
                 elif phase == "replay":
-                    hints_before_return.append(hints(nodes[:2]))
+                    hints_before_return.append(hints(nodes[:2] + nodes[3:]))
                     nodes[2].start()
                     wait_converged(nodes)
-                hints_at[phase].append(hints(nodes[:2]))
+                hints_at[phase].append(hints(nodes[:2] + nodes[3:]))
                 print(f"repeat {r}: {phase} (hints held {hints_at[phase][-1]})", file=sys.stderr, flush=True)
                 j = run(nodes, f"{phase}-r{r}")
                 if j:
@@ -148,7 +151,7 @@ def main():
             for n in nodes:
                 n.remove()
     med = statistics.median
-    print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {REPEATS} repeats of {DURATION}s per phase; results in {OUT}\n")
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {NODES} nodes; {REPEATS} repeats of {DURATION}s per phase; results in {OUT}\n")
     print("| phase | ops/s (median) | spread | p50 us | p99 us | p99.9 us | errors (all repeats) | requests (all repeats) | hints held at start (median) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for phase in PHASES:
@@ -161,7 +164,7 @@ def main():
               f"{med([j['latency_us']['p99'] for j in js]):.0f} | {med([j['latency_us']['p999'] for j in js]):.0f} | "
               f"{sum(j['errors'] for j in js)} | {sum(j.get('requests', j.get('ops', 0)) for j in js)} | {med(hints_at[phase]):.0f} |")
     if hints_before_return:
-        print(f"\nhints held by nodes 1 and 2 just before node 3 returned (median): {med(hints_before_return):.0f}")
+        print(f"\nhints held by the other nodes just before node 3 returned (median): {med(hints_before_return):.0f}")
     if rows["all-up"]:
         print(f"\ncommand (each phase): `{rows['all-up'][0]['command']}`")
 
