@@ -15,19 +15,30 @@ use common::TestNode;
 use dynakv::client::{Client, ClientOptions};
 use dynakv::protocol::Quorum;
 
-/// A free loopback port for the RESP listener.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+/// A free port on `ip` for the RESP listener.
+fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind(format!("{ip}:0"))
         .expect("bind")
         .local_addr()
         .expect("addr")
         .port()
 }
 
+/// A node with a RESP listener on 127.0.0.9 (an address no other test's
+/// clients use, so their ephemeral ports cannot take it); a port another
+/// process grabbed between the probe and the bind costs a retry.
 fn start_with_resp() -> (TestNode, SocketAddr) {
-    let resp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let node = TestNode::start(2, &["--resp-listen", &resp.to_string()]);
-    (node, resp)
+    for _ in 0..10 {
+        let resp: SocketAddr = format!("127.0.0.9:{}", free_port("127.0.0.9"))
+            .parse()
+            .unwrap();
+        let started =
+            std::panic::catch_unwind(|| TestNode::start(2, &["--resp-listen", &resp.to_string()]));
+        if let Ok(node) = started {
+            return (node, resp);
+        }
+    }
+    panic!("no node with a RESP listener could start");
 }
 
 /// Runs `redis-cli` with `args` against `resp`; returns its stdout.
@@ -217,9 +228,10 @@ fn resp_commands_use_the_cluster_quorum_path() {
                 % 25_000) as u16;
         let resp = port + 50;
         let free = (1..=3).all(|i| {
-            [port, port + 1, port + 100, resp]
+            [port, port + 1, port + 100]
                 .iter()
                 .all(|p| std::net::TcpListener::bind(format!("127.0.0.{i}:{p}")).is_ok())
+                && std::net::TcpListener::bind(format!("127.0.1.{i}:{resp}")).is_ok()
         });
         if free {
             break port;
@@ -230,7 +242,8 @@ fn resp_commands_use_the_cluster_quorum_path() {
     let mut nodes = Vec::new();
     for (i, dir) in data.iter().enumerate() {
         let ip = format!("127.0.0.{}", i + 1);
-        let resp = format!("{ip}:{}", port + 50);
+        // RESP on 127.0.1.x: no test's client connections take ports there.
+        let resp = format!("127.0.1.{}:{}", i + 1, port + 50);
         let mut args: Vec<&str> = common::FAST_CLUSTER_ARGS.to_vec();
         args.extend(["--resp-listen", &resp]);
         if i > 0 {
@@ -245,7 +258,7 @@ fn resp_commands_use_the_cluster_quorum_path() {
     }
     common::wait_converged(&nodes, 3);
     let resp_of =
-        |i: usize| -> SocketAddr { format!("127.0.0.{}:{}", i + 1, port + 50).parse().unwrap() };
+        |i: usize| -> SocketAddr { format!("127.0.1.{}:{}", i + 1, port + 50).parse().unwrap() };
 
     for i in 0..20 {
         let key = format!("c{i}");
