@@ -44,6 +44,9 @@ pub struct ServerConfig {
     pub io_memory_bytes: usize,
     /// Maximum simultaneous client connections per shard.
     pub connections_max: usize,
+    /// Maximum simultaneous client connections per shard from one source
+    /// IP address.
+    pub connections_per_address_max: usize,
     /// Maximum requests in flight on one connection before the server stops
     /// reading from it (back-pressure).
     pub in_flight_per_connection_max: usize,
@@ -107,6 +110,12 @@ pub struct ServerConfig {
     /// Partition handoff rate limit per shard at full background share, in
     /// keys per second (received handoff and hint messages: twice this).
     pub handoff_keys_per_second: u64,
+    /// The Redis-protocol (RESP2) listener; `None` (the default) runs none.
+    /// Every shard accepts on it, like the node port (docs/resp.md).
+    pub resp_listen: Option<SocketAddr>,
+    /// A file holding the cluster secret; when set, internode and admin
+    /// connections must pass a challenge-response handshake with it.
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 /// How log lines are written.
@@ -145,6 +154,7 @@ impl Default for ServerConfig {
             dw: 0,
             io_memory_bytes: 0,
             connections_max: 10_000,
+            connections_per_address_max: 1024,
             in_flight_per_connection_max: 1024,
             idle_timeout_ms: 300_000,
             key_bytes_max: 1024,
@@ -171,6 +181,8 @@ impl Default for ServerConfig {
             background_shares_min: 10,
             background_shares_max: 500,
             handoff_keys_per_second: 10_000,
+            resp_listen: None,
+            cluster_secret_file: None,
         }
     }
 }
@@ -216,6 +228,7 @@ impl ServerConfig {
         "dw",
         "io_memory_bytes",
         "connections_max",
+        "connections_per_address_max",
         "in_flight_per_connection_max",
         "idle_timeout_ms",
         "key_bytes_max",
@@ -242,6 +255,8 @@ impl ServerConfig {
         "background_shares_min",
         "background_shares_max",
         "handoff_keys_per_second",
+        "resp_listen",
+        "cluster_secret_file",
     ];
 
     /// Parses a TOML document.
@@ -303,6 +318,7 @@ impl ServerConfig {
             "dw" => self.dw = parse(name, value)?,
             "io_memory_bytes" => self.io_memory_bytes = parse(name, value)?,
             "connections_max" => self.connections_max = parse(name, value)?,
+            "connections_per_address_max" => self.connections_per_address_max = parse(name, value)?,
             "in_flight_per_connection_max" => {
                 self.in_flight_per_connection_max = parse(name, value)?
             }
@@ -335,6 +351,18 @@ impl ServerConfig {
             "replica_timeout_ms" => self.replica_timeout_ms = parse(name, value)?,
             "request_timeout_ms" => self.request_timeout_ms = parse(name, value)?,
             "hint_replay_interval_ms" => self.hint_replay_interval_ms = parse(name, value)?,
+            "cluster_secret_file" => {
+                self.cluster_secret_file = match value {
+                    "" => None,
+                    v => Some(PathBuf::from(v)),
+                }
+            }
+            "resp_listen" => {
+                self.resp_listen = match value {
+                    "" => None,
+                    v => Some(parse(name, v)?),
+                }
+            }
             "debug_clock_jump_ms" => self.debug_clock_jump_ms = parse(name, value)?,
             "debug_last_write_wins" => self.debug_last_write_wins = parse(name, value)?,
             "http_listen" => {
@@ -433,9 +461,12 @@ impl ServerConfig {
                     .into(),
             );
         }
-        if self.connections_max == 0 || self.in_flight_per_connection_max == 0 {
+        if self.connections_max == 0
+            || self.connections_per_address_max == 0
+            || self.in_flight_per_connection_max == 0
+        {
             return invalid(
-                "connections_max and in_flight_per_connection_max must be at least 1".into(),
+                "connections_max, connections_per_address_max and in_flight_per_connection_max must be at least 1".into(),
             );
         }
         Ok(())

@@ -16,6 +16,7 @@ pub mod membership;
 pub mod observe;
 pub mod protocol;
 pub mod replica;
+pub mod resp;
 pub mod ring;
 pub mod runtime;
 pub mod storage;

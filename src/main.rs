@@ -26,6 +26,7 @@ const USAGE: &str = "usage:
   dynakv admin ring [--node ADDR] [--json]
   dynakv admin status [--node ADDR] [--all] [--json]
   dynakv admin hotkeys [--node ADDR] [--json]
+  (admin: --cluster-secret-file PATH or $DYNAKV_CLUSTER_SECRET_FILE when the cluster has a secret)
 common: --node defaults to $DYNAKV_NODE or 127.0.0.1:7000 (admin: $DYNAKV_ADMIN_NODE or 127.0.0.1:7100); --timeout-ms defaults to 5000.
 server options and their defaults: docs/configuration.md";
 
@@ -208,11 +209,24 @@ fn admin_command(args: &[String]) -> Result<(), CliError> {
         Some(other) => return Err(CliError::Usage(format!("unknown admin command '{other}'"))),
         None => return Err(CliError::Usage("admin needs a command".into())),
     };
+    let secret_file = flags
+        .value("cluster-secret-file")
+        .map(str::to_string)
+        .or_else(|| std::env::var("DYNAKV_CLUSTER_SECRET_FILE").ok())
+        .filter(|path| !path.is_empty());
+    let secret = match secret_file {
+        Some(path) => Some(
+            dynakv::runtime::auth::ClusterSecret::load(std::path::Path::new(&path))
+                .map_err(CliError::Failed)?,
+        ),
+        None => None,
+    };
     let text = if request == AdminRequest::Status && flags.has("all") {
         dynakv::runtime::admin::cluster_status(
             node,
             flags.has("json"),
             Duration::from_millis(timeout_ms),
+            secret.as_ref(),
         )
     } else {
         admin_request(
@@ -220,6 +234,7 @@ fn admin_command(args: &[String]) -> Result<(), CliError> {
             &request,
             flags.has("json"),
             Duration::from_millis(timeout_ms),
+            secret.as_ref(),
         )
     }
     .map_err(CliError::Failed)?;
@@ -251,6 +266,7 @@ fn admin_command(args: &[String]) -> Result<(), CliError> {
                 &AdminRequest::Status,
                 true,
                 Duration::from_millis(timeout_ms),
+                secret.as_ref(),
             )
             .map_err(CliError::Failed)?;
             if status.contains("\"status\": \"removed\"") {

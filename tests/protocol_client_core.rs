@@ -93,7 +93,12 @@ fn options() -> CoreOptions {
 
 /// A core that already holds `table(1, 0)`.
 fn core_with_table(now: Instant) -> ClientCore {
-    let mut core = ClientCore::new(seed(), options());
+    core_with_table_and(now, options())
+}
+
+/// `core_with_table` with other options.
+fn core_with_table_and(now: Instant, options: CoreOptions) -> ClientCore {
+    let mut core = ClientCore::new(seed(), options);
     let ticket = core.submit(now, Request::GetRoutingTable).unwrap();
     let transmit = core.poll_transmit().unwrap();
     assert_eq!(transmit.target, seed());
@@ -333,7 +338,13 @@ fn replies_from_the_wrong_target_are_ignored() {
 #[test]
 fn unreachable_primary_reroutes_unsent_requests_and_fails_sent_ones() {
     let now = Instant::now();
-    let mut core = core_with_table(now);
+    let mut core = core_with_table_and(
+        now,
+        CoreOptions {
+            failover_attempts: 0,
+            ..options()
+        },
+    );
     let table = table(1, 0);
     let primary = owner(&table, b"alpha", 0);
 
@@ -372,6 +383,104 @@ fn unreachable_primary_reroutes_unsent_requests_and_fails_sent_ones() {
     core.handle_timeout(later);
     core.submit(later, get(b"alpha")).unwrap();
     assert_eq!(core.poll_transmit().unwrap().target, primary);
+}
+
+/// Failover: a request already sent to a node whose connection breaks, or
+/// that stays silent past `attempt_timeout`, goes to the next replica of the
+/// preference list; the node is avoided meanwhile; the budget is bounded.
+#[test]
+fn sent_requests_fail_over_to_the_next_replica() {
+    let now = Instant::now();
+    let mut core = core_with_table_and(
+        now,
+        CoreOptions {
+            timeout: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(1),
+            unreachable_for: Duration::from_secs(30),
+            failover_attempts: 2,
+            ..options()
+        },
+    );
+    let table = table(1, 0);
+    let [first, second, third] = [0, 1, 2].map(|k| owner(&table, b"alpha", k));
+
+    // The connection to the primary breaks after the request was sent.
+    let ticket = core.submit(now, get(b"alpha")).unwrap();
+    assert_eq!(core.poll_transmit().unwrap().target, first);
+    core.handle_unreachable(
+        now,
+        first,
+        IoStage::Read,
+        std::io::ErrorKind::ConnectionReset,
+    );
+    assert!(core.poll_completion().is_none(), "not failed: failed over");
+    let retry = core.poll_transmit().unwrap();
+    assert_eq!(retry.target, second);
+
+    // The second replica stays silent: after attempt_timeout it counts as
+    // down too and the third replica gets the request.
+    core.handle_timeout(now + Duration::from_millis(999));
+    assert!(core.poll_transmit().is_none());
+    let later = now + Duration::from_secs(1);
+    assert_eq!(core.poll_timeout(), Some(later));
+    core.handle_timeout(later);
+    let last = core.poll_transmit().unwrap();
+    assert_eq!(last.target, third);
+    // A late reply from the second replica is ignored; the third answers.
+    reply(
+        &mut core,
+        later,
+        second,
+        requests_in(&retry)[0].id,
+        Response::Pong,
+    );
+    assert!(core.poll_completion().is_none());
+    reply(
+        &mut core,
+        later,
+        third,
+        requests_in(&last)[0].id,
+        Response::Delete,
+    );
+    assert_eq!(
+        core.poll_completion().unwrap(),
+        (ticket, Ok(Response::Delete))
+    );
+
+    // Both failed nodes are avoided by new requests meanwhile.
+    let avoided = core.submit(later, get(b"alpha")).unwrap();
+    let transmit = core.poll_transmit().unwrap();
+    assert_eq!(transmit.target, third);
+    reply(
+        &mut core,
+        later,
+        third,
+        requests_in(&transmit)[0].id,
+        Response::Pong,
+    );
+    assert_eq!(
+        core.poll_completion().unwrap(),
+        (avoided, Ok(Response::Pong))
+    );
+
+    // The budget is two failovers: the third loss of a connection fails the request.
+    let ticket = core.submit(later, get(b"beta")).unwrap();
+    let mut failures = 0;
+    while let Some(transmit) = core.poll_transmit() {
+        core.handle_unreachable(
+            later,
+            transmit.target,
+            IoStage::Read,
+            std::io::ErrorKind::ConnectionReset,
+        );
+        failures += 1;
+    }
+    let (done, result) = core.poll_completion().unwrap();
+    assert_eq!(done, ticket);
+    assert!(matches!(result, Err(ClientError::Io { .. })), "{result:?}");
+    assert_eq!(failures, 3, "the first attempt and two failovers");
+    assert_eq!(core.in_flight(), 0);
+    assert_eq!(core.poll_timeout(), None);
 }
 
 #[test]

@@ -34,6 +34,7 @@ fn pure_layers_are_sans_io() {
         "src/membership",
         "src/antientropy",
         "src/observe",
+        "src/resp",
     ];
     let forbidden = [
         "glommio",

@@ -4,9 +4,9 @@
 //! into the engine's endpoints and partition-to-endpoint map, so every request
 //! goes straight to its coordinator shard (zero hop, Dynamo §6.4).
 //! Invariants: the table is verified by the protocol module before use; every
-//! partition maps to an endpoint; endpoints are distinct `(address, shard port)`
-//! pairs and only shards that coordinate at least one partition are listed,
-//! so the tool opens no idle connections.
+//! partition maps to at least one endpoint; endpoints are distinct
+//! `(address, shard port)` pairs, coordinators first, then the other replica
+//! shards (the failover targets when a coordinator's connection fails).
 
 use dynakv::protocol::{
     self, Encoder, FrameDecoder, Limits, Request, RequestFrame, Response, RoutingTable,
@@ -23,6 +23,41 @@ pub struct ClusterPlan {
     pub endpoints: Vec<SocketAddr>,
     /// Endpoint index of each partition's coordinator (its first replica).
     pub coordinator: Vec<u32>,
+    /// Endpoint indexes of each partition's replicas, coordinator first.
+    pub replicas: Vec<Vec<u32>>,
+}
+
+impl ClusterPlan {
+    /// The plan without the endpoints in `down` (unreachable at start-up):
+    /// each partition's requests go to its first remaining replica. Fails
+    /// when a partition has no replica left.
+    pub fn without(&self, down: &[SocketAddr]) -> Result<ClusterPlan, String> {
+        let kept: Vec<SocketAddr> = self
+            .endpoints
+            .iter()
+            .copied()
+            .filter(|e| !down.contains(e))
+            .collect();
+        let index = |old: u32| {
+            let addr = self.endpoints[old as usize];
+            kept.iter().position(|e| *e == addr).map(|i| i as u32)
+        };
+        let mut replicas = Vec::with_capacity(self.replicas.len());
+        for (p, list) in self.replicas.iter().enumerate() {
+            let list: Vec<u32> = list.iter().filter_map(|&e| index(e)).collect();
+            if list.is_empty() {
+                return Err(format!("no replica of partition {p} is reachable"));
+            }
+            replicas.push(list);
+        }
+        Ok(ClusterPlan {
+            epoch: self.epoch,
+            partition_bits: self.partition_bits,
+            coordinator: replicas.iter().map(|list| list[0]).collect(),
+            endpoints: kept,
+            replicas,
+        })
+    }
 }
 
 /// Asks one node for the routing table, over a blocking socket, before the
@@ -91,35 +126,49 @@ pub fn plan_from_table(table: &RoutingTable) -> Result<ClusterPlan, String> {
         ));
     }
     let mut endpoints: Vec<SocketAddr> = Vec::new();
-    let mut coordinator = Vec::with_capacity(table.partitions.len());
+    let mut addrs: Vec<Vec<SocketAddr>> = Vec::with_capacity(table.partitions.len());
     for (p, list) in table.partitions.iter().enumerate() {
-        let &(node_index, shard) = list
-            .first()
-            .ok_or_else(|| format!("partition {p} has no replicas"))?;
-        let node = table
-            .nodes
-            .get(node_index as usize)
-            .ok_or_else(|| format!("partition {p} names node {node_index}"))?;
-        let port = *node
-            .shard_ports
-            .get(usize::from(shard))
-            .ok_or_else(|| format!("partition {p} names shard {shard} of node {}", node.id))?;
-        let addr = SocketAddr::new(node.addr, port);
-        let index = match endpoints.iter().position(|e| *e == addr) {
-            Some(i) => i,
-            None => {
-                endpoints.push(addr);
-                endpoints.len() - 1
-            }
-        };
-        coordinator.push(index as u32);
+        if list.is_empty() {
+            return Err(format!("partition {p} has no replicas"));
+        }
+        let mut replica_addrs = Vec::with_capacity(list.len());
+        for &(node_index, shard) in list {
+            let node = table
+                .nodes
+                .get(node_index as usize)
+                .ok_or_else(|| format!("partition {p} names node {node_index}"))?;
+            let port = *node
+                .shard_ports
+                .get(usize::from(shard))
+                .ok_or_else(|| format!("partition {p} names shard {shard} of node {}", node.id))?;
+            replica_addrs.push(SocketAddr::new(node.addr, port));
+        }
+        addrs.push(replica_addrs);
     }
+    // Coordinators first (the steady-state endpoints), then the failover
+    // targets, so endpoint numbering does not depend on N.
+    for rank in 0..addrs.iter().map(Vec::len).max().unwrap_or(0) {
+        for list in &addrs {
+            if let Some(addr) = list.get(rank) {
+                if !endpoints.contains(addr) {
+                    endpoints.push(*addr);
+                }
+            }
+        }
+    }
+    let position = |addr: &SocketAddr| endpoints.iter().position(|e| e == addr).unwrap() as u32;
+    let replicas: Vec<Vec<u32>> = addrs
+        .iter()
+        .map(|list| list.iter().map(position).collect())
+        .collect();
+    let coordinator: Vec<u32> = replicas.iter().map(|list| list[0]).collect();
     assert_eq!(coordinator.len(), table.q as usize);
     Ok(ClusterPlan {
         epoch: table.epoch,
         partition_bits: table.q.trailing_zeros(),
         endpoints,
         coordinator,
+        replicas,
     })
 }
 
@@ -154,7 +203,22 @@ mod tests {
         assert_eq!(plan.partition_bits, 2);
         assert_eq!(plan.epoch, 3);
         let local = |port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
-        assert_eq!(plan.endpoints, vec![local(7001), local(8002), local(7002)]);
+        assert_eq!(
+            plan.endpoints,
+            vec![local(7001), local(8002), local(7002), local(8001)]
+        );
         assert_eq!(plan.coordinator, vec![0, 1, 2, 0]);
+        assert_eq!(
+            plan.replicas,
+            vec![vec![0, 3], vec![1, 2], vec![2, 1], vec![0, 1]]
+        );
+        // Node 1's shard 1 (port 7002) is down: its partition fails over.
+        let without = plan.without(&[local(7002)]).expect("plan");
+        assert_eq!(
+            without.endpoints,
+            vec![local(7001), local(8002), local(8001)]
+        );
+        assert_eq!(without.coordinator, vec![0, 1, 1, 0]);
+        assert!(plan.without(&[local(7001), local(8001)]).is_err());
     }
 }

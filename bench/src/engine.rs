@@ -66,30 +66,35 @@ const TAG_RECV_POLL: u64 = 2;
 const TAG_SEND_POLL: u64 = 3;
 
 /// Where a key's requests go: a single endpoint, or the dynakv routing table
-/// flattened to the endpoint index of each partition's coordinator.
+/// flattened to the endpoint indexes of each partition's preference list.
 #[derive(Clone, Debug)]
 pub enum Router {
     Single,
     Partitioned {
         /// log2 of the partition count Q.
         partition_bits: u32,
-        /// For each partition, the endpoint index of its coordinator shard.
-        coordinator: Arc<Vec<u32>>,
+        /// For each partition, the endpoint indexes of its replica shards,
+        /// coordinator first: a client whose connection to the coordinator
+        /// failed sends to the next one (failover).
+        replicas: Arc<Vec<Vec<u32>>>,
     },
 }
 
 impl Router {
-    pub fn endpoint_of(&self, key: &[u8]) -> usize {
+    /// The endpoints that may take a request for `key`, in order of preference.
+    pub fn candidates(&self, key: &[u8]) -> &[u32] {
         match self {
-            Router::Single => 0,
+            Router::Single => &[0],
             Router::Partitioned {
                 partition_bits,
-                coordinator,
-            } => {
-                let partition = partition_of(key, *partition_bits);
-                coordinator[partition] as usize
-            }
+                replicas,
+            } => &replicas[partition_of(key, *partition_bits)],
         }
+    }
+
+    /// Whether a client outlives a failed connection by failing over.
+    fn fails_over(&self) -> bool {
+        matches!(self, Router::Partitioned { .. })
     }
 }
 
@@ -559,24 +564,63 @@ impl Engine {
                 }
                 _ => None,
             };
-            self.send_request(pending, request_kind, None, context.as_deref());
+            if !self.send_request(pending, request_kind, None, context.as_deref()) {
+                self.unreachable(pending);
+                return;
+            }
         }
     }
 
-    /// Encodes a request onto the socket that owns its key and queues it.
+    /// A request for which every candidate connection is gone: counted as a
+    /// connection error, and its client stops (it would only spin).
+    fn unreachable(&mut self, pending: Pending) {
+        if pending.measured {
+            self.stats.op(pending.op).connection_errors += 1;
+            self.interval_errors += 1;
+        } else if self.in_load {
+            self.stats.load_errors += 1;
+        }
+        let client = &mut self.clients[pending.client as usize];
+        client.in_flight -= 1;
+        self.total_in_flight -= 1;
+        if !client.dead {
+            client.dead = true;
+            self.live_clients -= 1;
+        }
+    }
+
+    /// Encodes a request onto the socket of its key's coordinator, or of the
+    /// next replica whose connection still stands, and queues it. False when
+    /// this client has no connection left that could take it.
+    #[must_use]
     fn send_request(
         &mut self,
         mut pending: Pending,
         kind: RequestKind,
         value: Option<&[u8]>,
         context: Option<&[u8]>,
-    ) {
+    ) -> bool {
         write_key(pending.key, &mut self.key_buf);
         let client = &self.clients[pending.client as usize];
+        let sockets = &self.sockets;
+        let live = |e: usize| !sockets[client.sockets[e] as usize].dead;
         let endpoint = match kind {
             // A ping has no key; spread pings over the endpoints.
-            RequestKind::Ping => self.rng.below(client.sockets.len() as u64) as usize,
-            _ => self.setup.router.endpoint_of(&self.key_buf),
+            RequestKind::Ping => {
+                let count = client.sockets.len();
+                let first = self.rng.below(count as u64) as usize;
+                (0..count).map(|i| (first + i) % count).find(|&e| live(e))
+            }
+            _ => self
+                .setup
+                .router
+                .candidates(&self.key_buf)
+                .iter()
+                .map(|&e| e as usize)
+                .find(|&e| live(e)),
+        };
+        let Some(endpoint) = endpoint else {
+            return false;
         };
         let s = client.sockets[endpoint] as usize;
         let value_slice: &[u8] = match (kind, value) {
@@ -611,6 +655,7 @@ impl Engine {
         if was_empty && !socket.send_busy {
             self.to_flush.push(s as u32);
         }
+        true
     }
 
     fn flush_sends(&mut self) {
@@ -933,7 +978,7 @@ impl Engine {
             ..pending
         };
         let context = reply.context.as_deref();
-        self.send_request(
+        let sent = self.send_request(
             next,
             RequestKind::Put {
                 value_bytes: value.len() as u32,
@@ -941,6 +986,9 @@ impl Engine {
             Some(&value),
             context,
         );
+        if !sent {
+            self.unreachable(next);
+        }
         self.value_buf = value;
     }
 
@@ -1008,7 +1056,10 @@ impl Engine {
             self.total_in_flight -= 1;
         }
         let client = &mut self.clients[c as usize];
-        if !client.dead {
+        // Against a cluster the client fails over: its later requests for
+        // this endpoint's partitions go to the next replica (`send_request`),
+        // and the endpoint stays avoided for the rest of the run.
+        if !client.dead && !self.setup.router.fails_over() {
             client.dead = true;
             self.live_clients -= 1;
             // The client's other sockets carry on until their requests finish

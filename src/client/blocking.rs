@@ -38,6 +38,12 @@ pub struct ClientOptions {
     pub unreachable_for: Duration,
     /// Reader of a context's fastest replica (`version` module), if any.
     pub fastest_replica: Option<FastestReplicaFn>,
+    /// Times a sent request is sent again to the next replica when its node
+    /// fails (see `CoreOptions::failover_attempts`).
+    pub failover_attempts: u8,
+    /// No reply for this long: the node counts as down and the request
+    /// fails over (see `CoreOptions::attempt_timeout`).
+    pub attempt_timeout: Duration,
 }
 
 impl Default for ClientOptions {
@@ -50,6 +56,8 @@ impl Default for ClientOptions {
             in_flight_max: core.in_flight_max,
             unreachable_for: core.unreachable_for,
             fastest_replica: core.fastest_replica,
+            failover_attempts: core.failover_attempts,
+            attempt_timeout: core.attempt_timeout,
         }
     }
 }
@@ -63,6 +71,8 @@ impl ClientOptions {
             in_flight_max: self.in_flight_max,
             unreachable_for: self.unreachable_for,
             fastest_replica: self.fastest_replica,
+            failover_attempts: self.failover_attempts,
+            attempt_timeout: self.attempt_timeout,
         }
     }
 }

@@ -94,6 +94,16 @@ pub struct CoreOptions {
     pub unreachable_for: Duration,
     /// Reader for the fastest-replica hint of contexts, if any.
     pub fastest_replica: Option<FastestReplicaFn>,
+    /// How many times a request already sent to a node is sent again to
+    /// the next replica when that node's connection breaks or it does not
+    /// answer within `attempt_timeout` (failover). 0: such a request fails
+    /// with the connection's error. A failed-over put may be applied twice,
+    /// which at worst leaves a duplicate sibling, never a lost write.
+    pub failover_attempts: u8,
+    /// A sent request with no reply after this long counts its target as
+    /// down (avoided for `unreachable_for`) and fails over. Keep it above the
+    /// cluster's `request_timeout_ms`, or slow quorums fail over needlessly.
+    pub attempt_timeout: Duration,
 }
 
 impl Default for CoreOptions {
@@ -105,6 +115,8 @@ impl Default for CoreOptions {
             unreachable_for: Duration::from_secs(1),
             // "Write to the fastest reader" (Dynamo §6.4) is on by default.
             fastest_replica: Some(fastest_replica_of_context),
+            failover_attempts: 2,
+            attempt_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -135,6 +147,11 @@ struct Operation {
     /// The replica a context named as the fastest reader.
     preferred: Option<ReplicaId>,
     deadline: Instant,
+    /// When `handle_timeout` must look at the operation: its deadline, or
+    /// earlier, its current attempt's failover deadline. Keys `deadlines`.
+    wake: Instant,
+    /// Failovers spent (at most `failover_attempts`).
+    failovers: u8,
     /// The WrongOwner retry is spent.
     retried: bool,
     attempt: Attempt,
@@ -175,7 +192,7 @@ pub struct ClientCore {
     operations: HashMap<Ticket, Operation>,
     /// Wire id of the current attempt to the ticket it belongs to.
     attempts: HashMap<u64, Ticket>,
-    /// Every operation's deadline, earliest first.
+    /// Every operation's wake-up instant (`Operation::wake`), earliest first.
     deadlines: BTreeSet<(Instant, Ticket)>,
     /// In submission order per target; at most one entry per target.
     pending: Vec<Pending>,
@@ -314,6 +331,9 @@ impl ClientCore {
             if deadline > now {
                 break;
             }
+            if self.attempt_expired(now, ticket) {
+                continue;
+            }
             let target = match self.operations.get(&ticket).map(|op| &op.attempt) {
                 Some(Attempt::OnWire { target, .. }) => *target,
                 _ => self.seed,
@@ -377,9 +397,76 @@ impl ClientCore {
             })
             .map(|(ticket, _)| *ticket)
             .collect();
+        let failover = match error {
+            ClientError::Io { .. } => true,
+            ClientError::Server { code, .. } => {
+                matches!(code, ErrorCode::Overloaded | ErrorCode::Unavailable)
+            }
+            _ => false,
+        };
         for ticket in sent {
-            self.complete(now, ticket, Err(error.clone()));
+            if failover && self.spend_failover(ticket) {
+                self.redispatch_or(now, ticket, Some(error));
+            } else {
+                self.complete(now, ticket, Err(error.clone()));
+            }
         }
+    }
+
+    /// Takes one failover from `ticket`'s budget; false when it is spent.
+    fn spend_failover(&mut self, ticket: Ticket) -> bool {
+        let budget = self.options.failover_attempts;
+        match self.operations.get_mut(&ticket) {
+            Some(operation) if operation.failovers < budget => {
+                operation.failovers += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Called when `ticket`'s wake-up instant has passed. If that was its
+    /// attempt's failover deadline rather than its own, the target is
+    /// marked down and the request sent elsewhere (or, when it cannot fail
+    /// over, left to wait for its own deadline); returns true. Returns false
+    /// when the operation's own deadline has come.
+    fn attempt_expired(&mut self, now: Instant, ticket: Ticket) -> bool {
+        let Some(operation) = self.operations.get(&ticket) else {
+            return false;
+        };
+        if operation.deadline <= now {
+            return false;
+        }
+        let (deadline, wake) = (operation.deadline, operation.wake);
+        let sent_to = match operation.attempt {
+            Attempt::OnWire {
+                target, sent: true, ..
+            } => Some(target),
+            _ => None,
+        };
+        self.set_wake(ticket, wake, deadline);
+        if let Some(target) = sent_to {
+            if self.spend_failover(ticket) {
+                self.unreachable
+                    .insert(target, now + self.options.unreachable_for);
+                let error = ClientError::Timeout {
+                    addr: target,
+                    after: self.options.attempt_timeout,
+                };
+                self.redispatch_or(now, ticket, Some(&error));
+            }
+        }
+        true
+    }
+
+    /// Moves `ticket`'s entry in `deadlines` from `old` to `new`.
+    fn set_wake(&mut self, ticket: Ticket, old: Instant, new: Instant) {
+        assert!(self.deadlines.remove(&(old, ticket)));
+        assert!(self.deadlines.insert((new, ticket)));
+        self.operations
+            .get_mut(&ticket)
+            .expect("live operation")
+            .wake = new;
     }
 
     /// One frame (length prefix removed) read from `from`. An `Err` means
@@ -524,6 +611,8 @@ impl ClientCore {
             request,
             preferred,
             deadline,
+            wake: deadline,
+            failovers: 0,
             retried: false,
             attempt: Attempt::AwaitingTable,
         };
@@ -588,6 +677,11 @@ impl ClientCore {
             target,
             sent: false,
         };
+        let (old, deadline) = (operation.wake, operation.deadline);
+        let wake = deadline.min(now + self.options.attempt_timeout);
+        if wake != old {
+            self.set_wake(ticket, old, wake);
+        }
     }
 
     fn hand_out(&mut self, pending: Pending) -> Transmit {
@@ -668,7 +762,7 @@ impl ClientCore {
         let Some(operation) = self.operations.remove(&ticket) else {
             return;
         };
-        assert!(self.deadlines.remove(&(operation.deadline, ticket)));
+        assert!(self.deadlines.remove(&(operation.wake, ticket)));
         if let Attempt::OnWire { wire_id, .. } = operation.attempt {
             self.attempts.remove(&wire_id);
         }

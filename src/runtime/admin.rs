@@ -9,6 +9,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use super::auth::ClusterSecret;
 use super::internode::{
     encode_frame, Envelope, ENVELOPE_BYTES, KIND_ADMIN_REQUEST, KIND_ADMIN_RESPONSE,
 };
@@ -70,17 +71,24 @@ fn options_text(target: &Option<SocketAddr>, weight: Option<u32>, stage: bool) -
 }
 
 /// Sends `request` to the internode address `node` and returns the node's
-/// answer text, or its error text.
+/// answer text, or its error text. With `secret`, the connection first
+/// passes the cluster-secret handshake (`auth`), which a node configured
+/// with a secret requires.
 pub fn admin_request(
     node: SocketAddr,
     request: &AdminRequest,
     json: bool,
     timeout: Duration,
+    secret: Option<&ClusterSecret>,
 ) -> Result<String, String> {
     let mut stream = TcpStream::connect_timeout(&node, timeout)
         .map_err(|e| format!("cannot connect to {node}: {e}"))?;
     let _ = stream.set_read_timeout(Some(timeout));
     let _ = stream.set_write_timeout(Some(timeout));
+    if let Some(secret) = secret {
+        super::auth::connect_blocking(&mut stream, secret)
+            .map_err(|e| format!("cluster-secret handshake with {node} failed: {e}"))?;
+    }
     let (op, argument) = match request {
         AdminRequest::Status => (ADMIN_STATUS, String::new()),
         AdminRequest::Ring => (ADMIN_RING, String::new()),
@@ -115,7 +123,9 @@ pub fn admin_request(
     let mut length = [0u8; 4];
     stream
         .read_exact(&mut length)
-        .map_err(|e| format!("no answer from {node}: {e}"))?;
+        .map_err(|e| {
+            format!("no answer from {node}: {e} (a node with a cluster secret closes connections that do not pass the handshake: --cluster-secret-file)")
+        })?;
     let length = u32::from_le_bytes(length) as usize;
     if !(ENVELOPE_BYTES + 1..=ADMIN_ANSWER_BYTES_MAX).contains(&length) {
         return Err(format!("bad answer length {length} from {node}"));
@@ -154,8 +164,13 @@ fn json_field<'a>(text: &'a str, field: &str) -> Option<&'a str> {
 /// `admin status --all`: asks `node` for its members, then every listed
 /// member for its own status, and shows each node's keys and pending
 /// handoff side by side (a node that does not answer is shown as such).
-pub fn cluster_status(node: SocketAddr, json: bool, timeout: Duration) -> Result<String, String> {
-    let first = admin_request(node, &AdminRequest::Status, true, timeout)?;
+pub fn cluster_status(
+    node: SocketAddr,
+    json: bool,
+    timeout: Duration,
+    secret: Option<&ClusterSecret>,
+) -> Result<String, String> {
+    let first = admin_request(node, &AdminRequest::Status, true, timeout, secret)?;
     let members: Vec<SocketAddr> = first
         .split("\"internode\": \"")
         .skip(1)
@@ -165,7 +180,7 @@ pub fn cluster_status(node: SocketAddr, json: bool, timeout: Duration) -> Result
     for member in members {
         rows.push((
             member,
-            admin_request(member, &AdminRequest::Status, true, timeout),
+            admin_request(member, &AdminRequest::Status, true, timeout, secret),
         ));
     }
     let mut out = String::new();

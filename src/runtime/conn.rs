@@ -38,11 +38,22 @@ pub(crate) async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener, vi
             }
         };
         if !connection_allowed(&shard) {
-            glommio::spawn_local(refuse(stream)).detach();
+            glommio::spawn_local(refuse(stream, "too many connections")).detach();
             continue;
         }
+        let admission = match stream.peer_addr() {
+            Ok(peer) => shard
+                .address_limiter
+                .admit(peer.ip(), shard.config.connections_per_address_max),
+            Err(_) => None,
+        };
+        let Some(admission) = admission else {
+            glommio::spawn_local(refuse(stream, "too many connections from this address")).detach();
+            continue;
+        };
         let shard = shard.clone();
         glommio::spawn_local(async move {
+            let _admission = admission;
             shard
                 .counters
                 .connections
@@ -58,11 +69,11 @@ pub(crate) async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener, vi
 }
 
 /// Over the connection limit: say so in one error frame, then close.
-async fn refuse(mut stream: TcpStream) {
+async fn refuse(mut stream: TcpStream, message: &str) {
     let mut out = Vec::new();
     let response = Response::Error {
         code: ErrorCode::Overloaded,
-        message: "too many connections".into(),
+        message: message.into(),
         acks: 0,
         routing: None,
     };
@@ -98,6 +109,10 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
     let mut decoder = FrameDecoder::new(shard.node.limits.frame_bytes_max);
     let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    // The read timeout ends a silent connection; this ends a slow one that
+    // trickles bytes but completes no request within the idle timeout.
+    let idle = Duration::from_millis(shard.config.idle_timeout_ms);
+    let mut last_request = std::time::Instant::now();
     'read: loop {
         let n = match reader.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
@@ -107,6 +122,7 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
         loop {
             match decoder.decode(&mut buffer) {
                 Ok(Some(frame)) => {
+                    last_request = std::time::Instant::now();
                     let permit = match in_flight.clone().acquire_static_permit(1).await {
                         Ok(permit) => permit,
                         Err(_) => break 'read,
@@ -119,7 +135,12 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
                     })
                     .detach();
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    if !idle.is_zero() && last_request.elapsed() > idle {
+                        break 'read;
+                    }
+                    break;
+                }
                 Err(e) => {
                     // The stream cannot be re-synchronised after a bad length
                     // prefix: answer once and close.

@@ -26,6 +26,7 @@ use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
@@ -34,6 +35,7 @@ use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
+use super::auth::{self, ClusterSecret};
 use super::log;
 use crate::protocol::FrameDecoder;
 
@@ -140,6 +142,33 @@ pub(crate) async fn connect_from(source: IpAddr, to: SocketAddr) -> std::io::Res
     Ok(unsafe { TcpStream::from_raw_fd(std_stream.into_raw_fd()) })
 }
 
+/// `connect_from`, then the cluster-secret handshake when one is configured.
+pub(crate) async fn connect_authenticated(
+    source: IpAddr,
+    to: SocketAddr,
+    secret: Option<&ClusterSecret>,
+) -> std::io::Result<TcpStream> {
+    let mut stream = connect_from(source, to).await?;
+    if let Some(secret) = secret {
+        with_timeout(auth::connect(&mut stream, secret)).await?;
+    }
+    Ok(stream)
+}
+
+/// Bounds a handshake by `auth::HANDSHAKE_TIMEOUT`.
+async fn with_timeout(
+    handshake: impl std::future::Future<Output = std::io::Result<()>>,
+) -> std::io::Result<()> {
+    futures_lite::future::or(handshake, async {
+        glommio::timer::sleep(auth::HANDSHAKE_TIMEOUT).await;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "cluster-secret handshake timed out",
+        ))
+    })
+    .await
+}
+
 /// One outgoing connection to a peer shard, with its queue of frames.
 struct Link {
     addr: SocketAddr,
@@ -179,6 +208,8 @@ pub(crate) type FailureFn = Rc<dyn Fn(SocketAddr)>;
 /// A shard's outgoing links, by peer shard address.
 pub(crate) struct Links {
     source: IpAddr,
+    /// When set, every outgoing connection proves it holds the secret.
+    secret: Option<Arc<ClusterSecret>>,
     links: RefCell<AHashMap<SocketAddr, Rc<Link>>>,
     on_failure: FailureFn,
     /// Frames dropped because a link was full or the table was (diagnostics).
@@ -186,9 +217,14 @@ pub(crate) struct Links {
 }
 
 impl Links {
-    pub(crate) fn new(source: IpAddr, on_failure: FailureFn) -> Rc<Links> {
+    pub(crate) fn new(
+        source: IpAddr,
+        secret: Option<Arc<ClusterSecret>>,
+        on_failure: FailureFn,
+    ) -> Rc<Links> {
         Rc::new(Links {
             source,
+            secret,
             links: RefCell::new(AHashMap::new()),
             on_failure,
             dropped: Cell::new(0),
@@ -254,7 +290,7 @@ impl Links {
         let mut batch = Vec::with_capacity(READ_CHUNK_BYTES);
         while link.take(&mut batch).await {
             if stream.is_none() {
-                match connect_from(self.source, link.addr).await {
+                match connect_authenticated(self.source, link.addr, self.secret.as_deref()).await {
                     Ok(s) => {
                         backoff = BACKOFF_FIRST;
                         stream = Some(s);
@@ -288,7 +324,11 @@ pub(crate) trait InboundHandler: 'static {
 }
 
 /// Accepts internode connections and hands every frame to `handler`.
-pub(crate) async fn accept_loop<H: InboundHandler>(handler: Rc<H>, listener: TcpListener) {
+pub(crate) async fn accept_loop<H: InboundHandler>(
+    handler: Rc<H>,
+    listener: TcpListener,
+    secret: Option<Arc<ClusterSecret>>,
+) {
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
@@ -298,8 +338,25 @@ pub(crate) async fn accept_loop<H: InboundHandler>(handler: Rc<H>, listener: Tcp
                 continue;
             }
         };
-        let handler = handler.clone();
-        glommio::spawn_local(async move { serve(handler, stream).await }).detach();
+        let (handler, secret) = (handler.clone(), secret.clone());
+        glommio::spawn_local(async move {
+            let mut stream = stream;
+            if let Some(secret) = secret {
+                // Nothing the peer sends is read as a frame before it has
+                // proved it holds the secret.
+                if let Err(e) = with_timeout(auth::accept(&mut stream, &secret)).await {
+                    let peer = stream
+                        .peer_addr()
+                        .map(|a| a.to_string())
+                        .unwrap_or_default();
+                    log::warning!("internode connection from {peer} refused: {e}");
+                    let _ = stream.close().await;
+                    return;
+                }
+            }
+            serve(handler, stream).await
+        })
+        .detach();
     }
 }
 

@@ -11,6 +11,7 @@
 //! for another shard's partition (never on the zero-hop fast path).
 
 pub mod admin;
+pub mod auth;
 mod chaos_hooks;
 mod cluster;
 mod conn;
@@ -18,9 +19,11 @@ pub mod disk;
 mod forward;
 mod http;
 mod internode;
+mod limits;
 mod log;
 mod memlock;
 mod metrics;
+mod resp;
 mod scheduler;
 mod server;
 mod shard;

@@ -80,6 +80,9 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
         if config.io_memory_bytes > 0 { " (configured)" } else { " (sized from the limit; glommio falls back to unregistered buffers if registration still fails)" },
     );
 
+    let (soft, hard) = raise_open_files_limit();
+    info!("RLIMIT_NOFILE soft limit {soft} (hard limit {hard}); each client, RESP and internode connection holds one descriptor");
+
     block_termination_signals();
     super::chaos_hooks::install(&config);
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -254,6 +257,7 @@ fn check_ports_free(config: &ServerConfig, shards: usize) -> Result<(), ServerEr
     addrs.extend((0..shards).map(|i| SocketAddr::new(config.listen.ip(), config.shard_port(i))));
     addrs.extend((0..shards).map(|i| config.internode_shard_addr(i)));
     addrs.extend(config.http_listen);
+    addrs.extend(config.resp_listen);
     for addr in addrs {
         if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
             return Err(ServerError::Bind(
@@ -266,6 +270,29 @@ fn check_ports_free(config: &ServerConfig, shards: usize) -> Result<(), ServerEr
         }
     }
     Ok(())
+}
+
+/// Raises this process's soft limit on open descriptors to its hard limit
+/// (every connection holds one) and returns the (soft, hard) limits now in
+/// force. The hard limit is the operator's: see docs/deployment.md.
+fn raise_open_files_limit() -> (u64, u64) {
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return (0, 0);
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+        (limit.rlim_cur as u64, limit.rlim_max as u64)
+    }
 }
 
 fn termination_sigset() -> libc::sigset_t {

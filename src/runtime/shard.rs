@@ -61,6 +61,10 @@ pub(crate) struct NodeInfo {
     pub metrics: MetricsHub,
     /// When the node started.
     pub started: Instant,
+    /// Counters of the Redis-protocol front end (`INFO`).
+    pub resp_stats: super::resp::RespStats,
+    /// The cluster secret, when internode traffic must authenticate.
+    pub cluster_secret: Option<Arc<super::auth::ClusterSecret>>,
 }
 
 impl NodeInfo {
@@ -85,6 +89,11 @@ impl NodeInfo {
             initial_membership: std::sync::Mutex::new(Some((state, book, ring))),
             metrics: MetricsHub::new(shards),
             started: Instant::now(),
+            resp_stats: Default::default(),
+            cluster_secret: match &config.cluster_secret_file {
+                Some(path) => Some(Arc::new(super::auth::ClusterSecret::load(path)?)),
+                None => None,
+            },
         })
     }
 }
@@ -127,6 +136,8 @@ pub(crate) struct ShardState {
     pub metrics: ShardMetrics,
     /// The foreground and background task queues and the utilization monitor.
     pub sched: Rc<Scheduler>,
+    /// Client connections open per source address (`connections_per_address_max`).
+    pub address_limiter: Rc<super::limits::AddressLimiter>,
     forwarder: RefCell<Option<Rc<Forwarder>>>,
     pub shutdown: Arc<AtomicBool>,
     /// This shard's replication machine (coordinator, replica, fallback).
@@ -212,6 +223,7 @@ pub(crate) async fn run(
     let failure_cluster = cluster.clone();
     let links = Links::new(
         config.listen.ip(),
+        node.cluster_secret.clone(),
         Rc::new(move |addr: SocketAddr| {
             failure_cluster.dropped.fetch_add(1, Ordering::Relaxed);
             if let Some(peer) = failure_cluster.topology().node_at(addr) {
@@ -286,6 +298,7 @@ pub(crate) async fn run(
         counters: ShardCounters::default(),
         metrics: ShardMetrics::new(),
         sched,
+        address_limiter: Rc::default(),
         forwarder: RefCell::new(None),
         shutdown: shutdown.clone(),
         replica: RefCell::new(replica),
@@ -316,11 +329,25 @@ pub(crate) async fn run(
         TcpListener::bind(shard_addr).map_err(|e| format!("cannot listen on {shard_addr}: {e}"))?;
     let node_listener = TcpListener::bind(config.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    if let Some(resp_addr) = config.resp_listen {
+        let listener = TcpListener::bind(resp_addr)
+            .map_err(|e| format!("cannot listen on {resp_addr} (RESP): {e}"))?;
+        glommio::spawn_local_into(
+            super::resp::accept_loop(shard.clone(), listener),
+            foreground,
+        )
+        .map_err(|e| e.to_string())?
+        .detach();
+    }
     let internode_addr = config.internode_shard_addr(index);
     let internode_listener = TcpListener::bind(internode_addr)
         .map_err(|e| format!("cannot listen on {internode_addr}: {e}"))?;
     glommio::spawn_local_into(
-        internode::accept_loop(shard.clone(), internode_listener),
+        internode::accept_loop(
+            shard.clone(),
+            internode_listener,
+            node.cluster_secret.clone(),
+        ),
         foreground,
     )
     .map_err(|e| e.to_string())?

@@ -1,0 +1,553 @@
+//! The Redis-protocol listener: one connection task per RESP client, which
+//! parses commands with the pure `crate::resp` parser, turns each into the
+//! same `Request` a binary client would send, and runs it through the
+//! shard's ordinary request path (`ShardState::handle_frame`, node-port
+//! semantics: forwarded once to the owning shard or node, quorum in a
+//! cluster). docs/resp.md is the user's page.
+//!
+//! Commands on one connection run one after another, because RESP replies
+//! must leave in request order; a pipelining client still gets every reply
+//! of a batch in one write. Redis's last-writer-wins commands are mapped onto
+//! causal versioning by reading the key's context first: `SET` and `DEL`
+//! supersede every sibling they saw, so a plain Redis client never creates
+//! siblings on its own.
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+
+use super::log;
+use super::shard::{connection_allowed, Reply, ShardState};
+use crate::protocol::{
+    self, ErrorCode, Quorum, Request, RequestFrame, Response, Sibling, FRAME_LENGTH_BYTES,
+};
+use crate::resp::{self, reply, RespLimits, RespParser};
+
+/// Size of each read from a socket.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Node-wide RESP counters, shown by `INFO`.
+#[derive(Default)]
+pub(crate) struct RespStats {
+    /// RESP connections accepted since start.
+    pub connections_accepted: AtomicU64,
+    /// RESP commands executed.
+    pub commands: AtomicU64,
+    /// Plain `GET`s (and `MGET` keys) that found several live siblings and
+    /// answered with the deterministic winner.
+    pub sibling_resolutions: AtomicU64,
+    /// Commands answered with an error.
+    pub errors: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+pub(crate) async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                log::warning!("shard {}: RESP accept failed: {e}", shard.index);
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if !connection_allowed(&shard) {
+            glommio::spawn_local(async move {
+                let mut stream = stream;
+                let mut out = Vec::new();
+                reply::error(&mut out, "ERR max number of clients reached");
+                let _ = stream.write_all(&out).await;
+                let _ = stream.close().await;
+            })
+            .detach();
+            continue;
+        }
+        let admission = match stream.peer_addr() {
+            Ok(peer) => shard
+                .address_limiter
+                .admit(peer.ip(), shard.config.connections_per_address_max),
+            Err(_) => None,
+        };
+        let Some(admission) = admission else {
+            glommio::spawn_local(async move {
+                let mut stream = stream;
+                let mut out = Vec::new();
+                reply::error(&mut out, "ERR too many connections from this address");
+                let _ = stream.write_all(&out).await;
+                let _ = stream.close().await;
+            })
+            .detach();
+            continue;
+        };
+        bump(&shard.node.resp_stats.connections_accepted);
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            let _admission = admission;
+            let counters = &shard.counters;
+            counters.connections.set(counters.connections.get() + 1);
+            serve(&shard, stream).await;
+            counters.connections.set(counters.connections.get() - 1);
+        })
+        .detach();
+    }
+}
+
+async fn serve(shard: &Rc<ShardState>, mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    if shard.config.idle_timeout_ms > 0 {
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(shard.config.idle_timeout_ms)));
+    }
+    let parser = RespParser::new(RespLimits::for_server(
+        shard.config.value_bytes_max,
+        shard.config.frame_bytes_max,
+    ));
+    let mut session = Session {
+        shard: shard.clone(),
+        next_id: 1,
+        quit: false,
+    };
+    let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    let mut out = Vec::with_capacity(READ_CHUNK_BYTES);
+    // As for binary clients: a connection that trickles bytes without
+    // completing a command within the idle timeout is closed.
+    let idle = Duration::from_millis(shard.config.idle_timeout_ms);
+    let mut last_command = std::time::Instant::now();
+    loop {
+        let n = match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buffer.extend_from_slice(&chunk[..n]);
+        let mut fatal = false;
+        loop {
+            match parser.parse(&mut buffer) {
+                Ok(Some(args)) => {
+                    last_command = std::time::Instant::now();
+                    if !args.is_empty() {
+                        session.execute(&args, &mut out).await;
+                    }
+                    if session.quit {
+                        break;
+                    }
+                }
+                Ok(None) => {
+                    fatal = !idle.is_zero() && last_command.elapsed() > idle;
+                    break;
+                }
+                Err(e) => {
+                    bump(&shard.node.resp_stats.errors);
+                    reply::error(&mut out, &format!("ERR {e}"));
+                    fatal = true;
+                    break;
+                }
+            }
+        }
+        if !out.is_empty() {
+            if stream.write_all(&out).await.is_err() {
+                break;
+            }
+            out.clear();
+        }
+        if fatal || session.quit {
+            break;
+        }
+    }
+    let _ = stream.close().await;
+}
+
+/// One RESP connection's state.
+struct Session {
+    shard: Rc<ShardState>,
+    /// Request ids for the internal binary requests (echoed, not routed on).
+    next_id: u64,
+    /// Set by QUIT: reply, then close.
+    quit: bool,
+}
+
+/// What a failed internal request says, as a RESP error line.
+fn error_text(code: ErrorCode, message: &str) -> String {
+    match code {
+        ErrorCode::KeyTooLarge | ErrorCode::ValueTooLarge | ErrorCode::BadRequest => {
+            format!("ERR {message}")
+        }
+        _ => format!("ERR dynakv {}: {message}", code.name()),
+    }
+}
+
+type Outcome<T> = Result<T, String>;
+
+impl Session {
+    /// Sends one request through the shard's request path and decodes the
+    /// reply.
+    async fn call(&mut self, request: Request) -> Response {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut frame = Vec::new();
+        protocol::encode_request(
+            &RequestFrame {
+                id,
+                epoch: 0,
+                request,
+            },
+            &mut frame,
+        );
+        let frame = Bytes::from(frame).slice(FRAME_LENGTH_BYTES..);
+        match self.shard.handle_frame(frame, true).await {
+            Reply::Response(_, response) => response,
+            Reply::Encoded(bytes) => {
+                let body = Bytes::from(bytes).slice(FRAME_LENGTH_BYTES..);
+                match protocol::decode_response(body, &self.shard.node.limits) {
+                    Ok((_, response)) => response,
+                    Err(e) => Response::Error {
+                        code: ErrorCode::Internal,
+                        message: format!("undecodable forwarded reply: {e}"),
+                        acks: 0,
+                        routing: None,
+                    },
+                }
+            }
+        }
+    }
+
+    /// All siblings and the context of `key`.
+    async fn get(&mut self, key: &Bytes) -> Outcome<(Vec<Sibling>, Bytes)> {
+        match self
+            .call(Request::Get {
+                key: key.clone(),
+                quorum: Quorum::DEFAULT,
+            })
+            .await
+        {
+            Response::Get {
+                siblings, context, ..
+            } => Ok((siblings, context)),
+            Response::Error { code, message, .. } => Err(error_text(code, &message)),
+            other => Err(format!("ERR unexpected reply {other:?}")),
+        }
+    }
+
+    /// The value a plain GET shows: one deterministic live winner.
+    async fn get_winner(&mut self, key: &Bytes) -> Outcome<Option<Bytes>> {
+        let (siblings, _) = self.get(key).await?;
+        let live: Vec<&Bytes> = siblings
+            .iter()
+            .filter(|s| !s.tombstone)
+            .map(|s| &s.value)
+            .collect();
+        if live.len() > 1 {
+            bump(&self.shard.node.resp_stats.sibling_resolutions);
+        }
+        Ok(resp::deterministic_winner(live.into_iter()).cloned())
+    }
+
+    async fn put(&mut self, key: &Bytes, value: Bytes, context: Option<Bytes>) -> Outcome<Bytes> {
+        match self
+            .call(Request::Put {
+                key: key.clone(),
+                value,
+                context,
+                quorum: Quorum::DEFAULT,
+            })
+            .await
+        {
+            Response::Put { context } => Ok(context),
+            Response::Error { code, message, .. } => Err(error_text(code, &message)),
+            other => Err(format!("ERR unexpected reply {other:?}")),
+        }
+    }
+
+    /// SET: supersede whatever the key holds now.
+    async fn set(&mut self, key: &Bytes, value: Bytes) -> Outcome<()> {
+        let (siblings, context) = self.get(key).await?;
+        let context = (!siblings.is_empty() && !context.is_empty()).then_some(context);
+        self.put(key, value, context).await.map(|_| ())
+    }
+
+    /// DEL of one key: true when it held a live value.
+    async fn delete(&mut self, key: &Bytes) -> Outcome<bool> {
+        let (siblings, context) = self.get(key).await?;
+        if !siblings.iter().any(|s| !s.tombstone) {
+            return Ok(false);
+        }
+        match self
+            .call(Request::Delete {
+                key: key.clone(),
+                context,
+                quorum: Quorum::DEFAULT,
+            })
+            .await
+        {
+            Response::Delete => Ok(true),
+            Response::Error { code, message, .. } => Err(error_text(code, &message)),
+            other => Err(format!("ERR unexpected reply {other:?}")),
+        }
+    }
+
+    async fn execute(&mut self, args: &[Bytes], out: &mut Vec<u8>) {
+        let stats = &self.shard.node.resp_stats;
+        bump(&stats.commands);
+        let mark = out.len();
+        if let Err(message) = self.dispatch(args, out).await {
+            out.truncate(mark);
+            bump(&self.shard.node.resp_stats.errors);
+            reply::error(out, &message);
+        }
+    }
+
+    async fn dispatch(&mut self, args: &[Bytes], out: &mut Vec<u8>) -> Outcome<()> {
+        let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
+        let argc = args.len();
+        let arity = |ok: bool| {
+            if ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "ERR wrong number of arguments for '{}' command",
+                    name.to_ascii_lowercase()
+                ))
+            }
+        };
+        match name.as_str() {
+            "PING" => {
+                arity(argc <= 2)?;
+                match args.get(1) {
+                    Some(message) => reply::bulk(out, message),
+                    None => reply::simple(out, "PONG"),
+                }
+            }
+            "ECHO" => {
+                arity(argc == 2)?;
+                reply::bulk(out, &args[1]);
+            }
+            "QUIT" => {
+                reply::simple(out, "OK");
+                self.quit = true;
+            }
+            "HELLO" => {
+                if let Some(version) = args.get(1) {
+                    match &version[..] {
+                        b"2" => {}
+                        b"3" => {
+                            return Err(
+                                "NOPROTO this server speaks RESP2 only; HELLO 3 is not supported"
+                                    .into(),
+                            )
+                        }
+                        _ => return Err("NOPROTO unsupported protocol version".into()),
+                    }
+                    if argc > 2 {
+                        return Err(
+                            "ERR HELLO options (AUTH, SETNAME) are not supported by dynakv".into(),
+                        );
+                    }
+                }
+                reply::array(out, 14);
+                for (field, value) in [("server", "dynakv"), ("version", env!("CARGO_PKG_VERSION"))]
+                {
+                    reply::bulk(out, field.as_bytes());
+                    reply::bulk(out, value.as_bytes());
+                }
+                reply::bulk(out, b"proto");
+                reply::integer(out, 2);
+                reply::bulk(out, b"id");
+                reply::integer(out, i64::try_from(self.next_id).unwrap_or(0));
+                for (field, value) in [("mode", "cluster"), ("role", "master")] {
+                    reply::bulk(out, field.as_bytes());
+                    reply::bulk(out, value.as_bytes());
+                }
+                reply::bulk(out, b"modules");
+                reply::array(out, 0);
+            }
+            "AUTH" => {
+                arity(argc == 2 || argc == 3)?;
+                return Err("ERR AUTH <password> called without any password configured for the default user. dynakv has no client passwords; bind the RESP listener to a trusted address".into());
+            }
+            "SELECT" => {
+                arity(argc == 2)?;
+                if &args[1][..] != b"0" {
+                    return Err("ERR DB index is out of range (dynakv has only database 0)".into());
+                }
+                reply::simple(out, "OK");
+            }
+            "CLIENT" => {
+                // redis-benchmark and libraries name their connections; accept and ignore.
+                reply::simple(out, "OK");
+            }
+            "CONFIG" => {
+                // `CONFIG GET x`: dynakv's configuration is not Redis's; an
+                // empty answer tells tools (redis-benchmark) nothing is set.
+                arity(argc >= 2)?;
+                if !args[1].eq_ignore_ascii_case(b"GET") {
+                    return Err("ERR CONFIG SET/RESETSTAT/REWRITE are not supported by dynakv; see docs/configuration.md".into());
+                }
+                // redis-benchmark reads `save` and `appendonly` to print its
+                // header; dynakv neither snapshots nor keeps an AOF.
+                let known: Vec<(&Bytes, &str)> = args[2..]
+                    .iter()
+                    .filter_map(|p| {
+                        if p.eq_ignore_ascii_case(b"save") {
+                            Some((p, ""))
+                        } else if p.eq_ignore_ascii_case(b"appendonly") {
+                            Some((p, "no"))
+                        } else {
+                            None
+                        }
+                    })
+                    .collect();
+                reply::array(out, known.len() * 2);
+                for (parameter, value) in known {
+                    reply::bulk(out, parameter);
+                    reply::bulk(out, value.as_bytes());
+                }
+            }
+            "COMMAND" => match args.get(1).map(|a| a.to_ascii_uppercase()) {
+                Some(sub) if sub == b"COUNT" => reply::integer(out, COMMANDS.len() as i64),
+                // Documentation and the full table are optional for clients;
+                // an empty answer makes redis-cli fall back to no hints.
+                Some(sub) if sub == b"DOCS" => reply::array(out, 0),
+                _ => {
+                    reply::array(out, COMMANDS.len());
+                    for (command, arity, write, first, last, step) in COMMANDS {
+                        reply::array(out, 6);
+                        reply::bulk(out, command.as_bytes());
+                        reply::integer(out, *arity);
+                        reply::array(out, 1);
+                        reply::simple(out, if *write { "write" } else { "readonly" });
+                        reply::integer(out, *first);
+                        reply::integer(out, *last);
+                        reply::integer(out, *step);
+                    }
+                }
+            },
+            "INFO" => {
+                let stats = &self.shard.node.resp_stats;
+                let text = format!(
+                    "# Server\r\nredis_version:7.0.0\r\ndynakv_version:{}\r\nredis_mode:cluster\r\nprocess_id:{}\r\n\r\n# Clients\r\nconnected_clients:{}\r\n\r\n# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ncommand_errors:{}\r\n\r\n# Dynakv\r\nshard:{}\r\nsibling_resolutions:{}\r\n",
+                    env!("CARGO_PKG_VERSION"),
+                    std::process::id(),
+                    self.shard.counters.connections.get(),
+                    stats.connections_accepted.load(Ordering::Relaxed),
+                    stats.commands.load(Ordering::Relaxed),
+                    stats.errors.load(Ordering::Relaxed),
+                    self.shard.index,
+                    stats.sibling_resolutions.load(Ordering::Relaxed),
+                );
+                reply::bulk(out, text.as_bytes());
+            }
+            "GET" => {
+                arity(argc == 2)?;
+                match self.get_winner(&args[1]).await? {
+                    Some(value) => reply::bulk(out, &value),
+                    None => reply::nil(out),
+                }
+            }
+            "SET" => {
+                arity(argc >= 3)?;
+                if argc > 3 {
+                    return Err("ERR SET options (EX, PX, NX, XX, GET, KEEPTTL) are not supported by dynakv".into());
+                }
+                self.set(&args[1], args[2].clone()).await?;
+                reply::simple(out, "OK");
+            }
+            "DEL" | "UNLINK" => {
+                arity(argc >= 2)?;
+                let mut deleted = 0;
+                for key in &args[1..] {
+                    deleted += i64::from(self.delete(key).await?);
+                }
+                reply::integer(out, deleted);
+            }
+            "EXISTS" => {
+                arity(argc >= 2)?;
+                let mut found = 0;
+                for key in &args[1..] {
+                    let (siblings, _) = self.get(key).await?;
+                    found += i64::from(siblings.iter().any(|s| !s.tombstone));
+                }
+                reply::integer(out, found);
+            }
+            "MGET" => {
+                arity(argc >= 2)?;
+                let mut values = Vec::with_capacity(argc - 1);
+                for key in &args[1..] {
+                    values.push(self.get_winner(key).await?);
+                }
+                reply::array(out, values.len());
+                for value in values {
+                    match value {
+                        Some(value) => reply::bulk(out, &value),
+                        None => reply::nil(out),
+                    }
+                }
+            }
+            "MSET" => {
+                arity(argc >= 3 && argc % 2 == 1)?;
+                for pair in args[1..].chunks(2) {
+                    self.set(&pair[0], pair[1].clone()).await?;
+                }
+                reply::simple(out, "OK");
+            }
+            "DYN.GET" => {
+                arity(argc == 2)?;
+                let (siblings, context) = self.get(&args[1]).await?;
+                reply::array(out, 2);
+                reply::bulk(out, resp::hex_encode(&context).as_bytes());
+                reply::array(out, siblings.len());
+                for sibling in siblings {
+                    if sibling.tombstone {
+                        reply::nil(out);
+                    } else {
+                        reply::bulk(out, &sibling.value);
+                    }
+                }
+            }
+            "DYN.PUT" => {
+                arity(argc == 4)?;
+                let context = resp::hex_decode(&args[2])
+                    .ok_or("ERR the context must be the hex string DYN.GET returned")?;
+                let context = (!context.is_empty()).then(|| Bytes::from(context));
+                let written = self.put(&args[1], args[3].clone(), context).await?;
+                reply::bulk(out, resp::hex_encode(&written).as_bytes());
+            }
+            _ => {
+                let shown: String = name.chars().take(64).collect();
+                return Err(format!("ERR unknown command '{shown}'"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The commands `COMMAND` lists: name, Redis arity (negative: at least),
+/// whether it writes, and the first key, last key and key step as Redis
+/// reports them (0 when the command takes no key).
+type CommandInfo = (&'static str, i64, bool, i64, i64, i64);
+const COMMANDS: &[CommandInfo] = &[
+    ("ping", -1, false, 0, 0, 0),
+    ("echo", 2, false, 0, 0, 0),
+    ("quit", 1, false, 0, 0, 0),
+    ("hello", -1, false, 0, 0, 0),
+    ("auth", -2, false, 0, 0, 0),
+    ("select", 2, false, 0, 0, 0),
+    ("client", -2, false, 0, 0, 0),
+    ("config", -2, false, 0, 0, 0),
+    ("command", -1, false, 0, 0, 0),
+    ("info", -1, false, 0, 0, 0),
+    ("get", 2, false, 1, 1, 1),
+    ("set", 3, true, 1, 1, 1),
+    ("del", -2, true, 1, -1, 1),
+    ("unlink", -2, true, 1, -1, 1),
+    ("exists", -2, false, 1, -1, 1),
+    ("mget", -2, false, 1, -1, 1),
+    ("mset", -3, true, 1, -1, 2),
+    ("dyn.get", 2, false, 1, 1, 1),
+    ("dyn.put", 4, true, 1, 1, 1),
+];

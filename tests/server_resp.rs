@@ -1,0 +1,288 @@
+//! The Redis-protocol front end against the real binary, driven by the real
+//! `redis-cli` and `redis-benchmark` (Debian's redis-tools, installed by
+//! tools/setup.sh) and by raw sockets for malformed input: the command set,
+//! inline commands, siblings made by binary clients seen through GET (one
+//! deterministic winner, counted in INFO) and DYN.GET / DYN.PUT, and bounds.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+
+use common::TestNode;
+use dynakv::client::{Client, ClientOptions};
+use dynakv::protocol::Quorum;
+
+/// A free port on `ip` for the RESP listener.
+fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind(format!("{ip}:0"))
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A node with a RESP listener on 127.0.0.9 (an address no other test's
+/// clients use, so their ephemeral ports cannot take it); a port another
+/// process grabbed between the probe and the bind costs a retry.
+fn start_with_resp() -> (TestNode, SocketAddr) {
+    for _ in 0..10 {
+        let resp: SocketAddr = format!("127.0.0.9:{}", free_port("127.0.0.9"))
+            .parse()
+            .unwrap();
+        let started =
+            std::panic::catch_unwind(|| TestNode::start(2, &["--resp-listen", &resp.to_string()]));
+        if let Ok(node) = started {
+            return (node, resp);
+        }
+    }
+    panic!("no node with a RESP listener could start");
+}
+
+/// Runs `redis-cli` with `args` against `resp`; returns its stdout.
+fn redis_cli(resp: SocketAddr, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", &resp.ip().to_string(), "-p", &resp.port().to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli (install redis-tools: tools/setup.sh)");
+    assert!(out.status.success(), "redis-cli {args:?} failed");
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+/// Sends raw bytes, reads until the server has answered `expect_bytes` or
+/// closed.
+fn raw(resp: SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(resp).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(bytes).expect("write");
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn redis_cli_runs_the_command_set() {
+    let (_node, resp) = start_with_resp();
+    assert_eq!(redis_cli(resp, &["ping"]), "PONG");
+    assert_eq!(redis_cli(resp, &["echo", "hi there"]), "hi there");
+    assert_eq!(redis_cli(resp, &["set", "a", "hello"]), "OK");
+    assert_eq!(redis_cli(resp, &["get", "a"]), "hello");
+    // A second SET supersedes the first: no sibling is left behind.
+    assert_eq!(redis_cli(resp, &["set", "a", "world"]), "OK");
+    assert_eq!(redis_cli(resp, &["get", "a"]), "world");
+    assert_eq!(redis_cli(resp, &["exists", "a", "nope", "a"]), "2");
+    assert_eq!(redis_cli(resp, &["mset", "x", "1", "y", "2"]), "OK");
+    assert_eq!(
+        redis_cli(resp, &["mget", "x", "nope", "y"]),
+        "1\n\n2",
+        "a missing key is a nil (printed empty without a tty)"
+    );
+    assert_eq!(redis_cli(resp, &["del", "a", "x", "nope"]), "2");
+    assert_eq!(redis_cli(resp, &["get", "a"]), "");
+    assert_eq!(redis_cli(resp, &["exists", "a"]), "0");
+    assert_eq!(redis_cli(resp, &["select", "0"]), "OK");
+    assert!(redis_cli(resp, &["select", "1"]).contains("out of range"));
+    assert!(redis_cli(resp, &["set", "k", "v", "ex", "10"]).contains("not supported"));
+    assert!(redis_cli(resp, &["auth", "secret"]).contains("without any password"));
+    assert!(redis_cli(resp, &["hello", "3"]).contains("NOPROTO"));
+    assert!(redis_cli(resp, &["hello", "2"]).contains("dynakv"));
+    assert!(redis_cli(resp, &["nosuchcmd"]).contains("unknown command"));
+    assert!(redis_cli(resp, &["get"]).contains("wrong number of arguments"));
+    assert!(redis_cli(resp, &["info"]).contains("sibling_resolutions:0"));
+    assert_eq!(redis_cli(resp, &["command", "count"]), "19");
+    // Binary-safe values survive the round trip.
+    assert_eq!(
+        raw(
+            resp,
+            b"*3\r\n$3\r\nSET\r\n$3\r\nbin\r\n$4\r\n\x00\r\n\xff\r\n*2\r\n$3\r\nGET\r\n$3\r\nbin\r\n"
+        ),
+        "+OK\r\n$4\r\n\x00\r\n\u{fffd}\r\n"
+    );
+    // Inline commands, pipelined, answered in order.
+    assert_eq!(
+        raw(
+            resp,
+            b"PING\r\nSET inl \"two words\"\r\nGET inl\nQUIT\r\nPING\r\n"
+        ),
+        "+PONG\r\n+OK\r\n$9\r\ntwo words\r\n+OK\r\n",
+        "QUIT answers and closes; nothing after it runs"
+    );
+}
+
+#[test]
+fn siblings_show_one_deterministic_winner_and_dyn_commands_see_them_all() {
+    let (node, resp) = start_with_resp();
+    // Two blind puts from a binary client make two siblings.
+    let mut client = Client::connect(node.listen, ClientOptions::default()).expect("connect");
+    client
+        .put(b"cart", b"apple", None, Quorum::DEFAULT)
+        .expect("put");
+    client
+        .put(b"cart", b"pear", None, Quorum::DEFAULT)
+        .expect("put");
+    assert_eq!(client.get(b"cart").expect("get").values.len(), 2);
+
+    for _ in 0..3 {
+        assert_eq!(
+            redis_cli(resp, &["get", "cart"]),
+            "pear",
+            "the byte-greatest"
+        );
+    }
+    // INFO is node-wide: three GETs resolved siblings, whichever shard
+    // accepted each connection.
+    assert!(
+        redis_cli(resp, &["info"]).contains("sibling_resolutions:3"),
+        "{}",
+        redis_cli(resp, &["info"])
+    );
+
+    let all = redis_cli(resp, &["dyn.get", "cart"]);
+    let lines: Vec<&str> = all.lines().collect();
+    assert_eq!(lines.len(), 3, "{all}");
+    let context = lines[0];
+    let mut values = lines[1..].to_vec();
+    values.sort();
+    assert_eq!(values, ["apple", "pear"]);
+
+    // DYN.PUT with that context supersedes both; a plain GET no longer resolves.
+    let written = redis_cli(resp, &["dyn.put", "cart", context, "apple+pear"]);
+    assert!(!written.is_empty() && written.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(redis_cli(resp, &["get", "cart"]), "apple+pear");
+    assert!(redis_cli(resp, &["info"]).contains("sibling_resolutions:3"));
+    assert_eq!(
+        client.get(b"cart").expect("get").values,
+        vec![bytes::Bytes::from("apple+pear")]
+    );
+    assert!(redis_cli(resp, &["dyn.put", "cart", "xyz", "v"]).contains("hex"));
+    // A context that is hex but not a context is refused by the version layer.
+    assert!(redis_cli(resp, &["dyn.put", "cart", "00ff", "v"]).starts_with("ERR"));
+}
+
+#[test]
+fn malformed_and_oversized_input_gets_an_error_and_the_server_keeps_serving() {
+    let (_node, resp) = start_with_resp();
+    let answer = raw(resp, b"*99999999\r\n");
+    assert!(answer.starts_with("-ERR Protocol error"), "{answer}");
+    let answer = raw(resp, b"*1\r\n$99999999999\r\n");
+    assert!(
+        answer.contains("bulk string of 99999999999 bytes"),
+        "{answer}"
+    );
+    let answer = raw(resp, b"*1\r\n$abc\r\n");
+    assert!(answer.contains("invalid length"), "{answer}");
+    let answer = raw(resp, b"GET \"unterminated\r\n");
+    assert!(answer.contains("unbalanced quotes"), "{answer}");
+    let answer = raw(resp, &vec![b'a'; 100_000]);
+    assert!(answer.contains("longer than"), "{answer}");
+    // A key over the server's key bound is a per-command error.
+    let key = "k".repeat(2000);
+    assert!(redis_cli(resp, &["set", &key, "v"]).starts_with("ERR"));
+    assert_eq!(redis_cli(resp, &["ping"]), "PONG");
+}
+
+#[test]
+fn redis_benchmark_runs_set_and_get_cleanly() {
+    let (_node, resp) = start_with_resp();
+    let out = Command::new("redis-benchmark")
+        .args(["-h", &resp.ip().to_string(), "-p", &resp.port().to_string()])
+        .args(["-t", "set,get", "-n", "2000", "-c", "8", "-q"])
+        .output()
+        .expect("redis-benchmark (install redis-tools: tools/setup.sh)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        !stderr.contains("WARNING") && !stdout.contains("WARNING"),
+        "{stdout}\n{stderr}"
+    );
+    for test in ["SET:", "GET:"] {
+        assert!(
+            stdout.contains(test) && stdout.contains("requests per second"),
+            "{stdout}"
+        );
+    }
+    // Every SET reached the store: the benchmark's key is readable.
+    assert_eq!(redis_cli(resp, &["exists", "key:__rand_int__"]), "1");
+}
+
+/// In a three-node cluster (N=3, R=2, W=2) RESP commands take the same
+/// quorum path as binary requests: a SET through one node is read through
+/// another, and writes and reads keep working with one node stopped.
+#[test]
+fn resp_commands_use_the_cluster_quorum_path() {
+    let data: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut attempt = 0u32;
+    let port = loop {
+        attempt += 1;
+        let port = 20_000
+            + (std::process::id()
+                .wrapping_mul(7919)
+                .wrapping_add(attempt * 331)
+                % 25_000) as u16;
+        let resp = port + 50;
+        let free = (1..=3).all(|i| {
+            [port, port + 1, port + 100]
+                .iter()
+                .all(|p| std::net::TcpListener::bind(format!("127.0.0.{i}:{p}")).is_ok())
+                && std::net::TcpListener::bind(format!("127.0.1.{i}:{resp}")).is_ok()
+        });
+        if free {
+            break port;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let seed = format!("127.0.0.1:{}", port + 100);
+    let mut nodes = Vec::new();
+    for (i, dir) in data.iter().enumerate() {
+        let ip = format!("127.0.0.{}", i + 1);
+        // RESP on 127.0.1.x: no test's client connections take ports there.
+        let resp = format!("127.0.1.{}:{}", i + 1, port + 50);
+        let mut args: Vec<&str> = common::FAST_CLUSTER_ARGS.to_vec();
+        args.extend(["--resp-listen", &resp]);
+        if i > 0 {
+            args.extend(["--seeds", &seed]);
+        }
+        nodes.push(TestNode::start_at(
+            &format!("{ip}:{port}"),
+            dir.path(),
+            1,
+            &args,
+        ));
+    }
+    common::wait_converged(&nodes, 3);
+    let resp_of =
+        |i: usize| -> SocketAddr { format!("127.0.1.{}:{}", i + 1, port + 50).parse().unwrap() };
+
+    for i in 0..20 {
+        let key = format!("c{i}");
+        assert_eq!(redis_cli(resp_of(i % 3), &["set", &key, &key]), "OK");
+        assert_eq!(redis_cli(resp_of((i + 1) % 3), &["get", &key]), key);
+    }
+    // Every primary holds the values: an R = all read through the binary
+    // client finds each one.
+    let mut client = Client::connect(nodes[2].listen, ClientOptions::default()).expect("connect");
+    let all = Quorum {
+        r: Some(dynakv::protocol::R_ALL),
+        ..Quorum::DEFAULT
+    };
+    for i in 0..20 {
+        let key = format!("c{i}");
+        assert_eq!(
+            client.get_with(key.as_bytes(), all).expect("get").values,
+            vec![bytes::Bytes::from(key.clone())]
+        );
+    }
+    // One node down: W=2 and R=2 are still met through the others.
+    nodes[1].kill9();
+    assert_eq!(redis_cli(resp_of(0), &["set", "while-down", "yes"]), "OK");
+    assert_eq!(redis_cli(resp_of(2), &["get", "while-down"]), "yes");
+    assert_eq!(redis_cli(resp_of(2), &["del", "c0"]), "1");
+    assert_eq!(redis_cli(resp_of(0), &["exists", "c0"]), "0");
+}
