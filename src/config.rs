@@ -86,6 +86,15 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// Hint replay runs at most once per interval.
     pub hint_replay_interval_ms: u64,
+    /// Each shard starts one anti-entropy exchange per interval (0: off,
+    /// which also stops tombstone collection).
+    pub aae_interval_ms: u64,
+    /// Anti-entropy rate limit per shard: keys read or repaired per second.
+    pub aae_keys_per_second: u64,
+    /// Anti-entropy rate limit per shard: bytes read or sent per second.
+    pub aae_bytes_per_second: u64,
+    /// A tombstone is collected no sooner than this after it was written.
+    pub tombstone_grace_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -121,6 +130,10 @@ impl Default for ServerConfig {
             replica_timeout_ms: 300,
             request_timeout_ms: 1_000,
             hint_replay_interval_ms: 1_000,
+            aae_interval_ms: 10_000,
+            aae_keys_per_second: 20_000,
+            aae_bytes_per_second: 16 * 1024 * 1024,
+            tombstone_grace_ms: 3_600_000,
         }
     }
 }
@@ -184,6 +197,10 @@ impl ServerConfig {
         "replica_timeout_ms",
         "request_timeout_ms",
         "hint_replay_interval_ms",
+        "aae_interval_ms",
+        "aae_keys_per_second",
+        "aae_bytes_per_second",
+        "tombstone_grace_ms",
     ];
 
     /// Parses a TOML document.
@@ -277,6 +294,10 @@ impl ServerConfig {
             "replica_timeout_ms" => self.replica_timeout_ms = parse(name, value)?,
             "request_timeout_ms" => self.request_timeout_ms = parse(name, value)?,
             "hint_replay_interval_ms" => self.hint_replay_interval_ms = parse(name, value)?,
+            "aae_interval_ms" => self.aae_interval_ms = parse(name, value)?,
+            "aae_keys_per_second" => self.aae_keys_per_second = parse(name, value)?,
+            "aae_bytes_per_second" => self.aae_bytes_per_second = parse(name, value)?,
+            "tombstone_grace_ms" => self.tombstone_grace_ms = parse(name, value)?,
             _ => {
                 return Err(ConfigError::Flag(format!(
                     "unknown option --{}",
@@ -333,6 +354,9 @@ impl ServerConfig {
             return invalid(
                 "gossip, replica, request and hint-replay intervals must be at least 1 ms, and suspect_after_ms at least gossip_interval_ms".into(),
             );
+        }
+        if self.aae_keys_per_second == 0 || self.aae_bytes_per_second == 0 {
+            return invalid("aae_keys_per_second and aae_bytes_per_second must be at least 1".into());
         }
         if self.seeds.len() > 64 {
             return invalid("at most 64 seeds".into());

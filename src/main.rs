@@ -22,6 +22,7 @@ const USAGE: &str = "usage:
   dynakv admin leave --node ADDR
   dynakv admin ring [--node ADDR] [--json]
   dynakv admin status [--node ADDR] [--json]
+  dynakv admin aae [--node ADDR] [--json]
 common: --node defaults to $DYNAKV_NODE or 127.0.0.1:7000 (admin: $DYNAKV_ADMIN_NODE or 127.0.0.1:7100); --timeout-ms defaults to 5000.
 server options and their defaults: docs/configuration.md";
 
@@ -159,6 +160,7 @@ fn admin_command(args: &[String]) -> Result<(), CliError> {
         Some("status") => AdminRequest::Status,
         Some("ring") => AdminRequest::Ring,
         Some("leave") => AdminRequest::Leave,
+        Some("aae") => AdminRequest::Aae,
         Some("join") => {
             let member = flags
                 .value("cluster")

@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::internode::{
     encode_frame, Envelope, ENVELOPE_BYTES, KIND_ADMIN_REQUEST, KIND_ADMIN_RESPONSE,
 };
-use super::shard::{ADMIN_JOIN, ADMIN_LEAVE, ADMIN_RING, ADMIN_STATUS};
+use super::shard::{ADMIN_AAE, ADMIN_JOIN, ADMIN_LEAVE, ADMIN_RING, ADMIN_STATUS};
 
 /// The largest admin answer accepted (a ring listing of 65536 partitions).
 const ADMIN_ANSWER_BYTES_MAX: usize = 64 << 20;
@@ -29,6 +29,9 @@ pub enum AdminRequest {
     Join { member: SocketAddr },
     /// The node leaves the ring (it keeps running; see docs/cluster-runtime.md).
     Leave,
+    /// Anti-entropy per partition: last comparison with each other primary,
+    /// keys repaired, in sync or not (docs/anti-entropy.md).
+    Aae,
 }
 
 /// Sends `request` to the internode address `node` and returns the node's
@@ -48,6 +51,7 @@ pub fn admin_request(
         AdminRequest::Ring => (ADMIN_RING, String::new()),
         AdminRequest::Join { member } => (ADMIN_JOIN, member.to_string()),
         AdminRequest::Leave => (ADMIN_LEAVE, String::new()),
+        AdminRequest::Aae => (ADMIN_AAE, String::new()),
     };
     let envelope = Envelope {
         kind: KIND_ADMIN_REQUEST,

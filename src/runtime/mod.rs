@@ -11,6 +11,7 @@
 //! for another shard's partition (never on the zero-hop fast path).
 
 pub mod admin;
+mod aae;
 mod cluster;
 mod conn;
 pub mod disk;

@@ -31,9 +31,10 @@ use super::disk::GlommioDisk;
 use super::forward::{Forwarder, Handler, Mesh};
 use super::internode::{
     self, Envelope, InboundHandler, Links, KIND_ADMIN_REQUEST, KIND_ADMIN_RESPONSE,
-    KIND_CLIENT_FORWARD, KIND_CLIENT_REPLY, KIND_MEMBERSHIP, KIND_REPLICA,
+    KIND_AAE, KIND_CLIENT_FORWARD, KIND_CLIENT_REPLY, KIND_MEMBERSHIP, KIND_REPLICA,
 };
 use super::log::{self, info};
+use crate::antientropy::{perform_io_observed, AaeConfig, AntiEntropy};
 use crate::config::ServerConfig;
 use crate::membership::{AdminChange, MembershipState, NodeId};
 use crate::protocol::{self, ErrorCode, Limits, Request, RequestFrame, Response, Sibling};
@@ -53,6 +54,8 @@ pub(crate) struct NodeInfo {
     pub cluster: Arc<Cluster>,
     /// The membership state loaded at start-up, for shard 0's driver.
     pub initial_membership: std::sync::Mutex<Option<(MembershipState, cluster::AddressBook)>>,
+    /// Every shard's anti-entropy status, for `admin aae`.
+    pub aae_board: super::aae::AaeBoard,
 }
 
 impl NodeInfo {
@@ -75,6 +78,7 @@ impl NodeInfo {
             shards,
             cluster,
             initial_membership: std::sync::Mutex::new(Some((state, book))),
+            aae_board: super::aae::AaeBoard::new(shards),
         })
     }
 }
@@ -116,10 +120,13 @@ pub(crate) struct ShardState {
     forwarder: RefCell<Option<Rc<Forwarder>>>,
     pub shutdown: Arc<AtomicBool>,
     /// This shard's replication machine (coordinator, replica, fallback).
-    replica: RefCell<Replica>,
+    pub(crate) replica: RefCell<Replica>,
+    /// This shard's anti-entropy machine; its trees follow every data write
+    /// (`perform`), its driver is `aae.rs`.
+    pub(crate) aae: RefCell<AntiEntropy>,
     waiters: RefCell<AHashMap<u64, Rc<Waiter>>>,
     next_client_id: Cell<u64>,
-    links: Rc<Links>,
+    pub(crate) links: Rc<Links>,
     /// Shard 0 only: the membership machine's driver.
     membership: RefCell<Option<MembershipDriver>>,
     /// The origin of this shard's millisecond clock.
@@ -225,6 +232,13 @@ pub(crate) async fn run(
         replica_incarnation(incarnation, index, node.shards),
     );
     let replica = Replica::new(me, actor, replica_config, 0);
+    let aae_config = AaeConfig {
+        exchange_interval_ms: config.aae_interval_ms.max(1),
+        exchange_timeout_ms: (config.aae_interval_ms * 3).max(5_000),
+        tombstone_grace_ms: config.tombstone_grace_ms,
+    };
+    // Exchange ids in this shard incarnation's own range, like request ids.
+    let aae = AntiEntropy::new(me, aae_config, 0, ((actor >> 16) & 0xFFFF) << 40);
     let membership = if index == 0 {
         let initial = node
             .initial_membership
@@ -252,6 +266,7 @@ pub(crate) async fn run(
         forwarder: RefCell::new(None),
         shutdown: shutdown.clone(),
         replica: RefCell::new(replica),
+        aae: RefCell::new(aae),
         waiters: RefCell::new(AHashMap::new()),
         next_client_id: Cell::new(1),
         links,
@@ -329,6 +344,10 @@ pub(crate) async fn run(
     glommio::spawn_local_into(async move { compactor.compaction_loop().await }, background)
         .map_err(|e| e.to_string())?
         .detach();
+    let anti_entropy = shard.clone();
+    glommio::spawn_local_into(async move { anti_entropy.aae_loop().await }, background)
+        .map_err(|e| e.to_string())?
+        .detach();
 
     let _ = ready.send(Ok(index));
     while !shutdown.load(Ordering::SeqCst) {
@@ -404,7 +423,7 @@ impl ShardState {
 
     /// The current topology, from this shard's cache.
     #[allow(clippy::redundant_allocation)]
-    fn topology(&self) -> Rc<Arc<Topology>> {
+    pub(crate) fn topology(&self) -> Rc<Arc<Topology>> {
         let version = self.node.cluster.version();
         if self.topology.borrow().version != version {
             *self.topology.borrow_mut() = Rc::new(self.node.cluster.topology());
@@ -412,7 +431,7 @@ impl ShardState {
         self.topology.borrow().clone()
     }
 
-    fn now_ms(&self) -> u64 {
+    pub(crate) fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
 
@@ -850,7 +869,7 @@ impl ShardState {
     /// tasks (each feeds its result back and pumps again), messages go out
     /// on the internode links, replies wake their waiters, timeouts go to
     /// the failure detector.
-    fn pump(self: &Rc<Self>) {
+    pub(crate) fn pump(self: &Rc<Self>) {
         if self.pumping.get() {
             // The running pump drains whatever this caller added.
             return;
@@ -914,7 +933,8 @@ impl ShardState {
 
     /// Runs one storage request of the replica machine on this shard's store.
     async fn perform(&self, io: IoRequest) -> (u64, IoResult) {
-        let (id, result) = crate::replica::perform_io(&self.store, io).await;
+        // Data writes keep this shard's anti-entropy trees in step.
+        let (id, result) = perform_io_observed(&self.store, &self.aae, || self.now_ms(), io).await;
         // The replica layer carries storage failures as text; the code for
         // the client is recovered from it in `replica_error`.
         let result = result.unwrap_or_else(|e| {
@@ -1085,6 +1105,7 @@ impl ShardState {
         match op {
             ADMIN_STATUS => Ok(cluster::status_text(cluster, json)),
             ADMIN_RING => Ok(cluster::ring_text(cluster, json)),
+            ADMIN_AAE => Ok(super::aae::aae_text(&self.node, json)),
             ADMIN_JOIN => {
                 let member: SocketAddr = argument
                     .parse()
@@ -1143,6 +1164,7 @@ pub(crate) const ADMIN_STATUS: u8 = 1;
 pub(crate) const ADMIN_RING: u8 = 2;
 pub(crate) const ADMIN_JOIN: u8 = 3;
 pub(crate) const ADMIN_LEAVE: u8 = 4;
+pub(crate) const ADMIN_AAE: u8 = 5;
 
 impl InboundHandler for ShardState {
     fn handle(self: &Rc<Self>, envelope: Envelope, payload: Bytes) -> Option<Vec<u8>> {
@@ -1212,6 +1234,10 @@ impl InboundHandler for ShardState {
                         waker.wake();
                     }
                 }
+                None
+            }
+            KIND_AAE => {
+                self.handle_aae(from, &payload);
                 None
             }
             KIND_MEMBERSHIP => {
