@@ -181,6 +181,8 @@ enum ClientOp {
     Put {
         context: VersionVector,
         value: Value,
+        /// A per-request quorum (the tombstone phase's deletes).
+        quorum: Option<QuorumConfig>,
     },
 }
 
@@ -1001,7 +1003,11 @@ impl Sim {
                                 r,
                             },
                         ),
-                        ClientOp::Put { context, value } => replica.start_put(
+                        ClientOp::Put {
+                            context,
+                            value,
+                            quorum,
+                        } => replica.start_put(
                             local,
                             id,
                             PutRequest {
@@ -1010,7 +1016,7 @@ impl Sim {
                                 context,
                                 value,
                                 preference,
-                                quorum: None,
+                                quorum,
                             },
                         ),
                     }
@@ -1201,7 +1207,16 @@ impl Sim {
         elements.insert(element);
         self.written.insert(element);
         let value = Value::Data(encode_cart(&elements));
-        let id = self.send_request(client, to, key, ClientOp::Put { context, value });
+        let id = self.send_request(
+            client,
+            to,
+            key,
+            ClientOp::Put {
+                context,
+                value,
+                quorum: None,
+            },
+        );
         self.clients[client].state = ClientState::Putting { id, element };
     }
 
@@ -1288,6 +1303,22 @@ impl Sim {
         }
     }
 
+    /// `run_until` for checks that read every primary's store: evaluated
+    /// once per 10 virtual ms instead of after every event.
+    fn run_until_sampled(&mut self, mut done: impl FnMut(&Sim) -> bool, limit_ms: u64) -> bool {
+        let mut next_check_ms = 0;
+        self.run_until(
+            |sim| {
+                if sim.now_ms < next_check_ms {
+                    return false;
+                }
+                next_check_ms = sim.now_ms + 10;
+                done(sim)
+            },
+            limit_ms,
+        )
+    }
+
     /// Keys whose primaries store different sibling sets, described.
     fn divergent_keys(&self) -> Vec<String> {
         let mut divergent = Vec::new();
@@ -1309,6 +1340,120 @@ impl Sim {
             }
         }
         divergent
+    }
+
+    /// Sends one request from the checker client and runs until its reply
+    /// (or the client timeout); `None` when it never came.
+    fn call(&mut self, to: usize, key: usize, op: ClientOp) -> Option<ClientReply> {
+        let checker = self.clients.len() - 1;
+        let id = self.send_request(checker, to, key, op);
+        let deadline = self.now_ms + CLIENT_TIMEOUT_MS;
+        while self.now_ms <= deadline {
+            let Some(Reverse((_, _, slot))) = self.queue.peek().copied() else {
+                return None;
+            };
+            let reply = match self.events.get(&slot) {
+                Some(Event::Reply { client, reply }) if *client == checker => {
+                    let reply_id = match reply {
+                        ClientReply::Put { id, .. } | ClientReply::Get { id, .. } => *id,
+                    };
+                    (reply_id == id).then(|| reply.clone())
+                }
+                _ => None,
+            };
+            self.step();
+            if reply.is_some() {
+                return reply;
+            }
+        }
+        None
+    }
+
+    /// Phase 4 (tombstones, design guide §4): one primary of key 0 is down
+    /// while every key is deleted; it returns holding the old values. Every
+    /// primary must end up holding nothing for any key (the tombstones were
+    /// collected, so they do not pile up) and a read of all primaries must
+    /// find no value (no delete was undone by the returning replica).
+    fn tombstone_phase(&mut self) -> Result<(), String> {
+        let victim = self.random_primary(0);
+        self.crash_node(victim);
+        let n = self.config.quorum.n;
+        let delete_quorum = QuorumConfig {
+            n,
+            r: 2,
+            w: 2,
+            dw: 1,
+        };
+        for key in 0..self.config.keys {
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                if attempts > 20 {
+                    return Err(format!("the delete of key {key} never succeeded"));
+                }
+                let live: Vec<usize> = self
+                    .preference(key)
+                    .primaries
+                    .iter()
+                    .map(|p| self.index_of(*p))
+                    .filter(|i| *i != victim)
+                    .collect();
+                let to = live[self.rng.below(live.len() as u64) as usize];
+                let Some(ClientReply::Get {
+                    result: Ok(outcome),
+                    ..
+                }) = self.call(to, key, ClientOp::Get { r: Some(2) })
+                else {
+                    continue;
+                };
+                let op = ClientOp::Put {
+                    context: outcome.context.clock,
+                    value: Value::Tombstone,
+                    quorum: Some(delete_quorum),
+                };
+                if let Some(ClientReply::Put { result: Ok(_), .. }) = self.call(to, key, op) {
+                    break;
+                }
+            }
+        }
+        self.start_node(victim);
+        let collected = |sim: &Sim| {
+            (0..sim.config.keys).all(|key| {
+                sim.preference(key).primaries.iter().all(|primary| {
+                    let node = &sim.nodes[sim.index_of(*primary)];
+                    let store = node.store.as_ref().expect("every node runs");
+                    block_on(store.get(Namespace::Data, sim.partition(key), &key_bytes(key)))
+                        .expect("reads work")
+                        .is_none()
+                })
+            }) && sim
+                .nodes
+                .iter()
+                .filter_map(|node| node.aae.as_ref())
+                .all(|aae| aae.borrow().tombstones_tracked() == 0)
+        };
+        if !self.run_until_sampled(collected, self.now_ms + SETTLE_MS_MAX) {
+            return Err(format!(
+                "tombstones were not collected: {:?}",
+                self.divergent_keys()
+            ));
+        }
+        for key in 0..self.config.keys {
+            let to = self.random_primary(key);
+            if let Some(ClientReply::Get {
+                result: Ok(outcome),
+                ..
+            }) = self.call(to, key, ClientOp::Get { r: Some(n) })
+            {
+                if !outcome.siblings.data_values().is_empty() {
+                    return Err(format!(
+                        "deleted key {key} came back: {:?}",
+                        outcome.siblings
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Runs the whole scenario and checks it; `Err` describes a violation.
@@ -1336,7 +1481,7 @@ impl Sim {
         // agree: lost hints, wiped or damaged disks and long outages leave
         // differences that only it repairs.
         let quiet_at = self.now_ms;
-        if !self.run_until(
+        if !self.run_until_sampled(
             |sim| sim.divergent_keys().is_empty(),
             self.now_ms + SETTLE_MS_MAX,
         ) {
@@ -1436,6 +1581,7 @@ impl Sim {
         if self.hints_left() != 0 {
             return Err(format!("{} hints left", self.hints_left()));
         }
+        self.tombstone_phase()?;
         Ok(SimReport {
             trace_hash: self.trace_hash,
             events: self.events_processed,
