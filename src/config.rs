@@ -130,7 +130,7 @@ impl Default for ServerConfig {
             replica_timeout_ms: 300,
             request_timeout_ms: 1_000,
             hint_replay_interval_ms: 1_000,
-            aae_interval_ms: 10_000,
+            aae_interval_ms: 1_000,
             aae_keys_per_second: 20_000,
             aae_bytes_per_second: 16 * 1024 * 1024,
             tombstone_grace_ms: 3_600_000,

@@ -37,7 +37,7 @@ pub struct AaeConfig {
 impl Default for AaeConfig {
     fn default() -> Self {
         AaeConfig {
-            exchange_interval_ms: 10_000,
+            exchange_interval_ms: 1_000,
             exchange_timeout_ms: 30_000,
             tombstone_grace_ms: 60_000,
         }
@@ -176,8 +176,9 @@ pub struct AntiEntropy {
     next_exchange_ms: u64,
     next_purge_check_ms: u64,
     purge_check_in_flight: bool,
-    /// The partition the next exchange starts after (round robin).
-    cursor: u32,
+    /// Round robin over the ready partitions: the next exchange compares
+    /// the one at this position (modulo their number).
+    cursor: usize,
     transmits: VecDeque<(NodeId, AaeMessage)>,
     ios: VecDeque<ScanRequest>,
     actions: VecDeque<LocalAction>,
@@ -206,7 +207,9 @@ impl AntiEntropy {
             next_exchange_ms: now_ms + config.exchange_interval_ms,
             next_purge_check_ms: now_ms + config.exchange_interval_ms,
             purge_check_in_flight: false,
-            cursor: 0,
+            // Replicas start their round robin at different partitions, so
+            // two of them do not both compare the same partition at once.
+            cursor: (me.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as usize,
             config,
             transmits: VecDeque::new(),
             ios: VecDeque::new(),
@@ -514,19 +517,19 @@ impl AntiEntropy {
     }
 
     fn start_exchange(&mut self, now_ms: u64) {
-        // Round robin over ready partitions with peers, starting after the
-        // cursor; with the peer compared longest ago.
+        // Round robin over ready partitions with peers; with the peer
+        // compared longest ago.
         let candidates: Vec<u32> = self
             .partitions
-            .range(self.cursor.saturating_add(1)..)
-            .chain(self.partitions.range(..=self.cursor))
+            .iter()
             .filter(|(_, state)| state.tree.is_ready() && !state.peers.is_empty())
             .map(|(partition, _)| *partition)
             .collect();
-        let Some(partition) = candidates.first().copied() else {
+        if candidates.is_empty() {
             return;
-        };
-        self.cursor = partition;
+        }
+        let partition = candidates[self.cursor % candidates.len()];
+        self.cursor = self.cursor.wrapping_add(1);
         let state = &self.partitions[&partition];
         let peer = *state
             .peers
