@@ -356,7 +356,9 @@ impl ServerConfig {
             );
         }
         if self.aae_keys_per_second == 0 || self.aae_bytes_per_second == 0 {
-            return invalid("aae_keys_per_second and aae_bytes_per_second must be at least 1".into());
+            return invalid(
+                "aae_keys_per_second and aae_bytes_per_second must be at least 1".into(),
+            );
         }
         if self.seeds.len() > 64 {
             return invalid("at most 64 seeds".into());

@@ -123,7 +123,9 @@ fn a_returning_replica_is_repaired_and_a_collected_delete_never_comes_back() {
         let seen = retry(|| c.get(key.as_bytes()));
         retry(|| c.delete(key.as_bytes(), &seen.context, Quorum::default()));
     }
-    wait_until(30, "20 more tombstones collected", || all_store(&nodes, 130));
+    wait_until(30, "20 more tombstones collected", || {
+        all_store(&nodes, 130)
+    });
     let (_, text, _) = nodes[1].admin(&["aae"]);
     assert!(text.contains("tombstones purged"), "{text}");
 }

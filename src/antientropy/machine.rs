@@ -246,7 +246,9 @@ impl AntiEntropy {
 
     /// The root hash of a tracked partition's tree (tests, tools).
     pub fn root(&self, partition: u32) -> Option<u64> {
-        self.partitions.get(&partition).map(|state| state.tree.root())
+        self.partitions
+            .get(&partition)
+            .map(|state| state.tree.root())
     }
 
     /// Tombstones waiting for collection.
@@ -365,9 +367,7 @@ impl AntiEntropy {
                 if state.tombstones.len() < TOMBSTONES_TRACKED_MAX
                     || state.tombstones.contains_key(key)
                 {
-                    state
-                        .tombstones
-                        .insert(Bytes::copy_from_slice(key), now_ms);
+                    state.tombstones.insert(Bytes::copy_from_slice(key), now_ms);
                 }
             }
             Ok(_) => {
@@ -494,10 +494,7 @@ impl AntiEntropy {
                 partition,
                 filter,
                 false,
-                ScanPurpose::Rehash {
-                    generations,
-                    full,
-                },
+                ScanPurpose::Rehash { generations, full },
             );
         }
         let _ = budget;
@@ -596,7 +593,12 @@ impl AntiEntropy {
         }
         for (partition, keys) in batch {
             self.purge_check_in_flight = true;
-            self.scan(partition, ScanFilter::Keys(keys), true, ScanPurpose::PurgeCheck);
+            self.scan(
+                partition,
+                ScanFilter::Keys(keys),
+                true,
+                ScanPurpose::PurgeCheck,
+            );
         }
     }
 
@@ -1019,7 +1021,8 @@ impl AntiEntropy {
         for entry in entries {
             let size = entry.key.len() + entry.siblings.len() + 8;
             if !batch.is_empty()
-                && (bytes + size > REPAIR_MESSAGE_BYTES_TARGET || batch.len() >= KEYS_PER_MESSAGE_MAX)
+                && (bytes + size > REPAIR_MESSAGE_BYTES_TARGET
+                    || batch.len() >= KEYS_PER_MESSAGE_MAX)
             {
                 transmits.push_back((
                     to,
@@ -1061,10 +1064,7 @@ impl AntiEntropy {
             if entry.live {
                 *hashes.entry(leaf).or_default() ^= entry_hash(&entry.key, entry.version_hash);
             } else if state.tombstones.len() < TOMBSTONES_TRACKED_MAX {
-                state
-                    .tombstones
-                    .entry(entry.key.clone())
-                    .or_insert(now_ms);
+                state.tombstones.entry(entry.key.clone()).or_insert(now_ms);
             }
         }
         for (leaf, generation) in generations {

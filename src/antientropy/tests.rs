@@ -234,7 +234,8 @@ impl Cluster {
                 progressed = true;
                 let (id, result) =
                     block_on(perform_io_observed(&node.store, &node.aae, || now, io));
-                let result = result.unwrap_or_else(|e| crate::replica::IoResult::Failed(e.to_string()));
+                let result =
+                    result.unwrap_or_else(|e| crate::replica::IoResult::Failed(e.to_string()));
                 node.replica.handle_io_done(now, id, result);
             }
             while node.replica.poll_reply().is_some() {}
@@ -332,12 +333,11 @@ impl Cluster {
     /// Merges a version written by `actor` straight into one node's copy.
     fn write_local(&mut self, index: usize, key: &str, value: Value, context: &VersionVector) {
         let node = &mut self.nodes[index];
-        let mut set = match block_on(node.store.get(Namespace::Data, PARTITION, key.as_bytes()))
-            .unwrap()
-        {
-            Some(record) => SiblingSet::decode(&record.payload).unwrap(),
-            None => SiblingSet::new(),
-        };
+        let mut set =
+            match block_on(node.store.get(Namespace::Data, PARTITION, key.as_bytes())).unwrap() {
+                Some(record) => SiblingSet::decode(&record.payload).unwrap(),
+                None => SiblingSet::new(),
+            };
         set.update(context, actor_id(node.id, 7, 1), value).unwrap();
         node.replica
             .start_merge(PARTITION, Bytes::copy_from_slice(key.as_bytes()), set);
@@ -345,9 +345,13 @@ impl Cluster {
     }
 
     fn stored(&self, index: usize, key: &str) -> Option<SiblingSet> {
-        block_on(self.nodes[index].store.get(Namespace::Data, PARTITION, key.as_bytes()))
-            .unwrap()
-            .map(|record| SiblingSet::decode(&record.payload).unwrap())
+        block_on(
+            self.nodes[index]
+                .store
+                .get(Namespace::Data, PARTITION, key.as_bytes()),
+        )
+        .unwrap()
+        .map(|record| SiblingSet::decode(&record.payload).unwrap())
     }
 
     fn keys(&self, index: usize) -> Vec<Bytes> {
@@ -365,7 +369,10 @@ fn data(text: &str) -> Value {
 fn an_exchange_repairs_both_sides_by_merging() {
     let mut cluster = Cluster::new(2);
     cluster.run_for(50);
-    assert!(cluster.nodes.iter().all(|n| n.aae.borrow().is_ready(PARTITION)));
+    assert!(cluster
+        .nodes
+        .iter()
+        .all(|n| n.aae.borrow().is_ready(PARTITION)));
     let empty = VersionVector::new();
     for i in 0..300 {
         let key = format!("k{i}");

@@ -10,8 +10,8 @@
 //! mesh in [`forward`] only for requests that arrived on the node-level port
 //! for another shard's partition (never on the zero-hop fast path).
 
-pub mod admin;
 mod aae;
+pub mod admin;
 mod cluster;
 mod conn;
 pub mod disk;

@@ -30,8 +30,8 @@ use super::conn;
 use super::disk::GlommioDisk;
 use super::forward::{Forwarder, Handler, Mesh};
 use super::internode::{
-    self, Envelope, InboundHandler, Links, KIND_ADMIN_REQUEST, KIND_ADMIN_RESPONSE,
-    KIND_AAE, KIND_CLIENT_FORWARD, KIND_CLIENT_REPLY, KIND_MEMBERSHIP, KIND_REPLICA,
+    self, Envelope, InboundHandler, Links, KIND_AAE, KIND_ADMIN_REQUEST, KIND_ADMIN_RESPONSE,
+    KIND_CLIENT_FORWARD, KIND_CLIENT_REPLY, KIND_MEMBERSHIP, KIND_REPLICA,
 };
 use super::log::{self, info};
 use crate::antientropy::{perform_io_observed, AaeConfig, AntiEntropy};

@@ -19,8 +19,10 @@
 //!    same sibling set, (4) no hint is left, (5) gossip taught every node
 //!    every member.
 //!
-//! There is no Merkle anti-entropy yet (a later issue), so convergence comes
-//! only from hint replay and from the read repair of the final R=all reads.
+//! Every node also runs the anti-entropy machine; after the run quiets it
+//! alone must make every key's primaries agree (before the final reads),
+//! and a last phase deletes every key while a primary is down and checks
+//! that every tombstone is collected and no deleted key comes back.
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
@@ -593,9 +595,11 @@ impl Sim {
     /// for every damaged key.
     fn repair_corrupt(&mut self, index: usize) {
         let node = &mut self.nodes[index];
-        let (Some(store), Some((replica, _)), Some(aae)) =
-            (node.store.as_ref(), node.machines.as_ref(), node.aae.as_ref())
-        else {
+        let (Some(store), Some((replica, _)), Some(aae)) = (
+            node.store.as_ref(),
+            node.machines.as_ref(),
+            node.aae.as_ref(),
+        ) else {
             return;
         };
         let local = node.local_ms(self.now_ms);

@@ -31,9 +31,7 @@ use dynakv::antientropy::{
 use dynakv::membership::NodeId;
 use dynakv::replica::{actor_id, IoResult, QuorumConfig, Replica, ReplicaConfig};
 use dynakv::ring::key_partition;
-use dynakv::storage::{
-    block_on, Durability, MemDisk, Namespace, RecordKind, Store, StoreConfig,
-};
+use dynakv::storage::{block_on, Durability, MemDisk, Namespace, RecordKind, Store, StoreConfig};
 use dynakv::version::{SiblingSet, Value, VersionVector};
 
 struct Node {
@@ -59,8 +57,12 @@ fn arg(args: &[String], name: &str, default: u64) -> u64 {
 
 fn payload(actor: u64, value: &[u8]) -> Vec<u8> {
     let mut set = SiblingSet::new();
-    set.update(&VersionVector::new(), actor, Value::Data(Bytes::copy_from_slice(value)))
-        .expect("one sibling");
+    set.update(
+        &VersionVector::new(),
+        actor,
+        Value::Data(Bytes::copy_from_slice(value)),
+    )
+    .expect("one sibling");
     let mut out = Vec::new();
     set.encode(&mut out);
     out
@@ -234,7 +236,10 @@ fn main() {
         now += INTERVAL_MS;
         rounds += 1;
         round(&mut nodes, now, &mut totals_repair);
-        assert!(rounds < 100 * u64::from(q), "anti-entropy does not converge");
+        assert!(
+            rounds < 100 * u64::from(q),
+            "anti-entropy does not converge"
+        );
     }
     let repair_s = started.elapsed().as_secs_f64();
 
