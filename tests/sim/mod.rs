@@ -1353,9 +1353,7 @@ impl Sim {
         let id = self.send_request(checker, to, key, op);
         let deadline = self.now_ms + CLIENT_TIMEOUT_MS;
         while self.now_ms <= deadline {
-            let Some(Reverse((_, _, slot))) = self.queue.peek().copied() else {
-                return None;
-            };
+            let Reverse((_, _, slot)) = self.queue.peek().copied()?;
             let reply = match self.events.get(&slot) {
                 Some(Event::Reply { client, reply }) if *client == checker => {
                     let reply_id = match reply {
