@@ -79,6 +79,10 @@ struct PeerSync {
     /// found equal to the peer's (0: never). The tombstone rule reads it.
     leaf_synced_ms: Vec<u64>,
     last_compared_ms: Option<u64>,
+    /// When this replica last started an exchange with the peer: the next
+    /// exchange goes to the peer tried longest ago, so a peer that is down
+    /// does not starve comparisons with the others.
+    last_attempt_ms: u64,
     in_sync: bool,
     keys_repaired: u64,
 }
@@ -88,6 +92,7 @@ impl PeerSync {
         PeerSync {
             leaf_synced_ms: vec![0; LEAVES],
             last_compared_ms: None,
+            last_attempt_ms: 0,
             in_sync: false,
             keys_repaired: 0,
         }
@@ -527,12 +532,15 @@ impl AntiEntropy {
         }
         let partition = candidates[self.cursor % candidates.len()];
         self.cursor = self.cursor.wrapping_add(1);
-        let state = &self.partitions[&partition];
+        let state = self.partitions.get_mut(&partition).expect("candidate");
         let peer = *state
             .peers
             .iter()
-            .min_by_key(|peer| state.sync[*peer].last_compared_ms.unwrap_or(0))
+            .min_by_key(|peer| state.sync[*peer].last_attempt_ms)
             .expect("peers not empty");
+        if let Some(sync) = state.sync.get_mut(&peer) {
+            sync.last_attempt_ms = now_ms;
+        }
         let xid = self.fresh_id();
         let state = &self.partitions[&partition];
         let message = AaeMessage::Root {

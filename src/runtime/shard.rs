@@ -234,7 +234,7 @@ pub(crate) async fn run(
     let replica = Replica::new(me, actor, replica_config, 0);
     let aae_config = AaeConfig {
         exchange_interval_ms: config.aae_interval_ms.max(1),
-        exchange_timeout_ms: (config.aae_interval_ms * 3).max(5_000),
+        exchange_timeout_ms: (config.aae_interval_ms * 10).clamp(1_000, 30_000),
         tombstone_grace_ms: config.tombstone_grace_ms,
     };
     // Exchange ids in this shard incarnation's own range, like request ids.
