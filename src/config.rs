@@ -116,6 +116,15 @@ pub struct ServerConfig {
     /// A file holding the cluster secret; when set, internode and admin
     /// connections must pass a challenge-response handshake with it.
     pub cluster_secret_file: Option<PathBuf>,
+    /// Each shard starts one anti-entropy exchange per interval (0: off,
+    /// which also stops tombstone collection).
+    pub aae_interval_ms: u64,
+    /// Anti-entropy rate limit per shard: keys read or repaired per second.
+    pub aae_keys_per_second: u64,
+    /// Anti-entropy rate limit per shard: bytes read or sent per second.
+    pub aae_bytes_per_second: u64,
+    /// A tombstone is collected no sooner than this after it was written.
+    pub tombstone_grace_ms: u64,
 }
 
 /// How log lines are written.
@@ -183,6 +192,10 @@ impl Default for ServerConfig {
             handoff_keys_per_second: 10_000,
             resp_listen: None,
             cluster_secret_file: None,
+            aae_interval_ms: 1_000,
+            aae_keys_per_second: 20_000,
+            aae_bytes_per_second: 16 * 1024 * 1024,
+            tombstone_grace_ms: 3_600_000,
         }
     }
 }
@@ -257,6 +270,10 @@ impl ServerConfig {
         "handoff_keys_per_second",
         "resp_listen",
         "cluster_secret_file",
+        "aae_interval_ms",
+        "aae_keys_per_second",
+        "aae_bytes_per_second",
+        "tombstone_grace_ms",
     ];
 
     /// Parses a TOML document.
@@ -378,6 +395,10 @@ impl ServerConfig {
             "background_shares_min" => self.background_shares_min = parse(name, value)?,
             "background_shares_max" => self.background_shares_max = parse(name, value)?,
             "handoff_keys_per_second" => self.handoff_keys_per_second = parse(name, value)?,
+            "aae_interval_ms" => self.aae_interval_ms = parse(name, value)?,
+            "aae_keys_per_second" => self.aae_keys_per_second = parse(name, value)?,
+            "aae_bytes_per_second" => self.aae_bytes_per_second = parse(name, value)?,
+            "tombstone_grace_ms" => self.tombstone_grace_ms = parse(name, value)?,
             _ => {
                 return Err(ConfigError::Flag(format!(
                     "unknown option --{}",
@@ -433,6 +454,11 @@ impl ServerConfig {
         {
             return invalid(
                 "gossip, replica, request and hint-replay intervals must be at least 1 ms, and suspect_after_ms at least gossip_interval_ms".into(),
+            );
+        }
+        if self.aae_keys_per_second == 0 || self.aae_bytes_per_second == 0 {
+            return invalid(
+                "aae_keys_per_second and aae_bytes_per_second must be at least 1".into(),
             );
         }
         if self.seeds.len() > 64 {

@@ -9,6 +9,7 @@
 //! them as inputs, so the same code runs under the real runtime and under the
 //! deterministic simulator in `tests/`.
 
+pub mod antientropy;
 pub mod client;
 pub mod config;
 pub mod json;

@@ -26,6 +26,7 @@ const USAGE: &str = "usage:
   dynakv admin ring [--node ADDR] [--json]
   dynakv admin status [--node ADDR] [--all] [--json]
   dynakv admin hotkeys [--node ADDR] [--json]
+  dynakv admin aae [--node ADDR] [--json]
   (admin: --cluster-secret-file PATH or $DYNAKV_CLUSTER_SECRET_FILE when the cluster has a secret)
 common: --node defaults to $DYNAKV_NODE or 127.0.0.1:7000 (admin: $DYNAKV_ADMIN_NODE or 127.0.0.1:7100); --timeout-ms defaults to 5000.
 server options and their defaults: docs/configuration.md";
@@ -198,6 +199,7 @@ fn admin_command(args: &[String]) -> Result<(), CliError> {
                 .cloned()
                 .ok_or_else(|| CliError::Usage("admin where needs a KEY".into()))?,
         },
+        Some("aae") => AdminRequest::Aae,
         Some("join") => {
             let member = flags
                 .value("cluster")

@@ -369,6 +369,9 @@ enum LocalOpKind {
         /// For a hint: (primary, key) to index once stored.
         hint: Option<(NodeId, Bytes)>,
     },
+    /// Purge a collected tombstone (anti-entropy), if the stored set still
+    /// is exactly the tombstone that was judged collectable.
+    PurgeIfUnchanged { expected: SiblingSet },
     /// Delete a replayed hint, if it still is exactly what was replayed.
     DeleteHintIfUnchanged {
         expected: SiblingSet,
@@ -510,6 +513,50 @@ impl Replica {
         replica.ios.insert(io, IoPurpose::ListHints);
         replica.io_queue.push_back(IoRequest::ListHints { io });
         replica
+    }
+
+    /// Anti-entropy repair: merge `siblings` into this shard's copy of a
+    /// data key, through the per-key lock like any replica write (never an
+    /// overwrite, §4.4). Nothing is acknowledged; the exchange that sent it
+    /// compares again later.
+    pub fn start_merge(&mut self, partition: u32, key: Bytes, siblings: SiblingSet) {
+        if self.local_ops.len() >= LOCAL_OPS_MAX {
+            return; // dropped: the next exchange finds the difference again
+        }
+        self.enqueue_local(
+            Namespace::Data,
+            partition,
+            key,
+            LocalOpKind::Merge {
+                siblings,
+                durable: false,
+                then: AfterMerge::Nothing,
+                hint: None,
+            },
+        );
+    }
+
+    /// Tombstone collection: purge a data key, through the per-key lock,
+    /// only if its stored set still equals `expected` (a write that landed
+    /// since the decision is never purged).
+    pub fn start_purge(&mut self, partition: u32, key: Bytes, expected: SiblingSet) {
+        if self.local_ops.len() >= LOCAL_OPS_MAX {
+            return;
+        }
+        self.enqueue_local(
+            Namespace::Data,
+            partition,
+            key,
+            LocalOpKind::PurgeIfUnchanged { expected },
+        );
+    }
+
+    /// Whether a local read-modify-write of the key is queued or running
+    /// (a caller that must not race one, such as the removal of an
+    /// unreadable record, waits until it is not).
+    pub fn key_busy(&self, namespace: Namespace, key: &[u8]) -> bool {
+        self.locks
+            .contains_key(&(namespace, Bytes::copy_from_slice(key)))
     }
 
     pub fn me(&self) -> NodeId {
@@ -1366,6 +1413,7 @@ impl Replica {
                     }
                 }
             }
+            LocalOpKind::PurgeIfUnchanged { .. } => {}
             LocalOpKind::DeleteHintIfUnchanged { primary, key, .. } => {
                 let index_key = (primary, op.partition, key);
                 match result {
@@ -1540,7 +1588,8 @@ impl Replica {
                 }
                 (merged, *durable)
             }
-            LocalOpKind::DeleteHintIfUnchanged { expected, .. } => {
+            LocalOpKind::DeleteHintIfUnchanged { expected, .. }
+            | LocalOpKind::PurgeIfUnchanged { expected } => {
                 if stored != *expected {
                     return self.local_finish(now_ms, op_id, Ok(stored));
                 }

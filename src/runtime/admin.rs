@@ -14,8 +14,8 @@ use super::internode::{
     encode_frame, Envelope, ENVELOPE_BYTES, KIND_ADMIN_REQUEST, KIND_ADMIN_RESPONSE,
 };
 use super::shard::{
-    ADMIN_CLEAR, ADMIN_COMMIT, ADMIN_HOTKEYS, ADMIN_JOIN, ADMIN_LEAVE, ADMIN_PLAN, ADMIN_RING,
-    ADMIN_STATUS, ADMIN_WEIGHT, ADMIN_WHERE,
+    ADMIN_AAE, ADMIN_CLEAR, ADMIN_COMMIT, ADMIN_HOTKEYS, ADMIN_JOIN, ADMIN_LEAVE, ADMIN_PLAN,
+    ADMIN_RING, ADMIN_STATUS, ADMIN_WEIGHT, ADMIN_WHERE,
 };
 
 /// The largest admin answer accepted (a ring listing of 65536 partitions).
@@ -54,6 +54,9 @@ pub enum AdminRequest {
     Clear,
     /// A key's partition and preference list.
     Where { key: String },
+    /// Anti-entropy per partition: last comparison with each other primary,
+    /// keys repaired, in sync or not (docs/anti-entropy.md).
+    Aae,
 }
 
 fn options_text(target: &Option<SocketAddr>, weight: Option<u32>, stage: bool) -> String {
@@ -104,6 +107,7 @@ pub fn admin_request(
         AdminRequest::Commit => (ADMIN_COMMIT, String::new()),
         AdminRequest::Clear => (ADMIN_CLEAR, String::new()),
         AdminRequest::Where { key } => (ADMIN_WHERE, key.clone()),
+        AdminRequest::Aae => (ADMIN_AAE, String::new()),
     };
     let envelope = Envelope {
         kind: KIND_ADMIN_REQUEST,

@@ -53,6 +53,8 @@ pub(crate) const KIND_CLIENT_FORWARD: u8 = 5;
 /// The encoded reply to a forwarded client request: `u64` token, then the
 /// reply frame (length prefix included).
 pub(crate) const KIND_CLIENT_REPLY: u8 = 6;
+/// An anti-entropy message (`antientropy::AaeMessage` encoding).
+pub(crate) const KIND_AAE: u8 = 7;
 
 /// Bytes of the envelope after the length prefix.
 pub(crate) const ENVELOPE_BYTES: usize = 1 + 8 + 2 + 2;

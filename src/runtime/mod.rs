@@ -10,6 +10,7 @@
 //! mesh in [`forward`] only for requests that arrived on the node-level port
 //! for another shard's partition (never on the zero-hop fast path).
 
+mod aae;
 pub mod admin;
 pub mod auth;
 mod chaos_hooks;

@@ -29,12 +29,13 @@ use super::conn;
 use super::disk::GlommioDisk;
 use super::forward::{Forwarder, Handler, Mesh};
 use super::internode::{
-    self, Envelope, InboundHandler, Links, KIND_ADMIN_REQUEST, KIND_ADMIN_RESPONSE,
+    self, Envelope, InboundHandler, Links, KIND_AAE, KIND_ADMIN_REQUEST, KIND_ADMIN_RESPONSE,
     KIND_CLIENT_FORWARD, KIND_CLIENT_REPLY, KIND_MEMBERSHIP, KIND_REPLICA,
 };
 use super::log::{self, info};
 use super::metrics::{self, MetricsHub, Op, ShardMetrics};
 use super::scheduler::{Job, JobRates, Scheduler};
+use crate::antientropy::{perform_io_observed, AaeConfig, AntiEntropy};
 use crate::config::ServerConfig;
 use crate::membership::{AdminChange, ClaimedRing, MembershipState, NodeId};
 use crate::protocol::{self, ErrorCode, Limits, Request, RequestFrame, Response, Sibling};
@@ -65,6 +66,8 @@ pub(crate) struct NodeInfo {
     pub resp_stats: super::resp::RespStats,
     /// The cluster secret, when internode traffic must authenticate.
     pub cluster_secret: Option<Arc<super::auth::ClusterSecret>>,
+    /// Every shard's anti-entropy status, for `admin aae`.
+    pub aae_board: super::aae::AaeBoard,
 }
 
 impl NodeInfo {
@@ -94,6 +97,7 @@ impl NodeInfo {
                 Some(path) => Some(Arc::new(super::auth::ClusterSecret::load(path)?)),
                 None => None,
             },
+            aae_board: super::aae::AaeBoard::new(shards),
         })
     }
 }
@@ -141,10 +145,13 @@ pub(crate) struct ShardState {
     forwarder: RefCell<Option<Rc<Forwarder>>>,
     pub shutdown: Arc<AtomicBool>,
     /// This shard's replication machine (coordinator, replica, fallback).
-    replica: RefCell<Replica>,
+    pub(crate) replica: RefCell<Replica>,
+    /// This shard's anti-entropy machine; its trees follow every data write
+    /// (`perform`), its driver is `aae.rs`.
+    pub(crate) aae: RefCell<AntiEntropy>,
     waiters: RefCell<AHashMap<u64, Rc<Waiter>>>,
     next_client_id: Cell<u64>,
-    links: Rc<Links>,
+    pub(crate) links: Rc<Links>,
     /// Shard 0 only: the membership machine's driver.
     membership: RefCell<Option<MembershipDriver>>,
     /// The origin of this shard's millisecond clock.
@@ -253,6 +260,13 @@ pub(crate) async fn run(
         replica_incarnation(incarnation, index, node.shards),
     );
     let replica = Replica::new(me, actor, replica_config, 0);
+    let aae_config = AaeConfig {
+        exchange_interval_ms: config.aae_interval_ms.max(1),
+        exchange_timeout_ms: (config.aae_interval_ms * 10).clamp(1_000, 30_000),
+        tombstone_grace_ms: config.tombstone_grace_ms,
+    };
+    // Exchange ids in this shard incarnation's own range, like request ids.
+    let aae = AntiEntropy::new(me, aae_config, 0, ((actor >> 16) & 0xFFFF) << 40);
     let membership = if index == 0 {
         let initial = node
             .initial_membership
@@ -302,6 +316,7 @@ pub(crate) async fn run(
         forwarder: RefCell::new(None),
         shutdown: shutdown.clone(),
         replica: RefCell::new(replica),
+        aae: RefCell::new(aae),
         waiters: RefCell::new(AHashMap::new()),
         next_client_id: Cell::new(1),
         links,
@@ -414,6 +429,10 @@ pub(crate) async fn run(
         .detach();
         info!("admin http (/metrics, /health) on {addr}");
     }
+    let anti_entropy = shard.clone();
+    glommio::spawn_local_into(async move { anti_entropy.aae_loop().await }, background)
+        .map_err(|e| e.to_string())?
+        .detach();
 
     // Published before `ready`, so /health answers 200 as soon as the
     // node says it is ready.
@@ -492,7 +511,7 @@ impl ShardState {
 
     /// The current topology, from this shard's cache.
     #[allow(clippy::redundant_allocation)]
-    fn topology(&self) -> Rc<Arc<Topology>> {
+    pub(crate) fn topology(&self) -> Rc<Arc<Topology>> {
         let version = self.node.cluster.version();
         if self.topology.borrow().version != version {
             *self.topology.borrow_mut() = Rc::new(self.node.cluster.topology());
@@ -500,7 +519,7 @@ impl ShardState {
         self.topology.borrow().clone()
     }
 
-    fn now_ms(&self) -> u64 {
+    pub(crate) fn now_ms(&self) -> u64 {
         super::chaos_hooks::jumped(self.started.elapsed().as_millis() as u64)
     }
 
@@ -959,7 +978,7 @@ impl ShardState {
     /// tasks (each feeds its result back and pumps again), messages go out
     /// on the internode links, replies wake their waiters, timeouts go to
     /// the failure detector.
-    fn pump(self: &Rc<Self>) {
+    pub(crate) fn pump(self: &Rc<Self>) {
         if self.pumping.get() {
             // The running pump drains whatever this caller added.
             return;
@@ -1092,7 +1111,8 @@ impl ShardState {
     /// Runs one storage request of the replica machine on this shard's store.
     async fn perform(&self, io: IoRequest) -> (u64, IoResult) {
         let io = super::chaos_hooks::maybe_last_write_wins(io);
-        let (id, result) = crate::replica::perform_io(&self.store, io).await;
+        // Data writes keep this shard's anti-entropy trees in step.
+        let (id, result) = perform_io_observed(&self.store, &self.aae, || self.now_ms(), io).await;
         // The replica layer carries storage failures as text; the code for
         // the client is recovered from it in `replica_error`.
         let result = result.unwrap_or_else(|e| {
@@ -1197,6 +1217,7 @@ impl ShardState {
             }
             ADMIN_HOTKEYS => Ok(metrics::hotkeys_text(&self.node.metrics.latest(), json)),
             ADMIN_RING => Ok(cluster::ring_text(cluster, json)),
+            ADMIN_AAE => Ok(super::aae::aae_text(&self.node, json)),
             ADMIN_JOIN => {
                 let member: SocketAddr = argument
                     .parse()
@@ -1337,6 +1358,7 @@ impl AdminOptions {
         Ok(options)
     }
 }
+pub(crate) const ADMIN_AAE: u8 = 21;
 
 impl InboundHandler for ShardState {
     fn handle(self: &Rc<Self>, envelope: Envelope, payload: Bytes) -> Option<Vec<u8>> {
@@ -1432,6 +1454,10 @@ impl InboundHandler for ShardState {
                         waker.wake();
                     }
                 }
+                None
+            }
+            KIND_AAE => {
+                self.handle_aae(from, &payload);
                 None
             }
             KIND_MEMBERSHIP => {

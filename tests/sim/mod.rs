@@ -19,13 +19,19 @@
 //!    same sibling set, (4) no hint is left, (5) gossip taught every node
 //!    every member.
 //!
-//! There is no Merkle anti-entropy yet (a later issue), so convergence comes
-//! only from hint replay and from the read repair of the final R=all reads.
+//! Every node also runs the anti-entropy machine; after the run quiets it
+//! alone must make every key's primaries agree (before the final reads),
+//! and a last phase deletes every key while a primary is down and checks
+//! that every tombstone is collected and no deleted key comes back.
 
+use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use bytes::Bytes;
+use dynakv::antientropy::{
+    perform_io_observed, perform_scan, AaeConfig, AaeMessage, AntiEntropy, LocalAction,
+};
 use dynakv::membership::{
     AdminChange, ClaimedRing, Membership, MembershipConfig, MembershipMessage, MembershipState,
     NodeId,
@@ -35,7 +41,7 @@ use dynakv::replica::{
     QuorumConfig, Replica, ReplicaConfig, ReplicaMessage,
 };
 use dynakv::ring::{key_partition, Ring};
-use dynakv::storage::{block_on, CrashMode, MemDisk, Store, StoreConfig};
+use dynakv::storage::{block_on, CrashMode, MemDisk, StorageError, Store, StoreConfig};
 use dynakv::version::{Context, SiblingSet, Value, VersionVector};
 
 /// splitmix64: small, fast, and good enough to drive a simulation.
@@ -127,12 +133,20 @@ pub struct SimReport {
     pub io_failures: u64,
     pub hints_at_heal: usize,
     pub divergent_before_repair: usize,
+    /// Virtual ms anti-entropy took, after the run went quiet, to make every
+    /// key's primaries agree (without any read).
+    pub aae_converge_ms: u64,
+    pub aae_keys_repaired: u64,
+    pub tombstones_purged: u64,
 }
 
 struct SimNode {
     id: NodeId,
     /// `None` while crashed.
     machines: Option<(Replica, Membership)>,
+    /// The anti-entropy machine (`None` while crashed). In a `RefCell`
+    /// because the write path updates its tree around each store write.
+    aae: Option<RefCell<AntiEntropy>>,
     /// The real store over a fault-injecting in-memory disk; `None` while
     /// crashed. A crash drops it and loses the disk's unsynced writes.
     store: Option<Store<MemDisk>>,
@@ -174,6 +188,8 @@ enum ClientOp {
     Put {
         context: VersionVector,
         value: Value,
+        /// A per-request quorum (the tombstone phase's deletes).
+        quorum: Option<QuorumConfig>,
     },
 }
 
@@ -228,6 +244,25 @@ enum Event {
         full: bool,
     },
     DiskRepair {
+        node: usize,
+    },
+    Aae {
+        to: usize,
+        from: usize,
+        bytes: Vec<u8>,
+    },
+    /// The node's disk is replaced by an empty one (crash, then restart).
+    Wipe {
+        node: usize,
+    },
+    /// A bit flips in a durable record of the node's log; the node crashes
+    /// and recovery finds the damage (or a read does, via a hint file).
+    CorruptDisk {
+        node: usize,
+        pick: u64,
+    },
+    /// The node loses every hint it holds (a fallback's hints are gone).
+    DropHints {
         node: usize,
     },
     Heal,
@@ -287,6 +322,10 @@ pub struct Sim {
     /// Replica messages scheduled and not yet delivered (stragglers
     /// included): the run is quiet only when none is left.
     replica_messages_in_flight: usize,
+    aae_messages_in_flight: usize,
+    /// A node kept down from early in the run until the heal.
+    long_down: Option<usize>,
+    aae_converge_ms: u64,
 }
 
 fn fnv(hash: &mut u64, bytes: &[u8]) {
@@ -339,6 +378,7 @@ impl Sim {
             .map(|index| SimNode {
                 id: NodeId(index as u64 + 1),
                 machines: None,
+                aae: None,
                 store: None,
                 disk: MemDisk::new(),
                 disk_faulty: false,
@@ -393,6 +433,9 @@ impl Sim {
             hints_at_heal: 0,
             divergent_before_repair: 0,
             replica_messages_in_flight: 0,
+            aae_messages_in_flight: 0,
+            long_down: None,
+            aae_converge_ms: 0,
         };
         for node in 0..sim.nodes.len() {
             sim.start_node(node);
@@ -403,6 +446,7 @@ impl Sim {
         }
         sim.plan_faults();
         sim.plan_disk_faults();
+        sim.plan_aae_faults();
         sim.schedule(HEAL_AT_MS, Event::Heal);
         sim
     }
@@ -493,12 +537,106 @@ impl Sim {
         self.schedule(start + duration, Event::DiskRepair { node });
     }
 
+    /// Faults aimed at anti-entropy, from their own RNG stream (earlier
+    /// seeds' other faults and workload stay as they were): a node kept down
+    /// across many writes, a fallback that loses its hints, and, when every
+    /// acknowledged write has two durable copies (DW >= 2), a wiped or
+    /// corrupted disk.
+    fn plan_aae_faults(&mut self) {
+        let mut rng = Rng::new(self.config.seed ^ 0xaae0_5eed);
+        let n = self.nodes.len() as u64;
+        match rng.below(10) {
+            0 | 1 => {
+                let node = rng.below(n) as usize;
+                self.long_down = Some(node);
+                let at = rng.below(1_000);
+                self.schedule(at, Event::Crash { node });
+            }
+            2 | 3 => {
+                let node = rng.below(n) as usize;
+                let at = rng.range(1_000, FAULTS_END_MS);
+                self.schedule(at, Event::DropHints { node });
+            }
+            4 | 5 if self.config.quorum.dw >= 2 => {
+                let node = rng.below(n) as usize;
+                let at = rng.range(500, FAULTS_END_MS);
+                self.schedule(at, Event::Wipe { node });
+            }
+            6 | 7 if self.config.quorum.dw >= 2 => {
+                let node = rng.below(n) as usize;
+                let at = rng.range(500, FAULTS_END_MS);
+                let pick = rng.next_u64();
+                self.schedule(at, Event::CorruptDisk { node, pick });
+            }
+            _ => {}
+        }
+    }
+
+    fn aae_config() -> AaeConfig {
+        AaeConfig {
+            exchange_interval_ms: 100,
+            exchange_timeout_ms: 1_000,
+            tombstone_grace_ms: 1_000,
+        }
+    }
+
+    /// The partitions `node` is a primary for, each with its primaries.
+    fn primary_partitions(&self, node: NodeId) -> Vec<(u32, Vec<NodeId>)> {
+        let n = self.config.quorum.n;
+        (0..PARTITIONS)
+            .filter_map(|partition| {
+                let primaries: Vec<NodeId> = self
+                    .ring
+                    .walk(partition)
+                    .map(|owner| owner.node)
+                    .take(n)
+                    .collect();
+                primaries.contains(&node).then_some((partition, primaries))
+            })
+            .collect()
+    }
+
+    /// Damaged data records: drop the unreadable ones (no replica operation
+    /// on the key is running, so none can race) and ask the other primaries
+    /// for every damaged key.
+    fn repair_corrupt(&mut self, index: usize) {
+        let node = &mut self.nodes[index];
+        let (Some(store), Some((replica, _)), Some(aae)) = (
+            node.store.as_ref(),
+            node.machines.as_ref(),
+            node.aae.as_ref(),
+        ) else {
+            return;
+        };
+        let local = node.local_ms(self.now_ms);
+        for (namespace, partition, key) in store.corrupt_keys() {
+            if namespace != Namespace::Data || replica.key_busy(namespace, &key) {
+                continue;
+            }
+            if let Err(StorageError::Corrupt { .. }) =
+                block_on(store.get(namespace, partition, &key))
+            {
+                let io = IoRequest::Delete {
+                    io: 0,
+                    namespace,
+                    partition,
+                    key: key.clone(),
+                };
+                let _ = block_on(perform_io_observed(store, aae, || local, io));
+            }
+            aae.borrow_mut().handle_corrupt_key(local, partition, key);
+        }
+    }
+
     fn schedule(&mut self, at_ms: u64, event: Event) {
         let slot = self.event_slot;
         self.event_slot += 1;
         self.seq += 1;
         if matches!(event, Event::Replica { .. }) {
             self.replica_messages_in_flight += 1;
+        }
+        if matches!(event, Event::Aae { .. }) {
+            self.aae_messages_in_flight += 1;
         }
         self.events.insert(slot, event);
         self.queue
@@ -544,6 +682,12 @@ impl Sim {
             node.membership_ring.clone(),
         );
         node.machines = Some((replica, membership));
+        let id = node.id;
+        let xid_base = u64::from(node.incarnation) << 40;
+        let mut aae = AntiEntropy::new(id, Self::aae_config(), local, xid_base);
+        aae.set_partitions(self.primary_partitions(id));
+        self.nodes[index].aae = Some(RefCell::new(aae));
+        self.repair_corrupt(index);
         self.drain(index);
     }
 
@@ -571,7 +715,8 @@ impl Sim {
         (node.0 - 1) as usize
     }
 
-    fn send_over_network(&mut self, from: usize, to: usize, bytes: Vec<u8>, gossip: bool) {
+    fn send_over_network(&mut self, from: usize, to: usize, bytes: Vec<u8>, kind: u8) {
+        let gossip = kind == 1;
         if self.blocked.contains(&(from, to)) {
             return;
         }
@@ -592,6 +737,12 @@ impl Sim {
             }
             let event = if gossip {
                 Event::Gossip {
+                    to,
+                    from,
+                    bytes: bytes.clone(),
+                }
+            } else if kind == 2 {
+                Event::Aae {
                     to,
                     from,
                     bytes: bytes.clone(),
@@ -618,15 +769,48 @@ impl Sim {
             let Some((replica, membership)) = node.machines.as_mut() else {
                 return;
             };
+            let aae = node.aae.as_ref().expect("a running node has its AAE");
+            let store = node.store.as_ref().expect("a running node has its store");
             while let Some(io) = replica.poll_io() {
                 progressed = true;
-                let store = node.store.as_ref().expect("a running node has its store");
-                let (io_id, result) = perform_io(store, io);
+                let (io_id, result) = block_on(perform_io_observed(store, aae, || local, io));
+                let result = result.unwrap_or_else(|error| IoResult::Failed(error.to_string()));
                 if matches!(result, IoResult::Failed(_)) {
                     self.io_failures += 1;
                 }
                 replica.handle_io_done(local, io_id, result);
             }
+            let mut aae_transmits = Vec::new();
+            {
+                let mut aae = aae.borrow_mut();
+                while let Some(request) = aae.poll_io() {
+                    progressed = true;
+                    let result = block_on(perform_scan(store, &request));
+                    aae.handle_scan_done(local, request.io, result.map_err(|e| e.to_string()));
+                }
+                while let Some((to, message)) = aae.poll_transmit() {
+                    let mut bytes = Vec::new();
+                    message.encode(&mut bytes);
+                    aae.record_bytes_sent(bytes.len() as u64);
+                    aae_transmits.push((to, bytes, 2u8));
+                }
+                while let Some(action) = aae.poll_action() {
+                    progressed = true;
+                    match action {
+                        LocalAction::Merge {
+                            partition,
+                            key,
+                            siblings,
+                        } => replica.start_merge(partition, key, siblings),
+                        LocalAction::Purge {
+                            partition,
+                            key,
+                            expected,
+                        } => replica.start_purge(partition, key, expected),
+                    }
+                }
+            }
+            let aae_wake = aae.borrow().poll_timeout();
             while let Some(peer) = replica.poll_peer_timeout() {
                 membership.handle_request_timeout(local, peer);
             }
@@ -634,16 +818,16 @@ impl Sim {
                 node.membership_state = membership.state().clone();
                 node.membership_ring = membership.ring().cloned();
             }
-            let mut transmits = Vec::new();
+            let mut transmits = aae_transmits;
             while let Some(transmit) = replica.poll_transmit() {
                 let mut bytes = Vec::new();
                 transmit.message.encode(&mut bytes);
-                transmits.push((transmit.to, bytes, false));
+                transmits.push((transmit.to, bytes, 0));
             }
             while let Some((to, message)) = membership.poll_transmit() {
                 let mut bytes = Vec::new();
                 message.encode(&mut bytes);
-                transmits.push((to, bytes, true));
+                transmits.push((to, bytes, 1));
             }
             let mut replies = Vec::new();
             while let Some(reply) = replica.poll_reply() {
@@ -658,11 +842,12 @@ impl Sim {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            let wake_local = Some(wake_local.map_or(aae_wake, |at| at.min(aae_wake)));
             let wake_global = wake_local.map(|local_ms| node.global_ms(local_ms).max(now));
             progressed |= !transmits.is_empty() || !replies.is_empty();
-            for (to, bytes, gossip) in transmits {
+            for (to, bytes, kind) in transmits {
                 let to = self.index_of(to);
-                self.send_over_network(index, to, bytes, gossip);
+                self.send_over_network(index, to, bytes, kind);
             }
             for reply in replies {
                 let id = match &reply {
@@ -743,7 +928,71 @@ impl Sim {
                 if let Some((replica, membership)) = node.machines.as_mut() {
                     replica.handle_timeout(local);
                     membership.handle_timeout(local, random);
+                    if let Some(aae) = &node.aae {
+                        let mut aae = aae.borrow_mut();
+                        if aae.poll_timeout() <= local {
+                            aae.handle_timeout(local);
+                        }
+                    }
+                    self.repair_corrupt(index);
                     self.drain(index);
+                }
+            }
+            Event::Aae { to, from, bytes } => {
+                self.aae_messages_in_flight -= 1;
+                self.trace(13, (to * 16 + from) as u64, &bytes);
+                let message = AaeMessage::decode(&bytes).expect("own encoding decodes");
+                let from_id = self.nodes[from].id;
+                let node = &mut self.nodes[to];
+                let local = node.local_ms(self.now_ms);
+                if let Some(aae) = &node.aae {
+                    aae.borrow_mut().handle_message(local, from_id, message);
+                    self.drain(to);
+                }
+            }
+            Event::Wipe { node: index } => {
+                if self.healed || self.nodes[index].machines.is_none() {
+                    return true;
+                }
+                self.trace(10, index as u64, &[]);
+                self.crash_node(index);
+                self.nodes[index].disk = MemDisk::new();
+                self.start_node(index);
+            }
+            Event::CorruptDisk { node: index, pick } => {
+                if self.healed || self.nodes[index].machines.is_none() {
+                    return true;
+                }
+                self.trace(11, index as u64, &pick.to_le_bytes());
+                let disk = self.nodes[index].disk.clone();
+                let segments: Vec<String> = disk
+                    .file_names()
+                    .into_iter()
+                    .filter(|name| name.ends_with(".log"))
+                    .collect();
+                if !segments.is_empty() {
+                    let name = &segments[(pick % segments.len() as u64) as usize];
+                    let len = disk.file_bytes(name).map_or(0, |bytes| bytes.len() as u64);
+                    if len > 0 {
+                        disk.flip_bit(name, (pick >> 8) % len, (pick >> 4) as u8 % 8);
+                    }
+                }
+                // Half the time the node notices at once (a restart scans
+                // the log); otherwise a read trips over it later.
+                if pick % 2 == 0 {
+                    self.crash_node(index);
+                    self.start_node(index);
+                }
+            }
+            Event::DropHints { node: index } => {
+                self.trace(12, index as u64, &[]);
+                let node = &mut self.nodes[index];
+                if let Some(store) = node.store.as_ref() {
+                    for partition in store.partitions(Namespace::Hint) {
+                        for key in store.keys(Namespace::Hint, partition) {
+                            let _ = block_on(store.purge(Namespace::Hint, partition, &key));
+                        }
+                    }
                 }
             }
             Event::Request {
@@ -770,7 +1019,11 @@ impl Sim {
                                 r,
                             },
                         ),
-                        ClientOp::Put { context, value } => replica.start_put(
+                        ClientOp::Put {
+                            context,
+                            value,
+                            quorum,
+                        } => replica.start_put(
                             local,
                             id,
                             PutRequest {
@@ -779,7 +1032,7 @@ impl Sim {
                                 context,
                                 value,
                                 preference,
-                                quorum: None,
+                                quorum,
                             },
                         ),
                     }
@@ -835,6 +1088,9 @@ impl Sim {
                 self.repair_disk(index);
             }
             Event::Restart { node: index } => {
+                if self.long_down == Some(index) && !self.healed {
+                    return true; // kept down until the heal
+                }
                 if self.nodes[index].machines.is_none() {
                     self.trace(9, index as u64, &[]);
                     self.start_node(index);
@@ -883,6 +1139,7 @@ impl Sim {
         };
         let node = &mut self.nodes[index];
         node.machines = None;
+        node.aae = None;
         node.store = None;
         node.disk.crash(mode);
         node.wake_at = None;
@@ -966,7 +1223,16 @@ impl Sim {
         elements.insert(element);
         self.written.insert(element);
         let value = Value::Data(encode_cart(&elements));
-        let id = self.send_request(client, to, key, ClientOp::Put { context, value });
+        let id = self.send_request(
+            client,
+            to,
+            key,
+            ClientOp::Put {
+                context,
+                value,
+                quorum: None,
+            },
+        );
         self.clients[client].state = ClientState::Putting { id, element };
     }
 
@@ -1053,6 +1319,22 @@ impl Sim {
         }
     }
 
+    /// `run_until` for checks that read every primary's store: evaluated
+    /// once per 10 virtual ms instead of after every event.
+    fn run_until_sampled(&mut self, mut done: impl FnMut(&Sim) -> bool, limit_ms: u64) -> bool {
+        let mut next_check_ms = 0;
+        self.run_until(
+            |sim| {
+                if sim.now_ms < next_check_ms {
+                    return false;
+                }
+                next_check_ms = sim.now_ms + 10;
+                done(sim)
+            },
+            limit_ms,
+        )
+    }
+
     /// Keys whose primaries store different sibling sets, described.
     fn divergent_keys(&self) -> Vec<String> {
         let mut divergent = Vec::new();
@@ -1076,6 +1358,118 @@ impl Sim {
         divergent
     }
 
+    /// Sends one request from the checker client and runs until its reply
+    /// (or the client timeout); `None` when it never came.
+    fn call(&mut self, to: usize, key: usize, op: ClientOp) -> Option<ClientReply> {
+        let checker = self.clients.len() - 1;
+        let id = self.send_request(checker, to, key, op);
+        let deadline = self.now_ms + CLIENT_TIMEOUT_MS;
+        while self.now_ms <= deadline {
+            let Reverse((_, _, slot)) = self.queue.peek().copied()?;
+            let reply = match self.events.get(&slot) {
+                Some(Event::Reply { client, reply }) if *client == checker => {
+                    let reply_id = match reply {
+                        ClientReply::Put { id, .. } | ClientReply::Get { id, .. } => *id,
+                    };
+                    (reply_id == id).then(|| reply.clone())
+                }
+                _ => None,
+            };
+            self.step();
+            if reply.is_some() {
+                return reply;
+            }
+        }
+        None
+    }
+
+    /// Phase 4 (tombstones, design guide §4): one primary of key 0 is down
+    /// while every key is deleted; it returns holding the old values. Every
+    /// primary must end up holding nothing for any key (the tombstones were
+    /// collected, so they do not pile up) and a read of all primaries must
+    /// find no value (no delete was undone by the returning replica).
+    fn tombstone_phase(&mut self) -> Result<(), String> {
+        let victim = self.random_primary(0);
+        self.crash_node(victim);
+        let n = self.config.quorum.n;
+        let delete_quorum = QuorumConfig {
+            n,
+            r: 2,
+            w: 2,
+            dw: 1,
+        };
+        for key in 0..self.config.keys {
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                if attempts > 20 {
+                    return Err(format!("the delete of key {key} never succeeded"));
+                }
+                let live: Vec<usize> = self
+                    .preference(key)
+                    .primaries
+                    .iter()
+                    .map(|p| self.index_of(*p))
+                    .filter(|i| *i != victim)
+                    .collect();
+                let to = live[self.rng.below(live.len() as u64) as usize];
+                let Some(ClientReply::Get {
+                    result: Ok(outcome),
+                    ..
+                }) = self.call(to, key, ClientOp::Get { r: Some(2) })
+                else {
+                    continue;
+                };
+                let op = ClientOp::Put {
+                    context: outcome.context.clock,
+                    value: Value::Tombstone,
+                    quorum: Some(delete_quorum),
+                };
+                if let Some(ClientReply::Put { result: Ok(_), .. }) = self.call(to, key, op) {
+                    break;
+                }
+            }
+        }
+        self.start_node(victim);
+        let collected = |sim: &Sim| {
+            (0..sim.config.keys).all(|key| {
+                sim.preference(key).primaries.iter().all(|primary| {
+                    let node = &sim.nodes[sim.index_of(*primary)];
+                    let store = node.store.as_ref().expect("every node runs");
+                    block_on(store.get(Namespace::Data, sim.partition(key), &key_bytes(key)))
+                        .expect("reads work")
+                        .is_none()
+                })
+            }) && sim
+                .nodes
+                .iter()
+                .filter_map(|node| node.aae.as_ref())
+                .all(|aae| aae.borrow().tombstones_tracked() == 0)
+        };
+        if !self.run_until_sampled(collected, self.now_ms + SETTLE_MS_MAX) {
+            return Err(format!(
+                "tombstones were not collected: {:?}",
+                self.divergent_keys()
+            ));
+        }
+        for key in 0..self.config.keys {
+            let to = self.random_primary(key);
+            if let Some(ClientReply::Get {
+                result: Ok(outcome),
+                ..
+            }) = self.call(to, key, ClientOp::Get { r: Some(n) })
+            {
+                if !outcome.siblings.data_values().is_empty() {
+                    return Err(format!(
+                        "deleted key {key} came back: {:?}",
+                        outcome.siblings
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Runs the whole scenario and checks it; `Err` describes a violation.
     pub fn run(mut self) -> Result<SimReport, String> {
         let limit = HEAL_AT_MS + SETTLE_MS_MAX;
@@ -1097,6 +1491,20 @@ impl Sim {
             return Err(format!("{} hints never handed back", self.hints_left()));
         }
         self.divergent_before_repair = self.divergent_keys().len();
+        // Anti-entropy alone (no read yet) must make every key's primaries
+        // agree: lost hints, wiped or damaged disks and long outages leave
+        // differences that only it repairs.
+        let quiet_at = self.now_ms;
+        if !self.run_until_sampled(
+            |sim| sim.divergent_keys().is_empty(),
+            self.now_ms + SETTLE_MS_MAX,
+        ) {
+            return Err(format!(
+                "anti-entropy did not converge: {:?}",
+                self.divergent_keys()
+            ));
+        }
+        self.aae_converge_ms = self.now_ms - quiet_at;
         // Final R=all reads, retried until each key answers.
         let checker = self.clients.len();
         self.clients.push(Client {
@@ -1203,6 +1611,7 @@ impl Sim {
         if self.hints_left() != 0 {
             return Err(format!("{} hints left", self.hints_left()));
         }
+        self.tombstone_phase()?;
         Ok(SimReport {
             trace_hash: self.trace_hash,
             events: self.events_processed,
@@ -1214,6 +1623,19 @@ impl Sim {
             io_failures: self.io_failures,
             hints_at_heal: self.hints_at_heal,
             divergent_before_repair: self.divergent_before_repair,
+            aae_converge_ms: self.aae_converge_ms,
+            aae_keys_repaired: self
+                .nodes
+                .iter()
+                .filter_map(|node| node.aae.as_ref())
+                .map(|aae| aae.borrow().stats().keys_received)
+                .sum(),
+            tombstones_purged: self
+                .nodes
+                .iter()
+                .filter_map(|node| node.aae.as_ref())
+                .map(|aae| aae.borrow().stats().tombstones_purged)
+                .sum(),
         })
     }
 }
@@ -1228,16 +1650,6 @@ fn store_config() -> StoreConfig {
         segment_size_bytes: 256 * 1024,
         ..StoreConfig::default()
     }
-}
-
-/// Performs one storage request on the real store with the runtime's own
-/// mapping (every `MemDisk` future completes at once).
-fn perform_io(store: &Store<MemDisk>, io: IoRequest) -> (u64, IoResult) {
-    let (id, result) = block_on(dynakv::replica::perform_io(store, io));
-    (
-        id,
-        result.unwrap_or_else(|error| IoResult::Failed(error.to_string())),
-    )
 }
 
 /// Runs `seed` twice, checks both runs and that their traces match.

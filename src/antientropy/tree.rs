@@ -1,0 +1,167 @@
+//! The tictac Merkle tree of one partition on one replica: `LEAVES` leaf
+//! buckets, each the XOR of `entry_hash(key, version_hash)` over the live
+//! keys hashed into it; `BRANCHES` inner hashes, each the XOR of its
+//! `LEAVES_PER_BRANCH` leaves; a root, the XOR of the branches. XOR makes a
+//! write an O(1) update (take the old entry out, put the new one in) in any
+//! order, so the tree never needs a rebuild on the write path.
+//!
+//! Consistency with the store: a write brackets its store operation with
+//! `write_started` / `write_finished`; a leaf recomputed from the store (a
+//! rehash) is installed only if no write to that leaf started or finished
+//! while the scan ran (`generation`, `writes_in_flight`). A leaf whose
+//! state is unknown (a failed write, a rejected rehash, a fresh tree) is
+//! `stale` and is rehashed before the tree takes part in an exchange.
+
+use std::collections::BTreeSet;
+
+use super::{BRANCHES, LEAVES, LEAVES_PER_BRANCH};
+
+/// One partition's tree.
+#[derive(Clone, Debug)]
+pub struct Tree {
+    leaves: Vec<u64>,
+    branches: Vec<u64>,
+    root: u64,
+    /// Bumped whenever a write to the leaf starts or finishes.
+    generation: Vec<u32>,
+    /// Writes to the leaf between `write_started` and `write_finished`.
+    writes_in_flight: Vec<u16>,
+    /// Leaves whose hash may not match the store; empty once built.
+    stale: BTreeSet<u16>,
+}
+
+impl Default for Tree {
+    fn default() -> Self {
+        Tree::new()
+    }
+}
+
+impl Tree {
+    /// A tree whose every leaf is stale (it must be built from the store).
+    pub fn new() -> Self {
+        Tree {
+            leaves: vec![0; LEAVES],
+            branches: vec![0; BRANCHES],
+            root: 0,
+            generation: vec![0; LEAVES],
+            writes_in_flight: vec![0; LEAVES],
+            stale: (0..LEAVES as u16).collect(),
+        }
+    }
+
+    pub fn root(&self) -> u64 {
+        self.root
+    }
+
+    pub fn branches(&self) -> &[u64] {
+        &self.branches
+    }
+
+    /// The leaves under `branch`.
+    pub fn branch_leaves(&self, branch: usize) -> &[u64] {
+        &self.leaves[branch * LEAVES_PER_BRANCH..(branch + 1) * LEAVES_PER_BRANCH]
+    }
+
+    pub fn leaf(&self, leaf: u16) -> u64 {
+        self.leaves[leaf as usize]
+    }
+
+    /// Whether every leaf matches the store (the tree may be compared).
+    pub fn is_ready(&self) -> bool {
+        self.stale.is_empty()
+    }
+
+    pub fn stale_leaves(&self) -> &BTreeSet<u16> {
+        &self.stale
+    }
+
+    pub fn generation(&self, leaf: u16) -> u32 {
+        self.generation[leaf as usize]
+    }
+
+    fn bump(&mut self, leaf: u16) {
+        let g = &mut self.generation[leaf as usize];
+        *g = g.wrapping_add(1);
+    }
+
+    /// XORs `delta` into a leaf and its ancestors.
+    fn toggle(&mut self, leaf: u16, delta: u64) {
+        self.leaves[leaf as usize] ^= delta;
+        self.branches[leaf as usize / LEAVES_PER_BRANCH] ^= delta;
+        self.root ^= delta;
+    }
+
+    /// A write to a key of `leaf` is about to reach the store.
+    pub fn write_started(&mut self, leaf: u16) {
+        self.writes_in_flight[leaf as usize] += 1;
+        self.bump(leaf);
+    }
+
+    /// The write finished. `delta` is `old_entry ^ new_entry` when both are
+    /// known and the write succeeded; `None` marks the leaf stale.
+    pub fn write_finished(&mut self, leaf: u16, delta: Option<u64>) {
+        let in_flight = &mut self.writes_in_flight[leaf as usize];
+        // A write that started before the partition was tracked has no
+        // `write_started` here: its effect is unknown, so the leaf is stale.
+        let delta = if *in_flight == 0 { None } else { delta };
+        *in_flight = in_flight.saturating_sub(1);
+        self.bump(leaf);
+        match delta {
+            Some(delta) => self.toggle(leaf, delta),
+            None => {
+                self.stale.insert(leaf);
+            }
+        }
+    }
+
+    /// Installs a leaf hash recomputed from the store by a scan that began
+    /// when the leaf's generation was `generation_at_start`. Refused (and
+    /// the leaf marked stale) when a write touched the leaf meanwhile or is
+    /// still in flight. Returns whether the hash changed the leaf.
+    pub fn rehash(&mut self, leaf: u16, generation_at_start: u32, hash: u64) -> RehashOutcome {
+        let index = leaf as usize;
+        if self.generation[index] != generation_at_start || self.writes_in_flight[index] != 0 {
+            self.stale.insert(leaf);
+            return RehashOutcome::Refused;
+        }
+        self.stale.remove(&leaf);
+        let delta = self.leaves[index] ^ hash;
+        if delta == 0 {
+            return RehashOutcome::Unchanged;
+        }
+        self.toggle(leaf, delta);
+        RehashOutcome::Corrected
+    }
+
+    /// Marks one leaf stale (a damaged record of one of its keys).
+    pub fn invalidate_leaf(&mut self, leaf: u16) {
+        self.stale.insert(leaf);
+    }
+
+    /// Marks every leaf stale (the store reported damage, or was replaced).
+    pub fn invalidate(&mut self) {
+        self.stale = (0..LEAVES as u16).collect();
+    }
+
+    /// Checks the inner levels against the leaves (tests, debug).
+    pub fn check_invariants(&self) {
+        let mut root = 0;
+        for branch in 0..BRANCHES {
+            let xor = self.branch_leaves(branch).iter().fold(0, |a, b| a ^ b);
+            assert_eq!(xor, self.branches[branch], "branch {branch} hash");
+            root ^= xor;
+        }
+        assert_eq!(root, self.root, "root hash");
+    }
+}
+
+/// What `Tree::rehash` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RehashOutcome {
+    /// A write raced the scan; the leaf stays stale.
+    Refused,
+    /// The leaf already matched the store.
+    Unchanged,
+    /// The leaf had drifted and was corrected.
+    Corrected,
+}
