@@ -179,6 +179,13 @@ fn metrics_and_health_are_served_and_counters_move_with_requests() {
                 && s.labels.contains(&("shard".into(), shard.into()))),
             "no series for shard {shard}"
         );
+        assert!(
+            after
+                .keys()
+                .any(|s| s.name == "dynakv_aae_exchanges_started_total"
+                    && s.labels.contains(&("shard".into(), shard.into()))),
+            "no anti-entropy series for shard {shard}"
+        );
     }
     let puts = |m: &HashMap<Series, f64>| sum(m, "dynakv_requests_total", &[("op", "put")]);
     let gets = |m: &HashMap<Series, f64>| sum(m, "dynakv_requests_total", &[("op", "get")]);

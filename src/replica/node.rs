@@ -446,6 +446,8 @@ enum Timer {
     PutDeadline { op: u64 },
     /// Get `op` must have been answered by now.
     GetDeadline { op: u64 },
+    /// A get answered by now stops waiting for its silent replicas.
+    GetLinger { op: u64 },
 }
 
 /// The replica state machine of one shard.
@@ -934,6 +936,16 @@ impl Replica {
         let deadline_ms = now_ms + self.config.request_timeout_ms;
         self.timers
             .insert((deadline_ms, Timer::GetDeadline { op: op_id }));
+        // A get answered after R replies waits for the other replicas (for
+        // read repair) only as long as a put waits for one replica: an op
+        // kept to the full request deadline for a dead primary would hold a
+        // slot of REQUESTS_MAX for nothing and, under load with one node
+        // down, fill the table (Overloaded).
+        let linger_ms = now_ms + self.config.replica_timeout_ms;
+        if linger_ms < deadline_ms {
+            self.timers
+                .insert((linger_ms, Timer::GetLinger { op: op_id }));
+        }
         self.gets.insert(
             op_id,
             GetOp {
@@ -1207,6 +1219,7 @@ impl Replica {
                 Timer::PutTarget { op, req } => self.put_target_expired(now_ms, op, req),
                 Timer::PutDeadline { op } => self.put_deadline_expired(op),
                 Timer::GetDeadline { op } => self.get_deadline_expired(op),
+                Timer::GetLinger { op } => self.get_linger_expired(op),
             }
         }
 
@@ -1271,6 +1284,16 @@ impl Replica {
         }
         // The local update may still be running; it will find no op.
         self.remove_put(op_id);
+    }
+
+    /// The replica timeout passed: a get already answered is finished with
+    /// the replies it has (read repair included); one still short of R keeps
+    /// waiting until its request deadline.
+    fn get_linger_expired(&mut self, op_id: u64) {
+        match self.gets.get(&op_id) {
+            Some(op) if op.replied => self.get_deadline_expired(op_id),
+            _ => {}
+        }
     }
 
     fn get_deadline_expired(&mut self, op_id: u64) {

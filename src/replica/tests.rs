@@ -612,6 +612,53 @@ fn read_repair_updates_stale_replicas() {
 }
 
 #[test]
+fn an_answered_get_lets_go_of_a_silent_replica_after_the_replica_timeout() {
+    // One primary is dead: every get is answered by R = 2, and must not hold
+    // its slot in the request table until the full request deadline (under
+    // load that filled REQUESTS_MAX and refused requests as Overloaded).
+    let mut h = Harness::new(A, QuorumConfig::default());
+    h.put(VersionVector::new(), "a");
+    h.advance(1_000); // the put's replicas never answered: it is over
+    while h.replica.poll_peer_timeout().is_some() {}
+    assert_eq!(h.replica.requests_in_flight(), 0);
+    h.sent.clear();
+    h.get(None);
+    let req_b = req_of(&h.take_sent_to(B)[0]);
+    let _silent_c = h.take_sent_to(C);
+    let fresh = h.stored(Namespace::Data, b"k");
+    h.deliver(
+        B,
+        ReplicaMessage::GetReply {
+            req: req_b,
+            siblings: fresh,
+        },
+    );
+    assert!(matches!(
+        h.replies.as_slice(),
+        [.., ClientReply::Get { result: Ok(_), .. }]
+    ));
+    assert_eq!(h.replica.requests_in_flight(), 1, "still waiting for C");
+    h.advance(100); // replica_timeout_ms
+    assert_eq!(h.replica.requests_in_flight(), 0, "let go of silent C");
+    assert_eq!(h.replica.poll_peer_timeout(), Some(C));
+
+    // A get still short of R keeps waiting past the replica timeout.
+    h.get(None);
+    h.sent.clear();
+    h.advance(100);
+    assert_eq!(h.replica.requests_in_flight(), 1);
+    h.advance(900); // request_timeout_ms
+    assert_eq!(h.replica.requests_in_flight(), 0);
+    assert!(matches!(
+        h.replies.last(),
+        Some(ClientReply::Get {
+            result: Err(ReplicaError::GetQuorumFailed { .. }),
+            ..
+        })
+    ));
+}
+
+#[test]
 fn not_a_primary_and_bad_quorum_are_refused() {
     let mut h = Harness::new(D, QuorumConfig::default());
     h.put(VersionVector::new(), "v");

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::antientropy::AaeStats;
 use crate::observe::histogram::{Histogram, LATENCY_BOUNDS_US, SIBLING_BOUNDS};
 use crate::observe::hotkeys::{merge_top, HotKey, SpaceSaving};
 use crate::observe::prometheus::{Encoder, Kind};
@@ -169,6 +170,7 @@ impl ShardMetrics {
         forwarded: u64,
         handoff_received: u64,
         scheduler: SchedulerSnapshot,
+        aae: AaeStats,
     ) -> ShardSnapshot {
         ShardSnapshot {
             shard,
@@ -188,6 +190,7 @@ impl ShardMetrics {
             forwarded,
             hot: self.hot.borrow().top(HOT_KEYS_PER_SHARD),
             scheduler,
+            aae,
         }
     }
 
@@ -228,9 +231,8 @@ pub(crate) struct ShardSnapshot {
     forwarded: u64,
     pub hot: Vec<HotKey>,
     pub scheduler: SchedulerSnapshot,
-    // Anti-entropy (issue 6) adds its counters here — exchanges, keys
-    // compared, keys repaired per shard — filled in `ShardMetrics::snapshot`
-    // and rendered in `render` below, next to the hint and handoff families.
+    /// This shard's anti-entropy counters (docs/anti-entropy.md).
+    aae: AaeStats,
 }
 
 impl ShardSnapshot {
@@ -410,6 +412,56 @@ pub(crate) fn render(node: &NodeFacts, shards: &[Arc<ShardSnapshot>]) -> String 
             "dynakv_handoff_received_total",
             "Handoff and hint-replay messages accepted into the background queue.",
             |s| s.handoff_received as f64,
+        ),
+        (
+            "dynakv_aae_exchanges_started_total",
+            "Anti-entropy exchanges this shard started with another primary.",
+            |s| s.aae.exchanges_started as f64,
+        ),
+        (
+            "dynakv_aae_exchanges_in_sync_total",
+            "Anti-entropy comparisons (either side) that found the trees equal.",
+            |s| s.aae.exchanges_in_sync as f64,
+        ),
+        (
+            "dynakv_aae_exchanges_repaired_total",
+            "Anti-entropy comparisons (either side) that found and repaired differences.",
+            |s| s.aae.exchanges_repaired as f64,
+        ),
+        (
+            "dynakv_aae_exchanges_timed_out_total",
+            "Anti-entropy exchanges abandoned because the peer went silent.",
+            |s| s.aae.exchanges_timed_out as f64,
+        ),
+        (
+            "dynakv_aae_keys_sent_total",
+            "Stored sibling sets sent to a peer replica to merge (repairs given).",
+            |s| s.aae.keys_sent as f64,
+        ),
+        (
+            "dynakv_aae_keys_received_total",
+            "Sibling sets received from a peer replica and merged (repairs taken).",
+            |s| s.aae.keys_received as f64,
+        ),
+        (
+            "dynakv_aae_sent_bytes_total",
+            "Bytes of anti-entropy messages sent.",
+            |s| s.aae.bytes_sent as f64,
+        ),
+        (
+            "dynakv_aae_trees_built_total",
+            "Merkle trees built from the store (start-up, new partitions, damage).",
+            |s| s.aae.trees_built as f64,
+        ),
+        (
+            "dynakv_tombstones_purged_total",
+            "Tombstones collected once every primary was known to hold them.",
+            |s| s.aae.tombstones_purged as f64,
+        ),
+        (
+            "dynakv_aae_corrupt_keys_requested_total",
+            "Damaged records asked back from the other primaries.",
+            |s| s.aae.corrupt_keys_requested as f64,
         ),
     ];
     for (name, help, value) in counters {

@@ -1104,6 +1104,7 @@ impl ShardState {
             self.counters.forwarded.get(),
             self.sched.inbox_accepted(),
             self.sched.snapshot(),
+            self.aae.borrow().stats().clone(),
         );
         self.metrics.publish(hub, generation, now, snapshot);
     }

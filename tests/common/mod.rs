@@ -121,15 +121,7 @@ impl TestNode {
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel::<Result<(), String>>();
         let tx2 = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with("dynakv ready") {
-                    let _ = tx.send(Ok(()));
-                }
-            }
-            let _ = tx.send(Err("server exited before it was ready".into()));
-        });
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             let mut log = String::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if std::env::var_os("DYNAKV_TEST_LOG").is_some() {
@@ -141,6 +133,18 @@ impl TestNode {
                     let _ = tx2.send(Err(log.clone()));
                 }
             }
+            log
+        });
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("dynakv ready") {
+                    let _ = tx.send(Ok(()));
+                }
+            }
+            // The process is gone: its stderr ends too. Report what it said
+            // (a "cannot listen" there lets the caller retry another port).
+            let log = stderr_reader.join().unwrap_or_default();
+            let _ = tx.send(Err(format!("server exited before it was ready: {log}")));
         });
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(Ok(())) => {
