@@ -65,7 +65,7 @@ impl CodecSpec {
     }
 }
 
-fn plan(config: &Config) -> Result<Plan, String> {
+fn plan(config: &Config, known_down: &[SocketAddr]) -> Result<Plan, String> {
     match config.target.scheme {
         Scheme::Redis => Ok(Plan {
             endpoints: vec![config.target.addr],
@@ -87,7 +87,9 @@ fn plan(config: &Config) -> Result<Plan, String> {
                 .endpoints
                 .iter()
                 .copied()
-                .filter(|addr| connect(*addr, config.connect_timeout_ns).is_err())
+                .filter(|addr| {
+                    known_down.contains(addr) || connect(*addr, config.connect_timeout_ns).is_err()
+                })
                 .collect();
             for addr in &down {
                 eprintln!(
@@ -190,30 +192,63 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: &Config) -> Result<ExitCode, String> {
-    let plan = plan(config)?;
-    raise_nofile_limit();
+/// Opens every connection of the run: for each client, one stream per
+/// endpoint, spread over the threads. The error names the endpoint that
+/// could not be reached, if that was the failure.
+#[allow(clippy::type_complexity)]
+fn connect_all(
+    config: &Config,
+    plan: &Plan,
+) -> Result<Vec<Vec<Vec<TcpStream>>>, (Option<SocketAddr>, String)> {
     let threads = config.threads as usize;
     let sockets_per_thread = (config.connections as usize).div_ceil(threads) * plan.endpoints.len();
     if sockets_per_thread > engine::SOCKETS_PER_THREAD_MAX {
-        return Err(format!(
-            "{sockets_per_thread} sockets per thread exceed {}; use more --threads",
-            engine::SOCKETS_PER_THREAD_MAX
+        return Err((
+            None,
+            format!(
+                "{sockets_per_thread} sockets per thread exceed {}; use more --threads",
+                engine::SOCKETS_PER_THREAD_MAX
+            ),
         ));
     }
-    // Connect everything up front: a target that cannot be reached fails the
-    // run here, before anything is measured.
     let mut per_thread: Vec<Vec<Vec<TcpStream>>> = (0..threads).map(|_| Vec::new()).collect();
     for c in 0..config.connections as usize {
         let mut streams = Vec::with_capacity(plan.endpoints.len());
         for addr in &plan.endpoints {
-            let stream = connect(*addr, config.connect_timeout_ns)
-                .map_err(|e| format!("cannot connect to {addr} ({}): {e}", config.target.url))?;
+            let stream = connect(*addr, config.connect_timeout_ns).map_err(|e| {
+                (
+                    Some(*addr),
+                    format!("cannot connect to {addr} ({}): {e}", config.target.url),
+                )
+            })?;
             streams.push(stream);
         }
         per_thread[c % threads].push(streams);
     }
+    Ok(per_thread)
+}
 
+fn run(config: &Config) -> Result<ExitCode, String> {
+    raise_nofile_limit();
+    // Connect everything up front: a target that cannot be reached fails the
+    // run here, before anything is measured. A dynakv node that went away
+    // between the plan's probe and these connections is left out like one
+    // that was down at the probe (its partitions go to the next replica).
+    let mut down: Vec<SocketAddr> = Vec::new();
+    let (plan, per_thread) = loop {
+        let plan = plan(config, &down)?;
+        match connect_all(config, &plan) {
+            Ok(per_thread) => break (plan, per_thread),
+            Err((Some(addr), why))
+                if matches!(plan.codec, CodecSpec::Dynakv { .. }) && down.len() < 8 =>
+            {
+                eprintln!("dynakv-bench: {why}; leaving it out");
+                down.push(addr);
+            }
+            Err((_, why)) => return Err(why),
+        }
+    };
+    let threads = config.threads as usize;
     let space = Arc::new(KeySpace::default());
     let pool = Arc::new(value_pool(config));
     let barrier = Arc::new(Barrier::new(threads));

@@ -755,6 +755,7 @@ impl Replica {
         }
         op.siblings = Some(siblings);
         let primaries = op.remote_primaries.clone();
+        let mut believed_down = Vec::new();
         for primary in primaries {
             if self.is_reachable(primary) {
                 self.put_send(now_ms, op_id, primary, None);
@@ -763,8 +764,29 @@ impl Replica {
                 // stands in and keeps the write as a hint for `primary`.
                 self.put_send(now_ms, op_id, fallback, Some(primary));
             } else {
-                // No fallback left: try the primary anyway, it may answer.
-                self.put_send(now_ms, op_id, primary, None);
+                believed_down.push(primary);
+            }
+        }
+        // No fallback left for these: try the primary anyway (the failure
+        // detector may be wrong), but wait for it only when the quorum
+        // needs it. Waiting out the replica timeout for a dead node on every
+        // put would hold the op's slot of REQUESTS_MAX for nothing and, under
+        // load with a node down, refuse requests as Overloaded. A late ack
+        // of an abandoned target still counts.
+        for primary in believed_down {
+            self.put_send(now_ms, op_id, primary, None);
+            let op = self.puts.get_mut(&op_id).expect("put op exists");
+            let waiting = op
+                .targets
+                .iter()
+                .filter(|target| matches!(target.state, TargetState::Waiting { .. }))
+                .count()
+                - 1;
+            let durable_possible = op.durable_acks + if op.quorum.dw >= 2 { waiting } else { 0 };
+            if op.acks + waiting >= op.quorum.w && durable_possible >= op.quorum.dw {
+                if let Some(target) = op.targets.last_mut() {
+                    target.state = TargetState::Abandoned;
+                }
             }
         }
         self.put_check(op_id);
@@ -904,8 +926,24 @@ impl Replica {
             return;
         }
         let op_id = self.fresh_id();
-        let mut targets = Vec::with_capacity(request.preference.primaries.len());
-        for &node in &request.preference.primaries {
+        // Primaries the failure detector believes down are not asked when
+        // the others can still make R: an op waiting for a dead node holds
+        // its slot until the replica timeout for nothing (they catch up by
+        // hints, read repair of later gets, and anti-entropy).
+        let reachable: Vec<NodeId> = request
+            .preference
+            .primaries
+            .iter()
+            .copied()
+            .filter(|&node| node == self.me || self.is_reachable(node))
+            .collect();
+        let asked = if reachable.len() >= quorum.r {
+            reachable
+        } else {
+            request.preference.primaries.clone()
+        };
+        let mut targets = Vec::with_capacity(asked.len());
+        for &node in &asked {
             let req = self.fresh_id();
             targets.push(GetTarget {
                 node,

@@ -659,6 +659,55 @@ fn an_answered_get_lets_go_of_a_silent_replica_after_the_replica_timeout() {
 }
 
 #[test]
+fn a_primary_believed_down_holds_no_request_slot_when_the_quorum_does_without_it() {
+    let mut h = Harness::new(A, QuorumConfig::default());
+    for down in [C, D, E] {
+        h.replica.set_reachable(down, false);
+    }
+    // No fallback left in this preference list: C is still sent the write (the
+    // detector may be wrong) but not waited for, since A and B make W = 2.
+    h.put(VersionVector::new(), "a");
+    assert_eq!(h.take_sent_to(C).len(), 1, "C is still tried");
+    let put_b = h.take_sent_to(B);
+    h.deliver(
+        B,
+        ReplicaMessage::PutAck {
+            req: req_of(&put_b[0]),
+            durable: false,
+        },
+    );
+    assert!(matches!(
+        h.replies.last(),
+        Some(ClientReply::Put { result: Ok(_), .. })
+    ));
+    assert_eq!(h.replica.requests_in_flight(), 0, "not waiting for C");
+
+    // A get is not sent to C at all while A and B make R = 2.
+    h.get(None);
+    assert!(h.take_sent_to(C).is_empty());
+    let get_b = h.take_sent_to(B);
+    let fresh = h.stored(Namespace::Data, b"k");
+    h.deliver(
+        B,
+        ReplicaMessage::GetReply {
+            req: req_of(&get_b[0]),
+            siblings: fresh,
+        },
+    );
+    assert!(matches!(
+        h.replies.last(),
+        Some(ClientReply::Get { result: Ok(_), .. })
+    ));
+    assert_eq!(h.replica.requests_in_flight(), 0);
+
+    // With B down too, R = 2 needs C: both are asked, as before.
+    h.replica.set_reachable(B, false);
+    h.get(None);
+    assert_eq!(h.take_sent_to(B).len(), 1);
+    assert_eq!(h.take_sent_to(C).len(), 1);
+}
+
+#[test]
 fn not_a_primary_and_bad_quorum_are_refused() {
     let mut h = Harness::new(D, QuorumConfig::default());
     h.put(VersionVector::new(), "v");
