@@ -335,6 +335,8 @@ impl Cluster {
                     "1500",
                     "--hint-replay-interval-ms",
                     "200",
+                    "--aae-interval-ms",
+                    "50",
                     "--debug-clock-jump-ms",
                     &o.clock_jump_ms.to_string(),
                 ]
@@ -407,6 +409,36 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(200));
         }
         false
+    }
+
+    /// Whether every primary's Merkle trees matched every other primary's
+    /// (`admin aae --json` on every node: every partition's tree built, and
+    /// every peer compared after `since` and found in sync). This checks the
+    /// replicas themselves, not what a merging read shows.
+    fn replicas_in_sync(&self, since: Instant) -> bool {
+        let window_ms = since.elapsed().as_millis() as u64;
+        self.nodes.iter().all(|node| {
+            let Ok(out) = Command::new(&self.bin)
+                .args(["admin", "aae", "--json", "--node"])
+                .arg(node.internode.to_string())
+                .output()
+            else {
+                return false;
+            };
+            let text = String::from_utf8_lossy(&out.stdout);
+            let fresh = text
+                .split("\"last_compared_ms_ago\": ")
+                .skip(1)
+                .all(|rest| {
+                    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+                    digits.parse::<u64>().is_ok_and(|ago| ago <= window_ms)
+                });
+            out.status.success()
+                && text.contains("\"partitions\": [{")
+                && !text.contains("\"ready\": false")
+                && !text.contains("\"in_sync\": false")
+                && fresh
+        })
     }
 
     fn hints(&self) -> Option<u64> {
@@ -979,6 +1011,18 @@ fn run(o: Options) -> Result<bool, String> {
     }
     let converge_s = healed_at.elapsed().as_secs_f64();
     let (cart_state, write_state) = previous;
+    // The replicas themselves: anti-entropy must find every pair of
+    // primaries of every partition in sync, compared after the reads above.
+    let reads_done = Instant::now();
+    let mut in_sync = false;
+    while healed_at.elapsed() < o.settle_timeout + Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(500));
+        if cluster.replicas_in_sync(reads_done) {
+            in_sync = true;
+            break;
+        }
+    }
+    let in_sync_s = healed_at.elapsed().as_secs_f64();
 
     // The checks.
     let mut lost = Vec::new();
@@ -1047,6 +1091,9 @@ fn run(o: Options) -> Result<bool, String> {
     say(format!(
         "settle: members agree {formed}, hints drained {hints_drained} after {drained_s:.1} s, R=all reads stable {stable} after {rounds} rounds; converged {converge_s:.1} s after healing"
     ));
+    say(format!(
+        "replicas (anti-entropy Merkle trees of every primary pair) in sync: {in_sync} ({in_sync_s:.1} s after healing)"
+    ));
     say(format!("lost: {}", lost.len()));
     for item in lost.iter().take(10) {
         say(format!("  lost {item}"));
@@ -1061,6 +1108,7 @@ fn run(o: Options) -> Result<bool, String> {
         && formed
         && hints_drained
         && stable
+        && in_sync
         && faults_ok
         && acked_elements > 0;
     say(format!("result: {}", if pass { "PASS" } else { "FAIL" }));
