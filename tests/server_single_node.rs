@@ -143,6 +143,37 @@ fn durable_writes_survive_kill_9_and_buffered_writes_survive_sigterm() {
 }
 
 #[test]
+fn a_wiped_shard_directory_never_reuses_an_incarnation() {
+    // The incarnation is part of the shard's actor id: a shard that lost its
+    // directory (a replaced disk) but keeps the node id must not start again
+    // at an incarnation it used before, or its new dots would collide with
+    // old ones held by other replicas.
+    let mut node = TestNode::start(1, &[]);
+    let read = |node: &TestNode| -> u32 {
+        let path = node.data_dir.join("shard-0/incarnation");
+        std::fs::read_to_string(&path)
+            .expect("incarnation file")
+            .trim()
+            .parse()
+            .expect("a number")
+    };
+    let first = read(&node);
+    assert_eq!(node.cli(&["put", "k", "v"]).0, 0);
+    assert!(node.terminate().success());
+    node.restart();
+    assert_eq!(read(&node), first, "a clean stop keeps the incarnation");
+    assert!(node.terminate().success());
+    std::fs::remove_dir_all(node.data_dir.join("shard-0")).expect("wipe the shard");
+    node.restart();
+    assert!(
+        read(&node) > first,
+        "a wiped shard directory must not reuse incarnation {first}"
+    );
+    // The node serves on the wiped shard.
+    assert_eq!(node.cli(&["put", "k2", "v"]).0, 0);
+}
+
+#[test]
 fn blocking_and_glommio_clients_route_zero_hop_and_see_each_others_writes() {
     use bytes::Bytes;
     use dynakv::client::glommio::AsyncClient;

@@ -203,7 +203,10 @@ pub(crate) async fn run(
     let config = Arc::new(config);
     let dir = config.data_dir.join(format!("shard-{index}"));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let incarnation = next_incarnation(&dir)?;
+    let incarnation = next_incarnation(
+        &dir,
+        &config.data_dir.join(format!("shard-{index}.incarnation")),
+    )?;
     let store_config = StoreConfig {
         max_key_bytes: config.key_bytes_max,
         max_value_bytes: config.value_bytes_max + 64 * 1024,
@@ -463,19 +466,32 @@ const INCARNATION_FILE: &str = "incarnation";
 const CLEAN_STOP_FILE: &str = "clean-stop";
 
 /// Reads the shard's incarnation, bumping it unless the last stop was clean.
-fn next_incarnation(dir: &std::path::Path) -> Result<u32, String> {
-    let path = dir.join(INCARNATION_FILE);
-    let current: u32 = match std::fs::read_to_string(&path) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .map_err(|_| format!("{} is corrupt", path.display()))?,
-        Err(_) => 0,
+///
+/// A copy is kept outside the shard directory (`mirror`, in the data
+/// directory beside `node.id`): when the shard's directory is lost or wiped
+/// (a replaced disk) while the node keeps its id, the shard must not start
+/// again at an incarnation it already used, or its coordinator would issue
+/// dots (actor, counter) that other replicas hold for different values, and
+/// a merge would take two different writes for one (Riak regenerates vnode
+/// ids for the same reason). The larger of the two is used.
+fn next_incarnation(dir: &std::path::Path, mirror: &std::path::Path) -> Result<u32, String> {
+    let read = |path: &std::path::Path| -> Result<u32, String> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => text
+                .trim()
+                .parse()
+                .map_err(|_| format!("{} is corrupt", path.display())),
+            Err(_) => Ok(0),
+        }
     };
+    let path = dir.join(INCARNATION_FILE);
+    let current = read(&path)?.max(read(mirror)?);
     let clean = dir.join(CLEAN_STOP_FILE);
     let next = if clean.exists() { current } else { current + 1 };
-    super::server::write_file_durably(&path, format!("{next}\n").as_bytes())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    for file in [&path, mirror] {
+        super::server::write_file_durably(file, format!("{next}\n").as_bytes())
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+    }
     if clean.exists() {
         std::fs::remove_file(&clean).map_err(|e| format!("{}: {e}", clean.display()))?;
         std::fs::File::open(dir)
