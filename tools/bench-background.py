@@ -13,7 +13,12 @@ W=2, so that a dead node's writes leave hints on the third node), then:
   4. hints:    node 3 is killed, 2000 keys are written through the CLI (hints
                pile up on the fallback), node 3 restarts, and the same
                open-loop run measures while the hints replay to it
-  5. baseline again; ratios are against the mean of the two baseline p99s
+  5. aae:      node 3's shard directory is wiped (a replaced disk: the node
+               keeps its id and membership), it restarts empty, and the same
+               open-loop run measures while anti-entropy refills it from the
+               other primaries (finished: every pair of primaries in sync,
+               from `dynakv admin aae --json` on every node)
+  6. baseline again; ratios are against the mean of the two baseline p99s
      (before each baseline, compaction has run out of work)
 
 The background work must still finish: the report gives the compaction bytes
@@ -24,7 +29,7 @@ is left. Numbers come from each node's /metrics (admin HTTP port).
 Usage: tools/bench-background.py   (build first: cargo build --release --workspace)
 Environment: BENCH, DYNAKV, DURATION (s, 5), REPEATS (3), OUT.
 """
-import json, os, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+import glob, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,6 +47,10 @@ SERVER_ARGS = [
     "--hint-replay-interval-ms", "20",
     "--value-bytes-max", "65536", "--segment-size-bytes", str(1 << 20),
     "--compaction-bytes-per-second", str(8 << 20),
+    # One exchange per shard every 100 ms, so a sweep over the ~170
+    # partitions a node holds takes seconds (in-sync exchanges cost ~324 B;
+    # they run in the baseline windows too).
+    "--aae-interval-ms", "100",
 ]
 
 
@@ -84,6 +93,13 @@ class Node:
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate(); self.proc.wait()
+
+    def aae_in_sync(self):
+        out = subprocess.run([DYNAKV, "admin", "aae", "--json", "--node", f"{self.ip}:{self.port + 100}"],
+                             capture_output=True, text=True)
+        text = out.stdout
+        return (out.returncode == 0 and '"partitions": [{' in text and '"ready": false' not in text
+                and '"in_sync": false' not in text and '"last_compared_ms_ago": null' not in text)
 
     def metrics(self):
         text = urllib.request.urlopen(f"http://{self.ip}:{self.port + 50}/metrics", timeout=5).read().decode()
@@ -207,6 +223,25 @@ def repeat(r):
         row["hints"] = open_loop(nodes, f"hints-r{r}", rate)
         row["hints_before"], row["hints_after"] = held0, total(nodes, "dynakv_hints_held")
         row["hints_finish_s"] = wait_for("hint replay", lambda: total(nodes, "dynakv_hints_held") == 0)
+        # Anti-entropy over a wiped replica: node 3 loses its shard
+        # directory and comes back empty; the other primaries refill it.
+        keys3 = total([nodes[2]], "dynakv_store_keys")
+        nodes[2].stop()
+        for d in glob.glob(os.path.join(nodes[2].dir, "shard-*")):
+            if os.path.isdir(d):
+                shutil.rmtree(d)
+        nodes[2].start()
+        converge(nodes)
+        sent0 = total(nodes, "dynakv_aae_keys_sent_total")
+        bytes0 = total(nodes, "dynakv_aae_sent_bytes_total")
+        row["aae_keys_before"] = keys3
+        row["aae_keys_at_start"] = total([nodes[2]], "dynakv_store_keys")
+        row["aae"] = open_loop(nodes, f"aae-r{r}", rate)
+        row["aae_keys_after_window"] = total([nodes[2]], "dynakv_store_keys")
+        row["aae_finish_s"] = wait_for("anti-entropy repair", lambda: all(n.aae_in_sync() for n in nodes))
+        row["aae_sent"] = total(nodes, "dynakv_aae_keys_sent_total") - sent0
+        row["aae_bytes"] = total(nodes, "dynakv_aae_sent_bytes_total") - bytes0
+        row["aae_keys_final"] = total([nodes[2]], "dynakv_store_keys")
         # The baseline again, now that nothing runs in the background: the
         # ratio is taken against the mean of the two baseline p99s.
         compaction_idle(nodes)
@@ -227,7 +262,7 @@ def main():
     print(f"max closed-loop ops/s per repeat: {[round(r['max']) for r in rows]}; open-loop rate = half\n")
     print("| window | p50 us | p99 us | p99.9 us | p99 / mean baseline p99, median (per repeat); baseline row: after / before | errors | background work |")
     print("|---|---|---|---|---|---|---|")
-    for kind, label in (("baseline", "no background work (before and after)"), ("compact", "compaction running"), ("hints", "hint replay running")):
+    for kind, label in (("baseline", "no background work (before and after)"), ("compact", "compaction running"), ("hints", "hint replay running"), ("aae", "anti-entropy refilling a wiped replica")):
         ok = [r for r in rows if r.get(kind) and r.get("baseline") and r.get("baseline2")]
         js = [r[kind] for r in ok]
         if kind == "baseline":
@@ -245,6 +280,8 @@ def main():
             work = "; ".join(f"{r['compact_bytes'] / 1e6:.1f} MB compacted in window, dead {r['dead_before_mb']:.0f} -> {r['dead_after_mb']:.0f} MB, idle {r['compact_finish_s'] if r['compact_finish_s'] is None else round(r['compact_finish_s'], 1)} s after" for r in rows)
         elif kind == "hints":
             work = "; ".join(f"{r['hints_before']:.0f} -> {r['hints_after']:.0f} hints, none left after {r['hints_finish_s'] if r['hints_finish_s'] is None else round(r['hints_finish_s'], 1)} s" for r in rows)
+        elif kind == "aae":
+            work = "; ".join(f"node 3 keys {r['aae_keys_before']:.0f} before wipe, {r['aae_keys_at_start']:.0f} at start, {r['aae_keys_after_window']:.0f} after window, {r['aae_keys_final']:.0f} when all in sync ({r['aae_finish_s'] if r['aae_finish_s'] is None else round(r['aae_finish_s'], 1)} s after); {r['aae_sent']:.0f} sets / {r['aae_bytes'] / 1e6:.1f} MB sent" for r in rows if 'aae' in r)
         else:
             work = ""
         print(f"| {label} | {med([j['latency_us']['p50'] for j in js]):.0f} | {med([j['latency_us']['p99'] for j in js]):.0f} | "
