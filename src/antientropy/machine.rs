@@ -72,6 +72,25 @@ pub enum LocalAction {
     },
 }
 
+impl LocalAction {
+    /// Hands the action to the replica machine, which runs it under the
+    /// key's lock (the runtime's driver and the simulator both call this).
+    pub fn start_on(self, replica: &mut crate::replica::Replica) {
+        match self {
+            LocalAction::Merge {
+                partition,
+                key,
+                siblings,
+            } => replica.start_merge(partition, key, siblings),
+            LocalAction::Purge {
+                partition,
+                key,
+                expected,
+            } => replica.start_purge(partition, key, expected),
+        }
+    }
+}
+
 /// What one replica knows about its comparisons with one other primary.
 #[derive(Clone, Debug)]
 struct PeerSync {

@@ -221,18 +221,7 @@ impl ShardState {
                 {
                     let mut replica = self.replica.borrow_mut();
                     for action in actions {
-                        match action {
-                            LocalAction::Merge {
-                                partition,
-                                key,
-                                siblings,
-                            } => replica.start_merge(partition, key, siblings),
-                            LocalAction::Purge {
-                                partition,
-                                key,
-                                expected,
-                            } => replica.start_purge(partition, key, expected),
-                        }
+                        action.start_on(&mut replica);
                     }
                 }
                 self.pump();

@@ -1129,6 +1129,12 @@ impl<D: Disk> Store<D> {
                         chunk = whole.as_ref().to_vec();
                         continue;
                     }
+                    // The chunk ends inside the next record's header: read
+                    // on from there in the next round, it is not damage (a
+                    // header cut by the read boundary used to mark whole
+                    // segments damaged, and compaction then never touched
+                    // them again).
+                    Decoded::Invalid if pos > 0 && rest.len() < record::HEADER_BYTES => break,
                     _ => {
                         damaged = true;
                         break;

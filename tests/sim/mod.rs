@@ -29,9 +29,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use bytes::Bytes;
-use dynakv::antientropy::{
-    perform_io_observed, perform_scan, AaeConfig, AaeMessage, AntiEntropy, LocalAction,
-};
+use dynakv::antientropy::{perform_io_observed, perform_scan, AaeConfig, AaeMessage, AntiEntropy};
 use dynakv::membership::{
     AdminChange, ClaimedRing, Membership, MembershipConfig, MembershipMessage, MembershipState,
     NodeId,
@@ -796,18 +794,7 @@ impl Sim {
                 }
                 while let Some(action) = aae.poll_action() {
                     progressed = true;
-                    match action {
-                        LocalAction::Merge {
-                            partition,
-                            key,
-                            siblings,
-                        } => replica.start_merge(partition, key, siblings),
-                        LocalAction::Purge {
-                            partition,
-                            key,
-                            expected,
-                        } => replica.start_purge(partition, key, expected),
-                    }
+                    action.start_on(replica);
                 }
             }
             let aae_wake = aae.borrow().poll_timeout();
