@@ -1129,12 +1129,14 @@ impl<D: Disk> Store<D> {
                         chunk = whole.as_ref().to_vec();
                         continue;
                     }
-                    // The chunk ends inside the next record's header: read
-                    // on from there in the next round, it is not damage (a
-                    // header cut by the read boundary used to mark whole
-                    // segments damaged, and compaction then never touched
-                    // them again).
-                    Decoded::Invalid if pos > 0 && rest.len() < record::HEADER_BYTES => break,
+                    // Not decodable here, but not at the start of the read:
+                    // the chunk may end inside this record's header or key.
+                    // Read on from here in the next round; only a record
+                    // that does not decode at the start of a read is damage
+                    // (a header or key cut by the read boundary used to mark
+                    // whole segments damaged, and compaction then never
+                    // touched them again).
+                    Decoded::Invalid if pos > 0 => break,
                     _ => {
                         damaged = true;
                         break;
