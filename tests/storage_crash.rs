@@ -715,9 +715,10 @@ fn compaction_interleaved_with_writes_reclaims_every_dead_segment() {
     let store = block_on(Store::open(disk.clone(), cfg.clone()))
         .expect("open")
         .0;
+    let len = |round: usize| 100 + round % 3;
     for round in 0..40 {
         for i in 0..5000 {
-            put(&store, i, 100 + round % 3, Durability::Buffered).unwrap();
+            put(&store, i, len(round), Durability::Buffered).unwrap();
             if i % 50 == 0 {
                 block_on(store.compact_step(256 << 10)).unwrap();
             }
@@ -731,6 +732,6 @@ fn compaction_interleaved_with_writes_reclaims_every_dead_segment() {
         "compaction left dead segments behind: {after:?}"
     );
     for i in (0..5000).step_by(97) {
-        assert_eq!(get(&store, i), Some(value(i, 100 + 39 % 3)), "key {i}");
+        assert_eq!(get(&store, i), Some(value(i, len(39))), "key {i}");
     }
 }
