@@ -143,6 +143,20 @@ fn durable_writes_survive_kill_9_and_buffered_writes_survive_sigterm() {
 }
 
 #[test]
+fn a_node_restarts_on_its_ports_right_after_a_clean_stop() {
+    // The kernel tears a dead process's io_uring down asynchronously, so its
+    // listeners answer for a moment after it exited; start-up must not take
+    // that for another server (systemd restarts, rolling restarts).
+    let mut node = TestNode::start(1, &[]);
+    for _ in 0..3 {
+        assert!(node.terminate().success());
+        node.start_again_once()
+            .expect("restart at once on the same ports");
+        assert_eq!(node.cli(&["ping"]).0, 0);
+    }
+}
+
+#[test]
 fn a_wiped_shard_directory_never_reuses_an_incarnation() {
     // The incarnation is part of the shard's actor id: a shard that lost its
     // directory (a replaced disk) but keeps the node id must not start again

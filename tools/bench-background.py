@@ -82,7 +82,7 @@ class Node:
         extra = ["--seeds", self.seed] if self.seed else []
         self.proc = subprocess.Popen([DYNAKV, "server", "--data-dir", self.dir, "--listen", f"{self.ip}:{self.port}", "--shards", "1",
                                       "--http-listen", f"{self.ip}:{self.port + 50}", *SERVER_ARGS, *extra],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                     stdout=subprocess.PIPE, stderr=open(os.path.join(OUT, f"server-{self.ip}.log"), "a"), text=True)
         line = self.proc.stdout.readline()
         if not line.startswith("dynakv ready"):
             raise SystemExit(f"node {self.ip}:{self.port} did not start: {line!r}")

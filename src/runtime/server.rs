@@ -259,7 +259,20 @@ fn check_ports_free(config: &ServerConfig, shards: usize) -> Result<(), ServerEr
     addrs.extend(config.http_listen);
     addrs.extend(config.resp_listen);
     for addr in addrs {
-        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        // A predecessor that just exited can still answer for a moment: the
+        // kernel tears its io_uring instance down asynchronously, and the
+        // accept requests queued there keep its listening socket alive until
+        // then (seen on restarts right after a clean SIGTERM stop). Only a
+        // port that keeps answering for two seconds is taken.
+        let answers =
+            || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
+        let mut tries = 0;
+        while answers() {
+            tries += 1;
+            if tries < 20 {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
             return Err(ServerError::Bind(
                 addr,
                 std::io::Error::new(

@@ -180,6 +180,13 @@ impl TestNode {
         child.wait().expect("wait")
     }
 
+    /// Starts the (stopped) node again on the same directory and ports,
+    /// once, without the retries of `restart`.
+    #[allow(dead_code)]
+    pub fn start_again_once(&mut self) -> Result<(), String> {
+        self.spawn()
+    }
+
     /// Starts the node again on the same data directory and ports.
     pub fn restart(&mut self) {
         self.kill9();
