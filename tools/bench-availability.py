@@ -24,37 +24,18 @@ Environment: BENCH, DYNAKV, DURATION (s, 5), REPEATS (3), SHARDS (1), OUT,
 NODES (3; with 4 or more a fallback outside the preference list holds hints
 for node 3, so the replay phase replays them).
 """
-import json, os, socket, statistics, subprocess, sys, tempfile, time
+import os, statistics, subprocess, sys, tempfile, time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCH = os.environ.get("BENCH", os.path.join(ROOT, "target/debug/dynakv-bench"))
-DYNAKV = os.environ.get("DYNAKV", os.path.join(ROOT, "target/debug/dynakv"))
+from benchlib import admin_status, binaries, pick_port, results_dir, run_bench, start_server
+
+BENCH, DYNAKV = binaries("debug")
 DURATION = int(os.environ.get("DURATION", "5"))
 REPEATS = int(os.environ.get("REPEATS", "3"))
 SHARDS = int(os.environ.get("SHARDS", "1"))
-OUT = os.environ.get("OUT", os.path.join(ROOT, "target/bench-results", time.strftime("availability-%Y%m%dT%H%M%SZ", time.gmtime())))
-os.makedirs(OUT, exist_ok=True)
+OUT = results_dir("availability")
 NODES = int(os.environ.get("NODES", "3"))
 IPS = [f"127.0.0.{i + 1}" for i in range(NODES)]
 PHASES = ("all-up", "one-down", "replay")
-
-
-def port_free(ip, port):
-    s = socket.socket()
-    try:
-        s.bind((ip, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
-def pick_port(span):
-    for base in range(21000, 60000, 397):
-        if all(port_free(ip, p) for ip in IPS for p in list(range(base, base + span)) + list(range(base + 100, base + 100 + span))):
-            return base
-    raise SystemExit("no free ports")
 
 
 class Node:
@@ -64,12 +45,8 @@ class Node:
         self.start()
 
     def start(self):
-        self.proc = subprocess.Popen([DYNAKV, "server", "--data-dir", self.dir, "--listen", f"{self.ip}:{self.port}",
-                                      "--shards", str(SHARDS), *self.extra],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        line = self.proc.stdout.readline()
-        if not line.startswith("dynakv ready"):
-            raise SystemExit(f"node {self.ip}:{self.port} did not start: {line!r}")
+        self.proc = start_server(DYNAKV, ["--data-dir", self.dir, "--listen", f"{self.ip}:{self.port}",
+                                          "--shards", str(SHARDS), *self.extra])
 
     def stop(self):
         self.proc.terminate()
@@ -81,12 +58,7 @@ class Node:
         subprocess.run(["rm", "-rf", self.dir])
 
     def status(self):
-        out = subprocess.run([DYNAKV, "admin", "status", "--node", f"{self.ip}:{self.port + 100}", "--json"],
-                             capture_output=True, text=True)
-        try:
-            return json.loads(out.stdout)
-        except ValueError:
-            return None
+        return admin_status(DYNAKV, f"{self.ip}:{self.port + 100}")
 
 
 def reachable_members(node):
@@ -112,17 +84,10 @@ def wait_converged(nodes):
 
 
 def run(nodes, name):
-    path = os.path.join(OUT, f"{name}.json")
-    cmd = [BENCH, "--target", f"dynakv://{nodes[0].ip}:{nodes[0].port}", "--workload", "mixed", "--read-ratio", "0.5",
-           "--keys", "20000", "--value-size", "100", "--connections", "32", "--pipeline", "1", "--duration", f"{DURATION}s",
-           "--warmup", "0s", "--timeout", "10s", "--no-progress", "--json", path]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        print(f"run failed: {' '.join(cmd)}\n{done.stderr}", file=sys.stderr)
-        return None
-    j = json.load(open(path))
-    j["command"] = " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd)
-    return j
+    return run_bench(BENCH, OUT, name, [
+        "--target", f"dynakv://{nodes[0].ip}:{nodes[0].port}", "--workload", "mixed", "--read-ratio", "0.5",
+        "--keys", "20000", "--value-size", "100", "--connections", "32", "--pipeline", "1", "--duration", f"{DURATION}s",
+        "--warmup", "0s", "--timeout", "10s"])
 
 
 def main():
@@ -130,7 +95,7 @@ def main():
     hints_at = {p: [] for p in PHASES}
     hints_before_return = []
     for r in range(REPEATS):
-        port = pick_port(SHARDS + 1)
+        port = pick_port(IPS, list(range(SHARDS + 1)) + list(range(100, 100 + SHARDS + 1)))
         seed = f"127.0.0.1:{port + 100}"
         nodes = [Node(IPS[0], port, [])] + [Node(ip, port, ["--seeds", seed]) for ip in IPS[1:]]
         try:

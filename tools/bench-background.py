@@ -29,17 +29,16 @@ is left. Numbers come from each node's /metrics (admin HTTP port).
 Usage: tools/bench-background.py   (build first: cargo build --release --workspace)
 Environment: BENCH, DYNAKV, DURATION (s, 5), REPEATS (3), OUT.
 """
-import glob, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+import glob, json, os, shutil, statistics, subprocess, tempfile, time, urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCH = os.environ.get("BENCH", os.path.join(ROOT, "target/release/dynakv-bench"))
-DYNAKV = os.environ.get("DYNAKV", os.path.join(ROOT, "target/release/dynakv"))
+from benchlib import admin_status, binaries, pick_port, results_dir, run_bench, start_server
+
+BENCH, DYNAKV = binaries("release")
 DURATION = int(os.environ.get("DURATION", "5"))
 REPEATS = int(os.environ.get("REPEATS", "3"))
 HINT_KEYS = int(os.environ.get("HINT_KEYS", "2000"))
-OUT = os.environ.get("OUT", os.path.join(ROOT, "target/bench-results", time.strftime("background-%Y%m%dT%H%M%SZ", time.gmtime())))
-os.makedirs(OUT, exist_ok=True)
+OUT = results_dir("background")
 IPS = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
 SERVER_ARGS = [
     "--n-val", "2", "--r", "1", "--w", "2",
@@ -54,24 +53,6 @@ SERVER_ARGS = [
 ]
 
 
-def port_free(ip, port):
-    s = socket.socket()
-    try:
-        s.bind((ip, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
-def pick_port():
-    for base in range(23000, 60000, 389):
-        if all(port_free(ip, p) for ip in IPS for p in (base, base + 1, base + 50, base + 100)):
-            return base
-    raise SystemExit("no free ports")
-
-
 class Node:
     def __init__(self, ip, port, seed):
         self.dir = tempfile.mkdtemp(prefix="dynakv-bg-")
@@ -80,12 +61,9 @@ class Node:
 
     def start(self):
         extra = ["--seeds", self.seed] if self.seed else []
-        self.proc = subprocess.Popen([DYNAKV, "server", "--data-dir", self.dir, "--listen", f"{self.ip}:{self.port}", "--shards", "1",
-                                      "--http-listen", f"{self.ip}:{self.port + 50}", *SERVER_ARGS, *extra],
-                                     stdout=subprocess.PIPE, stderr=open(os.path.join(OUT, f"server-{self.ip}.log"), "a"), text=True)
-        line = self.proc.stdout.readline()
-        if not line.startswith("dynakv ready"):
-            raise SystemExit(f"node {self.ip}:{self.port} did not start: {line!r}")
+        self.proc = start_server(DYNAKV, ["--data-dir", self.dir, "--listen", f"{self.ip}:{self.port}", "--shards", "1",
+                                          "--http-listen", f"{self.ip}:{self.port + 50}", *SERVER_ARGS, *extra],
+                                 stderr=open(os.path.join(OUT, f"server-{self.ip}.log"), "a"))
 
     def kill(self):
         self.proc.kill(); self.proc.wait()
@@ -115,12 +93,8 @@ class Node:
         return out
 
     def members_seen(self):
-        out = subprocess.run([DYNAKV, "admin", "status", "--node", f"{self.ip}:{self.port + 100}", "--json"], capture_output=True, text=True)
-        try:
-            j = json.loads(out.stdout)
-            return sum(1 for m in j["members"] if m["reachable"])
-        except (ValueError, KeyError):
-            return 0
+        status = admin_status(DYNAKV, f"{self.ip}:{self.port + 100}")
+        return sum(1 for m in status.get("members", []) if m.get("reachable")) if status else 0
 
 
 def total(nodes, key):
@@ -136,16 +110,9 @@ def converge(nodes):
 
 
 def bench(nodes, name, extra, conns=50):
-    path = os.path.join(OUT, f"{name}.json")
-    cmd = [BENCH, "--target", f"dynakv://{nodes[0].ip}:{nodes[0].port}", "--value-size", "100", "--connections", str(conns),
-           "--pipeline", "1", "--timeout", "10s", "--no-progress", "--json", path, *extra]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        print(f"run failed: {' '.join(cmd)}\n{done.stderr}", file=sys.stderr)
-        return None
-    j = json.load(open(path))
-    j["command"] = " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd)
-    return j
+    return run_bench(BENCH, OUT, name, [
+        "--target", f"dynakv://{nodes[0].ip}:{nodes[0].port}", "--value-size", "100", "--connections", str(conns),
+        "--pipeline", "1", "--timeout", "10s", *extra])
 
 
 MEASURE = ["--workload", "mixed", "--read-ratio", "0.9", "--keys", "20000"]
@@ -179,7 +146,7 @@ def compaction_idle(nodes, quiet_s=3.0, limit_s=120):
 
 
 def repeat(r):
-    port = pick_port()
+    port = pick_port(IPS, (0, 1, 50, 100), start=23000)
     seed = f"127.0.0.1:{port + 100}"
     nodes = [Node(IPS[0], port, None)] + [Node(ip, port, seed) for ip in IPS[1:]]
     row = {}

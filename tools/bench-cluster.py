@@ -12,45 +12,27 @@ fraction, target 0 in steady state).
 Usage: tools/bench-cluster.py   (build first: cargo build --release --workspace)
 Environment: BENCH, DYNAKV, DURATION (s, 5), REPEATS (3), SHARDS (1), OUT.
 """
-import json, os, socket, statistics, subprocess, sys, tempfile, time
+import os, statistics, subprocess, tempfile, time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCH = os.environ.get("BENCH", os.path.join(ROOT, "target/release/dynakv-bench"))
-DYNAKV = os.environ.get("DYNAKV", os.path.join(ROOT, "target/release/dynakv"))
+from benchlib import admin_status, binaries, pick_port, results_dir, run_bench, start_server
+
+BENCH, DYNAKV = binaries("release")
 DURATION = int(os.environ.get("DURATION", "5"))
 REPEATS = int(os.environ.get("REPEATS", "3"))
 SHARDS = int(os.environ.get("SHARDS", "1"))
-OUT = os.environ.get("OUT", os.path.join(ROOT, "target/bench-results", time.strftime("cluster-%Y%m%dT%H%M%SZ", time.gmtime())))
-os.makedirs(OUT, exist_ok=True)
+OUT = results_dir("cluster")
 
 
-def port_free(ip, port):
-    s = socket.socket()
-    try:
-        s.bind((ip, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
-def pick_port(ips, span):
-    for base in range(21000, 60000, 397):
-        if all(port_free(ip, p) for ip in ips for p in list(range(base, base + span)) + list(range(base + 100, base + 100 + span))):
-            return base
-    raise SystemExit("no free ports")
+def ports(span):
+    """Client and shard ports, and the internode ports 100 above them."""
+    return list(range(span)) + list(range(100, 100 + span))
 
 
 class Node:
     def __init__(self, ip, port, shards, extra):
         self.dir = tempfile.mkdtemp(prefix="dynakv-cluster-")
         self.ip, self.port = ip, port
-        self.proc = subprocess.Popen([DYNAKV, "server", "--data-dir", self.dir, "--listen", f"{ip}:{port}", "--shards", str(shards), *extra],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        line = self.proc.stdout.readline()
-        if not line.startswith("dynakv ready"):
-            raise SystemExit(f"node {ip}:{port} did not start: {line!r}")
+        self.proc = start_server(DYNAKV, ["--data-dir", self.dir, "--listen", f"{ip}:{port}", "--shards", str(shards), *extra])
 
     def stop(self):
         self.proc.terminate(); self.proc.wait()
@@ -58,19 +40,16 @@ class Node:
 
 
 def members_seen(node):
-    out = subprocess.run([DYNAKV, "admin", "status", "--node", f"{node.ip}:{node.port + 100}", "--json"], capture_output=True, text=True)
-    try:
-        return len(json.loads(out.stdout)["members"])
-    except (ValueError, KeyError):
-        return 0
+    status = admin_status(DYNAKV, f"{node.ip}:{node.port + 100}")
+    return len(status.get("members", [])) if status else 0
 
 
 def start(kind):
     if kind == "single":
-        port = pick_port(["127.0.0.1"], 3 * SHARDS + 1)
+        port = pick_port(["127.0.0.1"], ports(3 * SHARDS + 1))
         return [Node("127.0.0.1", port, 3 * SHARDS, ["--n-val", "1", "--r", "1", "--w", "1"])]
     ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
-    port = pick_port(ips, SHARDS + 1)
+    port = pick_port(ips, ports(SHARDS + 1))
     seed = f"127.0.0.1:{port + 100}"
     nodes = [Node(ips[0], port, SHARDS, [])] + [Node(ip, port, SHARDS, ["--seeds", seed]) for ip in ips[1:]]
     deadline = time.time() + 30
@@ -82,17 +61,10 @@ def start(kind):
 
 
 def run(nodes, name):
-    path = os.path.join(OUT, f"{name}.json")
-    cmd = [BENCH, "--target", f"dynakv://{nodes[0].ip}:{nodes[0].port}", "--workload", "mixed", "--read-ratio", "0.9",
-           "--keys", "100000", "--value-size", "100", "--connections", "50", "--pipeline", "1", "--duration", f"{DURATION}s",
-           "--warmup", "1s", "--timeout", "10s", "--no-progress", "--json", path]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        print(f"run failed: {' '.join(cmd)}\n{done.stderr}", file=sys.stderr)
-        return None
-    j = json.load(open(path))
-    j["command"] = " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd)
-    return j
+    return run_bench(BENCH, OUT, name, [
+        "--target", f"dynakv://{nodes[0].ip}:{nodes[0].port}", "--workload", "mixed", "--read-ratio", "0.9",
+        "--keys", "100000", "--value-size", "100", "--connections", "50", "--pipeline", "1", "--duration", f"{DURATION}s",
+        "--warmup", "1s", "--timeout", "10s"])
 
 
 def main():

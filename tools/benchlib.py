@@ -1,0 +1,75 @@
+"""Shared pieces of the tools/bench-*.py scripts: where the binaries and the
+results go, free loopback ports, starting a server, asking its admin port,
+and running dynakv-bench with a JSON report.
+
+Each script keeps what is its own (its cluster shape, phases and table); this
+module holds what they all did the same way.
+"""
+import json, os, socket, subprocess, sys, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def binaries(profile):
+    """(BENCH, DYNAKV): the environment's, else target/PROFILE/."""
+    return (os.environ.get("BENCH", os.path.join(ROOT, f"target/{profile}/dynakv-bench")),
+            os.environ.get("DYNAKV", os.path.join(ROOT, f"target/{profile}/dynakv")))
+
+
+def results_dir(kind):
+    """$OUT, else target/bench-results/KIND-<UTC time>; created."""
+    out = os.environ.get("OUT", os.path.join(ROOT, "target/bench-results",
+                                             time.strftime(f"{kind}-%Y%m%dT%H%M%SZ", time.gmtime())))
+    os.makedirs(out, exist_ok=True)
+    return out
+
+
+def port_free(ip, port):
+    s = socket.socket()
+    try:
+        s.bind((ip, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def pick_port(ips, offsets, start=21000):
+    """A base port such that base + every offset is free on every IP."""
+    for base in range(start, 60000, 397):
+        if all(port_free(ip, base + o) for ip in ips for o in offsets):
+            return base
+    raise SystemExit("no free ports")
+
+
+def start_server(dynakv, args, stderr=subprocess.DEVNULL):
+    """Starts `dynakv server ARGS` and waits for its ready line."""
+    proc = subprocess.Popen([dynakv, "server", *args], stdout=subprocess.PIPE, stderr=stderr, text=True)
+    line = proc.stdout.readline()
+    if not line.startswith("dynakv ready"):
+        raise SystemExit(f"server {' '.join(args)} did not start: {line!r}")
+    return proc
+
+
+def admin_status(dynakv, internode):
+    """`dynakv admin status --json` of the node at INTERNODE (ip:port), or None."""
+    out = subprocess.run([dynakv, "admin", "status", "--node", internode, "--json"], capture_output=True, text=True)
+    try:
+        return json.loads(out.stdout)
+    except ValueError:
+        return None
+
+
+def run_bench(bench, out, name, args):
+    """Runs dynakv-bench ARGS with a JSON report OUT/NAME.json; returns the
+    report with the command line added, or None (the failure is printed)."""
+    path = os.path.join(out, f"{name}.json")
+    cmd = [bench, *args, "--no-progress", "--json", path]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"run failed: {' '.join(cmd)}\n{done.stderr}", file=sys.stderr)
+        return None
+    j = json.load(open(path))
+    j["command"] = " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd)
+    return j
