@@ -102,13 +102,12 @@ impl NodeInfo {
     }
 }
 
-/// Counters a shard keeps about itself (read by the admin surface later).
+/// Gauges the shard keeps outside `ShardMetrics` (requests and errors by
+/// operation are counted there).
 #[derive(Default)]
 pub(crate) struct ShardCounters {
     pub connections: Cell<usize>,
-    pub requests: Cell<u64>,
     pub forwarded: Cell<u64>,
-    pub errors: Cell<u64>,
 }
 
 /// A client request waiting for its `ClientReply`.
@@ -541,11 +540,9 @@ impl ShardState {
 
     /// Handles one complete inbound frame (without its length prefix).
     pub(crate) async fn handle_frame(self: &Rc<Self>, frame: Bytes, via_node_port: bool) -> Reply {
-        self.counters.requests.set(self.counters.requests.get() + 1);
         let request = match protocol::decode_request(frame.clone(), &self.node.limits) {
             Ok(request) => request,
             Err(e) => {
-                self.counters.errors.set(self.counters.errors.get() + 1);
                 ShardMetrics::bump(&self.metrics.invalid, 1);
                 let (id, response) = e.to_response();
                 return Reply::Response(id, response);
@@ -767,18 +764,15 @@ impl ShardState {
         };
         match result {
             Ok(response) => Reply::Response(id, response),
-            Err((code, message, acks)) => {
-                self.counters.errors.set(self.counters.errors.get() + 1);
-                Reply::Response(
-                    id,
-                    Response::Error {
-                        code,
-                        message,
-                        acks,
-                        routing: None,
-                    },
-                )
-            }
+            Err((code, message, acks)) => Reply::Response(
+                id,
+                Response::Error {
+                    code,
+                    message,
+                    acks,
+                    routing: None,
+                },
+            ),
         }
     }
 
