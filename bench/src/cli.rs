@@ -52,7 +52,9 @@ run:
   --seed N              random seed (default 1)
 output:
   --json FILE           write results as JSON
-  --hdr-log FILE        write the latency percentile distribution (HdrHistogram text)
+  --hdr-log FILE        write an HdrHistogram interval log (.hlog): one compressed
+                        histogram of the measured latencies per second, in us
+  --hdr-percentiles FILE  write the run's latency percentile distribution (.hgrm text)
   --plot FILE.svg       write a latency-by-percentile plot
   --no-progress         no live progress line (it is shown only on a terminal)
   -h, --help            this text
@@ -218,7 +220,10 @@ pub struct Config {
     pub seed: u64,
     pub quorum: QuorumOverride,
     pub json: Option<PathBuf>,
+    /// HdrHistogram interval log (one histogram per second).
     pub hdr_log: Option<PathBuf>,
+    /// HdrHistogram percentile distribution text of the whole run.
+    pub hdr_percentiles: Option<PathBuf>,
     pub plot: Option<PathBuf>,
     pub progress: bool,
     /// Pin thread i to the i-th CPU the process may run on.
@@ -380,6 +385,7 @@ pub fn parse_args(args: &[String]) -> Result<Config, UsageError> {
     let mut quorum = QuorumOverride::default();
     let mut json = None;
     let mut hdr_log = None;
+    let mut hdr_percentiles = None;
     let mut plot = None;
     let mut progress = true;
     let mut pin = false;
@@ -400,7 +406,7 @@ pub fn parse_args(args: &[String]) -> Result<Config, UsageError> {
             "--no-progress",
             "--pin",
         ];
-        const VALUED: [&str; 24] = [
+        const VALUED: [&str; 25] = [
             "--target",
             "--workload",
             "--read-ratio",
@@ -424,6 +430,7 @@ pub fn parse_args(args: &[String]) -> Result<Config, UsageError> {
             "--n",
             "--json",
             "--hdr-log",
+            "--hdr-percentiles",
             "--plot",
         ];
         if !SWITCHES.contains(&flag) && !VALUED.contains(&flag) {
@@ -545,6 +552,7 @@ pub fn parse_args(args: &[String]) -> Result<Config, UsageError> {
             }
             "--json" => json = Some(PathBuf::from(v)),
             "--hdr-log" => hdr_log = Some(PathBuf::from(v)),
+            "--hdr-percentiles" => hdr_percentiles = Some(PathBuf::from(v)),
             "--plot" => plot = Some(PathBuf::from(v)),
             _ => return Err(UsageError::UnknownFlag(arg.into())),
         }
@@ -605,6 +613,7 @@ pub fn parse_args(args: &[String]) -> Result<Config, UsageError> {
         quorum,
         json,
         hdr_log,
+        hdr_percentiles,
         plot,
         progress,
         pin,

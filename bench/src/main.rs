@@ -26,6 +26,7 @@ mod workload;
 use cli::{Config, RunLength, Scheme, UsageError};
 use codec::Codec;
 use engine::{Engine, EngineSetup, Progress, Router};
+use hdrhistogram::Histogram;
 use stats::{new_histogram, RunStats};
 use std::io::{IsTerminal, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -253,6 +254,9 @@ fn run(config: &Config) -> Result<ExitCode, String> {
     let pool = Arc::new(value_pool(config));
     let barrier = Arc::new(Barrier::new(threads));
     let show_progress = config.progress && std::io::stderr().is_terminal();
+    // The threads' once-a-second reports feed the live line and the
+    // interval log.
+    let report_intervals = show_progress || config.hdr_log.is_some();
     let (progress_tx, progress_rx) = mpsc::channel::<Progress>();
     let client_interval_ns = config
         .rate
@@ -293,7 +297,7 @@ fn run(config: &Config) -> Result<ExitCode, String> {
             seed: config.seed,
             value_pool: pool.clone(),
             space: space.clone(),
-            progress: show_progress.then(|| progress_tx.clone()),
+            progress: report_intervals.then(|| progress_tx.clone()),
         };
         let generator = prototype.clone();
         let barrier = barrier.clone();
@@ -328,9 +332,11 @@ fn run(config: &Config) -> Result<ExitCode, String> {
         handles.push(handle);
     }
     drop(progress_tx);
-    if show_progress {
-        print_progress(progress_rx, threads);
-    }
+    let intervals = if report_intervals {
+        collect_intervals(progress_rx, threads, show_progress)
+    } else {
+        Intervals::default()
+    };
 
     let mut merged = RunStats::default();
     let mut failure = None;
@@ -344,13 +350,29 @@ fn run(config: &Config) -> Result<ExitCode, String> {
     if let Some(why) = failure {
         return Err(why);
     }
-    report(config, &merged)
+    report(config, &merged, &intervals)
 }
 
-/// Prints one progress line a second from the threads' interval reports,
-/// until every thread has hung up.
-fn print_progress(rx: mpsc::Receiver<Progress>, threads: usize) {
+/// The measured latencies of each second of the run, for `--hdr-log`.
+#[derive(Default)]
+struct Intervals {
+    /// Wall-clock time when the threads started.
+    base: Option<std::time::SystemTime>,
+    /// (start offset from `base`, length, histogram), from the first
+    /// second that measured anything.
+    seconds: Vec<(Duration, Duration, Histogram<u64>)>,
+}
+
+/// Gathers the threads' once-a-second reports until every thread has hung
+/// up: one progress line a second when `show` is set, and each second's
+/// histogram for the interval log.
+fn collect_intervals(rx: mpsc::Receiver<Progress>, threads: usize, show: bool) -> Intervals {
     let start = std::time::Instant::now();
+    let mut intervals = Intervals {
+        base: Some(std::time::SystemTime::now()),
+        seconds: Vec::new(),
+    };
+    let mut interval_start = Duration::ZERO;
     let mut second = new_histogram();
     let (mut ok, mut errors, mut reports) = (0u64, 0u64, 0usize);
     let mut stderr = std::io::stderr();
@@ -361,33 +383,45 @@ fn print_progress(rx: mpsc::Receiver<Progress>, threads: usize) {
         let _ = second.add(&p.latency_ns);
         reports += 1;
         if reports % threads == 0 {
-            let (p50, p99) = if second.is_empty() {
-                (0.0, 0.0)
-            } else {
-                (
-                    second.value_at_percentile(50.0) as f64 / 1e3,
-                    second.value_at_percentile(99.0) as f64 / 1e3,
-                )
-            };
-            let _ = write!(
-                stderr,
-                "\r[{:>5.1}s] {:>10} ops/s  p50 {:>8.1} us  p99 {:>8.1} us  errors {:<8}",
-                start.elapsed().as_secs_f64(),
-                ok,
-                p50,
-                p99,
-                errors
-            );
-            let _ = stderr.flush();
+            let now = start.elapsed();
+            if !second.is_empty() || !intervals.seconds.is_empty() {
+                intervals
+                    .seconds
+                    .push((interval_start, now - interval_start, second.clone()));
+            }
+            interval_start = now;
+            if show {
+                let (p50, p99) = if second.is_empty() {
+                    (0.0, 0.0)
+                } else {
+                    (
+                        second.value_at_percentile(50.0) as f64 / 1e3,
+                        second.value_at_percentile(99.0) as f64 / 1e3,
+                    )
+                };
+                let _ = write!(
+                    stderr,
+                    "\r[{:>5.1}s] {:>10} ops/s  p50 {:>8.1} us  p99 {:>8.1} us  errors {:<8}",
+                    now.as_secs_f64(),
+                    ok,
+                    p50,
+                    p99,
+                    errors
+                );
+                let _ = stderr.flush();
+            }
             second.reset();
             ok = 0;
             errors = 0;
         }
     }
-    let _ = writeln!(stderr);
+    if show {
+        let _ = writeln!(stderr);
+    }
+    intervals
 }
 
-fn report(config: &Config, stats: &RunStats) -> Result<ExitCode, String> {
+fn report(config: &Config, stats: &RunStats, intervals: &Intervals) -> Result<ExitCode, String> {
     let summary = report::Summary::new(stats);
     let mode = match config.rate {
         Some(rate) => format!("open loop at {rate} req/s"),
@@ -463,6 +497,11 @@ fn report(config: &Config, stats: &RunStats) -> Result<ExitCode, String> {
         write(path, report::json(&summary, config))?;
     }
     if let Some(path) = &config.hdr_log {
+        let log = report::interval_log(intervals.base, &intervals.seconds)
+            .map_err(|e| format!("cannot encode the interval log: {e}"))?;
+        std::fs::write(path, log).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &config.hdr_percentiles {
         write(path, report::percentile_distribution(&t.latency_ns))?;
     }
     if let Some(path) = &config.plot {

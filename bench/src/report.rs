@@ -203,7 +203,7 @@ pub fn json(summary: &Summary<'_>, config: &Config) -> String {
         RunLength::Ops(n) => ("null".to_string(), n.to_string()),
     };
     let config_json = format!(
-        "{{\"target\":{},\"scheme\":{},\"workload\":{},\"read_ratio\":{},\"keys\":{},\"key_dist\":{},\"value_size_min\":{},\"value_size_max\":{},\"load\":{},\"warmup_s\":{},\"duration_s\":{},\"ops\":{},\"connections\":{},\"pipeline\":{},\"threads\":{},\"rate\":{},\"timeout_s\":{},\"connect_timeout_s\":{},\"pin\":{},\"seed\":{},\"r\":{},\"w\":{},\"n\":{},\"json\":{},\"hdr_log\":{},\"plot\":{}}}",
+        "{{\"target\":{},\"scheme\":{},\"workload\":{},\"read_ratio\":{},\"keys\":{},\"key_dist\":{},\"value_size_min\":{},\"value_size_max\":{},\"load\":{},\"warmup_s\":{},\"duration_s\":{},\"ops\":{},\"connections\":{},\"pipeline\":{},\"threads\":{},\"rate\":{},\"timeout_s\":{},\"connect_timeout_s\":{},\"pin\":{},\"seed\":{},\"r\":{},\"w\":{},\"n\":{},\"json\":{},\"hdr_log\":{},\"hdr_percentiles\":{},\"plot\":{}}}",
         json_string(&config.target.url),
         json_string(config.target.scheme.name()),
         json_string(config.workload.name()),
@@ -229,6 +229,7 @@ pub fn json(summary: &Summary<'_>, config: &Config) -> String {
         json_opt_u8(config.quorum.n),
         json_path(&config.json),
         json_path(&config.hdr_log),
+        json_path(&config.hdr_percentiles),
         json_path(&config.plot),
     );
     let t = &summary.total;
@@ -273,6 +274,45 @@ pub fn json(summary: &Summary<'_>, config: &Config) -> String {
         json_string(config.workload.name()),
         config_json,
     )
+}
+
+/// An HdrHistogram interval log (the `.hlog` format of HdrHistogram's
+/// `HistogramLogWriter`, read by `HistogramLogAnalyzer`, `hdr-plot` and
+/// HdrHistogram's `HistogramLogProcessor`): a header, then one line per
+/// second with its start offset from `base`, its length, its maximum and the
+/// histogram in the compressed V2 encoding. Values are recorded in
+/// nanoseconds and written with a max-value divisor of 1000, so the logged
+/// maxima read in microseconds as everywhere else in the tool.
+pub fn interval_log(
+    base: Option<std::time::SystemTime>,
+    seconds: &[(std::time::Duration, std::time::Duration, Histogram<u64>)],
+) -> Result<Vec<u8>, String> {
+    use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+    use hdrhistogram::serialization::V2DeflateSerializer;
+    let mut out = Vec::new();
+    let mut serializer = V2DeflateSerializer::new();
+    let mut builder = IntervalLogWriterBuilder::new();
+    builder.add_comment(
+        "dynakv-bench: measured request latency, one interval per second, values in ns",
+    );
+    if let Some(base) = base {
+        builder.with_start_time(base).with_base_time(base);
+    }
+    let mut writer = builder
+        .with_max_value_divisor(1000.0)
+        .begin_log_with(&mut out, &mut serializer)
+        .map_err(|e| e.to_string())?;
+    writer
+        .write_comment(
+            "Legend: StartTimestamp,Interval_Length,Interval_Max,Interval_Compressed_Histogram",
+        )
+        .map_err(|e| e.to_string())?;
+    for (start, length, histogram) in seconds {
+        writer
+            .write_histogram(histogram, *start, *length, None)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(out)
 }
 
 /// The percentile distribution in HdrHistogram's text format
@@ -601,5 +641,59 @@ mod tests {
         assert_eq!(nice_ceiling(730.0), 800.0);
         assert_eq!(nice_ceiling(150.0), 150.0);
         assert_eq!(nice_ceiling(1_010_827.0), 1_200_000.0);
+    }
+
+    #[test]
+    fn interval_log_reads_back_with_hdrhistogram() {
+        use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+        use hdrhistogram::serialization::Deserializer;
+        use std::time::{Duration, SystemTime};
+        let mut first = crate::stats::new_histogram();
+        for v in [1_000u64, 2_000, 3_000, 250_000] {
+            first.record(v).unwrap();
+        }
+        let mut second = crate::stats::new_histogram();
+        second.record(7_000).unwrap();
+        let seconds = vec![
+            (
+                Duration::from_millis(1000),
+                Duration::from_millis(1001),
+                first.clone(),
+            ),
+            (
+                Duration::from_millis(2001),
+                Duration::from_millis(999),
+                second,
+            ),
+        ];
+        let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_000);
+        let log = interval_log(Some(base), &seconds).unwrap();
+        let text = String::from_utf8(log.clone()).unwrap();
+        assert!(text.contains("#[StartTime: 1790000000.000"), "{text}");
+        assert!(text.contains("#[MaxValueDivisor: 1000.000]"), "{text}");
+        let mut read = Vec::new();
+        for entry in IntervalLogIterator::new(&log) {
+            if let LogEntry::Interval(h) = entry.unwrap() {
+                read.push((
+                    h.start_timestamp(),
+                    h.duration(),
+                    h.max(),
+                    h.encoded_histogram().to_string(),
+                ));
+            }
+        }
+        assert_eq!(read.len(), 2);
+        assert_eq!(read[0].0, Duration::from_millis(1000));
+        assert_eq!(read[1].1, Duration::from_millis(999));
+        // The maximum is written in microseconds (divisor 1000).
+        assert!((read[0].2 - 250.0).abs() < 1.0, "{}", read[0].2);
+        // The encoded histogram decodes to the recorded one.
+        let bytes =
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &read[0].3).unwrap();
+        let decoded: Histogram<u64> = Deserializer::new()
+            .deserialize(&mut std::io::Cursor::new(bytes))
+            .unwrap();
+        assert_eq!(decoded.len(), 4);
+        assert_eq!(decoded.value_at_quantile(1.0), first.value_at_quantile(1.0));
     }
 }

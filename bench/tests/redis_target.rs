@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::{bench, free_port, json_number, run_json};
+use common::{bench, free_port, json_number, run_json, temp_json};
+use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+use hdrhistogram::serialization::Deserializer;
+use hdrhistogram::Histogram;
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -73,16 +76,22 @@ fn ping_and_mixed_runs_against_redis_have_no_errors() {
     assert!(json_number(&json, "ops") > 0.0, "{json}");
     assert_eq!(json_number(&json, "errors"), 0.0, "{json}");
 
+    let hlog = temp_json("mixed-hlog");
+    let hgrm = temp_json("mixed-hgrm");
     let json = run_json(
         &[
             "--target",
             &target,
+            "--hdr-log",
+            hlog.to_str().unwrap(),
+            "--hdr-percentiles",
+            hgrm.to_str().unwrap(),
             "--workload",
             "mixed",
             "--read-ratio",
             "0.5",
             "--duration",
-            "1s",
+            "2s",
             "--connections",
             "8",
             "--pipeline",
@@ -104,6 +113,31 @@ fn ping_and_mixed_runs_against_redis_have_no_errors() {
         json.contains("\"get\":{") && json.contains("\"put\":{"),
         "{json}"
     );
+    // The interval log holds every measured request, one histogram per
+    // second, in HdrHistogram's own format.
+    let log = std::fs::read(&hlog).unwrap();
+    let mut counted = 0u64;
+    let mut intervals = 0;
+    for entry in IntervalLogIterator::new(&log) {
+        if let LogEntry::Interval(h) = entry.unwrap() {
+            let bytes = base64::Engine::decode(
+                &base64::engine::general_purpose::STANDARD,
+                h.encoded_histogram(),
+            )
+            .unwrap();
+            let histogram: Histogram<u64> = Deserializer::new()
+                .deserialize(&mut std::io::Cursor::new(bytes))
+                .unwrap();
+            counted += histogram.len();
+            intervals += 1;
+        }
+    }
+    assert!(intervals >= 2, "{intervals} intervals");
+    assert_eq!(counted as f64, json_number(&json, "ops"), "{json}");
+    let percentiles = std::fs::read_to_string(&hgrm).unwrap();
+    assert!(percentiles.contains("#[Max"), "{percentiles}");
+    let _ = std::fs::remove_file(hlog);
+    let _ = std::fs::remove_file(hgrm);
 
     // Open loop at a modest rate: the throughput follows the rate.
     let json = run_json(
