@@ -11,6 +11,11 @@ measured run without warm-up; the server's CPU seconds over the measured run
 come from /proc/PID/stat, so "ops per server CPU-s" covers exactly the
 measured requests (plus connection set-up).
 
+Latency under load (issue 4's target): on one node of LATENCY_SHARDS shards,
+the closed-loop GET maximum is measured, then GET and PING run open loop at
+50% and 75% of it (latency from each request's intended send time), and the
+table gives p50/p99/p99.9 of each against the PING at the same rate.
+
 Peers, same generator and CPU sets: Redis (one main thread; persistence off)
 pinned to the first server CPU, and memcached with as many worker threads as
 the largest shard count.
@@ -19,6 +24,7 @@ Usage: tools/bench-cores.py [--quick]     (build first: cargo build --release --
 Environment (defaults in brackets):
   BENCH, DYNAKV          binaries [target/release/...]
   REDIS, MEMCACHED       peer binaries [found on PATH; skipped when missing]
+  PEERS                  which peers to run ["redis,memcached"; "" for none]
   SHARDS                 shard counts ["1,2,4,8"]
   SERVER_CPUS, GEN_CPUS  CPU lists for taskset [first half / second half of the CPUs]
   GEN_THREADS            generator threads [number of GEN_CPUS]
@@ -26,6 +32,7 @@ Environment (defaults in brackets):
   PIPELINES              depths ["1,16"]
   DURATION               measured seconds per run [5]
   REPEATS                [3]
+  LATENCY_SHARDS         shard count of the latency-under-load table [4; 0 skips it]
   OUT                    results directory [target/bench-results/cores-<UTC time>]
 Prints markdown tables; every run's JSON is kept under OUT.
 """
@@ -61,10 +68,12 @@ PIPELINES = [int(p) for p in os.environ.get("PIPELINES", "1,16").split(",")]
 DURATION = int(os.environ.get("DURATION", "1" if QUICK else "5"))
 REPEATS = int(os.environ.get("REPEATS", "1" if QUICK else "3"))
 KEYS = 100_000
+LATENCY_SHARDS = int(os.environ.get("LATENCY_SHARDS", "2" if QUICK else "4"))
 OUT = results_dir("cores")
 HZ = os.sysconf("SC_CLK_TCK")
-REDIS = os.environ.get("REDIS") or shutil.which("redis-server")
-MEMCACHED = os.environ.get("MEMCACHED") or shutil.which("memcached")
+PEERS = os.environ.get("PEERS", "redis,memcached").split(",")
+REDIS = "redis" in PEERS and (os.environ.get("REDIS") or shutil.which("redis-server"))
+MEMCACHED = "memcached" in PEERS and (os.environ.get("MEMCACHED") or shutil.which("memcached"))
 
 
 def taskset(cpus):
@@ -138,6 +147,45 @@ def measure(server, name, pipeline, repeat):
     return j
 
 
+def latency_table():
+    """Open loop at 50% and 75% of the closed-loop GET maximum."""
+    shards = LATENCY_SHARDS
+    server = Server("dynakv", shards)
+    gen = taskset(GEN_CPUS)
+    common = ["--target", server.url, "--keys", str(KEYS), "--value-size", "100", "--connections", str(CONNS),
+              "--threads", str(GEN_THREADS), "--pin", "--timeout", "10s", "--no-load"]
+    bench = lambda name, *args: run_bench(gen[0], OUT, name, gen[1:] + [BENCH, *common, *args])
+    rows = []
+    try:
+        # Load every key once (a PUT of each key in order is not a workload;
+        # a mixed run with the load phase is).
+        run_bench(gen[0], OUT, "latency-load", gen[1:] + [BENCH, "--target", server.url, "--keys", str(KEYS),
+                  "--value-size", "100", "--connections", str(CONNS), "--threads", str(GEN_THREADS), "--pin",
+                  "--workload", "get", "--ops", "1000"])
+        top = bench("latency-max", "--workload", "get", "--pipeline", "1", "--duration", f"{DURATION}s", "--warmup", "1s")
+        if top is None:
+            return
+        peak = top["throughput_ops_s"]
+        for share in (0.5, 0.75):
+            rate = int(peak * share)
+            for workload in ("ping", "get"):
+                j = bench(f"latency-{workload}-{int(share * 100)}", "--workload", workload, "--rate", str(rate),
+                          "--duration", f"{DURATION}s", "--warmup", "1s")
+                if j:
+                    rows.append((share, workload, rate, j))
+    finally:
+        server.stop()
+    print(f"\n### Latency under load: one node, {shards} shards, open loop at 50% and 75% of the closed-loop GET "
+          f"maximum ({peak:.0f} ops/s at pipeline 1, {CONNS} connections)\n")
+    print("| load | op | rate asked | rate achieved | p50 us | p99 us | p99.9 us | p99.9 / p50 | errors |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for share, workload, rate, j in rows:
+        lat = j["latency_us"]
+        ratio = lat["p999"] / lat["p50"] if lat["p50"] else float("nan")
+        print(f"| {int(share * 100)}% | {workload} | {rate} | {j['throughput_ops_s']:.0f} | {lat['p50']:.0f} | "
+              f"{lat['p99']:.0f} | {lat['p999']:.0f} | {ratio:.1f} | {j['errors']} |")
+
+
 def main():
     if not (os.path.exists(BENCH) and os.path.exists(DYNAKV)):
         raise SystemExit("build first: cargo build --release --workspace")
@@ -181,6 +229,8 @@ def main():
             print(f"| {kind} | {n} | {med(t):.0f} | {min(t):.0f}-{max(t):.0f} | {ratio} | {med([j['ops_per_cpu_s'] for j in js]):.0f} | "
                   f"{lat('p50'):.0f} | {lat('p99'):.0f} | {lat('p999'):.0f} | {sum(j['errors'] for j in js)} | "
                   f"{any(j['generator_saturated'] for j in js)} |")
+    if LATENCY_SHARDS and LATENCY_SHARDS <= len(SERVER_CPUS):
+        latency_table()
     print(f"\nresults in {OUT}")
 
 
