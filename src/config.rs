@@ -587,6 +587,10 @@ mod tests {
         assert!(bad(&["--shards"]).contains("needs a value"));
         assert!(bad(&["--shards", "x"]).contains("bad value 'x'"));
         assert!(bad(&["--r", "4"]).contains("r <= n_val"));
+        // A typo in the log level would otherwise read as a target name and
+        // silence every line.
+        assert!(bad(&["--log-level", "inf"]).contains("'inf' is not a level"));
+        assert!(bad(&["--log-level", "dynakv=loud"]).contains("log_level"));
         let e = ServerConfig::from_toml("bogus = 1", std::path::Path::new("f.toml")).unwrap_err();
         assert!(e.to_string().contains("unknown field"), "{e}");
     }
