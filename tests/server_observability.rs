@@ -256,6 +256,18 @@ fn metrics_and_health_are_served_and_counters_move_with_requests() {
 /// Starts a 2-shard server with `extra` flags, stops it with SIGTERM and
 /// returns its stderr lines.
 fn server_log_lines(extra: &[&str]) -> Vec<String> {
+    // Ports are probed, then bound by the server: another test may take one
+    // in between, which costs a retry.
+    for _ in 0..10 {
+        if let Some(lines) = try_server_log_lines(extra) {
+            return lines;
+        }
+    }
+    panic!("no free ports for a test server after 10 tries");
+}
+
+/// One attempt of `server_log_lines`; `None` when a port was taken.
+fn try_server_log_lines(extra: &[&str]) -> Option<Vec<String>> {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     // Two shard ports in a row, neither of them the node or internode port.
@@ -307,15 +319,20 @@ fn server_log_lines(extra: &[&str]) -> Vec<String> {
         let _ = child.wait();
         let mut said = String::new();
         let _ = stderr.read_to_string(&mut said);
+        if said.contains("cannot listen") || said.contains("in use") {
+            return None;
+        }
         panic!("the server did not start: {ready}\n{said}");
     }
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
-    BufReader::new(stderr)
-        .lines()
-        .map_while(Result::ok)
-        .collect()
+    Some(
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect(),
+    )
 }
 
 #[test]
