@@ -100,6 +100,9 @@ pub struct ServerConfig {
     pub http_listen: Option<SocketAddr>,
     /// Log line format on stderr: `text` (human-readable) or `json`.
     pub log_format: LogFormat,
+    /// Which log lines are written: a level (`info`, `warn`, …, `off`) or
+    /// `target=level` directives separated by commas (docs/metrics.md §6).
+    pub log_level: String,
     /// Foreground p99 latency above which the background queue's shares
     /// are halved (the utilization monitor's target), in microseconds.
     pub foreground_latency_target_us: u64,
@@ -110,7 +113,7 @@ pub struct ServerConfig {
     /// Partition handoff rate limit per shard at full background share, in
     /// keys per second (received handoff and hint messages: twice this).
     pub handoff_keys_per_second: u64,
-    /// The Redis-protocol (RESP2) listener; `None` (the default) runs none.
+    /// The Redis-protocol (RESP2, RESP3 after `HELLO 3`) listener; `None` (the default) runs none.
     /// Every shard accepts on it, like the node port (docs/resp.md).
     pub resp_listen: Option<SocketAddr>,
     /// A file holding the cluster secret; when set, internode and admin
@@ -131,9 +134,9 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
-    /// `SECONDS.MILLIS LEVEL message`.
+    /// `tracing-subscriber`'s human-readable lines.
     Text,
-    /// One JSON object per line: `ts`, `level`, `msg`.
+    /// One JSON object per line: `ts`, `level`, `target`, `msg`, `fields`.
     Json,
 }
 
@@ -186,6 +189,7 @@ impl Default for ServerConfig {
             debug_last_write_wins: false,
             http_listen: None,
             log_format: LogFormat::Text,
+            log_level: "info".to_string(),
             foreground_latency_target_us: 2_000,
             background_shares_min: 10,
             background_shares_max: 500,
@@ -264,6 +268,7 @@ impl ServerConfig {
         "debug_last_write_wins",
         "http_listen",
         "log_format",
+        "log_level",
         "foreground_latency_target_us",
         "background_shares_min",
         "background_shares_max",
@@ -389,6 +394,7 @@ impl ServerConfig {
                 }
             }
             "log_format" => self.log_format = parse(name, value)?,
+            "log_level" => self.log_level = value.to_string(),
             "foreground_latency_target_us" => {
                 self.foreground_latency_target_us = parse(name, value)?
             }
@@ -412,6 +418,9 @@ impl ServerConfig {
     /// Checks ranges and relations between options.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if let Err(e) = crate::runtime::log::parse_filter(&self.log_level) {
+            return invalid(e);
+        }
         if !self.partitions.is_power_of_two() || !(1..=65_536).contains(&self.partitions) {
             return invalid(format!(
                 "partitions must be a power of two in 1..=65536, not {}",
@@ -578,6 +587,10 @@ mod tests {
         assert!(bad(&["--shards"]).contains("needs a value"));
         assert!(bad(&["--shards", "x"]).contains("bad value 'x'"));
         assert!(bad(&["--r", "4"]).contains("r <= n_val"));
+        // A typo in the log level would otherwise read as a target name and
+        // silence every line.
+        assert!(bad(&["--log-level", "inf"]).contains("'inf' is not a level"));
+        assert!(bad(&["--log-level", "dynakv=loud"]).contains("log_level"));
         let e = ServerConfig::from_toml("bogus = 1", std::path::Path::new("f.toml")).unwrap_err();
         assert!(e.to_string().contains("unknown field"), "{e}");
     }

@@ -253,57 +253,165 @@ fn metrics_and_health_are_served_and_counters_move_with_requests() {
     assert_eq!(get(addr, "/health").0, 200);
 }
 
-#[test]
-fn log_lines_are_json_on_request() {
+/// Starts a 2-shard server with `extra` flags, stops it with SIGTERM and
+/// returns its stderr lines.
+fn server_log_lines(extra: &[&str]) -> Vec<String> {
+    // Ports are probed, then bound by the server: another test may take one
+    // in between, which costs a retry.
+    for _ in 0..10 {
+        if let Some(lines) = try_server_log_lines(extra) {
+            return lines;
+        }
+    }
+    panic!("no free ports for a test server after 10 tries");
+}
+
+/// One attempt of `server_log_lines`; `None` when a port was taken.
+fn try_server_log_lines(extra: &[&str]) -> Option<Vec<String>> {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
+    // Two shard ports in a row, neither of them the node or internode port.
+    let base = loop {
+        let base = free_port();
+        let next_free = std::net::TcpListener::bind(("127.0.0.1", base.wrapping_add(1))).is_ok();
+        if base != port && base.wrapping_add(1) != port && next_free {
+            break base;
+        }
+    };
+    let internode = loop {
+        let candidate = free_port();
+        if ![port, base, base + 1].contains(&candidate) {
+            break candidate;
+        }
+    };
+    let mut args: Vec<String> = [
+        "server",
+        "--data-dir",
+        &tmp.path().display().to_string(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--shard-port-base",
+        &base.to_string(),
+        "--internode-listen",
+        &format!("127.0.0.1:{internode}"),
+        "--shards",
+        "2",
+        "--pin-shards",
+        "false",
+        "--io-memory-bytes",
+        "262144",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend(extra.iter().map(|a| a.to_string()));
     let mut child = Command::new(BIN)
-        .args([
-            "server",
-            "--data-dir",
-            &tmp.path().display().to_string(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--shard-port-base",
-            &free_port().to_string(),
-            "--internode-listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--shards",
-            "1",
-            "--pin-shards",
-            "false",
-            "--io-memory-bytes",
-            "262144",
-            "--log-format",
-            "json",
-        ])
+        .args(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    let stderr = child.stderr.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut ready = String::new();
     stdout.read_line(&mut ready).unwrap();
-    assert!(ready.starts_with("dynakv ready"), "{ready}");
+    if !ready.starts_with("dynakv ready") {
+        let _ = child.wait();
+        let mut said = String::new();
+        let _ = stderr.read_to_string(&mut said);
+        if said.contains("cannot listen") || said.contains("in use") {
+            return None;
+        }
+        panic!("the server did not start: {ready}\n{said}");
+    }
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
-    let lines: Vec<String> = BufReader::new(stderr)
-        .lines()
-        .map_while(Result::ok)
-        .collect();
-    assert!(lines.len() >= 3, "{lines:?}");
+    Some(
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect(),
+    )
+}
+
+#[test]
+fn log_lines_are_json_on_request() {
+    let lines = server_log_lines(&["--log-format", "json"]);
+    assert!(lines.len() >= 5, "{lines:?}");
+    let mut shards_seen = std::collections::BTreeSet::new();
     for line in &lines {
-        assert!(
-            line.starts_with("{\"ts\": ") && line.ends_with('}'),
-            "not a JSON log line: {line}"
-        );
-        let level = common::json_field(line, "level").expect("level");
+        let object: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(object["ts"].as_f64().is_some_and(|ts| ts > 1.0e9), "{line}");
+        let level = object["level"].as_str().expect("level");
         assert!(level == "INFO" || level == "WARN", "{line}");
-        assert!(common::json_field(line, "msg").is_some(), "{line}");
+        assert!(
+            object["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("dynakv")),
+            "{line}"
+        );
+        assert!(
+            object["msg"].as_str().is_some_and(|m| !m.is_empty()),
+            "{line}"
+        );
+        if let Some(fields) = object.get("fields") {
+            assert!(fields.is_object(), "{line}");
+            if let Some(shard) = fields.get("shard") {
+                shards_seen.insert(shard.as_u64().expect("shard is a number"));
+            }
+        }
+    }
+    // Every shard's lines carry its `shard` span field, with structured
+    // fields beside it rather than inside the message.
+    assert_eq!(shards_seen, [0, 1].into(), "{lines:?}");
+    let store_open: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|o| o["msg"] == "store open")
+        .collect();
+    assert_eq!(store_open.len(), 2, "{lines:?}");
+    for object in &store_open {
+        assert_eq!(object["fields"]["keys"], 0, "{object}");
+        assert!(object["fields"]["incarnation"].is_u64(), "{object}");
     }
     assert!(lines.iter().any(|l| l.contains("stopped cleanly")));
+}
+
+#[test]
+fn the_log_level_filter_drops_lines_below_it() {
+    // Text lines by default, with the shard span on shard lines.
+    let lines = server_log_lines(&[]);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" INFO shard{shard=1}:") && l.contains("store open")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("stopped cleanly")),
+        "{lines:?}"
+    );
+    // `warn` for everything but the server module, which keeps `info`:
+    // its lines stay, the shards' info lines (all in a shard span) go.
+    let lines = server_log_lines(&["--log-level", "warn,dynakv::runtime::server=info"]);
+    assert!(
+        lines.iter().any(|l| l.contains("stopped cleanly")),
+        "{lines:?}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("store open") || l.contains("flushed and synced")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| !l.contains(" INFO ") || !l.contains("shard{")),
+        "{lines:?}"
+    );
 }
 
 /// `admin status --json`: each shard's background shares.

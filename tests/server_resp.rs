@@ -41,6 +41,14 @@ fn start_with_resp() -> (TestNode, SocketAddr) {
     panic!("no node with a RESP listener could start");
 }
 
+/// Runs `redis-cli -3 --no-raw` (RESP3, replies shown with their types as
+/// on a terminal) with `args` against `resp`; returns its stdout.
+fn redis_cli3(resp: SocketAddr, args: &[&str]) -> String {
+    let mut all = vec!["-3", "--no-raw"];
+    all.extend_from_slice(args);
+    redis_cli(resp, &all)
+}
+
 /// Runs `redis-cli` with `args` against `resp`; returns its stdout.
 fn redis_cli(resp: SocketAddr, args: &[&str]) -> String {
     let out = Command::new("redis-cli")
@@ -88,14 +96,14 @@ fn redis_cli_runs_the_command_set() {
     assert_eq!(redis_cli(resp, &["exists", "a"]), "0");
     assert_eq!(redis_cli(resp, &["select", "0"]), "OK");
     assert!(redis_cli(resp, &["select", "1"]).contains("out of range"));
-    assert!(redis_cli(resp, &["set", "k", "v", "ex", "10"]).contains("not supported"));
+    assert!(redis_cli(resp, &["set", "k", "v", "ex", "10"]).contains("do not expire"));
     assert!(redis_cli(resp, &["auth", "secret"]).contains("without any password"));
-    assert!(redis_cli(resp, &["hello", "3"]).contains("NOPROTO"));
+    assert!(redis_cli(resp, &["hello", "4"]).contains("NOPROTO"));
     assert!(redis_cli(resp, &["hello", "2"]).contains("dynakv"));
     assert!(redis_cli(resp, &["nosuchcmd"]).contains("unknown command"));
     assert!(redis_cli(resp, &["get"]).contains("wrong number of arguments"));
     assert!(redis_cli(resp, &["info"]).contains("sibling_resolutions:0"));
-    assert_eq!(redis_cli(resp, &["command", "count"]), "19");
+    assert_eq!(redis_cli(resp, &["command", "count"]), "22");
     // Binary-safe values survive the round trip.
     assert_eq!(
         raw(
@@ -113,6 +121,128 @@ fn redis_cli_runs_the_command_set() {
         "+PONG\r\n+OK\r\n$9\r\ntwo words\r\n+OK\r\n",
         "QUIT answers and closes; nothing after it runs"
     );
+}
+
+/// SET's NX, XX and GET options, SETNX, GETSET and GETDEL: read the key,
+/// decide, write with the read's context (docs/resp.md).
+#[test]
+fn set_options_nx_xx_and_get_read_then_write_with_the_context() {
+    let (node, resp) = start_with_resp();
+    let cli = |args: &[&str]| redis_cli(resp, args);
+    // NX writes only where no live value exists.
+    assert_eq!(cli(&["set", "n", "v1", "nx"]), "OK");
+    assert_eq!(cli(&["set", "n", "v2", "nx"]), "", "refused: a nil");
+    assert_eq!(cli(&["get", "n"]), "v1");
+    // XX writes only where one does.
+    assert_eq!(cli(&["set", "fresh", "v", "xx"]), "");
+    assert_eq!(cli(&["exists", "fresh"]), "0");
+    assert_eq!(cli(&["set", "n", "v3", "XX"]), "OK");
+    assert_eq!(cli(&["get", "n"]), "v3");
+    // GET answers the value before; with a failed condition nothing is written.
+    assert_eq!(cli(&["set", "n", "v4", "get"]), "v3");
+    assert_eq!(cli(&["set", "n", "v5", "nx", "get"]), "v4");
+    assert_eq!(cli(&["get", "n"]), "v4");
+    assert_eq!(cli(&["set", "fresh", "v", "xx", "get"]), "");
+    assert_eq!(cli(&["exists", "fresh"]), "0");
+    // A deleted key (a tombstone) counts as absent for NX.
+    assert_eq!(cli(&["del", "n"]), "1");
+    assert_eq!(cli(&["set", "n", "again", "nx"]), "OK");
+    assert_eq!(cli(&["get", "n"]), "again");
+    // Bad combinations and expiry are refused, and say why.
+    assert!(cli(&["set", "k", "v", "nx", "xx"]).contains("syntax error"));
+    assert!(cli(&["set", "k", "v", "bogus"]).contains("syntax error"));
+    for expiry in [
+        &["px", "100"][..],
+        &["exat", "1"],
+        &["pxat", "1"],
+        &["keepttl"],
+    ] {
+        let mut args = vec!["set", "k", "v"];
+        args.extend_from_slice(expiry);
+        assert!(cli(&args).contains("do not expire"), "{expiry:?}");
+    }
+    assert_eq!(cli(&["exists", "k"]), "0", "a refused SET writes nothing");
+    // SETNX, GETSET, GETDEL.
+    assert_eq!(cli(&["setnx", "s", "1"]), "1");
+    assert_eq!(cli(&["setnx", "s", "2"]), "0");
+    assert_eq!(cli(&["getset", "s", "3"]), "1");
+    assert_eq!(cli(&["getset", "new", "x"]), "");
+    assert_eq!(cli(&["get", "new"]), "x");
+    assert_eq!(cli(&["getdel", "s"]), "3");
+    assert_eq!(cli(&["exists", "s"]), "0");
+    assert_eq!(cli(&["getdel", "s"]), "");
+
+    // On a key with siblings, GET answers the deterministic winner and the
+    // write's context supersedes every sibling read: one value is left.
+    let mut client = Client::connect(node.listen, ClientOptions::default()).expect("connect");
+    for value in [&b"apple"[..], b"pear"] {
+        client
+            .put(b"cart", value, None, Quorum::DEFAULT)
+            .expect("put");
+    }
+    assert_eq!(client.get(b"cart").expect("get").values.len(), 2);
+    assert_eq!(cli(&["set", "cart", "fig", "nx", "get"]), "pear");
+    assert_eq!(client.get(b"cart").expect("get").values.len(), 2);
+    assert_eq!(cli(&["set", "cart", "fig", "xx", "get"]), "pear");
+    assert_eq!(
+        client.get(b"cart").expect("get").values,
+        vec![bytes::Bytes::from("fig")]
+    );
+}
+
+/// `HELLO 3` switches a connection to RESP3: the server map, `_` nulls,
+/// INFO as verbatim text, DYN.GET as a map; the real `redis-cli -3`
+/// (which sends `HELLO 3` itself on connecting) reads them all.
+#[test]
+fn resp3_after_hello_3_and_redis_cli_dash_3_reads_it() {
+    let (_node, resp) = start_with_resp();
+    let answer = raw(
+        resp,
+        b"GET none\r\nHELLO 3 SETNAME probe\r\nGET none\r\nMGET none\r\nCLIENT GETNAME\r\nHELLO\r\nHELLO 2\r\nGET none\r\nHELLO 4\r\nHELLO 3 AUTH u p\r\nGET none\r\n",
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    let map = |marker: &str, proto: u8| {
+        format!(
+            "{marker}\r\n$6\r\nserver\r\n$6\r\ndynakv\r\n$7\r\nversion\r\n${}\r\n{version}\r\n$5\r\nproto\r\n:{proto}\r\n",
+            version.len()
+        )
+    };
+    let mut at = 0;
+    let mut expect = |part: &str| {
+        let found = answer[at..]
+            .find(part)
+            .unwrap_or_else(|| panic!("{part:?} not after {at} in {answer:?}"));
+        at += found + part.len();
+    };
+    expect("$-1\r\n");
+    expect(&map("%7", 3));
+    expect("$7\r\nmodules\r\n*0\r\n_\r\n*1\r\n_\r\n$5\r\nprobe\r\n");
+    expect(&map("%7", 3));
+    expect(&map("*14", 2));
+    expect("$-1\r\n-NOPROTO");
+    // A refused HELLO changes nothing: still RESP2.
+    expect("-ERR HELLO AUTH");
+    expect("\r\n$-1\r\n");
+
+    let cli = |args: &[&str]| redis_cli3(resp, args);
+    assert!(cli(&["hello", "3"]).contains("\"proto\" => (integer) 3"));
+    assert_eq!(cli(&["get", "missing"]), "(nil)");
+    assert_eq!(cli(&["set", "k", "v"]), "OK");
+    assert_eq!(cli(&["set", "k", "w", "get"]), "\"v\"");
+    let info = cli(&["info"]);
+    assert!(info.contains("sibling_resolutions:0"), "{info}");
+    assert!(
+        !info.contains("txt:"),
+        "a verbatim string's format is not shown: {info}"
+    );
+    let dyn_get = cli(&["dyn.get", "k"]);
+    assert!(
+        dyn_get.contains("\"context\" =>") && dyn_get.contains("\"siblings\" =>"),
+        "{dyn_get}"
+    );
+    assert!(dyn_get.contains("\"w\""), "{dyn_get}");
+    let config = cli(&["config", "get", "appendonly"]);
+    assert!(config.contains("\"appendonly\" => \"no\""), "{config}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! The Redis protocol (RESP2) front end's pure half: a bounded, incremental
-//! command parser and a reply encoder. No sockets, no clocks; the glommio
+//! The Redis protocol front end's pure half: a bounded, incremental command
+//! parser and a reply encoder for RESP2 and RESP3 (chosen per connection by
+//! `HELLO`). No sockets, no clocks; the glommio
 //! connection task that uses it is `runtime/resp.rs`, and docs/resp.md is the
 //! user's page.
 //!
@@ -325,8 +326,32 @@ fn split_inline(line: &[u8]) -> Result<Vec<Bytes>, RespError> {
     Ok(args)
 }
 
-/// Appends RESP2 replies to an output buffer.
+/// The reply protocol a connection speaks: RESP2 until the client sends
+/// `HELLO 3`. Only the types RESP2 lacks differ; simple strings, errors,
+/// integers, bulk strings and arrays are written the same in both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// RESP2: nulls are `$-1`, maps are flat arrays, text is a bulk string.
+    #[default]
+    Resp2,
+    /// RESP3: `_` nulls, `%` maps, `~` sets and `=` verbatim strings.
+    Resp3,
+}
+
+impl Protocol {
+    /// The number `HELLO` reports as `proto`.
+    pub fn version(self) -> i64 {
+        match self {
+            Protocol::Resp2 => 2,
+            Protocol::Resp3 => 3,
+        }
+    }
+}
+
+/// Appends replies to an output buffer.
 pub mod reply {
+    use super::Protocol;
+
     /// `+OK`-style status.
     pub fn simple(out: &mut Vec<u8>, text: &str) {
         out.push(b'+');
@@ -356,14 +381,53 @@ pub mod reply {
         out.extend_from_slice(b"\r\n");
     }
 
-    /// The null bulk string `$-1`.
+    /// The RESP2 null bulk string `$-1`.
     pub fn nil(out: &mut Vec<u8>) {
         out.extend_from_slice(b"$-1\r\n");
+    }
+
+    /// A missing value: `$-1` in RESP2, `_` in RESP3.
+    pub fn null(out: &mut Vec<u8>, protocol: Protocol) {
+        match protocol {
+            Protocol::Resp2 => nil(out),
+            Protocol::Resp3 => out.extend_from_slice(b"_\r\n"),
+        }
     }
 
     /// An array header `*N`; the caller appends the N elements.
     pub fn array(out: &mut Vec<u8>, len: usize) {
         out.extend_from_slice(format!("*{len}\r\n").as_bytes());
+    }
+
+    /// A map header for `pairs` key/value pairs: `%N` in RESP3, an array
+    /// of `2N` alternating keys and values in RESP2. The caller appends
+    /// key, value, key, value….
+    pub fn map(out: &mut Vec<u8>, pairs: usize, protocol: Protocol) {
+        match protocol {
+            Protocol::Resp2 => array(out, pairs * 2),
+            Protocol::Resp3 => out.extend_from_slice(format!("%{pairs}\r\n").as_bytes()),
+        }
+    }
+
+    /// A set header: `~N` in RESP3, an array in RESP2.
+    pub fn set(out: &mut Vec<u8>, len: usize, protocol: Protocol) {
+        match protocol {
+            Protocol::Resp2 => array(out, len),
+            Protocol::Resp3 => out.extend_from_slice(format!("~{len}\r\n").as_bytes()),
+        }
+    }
+
+    /// Human-readable text (INFO): a verbatim string `=N\r\ntxt:…` in
+    /// RESP3, which clients print as is; a bulk string in RESP2.
+    pub fn text(out: &mut Vec<u8>, text: &str, protocol: Protocol) {
+        match protocol {
+            Protocol::Resp2 => bulk(out, text.as_bytes()),
+            Protocol::Resp3 => {
+                out.extend_from_slice(format!("={}\r\ntxt:", text.len() + 4).as_bytes());
+                out.extend_from_slice(text.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
     }
 }
 
@@ -527,6 +591,26 @@ mod tests {
         assert_eq!(hex_decode(b"0001ABff").unwrap(), bytes);
         assert_eq!(hex_decode(b"abc"), None);
         assert_eq!(hex_decode(b"zz"), None);
+    }
+
+    #[test]
+    fn resp3_types_and_their_resp2_fallbacks() {
+        let mut two = Vec::new();
+        let mut three = Vec::new();
+        for (out, protocol) in [(&mut two, Protocol::Resp2), (&mut three, Protocol::Resp3)] {
+            reply::null(out, protocol);
+            reply::map(out, 2, protocol);
+            reply::set(out, 1, protocol);
+            reply::text(out, "a:1\r\n", protocol);
+        }
+        assert_eq!(two, b"$-1\r\n*4\r\n*1\r\n$5\r\na:1\r\n\r\n".to_vec());
+        // The verbatim length counts the `txt:` prefix and the text.
+        assert_eq!(three, b"_\r\n%2\r\n~1\r\n=9\r\ntxt:a:1\r\n\r\n".to_vec());
+        assert_eq!(Protocol::default(), Protocol::Resp2);
+        assert_eq!(
+            (Protocol::Resp2.version(), Protocol::Resp3.version()),
+            (2, 3)
+        );
     }
 
     #[test]

@@ -679,7 +679,7 @@ impl MembershipDriver {
         if owns_nothing && drained && hints == 0 {
             match self.machine.admin(AdminChange::Remove { node: me }) {
                 Ok(()) => log::info!("handoff complete: this node left the cluster"),
-                Err(e) => log::warning!("cannot complete the leave: {e}"),
+                Err(e) => log::warning!(error = %e, "cannot complete the leave"),
             }
         }
     }
@@ -733,7 +733,7 @@ impl MembershipDriver {
                 &self.book,
                 self.machine.ring(),
             ) {
-                log::warning!("cannot persist the membership state: {e}");
+                log::warning!(error = %e, "cannot persist the membership state");
             }
         }
         let suspects = self.machine.suspected();
@@ -749,12 +749,12 @@ impl MembershipDriver {
             );
             if topology.epoch != current.epoch {
                 log::info!(
-                    "ring epoch {} -> {}: {} members, N = {}, {} partitions moved",
-                    current.epoch,
-                    topology.epoch,
-                    topology.members.len(),
-                    topology.n_val,
-                    topology.ring.ring.nodes_moved_from(&current.ring.ring)
+                    epoch_before = current.epoch,
+                    epoch = topology.epoch,
+                    members = topology.members.len(),
+                    n_val = topology.n_val,
+                    partitions_moved = topology.ring.ring.nodes_moved_from(&current.ring.ring),
+                    "ring epoch changed"
                 );
             }
             self.next_version += 1;

@@ -32,7 +32,7 @@ pub(crate) async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener, vi
             Ok(stream) => stream,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                log::warning!("shard {}: accept failed: {e}", shard.index);
+                log::warning!(error = %e, "client accept failed");
                 glommio::timer::sleep(Duration::from_millis(50)).await;
                 continue;
             }

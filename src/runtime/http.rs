@@ -34,7 +34,7 @@ pub(crate) async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener) {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
             Err(e) => {
-                log::warning!("admin http accept failed: {e}");
+                log::warning!(error = %e, "admin http accept failed");
                 glommio::timer::sleep(Duration::from_millis(50)).await;
                 continue;
             }

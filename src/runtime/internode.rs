@@ -335,7 +335,7 @@ pub(crate) async fn accept_loop<H: InboundHandler>(
         let stream = match listener.accept().await {
             Ok(stream) => stream,
             Err(e) => {
-                log::warning!("internode accept failed: {e}");
+                log::warning!(error = %e, "internode accept failed");
                 glommio::timer::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -351,7 +351,7 @@ pub(crate) async fn accept_loop<H: InboundHandler>(
                         .peer_addr()
                         .map(|a| a.to_string())
                         .unwrap_or_default();
-                    log::warning!("internode connection from {peer} refused: {e}");
+                    log::warning!(%peer, error = %e, "internode connection refused");
                     let _ = stream.close().await;
                     return;
                 }

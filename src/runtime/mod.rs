@@ -21,7 +21,7 @@ mod forward;
 mod http;
 mod internode;
 mod limits;
-mod log;
+pub(crate) mod log;
 mod memlock;
 mod metrics;
 mod resp;

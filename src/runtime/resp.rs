@@ -5,6 +5,9 @@
 //! semantics: forwarded once to the owning shard or node, quorum in a
 //! cluster). docs/resp.md is the user's page.
 //!
+//! The connection speaks RESP2 until `HELLO 3` switches it to RESP3; only
+//! the reply shapes RESP2 lacks (nulls, maps, sets, verbatim text) differ.
+//!
 //! Commands on one connection run one after another, because RESP replies
 //! must leave in request order; a pipelining client still gets every reply
 //! of a batch in one write. Redis's last-writer-wins commands are mapped onto
@@ -25,7 +28,7 @@ use super::shard::{connection_allowed, Reply, ShardState};
 use crate::protocol::{
     self, ErrorCode, Quorum, Request, RequestFrame, Response, Sibling, FRAME_LENGTH_BYTES,
 };
-use crate::resp::{self, reply, RespLimits, RespParser};
+use crate::resp::{self, reply, Protocol, RespLimits, RespParser};
 
 /// Size of each read from a socket.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
@@ -53,7 +56,7 @@ pub(crate) async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener) {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
             Err(e) => {
-                log::warning!("shard {}: RESP accept failed: {e}", shard.index);
+                log::warning!(error = %e, "RESP accept failed");
                 glommio::timer::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -112,6 +115,8 @@ async fn serve(shard: &Rc<ShardState>, mut stream: TcpStream) {
         shard: shard.clone(),
         next_id: 1,
         quit: false,
+        protocol: Protocol::Resp2,
+        name: None,
     };
     let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
@@ -170,6 +175,55 @@ struct Session {
     next_id: u64,
     /// Set by QUIT: reply, then close.
     quit: bool,
+    /// The reply protocol, RESP2 until `HELLO 3`.
+    protocol: Protocol,
+    /// The name given by `CLIENT SETNAME` or `HELLO … SETNAME`.
+    name: Option<Bytes>,
+}
+
+/// What `SET` does besides writing: its `NX`/`XX` condition and `GET`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct SetOptions {
+    /// `NX`: write only if the key holds no live value.
+    if_absent: bool,
+    /// `XX`: write only if the key holds a live value.
+    if_present: bool,
+    /// `GET`: answer the value the key held before (its deterministic winner).
+    get_old: bool,
+}
+
+impl SetOptions {
+    /// Parses the options after `SET key value`. Expiry options are refused:
+    /// dynakv has no expiry.
+    fn parse(options: &[Bytes]) -> Outcome<SetOptions> {
+        let mut parsed = SetOptions::default();
+        for option in options {
+            match option.to_ascii_uppercase().as_slice() {
+                b"NX" => parsed.if_absent = true,
+                b"XX" => parsed.if_present = true,
+                b"GET" => parsed.get_old = true,
+                b"EX" | b"PX" | b"EXAT" | b"PXAT" | b"KEEPTTL" => {
+                    return Err(format!(
+                        "ERR SET {} is not supported: dynakv keys do not expire (NX, XX and GET are supported)",
+                        String::from_utf8_lossy(option).to_ascii_uppercase()
+                    ))
+                }
+                _ => return Err("ERR syntax error".into()),
+            }
+        }
+        if parsed.if_absent && parsed.if_present {
+            return Err("ERR syntax error (NX and XX together)".into());
+        }
+        Ok(parsed)
+    }
+}
+
+/// What a conditional `SET` did.
+struct SetOutcome {
+    /// Whether the value was written (false: the NX/XX condition failed).
+    written: bool,
+    /// The deterministic winner among the live values read before writing.
+    old: Option<Bytes>,
 }
 
 /// What a failed internal request says, as a RESP error line.
@@ -237,6 +291,12 @@ impl Session {
     /// The value a plain GET shows: one deterministic live winner.
     async fn get_winner(&mut self, key: &Bytes) -> Outcome<Option<Bytes>> {
         let (siblings, _) = self.get(key).await?;
+        Ok(self.winner(&siblings))
+    }
+
+    /// The deterministic live winner among `siblings`, counted in
+    /// `sibling_resolutions` when there was a choice to make.
+    fn winner(&self, siblings: &[Sibling]) -> Option<Bytes> {
         let live: Vec<&Bytes> = siblings
             .iter()
             .filter(|s| !s.tombstone)
@@ -245,7 +305,7 @@ impl Session {
         if live.len() > 1 {
             bump(&self.shard.node.resp_stats.sibling_resolutions);
         }
-        Ok(resp::deterministic_winner(live.into_iter()).cloned())
+        resp::deterministic_winner(live.into_iter()).cloned()
     }
 
     async fn put(&mut self, key: &Bytes, value: Bytes, context: Option<Bytes>) -> Outcome<Bytes> {
@@ -266,9 +326,38 @@ impl Session {
 
     /// SET: supersede whatever the key holds now.
     async fn set(&mut self, key: &Bytes, value: Bytes) -> Outcome<()> {
+        self.set_with(key, value, SetOptions::default())
+            .await
+            .map(|_| ())
+    }
+
+    /// SET with NX/XX/GET: read the key (R replicas), decide from what was
+    /// read, and write with the read's context so the new value supersedes
+    /// exactly the versions read. Check-then-write, not atomic: a writer
+    /// racing between the read and the write makes a sibling, never a lost
+    /// update (docs/resp.md).
+    async fn set_with(
+        &mut self,
+        key: &Bytes,
+        value: Bytes,
+        options: SetOptions,
+    ) -> Outcome<SetOutcome> {
         let (siblings, context) = self.get(key).await?;
-        let context = (!siblings.is_empty() && !context.is_empty()).then_some(context);
-        self.put(key, value, context).await.map(|_| ())
+        let exists = siblings.iter().any(|s| !s.tombstone);
+        let old = if options.get_old {
+            self.winner(&siblings)
+        } else {
+            None
+        };
+        let write = !(options.if_absent && exists || options.if_present && !exists);
+        if write {
+            let context = (!siblings.is_empty() && !context.is_empty()).then_some(context);
+            self.put(key, value, context).await?;
+        }
+        Ok(SetOutcome {
+            written: write,
+            old,
+        })
     }
 
     /// DEL of one key: true when it held a live value.
@@ -277,6 +366,11 @@ impl Session {
         if !siblings.iter().any(|s| !s.tombstone) {
             return Ok(false);
         }
+        self.delete_with(key, context).await.map(|()| true)
+    }
+
+    /// Writes a tombstone superseding the versions `context` summarises.
+    async fn delete_with(&mut self, key: &Bytes, context: Bytes) -> Outcome<()> {
         match self
             .call(Request::Delete {
                 key: key.clone(),
@@ -285,7 +379,7 @@ impl Session {
             })
             .await
         {
-            Response::Delete => Ok(true),
+            Response::Delete => Ok(()),
             Response::Error { code, message, .. } => Err(error_text(code, &message)),
             other => Err(format!("ERR unexpected reply {other:?}")),
         }
@@ -332,31 +426,51 @@ impl Session {
                 self.quit = true;
             }
             "HELLO" => {
-                if let Some(version) = args.get(1) {
-                    match &version[..] {
-                        b"2" => {}
-                        b"3" => {
+                let protocol = match args.get(1) {
+                    None => self.protocol,
+                    Some(version) => match &version[..] {
+                        b"2" => Protocol::Resp2,
+                        b"3" => Protocol::Resp3,
+                        _ => {
                             return Err(
-                                "NOPROTO this server speaks RESP2 only; HELLO 3 is not supported"
+                                "NOPROTO unsupported protocol version (dynakv speaks 2 and 3)"
                                     .into(),
                             )
                         }
-                        _ => return Err("NOPROTO unsupported protocol version".into()),
-                    }
-                    if argc > 2 {
-                        return Err(
-                            "ERR HELLO options (AUTH, SETNAME) are not supported by dynakv".into(),
-                        );
+                    },
+                };
+                let mut name = None;
+                let mut i = 2;
+                while i < argc {
+                    let option = args[i].to_ascii_uppercase();
+                    if option == b"AUTH" && i + 2 < argc {
+                        return Err("ERR HELLO AUTH: dynakv has no client passwords; bind the RESP listener to a trusted address".into());
+                    } else if option == b"SETNAME" && i + 1 < argc {
+                        name = Some(client_name(&args[i + 1])?);
+                        i += 2;
+                    } else {
+                        return Err(format!(
+                            "ERR Syntax error in HELLO option '{}'",
+                            String::from_utf8_lossy(&args[i])
+                                .chars()
+                                .take(64)
+                                .collect::<String>()
+                        ));
                     }
                 }
-                reply::array(out, 14);
+                // Switched only once every option was accepted, as Redis does.
+                self.protocol = protocol;
+                if name.is_some() {
+                    self.name = name;
+                }
+                reply::map(out, 7, protocol);
                 for (field, value) in [("server", "dynakv"), ("version", env!("CARGO_PKG_VERSION"))]
                 {
                     reply::bulk(out, field.as_bytes());
                     reply::bulk(out, value.as_bytes());
                 }
                 reply::bulk(out, b"proto");
-                reply::integer(out, 2);
+                reply::integer(out, protocol.version());
                 reply::bulk(out, b"id");
                 reply::integer(out, i64::try_from(self.next_id).unwrap_or(0));
                 for (field, value) in [("mode", "cluster"), ("role", "master")] {
@@ -378,8 +492,22 @@ impl Session {
                 reply::simple(out, "OK");
             }
             "CLIENT" => {
-                // redis-benchmark and libraries name their connections; accept and ignore.
-                reply::simple(out, "OK");
+                arity(argc >= 2)?;
+                let sub = args[1].to_ascii_uppercase();
+                if sub == b"SETNAME" {
+                    arity(argc == 3)?;
+                    self.name = Some(client_name(&args[2])?);
+                    reply::simple(out, "OK");
+                } else if sub == b"GETNAME" {
+                    match &self.name {
+                        Some(name) => reply::bulk(out, name),
+                        None => reply::null(out, self.protocol),
+                    }
+                } else {
+                    // Libraries set client info (SETINFO, NO-EVICT, …);
+                    // accept and ignore.
+                    reply::simple(out, "OK");
+                }
             }
             "CONFIG" => {
                 // `CONFIG GET x`: dynakv's configuration is not Redis's; an
@@ -402,7 +530,7 @@ impl Session {
                         }
                     })
                     .collect();
-                reply::array(out, known.len() * 2);
+                reply::map(out, known.len(), self.protocol);
                 for (parameter, value) in known {
                     reply::bulk(out, parameter);
                     reply::bulk(out, value.as_bytes());
@@ -419,7 +547,7 @@ impl Session {
                         reply::array(out, 6);
                         reply::bulk(out, command.as_bytes());
                         reply::integer(out, *arity);
-                        reply::array(out, 1);
+                        reply::set(out, 1, self.protocol);
                         reply::simple(out, if *write { "write" } else { "readonly" });
                         reply::integer(out, *first);
                         reply::integer(out, *last);
@@ -440,22 +568,51 @@ impl Session {
                     self.shard.index,
                     stats.sibling_resolutions.load(Ordering::Relaxed),
                 );
-                reply::bulk(out, text.as_bytes());
+                reply::text(out, &text, self.protocol);
             }
             "GET" => {
                 arity(argc == 2)?;
-                match self.get_winner(&args[1]).await? {
-                    Some(value) => reply::bulk(out, &value),
-                    None => reply::nil(out),
-                }
+                let value = self.get_winner(&args[1]).await?;
+                self.value_or_null(out, value.as_ref());
             }
             "SET" => {
                 arity(argc >= 3)?;
-                if argc > 3 {
-                    return Err("ERR SET options (EX, PX, NX, XX, GET, KEEPTTL) are not supported by dynakv".into());
+                let options = SetOptions::parse(&args[3..])?;
+                let outcome = self.set_with(&args[1], args[2].clone(), options).await?;
+                if options.get_old {
+                    self.value_or_null(out, outcome.old.as_ref());
+                } else if outcome.written {
+                    reply::simple(out, "OK");
+                } else {
+                    reply::null(out, self.protocol);
                 }
-                self.set(&args[1], args[2].clone()).await?;
-                reply::simple(out, "OK");
+            }
+            "SETNX" => {
+                arity(argc == 3)?;
+                let options = SetOptions {
+                    if_absent: true,
+                    ..SetOptions::default()
+                };
+                let outcome = self.set_with(&args[1], args[2].clone(), options).await?;
+                reply::integer(out, i64::from(outcome.written));
+            }
+            "GETSET" => {
+                arity(argc == 3)?;
+                let options = SetOptions {
+                    get_old: true,
+                    ..SetOptions::default()
+                };
+                let outcome = self.set_with(&args[1], args[2].clone(), options).await?;
+                self.value_or_null(out, outcome.old.as_ref());
+            }
+            "GETDEL" => {
+                arity(argc == 2)?;
+                let (siblings, context) = self.get(&args[1]).await?;
+                let old = self.winner(&siblings);
+                if old.is_some() {
+                    self.delete_with(&args[1], context).await?;
+                }
+                self.value_or_null(out, old.as_ref());
             }
             "DEL" | "UNLINK" => {
                 arity(argc >= 2)?;
@@ -482,10 +639,7 @@ impl Session {
                 }
                 reply::array(out, values.len());
                 for value in values {
-                    match value {
-                        Some(value) => reply::bulk(out, &value),
-                        None => reply::nil(out),
-                    }
+                    self.value_or_null(out, value.as_ref());
                 }
             }
             "MSET" => {
@@ -498,12 +652,23 @@ impl Session {
             "DYN.GET" => {
                 arity(argc == 2)?;
                 let (siblings, context) = self.get(&args[1]).await?;
-                reply::array(out, 2);
+                // RESP2: [context, [sibling…]]; RESP3: the same two as a
+                // map {context: …, siblings: […]}.
+                match self.protocol {
+                    Protocol::Resp2 => reply::array(out, 2),
+                    Protocol::Resp3 => {
+                        reply::map(out, 2, Protocol::Resp3);
+                        reply::bulk(out, b"context");
+                    }
+                }
                 reply::bulk(out, resp::hex_encode(&context).as_bytes());
+                if self.protocol == Protocol::Resp3 {
+                    reply::bulk(out, b"siblings");
+                }
                 reply::array(out, siblings.len());
                 for sibling in siblings {
                     if sibling.tombstone {
-                        reply::nil(out);
+                        reply::null(out, self.protocol);
                     } else {
                         reply::bulk(out, &sibling.value);
                     }
@@ -524,6 +689,23 @@ impl Session {
         }
         Ok(())
     }
+
+    /// A value as a bulk string, or the protocol's null.
+    fn value_or_null(&self, out: &mut Vec<u8>, value: Option<&Bytes>) {
+        match value {
+            Some(value) => reply::bulk(out, value),
+            None => reply::null(out, self.protocol),
+        }
+    }
+}
+
+/// Checks a client name as Redis does: printable, no spaces.
+fn client_name(name: &Bytes) -> Outcome<Bytes> {
+    if name.iter().all(|&b| b.is_ascii_graphic()) {
+        Ok(name.clone())
+    } else {
+        Err("ERR Client names cannot contain spaces, newlines or special characters.".into())
+    }
 }
 
 /// The commands `COMMAND` lists: name, Redis arity (negative: at least),
@@ -542,7 +724,10 @@ const COMMANDS: &[CommandInfo] = &[
     ("command", -1, false, 0, 0, 0),
     ("info", -1, false, 0, 0, 0),
     ("get", 2, false, 1, 1, 1),
-    ("set", 3, true, 1, 1, 1),
+    ("set", -3, true, 1, 1, 1),
+    ("setnx", 3, true, 1, 1, 1),
+    ("getset", 3, true, 1, 1, 1),
+    ("getdel", 2, true, 1, 1, 1),
     ("del", -2, true, 1, -1, 1),
     ("unlink", -2, true, 1, -1, 1),
     ("exists", -2, false, 1, -1, 1),

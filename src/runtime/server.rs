@@ -35,6 +35,8 @@ pub enum ServerError {
     Bind(SocketAddr, std::io::Error),
     /// An executor thread could not be started.
     Executor(String),
+    /// The log subscriber could not be set up (a bad `log_level`).
+    Log(String),
     /// A shard failed while starting or running.
     Shard(usize, String),
 }
@@ -50,6 +52,7 @@ impl std::fmt::Display for ServerError {
             ),
             ServerError::Bind(a, e) => write!(f, "cannot listen on {a}: {e}"),
             ServerError::Executor(e) => write!(f, "cannot start executor: {e}"),
+            ServerError::Log(e) => write!(f, "logging: {e}"),
             ServerError::Shard(i, e) => write!(f, "shard {i}: {e}"),
         }
     }
@@ -59,7 +62,9 @@ impl std::error::Error for ServerError {}
 
 /// Runs a node until SIGTERM or SIGINT. Returns once every shard has flushed.
 pub fn run(config: ServerConfig) -> Result<(), ServerError> {
-    log::set_json(config.log_format == crate::config::LogFormat::Json);
+    // `validate` already parsed the filter; a failure here would be a bug,
+    // but it is reported as a start-up error rather than a panic.
+    log::init(config.log_format, &config.log_level).map_err(ServerError::Log)?;
     let shards = config.shard_count();
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| ServerError::DataDir(config.data_dir.clone(), e))?;
@@ -111,13 +116,20 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
             exited.clone(),
         );
         let handle = builder
-            .spawn(move || async move {
-                let result = shard::run(index, node, config, mesh, shutdown, ready.clone()).await;
-                if let Err(e) = &result {
-                    let _ = ready.send(Err((index, e.clone())));
+            .spawn(move || {
+                // Entered on the shard's own thread for the executor's whole
+                // life, so every line any of its tasks logs carries `shard=N`.
+                let span = tracing::info_span!("shard", shard = index).entered();
+                async move {
+                    let result =
+                        shard::run(index, node, config, mesh, shutdown, ready.clone()).await;
+                    if let Err(e) = &result {
+                        let _ = ready.send(Err((index, e.clone())));
+                    }
+                    exited.fetch_add(1, Ordering::SeqCst);
+                    drop(span);
+                    result
                 }
-                exited.fetch_add(1, Ordering::SeqCst);
-                result
             })
             .map_err(|e| ServerError::Executor(e.to_string()))?;
         handles.push(handle);
@@ -155,7 +167,7 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
         let _ = std::io::stdout().flush();
         loop {
             if let Some(signal) = wait_for_signal(Duration::from_millis(100)) {
-                info!("received signal {signal}; shutting down");
+                info!(signal, "received signal; shutting down");
                 break;
             }
             if exited.load(Ordering::SeqCst) > 0 {

@@ -221,12 +221,13 @@ pub(crate) async fn run(
         .await
         .map_err(|e| format!("cannot open store in {}: {e}", dir.display()))?;
     info!(
-        "shard {index}: store open in {} ms: {} keys, hint files {}, {} torn tail bytes truncated, {} corrupt records; incarnation {incarnation}",
-        started.elapsed().as_millis(),
-        report.keys,
-        if report.used_hint_files { "used" } else { "not used" },
-        report.truncated_tail_bytes,
-        report.corrupt.len()
+        open_ms = started.elapsed().as_millis() as u64,
+        keys = report.keys,
+        hint_files_used = report.used_hint_files,
+        torn_tail_bytes = report.truncated_tail_bytes,
+        corrupt_records = report.corrupt.len(),
+        incarnation,
+        "store open"
     );
     let cluster = node.cluster.clone();
     let failure_cluster = cluster.clone();
@@ -429,7 +430,7 @@ pub(crate) async fn run(
         )
         .map_err(|e| e.to_string())?
         .detach();
-        info!("admin http (/metrics, /health) on {addr}");
+        info!(%addr, "admin http (/metrics, /health) listening");
     }
     let anti_entropy = shard.clone();
     glommio::spawn_local_into(async move { anti_entropy.aae_loop().await }, background)
@@ -454,7 +455,7 @@ pub(crate) async fn run(
     match result {
         Ok(()) => {
             mark_clean_stop(&dir)?;
-            info!("shard {index}: flushed and synced");
+            info!("flushed and synced");
             Ok(())
         }
         Err(e) => Err(format!("flush on shutdown failed: {e}")),
@@ -1030,7 +1031,7 @@ impl ShardState {
                     Ok(task) => {
                         task.detach();
                     }
-                    Err(e) => log::warning!("shard {}: cannot spawn storage task: {e}", self.index),
+                    Err(e) => log::warning!(error = %e, "cannot spawn storage task"),
                 }
             }
             if !transmits.is_empty() {
@@ -1290,7 +1291,7 @@ impl ShardState {
             glommio::timer::sleep(interval).await;
             if self.store.flush_due(Instant::now()) {
                 if let Err(e) = self.store.flush().await {
-                    log::warning!("shard {}: write-buffer flush failed: {e}", self.index);
+                    log::warning!(error = %e, "write-buffer flush failed");
                 }
             }
         }
@@ -1311,7 +1312,7 @@ impl ShardState {
                 }
                 Ok(_) => glommio::timer::sleep(Duration::from_secs(1)).await,
                 Err(e) => {
-                    log::warning!("shard {}: compaction failed: {e}", self.index);
+                    log::warning!(error = %e, "compaction failed");
                     glommio::timer::sleep(Duration::from_secs(10)).await;
                 }
             }

@@ -129,7 +129,7 @@ impl TestNode {
                 }
                 log.push_str(&line);
                 log.push('\n');
-                if line.contains("dynakv:") {
+                if line.starts_with("dynakv:") {
                     let _ = tx2.send(Err(log.clone()));
                 }
             }

@@ -149,7 +149,7 @@ impl ShardState {
                         };
                         let Ok(siblings) = crate::version::SiblingSet::decode(&record.payload)
                         else {
-                            warning!("shard {}: undecodable record in handoff", self.index);
+                            warning!(partition = *partition, "undecodable record in handoff");
                             continue;
                         };
                         for target in targets {
@@ -233,10 +233,11 @@ impl ShardState {
                     .handoff_dropped
                     .fetch_add(dropped, Ordering::Relaxed);
                 info!(
-                    "shard {}: handed {sent} keys off, dropped {dropped} acknowledged copies (ring epoch {}, {} partitions)",
-                    self.index,
-                    topology.epoch,
-                    moving.len()
+                    keys_sent = sent,
+                    copies_dropped = dropped,
+                    epoch = topology.epoch,
+                    partitions = moving.len(),
+                    "handoff pass: keys handed off, acknowledged copies dropped"
                 );
             }
             if !complete {
