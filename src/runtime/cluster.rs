@@ -728,7 +728,26 @@ impl MembershipDriver {
     pub(crate) fn stage(&mut self, change: AdminChange) -> Result<usize, String> {
         let count = self.machine.stage(change).map_err(|e| e.to_string())?;
         self.after(false);
+        self.push_to_members();
         Ok(count)
+    }
+
+    /// Pushes this node's view (with the staged plan) to every member at
+    /// once, after an edit of the plan: edits made one after another on
+    /// different nodes then build on each other instead of racing gossip
+    /// (the plan's merge is last-writer-wins).
+    fn push_to_members(&mut self) {
+        let me = self.cluster.me;
+        let targets: Vec<SocketAddr> = self
+            .machine
+            .state()
+            .members()
+            .filter(|(id, r)| *id != me && r.status != MemberStatus::Removed)
+            .filter_map(|(id, _)| self.book.get(&id).map(|e| e.internode(0)))
+            .collect();
+        for addr in targets {
+            self.push_to(addr);
+        }
     }
 
     /// Stages the join of a node that is not a member yet, and records its
@@ -762,6 +781,7 @@ impl MembershipDriver {
             self.book.insert(node, endpoint);
         }
         self.after(book_changed);
+        self.push_to_members();
         Ok(count)
     }
 
@@ -769,22 +789,17 @@ impl MembershipDriver {
     pub(crate) fn clear_staged(&mut self) -> usize {
         let count = self.machine.clear_staged();
         self.after(false);
+        self.push_to_members();
         count
     }
 
     /// Applies every staged change with one claim (`admin commit`), then
-    /// pushes the new view straight to each node that joined, which hears
-    /// of nothing by gossip until it is a member.
+    /// pushes the new view to every member at once, the nodes that joined
+    /// included (they hear nothing from the cluster until they are members).
     pub(crate) fn commit_staged(&mut self) -> Result<Vec<AdminChange>, String> {
         let changes = self.machine.commit_staged().map_err(|e| e.to_string())?;
         self.after(false);
-        for change in &changes {
-            if let AdminChange::Join { node, .. } = change {
-                if let Some(addr) = self.book.get(node).map(|e| e.internode(0)) {
-                    self.push_to(addr);
-                }
-            }
-        }
+        self.push_to_members();
         Ok(changes)
     }
 

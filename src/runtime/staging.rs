@@ -294,12 +294,13 @@ pub(crate) fn plan_text(driver: &MembershipDriver, cluster: &Cluster, json: bool
     if json {
         let _ = write!(
             out,
-            "{{\"staged\": [{}], \"epoch\": {}, \"next_epoch\": {}, \"moved\": {moved}, \"minimum\": {minimum}, \"nodes\": [",
+            "{{\"staged\": [{}], \"plan_version\": {}, \"epoch\": {}, \"next_epoch\": {}, \"moved\": {moved}, \"minimum\": {minimum}, \"nodes\": [",
             changes
                 .iter()
                 .map(|c| crate::json::string(c))
                 .collect::<Vec<_>>()
                 .join(", "),
+            driver.machine.staged().version,
             before.epoch,
             if staged.is_empty() { before.epoch } else { before.epoch + 1 },
         );
@@ -318,7 +319,14 @@ pub(crate) fn plan_text(driver: &MembershipDriver, cluster: &Cluster, json: bool
         if changes.is_empty() {
             out.push_str("no staged changes\n");
         } else {
-            let _ = writeln!(out, "staged changes ({}):", changes.len());
+            let plan = driver.machine.staged();
+            let _ = writeln!(
+                out,
+                "staged changes ({}), plan version {} (last edit on {}):",
+                changes.len(),
+                plan.version,
+                name(plan.author)
+            );
             for change in &changes {
                 let _ = writeln!(out, "  {change}");
             }
