@@ -90,14 +90,18 @@ fn a_staged_join_moves_nothing_until_commit_and_clear_drops_it() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(epochs(&nodes), before, "a staged join applied early");
     assert_eq!(new.status().map(|s| s.members), Some(1));
-    assert!(nodes.iter().all(|n| n.status().is_some_and(|s| s.members == 3)));
+    assert!(nodes
+        .iter()
+        .all(|n| n.status().is_some_and(|s| s.members == 3)));
 
     // Clear on another member drops it everywhere; the new node stays out.
     let (code, out, _) = nodes[2].admin(&["clear"]);
     assert_eq!(code, 0);
     assert!(out.contains("cleared 1"), "{out}");
     wait_until(10, "every member to drop the staged join", || {
-        nodes.iter().all(|n| n.admin(&["plan"]).1.contains("no staged changes"))
+        nodes
+            .iter()
+            .all(|n| n.admin(&["plan"]).1.contains("no staged changes"))
     });
     assert_eq!(epochs(&nodes), before);
     assert_eq!(new.status().map(|s| s.members), Some(1));
@@ -162,7 +166,9 @@ fn a_staged_plan_survives_a_restart_and_a_corrupt_file_stops_the_start() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0xFF;
     std::fs::write(&path, &bytes).expect("write");
-    let error = node.start_again_once().expect_err("a corrupt plan must stop the start");
+    let error = node
+        .start_again_once()
+        .expect_err("a corrupt plan must stop the start");
     assert!(error.contains("staged-changes is corrupt"), "{error}");
 
     std::fs::remove_file(&path).expect("remove");
@@ -282,7 +288,7 @@ fn idle_internode_connections_are_cut_without_a_secret_and_the_cluster_keeps_wor
             .expect("get");
         assert_eq!(got.values, vec![bytes::Bytes::from_static(b"v")]);
     }
-    assert!(nodes
-        .iter()
-        .all(|n| n.status().is_some_and(|s| s.reachable == 2 && s.members == 2)));
+    assert!(nodes.iter().all(|n| n
+        .status()
+        .is_some_and(|s| s.reachable == 2 && s.members == 2)));
 }

@@ -327,7 +327,9 @@ fn a_staged_plan_spreads_by_gossip_and_any_node_commits_it_once() {
             weight: 4,
         })
         .unwrap();
-    machines[1].stage(AdminChange::Leave { node: NodeId(4) }).unwrap();
+    machines[1]
+        .stage(AdminChange::Leave { node: NodeId(4) })
+        .unwrap();
     let mut random = 11u64;
     let mut rounds = |machines: &mut Vec<Membership>, from: u64, to: u64| {
         for round in from..to {
@@ -359,13 +361,20 @@ fn a_staged_plan_spreads_by_gossip_and_any_node_commits_it_once() {
     machines[0].commit_staged().unwrap();
     rounds(&mut machines, 40, 60);
     let first = machines[0].ring().cloned().unwrap();
-    assert_eq!(first.ring.epoch, epoch + 1, "the plan moved partitions once");
+    assert_eq!(
+        first.ring.epoch,
+        epoch + 1,
+        "the plan moved partitions once"
+    );
     for m in &machines {
         assert_eq!(m.ring(), Some(&first));
         assert_eq!(m.state(), machines[0].state());
         assert!(m.staged().changes.is_empty());
     }
     let members = machines[0].state();
-    assert_eq!(members.get(NodeId(4)).unwrap().status, MemberStatus::Leaving);
+    assert_eq!(
+        members.get(NodeId(4)).unwrap().status,
+        MemberStatus::Leaving
+    );
     assert_eq!(members.get(NodeId(5)).unwrap().status, MemberStatus::Active);
 }

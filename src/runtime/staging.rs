@@ -114,7 +114,10 @@ fn decode_staged_file(bytes: &[u8]) -> Result<StagedPlan, String> {
 /// --stage`): the node's id, capacity and addresses, as `key=value` words.
 /// Refused unless the node runs alone and has no seeds, since otherwise it
 /// would join (or has joined) by gossip without any staging.
-pub(crate) fn join_info_text(driver: &MembershipDriver, cluster: &Cluster) -> Result<String, String> {
+pub(crate) fn join_info_text(
+    driver: &MembershipDriver,
+    cluster: &Cluster,
+) -> Result<String, String> {
     if driver.has_seeds() {
         return Err("this node has seeds and joins by gossip at once; start it without --seeds to stage its join".into());
     }
@@ -201,7 +204,10 @@ pub(crate) fn parse_join_info(text: &str) -> Result<(AdminChange, Endpoint), Str
 }
 
 /// `admin stage-join` (on a member): stages the join of the node described.
-pub(crate) fn stage_join(driver: &mut MembershipDriver, description: &str) -> Result<String, String> {
+pub(crate) fn stage_join(
+    driver: &mut MembershipDriver,
+    description: &str,
+) -> Result<String, String> {
     let (change, endpoint) = parse_join_info(description)?;
     let count = driver.stage_join(change, endpoint)?;
     Ok(format!(
@@ -250,9 +256,14 @@ pub(crate) fn plan_text(driver: &MembershipDriver, cluster: &Cluster, json: bool
     }
     let before = driver.machine.ring().map(|r| r.ring.clone());
     let current = driver.machine.ring();
-    let after = next_ring(&after_state, current, cluster.topology().q, driver.n_val_max())
-        .map(|r| r.ring)
-        .or_else(|| before.clone());
+    let after = next_ring(
+        &after_state,
+        current,
+        cluster.topology().q,
+        driver.n_val_max(),
+    )
+    .map(|r| r.ring)
+    .or_else(|| before.clone());
     let (Some(before), Some(after)) = (before, after) else {
         return if json {
             "{\"error\": \"no ring\"}".into()
@@ -286,10 +297,7 @@ pub(crate) fn plan_text(driver: &MembershipDriver, cluster: &Cluster, json: bool
         ));
     }
     let status = |s: Option<MemberStatus>| s.map_or("new", super::cluster::status_name);
-    let changes: Vec<String> = staged
-        .iter()
-        .map(|c| change_text(c, &name))
-        .collect();
+    let changes: Vec<String> = staged.iter().map(|c| change_text(c, &name)).collect();
     let mut out = String::new();
     if json {
         let _ = write!(
