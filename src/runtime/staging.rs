@@ -419,3 +419,80 @@ pub(crate) fn where_text(cluster: &Cluster, key: &str, json: bool) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> StagedPlan {
+        StagedPlan {
+            version: 7,
+            author: NodeId(3),
+            changes: vec![
+                AdminChange::Join {
+                    node: NodeId(9),
+                    weight: 2,
+                    shards: 4,
+                },
+                AdminChange::Leave { node: NodeId(1) },
+            ],
+        }
+    }
+
+    fn file_bytes(plan: &StagedPlan) -> Vec<u8> {
+        let mut body = Vec::new();
+        plan.encode(&mut body);
+        let mut bytes = STAGED_MAGIC.to_vec();
+        bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        bytes.extend_from_slice(&body);
+        bytes
+    }
+
+    #[test]
+    fn the_staged_file_round_trips_and_every_damage_is_refused() {
+        let plan = plan();
+        let bytes = file_bytes(&plan);
+        assert_eq!(decode_staged_file(&bytes), Ok(plan));
+        for cut in 0..bytes.len() {
+            assert!(decode_staged_file(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        for at in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 0x40;
+            assert!(decode_staged_file(&damaged).is_err(), "flip at {at}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode_staged_file(&longer).is_err());
+    }
+
+    #[test]
+    fn a_join_description_parses_back_and_bad_ones_are_refused() {
+        let text = "node=00000000000000ff weight=3 shards=2 ip=127.0.0.4 client_port=7000 shard_port_base=7001 internode_port=7100";
+        let (change, endpoint) = parse_join_info(text).expect("parses");
+        assert_eq!(
+            change,
+            AdminChange::Join {
+                node: NodeId(255),
+                weight: 3,
+                shards: 2,
+            }
+        );
+        assert_eq!(endpoint.internode(1), "127.0.0.4:7101".parse().unwrap());
+        assert_eq!(endpoint.client_port, 7000);
+        for bad in [
+            "",
+            "node=zz weight=3 shards=2 ip=127.0.0.4 client_port=1 shard_port_base=2 internode_port=3",
+            "node=ff weight=0 shards=2 ip=127.0.0.4 client_port=1 shard_port_base=2 internode_port=3",
+            "node=ff weight=1 shards=0 ip=127.0.0.4 client_port=1 shard_port_base=2 internode_port=3",
+            "node=ff weight=1 shards=300 ip=127.0.0.4 client_port=1 shard_port_base=2 internode_port=3",
+            "node=ff weight=1 shards=1 ip=nowhere client_port=1 shard_port_base=2 internode_port=3",
+            "node=ff weight=1 shards=1 ip=127.0.0.4 client_port=70000 shard_port_base=2 internode_port=3",
+            "node=ff weight=1 shards=1 ip=127.0.0.4 shard_port_base=2 internode_port=3",
+            "node=ff weight=1 shards=1 ip=127.0.0.4 client_port=1 shard_port_base=2 internode_port",
+        ] {
+            assert!(parse_join_info(bad).is_err(), "{bad:?}");
+        }
+    }
+}
