@@ -52,6 +52,16 @@ pub struct ServerConfig {
     pub in_flight_per_connection_max: usize,
     /// A connection with no complete request for this long is closed.
     pub idle_timeout_ms: u64,
+    /// Maximum simultaneous inbound internode (and admin) connections per
+    /// shard, with or without a cluster secret.
+    pub internode_connections_max: usize,
+    /// Maximum simultaneous inbound internode connections per shard from
+    /// one source IP address (a peer node holds one per sending shard).
+    pub internode_connections_per_address_max: usize,
+    /// An inbound internode connection with no complete frame for this long
+    /// is closed (silent or slow); outgoing links close themselves after
+    /// half of it without traffic, so healthy peers never hit it.
+    pub internode_idle_timeout_ms: u64,
     /// Maximum key size in bytes.
     pub key_bytes_max: usize,
     /// Maximum value size in bytes.
@@ -169,6 +179,9 @@ impl Default for ServerConfig {
             connections_per_address_max: 1024,
             in_flight_per_connection_max: 1024,
             idle_timeout_ms: 300_000,
+            internode_connections_max: 4096,
+            internode_connections_per_address_max: 512,
+            internode_idle_timeout_ms: 120_000,
             key_bytes_max: 1024,
             value_bytes_max: 1024 * 1024,
             frame_bytes_max: 1024 * 1024 + 64 * 1024,
@@ -248,6 +261,9 @@ impl ServerConfig {
         "connections_per_address_max",
         "in_flight_per_connection_max",
         "idle_timeout_ms",
+        "internode_connections_max",
+        "internode_connections_per_address_max",
+        "internode_idle_timeout_ms",
         "key_bytes_max",
         "value_bytes_max",
         "frame_bytes_max",
@@ -345,6 +361,11 @@ impl ServerConfig {
                 self.in_flight_per_connection_max = parse(name, value)?
             }
             "idle_timeout_ms" => self.idle_timeout_ms = parse(name, value)?,
+            "internode_connections_max" => self.internode_connections_max = parse(name, value)?,
+            "internode_connections_per_address_max" => {
+                self.internode_connections_per_address_max = parse(name, value)?
+            }
+            "internode_idle_timeout_ms" => self.internode_idle_timeout_ms = parse(name, value)?,
             "key_bytes_max" => self.key_bytes_max = parse(name, value)?,
             "value_bytes_max" => self.value_bytes_max = parse(name, value)?,
             "frame_bytes_max" => self.frame_bytes_max = parse(name, value)?,
@@ -503,6 +524,20 @@ impl ServerConfig {
             return invalid(
                 "connections_max, connections_per_address_max and in_flight_per_connection_max must be at least 1".into(),
             );
+        }
+        if self.internode_connections_max == 0 || self.internode_connections_per_address_max == 0 {
+            return invalid(
+                "internode_connections_max and internode_connections_per_address_max must be at least 1".into(),
+            );
+        }
+        if self.internode_idle_timeout_ms != 0
+            && self.internode_idle_timeout_ms < 4 * self.gossip_interval_ms
+        {
+            return invalid(format!(
+                "internode_idle_timeout_ms ({}) must be 0 or at least 4 gossip intervals ({} ms): gossip and heartbeats keep links busy only that often",
+                self.internode_idle_timeout_ms,
+                4 * self.gossip_interval_ms
+            ));
         }
         Ok(())
     }

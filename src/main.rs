@@ -18,7 +18,7 @@ const USAGE: &str = "usage:
   dynakv get KEY [--r N|all] [--base64] [--node IP:PORT] [--json]
   dynakv del KEY --context TOKEN [--w N] [--dw N] [--node IP:PORT]
   dynakv ping [--node IP:PORT] [--json]
-  dynakv admin join --node NEW --cluster MEMBER   (internode addresses: IP:PORT of shard 0)
+  dynakv admin join --node NEW --cluster MEMBER [--stage]   (internode addresses: IP:PORT of shard 0)
   dynakv admin leave [--node ADDR] [--member ADDR] [--stage] [--wait [--wait-s S]]
   dynakv admin weight --weight W [--node ADDR] [--member ADDR] [--stage]
   dynakv admin plan|commit|clear [--node ADDR] [--json]
@@ -223,7 +223,18 @@ fn admin_command(args: &[String]) -> Result<(), CliError> {
         ),
         None => None,
     };
-    let text = if request == AdminRequest::Status && flags.has("all") {
+    let staged_join = match &request {
+        AdminRequest::Join { member } if flags.has("stage") => Some(*member),
+        _ => None,
+    };
+    let text = if let Some(member) = staged_join {
+        dynakv::runtime::admin::stage_join(
+            node,
+            member,
+            Duration::from_millis(timeout_ms),
+            secret.as_ref(),
+        )
+    } else if request == AdminRequest::Status && flags.has("all") {
         dynakv::runtime::admin::cluster_status(
             node,
             flags.has("json"),

@@ -18,7 +18,9 @@ use std::cell::Cell;
 use std::net::IpAddr;
 
 use bytes::{Bytes, BytesMut};
-use dynakv::membership::{next_ring, AdminChange, MembershipMessage, MembershipState, NodeId};
+use dynakv::membership::{
+    next_ring, AdminChange, MembershipMessage, MembershipState, NodeId, StagedPlan,
+};
 use dynakv::protocol::{
     decode_internode, decode_request, decode_response, Encoder, ErrorCode, FrameDecoder, Gossip,
     HandoffBatch, HandoffEntry, Hello, InternodeBody, InternodeLimits, InternodeMessage, Limits,
@@ -398,10 +400,22 @@ fn membership_messages() -> Vec<MembershipMessage> {
         MembershipMessage::Push {
             state: states[1].clone(),
             ring: None,
+            staged: StagedPlan::default(),
         },
         MembershipMessage::Pull {
             state: states[2].clone(),
             ring: next_ring(&states[2], None, 16, 3),
+            staged: StagedPlan {
+                version: 3,
+                author: NodeId(2),
+                changes: vec![
+                    AdminChange::Leave { node: NodeId(2) },
+                    AdminChange::SetCapacity {
+                        node: NodeId(1),
+                        weight: 5,
+                    },
+                ],
+            },
         },
     ]
 }

@@ -111,6 +111,10 @@ pub enum MembershipError {
     Wire(WireError),
     /// `Remove` of a member that is not leaving.
     NotLeaving(NodeId),
+    /// `STAGED_CHANGES_MAX` changes are staged already.
+    TooManyStaged,
+    /// A commit with nothing staged.
+    NothingStaged,
 }
 
 impl fmt::Display for MembershipError {
@@ -121,6 +125,11 @@ impl fmt::Display for MembershipError {
             MembershipError::InvalidCapacity => write!(f, "weight and shards must be >= 1"),
             MembershipError::TooManyMembers => write!(f, "more than {MEMBERS_MAX} members"),
             MembershipError::Wire(error) => write!(f, "membership state: {error}"),
+            MembershipError::TooManyStaged => write!(
+                f,
+                "{STAGED_CHANGES_MAX} changes are staged already; commit or clear them"
+            ),
+            MembershipError::NothingStaged => write!(f, "nothing is staged"),
             MembershipError::NotLeaving(node) => {
                 write!(
                     f,
@@ -132,6 +141,153 @@ impl fmt::Display for MembershipError {
 }
 
 impl std::error::Error for MembershipError {}
+
+/// The most changes staged at once (`Membership::stage`); bounds gossip.
+pub const STAGED_CHANGES_MAX: usize = 64;
+
+const STAGED_FORMAT_VERSION: u8 = 1;
+
+const CHANGE_JOIN: u8 = 1;
+const CHANGE_LEAVE: u8 = 2;
+const CHANGE_SET_CAPACITY: u8 = 3;
+const CHANGE_REMOVE: u8 = 4;
+
+impl AdminChange {
+    /// The member the change is about.
+    pub fn node(&self) -> NodeId {
+        match *self {
+            AdminChange::Join { node, .. }
+            | AdminChange::Leave { node }
+            | AdminChange::SetCapacity { node, .. }
+            | AdminChange::Remove { node } => node,
+        }
+    }
+
+    /// Fixed size: tag, node, weight, shards (unused fields are zero).
+    fn encode(&self, out: &mut Vec<u8>) {
+        let (tag, node, weight, shards) = match *self {
+            AdminChange::Join {
+                node,
+                weight,
+                shards,
+            } => (CHANGE_JOIN, node, weight, shards),
+            AdminChange::Leave { node } => (CHANGE_LEAVE, node, 0, 0),
+            AdminChange::SetCapacity { node, weight } => (CHANGE_SET_CAPACITY, node, weight, 0),
+            AdminChange::Remove { node } => (CHANGE_REMOVE, node, 0, 0),
+        };
+        put_u8(out, tag);
+        put_u64(out, node.0);
+        put_u32(out, weight);
+        out.extend_from_slice(&shards.to_le_bytes());
+    }
+
+    fn decode_from(reader: &mut Reader<'_>) -> Result<AdminChange, WireError> {
+        let tag = reader.u8()?;
+        let node = NodeId(reader.u64()?);
+        let weight = reader.u32()?;
+        let shards = u16::from(reader.u8()?) | (u16::from(reader.u8()?) << 8);
+        Ok(match tag {
+            CHANGE_JOIN if weight > 0 && shards > 0 => AdminChange::Join {
+                node,
+                weight,
+                shards,
+            },
+            CHANGE_LEAVE => AdminChange::Leave { node },
+            CHANGE_SET_CAPACITY if weight > 0 => AdminChange::SetCapacity { node, weight },
+            CHANGE_REMOVE => AdminChange::Remove { node },
+            _ => return Err(WireError::Invalid("staged change")),
+        })
+    }
+}
+
+/// The changes staged cluster-wide (Riak's `plan`/`commit`/`clear`), spread
+/// by gossip next to the member list so that every node's `admin plan` shows
+/// them and any node can commit or clear them.
+///
+/// Every edit (stage, clear, commit) bumps `version`; a merge keeps the
+/// greater plan, ordered by version, then author, then the encoded changes,
+/// so every node that has heard the same edits holds the same plan. Two
+/// edits made on different nodes before either heard of the other conflict:
+/// one of them wins whole (last writer wins), the other is lost, and
+/// `admin plan` shows which. A commit applies the plan and publishes an
+/// empty one at the next version in the same gossip message as the changed
+/// member list; a node that commits the same plan concurrently applies the
+/// same changes to the same records, which merge to one result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StagedPlan {
+    /// Bumped by every edit; the higher version wins a merge.
+    pub version: u64,
+    /// The node that made the last edit (0 for the empty plan of a node that
+    /// never edited one): breaks ties between concurrent edits.
+    pub author: NodeId,
+    /// The staged changes in the order they were staged, at most
+    /// `STAGED_CHANGES_MAX`.
+    pub changes: Vec<AdminChange>,
+}
+
+impl Default for StagedPlan {
+    fn default() -> Self {
+        StagedPlan {
+            version: 0,
+            author: NodeId(0),
+            changes: Vec::new(),
+        }
+    }
+}
+
+impl StagedPlan {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        assert!(self.changes.len() <= STAGED_CHANGES_MAX);
+        put_u8(out, STAGED_FORMAT_VERSION);
+        put_u64(out, self.version);
+        put_u64(out, self.author.0);
+        put_u32(out, self.changes.len() as u32);
+        for change in &self.changes {
+            change.encode(out);
+        }
+    }
+
+    pub(crate) fn decode_from(reader: &mut Reader<'_>) -> Result<StagedPlan, WireError> {
+        if reader.u8()? != STAGED_FORMAT_VERSION {
+            return Err(WireError::Invalid("staged plan format version"));
+        }
+        let version = reader.u64()?;
+        let author = NodeId(reader.u64()?);
+        let count = reader.count(STAGED_CHANGES_MAX)?;
+        let mut changes = Vec::with_capacity(count);
+        for _ in 0..count {
+            changes.push(AdminChange::decode_from(reader)?);
+        }
+        Ok(StagedPlan {
+            version,
+            author,
+            changes,
+        })
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<StagedPlan, WireError> {
+        let mut reader = Reader::new(bytes);
+        let plan = Self::decode_from(&mut reader)?;
+        reader.finish()?;
+        Ok(plan)
+    }
+
+    /// The total order that decides a merge.
+    fn order_key(&self) -> (u64, NodeId, Vec<u8>) {
+        let mut bytes = Vec::new();
+        self.encode(&mut bytes);
+        (self.version, self.author, bytes)
+    }
+
+    /// Keeps the greater of the two plans; returns whether `theirs` won.
+    pub fn merge(&mut self, theirs: &StagedPlan) -> bool {
+        if theirs.changes.len() > STAGED_CHANGES_MAX || theirs.order_key() <= self.order_key() {
+            return false;
+        }
+        *self = theirs.clone();
+        true
+    }
+}
 
 /// The replicated member list. Persist it (`encode`) after every change
 /// reported by `Membership::take_state_changed`.
@@ -356,11 +512,13 @@ pub enum MembershipMessage {
     Push {
         state: MembershipState,
         ring: Option<ClaimedRing>,
+        staged: StagedPlan,
     },
     /// The answer to a `Push`: the receiver's merged view.
     Pull {
         state: MembershipState,
         ring: Option<ClaimedRing>,
+        staged: StagedPlan,
     },
     /// A heartbeat; answered by `Pong`.
     Ping,
@@ -375,15 +533,25 @@ const TAG_PONG: u8 = 4;
 impl MembershipMessage {
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            MembershipMessage::Push { state, ring } => {
+            MembershipMessage::Push {
+                state,
+                ring,
+                staged,
+            } => {
                 put_u8(out, TAG_PUSH);
                 state.encode(out);
                 put_ring(out, ring);
+                staged.encode(out);
             }
-            MembershipMessage::Pull { state, ring } => {
+            MembershipMessage::Pull {
+                state,
+                ring,
+                staged,
+            } => {
                 put_u8(out, TAG_PULL);
                 state.encode(out);
                 put_ring(out, ring);
+                staged.encode(out);
             }
             MembershipMessage::Ping => put_u8(out, TAG_PING),
             MembershipMessage::Pong => put_u8(out, TAG_PONG),
@@ -397,10 +565,12 @@ impl MembershipMessage {
             TAG_PUSH => MembershipMessage::Push {
                 state: MembershipState::decode_from(&mut reader)?,
                 ring: read_ring(&mut reader)?,
+                staged: read_staged(&mut reader)?,
             },
             TAG_PULL => MembershipMessage::Pull {
                 state: MembershipState::decode_from(&mut reader)?,
                 ring: read_ring(&mut reader)?,
+                staged: read_staged(&mut reader)?,
             },
             TAG_PING => MembershipMessage::Ping,
             TAG_PONG => MembershipMessage::Pong,
@@ -512,6 +682,16 @@ fn put_ring(out: &mut Vec<u8>, ring: &Option<ClaimedRing>) {
     }
 }
 
+/// The staged plan that ends a `Push` or `Pull`; a message from a node
+/// that predates staged plans ends before it and carries the empty plan.
+fn read_staged(reader: &mut Reader<'_>) -> Result<StagedPlan, WireError> {
+    if reader.finish().is_ok() {
+        Ok(StagedPlan::default())
+    } else {
+        StagedPlan::decode_from(reader)
+    }
+}
+
 fn read_ring(reader: &mut Reader<'_>) -> Result<Option<ClaimedRing>, WireError> {
     if reader.bool()? {
         Ok(Some(ClaimedRing::decode_from(reader)?))
@@ -603,6 +783,10 @@ pub struct Membership {
     ring: Option<ClaimedRing>,
     /// `(q, n_val)` for claiming rings; `None`: the machine keeps no ring.
     ring_params: Option<(u32, usize)>,
+    /// The changes staged cluster-wide, gossiped with the state.
+    staged: StagedPlan,
+    /// Set when `staged` changed; the driver persists it.
+    staged_changed: bool,
 }
 
 impl Membership {
@@ -629,6 +813,75 @@ impl Membership {
             state_changed: false,
             ring: None,
             ring_params: None,
+            staged: StagedPlan::default(),
+            staged_changed: false,
+        }
+    }
+
+    /// Starts from a persisted staged plan (after a restart).
+    pub fn with_staged(mut self, staged: StagedPlan) -> Self {
+        self.staged = staged;
+        self
+    }
+
+    /// The changes staged cluster-wide.
+    pub fn staged(&self) -> &StagedPlan {
+        &self.staged
+    }
+
+    /// Whether the staged plan changed since the last call (persist it).
+    pub fn take_staged_changed(&mut self) -> bool {
+        std::mem::take(&mut self.staged_changed)
+    }
+
+    fn edit_staged(&mut self, changes: Vec<AdminChange>) {
+        self.staged = StagedPlan {
+            version: self.staged.version + 1,
+            author: self.me,
+            changes,
+        };
+        self.staged_changed = true;
+    }
+
+    /// Stages `change` after checking that it applies on top of the current
+    /// state and what is staged already; nothing else changes until
+    /// `commit_staged`. Returns how many changes are staged.
+    pub fn stage(&mut self, change: AdminChange) -> Result<usize, MembershipError> {
+        if self.staged.changes.len() >= STAGED_CHANGES_MAX {
+            return Err(MembershipError::TooManyStaged);
+        }
+        let mut state = self.state.clone();
+        for staged in self.staged.changes.iter().chain(std::iter::once(&change)) {
+            state.apply(*staged)?;
+        }
+        let mut changes = self.staged.changes.clone();
+        changes.push(change);
+        self.edit_staged(changes);
+        Ok(self.staged.changes.len())
+    }
+
+    /// Drops every staged change; returns how many there were.
+    pub fn clear_staged(&mut self) -> usize {
+        let count = self.staged.changes.len();
+        self.edit_staged(Vec::new());
+        count
+    }
+
+    /// Applies every staged change at once (`admin_batch`: all or none, one
+    /// claim) and empties the plan. Returns the changes applied.
+    pub fn commit_staged(&mut self) -> Result<Vec<AdminChange>, MembershipError> {
+        if self.staged.changes.is_empty() {
+            return Err(MembershipError::NothingStaged);
+        }
+        let changes = self.staged.changes.clone();
+        self.admin_batch(&changes)?;
+        self.edit_staged(Vec::new());
+        Ok(changes)
+    }
+
+    fn merge_staged(&mut self, theirs: &StagedPlan) {
+        if self.staged.merge(theirs) {
+            self.staged_changed = true;
         }
     }
 
@@ -758,31 +1011,45 @@ impl Membership {
     pub fn handle_message(&mut self, now_ms: u64, from: NodeId, message: MembershipMessage) {
         self.handle_heard_from(now_ms, from);
         match message {
-            MembershipMessage::Push { state, ring } => {
+            MembershipMessage::Push {
+                state,
+                ring,
+                staged,
+            } => {
                 let their_key = ring.as_ref().map(ClaimedRing::order_key);
                 if self.state.merge(&state) {
                     self.state_changed = true;
                 }
                 self.adopt_ring(ring);
                 self.reconcile_ring();
+                self.merge_staged(&staged);
                 // Push-pull: answer only when the sender lacks something.
                 let our_key = self.ring.as_ref().map(ClaimedRing::order_key);
-                if state != self.state || (self.ring_params.is_some() && their_key != our_key) {
+                if state != self.state
+                    || (self.ring_params.is_some() && their_key != our_key)
+                    || staged != self.staged
+                {
                     self.send(
                         from,
                         MembershipMessage::Pull {
                             state: self.state.clone(),
                             ring: self.ring.clone(),
+                            staged: self.staged.clone(),
                         },
                     );
                 }
             }
-            MembershipMessage::Pull { state, ring } => {
+            MembershipMessage::Pull {
+                state,
+                ring,
+                staged,
+            } => {
                 if self.state.merge(&state) {
                     self.state_changed = true;
                 }
                 self.adopt_ring(ring);
                 self.reconcile_ring();
+                self.merge_staged(&staged);
             }
             MembershipMessage::Ping => self.send(from, MembershipMessage::Pong),
             MembershipMessage::Pong => {}
@@ -836,6 +1103,7 @@ impl Membership {
                 MembershipMessage::Push {
                     state: self.state.clone(),
                     ring: self.ring.clone(),
+                    staged: self.staged.clone(),
                 },
             );
         }

@@ -14,8 +14,8 @@ use super::internode::{
     encode_frame, Envelope, ENVELOPE_BYTES, KIND_ADMIN_REQUEST, KIND_ADMIN_RESPONSE,
 };
 use super::shard::{
-    ADMIN_AAE, ADMIN_CLEAR, ADMIN_COMMIT, ADMIN_HOTKEYS, ADMIN_JOIN, ADMIN_LEAVE, ADMIN_PLAN,
-    ADMIN_RING, ADMIN_STATUS, ADMIN_WEIGHT, ADMIN_WHERE,
+    ADMIN_AAE, ADMIN_CLEAR, ADMIN_COMMIT, ADMIN_HOTKEYS, ADMIN_JOIN, ADMIN_JOIN_INFO, ADMIN_LEAVE,
+    ADMIN_PLAN, ADMIN_RING, ADMIN_STAGE_JOIN, ADMIN_STATUS, ADMIN_WEIGHT, ADMIN_WHERE,
 };
 
 /// The largest admin answer accepted (a ring listing of 65536 partitions).
@@ -57,6 +57,12 @@ pub enum AdminRequest {
     /// Anti-entropy per partition: last comparison with each other primary,
     /// keys repaired, in sync or not (docs/anti-entropy.md).
     Aae,
+    /// A node's id, capacity and addresses, for a staged join (`stage_join`);
+    /// refused unless the node runs alone without seeds.
+    JoinInfo,
+    /// Stage the join of the node `description` (a `JoinInfo` answer) on a
+    /// member; applied by `Commit`.
+    StageJoin { description: String },
 }
 
 fn options_text(target: &Option<SocketAddr>, weight: Option<u32>, stage: bool) -> String {
@@ -108,6 +114,8 @@ pub fn admin_request(
         AdminRequest::Clear => (ADMIN_CLEAR, String::new()),
         AdminRequest::Where { key } => (ADMIN_WHERE, key.clone()),
         AdminRequest::Aae => (ADMIN_AAE, String::new()),
+        AdminRequest::JoinInfo => (ADMIN_JOIN_INFO, String::new()),
+        AdminRequest::StageJoin { description } => (ADMIN_STAGE_JOIN, description.clone()),
     };
     let envelope = Envelope {
         kind: KIND_ADMIN_REQUEST,
@@ -148,6 +156,27 @@ pub fn admin_request(
     } else {
         Err(text)
     }
+}
+
+/// `admin join --stage`: asks the new node `node` for its description and
+/// hands it to `member`, which stages the join; nothing moves until `admin
+/// commit` on any member.
+pub fn stage_join(
+    node: SocketAddr,
+    member: SocketAddr,
+    timeout: Duration,
+    secret: Option<&ClusterSecret>,
+) -> Result<String, String> {
+    let description = admin_request(node, &AdminRequest::JoinInfo, false, timeout, secret)
+        .map_err(|e| format!("{node} cannot join: {e}"))?;
+    admin_request(
+        member,
+        &AdminRequest::StageJoin { description },
+        false,
+        timeout,
+        secret,
+    )
+    .map_err(|e| format!("{member} did not stage the join: {e}"))
 }
 
 /// The value of `"field": ` in one of our own JSON replies: a number, or a

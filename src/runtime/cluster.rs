@@ -34,7 +34,7 @@ use super::log;
 use crate::config::ServerConfig;
 use crate::membership::{
     next_ring, AdminChange, ClaimedRing, MemberRecord, MemberStatus, Membership, MembershipConfig,
-    MembershipMessage, MembershipState, NodeId, MEMBERS_MAX,
+    MembershipMessage, MembershipState, NodeId, StagedPlan, MEMBERS_MAX,
 };
 use crate::protocol::{RoutingNode, RoutingTable};
 use crate::replica::Preference;
@@ -431,9 +431,36 @@ impl Cluster {
 
 const MEMBERSHIP_FILE: &str = "membership";
 
-/// Loads the persisted membership state and address book, or makes a
-/// one-node cluster of this node on its first start.
+/// The file that holds the staged plan (`staging.rs`).
+const STAGED_FILE: &str = "staged-changes";
+
+/// What shard 0's driver starts from: the persisted membership state,
+/// address book, agreed ring and staged plan.
+pub(crate) struct InitialMembership {
+    pub state: MembershipState,
+    pub book: AddressBook,
+    pub ring: ClaimedRing,
+    pub staged: StagedPlan,
+}
+
+/// Loads the persisted membership state, address book and staged plan, or
+/// makes a one-node cluster of this node on its first start.
 pub(crate) fn load_membership(
+    me: NodeId,
+    config: &ServerConfig,
+    shards: usize,
+) -> Result<InitialMembership, String> {
+    let (state, book, ring) = load_state(me, config, shards)?;
+    let staged = super::staging::load_staged(&config.data_dir.join(STAGED_FILE))?;
+    Ok(InitialMembership {
+        state,
+        book,
+        ring,
+        staged,
+    })
+}
+
+fn load_state(
     me: NodeId,
     config: &ServerConfig,
     shards: usize,
@@ -518,9 +545,6 @@ pub(crate) struct MembershipDriver {
     next_version: u64,
     published_suspects: BTreeSet<NodeId>,
     dir: PathBuf,
-    /// Changes staged by `admin … --stage`, applied by `admin commit`
-    /// (`staging.rs`).
-    pub staged: Vec<AdminChange>,
     n_val_max: usize,
 }
 
@@ -529,11 +553,15 @@ impl MembershipDriver {
         cluster: Arc<Cluster>,
         config: Arc<ServerConfig>,
         links: Rc<Links>,
-        state: MembershipState,
-        ring: ClaimedRing,
-        book: AddressBook,
+        initial: InitialMembership,
         now_ms: u64,
     ) -> MembershipDriver {
+        let InitialMembership {
+            state,
+            book,
+            ring,
+            staged,
+        } = initial;
         let membership_config = MembershipConfig {
             gossip_interval_ms: config.gossip_interval_ms,
             suspect_after_ms: config.suspect_after_ms,
@@ -546,13 +574,13 @@ impl MembershipDriver {
             .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut seed_bytes));
         MembershipDriver {
             machine: Membership::new(cluster.me, membership_config, Vec::new(), state, now_ms)
-                .with_ring(config.partitions, usize::from(config.n_val), Some(ring)),
+                .with_ring(config.partitions, usize::from(config.n_val), Some(ring))
+                .with_staged(staged),
             book,
             rng: u64::from_le_bytes(seed_bytes) | 1,
             next_version: 2,
             published_suspects: BTreeSet::new(),
             dir: config.data_dir.clone(),
-            staged: Vec::new(),
             n_val_max: usize::from(config.n_val),
             cluster,
             links,
@@ -631,6 +659,7 @@ impl MembershipDriver {
         let message = MembershipMessage::Push {
             state: self.machine.state().clone(),
             ring: self.machine.ring().cloned(),
+            staged: self.machine.staged().clone(),
         };
         let (book, me) = (&self.book, self.cluster.me);
         self.links.send(addr, self.envelope(), |out| {
@@ -684,18 +713,94 @@ impl MembershipDriver {
         }
     }
 
+    /// Whether the node has seeds (and so joins by gossip, never staged).
+    pub(crate) fn has_seeds(&self) -> bool {
+        !self.seeds.is_empty()
+    }
+
     /// The configured N (the ring's N is at most this).
     pub(crate) fn n_val_max(&self) -> usize {
         self.n_val_max
     }
 
-    /// Applies several changes at once with one claim (`admin commit`).
-    pub(crate) fn admin_batch(&mut self, changes: &[AdminChange]) -> Result<(), String> {
-        self.machine
-            .admin_batch(changes)
-            .map_err(|e| e.to_string())?;
+    /// Stages a change cluster-wide (`admin … --stage`); returns how many
+    /// are staged.
+    pub(crate) fn stage(&mut self, change: AdminChange) -> Result<usize, String> {
+        let count = self.machine.stage(change).map_err(|e| e.to_string())?;
         self.after(false);
-        Ok(())
+        self.push_to_members();
+        Ok(count)
+    }
+
+    /// Pushes this node's view (with the staged plan) to every member at
+    /// once, after an edit of the plan: edits made one after another on
+    /// different nodes then build on each other instead of racing gossip
+    /// (the plan's merge is last-writer-wins).
+    fn push_to_members(&mut self) {
+        let me = self.cluster.me;
+        let targets: Vec<SocketAddr> = self
+            .machine
+            .state()
+            .members()
+            .filter(|(id, r)| *id != me && r.status != MemberStatus::Removed)
+            .filter_map(|(id, _)| self.book.get(&id).map(|e| e.internode(0)))
+            .collect();
+        for addr in targets {
+            self.push_to(addr);
+        }
+    }
+
+    /// Stages the join of a node that is not a member yet, and records its
+    /// address so that gossip reaches it once the join is committed.
+    pub(crate) fn stage_join(
+        &mut self,
+        change: AdminChange,
+        endpoint: Endpoint,
+    ) -> Result<usize, String> {
+        let node = change.node();
+        if node == self.cluster.me {
+            return Err("a node cannot stage its own join; ask a member of the cluster".into());
+        }
+        if let Some(known) = self.book.get(&node) {
+            let active = self
+                .machine
+                .state()
+                .get(node)
+                .is_some_and(|r| r.status != MemberStatus::Removed);
+            if active && *known != endpoint {
+                return Err(format!(
+                    "{node:?} is a member at {}, not {}",
+                    known.internode(0),
+                    endpoint.internode(0)
+                ));
+            }
+        }
+        let count = self.machine.stage(change).map_err(|e| e.to_string())?;
+        let book_changed = self.book.get(&node) != Some(&endpoint);
+        if book_changed && (self.book.len() < MEMBERS_MAX || self.book.contains_key(&node)) {
+            self.book.insert(node, endpoint);
+        }
+        self.after(book_changed);
+        self.push_to_members();
+        Ok(count)
+    }
+
+    /// Drops every staged change (`admin clear`).
+    pub(crate) fn clear_staged(&mut self) -> usize {
+        let count = self.machine.clear_staged();
+        self.after(false);
+        self.push_to_members();
+        count
+    }
+
+    /// Applies every staged change with one claim (`admin commit`), then
+    /// pushes the new view to every member at once, the nodes that joined
+    /// included (they hear nothing from the cluster until they are members).
+    pub(crate) fn commit_staged(&mut self) -> Result<Vec<AdminChange>, String> {
+        let changes = self.machine.commit_staged().map_err(|e| e.to_string())?;
+        self.after(false);
+        self.push_to_members();
+        Ok(changes)
     }
 
     /// The member whose internode address (of any shard) is `addr`.
@@ -724,6 +829,13 @@ impl MembershipDriver {
             let envelope = self.envelope();
             self.links
                 .send(addr, envelope, |out| encode_gossip(out, &message, book, me));
+        }
+        if self.machine.take_staged_changed() {
+            if let Err(e) =
+                super::staging::save_staged(&self.dir.join(STAGED_FILE), self.machine.staged())
+            {
+                log::warning!("cannot persist the staged membership changes: {e}");
+            }
         }
         let state_changed = self.machine.take_state_changed();
         if state_changed || book_changed {

@@ -3,9 +3,11 @@
 //! (no other runtime in the process).
 //!
 //! Deliberately small: HTTP/1.1 requests without a body, one request per
-//! connection (`Connection: close`), a bounded request head, a read timeout,
-//! and a bound on simultaneous connections. Anything else gets a clear 4xx
-//! and the connection is closed; the server keeps serving.
+//! connection (`Connection: close`), a bounded request head that must
+//! arrive whole within a deadline (a silent or trickling client is cut),
+//! and bounds on simultaneous connections, in all and per source address
+//! (past them: `503` and close). Anything else gets a clear 4xx and the
+//! connection is closed; the server keeps serving.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -22,14 +24,18 @@ use crate::observe::prometheus::CONTENT_TYPE;
 
 /// The largest request head (request line and headers) accepted.
 const HEAD_BYTES_MAX: usize = 8 * 1024;
-/// Simultaneous admin HTTP connections; more are closed at once.
+/// Simultaneous admin HTTP connections; more are answered 503 and closed.
 const CONNECTIONS_MAX: usize = 64;
+/// Simultaneous admin HTTP connections from one source address, so one
+/// host cannot take every slot from the scraper.
+const CONNECTIONS_PER_ADDRESS_MAX: usize = 16;
 /// A client that has not sent its whole request head by then is dropped.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Accepts admin HTTP connections until the node shuts down.
 pub(crate) async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener) {
     let open = Rc::new(Cell::new(0usize));
+    let per_address = Rc::new(super::limits::AddressLimiter::default());
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
@@ -39,13 +45,31 @@ pub(crate) async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener) {
                 continue;
             }
         };
-        if open.get() >= CONNECTIONS_MAX {
-            drop(stream);
+        let admission = match stream.peer_addr() {
+            Ok(peer) if open.get() < CONNECTIONS_MAX => {
+                per_address.admit(peer.ip(), CONNECTIONS_PER_ADDRESS_MAX)
+            }
+            _ => None,
+        };
+        let Some(admission) = admission else {
+            glommio::spawn_local(async move {
+                let mut stream = stream;
+                let _ = futures_lite::future::or(
+                    async {
+                        let _ =
+                            respond(&mut stream, 503, "text/plain", "too many connections\n").await;
+                    },
+                    glommio::timer::sleep(Duration::from_millis(100)),
+                )
+                .await;
+            })
+            .detach();
             continue;
-        }
+        };
         open.set(open.get() + 1);
         let (shard, open) = (shard.clone(), open.clone());
         glommio::spawn_local(async move {
+            let _admission = admission;
             serve(&shard, stream).await;
             open.set(open.get() - 1);
         })
@@ -55,9 +79,14 @@ pub(crate) async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener) {
 
 async fn serve(shard: &Rc<ShardState>, mut stream: TcpStream) {
     let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
+    let started = std::time::Instant::now();
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     let complete = loop {
+        // The read timeout ends a silent client; this a trickling one.
+        if started.elapsed() > READ_TIMEOUT {
+            break false;
+        }
         match stream.read(&mut chunk).await {
             Ok(0) | Err(_) => break false,
             Ok(n) => head.extend_from_slice(&chunk[..n]),

@@ -18,6 +18,15 @@
 //! it holds (the replica layer times out and retries elsewhere), reports the
 //! peer address to the failure detector, and backs off before reconnecting.
 //!
+//! Inbound connections are bounded whether or not a cluster secret is
+//! configured ([`InboundLimits`]): at most `internode_connections_max` per
+//! shard and `internode_connections_per_address_max` from one source IP
+//! (more are closed at once, with a rate-limited warning), and a connection
+//! that completes no frame within `internode_idle_timeout_ms` (silent, or a
+//! slow sender trickling bytes) is closed. Outgoing links close themselves
+//! after half that time without traffic and reconnect on the next frame, so
+//! the cut-off never drops a healthy peer's frames.
+//!
 //! Invariants: a link's outbox never exceeds [`LINK_OUTBOX_BYTES_MAX`] (past
 //! it new messages are dropped, as a lossy network would); links are only
 //! used on the shard that created them (`Rc`, no sharing between shards).
@@ -36,6 +45,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::auth::{self, ClusterSecret};
+use super::limits::AddressLimiter;
 use super::log;
 use crate::protocol::FrameDecoder;
 
@@ -216,6 +226,9 @@ pub(crate) struct Links {
     on_failure: FailureFn,
     /// Frames dropped because a link was full or the table was (diagnostics).
     pub dropped: Cell<u64>,
+    /// A link with nothing to send for this long closes its connection
+    /// (before the peer's idle cut-off does) and reconnects on demand.
+    idle_close: Cell<Option<Duration>>,
 }
 
 impl Links {
@@ -230,7 +243,14 @@ impl Links {
             links: RefCell::new(AHashMap::new()),
             on_failure,
             dropped: Cell::new(0),
+            idle_close: Cell::new(None),
         })
+    }
+
+    /// Makes links close connections idle for `idle` (half the peers'
+    /// `internode_idle_timeout_ms`); `None` keeps them open.
+    pub(crate) fn set_idle_close(&self, idle: Option<Duration>) {
+        self.idle_close.set(idle);
     }
 
     /// Queues one frame to `addr`; the link's writer sends it with whatever
@@ -290,7 +310,30 @@ impl Links {
         let mut stream: Option<TcpStream> = None;
         let mut backoff = BACKOFF_FIRST;
         let mut batch = Vec::with_capacity(READ_CHUNK_BYTES);
-        while link.take(&mut batch).await {
+        loop {
+            let taken = match (stream.is_some(), self.idle_close.get()) {
+                (true, Some(idle)) => {
+                    let timer = async {
+                        glommio::timer::sleep(idle).await;
+                        None
+                    };
+                    futures_lite::future::or(async { Some(link.take(&mut batch).await) }, timer)
+                        .await
+                }
+                _ => Some(link.take(&mut batch).await),
+            };
+            match taken {
+                Some(true) => {}
+                Some(false) => break,
+                None => {
+                    // Idle: close before the peer's cut-off can drop a
+                    // frame written to a connection it is closing.
+                    if let Some(mut s) = stream.take() {
+                        let _ = s.close().await;
+                    }
+                    continue;
+                }
+            }
             if stream.is_none() {
                 match connect_authenticated(self.source, link.addr, self.secret.as_deref()).await {
                     Ok(s) => {
@@ -325,12 +368,45 @@ pub(crate) trait InboundHandler: 'static {
     fn handle(self: &Rc<Self>, envelope: Envelope, payload: Bytes) -> Option<Vec<u8>>;
 }
 
+/// Bounds on inbound internode (and admin) connections of one shard.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct InboundLimits {
+    /// Connections open at once (`internode_connections_max`).
+    pub connections_max: usize,
+    /// Connections open at once from one source IP
+    /// (`internode_connections_per_address_max`).
+    pub per_address_max: usize,
+    /// No complete frame for this long closes the connection
+    /// (`internode_idle_timeout_ms`); `None` disables it.
+    pub idle: Option<Duration>,
+}
+
+impl InboundLimits {
+    pub(crate) fn of(config: &crate::config::ServerConfig) -> InboundLimits {
+        InboundLimits {
+            connections_max: config.internode_connections_max,
+            per_address_max: config.internode_connections_per_address_max,
+            idle: (config.internode_idle_timeout_ms > 0)
+                .then(|| Duration::from_millis(config.internode_idle_timeout_ms)),
+        }
+    }
+}
+
+/// Refused connections are logged at most this often (with a count), so a
+/// flood cannot fill the log.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Accepts internode connections and hands every frame to `handler`.
 pub(crate) async fn accept_loop<H: InboundHandler>(
     handler: Rc<H>,
     listener: TcpListener,
     secret: Option<Arc<ClusterSecret>>,
+    limits: InboundLimits,
 ) {
+    let open = Rc::new(Cell::new(0usize));
+    let per_address = Rc::new(AddressLimiter::default());
+    let mut refused = 0u64;
+    let mut last_refusal_log: Option<std::time::Instant> = None;
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
@@ -340,30 +416,108 @@ pub(crate) async fn accept_loop<H: InboundHandler>(
                 continue;
             }
         };
-        let (handler, secret) = (handler.clone(), secret.clone());
+        let peer = stream.peer_addr().ok();
+        let admission = if open.get() >= limits.connections_max {
+            Err(format!(
+                "{} internode connections open (internode_connections_max)",
+                open.get()
+            ))
+        } else {
+            match peer {
+                Some(peer) => per_address
+                    .admit(peer.ip(), limits.per_address_max)
+                    .ok_or_else(|| {
+                        format!(
+                            "{} internode connections open from {} (internode_connections_per_address_max)",
+                            limits.per_address_max,
+                            peer.ip()
+                        )
+                    }),
+                None => Err("no peer address".to_string()),
+            }
+        };
+        let admission = match admission {
+            Ok(admission) => admission,
+            Err(why) => {
+                refused += 1;
+                if last_refusal_log.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
+                    log::warning!(
+                        "internode connection from {} refused: {why} ({refused} refused since the last such line)",
+                        peer.map(|p| p.to_string()).unwrap_or_default()
+                    );
+                    refused = 0;
+                    last_refusal_log = Some(std::time::Instant::now());
+                }
+                glommio::spawn_local(refuse(stream, secret.is_none(), why)).detach();
+                continue;
+            }
+        };
+        let (handler, secret, open) = (handler.clone(), secret.clone(), open.clone());
+        open.set(open.get() + 1);
         glommio::spawn_local(async move {
+            let _admission = admission;
             let mut stream = stream;
-            if let Some(secret) = secret {
+            let authenticated = match secret {
                 // Nothing the peer sends is read as a frame before it has
                 // proved it holds the secret.
-                if let Err(e) = with_timeout(auth::accept(&mut stream, &secret)).await {
-                    let peer = stream
-                        .peer_addr()
-                        .map(|a| a.to_string())
-                        .unwrap_or_default();
-                    log::warning!(%peer, error = %e, "internode connection refused");
-                    let _ = stream.close().await;
-                    return;
-                }
+                Some(secret) => match with_timeout(auth::accept(&mut stream, &secret)).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        let peer = stream
+                            .peer_addr()
+                            .map(|a| a.to_string())
+                            .unwrap_or_default();
+                        log::warning!(%peer, error = %e, "internode connection refused");
+                        let _ = stream.close().await;
+                        false
+                    }
+                },
+                None => true,
+            };
+            if authenticated {
+                serve(handler, stream, limits.idle).await;
             }
-            serve(handler, stream).await
+            open.set(open.get() - 1);
         })
         .detach();
     }
 }
 
-async fn serve<H: InboundHandler>(handler: Rc<H>, mut stream: TcpStream) {
+/// Over a connection limit: closes the connection. Without a secret the
+/// peer may be `dynakv admin`, which reads one answer: it gets the reason
+/// as an admin error (a node's link never reads, so the frame is harmless).
+async fn refuse(mut stream: TcpStream, say_why: bool, why: String) {
+    if say_why {
+        let mut out = Vec::new();
+        let envelope = Envelope {
+            kind: KIND_ADMIN_RESPONSE,
+            from_node: 0,
+            from_shard: 0,
+            to_shard: 0,
+        };
+        encode_frame(&mut out, envelope, |out| {
+            out.push(0);
+            out.extend_from_slice(format!("connection refused: {why}").as_bytes());
+        });
+        let _ = futures_lite::future::or(
+            async {
+                let _ = stream.write_all(&out).await;
+            },
+            glommio::timer::sleep(Duration::from_millis(100)),
+        )
+        .await;
+    }
+    let _ = stream.close().await;
+}
+
+async fn serve<H: InboundHandler>(handler: Rc<H>, mut stream: TcpStream, idle: Option<Duration>) {
     let _ = stream.set_nodelay(true);
+    // The read timeout ends a silent connection; `last_frame` ends a slow
+    // one that trickles bytes but completes no frame in time.
+    if let Some(idle) = idle {
+        let _ = stream.set_read_timeout(Some(idle));
+    }
+    let mut last_frame = std::time::Instant::now();
     let mut decoder = FrameDecoder::new(INTERNODE_FRAME_BYTES_MAX);
     let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
@@ -377,6 +531,7 @@ async fn serve<H: InboundHandler>(handler: Rc<H>, mut stream: TcpStream) {
         loop {
             match decoder.decode(&mut buffer) {
                 Ok(Some(frame)) => {
+                    last_frame = std::time::Instant::now();
                     let Some((envelope, payload)) = decode_envelope(&frame) else {
                         return;
                     };
@@ -389,6 +544,9 @@ async fn serve<H: InboundHandler>(handler: Rc<H>, mut stream: TcpStream) {
             }
         }
         if !answers.is_empty() && stream.write_all(&answers).await.is_err() {
+            break;
+        }
+        if idle.is_some_and(|idle| last_frame.elapsed() > idle) {
             break;
         }
     }

@@ -37,7 +37,7 @@ use super::metrics::{self, MetricsHub, Op, ShardMetrics};
 use super::scheduler::{Job, JobRates, Scheduler};
 use crate::antientropy::{perform_io_observed, AaeConfig, AntiEntropy};
 use crate::config::ServerConfig;
-use crate::membership::{AdminChange, ClaimedRing, MembershipState, NodeId};
+use crate::membership::{AdminChange, NodeId};
 use crate::protocol::{self, ErrorCode, Limits, Request, RequestFrame, Response, Sibling};
 use crate::replica::{
     ClientReply, GetRequest, IoRequest, IoResult, PutRequest, QuorumConfig, Replica, ReplicaConfig,
@@ -56,8 +56,7 @@ pub(crate) struct NodeInfo {
     /// The cluster view (ring, addresses, reachability), published by shard 0.
     pub cluster: Arc<Cluster>,
     /// The membership state loaded at start-up, for shard 0's driver.
-    pub initial_membership:
-        std::sync::Mutex<Option<(MembershipState, cluster::AddressBook, ClaimedRing)>>,
+    pub initial_membership: std::sync::Mutex<Option<cluster::InitialMembership>>,
     /// Where shards publish metric snapshots for scrapes and admin commands.
     pub metrics: MetricsHub,
     /// When the node started.
@@ -77,8 +76,14 @@ impl NodeInfo {
         shards: usize,
     ) -> Result<NodeInfo, String> {
         let me = NodeId(node_id);
-        let (state, book, ring) = cluster::load_membership(me, config, shards)?;
-        let cluster = Arc::new(Cluster::new(me, shards, &state, &ring, &book)?);
+        let initial = cluster::load_membership(me, config, shards)?;
+        let cluster = Arc::new(Cluster::new(
+            me,
+            shards,
+            &initial.state,
+            &initial.ring,
+            &initial.book,
+        )?);
         let limits = Limits {
             frame_bytes_max: config.frame_bytes_max,
             key_bytes_max: config.key_bytes_max,
@@ -89,7 +94,7 @@ impl NodeInfo {
             limits,
             shards,
             cluster,
-            initial_membership: std::sync::Mutex::new(Some((state, book, ring))),
+            initial_membership: std::sync::Mutex::new(Some(initial)),
             metrics: MetricsHub::new(shards),
             started: Instant::now(),
             resp_stats: Default::default(),
@@ -241,6 +246,10 @@ pub(crate) async fn run(
             }
         }),
     );
+    links.set_idle_close(
+        (config.internode_idle_timeout_ms > 0)
+            .then(|| Duration::from_millis(config.internode_idle_timeout_ms / 2)),
+    );
     let started = Instant::now();
     let me = cluster.me;
     let replica_config = ReplicaConfig {
@@ -281,9 +290,7 @@ pub(crate) async fn run(
             cluster.clone(),
             config.clone(),
             links.clone(),
-            initial.0,
-            initial.2,
-            initial.1,
+            initial,
             0,
         ))
     } else {
@@ -365,6 +372,7 @@ pub(crate) async fn run(
             shard.clone(),
             internode_listener,
             node.cluster_secret.clone(),
+            internode::InboundLimits::of(&config),
         ),
         foreground,
     )
@@ -1281,6 +1289,15 @@ impl ShardState {
                 }
             }
             ADMIN_WHERE => Ok(super::staging::where_text(cluster, argument, json)),
+            ADMIN_JOIN_INFO | ADMIN_STAGE_JOIN => {
+                let mut driver = self.membership.borrow_mut();
+                let driver = driver.as_mut().ok_or("admin requests go to shard 0")?;
+                if op == ADMIN_JOIN_INFO {
+                    super::staging::join_info_text(driver, cluster)
+                } else {
+                    super::staging::stage_join(driver, argument)
+                }
+            }
             other => Err(format!("unknown admin operation {other}")),
         }
     }
@@ -1371,6 +1388,10 @@ impl AdminOptions {
     }
 }
 pub(crate) const ADMIN_AAE: u8 = 21;
+/// A node's description for a staged join (asked of the joining node).
+pub(crate) const ADMIN_JOIN_INFO: u8 = 30;
+/// Stage the join of the node described (asked of a member).
+pub(crate) const ADMIN_STAGE_JOIN: u8 = 31;
 
 impl InboundHandler for ShardState {
     fn handle(self: &Rc<Self>, envelope: Envelope, payload: Bytes) -> Option<Vec<u8>> {
