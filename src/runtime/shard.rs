@@ -172,6 +172,8 @@ pub(crate) struct ShardState {
     pumping: Cell<bool>,
     /// Handoff requests sent and not yet acknowledged (`handoff.rs`).
     handoff_outstanding: RefCell<ahash::AHashSet<u64>>,
+    /// Reused buffer for encoding context tokens (`context_token`).
+    context_scratch: RefCell<Vec<u8>>,
 }
 
 /// The incarnation the replica layer sees: the shard's restart counter
@@ -330,6 +332,7 @@ pub(crate) async fn run(
         forwards: RefCell::new(AHashMap::new()),
         next_forward: Cell::new(1),
         handoff_outstanding: RefCell::new(ahash::AHashSet::new()),
+        context_scratch: RefCell::new(Vec::with_capacity(64)),
     });
     shard.pump();
 
@@ -833,13 +836,16 @@ impl ShardState {
             let shard = topology.shard_on(NodeId(node), partition).unwrap_or(0);
             (node << 32) | u64::from(shard)
         });
-        Bytes::from(
-            Context {
-                clock,
-                fastest_replica,
-            }
-            .encode(),
-        )
+        // Encoded into the shard's scratch buffer and copied out: one
+        // allocation of exactly the token's size.
+        let mut scratch = self.context_scratch.borrow_mut();
+        scratch.clear();
+        Context {
+            clock,
+            fastest_replica,
+        }
+        .encode_into(&mut scratch);
+        Bytes::copy_from_slice(&scratch)
     }
 
     async fn coordinate_get(
@@ -868,11 +874,13 @@ impl ShardState {
                 // summarised by the context, so the next put supersedes it.
                 let siblings: Vec<Sibling> = outcome
                     .siblings
-                    .data_values()
-                    .into_iter()
-                    .map(|value| Sibling {
-                        tombstone: false,
-                        value: value.clone(),
+                    .siblings()
+                    .filter_map(|(_, value)| match value {
+                        Value::Data(value) => Some(Sibling {
+                            tombstone: false,
+                            value: value.clone(),
+                        }),
+                        Value::Tombstone => None,
                     })
                     .collect();
                 self.metrics.record_siblings(siblings.len());
@@ -998,61 +1006,101 @@ impl ShardState {
         self.pumping.set(false);
     }
 
+    /// Drains the machine's outputs one at a time (no lists collected per
+    /// pass), until a pass finds none: handling one output can queue more.
     fn pump_outputs(self: &Rc<Self>) {
         loop {
-            let (ios, transmits, replies, timeouts, hints) = {
-                let mut replica = self.replica.borrow_mut();
-                let ios: Vec<IoRequest> = std::iter::from_fn(|| replica.poll_io()).collect();
-                let transmits: Vec<Transmit> =
-                    std::iter::from_fn(|| replica.poll_transmit()).collect();
-                let replies: Vec<ClientReply> =
-                    std::iter::from_fn(|| replica.poll_reply()).collect();
-                let timeouts: Vec<NodeId> =
-                    std::iter::from_fn(|| replica.poll_peer_timeout()).collect();
-                (ios, transmits, replies, timeouts, replica.hint_count())
-            };
-            self.node.cluster.hints[self.index].store(hints, Ordering::Relaxed);
-            if ios.is_empty() && transmits.is_empty() && replies.is_empty() && timeouts.is_empty() {
-                return;
+            let mut idle = true;
+            loop {
+                let io = self.replica.borrow_mut().poll_io();
+                let Some(io) = io else { break };
+                idle = false;
+                self.start_io(io);
             }
-            for io in ios {
-                let shard = self.clone();
-                let queue = self.io_queue(&io);
-                let task = async move {
-                    let (id, result) = shard.perform(io).await;
-                    shard
-                        .replica
-                        .borrow_mut()
-                        .handle_io_done(shard.now_ms(), id, result);
-                    shard.pump();
-                };
-                match glommio::spawn_local_into(task, queue) {
-                    Ok(task) => {
-                        task.detach();
-                    }
-                    Err(e) => log::warning!("shard {}: cannot spawn storage task: {e}", self.index),
-                }
+            let mut topology = None;
+            loop {
+                let transmit = self.replica.borrow_mut().poll_transmit();
+                let Some(transmit) = transmit else { break };
+                idle = false;
+                let topology = topology.get_or_insert_with(|| self.topology());
+                self.send_replica(topology, transmit);
             }
-            if !transmits.is_empty() {
-                let topology = self.topology();
-                for transmit in transmits {
-                    self.send_replica(&topology, transmit);
-                }
-            }
-            for reply in replies {
+            loop {
+                let reply = self.replica.borrow_mut().poll_reply();
+                let Some(reply) = reply else { break };
+                idle = false;
                 let id = match &reply {
                     ClientReply::Put { id, .. } | ClientReply::Get { id, .. } => *id,
                 };
-                if let Some(waiter) = self.waiters.borrow_mut().remove(&id) {
+                let waiter = self.waiters.borrow_mut().remove(&id);
+                if let Some(waiter) = waiter {
                     *waiter.reply.borrow_mut() = Some(reply);
                     if let Some(waker) = waiter.waker.borrow_mut().take() {
                         waker.wake();
                     }
                 }
             }
-            for peer in timeouts {
+            loop {
+                let peer = self.replica.borrow_mut().poll_peer_timeout();
+                let Some(peer) = peer else { break };
+                idle = false;
                 self.node.cluster.report_failure(peer);
             }
+            if idle {
+                let hints = self.replica.borrow().hint_count();
+                self.node.cluster.hints[self.index].store(hints, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+
+    /// Runs one storage request of the replica machine: a data read the
+    /// store answers from memory at once (most of them: the read cache and
+    /// the write buffer), anything else in a task that feeds its result
+    /// back and pumps again.
+    fn start_io(self: &Rc<Self>, io: IoRequest) {
+        let io = match io {
+            IoRequest::Read {
+                namespace: Namespace::Data,
+                ..
+            } => match crate::replica::perform_io_now(&self.store, io) {
+                Ok((id, result)) => {
+                    self.replica
+                        .borrow_mut()
+                        .handle_io_done(self.now_ms(), id, result);
+                    return;
+                }
+                Err(io) => io,
+            },
+            io => io,
+        };
+        // A buffered write usually completes without waiting (it appends to
+        // the write buffer): it is polled once here, and spawned as a task
+        // only if it does wait (a flush of a full buffer, a segment
+        // rotation). The futures it can wait on register the waker of every
+        // poll, so the task's first poll (with the real waker) re-arms them.
+        let inline = matches!(io, IoRequest::Write { durable: false, .. });
+        let shard = self.clone();
+        let queue = self.io_queue(&io);
+        let mut task = Box::pin(async move {
+            let (id, result) = shard.perform(io).await;
+            shard
+                .replica
+                .borrow_mut()
+                .handle_io_done(shard.now_ms(), id, result);
+            shard.pump();
+        });
+        if inline {
+            let mut cx = std::task::Context::from_waker(Waker::noop());
+            if std::future::Future::poll(task.as_mut(), &mut cx).is_ready() {
+                return;
+            }
+        }
+        match glommio::spawn_local_into(task, queue) {
+            Ok(task) => {
+                task.detach();
+            }
+            Err(e) => log::warning!("shard {}: cannot spawn storage task: {e}", self.index),
         }
     }
 

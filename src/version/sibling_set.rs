@@ -434,6 +434,21 @@ impl SiblingSet {
         }
     }
 
+    /// An upper bound on the length of `encode`'s output, to size its buffer.
+    pub fn encoded_len_max(&self) -> usize {
+        let varint = super::codec::VARINT_BYTES_MAX;
+        let siblings: usize = self
+            .entries
+            .iter()
+            .flat_map(|entry| &entry.siblings)
+            .map(|sibling| match &sibling.value {
+                Value::Data(bytes) => 2 * varint + 1 + bytes.len(),
+                Value::Tombstone => varint + 1,
+            })
+            .sum();
+        1 + 2 * varint + self.entries.len() * 3 * varint + siblings
+    }
+
     /// Appends the canonical encoding (see `docs/versioning.md`):
     /// format byte, floor, entry count, then per entry the actor delta, the
     /// counter, the sibling count and per sibling `counter - dot`, a value
@@ -466,6 +481,20 @@ impl SiblingSet {
     /// checked; no input panics or allocates more than its own length.
     /// Accepted inputs are canonical: `encode(decode(b)) == b`.
     pub fn decode(bytes: &[u8]) -> Result<SiblingSet, VersionError> {
+        Self::decode_values(bytes, Bytes::copy_from_slice)
+    }
+
+    /// `decode`, with every value a slice of `bytes` instead of a copy (no
+    /// allocation per sibling; the values keep `bytes` alive).
+    pub fn decode_shared(bytes: &Bytes) -> Result<SiblingSet, VersionError> {
+        Self::decode_values(bytes, |value| bytes.slice_ref(value))
+    }
+
+    /// `decode`, making each value's `Bytes` from its slice of the input.
+    fn decode_values(
+        bytes: &[u8],
+        value_of: impl Fn(&[u8]) -> Bytes,
+    ) -> Result<SiblingSet, VersionError> {
         let mut reader = Reader::new(bytes);
         let format = reader.u8()?;
         if format != SIBLING_SET_FORMAT_VERSION {
@@ -524,7 +553,7 @@ impl SiblingSet {
                 let value = match reader.u8()? {
                     VALUE_TAG_DATA => {
                         let length = reader.varint()?;
-                        Value::Data(Bytes::copy_from_slice(reader.slice(length)?))
+                        Value::Data(value_of(reader.slice(length)?))
                     }
                     VALUE_TAG_TOMBSTONE => Value::Tombstone,
                     tag => return Err(VersionError::UnknownValueTag(tag)),
