@@ -493,9 +493,12 @@ impl TimerQueue {
 
     /// The lane whose front is the earliest timer.
     fn first_lane(&self) -> Option<usize> {
-        (0..self.lanes.len())
-            .filter(|&lane| !self.lanes[lane].is_empty())
-            .min_by_key(|&lane| self.lanes[lane][0])
+        match (self.lanes[0].front(), self.lanes[1].front()) {
+            (Some(short), Some(long)) => Some(usize::from(long < short)),
+            (Some(_), None) => Some(0),
+            (None, Some(_)) => Some(1),
+            (None, None) => None,
+        }
     }
 
     fn first(&self) -> Option<(u64, Timer)> {
@@ -1810,7 +1813,7 @@ impl Replica {
                 return;
             }
         };
-        let mut payload = Vec::with_capacity(new_set.encoded_len_max());
+        let mut payload = Vec::with_capacity(new_set.encoded_len());
         new_set.encode(&mut payload);
         let io = self.fresh_id();
         let op = self.local_ops.get_mut(&op_id).expect("local op exists");

@@ -45,7 +45,7 @@ use crate::replica::{
 };
 use crate::ring;
 use crate::storage::{Namespace, StorageError, Store, StoreConfig};
-use crate::version::{Context, Value, VersionError, VersionVector};
+use crate::version::{Context, SiblingSet, Value, VersionError, VersionVector};
 
 mod handoff;
 
@@ -855,6 +855,11 @@ impl ShardState {
         key: Bytes,
         r: usize,
     ) -> Result<Response, (ErrorCode, String, u32)> {
+        let me = self.node.cluster.me;
+        if let Some(siblings) = self.get_single_now(topology, partition, &key, r) {
+            let clock = siblings.context();
+            return Ok(self.get_response(topology, partition, &siblings, clock, Some(me.0)));
+        }
         let request = GetRequest {
             key,
             partition,
@@ -869,36 +874,71 @@ impl ShardState {
             ClientReply::Get {
                 result: Ok(outcome),
                 ..
-            } => {
-                // Only live values are returned; a tombstone sibling is
-                // summarised by the context, so the next put supersedes it.
-                let siblings: Vec<Sibling> = outcome
-                    .siblings
-                    .siblings()
-                    .filter_map(|(_, value)| match value {
-                        Value::Data(value) => Some(Sibling {
-                            tombstone: false,
-                            value: value.clone(),
-                        }),
-                        Value::Tombstone => None,
-                    })
-                    .collect();
-                self.metrics.record_siblings(siblings.len());
-                Ok(Response::Get {
-                    found: !siblings.is_empty(),
-                    siblings,
-                    context: self.context_token(
-                        topology,
-                        partition,
-                        outcome.context.clock,
-                        outcome.context.fastest_replica,
-                    ),
-                })
-            }
+            } => Ok(self.get_response(
+                topology,
+                partition,
+                &outcome.siblings,
+                outcome.context.clock,
+                outcome.context.fastest_replica,
+            )),
             ClientReply::Get { result: Err(e), .. } | ClientReply::Put { result: Err(e), .. } => {
                 Err(replica_error(e, self.timed_out(began)))
             }
             ClientReply::Put { .. } => Err((ErrorCode::Internal, "mismatched reply".into(), 0)),
+        }
+    }
+
+    /// A get whose only replica is this shard (N = 1, R = 1), answered
+    /// without the replica machine when the key's set is in memory. The
+    /// machine would ask this shard alone and answer with its one reply
+    /// unchanged (nothing to merge, nobody to repair), with this node as the
+    /// fastest replica; its bookkeeping (request tables, timers, a waiter)
+    /// would be work for nothing. `None`: take the machine's path (a read
+    /// that needs I/O, an unreadable set, any other quorum).
+    fn get_single_now(
+        &self,
+        topology: &Topology,
+        partition: u32,
+        key: &Bytes,
+        r: usize,
+    ) -> Option<SiblingSet> {
+        let me = self.node.cluster.me;
+        let single = matches!(topology.primaries(partition), [only] if only.node == me);
+        if !single || r != 1 || key.len() > crate::replica::KEY_BYTES_MAX {
+            return None;
+        }
+        match self.store.get_now(Namespace::Data, partition, key)? {
+            None => Some(SiblingSet::new()),
+            Some(record) => SiblingSet::decode_shared(&record.payload).ok(),
+        }
+    }
+
+    /// The client's answer to a successful get of `siblings`.
+    fn get_response(
+        &self,
+        topology: &Topology,
+        partition: u32,
+        siblings: &SiblingSet,
+        clock: VersionVector,
+        fastest_replica: Option<u64>,
+    ) -> Response {
+        // Only live values are returned; a tombstone sibling is summarised
+        // by the context, so the next put supersedes it.
+        let siblings: Vec<Sibling> = siblings
+            .siblings()
+            .filter_map(|(_, value)| match value {
+                Value::Data(value) => Some(Sibling {
+                    tombstone: false,
+                    value: value.clone(),
+                }),
+                Value::Tombstone => None,
+            })
+            .collect();
+        self.metrics.record_siblings(siblings.len());
+        Response::Get {
+            found: !siblings.is_empty(),
+            siblings,
+            context: self.context_token(topology, partition, clock, fastest_replica),
         }
     }
 

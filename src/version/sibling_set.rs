@@ -434,19 +434,25 @@ impl SiblingSet {
         }
     }
 
-    /// An upper bound on the length of `encode`'s output, to size its buffer.
-    pub fn encoded_len_max(&self) -> usize {
-        let varint = super::codec::VARINT_BYTES_MAX;
-        let siblings: usize = self
-            .entries
-            .iter()
-            .flat_map(|entry| &entry.siblings)
-            .map(|sibling| match &sibling.value {
-                Value::Data(bytes) => 2 * varint + 1 + bytes.len(),
-                Value::Tombstone => varint + 1,
-            })
-            .sum();
-        1 + 2 * varint + self.entries.len() * 3 * varint + siblings
+    /// The exact length of `encode`'s output, to size its buffer (a buffer
+    /// of exactly this capacity becomes a `Bytes` without another allocation).
+    pub fn encoded_len(&self) -> usize {
+        let mut len =
+            1 + varint_len(self.pruned_counter_floor) + varint_len(self.entries.len() as u64);
+        let mut previous: ActorId = 0;
+        for entry in &self.entries {
+            len += varint_len(entry.actor - previous)
+                + varint_len(entry.counter)
+                + varint_len(entry.siblings.len() as u64);
+            previous = entry.actor;
+            for sibling in &entry.siblings {
+                len += varint_len(entry.counter - sibling.dot_counter) + 1;
+                if let Value::Data(bytes) = &sibling.value {
+                    len += varint_len(bytes.len() as u64) + bytes.len();
+                }
+            }
+        }
+        len
     }
 
     /// Appends the canonical encoding (see `docs/versioning.md`):
@@ -576,6 +582,11 @@ impl SiblingSet {
     }
 }
 
+/// The length of `value`'s LEB128 varint.
+fn varint_len(value: u64) -> usize {
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+}
+
 /// Merges two entries of the same actor: the higher counter wins, and a
 /// sibling survives unless the other side has seen its dot without keeping it.
 fn merge_entry(left: &Entry, right: &Entry) -> Entry {
@@ -622,5 +633,27 @@ fn merge_entry(left: &Entry, right: &Entry) -> Entry {
         actor: left.actor,
         counter: left.counter.max(right.counter),
         siblings,
+    }
+}
+
+#[cfg(test)]
+mod varint_len_tests {
+    use super::super::codec::put_varint;
+    use super::varint_len;
+
+    #[test]
+    fn matches_the_encoding() {
+        for shift in 0..64 {
+            for value in [
+                1u64 << shift,
+                (1u64 << shift) - 1,
+                (1u64 << shift) + 1,
+                u64::MAX,
+            ] {
+                let mut out = Vec::new();
+                put_varint(&mut out, value);
+                assert_eq!(varint_len(value), out.len(), "{value}");
+            }
+        }
     }
 }
