@@ -260,3 +260,48 @@ fn blocking_and_glommio_clients_route_zero_hop_and_see_each_others_writes() {
         vec![Bytes::from_static(b"a0"), Bytes::from_static(b"b0")]
     );
 }
+
+/// The shard appends a buffered put in place and makes it a task only when
+/// it waits; with a 4 KiB write buffer most puts find it full and wait for a
+/// flush, so both paths run. Every key reads back as its last write (one
+/// sibling: each put carried the previous put's context), served from
+/// memory, and again after a restart, when every read goes to disk through
+/// the replica machine.
+#[test]
+fn buffered_puts_that_wait_for_flushes_read_back_before_and_after_a_restart() {
+    use bytes::Bytes;
+    use dynakv::client::{Client, ClientOptions};
+    use dynakv::protocol::Quorum;
+
+    const KEYS: usize = 300;
+    let value = |key: usize, round: usize| format!("{key}-{round}-{}", "v".repeat(300));
+    let check = |node: &TestNode| {
+        let mut client = Client::connect(node.listen, ClientOptions::default()).expect("connect");
+        for key in 0..KEYS {
+            let got = client.get(format!("k{key}").as_bytes()).expect("get");
+            assert_eq!(got.values, vec![Bytes::from(value(key, 1))], "k{key}");
+        }
+    };
+    let mut node = TestNode::start(2, &["--write-buffer-bytes", "4096"]);
+    {
+        let mut client = Client::connect(node.listen, ClientOptions::default()).expect("connect");
+        let mut contexts: Vec<Option<Bytes>> = vec![None; KEYS];
+        for round in 0..2 {
+            for (key, context) in contexts.iter_mut().enumerate() {
+                let written = client
+                    .put(
+                        format!("k{key}").as_bytes(),
+                        value(key, round).as_bytes(),
+                        context.as_deref(),
+                        Quorum::DEFAULT,
+                    )
+                    .expect("put");
+                *context = Some(written);
+            }
+        }
+    }
+    check(&node);
+    assert!(node.terminate().success());
+    node.start_again_once().expect("restart");
+    check(&node);
+}

@@ -106,6 +106,21 @@ proptest! {
     fn sibling_set_round_trips(steps in proptest::collection::vec(step_strategy(), 0..30)) {
         let set = build(&steps);
         let bytes = encoded(&set);
+        prop_assert_eq!(bytes.len(), set.encoded_len());
+        // The zero-copy decode gives the same set, and its values are slices
+        // of the input.
+        let shared = bytes::Bytes::from(bytes.clone());
+        let decoded = SiblingSet::decode_shared(&shared).unwrap();
+        prop_assert_eq!(&decoded, &set);
+        let range = shared.as_ptr() as usize..shared.as_ptr() as usize + shared.len();
+        for value in decoded.data_values() {
+            prop_assert!(value.is_empty() || range.contains(&(value.as_ptr() as usize)));
+        }
+        // Merging a set into an empty one gives it back unchanged (a
+        // one-reply get relies on it and skips the merge).
+        let mut merged = SiblingSet::new();
+        merged.merge(&set).unwrap();
+        prop_assert_eq!(&merged, &set);
         prop_assert_eq!(SiblingSet::decode(&bytes), Ok(set));
     }
 

@@ -7,7 +7,8 @@
 3. latency:   open loop at 50% and 75% of the measured maximum GET rate; p50/p99/p99.9
               of GET vs PING at the same rate.
 
-Usage: tools/bench-single-node.py [--quick]   (build first: cargo build --release --workspace)
+Usage: tools/bench-single-node.py [--quick] [--ceiling-only]   (build first: cargo build --release --workspace)
+--ceiling-only runs section 1 alone (for A/B of two server binaries: DYNAKV=... each).
 Environment: BENCH, DYNAKV (binaries), DURATION (s, default 5), REPEATS (3), OUT (results dir).
 Prints markdown tables; every run's JSON is kept under OUT.
 """
@@ -181,5 +182,7 @@ if __name__ == "__main__":
             raise SystemExit(f"{binary} not found: cargo build --release --workspace")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, duration {DURATION}s per run, {REPEATS} repeats, results in {OUT}")
     max_get = ceiling()
+    if "--ceiling-only" in sys.argv:
+        raise SystemExit(0)
     cores()
     latency(max_get)

@@ -5,12 +5,13 @@
 # Used for A/B checks of one setting, e.g. the per-read idle timer:
 #   tools/server-cpu-per-op.sh 7700                       # default
 #   tools/server-cpu-per-op.sh 7700 --idle-timeout-ms 0   # no idle timer
-# Environment: WL (get|put|ping, default get), PIPE (pipeline depth, default 1).
+# Environment: WL (get|put|ping, default get), PIPE (pipeline depth, default 1),
+# DYNAKV (the server binary, default target/release/dynakv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=$1; shift
 DIR=$(mktemp -d)
-target/release/dynakv server --data-dir "$DIR" --listen "127.0.0.1:$PORT" --shards 2 "$@" >/dev/null 2>&1 &
+"${DYNAKV:-target/release/dynakv}" server --data-dir "$DIR" --listen "127.0.0.1:$PORT" --shards 2 "$@" >/dev/null 2>&1 &
 SP=$!
 trap 'kill $SP 2>/dev/null; wait $SP 2>/dev/null; rm -rf "$DIR"' EXIT
 for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done

@@ -9,6 +9,29 @@
 use super::node::{IoId, IoRequest, IoResult};
 use crate::storage::{Disk, Durability, Namespace, RecordKind, StorageError, Store};
 
+/// Performs `io` at once when it is a read the store can answer without
+/// I/O (`Store::get_now`: the key is absent, cached or in the write buffer);
+/// otherwise hands it back, for `perform_io`. The runtime uses it to answer
+/// most reads without spawning a task; the outcome is the one `perform_io`
+/// would give.
+pub fn perform_io_now<D: Disk>(
+    store: &Store<D>,
+    io: IoRequest,
+) -> Result<(IoId, IoResult), IoRequest> {
+    if let IoRequest::Read {
+        io: id,
+        namespace,
+        partition,
+        key,
+    } = &io
+    {
+        if let Some(record) = store.get_now(*namespace, *partition, key) {
+            return Ok((*id, IoResult::Read(record.map(|record| record.payload))));
+        }
+    }
+    Err(io)
+}
+
 /// Performs `io` on `store`. A storage error is returned as is, so each
 /// driver can word `IoResult::Failed` for its own audience.
 pub async fn perform_io<D: Disk>(

@@ -4,6 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
+use std::hash::Hash;
+
+use ahash::AHashMap;
 
 use bytes::Bytes;
 
@@ -450,6 +453,83 @@ enum Timer {
     GetLinger { op: u64 },
 }
 
+impl Timer {
+    /// The lane of `TimerQueue` the timer goes to: one per timeout length,
+    /// so that within a lane deadlines arrive in order.
+    fn lane(&self) -> usize {
+        match self {
+            Timer::PutTarget { .. } | Timer::GetLinger { .. } => 0,
+            Timer::PutDeadline { .. } | Timer::GetDeadline { .. } => 1,
+        }
+    }
+}
+
+/// Request deadlines ordered by `(deadline_ms, timer)`, like a
+/// `BTreeSet<(u64, Timer)>` (the same order, hence the same behaviour),
+/// at the cost of a queue push per timer: every timer of a lane is armed
+/// `now_ms` plus the same timeout, so it almost always goes at the back of
+/// its lane; one that does not (a clock that stepped back, an equal
+/// deadline of a smaller timer) is inserted in its place.
+#[derive(Debug, Default)]
+struct TimerQueue {
+    lanes: [VecDeque<(u64, Timer)>; 2],
+}
+
+impl TimerQueue {
+    fn insert(&mut self, deadline_ms: u64, timer: Timer) {
+        let lane = &mut self.lanes[timer.lane()];
+        let item = (deadline_ms, timer);
+        match lane.back() {
+            Some(last) if *last > item => {
+                let at = lane.partition_point(|queued| *queued < item);
+                if lane.get(at) != Some(&item) {
+                    lane.insert(at, item);
+                }
+            }
+            Some(last) if *last == item => {}
+            _ => lane.push_back(item),
+        }
+    }
+
+    /// The lane whose front is the earliest timer.
+    fn first_lane(&self) -> Option<usize> {
+        match (self.lanes[0].front(), self.lanes[1].front()) {
+            (Some(short), Some(long)) => Some(usize::from(long < short)),
+            (Some(_), None) => Some(0),
+            (None, Some(_)) => Some(1),
+            (None, None) => None,
+        }
+    }
+
+    fn first(&self) -> Option<(u64, Timer)> {
+        self.first_lane().map(|lane| self.lanes[lane][0])
+    }
+
+    fn pop_first(&mut self) -> Option<(u64, Timer)> {
+        let lane = self.first_lane()?;
+        self.lanes[lane].pop_front()
+    }
+}
+
+/// An empty request table with fixed hasher seeds: the machine stays a
+/// function of its inputs.
+fn table<K: Hash + Eq, V>() -> AHashMap<K, V> {
+    AHashMap::with_hasher(ahash::RandomState::with_seeds(
+        0x6479_6e61_6b76_0001,
+        0x6479_6e61_6b76_0002,
+        0x6479_6e61_6b76_0003,
+        0x6479_6e61_6b76_0004,
+    ))
+}
+
+/// The local operations of one key: the one running and those queued
+/// behind it, in order (usually none, so no queue is allocated).
+#[derive(Debug)]
+struct LockQueue {
+    running: u64,
+    waiting: VecDeque<u64>,
+}
+
 /// The replica state machine of one shard.
 pub struct Replica {
     /// This node.
@@ -460,17 +540,21 @@ pub struct Replica {
     /// Peers the failure detector currently believes unreachable.
     unreachable: BTreeSet<NodeId>,
     next_id: u64,
-    puts: BTreeMap<u64, PutOp>,
-    gets: BTreeMap<u64, GetOp>,
+    // The request tables are hash maps (every request inserts into and
+    // removes from several of them; a B-tree moves its large values around
+    // on each change). They are never iterated, so their order cannot leak
+    // into behaviour; the hasher's seeds are fixed anyway (`table`).
+    puts: AHashMap<u64, PutOp>,
+    gets: AHashMap<u64, GetOp>,
     /// Outstanding replica requests by request id.
-    pending: BTreeMap<RequestId, Pending>,
-    local_ops: BTreeMap<u64, LocalOp>,
+    pending: AHashMap<RequestId, Pending>,
+    local_ops: AHashMap<u64, LocalOp>,
     /// Per-key FIFO of local operations; the front one runs.
-    locks: BTreeMap<(Namespace, Bytes), VecDeque<u64>>,
-    ios: BTreeMap<IoId, IoPurpose>,
+    locks: AHashMap<(Namespace, Bytes), LockQueue>,
+    ios: AHashMap<IoId, IoPurpose>,
     /// Request deadlines, earliest first; entries of finished ops are
     /// dropped when they come due.
-    timers: BTreeSet<(u64, Timer)>,
+    timers: TimerQueue,
     /// Hints this shard holds, by (primary, partition, key).
     hints: BTreeMap<HintIndexKey, HintState>,
     next_replay_ms: u64,
@@ -497,13 +581,13 @@ impl Replica {
             config,
             unreachable: BTreeSet::new(),
             next_id: (incarnation << 40) + 1,
-            puts: BTreeMap::new(),
-            gets: BTreeMap::new(),
-            pending: BTreeMap::new(),
-            local_ops: BTreeMap::new(),
-            locks: BTreeMap::new(),
-            ios: BTreeMap::new(),
-            timers: BTreeSet::new(),
+            puts: table(),
+            gets: table(),
+            pending: table(),
+            local_ops: table(),
+            locks: table(),
+            ios: table(),
+            timers: TimerQueue::default(),
             hints: BTreeMap::new(),
             next_replay_ms: now_ms,
             transmits: VecDeque::new(),
@@ -626,7 +710,7 @@ impl Replica {
 
     /// The earliest time `handle_timeout` has work to do.
     pub fn poll_timeout(&self) -> Option<u64> {
-        let mut earliest = self.timers.first().map(|(deadline_ms, _)| *deadline_ms);
+        let mut earliest = self.timers.first().map(|(deadline_ms, _)| deadline_ms);
         // Replay deadlines are swept on the replay tick, so the hint index
         // (possibly large) is not scanned here.
         if !self.hints.is_empty() {
@@ -679,7 +763,7 @@ impl Replica {
             replied: false,
         };
         self.timers
-            .insert((op.deadline_ms, Timer::PutDeadline { op: op_id }));
+            .insert(op.deadline_ms, Timer::PutDeadline { op: op_id });
         self.puts.insert(op_id, op);
         // The coordinator writes its own copy first, durably when DW >= 1
         // (§6.1: "the coordinator selects one out of the N replicas to
@@ -826,7 +910,7 @@ impl Replica {
         };
         self.pending.insert(req, Pending::Put(op_id));
         self.timers
-            .insert((deadline_ms, Timer::PutTarget { op: op_id, req }));
+            .insert(deadline_ms, Timer::PutTarget { op: op_id, req });
         self.send(node, message);
     }
 
@@ -973,7 +1057,7 @@ impl Replica {
         }
         let deadline_ms = now_ms + self.config.request_timeout_ms;
         self.timers
-            .insert((deadline_ms, Timer::GetDeadline { op: op_id }));
+            .insert(deadline_ms, Timer::GetDeadline { op: op_id });
         // A get answered after R replies waits for the other replicas (for
         // read repair) only as long as a put waits for one replica: an op
         // kept to the full request deadline for a dead primary would hold a
@@ -982,7 +1066,7 @@ impl Replica {
         let linger_ms = now_ms + self.config.replica_timeout_ms;
         if linger_ms < deadline_ms {
             self.timers
-                .insert((linger_ms, Timer::GetLinger { op: op_id }));
+                .insert(linger_ms, Timer::GetLinger { op: op_id });
         }
         self.gets.insert(
             op_id,
@@ -1025,42 +1109,45 @@ impl Replica {
         if op.replied && !all_in && !expired {
             return;
         }
+        if (all_in || expired) && op.targets.len() == 1 {
+            return self.get_finish_single(op_id, replies);
+        }
         // Syntactic reconciliation: merge drops dominated versions (§4.4).
-        let mut merged = SiblingSet::new();
+        // The first set found is taken as it is: merging a decoded set into
+        // an empty one gives it back unchanged, and a one-replica get (R = 1,
+        // or N = 1) then merges nothing.
+        let mut merged: Option<SiblingSet> = None;
         let mut merge_error = None;
         for target in &op.targets {
             if let Some(Some(siblings)) = &target.reply {
-                if let Err(error) = merged.merge(siblings) {
-                    merge_error = Some(error);
+                match &mut merged {
+                    None => merged = Some(siblings.clone()),
+                    Some(merged) => {
+                        if let Err(error) = merged.merge(siblings) {
+                            merge_error = Some(error);
+                        }
+                    }
                 }
             }
         }
+        let mut merged = merged.unwrap_or_default();
+        let mut answer = None;
         if !op.replied {
-            let result = if let Some(error) = merge_error.clone() {
+            answer = if let Some(error) = merge_error.clone() {
                 Some(Err(ReplicaError::Version(error)))
             } else if replies >= op.r {
-                Some(Ok(GetOutcome {
-                    context: Context {
-                        clock: merged.context(),
-                        fastest_replica: op.first_responder.map(|node| node.0),
-                    },
-                    siblings: merged.clone(),
-                    replies,
-                }))
+                Some(Ok(()))
             } else if expired {
                 Some(Err(ReplicaError::GetQuorumFailed { replies, r: op.r }))
             } else {
                 None
             };
-            if let Some(result) = result {
-                op.replied = true;
-                self.replies.push_back(ClientReply::Get {
-                    id: op.client,
-                    result,
-                });
-            }
+            op.replied = answer.is_some();
         }
-        if all_in || expired {
+        let client = op.client;
+        let first_responder = op.first_responder;
+        let finished = all_in || expired;
+        if finished {
             let op = self.gets.remove(&op_id).expect("get op exists");
             for target in &op.targets {
                 self.pending.remove(&target.req);
@@ -1069,6 +1156,58 @@ impl Replica {
                 self.read_repair(&op, &merged);
             }
         }
+        if let Some(result) = answer {
+            let result = result.map(|()| {
+                let context = Context {
+                    clock: merged.context(),
+                    fastest_replica: first_responder.map(|node| node.0),
+                };
+                // The op is gone once finished: its set moves into the reply.
+                let siblings = if finished {
+                    std::mem::take(&mut merged)
+                } else {
+                    merged.clone()
+                };
+                GetOutcome {
+                    context,
+                    siblings,
+                    replies,
+                }
+            });
+            self.replies
+                .push_back(ClientReply::Get { id: client, result });
+        }
+    }
+
+    /// Finishes a get that asked one replica (N = 1, or R = 1 with the other
+    /// primaries believed down): the general path with nothing to merge or
+    /// repair. Its one reply is the merged set, so no replier is stale, and
+    /// the set moves into the answer instead of being copied.
+    fn get_finish_single(&mut self, op_id: u64, replies: usize) {
+        let mut op = self.gets.remove(&op_id).expect("get op exists");
+        let target = &mut op.targets[0];
+        self.pending.remove(&target.req);
+        if op.replied {
+            return;
+        }
+        // R <= the number asked, so R = 1 here: answered iff it replied.
+        let result = if replies >= op.r {
+            let siblings = target.reply.take().flatten().unwrap_or_default();
+            Ok(GetOutcome {
+                context: Context {
+                    clock: siblings.context(),
+                    fastest_replica: op.first_responder.map(|node| node.0),
+                },
+                siblings,
+                replies,
+            })
+        } else {
+            Err(ReplicaError::GetQuorumFailed { replies, r: op.r })
+        };
+        self.replies.push_back(ClientReply::Get {
+            id: op.client,
+            result,
+        });
     }
 
     /// Sends the merged set to every replier whose copy has not seen all of
@@ -1247,7 +1386,7 @@ impl Replica {
     // Timers.
 
     pub fn handle_timeout(&mut self, now_ms: u64) {
-        while let Some(&(deadline_ms, timer)) = self.timers.first() {
+        while let Some((deadline_ms, timer)) = self.timers.first() {
             if deadline_ms > now_ms {
                 break;
             }
@@ -1411,10 +1550,17 @@ impl Replica {
                 result: None,
             },
         );
-        let queue = self.locks.entry((namespace, key)).or_default();
-        queue.push_back(op_id);
-        if queue.len() == 1 {
-            self.local_start(op_id);
+        match self.locks.entry((namespace, key)) {
+            std::collections::hash_map::Entry::Occupied(mut queue) => {
+                queue.get_mut().waiting.push_back(op_id);
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(LockQueue {
+                    running: op_id,
+                    waiting: VecDeque::new(),
+                });
+                self.local_start(op_id);
+            }
         }
     }
 
@@ -1438,14 +1584,13 @@ impl Replica {
         let op = self.local_ops.remove(&op_id).expect("local op exists");
         let lock_key = (op.namespace, op.key.clone());
         let queue = self.locks.get_mut(&lock_key).expect("lock held");
-        assert_eq!(
-            queue.pop_front(),
-            Some(op_id),
-            "only the lock holder finishes"
-        );
-        let next = queue.front().copied();
-        if next.is_none() {
-            self.locks.remove(&lock_key);
+        assert_eq!(queue.running, op_id, "only the lock holder finishes");
+        let next = queue.waiting.pop_front();
+        match next {
+            Some(next) => queue.running = next,
+            None => {
+                self.locks.remove(&lock_key);
+            }
         }
         match op.kind {
             LocalOpKind::CoordinatorUpdate {
@@ -1505,7 +1650,7 @@ impl Replica {
             IoPurpose::LocalOp(op_id) => self.local_io_done(now_ms, op_id, result),
             IoPurpose::GetLocal(op_id) => {
                 let siblings = match result {
-                    IoResult::Read(Some(bytes)) => match SiblingSet::decode(&bytes) {
+                    IoResult::Read(Some(bytes)) => match SiblingSet::decode_shared(&bytes) {
                         Ok(set) => Some(set),
                         Err(_) => return, // unreadable: no local reply
                     },
@@ -1517,7 +1662,7 @@ impl Replica {
             }
             IoPurpose::ServeGet { to, req } => {
                 let siblings = match result {
-                    IoResult::Read(Some(bytes)) => match SiblingSet::decode(&bytes) {
+                    IoResult::Read(Some(bytes)) => match SiblingSet::decode_shared(&bytes) {
                         Ok(set) => Some(set),
                         Err(_) => return,
                     },
@@ -1533,7 +1678,7 @@ impl Replica {
             } => {
                 let index_key = (primary, partition, key.clone());
                 let siblings = match result {
-                    IoResult::Read(Some(bytes)) => SiblingSet::decode(&bytes).ok(),
+                    IoResult::Read(Some(bytes)) => SiblingSet::decode_shared(&bytes).ok(),
                     IoResult::Read(None) => {
                         self.hints.remove(&index_key);
                         return;
@@ -1583,7 +1728,7 @@ impl Replica {
         match op.stage {
             LocalStage::Reading => {
                 let stored = match result {
-                    IoResult::Read(Some(bytes)) => match SiblingSet::decode(&bytes) {
+                    IoResult::Read(Some(bytes)) => match SiblingSet::decode_shared(&bytes) {
                         Ok(set) => set,
                         Err(error) => {
                             return self.local_finish(
@@ -1668,7 +1813,7 @@ impl Replica {
                 return;
             }
         };
-        let mut payload = Vec::new();
+        let mut payload = Vec::with_capacity(new_set.encoded_len());
         new_set.encode(&mut payload);
         let io = self.fresh_id();
         let op = self.local_ops.get_mut(&op_id).expect("local op exists");
@@ -1684,5 +1829,58 @@ impl Replica {
         });
         op.result = Some(new_set);
         self.ios.insert(io, IoPurpose::LocalOp(op_id));
+    }
+}
+
+#[cfg(test)]
+mod timer_queue_tests {
+    use super::*;
+
+    /// The queue pops timers in exactly the order of a `BTreeSet` of the
+    /// same entries, including deadlines that arrive out of order (a clock
+    /// that stepped back) and equal deadlines.
+    #[test]
+    fn pops_in_the_order_of_a_btree_set() {
+        let mut queue = TimerQueue::default();
+        let mut model = BTreeSet::new();
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut now_ms = 1_000u64;
+        for round in 0..5_000u64 {
+            let r = next();
+            // Mostly forward, sometimes a step back.
+            now_ms = if r % 50 == 0 {
+                now_ms.saturating_sub(r % 200)
+            } else {
+                now_ms + r % 3
+            };
+            let op = round;
+            let timer = match r % 4 {
+                0 => Timer::PutTarget { op, req: r >> 40 },
+                1 => Timer::GetLinger { op },
+                2 => Timer::PutDeadline { op },
+                _ => Timer::GetDeadline { op },
+            };
+            let deadline_ms = now_ms + if timer.lane() == 0 { 300 } else { 1_000 };
+            queue.insert(deadline_ms, timer);
+            model.insert((deadline_ms, timer));
+            if r % 7 == 0 {
+                // Some inserted twice: a set keeps one.
+                queue.insert(deadline_ms, timer);
+            }
+            if r % 3 == 0 {
+                assert_eq!(queue.first(), model.first().copied());
+                assert_eq!(queue.pop_first(), model.pop_first());
+            }
+        }
+        while let Some(expected) = model.pop_first() {
+            assert_eq!(queue.pop_first(), Some(expected));
+        }
+        assert_eq!(queue.first(), None);
     }
 }

@@ -45,7 +45,7 @@ use crate::replica::{
 };
 use crate::ring;
 use crate::storage::{Namespace, StorageError, Store, StoreConfig};
-use crate::version::{Context, Value, VersionError, VersionVector};
+use crate::version::{Context, SiblingSet, Value, VersionError, VersionVector};
 
 mod handoff;
 
@@ -177,6 +177,8 @@ pub(crate) struct ShardState {
     pumping: Cell<bool>,
     /// Handoff requests sent and not yet acknowledged (`handoff.rs`).
     handoff_outstanding: RefCell<ahash::AHashSet<u64>>,
+    /// Reused buffer for encoding context tokens (`context_token`).
+    context_scratch: RefCell<Vec<u8>>,
 }
 
 /// The incarnation the replica layer sees: the shard's restart counter
@@ -338,6 +340,7 @@ pub(crate) async fn run(
         forwards: RefCell::new(AHashMap::new()),
         next_forward: Cell::new(1),
         handoff_outstanding: RefCell::new(ahash::AHashSet::new()),
+        context_scratch: RefCell::new(Vec::with_capacity(64)),
     });
     shard.pump();
 
@@ -842,13 +845,16 @@ impl ShardState {
             let shard = topology.shard_on(NodeId(node), partition).unwrap_or(0);
             (node << 32) | u64::from(shard)
         });
-        Bytes::from(
-            Context {
-                clock,
-                fastest_replica,
-            }
-            .encode(),
-        )
+        // Encoded into the shard's scratch buffer and copied out: one
+        // allocation of exactly the token's size.
+        let mut scratch = self.context_scratch.borrow_mut();
+        scratch.clear();
+        Context {
+            clock,
+            fastest_replica,
+        }
+        .encode_into(&mut scratch);
+        Bytes::copy_from_slice(&scratch)
     }
 
     async fn coordinate_get(
@@ -858,6 +864,11 @@ impl ShardState {
         key: Bytes,
         r: usize,
     ) -> Result<Response, (ErrorCode, String, u32)> {
+        let me = self.node.cluster.me;
+        if let Some(siblings) = self.get_single_now(topology, partition, &key, r) {
+            let clock = siblings.context();
+            return Ok(self.get_response(topology, partition, &siblings, clock, Some(me.0)));
+        }
         let request = GetRequest {
             key,
             partition,
@@ -872,34 +883,71 @@ impl ShardState {
             ClientReply::Get {
                 result: Ok(outcome),
                 ..
-            } => {
-                // Only live values are returned; a tombstone sibling is
-                // summarised by the context, so the next put supersedes it.
-                let siblings: Vec<Sibling> = outcome
-                    .siblings
-                    .data_values()
-                    .into_iter()
-                    .map(|value| Sibling {
-                        tombstone: false,
-                        value: value.clone(),
-                    })
-                    .collect();
-                self.metrics.record_siblings(siblings.len());
-                Ok(Response::Get {
-                    found: !siblings.is_empty(),
-                    siblings,
-                    context: self.context_token(
-                        topology,
-                        partition,
-                        outcome.context.clock,
-                        outcome.context.fastest_replica,
-                    ),
-                })
-            }
+            } => Ok(self.get_response(
+                topology,
+                partition,
+                &outcome.siblings,
+                outcome.context.clock,
+                outcome.context.fastest_replica,
+            )),
             ClientReply::Get { result: Err(e), .. } | ClientReply::Put { result: Err(e), .. } => {
                 Err(replica_error(e, self.timed_out(began)))
             }
             ClientReply::Put { .. } => Err((ErrorCode::Internal, "mismatched reply".into(), 0)),
+        }
+    }
+
+    /// A get whose only replica is this shard (N = 1, R = 1), answered
+    /// without the replica machine when the key's set is in memory. The
+    /// machine would ask this shard alone and answer with its one reply
+    /// unchanged (nothing to merge, nobody to repair), with this node as the
+    /// fastest replica; its bookkeeping (request tables, timers, a waiter)
+    /// would be work for nothing. `None`: take the machine's path (a read
+    /// that needs I/O, an unreadable set, any other quorum).
+    fn get_single_now(
+        &self,
+        topology: &Topology,
+        partition: u32,
+        key: &Bytes,
+        r: usize,
+    ) -> Option<SiblingSet> {
+        let me = self.node.cluster.me;
+        let single = matches!(topology.primaries(partition), [only] if only.node == me);
+        if !single || r != 1 || key.len() > crate::replica::KEY_BYTES_MAX {
+            return None;
+        }
+        match self.store.get_now(Namespace::Data, partition, key)? {
+            None => Some(SiblingSet::new()),
+            Some(record) => SiblingSet::decode_shared(&record.payload).ok(),
+        }
+    }
+
+    /// The client's answer to a successful get of `siblings`.
+    fn get_response(
+        &self,
+        topology: &Topology,
+        partition: u32,
+        siblings: &SiblingSet,
+        clock: VersionVector,
+        fastest_replica: Option<u64>,
+    ) -> Response {
+        // Only live values are returned; a tombstone sibling is summarised
+        // by the context, so the next put supersedes it.
+        let siblings: Vec<Sibling> = siblings
+            .siblings()
+            .filter_map(|(_, value)| match value {
+                Value::Data(value) => Some(Sibling {
+                    tombstone: false,
+                    value: value.clone(),
+                }),
+                Value::Tombstone => None,
+            })
+            .collect();
+        self.metrics.record_siblings(siblings.len());
+        Response::Get {
+            found: !siblings.is_empty(),
+            siblings,
+            context: self.context_token(topology, partition, clock, fastest_replica),
         }
     }
 
@@ -1007,61 +1055,101 @@ impl ShardState {
         self.pumping.set(false);
     }
 
+    /// Drains the machine's outputs one at a time (no lists collected per
+    /// pass), until a pass finds none: handling one output can queue more.
     fn pump_outputs(self: &Rc<Self>) {
         loop {
-            let (ios, transmits, replies, timeouts, hints) = {
-                let mut replica = self.replica.borrow_mut();
-                let ios: Vec<IoRequest> = std::iter::from_fn(|| replica.poll_io()).collect();
-                let transmits: Vec<Transmit> =
-                    std::iter::from_fn(|| replica.poll_transmit()).collect();
-                let replies: Vec<ClientReply> =
-                    std::iter::from_fn(|| replica.poll_reply()).collect();
-                let timeouts: Vec<NodeId> =
-                    std::iter::from_fn(|| replica.poll_peer_timeout()).collect();
-                (ios, transmits, replies, timeouts, replica.hint_count())
-            };
-            self.node.cluster.hints[self.index].store(hints, Ordering::Relaxed);
-            if ios.is_empty() && transmits.is_empty() && replies.is_empty() && timeouts.is_empty() {
-                return;
+            let mut idle = true;
+            loop {
+                let io = self.replica.borrow_mut().poll_io();
+                let Some(io) = io else { break };
+                idle = false;
+                self.start_io(io);
             }
-            for io in ios {
-                let shard = self.clone();
-                let queue = self.io_queue(&io);
-                let task = async move {
-                    let (id, result) = shard.perform(io).await;
-                    shard
-                        .replica
-                        .borrow_mut()
-                        .handle_io_done(shard.now_ms(), id, result);
-                    shard.pump();
-                };
-                match glommio::spawn_local_into(task, queue) {
-                    Ok(task) => {
-                        task.detach();
-                    }
-                    Err(e) => log::warning!(error = %e, "cannot spawn storage task"),
-                }
+            let mut topology = None;
+            loop {
+                let transmit = self.replica.borrow_mut().poll_transmit();
+                let Some(transmit) = transmit else { break };
+                idle = false;
+                let topology = topology.get_or_insert_with(|| self.topology());
+                self.send_replica(topology, transmit);
             }
-            if !transmits.is_empty() {
-                let topology = self.topology();
-                for transmit in transmits {
-                    self.send_replica(&topology, transmit);
-                }
-            }
-            for reply in replies {
+            loop {
+                let reply = self.replica.borrow_mut().poll_reply();
+                let Some(reply) = reply else { break };
+                idle = false;
                 let id = match &reply {
                     ClientReply::Put { id, .. } | ClientReply::Get { id, .. } => *id,
                 };
-                if let Some(waiter) = self.waiters.borrow_mut().remove(&id) {
+                let waiter = self.waiters.borrow_mut().remove(&id);
+                if let Some(waiter) = waiter {
                     *waiter.reply.borrow_mut() = Some(reply);
                     if let Some(waker) = waiter.waker.borrow_mut().take() {
                         waker.wake();
                     }
                 }
             }
-            for peer in timeouts {
+            loop {
+                let peer = self.replica.borrow_mut().poll_peer_timeout();
+                let Some(peer) = peer else { break };
+                idle = false;
                 self.node.cluster.report_failure(peer);
             }
+            if idle {
+                let hints = self.replica.borrow().hint_count();
+                self.node.cluster.hints[self.index].store(hints, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+
+    /// Runs one storage request of the replica machine: a data read the
+    /// store answers from memory at once (most of them: the read cache and
+    /// the write buffer), anything else in a task that feeds its result
+    /// back and pumps again.
+    fn start_io(self: &Rc<Self>, io: IoRequest) {
+        let io = match io {
+            IoRequest::Read {
+                namespace: Namespace::Data,
+                ..
+            } => match crate::replica::perform_io_now(&self.store, io) {
+                Ok((id, result)) => {
+                    self.replica
+                        .borrow_mut()
+                        .handle_io_done(self.now_ms(), id, result);
+                    return;
+                }
+                Err(io) => io,
+            },
+            io => io,
+        };
+        // A buffered write usually completes without waiting (it appends to
+        // the write buffer): it is polled once here, and spawned as a task
+        // only if it does wait (a flush of a full buffer, a segment
+        // rotation). The futures it can wait on register the waker of every
+        // poll, so the task's first poll (with the real waker) re-arms them.
+        let inline = matches!(io, IoRequest::Write { durable: false, .. });
+        let shard = self.clone();
+        let queue = self.io_queue(&io);
+        let mut task = Box::pin(async move {
+            let (id, result) = shard.perform(io).await;
+            shard
+                .replica
+                .borrow_mut()
+                .handle_io_done(shard.now_ms(), id, result);
+            shard.pump();
+        });
+        if inline {
+            let mut cx = std::task::Context::from_waker(Waker::noop());
+            if std::future::Future::poll(task.as_mut(), &mut cx).is_ready() {
+                return;
+            }
+        }
+        match glommio::spawn_local_into(task, queue) {
+            Ok(task) => {
+                task.detach();
+            }
+            Err(e) => log::warning!(error = %e, "cannot spawn storage task"),
         }
     }
 

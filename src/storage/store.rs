@@ -251,6 +251,14 @@ struct Winner {
     loc: Option<Location>,
 }
 
+/// Where `Store::get_in_memory` found a key.
+enum InMemory {
+    /// Absent, or present in the read cache or the write buffer.
+    Found(Option<StoredRecord>),
+    /// Only in a segment file, at this location.
+    OnDisk(Location),
+}
+
 impl<D: Disk> Store<D> {
     /// Opens (or creates) the store on `disk`, rebuilding the index (docs §6).
     pub async fn open(
@@ -745,29 +753,20 @@ impl<D: Disk> Store<D> {
             .await
     }
 
-    /// The latest record of a key: from the write buffer or one positioned read.
+    /// The latest record of a key: from the read cache, the write buffer or
+    /// one positioned read.
     pub async fn get(
         &self,
         ns: Namespace,
         partition: u32,
         key: &[u8],
     ) -> Result<Option<StoredRecord>, StorageError> {
-        let (loc, file) = {
-            let st = self.state.borrow();
-            let Some(loc) = st.index.get(ns, partition, key) else {
-                return Ok(None);
-            };
-            if loc.segment == st.active_id && loc.offset as u64 >= st.buffer_file_offset {
-                let start = (loc.offset as u64 - st.buffer_file_offset) as usize;
-                let bytes = &st.buffer[start..start + loc.len as usize];
-                let record = self.check_record(bytes, ns, partition, key);
-                return Ok(Some(record.expect("a buffered record is intact")));
+        let (loc, file) = match self.get_in_memory(ns, partition, key) {
+            InMemory::Found(record) => return Ok(record),
+            InMemory::OnDisk(loc) => {
+                let st = self.state.borrow();
+                (loc, st.segments[&loc.segment].file.clone())
             }
-            if let Some((kind, payload)) = self.read_cache.borrow().get((loc.segment, loc.offset)) {
-                return Ok(Some(StoredRecord { kind, payload }));
-            }
-            let file = st.segments[&loc.segment].file.clone();
-            (loc, file)
         };
         let bytes = file.read_at(loc.offset as u64, loc.len as usize).await?;
         match self.check_record(bytes.as_ref(), ns, partition, key) {
@@ -791,6 +790,46 @@ impl<D: Disk> Store<D> {
                 })
             }
         }
+    }
+
+    /// The latest record of a key when no I/O is needed to find it: absent
+    /// from the index, in the read cache (a cheap `Bytes` clone: every record
+    /// written is cached write-through, so a key's next read-modify-write
+    /// lands here), or in the write buffer (checked and copied out). A record
+    /// only on disk gives its location for `get` to read.
+    ///
+    /// The request path calls this directly so that a read that needs no
+    /// I/O is answered without spawning a task (`runtime/shard.rs`).
+    pub fn get_now(
+        &self,
+        ns: Namespace,
+        partition: u32,
+        key: &[u8],
+    ) -> Option<Option<StoredRecord>> {
+        match self.get_in_memory(ns, partition, key) {
+            InMemory::Found(record) => Some(record),
+            InMemory::OnDisk(_) => None,
+        }
+    }
+
+    fn get_in_memory(&self, ns: Namespace, partition: u32, key: &[u8]) -> InMemory {
+        let st = self.state.borrow();
+        let Some(loc) = st.index.get(ns, partition, key) else {
+            return InMemory::Found(None);
+        };
+        // The cache first: a location is never reused and a record never
+        // changes, so a hit is the record at `loc` (verified when it was
+        // written or read), with no CRC to recompute and nothing to copy.
+        if let Some((kind, payload)) = self.read_cache.borrow().get((loc.segment, loc.offset)) {
+            return InMemory::Found(Some(StoredRecord { kind, payload }));
+        }
+        if loc.segment == st.active_id && loc.offset as u64 >= st.buffer_file_offset {
+            let start = (loc.offset as u64 - st.buffer_file_offset) as usize;
+            let bytes = &st.buffer[start..start + loc.len as usize];
+            let record = self.check_record(bytes, ns, partition, key);
+            return InMemory::Found(Some(record.expect("a buffered record is intact")));
+        }
+        InMemory::OnDisk(loc)
     }
 
     /// Validates a record read back (pairs with the encoding before the write).

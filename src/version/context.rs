@@ -40,21 +40,31 @@ pub struct Context {
 
 impl Context {
     pub fn encode(&self) -> Vec<u8> {
+        // Sized for the widest varints: the token is built without regrowing.
+        let mut out = Vec::with_capacity(
+            CONTEXT_BYTES_MIN + VARINT_BYTES_MAX + self.clock.len() * 2 * VARINT_BYTES_MAX,
+        );
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the token to `out` (a caller's reusable buffer).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
         assert!(self.clock.len() <= CLOCK_ENTRIES_MAX);
-        let mut out = Vec::with_capacity(CONTEXT_BYTES_MIN + self.clock.len() * 4);
+        let start = out.len();
         out.push(CONTEXT_FORMAT_VERSION);
         match self.fastest_replica {
             Some(actor) => {
                 out.push(FLAG_FASTEST_REPLICA);
-                put_varint(&mut out, actor);
+                put_varint(out, actor);
             }
             None => out.push(0),
         }
-        self.clock.encode_body(&mut out);
-        let checksum = crc32fast::hash(&out);
+        self.clock.encode_body(out);
+        let checksum = crc32fast::hash(&out[start..]);
         out.extend_from_slice(&checksum.to_le_bytes());
-        assert!(out.len() >= CONTEXT_BYTES_MIN && out.len() <= CONTEXT_BYTES_MAX);
-        out
+        let len = out.len() - start;
+        assert!((CONTEXT_BYTES_MIN..=CONTEXT_BYTES_MAX).contains(&len));
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Context, ContextError> {

@@ -434,6 +434,27 @@ impl SiblingSet {
         }
     }
 
+    /// The exact length of `encode`'s output, to size its buffer (a buffer
+    /// of exactly this capacity becomes a `Bytes` without another allocation).
+    pub fn encoded_len(&self) -> usize {
+        let mut len =
+            1 + varint_len(self.pruned_counter_floor) + varint_len(self.entries.len() as u64);
+        let mut previous: ActorId = 0;
+        for entry in &self.entries {
+            len += varint_len(entry.actor - previous)
+                + varint_len(entry.counter)
+                + varint_len(entry.siblings.len() as u64);
+            previous = entry.actor;
+            for sibling in &entry.siblings {
+                len += varint_len(entry.counter - sibling.dot_counter) + 1;
+                if let Value::Data(bytes) = &sibling.value {
+                    len += varint_len(bytes.len() as u64) + bytes.len();
+                }
+            }
+        }
+        len
+    }
+
     /// Appends the canonical encoding (see `docs/versioning.md`):
     /// format byte, floor, entry count, then per entry the actor delta, the
     /// counter, the sibling count and per sibling `counter - dot`, a value
@@ -466,6 +487,20 @@ impl SiblingSet {
     /// checked; no input panics or allocates more than its own length.
     /// Accepted inputs are canonical: `encode(decode(b)) == b`.
     pub fn decode(bytes: &[u8]) -> Result<SiblingSet, VersionError> {
+        Self::decode_values(bytes, Bytes::copy_from_slice)
+    }
+
+    /// `decode`, with every value a slice of `bytes` instead of a copy (no
+    /// allocation per sibling; the values keep `bytes` alive).
+    pub fn decode_shared(bytes: &Bytes) -> Result<SiblingSet, VersionError> {
+        Self::decode_values(bytes, |value| bytes.slice_ref(value))
+    }
+
+    /// `decode`, making each value's `Bytes` from its slice of the input.
+    fn decode_values(
+        bytes: &[u8],
+        value_of: impl Fn(&[u8]) -> Bytes,
+    ) -> Result<SiblingSet, VersionError> {
         let mut reader = Reader::new(bytes);
         let format = reader.u8()?;
         if format != SIBLING_SET_FORMAT_VERSION {
@@ -524,7 +559,7 @@ impl SiblingSet {
                 let value = match reader.u8()? {
                     VALUE_TAG_DATA => {
                         let length = reader.varint()?;
-                        Value::Data(Bytes::copy_from_slice(reader.slice(length)?))
+                        Value::Data(value_of(reader.slice(length)?))
                     }
                     VALUE_TAG_TOMBSTONE => Value::Tombstone,
                     tag => return Err(VersionError::UnknownValueTag(tag)),
@@ -545,6 +580,11 @@ impl SiblingSet {
         debug_assert_eq!(set.check_invariants(), Ok(()));
         Ok(set)
     }
+}
+
+/// The length of `value`'s LEB128 varint.
+fn varint_len(value: u64) -> usize {
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// Merges two entries of the same actor: the higher counter wins, and a
@@ -593,5 +633,27 @@ fn merge_entry(left: &Entry, right: &Entry) -> Entry {
         actor: left.actor,
         counter: left.counter.max(right.counter),
         siblings,
+    }
+}
+
+#[cfg(test)]
+mod varint_len_tests {
+    use super::super::codec::put_varint;
+    use super::varint_len;
+
+    #[test]
+    fn matches_the_encoding() {
+        for shift in 0..64 {
+            for value in [
+                1u64 << shift,
+                (1u64 << shift) - 1,
+                (1u64 << shift) + 1,
+                u64::MAX,
+            ] {
+                let mut out = Vec::new();
+                put_varint(&mut out, value);
+                assert_eq!(varint_len(value), out.len(), "{value}");
+            }
+        }
     }
 }
