@@ -814,3 +814,29 @@ fn full_disk_on_a_write_in_flight_keeps_its_records() {
         assert_eq!(get(&store, i), Some(value(i, 300)), "synced key {i}");
     }
 }
+
+/// A flush whose caller is dropped while its write is in flight: the write is not
+/// forgotten, and the next `sync` waits for it before acknowledging anything.
+#[test]
+fn a_dropped_flush_leaves_its_write_for_the_next_sync() {
+    let disk = MemDisk::new();
+    disk.set_write_delay_polls(5);
+    let (store, _) = open(&disk);
+    for i in 0..20 {
+        put(&store, i, 300, Durability::Buffered).unwrap();
+    }
+    {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut flush = Box::pin(store.flush());
+        assert!(flush.as_mut().poll(&mut cx).is_pending(), "the write is in flight");
+    }
+    block_on(store.sync()).unwrap();
+    drop(store);
+    disk.crash(CrashMode::LoseUnsynced);
+    let (store, report) = open(&disk);
+    assert!(report.corrupt.is_empty());
+    for i in 0..20 {
+        assert_eq!(get(&store, i), Some(value(i, 300)), "synced key {i}");
+    }
+}

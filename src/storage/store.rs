@@ -92,8 +92,9 @@ struct Inflight<D: Disk> {
     target_lsn: u64,
     /// Consecutive DMA buffers from `start`, each `FLUSH_PIECE_BYTES` except the last.
     pieces: Vec<Rc<D::Buffer>>,
-    /// `None` while `reap_locked` awaits it.
-    write: Option<Pin<Box<dyn Future<Output = io::Result<()>>>>>,
+    /// Polled in place (never moved out), so a waiter that is dropped leaves it for the
+    /// next one and the bytes are never forgotten.
+    write: Pin<Box<dyn Future<Output = io::Result<()>>>>,
 }
 
 impl<D: Disk> Inflight<D> {
@@ -979,17 +980,18 @@ impl<D: Disk> Store<D> {
     /// Waits for the in-flight write, if any, and applies its outcome (caller holds
     /// `io_lock`).
     async fn reap_locked(&self) -> Result<(), StorageError> {
-        let write = self
-            .inflight
-            .borrow_mut()
-            .as_mut()
-            .and_then(|f| f.write.take());
-        match write {
-            Some(write) => {
-                let result = write.await;
-                self.complete_flush(result)
-            }
+        match std::future::poll_fn(|cx| self.poll_inflight(cx)).await {
+            Some(result) => self.complete_flush(result),
             None => Ok(()),
+        }
+    }
+
+    /// Polls the in-flight write: `Ready(None)` when there is none.
+    fn poll_inflight(&self, cx: &mut std::task::Context<'_>) -> Poll<Option<io::Result<()>>> {
+        let mut inflight = self.inflight.borrow_mut();
+        match inflight.as_mut() {
+            Some(f) => f.write.as_mut().poll(cx).map(Some),
+            None => Poll::Ready(None),
         }
     }
 
@@ -1035,23 +1037,12 @@ impl<D: Disk> Store<D> {
                 end,
                 target_lsn: st.appended_lsn,
                 pieces: pieces.clone(),
-                write: Some(Box::pin(write_pieces(file, start, pieces))),
+                write: Box::pin(write_pieces(file, start, pieces)),
             });
         }
-        let mut write = self
-            .inflight
-            .borrow_mut()
-            .as_mut()
-            .and_then(|f| f.write.take())
-            .expect("just started");
-        match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
-            Poll::Ready(result) => self.complete_flush(result),
-            Poll::Pending => {
-                if let Some(f) = self.inflight.borrow_mut().as_mut() {
-                    f.write = Some(write);
-                }
-                Ok(())
-            }
+        match std::future::poll_fn(|cx| Poll::Ready(self.poll_inflight(cx))).await {
+            Poll::Ready(Some(result)) => self.complete_flush(result),
+            _ => Ok(()),
         }
     }
 
