@@ -829,7 +829,10 @@ fn a_dropped_flush_leaves_its_write_for_the_next_sync() {
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
         let mut flush = Box::pin(store.flush());
-        assert!(flush.as_mut().poll(&mut cx).is_pending(), "the write is in flight");
+        assert!(
+            flush.as_mut().poll(&mut cx).is_pending(),
+            "the write is in flight"
+        );
     }
     block_on(store.sync()).unwrap();
     drop(store);

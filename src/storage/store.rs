@@ -360,7 +360,11 @@ impl<D: Disk> Store<D> {
                 "segment_size_bytes below two maximal records",
             ));
         }
-        if config.write_buffer_bytes == 0 || align_bytes == 0 || !align_bytes.is_power_of_two() {
+        if config.write_buffer_bytes == 0
+            || align_bytes == 0
+            || !align_bytes.is_power_of_two()
+            || FLUSH_PIECE_BYTES % align_bytes != 0
+        {
             return Err(StorageError::InvalidConfig(
                 "zero write buffer or bad alignment",
             ));
