@@ -735,3 +735,111 @@ fn compaction_interleaved_with_writes_reclaims_every_dead_segment() {
         assert_eq!(get(&store, i), Some(value(i, len(39))), "key {i}");
     }
 }
+
+/// A flush started by a full buffer is not waited for (docs/storage.md §4): with writes
+/// that stay in flight, puts go on, records of the flush in flight are read from its
+/// buffers, the next flush waits for it, and a durable put is acknowledged only after
+/// the write and an `fdatasync`.
+#[test]
+fn writes_in_flight_keep_records_readable_and_durable_puts_wait_for_them() {
+    let disk = MemDisk::new();
+    disk.set_write_delay_polls(3);
+    // No read cache, so reads of records in flight are served from the flush's buffers.
+    let uncached = StoreConfig {
+        read_cache_bytes: 0,
+        ..config()
+    };
+    let (store, _) = block_on(Store::open(disk.clone(), uncached)).expect("open");
+    for i in 0..300 {
+        put(&store, i, 700, Durability::Buffered).unwrap();
+        // Every record so far, whether in the buffer, in flight or on disk.
+        for j in [0, i / 2, i.saturating_sub(30), i] {
+            assert_eq!(get(&store, j), Some(value(j, 700)), "key {j} after put {i}");
+        }
+        store.check_invariants();
+    }
+    assert!(
+        store.stats().flushes > 5,
+        "the buffer was flushed several times"
+    );
+    put(&store, 300, 700, Durability::Durable).unwrap();
+    let stats = store.stats();
+    assert_eq!(
+        stats.buffered_bytes, 0,
+        "the durable put waited for every write"
+    );
+    drop(store);
+    disk.crash(CrashMode::LoseUnsynced);
+    let (store, report) = open(&disk);
+    assert!(report.corrupt.is_empty());
+    for i in 0..=300 {
+        assert_eq!(
+            get(&store, i),
+            Some(value(i, 700)),
+            "key {i} after the crash"
+        );
+    }
+}
+
+/// `ENOSPC` on a write that was in flight: its bytes go back into the buffer, reads keep
+/// working, writers get `DiskFull`, and once space returns the same bytes are written.
+#[test]
+fn full_disk_on_a_write_in_flight_keeps_its_records() {
+    let disk = MemDisk::new();
+    let (store, _) = open(&disk);
+    put(&store, 0, 300, Durability::Durable).unwrap();
+    disk.set_write_delay_polls(2);
+    disk.set_capacity_bytes(Some(disk.used_bytes() + 40_000));
+    let mut accepted = Vec::new();
+    for i in 1..1000 {
+        match put(&store, i, 300, Durability::Buffered) {
+            Ok(()) => accepted.push(i),
+            Err(StorageError::DiskFull) => break,
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert!(accepted.len() < 998, "the disk filled up");
+    assert!(!store.is_failed());
+    for &i in &accepted {
+        assert_eq!(get(&store, i), Some(value(i, 300)), "key {i}");
+    }
+    store.check_invariants();
+    disk.set_capacity_bytes(None);
+    block_on(store.sync()).unwrap();
+    drop(store);
+    disk.crash(CrashMode::LoseUnsynced);
+    let (store, report) = open(&disk);
+    assert!(report.corrupt.is_empty());
+    for &i in accepted.iter().chain(&[0]) {
+        assert_eq!(get(&store, i), Some(value(i, 300)), "synced key {i}");
+    }
+}
+
+/// A flush whose caller is dropped while its write is in flight: the write is not
+/// forgotten, and the next `sync` waits for it before acknowledging anything.
+#[test]
+fn a_dropped_flush_leaves_its_write_for_the_next_sync() {
+    let disk = MemDisk::new();
+    disk.set_write_delay_polls(5);
+    let (store, _) = open(&disk);
+    for i in 0..20 {
+        put(&store, i, 300, Durability::Buffered).unwrap();
+    }
+    {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut flush = Box::pin(store.flush());
+        assert!(
+            flush.as_mut().poll(&mut cx).is_pending(),
+            "the write is in flight"
+        );
+    }
+    block_on(store.sync()).unwrap();
+    drop(store);
+    disk.crash(CrashMode::LoseUnsynced);
+    let (store, report) = open(&disk);
+    assert!(report.corrupt.is_empty());
+    for i in 0..20 {
+        assert_eq!(get(&store, i), Some(value(i, 300)), "synced key {i}");
+    }
+}

@@ -15,6 +15,7 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::Duration;
 
 use glommio::io::{BufferedFile, DmaBuffer, DmaFile, OpenOptions, ReadResult};
 
@@ -57,15 +58,19 @@ impl GlommioDisk {
     }
 }
 
-/// A glommio DMA buffer (aligned memory, registered with io_uring when it fits).
-pub struct GlommioBuffer(DmaBuffer);
+/// A glommio DMA buffer (aligned memory, registered with io_uring when it fits in the
+/// executor's `io_memory`). Shared with glommio while a write of it is in flight, so
+/// the store can still read it; it is written only before the first write.
+pub struct GlommioBuffer(Rc<DmaBuffer>);
 
 impl IoBuffer for GlommioBuffer {
     fn as_bytes(&self) -> &[u8] {
         self.0.as_bytes()
     }
     fn as_bytes_mut(&mut self) -> &mut [u8] {
-        self.0.as_bytes_mut()
+        Rc::get_mut(&mut self.0)
+            .expect("a DMA buffer is not written while glommio holds it")
+            .as_bytes_mut()
     }
 }
 
@@ -101,7 +106,7 @@ impl Disk for GlommioDisk {
     fn alloc_buffer(&self, len_bytes: usize) -> GlommioBuffer {
         // Not zeroed: the engine writes every byte it hands to `write_at` (records, then
         // zero padding), and a 1 MiB memset per flush is measurable on the ingest path.
-        GlommioBuffer(glommio::allocate_dma_buffer(len_bytes))
+        GlommioBuffer(Rc::new(glommio::allocate_dma_buffer(len_bytes)))
     }
 
     async fn open_file(&self, name: &str) -> io::Result<GlommioFile> {
@@ -158,6 +163,13 @@ impl Disk for GlommioDisk {
         dir.close().await?;
         Ok(())
     }
+
+    async fn submit_queued(&self) {
+        // glommio hands queued requests to io_uring when its executor polls for I/O,
+        // which it does once no task is runnable; a short timer makes this task
+        // not runnable for that one pass.
+        glommio::timer::sleep(Duration::from_micros(1)).await;
+    }
 }
 
 impl DiskFile for GlommioFile {
@@ -194,17 +206,8 @@ impl DiskFile for GlommioFile {
 
     async fn write_at(&self, buffer: Rc<GlommioBuffer>, pos: u64) -> io::Result<()> {
         let len = buffer.0.len();
-        // `write_rc_at` wants an `Rc<DmaBuffer>`; the wrapper is unwrapped when this is
-        // the only reference (the engine's case), else the bytes are copied once.
-        let dma = match Rc::try_unwrap(buffer) {
-            Ok(b) => Rc::new(b.0),
-            Err(shared) => {
-                let mut copy = glommio::allocate_dma_buffer(len);
-                copy.as_bytes_mut().copy_from_slice(shared.as_bytes());
-                Rc::new(copy)
-            }
-        };
-        let written = self.dma.write_rc_at(dma, pos).await?;
+        // No copy: glommio holds a reference to the same DMA memory during the write.
+        let written = self.dma.write_rc_at(buffer.0.clone(), pos).await?;
         if written != len {
             // A short direct-I/O write means the device filled up mid-write.
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));

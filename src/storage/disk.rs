@@ -6,7 +6,9 @@
 //! Contract the engine relies on: `write_at` positions and lengths are multiples of
 //! `alignment_bytes()`; a completed `sync_data` makes every completed write of that file
 //! durable; `sync_dir` makes file creations, renames and removals durable; `read_at` may
-//! be unaligned and returns fewer bytes only at the end of the file.
+//! be unaligned and returns fewer bytes only at the end of the file. The store may keep
+//! a clone of a buffer it passed to `write_at` (to serve reads while the write is in
+//! flight) but never writes to it again.
 
 use std::io;
 use std::rc::Rc;
@@ -41,6 +43,12 @@ pub trait Disk: Clone + 'static {
     async fn rename_file(&self, from: &str, to: &str) -> io::Result<()>;
     /// Makes creations, renames and removals durable (fsync of the directory).
     async fn sync_dir(&self) -> io::Result<()>;
+    /// Lets the runtime hand I/O that futures polled so far have queued to the kernel,
+    /// then resumes. The store calls it after starting a flush it does not wait for, so
+    /// the write runs while the caller fills the buffer again (glommio submits queued
+    /// requests only when its executor polls for I/O). The default does nothing: a disk
+    /// whose futures complete when first polled (`MemDisk`) has nothing queued.
+    async fn submit_queued(&self) {}
 }
 
 /// One open file.

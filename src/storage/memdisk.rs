@@ -6,7 +6,9 @@
 //! of names (as of the last `sync_dir`). `crash` throws away everything not durable, or
 //! keeps a torn prefix of the last write. Faults: bit flips, a capacity limit (`ENOSPC`),
 //! failing `sync_data`. Every operation completes immediately, so `storage::block_on`
-//! can drive a store on it.
+//! can drive a store on it; only with `set_write_delay_polls` does a write stay in
+//! flight (pending, waking itself) for a number of polls before it takes effect, as a
+//! real disk's does while the store goes on appending.
 //!
 //! For crash-point enumeration (`tests/storage_crash_points.rs`) it can also record a
 //! trace of every mutating operation (`start_trace`, `take_trace`, `DiskOp`) and be built
@@ -21,6 +23,7 @@ use std::io;
 use std::rc::Rc;
 
 use super::disk::{Disk, DiskFile, IoBuffer};
+use super::sync::yield_now;
 
 /// The alignment `MemDisk` enforces, the same as `DmaFile` reports on the dev machines.
 pub const MEM_DISK_ALIGNMENT_BYTES: usize = 512;
@@ -83,6 +86,7 @@ struct State {
     sync_calls: u64,
     fail_sync_from: Option<u64>,
     trace: Option<Vec<DiskOp>>,
+    write_delay_polls: u32,
     syncs: u64,
     bytes_written: u64,
 }
@@ -247,6 +251,12 @@ impl MemDisk {
         self.state.borrow_mut().capacity_bytes = capacity_bytes;
     }
 
+    /// Keeps every later write in flight for `polls` polls before it takes effect (0, the
+    /// default: writes complete when first polled). A crash loses a write still in flight.
+    pub fn set_write_delay_polls(&self, polls: u32) {
+        self.state.borrow_mut().write_delay_polls = polls;
+    }
+
     /// Makes every `sync_data` fail with `EIO` (until `set_fail_sync(false)` or a crash).
     pub fn set_fail_sync(&self, fail: bool) {
         self.state.borrow_mut().fail_sync = fail;
@@ -368,6 +378,10 @@ impl DiskFile for MemFile {
     }
 
     async fn write_at(&self, buffer: Rc<MemBuffer>, pos: u64) -> io::Result<()> {
+        let delay = self.disk.state.borrow().write_delay_polls;
+        for _ in 0..delay {
+            yield_now().await;
+        }
         let bytes = buffer.as_bytes();
         let align = MEM_DISK_ALIGNMENT_BYTES as u64;
         if pos % align != 0 || bytes.len() as u64 % align != 0 {

@@ -4,9 +4,12 @@
 //! Invariants:
 //! * `state` is never borrowed across an `.await`: every async method copies what it
 //!   needs out of the borrow (file handles are `Rc`s) before awaiting.
-//! * Flushes, rotations and file removal run under `io_lock`, so at most one write of
-//!   the active segment is in flight and the buffer's partial last block is rewritten in
-//!   order.
+//! * Flushes, rotations and file removal run under `io_lock`, and a flush first waits
+//!   for the previous flush's write (`inflight`), so at most one write of the active
+//!   segment is in flight and the buffer's partial last block is rewritten in order.
+//! * A record of the active segment is in `buffer` (offset >= `buffer_file_offset`), in
+//!   the in-flight flush's DMA buffers, or on disk; `flushed_lsn` moves only when a
+//!   write has completed.
 //! * `synced_lsn <= flushed_lsn <= appended_lsn` (byte counts of everything appended);
 //!   a durable writer returns `Ok` only once `synced_lsn` covers its record.
 //! * Each segment's `live_bytes` equals the sum of `len` of the index entries pointing
@@ -14,7 +17,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -37,6 +44,10 @@ const SEAL_BYTES: usize = record::RECORD_OVERHEAD_BYTES;
 const SEGMENT_SIZE_BYTES_MAX: u64 = u32::MAX as u64;
 /// Smallest read compaction issues, so small budgets still make progress.
 const COMPACTION_READ_BYTES_MIN: u64 = 64 << 10;
+/// A flush is written as DMA buffers of at most this size, issued together: small
+/// enough that glommio serves them from its registered `io_memory` (no page pinning per
+/// write, no fresh pages to fault in), large enough to keep per-write costs small.
+const FLUSH_PIECE_BYTES: usize = 256 << 10;
 
 fn segment_name(id: u32) -> String {
     format!("seg-{id:010}.log")
@@ -68,6 +79,78 @@ struct Segment<F> {
     has_hint: bool,
     /// Damage was found: no hint file, not compacted, re-reported on every open.
     damaged: bool,
+}
+
+/// A flush whose write is in flight (at most one; docs §4). Its bytes left the staging
+/// buffer when it started, so reads of them are served from `pieces` until it completes.
+struct Inflight<D: Disk> {
+    segment: u32,
+    /// File range of the flushed bytes (`pieces` also hold the zero padding after `end`).
+    start: u64,
+    end: u64,
+    /// `appended_lsn` when the flush started: `flushed_lsn` once the write succeeds.
+    target_lsn: u64,
+    /// Consecutive DMA buffers from `start`, each `FLUSH_PIECE_BYTES` except the last.
+    pieces: Vec<Rc<D::Buffer>>,
+    /// Polled in place (never moved out), so a waiter that is dropped leaves it for the
+    /// next one and the bytes are never forgotten.
+    write: Pin<Box<dyn Future<Output = io::Result<()>>>>,
+}
+
+impl<D: Disk> Inflight<D> {
+    /// Copies the flushed bytes `[from, to)` (file offsets inside `start..end`) out.
+    fn copy_range(&self, from: u64, to: u64, out: &mut Vec<u8>) {
+        let mut pos = from;
+        while pos < to {
+            let rel = (pos - self.start) as usize;
+            let piece = self.pieces[rel / FLUSH_PIECE_BYTES].as_bytes();
+            let at = rel % FLUSH_PIECE_BYTES;
+            let n = (piece.len() - at).min((to - pos) as usize);
+            out.extend_from_slice(&piece[at..at + n]);
+            pos += n as u64;
+        }
+    }
+}
+
+/// Writes `pieces` back to back from `start`, all at once; completes when every write
+/// has (the first error wins).
+async fn write_pieces<F: DiskFile>(
+    file: Rc<F>,
+    start: u64,
+    pieces: Vec<Rc<F::Buffer>>,
+) -> io::Result<()> {
+    let mut pos = start;
+    let mut writes = Vec::with_capacity(pieces.len());
+    for piece in pieces {
+        let len = piece.as_bytes().len() as u64;
+        let file = file.clone();
+        writes.push(Some(Box::pin(
+            async move { file.write_at(piece, pos).await },
+        )));
+        pos += len;
+    }
+    let mut result = Ok(());
+    std::future::poll_fn(|cx| {
+        for slot in writes.iter_mut() {
+            if let Some(w) = slot {
+                if let Poll::Ready(r) = w.as_mut().poll(cx) {
+                    *slot = None;
+                    if let Err(e) = r {
+                        if result.is_ok() {
+                            result = Err(e);
+                        }
+                    }
+                }
+            }
+        }
+        if writes.iter().all(Option::is_none) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    result
 }
 
 /// A segment being compacted.
@@ -233,6 +316,8 @@ pub struct Store<D: Disk> {
     compacting: Cell<bool>,
     /// Verified records recently read from segments, by location.
     read_cache: RefCell<ReadCache>,
+    /// The flush being written, if any (changed only under `io_lock`).
+    inflight: RefCell<Option<Inflight<D>>>,
 }
 
 fn align_down(v: u64, align: usize) -> u64 {
@@ -283,7 +368,11 @@ impl<D: Disk> Store<D> {
                 "segment_size_bytes below two maximal records",
             ));
         }
-        if config.write_buffer_bytes == 0 || align_bytes == 0 || !align_bytes.is_power_of_two() {
+        if config.write_buffer_bytes == 0
+            || align_bytes == 0
+            || !align_bytes.is_power_of_two()
+            || FLUSH_PIECE_BYTES % align_bytes != 0
+        {
             return Err(StorageError::InvalidConfig(
                 "zero write buffer or bad alignment",
             ));
@@ -541,6 +630,7 @@ impl<D: Disk> Store<D> {
             dirty_since: Cell::new(None),
             compacting: Cell::new(false),
             read_cache: RefCell::new(ReadCache::new(config_read_cache_bytes)),
+            inflight: RefCell::new(None),
         };
         Ok((store, report))
     }
@@ -602,10 +692,7 @@ impl<D: Disk> Store<D> {
             };
             match room {
                 Room::Ready => return Ok(append(&mut self.state.borrow_mut())),
-                Room::Flush => {
-                    let _io = self.io_lock.lock().await;
-                    self.flush_locked().await?;
-                }
+                Room::Flush => self.flush_behind().await?,
                 Room::Rotate => {
                     let _io = self.io_lock.lock().await;
                     self.rotate_locked(len).await?;
@@ -671,12 +758,12 @@ impl<D: Disk> Store<D> {
         self.after_append(lsn, durability).await
     }
 
-    /// Flushes a full buffer and, for durable writes, waits for the group commit.
+    /// Starts the flush of a full buffer and, for durable writes, waits for the group
+    /// commit.
     async fn after_append(&self, lsn: u64, durability: Durability) -> Result<(), StorageError> {
         let full = self.state.borrow().buffer.len() >= self.config.write_buffer_bytes;
         if full {
-            let _io = self.io_lock.lock().await;
-            match self.flush_locked().await {
+            match self.flush_behind().await {
                 // The record is in the buffer and readable; a buffered write stands, and
                 // later writers see `DiskFull` until a flush succeeds.
                 Ok(()) | Err(StorageError::DiskFull) => {}
@@ -829,6 +916,12 @@ impl<D: Disk> Store<D> {
             let record = self.check_record(bytes, ns, partition, key);
             return InMemory::Found(Some(record.expect("a buffered record is intact")));
         }
+        // Written out of the buffer but still in flight: its bytes are in
+        // the flush's DMA buffers, not yet (reliably) on disk.
+        if let Some(bytes) = self.inflight_record(loc) {
+            let record = self.check_record(&bytes, ns, partition, key);
+            return InMemory::Found(Some(record.expect("a record being flushed is intact")));
+        }
         InMemory::OnDisk(loc)
     }
 
@@ -897,8 +990,62 @@ impl<D: Disk> Store<D> {
         self.flush_locked().await
     }
 
+    /// Flushes and waits for the write (caller holds `io_lock`).
     async fn flush_locked(&self) -> Result<(), StorageError> {
-        let (buffer, pos, file, target_lsn, end) = {
+        self.start_flush_locked().await?;
+        self.reap_locked().await
+    }
+
+    /// Starts a flush without waiting for its write, so the caller can fill the buffer
+    /// again meanwhile; a write still in flight is waited for first (one at a time).
+    async fn flush_behind(&self) -> Result<(), StorageError> {
+        {
+            let _io = self.io_lock.lock().await;
+            self.start_flush_locked().await?;
+        }
+        if self.inflight.borrow().is_some() {
+            self.disk.submit_queued().await;
+        }
+        Ok(())
+    }
+
+    /// A copy of a record that is only in an in-flight flush's buffers.
+    fn inflight_record(&self, loc: Location) -> Option<Vec<u8>> {
+        let inflight = self.inflight.borrow();
+        let f = inflight.as_ref()?;
+        let (from, to) = (loc.offset as u64, loc.offset as u64 + loc.len as u64);
+        if loc.segment != f.segment || from < f.start || to > f.end {
+            return None;
+        }
+        let mut out = Vec::with_capacity(loc.len as usize);
+        f.copy_range(from, to, &mut out);
+        Some(out)
+    }
+
+    /// Waits for the in-flight write, if any, and applies its outcome (caller holds
+    /// `io_lock`).
+    async fn reap_locked(&self) -> Result<(), StorageError> {
+        match std::future::poll_fn(|cx| self.poll_inflight(cx)).await {
+            Some(result) => self.complete_flush(result),
+            None => Ok(()),
+        }
+    }
+
+    /// Polls the in-flight write: `Ready(None)` when there is none.
+    fn poll_inflight(&self, cx: &mut std::task::Context<'_>) -> Poll<Option<io::Result<()>>> {
+        let mut inflight = self.inflight.borrow_mut();
+        match inflight.as_mut() {
+            Some(f) => f.write.as_mut().poll(cx).map(Some),
+            None => Poll::Ready(None),
+        }
+    }
+
+    /// Moves the buffer's bytes into DMA buffers and starts writing them; waits for the
+    /// previous write first. Polls the write once, which completes it on a disk whose
+    /// I/O is immediate (caller holds `io_lock`).
+    async fn start_flush_locked(&self) -> Result<(), StorageError> {
+        self.reap_locked().await?;
+        {
             let mut st = self.state.borrow_mut();
             if st.failed {
                 return Err(StorageError::Failed);
@@ -911,46 +1058,78 @@ impl<D: Disk> Store<D> {
             let used = st.buffer.len();
             assert!(used > 0);
             let padded = align_up(used as u64, self.align_bytes) as usize;
-            let mut dma = self.disk.alloc_buffer(padded);
-            let out = dma.as_bytes_mut();
-            out[..used].copy_from_slice(&st.buffer);
-            out[used..].fill(0);
+            let mut pieces = Vec::with_capacity(padded.div_ceil(FLUSH_PIECE_BYTES));
+            for at in (0..padded).step_by(FLUSH_PIECE_BYTES) {
+                let len = (padded - at).min(FLUSH_PIECE_BYTES);
+                let mut dma = self.disk.alloc_buffer(len);
+                let out = dma.as_bytes_mut();
+                let data = &st.buffer[at.min(used)..(at + len).min(used)];
+                out[..data.len()].copy_from_slice(data);
+                out[data.len()..].fill(0);
+                pieces.push(Rc::new(dma));
+            }
+            let start = st.buffer_file_offset;
+            let end = start + used as u64;
+            // The staging buffer keeps only the last partial block, which the next
+            // flush writes again with the same prefix.
+            let kept_from = align_down(end, self.align_bytes);
+            st.buffer.drain(..(kept_from - start) as usize);
+            st.buffer_file_offset = kept_from;
             let file = st.active().file.clone();
-            let end = st.buffer_file_offset + used as u64;
-            (
-                Rc::new(dma),
-                st.buffer_file_offset,
-                file,
-                st.appended_lsn,
+            *self.inflight.borrow_mut() = Some(Inflight {
+                segment: st.active_id,
+                start,
                 end,
-            )
-        };
-        let padded = buffer.as_bytes().len() as u64;
-        let result = file.write_at(buffer, pos).await;
+                target_lsn: st.appended_lsn,
+                pieces: pieces.clone(),
+                write: Box::pin(write_pieces(file, start, pieces)),
+            });
+        }
+        match std::future::poll_fn(|cx| Poll::Ready(self.poll_inflight(cx))).await {
+            Poll::Ready(Some(result)) => self.complete_flush(result),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies the outcome of the in-flight write and forgets it.
+    fn complete_flush(&self, result: io::Result<()>) -> Result<(), StorageError> {
+        let f = self
+            .inflight
+            .borrow_mut()
+            .take()
+            .expect("a flush in flight");
         let mut st = self.state.borrow_mut();
         match result {
             Ok(()) => {
-                // Everything before the last partial block is on disk; the partial block
-                // stays so the next flush rewrites it with the same prefix.
-                let new_offset = align_down(end, self.align_bytes);
-                let drained = (new_offset - st.buffer_file_offset) as usize;
-                st.buffer.drain(..drained);
-                st.buffer_file_offset = new_offset;
-                assert!(target_lsn >= st.flushed_lsn);
-                st.flushed_lsn = target_lsn;
+                assert!(f.target_lsn >= st.flushed_lsn);
+                st.flushed_lsn = f.target_lsn;
                 st.disk_full = false;
                 st.flushes += 1;
-                st.bytes_written += padded;
+                st.bytes_written += f
+                    .pieces
+                    .iter()
+                    .map(|p| p.as_bytes().len() as u64)
+                    .sum::<u64>();
                 self.dirty_since.set(None);
                 Ok(())
             }
-            Err(e) if is_enospc(&e) => {
-                st.disk_full = true;
-                Err(StorageError::DiskFull)
-            }
             Err(e) => {
-                st.failed = true;
-                Err(StorageError::Io(e))
+                // Put the bytes back in front of the buffer: reads find them there, and
+                // the next flush writes them again (`ENOSPC`).
+                if f.segment == st.active_id {
+                    let mut restored = Vec::with_capacity(self.buffer_bytes_max);
+                    f.copy_range(f.start, st.buffer_file_offset, &mut restored);
+                    restored.extend_from_slice(&st.buffer);
+                    st.buffer = restored;
+                    st.buffer_file_offset = f.start;
+                }
+                if is_enospc(&e) {
+                    st.disk_full = true;
+                    Err(StorageError::DiskFull)
+                } else {
+                    st.failed = true;
+                    Err(StorageError::Io(e))
+                }
             }
         }
     }

@@ -9,7 +9,8 @@
 //! * restart time with 1 million keys, with and without hint files;
 //! * store memory per key after a restart (counting global allocator).
 //!
-//! Usage: `storage_bench [--dir DIR] [--runs N] [--keys N]`. DIR must be on a real file
+//! Usage: `storage_bench [--dir DIR] [--runs N] [--keys N]`; `STORAGE_BENCH_ONLY=ingest`
+//! or `=durable` runs only that figure (for profiling). DIR must be on a real file
 //! system (tmpfs refuses `O_DIRECT`); it is wiped before each measurement.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -199,8 +200,11 @@ fn bench_ingest(dir: &Path, total_bytes: u64) -> (f64, f64) {
     })
 }
 
-/// 256 tasks doing durable puts of 100-byte values; returns (puts/s, p50 µs, p99 µs, syncs).
-fn bench_durable(dir: &Path, puts_per_writer: u64) -> (f64, u64, u64, u64) {
+/// 256 tasks doing durable puts of 100-byte values; returns (puts/s, p50 µs, p99 µs,
+/// syncs, fraction of the wall time the executor thread was on a CPU). A group-commit
+/// round is CPU work (every writer's put and wake-up) then the flush and `fdatasync`;
+/// the CPU fraction tells how much of a round is the former.
+fn bench_durable(dir: &Path, puts_per_writer: u64) -> (f64, u64, u64, u64, f64) {
     let dir = fresh_dir(dir);
     on_glommio(move || async move {
         let disk = GlommioDisk::new(&dir).expect("disk");
@@ -209,6 +213,7 @@ fn bench_durable(dir: &Path, puts_per_writer: u64) -> (f64, u64, u64, u64) {
             .expect("open");
         let store = Rc::new(store);
         let hist = Rc::new(RefCell::new(Histogram::<u64>::new(3).expect("histogram")));
+        let cpu_start = thread_cpu();
         let start = Instant::now();
         let mut tasks = Vec::new();
         for w in 0..DURABLE_WRITERS as u64 {
@@ -239,6 +244,7 @@ fn bench_durable(dir: &Path, puts_per_writer: u64) -> (f64, u64, u64, u64) {
             t.await;
         }
         let elapsed = start.elapsed();
+        let cpu = thread_cpu() - cpu_start;
         let syncs = store.stats().syncs;
         let result = {
             let h = hist.borrow();
@@ -247,6 +253,7 @@ fn bench_durable(dir: &Path, puts_per_writer: u64) -> (f64, u64, u64, u64) {
                 h.value_at_quantile(0.5),
                 h.value_at_quantile(0.99),
                 syncs,
+                cpu.as_secs_f64() / elapsed.as_secs_f64(),
             )
         };
         let store = Rc::try_unwrap(store).ok().expect("sole owner");
@@ -410,6 +417,7 @@ fn main() {
     let mut durable_p50 = Vec::new();
     let mut durable_p99 = Vec::new();
     let mut durable_syncs = Vec::new();
+    let mut durable_busy = Vec::new();
     let mut fio_sync_p50 = Vec::new();
     let mut fio_sync_p99 = Vec::new();
     let mut open_hint = Vec::new();
@@ -417,8 +425,18 @@ fn main() {
     let mut open_scan_cpu = Vec::new();
     let mut open_scan = Vec::new();
     let mut mem_per_key = Vec::new();
+    // For profiling one figure: `STORAGE_BENCH_ONLY=ingest|durable perf record ...`.
+    if std::env::var("STORAGE_BENCH_ONLY").as_deref() == Ok("durable") {
+        for _ in 0..runs {
+            let (rate, p50, p99, syncs, busy) = bench_durable(&dir, 100);
+            println!(
+                "durable {rate:.0}/s p50 {p50} us p99 {p99} us, {syncs} syncs, CPU {:.0}% of wall",
+                busy * 100.0
+            );
+        }
+        return;
+    }
     if std::env::var("STORAGE_BENCH_ONLY").as_deref() == Ok("ingest") {
-        // For profiling one figure: `STORAGE_BENCH_ONLY=ingest perf record ...`.
         for _ in 0..runs {
             let (wall, cpu) = bench_ingest(&dir, 512 << 20);
             println!(
@@ -444,7 +462,8 @@ fn main() {
             "  ingest 4 KiB: {:.1} MiB/s ({:.1} MiB per CPU-second); fio qd1 {:.1}, qd4 {:.1} MiB/s",
             ingest[run], ingest_cpu[run], fio_qd1[run], fio_qd4[run]
         );
-        let (rate, p50, p99, syncs) = bench_durable(&dir, 100);
+        let (rate, p50, p99, syncs, busy) = bench_durable(&dir, 100);
+        durable_busy.push(busy);
         durable_rate.push(rate);
         durable_p50.push(p50 as f64);
         durable_p99.push(p99 as f64);
@@ -565,6 +584,11 @@ fn main() {
         "| durable p99 / fio fdatasync p99 | {:.2} | {} | |",
         median(pratio.clone()),
         show(&pratio)
+    );
+    println!(
+        "| durable: executor CPU time / wall time | {:.2} | {} | |",
+        median(durable_busy.clone()),
+        show(&durable_busy)
     );
     println!(
         "| group-commit rounds per run | {:.0} | {} | |",
