@@ -42,6 +42,9 @@ pub struct ServerConfig {
     /// Bytes of io_uring-registered memory per shard; 0 sizes it from
     /// `RLIMIT_MEMLOCK` and the shard count.
     pub io_memory_bytes: usize,
+    /// How long an idle shard keeps polling its rings before it sleeps, in
+    /// microseconds (glommio's `spin_before_park`); 0 sleeps at once.
+    pub spin_before_park_us: u64,
     /// Maximum simultaneous client connections per shard.
     pub connections_max: usize,
     /// Maximum simultaneous client connections per shard from one source
@@ -175,6 +178,7 @@ impl Default for ServerConfig {
             w: 2,
             dw: 0,
             io_memory_bytes: 0,
+            spin_before_park_us: 0,
             connections_max: 10_000,
             connections_per_address_max: 1024,
             in_flight_per_connection_max: 1024,
@@ -257,6 +261,7 @@ impl ServerConfig {
         "w",
         "dw",
         "io_memory_bytes",
+        "spin_before_park_us",
         "connections_max",
         "connections_per_address_max",
         "in_flight_per_connection_max",
@@ -355,6 +360,7 @@ impl ServerConfig {
             "w" => self.w = parse(name, value)?,
             "dw" => self.dw = parse(name, value)?,
             "io_memory_bytes" => self.io_memory_bytes = parse(name, value)?,
+            "spin_before_park_us" => self.spin_before_park_us = parse(name, value)?,
             "connections_max" => self.connections_max = parse(name, value)?,
             "connections_per_address_max" => self.connections_per_address_max = parse(name, value)?,
             "in_flight_per_connection_max" => {
@@ -446,6 +452,12 @@ impl ServerConfig {
             return invalid(format!(
                 "partitions must be a power of two in 1..=65536, not {}",
                 self.partitions
+            ));
+        }
+        if self.spin_before_park_us > 10_000 {
+            return invalid(format!(
+                "spin_before_park_us must be at most 10000, not {}",
+                self.spin_before_park_us
             ));
         }
         if self.shards > 256 {

@@ -1,25 +1,48 @@
 #!/usr/bin/env bash
-# Server CPU microseconds per operation for one workload, from /proc: starts a
-# 2-shard node with the given extra flags, loads 10,000 keys, runs 200,000
-# operations (50 connections), and divides the server's utime+stime by them.
-# Used for A/B checks of one setting, e.g. the per-read idle timer:
+# Server CPU microseconds and system calls per operation for one workload:
+# starts a 2-shard node with the given extra flags, loads 10,000 keys, then
+# REPEATS times runs 200,000 operations (50 connections) and divides the
+# server's utime+stime (from /proc) and, when `perf` can read the kernel's
+# syscall tracepoints, its system calls and context switches by them. Used
+# for A/B checks of one change or setting, e.g. the idle timeout:
 #   tools/server-cpu-per-op.sh 7700                       # default
-#   tools/server-cpu-per-op.sh 7700 --idle-timeout-ms 0   # no idle timer
+#   tools/server-cpu-per-op.sh 7700 --idle-timeout-ms 0   # no idle timeout
 # Environment: WL (get|put|ping, default get), PIPE (pipeline depth, default 1),
-# DYNAKV (the server binary, default target/release/dynakv).
+# REPEATS (default 1), OPS (default 200000), CONNS (default 50),
+# DYNAKV / BENCH (binaries, default target/release/...).
+# Each run prints one line; the syscall counts are deterministic enough to
+# compare across builds on a noisy machine, the CPU time is not (use medians).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=$1; shift
+DYNAKV=${DYNAKV:-target/release/dynakv}
+B=${BENCH:-target/release/dynakv-bench}
+OPS=${OPS:-200000}
 DIR=$(mktemp -d)
-"${DYNAKV:-target/release/dynakv}" server --data-dir "$DIR" --listen "127.0.0.1:$PORT" --shards 2 "$@" >/dev/null 2>&1 &
+"$DYNAKV" server --data-dir "$DIR" --listen "127.0.0.1:$PORT" --shards 2 "$@" >/dev/null 2>&1 &
 SP=$!
 trap 'kill $SP 2>/dev/null; wait $SP 2>/dev/null; rm -rf "$DIR"' EXIT
 for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
-B=target/release/dynakv-bench
 $B --target "dynakv://127.0.0.1:$PORT" --workload get --keys 10000 --ops 10000 --no-progress >/dev/null 2>&1
 cpu() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$SP/stat"; }
-c0=$(cpu)
-$B --target "dynakv://127.0.0.1:$PORT" --workload "${WL:-get}" --no-load --keys 10000 --ops 200000 \
-   --connections 50 --pipeline "${PIPE:-1}" --no-progress 2>&1 | grep throughput
-c1=$(cpu)
-echo "server CPU us/op: $(python3 -c "print(round(($c1 - $c0) * 1e6 / $(getconf CLK_TCK) / 200000, 2))")"
+EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_io_uring_enter,context-switches
+COUNT=0
+if command -v perf >/dev/null && perf stat -e "$EVENTS" -- true >/dev/null 2>&1; then COUNT=1; fi
+for r in $(seq "${REPEATS:-1}"); do
+    PERF_OUT=$DIR/perf.$r
+    if (( COUNT )); then
+        perf stat -x, -e "$EVENTS" -p "$SP" -o "$PERF_OUT" &
+        PP=$!
+        sleep 0.2
+    fi
+    c0=$(cpu)
+    tput=$($B --target "dynakv://127.0.0.1:$PORT" --workload "${WL:-get}" --no-load --keys 10000 --ops "$OPS" \
+       --connections "${CONNS:-50}" --pipeline "${PIPE:-1}" --no-progress 2>&1 | awk '/throughput/ { for (i = 1; i < NF; i++) if ($i == "throughput") print $(i + 1) }')
+    c1=$(cpu)
+    counts=""
+    if (( COUNT )); then
+        kill -INT "$PP"; wait "$PP" 2>/dev/null || true
+        counts=$(awk -F, -v ops="$OPS" '/^[0-9]/ { n = $3; sub(/^(raw_)?syscalls:sys_enter_?/, "", n); if (n == "") n = "syscalls"; printf " %s/op %.3f", n, $1 / ops }' "$PERF_OUT")
+    fi
+    echo "run $r: ops/s ${tput:-?} server CPU us/op $(python3 -c "print(round(($c1 - $c0) * 1e6 / $(getconf CLK_TCK) / $OPS, 2))")$counts"
+done

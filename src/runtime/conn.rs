@@ -5,17 +5,25 @@
 //! any order (each carries its request id). The reader decodes every complete
 //! frame a read returns and starts one task per request, up to
 //! `in_flight_per_connection_max`; past that it stops reading, which pushes
-//! back on the client through TCP. The writer sends every reply queued since
-//! its last send in one write: the per-request kernel cost, not user-space
-//! code, decides throughput (design guide §11).
+//! back on the client through TCP. glommio runs a new task at once, so a
+//! request that needs no I/O has its reply queued before the reader moves on;
+//! after each read the reader sends every reply queued so far in one
+//! non-blocking `send`. A writer task sends what completes later and what a
+//! full socket buffer left behind. The per-request kernel cost, not
+//! user-space code, decides throughput (design guide §11), so the reader
+//! wakes no other task for a request answered at once, and the idle timeout
+//! is one timer per connection that fires only when the connection has been
+//! quiet, not one armed and cancelled on every read.
 
 use std::cell::{Cell, RefCell};
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
 
@@ -84,49 +92,67 @@ async fn refuse(mut stream: TcpStream, message: &str) {
 
 async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
     let _ = stream.set_nodelay(true);
-    // An idle or half-open connection holds nothing for longer than this.
-    // (0 disables it; each read then arms no timer.)
-    if shard.config.idle_timeout_ms > 0 {
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(shard.config.idle_timeout_ms)));
-    }
-    let (mut reader, mut writer) = futures_lite::io::split(stream);
-    let outbox = Rc::new(Outbox::default());
+    let socket = Rc::new(Socket::new(stream));
+    let outbox = Rc::new(Outbox::new(socket.fd));
     let in_flight = Rc::new(Semaphore::new(
         shard.config.in_flight_per_connection_max as u64,
     ));
+    // Ends a connection that completes no request within the idle timeout,
+    // whether it is silent or trickles bytes (a slow sender). One timer per
+    // connection, re-armed only when it fires, instead of one per read.
+    let last_request = Rc::new(Cell::new(Instant::now()));
+    let watchdog = (shard.config.idle_timeout_ms > 0).then(|| {
+        glommio::spawn_local(idle_watchdog(
+            socket.fd,
+            last_request.clone(),
+            Duration::from_millis(shard.config.idle_timeout_ms),
+        ))
+    });
 
-    let writer_outbox = outbox.clone();
+    let (writer_socket, writer_outbox) = (socket.clone(), outbox.clone());
     let writer_task = glommio::spawn_local(async move {
         let mut batch = Vec::with_capacity(READ_CHUNK_BYTES);
         while writer_outbox.take(&mut batch).await {
-            if writer.write_all(&batch).await.is_err() {
+            let sent = writer_socket.write_all(&batch).await;
+            writer_outbox.writing.set(false);
+            if sent.is_err() {
                 break;
             }
         }
-        let _ = writer.close().await;
+        let _ = writer_socket.close().await;
     });
 
     let mut decoder = FrameDecoder::new(shard.node.limits.frame_bytes_max);
     let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
-    // The read timeout ends a silent connection; this ends a slow one that
-    // trickles bytes but completes no request within the idle timeout.
-    let idle = Duration::from_millis(shard.config.idle_timeout_ms);
-    let mut last_request = std::time::Instant::now();
     'read: loop {
-        let n = match reader.read(&mut chunk).await {
+        let n = match socket.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         buffer.extend_from_slice(&chunk[..n]);
+        let mut requests = 0usize;
+        outbox.begin_batch();
         loop {
             match decoder.decode(&mut buffer) {
                 Ok(Some(frame)) => {
-                    last_request = std::time::Instant::now();
-                    let permit = match in_flight.clone().acquire_static_permit(1).await {
+                    requests += 1;
+                    let permit = match in_flight.try_acquire_static_permit(1) {
                         Ok(permit) => permit,
-                        Err(_) => break 'read,
+                        Err(_) => {
+                            // At the in-flight bound: send what is ready,
+                            // then wait for a request to finish.
+                            outbox.end_batch();
+                            let permit = in_flight.clone().acquire_static_permit(1).await;
+                            outbox.begin_batch();
+                            match permit {
+                                Ok(permit) => permit,
+                                Err(_) => break 'read,
+                            }
+                        }
                     };
+                    // glommio runs a spawned task at once, so a request that
+                    // needs no I/O has queued its reply before this returns.
                     let (shard, outbox) = (shard.clone(), outbox.clone());
                     glommio::spawn_local(async move {
                         let reply = shard.handle_frame(frame, via_node_port).await;
@@ -135,12 +161,7 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
                     })
                     .detach();
                 }
-                Ok(None) => {
-                    if !idle.is_zero() && last_request.elapsed() > idle {
-                        break 'read;
-                    }
-                    break;
-                }
+                Ok(None) => break,
                 Err(e) => {
                     // The stream cannot be re-synchronised after a bad length
                     // prefix: answer once and close.
@@ -159,7 +180,16 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
                 }
             }
         }
+        if requests > 0 {
+            last_request.set(Instant::now());
+        }
+        // Every reply this read produced without waiting for I/O goes out
+        // now, in one send, from this task: the writer task is only woken
+        // for replies that complete later, or a send that would block.
+        outbox.end_batch();
     }
+    outbox.batching.set(false);
+    drop(watchdog);
     // Let requests already started finish and their replies leave, then close.
     let _ = in_flight
         .acquire(shard.config.in_flight_per_connection_max as u64)
@@ -168,16 +198,93 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
     writer_task.await;
 }
 
-/// Replies waiting to be written, encoded straight into one buffer that the
-/// writer swaps out and sends in one write.
-#[derive(Default)]
+/// Sleeps until `idle` after the last complete request and then shuts the
+/// socket's read side down, which ends the connection's reader with EOF (its
+/// requests in flight still finish and their replies still leave). Dropped
+/// (cancelled) when the connection ends, before its descriptor is closed.
+pub(crate) async fn idle_watchdog(fd: RawFd, last_request: Rc<Cell<Instant>>, idle: Duration) {
+    loop {
+        let deadline = last_request.get() + idle;
+        let now = Instant::now();
+        if now >= deadline {
+            // SAFETY: the descriptor is open: the connection that owns it
+            // cancels this task before dropping its stream.
+            unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+            return;
+        }
+        glommio::timer::sleep(deadline - now).await;
+    }
+}
+
+/// One connection's socket, shared by its reader and writer tasks. They run
+/// on one thread and never hold the borrow across an await, so a `RefCell`
+/// does what a lock would (`futures_lite::io::split` takes a mutex per call).
+struct Socket {
+    stream: RefCell<TcpStream>,
+    fd: RawFd,
+}
+
+impl Socket {
+    fn new(stream: TcpStream) -> Self {
+        let fd = stream.as_raw_fd();
+        Socket {
+            stream: RefCell::new(stream),
+            fd,
+        }
+    }
+
+    async fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self.stream.borrow_mut()).poll_read(cx, buf)).await
+    }
+
+    async fn write_all(&self, mut buf: &[u8]) -> std::io::Result<()> {
+        while !buf.is_empty() {
+            let n = std::future::poll_fn(|cx| {
+                Pin::new(&mut *self.stream.borrow_mut()).poll_write(cx, buf)
+            })
+            .await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            buf = &buf[n..];
+        }
+        Ok(())
+    }
+
+    async fn close(&self) -> std::io::Result<()> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self.stream.borrow_mut()).poll_close(cx)).await
+    }
+}
+
+/// Replies waiting to be written, encoded straight into one buffer. The
+/// reader sends it itself after each read (`send_now`); the writer task
+/// takes over what that could not send, and replies that complete later.
 struct Outbox {
     bytes: RefCell<Vec<u8>>,
     waker: RefCell<Option<Waker>>,
     closed: Cell<bool>,
+    /// The writer task holds a batch it has not finished sending: nothing
+    /// else may write to the socket until it has, or bytes would interleave.
+    writing: Cell<bool>,
+    /// The reader is handling the requests of one read and sends their
+    /// replies itself when it is done, so a reply pushed meanwhile need not
+    /// wake the writer.
+    batching: Cell<bool>,
+    fd: RawFd,
 }
 
 impl Outbox {
+    fn new(fd: RawFd) -> Self {
+        Outbox {
+            bytes: RefCell::new(Vec::new()),
+            waker: RefCell::new(None),
+            closed: Cell::new(false),
+            writing: Cell::new(false),
+            batching: Cell::new(false),
+            fd,
+        }
+    }
+
     fn push(&self, reply: Reply) {
         {
             let mut bytes = self.bytes.borrow_mut();
@@ -188,26 +295,80 @@ impl Outbox {
                 Reply::Encoded(encoded) => bytes.extend_from_slice(&encoded),
             }
         }
+        if !self.batching.get() {
+            self.wake_writer();
+        }
+    }
+
+    /// The reader starts handling the requests of one read; it sends their
+    /// replies itself when done (`end_batch`).
+    fn begin_batch(&self) {
+        self.batching.set(true);
+    }
+
+    /// The reader is done with a read, or must wait: send what is queued.
+    fn end_batch(&self) {
+        if self.batching.replace(false) {
+            self.send_now();
+        }
+    }
+
+    fn wake_writer(&self) {
         if let Some(waker) = self.waker.borrow_mut().take() {
             waker.wake();
+        }
+    }
+
+    /// Sends what is queued with one non-blocking `send`, unless the writer
+    /// task is mid-batch. Whatever is left (the socket buffer was full, or
+    /// the send failed) stays queued for the writer, which waits for the
+    /// socket to drain or reports the error.
+    fn send_now(&self) {
+        if self.writing.get() || self.closed.get() {
+            // The writer sends what is queued once it is done.
+            self.wake_writer();
+            return;
+        }
+        let mut bytes = self.bytes.borrow_mut();
+        if bytes.is_empty() {
+            return;
+        }
+        // SAFETY: `fd` is the connection's open socket (the outbox lives no
+        // longer than the connection) and the pointer and length describe
+        // initialised bytes we own.
+        let sent = unsafe {
+            libc::send(
+                self.fd,
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if sent > 0 {
+            bytes.drain(..sent as usize);
+        }
+        let left = !bytes.is_empty();
+        drop(bytes);
+        if left {
+            self.wake_writer();
         }
     }
 
     fn close(&self) {
         self.closed.set(true);
-        if let Some(waker) = self.waker.borrow_mut().take() {
-            waker.wake();
-        }
+        self.wake_writer();
     }
 
-    /// Waits for queued replies and moves them into `batch` (cleared first).
-    /// Returns false once the outbox is closed and empty.
+    /// Waits for queued replies and moves them into `batch` (cleared first),
+    /// marking the writer busy until it clears `writing`. Returns false once
+    /// the outbox is closed and empty.
     async fn take(&self, batch: &mut Vec<u8>) -> bool {
         std::future::poll_fn(|cx| {
             let mut bytes = self.bytes.borrow_mut();
             if !bytes.is_empty() {
                 batch.clear();
                 std::mem::swap(&mut *bytes, batch);
+                self.writing.set(true);
                 return Poll::Ready(true);
             }
             if self.closed.get() {

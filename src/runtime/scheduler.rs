@@ -82,6 +82,8 @@ pub(crate) struct Inbox {
     queue: RefCell<VecDeque<(NodeId, ReplicaMessage)>>,
     dropped: Cell<u64>,
     accepted: Cell<u64>,
+    /// `inbox_loop`, waiting for the queue to stop being empty.
+    waker: RefCell<Option<std::task::Waker>>,
 }
 
 /// One shard's scheduler state.
@@ -217,6 +219,9 @@ impl Scheduler {
         }
         queue.push_back((from, message));
         self.inbox.accepted.set(self.inbox.accepted.get() + 1);
+        if let Some(waker) = self.inbox.waker.borrow_mut().take() {
+            waker.wake();
+        }
         true
     }
 
@@ -234,7 +239,21 @@ impl Scheduler {
                 queue.drain(..n).collect()
             };
             if batch.is_empty() {
-                glommio::timer::sleep(Duration::from_millis(5)).await;
+                // Sleep until a message arrives: no timer while the inbox is
+                // empty, except a slow one to notice `stop`.
+                let arrived = std::future::poll_fn(|cx| {
+                    if self.inbox.queue.borrow().is_empty() {
+                        *self.inbox.waker.borrow_mut() = Some(cx.waker().clone());
+                        std::task::Poll::Pending
+                    } else {
+                        std::task::Poll::Ready(())
+                    }
+                });
+                futures_lite::future::or(
+                    arrived,
+                    glommio::timer::sleep(Duration::from_millis(100)),
+                )
+                .await;
                 continue;
             }
             let n = batch.len() as u64;

@@ -106,7 +106,7 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
         let builder = LocalExecutorBuilder::new(placement)
             .name(&format!("dynakv-shard-{index}"))
             .io_memory(plan.io_memory_bytes)
-            .spin_before_park(Duration::from_micros(0));
+            .spin_before_park(Duration::from_micros(config.spin_before_park_us));
         let (node, config, shutdown, mesh, ready, exited) = (
             node.clone(),
             config.clone(),

@@ -1390,14 +1390,38 @@ impl ShardState {
         }
     }
 
+    /// Flushes the write buffer once it has waited `flush_interval_us`. A
+    /// clean store arms no flush timer: the loop sleeps until the next
+    /// append (an idle shard used to wake a thousand times a second), waking
+    /// ten times a second only to notice shutdown.
     async fn flush_loop(self: Rc<Self>) {
         let interval = Duration::from_micros(self.config.flush_interval_us.max(100));
         while !self.shutdown.load(Ordering::Relaxed) {
-            glommio::timer::sleep(interval).await;
-            if self.store.flush_due(Instant::now()) {
-                if let Err(e) = self.store.flush().await {
-                    log::warning!(error = %e, "write-buffer flush failed");
+            let dirty = futures_lite::future::or(
+                async {
+                    self.store.wait_dirty().await;
+                    true
+                },
+                async {
+                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                    false
+                },
+            );
+            if !dirty.await {
+                continue;
+            }
+            // The first `flush_due` that sees the buffer dirty starts its
+            // interval; the second, one interval later, says to flush.
+            if !self.store.flush_due(Instant::now()) {
+                glommio::timer::sleep(interval).await;
+                if !self.store.flush_due(Instant::now()) {
+                    continue;
                 }
+            }
+            if let Err(e) = self.store.flush().await {
+                log::warning!(error = %e, "write-buffer flush failed");
+                // The buffer stays dirty: try again one interval later, not at once.
+                glommio::timer::sleep(interval).await;
             }
         }
     }

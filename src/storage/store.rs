@@ -184,6 +184,9 @@ struct State<F> {
     syncs: u64,
     bytes_written: u64,
     segments_compacted: u64,
+    /// The runtime's flush loop, waiting for the buffer to stop being empty
+    /// (so an idle shard arms no flush timer; see `Store::wait_dirty`).
+    dirty_waker: Option<std::task::Waker>,
 }
 
 impl<F> State<F> {
@@ -237,6 +240,11 @@ impl<F> State<F> {
             start + bytes_len,
             "fill appends exactly the record"
         );
+        if self.appended_lsn == self.flushed_lsn {
+            if let Some(waker) = self.dirty_waker.take() {
+                waker.wake();
+            }
+        }
         self.appended_lsn += bytes_len as u64;
         let seg = self.active();
         assert_eq!(seg.len_bytes, offset);
@@ -615,6 +623,7 @@ impl<D: Disk> Store<D> {
             syncs: 0,
             bytes_written: 0,
             segments_compacted: 0,
+            dirty_waker: None,
         };
         let config_read_cache_bytes = config.read_cache_bytes;
         let store = Store {
@@ -962,6 +971,20 @@ impl<D: Disk> Store<D> {
     /// Partitions holding at least one key, ascending.
     pub fn partitions(&self, ns: Namespace) -> Vec<u32> {
         self.state.borrow().index.partitions(ns)
+    }
+
+    /// Returns once the write buffer holds something not yet flushed, so a
+    /// flush loop can sleep without a timer while the store is clean.
+    pub async fn wait_dirty(&self) {
+        std::future::poll_fn(|cx| {
+            let mut st = self.state.borrow_mut();
+            if st.appended_lsn != st.flushed_lsn {
+                return std::task::Poll::Ready(());
+            }
+            st.dirty_waker = Some(cx.waker().clone());
+            std::task::Poll::Pending
+        })
+        .await
     }
 
     /// Whether the runtime should call `flush` now: buffered data has waited at least
