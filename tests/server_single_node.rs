@@ -305,3 +305,26 @@ fn buffered_puts_that_wait_for_flushes_read_back_before_and_after_a_restart() {
     node.start_again_once().expect("restart");
     check(&node);
 }
+
+/// The flush loop sleeps without a timer while the write buffer is clean and
+/// wakes on the next append: a buffered put (no `--dw`) must still reach the
+/// segment file within a few flush intervals (1 ms by default), also after
+/// the node sat idle, so it survives `kill -9` (the page cache keeps what
+/// was written; only an fsync would be needed against power loss).
+#[test]
+fn buffered_puts_reach_the_file_after_idle_periods_and_survive_kill_9() {
+    let mut node = TestNode::start(1, &[]);
+    assert_eq!(node.cli(&["put", "early", "one"]).0, 0);
+    // Longer than the flush loop's idle wait (100 ms): it is asleep on the
+    // store, not on a timer, when the next put arrives.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(node.cli(&["put", "late", "two"]).0, 0);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    node.kill9();
+    node.restart();
+    for (key, value) in [("early", "one"), ("late", "two")] {
+        let (code, out, err) = node.cli(&["get", key, "--json"]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(json_values(&out), vec![value], "{key} after kill -9: {out}");
+    }
+}
