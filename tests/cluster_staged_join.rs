@@ -6,24 +6,11 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{start_cluster, wait_until, TestNode, FAST_CLUSTER_ARGS};
+use common::{
+    epochs, json_number as number, start_cluster, wait_until, TestNode, FAST_CLUSTER_ARGS,
+};
 use dynakv::client::{Client, ClientOptions};
 use dynakv::protocol::{Quorum, R_ALL};
-
-/// The number after `"field": ` in a JSON text.
-fn number(text: &str, field: &str) -> Option<u64> {
-    let start = text.find(&format!("\"{field}\": "))? + field.len() + 4;
-    text[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect::<String>()
-        .parse()
-        .ok()
-}
-
-fn epochs(nodes: &[TestNode]) -> Vec<Option<u64>> {
-    nodes.iter().map(|n| n.status().map(|s| s.epoch)).collect()
-}
 
 /// The `admin plan --json` row of the node at internode address `addr`.
 fn plan_row(plan: &str, addr: SocketAddr) -> Option<&str> {

@@ -5,24 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{start_cluster, wait_until, TestNode};
+use common::{epochs, json_number as number, start_cluster, wait_until, TestNode};
 use dynakv::client::{Client, ClientOptions};
 use dynakv::protocol::Quorum;
-
-/// The number after `"field": ` in a JSON text.
-fn number(text: &str, field: &str) -> Option<u64> {
-    let start = text.find(&format!("\"{field}\": "))? + field.len() + 4;
-    text[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect::<String>()
-        .parse()
-        .ok()
-}
-
-fn epochs(nodes: &[TestNode]) -> Vec<Option<u64>> {
-    nodes.iter().map(|n| n.status().map(|s| s.epoch)).collect()
-}
 
 #[test]
 fn plan_commit_clear_where_and_a_drain() {

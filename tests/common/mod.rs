@@ -380,6 +380,23 @@ pub fn wait_converged(nodes: &[TestNode], members: usize) {
     }
 }
 
+/// The unsigned number after `"field": ` in a JSON text (the admin
+/// commands' `--json` output).
+pub fn json_number(text: &str, field: &str) -> Option<u64> {
+    let start = text.find(&format!("\"{field}\": "))? + field.len() + 4;
+    text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .ok()
+}
+
+/// Each node's ring epoch from `admin status` (None where it did not answer).
+pub fn epochs(nodes: &[TestNode]) -> Vec<Option<u64>> {
+    nodes.iter().map(|n| n.status().map(|s| s.epoch)).collect()
+}
+
 /// Waits (up to `secs`) until `check` holds, polling every 100 ms.
 pub fn wait_until(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
