@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{epochs, json_number as number, start_cluster, wait_until, TestNode};
+use common::{epochs, json_number as number, start_cluster, wait_until};
 use dynakv::client::{Client, ClientOptions};
 use dynakv::protocol::Quorum;
 
