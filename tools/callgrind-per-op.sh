@@ -9,7 +9,7 @@
 # Environment: WLS (workloads, default "ping get put"), OPS (default 20000),
 # PIPE (pipeline depth, default 16), CONNS (default 10), KEYS (default 1000),
 # VALUE (value size, default 100), OUTDIR (keeps the callgrind files there),
-# DYNAKV (the server binary, default target/release/dynakv).
+# DYNAKV / BENCH (the binaries, default target/release/...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=$1; shift
@@ -23,7 +23,7 @@ valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrin
 SP=$!
 trap 'kill $SP 2>/dev/null; wait $SP 2>/dev/null; rm -rf "$DIR"' EXIT
 for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.2; done
-B=target/release/dynakv-bench
+B=${BENCH:-target/release/dynakv-bench}
 run() { $B --target "dynakv://127.0.0.1:$PORT" --no-progress --timeout 60s "$@" >"$DIR/bench.log" 2>&1 \
   || { cat "$DIR/bench.log"; exit 1; }; }
 run --workload get --keys "$KEYS" --value-size "$VALUE" --ops 1000 --connections 1
