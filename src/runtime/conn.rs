@@ -35,12 +35,38 @@ use crate::protocol::{self, ErrorCode, FrameDecoder, FrameError, Response};
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 pub(crate) async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener, via_node_port: bool) {
+    accept_clients(
+        shard,
+        listener,
+        "client",
+        refuse,
+        move |shard, stream| async move { serve(&shard, stream, via_node_port).await },
+    )
+    .await
+}
+
+/// The accept loop of a client-facing listener (this protocol's, and the
+/// RESP front end's): backs off on accept errors, refuses connections over
+/// the shard's total or per-address limit with `refuse(stream, why)`, and
+/// runs `serve` for each admitted connection, counted while it lasts.
+pub(crate) async fn accept_clients<R, RF, S, SF>(
+    shard: Rc<ShardState>,
+    listener: TcpListener,
+    name: &'static str,
+    refuse: R,
+    serve: S,
+) where
+    R: Fn(TcpStream, &'static str) -> RF,
+    RF: std::future::Future<Output = ()> + 'static,
+    S: Fn(Rc<ShardState>, TcpStream) -> SF,
+    SF: std::future::Future<Output = ()> + 'static,
+{
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                log::warning!(error = %e, "client accept failed");
+                log::warning!(listener = name, error = %e, "accept failed");
                 glommio::timer::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -59,25 +85,21 @@ pub(crate) async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener, vi
             glommio::spawn_local(refuse(stream, "too many connections from this address")).detach();
             continue;
         };
+        let connection = serve(shard.clone(), stream);
         let shard = shard.clone();
         glommio::spawn_local(async move {
             let _admission = admission;
-            shard
-                .counters
-                .connections
-                .set(shard.counters.connections.get() + 1);
-            serve(&shard, stream, via_node_port).await;
-            shard
-                .counters
-                .connections
-                .set(shard.counters.connections.get() - 1);
+            let counters = &shard.counters;
+            counters.connections.set(counters.connections.get() + 1);
+            connection.await;
+            counters.connections.set(counters.connections.get() - 1);
         })
         .detach();
     }
 }
 
 /// Over the connection limit: say so in one error frame, then close.
-async fn refuse(mut stream: TcpStream, message: &str) {
+async fn refuse(mut stream: TcpStream, message: &'static str) {
     let mut out = Vec::new();
     let response = Response::Error {
         code: ErrorCode::Overloaded,

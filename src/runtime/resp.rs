@@ -23,8 +23,7 @@ use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
-use super::log;
-use super::shard::{connection_allowed, Reply, ShardState};
+use super::shard::{Reply, ShardState};
 use crate::protocol::{
     self, ErrorCode, Quorum, Request, RequestFrame, Response, Sibling, FRAME_LENGTH_BYTES,
 };
@@ -52,54 +51,26 @@ fn bump(counter: &AtomicU64) {
 }
 
 pub(crate) async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener) {
-    loop {
-        let stream = match listener.accept().await {
-            Ok(stream) => stream,
-            Err(e) => {
-                log::warning!(error = %e, "RESP accept failed");
-                glommio::timer::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        if !connection_allowed(&shard) {
-            glommio::spawn_local(async move {
-                let mut stream = stream;
-                let mut out = Vec::new();
-                reply::error(&mut out, "ERR max number of clients reached");
-                let _ = stream.write_all(&out).await;
-                let _ = stream.close().await;
-            })
-            .detach();
-            continue;
-        }
-        let admission = match stream.peer_addr() {
-            Ok(peer) => shard
-                .address_limiter
-                .admit(peer.ip(), shard.config.connections_per_address_max),
-            Err(_) => None,
-        };
-        let Some(admission) = admission else {
-            glommio::spawn_local(async move {
-                let mut stream = stream;
-                let mut out = Vec::new();
-                reply::error(&mut out, "ERR too many connections from this address");
-                let _ = stream.write_all(&out).await;
-                let _ = stream.close().await;
-            })
-            .detach();
-            continue;
-        };
-        bump(&shard.node.resp_stats.connections_accepted);
-        let shard = shard.clone();
-        glommio::spawn_local(async move {
-            let _admission = admission;
-            let counters = &shard.counters;
-            counters.connections.set(counters.connections.get() + 1);
-            serve(&shard, stream).await;
-            counters.connections.set(counters.connections.get() - 1);
-        })
-        .detach();
-    }
+    super::conn::accept_clients(
+        shard,
+        listener,
+        "RESP",
+        |mut stream, why| async move {
+            let mut out = Vec::new();
+            let message = match why {
+                "too many connections" => "ERR max number of clients reached".to_string(),
+                other => format!("ERR {other}"),
+            };
+            reply::error(&mut out, &message);
+            let _ = stream.write_all(&out).await;
+            let _ = stream.close().await;
+        },
+        |shard, stream| async move {
+            bump(&shard.node.resp_stats.connections_accepted);
+            serve(&shard, stream).await
+        },
+    )
+    .await
 }
 
 async fn serve(shard: &Rc<ShardState>, mut stream: TcpStream) {
