@@ -638,6 +638,15 @@ mod tests {
         // silence every line.
         assert!(bad(&["--log-level", "inf"]).contains("'inf' is not a level"));
         assert!(bad(&["--log-level", "dynakv=loud"]).contains("log_level"));
+        assert!(bad(&["--spin-before-park-us", "10001"]).contains("at most 10000"));
+        assert!(bad(&["--internode-connections-max", "0"]).contains("at least 1"));
+        assert!(bad(&[
+            "--gossip-interval-ms",
+            "1000",
+            "--internode-idle-timeout-ms",
+            "3999"
+        ])
+        .contains("at least 4 gossip intervals"));
         let e = ServerConfig::from_toml("bogus = 1", std::path::Path::new("f.toml")).unwrap_err();
         assert!(e.to_string().contains("unknown field"), "{e}");
     }
