@@ -39,7 +39,7 @@ Prints markdown tables; every run's JSON is kept under OUT.
 import os, shutil, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import binaries, pick_port, results_dir, run_bench  # noqa: E402
+from benchlib import binaries, dynakv_ports, pick_port, results_dir, run_bench  # noqa: E402
 
 QUICK = "--quick" in sys.argv
 BENCH, DYNAKV = binaries("release")
@@ -103,7 +103,7 @@ class Server:
 
     def __init__(self, kind, shards=1):
         self.kind, self.dir = kind, tempfile.mkdtemp(prefix="bench-cores-")
-        self.port = pick_port(["127.0.0.1"], range(shards + 1))
+        self.port = pick_port(["127.0.0.1"], dynakv_ports(shards) if kind == "dynakv" else [0])
         if kind == "dynakv":
             cmd = [DYNAKV, "server", "--data-dir", self.dir, "--listen", f"127.0.0.1:{self.port}", "--shards", str(shards)]
             self.proc = subprocess.Popen(taskset(SERVER_CPUS) + cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

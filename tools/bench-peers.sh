@@ -63,7 +63,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A base port free for every port the target binds (dynakv: base, a client port per
+# shard, an internode port per shard from base + 100).
+free_port() {
+    python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import benchlib
+print(benchlib.pick_port(["127.0.0.1"], benchlib.dynakv_ports(int(sys.argv[2])), start=int(sys.argv[3])))' \
+        "$(dirname "$0")" "${1:-0}" "$((21000 + RANDOM % 20000))"
+}
 
 wait_port() { # port — wait (up to 10 s) until something accepts connections on it
     local deadline=$((SECONDS + 10))
@@ -102,7 +108,7 @@ start_targets() {
             URL[$t]=memcache://127.0.0.1:$port ;;
         dynakv)
             [[ -x $DYNAKV ]] || { echo "skip dynakv: $DYNAKV not built" >&2; continue; }
-            port=$(free_port)
+            port=$(free_port "$SHARDS")
             mkdir -p "$WORK/dynakv"
             "$DYNAKV" server --data-dir "$WORK/dynakv" --listen "127.0.0.1:$port" --shards "$SHARDS" \
                 >"$WORK/dynakv.log" 2>&1 & PID[$t]=$!

@@ -12,7 +12,10 @@ Usage: tools/bench-single-node.py [--quick] [--ceiling-only]   (build first: car
 Environment: BENCH, DYNAKV (binaries), DURATION (s, default 5), REPEATS (3), OUT (results dir).
 Prints markdown tables; every run's JSON is kept under OUT.
 """
-import json, os, socket, statistics, subprocess, sys, tempfile, time
+import json, os, statistics, subprocess, sys, tempfile, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import dynakv_ports, pick_port  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.environ.get("BENCH", os.path.join(ROOT, "target/release/dynakv-bench"))
@@ -25,25 +28,6 @@ os.makedirs(OUT, exist_ok=True)
 HZ = os.sysconf("SC_CLK_TCK")
 
 
-def free_port_range(count):
-    for _ in range(200):
-        s = socket.socket(); s.bind(("127.0.0.1", 0)); base = s.getsockname()[1]; s.close()
-        if base + count >= 65535:
-            continue
-        ok = True
-        for p in range(base, base + count + 1):
-            t = socket.socket()
-            try:
-                t.bind(("127.0.0.1", p))
-            except OSError:
-                ok = False
-            finally:
-                t.close()
-        if ok:
-            return base
-    raise SystemExit("no free port range")
-
-
 def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -53,12 +37,14 @@ def cpu_seconds(pid):
 class Node:
     def __init__(self, shards):
         self.dir = tempfile.mkdtemp(prefix="dynakv-bench-")
-        self.port = free_port_range(shards + 1)
+        self.port = pick_port(["127.0.0.1"], dynakv_ports(shards))
+        self.err = open(os.path.join(self.dir, "stderr"), "w+")
         self.proc = subprocess.Popen([DYNAKV, "server", "--data-dir", self.dir, "--listen", f"127.0.0.1:{self.port}",
-                                      "--shards", str(shards)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                      "--shards", str(shards)], stdout=subprocess.PIPE, stderr=self.err, text=True)
         line = self.proc.stdout.readline()
         if not line.startswith("dynakv ready"):
-            raise SystemExit(f"dynakv did not start: {line!r}")
+            self.err.seek(0)
+            raise SystemExit(f"dynakv did not start: {line!r}\n{self.err.read()[-2000:]}")
         self.url = f"dynakv://127.0.0.1:{self.port}"
 
     def stop(self):

@@ -43,6 +43,13 @@ def pick_port(ips, offsets, start=21000):
     raise SystemExit("no free ports")
 
 
+def dynakv_ports(shards):
+    """Port offsets a `dynakv server --listen IP:BASE --shards SHARDS` binds on
+    built-in defaults: BASE, a client port per shard, and an internode port per
+    shard from BASE + 100 (config.rs: shard_port, internode_shard_addr)."""
+    return [*range(shards + 1), *range(100, 100 + shards)]
+
+
 def start_server(dynakv, args, stderr=subprocess.DEVNULL):
     """Starts `dynakv server ARGS` and waits for its ready line."""
     proc = subprocess.Popen([dynakv, "server", *args], stdout=subprocess.PIPE, stderr=stderr, text=True)
