@@ -43,7 +43,7 @@ fn put(store: &Store<MemDisk>, i: usize, len: usize, d: Durability) -> Result<()
         (i % 4) as u32,
         &key(i),
         RecordKind::Value,
-        &value(i, len),
+        bytes::Bytes::copy_from_slice(&value(i, len)),
         d,
     ))
 }
@@ -319,7 +319,7 @@ fn group_commit_shares_fdatasyncs_between_concurrent_durable_writers() {
                         0,
                         &key(i),
                         RecordKind::Value,
-                        &value(i, 100),
+                        bytes::Bytes::copy_from_slice(&value(i, 100)),
                         Durability::Durable,
                     )
                     .await
@@ -365,7 +365,7 @@ fn failed_fdatasync_acknowledges_none_of_the_waiting_writers() {
                         0,
                         &key(i),
                         RecordKind::Value,
-                        &value(i, 100),
+                        bytes::Bytes::copy_from_slice(&value(i, 100)),
                         Durability::Durable,
                     )
                     .await
@@ -458,14 +458,21 @@ fn bounds_are_enforced_with_clear_errors() {
             0,
             &long_key,
             RecordKind::Value,
-            b"v",
+            bytes::Bytes::copy_from_slice(b"v"),
             Durability::Buffered
         )),
         Err(StorageError::KeyTooLarge { len: 65, max: 64 })
     ));
     let big = vec![0u8; 4097];
     assert!(matches!(
-        block_on(store.put(NS, 0, b"k", RecordKind::Value, &big, Durability::Buffered)),
+        block_on(store.put(
+            NS,
+            0,
+            b"k",
+            RecordKind::Value,
+            bytes::Bytes::copy_from_slice(&big),
+            Durability::Buffered
+        )),
         Err(StorageError::ValueTooLarge {
             len: 4097,
             max: 4096
@@ -478,7 +485,7 @@ fn bounds_are_enforced_with_clear_errors() {
         0,
         &long_key[..64],
         RecordKind::Value,
-        &big[..4096],
+        bytes::Bytes::copy_from_slice(&big[..4096]),
         Durability::Durable,
     ))
     .unwrap();
@@ -504,7 +511,7 @@ fn hint_files_make_restart_skip_scanning_and_a_bad_hint_falls_back() {
         1,
         &key(1),
         RecordKind::Tombstone,
-        b"t",
+        bytes::Bytes::copy_from_slice(b"t"),
         Durability::Buffered,
     ))
     .unwrap();
@@ -551,7 +558,7 @@ fn compaction_reclaims_dead_segments_and_keeps_every_live_record() {
         0,
         &key(0),
         RecordKind::Tombstone,
-        b"t",
+        bytes::Bytes::copy_from_slice(b"t"),
         Durability::Buffered,
     ))
     .unwrap();
@@ -656,7 +663,7 @@ fn drop_partition_removes_only_that_partition() {
         2,
         b"hinted",
         RecordKind::Value,
-        b"h",
+        bytes::Bytes::copy_from_slice(b"h"),
         Durability::Buffered,
     ))
     .unwrap();

@@ -711,16 +711,19 @@ impl<D: Disk> Store<D> {
     }
 
     /// Writes a record (value or tombstone) and points the index at it.
+    ///
+    /// The payload is taken as `Bytes` so that the read cache keeps the caller's bytes
+    /// (a reference count, not a copy of the value).
     pub async fn put(
         &self,
         ns: Namespace,
         partition: u32,
         key: &[u8],
         kind: RecordKind,
-        payload: &[u8],
+        payload: Bytes,
         durability: Durability,
     ) -> Result<(), StorageError> {
-        let len = self.check_bounds(key, payload)?;
+        let len = self.check_bounds(key, &payload)?;
         self.state.borrow().check_writable()?;
         let record_kind = kind;
         let kind = match kind {
@@ -740,7 +743,7 @@ impl<D: Disk> Store<D> {
                     seq,
                 };
                 let offset = st.append_bytes(len, seq, |out| {
-                    record::encode_append(out, &header, key, payload);
+                    record::encode_append(out, &header, key, &payload);
                 });
                 let loc = Location {
                     segment: st.active_id,
@@ -754,7 +757,7 @@ impl<D: Disk> Store<D> {
                     self.read_cache.borrow_mut().insert(
                         (loc.segment, loc.offset),
                         record_kind,
-                        Bytes::copy_from_slice(payload),
+                        payload.clone(),
                     );
                 }
                 if !st.corrupt_keys.is_empty() {
