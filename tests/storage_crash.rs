@@ -850,3 +850,66 @@ fn a_dropped_flush_leaves_its_write_for_the_next_sync() {
         assert_eq!(get(&store, i), Some(value(i, 300)), "synced key {i}");
     }
 }
+
+/// Write buffers larger than one DMA piece (256 KiB), with records that straddle
+/// pieces: every record reads back from a partly filled piece, from the pieces of a
+/// write in flight and from disk; a flush that fails part-way through its pieces
+/// (`ENOSPC` after the first ones were written) puts every record back in the buffer,
+/// loses nothing, and writes them all once space returns.
+#[test]
+fn records_straddling_dma_pieces_survive_reads_and_a_flush_failing_part_way() {
+    let disk = MemDisk::new();
+    disk.set_write_delay_polls(2);
+    let big = StoreConfig {
+        max_key_bytes: 64,
+        max_value_bytes: 4096,
+        segment_size_bytes: 16 << 20,
+        write_buffer_bytes: 1 << 20,
+        // No read cache, so every read below comes from the buffer, a flush or disk.
+        read_cache_bytes: 0,
+        ..StoreConfig::default()
+    };
+    let (store, _) = block_on(Store::open(disk.clone(), big.clone())).expect("open");
+    // 3001-byte values: no record size divides the piece size.
+    let len = 3001;
+    for i in 0..1500 {
+        put(&store, i, len, Durability::Buffered).unwrap();
+        for j in [0, i / 2, i.saturating_sub(90), i.saturating_sub(1), i] {
+            assert_eq!(get(&store, j), Some(value(j, len)), "key {j} after put {i}");
+        }
+    }
+    store.check_invariants();
+    let flushes = store.stats().flushes;
+    assert!(flushes >= 2, "several multi-piece flushes, not {flushes}");
+    block_on(store.sync()).unwrap();
+    // Room for a bit more than one piece: the next flush (four pieces) fails part-way.
+    disk.set_capacity_bytes(Some(disk.used_bytes() + (300 << 10)));
+    let written_before = disk.bytes_written();
+    let mut accepted = Vec::new();
+    for i in 1500..2500 {
+        match put(&store, i, len, Durability::Buffered) {
+            Ok(()) => accepted.push(i),
+            Err(StorageError::DiskFull) => break,
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert!(accepted.len() < 1000, "the disk filled up");
+    assert!(
+        disk.bytes_written() > written_before,
+        "the failing flush wrote its first piece before ENOSPC"
+    );
+    assert!(!store.is_failed(), "ENOSPC is not fatal");
+    store.check_invariants();
+    for &i in accepted.iter().chain(&(0..1500).collect::<Vec<_>>()) {
+        assert_eq!(get(&store, i), Some(value(i, len)), "key {i} after ENOSPC");
+    }
+    disk.set_capacity_bytes(None);
+    block_on(store.sync()).unwrap();
+    drop(store);
+    disk.crash(CrashMode::LoseUnsynced);
+    let (store, report) = block_on(Store::open(disk.clone(), big)).expect("reopen");
+    assert!(report.corrupt.is_empty(), "nothing written was damaged");
+    for &i in accepted.iter().chain(&(0..1500).collect::<Vec<_>>()) {
+        assert_eq!(get(&store, i), Some(value(i, len)), "synced key {i}");
+    }
+}

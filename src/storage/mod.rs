@@ -42,6 +42,7 @@ mod memdisk;
 mod record;
 mod store;
 mod sync;
+mod wbuf;
 
 pub use disk::{Disk, DiskFile, IoBuffer};
 pub use error::StorageError;
