@@ -603,7 +603,10 @@ impl<D: Disk> Store<D> {
             index,
             segments,
             active_id,
-            buffer: WriteBuffer::new(disk.clone()),
+            buffer: WriteBuffer::new(
+                disk.clone(),
+                config.write_buffer_bytes.div_ceil(PIECE_BYTES) + 1,
+            ),
             buffer_file_offset: 0,
             appended_lsn: 0,
             flushed_lsn: 0,
@@ -1134,6 +1137,10 @@ impl<D: Disk> Store<D> {
                     .map(|p| p.as_bytes().len() as u64)
                     .sum::<u64>();
                 self.dirty_since.set(None);
+                // The write's future is done; dropping it leaves the pieces to us.
+                let Inflight { pieces, write, .. } = f;
+                drop(write);
+                st.buffer.recycle(pieces);
                 Ok(())
             }
             Err(e) => {
@@ -1143,9 +1150,8 @@ impl<D: Disk> Store<D> {
                     let mut bytes = Vec::with_capacity(self.buffer_bytes_max);
                     f.copy_range(f.start, st.buffer_file_offset, &mut bytes);
                     st.buffer.copy_range(0, st.buffer.len_bytes(), &mut bytes);
-                    let mut restored = WriteBuffer::new(self.disk.clone());
-                    restored.extend_from_slice(&bytes);
-                    st.buffer = restored;
+                    st.buffer.clear();
+                    st.buffer.extend_from_slice(&bytes);
                     st.buffer_file_offset = f.start;
                 }
                 if is_enospc(&e) {

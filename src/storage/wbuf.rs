@@ -9,6 +9,8 @@
 //! * A piece is written to only while it is here; `take_padded` gives the pieces away
 //!   (to the flush) and leaves the buffer empty.
 
+use std::rc::Rc;
+
 use super::disk::{Disk, IoBuffer};
 
 /// The size of a piece: small enough that glommio serves it from its registered
@@ -25,15 +27,46 @@ pub(crate) struct WriteBuffer<D: Disk> {
     len_bytes: usize,
     /// Reused for a record that straddles two pieces (encoded here, then copied).
     scratch: Vec<u8>,
+    /// Whole pieces back from completed flushes, reused before allocating: a fresh
+    /// piece that glommio could not place in its registered memory is a fresh `mmap`,
+    /// and faulting in and zeroing its pages showed in the ingest profile.
+    spare: Vec<D::Buffer>,
+    /// Bound on `spare` (about one flush's worth).
+    spare_pieces_max: usize,
 }
 
 impl<D: Disk> WriteBuffer<D> {
-    pub(crate) fn new(disk: D) -> Self {
+    /// An empty buffer keeping at most `spare_pieces_max` pieces for reuse.
+    pub(crate) fn new(disk: D, spare_pieces_max: usize) -> Self {
         WriteBuffer {
             disk,
             pieces: Vec::new(),
             len_bytes: 0,
             scratch: Vec::new(),
+            spare: Vec::new(),
+            spare_pieces_max,
+        }
+    }
+
+    fn new_piece(&mut self) -> D::Buffer {
+        match self.spare.pop() {
+            Some(piece) => piece,
+            None => self.disk.alloc_buffer(PIECE_BYTES),
+        }
+    }
+
+    /// Takes back the pieces of a completed write for reuse: those no one else holds
+    /// any more and that are whole (a shortened last piece cannot grow again).
+    pub(crate) fn recycle(&mut self, pieces: Vec<Rc<D::Buffer>>) {
+        for piece in pieces {
+            if self.spare.len() >= self.spare_pieces_max {
+                return;
+            }
+            if let Ok(piece) = Rc::try_unwrap(piece) {
+                if piece.as_bytes().len() == PIECE_BYTES {
+                    self.spare.push(piece);
+                }
+            }
         }
     }
 
@@ -48,7 +81,8 @@ impl<D: Disk> WriteBuffer<D> {
         let at = self.len_bytes % PIECE_BYTES;
         if at + len <= PIECE_BYTES {
             if at == 0 {
-                self.pieces.push(self.disk.alloc_buffer(PIECE_BYTES));
+                let piece = self.new_piece();
+                self.pieces.push(piece);
             }
             let piece = self.pieces.last_mut().expect("a piece to append to");
             fill(&mut piece.as_bytes_mut()[at..at + len]);
@@ -69,7 +103,8 @@ impl<D: Disk> WriteBuffer<D> {
         while !data.is_empty() {
             let at = self.len_bytes % PIECE_BYTES;
             if at == 0 {
-                self.pieces.push(self.disk.alloc_buffer(PIECE_BYTES));
+                let piece = self.new_piece();
+                self.pieces.push(piece);
             }
             let n = (PIECE_BYTES - at).min(data.len());
             let piece = self.pieces.last_mut().expect("a piece to append to");
@@ -128,9 +163,10 @@ impl<D: Disk> WriteBuffer<D> {
         pieces
     }
 
-    /// Forgets every byte (the pieces go back to the disk's allocator).
+    /// Forgets every byte (the pieces are kept for reuse, up to the bound).
     pub(crate) fn clear(&mut self) {
-        self.pieces.clear();
+        let pieces = std::mem::take(&mut self.pieces);
+        self.recycle(pieces.into_iter().map(Rc::new).collect());
         self.len_bytes = 0;
     }
 
@@ -156,7 +192,7 @@ mod tests {
 
     #[test]
     fn records_straddling_pieces_read_back_and_pad_to_the_alignment() {
-        let mut buf = WriteBuffer::new(MemDisk::new());
+        let mut buf = WriteBuffer::new(MemDisk::new(), 4);
         let mut expected = Vec::new();
         // Lengths that are not divisors of the piece size, so records straddle pieces.
         let mut i = 0u32;
@@ -185,7 +221,7 @@ mod tests {
 
     #[test]
     fn a_buffer_ending_on_a_piece_boundary_keeps_full_pieces() {
-        let mut buf = WriteBuffer::new(MemDisk::new());
+        let mut buf = WriteBuffer::new(MemDisk::new(), 4);
         buf.extend_from_slice(&vec![7u8; PIECE_BYTES]);
         buf.check_invariants();
         let pieces = buf.take_padded(512);
@@ -193,5 +229,18 @@ mod tests {
         assert_eq!(pieces[0].as_bytes().len(), PIECE_BYTES);
         // An empty buffer gives no pieces.
         assert!(buf.take_padded(512).is_empty());
+        // A whole piece no one else holds is reused; a shared one is not.
+        let pieces: Vec<Rc<_>> = pieces.into_iter().map(Rc::new).collect();
+        let held = pieces[0].clone();
+        buf.recycle(pieces);
+        assert!(
+            buf.spare.is_empty(),
+            "a piece still held elsewhere is not reused"
+        );
+        buf.recycle(vec![held]);
+        assert_eq!(buf.spare.len(), 1);
+        buf.append(100, |out| out.fill(1));
+        assert!(buf.spare.is_empty(), "the spare piece was used");
+        buf.with_range(0, 100, |b| assert!(b.iter().all(|&x| x == 1)));
     }
 }
