@@ -688,7 +688,7 @@ impl<D: Disk> Store<D> {
     async fn with_room<R>(
         &self,
         len: usize,
-        mut append: impl FnMut(&mut State<D>) -> R,
+        append: impl FnOnce(&mut State<D>) -> R,
     ) -> Result<R, StorageError> {
         loop {
             let room = {
@@ -751,12 +751,14 @@ impl<D: Disk> Store<D> {
                 };
                 st.index_insert(ns, partition, key, loc);
                 // Write-through: a key's next read-modify-write finds its
-                // current version here even after the buffer is flushed.
+                // current version here even after the buffer is flushed. The
+                // cache takes the caller's `Bytes` itself: no copy, and no
+                // clone (cloning a `Bytes` made from a `Vec` allocates).
                 if self.config.read_cache_bytes > 0 {
                     self.read_cache.borrow_mut().insert(
                         (loc.segment, loc.offset),
                         record_kind,
-                        payload.clone(),
+                        payload,
                     );
                 }
                 if !st.corrupt_keys.is_empty() {
