@@ -43,7 +43,7 @@ fn put(store: &Store<MemDisk>, i: usize, len: usize, d: Durability) -> Result<()
         (i % 4) as u32,
         &key(i),
         RecordKind::Value,
-        &value(i, len),
+        bytes::Bytes::copy_from_slice(&value(i, len)),
         d,
     ))
 }
@@ -319,7 +319,7 @@ fn group_commit_shares_fdatasyncs_between_concurrent_durable_writers() {
                         0,
                         &key(i),
                         RecordKind::Value,
-                        &value(i, 100),
+                        bytes::Bytes::copy_from_slice(&value(i, 100)),
                         Durability::Durable,
                     )
                     .await
@@ -365,7 +365,7 @@ fn failed_fdatasync_acknowledges_none_of_the_waiting_writers() {
                         0,
                         &key(i),
                         RecordKind::Value,
-                        &value(i, 100),
+                        bytes::Bytes::copy_from_slice(&value(i, 100)),
                         Durability::Durable,
                     )
                     .await
@@ -458,14 +458,21 @@ fn bounds_are_enforced_with_clear_errors() {
             0,
             &long_key,
             RecordKind::Value,
-            b"v",
+            bytes::Bytes::copy_from_slice(b"v"),
             Durability::Buffered
         )),
         Err(StorageError::KeyTooLarge { len: 65, max: 64 })
     ));
     let big = vec![0u8; 4097];
     assert!(matches!(
-        block_on(store.put(NS, 0, b"k", RecordKind::Value, &big, Durability::Buffered)),
+        block_on(store.put(
+            NS,
+            0,
+            b"k",
+            RecordKind::Value,
+            bytes::Bytes::copy_from_slice(&big),
+            Durability::Buffered
+        )),
         Err(StorageError::ValueTooLarge {
             len: 4097,
             max: 4096
@@ -478,7 +485,7 @@ fn bounds_are_enforced_with_clear_errors() {
         0,
         &long_key[..64],
         RecordKind::Value,
-        &big[..4096],
+        bytes::Bytes::copy_from_slice(&big[..4096]),
         Durability::Durable,
     ))
     .unwrap();
@@ -504,7 +511,7 @@ fn hint_files_make_restart_skip_scanning_and_a_bad_hint_falls_back() {
         1,
         &key(1),
         RecordKind::Tombstone,
-        b"t",
+        bytes::Bytes::copy_from_slice(b"t"),
         Durability::Buffered,
     ))
     .unwrap();
@@ -551,7 +558,7 @@ fn compaction_reclaims_dead_segments_and_keeps_every_live_record() {
         0,
         &key(0),
         RecordKind::Tombstone,
-        b"t",
+        bytes::Bytes::copy_from_slice(b"t"),
         Durability::Buffered,
     ))
     .unwrap();
@@ -656,7 +663,7 @@ fn drop_partition_removes_only_that_partition() {
         2,
         b"hinted",
         RecordKind::Value,
-        b"h",
+        bytes::Bytes::copy_from_slice(b"h"),
         Durability::Buffered,
     ))
     .unwrap();
@@ -841,5 +848,68 @@ fn a_dropped_flush_leaves_its_write_for_the_next_sync() {
     assert!(report.corrupt.is_empty());
     for i in 0..20 {
         assert_eq!(get(&store, i), Some(value(i, 300)), "synced key {i}");
+    }
+}
+
+/// Write buffers larger than one DMA piece (256 KiB), with records that straddle
+/// pieces: every record reads back from a partly filled piece, from the pieces of a
+/// write in flight and from disk; a flush that fails part-way through its pieces
+/// (`ENOSPC` after the first ones were written) puts every record back in the buffer,
+/// loses nothing, and writes them all once space returns.
+#[test]
+fn records_straddling_dma_pieces_survive_reads_and_a_flush_failing_part_way() {
+    let disk = MemDisk::new();
+    disk.set_write_delay_polls(2);
+    let big = StoreConfig {
+        max_key_bytes: 64,
+        max_value_bytes: 4096,
+        segment_size_bytes: 16 << 20,
+        write_buffer_bytes: 1 << 20,
+        // No read cache, so every read below comes from the buffer, a flush or disk.
+        read_cache_bytes: 0,
+        ..StoreConfig::default()
+    };
+    let (store, _) = block_on(Store::open(disk.clone(), big.clone())).expect("open");
+    // 3001-byte values: no record size divides the piece size.
+    let len = 3001;
+    for i in 0..1500 {
+        put(&store, i, len, Durability::Buffered).unwrap();
+        for j in [0, i / 2, i.saturating_sub(90), i.saturating_sub(1), i] {
+            assert_eq!(get(&store, j), Some(value(j, len)), "key {j} after put {i}");
+        }
+    }
+    store.check_invariants();
+    let flushes = store.stats().flushes;
+    assert!(flushes >= 2, "several multi-piece flushes, not {flushes}");
+    block_on(store.sync()).unwrap();
+    // Room for a bit more than one piece: the next flush (four pieces) fails part-way.
+    disk.set_capacity_bytes(Some(disk.used_bytes() + (300 << 10)));
+    let written_before = disk.bytes_written();
+    let mut accepted = Vec::new();
+    for i in 1500..2500 {
+        match put(&store, i, len, Durability::Buffered) {
+            Ok(()) => accepted.push(i),
+            Err(StorageError::DiskFull) => break,
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert!(accepted.len() < 1000, "the disk filled up");
+    assert!(
+        disk.bytes_written() > written_before,
+        "the failing flush wrote its first piece before ENOSPC"
+    );
+    assert!(!store.is_failed(), "ENOSPC is not fatal");
+    store.check_invariants();
+    for &i in accepted.iter().chain(&(0..1500).collect::<Vec<_>>()) {
+        assert_eq!(get(&store, i), Some(value(i, len)), "key {i} after ENOSPC");
+    }
+    disk.set_capacity_bytes(None);
+    block_on(store.sync()).unwrap();
+    drop(store);
+    disk.crash(CrashMode::LoseUnsynced);
+    let (store, report) = block_on(Store::open(disk.clone(), big)).expect("reopen");
+    assert!(report.corrupt.is_empty(), "nothing written was damaged");
+    for &i in accepted.iter().chain(&(0..1500).collect::<Vec<_>>()) {
+        assert_eq!(get(&store, i), Some(value(i, len)), "synced key {i}");
     }
 }

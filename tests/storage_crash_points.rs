@@ -136,7 +136,14 @@ fn run_workload(seed: u64, fail_sync_from: Option<u64>) -> Workload {
                     .entry(key.clone())
                     .or_default()
                     .push((write_no, Some((kind, payload.clone()))));
-                result = block_on(store.put(key.0, key.1, &key.2, kind, &payload, durability));
+                result = block_on(store.put(
+                    key.0,
+                    key.1,
+                    &key.2,
+                    kind,
+                    bytes::Bytes::copy_from_slice(&payload),
+                    durability,
+                ));
                 if result.is_ok() && durable {
                     disk.mark(MARK_ACK | write_no);
                 }

@@ -44,7 +44,7 @@ fn glommio_disk_put_durable_put_reopen_get() {
                 1,
                 b"buffered",
                 RecordKind::Value,
-                b"b1",
+                bytes::Bytes::copy_from_slice(b"b1"),
                 Durability::Buffered,
             )
             .await
@@ -55,7 +55,7 @@ fn glommio_disk_put_durable_put_reopen_get() {
                 1,
                 b"durable",
                 RecordKind::Value,
-                b"d1",
+                bytes::Bytes::copy_from_slice(b"d1"),
                 Durability::Durable,
             )
             .await
@@ -73,7 +73,7 @@ fn glommio_disk_put_durable_put_reopen_get() {
                         2,
                         key.as_bytes(),
                         RecordKind::Value,
-                        &[i as u8; 700],
+                        bytes::Bytes::copy_from_slice(&[i as u8; 700]),
                         Durability::Durable,
                     )
                     .await
@@ -181,7 +181,7 @@ fn glommio_disk_reads_every_record_while_flushes_are_in_flight() {
                     i % 8,
                     key(i).as_bytes(),
                     RecordKind::Value,
-                    &value(i),
+                    bytes::Bytes::copy_from_slice(&value(i)),
                     Durability::Buffered,
                 )
                 .await

@@ -156,8 +156,15 @@ fn run(ops: &[Op]) {
                 } else {
                     Durability::Buffered
                 };
-                block_on(store.put(Namespace::Data, *partition as u32, &k, kind, &v, durability))
-                    .expect("put");
+                block_on(store.put(
+                    Namespace::Data,
+                    *partition as u32,
+                    &k,
+                    kind,
+                    bytes::Bytes::copy_from_slice(&v),
+                    durability,
+                ))
+                .expect("put");
                 let change = Change::Put((*partition as u32, k), kind, v);
                 apply(&mut model, &change);
                 since.push(change);

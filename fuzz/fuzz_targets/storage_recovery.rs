@@ -88,7 +88,7 @@ fuzz_target!(|data: &[u8]| {
     drop(store);
     let (store, _) = block_on(Store::open(disk.clone(), config())).expect("a recovered store reopens");
     assert_eq!(dump(&store), first, "recovering twice changed the state");
-    block_on(store.put(Namespace::Data, 1, b"after", RecordKind::Value, b"v", Durability::Durable))
+    block_on(store.put(Namespace::Data, 1, b"after", RecordKind::Value, bytes::Bytes::from_static(b"v"), Durability::Durable))
         .expect("a recovered store accepts writes");
     store.check_invariants();
 });

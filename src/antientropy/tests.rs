@@ -432,7 +432,7 @@ fn drift_between_tree_and_store_is_found_and_corrected() {
         PARTITION,
         b"k3",
         crate::storage::RecordKind::Value,
-        &payload,
+        Bytes::copy_from_slice(&payload),
         crate::storage::Durability::Buffered,
     ))
     .unwrap();

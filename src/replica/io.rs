@@ -72,7 +72,7 @@ pub async fn perform_io<D: Disk>(
                 Durability::Buffered
             };
             let result = store
-                .put(namespace, partition, &key, kind, &payload, durability)
+                .put(namespace, partition, &key, kind, payload, durability)
                 .await;
             (io, result.map(|()| IoResult::Done))
         }

@@ -72,6 +72,11 @@ impl IoBuffer for GlommioBuffer {
             .expect("a DMA buffer is not written while glommio holds it")
             .as_bytes_mut()
     }
+    fn trim_to(&mut self, len_bytes: usize) {
+        Rc::get_mut(&mut self.0)
+            .expect("a DMA buffer is not trimmed while glommio holds it")
+            .trim_to_size(len_bytes);
+    }
 }
 
 /// An open segment or hint file.

@@ -19,6 +19,10 @@ pub trait IoBuffer: 'static {
     fn as_bytes(&self) -> &[u8];
     /// The buffer's bytes, writable.
     fn as_bytes_mut(&mut self) -> &mut [u8];
+    /// Shortens the buffer to its first `len_bytes` bytes (a multiple of the alignment),
+    /// so that a write of it writes only those: the write buffer's last piece is
+    /// written only as far as it is filled.
+    fn trim_to(&mut self, len_bytes: usize);
 }
 
 /// A directory of files, as the engine sees it.

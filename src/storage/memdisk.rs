@@ -135,6 +135,10 @@ impl IoBuffer for MemBuffer {
     fn as_bytes_mut(&mut self) -> &mut [u8] {
         &mut self.0
     }
+    fn trim_to(&mut self, len_bytes: usize) {
+        assert!(len_bytes <= self.0.len());
+        self.0.truncate(len_bytes);
+    }
 }
 
 fn err(code: i32) -> io::Error {

@@ -25,7 +25,8 @@
 //! use dynakv::storage::{block_on, Durability, MemDisk, Namespace, RecordKind, Store, StoreConfig};
 //! let disk = MemDisk::new();
 //! let (store, _report) = block_on(Store::open(disk.clone(), StoreConfig::default())).unwrap();
-//! block_on(store.put(Namespace::Data, 7, b"k", RecordKind::Value, b"v", Durability::Durable)).unwrap();
+//! let payload = bytes::Bytes::from_static(b"v");
+//! block_on(store.put(Namespace::Data, 7, b"k", RecordKind::Value, payload, Durability::Durable)).unwrap();
 //! let got = block_on(store.get(Namespace::Data, 7, b"k")).unwrap().unwrap();
 //! assert_eq!(&got.payload[..], b"v");
 //! ```
@@ -41,6 +42,7 @@ mod memdisk;
 mod record;
 mod store;
 mod sync;
+mod wbuf;
 
 pub use disk::{Disk, DiskFile, IoBuffer};
 pub use error::StorageError;

@@ -33,6 +33,7 @@ use super::hint::{self, HintEntry};
 use super::index::{Index, Location};
 use super::record::{self, Decoded, Header, Kind, Limits};
 use super::sync::{yield_now, AsyncLock, Notify};
+use super::wbuf::{WriteBuffer, PIECE_BYTES};
 use super::{
     CompactionProgress, CorruptRecord, Durability, Namespace, RecordKind, RecoveryReport,
     StoreConfig, StoreStats, StoredRecord,
@@ -44,10 +45,9 @@ const SEAL_BYTES: usize = record::RECORD_OVERHEAD_BYTES;
 const SEGMENT_SIZE_BYTES_MAX: u64 = u32::MAX as u64;
 /// Smallest read compaction issues, so small budgets still make progress.
 const COMPACTION_READ_BYTES_MIN: u64 = 64 << 10;
-/// A flush is written as DMA buffers of at most this size, issued together: small
-/// enough that glommio serves them from its registered `io_memory` (no page pinning per
-/// write, no fresh pages to fault in), large enough to keep per-write costs small.
-const FLUSH_PIECE_BYTES: usize = 256 << 10;
+/// A flush writes the write buffer's DMA pieces (`wbuf::PIECE_BYTES` each, the last one
+/// shortened to the padded length), issued together.
+const FLUSH_PIECE_BYTES: usize = PIECE_BYTES;
 
 fn segment_name(id: u32) -> String {
     format!("seg-{id:010}.log")
@@ -161,12 +161,13 @@ struct CompactionJob {
     end: u64,
 }
 
-struct State<F> {
+struct State<D: Disk> {
     index: Index,
-    segments: BTreeMap<u32, Segment<F>>,
+    segments: BTreeMap<u32, Segment<D::File>>,
     active_id: u32,
-    /// The active segment's bytes from `buffer_file_offset` to its logical end.
-    buffer: Vec<u8>,
+    /// The active segment's bytes from `buffer_file_offset` to its logical end, in DMA
+    /// pieces that a flush writes as they are.
+    buffer: WriteBuffer<D>,
     /// Aligned file offset of `buffer[0]`.
     buffer_file_offset: u64,
     appended_lsn: u64,
@@ -189,12 +190,12 @@ struct State<F> {
     dirty_waker: Option<std::task::Waker>,
 }
 
-impl<F> State<F> {
+impl<D: Disk> State<D> {
     fn active_end(&self) -> u64 {
-        self.buffer_file_offset + self.buffer.len() as u64
+        self.buffer_file_offset + self.buffer.len_bytes() as u64
     }
 
-    fn active(&mut self) -> &mut Segment<F> {
+    fn active(&mut self) -> &mut Segment<D::File> {
         self.segments
             .get_mut(&self.active_id)
             .expect("the active segment is in the map")
@@ -230,16 +231,11 @@ impl<F> State<F> {
         seg.live_bytes -= old.len as u64;
     }
 
-    /// Appends an encoded record to the buffer; the caller checked the room.
-    fn append_bytes(&mut self, bytes_len: usize, seq: u64, fill: impl FnOnce(&mut Vec<u8>)) -> u64 {
+    /// Appends a record of `bytes_len` bytes, which `fill` encodes into the slice it
+    /// is given, to the buffer; the caller checked the room.
+    fn append_bytes(&mut self, bytes_len: usize, seq: u64, fill: impl FnOnce(&mut [u8])) -> u64 {
         let offset = self.active_end();
-        let start = self.buffer.len();
-        fill(&mut self.buffer);
-        assert_eq!(
-            self.buffer.len(),
-            start + bytes_len,
-            "fill appends exactly the record"
-        );
+        self.buffer.append(bytes_len, fill);
         if self.appended_lsn == self.flushed_lsn {
             if let Some(waker) = self.dirty_waker.take() {
                 waker.wake();
@@ -315,7 +311,7 @@ pub struct Store<D: Disk> {
     record_bytes_max: usize,
     /// Buffer capacity: the flush threshold plus room for one maximal record.
     buffer_bytes_max: usize,
-    state: RefCell<State<D::File>>,
+    state: RefCell<State<D>>,
     io_lock: AsyncLock,
     sync_done: Notify,
     /// When `flush_due` first saw unflushed data (sans-IO: set from the caller's `now`).
@@ -607,7 +603,10 @@ impl<D: Disk> Store<D> {
             index,
             segments,
             active_id,
-            buffer: Vec::with_capacity(buffer_bytes_max),
+            buffer: WriteBuffer::new(
+                disk.clone(),
+                config.write_buffer_bytes.div_ceil(PIECE_BYTES) + 1,
+            ),
             buffer_file_offset: 0,
             appended_lsn: 0,
             flushed_lsn: 0,
@@ -672,13 +671,13 @@ impl<D: Disk> Store<D> {
         Ok(len)
     }
 
-    fn room(&self, st: &State<D::File>, len: usize) -> Room {
+    fn room(&self, st: &State<D>, len: usize) -> Room {
         if st.rotation_pending
             || st.active_end() + (len + SEAL_BYTES) as u64 > self.config.segment_size_bytes
         {
             return Room::Rotate;
         }
-        if st.buffer.len() + len > self.buffer_bytes_max {
+        if st.buffer.len_bytes() + len > self.buffer_bytes_max {
             return Room::Flush;
         }
         Room::Ready
@@ -689,7 +688,7 @@ impl<D: Disk> Store<D> {
     async fn with_room<R>(
         &self,
         len: usize,
-        mut append: impl FnMut(&mut State<D::File>) -> R,
+        append: impl FnOnce(&mut State<D>) -> R,
     ) -> Result<R, StorageError> {
         loop {
             let room = {
@@ -711,16 +710,19 @@ impl<D: Disk> Store<D> {
     }
 
     /// Writes a record (value or tombstone) and points the index at it.
+    ///
+    /// The payload is taken as `Bytes` so that the read cache keeps the caller's bytes
+    /// (a reference count, not a copy of the value).
     pub async fn put(
         &self,
         ns: Namespace,
         partition: u32,
         key: &[u8],
         kind: RecordKind,
-        payload: &[u8],
+        payload: Bytes,
         durability: Durability,
     ) -> Result<(), StorageError> {
-        let len = self.check_bounds(key, payload)?;
+        let len = self.check_bounds(key, &payload)?;
         self.state.borrow().check_writable()?;
         let record_kind = kind;
         let kind = match kind {
@@ -740,7 +742,7 @@ impl<D: Disk> Store<D> {
                     seq,
                 };
                 let offset = st.append_bytes(len, seq, |out| {
-                    record::encode_append(out, &header, key, payload);
+                    record::encode(out, &header, key, &payload);
                 });
                 let loc = Location {
                     segment: st.active_id,
@@ -749,12 +751,14 @@ impl<D: Disk> Store<D> {
                 };
                 st.index_insert(ns, partition, key, loc);
                 // Write-through: a key's next read-modify-write finds its
-                // current version here even after the buffer is flushed.
+                // current version here even after the buffer is flushed. The
+                // cache takes the caller's `Bytes` itself: no copy, and no
+                // clone (cloning a `Bytes` made from a `Vec` allocates).
                 if self.config.read_cache_bytes > 0 {
                     self.read_cache.borrow_mut().insert(
                         (loc.segment, loc.offset),
                         record_kind,
-                        Bytes::copy_from_slice(payload),
+                        payload,
                     );
                 }
                 if !st.corrupt_keys.is_empty() {
@@ -770,7 +774,7 @@ impl<D: Disk> Store<D> {
     /// Starts the flush of a full buffer and, for durable writes, waits for the group
     /// commit.
     async fn after_append(&self, lsn: u64, durability: Durability) -> Result<(), StorageError> {
-        let full = self.state.borrow().buffer.len() >= self.config.write_buffer_bytes;
+        let full = self.state.borrow().buffer.len_bytes() >= self.config.write_buffer_bytes;
         if full {
             match self.flush_behind().await {
                 // The record is in the buffer and readable; a buffered write stands, and
@@ -807,9 +811,7 @@ impl<D: Disk> Store<D> {
                     payload_len: 0,
                     seq,
                 };
-                st.append_bytes(len, seq, |out| {
-                    record::encode_append(out, &header, key, &[])
-                });
+                st.append_bytes(len, seq, |out| record::encode(out, &header, key, &[]));
                 match kind {
                     Kind::Purge => {
                         if let Some(old) = st.index.remove(ns, partition, key) {
@@ -921,8 +923,9 @@ impl<D: Disk> Store<D> {
         }
         if loc.segment == st.active_id && loc.offset as u64 >= st.buffer_file_offset {
             let start = (loc.offset as u64 - st.buffer_file_offset) as usize;
-            let bytes = &st.buffer[start..start + loc.len as usize];
-            let record = self.check_record(bytes, ns, partition, key);
+            let record = st.buffer.with_range(start, loc.len as usize, |bytes| {
+                self.check_record(bytes, ns, partition, key)
+            });
             return InMemory::Found(Some(record.expect("a buffered record is intact")));
         }
         // Written out of the buffer but still in flight: its bytes are in
@@ -995,7 +998,7 @@ impl<D: Disk> Store<D> {
             self.dirty_since.set(None);
             return false;
         }
-        if st.buffer.len() >= self.config.write_buffer_bytes {
+        if st.buffer.len_bytes() >= self.config.write_buffer_bytes {
             return true;
         }
         match self.dirty_since.get() {
@@ -1078,25 +1081,27 @@ impl<D: Disk> Store<D> {
                 st.disk_full = false;
                 return Ok(());
             }
-            let used = st.buffer.len();
+            let used = st.buffer.len_bytes();
             assert!(used > 0);
-            let padded = align_up(used as u64, self.align_bytes) as usize;
-            let mut pieces = Vec::with_capacity(padded.div_ceil(FLUSH_PIECE_BYTES));
-            for at in (0..padded).step_by(FLUSH_PIECE_BYTES) {
-                let len = (padded - at).min(FLUSH_PIECE_BYTES);
-                let mut dma = self.disk.alloc_buffer(len);
-                let out = dma.as_bytes_mut();
-                let data = &st.buffer[at.min(used)..(at + len).min(used)];
-                out[..data.len()].copy_from_slice(data);
-                out[data.len()..].fill(0);
-                pieces.push(Rc::new(dma));
-            }
             let start = st.buffer_file_offset;
             let end = start + used as u64;
-            // The staging buffer keeps only the last partial block, which the next
-            // flush writes again with the same prefix.
             let kept_from = align_down(end, self.align_bytes);
-            st.buffer.drain(..(kept_from - start) as usize);
+            // The records were encoded into the pieces; only the zero padding of the
+            // last block is written here.
+            let pieces: Vec<Rc<D::Buffer>> = st
+                .buffer
+                .take_padded(self.align_bytes)
+                .into_iter()
+                .map(Rc::new)
+                .collect();
+            // The buffer starts again with the last partial block, which the next
+            // flush writes again with the same prefix (the pieces just given away are
+            // never written to again, so it is copied into a fresh one).
+            let tail_from = (kept_from - start) as usize;
+            let last = pieces.last().expect("a flush has a piece").as_bytes();
+            let last_from = (pieces.len() - 1) * FLUSH_PIECE_BYTES;
+            st.buffer
+                .extend_from_slice(&last[tail_from - last_from..used - last_from]);
             st.buffer_file_offset = kept_from;
             let file = st.active().file.clone();
             *self.inflight.borrow_mut() = Some(Inflight {
@@ -1134,16 +1139,21 @@ impl<D: Disk> Store<D> {
                     .map(|p| p.as_bytes().len() as u64)
                     .sum::<u64>();
                 self.dirty_since.set(None);
+                // The write's future is done; dropping it leaves the pieces to us.
+                let Inflight { pieces, write, .. } = f;
+                drop(write);
+                st.buffer.recycle(pieces);
                 Ok(())
             }
             Err(e) => {
                 // Put the bytes back in front of the buffer: reads find them there, and
                 // the next flush writes them again (`ENOSPC`).
                 if f.segment == st.active_id {
-                    let mut restored = Vec::with_capacity(self.buffer_bytes_max);
-                    f.copy_range(f.start, st.buffer_file_offset, &mut restored);
-                    restored.extend_from_slice(&st.buffer);
-                    st.buffer = restored;
+                    let mut bytes = Vec::with_capacity(self.buffer_bytes_max);
+                    f.copy_range(f.start, st.buffer_file_offset, &mut bytes);
+                    st.buffer.copy_range(0, st.buffer.len_bytes(), &mut bytes);
+                    st.buffer.clear();
+                    st.buffer.extend_from_slice(&bytes);
                     st.buffer_file_offset = f.start;
                 }
                 if is_enospc(&e) {
@@ -1233,7 +1243,7 @@ impl<D: Disk> Store<D> {
         Ok(())
     }
 
-    fn append_seal(st: &mut State<D::File>, seq: u64) {
+    fn append_seal(st: &mut State<D>, seq: u64) {
         let header = Header {
             kind: Kind::Seal,
             ns: Namespace::Data,
@@ -1243,7 +1253,7 @@ impl<D: Disk> Store<D> {
             seq,
         };
         st.append_bytes(SEAL_BYTES, seq, |out| {
-            record::encode_append(out, &header, &[], &[])
+            record::encode(out, &header, &[], &[])
         });
     }
 
@@ -1407,7 +1417,7 @@ impl<D: Disk> Store<D> {
         }
     }
 
-    fn pick_candidate(&self, st: &State<D::File>) -> Option<CompactionJob> {
+    fn pick_candidate(&self, st: &State<D>) -> Option<CompactionJob> {
         let mut best: Option<(f64, u32)> = None;
         for (&id, seg) in &st.segments {
             if !seg.sealed || seg.damaged || id == st.active_id {
@@ -1447,7 +1457,7 @@ impl<D: Disk> Store<D> {
             offset: offset as u32,
             len: raw.len() as u32,
         };
-        let needed = |st: &State<D::File>| match header.kind {
+        let needed = |st: &State<D>| match header.kind {
             Kind::Value | Kind::Tombstone => st.index.get(ns, partition, &key) == Some(here),
             // A marker stays while another segment may hold an older record it shadows.
             Kind::Purge | Kind::DropPartition => st
@@ -1465,7 +1475,7 @@ impl<D: Disk> Store<D> {
                     return 0;
                 }
                 let new_offset =
-                    st.append_bytes(raw.len(), header.seq, |out| out.extend_from_slice(&raw));
+                    st.append_bytes(raw.len(), header.seq, |out| out.copy_from_slice(&raw));
                 if matches!(header.kind, Kind::Value | Kind::Tombstone) {
                     let loc = Location {
                         segment: st.active_id,
@@ -1628,6 +1638,7 @@ impl<D: Disk> Store<D> {
         }
         assert!(st.synced_lsn <= st.flushed_lsn && st.flushed_lsn <= st.appended_lsn);
         assert_eq!(st.buffer_file_offset % self.align_bytes as u64, 0);
+        st.buffer.check_invariants();
     }
 
     /// Seals the active segment, syncs, writes hint files and closes the store.

@@ -187,7 +187,7 @@ fn main() {
                 partition,
                 key.as_bytes(),
                 RecordKind::Value,
-                bytes,
+                Bytes::copy_from_slice(bytes),
                 Durability::Buffered,
             ))
             .expect("put");

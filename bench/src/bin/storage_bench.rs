@@ -149,7 +149,7 @@ fn bench_buffered_put(dir: &Path, n: u64) -> (f64, f64) {
                     (i % PARTITIONS as u64) as u32,
                     &key(i),
                     RecordKind::Value,
-                    &value,
+                    bytes::Bytes::copy_from_slice(&value),
                     Durability::Buffered,
                 )
                 .await
@@ -185,7 +185,7 @@ fn bench_ingest(dir: &Path, total_bytes: u64) -> (f64, f64) {
                     (i % PARTITIONS as u64) as u32,
                     &key(i),
                     RecordKind::Value,
-                    &value,
+                    bytes::Bytes::copy_from_slice(&value),
                     Durability::Buffered,
                 )
                 .await
@@ -230,7 +230,7 @@ fn bench_durable(dir: &Path, puts_per_writer: u64) -> (f64, u64, u64, u64, f64) 
                             (i % PARTITIONS as u64) as u32,
                             &key(i),
                             RecordKind::Value,
-                            &value,
+                            bytes::Bytes::copy_from_slice(&value),
                             Durability::Durable,
                         )
                         .await
@@ -278,7 +278,7 @@ fn populate(dir: &Path, n: u64) {
                     (i % PARTITIONS as u64) as u32,
                     &key(i),
                     RecordKind::Value,
-                    &value,
+                    bytes::Bytes::copy_from_slice(&value),
                     Durability::Buffered,
                 )
                 .await
