@@ -4,13 +4,48 @@
 
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 pub fn bench(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dynakv-bench"))
         .args(args)
         .output()
         .expect("the dynakv-bench binary runs")
+}
+
+/// Runs the binary, but gives up after `limit`: a run that would have hung
+/// is killed and fails the test with what it printed so far, instead of
+/// holding the test suite forever.
+pub fn bench_within(args: &[&str], limit: Duration) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_dynakv-bench"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the dynakv-bench binary runs");
+    let id = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("wait for dynakv-bench"),
+        Err(_) => {
+            // SAFETY: a plain kill of the child this function started and
+            // has not reaped yet (the waiting thread still holds it).
+            unsafe { libc::kill(id as libc::pid_t, libc::SIGKILL) };
+            let out = rx
+                .recv()
+                .expect("the waiting thread reports")
+                .expect("wait for dynakv-bench");
+            panic!(
+                "dynakv-bench {args:?} still ran after {limit:?} (it hung); stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
 }
 
 /// A port nothing listens on right now (bound, then released).
