@@ -5,13 +5,8 @@
 
 mod common;
 
-use bytes::BytesMut;
-use common::{bench, bench_within};
-use dynakv::protocol::{
-    decode_request, encode_response, FrameDecoder, Limits, Request, Response, RoutingNode,
-    RoutingTable,
-};
-use std::io::{Read, Write};
+use common::{bench, bench_within, serve_dynakv};
+use dynakv::protocol::{Request, Response, RoutingNode, RoutingTable};
 use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -30,43 +25,6 @@ fn hold_silently(listener: TcpListener) {
                 Ok(s) => held.push(s),
                 Err(_) => return,
             }
-        }
-    });
-}
-
-/// Serves the routing table on `listener` with the real protocol module,
-/// answering every request on a connection with it.
-fn serve_routing_table(listener: TcpListener, table: RoutingTable) {
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let table = table.clone();
-            std::thread::spawn(move || {
-                let limits = Limits::default();
-                let mut decoder = FrameDecoder::new(limits.frame_bytes_max);
-                let mut buf = BytesMut::new();
-                let mut chunk = vec![0u8; 4096];
-                let mut out = Vec::new();
-                loop {
-                    let n = match stream.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    buf.extend_from_slice(&chunk[..n]);
-                    while let Ok(Some(frame)) = decoder.decode(&mut buf) {
-                        let Ok(request) = decode_request(frame, &limits) else {
-                            return;
-                        };
-                        assert!(matches!(request.request, Request::GetRoutingTable));
-                        let response = Response::RoutingTable(table.clone());
-                        encode_response(request.id, &response, &mut out);
-                    }
-                    if stream.write_all(&out).is_err() {
-                        return;
-                    }
-                    out.clear();
-                }
-            });
         }
     });
 }
@@ -99,7 +57,10 @@ fn node_with_silent_shards() -> u16 {
             .map(|p| vec![(0u32, p % 2), (0u32, (p + 1) % 2)])
             .collect(),
     };
-    serve_routing_table(node, table);
+    serve_dynakv(node, move |request| {
+        assert!(matches!(request, Request::GetRoutingTable), "{request:?}");
+        Response::RoutingTable(table.clone())
+    });
     hold_silently(s0);
     hold_silently(s1);
     node_port
@@ -158,59 +119,38 @@ fn a_silent_server_times_out_and_the_run_fails_with_the_reason() {
 /// run fails with the reason.
 #[test]
 fn a_cluster_whose_shards_never_answer_fails_the_load_phase_instead_of_hanging() {
-    let port = node_with_silent_shards();
-    let target = format!("dynakv://127.0.0.1:{port}");
-    let started = Instant::now();
-    let out = bench_within(
-        &[
-            "--target",
-            &target,
-            "--workload",
-            "ycsb-a",
-            "--load",
-            "--keys",
-            "100",
-            "--ops",
-            "1000",
-            "--connections",
-            "2",
-            "--pipeline",
-            "2",
-            "--timeout",
-            "200ms",
-            "--no-progress",
-        ],
-        HANG_LIMIT,
-    );
-    assert_failed_with(&out, started, "timed out");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = run_against_silent_shards(&["--workload", "ycsb-a", "--load", "--keys", "100"]);
     assert!(stderr.contains("load phase"), "{stderr}");
 }
 
 #[test]
 fn an_ops_run_against_silent_shards_ends_with_the_reason() {
+    run_against_silent_shards(&["--workload", "ycsb-b", "--no-load", "--threads", "2"]);
+}
+
+/// An `--ops` run with `flags` against `node_with_silent_shards`: asserts it
+/// failed soon with a request timeout as the reason; returns its stderr.
+fn run_against_silent_shards(flags: &[&str]) -> String {
     let port = node_with_silent_shards();
     let target = format!("dynakv://127.0.0.1:{port}");
+    let mut args = vec![
+        "--target",
+        &target,
+        "--ops",
+        "1000",
+        "--connections",
+        "2",
+        "--pipeline",
+        "2",
+        "--timeout",
+        "200ms",
+        "--no-progress",
+    ];
+    args.extend_from_slice(flags);
     let started = Instant::now();
-    let out = bench_within(
-        &[
-            "--target",
-            &target,
-            "--workload",
-            "ycsb-b",
-            "--ops",
-            "1000",
-            "--connections",
-            "2",
-            "--threads",
-            "2",
-            "--timeout",
-            "200ms",
-            "--no-progress",
-        ],
-        HANG_LIMIT,
-    );
+    let out = bench_within(&args, HANG_LIMIT);
     assert_failed_with(&out, started, "timed out");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A node port that accepts and never sends the routing table: the fetch
@@ -219,12 +159,20 @@ fn an_ops_run_against_silent_shards_ends_with_the_reason() {
 fn a_node_that_never_sends_the_routing_table_fails_the_run() {
     let (listener, port) = bind();
     hold_silently(listener);
-    let target = format!("dynakv://127.0.0.1:{port}");
+    fails_soon_with_short_connect_timeout(
+        &format!("dynakv://127.0.0.1:{port}"),
+        "did not send the routing table",
+    );
+}
+
+/// A one-second run against `target` with a 300 ms connect timeout: asserts
+/// it failed soon, naming `reason`.
+fn fails_soon_with_short_connect_timeout(target: &str, reason: &str) {
     let started = Instant::now();
     let out = bench_within(
         &[
             "--target",
-            &target,
+            target,
             "--duration",
             "1s",
             "--connect-timeout",
@@ -233,7 +181,7 @@ fn a_node_that_never_sends_the_routing_table_fails_the_run() {
         ],
         HANG_LIMIT,
     );
-    assert_failed_with(&out, started, "did not send the routing table");
+    assert_failed_with(&out, started, reason);
 }
 
 /// A listener whose accept queue is full drops further SYNs, as a
@@ -271,20 +219,6 @@ fn a_port_that_drops_syns_fails_the_run_at_the_connect_timeout() {
     let listener = TcpListener::from(fd);
     let port = listener.local_addr().expect("addr").port();
     let _queued = TcpStream::connect(("127.0.0.1", port)).expect("the first connect is queued");
-    let target = format!("redis://127.0.0.1:{port}");
-    let started = Instant::now();
-    let out = bench_within(
-        &[
-            "--target",
-            &target,
-            "--duration",
-            "1s",
-            "--connect-timeout",
-            "300ms",
-            "--no-progress",
-        ],
-        HANG_LIMIT,
-    );
-    assert_failed_with(&out, started, "cannot connect");
+    fails_soon_with_short_connect_timeout(&format!("redis://127.0.0.1:{port}"), "cannot connect");
     drop(listener);
 }
