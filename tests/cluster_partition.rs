@@ -6,9 +6,11 @@
 //! (CI runs as root; `tools/test.sh` installs nftables).
 
 mod common;
+// Shared with the chaos tool, which also probes whether nft can run here.
+#[path = "../tools/chaos/nft.rs"]
+#[allow(dead_code)]
+mod nft;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,59 +18,39 @@ use common::{start_cluster, wait_converged, wait_until, TestNode};
 use dynakv::client::{Client, ClientOptions};
 use dynakv::protocol::{Quorum, RoutingTable, R_ALL};
 use dynakv::ring::{key_hash, partition_of};
+use nft::InternodeFilter;
 
-/// An nftables table that drops internode traffic between one IP and the
-/// rest; deleted on drop.
+/// Node `isolated`'s internode traffic to and from every other node
+/// dropped (the chaos tool's filter, `tools/chaos/nft.rs`); removed on drop.
 struct Partition {
-    table: String,
-}
-
-fn nft(script: &str) -> Result<(), String> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run nft: {e}"))?;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(script.as_bytes())
-        .map_err(|e| e.to_string())?;
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    filter: InternodeFilter,
 }
 
 impl Partition {
-    fn isolate(node: &TestNode) -> Partition {
-        let table = format!("dynakv_test_{}", std::process::id());
-        let ip = node.listen.ip();
-        let low = node.internode().port();
-        let high = low + 16;
-        let script = format!(
-            "table inet {table} {{
-               chain out {{
-                 type filter hook output priority 0; policy accept;
-                 ip saddr {ip} ip daddr != {ip} tcp dport {low}-{high} drop
-                 ip daddr {ip} ip saddr != {ip} tcp dport {low}-{high} drop
-                 ip saddr {ip} ip daddr != {ip} tcp sport {low}-{high} drop
-                 ip daddr {ip} ip saddr != {ip} tcp sport {low}-{high} drop
-               }}
-             }}\n"
-        );
-        nft(&script).expect("nft needs root: this test runs as root in CI");
-        Partition { table }
+    fn isolate(nodes: &[TestNode], isolated: usize) -> Partition {
+        let filter = InternodeFilter::new(format!("dynakv_test_{}", std::process::id()));
+        let ip = nodes[isolated].listen.ip();
+        let low = nodes[isolated].internode().port();
+        let mut pairs = Vec::new();
+        for (i, other) in nodes.iter().enumerate().filter(|&(i, _)| i != isolated) {
+            assert_ne!(
+                other.listen.ip(),
+                ip,
+                "node {i} shares the isolated address"
+            );
+            pairs.push((ip, other.listen.ip()));
+            pairs.push((other.listen.ip(), ip));
+        }
+        filter
+            .drop_pairs(&pairs, low..=low + 16)
+            .expect("nft needs root: this test runs as root in CI");
+        Partition { filter }
     }
 }
 
 impl Drop for Partition {
     fn drop(&mut self) {
-        let _ = nft(&format!("delete table inet {}\n", self.table));
+        self.filter.clear();
     }
 }
 
@@ -89,7 +71,7 @@ fn the_majority_side_keeps_writing_and_the_cluster_heals() {
     let table = c.routing_table().expect("table");
     let isolated = &nodes[3];
 
-    let partition = Partition::isolate(isolated);
+    let partition = Partition::isolate(&nodes, 3);
     wait_until(10, "the isolated node to be suspected", || {
         // (The isolated node's admin port is cut off too.)
         nodes[0].status().is_some_and(|s| s.reachable == 3)

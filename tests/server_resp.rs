@@ -9,7 +9,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::TestNode;
 use dynakv::client::{Client, ClientOptions};
@@ -28,12 +28,19 @@ fn free_port(ip: &str) -> u16 {
 /// clients use, so their ephemeral ports cannot take it); a port another
 /// process grabbed between the probe and the bind costs a retry.
 fn start_with_resp() -> (TestNode, SocketAddr) {
+    start_with_resp_and(&[])
+}
+
+/// `start_with_resp` with more server flags.
+fn start_with_resp_and(flags: &[&str]) -> (TestNode, SocketAddr) {
     for _ in 0..10 {
         let resp: SocketAddr = format!("127.0.0.9:{}", free_port("127.0.0.9"))
             .parse()
             .unwrap();
-        let started =
-            std::panic::catch_unwind(|| TestNode::start(2, &["--resp-listen", &resp.to_string()]));
+        let resp_text = resp.to_string();
+        let mut args = vec!["--resp-listen", resp_text.as_str()];
+        args.extend_from_slice(flags);
+        let started = std::panic::catch_unwind(|| TestNode::start(2, &args));
         if let Ok(node) = started {
             return (node, resp);
         }
@@ -415,4 +422,64 @@ fn resp_commands_use_the_cluster_quorum_path() {
     assert_eq!(redis_cli(resp_of(2), &["get", "while-down"]), "yes");
     assert_eq!(redis_cli(resp_of(2), &["del", "c0"]), "1");
     assert_eq!(redis_cli(resp_of(0), &["exists", "c0"]), "0");
+}
+
+/// Whether the server closes `stream` (EOF) within `within`.
+fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut byte = [0u8; 1];
+    matches!(stream.read(&mut byte), Ok(0)) || matches!(stream.read(&mut byte), Ok(0))
+}
+
+/// The idle timeout on RESP connections: a silent connection and one that
+/// trickles a command's bytes without completing it are closed, while one
+/// that completes a command now and then stays open well past the timeout
+/// (the watchdog re-arms on every completed command).
+#[test]
+fn resp_connections_idle_or_trickling_are_closed_and_active_ones_kept() {
+    let (_node, resp) = start_with_resp_and(&["--idle-timeout-ms", "500"]);
+    let mut silent = TcpStream::connect(resp).expect("connect");
+    let mut slow = TcpStream::connect(resp).expect("connect");
+    let mut active = TcpStream::connect(resp).expect("connect");
+    active
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let began = Instant::now();
+    // A bulk string promising 100 bytes, then one byte every 100 ms.
+    slow.write_all(b"*2\r\n$4\r\nECHO\r\n$100\r\n")
+        .expect("write");
+    let mut slow_closed = false;
+    while began.elapsed() < Duration::from_secs(2) {
+        // The active connection completes a PING every 100 ms.
+        active.write_all(b"PING\r\n").expect("active write");
+        let mut pong = [0u8; 7];
+        active
+            .read_exact(&mut pong)
+            .expect("PONG on the active connection");
+        assert_eq!(&pong, b"+PONG\r\n");
+        if !slow_closed
+            && (slow.write_all(b"x").is_err()
+                || closed_within(&mut slow, Duration::from_millis(100)))
+        {
+            slow_closed = true;
+            assert!(
+                began.elapsed() >= Duration::from_millis(400),
+                "closed before the idle timeout: {:?}",
+                began.elapsed()
+            );
+        }
+        if slow_closed {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert!(slow_closed, "a trickling RESP connection was held for 2 s");
+    assert!(
+        closed_within(&mut silent, Duration::from_millis(100)),
+        "a silent RESP connection was held for 2 s"
+    );
+    // Still served after four idle timeouts.
+    active.write_all(b"PING\r\n").expect("active write");
+    let mut pong = [0u8; 7];
+    active.read_exact(&mut pong).expect("PONG after 2 s");
+    assert_eq!(&pong, b"+PONG\r\n");
 }

@@ -13,7 +13,7 @@ use dynakv::protocol::{
 };
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The endpoints and routing derived from a table.
 #[derive(Debug, PartialEq, Eq)]
@@ -61,13 +61,13 @@ impl ClusterPlan {
 }
 
 /// Asks one node for the routing table, over a blocking socket, before the
-/// run starts.
+/// run starts. The connect and the exchange each have `timeout` in all: a
+/// node that accepts and never answers, or answers a byte at a time, fails
+/// the fetch instead of holding the tool before its first connection.
 pub fn fetch_routing_table(addr: SocketAddr, timeout: Duration) -> Result<RoutingTable, String> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout)
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + timeout;
     stream
         .set_write_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
@@ -104,9 +104,21 @@ pub fn fetch_routing_table(addr: SocketAddr, timeout: Duration) -> Result<Routin
                 )),
             };
         }
-        let n = stream
-            .read(&mut chunk)
-            .map_err(|e| format!("reading the routing table from {addr}: {e}"))?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "{addr} did not send the routing table within {timeout:?}"
+            ));
+        }
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(|e| e.to_string())?;
+        let n = stream.read(&mut chunk).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                format!("{addr} did not send the routing table within {timeout:?}")
+            }
+            _ => format!("reading the routing table from {addr}: {e}"),
+        })?;
         if n == 0 {
             return Err(format!(
                 "{addr} closed the connection before sending the routing table"

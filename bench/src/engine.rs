@@ -444,6 +444,13 @@ impl Engine {
                 let first = self.stats.first_failure.clone().unwrap_or_default();
                 return Err(EngineError::AllConnectionsLost(first));
             }
+            // Every live client with room was just filled: it either has a
+            // request in flight, waits in the open-loop schedule, or stopped.
+            // A phase still issuing with neither would wait forever.
+            assert!(
+                !phase.issuing || self.total_in_flight > 0 || !self.schedule.is_empty(),
+                "the phase is issuing but no client can issue"
+            );
             if now >= next_housekeeping {
                 next_housekeeping = now + HOUSEKEEPING_NS;
                 self.check_timeouts(now);
@@ -1056,10 +1063,22 @@ impl Engine {
             self.total_in_flight -= 1;
         }
         let client = &mut self.clients[c as usize];
-        // Against a cluster the client fails over: its later requests for
-        // this endpoint's partitions go to the next replica (`send_request`),
-        // and the endpoint stays avoided for the rest of the run.
-        if !client.dead && !self.setup.router.fails_over() {
+        if client.dead {
+            return;
+        }
+        if self.setup.router.fails_over() {
+            // Against a cluster the client fails over: its later requests for
+            // this endpoint's partitions go to the next replica
+            // (`send_request`), and the endpoint stays avoided for the rest of
+            // the run. The slots its lost requests held are free again, and
+            // only `fill` ever issues into them, so the client must be ready
+            // now: a client left out of `ready` with nothing in flight would
+            // never issue again, and a load phase or an `--ops` run, which
+            // end only when every key or op is issued, would then wait
+            // forever on sockets that are all shut down. If no connection
+            // can take its next request, `fill` stops it (`unreachable`).
+            self.ready.push(c);
+        } else {
             client.dead = true;
             self.live_clients -= 1;
             // The client's other sockets carry on until their requests finish

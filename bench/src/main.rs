@@ -312,14 +312,11 @@ fn run(config: &Config) -> Result<ExitCode, String> {
                 if let Some(cpu) = cpu {
                     pin_current_thread(cpu);
                 }
-                let mut engine = match Engine::new(setup, clients, || codec.build(), generator) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        // Every thread must reach the barrier, or the others hang.
-                        barrier.wait();
-                        return Err(e.to_string());
-                    }
-                };
+                // Every thread must reach the barrier, or the others hang:
+                // the guard reaches it on every way out, a panic included.
+                let mut barrier = LoadBarrier::new(barrier);
+                let mut engine = Engine::new(setup, clients, || codec.build(), generator)
+                    .map_err(|e| e.to_string())?;
                 let loaded = engine.run_load();
                 barrier.wait();
                 loaded.map_err(|e| format!("load phase: {e}"))?;
@@ -351,6 +348,38 @@ fn run(config: &Config) -> Result<ExitCode, String> {
         return Err(why);
     }
     report(config, &merged, &intervals)
+}
+
+/// The barrier between the load phase and the measured phase, passed
+/// exactly once by each thread: explicitly after its load phase, or on drop
+/// when the thread leaves early (an error or a panic), so that one failed
+/// thread never leaves the others waiting at it forever.
+struct LoadBarrier {
+    barrier: Arc<Barrier>,
+    passed: bool,
+}
+
+impl LoadBarrier {
+    fn new(barrier: Arc<Barrier>) -> LoadBarrier {
+        LoadBarrier {
+            barrier,
+            passed: false,
+        }
+    }
+
+    fn wait(&mut self) {
+        assert!(!self.passed, "a thread passes the load barrier once");
+        self.passed = true;
+        self.barrier.wait();
+    }
+}
+
+impl Drop for LoadBarrier {
+    fn drop(&mut self) {
+        if !self.passed {
+            self.wait();
+        }
+    }
 }
 
 /// The measured latencies of each second of the run, for `--hdr-log`.

@@ -8,14 +8,12 @@
 
 mod common;
 
-use bytes::{Bytes, BytesMut};
-use common::{json_number, run_json};
+use bytes::Bytes;
+use common::{json_number, run_json, serve_dynakv};
 use dynakv::protocol::{
-    decode_request, encode_response, ErrorCode, FrameDecoder, Limits, Request, Response,
-    RoutingNode, RoutingTable, Sibling, SIBLINGS_MAX,
+    ErrorCode, Request, Response, RoutingNode, RoutingTable, Sibling, SIBLINGS_MAX,
 };
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -148,46 +146,6 @@ fn answer(
     }
 }
 
-fn serve(
-    listener: TcpListener,
-    shard: Option<u16>,
-    store: Store,
-    counters: Arc<Counters>,
-    table: RoutingTable,
-) {
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let (store, counters, table) = (store.clone(), counters.clone(), table.clone());
-            std::thread::spawn(move || {
-                let limits = Limits::default();
-                let mut decoder = FrameDecoder::new(limits.frame_bytes_max);
-                let mut buf = BytesMut::new();
-                let mut chunk = vec![0u8; 64 * 1024];
-                let mut out = Vec::new();
-                loop {
-                    let n = match stream.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    buf.extend_from_slice(&chunk[..n]);
-                    while let Ok(Some(frame)) = decoder.decode(&mut buf) {
-                        let Ok(request) = decode_request(frame, &limits) else {
-                            return;
-                        };
-                        let response = answer(request.request, shard, &store, &counters, &table);
-                        encode_response(request.id, &response, &mut out);
-                    }
-                    if stream.write_all(&out).is_err() {
-                        return;
-                    }
-                    out.clear();
-                }
-            });
-        }
-    });
-}
-
 fn start_fixture() -> (u16, Arc<Counters>) {
     let bind = || TcpListener::bind("127.0.0.1:0").expect("bind");
     let (node, s0, s1) = (bind(), bind(), bind());
@@ -196,9 +154,15 @@ fn start_fixture() -> (u16, Arc<Counters>) {
     let node_port = port(&node);
     let store: Store = Arc::default();
     let counters = Arc::new(Counters::default());
-    serve(node, None, store.clone(), counters.clone(), table.clone());
-    serve(s0, Some(0), store.clone(), counters.clone(), table.clone());
-    serve(s1, Some(1), store, counters.clone(), table);
+    let serve = |listener: TcpListener, shard: Option<u16>| {
+        let (store, counters, table) = (store.clone(), counters.clone(), table.clone());
+        serve_dynakv(listener, move |request| {
+            answer(request, shard, &store, &counters, &table)
+        });
+    };
+    serve(node, None);
+    serve(s0, Some(0));
+    serve(s1, Some(1));
     (node_port, counters)
 }
 

@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use super::core::{response_name, ClientCore, CoreOptions, FastestReplicaFn, Ticket};
+use super::core::{ClientCore, CoreOptions, FastestReplicaFn, Ticket};
 use super::error::{ClientError, IoStage};
+use super::ops;
+pub use super::ops::GetResult;
 use crate::protocol::{FrameDecoder, Limits, Quorum, Request, Response, RoutingTable};
 
 /// Bytes read from a socket per `read` call.
@@ -77,68 +79,6 @@ impl ClientOptions {
     }
 }
 
-/// The outcome of a get.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GetResult {
-    /// False when no replica that answered holds a live version.
-    pub found: bool,
-    /// The live siblings' values (more than one: concurrent writes to
-    /// reconcile, then put with `context`).
-    pub values: Vec<Bytes>,
-    /// How many siblings are deletes concurrent with the values.
-    pub tombstones: usize,
-    /// Pass back to `put` / `delete` to supersede what this get saw.
-    pub context: Bytes,
-}
-
-impl GetResult {
-    /// Splits a get reply into live values and tombstones.
-    pub fn from_response(response: Response) -> Result<GetResult, ClientError> {
-        match response {
-            Response::Get {
-                found,
-                siblings,
-                context,
-            } => {
-                let tombstones = siblings.iter().filter(|s| s.tombstone).count();
-                let values = siblings
-                    .into_iter()
-                    .filter(|s| !s.tombstone)
-                    .map(|s| s.value)
-                    .collect();
-                Ok(GetResult {
-                    found,
-                    values,
-                    tombstones,
-                    context,
-                })
-            }
-            other => Err(unexpected("get", other)),
-        }
-    }
-}
-
-/// Turns an error reply into `ClientError::Server`, anything else into
-/// `UnexpectedReply`.
-pub(super) fn unexpected(expected: &'static str, response: Response) -> ClientError {
-    match response {
-        Response::Error {
-            code,
-            message,
-            acks,
-            ..
-        } => ClientError::Server {
-            code,
-            message,
-            acks,
-        },
-        other => ClientError::UnexpectedReply {
-            expected,
-            got: response_name(&other),
-        },
-    }
-}
-
 /// One TCP connection to a target.
 struct Connection {
     stream: TcpStream,
@@ -174,10 +114,7 @@ impl Client {
 
     /// Liveness round trip to the seed node.
     pub fn ping(&mut self) -> Result<(), ClientError> {
-        match self.call(Request::Ping)? {
-            Response::Pong => Ok(()),
-            other => Err(unexpected("pong", other)),
-        }
+        ops::ping_reply(self.call(Request::Ping)?)
     }
 
     /// Reads `key` with the cluster's default quorum.
@@ -187,11 +124,7 @@ impl Client {
 
     /// Reads `key`; only `quorum.r` and `quorum.n` matter.
     pub fn get_with(&mut self, key: &[u8], quorum: Quorum) -> Result<GetResult, ClientError> {
-        let request = Request::Get {
-            key: Bytes::copy_from_slice(key),
-            quorum,
-        };
-        GetResult::from_response(self.call(request)?)
+        GetResult::from_response(self.call(ops::get_request(key, quorum))?)
     }
 
     /// Writes `value` under `key`, superseding what `context` (from a get)
@@ -204,16 +137,7 @@ impl Client {
         context: Option<&[u8]>,
         quorum: Quorum,
     ) -> Result<Bytes, ClientError> {
-        let request = Request::Put {
-            key: Bytes::copy_from_slice(key),
-            value: Bytes::copy_from_slice(value),
-            context: context.map(Bytes::copy_from_slice),
-            quorum,
-        };
-        match self.call(request)? {
-            Response::Put { context } => Ok(context),
-            other => Err(unexpected("put", other)),
-        }
+        ops::put_reply(self.call(ops::put_request(key, value, context, quorum))?)
     }
 
     /// Deletes `key` (writes a tombstone) superseding what `context` saw.
@@ -223,24 +147,13 @@ impl Client {
         context: &[u8],
         quorum: Quorum,
     ) -> Result<(), ClientError> {
-        let request = Request::Delete {
-            key: Bytes::copy_from_slice(key),
-            context: Bytes::copy_from_slice(context),
-            quorum,
-        };
-        match self.call(request)? {
-            Response::Delete => Ok(()),
-            other => Err(unexpected("delete", other)),
-        }
+        ops::delete_reply(self.call(ops::delete_request(key, context, quorum))?)
     }
 
     /// Fetches the current routing table from the seed node (and routes
     /// with it from now on).
     pub fn routing_table(&mut self) -> Result<RoutingTable, ClientError> {
-        match self.call(Request::GetRoutingTable)? {
-            Response::RoutingTable(table) => Ok(table),
-            other => Err(unexpected("routing table", other)),
-        }
+        ops::routing_table_reply(self.call(Request::GetRoutingTable)?)
     }
 
     /// The routing table in use, without a round trip.

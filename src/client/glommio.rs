@@ -24,9 +24,10 @@ use bytes::{Bytes, BytesMut};
 use futures_lite::io::{split, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use glommio::net::TcpStream;
 
-use super::blocking::{unexpected, ClientOptions, GetResult};
+use super::blocking::ClientOptions;
 use super::core::{ClientCore, Ticket};
 use super::error::{ClientError, IoStage};
+use super::ops::{self, GetResult};
 use crate::protocol::{FrameDecoder, Quorum, Request, Response, RoutingTable};
 
 /// Bytes read from a socket per `read` call.
@@ -87,10 +88,7 @@ impl AsyncClient {
 
     /// Liveness round trip to the seed node.
     pub async fn ping(&self) -> Result<(), ClientError> {
-        match self.call(Request::Ping).await? {
-            Response::Pong => Ok(()),
-            other => Err(unexpected("pong", other)),
-        }
+        ops::ping_reply(self.call(Request::Ping).await?)
     }
 
     /// Reads `key` with the cluster's default quorum.
@@ -100,11 +98,7 @@ impl AsyncClient {
 
     /// Reads `key`; only `quorum.r` and `quorum.n` matter.
     pub async fn get_with(&self, key: &[u8], quorum: Quorum) -> Result<GetResult, ClientError> {
-        let request = Request::Get {
-            key: Bytes::copy_from_slice(key),
-            quorum,
-        };
-        GetResult::from_response(self.call(request).await?)
+        GetResult::from_response(self.call(ops::get_request(key, quorum)).await?)
     }
 
     /// Writes `value` under `key` superseding `context`; returns the new
@@ -116,16 +110,10 @@ impl AsyncClient {
         context: Option<&[u8]>,
         quorum: Quorum,
     ) -> Result<Bytes, ClientError> {
-        let request = Request::Put {
-            key: Bytes::copy_from_slice(key),
-            value: Bytes::copy_from_slice(value),
-            context: context.map(Bytes::copy_from_slice),
-            quorum,
-        };
-        match self.call(request).await? {
-            Response::Put { context } => Ok(context),
-            other => Err(unexpected("put", other)),
-        }
+        ops::put_reply(
+            self.call(ops::put_request(key, value, context, quorum))
+                .await?,
+        )
     }
 
     /// Deletes `key` superseding `context`.
@@ -135,23 +123,12 @@ impl AsyncClient {
         context: &[u8],
         quorum: Quorum,
     ) -> Result<(), ClientError> {
-        let request = Request::Delete {
-            key: Bytes::copy_from_slice(key),
-            context: Bytes::copy_from_slice(context),
-            quorum,
-        };
-        match self.call(request).await? {
-            Response::Delete => Ok(()),
-            other => Err(unexpected("delete", other)),
-        }
+        ops::delete_reply(self.call(ops::delete_request(key, context, quorum)).await?)
     }
 
     /// Fetches the current routing table (and routes with it from now on).
     pub async fn routing_table(&self) -> Result<RoutingTable, ClientError> {
-        match self.call(Request::GetRoutingTable).await? {
-            Response::RoutingTable(table) => Ok(table),
-            other => Err(unexpected("routing table", other)),
-        }
+        ops::routing_table_reply(self.call(Request::GetRoutingTable).await?)
     }
 
     /// The routing table in use, without a round trip.

@@ -9,6 +9,9 @@
 //! Layers:
 //! * `core` — the sans-IO state machine (ids, encoding, routing, reply
 //!   matching, the WrongOwner retry, timeouts as data). No I/O, no clock.
+//! * `ops` — the typed operations (ping, get, put, delete, routing table):
+//!   each request built from borrowed arguments and its reply read, shared
+//!   by both front ends.
 //! * `blocking` — a thin `std::net` front end.
 //! * `glommio` — a thin async front end for glommio executors.
 //!
@@ -54,6 +57,7 @@ pub mod blocking;
 mod core;
 mod error;
 pub mod glommio;
+mod ops;
 
 pub use self::blocking::{Client, ClientOptions, GetResult};
 pub use self::core::{

@@ -22,8 +22,8 @@ use super::message::{
 };
 
 /// Deepest table nesting in any message: Response → ErrorReply →
-/// RoutingTableReply → Node / PartitionOwners → vector. Slack for
-/// flatbuffers' own counting.
+/// RoutingTableReply → Node / PartitionOwners → vector (internode: Message →
+/// Gossip → Member → vector). Slack for flatbuffers' own counting.
 const DEPTH_MAX: usize = 8;
 
 /// Tables in a request: Request and its body, with slack.
@@ -320,51 +320,58 @@ pub fn encode_response(id: u64, response: &Response, out: &mut Vec<u8>) {
 // ---------------------------------------------------------------------------
 // Decoding.
 
-pub(super) fn verifier_options(max_tables: usize, limits: &Limits) -> VerifierOptions {
-    VerifierOptions {
-        max_depth: DEPTH_MAX,
-        max_tables,
-        // Apparent size counts shared sub-objects once per reference, so a
-        // frame that points many siblings at one large vector is refused
-        // instead of being expanded by the reader.
-        max_apparent_size: limits.frame_bytes_max,
-        ignore_missing_null_terminator: false,
-    }
-}
-
-fn frame_size_check(frame: &Bytes, limits: &Limits) -> Result<(), ProtocolError> {
-    if frame.len() > limits.frame_bytes_max {
+/// Verifies one inbound frame (client or internode) before any of it is
+/// read, and returns its root table `T`: first its size against
+/// `frame_bytes_max`, then the flatbuffer with tight verifier options — at
+/// most `DEPTH_MAX` deep and `max_tables` tables, and an apparent size of at
+/// most the frame bound (apparent size counts shared sub-objects once per
+/// reference, so a frame that points many siblings at one large vector is
+/// refused instead of being expanded by the reader). When the root does not
+/// verify, the body may be what is broken: the envelope `H` alone may still
+/// verify, and `header_id` reads from it the id to answer to.
+pub(super) fn verify_frame<'buf, T, H>(
+    frame: &'buf [u8],
+    frame_bytes_max: usize,
+    max_tables: usize,
+    header_id: fn(H::Inner) -> u64,
+) -> Result<T::Inner, ProtocolError>
+where
+    T: 'buf + flatbuffers::Follow<'buf> + flatbuffers::Verifiable,
+    H: 'buf + flatbuffers::Follow<'buf> + flatbuffers::Verifiable,
+{
+    if frame.len() > frame_bytes_max {
         return Err(ProtocolError {
             id: None,
             kind: ProtocolErrorKind::FrameTooLarge {
                 bytes: frame.len(),
-                max: limits.frame_bytes_max,
+                max: frame_bytes_max,
             },
         });
     }
-    Ok(())
+    let options = VerifierOptions {
+        max_depth: DEPTH_MAX,
+        max_tables,
+        max_apparent_size: frame_bytes_max,
+        ignore_missing_null_terminator: false,
+    };
+    flatbuffers::root_with_opts::<T>(&options, frame).map_err(|error| ProtocolError {
+        id: flatbuffers::root_with_opts::<H>(&options, frame)
+            .ok()
+            .map(header_id),
+        kind: ProtocolErrorKind::Malformed(error.to_string()),
+    })
 }
 
 /// Decodes one request frame (the bytes after the length prefix, as returned
 /// by `FrameDecoder::decode`). Keys, values and contexts share `frame`'s
 /// memory.
 pub fn decode_request(frame: Bytes, limits: &Limits) -> Result<RequestFrame, ProtocolError> {
-    frame_size_check(&frame, limits)?;
-    let options = verifier_options(REQUEST_TABLES_MAX, limits);
-    let request = match flatbuffers::root_with_opts::<wire::Request>(&options, &frame) {
-        Ok(request) => request,
-        Err(error) => {
-            // The body may be what is broken; the envelope alone may still
-            // verify and give the id to answer to.
-            let id = flatbuffers::root_with_opts::<wire::RequestHeader>(&options, &frame)
-                .ok()
-                .map(|header| header.id());
-            return Err(ProtocolError {
-                id,
-                kind: ProtocolErrorKind::Malformed(error.to_string()),
-            });
-        }
-    };
+    let request = verify_frame::<wire::Request, wire::RequestHeader>(
+        &frame,
+        limits.frame_bytes_max,
+        REQUEST_TABLES_MAX,
+        |header| header.id(),
+    )?;
     let id = request.id();
     let fail = |kind| ProtocolError { id: Some(id), kind };
     let request_body = match request.body_type() {
@@ -446,24 +453,16 @@ pub fn decode_request(frame: Bytes, limits: &Limits) -> Result<RequestFrame, Pro
 
 /// Decodes one response frame into the request id it answers and the reply.
 pub fn decode_response(frame: Bytes, limits: &Limits) -> Result<(u64, Response), ProtocolError> {
-    frame_size_check(&frame, limits)?;
     let max_tables = RESPONSE_TABLES_FIXED_MAX
         .saturating_add(limits.siblings_max)
         .saturating_add(limits.nodes_max)
         .saturating_add(limits.partitions_max);
-    let options = verifier_options(max_tables, limits);
-    let response = match flatbuffers::root_with_opts::<wire::Response>(&options, &frame) {
-        Ok(response) => response,
-        Err(error) => {
-            let id = flatbuffers::root_with_opts::<wire::ResponseHeader>(&options, &frame)
-                .ok()
-                .map(|header| header.id());
-            return Err(ProtocolError {
-                id,
-                kind: ProtocolErrorKind::Malformed(error.to_string()),
-            });
-        }
-    };
+    let response = verify_frame::<wire::Response, wire::ResponseHeader>(
+        &frame,
+        limits.frame_bytes_max,
+        max_tables,
+        |header| header.id(),
+    )?;
     let id = response.id();
     let fail = |kind| ProtocolError { id: Some(id), kind };
     let body = match response.body_type() {

@@ -11,9 +11,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use bytes::Bytes;
-use flatbuffers::{FlatBufferBuilder, Vector, VerifierOptions, WIPOffset};
+use flatbuffers::{FlatBufferBuilder, Vector, WIPOffset};
 
-use super::codec::{bytes_of, Encoder};
+use super::codec::{bytes_of, verify_frame, Encoder};
 use super::generated::internode as wire;
 use super::message::{ProtocolError, ProtocolErrorKind, KEY_BYTES_MAX, SHARDS_PER_NODE_MAX};
 
@@ -38,9 +38,6 @@ pub const NONCE_BYTES_MAX: usize = 64;
 
 /// Bound on the cluster name, a rejection reason or an error message.
 pub const TEXT_BYTES_MAX: usize = 4096;
-
-/// Depth of the deepest message: Message → Gossip → Member → vector.
-const DEPTH_MAX: usize = 8;
 
 /// Tables beyond the per-element ones (handoff entries, members).
 const TABLES_FIXED_MAX: usize = 8;
@@ -699,35 +696,14 @@ pub fn decode_internode(
     frame: Bytes,
     limits: &InternodeLimits,
 ) -> Result<InternodeMessage, ProtocolError> {
-    if frame.len() > limits.frame_bytes_max {
-        return Err(ProtocolError {
-            id: None,
-            kind: ProtocolErrorKind::FrameTooLarge {
-                bytes: frame.len(),
-                max: limits.frame_bytes_max,
-            },
-        });
-    }
-    let options = VerifierOptions {
-        max_depth: DEPTH_MAX,
-        max_tables: TABLES_FIXED_MAX
+    let message = verify_frame::<wire::Message, wire::MessageHeader>(
+        &frame,
+        limits.frame_bytes_max,
+        TABLES_FIXED_MAX
             .saturating_add(limits.handoff_entries_max)
             .saturating_add(limits.members_max),
-        max_apparent_size: limits.frame_bytes_max,
-        ignore_missing_null_terminator: false,
-    };
-    let message = match flatbuffers::root_with_opts::<wire::Message>(&options, &frame) {
-        Ok(message) => message,
-        Err(error) => {
-            let id = flatbuffers::root_with_opts::<wire::MessageHeader>(&options, &frame)
-                .ok()
-                .map(|header| header.id());
-            return Err(ProtocolError {
-                id,
-                kind: ProtocolErrorKind::Malformed(error.to_string()),
-            });
-        }
-    };
+        |header| header.id(),
+    )?;
     let id = message.id();
     let reader = Reader {
         frame: &frame,

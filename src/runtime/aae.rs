@@ -294,6 +294,81 @@ impl ShardState {
     }
 }
 
+/// One node-wide counter of `admin aae`: its JSON field, the text around
+/// its value in the text summary line, and where it is read from.
+struct AaeTotal {
+    json: &'static str,
+    text_before: &'static str,
+    text_after: &'static str,
+    read: fn(&AaeStats) -> u64,
+}
+
+/// The counters `admin aae` sums over shards, in output order. Both the JSON
+/// fields and the text line are rendered from this one list, so they cannot
+/// disagree on what is shown.
+const AAE_TOTALS: [AaeTotal; 10] = [
+    AaeTotal {
+        json: "exchanges_started",
+        text_before: "exchanges: ",
+        text_after: " started",
+        read: |s| s.exchanges_started,
+    },
+    AaeTotal {
+        json: "exchanges_in_sync",
+        text_before: ", ",
+        text_after: " in sync",
+        read: |s| s.exchanges_in_sync,
+    },
+    AaeTotal {
+        json: "exchanges_repaired",
+        text_before: ", ",
+        text_after: " repaired",
+        read: |s| s.exchanges_repaired,
+    },
+    AaeTotal {
+        json: "exchanges_timed_out",
+        text_before: ", ",
+        text_after: " timed out",
+        read: |s| s.exchanges_timed_out,
+    },
+    AaeTotal {
+        json: "keys_sent",
+        text_before: "; keys sent ",
+        text_after: "",
+        read: |s| s.keys_sent,
+    },
+    AaeTotal {
+        json: "keys_received",
+        text_before: ", received ",
+        text_after: "",
+        read: |s| s.keys_received,
+    },
+    AaeTotal {
+        json: "bytes_sent",
+        text_before: "; ",
+        text_after: " bytes sent",
+        read: |s| s.bytes_sent,
+    },
+    AaeTotal {
+        json: "trees_built",
+        text_before: "; ",
+        text_after: " trees built",
+        read: |s| s.trees_built,
+    },
+    AaeTotal {
+        json: "tombstones_purged",
+        text_before: "; ",
+        text_after: " tombstones purged",
+        read: |s| s.tombstones_purged,
+    },
+    AaeTotal {
+        json: "corrupt_keys_requested",
+        text_before: "; ",
+        text_after: " damaged keys asked for",
+        read: |s| s.corrupt_keys_requested,
+    },
+];
+
 /// `dynakv admin aae [--json]`: per partition held by each shard of this
 /// node, each other primary, when they last compared, keys repaired, and
 /// whether they were in sync; then the counters.
@@ -304,22 +379,12 @@ pub(crate) fn aae_text(node: &NodeInfo, json: bool) -> String {
         .lock()
         .map(|s| s.clone())
         .unwrap_or_default();
-    let mut total = AaeStats::default();
+    let stats: Vec<&AaeStats> = shards.iter().flatten().map(|s| &s.stats).collect();
+    let totals = aae_totals(&stats);
     let mut rows = Vec::new();
     for (shard, status) in shards.iter().enumerate() {
         let Some(status) = status else { continue };
         let age_ms = status.at.elapsed().as_millis() as u64;
-        let s = &status.stats;
-        total.exchanges_started += s.exchanges_started;
-        total.exchanges_in_sync += s.exchanges_in_sync;
-        total.exchanges_repaired += s.exchanges_repaired;
-        total.exchanges_timed_out += s.exchanges_timed_out;
-        total.keys_sent += s.keys_sent;
-        total.keys_received += s.keys_received;
-        total.bytes_sent += s.bytes_sent;
-        total.trees_built += s.trees_built;
-        total.tombstones_purged += s.tombstones_purged;
-        total.corrupt_keys_requested += s.corrupt_keys_requested;
         for partition in &status.partitions {
             rows.push((shard, age_ms, partition.clone()));
         }
@@ -353,20 +418,9 @@ pub(crate) fn aae_text(node: &NodeInfo, json: bool) -> String {
             }
             out.push_str("]}");
         }
-        let _ = write!(
-            out,
-            "], \"exchanges_started\": {}, \"exchanges_in_sync\": {}, \"exchanges_repaired\": {}, \"exchanges_timed_out\": {}, \"keys_sent\": {}, \"keys_received\": {}, \"bytes_sent\": {}, \"trees_built\": {}, \"tombstones_purged\": {}, \"corrupt_keys_requested\": {}}}",
-            total.exchanges_started,
-            total.exchanges_in_sync,
-            total.exchanges_repaired,
-            total.exchanges_timed_out,
-            total.keys_sent,
-            total.keys_received,
-            total.bytes_sent,
-            total.trees_built,
-            total.tombstones_purged,
-            total.corrupt_keys_requested
-        );
+        out.push(']');
+        write_aae_totals(&mut out, &totals, true);
+        out.push('}');
         return out;
     }
     let _ = writeln!(
@@ -392,19 +446,81 @@ pub(crate) fn aae_text(node: &NodeInfo, json: bool) -> String {
             );
         }
     }
-    let _ = writeln!(
-        out,
-        "exchanges: {} started, {} in sync, {} repaired, {} timed out; keys sent {}, received {}; {} bytes sent; {} trees built; {} tombstones purged; {} damaged keys asked for",
-        total.exchanges_started,
-        total.exchanges_in_sync,
-        total.exchanges_repaired,
-        total.exchanges_timed_out,
-        total.keys_sent,
-        total.keys_received,
-        total.bytes_sent,
-        total.trees_built,
-        total.tombstones_purged,
-        total.corrupt_keys_requested
-    );
+    write_aae_totals(&mut out, &totals, false);
+    out.push('\n');
     out
+}
+
+/// Each of `AAE_TOTALS` summed over the shards' counters.
+fn aae_totals(shards: &[&AaeStats]) -> [u64; AAE_TOTALS.len()] {
+    std::array::from_fn(|i| shards.iter().map(|s| (AAE_TOTALS[i].read)(s)).sum())
+}
+
+/// Appends the totals: as JSON fields (`, "name": value` each, inside the
+/// caller's object) or as the text summary line (without its newline).
+fn write_aae_totals(out: &mut String, totals: &[u64; AAE_TOTALS.len()], json: bool) {
+    for (total, value) in AAE_TOTALS.iter().zip(totals) {
+        let _ = if json {
+            write!(out, ", \"{}\": {value}", total.json)
+        } else {
+            write!(out, "{}{value}{}", total.text_before, total.text_after)
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Distinct counters on two shards: every field is summed, and the JSON
+    /// fields and the text line show the same numbers, in the shapes
+    /// operators' scripts read (docs/anti-entropy.md).
+    #[test]
+    fn admin_aae_totals_render_the_same_sums_as_json_and_text() {
+        let shard = |base: u64| AaeStats {
+            exchanges_started: base + 1,
+            exchanges_in_sync: base + 2,
+            exchanges_repaired: base + 3,
+            exchanges_timed_out: base + 4,
+            keys_sent: base + 5,
+            keys_received: base + 6,
+            bytes_sent: base + 7,
+            trees_built: base + 8,
+            leaves_rehashed: 1_000,
+            leaves_corrected: 1_000,
+            tombstones_purged: base + 9,
+            corrupt_keys_requested: base + 10,
+        };
+        let (a, b) = (shard(0), shard(100));
+        let totals = aae_totals(&[&a, &b]);
+        assert_eq!(totals, [102, 104, 106, 108, 110, 112, 114, 116, 118, 120]);
+
+        let mut text = String::new();
+        write_aae_totals(&mut text, &totals, false);
+        assert_eq!(
+            text,
+            "exchanges: 102 started, 104 in sync, 106 repaired, 108 timed out; keys sent 110, received 112; 114 bytes sent; 116 trees built; 118 tombstones purged; 120 damaged keys asked for"
+        );
+
+        let mut json = String::from("{\"partitions\": []");
+        write_aae_totals(&mut json, &totals, true);
+        json.push('}');
+        let parsed: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+        let fields = [
+            ("exchanges_started", 102),
+            ("exchanges_in_sync", 104),
+            ("exchanges_repaired", 106),
+            ("exchanges_timed_out", 108),
+            ("keys_sent", 110),
+            ("keys_received", 112),
+            ("bytes_sent", 114),
+            ("trees_built", 116),
+            ("tombstones_purged", 118),
+            ("corrupt_keys_requested", 120),
+        ];
+        for (name, value) in fields {
+            assert_eq!(parsed[name].as_u64(), Some(value), "{name} in {json}");
+        }
+        assert_eq!(parsed.as_object().expect("object").len(), fields.len() + 1);
+    }
 }

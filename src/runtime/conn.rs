@@ -224,6 +224,7 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
 /// socket's read side down, which ends the connection's reader with EOF (its
 /// requests in flight still finish and their replies still leave). Dropped
 /// (cancelled) when the connection ends, before its descriptor is closed.
+/// Binary client connections and RESP connections (`resp.rs`) both use it.
 pub(crate) async fn idle_watchdog(fd: RawFd, last_request: Rc<Cell<Instant>>, idle: Duration) {
     loop {
         let deadline = last_request.get() + idle;

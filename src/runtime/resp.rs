@@ -15,9 +15,11 @@
 //! supersede every sibling they saw, so a plain Redis client never creates
 //! siblings on its own.
 
+use std::cell::Cell;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -75,9 +77,18 @@ pub(crate) async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener) {
 
 async fn serve(shard: &Rc<ShardState>, mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    if shard.config.idle_timeout_ms > 0 {
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(shard.config.idle_timeout_ms)));
-    }
+    // As for binary clients (`conn::idle_watchdog`): a connection that
+    // completes no command within the idle timeout, silent or trickling
+    // bytes, is closed. One timer per connection, re-armed only when it
+    // fires, instead of glommio's read timeout armed on every read.
+    let last_command = Rc::new(Cell::new(Instant::now()));
+    let watchdog = (shard.config.idle_timeout_ms > 0).then(|| {
+        glommio::spawn_local(super::conn::idle_watchdog(
+            stream.as_raw_fd(),
+            last_command.clone(),
+            Duration::from_millis(shard.config.idle_timeout_ms),
+        ))
+    });
     let parser = RespParser::new(RespLimits::for_server(
         shard.config.value_bytes_max,
         shard.config.frame_bytes_max,
@@ -92,10 +103,6 @@ async fn serve(shard: &Rc<ShardState>, mut stream: TcpStream) {
     let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     let mut out = Vec::with_capacity(READ_CHUNK_BYTES);
-    // As for binary clients: a connection that trickles bytes without
-    // completing a command within the idle timeout is closed.
-    let idle = Duration::from_millis(shard.config.idle_timeout_ms);
-    let mut last_command = std::time::Instant::now();
     loop {
         let n = match stream.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
@@ -106,7 +113,7 @@ async fn serve(shard: &Rc<ShardState>, mut stream: TcpStream) {
         loop {
             match parser.parse(&mut buffer) {
                 Ok(Some(args)) => {
-                    last_command = std::time::Instant::now();
+                    last_command.set(Instant::now());
                     if !args.is_empty() {
                         session.execute(&args, &mut out).await;
                     }
@@ -114,10 +121,7 @@ async fn serve(shard: &Rc<ShardState>, mut stream: TcpStream) {
                         break;
                     }
                 }
-                Ok(None) => {
-                    fatal = !idle.is_zero() && last_command.elapsed() > idle;
-                    break;
-                }
+                Ok(None) => break,
                 Err(e) => {
                     bump(&shard.node.resp_stats.errors);
                     reply::error(&mut out, &format!("ERR {e}"));
@@ -136,6 +140,8 @@ async fn serve(shard: &Rc<ShardState>, mut stream: TcpStream) {
             break;
         }
     }
+    // Cancelled before the descriptor it shuts down is closed.
+    drop(watchdog);
     let _ = stream.close().await;
 }
 

@@ -19,7 +19,7 @@
 //! (replicas drop siblings); the checker must then report lost elements.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -27,8 +27,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod nft;
+
 use dynakv::client::{Client, ClientOptions};
 use dynakv::protocol::{Quorum, R_ALL};
+use nft::InternodeFilter;
 
 const USAGE: &str = "usage: dynakv-chaos [--bin PATH] [--duration-s N] [--seed N] [--nodes N]
        [--shards N] [--carts N] [--cart-clients N] [--writers N] [--rate N]
@@ -287,7 +290,7 @@ struct Cluster {
     root: PathBuf,
     port: u16,
     shards: usize,
-    table: String,
+    filter: InternodeFilter,
     nft: bool,
 }
 
@@ -296,11 +299,8 @@ impl Cluster {
         let root = std::env::temp_dir().join(format!("dynakv-chaos-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
-        let table = format!("dynakv_chaos_{}", std::process::id());
-        let nft = nft(&format!(
-            "add table inet {table}\ndelete table inet {table}\n"
-        ))
-        .is_ok();
+        let filter = InternodeFilter::new(format!("dynakv_chaos_{}", std::process::id()));
+        let nft = filter.available();
         let mut last = String::new();
         for attempt in 0..10u64 {
             let port = 20_000
@@ -373,7 +373,7 @@ impl Cluster {
                         root,
                         port,
                         shards: o.shards,
-                        table,
+                        filter,
                         nft,
                     })
                 }
@@ -452,22 +452,16 @@ impl Cluster {
     fn block(&self, pairs: &[(usize, usize)]) -> Result<(), String> {
         let low = self.port + 100;
         let high = low + self.shards as u16;
-        let mut rules = String::new();
-        for &(from, to) in pairs {
-            let (a, b) = (self.nodes[from].listen.ip(), self.nodes[to].listen.ip());
-            rules.push_str(&format!(
-                "    ip saddr {a} ip daddr {b} tcp dport {low}-{high} drop\n    ip saddr {a} ip daddr {b} tcp sport {low}-{high} drop\n"
-            ));
-        }
-        let table = &self.table;
-        nft(&format!(
-            "table inet {table} {{\n  chain out {{\n    type filter hook output priority 0; policy accept;\n{rules}  }}\n}}\n"
-        ))
+        let addresses: Vec<_> = pairs
+            .iter()
+            .map(|&(from, to)| (self.nodes[from].listen.ip(), self.nodes[to].listen.ip()))
+            .collect();
+        self.filter.drop_pairs(&addresses, low..=high)
     }
 
     fn unblock(&self) {
         if self.nft {
-            let _ = nft(&format!("delete table inet {}\n", self.table));
+            self.filter.clear();
         }
     }
 
@@ -486,28 +480,6 @@ impl Drop for Cluster {
         if std::env::var_os("DYNAKV_CHAOS_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.root);
         }
-    }
-}
-
-fn nft(script: &str) -> Result<(), String> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run nft: {e}"))?;
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(script.as_bytes())
-        .map_err(|e| e.to_string())?;
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
 
