@@ -111,8 +111,8 @@ pub use io::{perform_io, perform_io_now};
 pub use message::{ReplicaMessage, RequestId};
 pub use node::{
     actor_id, hint_key, parse_hint_key, ClientReply, ClientRequestId, GetOutcome, GetRequest, IoId,
-    IoRequest, IoResult, Namespace, Preference, PutOutcome, PutRequest, QuorumConfig, Replica,
-    ReplicaConfig, ReplicaError, Transmit,
+    IoRequest, IoResult, KeyLock, Namespace, Preference, PutOutcome, PutRequest, QuorumConfig,
+    Replica, ReplicaConfig, ReplicaError, Transmit,
 };
 pub use wire::WireError;
 

@@ -35,7 +35,9 @@ use super::internode::{
 use super::log::{self, info};
 use super::metrics::{self, MetricsHub, Op, ShardMetrics};
 use super::scheduler::{Job, JobRates, Scheduler};
-use crate::antientropy::{perform_io_observed, AaeConfig, AntiEntropy};
+use crate::antientropy::{
+    perform_io_observed, perform_write_observed, AaeConfig, AntiEntropy, Entry,
+};
 use crate::config::ServerConfig;
 use crate::membership::{AdminChange, NodeId};
 use crate::protocol::{self, ErrorCode, Limits, Request, RequestFrame, Response, Sibling};
@@ -129,6 +131,9 @@ struct ForwardSlot {
     waker: RefCell<Option<Waker>>,
 }
 
+/// The size of the chunks context tokens are cut from (`context_token`).
+const CONTEXT_CHUNK_BYTES: usize = 4096;
+
 /// The most client requests one shard has forwarded to other nodes and
 /// not yet seen answered.
 const FORWARDS_MAX: usize = 4096;
@@ -179,6 +184,14 @@ pub(crate) struct ShardState {
     handoff_outstanding: RefCell<ahash::AHashSet<u64>>,
     /// Reused buffer for encoding context tokens (`context_token`).
     context_scratch: RefCell<Vec<u8>>,
+    /// The box of the last in-place write (`put_single`) that finished at
+    /// its first poll, for the next one: its future is large, and nearly
+    /// every write finishes at once. Typed `Any` because the future's type
+    /// has no name; `reboxed` recovers it.
+    write_spare: RefCell<Option<Box<dyn std::any::Any>>>,
+    /// The chunk context tokens are cut from (`context_token`): a token is
+    /// a slice of it, not an allocation of its own.
+    context_chunk: RefCell<bytes::BytesMut>,
 }
 
 /// The incarnation the replica layer sees: the shard's restart counter
@@ -341,6 +354,8 @@ pub(crate) async fn run(
         next_forward: Cell::new(1),
         handoff_outstanding: RefCell::new(ahash::AHashSet::new()),
         context_scratch: RefCell::new(Vec::with_capacity(64)),
+        context_chunk: RefCell::new(bytes::BytesMut::new()),
+        write_spare: RefCell::new(None),
     });
     shard.pump();
 
@@ -845,8 +860,10 @@ impl ShardState {
             let shard = topology.shard_on(NodeId(node), partition).unwrap_or(0);
             (node << 32) | u64::from(shard)
         });
-        // Encoded into the shard's scratch buffer and copied out: one
-        // allocation of exactly the token's size.
+        // Encoded into the shard's scratch buffer and copied into the token
+        // chunk, whose next slice it becomes. A token lives until its reply
+        // is encoded, so a chunk is freed soon after the last token cut from
+        // it; a new one is allocated every `CONTEXT_CHUNK_BYTES` of tokens.
         let mut scratch = self.context_scratch.borrow_mut();
         scratch.clear();
         Context {
@@ -854,7 +871,12 @@ impl ShardState {
             fastest_replica,
         }
         .encode_into(&mut scratch);
-        Bytes::copy_from_slice(&scratch)
+        let mut chunk = self.context_chunk.borrow_mut();
+        if chunk.capacity() < scratch.len() {
+            chunk.reserve(CONTEXT_CHUNK_BYTES.max(scratch.len()));
+        }
+        chunk.extend_from_slice(&scratch);
+        chunk.split().freeze()
     }
 
     async fn coordinate_get(
@@ -968,18 +990,25 @@ impl ShardState {
                     .clock
             }
         };
-        let request = PutRequest {
-            key,
-            partition,
-            context: clock,
-            value,
-            preference: topology.preference(partition),
-            quorum: Some(quorum),
-        };
         let began = Instant::now();
-        let reply = self
-            .coordinate(|replica, now, id| replica.start_put(now, id, request))
-            .await;
+        let reply = match self.put_single_read(topology, partition, &key, quorum) {
+            Some((stored, old)) => {
+                self.put_single(partition, key, (stored, old), &clock, value, quorum.dw >= 1)
+                    .await
+            }
+            None => {
+                let request = PutRequest {
+                    key,
+                    partition,
+                    context: clock,
+                    value,
+                    preference: topology.preference(partition),
+                    quorum: Some(quorum),
+                };
+                self.coordinate(|replica, now, id| replica.start_put(now, id, request))
+                    .await
+            }
+        };
         match reply {
             ClientReply::Put {
                 result: Ok(outcome),
@@ -997,6 +1026,156 @@ impl ShardState {
             }
             ClientReply::Get { .. } => Err((ErrorCode::Internal, "mismatched reply".into(), 0)),
         }
+    }
+
+    /// The stored set of a put whose only replica is this shard (N = W = 1,
+    /// DW <= 1), when it can be updated in place: the key is not locked by
+    /// the replica machine and its set is in memory and readable. The
+    /// machine would do exactly this update and write and then answer with
+    /// its one acknowledgement; its bookkeeping (request tables, deadline
+    /// timer, a waiter, a spawned task) would be work for nothing. `None`:
+    /// take the machine's path (a read that needs I/O, an unreadable set, a
+    /// locked key, any other quorum).
+    fn put_single_read(
+        &self,
+        topology: &Topology,
+        partition: u32,
+        key: &Bytes,
+        quorum: QuorumConfig,
+    ) -> Option<(SiblingSet, Option<Entry>)> {
+        if !puts_in_place(topology.primaries(partition), self.node.cluster.me, quorum)
+            || key.len() > crate::replica::KEY_BYTES_MAX
+            || self.replica.borrow().key_busy(Namespace::Data, key)
+        {
+            return None;
+        }
+        // The stored record's anti-entropy entry goes with it, so the
+        // write need not read the record again for the tree.
+        match self.store.get_now(Namespace::Data, partition, key)? {
+            None => Some((SiblingSet::new(), None)),
+            Some(record) => {
+                let set = SiblingSet::decode_shared(&record.payload).ok()?;
+                Some((set, Some(Entry::of_record(&record))))
+            }
+        }
+    }
+
+    /// Updates `stored` (from `put_single_read`) with the put's value under
+    /// this shard's actor and writes it, as the machine's coordinator update
+    /// would, and answers as the machine would with its one acknowledgement.
+    /// The write is polled once in place; one that waits (a flush, a
+    /// rotation) runs on in a task holding the machine's lock on the key,
+    /// and the client is answered with a quorum failure if it is not done by
+    /// the request deadline (the write still completes, as in the machine).
+    async fn put_single(
+        self: &Rc<Self>,
+        partition: u32,
+        key: Bytes,
+        (mut stored, old): (SiblingSet, Option<Entry>),
+        clock: &VersionVector,
+        value: Value,
+        durable: bool,
+    ) -> ClientReply {
+        let actor = self.replica.borrow().actor();
+        if let Err(e) = stored.update(clock, actor, value) {
+            return ClientReply::Put {
+                id: 0,
+                result: Err(ReplicaError::Version(e)),
+            };
+        }
+        let mut payload = Vec::with_capacity(stored.encoded_len());
+        stored.encode(&mut payload);
+        let io = IoRequest::Write {
+            io: 0,
+            namespace: Namespace::Data,
+            partition,
+            key: key.clone(),
+            payload: Bytes::from(payload),
+            all_tombstones: stored.is_all_tombstones(),
+            durable,
+        };
+        let context = stored.context();
+        drop(stored);
+        let reply = move |result: IoResult| ClientReply::Put {
+            id: 0,
+            result: match result {
+                IoResult::Done => Ok(crate::replica::PutOutcome {
+                    acks: 1,
+                    durable_acks: usize::from(durable),
+                    context,
+                }),
+                IoResult::Failed(error) => Err(ReplicaError::Storage(error)),
+                other => Err(ReplicaError::Storage(format!(
+                    "write answered with {other:?}"
+                ))),
+            },
+        };
+        let shard = self.clone();
+        let spare = self.write_spare.borrow_mut().take();
+        let mut write = reboxed(spare, async move { shard.perform_write(io, old).await });
+        let mut cx = std::task::Context::from_waker(Waker::noop());
+        if let Poll::Ready(result) = std::future::Future::poll((*write).as_mut(), &mut cx) {
+            *self.write_spare.borrow_mut() = Some(write);
+            return reply(result);
+        }
+        let write = *write;
+        // The write waits. Nothing ran between the caller's check that the
+        // key is unlocked and here (one thread, no await), so the lock is
+        // free; machine work on the key queues behind it until it is done.
+        let lock = self
+            .replica
+            .borrow_mut()
+            .lock_key(Namespace::Data, key)
+            .expect("the key was unlocked when the put began");
+        let waiter = Rc::new(Waiter::default());
+        let done = waiter.clone();
+        let shard = self.clone();
+        let task = async move {
+            let result = write.await;
+            shard.replica.borrow_mut().unlock_key(lock);
+            shard.pump();
+            *done.reply.borrow_mut() = Some(reply(result));
+            if let Some(waker) = done.waker.borrow_mut().take() {
+                waker.wake();
+            }
+        };
+        match glommio::spawn_local_into(task, self.sched.foreground) {
+            Ok(task) => {
+                task.detach();
+            }
+            Err(e) => {
+                // As in `start_io`: not expected while the shard runs; the
+                // write (and the key's lock) are lost with the task.
+                log::warning!(error = %e, "cannot spawn storage task");
+                return ClientReply::Put {
+                    id: 0,
+                    result: Err(ReplicaError::Storage(format!(
+                        "cannot spawn storage task: {e}"
+                    ))),
+                };
+            }
+        }
+        let wait = std::future::poll_fn(|cx| match waiter.reply.borrow_mut().take() {
+            Some(reply) => Poll::Ready(reply),
+            None => {
+                *waiter.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        });
+        let deadline = Duration::from_millis(self.config.request_timeout_ms);
+        futures_lite::future::or(wait, async {
+            glommio::timer::sleep(deadline).await;
+            ClientReply::Put {
+                id: 0,
+                result: Err(ReplicaError::PutQuorumFailed {
+                    acks: 0,
+                    durable_acks: 0,
+                    w: 1,
+                    dw: usize::from(durable),
+                }),
+            }
+        })
+        .await
     }
 
     /// Whether a request that began then has reached its deadline: a quorum
@@ -1228,6 +1407,18 @@ impl ShardState {
             IoResult::Failed(format!("{}: {text}", code.name()))
         });
         (id, result)
+    }
+
+    /// Runs a data write of this shard's own (an in-place put) whose key's
+    /// stored entry `old` was read just before, with no await in between.
+    async fn perform_write(&self, io: IoRequest, old: Option<Entry>) -> IoResult {
+        let io = super::chaos_hooks::maybe_last_write_wins(io);
+        let (_, result) =
+            perform_write_observed(&self.store, &self.aae, || self.now_ms(), io, old).await;
+        result.unwrap_or_else(|e| {
+            let (code, text) = storage_error(e);
+            IoResult::Failed(format!("{}: {text}", code.name()))
+        })
     }
 
     /// Sends a replica message to the shard of its target node that holds
@@ -1636,6 +1827,32 @@ impl InboundHandler for ShardState {
 }
 
 /// A replica-layer failure as a client error: code, message, acks.
+/// `future` pinned in the box of `spare` when that holds a finished future
+/// of the same type (`ShardState::write_spare`), else in a new box.
+fn reboxed<F: std::future::Future + 'static>(
+    spare: Option<Box<dyn std::any::Any>>,
+    future: F,
+) -> Box<std::pin::Pin<Box<F>>> {
+    match spare.and_then(|spare| spare.downcast::<std::pin::Pin<Box<F>>>().ok()) {
+        Some(mut spare) => {
+            spare.set(future);
+            spare
+        }
+        None => Box::new(Box::pin(future)),
+    }
+}
+
+/// Whether a put with `quorum` on a partition with these primaries is this
+/// node's to update in place (`ShardState::put_single_read`): this node is
+/// the only replica and the machine would wait for its write alone (N = W =
+/// 1, DW <= 1). Every other put needs the machine's fan-out and counting.
+fn puts_in_place(primaries: &[ring::VnodeOwner], me: NodeId, quorum: QuorumConfig) -> bool {
+    matches!(primaries, [only] if only.node == me)
+        && quorum.n == 1
+        && quorum.w == 1
+        && quorum.dw <= 1
+}
+
 fn replica_error(e: ReplicaError, timed_out: bool) -> (ErrorCode, String, u32) {
     let message = e.to_string();
     let quorum_code = if timed_out {
@@ -1685,4 +1902,43 @@ fn storage_error(e: StorageError) -> (ErrorCode, String) {
 /// Accepting on a listener: used by `conn`.
 pub(crate) fn connection_allowed(shard: &ShardState) -> bool {
     shard.counters.connections.get() < shard.config.connections_max
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_put_whose_one_replica_is_this_node_is_done_in_place() {
+        let me = NodeId(1);
+        let owner = |node| ring::VnodeOwner {
+            node: NodeId(node),
+            shard: 0,
+        };
+        let quorum = |n, w, dw| QuorumConfig { n, r: 1, w, dw };
+        // (primaries, quorum, in place)
+        let cases = [
+            (vec![owner(1)], quorum(1, 1, 0), true),
+            (vec![owner(1)], quorum(1, 1, 1), true),
+            // Another node is the only replica: forwarded, never local.
+            (vec![owner(2)], quorum(1, 1, 0), false),
+            // N > 1: the other replicas need the machine's fan-out, even
+            // at W = 1 (the put still goes to every primary).
+            (vec![owner(1), owner(2)], quorum(2, 1, 0), false),
+            (vec![owner(1), owner(2), owner(3)], quorum(3, 2, 1), false),
+            (vec![owner(2), owner(1)], quorum(2, 1, 1), false),
+            // A quorum that does not match the one replica is refused by
+            // the machine, with its error.
+            (vec![owner(1)], quorum(2, 1, 0), false),
+            (vec![owner(1)], quorum(1, 2, 0), false),
+            (vec![owner(1)], quorum(1, 1, 2), false),
+        ];
+        for (primaries, quorum, expected) in cases {
+            assert_eq!(
+                puts_in_place(&primaries, me, quorum),
+                expected,
+                "{primaries:?} {quorum:?}"
+            );
+        }
+    }
 }
