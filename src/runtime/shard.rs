@@ -47,7 +47,7 @@ use crate::replica::{
 };
 use crate::ring;
 use crate::storage::{Namespace, StorageError, Store, StoreConfig};
-use crate::version::{Context, SiblingSet, Value, VersionError, VersionVector};
+use crate::version::{encode_token_into, Context, SiblingSet, Value, VersionError, VersionVector};
 
 mod handoff;
 
@@ -117,11 +117,20 @@ pub(crate) struct ShardCounters {
     pub forwarded: Cell<u64>,
 }
 
-/// A client request waiting for its `ClientReply`.
-#[derive(Default)]
-struct Waiter {
-    reply: RefCell<Option<ClientReply>>,
+/// A client request waiting for its `ClientReply` (or, for an in-place
+/// put whose write waits, its result).
+struct Waiter<T = ClientReply> {
+    reply: RefCell<Option<T>>,
     waker: RefCell<Option<Waker>>,
+}
+
+impl<T> Default for Waiter<T> {
+    fn default() -> Self {
+        Waiter {
+            reply: RefCell::new(None),
+            waker: RefCell::new(None),
+        }
+    }
 }
 
 /// A client request forwarded to another node, waiting for its reply frame.
@@ -847,11 +856,14 @@ impl ShardState {
         })
     }
 
+    /// The context token of a reply: `clock` is the entries of the
+    /// replied set's clock (`SiblingSet::clock_entries`, or a
+    /// `VersionVector`'s), encoded without building a `VersionVector`.
     fn context_token(
         &self,
         topology: &Topology,
         partition: u32,
-        clock: VersionVector,
+        clock: impl ExactSizeIterator<Item = (u64, u64)>,
         fastest: Option<u64>,
     ) -> Bytes {
         // The context names the fastest reader as (node << 32 | shard): the
@@ -866,11 +878,7 @@ impl ShardState {
         // it; a new one is allocated every `CONTEXT_CHUNK_BYTES` of tokens.
         let mut scratch = self.context_scratch.borrow_mut();
         scratch.clear();
-        Context {
-            clock,
-            fastest_replica,
-        }
-        .encode_into(&mut scratch);
+        encode_token_into(clock, fastest_replica, &mut scratch);
         let mut chunk = self.context_chunk.borrow_mut();
         if chunk.capacity() < scratch.len() {
             chunk.reserve(CONTEXT_CHUNK_BYTES.max(scratch.len()));
@@ -888,7 +896,7 @@ impl ShardState {
     ) -> Result<Response, (ErrorCode, String, u32)> {
         let me = self.node.cluster.me;
         if let Some(siblings) = self.get_single_now(topology, partition, &key, r) {
-            let clock = siblings.context();
+            let clock = siblings.clock_entries();
             return Ok(self.get_response(topology, partition, &siblings, clock, Some(me.0)));
         }
         let request = GetRequest {
@@ -909,7 +917,7 @@ impl ShardState {
                 topology,
                 partition,
                 &outcome.siblings,
-                outcome.context.clock,
+                outcome.context.clock.entries().iter().copied(),
                 outcome.context.fastest_replica,
             )),
             ClientReply::Get { result: Err(e), .. } | ClientReply::Put { result: Err(e), .. } => {
@@ -950,7 +958,7 @@ impl ShardState {
         topology: &Topology,
         partition: u32,
         siblings: &SiblingSet,
-        clock: VersionVector,
+        clock: impl ExactSizeIterator<Item = (u64, u64)>,
         fastest_replica: Option<u64>,
     ) -> Response {
         // Only live values are returned; a tombstone sibling is summarised
@@ -990,25 +998,24 @@ impl ShardState {
                     .clock
             }
         };
-        let began = Instant::now();
-        let reply = match self.put_single_read(topology, partition, &key, quorum) {
-            Some((stored, old)) => {
-                self.put_single(partition, key, (stored, old), &clock, value, quorum.dw >= 1)
-                    .await
-            }
-            None => {
-                let request = PutRequest {
-                    key,
-                    partition,
-                    context: clock,
-                    value,
-                    preference: topology.preference(partition),
-                    quorum: Some(quorum),
-                };
-                self.coordinate(|replica, now, id| replica.start_put(now, id, request))
-                    .await
-            }
+        if let Some(stored) = self.put_single_read(topology, partition, &key, quorum) {
+            let durable = quorum.dw >= 1;
+            return self
+                .put_single(topology, partition, key, stored, &clock, value, durable)
+                .await;
+        }
+        let request = PutRequest {
+            key,
+            partition,
+            context: clock,
+            value,
+            preference: topology.preference(partition),
+            quorum: Some(quorum),
         };
+        let began = Instant::now();
+        let reply = self
+            .coordinate(|replica, now, id| replica.start_put(now, id, request))
+            .await;
         match reply {
             ClientReply::Put {
                 result: Ok(outcome),
@@ -1017,7 +1024,7 @@ impl ShardState {
                 context: self.context_token(
                     topology,
                     partition,
-                    outcome.context,
+                    outcome.context.entries().iter().copied(),
                     Some(self.node.cluster.me.0),
                 ),
             }),
@@ -1063,25 +1070,25 @@ impl ShardState {
     /// Updates `stored` (from `put_single_read`) with the put's value under
     /// this shard's actor and writes it, as the machine's coordinator update
     /// would, and answers as the machine would with its one acknowledgement.
-    /// The write is polled once in place; one that waits (a flush, a
-    /// rotation) runs on in a task holding the machine's lock on the key,
-    /// and the client is answered with a quorum failure if it is not done by
-    /// the request deadline (the write still completes, as in the machine).
+    /// The write is polled once in place; one that waits (a flush, a group
+    /// commit) runs on in a task holding the machine's lock on the key, and
+    /// the client is answered with the machine's quorum failure if it is
+    /// not done by the request deadline (the write still completes, as in
+    /// the machine).
+    #[allow(clippy::too_many_arguments)]
     async fn put_single(
         self: &Rc<Self>,
+        topology: &Topology,
         partition: u32,
         key: Bytes,
         (mut stored, old): (SiblingSet, Option<Entry>),
         clock: &VersionVector,
         value: Value,
         durable: bool,
-    ) -> ClientReply {
+    ) -> Result<Response, (ErrorCode, String, u32)> {
         let actor = self.replica.borrow().actor();
         if let Err(e) = stored.update(clock, actor, value) {
-            return ClientReply::Put {
-                id: 0,
-                result: Err(ReplicaError::Version(e)),
-            };
+            return Err(replica_error(ReplicaError::Version(e), false));
         }
         let mut payload = Vec::with_capacity(stored.encoded_len());
         stored.encode(&mut payload);
@@ -1094,21 +1101,18 @@ impl ShardState {
             all_tombstones: stored.is_all_tombstones(),
             durable,
         };
-        let context = stored.context();
+        // The context of the written set, for the reply once it is written.
+        let me = self.node.cluster.me.0;
+        let context = self.context_token(topology, partition, stored.clock_entries(), Some(me));
         drop(stored);
-        let reply = move |result: IoResult| ClientReply::Put {
-            id: 0,
-            result: match result {
-                IoResult::Done => Ok(crate::replica::PutOutcome {
-                    acks: 1,
-                    durable_acks: usize::from(durable),
-                    context,
-                }),
-                IoResult::Failed(error) => Err(ReplicaError::Storage(error)),
-                other => Err(ReplicaError::Storage(format!(
-                    "write answered with {other:?}"
-                ))),
-            },
+        let reply = move |result: IoResult| match result {
+            IoResult::Done => Ok(Response::Put { context }),
+            IoResult::Failed(error) => Err(replica_error(ReplicaError::Storage(error), false)),
+            other => Err((
+                ErrorCode::Internal,
+                format!("write answered with {other:?}"),
+                0,
+            )),
         };
         let shard = self.clone();
         let spare = self.write_spare.borrow_mut().take();
@@ -1127,14 +1131,14 @@ impl ShardState {
             .borrow_mut()
             .lock_key(Namespace::Data, key)
             .expect("the key was unlocked when the put began");
-        let waiter = Rc::new(Waiter::default());
+        let waiter: Rc<Waiter<IoResult>> = Rc::new(Waiter::default());
         let done = waiter.clone();
         let shard = self.clone();
         let task = async move {
             let result = write.await;
             shard.replica.borrow_mut().unlock_key(lock);
             shard.pump();
-            *done.reply.borrow_mut() = Some(reply(result));
+            *done.reply.borrow_mut() = Some(result);
             if let Some(waker) = done.waker.borrow_mut().take() {
                 waker.wake();
             }
@@ -1147,35 +1151,35 @@ impl ShardState {
                 // As in `start_io`: not expected while the shard runs; the
                 // write (and the key's lock) are lost with the task.
                 log::warning!(error = %e, "cannot spawn storage task");
-                return ClientReply::Put {
-                    id: 0,
-                    result: Err(ReplicaError::Storage(format!(
-                        "cannot spawn storage task: {e}"
-                    ))),
-                };
+                let error = format!("cannot spawn storage task: {e}");
+                return Err(replica_error(ReplicaError::Storage(error), false));
             }
         }
         let wait = std::future::poll_fn(|cx| match waiter.reply.borrow_mut().take() {
-            Some(reply) => Poll::Ready(reply),
+            Some(result) => Poll::Ready(Some(result)),
             None => {
                 *waiter.waker.borrow_mut() = Some(cx.waker().clone());
                 Poll::Pending
             }
         });
         let deadline = Duration::from_millis(self.config.request_timeout_ms);
-        futures_lite::future::or(wait, async {
+        let result = futures_lite::future::or(wait, async {
             glommio::timer::sleep(deadline).await;
-            ClientReply::Put {
-                id: 0,
-                result: Err(ReplicaError::PutQuorumFailed {
+            None
+        })
+        .await;
+        match result {
+            Some(result) => reply(result),
+            None => {
+                let failed = ReplicaError::PutQuorumFailed {
                     acks: 0,
                     durable_acks: 0,
                     w: 1,
                     dw: usize::from(durable),
-                }),
+                };
+                Err(replica_error(failed, true))
             }
-        })
-        .await
+        }
     }
 
     /// Whether a request that began then has reached its deadline: a quorum

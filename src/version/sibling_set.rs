@@ -151,6 +151,14 @@ impl SiblingSet {
         )
     }
 
+    /// The entries of `context()` (by ascending actor), without building
+    /// the `VersionVector`: for `context::encode_token_into`.
+    pub fn clock_entries(&self) -> impl ExactSizeIterator<Item = (ActorId, u64)> + '_ {
+        self.entries
+            .iter()
+            .map(|entry| (entry.actor, entry.counter))
+    }
+
     /// Counter of `actor` in this set's clock, 0 when absent.
     fn counter(&self, actor: ActorId) -> u64 {
         match self
