@@ -290,20 +290,36 @@ pub async fn perform_write_observed<D: Disk>(
     Result<crate::replica::IoResult, StorageError>,
 ) {
     let crate::replica::IoRequest::Write {
+        io: id,
         namespace: Namespace::Data,
         partition,
         key,
         payload,
         all_tombstones,
-        ..
-    } = &io
+        durable,
+    } = io
     else {
         panic!("perform_write_observed is for data writes only");
     };
-    let (partition, key) = (*partition, key.clone());
-    let new = Some(Entry::of_payload(payload, *all_tombstones));
+    let new = Some(Entry::of_payload(&payload, all_tombstones));
     aae.borrow_mut().write_started(partition, &key);
-    observe_write(store, aae, now, io, partition, key, Some(old), new).await
+    let result = crate::replica::perform_write(
+        store,
+        Namespace::Data,
+        partition,
+        &key,
+        &payload,
+        all_tombstones,
+        durable,
+    )
+    .await;
+    let outcome = match &result {
+        Ok(()) => Ok(new),
+        Err(_) => Err(()),
+    };
+    aae.borrow_mut()
+        .write_finished(now(), partition, &key, Some(old), outcome);
+    (id, result.map(|()| crate::replica::IoResult::Done))
 }
 
 /// Performs a data write or purge that `write_started` announced, and tells
