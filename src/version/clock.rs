@@ -163,6 +163,26 @@ impl VersionVector {
     }
 }
 
+/// Appends the body encoding of a clock with `entries` (the counterpart of
+/// `VersionVector::decode_body`): entry count, then per entry the actor as a
+/// delta from the previous actor (the first from 0) and the counter, all as
+/// canonical varints. `entries` must be what a `VersionVector` holds:
+/// ascending actors, counters above 0.
+pub(crate) fn encode_entries(
+    entries: impl ExactSizeIterator<Item = (ActorId, u64)>,
+    out: &mut Vec<u8>,
+) {
+    put_varint(out, entries.len() as u64);
+    let mut previous: ActorId = 0;
+    for (actor, counter) in entries {
+        debug_assert!(previous == 0 || actor > previous);
+        debug_assert!(counter > 0);
+        put_varint(out, actor - previous);
+        put_varint(out, counter);
+        previous = actor;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,25 +236,5 @@ mod tests {
         assert_eq!(a.get(1), 0);
         assert_eq!(a.get(0), 0);
         assert_eq!(a.get(3), 1_000);
-    }
-}
-
-/// Appends the body encoding of a clock with `entries` (the counterpart of
-/// `VersionVector::decode_body`): entry count, then per entry the actor as a
-/// delta from the previous actor (the first from 0) and the counter, all as
-/// canonical varints. `entries` must be what a `VersionVector` holds:
-/// ascending actors, counters above 0.
-pub(crate) fn encode_entries(
-    entries: impl ExactSizeIterator<Item = (ActorId, u64)>,
-    out: &mut Vec<u8>,
-) {
-    put_varint(out, entries.len() as u64);
-    let mut previous: ActorId = 0;
-    for (actor, counter) in entries {
-        debug_assert!(previous == 0 || actor > previous);
-        debug_assert!(counter > 0);
-        put_varint(out, actor - previous);
-        put_varint(out, counter);
-        previous = actor;
     }
 }
