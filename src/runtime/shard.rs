@@ -198,6 +198,10 @@ pub(crate) struct ShardState {
     /// every write finishes at once. Typed `Any` because the future's type
     /// has no name; `reboxed` recovers it.
     write_spare: RefCell<Option<Box<dyn std::any::Any>>>,
+    /// In-place puts whose write waits in a task (`put_single`): with the
+    /// machine's own requests, bounded by `REQUESTS_MAX`; past it puts go
+    /// through the machine, which refuses them as overloaded.
+    puts_waiting: Cell<usize>,
     /// The chunk context tokens are cut from (`context_token`): a token is
     /// a slice of it, not an allocation of its own.
     context_chunk: RefCell<bytes::BytesMut>,
@@ -365,6 +369,7 @@ pub(crate) async fn run(
         context_scratch: RefCell::new(Vec::with_capacity(64)),
         context_chunk: RefCell::new(bytes::BytesMut::new()),
         write_spare: RefCell::new(None),
+        puts_waiting: Cell::new(0),
     });
     shard.pump();
 
@@ -1052,6 +1057,7 @@ impl ShardState {
     ) -> Option<(SiblingSet, Option<Entry>)> {
         if !puts_in_place(topology.primaries(partition), self.node.cluster.me, quorum)
             || key.len() > crate::replica::KEY_BYTES_MAX
+            || self.puts_waiting.get() >= crate::replica::REQUESTS_MAX
             || self.replica.borrow().key_busy(Namespace::Data, key)
         {
             return None;
@@ -1136,6 +1142,7 @@ impl ShardState {
         let shard = self.clone();
         let task = async move {
             let result = write.await;
+            shard.puts_waiting.set(shard.puts_waiting.get() - 1);
             shard.replica.borrow_mut().unlock_key(lock);
             shard.pump();
             *done.reply.borrow_mut() = Some(result);
@@ -1143,6 +1150,7 @@ impl ShardState {
                 waker.wake();
             }
         };
+        self.puts_waiting.set(self.puts_waiting.get() + 1);
         match glommio::spawn_local_into(task, self.sched.foreground) {
             Ok(task) => {
                 task.detach();
@@ -1150,6 +1158,7 @@ impl ShardState {
             Err(e) => {
                 // As in `start_io`: not expected while the shard runs; the
                 // write (and the key's lock) are lost with the task.
+                self.puts_waiting.set(self.puts_waiting.get() - 1);
                 log::warning!(error = %e, "cannot spawn storage task");
                 let error = format!("cannot spawn storage task: {e}");
                 return Err(replica_error(ReplicaError::Storage(error), false));
