@@ -262,6 +262,80 @@ fn pipelined_requests_on_one_connection_all_get_their_replies() {
     }
 }
 
+/// A single-node put is updated in place, outside the replica machine
+/// (N = W = 1), and a write that waits for a flush or a group commit goes
+/// on in a task holding the key's lock. Blind puts (no context) to one key
+/// are concurrent: every one must survive as its own sibling under a dot of
+/// its own (§4.4), buffered or durable, however the writes interleave with
+/// the flushes a tiny write buffer forces.
+#[test]
+fn pipelined_blind_puts_to_one_key_all_survive_while_writes_wait_for_flushes() {
+    const KEYS: u64 = 4;
+    const PUTS_PER_KEY: u64 = 40;
+    let node = TestNode::start(1, &["--write-buffer-bytes", "4096"]);
+    let mut stream = connect(&node);
+    let value = |id: u64| Bytes::from(format!("{id}-{}", "v".repeat(90)));
+    let puts = KEYS * PUTS_PER_KEY;
+    let requests = (0..puts).map(|id| Request::Put {
+        key: Bytes::from(format!("blind-{}", id % KEYS)),
+        value: value(id),
+        context: None,
+        quorum: Quorum {
+            dw: (id % 3 == 0).then_some(1),
+            ..Quorum::default()
+        },
+    });
+    // All puts are in flight together; every one is acknowledged.
+    for (id, reply) in pipeline(&mut stream, requests.collect()) {
+        assert!(matches!(reply, Response::Put { .. }), "put {id}: {reply:?}");
+    }
+    let gets = (0..KEYS).map(|key| Request::Get {
+        key: Bytes::from(format!("blind-{key}")),
+        quorum: Quorum::default(),
+    });
+    for (key, reply) in pipeline(&mut stream, gets.collect()) {
+        let Response::Get { siblings, .. } = reply else {
+            panic!("get {key}: {reply:?}");
+        };
+        let mut got: Vec<Bytes> = siblings.into_iter().map(|s| s.value).collect();
+        got.sort();
+        let mut expected: Vec<Bytes> = (0..PUTS_PER_KEY).map(|i| value(i * KEYS + key)).collect();
+        expected.sort();
+        assert_eq!(got, expected, "blind-{key}");
+    }
+}
+
+/// Sends `requests` (ids 0, 1, ...) in one write and returns every reply,
+/// in id order.
+fn pipeline(stream: &mut TcpStream, requests: Vec<Request>) -> Vec<(u64, Response)> {
+    let mut wire = Vec::new();
+    let count = requests.len();
+    for (id, request) in requests.into_iter().enumerate() {
+        let frame = RequestFrame {
+            id: id as u64,
+            epoch: 0,
+            request,
+        };
+        encode_request(&frame, &mut wire);
+    }
+    stream.write_all(&wire).unwrap();
+    let mut decoder = FrameDecoder::new(8 << 20);
+    let mut buffer = BytesMut::new();
+    let mut chunk = [0u8; 65536];
+    let mut replies = Vec::with_capacity(count);
+    while replies.len() < count {
+        let Some(frame) = decoder.decode(&mut buffer).unwrap() else {
+            let n = stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "server closed with {} replies", replies.len());
+            buffer.extend_from_slice(&chunk[..n]);
+            continue;
+        };
+        replies.push(decode_response(frame, &Limits::default()).unwrap());
+    }
+    replies.sort_by_key(|(id, _)| *id);
+    replies
+}
+
 #[test]
 fn connections_over_the_limit_are_refused_and_idle_ones_time_out() {
     let node = TestNode::start(1, &["--connections-max", "8", "--idle-timeout-ms", "500"]);

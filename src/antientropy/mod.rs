@@ -272,6 +272,72 @@ pub async fn perform_io_observed<D: Disk>(
         Ok(record) => Some(record.as_ref().map(Entry::of_record)),
         Err(_) => None,
     };
+    observe_write(store, aae, now, io, partition, key, old, new).await
+}
+
+/// `perform_io_observed` for a data write (`IoRequest::Write` in
+/// `Namespace::Data`) whose caller read the key's stored record in the same
+/// synchronous step, with no await in between: `old` is that record's entry
+/// (`None`: absent), so the store is not asked for it a second time.
+pub async fn perform_write_observed<D: Disk>(
+    store: &Store<D>,
+    aae: &std::cell::RefCell<AntiEntropy>,
+    now: impl Fn() -> u64,
+    io: crate::replica::IoRequest,
+    old: Option<Entry>,
+) -> (
+    crate::replica::IoId,
+    Result<crate::replica::IoResult, StorageError>,
+) {
+    let crate::replica::IoRequest::Write {
+        io: id,
+        namespace: Namespace::Data,
+        partition,
+        key,
+        payload,
+        all_tombstones,
+        durable,
+    } = io
+    else {
+        panic!("perform_write_observed is for data writes only");
+    };
+    let new = Some(Entry::of_payload(&payload, all_tombstones));
+    aae.borrow_mut().write_started(partition, &key);
+    let result = crate::replica::perform_write(
+        store,
+        Namespace::Data,
+        partition,
+        &key,
+        payload,
+        all_tombstones,
+        durable,
+    )
+    .await;
+    let outcome = match &result {
+        Ok(()) => Ok(new),
+        Err(_) => Err(()),
+    };
+    aae.borrow_mut()
+        .write_finished(now(), partition, &key, Some(old), outcome);
+    (id, result.map(|()| crate::replica::IoResult::Done))
+}
+
+/// Performs a data write or purge that `write_started` announced, and tells
+/// the tree how it ended.
+#[allow(clippy::too_many_arguments)]
+async fn observe_write<D: Disk>(
+    store: &Store<D>,
+    aae: &std::cell::RefCell<AntiEntropy>,
+    now: impl Fn() -> u64,
+    io: crate::replica::IoRequest,
+    partition: u32,
+    key: Bytes,
+    old: Option<Option<Entry>>,
+    new: Option<Entry>,
+) -> (
+    crate::replica::IoId,
+    Result<crate::replica::IoResult, StorageError>,
+) {
     let (id, result) = crate::replica::perform_io(store, io).await;
     let outcome = match &result {
         Ok(_) => Ok(new),

@@ -38,6 +38,10 @@ const RESPONSE_TABLES_FIXED_MAX: usize = 8;
 /// idle connection does not pin megabytes.
 const BUILDER_RETAINED_BYTES_MAX: usize = 256 * 1024;
 
+/// Siblings of a get reply whose table offsets the encoder keeps on the
+/// stack; more spill to a vector.
+const SIBLINGS_INLINE: usize = 8;
+
 /// Encodes messages into frames, reusing one flatbuffers builder. Keep one
 /// per connection or per thread: building into a warm builder does not
 /// allocate.
@@ -160,18 +164,27 @@ impl Encoder {
                 siblings,
                 context,
             } => {
-                let mut offsets = Vec::with_capacity(siblings.len());
-                for sibling in siblings {
+                // The sibling tables' offsets, on the stack for the usual
+                // few siblings.
+                let mut inline = [WIPOffset::new(0); SIBLINGS_INLINE];
+                let mut spilled = Vec::new();
+                let offsets = if siblings.len() <= SIBLINGS_INLINE {
+                    &mut inline[..siblings.len()]
+                } else {
+                    spilled.resize(siblings.len(), WIPOffset::new(0));
+                    &mut spilled[..]
+                };
+                for (offset, sibling) in offsets.iter_mut().zip(siblings) {
                     let value = b.create_vector(sibling.value.as_ref());
-                    offsets.push(wire::Sibling::create(
+                    *offset = wire::Sibling::create(
                         b,
                         &wire::SiblingArgs {
                             tombstone: sibling.tombstone,
                             value: Some(value),
                         },
-                    ));
+                    );
                 }
-                let values = b.create_vector(&offsets);
+                let values = b.create_vector(offsets);
                 let context = b.create_vector(context.as_ref());
                 let args = wire::GetReplyArgs {
                     found: *found,

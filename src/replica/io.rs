@@ -8,6 +8,7 @@
 
 use super::node::{IoId, IoRequest, IoResult};
 use crate::storage::{Disk, Durability, Namespace, RecordKind, StorageError, Store};
+use bytes::Bytes;
 
 /// Performs `io` at once when it is a read the store can answer without
 /// I/O (`Store::get_now`: the key is absent, cached or in the write buffer);
@@ -60,20 +61,16 @@ pub async fn perform_io<D: Disk>(
             all_tombstones,
             durable,
         } => {
-            let kind = if all_tombstones {
-                RecordKind::Tombstone
-            } else {
-                RecordKind::Value
-            };
-            // A durable write joins the store's group commit.
-            let durability = if durable {
-                Durability::Durable
-            } else {
-                Durability::Buffered
-            };
-            let result = store
-                .put(namespace, partition, &key, kind, payload, durability)
-                .await;
+            let result = perform_write(
+                store,
+                namespace,
+                partition,
+                &key,
+                payload,
+                all_tombstones,
+                durable,
+            )
+            .await;
             (io, result.map(|()| IoResult::Done))
         }
         IoRequest::Delete {
@@ -99,4 +96,33 @@ pub async fn perform_io<D: Disk>(
             (io, Ok(IoResult::HintKeys(keys)))
         }
     }
+}
+
+/// Performs the write of an `IoRequest::Write` with these fields (what
+/// `perform_io` does for one). A caller that only ever writes awaits this
+/// future rather than `perform_io`'s, which is as large as the largest of
+/// every request kind's.
+pub async fn perform_write<D: Disk>(
+    store: &Store<D>,
+    namespace: Namespace,
+    partition: u32,
+    key: &[u8],
+    payload: Bytes,
+    all_tombstones: bool,
+    durable: bool,
+) -> Result<(), StorageError> {
+    let kind = if all_tombstones {
+        RecordKind::Tombstone
+    } else {
+        RecordKind::Value
+    };
+    // A durable write joins the store's group commit.
+    let durability = if durable {
+        Durability::Durable
+    } else {
+        Durability::Buffered
+    };
+    store
+        .put(namespace, partition, key, kind, payload, durability)
+        .await
 }

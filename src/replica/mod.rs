@@ -107,12 +107,12 @@ pub(crate) mod wire;
 #[cfg(test)]
 mod tests;
 
-pub use io::{perform_io, perform_io_now};
+pub use io::{perform_io, perform_io_now, perform_write};
 pub use message::{ReplicaMessage, RequestId};
 pub use node::{
     actor_id, hint_key, parse_hint_key, ClientReply, ClientRequestId, GetOutcome, GetRequest, IoId,
-    IoRequest, IoResult, Namespace, Preference, PutOutcome, PutRequest, QuorumConfig, Replica,
-    ReplicaConfig, ReplicaError, Transmit,
+    IoRequest, IoResult, KeyLock, Namespace, Preference, PutOutcome, PutRequest, QuorumConfig,
+    Replica, ReplicaConfig, ReplicaError, Transmit,
 };
 pub use wire::WireError;
 

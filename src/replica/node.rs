@@ -530,6 +530,16 @@ struct LockQueue {
     waiting: VecDeque<u64>,
 }
 
+/// The per-key lock held by a read-modify-write outside the machine
+/// (`Replica::lock_key`); give it back with `Replica::unlock_key`.
+#[derive(Debug)]
+#[must_use = "a key lock must be given back with Replica::unlock_key"]
+pub struct KeyLock {
+    namespace: Namespace,
+    key: Bytes,
+    token: u64,
+}
+
 /// The replica state machine of one shard.
 pub struct Replica {
     /// This node.
@@ -641,8 +651,53 @@ impl Replica {
     /// (a caller that must not race one, such as the removal of an
     /// unreadable record, waits until it is not).
     pub fn key_busy(&self, namespace: Namespace, key: &[u8]) -> bool {
-        self.locks
-            .contains_key(&(namespace, Bytes::copy_from_slice(key)))
+        // Usually no key is locked at all: no copy of the key to look up.
+        !self.locks.is_empty()
+            && self
+                .locks
+                .contains_key(&(namespace, Bytes::copy_from_slice(key)))
+    }
+
+    /// Takes the per-key lock for a read-modify-write the driver does
+    /// outside the machine: a coordinator that is its key's only replica
+    /// (N = W = 1) updates the set in place and holds the lock while its
+    /// write waits (a flush, a segment rotation), so that machine work on
+    /// the key queued meanwhile (a put, a merge, a purge) runs after it and
+    /// reads what it wrote. `None` when the key is already locked. Release
+    /// with `unlock_key`.
+    pub fn lock_key(&mut self, namespace: Namespace, key: Bytes) -> Option<KeyLock> {
+        let token = self.fresh_id();
+        match self.locks.entry((namespace, key.clone())) {
+            std::collections::hash_map::Entry::Occupied(_) => None,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(LockQueue {
+                    running: token,
+                    waiting: VecDeque::new(),
+                });
+                Some(KeyLock {
+                    namespace,
+                    key,
+                    token,
+                })
+            }
+        }
+    }
+
+    /// Releases a lock from `lock_key` and starts the next local operation
+    /// queued on the key, if any (its I/O comes out of `poll_io`).
+    pub fn unlock_key(&mut self, lock: KeyLock) {
+        let lock_key = (lock.namespace, lock.key);
+        let queue = self.locks.get_mut(&lock_key).expect("lock held");
+        assert_eq!(queue.running, lock.token, "only the lock holder unlocks");
+        match queue.waiting.pop_front() {
+            Some(next) => {
+                queue.running = next;
+                self.local_start(next);
+            }
+            None => {
+                self.locks.remove(&lock_key);
+            }
+        }
     }
 
     pub fn me(&self) -> NodeId {

@@ -878,3 +878,85 @@ fn put_with_a_context_never_seen_here_keeps_unseen_siblings() {
         ]
     );
 }
+
+#[test]
+fn a_key_locked_outside_the_machine_queues_machine_work_until_unlocked() {
+    // The runtime's in-place put (N = W = 1) holds the per-key lock while
+    // its write waits: a put through the machine on the same key must not
+    // read the stored set before that write lands, or it would reissue the
+    // in-place write's dot and lose its value (§4.4).
+    let mut h = Harness::new(
+        A,
+        QuorumConfig {
+            n: 1,
+            r: 1,
+            w: 1,
+            dw: 0,
+        },
+    );
+    let key = Bytes::from_static(b"k");
+    assert!(!h.replica.key_busy(Namespace::Data, b"k"));
+    let lock = h
+        .replica
+        .lock_key(Namespace::Data, key.clone())
+        .expect("an unlocked key locks");
+    assert!(h.replica.key_busy(Namespace::Data, b"k"));
+    assert!(
+        h.replica.lock_key(Namespace::Data, key.clone()).is_none(),
+        "a locked key does not lock twice"
+    );
+    // The in-place writer updates the stored set under the shard's actor.
+    let mut written = SiblingSet::new();
+    written
+        .update(
+            &VersionVector::new(),
+            h.replica.actor(),
+            Value::Data(Bytes::from_static(b"in-place")),
+        )
+        .unwrap();
+    h.replica.start_put(
+        0,
+        1,
+        PutRequest {
+            key: key.clone(),
+            partition: 0,
+            context: VersionVector::new(),
+            value: Value::Data(Bytes::from_static(b"machine")),
+            preference: Preference {
+                primaries: vec![A],
+                fallbacks: vec![],
+            },
+            quorum: None,
+        },
+    );
+    assert!(
+        h.replica.poll_io().is_none(),
+        "the machine's put waits for the lock"
+    );
+    let mut payload = Vec::new();
+    written.encode(&mut payload);
+    h.store.insert(
+        (Namespace::Data, 0, key.clone()),
+        (Bytes::from(payload), false),
+    );
+    h.replica.unlock_key(lock);
+    h.pump();
+    assert!(matches!(
+        h.replies.as_slice(),
+        [ClientReply::Put {
+            id: 1,
+            result: Ok(_)
+        }]
+    ));
+    let stored = h.stored(Namespace::Data, b"k").unwrap();
+    let dots: Vec<_> = stored.siblings().map(|(dot, _)| dot).collect();
+    assert_eq!(dots.len(), 2, "both writes survive as siblings");
+    assert_ne!(dots[0], dots[1]);
+    assert!(!h.replica.key_busy(Namespace::Data, b"k"));
+    // Unlocked with nothing queued: the key locks again.
+    let lock = h
+        .replica
+        .lock_key(Namespace::Data, key)
+        .expect("free again");
+    h.replica.unlock_key(lock);
+}

@@ -3,10 +3,11 @@
 //!
 //! Many requests may be in flight on one connection and replies may leave in
 //! any order (each carries its request id). The reader decodes every complete
-//! frame a read returns and starts one task per request, up to
+//! frame a read returns and handles the requests concurrently, up to
 //! `in_flight_per_connection_max`; past that it stops reading, which pushes
-//! back on the client through TCP. glommio runs a new task at once, so a
-//! request that needs no I/O has its reply queued before the reader moves on;
+//! back on the client through TCP. Each request is polled once in place, so
+//! one that needs no I/O has its reply queued before the reader moves on
+//! (and costs no task: only a request that waits is spawned as one);
 //! after each read the reader sends every reply queued so far in one
 //! non-blocking `send`. A writer task sends what completes later and what a
 //! full socket buffer left behind. The per-request kernel cost, not
@@ -16,6 +17,7 @@
 //! quiet, not one armed and cancelled on every read.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -147,6 +149,7 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
     let mut decoder = FrameDecoder::new(shard.node.limits.frame_bytes_max);
     let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    let mut spare = None;
     'read: loop {
         let n = match socket.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
@@ -173,15 +176,23 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
                             }
                         }
                     };
-                    // glommio runs a spawned task at once, so a request that
-                    // needs no I/O has queued its reply before this returns.
-                    let (shard, outbox) = (shard.clone(), outbox.clone());
-                    glommio::spawn_local(async move {
-                        let reply = shard.handle_frame(frame, via_node_port).await;
-                        outbox.push(reply);
-                        drop(permit);
-                    })
-                    .detach();
+                    // Polled once here: a request that needs no I/O (most
+                    // of them) queues its reply in this poll, with no task
+                    // spawned for it. One that waits goes on in its own
+                    // task; every future on the request path registers the
+                    // waker of each poll, so the task's first poll re-arms
+                    // what this one left with a no-op waker.
+                    // The box of a request that finished in place is kept
+                    // for the next one: no allocation per request either.
+                    let future =
+                        request(shard.clone(), outbox.clone(), frame, permit, via_node_port);
+                    let mut request = boxed(spare.take(), future);
+                    let mut cx = std::task::Context::from_waker(Waker::noop());
+                    if request.as_mut().poll(&mut cx).is_pending() {
+                        glommio::spawn_local(request).detach();
+                    } else {
+                        spare = Some(request);
+                    }
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -218,6 +229,32 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
         .await;
     outbox.close();
     writer_task.await;
+}
+
+/// `future` in `spare`'s box (the allocation of a finished future of the
+/// same type), or in a new one.
+fn boxed<F: Future>(spare: Option<Pin<Box<F>>>, future: F) -> Pin<Box<F>> {
+    match spare {
+        Some(mut spare) => {
+            spare.set(future);
+            spare
+        }
+        None => Box::pin(future),
+    }
+}
+
+/// One request of a connection: handled, its reply queued, its in-flight
+/// permit given back.
+async fn request(
+    shard: Rc<ShardState>,
+    outbox: Rc<Outbox>,
+    frame: bytes::Bytes,
+    permit: glommio::sync::StaticPermit,
+    via_node_port: bool,
+) {
+    let reply = shard.handle_frame(frame, via_node_port).await;
+    outbox.push(reply);
+    drop(permit);
 }
 
 /// Sleeps until `idle` after the last complete request and then shuts the

@@ -35,7 +35,9 @@ use super::internode::{
 use super::log::{self, info};
 use super::metrics::{self, MetricsHub, Op, ShardMetrics};
 use super::scheduler::{Job, JobRates, Scheduler};
-use crate::antientropy::{perform_io_observed, AaeConfig, AntiEntropy};
+use crate::antientropy::{
+    perform_io_observed, perform_write_observed, AaeConfig, AntiEntropy, Entry,
+};
 use crate::config::ServerConfig;
 use crate::membership::{AdminChange, NodeId};
 use crate::protocol::{self, ErrorCode, Limits, Request, RequestFrame, Response, Sibling};
@@ -45,7 +47,7 @@ use crate::replica::{
 };
 use crate::ring;
 use crate::storage::{Namespace, StorageError, Store, StoreConfig};
-use crate::version::{Context, SiblingSet, Value, VersionError, VersionVector};
+use crate::version::{encode_token_into, Context, SiblingSet, Value, VersionError, VersionVector};
 
 mod handoff;
 
@@ -115,11 +117,20 @@ pub(crate) struct ShardCounters {
     pub forwarded: Cell<u64>,
 }
 
-/// A client request waiting for its `ClientReply`.
-#[derive(Default)]
-struct Waiter {
-    reply: RefCell<Option<ClientReply>>,
+/// A client request waiting for its `ClientReply` (or, for an in-place
+/// put whose write waits, its result).
+struct Waiter<T = ClientReply> {
+    reply: RefCell<Option<T>>,
     waker: RefCell<Option<Waker>>,
+}
+
+impl<T> Default for Waiter<T> {
+    fn default() -> Self {
+        Waiter {
+            reply: RefCell::new(None),
+            waker: RefCell::new(None),
+        }
+    }
 }
 
 /// A client request forwarded to another node, waiting for its reply frame.
@@ -128,6 +139,9 @@ struct ForwardSlot {
     reply: RefCell<Option<Vec<u8>>>,
     waker: RefCell<Option<Waker>>,
 }
+
+/// The size of the chunks context tokens are cut from (`context_token`).
+const CONTEXT_CHUNK_BYTES: usize = 4096;
 
 /// The most client requests one shard has forwarded to other nodes and
 /// not yet seen answered.
@@ -179,6 +193,18 @@ pub(crate) struct ShardState {
     handoff_outstanding: RefCell<ahash::AHashSet<u64>>,
     /// Reused buffer for encoding context tokens (`context_token`).
     context_scratch: RefCell<Vec<u8>>,
+    /// The box of the last in-place write (`put_single`) that finished at
+    /// its first poll, for the next one: its future is large, and nearly
+    /// every write finishes at once. Typed `Any` because the future's type
+    /// has no name; `reboxed` recovers it.
+    write_spare: RefCell<Option<Box<dyn std::any::Any>>>,
+    /// In-place puts whose write waits in a task (`put_single`): with the
+    /// machine's own requests, bounded by `REQUESTS_MAX`; past it puts go
+    /// through the machine, which refuses them as overloaded.
+    puts_waiting: Cell<usize>,
+    /// The chunk context tokens are cut from (`context_token`): a token is
+    /// a slice of it, not an allocation of its own.
+    context_chunk: RefCell<bytes::BytesMut>,
 }
 
 /// The incarnation the replica layer sees: the shard's restart counter
@@ -346,6 +372,9 @@ pub(crate) async fn run(
         next_forward: Cell::new(1),
         handoff_outstanding: RefCell::new(ahash::AHashSet::new()),
         context_scratch: RefCell::new(Vec::with_capacity(64)),
+        context_chunk: RefCell::new(bytes::BytesMut::new()),
+        write_spare: RefCell::new(None),
+        puts_waiting: Cell::new(0),
     });
     shard.pump();
 
@@ -837,11 +866,14 @@ impl ShardState {
         })
     }
 
+    /// The context token of a reply: `clock` is the entries of the
+    /// replied set's clock (`SiblingSet::clock_entries`, or a
+    /// `VersionVector`'s), encoded without building a `VersionVector`.
     fn context_token(
         &self,
         topology: &Topology,
         partition: u32,
-        clock: VersionVector,
+        clock: impl ExactSizeIterator<Item = (u64, u64)>,
         fastest: Option<u64>,
     ) -> Bytes {
         // The context names the fastest reader as (node << 32 | shard): the
@@ -850,16 +882,19 @@ impl ShardState {
             let shard = topology.shard_on(NodeId(node), partition).unwrap_or(0);
             (node << 32) | u64::from(shard)
         });
-        // Encoded into the shard's scratch buffer and copied out: one
-        // allocation of exactly the token's size.
+        // Encoded into the shard's scratch buffer and copied into the token
+        // chunk, whose next slice it becomes. A token lives until its reply
+        // is encoded, so a chunk is freed soon after the last token cut from
+        // it; a new one is allocated every `CONTEXT_CHUNK_BYTES` of tokens.
         let mut scratch = self.context_scratch.borrow_mut();
         scratch.clear();
-        Context {
-            clock,
-            fastest_replica,
+        encode_token_into(clock, fastest_replica, &mut scratch);
+        let mut chunk = self.context_chunk.borrow_mut();
+        if chunk.capacity() < scratch.len() {
+            chunk.reserve(CONTEXT_CHUNK_BYTES.max(scratch.len()));
         }
-        .encode_into(&mut scratch);
-        Bytes::copy_from_slice(&scratch)
+        chunk.extend_from_slice(&scratch);
+        chunk.split().freeze()
     }
 
     async fn coordinate_get(
@@ -871,7 +906,7 @@ impl ShardState {
     ) -> Result<Response, (ErrorCode, String, u32)> {
         let me = self.node.cluster.me;
         if let Some(siblings) = self.get_single_now(topology, partition, &key, r) {
-            let clock = siblings.context();
+            let clock = siblings.clock_entries();
             return Ok(self.get_response(topology, partition, &siblings, clock, Some(me.0)));
         }
         let request = GetRequest {
@@ -892,7 +927,7 @@ impl ShardState {
                 topology,
                 partition,
                 &outcome.siblings,
-                outcome.context.clock,
+                outcome.context.clock.entries().iter().copied(),
                 outcome.context.fastest_replica,
             )),
             ClientReply::Get { result: Err(e), .. } | ClientReply::Put { result: Err(e), .. } => {
@@ -933,7 +968,7 @@ impl ShardState {
         topology: &Topology,
         partition: u32,
         siblings: &SiblingSet,
-        clock: VersionVector,
+        clock: impl ExactSizeIterator<Item = (u64, u64)>,
         fastest_replica: Option<u64>,
     ) -> Response {
         // Only live values are returned; a tombstone sibling is summarised
@@ -973,6 +1008,12 @@ impl ShardState {
                     .clock
             }
         };
+        if let Some(stored) = self.put_single_read(topology, partition, &key, quorum) {
+            let durable = quorum.dw >= 1;
+            return self
+                .put_single(topology, partition, key, stored, &clock, value, durable)
+                .await;
+        }
         let request = PutRequest {
             key,
             partition,
@@ -993,7 +1034,7 @@ impl ShardState {
                 context: self.context_token(
                     topology,
                     partition,
-                    outcome.context,
+                    outcome.context.entries().iter().copied(),
                     Some(self.node.cluster.me.0),
                 ),
             }),
@@ -1001,6 +1042,157 @@ impl ShardState {
                 Err(replica_error(e, self.timed_out(began)))
             }
             ClientReply::Get { .. } => Err((ErrorCode::Internal, "mismatched reply".into(), 0)),
+        }
+    }
+
+    /// The stored set of a put whose only replica is this shard (N = W = 1,
+    /// DW <= 1), when it can be updated in place: the key is not locked by
+    /// the replica machine and its set is in memory and readable. The
+    /// machine would do exactly this update and write and then answer with
+    /// its one acknowledgement; its bookkeeping (request tables, deadline
+    /// timer, a waiter, a spawned task) would be work for nothing. `None`:
+    /// take the machine's path (a read that needs I/O, an unreadable set, a
+    /// locked key, any other quorum).
+    fn put_single_read(
+        &self,
+        topology: &Topology,
+        partition: u32,
+        key: &Bytes,
+        quorum: QuorumConfig,
+    ) -> Option<(SiblingSet, Option<Entry>)> {
+        if !puts_in_place(topology.primaries(partition), self.node.cluster.me, quorum)
+            || key.len() > crate::replica::KEY_BYTES_MAX
+            || self.puts_waiting.get() >= crate::replica::REQUESTS_MAX
+            || self.replica.borrow().key_busy(Namespace::Data, key)
+        {
+            return None;
+        }
+        // The stored record's anti-entropy entry goes with it, so the
+        // write need not read the record again for the tree.
+        match self.store.get_now(Namespace::Data, partition, key)? {
+            None => Some((SiblingSet::new(), None)),
+            Some(record) => {
+                let set = SiblingSet::decode_shared(&record.payload).ok()?;
+                Some((set, Some(Entry::of_record(&record))))
+            }
+        }
+    }
+
+    /// Updates `stored` (from `put_single_read`) with the put's value under
+    /// this shard's actor and writes it, as the machine's coordinator update
+    /// would, and answers as the machine would with its one acknowledgement.
+    /// The write is polled once in place; one that waits (a flush, a group
+    /// commit) runs on in a task holding the machine's lock on the key, and
+    /// the client is answered with the machine's quorum failure if it is
+    /// not done by the request deadline (the write still completes, as in
+    /// the machine).
+    #[allow(clippy::too_many_arguments)]
+    async fn put_single(
+        self: &Rc<Self>,
+        topology: &Topology,
+        partition: u32,
+        key: Bytes,
+        (mut stored, old): (SiblingSet, Option<Entry>),
+        clock: &VersionVector,
+        value: Value,
+        durable: bool,
+    ) -> Result<Response, (ErrorCode, String, u32)> {
+        let actor = self.replica.borrow().actor();
+        if let Err(e) = stored.update(clock, actor, value) {
+            return Err(replica_error(ReplicaError::Version(e), false));
+        }
+        let mut payload = Vec::with_capacity(stored.encoded_len());
+        stored.encode(&mut payload);
+        let io = IoRequest::Write {
+            io: 0,
+            namespace: Namespace::Data,
+            partition,
+            key: key.clone(),
+            payload: Bytes::from(payload),
+            all_tombstones: stored.is_all_tombstones(),
+            durable,
+        };
+        // The context of the written set, for the reply once it is written.
+        let me = self.node.cluster.me.0;
+        let context = self.context_token(topology, partition, stored.clock_entries(), Some(me));
+        drop(stored);
+        let reply = move |result: IoResult| match result {
+            IoResult::Done => Ok(Response::Put { context }),
+            IoResult::Failed(error) => Err(replica_error(ReplicaError::Storage(error), false)),
+            other => Err((
+                ErrorCode::Internal,
+                format!("write answered with {other:?}"),
+                0,
+            )),
+        };
+        let shard = self.clone();
+        let spare = self.write_spare.borrow_mut().take();
+        let mut write = reboxed(spare, async move { shard.perform_write(io, old).await });
+        let mut cx = std::task::Context::from_waker(Waker::noop());
+        if let Poll::Ready(result) = std::future::Future::poll((*write).as_mut(), &mut cx) {
+            *self.write_spare.borrow_mut() = Some(write);
+            return reply(result);
+        }
+        let write = *write;
+        // The write waits. Nothing ran between the caller's check that the
+        // key is unlocked and here (one thread, no await), so the lock is
+        // free; machine work on the key queues behind it until it is done.
+        let lock = self
+            .replica
+            .borrow_mut()
+            .lock_key(Namespace::Data, key)
+            .expect("the key was unlocked when the put began");
+        let waiter: Rc<Waiter<IoResult>> = Rc::new(Waiter::default());
+        let done = waiter.clone();
+        let shard = self.clone();
+        let task = async move {
+            let result = write.await;
+            shard.puts_waiting.set(shard.puts_waiting.get() - 1);
+            shard.replica.borrow_mut().unlock_key(lock);
+            shard.pump();
+            *done.reply.borrow_mut() = Some(result);
+            if let Some(waker) = done.waker.borrow_mut().take() {
+                waker.wake();
+            }
+        };
+        self.puts_waiting.set(self.puts_waiting.get() + 1);
+        match glommio::spawn_local_into(task, self.sched.foreground) {
+            Ok(task) => {
+                task.detach();
+            }
+            Err(e) => {
+                // As in `start_io`: not expected while the shard runs; the
+                // write (and the key's lock) are lost with the task.
+                self.puts_waiting.set(self.puts_waiting.get() - 1);
+                log::warning!(error = %e, "cannot spawn storage task");
+                let error = format!("cannot spawn storage task: {e}");
+                return Err(replica_error(ReplicaError::Storage(error), false));
+            }
+        }
+        let wait = std::future::poll_fn(|cx| match waiter.reply.borrow_mut().take() {
+            Some(result) => Poll::Ready(Some(result)),
+            None => {
+                *waiter.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        });
+        let deadline = Duration::from_millis(self.config.request_timeout_ms);
+        let result = futures_lite::future::or(wait, async {
+            glommio::timer::sleep(deadline).await;
+            None
+        })
+        .await;
+        match result {
+            Some(result) => reply(result),
+            None => {
+                let failed = ReplicaError::PutQuorumFailed {
+                    acks: 0,
+                    durable_acks: 0,
+                    w: 1,
+                    dw: usize::from(durable),
+                };
+                Err(replica_error(failed, true))
+            }
         }
     }
 
@@ -1236,6 +1428,18 @@ impl ShardState {
             IoResult::Failed(format!("{}: {text}", code.name()))
         });
         (id, result)
+    }
+
+    /// Runs a data write of this shard's own (an in-place put) whose key's
+    /// stored entry `old` was read just before, with no await in between.
+    async fn perform_write(&self, io: IoRequest, old: Option<Entry>) -> IoResult {
+        let io = super::chaos_hooks::maybe_last_write_wins(io);
+        let (_, result) =
+            perform_write_observed(&self.store, &self.aae, || self.now_ms(), io, old).await;
+        result.unwrap_or_else(|e| {
+            let (code, text) = storage_error(e);
+            IoResult::Failed(format!("{}: {text}", code.name()))
+        })
     }
 
     /// Sends a replica message to the shard of its target node that holds
@@ -1658,6 +1862,32 @@ fn paces_hint_replay(io: &IoRequest) -> bool {
     )
 }
 
+/// `future` pinned in the box of `spare` when that holds a finished future
+/// of the same type (`ShardState::write_spare`), else in a new box.
+fn reboxed<F: std::future::Future + 'static>(
+    spare: Option<Box<dyn std::any::Any>>,
+    future: F,
+) -> Box<std::pin::Pin<Box<F>>> {
+    match spare.and_then(|spare| spare.downcast::<std::pin::Pin<Box<F>>>().ok()) {
+        Some(mut spare) => {
+            spare.set(future);
+            spare
+        }
+        None => Box::new(Box::pin(future)),
+    }
+}
+
+/// Whether a put with `quorum` on a partition with these primaries is this
+/// node's to update in place (`ShardState::put_single_read`): this node is
+/// the only replica and the machine would wait for its write alone (N = W =
+/// 1, DW <= 1). Every other put needs the machine's fan-out and counting.
+fn puts_in_place(primaries: &[ring::VnodeOwner], me: NodeId, quorum: QuorumConfig) -> bool {
+    matches!(primaries, [only] if only.node == me)
+        && quorum.n == 1
+        && quorum.w == 1
+        && quorum.dw <= 1
+}
+
 fn replica_error(e: ReplicaError, timed_out: bool) -> (ErrorCode, String, u32) {
     let message = e.to_string();
     let quorum_code = if timed_out {
@@ -1707,4 +1937,43 @@ fn storage_error(e: StorageError) -> (ErrorCode, String) {
 /// Accepting on a listener: used by `conn`.
 pub(crate) fn connection_allowed(shard: &ShardState) -> bool {
     shard.counters.connections.get() < shard.config.connections_max
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_put_whose_one_replica_is_this_node_is_done_in_place() {
+        let me = NodeId(1);
+        let owner = |node| ring::VnodeOwner {
+            node: NodeId(node),
+            shard: 0,
+        };
+        let quorum = |n, w, dw| QuorumConfig { n, r: 1, w, dw };
+        // (primaries, quorum, in place)
+        let cases = [
+            (vec![owner(1)], quorum(1, 1, 0), true),
+            (vec![owner(1)], quorum(1, 1, 1), true),
+            // Another node is the only replica: forwarded, never local.
+            (vec![owner(2)], quorum(1, 1, 0), false),
+            // N > 1: the other replicas need the machine's fan-out, even
+            // at W = 1 (the put still goes to every primary).
+            (vec![owner(1), owner(2)], quorum(2, 1, 0), false),
+            (vec![owner(1), owner(2), owner(3)], quorum(3, 2, 1), false),
+            (vec![owner(2), owner(1)], quorum(2, 1, 1), false),
+            // A quorum that does not match the one replica is refused by
+            // the machine, with its error.
+            (vec![owner(1)], quorum(2, 1, 0), false),
+            (vec![owner(1)], quorum(1, 2, 0), false),
+            (vec![owner(1)], quorum(1, 1, 2), false),
+        ];
+        for (primaries, quorum, expected) in cases {
+            assert_eq!(
+                puts_in_place(&primaries, me, quorum),
+                expected,
+                "{primaries:?} {quorum:?}"
+            );
+        }
+    }
 }

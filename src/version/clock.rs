@@ -129,19 +129,6 @@ impl VersionVector {
         assert!(self.entries.len() <= CLOCK_ENTRIES_MAX);
     }
 
-    /// Appends the body encoding: entry count, then per entry the actor as a
-    /// delta from the previous actor (the first from 0) and the counter, all
-    /// as canonical varints.
-    pub(crate) fn encode_body(&self, out: &mut Vec<u8>) {
-        put_varint(out, self.entries.len() as u64);
-        let mut previous: ActorId = 0;
-        for &(actor, counter) in &self.entries {
-            put_varint(out, actor - previous);
-            put_varint(out, counter);
-            previous = actor;
-        }
-    }
-
     pub(crate) fn decode_body(reader: &mut Reader<'_>) -> Result<Self, VersionError> {
         let count = reader.varint()?;
         if count > CLOCK_ENTRIES_MAX as u64 {
@@ -173,6 +160,26 @@ impl VersionVector {
             previous = Some(actor);
         }
         Ok(VersionVector { entries })
+    }
+}
+
+/// Appends the body encoding of a clock with `entries` (the counterpart of
+/// `VersionVector::decode_body`): entry count, then per entry the actor as a
+/// delta from the previous actor (the first from 0) and the counter, all as
+/// canonical varints. `entries` must be what a `VersionVector` holds:
+/// ascending actors, counters above 0.
+pub(crate) fn encode_entries(
+    entries: impl ExactSizeIterator<Item = (ActorId, u64)>,
+    out: &mut Vec<u8>,
+) {
+    put_varint(out, entries.len() as u64);
+    let mut previous: ActorId = 0;
+    for (actor, counter) in entries {
+        debug_assert!(previous == 0 || actor > previous);
+        debug_assert!(counter > 0);
+        put_varint(out, actor - previous);
+        put_varint(out, counter);
+        previous = actor;
     }
 }
 

@@ -6,7 +6,7 @@
 //! byte and CRC32 before reading anything else, then validates the clock, so
 //! a garbage, truncated or foreign token is refused with a `ContextError`.
 
-use super::clock::VersionVector;
+use super::clock::{encode_entries, VersionVector};
 use super::codec::{put_varint, Reader, VARINT_BYTES_MAX};
 use super::error::ContextError;
 use super::{ActorId, CLOCK_ENTRIES_MAX};
@@ -50,21 +50,11 @@ impl Context {
 
     /// Appends the token to `out` (a caller's reusable buffer).
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        assert!(self.clock.len() <= CLOCK_ENTRIES_MAX);
-        let start = out.len();
-        out.push(CONTEXT_FORMAT_VERSION);
-        match self.fastest_replica {
-            Some(actor) => {
-                out.push(FLAG_FASTEST_REPLICA);
-                put_varint(out, actor);
-            }
-            None => out.push(0),
-        }
-        self.clock.encode_body(out);
-        let checksum = crc32fast::hash(&out[start..]);
-        out.extend_from_slice(&checksum.to_le_bytes());
-        let len = out.len() - start;
-        assert!((CONTEXT_BYTES_MIN..=CONTEXT_BYTES_MAX).contains(&len));
+        encode_token_into(
+            self.clock.entries().iter().copied(),
+            self.fastest_replica,
+            out,
+        );
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Context, ContextError> {
@@ -105,6 +95,34 @@ impl Context {
             fastest_replica,
         })
     }
+}
+
+/// Appends the token of the context with `clock`'s entries and
+/// `fastest_replica`, exactly what `Context::encode_into` writes, without
+/// building the `VersionVector`: a sibling set's clock
+/// (`SiblingSet::clock_entries`) goes straight into its get's token.
+/// `clock` must hold what a `VersionVector` does (ascending actors,
+/// counters above 0).
+pub fn encode_token_into(
+    clock: impl ExactSizeIterator<Item = (ActorId, u64)>,
+    fastest_replica: Option<ActorId>,
+    out: &mut Vec<u8>,
+) {
+    assert!(clock.len() <= CLOCK_ENTRIES_MAX);
+    let start = out.len();
+    out.push(CONTEXT_FORMAT_VERSION);
+    match fastest_replica {
+        Some(actor) => {
+            out.push(FLAG_FASTEST_REPLICA);
+            put_varint(out, actor);
+        }
+        None => out.push(0),
+    }
+    encode_entries(clock, out);
+    let checksum = crc32fast::hash(&out[start..]);
+    out.extend_from_slice(&checksum.to_le_bytes());
+    let len = out.len() - start;
+    assert!((CONTEXT_BYTES_MIN..=CONTEXT_BYTES_MAX).contains(&len));
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ mod error;
 mod sibling_set;
 
 pub use clock::VersionVector;
-pub use context::{Context, CONTEXT_BYTES_MAX, CONTEXT_FORMAT_VERSION};
+pub use context::{encode_token_into, Context, CONTEXT_BYTES_MAX, CONTEXT_FORMAT_VERSION};
 pub use error::{ContextError, VersionError};
 pub use sibling_set::{Dot, SiblingSet, Value, SIBLING_SET_FORMAT_VERSION};
 

@@ -151,6 +151,14 @@ impl SiblingSet {
         )
     }
 
+    /// The entries of `context()` (by ascending actor), without building
+    /// the `VersionVector`: for `context::encode_token_into`.
+    pub fn clock_entries(&self) -> impl ExactSizeIterator<Item = (ActorId, u64)> + '_ {
+        self.entries
+            .iter()
+            .map(|entry| (entry.actor, entry.counter))
+    }
+
     /// Counter of `actor` in this set's clock, 0 when absent.
     fn counter(&self, actor: ActorId) -> u64 {
         match self
@@ -177,11 +185,71 @@ impl SiblingSet {
         actor: ActorId,
         value: Value,
     ) -> Result<(), VersionError> {
-        let mut entries: Vec<Entry> = Vec::with_capacity(self.entries.len() + context.len() + 1);
         let ctx = context.entries();
+        // First, without changing anything, what the update would leave:
+        // the siblings the context does not cover, and the actor's counter
+        // once the context joins the clock. A refused update leaves `self`
+        // as it was.
+        let mut survivors = 0usize;
+        let mut actor_counter = 0u64;
         let (mut i, mut j) = (0, 0);
         while i < self.entries.len() || j < ctx.len() {
-            let take_local = match (self.entries.get(i), ctx.get(j)) {
+            match (self.entries.get(i), ctx.get(j)) {
+                (Some(local), Some(&(ctx_actor, ctx_counter))) if local.actor == ctx_actor => {
+                    survivors += local
+                        .siblings
+                        .iter()
+                        .filter(|sibling| sibling.dot_counter > ctx_counter)
+                        .count();
+                    if local.actor == actor {
+                        actor_counter = local.counter.max(ctx_counter);
+                    }
+                    i += 1;
+                    j += 1;
+                }
+                (Some(local), Some(&(ctx_actor, _))) if local.actor < ctx_actor => {
+                    survivors += local.siblings.len();
+                    if local.actor == actor {
+                        actor_counter = local.counter;
+                    }
+                    i += 1;
+                }
+                (Some(local), None) => {
+                    survivors += local.siblings.len();
+                    if local.actor == actor {
+                        actor_counter = local.counter;
+                    }
+                    i += 1;
+                }
+                (_, Some(&(ctx_actor, ctx_counter))) => {
+                    if ctx_actor == actor {
+                        actor_counter = ctx_counter;
+                    }
+                    j += 1;
+                }
+                (None, None) => unreachable!("loop condition"),
+            }
+        }
+        let dot_counter = actor_counter
+            .max(self.pruned_counter_floor)
+            .checked_add(1)
+            .ok_or(VersionError::CounterOverflow { actor })?;
+        let sibling_count = survivors + 1;
+        if sibling_count > SIBLINGS_MAX {
+            return Err(VersionError::SiblingsOverflow {
+                count: sibling_count as u64,
+                max: SIBLINGS_MAX,
+            });
+        }
+
+        // Then the update itself, moving the entries (no sibling is copied):
+        // the clock joins the context, the siblings it covers go.
+        let old = std::mem::take(&mut self.entries);
+        let mut entries: Vec<Entry> = Vec::with_capacity(old.len() + ctx.len() + 1);
+        let mut old = old.into_iter().peekable();
+        let mut ctx = ctx.iter().copied().peekable();
+        loop {
+            let take_local = match (old.peek(), ctx.peek()) {
                 (Some(local), Some(&(ctx_actor, _))) => {
                     if local.actor == ctx_actor {
                         None
@@ -191,37 +259,26 @@ impl SiblingSet {
                 }
                 (Some(_), None) => Some(true),
                 (None, Some(_)) => Some(false),
-                (None, None) => unreachable!("loop condition"),
+                (None, None) => break,
             };
             match take_local {
-                Some(true) => {
-                    entries.push(self.entries[i].clone());
-                    i += 1;
-                }
+                Some(true) => entries.push(old.next().expect("peeked")),
                 Some(false) => {
-                    let (ctx_actor, ctx_counter) = ctx[j];
+                    let (ctx_actor, ctx_counter) = ctx.next().expect("peeked");
                     entries.push(Entry {
                         actor: ctx_actor,
                         counter: ctx_counter,
                         siblings: Vec::new(),
                     });
-                    j += 1;
                 }
                 None => {
-                    let local = &self.entries[i];
-                    let ctx_counter = ctx[j].1;
-                    entries.push(Entry {
-                        actor: local.actor,
-                        counter: local.counter.max(ctx_counter),
-                        siblings: local
-                            .siblings
-                            .iter()
-                            .filter(|sibling| sibling.dot_counter > ctx_counter)
-                            .cloned()
-                            .collect(),
-                    });
-                    i += 1;
-                    j += 1;
+                    let mut local = old.next().expect("peeked");
+                    let (_, ctx_counter) = ctx.next().expect("peeked");
+                    local.counter = local.counter.max(ctx_counter);
+                    local
+                        .siblings
+                        .retain(|sibling| sibling.dot_counter > ctx_counter);
+                    entries.push(local);
                 }
             }
         }
@@ -241,31 +298,16 @@ impl SiblingSet {
             }
         };
         let entry = &mut entries[index];
-        let dot_counter = entry
-            .counter
-            .max(self.pruned_counter_floor)
-            .checked_add(1)
-            .ok_or(VersionError::CounterOverflow { actor })?;
+        debug_assert_eq!(entry.counter, actor_counter);
         entry.counter = dot_counter;
         entry.siblings.push(Sibling { dot_counter, value });
-
-        let mut updated = SiblingSet {
-            entries,
-            pruned_counter_floor: self.pruned_counter_floor,
-        };
-        let sibling_count = updated.sibling_count();
-        if sibling_count > SIBLINGS_MAX {
-            return Err(VersionError::SiblingsOverflow {
-                count: sibling_count as u64,
-                max: SIBLINGS_MAX,
-            });
-        }
-        updated.prune(CLOCK_ENTRIES_MAX);
+        self.entries = entries;
+        debug_assert_eq!(self.sibling_count(), sibling_count);
+        self.prune(CLOCK_ENTRIES_MAX);
         // Non-empty entries are at most SIBLINGS_MAX < CLOCK_ENTRIES_MAX, so
         // pruning empty entries always brings the clock within its bound.
-        assert!(updated.entries.len() <= CLOCK_ENTRIES_MAX);
-        debug_assert_eq!(updated.check_invariants(), Ok(()));
-        *self = updated;
+        assert!(self.entries.len() <= CLOCK_ENTRIES_MAX);
+        debug_assert_eq!(self.check_invariants(), Ok(()));
         Ok(())
     }
 

@@ -243,3 +243,32 @@ fn encoding_is_canonical_and_versioned() {
     assert_eq!(empty, [1, 0, 0]);
     assert_eq!(SiblingSet::decode(&empty), Ok(SiblingSet::new()));
 }
+
+/// A get's token is encoded straight from its set's clock entries
+/// (`encode_token_into`); it must be byte for byte the token of the
+/// `Context` holding `context()`, and decode back to it.
+#[test]
+fn a_token_from_clock_entries_is_the_token_of_the_context() {
+    let mut set = SiblingSet::new();
+    let mut tokens_checked = 0;
+    for (actor, text) in [(SY, "a"), (SX, "b"), (SZ, "c"), (SX, "d")] {
+        set.update(&VersionVector::new(), actor, data(text))
+            .unwrap();
+        for fastest_replica in [None, Some(SZ | 3)] {
+            let context = Context {
+                clock: set.context(),
+                fastest_replica,
+            };
+            let mut token = Vec::new();
+            encode_token_into(set.clock_entries(), fastest_replica, &mut token);
+            assert_eq!(token, context.encode());
+            assert_eq!(Context::decode(&token), Ok(context));
+            tokens_checked += 1;
+        }
+    }
+    // The empty set's token too.
+    let mut token = Vec::new();
+    encode_token_into(SiblingSet::new().clock_entries(), None, &mut token);
+    assert_eq!(token, Context::default().encode());
+    assert_eq!(tokens_checked, 8);
+}
