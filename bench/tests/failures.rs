@@ -81,16 +81,7 @@ fn assert_failed_with(out: &std::process::Output, started: Instant, reason: &str
 fn a_silent_server_times_out_and_the_run_fails_with_the_reason() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    // Accept and hold every connection without ever replying.
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming() {
-            match stream {
-                Ok(s) => held.push(s),
-                Err(_) => return,
-            }
-        }
-    });
+    hold_silently(listener);
     let target = format!("redis://127.0.0.1:{port}");
     let out = bench(&[
         "--target",
