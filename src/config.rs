@@ -123,9 +123,8 @@ pub struct ServerConfig {
     pub background_shares_min: usize,
     /// The most shares the background task queue gets (an idle foreground).
     pub background_shares_max: usize,
-    /// Partition handoff and hint replay rate limit per shard at full
-    /// background share, in keys per second (received handoff and hint
-    /// messages: twice this; hint replay keeps a floor, docs/metrics.md §5).
+    /// Partition handoff rate limit per shard at full background share, in
+    /// keys per second (received handoff and hint messages: twice this).
     pub handoff_keys_per_second: u64,
     /// The Redis-protocol (RESP2, RESP3 after `HELLO 3`) listener; `None` (the default) runs none.
     /// Every shard accepts on it, like the node port (docs/resp.md).

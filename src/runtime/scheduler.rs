@@ -9,8 +9,7 @@
 //! the foreground's measured p99 latency and the executor's busy time.
 //! Background jobs also pace themselves with [`Scheduler::pace`]: a rate
 //! limit per job, scaled by the same monitor, so a job that does I/O rather
-//! than CPU work backs off too. Hint replay's pace has a floor that keeps a
-//! replay batch inside the replica machine's replay deadline. A job that has to wait counts a deferral;
+//! than CPU work backs off too. A job that has to wait counts a deferral;
 //! what it finished counts as work done. Both appear in `admin status` and
 //! in the metrics.
 //!
@@ -75,24 +74,6 @@ impl SharesManager for DynamicShares {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct JobRates {
     pub per_second: [u64; JOBS],
-    /// The least rate each job keeps however small the background share:
-    /// 0 for jobs that may slow down without bound; for hint replay, what
-    /// keeps a replay within its deadline (`hint_replay_floor_per_second`).
-    pub floor_per_second: [u64; JOBS],
-}
-
-/// Hint replay's least rate, in hint reads per second: the replica machine
-/// starts up to `batch_max` replays at once and gives each
-/// `replica_timeout_ms` to be acknowledged, counting from before its hint is
-/// read. A pace that stretched a batch's reads past that deadline would
-/// make the replays time out and report a healthy primary to the failure
-/// detector, so the slowest pace still reads a whole batch within half the
-/// deadline.
-pub(crate) fn hint_replay_floor_per_second(batch_max: usize, replica_timeout_ms: u64) -> u64 {
-    assert!(batch_max > 0 && replica_timeout_ms > 0);
-    (batch_max as u64)
-        .saturating_mul(2_000)
-        .div_ceil(replica_timeout_ms)
 }
 
 /// Messages from other nodes that wait for the background queue.
@@ -172,9 +153,7 @@ impl Scheduler {
         let j = job as usize;
         self.done[j].set(self.done[j].get() + units);
         let fraction = self.monitor.borrow().rate_fraction();
-        let rate = (self.rates.per_second[j] as f64 * fraction)
-            .max(self.rates.floor_per_second[j] as f64)
-            .max(1.0);
+        let rate = (self.rates.per_second[j] as f64 * fraction).max(1.0);
         let cost = Duration::from_secs_f64(units as f64 / rate);
         let now = Instant::now();
         // A job idle for a while starts afresh rather than with a burst.
@@ -188,8 +167,8 @@ impl Scheduler {
         }
     }
 
-    /// Counts work that is not paced (hint replay's deletes of acknowledged
-    /// hints: delaying them would only let their replays time out).
+    /// Counts work that paces itself elsewhere (hint replay is rate-limited
+    /// by the replica machine).
     pub(crate) fn count(&self, job: Job, units: u64) {
         let j = job as usize;
         self.done[j].set(self.done[j].get() + units);
@@ -363,23 +342,4 @@ pub(crate) fn status_text(shards: &[(usize, SchedulerSnapshot)], json: bool) -> 
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::hint_replay_floor_per_second;
-
-    #[test]
-    fn the_hint_replay_floor_reads_a_batch_in_half_the_replay_deadline() {
-        // Defaults: 16 replays, 300 ms: 16 reads in 150 ms.
-        let floor = hint_replay_floor_per_second(16, 300);
-        assert_eq!(floor, 107);
-        assert!(16.0 / floor as f64 <= 0.150);
-        // Table: (batch, timeout ms, floor).
-        for (batch, timeout_ms, expected) in [(16, 200, 160), (1, 2_000, 1), (4, 3, 2_667)] {
-            let floor = hint_replay_floor_per_second(batch, timeout_ms);
-            assert_eq!(floor, expected, "batch {batch}, timeout {timeout_ms} ms");
-            assert!(batch as f64 / floor as f64 <= timeout_ms as f64 / 2_000.0);
-        }
-    }
 }

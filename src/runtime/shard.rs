@@ -294,10 +294,6 @@ pub(crate) async fn run(
         hint_replay_interval_ms: config.hint_replay_interval_ms,
         ..ReplicaConfig::default()
     };
-    let hint_replay_floor = super::scheduler::hint_replay_floor_per_second(
-        replica_config.hint_replay_batch_max,
-        replica_config.replica_timeout_ms,
-    );
     let actor = crate::replica::actor_id(
         me,
         index as u16,
@@ -339,11 +335,10 @@ pub(crate) async fn run(
             per_second: [
                 config.compaction_bytes_per_second.max(1),
                 config.handoff_keys_per_second,
-                // Hint replay hands keys back like a partition handoff.
-                config.handoff_keys_per_second,
+                // Hint replay is paced by the replica machine; this only counts.
+                u64::MAX,
                 config.handoff_keys_per_second.saturating_mul(2),
             ],
-            floor_per_second: [0, 0, hint_replay_floor, 0],
         },
     )?;
     let (foreground, background) = (sched.foreground, sched.background);
@@ -1328,11 +1323,7 @@ impl ShardState {
         let inline = matches!(io, IoRequest::Write { durable: false, .. });
         let shard = self.clone();
         let queue = self.io_queue(&io);
-        let paced = paces_hint_replay(&io);
         let mut task = Box::pin(async move {
-            if paced {
-                shard.sched.pace(Job::HintReplay, 1).await;
-            }
             let (id, result) = shard.perform(io).await;
             shard
                 .replica
@@ -1357,8 +1348,6 @@ impl ShardState {
     /// The task queue a storage request runs in, counting hint traffic: hint
     /// replay's reads, deletes and listing are background work (§8); writes
     /// (including a fallback storing a hint for a waiting client) are not.
-    /// Reads and listings are also paced (`paces_hint_replay`), which counts
-    /// them; a delete only counts.
     fn io_queue(&self, io: &IoRequest) -> glommio::TaskQueueHandle {
         match io {
             IoRequest::Write {
@@ -1380,7 +1369,10 @@ impl ShardState {
                 namespace: Namespace::Hint,
                 ..
             }
-            | IoRequest::ListHints { .. } => self.sched.background,
+            | IoRequest::ListHints { .. } => {
+                self.sched.count(Job::HintReplay, 1);
+                self.sched.background
+            }
             _ => self.sched.foreground,
         }
     }
@@ -1847,21 +1839,6 @@ impl InboundHandler for ShardState {
     }
 }
 
-/// A replica-layer failure as a client error: code, message, acks.
-/// Whether a storage request is hint replay's own work that takes the
-/// background share's pace (design guide §8): a hint read, which starts a
-/// replay, or the listing of held hints. A delete of an acknowledged hint
-/// is not paced (it is counted in `io_queue`).
-fn paces_hint_replay(io: &IoRequest) -> bool {
-    matches!(
-        io,
-        IoRequest::Read {
-            namespace: Namespace::Hint,
-            ..
-        } | IoRequest::ListHints { .. }
-    )
-}
-
 /// `future` pinned in the box of `spare` when that holds a finished future
 /// of the same type (`ShardState::write_spare`), else in a new box.
 fn reboxed<F: std::future::Future + 'static>(
@@ -1888,6 +1865,7 @@ fn puts_in_place(primaries: &[ring::VnodeOwner], me: NodeId, quorum: QuorumConfi
         && quorum.dw <= 1
 }
 
+/// A replica-layer failure as a client error: code, message, acks.
 fn replica_error(e: ReplicaError, timed_out: bool) -> (ErrorCode, String, u32) {
     let message = e.to_string();
     let quorum_code = if timed_out {
