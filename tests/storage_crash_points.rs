@@ -120,16 +120,8 @@ fn run_workload(seed: u64, fail_sync_from: Option<u64>) -> Workload {
                 } as usize;
                 let tag = format!("w{write_no}:");
                 let payload: Vec<u8> = tag.bytes().cycle().take(len.max(tag.len())).collect();
-                let kind = if tombstone {
-                    RecordKind::Tombstone
-                } else {
-                    RecordKind::Value
-                };
-                let durability = if durable {
-                    Durability::Durable
-                } else {
-                    Durability::Buffered
-                };
+                let kind = RecordKind::of(tombstone);
+                let durability = Durability::of(durable);
                 history.key_of.push(key.clone());
                 history
                     .writes

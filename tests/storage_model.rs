@@ -141,21 +141,13 @@ fn run(ops: &[Op]) {
                 durable: d,
             } => {
                 let k = format!("k{key}").into_bytes();
-                let kind = if *tombstone {
-                    RecordKind::Tombstone
-                } else {
-                    RecordKind::Value
-                };
+                let kind = RecordKind::of(*tombstone);
                 let v: Vec<u8> = format!("s{step}.")
                     .bytes()
                     .cycle()
                     .take(*len as usize)
                     .collect();
-                let durability = if *d {
-                    Durability::Durable
-                } else {
-                    Durability::Buffered
-                };
+                let durability = Durability::of(*d);
                 block_on(store.put(
                     Namespace::Data,
                     *partition as u32,

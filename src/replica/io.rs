@@ -111,18 +111,15 @@ pub async fn perform_write<D: Disk>(
     all_tombstones: bool,
     durable: bool,
 ) -> Result<(), StorageError> {
-    let kind = if all_tombstones {
-        RecordKind::Tombstone
-    } else {
-        RecordKind::Value
-    };
     // A durable write joins the store's group commit.
-    let durability = if durable {
-        Durability::Durable
-    } else {
-        Durability::Buffered
-    };
     store
-        .put(namespace, partition, key, kind, payload, durability)
+        .put(
+            namespace,
+            partition,
+            key,
+            RecordKind::of(all_tombstones),
+            payload,
+            Durability::of(durable),
+        )
         .await
 }

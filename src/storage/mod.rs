@@ -81,6 +81,17 @@ pub enum RecordKind {
     Tombstone,
 }
 
+impl RecordKind {
+    /// `Tombstone` for a set whose values are all deletes, else `Value`.
+    pub fn of(all_tombstones: bool) -> Self {
+        if all_tombstones {
+            RecordKind::Tombstone
+        } else {
+            RecordKind::Value
+        }
+    }
+}
+
 /// How long a write waits before it is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -88,6 +99,17 @@ pub enum Durability {
     Buffered,
     /// Acknowledged after an `fdatasync` covering it (group commit).
     Durable,
+}
+
+impl Durability {
+    /// `Durable` when the write must be synced before it is acknowledged.
+    pub fn of(durable: bool) -> Self {
+        if durable {
+            Durability::Durable
+        } else {
+            Durability::Buffered
+        }
+    }
 }
 
 /// Bounds and tuning of one store.
