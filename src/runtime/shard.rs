@@ -1478,7 +1478,13 @@ impl ShardState {
                 .poll_timeout()
                 .is_some_and(|t| t <= now);
             if due {
-                self.replica.borrow_mut().handle_timeout(now);
+                // Hint replay starts at the background share's pace
+                // (design guide §8), decided in the machine before any
+                // replay deadline is set.
+                let share = self.sched.rate_fraction();
+                let mut replica = self.replica.borrow_mut();
+                replica.set_background_share(share);
+                replica.handle_timeout(now);
             }
             self.pump();
         }
