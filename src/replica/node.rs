@@ -768,6 +768,22 @@ impl Replica {
         !self.unreachable.contains(&peer)
     }
 
+    /// Whether storage request `io` (just taken from `poll_io`) is hint
+    /// replay's own work: a replay's hint read, the listing of held hints,
+    /// or the read of an acknowledged hint before its delete. The runtime
+    /// runs that in the background queue; a fallback reading the hint it is
+    /// about to store for a waiting put is foreground work (design guide §8).
+    pub fn is_hint_replay_io(&self, io: IoId) -> bool {
+        match self.ios.get(&io) {
+            Some(IoPurpose::HintLoad { .. } | IoPurpose::ListHints) => true,
+            Some(IoPurpose::LocalOp(op)) => self
+                .local_ops
+                .get(op)
+                .is_some_and(|op| matches!(op.kind, LocalOpKind::DeleteHintIfUnchanged { .. })),
+            _ => false,
+        }
+    }
+
     /// Utilization-monitor input: the fraction (0 to 1) of its full rate
     /// that background work may use now (the runtime's background share,
     /// `UtilizationMonitor::rate_fraction`). Hint replay starts at most

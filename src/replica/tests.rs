@@ -1158,3 +1158,58 @@ fn a_replay_slowed_before_its_send_never_times_out_nor_blames_its_primary() {
     assert_eq!(h.replica.hint_count(), 0);
     assert!(h.peer_timeouts().is_empty());
 }
+
+#[test]
+fn only_hint_replay_reads_count_as_background_work() {
+    // The runtime runs hint replay's storage work in the background queue
+    // (design guide §8) and a fallback's store of a hint for a waiting put
+    // in the foreground: the machine tells them apart by request id.
+    let held_ids = |h: &Harness| -> Vec<IoId> {
+        h.held
+            .iter()
+            .map(|io| match io {
+                IoRequest::Read { io, .. } => *io,
+                other => panic!("held: {other:?}"),
+            })
+            .collect()
+    };
+    let mut h = Harness::new(D, QuorumConfig::default());
+    h.hold_hint_reads = true;
+    h.deliver(
+        A,
+        ReplicaMessage::PutReplica {
+            req: 1,
+            partition: 0,
+            key: Bytes::from_static(b"k"),
+            siblings: set_with(actor_id(A, 0, 1), &["x"]),
+            durable: false,
+            hint_for: Some(B),
+        },
+    );
+    let store_read = held_ids(&h);
+    assert_eq!(store_read.len(), 1);
+    assert!(!h.replica.is_hint_replay_io(store_read[0]), "a hint store");
+    h.release_hint_reads();
+    assert_eq!(h.replica.hint_count(), 1);
+
+    h.hold_hint_reads = true;
+    h.advance(50);
+    let replay_read = held_ids(&h);
+    assert_eq!(replay_read.len(), 1);
+    assert!(
+        h.replica.is_hint_replay_io(replay_read[0]),
+        "a replay's read"
+    );
+    h.release_hint_reads();
+    let replays = h.replays_to_b();
+    h.hold_hint_reads = true;
+    h.deliver(B, ReplicaMessage::HintAck { req: replays[0] });
+    let delete_read = held_ids(&h);
+    assert_eq!(delete_read.len(), 1);
+    assert!(
+        h.replica.is_hint_replay_io(delete_read[0]),
+        "a delete's read"
+    );
+    h.release_hint_reads();
+    assert_eq!(h.replica.hint_count(), 0);
+}

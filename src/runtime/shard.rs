@@ -1346,8 +1346,9 @@ impl ShardState {
     }
 
     /// The task queue a storage request runs in, counting hint traffic: hint
-    /// replay's reads, deletes and listing are background work (§8); writes
-    /// (including a fallback storing a hint for a waiting client) are not.
+    /// replay's reads, deletes and listing are background work (§8); a
+    /// fallback storing a hint for a waiting client (its read of the held
+    /// hint, then its write) is not.
     fn io_queue(&self, io: &IoRequest) -> glommio::TaskQueueHandle {
         match io {
             IoRequest::Write {
@@ -1366,12 +1367,17 @@ impl ShardState {
                 self.sched.background
             }
             IoRequest::Read {
+                io,
                 namespace: Namespace::Hint,
                 ..
             }
-            | IoRequest::ListHints { .. } => {
-                self.sched.count(Job::HintReplay, 1);
-                self.sched.background
+            | IoRequest::ListHints { io } => {
+                if self.replica.borrow().is_hint_replay_io(*io) {
+                    self.sched.count(Job::HintReplay, 1);
+                    self.sched.background
+                } else {
+                    self.sched.foreground
+                }
             }
             _ => self.sched.foreground,
         }
