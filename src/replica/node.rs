@@ -465,6 +465,9 @@ struct ReplayBudget {
     credit: f64,
     /// When credit was last added.
     refilled_ms: u64,
+    /// Replay ticks that left a ready hint waiting for credit (the share's
+    /// pace held replay back), for the scheduler's deferral count.
+    deferred: u64,
 }
 
 type HintIndexKey = (NodeId, u32, Bytes);
@@ -636,6 +639,7 @@ impl Replica {
                 // A restarted shard may start one full batch at once.
                 credit: replay_batch_max,
                 refilled_ms: now_ms,
+                deferred: 0,
             },
             transmits: VecDeque::new(),
             io_queue: VecDeque::new(),
@@ -796,6 +800,12 @@ impl Replica {
         } else {
             share.clamp(0.0, 1.0)
         };
+    }
+
+    /// Replay ticks so far at which a hint ready to replay waited for the
+    /// budget (the background share's pace), not for the in-flight bound.
+    pub fn hint_replays_deferred(&self) -> u64 {
+        self.replay_budget.deferred
     }
 
     /// Replay starts the budget allows at `now_ms`: credit earned since the
@@ -1643,20 +1653,23 @@ impl Replica {
             .filter(|state| **state != HintState::Idle)
             .count();
         let credit = self.replay_credit(now_ms);
-        let budget = self
-            .config
-            .hint_replay_batch_max
-            .saturating_sub(in_flight)
-            .min(credit as usize);
-        let ready: Vec<HintIndexKey> = self
+        let room = self.config.hint_replay_batch_max.saturating_sub(in_flight);
+        let budget = room.min(credit as usize);
+        let mut ready: Vec<HintIndexKey> = self
             .hints
             .iter()
             .filter(|((primary, _, _), state)| {
                 **state == HintState::Idle && self.is_reachable(*primary)
             })
             .map(|(key, _)| key.clone())
-            .take(budget)
+            .take(budget + 1)
             .collect();
+        if ready.len() > budget {
+            ready.truncate(budget);
+            if budget < room {
+                self.replay_budget.deferred += 1;
+            }
+        }
         self.replay_budget.credit -= ready.len() as f64;
         for (primary, partition, key) in ready {
             let io = self.fresh_id();

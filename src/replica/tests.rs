@@ -1077,6 +1077,10 @@ fn hint_replay_starts_at_the_background_share_and_never_below_one_per_interval()
             100 - 4 - expected,
             "acked hints deleted"
         );
+        // Under full share only the in-flight bound limits; under less,
+        // every tick after the bank held ready hints back.
+        let deferred = if share == 1.0 { 0 } else { 10 };
+        assert_eq!(h.replica.hint_replays_deferred(), deferred, "share {share}");
         assert!(
             h.peer_timeouts().is_empty(),
             "share {share}: a primary blamed"

@@ -179,6 +179,13 @@ impl Scheduler {
         self.done[j].set(self.done[j].get() + units);
     }
 
+    /// Counts deferrals decided elsewhere (hint replay ticks at which the
+    /// replica machine held replays back for the share's pace).
+    pub(crate) fn count_deferred(&self, job: Job, times: u64) {
+        let j = job as usize;
+        self.deferred[j].set(self.deferred[j].get() + times);
+    }
+
     /// The fraction of its full rate limit background work may use now
     /// (the share over `background_shares_max`), as `pace` scales by.
     pub(crate) fn rate_fraction(&self) -> f64 {

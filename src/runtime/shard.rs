@@ -1490,7 +1490,10 @@ impl ShardState {
                 let share = self.sched.rate_fraction();
                 let mut replica = self.replica.borrow_mut();
                 replica.set_background_share(share);
+                let deferred = replica.hint_replays_deferred();
                 replica.handle_timeout(now);
+                self.sched
+                    .count_deferred(Job::HintReplay, replica.hint_replays_deferred() - deferred);
             }
             self.pump();
         }
