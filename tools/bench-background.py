@@ -187,8 +187,12 @@ def repeat(r):
         nodes[2].start()
         converge(nodes)
         held0 = total(nodes, "dynakv_hints_held")
+        stored0 = total(nodes, "dynakv_hints_stored_total")
         row["hints"] = open_loop(nodes, f"hints-r{r}", rate)
         row["hints_before"], row["hints_after"] = held0, total(nodes, "dynakv_hints_held")
+        # Puts hinted during the window: node 3 looked down (or a put target
+        # timed out) while it was up; 0 when replay never blamed it.
+        row["hints_stored"] = total(nodes, "dynakv_hints_stored_total") - stored0
         row["hints_finish_s"] = wait_for("hint replay", lambda: total(nodes, "dynakv_hints_held") == 0)
         # Anti-entropy over a wiped replica: node 3 loses its shard
         # directory and comes back empty; the other primaries refill it.
@@ -246,7 +250,7 @@ def main():
         if kind == "compact":
             work = "; ".join(f"{r['compact_bytes'] / 1e6:.1f} MB compacted in window, dead {r['dead_before_mb']:.0f} -> {r['dead_after_mb']:.0f} MB, idle {r['compact_finish_s'] if r['compact_finish_s'] is None else round(r['compact_finish_s'], 1)} s after" for r in rows)
         elif kind == "hints":
-            work = "; ".join(f"{r['hints_before']:.0f} -> {r['hints_after']:.0f} hints, none left after {r['hints_finish_s'] if r['hints_finish_s'] is None else round(r['hints_finish_s'], 1)} s" for r in rows)
+            work = "; ".join(f"{r['hints_before']:.0f} -> {r['hints_after']:.0f} hints ({r.get('hints_stored', 0):.0f} stored in the window), none left after {r['hints_finish_s'] if r['hints_finish_s'] is None else round(r['hints_finish_s'], 1)} s" for r in rows)
         elif kind == "aae":
             work = "; ".join(f"node 3 keys {r['aae_keys_before']:.0f} before wipe, {r['aae_keys_at_start']:.0f} at start, {r['aae_keys_after_window']:.0f} after window, {r['aae_keys_final']:.0f} when all in sync ({r['aae_finish_s'] if r['aae_finish_s'] is None else round(r['aae_finish_s'], 1)} s after); {r['aae_sent']:.0f} sets / {r['aae_bytes'] / 1e6:.1f} MB sent" for r in rows if 'aae' in r)
         else:

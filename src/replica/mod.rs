@@ -8,8 +8,9 @@
 //! unreachable primaries and hand them back when the primaries return.
 //!
 //! Shape (sans-IO, as quinn-proto): inputs are `start_put`, `start_get`,
-//! `handle_message`, `handle_io_done`, `handle_timeout` and
-//! `set_reachable`, all given the current time `now_ms`; outputs are drained
+//! `handle_message`, `handle_io_done`, `handle_timeout` (given the current
+//! time `now_ms`), `set_reachable` and `set_background_share` (the
+//! utilization monitor's pace for hint replay); outputs are drained
 //! with `poll_transmit`, `poll_io`, `poll_reply`, `poll_peer_timeout`, and the
 //! next deadline is `poll_timeout`. The machine owns no socket, file, clock or
 //! random source; the runtime and the simulator in `tests/sim/` drive the same
@@ -27,6 +28,9 @@
 //!   (durably when DW >= 1) and the set it sends is the result of that write;
 //! * a hint is written durably and deleted only after its primary
 //!   acknowledged a durable merge of exactly the set that is deleted;
+//! * hint replays start at the background share's pace, never fewer than
+//!   one per interval, and a replay's deadline runs from its send only, so
+//!   this node's own waits never report a primary to the failure detector;
 //! * every queue and table has a `*_MAX` bound; over it, the request gets a
 //!   clear `ReplicaError::Overloaded`.
 //!

@@ -104,7 +104,10 @@ pub struct ReplicaConfig {
     pub replica_timeout_ms: u64,
     /// Hint replay runs at most once per interval...
     pub hint_replay_interval_ms: u64,
-    /// ...with at most this many hints in flight (rate limit, §6.5).
+    /// ...with at most this many hints in flight, and at most this many
+    /// started per interval at full background share (rate limit, §6.5;
+    /// `set_background_share` scales the starts down, to a floor of one
+    /// per interval).
     pub hint_replay_batch_max: usize,
 }
 
@@ -432,10 +435,39 @@ enum Pending {
     },
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-struct HintState {
-    /// Deadline of the replay in flight, if any.
-    replay_deadline_ms: Option<u64>,
+/// Where the replay of one held hint stands. Only `Sent` has a deadline:
+/// the time a hint waits for its budget, its storage read or the delete
+/// after the ack is this shard's own doing, and must never time the replay
+/// out or report a healthy primary to the failure detector.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum HintState {
+    /// Not being replayed; started when the replay budget allows.
+    #[default]
+    Idle,
+    /// The hint's read from storage is in progress.
+    Loading,
+    /// `HintReplay` request `req` was sent; the primary must acknowledge it
+    /// by `deadline_ms`, counted from the send.
+    Sent { req: RequestId, deadline_ms: u64 },
+    /// The primary acknowledged; the local delete is in progress.
+    Deleting,
+}
+
+/// Hint replay's start budget: replays may start at `hint_replay_batch_max`
+/// per `hint_replay_interval_ms` times the background share, never below
+/// one per interval, so replay always drains however busy the foreground
+/// is (design guide §8, Dynamo §6.5).
+#[derive(Clone, Copy, Debug)]
+struct ReplayBudget {
+    /// The background share, 0..=1, as last set by the driver.
+    share: f64,
+    /// Replays that may start now (fractional credit accumulates).
+    credit: f64,
+    /// When credit was last added.
+    refilled_ms: u64,
+    /// Replay ticks that left a ready hint waiting for credit (the share's
+    /// pace held replay back), for the scheduler's deferral count.
+    deferred: u64,
 }
 
 type HintIndexKey = (NodeId, u32, Bytes);
@@ -568,6 +600,7 @@ pub struct Replica {
     /// Hints this shard holds, by (primary, partition, key).
     hints: BTreeMap<HintIndexKey, HintState>,
     next_replay_ms: u64,
+    replay_budget: ReplayBudget,
     transmits: VecDeque<Transmit>,
     io_queue: VecDeque<IoRequest>,
     replies: VecDeque<ClientReply>,
@@ -585,6 +618,7 @@ impl Replica {
         // the actor), so a late answer to a request of a previous life can
         // never be mistaken for an answer to a new request.
         let incarnation = (actor >> 16) & 0xffff;
+        let replay_batch_max = config.hint_replay_batch_max as f64;
         let mut replica = Replica {
             me,
             actor,
@@ -600,6 +634,13 @@ impl Replica {
             timers: TimerQueue::default(),
             hints: BTreeMap::new(),
             next_replay_ms: now_ms,
+            replay_budget: ReplayBudget {
+                share: 1.0,
+                // A restarted shard may start one full batch at once.
+                credit: replay_batch_max,
+                refilled_ms: now_ms,
+                deferred: 0,
+            },
             transmits: VecDeque::new(),
             io_queue: VecDeque::new(),
             replies: VecDeque::new(),
@@ -729,6 +770,56 @@ impl Replica {
 
     fn is_reachable(&self, peer: NodeId) -> bool {
         !self.unreachable.contains(&peer)
+    }
+
+    /// Whether storage request `io` (just taken from `poll_io`) is hint
+    /// replay's own work: a replay's hint read, the listing of held hints,
+    /// or the read of an acknowledged hint before its delete. The runtime
+    /// runs that in the background queue; a fallback reading the hint it is
+    /// about to store for a waiting put is foreground work (design guide §8).
+    pub fn is_hint_replay_io(&self, io: IoId) -> bool {
+        match self.ios.get(&io) {
+            Some(IoPurpose::HintLoad { .. } | IoPurpose::ListHints) => true,
+            Some(IoPurpose::LocalOp(op)) => self
+                .local_ops
+                .get(op)
+                .is_some_and(|op| matches!(op.kind, LocalOpKind::DeleteHintIfUnchanged { .. })),
+            _ => false,
+        }
+    }
+
+    /// Utilization-monitor input: the fraction (0 to 1) of its full rate
+    /// that background work may use now (the runtime's background share,
+    /// `UtilizationMonitor::rate_fraction`). Hint replay starts at most
+    /// `hint_replay_batch_max` replays per interval times this, and never
+    /// fewer than one per interval. A value outside 0..=1 (or NaN) is
+    /// clamped; the default is 1.
+    pub fn set_background_share(&mut self, share: f64) {
+        self.replay_budget.share = if share.is_nan() {
+            1.0
+        } else {
+            share.clamp(0.0, 1.0)
+        };
+    }
+
+    /// Replay ticks so far at which a hint ready to replay waited for the
+    /// budget (the background share's pace), not for the in-flight bound.
+    pub fn hint_replays_deferred(&self) -> u64 {
+        self.replay_budget.deferred
+    }
+
+    /// Replay starts the budget allows at `now_ms`: credit earned since the
+    /// last refill at the current share, never less than one start per
+    /// `hint_replay_interval_ms`, and never more than a batch banked.
+    fn replay_credit(&mut self, now_ms: u64) -> f64 {
+        let batch_max = self.config.hint_replay_batch_max as f64;
+        let budget = &mut self.replay_budget;
+        let elapsed_ms = now_ms.saturating_sub(budget.refilled_ms) as f64;
+        let per_interval = (batch_max * budget.share).max(1.0);
+        let earned = per_interval * elapsed_ms / self.config.hint_replay_interval_ms as f64;
+        budget.credit = (budget.credit + earned).min(batch_max);
+        budget.refilled_ms = budget.refilled_ms.max(now_ms);
+        budget.credit
     }
 
     fn fresh_id(&mut self) -> u64 {
@@ -1420,6 +1511,11 @@ impl Replica {
                     return;
                 }
                 self.pending.remove(&req);
+                // Acknowledged: no deadline while the delete runs, so a slow
+                // delete never reports the primary that answered.
+                if let Some(state) = self.hints.get_mut(&(primary, partition, key.clone())) {
+                    *state = HintState::Deleting;
+                }
                 self.enqueue_local(
                     Namespace::Hint,
                     partition,
@@ -1457,19 +1553,24 @@ impl Replica {
 
         if now_ms >= self.next_replay_ms {
             self.next_replay_ms = now_ms + self.config.hint_replay_interval_ms;
-            // Replays that were not acknowledged in time are retried; their
-            // primaries are reported to the failure detector.
+            // Replays sent and not acknowledged in time are retried; their
+            // primaries are reported to the failure detector. A replay still
+            // loading or deleting has no deadline: that wait is ours.
             let mut timed_out = Vec::new();
             for ((primary, _, _), state) in self.hints.iter_mut() {
-                if state
-                    .replay_deadline_ms
-                    .is_some_and(|deadline| deadline <= now_ms)
-                {
-                    state.replay_deadline_ms = None;
-                    timed_out.push(*primary);
+                if let HintState::Sent { req, deadline_ms } = *state {
+                    if deadline_ms <= now_ms {
+                        *state = HintState::Idle;
+                        timed_out.push((*primary, req));
+                    }
                 }
             }
-            self.peer_timeouts.extend(timed_out);
+            for (primary, req) in timed_out {
+                // A late ack finds nothing and is ignored; the retry sends
+                // the hint again under a new request id.
+                self.pending.remove(&req);
+                self.peer_timeouts.push_back(primary);
+            }
             self.start_hint_replays(now_ms);
         }
     }
@@ -1540,32 +1641,42 @@ impl Replica {
         self.get_check(op_id, true);
     }
 
-    /// Hands hints back to reachable primaries, at most
-    /// `hint_replay_batch_max` in flight (§4.6, rate-limited as §6.5 asks
-    /// of background work).
+    /// Hands hints back to reachable primaries (§4.6): at most
+    /// `hint_replay_batch_max` in flight, started as the replay budget
+    /// allows (`replay_credit`: the background share's pace, §6.5 and
+    /// design guide §8). Each start is one hint read from storage; the
+    /// replay's deadline is set only when its `HintReplay` is sent.
     fn start_hint_replays(&mut self, now_ms: u64) {
         let in_flight = self
             .hints
             .values()
-            .filter(|state| state.replay_deadline_ms.is_some())
+            .filter(|state| **state != HintState::Idle)
             .count();
-        let budget = self.config.hint_replay_batch_max.saturating_sub(in_flight);
-        let ready: Vec<HintIndexKey> = self
+        let credit = self.replay_credit(now_ms);
+        let room = self.config.hint_replay_batch_max.saturating_sub(in_flight);
+        let budget = room.min(credit as usize);
+        let mut ready: Vec<HintIndexKey> = self
             .hints
             .iter()
             .filter(|((primary, _, _), state)| {
-                state.replay_deadline_ms.is_none() && self.is_reachable(*primary)
+                **state == HintState::Idle && self.is_reachable(*primary)
             })
             .map(|(key, _)| key.clone())
-            .take(budget)
+            .take(budget + 1)
             .collect();
+        if ready.len() > budget {
+            ready.truncate(budget);
+            if budget < room {
+                self.replay_budget.deferred += 1;
+            }
+        }
+        self.replay_budget.credit -= ready.len() as f64;
         for (primary, partition, key) in ready {
             let io = self.fresh_id();
-            let deadline_ms = now_ms + self.config.replica_timeout_ms;
-            self.hints
+            *self
+                .hints
                 .get_mut(&(primary, partition, key.clone()))
-                .expect("hint indexed")
-                .replay_deadline_ms = Some(deadline_ms);
+                .expect("hint indexed") = HintState::Loading;
             self.io_queue.push_back(IoRequest::Read {
                 io,
                 namespace: Namespace::Hint,
@@ -1686,7 +1797,7 @@ impl Replica {
                     // keep it and replay again.
                     _ => {
                         if let Some(state) = self.hints.get_mut(&index_key) {
-                            state.replay_deadline_ms = None;
+                            *state = HintState::Idle;
                         }
                     }
                 }
@@ -1740,13 +1851,22 @@ impl Replica {
                     }
                     _ => None,
                 };
-                let Some(siblings) = siblings else {
+                // Unreadable, or the primary went away while the hint was
+                // read: back to idle, with no one to blame.
+                let Some(siblings) = siblings.filter(|_| self.is_reachable(primary)) else {
                     if let Some(state) = self.hints.get_mut(&index_key) {
-                        state.replay_deadline_ms = None;
+                        *state = HintState::Idle;
                     }
                     return;
                 };
                 let req = self.fresh_id();
+                // The deadline counts from the send: how long the read
+                // took is this shard's business, not the primary's.
+                let deadline_ms = now_ms + self.config.replica_timeout_ms;
+                let Some(state) = self.hints.get_mut(&index_key) else {
+                    return; // forgotten meanwhile: nothing to replay
+                };
+                *state = HintState::Sent { req, deadline_ms };
                 self.pending.insert(
                     req,
                     Pending::Replay {

@@ -24,6 +24,11 @@ struct Harness {
     now_ms: u64,
     sent: Vec<Transmit>,
     replies: Vec<ClientReply>,
+    /// When set, reads of the hint namespace are held here instead of
+    /// answered (a slow disk, or a driver that delays them) until
+    /// `release_hint_reads`.
+    hold_hint_reads: bool,
+    held: Vec<IoRequest>,
 }
 
 impl Harness {
@@ -41,6 +46,8 @@ impl Harness {
             now_ms: 0,
             sent: Vec::new(),
             replies: Vec::new(),
+            hold_hint_reads: false,
+            held: Vec::new(),
         };
         harness.pump();
         harness
@@ -49,45 +56,76 @@ impl Harness {
     /// Runs storage I/O to completion and collects the outputs.
     fn pump(&mut self) {
         while let Some(io) = self.replica.poll_io() {
-            let (id, result) = match io {
-                IoRequest::Read {
+            if self.hold_hint_reads
+                && matches!(
                     io,
-                    namespace,
-                    partition,
-                    key,
-                } => {
-                    let value = self
-                        .store
-                        .get(&(namespace, partition, key))
-                        .map(|(bytes, _)| bytes.clone());
-                    (io, IoResult::Read(value))
-                }
-                IoRequest::Write {
-                    io,
-                    namespace,
-                    partition,
-                    key,
-                    payload,
-                    durable,
-                    ..
-                } => {
-                    self.store
-                        .insert((namespace, partition, key), (payload, durable));
-                    (io, IoResult::Done)
-                }
-                IoRequest::Delete {
-                    io,
-                    namespace,
-                    partition,
-                    key,
-                } => {
-                    self.store.remove(&(namespace, partition, key));
-                    (io, IoResult::Done)
-                }
-                IoRequest::ListHints { io } => (io, IoResult::HintKeys(Vec::new())),
-            };
-            self.replica.handle_io_done(self.now_ms, id, result);
+                    IoRequest::Read {
+                        namespace: Namespace::Hint,
+                        ..
+                    }
+                )
+            {
+                self.held.push(io);
+                continue;
+            }
+            self.perform(io);
         }
+        self.collect();
+    }
+
+    /// Answers the held hint reads (and whatever I/O they lead to).
+    fn release_hint_reads(&mut self) {
+        self.hold_hint_reads = false;
+        for io in std::mem::take(&mut self.held) {
+            self.perform(io);
+        }
+        self.pump();
+    }
+
+    /// Performs one storage request on the map and hands back its result.
+    fn perform(&mut self, io: IoRequest) {
+        let (id, result) = match io {
+            IoRequest::Read {
+                io,
+                namespace,
+                partition,
+                key,
+            } => {
+                let value = self
+                    .store
+                    .get(&(namespace, partition, key))
+                    .map(|(bytes, _)| bytes.clone());
+                (io, IoResult::Read(value))
+            }
+            IoRequest::Write {
+                io,
+                namespace,
+                partition,
+                key,
+                payload,
+                durable,
+                ..
+            } => {
+                self.store
+                    .insert((namespace, partition, key), (payload, durable));
+                (io, IoResult::Done)
+            }
+            IoRequest::Delete {
+                io,
+                namespace,
+                partition,
+                key,
+            } => {
+                self.store.remove(&(namespace, partition, key));
+                (io, IoResult::Done)
+            }
+            IoRequest::ListHints { io } => (io, IoResult::HintKeys(Vec::new())),
+        };
+        self.replica.handle_io_done(self.now_ms, id, result);
+    }
+
+    /// Drains the machine's messages and replies.
+    fn collect(&mut self) {
         while let Some(transmit) = self.replica.poll_transmit() {
             // Every message survives its own codec.
             let mut bytes = Vec::new();
@@ -959,4 +997,223 @@ fn a_key_locked_outside_the_machine_queues_machine_work_until_unlocked() {
         .lock_key(Namespace::Data, key)
         .expect("free again");
     h.replica.unlock_key(lock);
+}
+
+impl Harness {
+    /// Makes this node (a fallback) hold `count` hints for primary `B`,
+    /// keys `h0`, `h1`, ..., and forgets the acks it sent.
+    fn hold_hints_for_b(&mut self, count: usize) {
+        for i in 0..count {
+            self.deliver(
+                A,
+                ReplicaMessage::PutReplica {
+                    req: 1_000 + i as u64,
+                    partition: 0,
+                    key: Bytes::from(format!("h{i}")),
+                    siblings: set_with(actor_id(A, 0, 1), &["x"]),
+                    durable: false,
+                    hint_for: Some(B),
+                },
+            );
+        }
+        assert_eq!(self.take_sent_to(A).len(), count, "every hint stored");
+        assert_eq!(self.replica.hint_count(), count);
+    }
+
+    /// The replays sent to `B` so far (removed from `sent`), by request id.
+    fn replays_to_b(&mut self) -> Vec<RequestId> {
+        self.take_sent_to(B)
+            .iter()
+            .map(|message| match message {
+                ReplicaMessage::HintReplay { req, .. } => *req,
+                other => panic!("not a replay: {other:?}"),
+            })
+            .collect()
+    }
+
+    /// Peers reported to the failure detector so far.
+    fn peer_timeouts(&mut self) -> Vec<NodeId> {
+        std::iter::from_fn(|| self.replica.poll_peer_timeout()).collect()
+    }
+}
+
+#[test]
+fn hint_replay_starts_at_the_background_share_and_never_below_one_per_interval() {
+    // Design guide §8 (Dynamo §6.5): background work takes the share's pace.
+    // The harness allows 4 replays per 50 ms interval at full share; the
+    // primary acknowledges each replay at once, so only the budget limits.
+    // Table: (share, replays started in 10 intervals once the banked batch
+    // is spent): full, half, a quarter, and two shares under the floor of
+    // one replay per interval.
+    for (share, expected) in [(1.0, 40), (0.5, 20), (0.25, 10), (0.125, 10), (0.0, 10)] {
+        let mut h = Harness::new(D, QuorumConfig::default());
+        h.hold_hints_for_b(100);
+        h.replica.set_background_share(share);
+        let mut per_interval = Vec::new();
+        for interval in 0..11 {
+            h.advance(50);
+            let replays = h.replays_to_b();
+            for req in &replays {
+                h.deliver(B, ReplicaMessage::HintAck { req: *req });
+            }
+            if interval == 0 {
+                // A fresh machine banks one batch.
+                assert_eq!(replays.len(), 4, "share {share}: the banked batch");
+            } else {
+                per_interval.push(replays.len());
+            }
+        }
+        assert_eq!(
+            per_interval.iter().sum::<usize>(),
+            expected,
+            "share {share}: {per_interval:?}"
+        );
+        assert!(
+            per_interval.iter().all(|&n| n >= 1),
+            "share {share}: an interval without a replay: {per_interval:?}"
+        );
+        assert_eq!(
+            h.replica.hint_count(),
+            100 - 4 - expected,
+            "acked hints deleted"
+        );
+        // Under full share only the in-flight bound limits; under less,
+        // every tick after the bank held ready hints back.
+        let deferred = if share == 1.0 { 0 } else { 10 };
+        assert_eq!(h.replica.hint_replays_deferred(), deferred, "share {share}");
+        assert!(
+            h.peer_timeouts().is_empty(),
+            "share {share}: a primary blamed"
+        );
+    }
+}
+
+#[test]
+fn a_replay_slowed_before_its_send_never_times_out_nor_blames_its_primary() {
+    // The replay deadline counts from the send of `HintReplay`: a hint read
+    // that waits five replica timeouts (a paced or slow disk), or a delete
+    // that waits as long after the ack, is this node's own delay and must
+    // not report a primary that answers in time (§4.6 with §6.5 pacing).
+    let mut h = Harness::new(D, QuorumConfig::default());
+    h.hold_hints_for_b(2);
+    h.hold_hint_reads = true;
+    h.advance(50);
+    assert_eq!(h.held.len(), 2, "both replays started with their reads");
+    for _ in 0..10 {
+        h.advance(50);
+    }
+    assert!(h.replays_to_b().is_empty(), "nothing sent before the read");
+    assert_eq!(h.held.len(), 2, "a replay being read is not restarted");
+    assert!(
+        h.peer_timeouts().is_empty(),
+        "the primary was blamed for our read"
+    );
+
+    h.release_hint_reads();
+    let replays = h.replays_to_b();
+    assert_eq!(replays.len(), 2);
+    // Answered within the replica timeout (100 ms) of the send.
+    h.advance(50);
+    assert!(h.peer_timeouts().is_empty());
+    // The deletes after the acks are slow too.
+    h.hold_hint_reads = true;
+    for req in replays {
+        h.deliver(B, ReplicaMessage::HintAck { req });
+    }
+    for _ in 0..10 {
+        h.advance(50);
+    }
+    assert!(h.peer_timeouts().is_empty(), "blamed during our delete");
+    assert!(
+        h.replays_to_b().is_empty(),
+        "an acknowledged hint replayed again"
+    );
+    h.release_hint_reads();
+    assert_eq!(
+        h.replica.hint_count(),
+        0,
+        "both hints deleted after their acks"
+    );
+
+    // A primary that does not answer a sent replay is still reported, once
+    // per replay, and a late ack of the timed-out request is ignored.
+    h.hold_hints_for_b(1);
+    h.advance(50);
+    let replays = h.replays_to_b();
+    assert_eq!(replays.len(), 1);
+    h.advance(50);
+    assert!(
+        h.peer_timeouts().is_empty(),
+        "50 ms after the send: in time"
+    );
+    h.advance(50);
+    assert_eq!(
+        h.peer_timeouts(),
+        vec![B],
+        "100 ms after the send: timed out"
+    );
+    h.deliver(B, ReplicaMessage::HintAck { req: replays[0] });
+    assert_eq!(h.replica.hint_count(), 1, "a late ack deletes nothing");
+    h.advance(50);
+    let retry = h.replays_to_b();
+    assert_eq!(retry.len(), 1, "replayed again");
+    assert_ne!(retry[0], replays[0], "under a new request id");
+    h.deliver(B, ReplicaMessage::HintAck { req: retry[0] });
+    assert_eq!(h.replica.hint_count(), 0);
+    assert!(h.peer_timeouts().is_empty());
+}
+
+#[test]
+fn only_hint_replay_reads_count_as_background_work() {
+    // The runtime runs hint replay's storage work in the background queue
+    // (design guide §8) and a fallback's store of a hint for a waiting put
+    // in the foreground: the machine tells them apart by request id.
+    let held_ids = |h: &Harness| -> Vec<IoId> {
+        h.held
+            .iter()
+            .map(|io| match io {
+                IoRequest::Read { io, .. } => *io,
+                other => panic!("held: {other:?}"),
+            })
+            .collect()
+    };
+    let mut h = Harness::new(D, QuorumConfig::default());
+    h.hold_hint_reads = true;
+    h.deliver(
+        A,
+        ReplicaMessage::PutReplica {
+            req: 1,
+            partition: 0,
+            key: Bytes::from_static(b"k"),
+            siblings: set_with(actor_id(A, 0, 1), &["x"]),
+            durable: false,
+            hint_for: Some(B),
+        },
+    );
+    let store_read = held_ids(&h);
+    assert_eq!(store_read.len(), 1);
+    assert!(!h.replica.is_hint_replay_io(store_read[0]), "a hint store");
+    h.release_hint_reads();
+    assert_eq!(h.replica.hint_count(), 1);
+
+    h.hold_hint_reads = true;
+    h.advance(50);
+    let replay_read = held_ids(&h);
+    assert_eq!(replay_read.len(), 1);
+    assert!(
+        h.replica.is_hint_replay_io(replay_read[0]),
+        "a replay's read"
+    );
+    h.release_hint_reads();
+    let replays = h.replays_to_b();
+    h.hold_hint_reads = true;
+    h.deliver(B, ReplicaMessage::HintAck { req: replays[0] });
+    let delete_read = held_ids(&h);
+    assert_eq!(delete_read.len(), 1);
+    assert!(
+        h.replica.is_hint_replay_io(delete_read[0]),
+        "a delete's read"
+    );
+    h.release_hint_reads();
+    assert_eq!(h.replica.hint_count(), 0);
 }

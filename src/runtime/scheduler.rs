@@ -9,7 +9,10 @@
 //! the foreground's measured p99 latency and the executor's busy time.
 //! Background jobs also pace themselves with [`Scheduler::pace`]: a rate
 //! limit per job, scaled by the same monitor, so a job that does I/O rather
-//! than CPU work backs off too. A job that has to wait counts a deferral;
+//! than CPU work backs off too. Hint replay takes the same scaled rate in
+//! the replica machine, which is told the share and starts replays by it
+//! (`Replica::set_background_share`), so no replay deadline runs while a
+//! replay waits for its turn. A job that has to wait counts a deferral;
 //! what it finished counts as work done. Both appear in `admin status` and
 //! in the metrics.
 //!
@@ -167,11 +170,26 @@ impl Scheduler {
         }
     }
 
-    /// Counts work that paces itself elsewhere (hint replay is rate-limited
-    /// by the replica machine).
+    /// Counts work that paces itself elsewhere: hint replay is paced by the
+    /// replica machine, which starts replays at the share's rate
+    /// ([`Scheduler::rate_fraction`], fed to it by the shard's replica loop)
+    /// before any replay deadline is set.
     pub(crate) fn count(&self, job: Job, units: u64) {
         let j = job as usize;
         self.done[j].set(self.done[j].get() + units);
+    }
+
+    /// Counts deferrals decided elsewhere (hint replay ticks at which the
+    /// replica machine held replays back for the share's pace).
+    pub(crate) fn count_deferred(&self, job: Job, times: u64) {
+        let j = job as usize;
+        self.deferred[j].set(self.deferred[j].get() + times);
+    }
+
+    /// The fraction of its full rate limit background work may use now
+    /// (the share over `background_shares_max`), as `pace` scales by.
+    pub(crate) fn rate_fraction(&self) -> f64 {
+        self.monitor.borrow().rate_fraction()
     }
 
     /// The utilization monitor: every period, measures the executor's busy

@@ -1346,8 +1346,9 @@ impl ShardState {
     }
 
     /// The task queue a storage request runs in, counting hint traffic: hint
-    /// replay's reads, deletes and listing are background work (§8); writes
-    /// (including a fallback storing a hint for a waiting client) are not.
+    /// replay's reads, deletes and listing are background work (§8); a
+    /// fallback storing a hint for a waiting client (its read of the held
+    /// hint, then its write) is not.
     fn io_queue(&self, io: &IoRequest) -> glommio::TaskQueueHandle {
         match io {
             IoRequest::Write {
@@ -1366,12 +1367,17 @@ impl ShardState {
                 self.sched.background
             }
             IoRequest::Read {
+                io,
                 namespace: Namespace::Hint,
                 ..
             }
-            | IoRequest::ListHints { .. } => {
-                self.sched.count(Job::HintReplay, 1);
-                self.sched.background
+            | IoRequest::ListHints { io } => {
+                if self.replica.borrow().is_hint_replay_io(*io) {
+                    self.sched.count(Job::HintReplay, 1);
+                    self.sched.background
+                } else {
+                    self.sched.foreground
+                }
             }
             _ => self.sched.foreground,
         }
@@ -1478,7 +1484,16 @@ impl ShardState {
                 .poll_timeout()
                 .is_some_and(|t| t <= now);
             if due {
-                self.replica.borrow_mut().handle_timeout(now);
+                // Hint replay starts at the background share's pace
+                // (design guide §8), decided in the machine before any
+                // replay deadline is set.
+                let share = self.sched.rate_fraction();
+                let mut replica = self.replica.borrow_mut();
+                replica.set_background_share(share);
+                let deferred = replica.hint_replays_deferred();
+                replica.handle_timeout(now);
+                self.sched
+                    .count_deferred(Job::HintReplay, replica.hint_replays_deferred() - deferred);
             }
             self.pump();
         }

@@ -913,6 +913,12 @@ impl Sim {
                 let node = &mut self.nodes[index];
                 let local = node.local_ms(self.now_ms);
                 if let Some((replica, membership)) = node.machines.as_mut() {
+                    // The background share swings between the monitor's
+                    // extremes, as under a busy foreground: hint replay
+                    // must still drain at its floor (check 4). Taken from
+                    // bits of the wake's draw, so seeds keep their
+                    // sequence of random numbers.
+                    replica.set_background_share((random >> 54) as f64 / 1023.0);
                     replica.handle_timeout(local);
                     membership.handle_timeout(local, random);
                     if let Some(aae) = &node.aae {
