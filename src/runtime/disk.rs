@@ -5,9 +5,10 @@
 //! open, at segment rotation and after compaction (rare, metadata only), and glommio 0.9
 //! has no async equivalent by path. Directory fsync uses glommio's `Directory::sync`.
 //!
-//! Reads: on the development VM (kernel 6.18, virtio disk) every `DmaFile` read fails
-//! with `EOPNOTSUPP` while direct writes and `fdatasync` work. The first read that fails
-//! so switches the disk to reading through a glommio `BufferedFile` on the same path
+//! Reads: on the development VM (kernel 6.18, virtio disk) every `DmaFile` read failed
+//! with `EOPNOTSUPP` while the reads went through glommio's IOPOLL ring (see "Rings"
+//! below); on the main ring they work. Where direct reads fail, the first read that
+//! fails so switches the disk to reading through a glommio `BufferedFile` on the same path
 //! (still io_uring, through the page cache; Linux invalidates cached pages on direct
 //! writes, so the two views stay coherent). `GlommioDisk::dma_reads_supported` tells.
 //!
@@ -19,7 +20,7 @@
 //! loop, re-arming its preemption timers each time, and a completion waits for a
 //! polling pass that finds it. Measured on the development VM (BENCHMARKS.md §1): flush
 //! writes of a durable round took 3.6 ms at p50 on the poll ring and 0.1 ms on the main
-//! ring, and ingest used 1.5x the CPU per MiB. So unless the device says it has poll
+//! ring, and ingest used 1.6 to 3.6 times the CPU per MiB. So unless the device says it has poll
 //! queues, `GlommioDisk` keeps disk I/O off the poll ring (`avoid_poll_ring`).
 
 use std::cell::{Cell, RefCell};
