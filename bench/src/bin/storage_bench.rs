@@ -12,6 +12,13 @@
 //! Usage: `storage_bench [--dir DIR] [--runs N] [--keys N]`; `STORAGE_BENCH_ONLY=ingest`
 //! or `=durable` runs only that figure (for profiling). DIR must be on a real file
 //! system (tmpfs refuses `O_DIRECT`); it is wiped before each measurement.
+//!
+//! Besides the table (stdout), each ingest and durable run prints to stderr glommio's
+//! scheduler runs and task polls per put, and each durable run the median flush write,
+//! `fdatasync`, and time between one round's `fdatasync` and the next round's write
+//! (`TimedDisk`). Executor experiments: `STORAGE_BENCH_IO_MEMORY` (bytes),
+//! `STORAGE_BENCH_SPIN_US` (`spin_before_park`), `STORAGE_BENCH_PREEMPT_US`
+//! (`preempt_timer`); unset, glommio's defaults as the server uses them.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::RefCell;
@@ -21,8 +28,8 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use dynakv::runtime::disk::GlommioDisk;
-use dynakv::storage::{Durability, Namespace, RecordKind, Store, StoreConfig};
+use dynakv::runtime::disk::{GlommioBuffer, GlommioDisk, GlommioFile};
+use dynakv::storage::{Disk, DiskFile, Durability, Namespace, RecordKind, Store, StoreConfig};
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 
@@ -100,17 +107,138 @@ fn fresh_dir(dir: &Path) -> PathBuf {
 fn on_glommio<T: Send + 'static, Fut: std::future::Future<Output = T> + 'static>(
     f: impl FnOnce() -> Fut + Send + 'static,
 ) -> T {
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(
-            std::env::var("STORAGE_BENCH_IO_MEMORY")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(IO_MEMORY_BYTES),
-        )
+    let env_u64 = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let mut builder = LocalExecutorBuilder::new(Placement::Unbound).io_memory(
+        env_u64("STORAGE_BENCH_IO_MEMORY")
+            .map(|v| v as usize)
+            .unwrap_or(IO_MEMORY_BYTES),
+    );
+    // Executor experiments (BENCHMARKS.md §1): glommio's defaults unless set.
+    if let Some(us) = env_u64("STORAGE_BENCH_SPIN_US") {
+        builder = builder.spin_before_park(Duration::from_micros(us));
+    }
+    if let Some(us) = env_u64("STORAGE_BENCH_PREEMPT_US") {
+        builder = builder.preempt_timer(Duration::from_micros(us));
+    }
+    builder
         .spawn(f)
         .expect("executor")
         .join()
         .expect("executor thread")
+}
+
+/// What a durable phase spent per group-commit round, from `TimedDisk`: the flush's
+/// `write_at`, the `fdatasync`, and the time from one `fdatasync`'s completion to the
+/// next round's first write (the writers waking, appending and electing a leader).
+#[derive(Default)]
+struct RoundLog {
+    /// Set for the durable phase only (open and close are not rounds).
+    active: bool,
+    writes: Vec<Duration>,
+    syncs: Vec<Duration>,
+    cpu_phases: Vec<Duration>,
+    last_sync_done: Option<Instant>,
+}
+
+impl RoundLog {
+    fn p50_us(v: &[Duration]) -> f64 {
+        if v.is_empty() {
+            return 0.0;
+        }
+        let mut v = v.to_vec();
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1e6
+    }
+}
+
+/// `GlommioDisk` with the latency of every write and `fdatasync` recorded in a
+/// `RoundLog` (two clock reads per call, i.e. per round, not per put).
+#[derive(Clone)]
+struct TimedDisk {
+    inner: GlommioDisk,
+    log: Rc<RefCell<RoundLog>>,
+}
+
+struct TimedFile {
+    inner: GlommioFile,
+    log: Rc<RefCell<RoundLog>>,
+}
+
+impl Disk for TimedDisk {
+    type File = TimedFile;
+    type Buffer = GlommioBuffer;
+
+    fn alignment_bytes(&self) -> usize {
+        self.inner.alignment_bytes()
+    }
+    fn alloc_buffer(&self, len_bytes: usize) -> GlommioBuffer {
+        self.inner.alloc_buffer(len_bytes)
+    }
+    async fn open_file(&self, name: &str) -> std::io::Result<TimedFile> {
+        Ok(TimedFile {
+            inner: self.inner.open_file(name).await?,
+            log: self.log.clone(),
+        })
+    }
+    async fn list_files(&self) -> std::io::Result<Vec<String>> {
+        self.inner.list_files().await
+    }
+    async fn remove_file(&self, name: &str) -> std::io::Result<()> {
+        self.inner.remove_file(name).await
+    }
+    async fn rename_file(&self, from: &str, to: &str) -> std::io::Result<()> {
+        self.inner.rename_file(from, to).await
+    }
+    async fn sync_dir(&self) -> std::io::Result<()> {
+        self.inner.sync_dir().await
+    }
+    async fn submit_queued(&self) {
+        self.inner.submit_queued().await
+    }
+}
+
+impl DiskFile for TimedFile {
+    type Buffer = GlommioBuffer;
+    type ReadBuf = <GlommioFile as DiskFile>::ReadBuf;
+
+    async fn read_at(&self, pos: u64, len: usize) -> std::io::Result<Self::ReadBuf> {
+        self.inner.read_at(pos, len).await
+    }
+    async fn write_at(&self, buffer: Rc<GlommioBuffer>, pos: u64) -> std::io::Result<()> {
+        let start = Instant::now();
+        {
+            let mut log = self.log.borrow_mut();
+            if let Some(done) = log.last_sync_done.take().filter(|_| log.active) {
+                log.cpu_phases.push(start - done);
+            }
+        }
+        let result = self.inner.write_at(buffer, pos).await;
+        let mut log = self.log.borrow_mut();
+        if log.active {
+            log.writes.push(start.elapsed());
+        }
+        result
+    }
+    async fn sync_data(&self) -> std::io::Result<()> {
+        let start = Instant::now();
+        let result = self.inner.sync_data().await;
+        let done = Instant::now();
+        let mut log = self.log.borrow_mut();
+        if log.active {
+            log.syncs.push(done - start);
+            log.last_sync_done = Some(done);
+        }
+        result
+    }
+    async fn len_bytes(&self) -> std::io::Result<u64> {
+        self.inner.len_bytes().await
+    }
+    async fn truncate(&self, len_bytes: u64) -> std::io::Result<()> {
+        self.inner.truncate(len_bytes).await
+    }
+    async fn preallocate(&self, len_bytes: u64) -> std::io::Result<()> {
+        self.inner.preallocate(len_bytes).await
+    }
 }
 
 fn key(i: u64) -> [u8; 14] {
@@ -118,6 +246,26 @@ fn key(i: u64) -> [u8; 14] {
     let digits = format!("{i:010}");
     k[4..].copy_from_slice(digits.as_bytes());
     k
+}
+
+/// Starts counting the executor's scheduler runs (glommio resets its counters when
+/// they are read).
+fn report_executor_start() {
+    let _ = glommio::executor().executor_stats();
+}
+
+/// Prints (stderr) the executor's scheduler runs and task polls since
+/// `report_executor_start`, per put: how often the executor went around its loop (each
+/// time through `io_uring_enter`, re-arming its preemption timers).
+fn report_executor(figure: &str, puts: u64) {
+    let stats = glommio::executor().executor_stats();
+    eprintln!(
+        "  {figure}: executor {} scheduler runs, {} task polls ({:.2} and {:.2} per put)",
+        stats.scheduler_runs(),
+        stats.tasks_executed(),
+        stats.scheduler_runs() as f64 / puts as f64,
+        stats.tasks_executed() as f64 / puts as f64,
+    );
 }
 
 /// CPU time (user + system) of the calling thread.
@@ -176,6 +324,7 @@ fn bench_ingest(dir: &Path, total_bytes: u64) -> (f64, f64) {
             .expect("open");
         let value = vec![0xa5u8; 4096];
         let n = total_bytes / 4096;
+        report_executor_start();
         let cpu_start = thread_cpu();
         let start = Instant::now();
         for i in 0..n {
@@ -194,6 +343,7 @@ fn bench_ingest(dir: &Path, total_bytes: u64) -> (f64, f64) {
         store.sync().await.expect("sync");
         let elapsed = start.elapsed();
         let cpu = thread_cpu() - cpu_start;
+        report_executor("ingest", n);
         store.close().await.expect("close");
         let bytes = (n * 4096) as f64;
         (bytes / elapsed.as_secs_f64(), bytes / cpu.as_secs_f64())
@@ -207,12 +357,18 @@ fn bench_ingest(dir: &Path, total_bytes: u64) -> (f64, f64) {
 fn bench_durable(dir: &Path, puts_per_writer: u64) -> (f64, u64, u64, u64, f64) {
     let dir = fresh_dir(dir);
     on_glommio(move || async move {
-        let disk = GlommioDisk::new(&dir).expect("disk");
+        let log = Rc::new(RefCell::new(RoundLog::default()));
+        let disk = TimedDisk {
+            inner: GlommioDisk::new(&dir).expect("disk"),
+            log: log.clone(),
+        };
         let (store, _) = Store::open(disk, StoreConfig::default())
             .await
             .expect("open");
         let store = Rc::new(store);
         let hist = Rc::new(RefCell::new(Histogram::<u64>::new(3).expect("histogram")));
+        log.borrow_mut().active = true;
+        report_executor_start();
         let cpu_start = thread_cpu();
         let start = Instant::now();
         let mut tasks = Vec::new();
@@ -246,6 +402,20 @@ fn bench_durable(dir: &Path, puts_per_writer: u64) -> (f64, u64, u64, u64, f64) 
         let elapsed = start.elapsed();
         let cpu = thread_cpu() - cpu_start;
         let syncs = store.stats().syncs;
+        report_executor("durable", DURABLE_WRITERS as u64 * puts_per_writer);
+        {
+            let mut log = log.borrow_mut();
+            log.active = false;
+            eprintln!(
+                "  durable rounds: write p50 {:.0} us, fdatasync p50 {:.0} us, from one \
+                 fdatasync's end to the next write p50 {:.0} us ({} writes, {} fdatasyncs)",
+                RoundLog::p50_us(&log.writes),
+                RoundLog::p50_us(&log.syncs),
+                RoundLog::p50_us(&log.cpu_phases),
+                log.writes.len(),
+                log.syncs.len(),
+            );
+        }
         let result = {
             let h = hist.borrow();
             (
