@@ -45,6 +45,10 @@ pub struct ServerConfig {
     /// How long an idle shard keeps polling its rings before it sleeps, in
     /// microseconds (glommio's `spin_before_park`); 0 sleeps at once.
     pub spin_before_park_us: u64,
+    /// Let glommio poll disk completions (its IOPOLL ring) even where the
+    /// block device has no poll queues. Off: file I/O goes to the main ring
+    /// unless sysfs says the device polls (`runtime::disk`).
+    pub disk_poll_always: bool,
     /// Maximum simultaneous client connections per shard.
     pub connections_max: usize,
     /// Maximum simultaneous client connections per shard from one source
@@ -179,6 +183,7 @@ impl Default for ServerConfig {
             dw: 0,
             io_memory_bytes: 0,
             spin_before_park_us: 0,
+            disk_poll_always: false,
             connections_max: 10_000,
             connections_per_address_max: 1024,
             in_flight_per_connection_max: 1024,
@@ -262,6 +267,7 @@ impl ServerConfig {
         "dw",
         "io_memory_bytes",
         "spin_before_park_us",
+        "disk_poll_always",
         "connections_max",
         "connections_per_address_max",
         "in_flight_per_connection_max",
@@ -361,6 +367,7 @@ impl ServerConfig {
             "dw" => self.dw = parse(name, value)?,
             "io_memory_bytes" => self.io_memory_bytes = parse(name, value)?,
             "spin_before_park_us" => self.spin_before_park_us = parse(name, value)?,
+            "disk_poll_always" => self.disk_poll_always = parse(name, value)?,
             "connections_max" => self.connections_max = parse(name, value)?,
             "connections_per_address_max" => self.connections_per_address_max = parse(name, value)?,
             "in_flight_per_connection_max" => {

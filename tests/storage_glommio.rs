@@ -223,6 +223,71 @@ fn glommio_disk_uses_the_poll_ring_only_where_the_device_polls() {
     run_on_glommio(move || async move {
         let device_polls = device_has_poll_queues(&path);
         let disk = GlommioDisk::new(&path).expect("disk");
+        let (poll_writes, main_writes) = durable_puts_by_ring(disk).await;
+        if device_polls {
+            assert!(
+                poll_writes > 0,
+                "a polling device keeps glommio's poll ring"
+            );
+        } else {
+            assert_eq!(
+                poll_writes, 0,
+                "no write on the poll ring ({main_writes} on the main ring)"
+            );
+            assert!(
+                main_writes >= 1,
+                "the durable puts were written through the main ring"
+            );
+        }
+    });
+}
+
+/// `disk_poll_always`: the disk leaves the ring to glommio's own probe, so
+/// its writes take the ring a bare glommio `DmaFile` in the same directory
+/// takes on a fresh executor thread (glommio probes once per device and
+/// thread).
+#[test]
+fn poll_always_leaves_the_ring_to_glommio() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let bare = dir.path().join("bare");
+    let store_dir = dir.path().join("store");
+    std::fs::create_dir_all(&store_dir).expect("store dir");
+    let (tx, rx) = std::sync::mpsc::channel();
+    run_on_glommio(move || async move {
+        let _ = glommio::executor().io_stats();
+        // Readable, as the store's files are: glommio's probe is a read.
+        let file = glommio::io::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .dma_open(&bare)
+            .await
+            .expect("create");
+        let mut buffer = file.alloc_dma_buffer(4096);
+        buffer.as_bytes_mut().fill(9);
+        file.write_at(buffer, 0).await.expect("write");
+        file.close().await.expect("close");
+        let stats = glommio::executor().io_stats();
+        tx.send(stats.poll_ring.file_writes().0 > 0).expect("send");
+    });
+    let glommio_polls = rx.recv().expect("glommio's choice");
+    run_on_glommio(move || async move {
+        let disk = GlommioDisk::new(&store_dir)
+            .expect("disk")
+            .poll_always(true);
+        let (poll_writes, main_writes) = durable_puts_by_ring(disk).await;
+        if glommio_polls {
+            assert!(poll_writes > 0, "glommio polls here, and so does the disk");
+        } else {
+            assert_eq!(poll_writes, 0, "{main_writes} writes on the main ring");
+        }
+    });
+}
+
+/// 64 durable puts through a store on `disk`; the file writes glommio
+/// counted on its poll ring and on its main ring meanwhile.
+async fn durable_puts_by_ring(disk: GlommioDisk) -> (u64, u64) {
+    {
         let (store, _) = Store::open(disk, config()).await.expect("open");
         // glommio hands out its I/O counters and resets them; start from zero here.
         let _ = glommio::executor().io_stats();
@@ -242,21 +307,7 @@ fn glommio_disk_uses_the_poll_ring_only_where_the_device_polls() {
         let stats = glommio::executor().io_stats();
         let (poll_writes, _) = stats.poll_ring.file_writes();
         let (main_writes, _) = stats.main_ring.file_writes();
-        if device_polls {
-            assert!(
-                poll_writes > 0,
-                "a polling device keeps glommio's poll ring"
-            );
-        } else {
-            assert_eq!(
-                poll_writes, 0,
-                "no write on the poll ring ({main_writes} on the main ring)"
-            );
-            assert!(
-                main_writes >= 1,
-                "the durable puts were written through the main ring"
-            );
-        }
         store.close().await.expect("close");
-    });
+        (poll_writes, main_writes)
+    }
 }

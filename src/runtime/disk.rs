@@ -21,7 +21,8 @@
 //! polling pass that finds it. Measured on the development VM (BENCHMARKS.md §1): flush
 //! writes of a durable round took 3.6 ms at p50 on the poll ring and 0.1 ms on the main
 //! ring, and ingest used 1.6 to 3.6 times the CPU per MiB. So unless the device says it
-//! has poll queues, `GlommioDisk` keeps disk I/O off the poll ring (`avoid_poll_ring`).
+//! has poll queues, `GlommioDisk` keeps disk I/O off the poll ring (`avoid_poll_ring`),
+//! unless the operator sets `disk_poll_always` (`GlommioDisk::poll_always`).
 //! The price: on an idle machine ingest's wall clock was 10-25% lower on the main ring,
 //! where the executor parks and is woken for each flush's completion instead of
 //! spinning until it arrives.
@@ -50,6 +51,8 @@ pub struct GlommioDisk {
     /// anything (the store opens its files one at a time, so no other open of this
     /// directory can overtake it).
     rings_chosen: Rc<Cell<bool>>,
+    /// Leave the ring to glommio's own probe (`disk_poll_always`).
+    poll_always: bool,
 }
 
 impl GlommioDisk {
@@ -64,7 +67,17 @@ impl GlommioDisk {
             dir: Rc::new(dir),
             dma_reads: Rc::new(Cell::new(true)),
             rings_chosen: Rc::new(Cell::new(false)),
+            poll_always: false,
         })
+    }
+
+    /// With `true`, glommio's own probe picks the ring, as before
+    /// `avoid_poll_ring` existed: the IOPOLL ring on any device whose probe
+    /// read succeeds, poll queues or not (the `disk_poll_always` option;
+    /// call before the first file is opened).
+    pub fn poll_always(mut self, poll_always: bool) -> GlommioDisk {
+        self.poll_always = poll_always;
+        self
     }
 
     /// Makes glommio send this directory's file I/O to its main ring, unless the block
@@ -76,7 +89,7 @@ impl GlommioDisk {
     /// not route anywhere. If the open fails (a file system without `O_TMPFILE`),
     /// glommio's own probe decides, as before.
     async fn avoid_poll_ring(&self) {
-        if device_has_poll_queues(&self.dir) {
+        if self.poll_always || device_has_poll_queues(&self.dir) {
             return;
         }
         if let Ok(file) = OpenOptions::new()

@@ -249,7 +249,9 @@ pub(crate) async fn run(
         ..StoreConfig::default()
     };
     let started = Instant::now();
-    let disk = GlommioDisk::new(&dir).map_err(|e| format!("cannot use {}: {e}", dir.display()))?;
+    let disk = GlommioDisk::new(&dir)
+        .map_err(|e| format!("cannot use {}: {e}", dir.display()))?
+        .poll_always(config.disk_poll_always);
     let (store, report) = Store::open(disk, store_config)
         .await
         .map_err(|e| format!("cannot open store in {}: {e}", dir.display()))?;
