@@ -19,7 +19,7 @@
 //! before a check has proved it inside the frame. It is deliberately
 //! stricter in three ways no conforming builder can trip: a vtable must hold
 //! at least its two header entries, a table's inline size must lie inside
-//! the frame and cover at least its vtable offset, and every present field
+//! the frame and cover at least its soffset, and every present field
 //! must lie inside that inline size (the generic verifier checks only that
 //! it lies inside the frame). Depth and table count cannot exceed their
 //! bounds: a request is two tables, one level below the root.
