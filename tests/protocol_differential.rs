@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use dynakv::protocol::{
-    decode_request, decode_request_generic, decode_response, encode_request, Encoder, ErrorCode,
-    FrameDecoder, Limits, ProtocolError, ProtocolErrorKind, Quorum, Request, RequestFrame,
-    Response, RoutingNode, RoutingTable, Sibling, FRAME_LENGTH_BYTES, R_ALL,
+    decode_request, decode_request_generic, decode_response, decode_response_generic,
+    encode_request, Encoder, ErrorCode, FrameDecoder, Limits, ProtocolError, ProtocolErrorKind,
+    Quorum, Request, RequestFrame, Response, RoutingNode, RoutingTable, Sibling,
+    FRAME_LENGTH_BYTES, R_ALL,
 };
 use proptest::prelude::*;
 
@@ -78,6 +79,25 @@ fn stricter(hand: &ProtocolError, payload: &[u8]) -> Verdict {
 fn compare(payload: &[u8], limits: &Limits) -> Verdict {
     let hand = decode_request(Bytes::copy_from_slice(payload), limits);
     let generic = decode_request_generic(Bytes::copy_from_slice(payload), limits);
+    judge(hand, generic, |frame| frame.id, payload)
+}
+
+/// `compare` for responses: `decode_response` against
+/// `decode_response_generic`.
+fn compare_responses(payload: &[u8], limits: &Limits) -> Verdict {
+    let hand = decode_response(Bytes::copy_from_slice(payload), limits);
+    let generic = decode_response_generic(Bytes::copy_from_slice(payload), limits);
+    judge(hand, generic, |(id, _)| *id, payload)
+}
+
+/// The contract between a hand-written decoder's answer and the generic
+/// one's for the same payload.
+fn judge<T: PartialEq + std::fmt::Debug>(
+    hand: Result<T, ProtocolError>,
+    generic: Result<T, ProtocolError>,
+    id_of: fn(&T) -> u64,
+    payload: &[u8],
+) -> Verdict {
     match (hand, generic) {
         (Ok(hand), Ok(generic)) => {
             assert_eq!(hand, generic, "decoded differently: {payload:?}");
@@ -89,7 +109,7 @@ fn compare(payload: &[u8], limits: &Limits) -> Verdict {
             )
         }
         (Err(hand), Ok(generic)) => {
-            assert_eq!(hand.id, Some(generic.id), "{payload:?}");
+            assert_eq!(hand.id, Some(id_of(&generic)), "{payload:?}");
             stricter(&hand, payload)
         }
         (Err(hand), Err(generic)) => {
@@ -436,6 +456,57 @@ impl Rng {
         }
     }
 
+    /// A random reply (routing tables included), written by either encoder.
+    fn response_payload(&mut self) -> Vec<u8> {
+        let response = match self.below(6) {
+            0 => Response::Pong,
+            1 => Response::Delete,
+            2 => Response::Put {
+                context: self.bytes(70),
+            },
+            3 | 4 => Response::Get {
+                found: self.below(2) == 0,
+                siblings: (0..self.below(7))
+                    .map(|_| Sibling {
+                        tombstone: self.below(4) == 0,
+                        value: {
+                            let value_bytes_max = if self.below(8) == 0 { 1100 } else { 40 };
+                            self.bytes(value_bytes_max)
+                        },
+                    })
+                    .collect(),
+                context: self.bytes(70),
+            },
+            _ => Response::Error {
+                code: ErrorCode::ALL[self.below(ErrorCode::ALL.len())],
+                message: {
+                    let length = if self.below(8) == 0 { 140 } else { 30 };
+                    (0..self.below(length + 1))
+                        .map(|_| ['a', 'é', '€', '\u{1F600}'][self.below(4)])
+                        .collect()
+                },
+                acks: self.next() as u32,
+                routing: Some(routing_table()).filter(|_| self.below(4) == 0),
+            },
+        };
+        let id = self.next();
+        let mut out = Vec::new();
+        let mut encoder = Encoder::new();
+        if self.below(2) == 0 {
+            encoder.encode_response(id, &response, &mut out);
+        } else {
+            encoder.encode_response_generic(id, &response, &mut out);
+        }
+        out.split_off(FRAME_LENGTH_BYTES)
+    }
+
+    fn payload(&mut self, kind: Kind) -> Vec<u8> {
+        match kind {
+            Kind::Request => payload_of(&self.request()),
+            Kind::Response => self.response_payload(),
+        }
+    }
+
     /// A u32 worth writing over an offset: small, near the frame's size,
     /// negative as an soffset, or anything.
     fn offset_value(&mut self, length: usize, at: usize) -> u32 {
@@ -451,7 +522,7 @@ impl Rng {
 }
 
 /// One random mutation of a valid payload, or fully random bytes.
-fn mutate(rng: &mut Rng, payload: &mut Vec<u8>) {
+fn mutate(rng: &mut Rng, kind: Kind, payload: &mut Vec<u8>) {
     let length = payload.len().max(1);
     match rng.below(11) {
         // Bit flip.
@@ -498,7 +569,7 @@ fn mutate(rng: &mut Rng, payload: &mut Vec<u8>) {
         // even position): vtables overlapping.
         7 => {
             if payload.len() >= 8 {
-                let (root, _) = tables_or_zero(payload);
+                let (root, _) = tables_or_zero(kind, payload);
                 let table = [root, rng.below(payload.len() / 4) * 4][rng.below(2)];
                 let target = rng.below(payload.len() / 2) * 2;
                 if table + 4 <= payload.len() {
@@ -509,7 +580,7 @@ fn mutate(rng: &mut Rng, payload: &mut Vec<u8>) {
         }
         // The union tag changed.
         8 => {
-            if let Some(tag) = tag_position(payload) {
+            if let Some(tag) = tag_position(kind, payload) {
                 payload[tag] = match rng.below(3) {
                     0 => rng.below(7) as u8,
                     _ => rng.next() as u8,
@@ -527,8 +598,7 @@ fn mutate(rng: &mut Rng, payload: &mut Vec<u8>) {
         // Two frames spliced.
         _ => {
             let at = rng.below(length);
-            let other = rng.request();
-            let other = payload_of(&other);
+            let other = rng.payload(kind);
             let from = rng.below(other.len());
             payload.truncate(at);
             payload.extend_from_slice(&other[from..]);
@@ -536,21 +606,41 @@ fn mutate(rng: &mut Rng, payload: &mut Vec<u8>) {
     }
 }
 
+/// Which root table a payload holds: its union's tag and value slots.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Request,
+    Response,
+}
+
+impl Kind {
+    fn tag_slot(self) -> usize {
+        match self {
+            Kind::Request => 8,
+            Kind::Response => 6,
+        }
+    }
+
+    fn body_slot(self) -> usize {
+        self.tag_slot() + 2
+    }
+}
+
 /// The root table and body positions if they can be found, else zeros.
-fn tables_or_zero(payload: &[u8]) -> (usize, usize) {
+fn tables_or_zero(kind: Kind, payload: &[u8]) -> (usize, usize) {
     let root = get_u32(payload, 0);
     let body = root.and_then(|root| {
         let vtable = vtable_checked(payload, root)?;
-        let body_field = root + get_u16(payload, vtable + 10)?;
+        let body_field = root + get_u16(payload, vtable + kind.body_slot())?;
         Some(body_field + get_u32(payload, body_field)?)
     });
     (root.unwrap_or(0), body.unwrap_or(0))
 }
 
-fn tag_position(payload: &[u8]) -> Option<usize> {
+fn tag_position(kind: Kind, payload: &[u8]) -> Option<usize> {
     let root = get_u32(payload, 0)?;
     let vtable = vtable_checked(payload, root)?;
-    let tag = root + get_u16(payload, vtable + 8)?;
+    let tag = root + get_u16(payload, vtable + kind.tag_slot())?;
     payload.get(tag).map(|_| tag)
 }
 
@@ -575,8 +665,9 @@ fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
         .and_then(|value| value.parse().ok())
 }
 
-#[test]
-fn mutated_frames_decode_the_same_or_stricter() {
+/// Mutates encoder frames of `kind` and checks each with `compare`, for
+/// `DYNAKV_DIFF_ITERATIONS` iterations or `DYNAKV_DIFF_SECONDS` seconds.
+fn fuzz(kind: Kind, compare: fn(&[u8], &Limits) -> Verdict) {
     let seed: u64 = env("DYNAKV_DIFF_SEED").unwrap_or(0xd1ff_5eed);
     let deadline =
         env::<u64>("DYNAKV_DIFF_SECONDS").map(|s| Instant::now() + Duration::from_secs(s));
@@ -591,9 +682,9 @@ fn mutated_frames_decode_the_same_or_stricter() {
         if done % 1024 == 0 && deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             break;
         }
-        let mut payload = payload_of(&rng.request());
+        let mut payload = rng.payload(kind);
         for _ in 0..1 + rng.below(3) {
-            mutate(&mut rng, &mut payload);
+            mutate(&mut rng, kind, &mut payload);
         }
         // Sometimes a frame bound right at the frame, so the size and
         // apparent-size bounds are reached.
@@ -613,7 +704,7 @@ fn mutated_frames_decode_the_same_or_stricter() {
         done += 1;
     }
     eprintln!(
-        "differential fuzz: {done} iterations, seed {seed:#x}: {} both accepted, {} both rejected, {} stricter",
+        "differential fuzz ({kind:?}): {done} iterations, seed {seed:#x}: {} both accepted, {} both rejected, {} stricter",
         counts[0], counts[1], counts[2]
     );
     // Mutants that stay valid exercise the equality of accepted frames,
@@ -623,6 +714,11 @@ fn mutated_frames_decode_the_same_or_stricter() {
         assert!(counts[0] > done / 100, "{counts:?}");
         assert!(counts[1] > done / 10, "{counts:?}");
     }
+}
+
+#[test]
+fn mutated_frames_decode_the_same_or_stricter() {
+    fuzz(Kind::Request, compare);
 }
 
 // ---------------------------------------------------------------------------
@@ -706,10 +802,169 @@ proptest! {
         encoder.encode_response(id, &response, &mut hand);
         let mut generic = Vec::new();
         encoder.encode_response_generic(id, &response, &mut generic);
-        let hand = decode_response(single_frame(&hand[prefix.len()..], &limits), &limits);
-        let generic = decode_response(single_frame(&generic, &limits), &limits);
-        prop_assert_eq!(&hand, &generic);
-        prop_assert_eq!(hand, Ok((id, response)));
+        // Both writers' frames, through both readers: the same value, and
+        // never a stricter check.
+        for wire in [&hand[prefix.len()..], &generic[..]] {
+            let frame = single_frame(wire, &limits);
+            let verdict = compare_responses(&frame, &limits);
+            prop_assert_eq!(verdict, Verdict::BothAccepted);
+            let decoded = decode_response(frame.clone(), &limits);
+            prop_assert_eq!(&decoded, &decode_response_generic(frame, &limits));
+            prop_assert_eq!(decoded, Ok((id, response.clone())));
+        }
+    }
+}
+
+#[test]
+fn mutated_replies_decode_the_same_or_stricter() {
+    fuzz(Kind::Response, compare_responses);
+}
+
+/// A get reply from the hand-written writer, without its length prefix.
+fn get_reply_payload(siblings: usize) -> Vec<u8> {
+    let response = Response::Get {
+        found: true,
+        siblings: (0..siblings)
+            .map(|index| Sibling {
+                tombstone: index % 2 == 1,
+                value: Bytes::from(vec![index as u8; 3]),
+            })
+            .collect(),
+        context: Bytes::from_static(b"ctx"),
+    };
+    let mut out = Vec::new();
+    Encoder::new().encode_response(31, &response, &mut out);
+    out.split_off(FRAME_LENGTH_BYTES)
+}
+
+/// The root table's position and the reply table's position in a response.
+fn response_tables_of(payload: &[u8]) -> (usize, usize) {
+    let root = u32_at(payload, 0);
+    let vtable = vtable_of(payload, root);
+    let body_field = root + u16_at(payload, vtable + Kind::Response.body_slot());
+    (root, body_field + u32_at(payload, body_field))
+}
+
+#[test]
+fn deliberately_stricter_reply_field_outside_the_inline_size() {
+    // The GetReply claims 4 inline bytes: its fields lie outside it, which
+    // the generic verifier does not check.
+    let mut payload = get_reply_payload(2);
+    let (_, body) = response_tables_of(&payload);
+    let vtable = vtable_of(&payload, body);
+    payload[vtable + 2..vtable + 4].copy_from_slice(&4u16.to_le_bytes());
+    let limits = Limits::default();
+    assert!(decode_response_generic(Bytes::from(payload.clone()), &limits).is_ok());
+    let error = decode_response(Bytes::from(payload.clone()), &limits).unwrap_err();
+    assert!(is_malformed(&error), "{error:?}");
+    assert_eq!(error.id, Some(31));
+    assert_eq!(compare_responses(&payload, &limits), Verdict::Stricter);
+}
+
+#[test]
+fn sibling_count_bounds_match_the_generic_path() {
+    // Tables bound: 8 + siblings_max + nodes_max + partitions_max = 12.
+    let limits = Limits {
+        siblings_max: 4,
+        nodes_max: 0,
+        partitions_max: 0,
+        ..Limits::default()
+    };
+    for (siblings, semantic) in [(4, false), (5, true), (10, true), (11, false), (40, false)] {
+        let payload = get_reply_payload(siblings);
+        let verdict = compare_responses(&payload, &limits);
+        let error = decode_response(Bytes::from(payload), &limits).err();
+        match (siblings, error) {
+            (4, None) => assert_eq!(verdict, Verdict::BothAccepted),
+            (_, Some(error)) if semantic => {
+                assert_eq!(verdict, Verdict::BothRejected);
+                assert_eq!(
+                    error.kind,
+                    ProtocolErrorKind::TooManySiblings {
+                        count: siblings,
+                        max: 4
+                    }
+                );
+            }
+            // Beyond the table bound the generic verifier fails first.
+            (_, Some(error)) => {
+                assert_eq!(verdict, Verdict::BothRejected);
+                assert!(is_malformed(&error), "{error:?}");
+                assert_eq!(error.id, Some(31));
+            }
+            (siblings, None) => panic!("{siblings} siblings accepted"),
+        }
+    }
+}
+
+#[test]
+fn error_message_strings_are_checked_like_the_generic_path() {
+    let response = Response::Error {
+        code: ErrorCode::Timeout,
+        message: "only 1 of 2".to_owned(),
+        acks: 1,
+        routing: None,
+    };
+    let mut out = Vec::new();
+    Encoder::new().encode_response(5, &response, &mut out);
+    let payload = out.split_off(FRAME_LENGTH_BYTES);
+    let limits = Limits::default();
+    assert_eq!(
+        decode_response(Bytes::from(payload.clone()), &limits),
+        Ok((5, response))
+    );
+    // The hand-written writer puts the message last: its NUL ends the frame.
+    assert_eq!(payload.last(), Some(&0));
+    let mut unterminated = payload.clone();
+    *unterminated.last_mut().unwrap() = b'!';
+    let mut not_utf8 = payload.clone();
+    let at = unterminated.len() - 2;
+    not_utf8[at] = 0xff;
+    let mut too_long = payload;
+    too_long.pop();
+    for bad in [unterminated, not_utf8, too_long] {
+        assert_eq!(compare_responses(&bad, &limits), Verdict::BothRejected);
+        let error = decode_response(Bytes::from(bad), &limits).unwrap_err();
+        assert!(is_malformed(&error), "{error:?}");
+        assert_eq!(error.id, Some(5));
+    }
+    // An unknown code decodes as the generic path decodes it.
+    let unknown = Response::Error {
+        code: ErrorCode::Internal,
+        message: "unknown error code 99: x".to_owned(),
+        acks: 0,
+        routing: None,
+    };
+    let mut out = Vec::new();
+    Encoder::new().encode_response(6, &unknown, &mut out);
+    let mut payload = out.split_off(FRAME_LENGTH_BYTES);
+    let (_, body) = response_tables_of(&payload);
+    let vtable = vtable_of(&payload, body);
+    let code = body + u16_at(&payload, vtable + 4);
+    payload[code..code + 2].copy_from_slice(&99u16.to_le_bytes());
+    assert_eq!(compare_responses(&payload, &limits), Verdict::BothAccepted);
+}
+
+#[test]
+fn routing_replies_take_the_generic_path() {
+    let limits = Limits::default();
+    for response in [
+        Response::RoutingTable(routing_table()),
+        Response::Error {
+            code: ErrorCode::WrongOwner,
+            message: "moved".to_owned(),
+            acks: 0,
+            routing: Some(routing_table()),
+        },
+    ] {
+        let mut out = Vec::new();
+        Encoder::new().encode_response(8, &response, &mut out);
+        let payload = out.split_off(FRAME_LENGTH_BYTES);
+        assert_eq!(compare_responses(&payload, &limits), Verdict::BothAccepted);
+        assert_eq!(
+            decode_response(Bytes::from(payload), &limits),
+            Ok((8, response))
+        );
     }
 }
 

@@ -496,12 +496,37 @@ pub fn decode_request_generic(
     })
 }
 
-/// Decodes one response frame into the request id it answers and the reply.
-pub fn decode_response(frame: Bytes, limits: &Limits) -> Result<(u64, Response), ProtocolError> {
-    let max_tables = RESPONSE_TABLES_FIXED_MAX
+/// The generic verifier's table bound for a response under `limits`.
+fn response_tables_max(limits: &Limits) -> usize {
+    RESPONSE_TABLES_FIXED_MAX
         .saturating_add(limits.siblings_max)
         .saturating_add(limits.nodes_max)
-        .saturating_add(limits.partitions_max);
+        .saturating_add(limits.partitions_max)
+}
+
+/// Decodes one response frame into the request id it answers and the reply.
+/// Values and contexts share `frame`'s memory. The hand-written reader in
+/// `direct` does the work for every reply but routing tables (and error
+/// replies carrying one), which go through `decode_response_generic`; it
+/// accepts a subset of what the generic path accepts and decodes it to the
+/// same value.
+pub fn decode_response(frame: Bytes, limits: &Limits) -> Result<(u64, Response), ProtocolError> {
+    match direct::decode_response(&frame, limits, response_tables_max(limits)) {
+        Some(decoded) => decoded,
+        None => decode_response_generic(frame, limits),
+    }
+}
+
+/// `decode_response` through the generic flatbuffers verifier and accessors
+/// for every reply: the reference the hand-written reader is tested against
+/// (`tests/protocol_differential.rs`, `tools/fuzz-request-decoder.sh`), and
+/// the path for routing tables.
+#[doc(hidden)]
+pub fn decode_response_generic(
+    frame: Bytes,
+    limits: &Limits,
+) -> Result<(u64, Response), ProtocolError> {
+    let max_tables = response_tables_max(limits);
     let response = verify_frame::<wire::Response, wire::ResponseHeader>(
         &frame,
         limits.frame_bytes_max,

@@ -37,7 +37,8 @@ use super::codec::{
 use super::frame::FRAME_LENGTH_BYTES;
 use super::generated::wire;
 use super::message::{
-    Limits, ProtocolError, ProtocolErrorKind, Quorum, Request, RequestFrame, Response,
+    ErrorCode, Limits, ProtocolError, ProtocolErrorKind, Quorum, Request, RequestFrame, Response,
+    Sibling,
 };
 
 /// Bytes of a flatbuffers uoffset, soffset or vector length.
@@ -536,6 +537,336 @@ fn read_request_body(reader: &mut Reader<'_>, header: Table) -> Result<Body, Fau
             position,
         }),
     }
+}
+
+// ---------------------------------------------------------------------------
+// Reading responses (the client side).
+
+/// A verified response body, before the semantic checks.
+enum Reply {
+    Pong,
+    Delete,
+    Put {
+        context: Range<usize>,
+    },
+    Get {
+        found: bool,
+        /// Each sibling's tombstone flag and value.
+        siblings: Vec<(bool, Range<usize>)>,
+        context: Range<usize>,
+    },
+    Error {
+        code: u16,
+        message: Range<usize>,
+        acks: u32,
+    },
+    /// No body, or a union tag this version does not know.
+    Unknown(u8),
+}
+
+/// Tables the generic verifier counts before a get reply's siblings: the
+/// Response and the GetReply.
+const REPLY_TABLES_BEFORE_SIBLINGS: usize = 2;
+
+// A get reply is Response → GetReply → Sibling: three levels.
+const _: () = assert!(DEPTH_MAX >= 3);
+
+/// Verifies the reply table of union member `tag` at uoffset field `field`
+/// and reads its fields, all before any semantic check. `max_tables` is the
+/// generic verifier's table bound for this frame. `None` for a routing
+/// table, or an error reply carrying one: rare and nested, those are left
+/// to the generic path.
+fn read_reply(
+    reader: &mut Reader<'_>,
+    tag: u8,
+    field: usize,
+    max_tables: usize,
+) -> Result<Option<Reply>, Fault> {
+    Ok(Some(match wire::ResponseBody(tag) {
+        wire::ResponseBody::PongReply => {
+            reader.table_field(field)?;
+            Reply::Pong
+        }
+        wire::ResponseBody::DeleteReply => {
+            reader.table_field(field)?;
+            Reply::Delete
+        }
+        wire::ResponseBody::PutReply => {
+            let put = reader.table_field(field)?;
+            Reply::Put {
+                context: reader.bytes_field(put, 4)?,
+            }
+        }
+        wire::ResponseBody::GetReply => {
+            let get = reader.table_field(field)?;
+            let found = reader.u8_field(get, 4)? != 0;
+            let mut siblings = Vec::new();
+            if let Some(values) = reader.field(get, 6, OFFSET_BYTES)? {
+                // A vector of uoffsets, each to a Sibling table.
+                let vector = reader.follow(values)?;
+                let length = reader.u32_at(vector)? as usize;
+                let start = vector.saturating_add(OFFSET_BYTES);
+                Reader::aligned(start, OFFSET_BYTES)?;
+                reader.range(start, length.saturating_mul(OFFSET_BYTES))?;
+                // The generic verifier counts one table per sibling and
+                // fails past its bound; the vector's range above already
+                // bounds `length` by the frame.
+                if REPLY_TABLES_BEFORE_SIBLINGS.saturating_add(length) > max_tables {
+                    return Err(Fault {
+                        what: "too many tables",
+                        position: vector,
+                    });
+                }
+                siblings.reserve_exact(length);
+                for index in 0..length {
+                    let sibling = reader.table_field(start + index * OFFSET_BYTES)?;
+                    let tombstone = reader.u8_field(sibling, 4)? != 0;
+                    siblings.push((tombstone, reader.bytes_field(sibling, 6)?));
+                }
+            }
+            Reply::Get {
+                found,
+                siblings,
+                context: reader.bytes_field(get, 8)?,
+            }
+        }
+        wire::ResponseBody::ErrorReply => {
+            let error = reader.table_field(field)?;
+            if reader.entry(error, 10).is_some() {
+                return Ok(None);
+            }
+            let code = match reader.field(error, 4, 2)? {
+                Some(field) => reader.u16_at(field)?,
+                None => 0,
+            };
+            let message = match reader.field(error, 6, OFFSET_BYTES)? {
+                Some(field) => {
+                    let string = reader.follow(field)?;
+                    let length = reader.u32_at(string)? as usize;
+                    let message = reader.range(string + OFFSET_BYTES, length)?;
+                    // As the generic verifier: valid UTF-8, then a NUL
+                    // right after (not counted toward the apparent size).
+                    if std::str::from_utf8(&reader.buffer[message.clone()]).is_err() {
+                        return Err(Fault {
+                            what: "string is not UTF-8",
+                            position: message.start,
+                        });
+                    }
+                    if reader.buffer.get(message.end) != Some(&0) {
+                        return Err(Fault {
+                            what: "string without its NUL terminator",
+                            position: message.end,
+                        });
+                    }
+                    message
+                }
+                None => 0..0,
+            };
+            let acks = match reader.field(error, 8, OFFSET_BYTES)? {
+                Some(field) => reader.u32_at(field)?,
+                None => 0,
+            };
+            Reply::Error {
+                code,
+                message,
+                acks,
+            }
+        }
+        wire::ResponseBody::RoutingTableReply => return Ok(None),
+        // The generic verifier does not look at the value of an unknown
+        // member (nor of NONE), and neither does this.
+        _ => Reply::Unknown(tag),
+    }))
+}
+
+/// After the header: the stricter checks of the root table and its `id`,
+/// then the union and the reply.
+fn read_response_body(
+    reader: &mut Reader<'_>,
+    header: Table,
+    max_tables: usize,
+) -> Result<Option<Reply>, Fault> {
+    let root = reader.strict(header)?;
+    if let Some(field) = reader.entry(root, 4) {
+        Reader::inside(root, field, 8)?;
+    }
+    // The generic verifier derives the value's slot before the tag's.
+    let value = reader.field(root, 8, OFFSET_BYTES)?;
+    let tag = reader.field(root, 6, 1)?;
+    match (tag, value) {
+        (None, None) => Ok(Some(Reply::Unknown(wire::ResponseBody::NONE.0))),
+        (Some(tag), Some(value)) => {
+            let tag = reader.u8_at(tag)?;
+            read_reply(reader, tag, value, max_tables)
+        }
+        (Some(position), None) | (None, Some(position)) => Err(Fault {
+            what: "union tag and value not both present",
+            position,
+        }),
+    }
+}
+
+/// The `Bytes` for `range` of `frame`, sharing its memory; an empty range
+/// takes no reference.
+fn slice_of(frame: &Bytes, range: Range<usize>) -> Bytes {
+    if range.is_empty() {
+        Bytes::new()
+    } else {
+        frame.slice(range)
+    }
+}
+
+/// Decodes one response frame; see `codec::decode_response`, whose
+/// contract this keeps. `max_tables` is the generic verifier's table bound
+/// for responses under `limits`. Values and contexts share `frame`'s
+/// memory. Returns `None` for a routing table or an error reply carrying
+/// one, which the caller decodes on the generic path.
+pub(super) fn decode_response(
+    frame: &Bytes,
+    limits: &Limits,
+    max_tables: usize,
+) -> Option<Result<(u64, Response), ProtocolError>> {
+    if frame.len() > limits.frame_bytes_max {
+        return Some(Err(ProtocolError {
+            id: None,
+            kind: ProtocolErrorKind::FrameTooLarge {
+                bytes: frame.len(),
+                max: limits.frame_bytes_max,
+            },
+        }));
+    }
+    let mut reader = Reader {
+        buffer: frame,
+        apparent_bytes: 0,
+    };
+    // `ResponseHeader`, a prefix of `Response`, read as the generic
+    // verifier reads it, so that the id is recovered exactly when the
+    // generic path would recover it.
+    let header = read_response_header(&mut reader).and_then(|header| {
+        if reader.apparent_bytes > limits.frame_bytes_max {
+            return Err(Fault {
+                what: "apparent size too large",
+                position: 0,
+            });
+        }
+        Ok(header)
+    });
+    let (header, id) = match header {
+        Ok(header) => header,
+        Err(fault) => {
+            return Some(Err(ProtocolError {
+                id: None,
+                kind: fault.kind(),
+            }))
+        }
+    };
+    let malformed = |fault: Fault| ProtocolError {
+        id: Some(id),
+        kind: fault.kind(),
+    };
+    let reply = match read_response_body(&mut reader, header, max_tables) {
+        Ok(None) => return None,
+        Ok(Some(reply)) => reply,
+        Err(fault) => return Some(Err(malformed(fault))),
+    };
+    if reader.apparent_bytes > limits.frame_bytes_max {
+        return Some(Err(malformed(Fault {
+            what: "apparent size too large",
+            position: 0,
+        })));
+    }
+    Some(
+        reply_of(frame, reply, limits)
+            .map(|response| (id, response))
+            .map_err(|kind| ProtocolError { id: Some(id), kind }),
+    )
+}
+
+/// The root table and its `id`, with only the checks the generic verifier
+/// makes of a `ResponseHeader` (the caller applies its apparent-size
+/// bound).
+fn read_response_header(reader: &mut Reader<'_>) -> Result<(Table, u64), Fault> {
+    let root = reader.follow(0)?;
+    let table = reader.table(root)?;
+    let id = match reader.slot(table, 4) {
+        Some(field) => reader.u64_at(field)?,
+        None => 0,
+    };
+    Ok((table, id))
+}
+
+/// The semantic checks of a verified reply, in the generic path's order.
+fn reply_of(frame: &Bytes, reply: Reply, limits: &Limits) -> Result<Response, ProtocolErrorKind> {
+    Ok(match reply {
+        Reply::Pong => Response::Pong,
+        Reply::Delete => Response::Delete,
+        Reply::Put { context } => Response::Put {
+            context: context_of(slice_of(frame, context), limits)?,
+        },
+        Reply::Get {
+            found,
+            siblings,
+            context,
+        } => {
+            if siblings.len() > limits.siblings_max {
+                return Err(ProtocolErrorKind::TooManySiblings {
+                    count: siblings.len(),
+                    max: limits.siblings_max,
+                });
+            }
+            if let Some((_, value)) = siblings
+                .iter()
+                .find(|(_, value)| value.len() > limits.value_bytes_max)
+            {
+                return Err(ProtocolErrorKind::ValueTooLarge {
+                    bytes: value.len(),
+                    max: limits.value_bytes_max,
+                });
+            }
+            Response::Get {
+                found,
+                siblings: siblings
+                    .into_iter()
+                    .map(|(tombstone, value)| Sibling {
+                        tombstone,
+                        value: slice_of(frame, value),
+                    })
+                    .collect(),
+                context: context_of(slice_of(frame, context), limits)?,
+            }
+        }
+        Reply::Error {
+            code,
+            message,
+            acks,
+        } => {
+            let text = &frame[message];
+            if text.len() > limits.error_message_bytes_max {
+                return Err(ProtocolErrorKind::MessageTooLarge {
+                    bytes: text.len(),
+                    max: limits.error_message_bytes_max,
+                });
+            }
+            // Checked UTF-8 while verifying.
+            let text = std::str::from_utf8(text).unwrap_or_default();
+            let (code, message) = match ErrorCode::from_wire(code) {
+                Some(code) => (code, text.to_owned()),
+                // As the generic path: a newer node's code is a failure
+                // all the same.
+                None => (
+                    ErrorCode::Internal,
+                    format!("unknown error code {code}: {text}"),
+                ),
+            };
+            Response::Error {
+                code,
+                message,
+                acks,
+                routing: None,
+            }
+        }
+        Reply::Unknown(tag) => return Err(ProtocolErrorKind::UnknownBody(tag)),
+    })
 }
 
 // ---------------------------------------------------------------------------

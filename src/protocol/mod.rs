@@ -57,8 +57,8 @@ mod internode;
 mod message;
 
 pub use codec::{
-    decode_request, decode_request_generic, decode_response, encode_request, encode_response,
-    Encoder,
+    decode_request, decode_request_generic, decode_response, decode_response_generic,
+    encode_request, encode_response, Encoder,
 };
 pub use frame::{write_frame, FrameDecoder, FrameError, FRAME_LENGTH_BYTES};
 pub use internode::{
