@@ -1000,3 +1000,30 @@ fn largest_get_reply_decodes_like_the_builder_one() {
     let decoded = decode_response(single_frame(&hand, &limits), &limits).unwrap();
     assert_eq!(decoded, (1, response));
 }
+
+#[test]
+fn routing_slot_counts_toward_the_apparent_size() {
+    // Found by the response fuzzer: an error reply whose vtable was
+    // lengthened to 44 bytes, so its (zero) routing slot lies inside it.
+    // The generic verifier counts that slot's 2 bytes toward the apparent
+    // size; so must the hand-written reader, or it accepts a frame one
+    // bound too late.
+    let payload: [u8; 85] = [
+        28, 0, 0, 0, 10, 0, 20, 0, 4, 0, 16, 0, 12, 0, 44, 0, 16, 0, 12, 0, 4, 0, 8, 0, 0, 0, 0, 0,
+        24, 0, 0, 0, 143, 159, 45, 239, 20, 244, 156, 12, 8, 0, 0, 0, 6, 0, 0, 0, 34, 0, 0, 0, 12,
+        0, 0, 0, 37, 179, 172, 117, 13, 0, 0, 0, 16, 0, 0, 0, 240, 159, 152, 128, 226, 130, 172,
+        195, 169, 240, 159, 152, 128, 226, 130, 172, 0,
+    ];
+    let mut verdicts = Vec::new();
+    for frame_bytes_max in payload.len()..payload.len() + 64 {
+        let limits = Limits {
+            frame_bytes_max,
+            ..small_limits()
+        };
+        verdicts.push(compare_responses(&payload, &limits));
+    }
+    // The bound is crossed inside the range tried: rejected below it,
+    // accepted above.
+    assert_eq!(verdicts.first(), Some(&Verdict::BothRejected));
+    assert_eq!(verdicts.last(), Some(&Verdict::BothAccepted));
+}

@@ -3,9 +3,10 @@
 //!
 //! Invariant: no inbound byte is read before the buffer has passed the
 //! flatbuffers verifier with options derived from `Limits` (depth, table
-//! count, apparent size) — for client requests, the hand-written verifier in
-//! `direct`, which makes every check the generic one makes for the request
-//! schema and a few stricter ones — and no decoded value reaches the caller
+//! count, apparent size) — for client requests and the hot replies, the
+//! hand-written verifier in `direct`, which makes every check the generic one
+//! makes for those tables and a few stricter ones — and no decoded value
+//! reaches the caller
 //! before the semantic checks (sizes, counts, quorum ranges, routing-table
 //! indices).
 //! Decoding is zero-copy for keys, values and contexts: they are slices of

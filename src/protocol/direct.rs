@@ -4,9 +4,10 @@
 //! cost about as much as the rest of a GET together).
 //!
 //! Job: `decode_request` verifies and decodes a `Request` flatbuffer in one
-//! pass, and `encode_reply` writes Pong, GetReply, PutReply, DeleteReply and
-//! routing-free ErrorReply frames. Everything else (responses read by
-//! clients, routing tables, internode messages) stays on the generic path in
+//! pass, `encode_reply` writes Pong, GetReply, PutReply, DeleteReply and
+//! routing-free ErrorReply frames, and `decode_response` reads those five
+//! replies back on the client side. Everything else (routing tables, error
+//! replies carrying one, internode messages) stays on the generic path in
 //! `codec`.
 //!
 //! Invariant (the safety argument, also in `docs/protocol.md`): the request
@@ -23,9 +24,14 @@
 //! must lie inside that inline size (the generic verifier checks only that
 //! it lies inside the frame). Depth and table count cannot exceed their
 //! bounds: a request is two tables, one level below the root.
+//! The response reader keeps the same invariant for `Response` and its
+//! five hand-read reply tables (and `Sibling`), with the same three stricter
+//! checks; there the table count is bounded as the generic verifier bounds
+//! it (one table per sibling), and strings are checked for UTF-8 and their
+//! NUL as it checks them.
 //! `tests/protocol_differential.rs` checks all of this against the generic
-//! path with proptest and a mutation fuzzer (`tools/fuzz-request-decoder.sh`
-//! runs it for as long as asked).
+//! path with proptest and mutation fuzzers (`tools/fuzz-request-decoder.sh`
+//! runs them for as long as asked).
 
 use std::ops::Range;
 
@@ -632,7 +638,10 @@ fn read_reply(
         }
         wire::ResponseBody::ErrorReply => {
             let error = reader.table_field(field)?;
-            if reader.entry(error, 10).is_some() {
+            // Counted like the other slots: the generic verifier looks the
+            // routing slot up too (the fuzzer found the 2 bytes missing
+            // from the apparent size when it was not).
+            if reader.slot(error, 10).is_some() {
                 return Ok(None);
             }
             let code = match reader.field(error, 4, 2)? {
