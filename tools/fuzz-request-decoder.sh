@@ -31,4 +31,4 @@ both) FILTER=mutated_ ;;
 esac
 DYNAKV_DIFF_SECONDS=$SECONDS_TO_RUN DYNAKV_DIFF_SEED=$SEED \
   cargo test --release --test protocol_differential "$FILTER" -- --nocapture --test-threads 1 2>&1 \
-  | grep -E '^differential fuzz|panicked|replay|^test result|assertion|left|right'
+  | grep -oE 'differential fuzz.*|panicked.*|replay.*|test result.*|assertion.*|left.*|right.*'
