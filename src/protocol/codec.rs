@@ -3,8 +3,12 @@
 //!
 //! Invariant: no inbound byte is read before the buffer has passed the
 //! flatbuffers verifier with options derived from `Limits` (depth, table
-//! count, apparent size), and no decoded value reaches the caller before the
-//! semantic checks (sizes, counts, quorum ranges, routing-table indices).
+//! count, apparent size) — for client requests and the hot replies, the
+//! hand-written verifier in `direct`, which makes every check the generic one
+//! makes for those tables and a few stricter ones — and no decoded value
+//! reaches the caller
+//! before the semantic checks (sizes, counts, quorum ranges, routing-table
+//! indices).
 //! Decoding is zero-copy for keys, values and contexts: they are slices of
 //! the frame's `Bytes`.
 
@@ -14,6 +18,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use bytes::Bytes;
 use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, Vector, VerifierOptions, WIPOffset};
 
+use super::direct;
 use super::frame::FRAME_LENGTH_BYTES;
 use super::generated::wire;
 use super::message::{
@@ -24,14 +29,14 @@ use super::message::{
 /// Deepest table nesting in any message: Response → ErrorReply →
 /// RoutingTableReply → Node / PartitionOwners → vector (internode: Message →
 /// Gossip → Member → vector). Slack for flatbuffers' own counting.
-const DEPTH_MAX: usize = 8;
+pub(super) const DEPTH_MAX: usize = 8;
 
 /// Tables in a request: Request and its body, with slack.
-const REQUEST_TABLES_MAX: usize = 4;
+pub(super) const REQUEST_TABLES_MAX: usize = 4;
 
 /// Tables in a response beyond the per-element ones (siblings, nodes,
 /// partitions): Response, the reply table, a nested routing table.
-const RESPONSE_TABLES_FIXED_MAX: usize = 8;
+pub(super) const RESPONSE_TABLES_FIXED_MAX: usize = 8;
 
 /// Builder capacity kept between messages. A builder that grew beyond this
 /// for one exceptional message (a maximal get reply) is replaced, so an
@@ -152,7 +157,20 @@ impl Encoder {
     /// frame bound: a get reply with many large siblings can exceed it, and
     /// must then be replaced by an error reply (truncate `out` back and
     /// encode `TooManySiblings`).
+    /// Pong, get, put and delete replies, and error replies without a
+    /// routing table, are written by hand (`direct`); the rest go through
+    /// the flatbuffers builder.
     pub fn encode_response(&mut self, id: u64, response: &Response, out: &mut Vec<u8>) {
+        if !direct::encode_reply(id, response, out) {
+            self.encode_response_generic(id, response, out);
+        }
+    }
+
+    /// `encode_response` through `FlatBufferBuilder` for every reply: the
+    /// reference the hand-written replies are tested against, and the path
+    /// for routing tables.
+    #[doc(hidden)]
+    pub fn encode_response_generic(&mut self, id: u64, response: &Response, out: &mut Vec<u8>) {
         let b = &mut self.builder;
         let (body_type, body) = match response {
             Response::Pong => (
@@ -377,8 +395,22 @@ where
 
 /// Decodes one request frame (the bytes after the length prefix, as returned
 /// by `FrameDecoder::decode`). Keys, values and contexts share `frame`'s
-/// memory.
+/// memory. The hand-written reader in `direct` does the work; it accepts a
+/// subset of what `decode_request_generic` accepts and decodes it to the
+/// same value (see its invariant).
 pub fn decode_request(frame: Bytes, limits: &Limits) -> Result<RequestFrame, ProtocolError> {
+    direct::decode_request(frame, limits)
+}
+
+/// `decode_request` through the generic flatbuffers verifier and accessors:
+/// the reference the hand-written reader is tested against
+/// (`tests/protocol_differential.rs`, `tools/fuzz-request-decoder.sh`). Not
+/// on any serving path.
+#[doc(hidden)]
+pub fn decode_request_generic(
+    frame: Bytes,
+    limits: &Limits,
+) -> Result<RequestFrame, ProtocolError> {
     let request = verify_frame::<wire::Request, wire::RequestHeader>(
         &frame,
         limits.frame_bytes_max,
@@ -395,7 +427,7 @@ pub fn decode_request(frame: Bytes, limits: &Limits) -> Result<RequestFrame, Pro
         wire::RequestBody::GetRequest => match request.body_as_get_request() {
             None => None,
             Some(get) => {
-                let key = key_of(&frame, get.key(), limits).map_err(fail)?;
+                let key = key_of(bytes_of(&frame, get.key()), limits).map_err(fail)?;
                 let quorum = Quorum {
                     r: quorum_field("r", get.r(), true).map_err(fail)?,
                     w: None,
@@ -408,7 +440,7 @@ pub fn decode_request(frame: Bytes, limits: &Limits) -> Result<RequestFrame, Pro
         wire::RequestBody::PutRequest => match request.body_as_put_request() {
             None => None,
             Some(put) => {
-                let key = key_of(&frame, put.key(), limits).map_err(fail)?;
+                let key = key_of(bytes_of(&frame, put.key()), limits).map_err(fail)?;
                 let value = bytes_of(&frame, put.value());
                 if value.len() > limits.value_bytes_max {
                     return Err(fail(ProtocolErrorKind::ValueTooLarge {
@@ -416,7 +448,7 @@ pub fn decode_request(frame: Bytes, limits: &Limits) -> Result<RequestFrame, Pro
                         max: limits.value_bytes_max,
                     }));
                 }
-                let context = context_of(&frame, put.context(), limits).map_err(fail)?;
+                let context = context_of(bytes_of(&frame, put.context()), limits).map_err(fail)?;
                 let context = Some(context).filter(|context| !context.is_empty());
                 let quorum = Quorum {
                     r: None,
@@ -435,8 +467,9 @@ pub fn decode_request(frame: Bytes, limits: &Limits) -> Result<RequestFrame, Pro
         wire::RequestBody::DeleteRequest => match request.body_as_delete_request() {
             None => None,
             Some(delete) => {
-                let key = key_of(&frame, delete.key(), limits).map_err(fail)?;
-                let context = context_of(&frame, delete.context(), limits).map_err(fail)?;
+                let key = key_of(bytes_of(&frame, delete.key()), limits).map_err(fail)?;
+                let context =
+                    context_of(bytes_of(&frame, delete.context()), limits).map_err(fail)?;
                 let quorum = Quorum {
                     r: None,
                     w: quorum_field("w", delete.w(), false).map_err(fail)?,
@@ -464,12 +497,37 @@ pub fn decode_request(frame: Bytes, limits: &Limits) -> Result<RequestFrame, Pro
     })
 }
 
-/// Decodes one response frame into the request id it answers and the reply.
-pub fn decode_response(frame: Bytes, limits: &Limits) -> Result<(u64, Response), ProtocolError> {
-    let max_tables = RESPONSE_TABLES_FIXED_MAX
+/// The generic verifier's table bound for a response under `limits`.
+fn response_tables_max(limits: &Limits) -> usize {
+    RESPONSE_TABLES_FIXED_MAX
         .saturating_add(limits.siblings_max)
         .saturating_add(limits.nodes_max)
-        .saturating_add(limits.partitions_max);
+        .saturating_add(limits.partitions_max)
+}
+
+/// Decodes one response frame into the request id it answers and the reply.
+/// Values and contexts share `frame`'s memory. The hand-written reader in
+/// `direct` does the work for every reply but routing tables (and error
+/// replies carrying one), which go through `decode_response_generic`; it
+/// accepts a subset of what the generic path accepts and decodes it to the
+/// same value.
+pub fn decode_response(frame: Bytes, limits: &Limits) -> Result<(u64, Response), ProtocolError> {
+    match direct::decode_response(&frame, limits, response_tables_max(limits)) {
+        Some(decoded) => decoded,
+        None => decode_response_generic(frame, limits),
+    }
+}
+
+/// `decode_response` through the generic flatbuffers verifier and accessors
+/// for every reply: the reference the hand-written reader is tested against
+/// (`tests/protocol_differential.rs`, `tools/fuzz-request-decoder.sh`), and
+/// the path for routing tables.
+#[doc(hidden)]
+pub fn decode_response_generic(
+    frame: Bytes,
+    limits: &Limits,
+) -> Result<(u64, Response), ProtocolError> {
+    let max_tables = response_tables_max(limits);
     let response = verify_frame::<wire::Response, wire::ResponseHeader>(
         &frame,
         limits.frame_bytes_max,
@@ -486,7 +544,7 @@ pub fn decode_response(frame: Bytes, limits: &Limits) -> Result<(u64, Response),
         wire::ResponseBody::PutReply => match response.body_as_put_reply() {
             None => None,
             Some(put) => Some(Response::Put {
-                context: context_of(&frame, put.context(), limits).map_err(fail)?,
+                context: context_of(bytes_of(&frame, put.context()), limits).map_err(fail)?,
             }),
         },
         wire::ResponseBody::GetReply => match response.body_as_get_reply() {
@@ -521,12 +579,8 @@ pub(super) fn bytes_of(frame: &Bytes, vector: Option<Vector<'_, u8>>) -> Bytes {
     }
 }
 
-fn key_of(
-    frame: &Bytes,
-    vector: Option<Vector<'_, u8>>,
-    limits: &Limits,
-) -> Result<Bytes, ProtocolErrorKind> {
-    let key = bytes_of(frame, vector);
+/// A request's key, checked: not empty, within the bound.
+pub(super) fn key_of(key: Bytes, limits: &Limits) -> Result<Bytes, ProtocolErrorKind> {
     if key.is_empty() {
         return Err(ProtocolErrorKind::KeyEmpty);
     }
@@ -539,12 +593,8 @@ fn key_of(
     Ok(key)
 }
 
-fn context_of(
-    frame: &Bytes,
-    vector: Option<Vector<'_, u8>>,
-    limits: &Limits,
-) -> Result<Bytes, ProtocolErrorKind> {
-    let context = bytes_of(frame, vector);
+/// A context, checked against its bound.
+pub(super) fn context_of(context: Bytes, limits: &Limits) -> Result<Bytes, ProtocolErrorKind> {
     if context.len() > limits.context_bytes_max {
         return Err(ProtocolErrorKind::ContextTooLarge {
             bytes: context.len(),
@@ -556,7 +606,7 @@ fn context_of(
 
 /// A quorum override: 0 is the default, 1..=REPLICAS_MAX a count, and for R
 /// only, `R_ALL`.
-fn quorum_field(
+pub(super) fn quorum_field(
     field: &'static str,
     value: u8,
     all_allowed: bool,
@@ -598,7 +648,7 @@ fn get_reply_of(
     Ok(Response::Get {
         found: get.found(),
         siblings,
-        context: context_of(frame, get.context(), limits)?,
+        context: context_of(bytes_of(frame, get.context()), limits)?,
     })
 }
 

@@ -50,12 +50,16 @@
 //! ```
 
 mod codec;
+mod direct;
 mod frame;
 pub(crate) mod generated;
 mod internode;
 mod message;
 
-pub use codec::{decode_request, decode_response, encode_request, encode_response, Encoder};
+pub use codec::{
+    decode_request, decode_request_generic, decode_response, decode_response_generic,
+    encode_request, encode_response, Encoder,
+};
 pub use frame::{write_frame, FrameDecoder, FrameError, FRAME_LENGTH_BYTES};
 pub use internode::{
     decode_internode, Gossip, HandoffBatch, HandoffEntry, Hello, HelloReply, Hint, InternodeBody,

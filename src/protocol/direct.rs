@@ -1,0 +1,1126 @@
+//! Hand-written reading of client requests and writing of the hot replies,
+//! straight between bytes and domain types, without the generic flatbuffers
+//! verifier or `FlatBufferBuilder` (issue #4: on the request path those two
+//! cost about as much as the rest of a GET together).
+//!
+//! Job: `decode_request` verifies and decodes a `Request` flatbuffer in one
+//! pass, `encode_reply` writes Pong, GetReply, PutReply, DeleteReply and
+//! routing-free ErrorReply frames, and `decode_response` reads those five
+//! replies back on the client side. Everything else (routing tables, error
+//! replies carrying one, internode messages) stays on the generic path in
+//! `codec`.
+//!
+//! Invariant (the safety argument, also in `docs/protocol.md`): the request
+//! reader accepts a subset of what the generic verifier with `codec`'s
+//! options accepts, and decodes what it accepts to the same `RequestFrame`.
+//! It performs every check that verifier performs for the schema's
+//! `Request` and its five body tables, in the same arithmetic (offsets,
+//! alignment relative to the buffer start, vtable length and bounds, union
+//! consistency, vector bounds, the apparent-size sum), and reads no byte
+//! before a check has proved it inside the frame. It is deliberately
+//! stricter in three ways no conforming builder can trip: a vtable must hold
+//! at least its two header entries, a table's inline size must lie inside
+//! the frame and cover at least its soffset, and every present field
+//! must lie inside that inline size (the generic verifier checks only that
+//! it lies inside the frame). Depth and table count cannot exceed their
+//! bounds: a request is two tables, one level below the root.
+//! The response reader keeps the same invariant for `Response` and its
+//! five hand-read reply tables (and `Sibling`), with the same three stricter
+//! checks; there the table count is bounded as the generic verifier bounds
+//! it (one table per sibling), and strings are checked for UTF-8 and their
+//! NUL as it checks them.
+//! `tests/protocol_differential.rs` checks all of this against the generic
+//! path with proptest and mutation fuzzers (`tools/fuzz-request-decoder.sh`
+//! runs them for as long as asked).
+
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use super::codec::{
+    context_of, key_of, quorum_field, DEPTH_MAX, REQUEST_TABLES_MAX, RESPONSE_TABLES_FIXED_MAX,
+};
+use super::frame::FRAME_LENGTH_BYTES;
+use super::generated::wire;
+use super::message::{
+    ErrorCode, Limits, ProtocolError, ProtocolErrorKind, Quorum, Request, RequestFrame, Response,
+    Sibling,
+};
+
+/// Bytes of a flatbuffers uoffset, soffset or vector length.
+const OFFSET_BYTES: usize = 4;
+
+/// Bytes of a vtable entry (and of each of its two header entries).
+const VOFFSET_BYTES: usize = 2;
+
+// A request is the root table and one body table directly below it; the
+// limits the generic verifier applies can never be reached, so this reader
+// does not count them.
+const _: () = assert!(DEPTH_MAX >= 2 && REQUEST_TABLES_MAX >= 2);
+// The hand-written replies are at most two tables deep plus one table per
+// sibling, which the response table bound allows for.
+const _: () = assert!(RESPONSE_TABLES_FIXED_MAX >= 2);
+
+// The field slots this module reads and writes, tied to the generated
+// bindings so that a schema change that moves one fails to compile here.
+const _: () = {
+    assert!(wire::Request::VT_ID == 4 && wire::Request::VT_EPOCH == 6);
+    assert!(wire::Request::VT_BODY_TYPE == 8 && wire::Request::VT_BODY == 10);
+    assert!(wire::GetRequest::VT_KEY == 4);
+    assert!(wire::GetRequest::VT_R == 6 && wire::GetRequest::VT_N == 8);
+    assert!(wire::PutRequest::VT_KEY == 4 && wire::PutRequest::VT_VALUE == 6);
+    assert!(wire::PutRequest::VT_CONTEXT == 8 && wire::PutRequest::VT_W == 10);
+    assert!(wire::PutRequest::VT_DW == 12 && wire::PutRequest::VT_N == 14);
+    assert!(wire::DeleteRequest::VT_KEY == 4 && wire::DeleteRequest::VT_CONTEXT == 6);
+    assert!(wire::DeleteRequest::VT_W == 8 && wire::DeleteRequest::VT_DW == 10);
+    assert!(wire::DeleteRequest::VT_N == 12);
+    assert!(wire::Response::VT_ID == 4);
+    assert!(wire::Response::VT_BODY_TYPE == 6 && wire::Response::VT_BODY == 8);
+    assert!(wire::GetReply::VT_FOUND == 4 && wire::GetReply::VT_VALUES == 6);
+    assert!(wire::GetReply::VT_CONTEXT == 8);
+    assert!(wire::Sibling::VT_TOMBSTONE == 4 && wire::Sibling::VT_VALUE == 6);
+    assert!(wire::PutReply::VT_CONTEXT == 4);
+    assert!(wire::ErrorReply::VT_CODE == 4 && wire::ErrorReply::VT_MESSAGE == 6);
+    assert!(wire::ErrorReply::VT_ACKS == 8);
+};
+
+// ---------------------------------------------------------------------------
+// Reading requests.
+
+/// Why a frame failed verification, and where.
+struct Fault {
+    what: &'static str,
+    position: usize,
+}
+
+impl Fault {
+    fn kind(&self) -> ProtocolErrorKind {
+        ProtocolErrorKind::Malformed(format!("{} at byte {}", self.what, self.position))
+    }
+}
+
+/// A table whose soffset, vtable and inline size have been checked.
+#[derive(Clone, Copy)]
+struct Table {
+    /// Position of the table (its soffset) in the buffer.
+    position: usize,
+    /// Position of its vtable.
+    vtable: usize,
+    /// Bytes of the vtable: even, at least 4, inside the buffer.
+    vtable_bytes: usize,
+    /// The table's inline size from the vtable: at least 4, inside the buffer.
+    inline_bytes: usize,
+}
+
+/// A bounds-checked cursor over one frame. Every read goes through a check
+/// that the bytes lie inside `buffer`; `apparent_bytes` sums what the
+/// generic verifier would count toward its apparent-size bound.
+struct Reader<'buf> {
+    buffer: &'buf [u8],
+    apparent_bytes: usize,
+}
+
+impl<'buf> Reader<'buf> {
+    /// The `size` bytes at `position`, counted toward the apparent size.
+    fn range(&mut self, position: usize, size: usize) -> Result<Range<usize>, Fault> {
+        match position.checked_add(size) {
+            Some(end) if end <= self.buffer.len() => {
+                self.apparent_bytes += size;
+                Ok(position..end)
+            }
+            _ => Err(Fault {
+                what: "range out of bounds",
+                position,
+            }),
+        }
+    }
+
+    fn aligned(position: usize, align: usize) -> Result<(), Fault> {
+        if position % align == 0 {
+            Ok(())
+        } else {
+            Err(Fault {
+                what: "unaligned scalar",
+                position,
+            })
+        }
+    }
+
+    fn array<const N: usize>(&mut self, position: usize) -> Result<[u8; N], Fault> {
+        Self::aligned(position, N)?;
+        let range = self.range(position, N)?;
+        let mut bytes = [0; N];
+        bytes.copy_from_slice(&self.buffer[range]);
+        Ok(bytes)
+    }
+
+    fn u8_at(&mut self, position: usize) -> Result<u8, Fault> {
+        Ok(self.array::<1>(position)?[0])
+    }
+
+    fn u16_at(&mut self, position: usize) -> Result<u16, Fault> {
+        Ok(u16::from_le_bytes(self.array(position)?))
+    }
+
+    fn u32_at(&mut self, position: usize) -> Result<u32, Fault> {
+        Ok(u32::from_le_bytes(self.array(position)?))
+    }
+
+    fn u64_at(&mut self, position: usize) -> Result<u64, Fault> {
+        Ok(u64::from_le_bytes(self.array(position)?))
+    }
+
+    /// The position a uoffset at `position` points to. Like the generic
+    /// verifier, the sum saturates; the next read then fails its bounds check.
+    fn follow(&mut self, position: usize) -> Result<usize, Fault> {
+        let offset = self.u32_at(position)? as usize;
+        Ok(position.saturating_add(offset))
+    }
+
+    /// Checks the table at `position` as the generic verifier does: its
+    /// soffset, and its vtable (length even, inside the buffer).
+    fn table(&mut self, position: usize) -> Result<Table, Fault> {
+        let soffset = i32::from_le_bytes(self.array(position)?);
+        // A positive soffset points backwards.
+        let vtable = if soffset > 0 {
+            position.checked_sub(soffset.unsigned_abs() as usize)
+        } else {
+            position.checked_add(soffset.unsigned_abs() as usize)
+        };
+        let vtable = match vtable {
+            Some(vtable) if vtable < self.buffer.len() => vtable,
+            _ => {
+                return Err(Fault {
+                    what: "vtable out of bounds",
+                    position,
+                })
+            }
+        };
+        let vtable_bytes = self.u16_at(vtable)? as usize;
+        // The vtable starts even, so an even length ends it even too.
+        Self::aligned(vtable + vtable_bytes, VOFFSET_BYTES)?;
+        self.range(vtable, vtable_bytes)?;
+        Ok(Table {
+            position,
+            vtable,
+            vtable_bytes,
+            inline_bytes: 0,
+        })
+    }
+
+    /// Stricter than the generic verifier: the vtable holds both header
+    /// entries (every builder writes them), and the table's inline size
+    /// covers its soffset and lies inside the frame. Returns `table` with
+    /// its inline size, which `inside` checks fields against.
+    fn strict(&self, table: Table) -> Result<Table, Fault> {
+        if table.vtable_bytes < 2 * VOFFSET_BYTES {
+            return Err(Fault {
+                what: "vtable shorter than its header",
+                position: table.vtable,
+            });
+        }
+        // Inside the vtable, which `table` checked; the generic verifier
+        // never reads this entry, so it is not counted.
+        let inline_bytes = self.peek_u16(table.vtable + VOFFSET_BYTES) as usize;
+        if inline_bytes < OFFSET_BYTES || table.position + inline_bytes > self.buffer.len() {
+            return Err(Fault {
+                what: "table size out of bounds",
+                position: table.position,
+            });
+        }
+        Ok(Table {
+            inline_bytes,
+            ..table
+        })
+    }
+
+    /// A u16 inside a range already checked (and counted, or deliberately
+    /// not counted) by the caller.
+    fn peek_u16(&self, position: usize) -> u16 {
+        u16::from_le_bytes([self.buffer[position], self.buffer[position + 1]])
+    }
+
+    /// Where the field in slot `voffset` of `table` lies, or `None` when it
+    /// is absent, as the generic verifier derives it (and counts it: it
+    /// reads the vtable entry again). Use `inside` before reading it.
+    fn slot(&mut self, table: Table, voffset: usize) -> Option<usize> {
+        if voffset < table.vtable_bytes {
+            self.apparent_bytes += VOFFSET_BYTES;
+        }
+        self.entry(table, voffset)
+    }
+
+    /// `slot` without counting: for the stricter checks of fields the
+    /// generic reads already counted.
+    fn entry(&self, table: Table, voffset: usize) -> Option<usize> {
+        if voffset >= table.vtable_bytes {
+            return None;
+        }
+        // `voffset` and `vtable_bytes` are even, so the entry is inside the
+        // vtable, which `table` checked.
+        match self.peek_u16(table.vtable + voffset) as usize {
+            0 => None,
+            offset => Some(table.position + offset),
+        }
+    }
+
+    /// Stricter than the generic verifier: a present field of `size` bytes
+    /// lies after the soffset and inside the table's inline size.
+    fn inside(table: Table, field: usize, size: usize) -> Result<usize, Fault> {
+        let offset = field - table.position;
+        if offset < OFFSET_BYTES || offset + size > table.inline_bytes {
+            return Err(Fault {
+                what: "field outside its table",
+                position: field,
+            });
+        }
+        Ok(field)
+    }
+
+    /// A checked slot: its position when present.
+    fn field(&mut self, table: Table, voffset: usize, size: usize) -> Result<Option<usize>, Fault> {
+        match self.slot(table, voffset) {
+            Some(field) => Self::inside(table, field, size).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn u8_field(&mut self, table: Table, voffset: usize) -> Result<u8, Fault> {
+        match self.field(table, voffset, 1)? {
+            Some(field) => self.u8_at(field),
+            None => Ok(0),
+        }
+    }
+
+    /// A `[ubyte]` field: the range of its bytes, empty when absent.
+    fn bytes_field(&mut self, table: Table, voffset: usize) -> Result<Range<usize>, Fault> {
+        let Some(field) = self.field(table, voffset, OFFSET_BYTES)? else {
+            return Ok(0..0);
+        };
+        let vector = self.follow(field)?;
+        let length = self.u32_at(vector)? as usize;
+        self.range(vector + OFFSET_BYTES, length)
+    }
+
+    /// The table a uoffset field points to (a union's value).
+    fn table_field(&mut self, field: usize) -> Result<Table, Fault> {
+        let position = self.follow(field)?;
+        let table = self.table(position)?;
+        self.strict(table)
+    }
+}
+
+/// A verified request body, before the semantic checks.
+enum Body {
+    Ping,
+    RoutingTable,
+    Get {
+        key: Range<usize>,
+        r: u8,
+        n: u8,
+    },
+    Put {
+        key: Range<usize>,
+        value: Range<usize>,
+        context: Range<usize>,
+        w: u8,
+        dw: u8,
+        n: u8,
+    },
+    Delete {
+        key: Range<usize>,
+        context: Range<usize>,
+        w: u8,
+        dw: u8,
+        n: u8,
+    },
+    /// No body, or a union tag this version does not know.
+    Unknown(u8),
+}
+
+/// Verifies the body table of union member `tag` at uoffset field `field`
+/// and reads its fields, all before any semantic check (as the generic path
+/// verifies the whole buffer first).
+fn read_body(reader: &mut Reader<'_>, tag: u8, field: usize) -> Result<Body, Fault> {
+    Ok(match wire::RequestBody(tag) {
+        wire::RequestBody::PingRequest => {
+            reader.table_field(field)?;
+            Body::Ping
+        }
+        wire::RequestBody::RoutingTableRequest => {
+            reader.table_field(field)?;
+            Body::RoutingTable
+        }
+        wire::RequestBody::GetRequest => {
+            let get = reader.table_field(field)?;
+            Body::Get {
+                key: reader.bytes_field(get, 4)?,
+                r: reader.u8_field(get, 6)?,
+                n: reader.u8_field(get, 8)?,
+            }
+        }
+        wire::RequestBody::PutRequest => {
+            let put = reader.table_field(field)?;
+            Body::Put {
+                key: reader.bytes_field(put, 4)?,
+                value: reader.bytes_field(put, 6)?,
+                context: reader.bytes_field(put, 8)?,
+                w: reader.u8_field(put, 10)?,
+                dw: reader.u8_field(put, 12)?,
+                n: reader.u8_field(put, 14)?,
+            }
+        }
+        wire::RequestBody::DeleteRequest => {
+            let delete = reader.table_field(field)?;
+            Body::Delete {
+                key: reader.bytes_field(delete, 4)?,
+                context: reader.bytes_field(delete, 6)?,
+                w: reader.u8_field(delete, 8)?,
+                dw: reader.u8_field(delete, 10)?,
+                n: reader.u8_field(delete, 12)?,
+            }
+        }
+        // The generic verifier does not look at the value of an unknown
+        // member (nor of NONE), and neither does this.
+        _ => Body::Unknown(tag),
+    })
+}
+
+/// Decodes one request frame; see `codec::decode_request`, whose contract
+/// this keeps. Keys, values and contexts share `frame`'s memory.
+pub(super) fn decode_request(frame: Bytes, limits: &Limits) -> Result<RequestFrame, ProtocolError> {
+    if frame.len() > limits.frame_bytes_max {
+        return Err(ProtocolError {
+            id: None,
+            kind: ProtocolErrorKind::FrameTooLarge {
+                bytes: frame.len(),
+                max: limits.frame_bytes_max,
+            },
+        });
+    }
+    let mut reader = Reader {
+        buffer: &frame,
+        apparent_bytes: 0,
+    };
+    // The header (`RequestHeader`, a prefix of `Request`): read exactly as
+    // the generic verifier reads it, so that the id is recovered exactly
+    // when the generic path would recover it.
+    let (header, id, epoch) = read_header(&mut reader)
+        .and_then(|header| {
+            if reader.apparent_bytes > limits.frame_bytes_max {
+                return Err(Fault {
+                    what: "apparent size too large",
+                    position: 0,
+                });
+            }
+            Ok(header)
+        })
+        .map_err(|fault| ProtocolError {
+            id: None,
+            kind: fault.kind(),
+        })?;
+    let malformed = |fault: Fault| ProtocolError {
+        id: Some(id),
+        kind: fault.kind(),
+    };
+    let body = read_request_body(&mut reader, header).map_err(malformed)?;
+    if reader.apparent_bytes > limits.frame_bytes_max {
+        return Err(malformed(Fault {
+            what: "apparent size too large",
+            position: 0,
+        }));
+    }
+    let fail = |kind| ProtocolError { id: Some(id), kind };
+    let slice = |range: Range<usize>| frame.slice(range);
+    let request = match body {
+        Body::Ping => Request::Ping,
+        Body::RoutingTable => Request::GetRoutingTable,
+        Body::Get { key, r, n } => {
+            let key = key_of(slice(key), limits).map_err(fail)?;
+            let quorum = Quorum {
+                r: quorum_field("r", r, true).map_err(fail)?,
+                w: None,
+                dw: None,
+                n: quorum_field("n", n, false).map_err(fail)?,
+            };
+            Request::Get { key, quorum }
+        }
+        Body::Put {
+            key,
+            value,
+            context,
+            w,
+            dw,
+            n,
+        } => {
+            let key = key_of(slice(key), limits).map_err(fail)?;
+            if value.len() > limits.value_bytes_max {
+                return Err(fail(ProtocolErrorKind::ValueTooLarge {
+                    bytes: value.len(),
+                    max: limits.value_bytes_max,
+                }));
+            }
+            let value = slice(value);
+            let context = context_of(slice(context), limits).map_err(fail)?;
+            let context = Some(context).filter(|context| !context.is_empty());
+            let quorum = Quorum {
+                r: None,
+                w: quorum_field("w", w, false).map_err(fail)?,
+                dw: quorum_field("dw", dw, false).map_err(fail)?,
+                n: quorum_field("n", n, false).map_err(fail)?,
+            };
+            Request::Put {
+                key,
+                value,
+                context,
+                quorum,
+            }
+        }
+        Body::Delete {
+            key,
+            context,
+            w,
+            dw,
+            n,
+        } => {
+            let key = key_of(slice(key), limits).map_err(fail)?;
+            let context = context_of(slice(context), limits).map_err(fail)?;
+            let quorum = Quorum {
+                r: None,
+                w: quorum_field("w", w, false).map_err(fail)?,
+                dw: quorum_field("dw", dw, false).map_err(fail)?,
+                n: quorum_field("n", n, false).map_err(fail)?,
+            };
+            Request::Delete {
+                key,
+                context,
+                quorum,
+            }
+        }
+        Body::Unknown(tag) => return Err(fail(ProtocolErrorKind::UnknownBody(tag))),
+    };
+    Ok(RequestFrame { id, epoch, request })
+}
+
+/// The root table and its `id` and `epoch`, with only the checks the
+/// generic verifier makes of a `RequestHeader` (the caller applies its
+/// apparent-size bound).
+fn read_header(reader: &mut Reader<'_>) -> Result<(Table, u64, u64), Fault> {
+    let root = reader.follow(0)?;
+    let table = reader.table(root)?;
+    let id = match reader.slot(table, 4) {
+        Some(field) => reader.u64_at(field)?,
+        None => 0,
+    };
+    let epoch = match reader.slot(table, 6) {
+        Some(field) => reader.u64_at(field)?,
+        None => 0,
+    };
+    Ok((table, id, epoch))
+}
+
+/// After the header: the stricter checks of the root table and its header
+/// fields, then the union and the body.
+fn read_request_body(reader: &mut Reader<'_>, header: Table) -> Result<Body, Fault> {
+    let root = reader.strict(header)?;
+    for voffset in [4, 6] {
+        if let Some(field) = reader.entry(root, voffset) {
+            Reader::inside(root, field, 8)?;
+        }
+    }
+    // The generic verifier derives the value's slot before the tag's; both
+    // reads are counted.
+    let value = reader.field(root, 10, OFFSET_BYTES)?;
+    let tag = reader.field(root, 8, 1)?;
+    match (tag, value) {
+        (None, None) => Ok(Body::Unknown(wire::RequestBody::NONE.0)),
+        (Some(tag), Some(value)) => {
+            let tag = reader.u8_at(tag)?;
+            read_body(reader, tag, value)
+        }
+        (Some(position), None) | (None, Some(position)) => Err(Fault {
+            what: "union tag and value not both present",
+            position,
+        }),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reading responses (the client side).
+
+/// A verified response body, before the semantic checks.
+enum Reply {
+    Pong,
+    Delete,
+    Put {
+        context: Range<usize>,
+    },
+    Get {
+        found: bool,
+        /// Each sibling's tombstone flag and value.
+        siblings: Vec<(bool, Range<usize>)>,
+        context: Range<usize>,
+    },
+    Error {
+        code: u16,
+        message: Range<usize>,
+        acks: u32,
+    },
+    /// No body, or a union tag this version does not know.
+    Unknown(u8),
+}
+
+/// Tables the generic verifier counts before a get reply's siblings: the
+/// Response and the GetReply.
+const REPLY_TABLES_BEFORE_SIBLINGS: usize = 2;
+
+// A get reply is Response → GetReply → Sibling: three levels.
+const _: () = assert!(DEPTH_MAX >= 3);
+
+/// Verifies the reply table of union member `tag` at uoffset field `field`
+/// and reads its fields, all before any semantic check. `max_tables` is the
+/// generic verifier's table bound for this frame. `None` for a routing
+/// table, or an error reply carrying one: rare and nested, those are left
+/// to the generic path.
+fn read_reply(
+    reader: &mut Reader<'_>,
+    tag: u8,
+    field: usize,
+    max_tables: usize,
+) -> Result<Option<Reply>, Fault> {
+    Ok(Some(match wire::ResponseBody(tag) {
+        wire::ResponseBody::PongReply => {
+            reader.table_field(field)?;
+            Reply::Pong
+        }
+        wire::ResponseBody::DeleteReply => {
+            reader.table_field(field)?;
+            Reply::Delete
+        }
+        wire::ResponseBody::PutReply => {
+            let put = reader.table_field(field)?;
+            Reply::Put {
+                context: reader.bytes_field(put, 4)?,
+            }
+        }
+        wire::ResponseBody::GetReply => {
+            let get = reader.table_field(field)?;
+            let found = reader.u8_field(get, 4)? != 0;
+            let mut siblings = Vec::new();
+            if let Some(values) = reader.field(get, 6, OFFSET_BYTES)? {
+                // A vector of uoffsets, each to a Sibling table.
+                let vector = reader.follow(values)?;
+                let length = reader.u32_at(vector)? as usize;
+                let start = vector.saturating_add(OFFSET_BYTES);
+                Reader::aligned(start, OFFSET_BYTES)?;
+                reader.range(start, length.saturating_mul(OFFSET_BYTES))?;
+                // The generic verifier counts one table per sibling and
+                // fails past its bound; the vector's range above already
+                // bounds `length` by the frame.
+                if REPLY_TABLES_BEFORE_SIBLINGS.saturating_add(length) > max_tables {
+                    return Err(Fault {
+                        what: "too many tables",
+                        position: vector,
+                    });
+                }
+                siblings.reserve_exact(length);
+                for index in 0..length {
+                    let sibling = reader.table_field(start + index * OFFSET_BYTES)?;
+                    let tombstone = reader.u8_field(sibling, 4)? != 0;
+                    siblings.push((tombstone, reader.bytes_field(sibling, 6)?));
+                }
+            }
+            Reply::Get {
+                found,
+                siblings,
+                context: reader.bytes_field(get, 8)?,
+            }
+        }
+        wire::ResponseBody::ErrorReply => {
+            let error = reader.table_field(field)?;
+            // Counted like the other slots: the generic verifier looks the
+            // routing slot up too (the fuzzer found the 2 bytes missing
+            // from the apparent size when it was not).
+            if reader.slot(error, 10).is_some() {
+                return Ok(None);
+            }
+            let code = match reader.field(error, 4, 2)? {
+                Some(field) => reader.u16_at(field)?,
+                None => 0,
+            };
+            let message = match reader.field(error, 6, OFFSET_BYTES)? {
+                Some(field) => {
+                    let string = reader.follow(field)?;
+                    let length = reader.u32_at(string)? as usize;
+                    let message = reader.range(string + OFFSET_BYTES, length)?;
+                    // As the generic verifier: valid UTF-8, then a NUL
+                    // right after (not counted toward the apparent size).
+                    if std::str::from_utf8(&reader.buffer[message.clone()]).is_err() {
+                        return Err(Fault {
+                            what: "string is not UTF-8",
+                            position: message.start,
+                        });
+                    }
+                    if reader.buffer.get(message.end) != Some(&0) {
+                        return Err(Fault {
+                            what: "string without its NUL terminator",
+                            position: message.end,
+                        });
+                    }
+                    message
+                }
+                None => 0..0,
+            };
+            let acks = match reader.field(error, 8, OFFSET_BYTES)? {
+                Some(field) => reader.u32_at(field)?,
+                None => 0,
+            };
+            Reply::Error {
+                code,
+                message,
+                acks,
+            }
+        }
+        wire::ResponseBody::RoutingTableReply => return Ok(None),
+        // The generic verifier does not look at the value of an unknown
+        // member (nor of NONE), and neither does this.
+        _ => Reply::Unknown(tag),
+    }))
+}
+
+/// After the header: the stricter checks of the root table and its `id`,
+/// then the union and the reply.
+fn read_response_body(
+    reader: &mut Reader<'_>,
+    header: Table,
+    max_tables: usize,
+) -> Result<Option<Reply>, Fault> {
+    let root = reader.strict(header)?;
+    if let Some(field) = reader.entry(root, 4) {
+        Reader::inside(root, field, 8)?;
+    }
+    // The generic verifier derives the value's slot before the tag's.
+    let value = reader.field(root, 8, OFFSET_BYTES)?;
+    let tag = reader.field(root, 6, 1)?;
+    match (tag, value) {
+        (None, None) => Ok(Some(Reply::Unknown(wire::ResponseBody::NONE.0))),
+        (Some(tag), Some(value)) => {
+            let tag = reader.u8_at(tag)?;
+            read_reply(reader, tag, value, max_tables)
+        }
+        (Some(position), None) | (None, Some(position)) => Err(Fault {
+            what: "union tag and value not both present",
+            position,
+        }),
+    }
+}
+
+/// The `Bytes` for `range` of `frame`, sharing its memory; an empty range
+/// takes no reference.
+fn slice_of(frame: &Bytes, range: Range<usize>) -> Bytes {
+    if range.is_empty() {
+        Bytes::new()
+    } else {
+        frame.slice(range)
+    }
+}
+
+/// Decodes one response frame; see `codec::decode_response`, whose
+/// contract this keeps. `max_tables` is the generic verifier's table bound
+/// for responses under `limits`. Values and contexts share `frame`'s
+/// memory. Returns `None` for a routing table or an error reply carrying
+/// one, which the caller decodes on the generic path.
+pub(super) fn decode_response(
+    frame: &Bytes,
+    limits: &Limits,
+    max_tables: usize,
+) -> Option<Result<(u64, Response), ProtocolError>> {
+    if frame.len() > limits.frame_bytes_max {
+        return Some(Err(ProtocolError {
+            id: None,
+            kind: ProtocolErrorKind::FrameTooLarge {
+                bytes: frame.len(),
+                max: limits.frame_bytes_max,
+            },
+        }));
+    }
+    let mut reader = Reader {
+        buffer: frame,
+        apparent_bytes: 0,
+    };
+    // `ResponseHeader`, a prefix of `Response`, read as the generic
+    // verifier reads it, so that the id is recovered exactly when the
+    // generic path would recover it.
+    let header = read_response_header(&mut reader).and_then(|header| {
+        if reader.apparent_bytes > limits.frame_bytes_max {
+            return Err(Fault {
+                what: "apparent size too large",
+                position: 0,
+            });
+        }
+        Ok(header)
+    });
+    let (header, id) = match header {
+        Ok(header) => header,
+        Err(fault) => {
+            return Some(Err(ProtocolError {
+                id: None,
+                kind: fault.kind(),
+            }))
+        }
+    };
+    let malformed = |fault: Fault| ProtocolError {
+        id: Some(id),
+        kind: fault.kind(),
+    };
+    let reply = match read_response_body(&mut reader, header, max_tables) {
+        Ok(None) => return None,
+        Ok(Some(reply)) => reply,
+        Err(fault) => return Some(Err(malformed(fault))),
+    };
+    if reader.apparent_bytes > limits.frame_bytes_max {
+        return Some(Err(malformed(Fault {
+            what: "apparent size too large",
+            position: 0,
+        })));
+    }
+    Some(
+        reply_of(frame, reply, limits)
+            .map(|response| (id, response))
+            .map_err(|kind| ProtocolError { id: Some(id), kind }),
+    )
+}
+
+/// The root table and its `id`, with only the checks the generic verifier
+/// makes of a `ResponseHeader` (the caller applies its apparent-size
+/// bound).
+fn read_response_header(reader: &mut Reader<'_>) -> Result<(Table, u64), Fault> {
+    let root = reader.follow(0)?;
+    let table = reader.table(root)?;
+    let id = match reader.slot(table, 4) {
+        Some(field) => reader.u64_at(field)?,
+        None => 0,
+    };
+    Ok((table, id))
+}
+
+/// The semantic checks of a verified reply, in the generic path's order.
+fn reply_of(frame: &Bytes, reply: Reply, limits: &Limits) -> Result<Response, ProtocolErrorKind> {
+    Ok(match reply {
+        Reply::Pong => Response::Pong,
+        Reply::Delete => Response::Delete,
+        Reply::Put { context } => Response::Put {
+            context: context_of(slice_of(frame, context), limits)?,
+        },
+        Reply::Get {
+            found,
+            siblings,
+            context,
+        } => {
+            if siblings.len() > limits.siblings_max {
+                return Err(ProtocolErrorKind::TooManySiblings {
+                    count: siblings.len(),
+                    max: limits.siblings_max,
+                });
+            }
+            if let Some((_, value)) = siblings
+                .iter()
+                .find(|(_, value)| value.len() > limits.value_bytes_max)
+            {
+                return Err(ProtocolErrorKind::ValueTooLarge {
+                    bytes: value.len(),
+                    max: limits.value_bytes_max,
+                });
+            }
+            Response::Get {
+                found,
+                siblings: siblings
+                    .into_iter()
+                    .map(|(tombstone, value)| Sibling {
+                        tombstone,
+                        value: slice_of(frame, value),
+                    })
+                    .collect(),
+                context: context_of(slice_of(frame, context), limits)?,
+            }
+        }
+        Reply::Error {
+            code,
+            message,
+            acks,
+        } => {
+            let text = &frame[message];
+            if text.len() > limits.error_message_bytes_max {
+                return Err(ProtocolErrorKind::MessageTooLarge {
+                    bytes: text.len(),
+                    max: limits.error_message_bytes_max,
+                });
+            }
+            // Checked UTF-8 while verifying.
+            let text = std::str::from_utf8(text).unwrap_or_default();
+            let (code, message) = match ErrorCode::from_wire(code) {
+                Some(code) => (code, text.to_owned()),
+                // As the generic path: a newer node's code is a failure
+                // all the same.
+                None => (
+                    ErrorCode::Internal,
+                    format!("unknown error code {code}: {text}"),
+                ),
+            };
+            Response::Error {
+                code,
+                message,
+                acks,
+                routing: None,
+            }
+        }
+        Reply::Unknown(tag) => return Err(ProtocolErrorKind::UnknownBody(tag)),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Writing replies.
+//
+// Layout of every frame written here, front to back (positions relative to
+// the flatbuffer, which is what flatbuffers aligns against; the length
+// prefix comes before it):
+//
+//   root uoffset → Response table
+//   the vtables the message needs
+//   Response table (at 4 mod 8, so its u64 id is 8-aligned):
+//     soffset, id: u64, body: uoffset, body_type: u8, 3 bytes padding
+//   body table (4-aligned), then what it points to (vectors, siblings)
+//
+// Every uoffset points forwards and every vtable lies before its tables,
+// as flatbuffers requires of offsets (uoffsets are unsigned) and allows of
+// vtables (soffsets are signed).
+
+/// Inline size of the Response table as written here.
+const RESPONSE_TABLE_BYTES: u16 = 20;
+
+/// Appends a flatbuffer to `out` with positions relative to its start.
+struct Writer<'out> {
+    out: &'out mut Vec<u8>,
+    /// Index in `out` where the flatbuffer begins.
+    base: usize,
+}
+
+impl Writer<'_> {
+    fn position(&self) -> usize {
+        self.out.len() - self.base
+    }
+
+    fn pad_to(&mut self, align: usize) {
+        let padding = self.position().wrapping_neg() % align;
+        self.out.resize(self.out.len() + padding, 0);
+    }
+
+    fn u16(&mut self, value: u16) {
+        self.out.extend_from_slice(&value.to_le_bytes());
+    }
+
+    fn u32(&mut self, value: u32) {
+        self.out.extend_from_slice(&value.to_le_bytes());
+    }
+
+    /// A vtable: its own length, the table's inline size, then the field
+    /// offsets in slot order. Returns its position.
+    fn vtable(&mut self, inline_bytes: u16, fields: &[u16]) -> usize {
+        debug_assert!(self.position() % VOFFSET_BYTES == 0);
+        let position = self.position();
+        let vtable_bytes = (2 + fields.len()) * VOFFSET_BYTES;
+        self.u16(vtable_bytes as u16);
+        self.u16(inline_bytes);
+        for &field in fields {
+            self.u16(field);
+        }
+        position
+    }
+
+    /// Starts a table whose vtable is at `vtable`: writes its soffset.
+    /// Returns the table's position.
+    fn table(&mut self, vtable: usize) -> usize {
+        debug_assert!(self.position() % OFFSET_BYTES == 0 && vtable < self.position());
+        let position = self.position();
+        let soffset = i32::try_from(position - vtable).expect("a vtable within 2 GiB of its table");
+        self.out.extend_from_slice(&soffset.to_le_bytes());
+        position
+    }
+
+    /// A uoffset placeholder; `point` fills it in once the target is known.
+    fn uoffset(&mut self) -> usize {
+        let position = self.position();
+        self.u32(0);
+        position
+    }
+
+    /// Points the uoffset at `from` to the current position.
+    fn point(&mut self, from: usize) {
+        let offset = u32::try_from(self.position() - from).expect("a frame fits a u32 length");
+        let at = self.base + from;
+        self.out[at..at + OFFSET_BYTES].copy_from_slice(&offset.to_le_bytes());
+    }
+
+    /// A byte vector (or, with `nul`, a string and its terminator), at a
+    /// 4-aligned position.
+    fn bytes(&mut self, bytes: &[u8], nul: bool) {
+        self.pad_to(OFFSET_BYTES);
+        self.u32(u32::try_from(bytes.len()).expect("a frame fits a u32 length"));
+        self.out.extend_from_slice(bytes);
+        if nul {
+            self.out.push(0);
+        }
+    }
+}
+
+/// Appends the frame for reply `response` to request `id` to `out` if it is
+/// one of the replies written by hand, and returns whether it was. The
+/// frame decodes (`decode_response`) to the same value as the one
+/// `FlatBufferBuilder` writes; the bytes differ (field order, explicit
+/// defaults).
+pub(super) fn encode_reply(id: u64, response: &Response, out: &mut Vec<u8>) -> bool {
+    // Routing tables (and error replies carrying one) are rare and nested:
+    // they keep the builder.
+    let body_type = match response {
+        Response::Pong => wire::ResponseBody::PongReply,
+        Response::Get { .. } => wire::ResponseBody::GetReply,
+        Response::Put { .. } => wire::ResponseBody::PutReply,
+        Response::Delete => wire::ResponseBody::DeleteReply,
+        Response::Error { routing: None, .. } => wire::ResponseBody::ErrorReply,
+        Response::Error {
+            routing: Some(_), ..
+        }
+        | Response::RoutingTable(_) => return false,
+    };
+    let frame_start = out.len();
+    out.reserve(FRAME_LENGTH_BYTES + 64 + payload_bytes(response));
+    out.extend_from_slice(&[0; FRAME_LENGTH_BYTES]);
+    let base = out.len();
+    let mut w = Writer { out, base };
+    let root = w.uoffset();
+    // Response: id at 4, body at 12, body_type at 16.
+    let response_vtable = w.vtable(RESPONSE_TABLE_BYTES, &[4, 16, 12]);
+    match response {
+        Response::Pong | Response::Delete => {
+            // An empty table: no fields.
+            let body_vtable = w.vtable(OFFSET_BYTES as u16, &[]);
+            let body = response_table(&mut w, root, response_vtable, id, body_type);
+            w.point(body);
+            w.table(body_vtable);
+        }
+        Response::Put { context } => {
+            // PutReply: context at 4.
+            let body_vtable = w.vtable(8, &[4]);
+            let body = response_table(&mut w, root, response_vtable, id, body_type);
+            w.point(body);
+            w.table(body_vtable);
+            let context_field = w.uoffset();
+            w.point(context_field);
+            w.bytes(context, false);
+        }
+        Response::Get {
+            found,
+            siblings,
+            context,
+        } => {
+            // GetReply: found at 12, values at 4, context at 8. Sibling:
+            // tombstone at 8, value at 4.
+            let body_vtable = w.vtable(16, &[12, 4, 8]);
+            let sibling_vtable = w.vtable(12, &[8, 4]);
+            let body = response_table(&mut w, root, response_vtable, id, body_type);
+            w.point(body);
+            w.table(body_vtable);
+            let values_field = w.uoffset();
+            let context_field = w.uoffset();
+            w.out.push(u8::from(*found));
+            w.pad_to(OFFSET_BYTES);
+            w.point(values_field);
+            w.u32(u32::try_from(siblings.len()).expect("siblings fit a u32"));
+            let elements = w.position();
+            for _ in siblings {
+                w.uoffset();
+            }
+            for (index, sibling) in siblings.iter().enumerate() {
+                w.pad_to(OFFSET_BYTES);
+                w.point(elements + index * OFFSET_BYTES);
+                w.table(sibling_vtable);
+                let value_field = w.uoffset();
+                w.out.push(u8::from(sibling.tombstone));
+                w.pad_to(OFFSET_BYTES);
+                w.point(value_field);
+                w.bytes(&sibling.value, false);
+            }
+            w.pad_to(OFFSET_BYTES);
+            w.point(context_field);
+            w.bytes(context, false);
+        }
+        Response::Error {
+            code,
+            message,
+            acks,
+            routing: None,
+        } => {
+            // ErrorReply: code at 12, message at 4, acks at 8.
+            let body_vtable = w.vtable(16, &[12, 4, 8]);
+            let body = response_table(&mut w, root, response_vtable, id, body_type);
+            w.point(body);
+            w.table(body_vtable);
+            let message_field = w.uoffset();
+            w.u32(*acks);
+            w.u16(code.to_wire());
+            w.pad_to(OFFSET_BYTES);
+            w.point(message_field);
+            w.bytes(message.as_bytes(), true);
+        }
+        Response::Error {
+            routing: Some(_), ..
+        }
+        | Response::RoutingTable(_) => {
+            unreachable!("left to the builder above")
+        }
+    }
+    let length = u32::try_from(out.len() - base).expect("an encoded message fits a u32 length");
+    out[frame_start..base].copy_from_slice(&length.to_le_bytes());
+    true
+}
+
+/// Writes the Response table (after padding it to 4 mod 8), points the root
+/// at it, and returns the position of its body uoffset.
+fn response_table(
+    w: &mut Writer<'_>,
+    root: usize,
+    vtable: usize,
+    id: u64,
+    body_type: wire::ResponseBody,
+) -> usize {
+    w.pad_to(8);
+    w.u32(0);
+    w.point(root);
+    let table = w.table(vtable);
+    debug_assert_eq!((table + OFFSET_BYTES) % 8, 0, "the id is 8-aligned");
+    w.out.extend_from_slice(&id.to_le_bytes());
+    let body = w.uoffset();
+    w.out.extend_from_slice(&[body_type.0, 0, 0, 0]);
+    debug_assert_eq!(w.position() - table, usize::from(RESPONSE_TABLE_BYTES));
+    body
+}
+
+/// The variable-length bytes of a hand-written reply, with their per-item
+/// overhead, for reserving `out` once.
+fn payload_bytes(response: &Response) -> usize {
+    match response {
+        Response::Get {
+            siblings, context, ..
+        } => {
+            siblings
+                .iter()
+                .map(|sibling| sibling.value.len() + 24)
+                .sum::<usize>()
+                + context.len()
+                + 8
+        }
+        Response::Put { context } => context.len() + 8,
+        Response::Error { message, .. } => message.len() + 8,
+        _ => 0,
+    }
+}
