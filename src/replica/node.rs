@@ -278,6 +278,18 @@ pub enum IoRequest {
     ListHints { io: IoId },
 }
 
+impl IoRequest {
+    /// The id `handle_io_done` must be answered with.
+    pub fn id(&self) -> IoId {
+        match self {
+            IoRequest::Read { io, .. }
+            | IoRequest::Write { io, .. }
+            | IoRequest::Delete { io, .. }
+            | IoRequest::ListHints { io } => *io,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IoResult {
     Read(Option<Bytes>),

@@ -1323,6 +1323,7 @@ impl ShardState {
         // rotation). The futures it can wait on register the waker of every
         // poll, so the task's first poll (with the real waker) re-arms them.
         let inline = matches!(io, IoRequest::Write { durable: false, .. });
+        let id = io.id();
         let shard = self.clone();
         let queue = self.io_queue(&io);
         let mut task = Box::pin(async move {
@@ -1343,7 +1344,17 @@ impl ShardState {
             Ok(task) => {
                 task.detach();
             }
-            Err(e) => log::warning!(error = %e, "cannot spawn storage task"),
+            Err(e) => {
+                // Not expected while the shard runs. The machine is told the
+                // I/O failed, so nothing waits on an answer that cannot come
+                // (a client op fails now rather than at its deadline; a hint
+                // replay goes back to idle and is retried).
+                log::warning!(error = %e, "cannot spawn storage task");
+                let failed = IoResult::Failed(format!("cannot spawn storage task: {e}"));
+                self.replica
+                    .borrow_mut()
+                    .handle_io_done(self.now_ms(), id, failed);
+            }
         }
     }
 
