@@ -381,21 +381,12 @@ fn apparent_size_bound_matches_the_generic_path() {
 // ---------------------------------------------------------------------------
 // Mutation fuzzing.
 
-/// xorshift64*: a tiny deterministic generator, so a failing seed replays.
-struct Rng(u64);
+#[path = "support/xorshift.rs"]
+mod xorshift;
+use xorshift::Rng;
 
+/// Domain draws on top of the shared generator.
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
     fn bytes(&mut self, max: usize) -> Bytes {
         let length = self.below(max + 1);
         (0..length).map(|_| self.next() as u8).collect()

@@ -43,20 +43,9 @@ fn config() -> StoreConfig {
     }
 }
 
-/// xorshift64*: deterministic, so a failure replays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+#[path = "support/xorshift.rs"]
+mod xorshift;
+use xorshift::Rng;
 
 type Key = (Namespace, u32, Vec<u8>);
 /// What a key holds: `None` when purged, else (kind, payload).
@@ -117,7 +106,7 @@ fn run_workload(seed: u64, fail_sync_from: Option<u64>) -> Workload {
                     1000 + rng.below(2500)
                 } else {
                     20 + rng.below(200)
-                } as usize;
+                };
                 let tag = format!("w{write_no}:");
                 let payload: Vec<u8> = tag.bytes().cycle().take(len.max(tag.len())).collect();
                 let kind = RecordKind::of(tombstone);
@@ -451,14 +440,14 @@ fn crash_states(fs: &FsState, rng: &mut Rng, random: usize) -> Vec<Crash> {
             .filter(|_| rng.below(2) == 0)
             .collect();
         let tear = if !chosen.is_empty() && rng.below(3) == 0 {
-            let at = chosen[rng.below(chosen.len() as u64) as usize];
+            let at = chosen[rng.below(chosen.len())];
             Some((at, if rng.below(2) == 0 { 512 } else { 4096 }))
         } else {
             None
         };
         out.push(Crash {
             name: format!("random subset {round}"),
-            dir_ops_kept: rng.below(dir_all as u64 + 1) as usize,
+            dir_ops_kept: rng.below(dir_all + 1),
             keep: Box::new(move |inode, i| chosen.contains(&(inode, i))),
             tear,
         });
