@@ -188,7 +188,12 @@ fn check_written_request(frame: &RequestFrame, prefix: &[u8], limits: &Limits) {
     let mut written = prefix.to_vec();
     encode_request(frame, &mut written);
     let mut by_ref = prefix.to_vec();
-    encode_request_ref(frame.id, frame.epoch, &frame.request.borrowed(), &mut by_ref);
+    encode_request_ref(
+        frame.id,
+        frame.epoch,
+        &frame.request.borrowed(),
+        &mut by_ref,
+    );
     assert_eq!(written, by_ref);
     let mut by_encoder = prefix.to_vec();
     Encoder::new().encode_request(frame, &mut by_encoder);
@@ -327,7 +332,11 @@ fn key_strategy() -> impl Strategy<Value = Bytes> {
 
 /// Contexts: absent, empty, or bytes (past the small limits' bound too).
 fn context_strategy() -> impl Strategy<Value = Option<Bytes>> {
-    prop_oneof![Just(None), Just(Some(Bytes::new())), bytes_strategy(100).prop_map(Some)]
+    prop_oneof![
+        Just(None),
+        Just(Some(Bytes::new())),
+        bytes_strategy(100).prop_map(Some)
+    ]
 }
 
 fn written_request_strategy() -> impl Strategy<Value = Request> {
@@ -436,7 +445,10 @@ fn hand_written_request_edge_cases_decode_like_builder_ones() {
     let largest = |extra_key, extra_value, extra_context| Request::Put {
         key: Bytes::from(vec![0xee; limits.key_bytes_max + extra_key]),
         value: Bytes::from(vec![0x5a; limits.value_bytes_max + extra_value]),
-        context: Some(Bytes::from(vec![1; limits.context_bytes_max + extra_context])),
+        context: Some(Bytes::from(vec![
+            1;
+            limits.context_bytes_max + extra_context
+        ])),
         quorum: Quorum { r: None, ..all },
     };
     let mut requests = vec![
@@ -486,7 +498,8 @@ fn hand_written_request_edge_cases_decode_like_builder_ones() {
             for prefix in [&b""[..], b"x", b"abc", b"0123456"] {
                 check_written_request(&frame, prefix, &limits);
             }
-            accepted += usize::from(decode_request(Bytes::from(payload_of(&frame)), &limits).is_ok());
+            accepted +=
+                usize::from(decode_request(Bytes::from(payload_of(&frame)), &limits).is_ok());
         }
     }
     // Refused: the empty and over-long keys, and the largest put's three
@@ -565,11 +578,8 @@ fn borrowed_requests_match_their_owned_form() {
     assert_eq!(owned.borrowed(), borrowed);
     let mut out = Vec::new();
     encode_request_ref(3, 4, &borrowed, &mut out);
-    let decoded = decode_request(
-        single_frame(&out, &Limits::default()),
-        &Limits::default(),
-    )
-    .unwrap();
+    let decoded =
+        decode_request(single_frame(&out, &Limits::default()), &Limits::default()).unwrap();
     assert_eq!(
         decoded,
         RequestFrame {

@@ -1,10 +1,13 @@
-//! Hand-written reading of client requests and writing of the hot replies,
-//! straight between bytes and domain types, without the generic flatbuffers
-//! verifier or `FlatBufferBuilder` (issue #4: on the request path those two
-//! cost about as much as the rest of a GET together).
+//! Hand-written reading and writing of client requests and of the hot
+//! replies, straight between bytes and domain types, without the generic
+//! flatbuffers verifier or `FlatBufferBuilder` (issue #4: on the request
+//! path those two cost about as much as the rest of a GET together, and the
+//! load generator that shares the node's cores paid the builder for every
+//! request it sent).
 //!
 //! Job: `decode_request` verifies and decodes a `Request` flatbuffer in one
-//! pass, `encode_reply` writes Pong, GetReply, PutReply, DeleteReply and
+//! pass, `encode_request` writes every request (the client side),
+//! `encode_reply` writes Pong, GetReply, PutReply, DeleteReply and
 //! routing-free ErrorReply frames, and `decode_response` reads those five
 //! replies back on the client side. Everything else (routing tables, error
 //! replies carrying one, internode messages) stays on the generic path in
@@ -29,6 +32,8 @@
 //! checks; there the table count is bounded as the generic verifier bounds
 //! it (one table per sibling), and strings are checked for UTF-8 and their
 //! NUL as it checks them.
+//! Both writers' frames decode, through the hand-written and the generic
+//! readers alike, to the value the builder's frame decodes to.
 //! `tests/protocol_differential.rs` checks all of this against the generic
 //! path with proptest and mutation fuzzers (`tools/fuzz-request-decoder.sh`
 //! runs them for as long as asked).
@@ -917,139 +922,20 @@ const REQUEST_VTABLE_POSITION: usize = OFFSET_BYTES;
 const REQUEST_VTABLE_BYTES: usize = (2 + 4) * VOFFSET_BYTES;
 const BODY_VTABLE_POSITION: usize = REQUEST_VTABLE_POSITION + REQUEST_VTABLE_BYTES;
 
-/// Most byte vectors, u8 fields and slots in one request body (a put's).
-const BODY_VECTORS_MAX: usize = 3;
-const BODY_SCALARS_MAX: usize = 3;
-const BODY_SLOTS_MAX: usize = BODY_VECTORS_MAX + BODY_SCALARS_MAX;
+/// Bytes of a u64 field.
+const U64_BYTES: usize = 8;
 
-/// The largest Request table: soffset, id, epoch, body, body_type, padding.
-const REQUEST_TABLE_BYTES_MAX: usize = (OFFSET_BYTES + 8 + 8 + OFFSET_BYTES + 1)
-    .next_multiple_of(OFFSET_BYTES);
-
-/// The largest body table: soffset, the vectors' uoffsets, the u8 fields,
-/// padding.
-const BODY_TABLE_BYTES_MAX: usize = (OFFSET_BYTES
-    + BODY_VECTORS_MAX * OFFSET_BYTES
-    + BODY_SCALARS_MAX)
-    .next_multiple_of(OFFSET_BYTES);
-
-/// The largest part of a request frame before its byte vectors: the length
-/// prefix, root, both vtables, the padding to 4 mod 8 (at most 6 bytes after
-/// an even position), the Request table and the largest body table.
+/// The most bytes of a request frame before its first vector's bytes: the
+/// length prefix, the root, the Request vtable, a body vtable of 6 slots,
+/// up to 6 bytes of padding, a Request table with id and epoch, a body
+/// table of 3 vectors and 3 u8 fields, and the first vector's length.
 const REQUEST_HEAD_BYTES_MAX: usize = FRAME_LENGTH_BYTES
     + BODY_VTABLE_POSITION
-    + (2 + BODY_SLOTS_MAX) * VOFFSET_BYTES
+    + (2 + 6) * VOFFSET_BYTES
     + 6
-    + REQUEST_TABLE_BYTES_MAX
-    + BODY_TABLE_BYTES_MAX;
-
-/// A request body reduced to the shape every body table shares.
-struct BodyFields<'a> {
-    tag: wire::RequestBody,
-    /// The byte vectors in slot order; `None` leaves the slot out.
-    vectors: [Option<&'a [u8]>; BODY_VECTORS_MAX],
-    /// How many of `vectors` are this table's slots (present or not).
-    vector_slots: usize,
-    /// The u8 fields after the vectors, in slot order; 0 leaves the slot
-    /// out.
-    scalars: [u8; BODY_SCALARS_MAX],
-    /// How many of `scalars` are this table's slots.
-    scalar_slots: usize,
-}
-
-impl<'a> BodyFields<'a> {
-    fn of(request: &RequestRef<'a>) -> BodyFields<'a> {
-        let empty = BodyFields {
-            tag: wire::RequestBody::PingRequest,
-            vectors: [None; BODY_VECTORS_MAX],
-            vector_slots: 0,
-            scalars: [0; BODY_SCALARS_MAX],
-            scalar_slots: 0,
-        };
-        let write_quorum = |quorum: Quorum| {
-            [
-                quorum.w.unwrap_or(0),
-                quorum.dw.unwrap_or(0),
-                quorum.n.unwrap_or(0),
-            ]
-        };
-        match *request {
-            RequestRef::Ping => empty,
-            RequestRef::GetRoutingTable => BodyFields {
-                tag: wire::RequestBody::RoutingTableRequest,
-                ..empty
-            },
-            RequestRef::Get { key, quorum } => BodyFields {
-                tag: wire::RequestBody::GetRequest,
-                vectors: [Some(key), None, None],
-                vector_slots: 1,
-                scalars: [quorum.r.unwrap_or(0), quorum.n.unwrap_or(0), 0],
-                scalar_slots: 2,
-            },
-            RequestRef::Put {
-                key,
-                value,
-                context,
-                quorum,
-            } => BodyFields {
-                tag: wire::RequestBody::PutRequest,
-                vectors: [
-                    Some(key),
-                    Some(value),
-                    context.filter(|context| !context.is_empty()),
-                ],
-                vector_slots: 3,
-                scalars: write_quorum(quorum),
-                scalar_slots: 3,
-            },
-            RequestRef::Delete {
-                key,
-                context,
-                quorum,
-            } => BodyFields {
-                tag: wire::RequestBody::DeleteRequest,
-                vectors: [Some(key), Some(context), None],
-                vector_slots: 2,
-                scalars: write_quorum(quorum),
-                scalar_slots: 3,
-            },
-        }
-    }
-}
-
-/// Lays out the next field of a table: returns its offset in the table and
-/// moves `cursor` past it, or returns 0 (absent) for a field left out.
-fn place(cursor: &mut usize, present: bool, size: usize) -> usize {
-    if !present {
-        return 0;
-    }
-    let offset = *cursor;
-    *cursor += size;
-    offset
-}
-
-/// Little-endian stores into the head of a request frame (the bytes before
-/// its vectors), at positions relative to the flatbuffer.
-struct Head {
-    bytes: [u8; REQUEST_HEAD_BYTES_MAX],
-}
-
-impl Head {
-    fn put(&mut self, position: usize, value: &[u8]) {
-        let at = FRAME_LENGTH_BYTES + position;
-        self.bytes[at..at + value.len()].copy_from_slice(value);
-    }
-
-    fn u16(&mut self, position: usize, value: usize) {
-        let value = u16::try_from(value).expect("a request head fits u16 offsets");
-        self.put(position, &value.to_le_bytes());
-    }
-
-    fn u32(&mut self, position: usize, value: usize) {
-        let value = u32::try_from(value).expect("a frame fits a u32 length");
-        self.put(position, &value.to_le_bytes());
-    }
-}
+    + (OFFSET_BYTES + 2 * U64_BYTES + 2 * OFFSET_BYTES)
+    + (OFFSET_BYTES + 3 * OFFSET_BYTES + OFFSET_BYTES)
+    + OFFSET_BYTES;
 
 /// Appends the frame for request `request` with `id` and `epoch` to `out`,
 /// front to back in the layout above. The frame decodes (`decode_request`
@@ -1057,45 +943,118 @@ impl Head {
 /// `FlatBufferBuilder` writes (`codec::Encoder::encode_request_generic`);
 /// the bytes differ (field order, vtable placement).
 pub(super) fn encode_request(id: u64, epoch: u64, request: &RequestRef<'_>, out: &mut Vec<u8>) {
-    let body = BodyFields::of(request);
-
-    // The Request table's fields, u64s first (8-aligned).
-    let mut cursor = OFFSET_BYTES;
-    let id_offset = place(&mut cursor, id != 0, 8);
-    let epoch_offset = place(&mut cursor, epoch != 0, 8);
-    let body_offset = place(&mut cursor, true, OFFSET_BYTES);
-    let tag_offset = place(&mut cursor, true, 1);
-    let request_inline_bytes = cursor.next_multiple_of(OFFSET_BYTES);
-
-    // The body table's fields in slot order: vectors, then u8 fields.
-    let mut body_offsets = [0; BODY_SLOTS_MAX];
-    let mut cursor = OFFSET_BYTES;
-    for (slot, vector) in body.vectors[..body.vector_slots].iter().enumerate() {
-        body_offsets[slot] = place(&mut cursor, vector.is_some(), OFFSET_BYTES);
+    use wire::RequestBody as Tag;
+    let write_quorum = |quorum: Quorum| {
+        [
+            quorum.w.unwrap_or(0),
+            quorum.dw.unwrap_or(0),
+            quorum.n.unwrap_or(0),
+        ]
+    };
+    // Each body as its byte vectors and u8 fields in slot order (`None` and
+    // 0 are left out); the builder always writes keys, values and a
+    // delete's context, and leaves out a put's absent or empty context.
+    match *request {
+        RequestRef::Ping => write_request(id, epoch, Tag::PingRequest, [], [], out),
+        RequestRef::GetRoutingTable => {
+            write_request(id, epoch, Tag::RoutingTableRequest, [], [], out)
+        }
+        RequestRef::Get { key, quorum } => write_request(
+            id,
+            epoch,
+            Tag::GetRequest,
+            [Some(key)],
+            [quorum.r.unwrap_or(0), quorum.n.unwrap_or(0)],
+            out,
+        ),
+        RequestRef::Put {
+            key,
+            value,
+            context,
+            quorum,
+        } => write_request(
+            id,
+            epoch,
+            Tag::PutRequest,
+            [
+                Some(key),
+                Some(value),
+                context.filter(|context| !context.is_empty()),
+            ],
+            write_quorum(quorum),
+            out,
+        ),
+        RequestRef::Delete {
+            key,
+            context,
+            quorum,
+        } => write_request(
+            id,
+            epoch,
+            Tag::DeleteRequest,
+            [Some(key), Some(context)],
+            write_quorum(quorum),
+            out,
+        ),
     }
-    for (index, &scalar) in body.scalars[..body.scalar_slots].iter().enumerate() {
-        body_offsets[body.vector_slots + index] = place(&mut cursor, scalar != 0, 1);
+}
+
+/// Writes one request frame whose body table has `V` byte-vector slots
+/// followed by `S` u8 slots (every request body has this shape), in the
+/// layout above. One copy per body type, so the slot loops unroll and the
+/// fields every request of that type has are laid out at compile time.
+#[inline(always)]
+fn write_request<const V: usize, const S: usize>(
+    id: u64,
+    epoch: u64,
+    tag: wire::RequestBody,
+    vectors: [Option<&[u8]>; V],
+    scalars: [u8; S],
+    out: &mut Vec<u8>,
+) {
+    // The Request table: soffset, id and epoch when not zero (8-aligned, as
+    // the table is at 4 mod 8), the body uoffset, the tag, 3 bytes padding.
+    let id_offset = if id != 0 { OFFSET_BYTES } else { 0 };
+    let epoch_offset = if epoch != 0 {
+        OFFSET_BYTES + id_offset.min(1) * U64_BYTES
+    } else {
+        0
+    };
+    let body_offset = OFFSET_BYTES + (id_offset.min(1) + epoch_offset.min(1)) * U64_BYTES;
+    let tag_offset = body_offset + OFFSET_BYTES;
+    let request_inline_bytes = tag_offset + OFFSET_BYTES;
+
+    // The body table: soffset, the present vectors' uoffsets, the present
+    // u8 fields, padding to 4. Its vtable ends at the last present slot.
+    let mut vector_offsets = [0; V];
+    let mut scalar_offsets = [0; S];
+    let mut cursor = OFFSET_BYTES;
+    let mut body_vtable_slots = 0;
+    for (slot, (offset, vector)) in vector_offsets.iter_mut().zip(vectors).enumerate() {
+        if vector.is_some() {
+            *offset = cursor;
+            cursor += OFFSET_BYTES;
+            body_vtable_slots = slot + 1;
+        }
+    }
+    for (index, (offset, &scalar)) in scalar_offsets.iter_mut().zip(&scalars).enumerate() {
+        if scalar != 0 {
+            *offset = cursor;
+            cursor += 1;
+            body_vtable_slots = V + index + 1;
+        }
     }
     let body_inline_bytes = cursor.next_multiple_of(OFFSET_BYTES);
-    // The builder's vtable ends at the last present slot.
-    let body_vtable_slots = body_offsets
-        .iter()
-        .rposition(|&offset| offset != 0)
-        .map_or(0, |slot| slot + 1);
     let body_vtable_bytes = (2 + body_vtable_slots) * VOFFSET_BYTES;
 
-    // The Request table at 4 mod 8, so that its u64 fields are 8-aligned.
+    // Positions in the flatbuffer: the Request table at 4 mod 8 after both
+    // vtables, the body table after it, then each present vector 4-aligned.
     let vtables_end = BODY_VTABLE_POSITION + body_vtable_bytes;
     let root_table = vtables_end + (12 - vtables_end % 8) % 8;
     let body_table = root_table + request_inline_bytes;
-    let head_bytes = body_table + body_inline_bytes;
-    debug_assert!(root_table % 8 == 4);
-    debug_assert!(FRAME_LENGTH_BYTES + head_bytes <= REQUEST_HEAD_BYTES_MAX);
-
-    // Where each present vector goes (its length word), and the frame's end.
-    let mut vector_positions = [0; BODY_VECTORS_MAX];
-    let mut end = head_bytes;
-    for (position, vector) in vector_positions.iter_mut().zip(body.vectors) {
+    let mut vector_positions = [0; V];
+    let mut end = body_table + body_inline_bytes;
+    for (position, vector) in vector_positions.iter_mut().zip(vectors) {
         if let Some(vector) = vector {
             end = end.next_multiple_of(OFFSET_BYTES);
             *position = end;
@@ -1104,65 +1063,106 @@ pub(super) fn encode_request(id: u64, epoch: u64, request: &RequestRef<'_>, out:
     }
     let length = u32::try_from(end).expect("an encoded message fits a u32 length");
 
+    // Everything before the first vector's bytes is assembled on the stack
+    // and appended in one copy.
     let mut head = Head {
         bytes: [0; REQUEST_HEAD_BYTES_MAX],
+        len: 0,
     };
-    head.bytes[..FRAME_LENGTH_BYTES].copy_from_slice(&length.to_le_bytes());
-    head.u32(0, root_table);
-    // Request vtable.
-    let vtable = REQUEST_VTABLE_POSITION;
-    head.u16(vtable, REQUEST_VTABLE_BYTES);
-    head.u16(vtable + 2, request_inline_bytes);
-    head.u16(vtable + 4, id_offset);
-    head.u16(vtable + 6, epoch_offset);
-    head.u16(vtable + 8, tag_offset);
-    head.u16(vtable + 10, body_offset);
-    // Body vtable.
-    head.u16(BODY_VTABLE_POSITION, body_vtable_bytes);
-    head.u16(BODY_VTABLE_POSITION + 2, body_inline_bytes);
-    for (slot, &offset) in body_offsets[..body_vtable_slots].iter().enumerate() {
-        head.u16(BODY_VTABLE_POSITION + (2 + slot) * VOFFSET_BYTES, offset);
+    head.push(&length.to_le_bytes());
+    // Root uoffset, Request vtable (id, epoch, body_type, body), body vtable.
+    head.push(&(root_table as u32).to_le_bytes());
+    head.u16(REQUEST_VTABLE_BYTES);
+    head.u16(request_inline_bytes);
+    head.u16(id_offset);
+    head.u16(epoch_offset);
+    head.u16(tag_offset);
+    head.u16(body_offset);
+    head.u16(body_vtable_bytes);
+    head.u16(body_inline_bytes);
+    for slot in 0..body_vtable_slots {
+        head.u16(if slot < V {
+            vector_offsets[slot]
+        } else {
+            scalar_offsets[slot - V]
+        });
     }
-    // Request table; a positive soffset points back to its vtable.
-    head.u32(root_table, root_table - REQUEST_VTABLE_POSITION);
-    if id_offset != 0 {
-        head.put(root_table + id_offset, &id.to_le_bytes());
+    // Padding, then the Request table; a positive soffset points back to
+    // its vtable.
+    head.len += root_table - vtables_end;
+    head.push(&((root_table - REQUEST_VTABLE_POSITION) as u32).to_le_bytes());
+    if id != 0 {
+        head.push(&id.to_le_bytes());
     }
-    if epoch_offset != 0 {
-        head.put(root_table + epoch_offset, &epoch.to_le_bytes());
+    if epoch != 0 {
+        head.push(&epoch.to_le_bytes());
     }
-    let body_field = root_table + body_offset;
-    head.u32(body_field, body_table - body_field);
-    head.put(root_table + tag_offset, &[body.tag.0]);
-    // Body table.
-    head.u32(body_table, body_table - BODY_VTABLE_POSITION);
-    for (slot, vector) in body.vectors.iter().enumerate() {
-        if vector.is_some() {
-            let field = body_table + body_offsets[slot];
-            head.u32(field, vector_positions[slot] - field);
+    head.push(&((request_inline_bytes - body_offset) as u32).to_le_bytes());
+    head.push(&[tag.0, 0, 0, 0]);
+    // The body table, padded.
+    debug_assert_eq!(head.len, FRAME_LENGTH_BYTES + body_table);
+    head.push(&((body_table - BODY_VTABLE_POSITION) as u32).to_le_bytes());
+    for (&offset, &position) in vector_offsets.iter().zip(&vector_positions) {
+        if offset != 0 {
+            head.push(&((position - (body_table + offset)) as u32).to_le_bytes());
         }
     }
-    for (index, &scalar) in body.scalars[..body.scalar_slots].iter().enumerate() {
+    for &scalar in &scalars {
         if scalar != 0 {
-            head.put(body_table + body_offsets[body.vector_slots + index], &[scalar]);
+            head.push(&[scalar]);
         }
+    }
+    head.len = FRAME_LENGTH_BYTES + body_table + body_inline_bytes;
+
+    // The vectors: padding and length, then the bytes. The body table ends
+    // 4-aligned, where the first vector starts: its length goes out with
+    // the head.
+    out.reserve(FRAME_LENGTH_BYTES + end);
+    let base = out.len() + FRAME_LENGTH_BYTES;
+    let mut written = body_table + body_inline_bytes;
+    let mut first = true;
+    for (&position, vector) in vector_positions.iter().zip(vectors) {
+        let Some(vector) = vector else { continue };
+        let length = (vector.len() as u32).to_le_bytes();
+        if first {
+            debug_assert_eq!(position, written);
+            head.push(&length);
+            out.extend_from_slice(&head.bytes[..head.len]);
+            first = false;
+        } else {
+            let padding = position - written;
+            let mut word = [0; 2 * OFFSET_BYTES];
+            word[padding..padding + OFFSET_BYTES].copy_from_slice(&length);
+            out.extend_from_slice(&word[..padding + OFFSET_BYTES]);
+        }
+        out.extend_from_slice(vector);
+        written = position + OFFSET_BYTES + vector.len();
+    }
+    if first {
+        out.extend_from_slice(&head.bytes[..head.len]);
+    }
+    debug_assert!(root_table % 8 == 4);
+    debug_assert_eq!(out.len() - base, end);
+}
+
+/// The bytes of a request frame before its first vector's bytes, assembled
+/// on the stack front to back.
+struct Head {
+    bytes: [u8; REQUEST_HEAD_BYTES_MAX],
+    len: usize,
+}
+
+impl Head {
+    fn push(&mut self, bytes: &[u8]) {
+        self.bytes[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
     }
 
-    let frame_start = out.len();
-    out.reserve(FRAME_LENGTH_BYTES + end);
-    out.extend_from_slice(&head.bytes[..FRAME_LENGTH_BYTES + head_bytes]);
-    let base = frame_start + FRAME_LENGTH_BYTES;
-    for (&position, vector) in vector_positions.iter().zip(body.vectors) {
-        let Some(vector) = vector else { continue };
-        // Padding to the vector's position, then its length word.
-        let mut prefix = [0; 2 * OFFSET_BYTES];
-        let padding = position - (out.len() - base);
-        prefix[padding..padding + OFFSET_BYTES]
-            .copy_from_slice(&(vector.len() as u32).to_le_bytes());
-        out.extend_from_slice(&prefix[..padding + OFFSET_BYTES]);
-        out.extend_from_slice(vector);
+    /// A vtable entry. Every offset in a request head is below a few
+    /// hundred, so it fits.
+    fn u16(&mut self, value: usize) {
+        self.push(&(value as u16).to_le_bytes());
     }
-    debug_assert_eq!(out.len() - base, end);
 }
 
 // ---------------------------------------------------------------------------
