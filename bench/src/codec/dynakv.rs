@@ -63,7 +63,14 @@ impl DynakvCodec {
         protocol::encode_request_ref(id, self.epoch, &request, out);
     }
 
-    pub fn decode(&mut self, recv: &mut BytesMut) -> Result<Option<Reply>, ParseError> {
+    /// Decodes one reply; a get reply's live values are collected only with
+    /// `capture` (the cart's read-modify-write reads them; counting them
+    /// needs no copy of the list).
+    pub fn decode(
+        &mut self,
+        recv: &mut BytesMut,
+        capture: bool,
+    ) -> Result<Option<Reply>, ParseError> {
         let frame = match self.decoder.decode(recv) {
             Ok(Some(frame)) => frame,
             Ok(None) => return Ok(None),
@@ -96,11 +103,15 @@ impl DynakvCodec {
                 } else {
                     Outcome::Miss
                 };
-                let values = siblings
-                    .into_iter()
-                    .filter(|s| !s.tombstone)
-                    .map(|s| s.value)
-                    .collect();
+                let values = if capture {
+                    siblings
+                        .into_iter()
+                        .filter(|s| !s.tombstone)
+                        .map(|s| s.value)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 reply(outcome, values, Some(context))
             }
             // A WrongOwner (the ring moved) and every other error reply count
@@ -204,7 +215,7 @@ mod tests {
         let mut replies = Vec::new();
         for b in &wire {
             buf.extend_from_slice(&[*b]);
-            while let Some(r) = codec.decode(&mut buf).unwrap() {
+            while let Some(r) = codec.decode(&mut buf, true).unwrap() {
                 replies.push(r);
             }
         }
@@ -218,6 +229,15 @@ mod tests {
             (Some(3), Outcome::Pong)
         );
         let mut garbage = BytesMut::from(&[3u8, 0, 0, 0, 1, 2, 3][..]);
-        assert!(codec.decode(&mut garbage).is_err());
+        assert!(codec.decode(&mut garbage, true).is_err());
+        // Without capture: the same outcome and sibling count, no values.
+        let mut buf = BytesMut::from(&wire[..]);
+        let first = codec.decode(&mut buf, false).unwrap().unwrap();
+        assert_eq!(
+            (first.id, first.outcome),
+            (Some(9), Outcome::Hit { siblings: 3 })
+        );
+        assert!(first.values.is_empty());
+        assert_eq!(first.context.as_deref(), Some(&b"c"[..]));
     }
 }
