@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The differential fuzzer of the hand-written request and response readers
 # (issue #4) run for as long as asked: random frames from the encoders
-# (responses from both the hand-written writer and the builder), mutated
+# (requests and responses each from both the hand-written writer and the
+# builder), mutated
 # (bit flips, byte overwrites, truncation, extension, offsets pointed
 # anywhere, vtables overlapping, union tags changed, splices, fully random
 # bytes) and decoded both by the hand-written reader (`decode_request`,

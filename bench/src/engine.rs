@@ -878,7 +878,12 @@ impl Engine {
                 Some(p) if socket.codec.ordered() => {
                     p.op == OpKind::Cart && p.stage == Stage::First
                 }
-                _ => true,
+                // A reply with an id answers a request known only once it
+                // is decoded: capture whenever the run merges values (a
+                // cart); otherwise no get reply's values are read, and
+                // collecting them cost about a tenth of a GET's generator
+                // instructions.
+                _ => self.generator.merges_values(),
             };
             match socket.codec.decode(&mut socket.recv, capture) {
                 Ok(Some(reply)) => self.on_reply(s, reply, now, phase),

@@ -104,6 +104,12 @@ pub struct OpGenerator {
 }
 
 impl OpGenerator {
+    /// Whether some operation of this workload reads a get reply's values
+    /// (the cart merges the siblings it read).
+    pub fn merges_values(&self) -> bool {
+        self.workload == Workload::Cart
+    }
+
     pub fn new(
         workload: Workload,
         read_ratio: f64,

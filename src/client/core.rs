@@ -37,7 +37,7 @@ use bytes::Bytes;
 
 use super::error::{ClientError, IoStage};
 use crate::protocol::{
-    decode_response, Encoder, ErrorCode, Limits, Request, RequestFrame, Response, RoutingTable,
+    decode_response, encode_request_ref, ErrorCode, Limits, Request, Response, RoutingTable,
 };
 
 /// Default bound on operations in flight in one client.
@@ -185,7 +185,6 @@ pub struct ClientCore {
     /// is known, and whenever no owner is reachable.
     seed: SocketAddr,
     table: Option<RoutingTable>,
-    encoder: Encoder,
     ticket_next: u64,
     /// Wire ids start at 1: 0 marks a connection-level error reply.
     wire_id_next: u64,
@@ -212,7 +211,6 @@ impl ClientCore {
             options,
             seed,
             table: None,
-            encoder: Encoder::new(),
             ticket_next: 1,
             wire_id_next: 1,
             operations: HashMap::new(),
@@ -651,11 +649,7 @@ impl ClientCore {
         };
         let wire_id = self.wire_id_next;
         self.wire_id_next += 1;
-        let frame = RequestFrame {
-            id: wire_id,
-            epoch: self.table.as_ref().map_or(0, |table| table.epoch),
-            request: operation.request.clone(),
-        };
+        let epoch = self.table.as_ref().map_or(0, |table| table.epoch);
         let index = match self.pending.iter().position(|p| p.target == target) {
             Some(index) => index,
             None => {
@@ -668,7 +662,13 @@ impl ClientCore {
             }
         };
         let pending = &mut self.pending[index];
-        self.encoder.encode_request(&frame, &mut pending.bytes);
+        // Written straight from the operation's request: no copy of it.
+        encode_request_ref(
+            wire_id,
+            epoch,
+            &operation.request.borrowed(),
+            &mut pending.bytes,
+        );
         pending.wire_ids.push(wire_id);
         self.attempts.insert(wire_id, ticket);
         let operation = self.operations.get_mut(&ticket).expect("checked above");

@@ -22,8 +22,8 @@ use super::direct;
 use super::frame::FRAME_LENGTH_BYTES;
 use super::generated::wire;
 use super::message::{
-    ErrorCode, Limits, ProtocolError, ProtocolErrorKind, Quorum, Request, RequestFrame, Response,
-    RoutingNode, RoutingTable, Sibling, REPLICAS_MAX, R_ALL, SHARDS_PER_NODE_MAX,
+    ErrorCode, Limits, ProtocolError, ProtocolErrorKind, Quorum, Request, RequestFrame, RequestRef,
+    Response, RoutingNode, RoutingTable, Sibling, REPLICAS_MAX, R_ALL, SHARDS_PER_NODE_MAX,
 };
 
 /// Deepest table nesting in any message: Response → ErrorReply →
@@ -70,7 +70,18 @@ impl Encoder {
     }
 
     /// Appends the frame for `frame` (length prefix and flatbuffer) to `out`.
+    /// Every request is written by hand (`direct`; see `encode_request_ref`),
+    /// without the builder.
     pub fn encode_request(&mut self, frame: &RequestFrame, out: &mut Vec<u8>) {
+        direct::encode_request(frame.id, frame.epoch, &frame.request.borrowed(), out);
+    }
+
+    /// `encode_request` through `FlatBufferBuilder`: the reference the
+    /// hand-written request writer is tested against
+    /// (`tests/protocol_differential.rs`) and a second frame layout for the
+    /// fuzzers. Not on any client path.
+    #[doc(hidden)]
+    pub fn encode_request_generic(&mut self, frame: &RequestFrame, out: &mut Vec<u8>) {
         let b = &mut self.builder;
         let (body_type, body) = match &frame.request {
             Request::Ping => (
@@ -337,9 +348,18 @@ thread_local! {
     static ENCODER: RefCell<Encoder> = RefCell::new(Encoder::new());
 }
 
-/// Appends the frame for `frame` to `out`, with a per-thread `Encoder`.
+/// Appends the frame for `frame` to `out` (the hand-written writer needs no
+/// `Encoder`).
 pub fn encode_request(frame: &RequestFrame, out: &mut Vec<u8>) {
-    ENCODER.with(|encoder| encoder.borrow_mut().encode_request(frame, out));
+    direct::encode_request(frame.id, frame.epoch, &frame.request.borrowed(), out);
+}
+
+/// Appends the frame for `request` with `id` and `epoch` to `out`, from
+/// borrowed bytes: what a client uses to encode straight from its own
+/// buffers (no `Bytes` to build, no builder). Written front to back by
+/// `direct`; decodes to the same `RequestFrame` as the builder's frame.
+pub fn encode_request_ref(id: u64, epoch: u64, request: &RequestRef<'_>, out: &mut Vec<u8>) {
+    direct::encode_request(id, epoch, request, out);
 }
 
 /// Appends the frame for the reply `response` to request `id` to `out`, with

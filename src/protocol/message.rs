@@ -117,6 +117,67 @@ impl Request {
             Request::Ping | Request::GetRoutingTable => None,
         }
     }
+
+    /// The same request with its bytes borrowed, as `encode_request_ref`
+    /// takes it.
+    pub fn borrowed(&self) -> RequestRef<'_> {
+        match self {
+            Request::Ping => RequestRef::Ping,
+            Request::Get { key, quorum } => RequestRef::Get {
+                key,
+                quorum: *quorum,
+            },
+            Request::Put {
+                key,
+                value,
+                context,
+                quorum,
+            } => RequestRef::Put {
+                key,
+                value,
+                context: context.as_deref(),
+                quorum: *quorum,
+            },
+            Request::Delete {
+                key,
+                context,
+                quorum,
+            } => RequestRef::Delete {
+                key,
+                context,
+                quorum: *quorum,
+            },
+            Request::GetRoutingTable => RequestRef::GetRoutingTable,
+        }
+    }
+}
+
+/// A `Request` whose key, value and context are borrowed: what a client
+/// encodes from its own buffers without first copying them into `Bytes`
+/// (`encode_request_ref`). Same meaning, field by field, as `Request`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestRef<'a> {
+    /// Liveness probe.
+    Ping,
+    /// Read all siblings of `key`. Only `quorum.r` and `quorum.n` travel.
+    Get { key: &'a [u8], quorum: Quorum },
+    /// Write `value`; an empty context is the same as none. Only `w`,
+    /// `dw` and `n` travel.
+    Put {
+        key: &'a [u8],
+        value: &'a [u8],
+        context: Option<&'a [u8]>,
+        quorum: Quorum,
+    },
+    /// Write a tombstone superseding `context`. Only `w`, `dw` and `n`
+    /// travel.
+    Delete {
+        key: &'a [u8],
+        context: &'a [u8],
+        quorum: Quorum,
+    },
+    /// Fetch the current routing table.
+    GetRoutingTable,
 }
 
 /// A request with its envelope.

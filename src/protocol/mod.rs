@@ -58,7 +58,7 @@ mod message;
 
 pub use codec::{
     decode_request, decode_request_generic, decode_response, decode_response_generic,
-    encode_request, encode_response, Encoder,
+    encode_request, encode_request_ref, encode_response, Encoder,
 };
 pub use frame::{write_frame, FrameDecoder, FrameError, FRAME_LENGTH_BYTES};
 pub use internode::{
@@ -68,8 +68,8 @@ pub use internode::{
     NONCE_BYTES_MAX, TEXT_BYTES_MAX, VERSIONS_BYTES_MAX,
 };
 pub use message::{
-    ErrorCode, Limits, ProtocolError, ProtocolErrorKind, Quorum, Request, RequestFrame, Response,
-    RoutingNode, RoutingTable, Sibling, CONTEXT_BYTES_MAX, ERROR_MESSAGE_BYTES_MAX,
+    ErrorCode, Limits, ProtocolError, ProtocolErrorKind, Quorum, Request, RequestFrame, RequestRef,
+    Response, RoutingNode, RoutingTable, Sibling, CONTEXT_BYTES_MAX, ERROR_MESSAGE_BYTES_MAX,
     FRAME_BYTES_MAX, KEY_BYTES_MAX, NODES_MAX, PARTITIONS_MAX, REPLICAS_MAX, R_ALL,
     SHARDS_PER_NODE_MAX, SIBLINGS_MAX, VALUE_BYTES_MAX,
 };

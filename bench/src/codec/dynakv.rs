@@ -1,18 +1,20 @@
 //! dynakv's client protocol, for `dynakv://` targets, through the crate's own
 //! sans-IO protocol module (`dynakv::protocol`).
 //!
-//! Job: wrap `Encoder`, `FrameDecoder` and `decode_response` behind the
-//! benchmark's request/reply shapes, and carry the per-request quorum
-//! overrides and the routing epoch. Invariants: every reply is verified and
+//! Job: wrap `encode_request_ref`, `FrameDecoder` and `decode_response`
+//! behind the benchmark's request/reply shapes, and carry the per-request
+//! quorum overrides and the routing epoch. Requests are written straight
+//! from the engine's key and value buffers (no copy into `Bytes`, no
+//! builder): the generator shares the server's cores, so what it spends per
+//! request is taken from the server. Invariants: every reply is verified and
 //! validated by the protocol module before use; replies are matched by id,
 //! since a dynakv connection may answer out of order.
 
 use super::{Outcome, ParseError, Reply, Request};
-use bytes::{Bytes, BytesMut};
-use dynakv::protocol::{self, Encoder, FrameDecoder, Limits, Quorum, RequestFrame, Response};
+use bytes::BytesMut;
+use dynakv::protocol::{self, FrameDecoder, Limits, Quorum, RequestRef, Response};
 
 pub struct DynakvCodec {
-    encoder: Encoder,
     decoder: FrameDecoder,
     limits: Limits,
     quorum: Quorum,
@@ -33,7 +35,6 @@ impl DynakvCodec {
     pub fn new(quorum: Quorum, epoch: u64) -> DynakvCodec {
         let limits = Limits::default();
         DynakvCodec {
-            encoder: Encoder::new(),
             decoder: FrameDecoder::new(limits.frame_bytes_max),
             limits,
             quorum,
@@ -42,34 +43,34 @@ impl DynakvCodec {
     }
 
     pub fn encode(&mut self, id: u64, request: &Request<'_>, out: &mut Vec<u8>) {
-        let request = match request {
-            Request::Ping => protocol::Request::Ping,
-            Request::Get { key } => protocol::Request::Get {
-                key: Bytes::copy_from_slice(key),
+        let request = match *request {
+            Request::Ping => RequestRef::Ping,
+            Request::Get { key } => RequestRef::Get {
+                key,
                 quorum: self.quorum,
             },
             Request::Put {
                 key,
                 value,
                 context,
-            } => protocol::Request::Put {
-                key: Bytes::copy_from_slice(key),
-                value: Bytes::copy_from_slice(value),
-                context: context.map(Bytes::copy_from_slice),
+            } => RequestRef::Put {
+                key,
+                value,
+                context,
                 quorum: self.quorum,
             },
         };
-        self.encoder.encode_request(
-            &RequestFrame {
-                id,
-                epoch: self.epoch,
-                request,
-            },
-            out,
-        );
+        protocol::encode_request_ref(id, self.epoch, &request, out);
     }
 
-    pub fn decode(&mut self, recv: &mut BytesMut) -> Result<Option<Reply>, ParseError> {
+    /// Decodes one reply; a get reply's live values are collected only with
+    /// `capture` (the cart's read-modify-write reads them; counting them
+    /// needs no copy of the list).
+    pub fn decode(
+        &mut self,
+        recv: &mut BytesMut,
+        capture: bool,
+    ) -> Result<Option<Reply>, ParseError> {
         let frame = match self.decoder.decode(recv) {
             Ok(Some(frame)) => frame,
             Ok(None) => return Ok(None),
@@ -102,11 +103,15 @@ impl DynakvCodec {
                 } else {
                     Outcome::Miss
                 };
-                let values = siblings
-                    .into_iter()
-                    .filter(|s| !s.tombstone)
-                    .map(|s| s.value)
-                    .collect();
+                let values = if capture {
+                    siblings
+                        .into_iter()
+                        .filter(|s| !s.tombstone)
+                        .map(|s| s.value)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 reply(outcome, values, Some(context))
             }
             // A WrongOwner (the ring moved) and every other error reply count
@@ -125,6 +130,7 @@ impl DynakvCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use dynakv::protocol::{decode_request, encode_response, Sibling};
 
     #[test]
@@ -209,7 +215,7 @@ mod tests {
         let mut replies = Vec::new();
         for b in &wire {
             buf.extend_from_slice(&[*b]);
-            while let Some(r) = codec.decode(&mut buf).unwrap() {
+            while let Some(r) = codec.decode(&mut buf, true).unwrap() {
                 replies.push(r);
             }
         }
@@ -223,6 +229,15 @@ mod tests {
             (Some(3), Outcome::Pong)
         );
         let mut garbage = BytesMut::from(&[3u8, 0, 0, 0, 1, 2, 3][..]);
-        assert!(codec.decode(&mut garbage).is_err());
+        assert!(codec.decode(&mut garbage, true).is_err());
+        // Without capture: the same outcome and sibling count, no values.
+        let mut buf = BytesMut::from(&wire[..]);
+        let first = codec.decode(&mut buf, false).unwrap().unwrap();
+        assert_eq!(
+            (first.id, first.outcome),
+            (Some(9), Outcome::Hit { siblings: 3 })
+        );
+        assert!(first.values.is_empty());
+        assert_eq!(first.context.as_deref(), Some(&b"c"[..]));
     }
 }

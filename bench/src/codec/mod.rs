@@ -175,7 +175,7 @@ impl Codec {
         let scanned = match self {
             Codec::Resp => resp::scan(recv)?,
             Codec::Memcache => memcache::scan(recv)?,
-            Codec::Dynakv(codec) => return codec.decode(recv),
+            Codec::Dynakv(codec) => return codec.decode(recv, capture),
         };
         Ok(scanned.map(|s| take_scanned(recv, s, capture)))
     }
