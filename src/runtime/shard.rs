@@ -47,7 +47,9 @@ use crate::replica::{
 };
 use crate::ring;
 use crate::storage::{Namespace, StorageError, Store, StoreConfig};
-use crate::version::{encode_token_into, Context, SiblingSet, Value, VersionError, VersionVector};
+use crate::version::{
+    encode_token_into, plan_update, Context, SiblingSet, Value, VersionError, VersionVector,
+};
 
 mod handoff;
 
@@ -143,6 +145,23 @@ struct ForwardSlot {
 /// The size of the chunks context tokens are cut from (`context_token`).
 const CONTEXT_CHUNK_BYTES: usize = 4096;
 
+/// The size of the chunks in-place puts' payloads are cut from
+/// (`ShardState::payload_bytes`). The read cache keeps those payloads and
+/// evicts oldest first, so the chunks it holds are a run of the latest and
+/// at most one of them is held for less than its whole length.
+const PAYLOAD_CHUNK_BYTES: usize = 64 * 1024;
+
+/// An in-place put's write, ready to go (`ShardState::put_single_update`).
+struct InPlaceWrite {
+    /// The updated set's encoding.
+    payload: Bytes,
+    all_tombstones: bool,
+    /// The reply's context token (the updated set's clock).
+    context: Bytes,
+    /// The stored record's anti-entropy entry (`None`: absent).
+    old: Option<Entry>,
+}
+
 /// The most client requests one shard has forwarded to other nodes and
 /// not yet seen answered.
 const FORWARDS_MAX: usize = 4096;
@@ -205,6 +224,8 @@ pub(crate) struct ShardState {
     /// The chunk context tokens are cut from (`context_token`): a token is
     /// a slice of it, not an allocation of its own.
     context_chunk: RefCell<bytes::BytesMut>,
+    /// The chunk in-place puts' payloads are cut from (`payload_bytes`).
+    payload_chunk: RefCell<bytes::BytesMut>,
 }
 
 /// The incarnation the replica layer sees: the shard's restart counter
@@ -370,6 +391,7 @@ pub(crate) async fn run(
         handoff_outstanding: RefCell::new(ahash::AHashSet::new()),
         context_scratch: RefCell::new(Vec::with_capacity(64)),
         context_chunk: RefCell::new(bytes::BytesMut::new()),
+        payload_chunk: RefCell::new(bytes::BytesMut::new()),
         write_spare: RefCell::new(None),
         puts_waiting: Cell::new(0),
     });
@@ -1005,11 +1027,12 @@ impl ShardState {
                     .clock
             }
         };
-        if let Some(stored) = self.put_single_read(topology, partition, &key, quorum) {
+        if let Some(update) =
+            self.put_single_update(topology, partition, &key, quorum, &clock, &value)
+        {
+            let update = update.map_err(|e| replica_error(ReplicaError::Version(e), false))?;
             let durable = quorum.dw >= 1;
-            return self
-                .put_single(topology, partition, key, stored, &clock, value, durable)
-                .await;
+            return self.put_single(partition, key, update, durable).await;
         }
         let request = PutRequest {
             key,
@@ -1042,21 +1065,29 @@ impl ShardState {
         }
     }
 
-    /// The stored set of a put whose only replica is this shard (N = W = 1,
+    /// The updated set of a put whose only replica is this shard (N = W = 1,
     /// DW <= 1), when it can be updated in place: the key is not locked by
     /// the replica machine and its set is in memory and readable. The
     /// machine would do exactly this update and write and then answer with
     /// its one acknowledgement; its bookkeeping (request tables, deadline
     /// timer, a waiter, a spawned task) would be work for nothing. `None`:
     /// take the machine's path (a read that needs I/O, an unreadable set, a
-    /// locked key, any other quorum).
-    fn put_single_read(
+    /// locked key, any other quorum); `Some(Err)`: the update's refusal.
+    ///
+    /// The update is `version::plan_update` straight from the stored bytes
+    /// into a slice of the shard's payload chunk (no decode, no allocation)
+    /// when the set is small enough, as it nearly always is; else
+    /// `SiblingSet::decode_shared`, `update` and `encode`, which give the
+    /// same bytes (`tests/version_update_plan.rs`).
+    fn put_single_update(
         &self,
         topology: &Topology,
         partition: u32,
         key: &Bytes,
         quorum: QuorumConfig,
-    ) -> Option<(SiblingSet, Option<Entry>)> {
+        clock: &VersionVector,
+        value: &Value,
+    ) -> Option<Result<InPlaceWrite, VersionError>> {
         if !puts_in_place(topology.primaries(partition), self.node.cluster.me, quorum)
             || key.len() > crate::replica::KEY_BYTES_MAX
             || self.puts_waiting.get() >= crate::replica::REQUESTS_MAX
@@ -1064,55 +1095,95 @@ impl ShardState {
         {
             return None;
         }
+        let record = self.store.get_now(Namespace::Data, partition, key)?;
+        let actor = self.replica.borrow().actor();
+        let me = self.node.cluster.me.0;
+        let stored = record.as_ref().map(|record| &record.payload[..]);
+        let (payload, all_tombstones, context) =
+            match plan_update(stored, clock.entries(), actor, value) {
+                Some(Ok(plan)) => {
+                    let payload = self.payload_bytes(plan.encoded_len(), |out| {
+                        plan.encode_into(out);
+                    });
+                    let context =
+                        self.context_token(topology, partition, plan.clock_entries(), Some(me));
+                    (payload, plan.is_all_tombstones(), context)
+                }
+                Some(Err(e)) => return Some(Err(e)),
+                None => {
+                    let mut set = match &record {
+                        None => SiblingSet::new(),
+                        Some(record) => SiblingSet::decode_shared(&record.payload).ok()?,
+                    };
+                    if let Err(e) = set.update(clock, actor, value.clone()) {
+                        return Some(Err(e));
+                    }
+                    let mut payload = Vec::with_capacity(set.encoded_len());
+                    set.encode(&mut payload);
+                    let context =
+                        self.context_token(topology, partition, set.clock_entries(), Some(me));
+                    (Bytes::from(payload), set.is_all_tombstones(), context)
+                }
+            };
         // The stored record's anti-entropy entry goes with it, so the
         // write need not read the record again for the tree.
-        match self.store.get_now(Namespace::Data, partition, key)? {
-            None => Some((SiblingSet::new(), None)),
-            Some(record) => {
-                let set = SiblingSet::decode_shared(&record.payload).ok()?;
-                Some((set, Some(Entry::of_record(&record))))
-            }
-        }
+        let old = record.as_ref().map(Entry::of_record);
+        Some(Ok(InPlaceWrite {
+            payload,
+            all_tombstones,
+            context,
+            old,
+        }))
     }
 
-    /// Updates `stored` (from `put_single_read`) with the put's value under
-    /// this shard's actor and writes it, as the machine's coordinator update
-    /// would, and answers as the machine would with its one acknowledgement.
+    /// A new stored payload of `len` bytes, which `fill` writes: a slice of
+    /// the shard's payload chunk (`PAYLOAD_CHUNK_BYTES`), so that neither
+    /// the payload nor its first clone (the read cache's next hit) is an
+    /// allocation of its own. A large payload gets its own buffer.
+    fn payload_bytes(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Bytes {
+        if len > PAYLOAD_CHUNK_BYTES / 8 {
+            let mut payload = vec![0; len];
+            fill(&mut payload);
+            return Bytes::from(payload);
+        }
+        let mut chunk = self.payload_chunk.borrow_mut();
+        if chunk.capacity() < len {
+            *chunk = bytes::BytesMut::with_capacity(PAYLOAD_CHUNK_BYTES);
+        }
+        chunk.resize(len, 0);
+        fill(&mut chunk[..]);
+        chunk.split().freeze()
+    }
+
+    /// Writes an in-place put's updated set (from `put_single_update`) and
+    /// answers as the machine would with its one acknowledgement.
     /// The write is polled once in place; one that waits (a flush, a group
     /// commit) runs on in a task holding the machine's lock on the key, and
     /// the client is answered with the machine's quorum failure if it is
     /// not done by the request deadline (the write still completes, as in
     /// the machine).
-    #[allow(clippy::too_many_arguments)]
     async fn put_single(
         self: &Rc<Self>,
-        topology: &Topology,
         partition: u32,
         key: Bytes,
-        (mut stored, old): (SiblingSet, Option<Entry>),
-        clock: &VersionVector,
-        value: Value,
+        update: InPlaceWrite,
         durable: bool,
     ) -> Result<Response, (ErrorCode, String, u32)> {
-        let actor = self.replica.borrow().actor();
-        if let Err(e) = stored.update(clock, actor, value) {
-            return Err(replica_error(ReplicaError::Version(e), false));
-        }
-        let mut payload = Vec::with_capacity(stored.encoded_len());
-        stored.encode(&mut payload);
+        let InPlaceWrite {
+            payload,
+            all_tombstones,
+            context,
+            old,
+        } = update;
         let io = IoRequest::Write {
             io: 0,
             namespace: Namespace::Data,
             partition,
             key: key.clone(),
-            payload: Bytes::from(payload),
-            all_tombstones: stored.is_all_tombstones(),
+            payload,
+            all_tombstones,
             durable,
         };
-        // The context of the written set, for the reply once it is written.
-        let me = self.node.cluster.me.0;
-        let context = self.context_token(topology, partition, stored.clock_entries(), Some(me));
-        drop(stored);
         let reply = move |result: IoResult| match result {
             IoResult::Done => Ok(Response::Put { context }),
             IoResult::Failed(error) => Err(replica_error(ReplicaError::Storage(error), false)),
@@ -1883,7 +1954,7 @@ fn reboxed<F: std::future::Future + 'static>(
 }
 
 /// Whether a put with `quorum` on a partition with these primaries is this
-/// node's to update in place (`ShardState::put_single_read`): this node is
+/// node's to update in place (`ShardState::put_single_update`): this node is
 /// the only replica and the machine would wait for its write alone (N = W =
 /// 1, DW <= 1). Every other put needs the machine's fan-out and counting.
 fn puts_in_place(primaries: &[ring::VnodeOwner], me: NodeId, quorum: QuorumConfig) -> bool {

@@ -1,0 +1,461 @@
+//! `UpdatePlan`: `SiblingSet::update` followed by `encode`, computed
+//! straight from the stored set's encoding, for the small sets a put
+//! usually meets (one actor, one sibling), without decoding the set into
+//! vectors and without an allocation.
+//!
+//! Why: a coordinator's put in place (the one-replica put of the runtime)
+//! reads the stored set, updates it with the client's context and writes
+//! the new encoding; through `SiblingSet` that is three allocations (the
+//! entry vector, a sibling vector per entry, the updated entry vector) and
+//! two walks over vectors. A plan keeps the stored set's entries and
+//! siblings in fixed arrays on the stack, as positions in its bytes.
+//!
+//! Invariant: when `plan_update` returns `Some`, the plan's encoding is
+//! byte for byte `encode` of the set that `decode` then `update` would
+//! produce, and an error is the one `update` would return. It returns
+//! `None` (the caller takes the `SiblingSet` path) for anything outside its
+//! bounds: more than `PLAN_ENTRIES_MAX` stored entries or context entries,
+//! more than `PLAN_SIBLINGS_MAX` stored siblings, a result that `update`
+//! would prune, or stored bytes that do not decode. `tests/version_update_plan.rs`
+//! checks it against `SiblingSet` over random sets and contexts.
+
+use super::codec::{Reader, VARINT_BYTES_MAX};
+use super::sibling_set::{varint_len, VALUE_TAG_DATA, VALUE_TAG_TOMBSTONE};
+use super::{
+    ActorId, Value, VersionError, CLOCK_ENTRIES_MAX, SIBLINGS_MAX, SIBLING_SET_FORMAT_VERSION,
+};
+
+/// The most stored entries, and the most context entries, a plan takes.
+pub const PLAN_ENTRIES_MAX: usize = 8;
+/// The most stored siblings a plan takes.
+pub const PLAN_SIBLINGS_MAX: usize = 8;
+/// Entries of a plan's result: stored and context actors, and the writer.
+const OUT_ENTRIES_MAX: usize = 2 * PLAN_ENTRIES_MAX + 1;
+
+/// Marks "no stored entry" in `OutEntry::stored`.
+const NONE: u8 = u8::MAX;
+
+/// A stored sibling: its dot counter and its value's position in the
+/// stored bytes (`start == u32::MAX`: a tombstone).
+#[derive(Clone, Copy, Default)]
+struct StoredSibling {
+    dot_counter: u64,
+    start: u32,
+    len: u32,
+}
+
+/// A stored entry: actor, counter and its siblings' range in the sibling array.
+#[derive(Clone, Copy, Default)]
+struct StoredEntry {
+    actor: ActorId,
+    counter: u64,
+    first: u8,
+    end: u8,
+}
+
+/// An entry of the result.
+#[derive(Clone, Copy, Default)]
+struct OutEntry {
+    actor: ActorId,
+    counter: u64,
+    /// Index into the stored entries (`NONE`: the entry comes from the
+    /// context, or is the writer's new one).
+    stored: u8,
+    /// Stored siblings with a dot counter above this one survive.
+    cutoff: u64,
+    /// The writer's entry: the new sibling goes last.
+    writer: bool,
+}
+
+/// The result of an update, ready to be encoded (see the module header).
+pub struct UpdatePlan<'a> {
+    stored: &'a [u8],
+    value: &'a Value,
+    floor: u64,
+    siblings: [StoredSibling; PLAN_SIBLINGS_MAX],
+    entries: [StoredEntry; PLAN_ENTRIES_MAX],
+    out: [OutEntry; OUT_ENTRIES_MAX],
+    out_len: usize,
+    dot_counter: u64,
+    encoded_len: usize,
+    all_tombstones: bool,
+}
+
+/// `SiblingSet::update(context, actor, value)` on the set encoded in
+/// `stored` (`None`: the empty set), as a plan; see the module header for
+/// when it returns `None`. `context` is a `VersionVector`'s entries
+/// (ascending actors, counters above 0).
+pub fn plan_update<'a>(
+    stored: Option<&'a [u8]>,
+    context: &[(ActorId, u64)],
+    actor: ActorId,
+    value: &'a Value,
+) -> Option<Result<UpdatePlan<'a>, VersionError>> {
+    if context.len() > PLAN_ENTRIES_MAX {
+        return None;
+    }
+    let mut plan = UpdatePlan {
+        stored: stored.unwrap_or(&[]),
+        value,
+        floor: 0,
+        siblings: [StoredSibling::default(); PLAN_SIBLINGS_MAX],
+        entries: [StoredEntry::default(); PLAN_ENTRIES_MAX],
+        out: [OutEntry::default(); OUT_ENTRIES_MAX],
+        out_len: 0,
+        dot_counter: 0,
+        encoded_len: 0,
+        all_tombstones: false,
+    };
+    let entry_count = match stored {
+        None => 0,
+        Some(bytes) => plan.read_stored(bytes).ok()??,
+    };
+    Some(plan.update(entry_count, context, actor))
+}
+
+impl<'a> UpdatePlan<'a> {
+    /// Reads and validates the stored set as `SiblingSet::decode` does.
+    /// `Ok(None)`: valid so far but beyond the plan's bounds.
+    fn read_stored(&mut self, bytes: &[u8]) -> Result<Option<usize>, VersionError> {
+        let mut reader = Reader::new(bytes);
+        if reader.u8()? != SIBLING_SET_FORMAT_VERSION {
+            return Err(VersionError::UnknownFormatVersion(bytes[0]));
+        }
+        self.floor = reader.varint()?;
+        let entry_count = reader.varint()?;
+        if entry_count > PLAN_ENTRIES_MAX as u64 {
+            return Ok(None);
+        }
+        let mut sibling_total = 0usize;
+        let mut previous: ActorId = 0;
+        for index in 0..entry_count as usize {
+            let delta = reader.varint()?;
+            let actor = if index == 0 {
+                delta
+            } else {
+                if delta == 0 {
+                    return Err(VersionError::ActorsNotSorted);
+                }
+                previous
+                    .checked_add(delta)
+                    .ok_or(VersionError::ActorsNotSorted)?
+            };
+            previous = actor;
+            let counter = reader.varint()?;
+            if counter == 0 {
+                return Err(VersionError::CounterZero);
+            }
+            let sibling_count = reader.varint()?;
+            if sibling_count > (PLAN_SIBLINGS_MAX - sibling_total) as u64 {
+                return Ok(None);
+            }
+            let first = sibling_total;
+            let mut last_dot = 0u64;
+            for _ in 0..sibling_count {
+                let back = reader.varint()?;
+                if back >= counter {
+                    return Err(VersionError::DotOutOfRange {
+                        dot: counter.wrapping_sub(back),
+                        counter,
+                    });
+                }
+                let dot_counter = counter - back;
+                if sibling_total > first && last_dot >= dot_counter {
+                    return Err(VersionError::DotsNotSorted);
+                }
+                last_dot = dot_counter;
+                let (start, len) = match reader.u8()? {
+                    VALUE_TAG_DATA => {
+                        let length = reader.varint()?;
+                        let start = bytes.len() - reader.remaining();
+                        reader.slice(length)?;
+                        (start as u32, length as u32)
+                    }
+                    VALUE_TAG_TOMBSTONE => (u32::MAX, 0),
+                    tag => return Err(VersionError::UnknownValueTag(tag)),
+                };
+                self.siblings[sibling_total] = StoredSibling {
+                    dot_counter,
+                    start,
+                    len,
+                };
+                sibling_total += 1;
+            }
+            self.entries[index] = StoredEntry {
+                actor,
+                counter,
+                first: first as u8,
+                end: sibling_total as u8,
+            };
+        }
+        reader.finish()?;
+        Ok(Some(entry_count as usize))
+    }
+
+    /// The update of `SiblingSet::update`, on the stored entries.
+    fn update(
+        mut self,
+        entry_count: usize,
+        context: &[(ActorId, u64)],
+        actor: ActorId,
+    ) -> Result<UpdatePlan<'a>, VersionError> {
+        // The clock joins the context; the siblings it covers go.
+        let mut survivors = 0usize;
+        let mut actor_counter = 0u64;
+        let mut writer_at = None;
+        let (mut i, mut j) = (0, 0);
+        while i < entry_count || j < context.len() {
+            let local = self.entries[..entry_count].get(i).copied();
+            let ctx = context.get(j).copied();
+            let out = match (local, ctx) {
+                (Some(local), Some((ctx_actor, ctx_counter))) if local.actor == ctx_actor => {
+                    i += 1;
+                    j += 1;
+                    OutEntry {
+                        actor: local.actor,
+                        counter: local.counter.max(ctx_counter),
+                        stored: (i - 1) as u8,
+                        cutoff: ctx_counter,
+                        writer: false,
+                    }
+                }
+                (Some(local), Some((ctx_actor, _))) if local.actor < ctx_actor => {
+                    i += 1;
+                    OutEntry {
+                        actor: local.actor,
+                        counter: local.counter,
+                        stored: (i - 1) as u8,
+                        cutoff: 0,
+                        writer: false,
+                    }
+                }
+                (Some(local), None) => {
+                    i += 1;
+                    OutEntry {
+                        actor: local.actor,
+                        counter: local.counter,
+                        stored: (i - 1) as u8,
+                        cutoff: 0,
+                        writer: false,
+                    }
+                }
+                (_, Some((ctx_actor, ctx_counter))) => {
+                    j += 1;
+                    OutEntry {
+                        actor: ctx_actor,
+                        counter: ctx_counter,
+                        stored: NONE,
+                        cutoff: 0,
+                        writer: false,
+                    }
+                }
+                (None, None) => unreachable!("loop condition"),
+            };
+            if out.stored != NONE {
+                let stored = self.entries[out.stored as usize];
+                survivors += self.siblings[stored.first as usize..stored.end as usize]
+                    .iter()
+                    .filter(|sibling| sibling.dot_counter > out.cutoff)
+                    .count();
+            }
+            if out.actor == actor {
+                actor_counter = out.counter;
+                writer_at = Some(self.out_len);
+            }
+            self.out[self.out_len] = out;
+            self.out_len += 1;
+        }
+        let dot_counter = actor_counter
+            .max(self.floor)
+            .checked_add(1)
+            .ok_or(VersionError::CounterOverflow { actor })?;
+        let sibling_count = survivors + 1;
+        if sibling_count > SIBLINGS_MAX {
+            return Err(VersionError::SiblingsOverflow {
+                count: sibling_count as u64,
+                max: SIBLINGS_MAX,
+            });
+        }
+        let writer_at = match writer_at {
+            Some(index) => index,
+            None => {
+                let index = self.out[..self.out_len].partition_point(|out| out.actor < actor);
+                self.out.copy_within(index..self.out_len, index + 1);
+                self.out[index] = OutEntry {
+                    actor,
+                    counter: 0,
+                    stored: NONE,
+                    cutoff: 0,
+                    writer: false,
+                };
+                self.out_len += 1;
+                index
+            }
+        };
+        let writer = &mut self.out[writer_at];
+        writer.counter = dot_counter;
+        writer.writer = true;
+        self.dot_counter = dot_counter;
+        // `update` prunes past `CLOCK_ENTRIES_MAX` entries (not reachable
+        // within the plan's bounds, kept as the rule).
+        debug_assert!(self.out_len <= CLOCK_ENTRIES_MAX);
+        self.all_tombstones = *self.value == Value::Tombstone
+            && self.surviving().all(|sibling| sibling.start == u32::MAX);
+        self.encoded_len = self.measure();
+        Ok(self)
+    }
+
+    /// The stored siblings that survive, in order.
+    fn surviving(&self) -> impl Iterator<Item = StoredSibling> + '_ {
+        self.out[..self.out_len]
+            .iter()
+            .filter(|out| out.stored != NONE)
+            .flat_map(move |out| {
+                let stored = self.entries[out.stored as usize];
+                self.siblings[stored.first as usize..stored.end as usize]
+                    .iter()
+                    .copied()
+                    .filter(move |sibling| sibling.dot_counter > out.cutoff)
+            })
+    }
+
+    /// The surviving stored siblings of one result entry.
+    fn siblings_of(&self, out: &OutEntry) -> impl Iterator<Item = StoredSibling> + '_ {
+        let range = if out.stored == NONE {
+            0..0
+        } else {
+            let stored = self.entries[out.stored as usize];
+            stored.first as usize..stored.end as usize
+        };
+        let cutoff = out.cutoff;
+        self.siblings[range]
+            .iter()
+            .copied()
+            .filter(move |sibling| sibling.dot_counter > cutoff)
+    }
+
+    fn measure(&self) -> usize {
+        let mut len = 1 + varint_len(self.floor) + varint_len(self.out_len as u64);
+        let mut previous: ActorId = 0;
+        for out in &self.out[..self.out_len] {
+            let mut count = 0u64;
+            for sibling in self.siblings_of(out) {
+                count += 1;
+                len += varint_len(out.counter - sibling.dot_counter) + 1;
+                if sibling.start != u32::MAX {
+                    len += varint_len(u64::from(sibling.len)) + sibling.len as usize;
+                }
+            }
+            if out.writer {
+                count += 1;
+                len += varint_len(0) + 1;
+                if let Value::Data(bytes) = self.value {
+                    len += varint_len(bytes.len() as u64) + bytes.len();
+                }
+            }
+            len += varint_len(out.actor - previous)
+                + varint_len(out.counter)
+                + varint_len(count);
+            previous = out.actor;
+        }
+        len
+    }
+
+    /// The exact length of the updated set's encoding.
+    pub fn encoded_len(&self) -> usize {
+        self.encoded_len
+    }
+
+    /// Whether every sibling of the updated set is a tombstone.
+    pub fn is_all_tombstones(&self) -> bool {
+        self.all_tombstones
+    }
+
+    /// The updated set's clock (`SiblingSet::clock_entries`).
+    pub fn clock_entries(&self) -> impl ExactSizeIterator<Item = (ActorId, u64)> + '_ {
+        self.out[..self.out_len]
+            .iter()
+            .map(|out| (out.actor, out.counter))
+    }
+
+    /// The dot of the new sibling.
+    pub fn dot_counter(&self) -> u64 {
+        self.dot_counter
+    }
+
+    /// Writes the updated set's canonical encoding (`SiblingSet::encode`)
+    /// into `out`, which is exactly `encoded_len` bytes.
+    pub fn encode_into(&self, out: &mut [u8]) {
+        assert_eq!(out.len(), self.encoded_len);
+        let mut w = Writer { out, at: 0 };
+        w.byte(SIBLING_SET_FORMAT_VERSION);
+        w.varint(self.floor);
+        w.varint(self.out_len as u64);
+        let mut previous: ActorId = 0;
+        for entry in &self.out[..self.out_len] {
+            w.varint(entry.actor - previous);
+            previous = entry.actor;
+            w.varint(entry.counter);
+            let count = self.siblings_of(entry).count() + usize::from(entry.writer);
+            w.varint(count as u64);
+            for sibling in self.siblings_of(entry) {
+                w.varint(entry.counter - sibling.dot_counter);
+                if sibling.start == u32::MAX {
+                    w.byte(VALUE_TAG_TOMBSTONE);
+                } else {
+                    w.byte(VALUE_TAG_DATA);
+                    w.varint(u64::from(sibling.len));
+                    let start = sibling.start as usize;
+                    w.bytes(&self.stored[start..start + sibling.len as usize]);
+                }
+            }
+            if entry.writer {
+                w.varint(0);
+                match self.value {
+                    Value::Data(bytes) => {
+                        w.byte(VALUE_TAG_DATA);
+                        w.varint(bytes.len() as u64);
+                        w.bytes(bytes);
+                    }
+                    Value::Tombstone => w.byte(VALUE_TAG_TOMBSTONE),
+                }
+            }
+        }
+        assert_eq!(w.at, w.out.len());
+    }
+}
+
+/// A cursor writing into a slice of the exact final length.
+struct Writer<'o> {
+    out: &'o mut [u8],
+    at: usize,
+}
+
+impl Writer<'_> {
+    fn byte(&mut self, byte: u8) {
+        self.out[self.at] = byte;
+        self.at += 1;
+    }
+
+    fn varint(&mut self, mut value: u64) {
+        let mut scratch = [0u8; VARINT_BYTES_MAX];
+        let mut n = 0;
+        loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                scratch[n] = byte;
+                n += 1;
+                break;
+            }
+            scratch[n] = byte | 0x80;
+            n += 1;
+        }
+        self.bytes(&scratch[..n]);
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.out[self.at..self.at + bytes.len()].copy_from_slice(bytes);
+        self.at += bytes.len();
+    }
+}
