@@ -36,7 +36,8 @@ use super::log::{self, info};
 use super::metrics::{self, MetricsHub, Op, ShardMetrics};
 use super::scheduler::{Job, JobRates, Scheduler};
 use crate::antientropy::{
-    perform_io_observed, perform_write_observed, AaeConfig, AntiEntropy, Entry,
+    perform_io_observed, perform_write_observed, perform_write_observed_now, AaeConfig,
+    AntiEntropy, Entry,
 };
 use crate::config::ServerConfig;
 use crate::membership::{AdminChange, NodeId};
@@ -1193,6 +1194,12 @@ impl ShardState {
                 0,
             )),
         };
+        // Most writes finish at once (buffered, room in the buffer): done
+        // here, without the store's write future.
+        let io = match self.perform_write_now(io, old) {
+            Ok(result) => return reply(result),
+            Err(io) => io,
+        };
         let shard = self.clone();
         let spare = self.write_spare.borrow_mut().take();
         let mut write = reboxed(spare, async move { shard.perform_write(io, old).await });
@@ -1522,6 +1529,18 @@ impl ShardState {
             let (code, text) = storage_error(e);
             IoResult::Failed(format!("{}: {text}", code.name()))
         })
+    }
+
+    /// `perform_write` when the store's write finishes without waiting
+    /// (`antientropy::perform_write_observed_now`); `Err(io)`: nothing was
+    /// done, await `perform_write` instead.
+    fn perform_write_now(&self, io: IoRequest, old: Option<Entry>) -> Result<IoResult, IoRequest> {
+        let io = super::chaos_hooks::maybe_last_write_wins(io);
+        let result = perform_write_observed_now(&self.store, &self.aae, || self.now_ms(), io, old)?;
+        Ok(result.unwrap_or_else(|e| {
+            let (code, text) = storage_error(e);
+            IoResult::Failed(format!("{}: {text}", code.name()))
+        }))
     }
 
     /// Sends a replica message to the shard of its target node that holds

@@ -19,7 +19,7 @@
 //! would prune, or stored bytes that do not decode. `tests/version_update_plan.rs`
 //! checks it against `SiblingSet` over random sets and contexts.
 
-use super::codec::{Reader, VARINT_BYTES_MAX};
+use super::codec::Reader;
 use super::sibling_set::{varint_len, VALUE_TAG_DATA, VALUE_TAG_TOMBSTONE};
 use super::{
     ActorId, Value, VersionError, CLOCK_ENTRIES_MAX, SIBLINGS_MAX, SIBLING_SET_FORMAT_VERSION,
@@ -29,8 +29,6 @@ use super::{
 pub const PLAN_ENTRIES_MAX: usize = 8;
 /// The most stored siblings a plan takes.
 pub const PLAN_SIBLINGS_MAX: usize = 8;
-/// Entries of a plan's result: stored and context actors, and the writer.
-const OUT_ENTRIES_MAX: usize = 2 * PLAN_ENTRIES_MAX + 1;
 
 /// Marks "no stored entry" in `OutEntry::stored`.
 const NONE: u8 = u8::MAX;
@@ -53,8 +51,8 @@ struct StoredEntry {
     end: u8,
 }
 
-/// An entry of the result.
-#[derive(Clone, Copy, Default)]
+/// An entry of the result (`OutEntries`).
+#[derive(Clone, Copy)]
 struct OutEntry {
     actor: ActorId,
     counter: u64,
@@ -68,14 +66,22 @@ struct OutEntry {
 }
 
 /// The result of an update, ready to be encoded (see the module header).
+/// The result's entries are not stored: `OutEntries` merges the stored
+/// entries, the context and the writer again for each use, which costs
+/// less than keeping (and moving) an array of them.
 pub struct UpdatePlan<'a> {
     stored: &'a [u8],
+    context: &'a [(ActorId, u64)],
+    actor: ActorId,
     value: &'a Value,
     floor: u64,
+    entry_count: usize,
     siblings: [StoredSibling; PLAN_SIBLINGS_MAX],
     entries: [StoredEntry; PLAN_ENTRIES_MAX],
-    out: [OutEntry; OUT_ENTRIES_MAX],
+    /// Entries of the result.
     out_len: usize,
+    /// The writer has neither a stored nor a context entry.
+    writer_alone: bool,
     dot_counter: u64,
     encoded_len: usize,
     all_tombstones: bool,
@@ -85,9 +91,10 @@ pub struct UpdatePlan<'a> {
 /// `stored` (`None`: the empty set), as a plan; see the module header for
 /// when it returns `None`. `context` is a `VersionVector`'s entries
 /// (ascending actors, counters above 0).
+#[inline]
 pub fn plan_update<'a>(
     stored: Option<&'a [u8]>,
-    context: &[(ActorId, u64)],
+    context: &'a [(ActorId, u64)],
     actor: ActorId,
     value: &'a Value,
 ) -> Option<Result<UpdatePlan<'a>, VersionError>> {
@@ -96,35 +103,40 @@ pub fn plan_update<'a>(
     }
     let mut plan = UpdatePlan {
         stored: stored.unwrap_or(&[]),
+        context,
+        actor,
         value,
         floor: 0,
+        entry_count: 0,
         siblings: [StoredSibling::default(); PLAN_SIBLINGS_MAX],
         entries: [StoredEntry::default(); PLAN_ENTRIES_MAX],
-        out: [OutEntry::default(); OUT_ENTRIES_MAX],
         out_len: 0,
+        writer_alone: false,
         dot_counter: 0,
         encoded_len: 0,
         all_tombstones: false,
     };
-    let entry_count = match stored {
-        None => 0,
-        Some(bytes) => plan.read_stored(bytes).ok()??,
-    };
-    Some(plan.update(entry_count, context, actor))
+    if let Some(bytes) = stored {
+        if !plan.read_stored(bytes).ok()? {
+            return None;
+        }
+    }
+    Some(plan.update().map(|()| plan))
 }
 
 impl<'a> UpdatePlan<'a> {
     /// Reads and validates the stored set as `SiblingSet::decode` does.
-    /// `Ok(None)`: valid so far but beyond the plan's bounds.
-    fn read_stored(&mut self, bytes: &[u8]) -> Result<Option<usize>, VersionError> {
+    /// `Ok(false)`: valid so far but beyond the plan's bounds.
+    fn read_stored(&mut self, bytes: &[u8]) -> Result<bool, VersionError> {
         let mut reader = Reader::new(bytes);
-        if reader.u8()? != SIBLING_SET_FORMAT_VERSION {
-            return Err(VersionError::UnknownFormatVersion(bytes[0]));
+        let format = reader.u8()?;
+        if format != SIBLING_SET_FORMAT_VERSION {
+            return Err(VersionError::UnknownFormatVersion(format));
         }
         self.floor = reader.varint()?;
         let entry_count = reader.varint()?;
         if entry_count > PLAN_ENTRIES_MAX as u64 {
-            return Ok(None);
+            return Ok(false);
         }
         let mut sibling_total = 0usize;
         let mut previous: ActorId = 0;
@@ -147,7 +159,7 @@ impl<'a> UpdatePlan<'a> {
             }
             let sibling_count = reader.varint()?;
             if sibling_count > (PLAN_SIBLINGS_MAX - sibling_total) as u64 {
-                return Ok(None);
+                return Ok(false);
             }
             let first = sibling_total;
             let mut last_dot = 0u64;
@@ -189,86 +201,29 @@ impl<'a> UpdatePlan<'a> {
             };
         }
         reader.finish()?;
-        Ok(Some(entry_count as usize))
+        self.entry_count = entry_count as usize;
+        Ok(true)
     }
 
-    /// The update of `SiblingSet::update`, on the stored entries.
-    fn update(
-        mut self,
-        entry_count: usize,
-        context: &[(ActorId, u64)],
-        actor: ActorId,
-    ) -> Result<UpdatePlan<'a>, VersionError> {
+    /// The checks and counts of `SiblingSet::update`, on the stored entries.
+    fn update(&mut self) -> Result<(), VersionError> {
         // The clock joins the context; the siblings it covers go.
         let mut survivors = 0usize;
         let mut actor_counter = 0u64;
-        let mut writer_at = None;
-        let (mut i, mut j) = (0, 0);
-        while i < entry_count || j < context.len() {
-            let local = self.entries[..entry_count].get(i).copied();
-            let ctx = context.get(j).copied();
-            let out = match (local, ctx) {
-                (Some(local), Some((ctx_actor, ctx_counter))) if local.actor == ctx_actor => {
-                    i += 1;
-                    j += 1;
-                    OutEntry {
-                        actor: local.actor,
-                        counter: local.counter.max(ctx_counter),
-                        stored: (i - 1) as u8,
-                        cutoff: ctx_counter,
-                        writer: false,
-                    }
-                }
-                (Some(local), Some((ctx_actor, _))) if local.actor < ctx_actor => {
-                    i += 1;
-                    OutEntry {
-                        actor: local.actor,
-                        counter: local.counter,
-                        stored: (i - 1) as u8,
-                        cutoff: 0,
-                        writer: false,
-                    }
-                }
-                (Some(local), None) => {
-                    i += 1;
-                    OutEntry {
-                        actor: local.actor,
-                        counter: local.counter,
-                        stored: (i - 1) as u8,
-                        cutoff: 0,
-                        writer: false,
-                    }
-                }
-                (_, Some((ctx_actor, ctx_counter))) => {
-                    j += 1;
-                    OutEntry {
-                        actor: ctx_actor,
-                        counter: ctx_counter,
-                        stored: NONE,
-                        cutoff: 0,
-                        writer: false,
-                    }
-                }
-                (None, None) => unreachable!("loop condition"),
-            };
-            if out.stored != NONE {
-                let stored = self.entries[out.stored as usize];
-                survivors += self.siblings[stored.first as usize..stored.end as usize]
-                    .iter()
-                    .filter(|sibling| sibling.dot_counter > out.cutoff)
-                    .count();
-            }
-            if out.actor == actor {
+        let mut writer_alone = true;
+        let mut out_len = 0;
+        for out in self.out_entries(false) {
+            survivors += self.siblings_of(&out).count();
+            if out.actor == self.actor {
                 actor_counter = out.counter;
-                writer_at = Some(self.out_len);
+                writer_alone = false;
             }
-            self.out[self.out_len] = out;
-            self.out_len += 1;
+            out_len += 1;
         }
         let dot_counter = actor_counter
             .max(self.floor)
             .checked_add(1)
-            .ok_or(VersionError::CounterOverflow { actor })?;
+            .ok_or(VersionError::CounterOverflow { actor: self.actor })?;
         let sibling_count = survivors + 1;
         if sibling_count > SIBLINGS_MAX {
             return Err(VersionError::SiblingsOverflow {
@@ -276,47 +231,31 @@ impl<'a> UpdatePlan<'a> {
                 max: SIBLINGS_MAX,
             });
         }
-        let writer_at = match writer_at {
-            Some(index) => index,
-            None => {
-                let index = self.out[..self.out_len].partition_point(|out| out.actor < actor);
-                self.out.copy_within(index..self.out_len, index + 1);
-                self.out[index] = OutEntry {
-                    actor,
-                    counter: 0,
-                    stored: NONE,
-                    cutoff: 0,
-                    writer: false,
-                };
-                self.out_len += 1;
-                index
-            }
-        };
-        let writer = &mut self.out[writer_at];
-        writer.counter = dot_counter;
-        writer.writer = true;
         self.dot_counter = dot_counter;
+        self.writer_alone = writer_alone;
+        self.out_len = out_len + usize::from(writer_alone);
         // `update` prunes past `CLOCK_ENTRIES_MAX` entries (not reachable
         // within the plan's bounds, kept as the rule).
         debug_assert!(self.out_len <= CLOCK_ENTRIES_MAX);
         self.all_tombstones = *self.value == Value::Tombstone
-            && self.surviving().all(|sibling| sibling.start == u32::MAX);
+            && self
+                .out_entries(true)
+                .all(|out| self.siblings_of(&out).all(|s| s.start == u32::MAX));
         self.encoded_len = self.measure();
-        Ok(self)
+        Ok(())
     }
 
-    /// The stored siblings that survive, in order.
-    fn surviving(&self) -> impl Iterator<Item = StoredSibling> + '_ {
-        self.out[..self.out_len]
-            .iter()
-            .filter(|out| out.stored != NONE)
-            .flat_map(move |out| {
-                let stored = self.entries[out.stored as usize];
-                self.siblings[stored.first as usize..stored.end as usize]
-                    .iter()
-                    .copied()
-                    .filter(move |sibling| sibling.dot_counter > out.cutoff)
-            })
+    /// The result's entries, by actor (`done`: with the writer's entry as
+    /// updated; else the merge of the stored entries and the context alone).
+    fn out_entries(&self, done: bool) -> OutEntries<'_, 'a> {
+        OutEntries {
+            plan: self,
+            i: 0,
+            j: 0,
+            writer_pending: done && self.writer_alone,
+            done,
+            left: if done { self.out_len } else { usize::MAX },
+        }
     }
 
     /// The surviving stored siblings of one result entry.
@@ -337,9 +276,9 @@ impl<'a> UpdatePlan<'a> {
     fn measure(&self) -> usize {
         let mut len = 1 + varint_len(self.floor) + varint_len(self.out_len as u64);
         let mut previous: ActorId = 0;
-        for out in &self.out[..self.out_len] {
+        for out in self.out_entries(true) {
             let mut count = 0u64;
-            for sibling in self.siblings_of(out) {
+            for sibling in self.siblings_of(&out) {
                 count += 1;
                 len += varint_len(out.counter - sibling.dot_counter) + 1;
                 if sibling.start != u32::MAX {
@@ -353,9 +292,7 @@ impl<'a> UpdatePlan<'a> {
                     len += varint_len(bytes.len() as u64) + bytes.len();
                 }
             }
-            len += varint_len(out.actor - previous)
-                + varint_len(out.counter)
-                + varint_len(count);
+            len += varint_len(out.actor - previous) + varint_len(out.counter) + varint_len(count);
             previous = out.actor;
         }
         len
@@ -373,9 +310,7 @@ impl<'a> UpdatePlan<'a> {
 
     /// The updated set's clock (`SiblingSet::clock_entries`).
     pub fn clock_entries(&self) -> impl ExactSizeIterator<Item = (ActorId, u64)> + '_ {
-        self.out[..self.out_len]
-            .iter()
-            .map(|out| (out.actor, out.counter))
+        self.out_entries(true).map(|out| (out.actor, out.counter))
     }
 
     /// The dot of the new sibling.
@@ -392,13 +327,13 @@ impl<'a> UpdatePlan<'a> {
         w.varint(self.floor);
         w.varint(self.out_len as u64);
         let mut previous: ActorId = 0;
-        for entry in &self.out[..self.out_len] {
+        for entry in self.out_entries(true) {
             w.varint(entry.actor - previous);
             previous = entry.actor;
             w.varint(entry.counter);
-            let count = self.siblings_of(entry).count() + usize::from(entry.writer);
+            let count = self.siblings_of(&entry).count() + usize::from(entry.writer);
             w.varint(count as u64);
-            for sibling in self.siblings_of(entry) {
+            for sibling in self.siblings_of(&entry) {
                 w.varint(entry.counter - sibling.dot_counter);
                 if sibling.start == u32::MAX {
                     w.byte(VALUE_TAG_TOMBSTONE);
@@ -425,6 +360,105 @@ impl<'a> UpdatePlan<'a> {
     }
 }
 
+/// The entries of an update's result, by actor: the merge of the stored
+/// entries and the context (`SiblingSet::update`'s second loop), and the
+/// writer's entry, added when it has none and given the new dot's counter.
+struct OutEntries<'p, 'a> {
+    plan: &'p UpdatePlan<'a>,
+    i: usize,
+    j: usize,
+    writer_pending: bool,
+    done: bool,
+    left: usize,
+}
+
+impl Iterator for OutEntries<'_, '_> {
+    type Item = OutEntry;
+
+    fn next(&mut self) -> Option<OutEntry> {
+        let plan = self.plan;
+        let local = plan.entries[..plan.entry_count].get(self.i);
+        let ctx = plan.context.get(self.j);
+        let next_actor = match (local, ctx) {
+            (Some(local), Some(&(ctx_actor, _))) => Some(local.actor.min(ctx_actor)),
+            (Some(local), None) => Some(local.actor),
+            (None, Some(&(ctx_actor, _))) => Some(ctx_actor),
+            (None, None) => None,
+        };
+        let mut out = if self.writer_pending && next_actor.is_none_or(|next| plan.actor < next) {
+            self.writer_pending = false;
+            OutEntry {
+                actor: plan.actor,
+                counter: 0,
+                stored: NONE,
+                cutoff: 0,
+                writer: false,
+            }
+        } else {
+            match (local, ctx) {
+                (Some(local), Some(&(ctx_actor, ctx_counter))) if local.actor == ctx_actor => {
+                    self.i += 1;
+                    self.j += 1;
+                    OutEntry {
+                        actor: local.actor,
+                        counter: local.counter.max(ctx_counter),
+                        stored: (self.i - 1) as u8,
+                        cutoff: ctx_counter,
+                        writer: false,
+                    }
+                }
+                (Some(local), Some(&(ctx_actor, _))) if local.actor < ctx_actor => {
+                    self.i += 1;
+                    OutEntry {
+                        actor: local.actor,
+                        counter: local.counter,
+                        stored: (self.i - 1) as u8,
+                        cutoff: 0,
+                        writer: false,
+                    }
+                }
+                (Some(local), None) => {
+                    self.i += 1;
+                    OutEntry {
+                        actor: local.actor,
+                        counter: local.counter,
+                        stored: (self.i - 1) as u8,
+                        cutoff: 0,
+                        writer: false,
+                    }
+                }
+                (_, Some(&(ctx_actor, ctx_counter))) => {
+                    self.j += 1;
+                    OutEntry {
+                        actor: ctx_actor,
+                        counter: ctx_counter,
+                        stored: NONE,
+                        cutoff: 0,
+                        writer: false,
+                    }
+                }
+                (None, None) => return None,
+            }
+        };
+        if self.done && out.actor == plan.actor {
+            out.counter = plan.dot_counter;
+            out.writer = true;
+        }
+        self.left = self.left.saturating_sub(1);
+        Some(out)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        if self.done {
+            (self.left, Some(self.left))
+        } else {
+            (0, None)
+        }
+    }
+}
+
+impl ExactSizeIterator for OutEntries<'_, '_> {}
+
 /// A cursor writing into a slice of the exact final length.
 struct Writer<'o> {
     out: &'o mut [u8],
@@ -437,21 +471,13 @@ impl Writer<'_> {
         self.at += 1;
     }
 
+    #[inline]
     fn varint(&mut self, mut value: u64) {
-        let mut scratch = [0u8; VARINT_BYTES_MAX];
-        let mut n = 0;
-        loop {
-            let byte = (value & 0x7f) as u8;
+        while value >= 0x80 {
+            self.byte((value & 0x7f) as u8 | 0x80);
             value >>= 7;
-            if value == 0 {
-                scratch[n] = byte;
-                n += 1;
-                break;
-            }
-            scratch[n] = byte | 0x80;
-            n += 1;
         }
-        self.bytes(&scratch[..n]);
+        self.byte(value as u8);
     }
 
     fn bytes(&mut self, bytes: &[u8]) {
