@@ -227,6 +227,8 @@ pub(crate) struct ShardState {
     context_chunk: RefCell<bytes::BytesMut>,
     /// The chunk in-place puts' payloads are cut from (`payload_bytes`).
     payload_chunk: RefCell<bytes::BytesMut>,
+    /// A put's context clock, decoded (`coordinate_put`).
+    put_clock: RefCell<Vec<(u64, u64)>>,
 }
 
 /// The incarnation the replica layer sees: the shard's restart counter
@@ -393,6 +395,7 @@ pub(crate) async fn run(
         context_scratch: RefCell::new(Vec::with_capacity(64)),
         context_chunk: RefCell::new(bytes::BytesMut::new()),
         payload_chunk: RefCell::new(bytes::BytesMut::new()),
+        put_clock: RefCell::new(Vec::with_capacity(crate::version::PLAN_ENTRIES_MAX)),
         write_spare: RefCell::new(None),
         puts_waiting: Cell::new(0),
     });
@@ -1020,17 +1023,26 @@ impl ShardState {
         value: Value,
         quorum: QuorumConfig,
     ) -> Result<Response, (ErrorCode, String, u32)> {
-        let clock = match context {
-            None | Some([]) => VersionVector::default(),
-            Some(bytes) => {
-                Context::decode(bytes)
-                    .map_err(|e| (ErrorCode::BadContext, format!("bad context: {e}"), 0))?
-                    .clock
+        // The context's clock goes into the shard's reusable buffer (no
+        // allocation); the machine's path takes a `VersionVector` of it.
+        let (update, clock) = {
+            let mut clock = self.put_clock.borrow_mut();
+            match context {
+                None | Some([]) => clock.clear(),
+                Some(bytes) => {
+                    Context::decode_clock_into(bytes, &mut clock)
+                        .map_err(|e| (ErrorCode::BadContext, format!("bad context: {e}"), 0))?;
+                }
+            }
+            match self.put_single_update(topology, partition, &key, quorum, &clock, &value) {
+                Some(update) => (Some(update), VersionVector::default()),
+                None => (
+                    None,
+                    VersionVector::from_sorted_unchecked(clock.as_slice().to_vec()),
+                ),
             }
         };
-        if let Some(update) =
-            self.put_single_update(topology, partition, &key, quorum, &clock, &value)
-        {
+        if let Some(update) = update {
             let update = update.map_err(|e| replica_error(ReplicaError::Version(e), false))?;
             let durable = quorum.dw >= 1;
             return self.put_single(partition, key, update, durable).await;
@@ -1086,7 +1098,7 @@ impl ShardState {
         partition: u32,
         key: &Bytes,
         quorum: QuorumConfig,
-        clock: &VersionVector,
+        clock: &[(u64, u64)],
         value: &Value,
     ) -> Option<Result<InPlaceWrite, VersionError>> {
         if !puts_in_place(topology.primaries(partition), self.node.cluster.me, quorum)
@@ -1100,32 +1112,31 @@ impl ShardState {
         let actor = self.replica.borrow().actor();
         let me = self.node.cluster.me.0;
         let stored = record.as_ref().map(|record| &record.payload[..]);
-        let (payload, all_tombstones, context) =
-            match plan_update(stored, clock.entries(), actor, value) {
-                Some(Ok(plan)) => {
-                    let payload = self.payload_bytes(plan.encoded_len(), |out| {
-                        plan.encode_into(out);
-                    });
-                    let context =
-                        self.context_token(topology, partition, plan.clock_entries(), Some(me));
-                    (payload, plan.is_all_tombstones(), context)
+        let (payload, all_tombstones, context) = match plan_update(stored, clock, actor, value) {
+            Some(Ok(plan)) => {
+                let payload =
+                    self.payload_bytes(plan.encoded_len_max(), |out| plan.encode_into(out));
+                let context =
+                    self.context_token(topology, partition, plan.clock_entries(), Some(me));
+                (payload, plan.is_all_tombstones(), context)
+            }
+            Some(Err(e)) => return Some(Err(e)),
+            None => {
+                let mut set = match &record {
+                    None => SiblingSet::new(),
+                    Some(record) => SiblingSet::decode_shared(&record.payload).ok()?,
+                };
+                let clock = VersionVector::from_sorted_unchecked(clock.to_vec());
+                if let Err(e) = set.update(&clock, actor, value.clone()) {
+                    return Some(Err(e));
                 }
-                Some(Err(e)) => return Some(Err(e)),
-                None => {
-                    let mut set = match &record {
-                        None => SiblingSet::new(),
-                        Some(record) => SiblingSet::decode_shared(&record.payload).ok()?,
-                    };
-                    if let Err(e) = set.update(clock, actor, value.clone()) {
-                        return Some(Err(e));
-                    }
-                    let mut payload = Vec::with_capacity(set.encoded_len());
-                    set.encode(&mut payload);
-                    let context =
-                        self.context_token(topology, partition, set.clock_entries(), Some(me));
-                    (Bytes::from(payload), set.is_all_tombstones(), context)
-                }
-            };
+                let mut payload = Vec::with_capacity(set.encoded_len());
+                set.encode(&mut payload);
+                let context =
+                    self.context_token(topology, partition, set.clock_entries(), Some(me));
+                (Bytes::from(payload), set.is_all_tombstones(), context)
+            }
+        };
         // The stored record's anti-entropy entry goes with it, so the
         // write need not read the record again for the tree.
         let old = record.as_ref().map(Entry::of_record);
@@ -1137,22 +1148,25 @@ impl ShardState {
         }))
     }
 
-    /// A new stored payload of `len` bytes, which `fill` writes: a slice of
-    /// the shard's payload chunk (`PAYLOAD_CHUNK_BYTES`), so that neither
-    /// the payload nor its first clone (the read cache's next hit) is an
-    /// allocation of its own. A large payload gets its own buffer.
-    fn payload_bytes(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Bytes {
-        if len > PAYLOAD_CHUNK_BYTES / 8 {
-            let mut payload = vec![0; len];
-            fill(&mut payload);
+    /// A new stored payload of at most `len_max` bytes, which `fill` writes
+    /// at the start of the slice it is given, returning their number: a
+    /// slice of the shard's payload chunk (`PAYLOAD_CHUNK_BYTES`), so that
+    /// neither the payload nor its first clone (the read cache's next hit)
+    /// is an allocation of its own. A large payload gets its own buffer.
+    fn payload_bytes(&self, len_max: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Bytes {
+        if len_max > PAYLOAD_CHUNK_BYTES / 8 {
+            let mut payload = vec![0; len_max];
+            let len = fill(&mut payload);
+            payload.truncate(len);
             return Bytes::from(payload);
         }
         let mut chunk = self.payload_chunk.borrow_mut();
-        if chunk.capacity() < len {
+        if chunk.capacity() < len_max {
             *chunk = bytes::BytesMut::with_capacity(PAYLOAD_CHUNK_BYTES);
         }
-        chunk.resize(len, 0);
-        fill(&mut chunk[..]);
+        chunk.resize(len_max, 0);
+        let len = fill(&mut chunk[..]);
+        chunk.truncate(len);
         chunk.split().freeze()
     }
 

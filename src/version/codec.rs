@@ -48,19 +48,7 @@ impl<'a> Reader<'a> {
     /// Reads a canonical (minimal) LEB128 varint. Non-minimal encodings are
     /// refused so that every value has exactly one encoding, which makes
     /// `encode(decode(bytes)) == bytes` hold for every accepted input.
-    #[inline]
     pub(crate) fn varint(&mut self) -> Result<u64, VersionError> {
-        // One byte (below 128) is nearly every varint: no loop for it.
-        if let Some(&byte) = self.bytes.get(self.position) {
-            if byte & 0x80 == 0 {
-                self.position += 1;
-                return Ok(u64::from(byte));
-            }
-        }
-        self.varint_long()
-    }
-
-    fn varint_long(&mut self) -> Result<u64, VersionError> {
         let mut value: u64 = 0;
         for index in 0..VARINT_BYTES_MAX {
             let byte = self.u8()?;

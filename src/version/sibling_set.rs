@@ -625,7 +625,7 @@ impl SiblingSet {
 }
 
 /// The length of `value`'s LEB128 varint.
-pub(crate) fn varint_len(value: u64) -> usize {
+fn varint_len(value: u64) -> usize {
     (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
 }
 

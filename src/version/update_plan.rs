@@ -19,8 +19,8 @@
 //! would prune, or stored bytes that do not decode. `tests/version_update_plan.rs`
 //! checks it against `SiblingSet` over random sets and contexts.
 
-use super::codec::Reader;
-use super::sibling_set::{varint_len, VALUE_TAG_DATA, VALUE_TAG_TOMBSTONE};
+use super::codec::{Reader, VARINT_BYTES_MAX};
+use super::sibling_set::{VALUE_TAG_DATA, VALUE_TAG_TOMBSTONE};
 use super::{
     ActorId, Value, VersionError, CLOCK_ENTRIES_MAX, SIBLINGS_MAX, SIBLING_SET_FORMAT_VERSION,
 };
@@ -83,7 +83,7 @@ pub struct UpdatePlan<'a> {
     /// The writer has neither a stored nor a context entry.
     writer_alone: bool,
     dot_counter: u64,
-    encoded_len: usize,
+    encoded_len_max: usize,
     all_tombstones: bool,
 }
 
@@ -113,7 +113,7 @@ pub fn plan_update<'a>(
         out_len: 0,
         writer_alone: false,
         dot_counter: 0,
-        encoded_len: 0,
+        encoded_len_max: 0,
         all_tombstones: false,
     };
     if let Some(bytes) = stored {
@@ -241,7 +241,7 @@ impl<'a> UpdatePlan<'a> {
             && self
                 .out_entries(true)
                 .all(|out| self.siblings_of(&out).all(|s| s.start == u32::MAX));
-        self.encoded_len = self.measure();
+        self.encoded_len_max = self.measure_max(survivors);
         Ok(())
     }
 
@@ -259,6 +259,7 @@ impl<'a> UpdatePlan<'a> {
     }
 
     /// The surviving stored siblings of one result entry.
+    #[inline]
     fn siblings_of(&self, out: &OutEntry) -> impl Iterator<Item = StoredSibling> + '_ {
         let range = if out.stored == NONE {
             0..0
@@ -273,34 +274,20 @@ impl<'a> UpdatePlan<'a> {
             .filter(move |sibling| sibling.dot_counter > cutoff)
     }
 
-    fn measure(&self) -> usize {
-        let mut len = 1 + varint_len(self.floor) + varint_len(self.out_len as u64);
-        let mut previous: ActorId = 0;
-        for out in self.out_entries(true) {
-            let mut count = 0u64;
-            for sibling in self.siblings_of(&out) {
-                count += 1;
-                len += varint_len(out.counter - sibling.dot_counter) + 1;
-                if sibling.start != u32::MAX {
-                    len += varint_len(u64::from(sibling.len)) + sibling.len as usize;
-                }
-            }
-            if out.writer {
-                count += 1;
-                len += varint_len(0) + 1;
-                if let Value::Data(bytes) = self.value {
-                    len += varint_len(bytes.len() as u64) + bytes.len();
-                }
-            }
-            len += varint_len(out.actor - previous) + varint_len(out.counter) + varint_len(count);
-            previous = out.actor;
-        }
-        len
+    /// A bound on the encoding's length: every varint at its widest.
+    fn measure_max(&self, survivors: usize) -> usize {
+        let value_len = match self.value {
+            Value::Data(bytes) => bytes.len(),
+            Value::Tombstone => 0,
+        };
+        let varints = 2 + 3 * self.out_len + 2 * (survivors + 1);
+        1 + varints * VARINT_BYTES_MAX + survivors + self.stored.len() + 1 + value_len
     }
 
-    /// The exact length of the updated set's encoding.
-    pub fn encoded_len(&self) -> usize {
-        self.encoded_len
+    /// A bound on the length of the updated set's encoding: the size of
+    /// the buffer `encode_into` needs.
+    pub fn encoded_len_max(&self) -> usize {
+        self.encoded_len_max
     }
 
     /// Whether every sibling of the updated set is a tombstone.
@@ -319,9 +306,10 @@ impl<'a> UpdatePlan<'a> {
     }
 
     /// Writes the updated set's canonical encoding (`SiblingSet::encode`)
-    /// into `out`, which is exactly `encoded_len` bytes.
-    pub fn encode_into(&self, out: &mut [u8]) {
-        assert_eq!(out.len(), self.encoded_len);
+    /// at the start of `out`, which holds at least `encoded_len_max` bytes,
+    /// and returns its length.
+    pub fn encode_into(&self, out: &mut [u8]) -> usize {
+        assert!(out.len() >= self.encoded_len_max);
         let mut w = Writer { out, at: 0 };
         w.byte(SIBLING_SET_FORMAT_VERSION);
         w.varint(self.floor);
@@ -356,7 +344,7 @@ impl<'a> UpdatePlan<'a> {
                 }
             }
         }
-        assert_eq!(w.at, w.out.len());
+        w.at
     }
 }
 
@@ -375,6 +363,7 @@ struct OutEntries<'p, 'a> {
 impl Iterator for OutEntries<'_, '_> {
     type Item = OutEntry;
 
+    #[inline]
     fn next(&mut self) -> Option<OutEntry> {
         let plan = self.plan;
         let local = plan.entries[..plan.entry_count].get(self.i);
