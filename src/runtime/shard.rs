@@ -163,6 +163,33 @@ struct InPlaceWrite {
     old: Option<Entry>,
 }
 
+/// An in-place put's write that did not finish at once
+/// (`ShardState::put_single_now`), for `put_single_wait`.
+struct PutWaiting {
+    key: Bytes,
+    io: IoRequest,
+    old: Option<Entry>,
+    /// The reply's context token.
+    context: Bytes,
+    durable: bool,
+}
+
+/// The reply to an in-place put whose write ended with `result`.
+fn put_single_reply(
+    result: IoResult,
+    context: Bytes,
+) -> Result<Response, (ErrorCode, String, u32)> {
+    match result {
+        IoResult::Done => Ok(Response::Put { context }),
+        IoResult::Failed(error) => Err(replica_error(ReplicaError::Storage(error), false)),
+        other => Err((
+            ErrorCode::Internal,
+            format!("write answered with {other:?}"),
+            0,
+        )),
+    }
+}
+
 /// The most client requests one shard has forwarded to other nodes and
 /// not yet seen answered.
 const FORWARDS_MAX: usize = 4096;
@@ -1025,7 +1052,7 @@ impl ShardState {
     ) -> Result<Response, (ErrorCode, String, u32)> {
         // The context's clock goes into the shard's reusable buffer (no
         // allocation); the machine's path takes a `VersionVector` of it.
-        let (update, clock) = {
+        let update = {
             let mut clock = self.put_clock.borrow_mut();
             match context {
                 None | Some([]) => clock.clear(),
@@ -1034,19 +1061,27 @@ impl ShardState {
                         .map_err(|e| (ErrorCode::BadContext, format!("bad context: {e}"), 0))?;
                 }
             }
-            match self.put_single_update(topology, partition, &key, quorum, &clock, &value) {
-                Some(update) => (Some(update), VersionVector::default()),
-                None => (
-                    None,
+            match self.put_single_update(topology, partition, &key, quorum, &clock, value) {
+                Ok(update) => Ok(update),
+                Err(value) => Err((
                     VersionVector::from_sorted_unchecked(clock.as_slice().to_vec()),
-                ),
+                    value,
+                )),
             }
         };
-        if let Some(update) = update {
-            let update = update.map_err(|e| replica_error(ReplicaError::Version(e), false))?;
-            let durable = quorum.dw >= 1;
-            return self.put_single(partition, key, update, durable).await;
-        }
+        // Nothing but the update is held here: this future is part of every
+        // request's, and a write that waits is boxed (`put_single_wait`).
+        let (clock, value) = match update {
+            Ok(update) => {
+                let update = update.map_err(|e| replica_error(ReplicaError::Version(e), false))?;
+                let durable = quorum.dw >= 1;
+                return match self.put_single_now(partition, key, update, durable) {
+                    Ok(reply) => reply,
+                    Err(waiting) => Box::pin(self.put_single_wait(waiting)).await,
+                };
+            }
+            Err(machine) => machine,
+        };
         let request = PutRequest {
             key,
             partition,
@@ -1083,9 +1118,10 @@ impl ShardState {
     /// the replica machine and its set is in memory and readable. The
     /// machine would do exactly this update and write and then answer with
     /// its one acknowledgement; its bookkeeping (request tables, deadline
-    /// timer, a waiter, a spawned task) would be work for nothing. `None`:
-    /// take the machine's path (a read that needs I/O, an unreadable set, a
-    /// locked key, any other quorum); `Some(Err)`: the update's refusal.
+    /// timer, a waiter, a spawned task) would be work for nothing.
+    /// `Err(value)`: take the machine's path (a read that needs I/O, an
+    /// unreadable set, a locked key, any other quorum); `Ok(Err)`: the
+    /// update's refusal.
     ///
     /// The update is `version::plan_update` straight from the stored bytes
     /// into a slice of the shard's payload chunk (no decode, no allocation)
@@ -1099,20 +1135,22 @@ impl ShardState {
         key: &Bytes,
         quorum: QuorumConfig,
         clock: &[(u64, u64)],
-        value: &Value,
-    ) -> Option<Result<InPlaceWrite, VersionError>> {
+        value: Value,
+    ) -> Result<Result<InPlaceWrite, VersionError>, Value> {
         if !puts_in_place(topology.primaries(partition), self.node.cluster.me, quorum)
             || key.len() > crate::replica::KEY_BYTES_MAX
             || self.puts_waiting.get() >= crate::replica::REQUESTS_MAX
             || self.replica.borrow().key_busy(Namespace::Data, key)
         {
-            return None;
+            return Err(value);
         }
-        let record = self.store.get_now(Namespace::Data, partition, key)?;
+        let Some(record) = self.store.get_now(Namespace::Data, partition, key) else {
+            return Err(value);
+        };
         let actor = self.replica.borrow().actor();
         let me = self.node.cluster.me.0;
         let stored = record.as_ref().map(|record| &record.payload[..]);
-        let (payload, all_tombstones, context) = match plan_update(stored, clock, actor, value) {
+        let (payload, all_tombstones, context) = match plan_update(stored, clock, actor, &value) {
             Some(Ok(plan)) => {
                 let payload =
                     self.payload_bytes(plan.encoded_len_max(), |out| plan.encode_into(out));
@@ -1120,15 +1158,18 @@ impl ShardState {
                     self.context_token(topology, partition, plan.clock_entries(), Some(me));
                 (payload, plan.is_all_tombstones(), context)
             }
-            Some(Err(e)) => return Some(Err(e)),
+            Some(Err(e)) => return Ok(Err(e)),
             None => {
                 let mut set = match &record {
                     None => SiblingSet::new(),
-                    Some(record) => SiblingSet::decode_shared(&record.payload).ok()?,
+                    Some(record) => match SiblingSet::decode_shared(&record.payload) {
+                        Ok(set) => set,
+                        Err(_) => return Err(value),
+                    },
                 };
                 let clock = VersionVector::from_sorted_unchecked(clock.to_vec());
-                if let Err(e) = set.update(&clock, actor, value.clone()) {
-                    return Some(Err(e));
+                if let Err(e) = set.update(&clock, actor, value) {
+                    return Ok(Err(e));
                 }
                 let mut payload = Vec::with_capacity(set.encoded_len());
                 set.encode(&mut payload);
@@ -1140,7 +1181,7 @@ impl ShardState {
         // The stored record's anti-entropy entry goes with it, so the
         // write need not read the record again for the tree.
         let old = record.as_ref().map(Entry::of_record);
-        Some(Ok(InPlaceWrite {
+        Ok(Ok(InPlaceWrite {
             payload,
             all_tombstones,
             context,
@@ -1171,19 +1212,16 @@ impl ShardState {
     }
 
     /// Writes an in-place put's updated set (from `put_single_update`) and
-    /// answers as the machine would with its one acknowledgement.
-    /// The write is polled once in place; one that waits (a flush, a group
-    /// commit) runs on in a task holding the machine's lock on the key, and
-    /// the client is answered with the machine's quorum failure if it is
-    /// not done by the request deadline (the write still completes, as in
-    /// the machine).
-    async fn put_single(
-        self: &Rc<Self>,
+    /// answers as the machine would with its one acknowledgement, when the
+    /// write finishes at once (`perform_write_now`), as nearly every one
+    /// does. `Err`: it must wait; `put_single_wait` does that.
+    fn put_single_now(
+        &self,
         partition: u32,
         key: Bytes,
         update: InPlaceWrite,
         durable: bool,
-    ) -> Result<Response, (ErrorCode, String, u32)> {
+    ) -> Result<Result<Response, (ErrorCode, String, u32)>, PutWaiting> {
         let InPlaceWrite {
             payload,
             all_tombstones,
@@ -1199,21 +1237,35 @@ impl ShardState {
             all_tombstones,
             durable,
         };
-        let reply = move |result: IoResult| match result {
-            IoResult::Done => Ok(Response::Put { context }),
-            IoResult::Failed(error) => Err(replica_error(ReplicaError::Storage(error), false)),
-            other => Err((
-                ErrorCode::Internal,
-                format!("write answered with {other:?}"),
-                0,
-            )),
-        };
-        // Most writes finish at once (buffered, room in the buffer): done
-        // here, without the store's write future.
-        let io = match self.perform_write_now(io, old) {
-            Ok(result) => return reply(result),
-            Err(io) => io,
-        };
+        match self.perform_write_now(io, old) {
+            Ok(result) => Ok(put_single_reply(result, context)),
+            Err(io) => Err(PutWaiting {
+                key,
+                io,
+                old,
+                context,
+                durable,
+            }),
+        }
+    }
+
+    /// The in-place put's write that did not finish at once. It is polled
+    /// once in place; one that waits (a flush, a group commit) runs on in a
+    /// task holding the machine's lock on the key, and the client is
+    /// answered with the machine's quorum failure if it is not done by the
+    /// request deadline (the write still completes, as in the machine).
+    async fn put_single_wait(
+        self: &Rc<Self>,
+        waiting: PutWaiting,
+    ) -> Result<Response, (ErrorCode, String, u32)> {
+        let PutWaiting {
+            key,
+            io,
+            old,
+            context,
+            durable,
+        } = waiting;
+        let reply = move |result: IoResult| put_single_reply(result, context);
         let shard = self.clone();
         let spare = self.write_spare.borrow_mut().take();
         let mut write = reboxed(spare, async move { shard.perform_write(io, old).await });
