@@ -122,13 +122,16 @@ fn with_floor(bytes: &[u8], floor: u64) -> Vec<u8> {
     out
 }
 
+/// An update's encoding, clock and tombstone flag.
+type Updated = (Vec<u8>, Vec<(ActorId, u64)>, bool);
+
 /// The reference: decode (or the empty set), update, encode.
 fn reference(
     stored: Option<&[u8]>,
     context: &VersionVector,
     actor: ActorId,
     value: &Value,
-) -> Result<Result<(Vec<u8>, Vec<(ActorId, u64)>, bool), String>, ()> {
+) -> Result<Result<Updated, String>, ()> {
     let mut set = match stored {
         None => SiblingSet::new(),
         Some(bytes) => SiblingSet::decode(bytes).map_err(|_| ())?,

@@ -49,7 +49,7 @@ use crate::replica::{
 use crate::ring;
 use crate::storage::{Namespace, StorageError, Store, StoreConfig};
 use crate::version::{
-    encode_token_into, plan_update, Context, SiblingSet, Value, VersionError, VersionVector,
+    encode_token_into, Context, SiblingSet, UpdatePlan, Value, VersionError, VersionVector,
 };
 
 mod handoff;
@@ -1150,8 +1150,9 @@ impl ShardState {
         let actor = self.replica.borrow().actor();
         let me = self.node.cluster.me.0;
         let stored = record.as_ref().map(|record| &record.payload[..]);
-        let (payload, all_tombstones, context) = match plan_update(stored, clock, actor, &value) {
-            Some(Ok(plan)) => {
+        let mut plan = UpdatePlan::new(stored, clock, actor, &value);
+        let (payload, all_tombstones, context) = match plan.compute() {
+            Some(Ok(())) => {
                 let payload =
                     self.payload_bytes(plan.encoded_len_max(), |out| plan.encode_into(out));
                 let context =
@@ -1214,7 +1215,9 @@ impl ShardState {
     /// Writes an in-place put's updated set (from `put_single_update`) and
     /// answers as the machine would with its one acknowledgement, when the
     /// write finishes at once (`perform_write_now`), as nearly every one
-    /// does. `Err`: it must wait; `put_single_wait` does that.
+    /// does. `Err`: it must wait; `put_single_wait` does that. (The `Err`
+    /// is large, but rare, and moved once into that future's box.)
+    #[allow(clippy::result_large_err)]
     fn put_single_now(
         &self,
         partition: u32,

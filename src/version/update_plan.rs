@@ -71,6 +71,8 @@ struct OutEntry {
 /// less than keeping (and moving) an array of them.
 pub struct UpdatePlan<'a> {
     stored: &'a [u8],
+    /// Whether there is a stored set (else the key is absent).
+    has_stored: bool,
     context: &'a [(ActorId, u64)],
     actor: ActorId,
     value: &'a Value,
@@ -90,41 +92,62 @@ pub struct UpdatePlan<'a> {
 /// `SiblingSet::update(context, actor, value)` on the set encoded in
 /// `stored` (`None`: the empty set), as a plan; see the module header for
 /// when it returns `None`. `context` is a `VersionVector`'s entries
-/// (ascending actors, counters above 0).
-#[inline]
+/// (ascending actors, counters above 0). (`UpdatePlan::new` and `compute`
+/// do the same in the caller's frame, without moving the plan.)
 pub fn plan_update<'a>(
     stored: Option<&'a [u8]>,
     context: &'a [(ActorId, u64)],
     actor: ActorId,
     value: &'a Value,
 ) -> Option<Result<UpdatePlan<'a>, VersionError>> {
-    if context.len() > PLAN_ENTRIES_MAX {
-        return None;
-    }
-    let mut plan = UpdatePlan {
-        stored: stored.unwrap_or(&[]),
-        context,
-        actor,
-        value,
-        floor: 0,
-        entry_count: 0,
-        siblings: [StoredSibling::default(); PLAN_SIBLINGS_MAX],
-        entries: [StoredEntry::default(); PLAN_ENTRIES_MAX],
-        out_len: 0,
-        writer_alone: false,
-        dot_counter: 0,
-        encoded_len_max: 0,
-        all_tombstones: false,
-    };
-    if let Some(bytes) = stored {
-        if !plan.read_stored(bytes).ok()? {
-            return None;
-        }
-    }
-    Some(plan.update().map(|()| plan))
+    let mut plan = UpdatePlan::new(stored, context, actor, value);
+    Some(plan.compute()?.map(|()| plan))
 }
 
 impl<'a> UpdatePlan<'a> {
+    /// The plan of `SiblingSet::update(context, actor, value)` on the set
+    /// encoded in `stored` (`None`: the empty set), to be computed
+    /// (`compute`) where it lies: it is a few hundred bytes, and moving it
+    /// costs more than a put's whole update. `context` is a
+    /// `VersionVector`'s entries (ascending actors, counters above 0).
+    #[inline]
+    pub fn new(
+        stored: Option<&'a [u8]>,
+        context: &'a [(ActorId, u64)],
+        actor: ActorId,
+        value: &'a Value,
+    ) -> UpdatePlan<'a> {
+        UpdatePlan {
+            stored: stored.unwrap_or(&[]),
+            has_stored: stored.is_some(),
+            context,
+            actor,
+            value,
+            floor: 0,
+            entry_count: 0,
+            siblings: [StoredSibling::default(); PLAN_SIBLINGS_MAX],
+            entries: [StoredEntry::default(); PLAN_ENTRIES_MAX],
+            out_len: 0,
+            writer_alone: false,
+            dot_counter: 0,
+            encoded_len_max: 0,
+            all_tombstones: false,
+        }
+    }
+
+    /// Computes the update. `None`: outside the plan's bounds, or stored
+    /// bytes that do not decode (see the module header); the caller takes
+    /// the `SiblingSet` path. `Some(Err)`: `update`'s refusal.
+    pub fn compute(&mut self) -> Option<Result<(), VersionError>> {
+        if self.context.len() > PLAN_ENTRIES_MAX {
+            return None;
+        }
+        if self.has_stored && !self.read_stored(self.stored).ok()? {
+            return None;
+        }
+        Some(self.update())
+    }
+
     /// Reads and validates the stored set as `SiblingSet::decode` does.
     /// `Ok(false)`: valid so far but beyond the plan's bounds.
     fn read_stored(&mut self, bytes: &[u8]) -> Result<bool, VersionError> {
