@@ -30,6 +30,8 @@ enum Op {
         tombstone: bool,
         len: u16,
         durable: bool,
+        /// Through `Store::put_now` first (`put` only when it declines).
+        now: bool,
     },
     Purge {
         key: u8,
@@ -52,13 +54,14 @@ enum Op {
 
 fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
-        12 => (0u8..24, 0u8..3, prop::bool::weighted(0.15), 0u16..700, prop::bool::weighted(0.2))
-            .prop_map(|(key, partition, tombstone, len, durable)| Op::Put {
+        12 => (0u8..24, 0u8..3, prop::bool::weighted(0.15), 0u16..700, prop::bool::weighted(0.2), any::<bool>())
+            .prop_map(|(key, partition, tombstone, len, durable, now)| Op::Put {
                 key,
                 partition,
                 tombstone,
                 len,
-                durable
+                durable,
+                now,
             }),
         2 => (0u8..24, 0u8..3).prop_map(|(key, partition)| Op::Purge { key, partition }),
         1 => (0u8..3).prop_map(|partition| Op::DropPartition { partition }),
@@ -139,6 +142,7 @@ fn run(ops: &[Op]) {
                 tombstone,
                 len,
                 durable: d,
+                now,
             } => {
                 let k = format!("k{key}").into_bytes();
                 let kind = RecordKind::of(*tombstone);
@@ -148,15 +152,36 @@ fn run(ops: &[Op]) {
                     .take(*len as usize)
                     .collect();
                 let durability = Durability::of(*d);
-                block_on(store.put(
-                    Namespace::Data,
-                    *partition as u32,
-                    &k,
-                    kind,
-                    bytes::Bytes::copy_from_slice(&v),
-                    durability,
-                ))
-                .expect("put");
+                let payload = bytes::Bytes::copy_from_slice(&v);
+                let payload = if *now {
+                    match store.put_now(
+                        Namespace::Data,
+                        *partition as u32,
+                        &k,
+                        kind,
+                        payload,
+                        durability,
+                    ) {
+                        Ok(result) => {
+                            result.expect("put_now");
+                            None
+                        }
+                        Err(payload) => Some(payload),
+                    }
+                } else {
+                    Some(payload)
+                };
+                if let Some(payload) = payload {
+                    block_on(store.put(
+                        Namespace::Data,
+                        *partition as u32,
+                        &k,
+                        kind,
+                        payload,
+                        durability,
+                    ))
+                    .expect("put");
+                }
                 let change = Change::Put((*partition as u32, k), kind, v);
                 apply(&mut model, &change);
                 since.push(change);
@@ -273,6 +298,7 @@ fn regression_purge_marker_outlives_compaction_of_its_segment() {
         tombstone: false,
         len,
         durable,
+        now: false,
     };
     let mut ops = vec![put(0, 100, true)];
     // Segment A: the purged key's value plus live data, so A is not compacted.
@@ -288,4 +314,73 @@ fn regression_purge_marker_outlives_compaction_of_its_segment() {
     ops.extend((0..8).map(|_| Op::Compact { budget: 40_000 }));
     ops.push(Op::Crash { mode: 0 });
     run(&ops);
+}
+
+/// `Store::put_now` finishes exactly the writes that need no wait: a
+/// buffered record with room in the buffer that does not fill it. It
+/// declines (and does nothing) for a durable write and for the record that
+/// fills the buffer, which `put` then writes and flushes behind; what it
+/// wrote reads back, also after a crash once synced.
+#[test]
+fn put_now_finishes_buffered_writes_and_declines_the_rest() {
+    let disk = MemDisk::new();
+    let store = reopen(&disk);
+    let payload = |n: usize| bytes::Bytes::from(vec![b'v'; n]);
+    let put_now = |key: &[u8], len: usize, durability| {
+        store.put_now(
+            Namespace::Data,
+            0,
+            key,
+            RecordKind::Value,
+            payload(len),
+            durability,
+        )
+    };
+    assert!(matches!(
+        put_now(b"a", 100, Durability::Buffered),
+        Ok(Ok(()))
+    ));
+    assert!(
+        put_now(b"b", 100, Durability::Durable).is_err(),
+        "durable waits"
+    );
+    // The write buffer is 2 KiB: records of 500 bytes fill it at the fourth.
+    let mut declined = 0;
+    for i in 0..8u8 {
+        let key = [b'c', i];
+        match put_now(&key, 500, Durability::Buffered) {
+            Ok(result) => result.expect("put_now"),
+            Err(payload) => {
+                declined += 1;
+                block_on(store.put(
+                    Namespace::Data,
+                    0,
+                    &key,
+                    RecordKind::Value,
+                    payload,
+                    Durability::Buffered,
+                ))
+                .expect("put");
+            }
+        }
+    }
+    assert!(
+        declined >= 2,
+        "the records that fill the buffer wait: {declined}"
+    );
+    assert!(declined < 8, "the others finish at once: {declined}");
+    let got = block_on(store.get(Namespace::Data, 0, b"a")).expect("get");
+    assert_eq!(got.map(|r| r.payload), Some(payload(100)));
+    block_on(store.sync()).expect("sync");
+    store.check_invariants();
+    drop(store);
+    disk.crash(CrashMode::LoseUnsynced);
+    let store = reopen(&disk);
+    let contents = contents(&store);
+    assert_eq!(
+        contents.len(),
+        9,
+        "a and the eight c keys: {:?}",
+        contents.keys()
+    );
 }

@@ -357,8 +357,14 @@ impl AntiEntropy {
     /// A data write (merge, coordinator put or purge) of `key` is about to
     /// reach the store.
     pub fn write_started(&mut self, partition: u32, key: &[u8]) {
+        self.write_started_at(partition, key_leaf(key));
+    }
+
+    /// `write_started` for a key whose leaf (`key_leaf`) the caller has,
+    /// so that a write hashes its key once for both calls.
+    pub fn write_started_at(&mut self, partition: u32, leaf: u16) {
         if let Some(state) = self.partitions.get_mut(&partition) {
-            state.tree.write_started(key_leaf(key));
+            state.tree.write_started(leaf);
         }
     }
 
@@ -373,10 +379,23 @@ impl AntiEntropy {
         old: Option<Option<Entry>>,
         new: Result<Option<Entry>, ()>,
     ) {
+        self.write_finished_at(now_ms, partition, key_leaf(key), key, old, new);
+    }
+
+    /// `write_finished` for a key whose leaf (`key_leaf(key)`) the caller has.
+    pub fn write_finished_at(
+        &mut self,
+        now_ms: u64,
+        partition: u32,
+        leaf: u16,
+        key: &[u8],
+        old: Option<Option<Entry>>,
+        new: Result<Option<Entry>, ()>,
+    ) {
+        debug_assert_eq!(leaf, key_leaf(key));
         let Some(state) = self.partitions.get_mut(&partition) else {
             return;
         };
-        let leaf = key_leaf(key);
         let contribution = |entry: &Option<Entry>| match entry {
             Some(entry) if entry.live => entry_hash(key, entry.version_hash),
             _ => 0,

@@ -267,12 +267,13 @@ pub async fn perform_io_observed<D: Disk>(
         } => (*partition, key.clone(), None),
         _ => return crate::replica::perform_io(store, io).await,
     };
-    aae.borrow_mut().write_started(partition, &key);
+    let leaf = key_leaf(&key);
+    aae.borrow_mut().write_started_at(partition, leaf);
     let old = match store.get(Namespace::Data, partition, &key).await {
         Ok(record) => Some(record.as_ref().map(Entry::of_record)),
         Err(_) => None,
     };
-    observe_write(store, aae, now, io, partition, key, old, new).await
+    observe_write(store, aae, now, io, (partition, leaf), key, old, new).await
 }
 
 /// `perform_io_observed` for a data write (`IoRequest::Write` in
@@ -302,7 +303,8 @@ pub async fn perform_write_observed<D: Disk>(
         panic!("perform_write_observed is for data writes only");
     };
     let new = Some(Entry::of_payload(&payload, all_tombstones));
-    aae.borrow_mut().write_started(partition, &key);
+    let leaf = key_leaf(&key);
+    aae.borrow_mut().write_started_at(partition, leaf);
     let result = crate::replica::perform_write(
         store,
         Namespace::Data,
@@ -318,8 +320,65 @@ pub async fn perform_write_observed<D: Disk>(
         Err(_) => Err(()),
     };
     aae.borrow_mut()
-        .write_finished(now(), partition, &key, Some(old), outcome);
+        .write_finished_at(now(), partition, leaf, &key, Some(old), outcome);
     (id, result.map(|()| crate::replica::IoResult::Done))
+}
+
+/// `perform_write_observed`, when the store's write finishes without
+/// waiting (`Store::put_now`): the tree is told of the write's start and
+/// end in the same synchronous step. `Err(io)`: nothing was done; the
+/// request comes back for `perform_write_observed`.
+pub fn perform_write_observed_now<D: Disk>(
+    store: &Store<D>,
+    aae: &std::cell::RefCell<AntiEntropy>,
+    now: impl Fn() -> u64,
+    io: crate::replica::IoRequest,
+    old: Option<Entry>,
+) -> Result<Result<crate::replica::IoResult, StorageError>, crate::replica::IoRequest> {
+    let crate::replica::IoRequest::Write {
+        io: id,
+        namespace: Namespace::Data,
+        partition,
+        key,
+        payload,
+        all_tombstones,
+        durable,
+    } = io
+    else {
+        panic!("perform_write_observed_now is for data writes only");
+    };
+    let new = Some(Entry::of_payload(&payload, all_tombstones));
+    let result = match store.put_now(
+        Namespace::Data,
+        partition,
+        &key,
+        RecordKind::of(all_tombstones),
+        payload,
+        crate::storage::Durability::of(durable),
+    ) {
+        Ok(result) => result,
+        Err(payload) => {
+            return Err(crate::replica::IoRequest::Write {
+                io: id,
+                namespace: Namespace::Data,
+                partition,
+                key,
+                payload,
+                all_tombstones,
+                durable,
+            })
+        }
+    };
+    // No await between the two: nothing can observe the leaf in between.
+    let leaf = key_leaf(&key);
+    let mut aae = aae.borrow_mut();
+    aae.write_started_at(partition, leaf);
+    let outcome = match &result {
+        Ok(()) => Ok(new),
+        Err(_) => Err(()),
+    };
+    aae.write_finished_at(now(), partition, leaf, &key, Some(old), outcome);
+    Ok(result.map(|()| crate::replica::IoResult::Done))
 }
 
 /// Performs a data write or purge that `write_started` announced, and tells
@@ -330,7 +389,7 @@ async fn observe_write<D: Disk>(
     aae: &std::cell::RefCell<AntiEntropy>,
     now: impl Fn() -> u64,
     io: crate::replica::IoRequest,
-    partition: u32,
+    (partition, leaf): (u32, u16),
     key: Bytes,
     old: Option<Option<Entry>>,
     new: Option<Entry>,
@@ -344,6 +403,6 @@ async fn observe_write<D: Disk>(
         Err(_) => Err(()),
     };
     aae.borrow_mut()
-        .write_finished(now(), partition, &key, old, outcome);
+        .write_finished_at(now(), partition, leaf, &key, old, outcome);
     (id, result)
 }

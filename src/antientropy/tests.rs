@@ -480,3 +480,80 @@ fn a_tombstone_is_collected_only_after_every_primary_holds_it() {
     }
     assert!(cluster.nodes[0].aae.borrow().stats().tombstones_purged >= 1);
 }
+
+/// The in-place put's write (`perform_write_observed_now`, given the old
+/// entry from its caller's read, falling back to `perform_write_observed`
+/// for a write that must wait) keeps the tree exactly where the replica
+/// machine's path (`perform_io_observed`, which reads the old entry itself)
+/// does: two primaries given the same writes, one by each path, compare
+/// equal in every exchange and repair nothing.
+#[test]
+fn a_write_finished_in_place_keeps_the_tree_as_the_machine_path_does() {
+    use crate::replica::IoRequest;
+    let mut cluster = Cluster::new(2);
+    cluster.run_for(50);
+    let mut in_place = 0;
+    for round in 0..4 {
+        for i in 0..60 {
+            let key = format!("k{i}");
+            let value = if (i + round) % 5 == 0 {
+                Value::Tombstone
+            } else {
+                data(&format!("v{round}.{i}"))
+            };
+            let mut set = cluster.stored(0, &key).unwrap_or_default();
+            set.update(&set.context(), actor_id(NodeId(1), 7, 1), value)
+                .unwrap();
+            let mut payload = Vec::new();
+            set.encode(&mut payload);
+            let io = || IoRequest::Write {
+                io: 0,
+                namespace: Namespace::Data,
+                partition: PARTITION,
+                key: Bytes::from(key.clone()),
+                payload: Bytes::from(payload.clone()),
+                all_tombstones: set.is_all_tombstones(),
+                // A durable write waits: the fallback's path.
+                durable: i % 7 == 0,
+            };
+            let now = cluster.now_ms;
+            let node = &cluster.nodes[0];
+            let old = node
+                .store
+                .get_now(Namespace::Data, PARTITION, key.as_bytes())
+                .expect("in memory")
+                .map(|record| Entry::of_record(&record));
+            match perform_write_observed_now(&node.store, &node.aae, || now, io(), old) {
+                Ok(result) => {
+                    result.unwrap();
+                    in_place += 1;
+                }
+                Err(io) => {
+                    block_on(perform_write_observed(
+                        &node.store,
+                        &node.aae,
+                        || now,
+                        io,
+                        old,
+                    ))
+                    .1
+                    .unwrap();
+                }
+            }
+            let node = &cluster.nodes[1];
+            block_on(perform_io_observed(&node.store, &node.aae, || now, io()))
+                .1
+                .unwrap();
+        }
+        cluster.run_for(400);
+    }
+    assert!(in_place > 150, "most writes finish in place: {in_place}");
+    assert_eq!(cluster.keys(0), cluster.keys(1));
+    for node in 0..2 {
+        let aae = cluster.nodes[node].aae.borrow();
+        let stats = aae.stats();
+        assert!(stats.exchanges_in_sync > 0, "node {node}: {stats:?}");
+        assert_eq!(stats.exchanges_repaired, 0, "node {node}: {stats:?}");
+        assert_eq!(stats.keys_received, 0, "node {node}: {stats:?}");
+    }
+}

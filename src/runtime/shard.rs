@@ -36,7 +36,8 @@ use super::log::{self, info};
 use super::metrics::{self, MetricsHub, Op, ShardMetrics};
 use super::scheduler::{Job, JobRates, Scheduler};
 use crate::antientropy::{
-    perform_io_observed, perform_write_observed, AaeConfig, AntiEntropy, Entry,
+    perform_io_observed, perform_write_observed, perform_write_observed_now, AaeConfig,
+    AntiEntropy, Entry,
 };
 use crate::config::ServerConfig;
 use crate::membership::{AdminChange, NodeId};
@@ -47,7 +48,9 @@ use crate::replica::{
 };
 use crate::ring;
 use crate::storage::{Namespace, StorageError, Store, StoreConfig};
-use crate::version::{encode_token_into, Context, SiblingSet, Value, VersionError, VersionVector};
+use crate::version::{
+    encode_token_into, Context, SiblingSet, UpdatePlan, Value, VersionError, VersionVector,
+};
 
 mod handoff;
 
@@ -143,6 +146,50 @@ struct ForwardSlot {
 /// The size of the chunks context tokens are cut from (`context_token`).
 const CONTEXT_CHUNK_BYTES: usize = 4096;
 
+/// The size of the chunks in-place puts' payloads are cut from
+/// (`ShardState::payload_bytes`). The read cache keeps those payloads and
+/// evicts oldest first, so the chunks it holds are a run of the latest and
+/// at most one of them is held for less than its whole length.
+const PAYLOAD_CHUNK_BYTES: usize = 64 * 1024;
+
+/// An in-place put's write, ready to go (`ShardState::put_single_update`).
+struct InPlaceWrite {
+    /// The updated set's encoding.
+    payload: Bytes,
+    all_tombstones: bool,
+    /// The reply's context token (the updated set's clock).
+    context: Bytes,
+    /// The stored record's anti-entropy entry (`None`: absent).
+    old: Option<Entry>,
+}
+
+/// An in-place put's write that did not finish at once
+/// (`ShardState::put_single_now`), for `put_single_wait`.
+struct PutWaiting {
+    key: Bytes,
+    io: IoRequest,
+    old: Option<Entry>,
+    /// The reply's context token.
+    context: Bytes,
+    durable: bool,
+}
+
+/// The reply to an in-place put whose write ended with `result`.
+fn put_single_reply(
+    result: IoResult,
+    context: Bytes,
+) -> Result<Response, (ErrorCode, String, u32)> {
+    match result {
+        IoResult::Done => Ok(Response::Put { context }),
+        IoResult::Failed(error) => Err(replica_error(ReplicaError::Storage(error), false)),
+        other => Err((
+            ErrorCode::Internal,
+            format!("write answered with {other:?}"),
+            0,
+        )),
+    }
+}
+
 /// The most client requests one shard has forwarded to other nodes and
 /// not yet seen answered.
 const FORWARDS_MAX: usize = 4096;
@@ -205,6 +252,10 @@ pub(crate) struct ShardState {
     /// The chunk context tokens are cut from (`context_token`): a token is
     /// a slice of it, not an allocation of its own.
     context_chunk: RefCell<bytes::BytesMut>,
+    /// The chunk in-place puts' payloads are cut from (`payload_bytes`).
+    payload_chunk: RefCell<bytes::BytesMut>,
+    /// A put's context clock, decoded (`coordinate_put`).
+    put_clock: RefCell<Vec<(u64, u64)>>,
 }
 
 /// The incarnation the replica layer sees: the shard's restart counter
@@ -370,6 +421,8 @@ pub(crate) async fn run(
         handoff_outstanding: RefCell::new(ahash::AHashSet::new()),
         context_scratch: RefCell::new(Vec::with_capacity(64)),
         context_chunk: RefCell::new(bytes::BytesMut::new()),
+        payload_chunk: RefCell::new(bytes::BytesMut::new()),
+        put_clock: RefCell::new(Vec::with_capacity(crate::version::PLAN_ENTRIES_MAX)),
         write_spare: RefCell::new(None),
         puts_waiting: Cell::new(0),
     });
@@ -997,20 +1050,38 @@ impl ShardState {
         value: Value,
         quorum: QuorumConfig,
     ) -> Result<Response, (ErrorCode, String, u32)> {
-        let clock = match context {
-            None | Some([]) => VersionVector::default(),
-            Some(bytes) => {
-                Context::decode(bytes)
-                    .map_err(|e| (ErrorCode::BadContext, format!("bad context: {e}"), 0))?
-                    .clock
+        // The context's clock goes into the shard's reusable buffer (no
+        // allocation); the machine's path takes a `VersionVector` of it.
+        let update = {
+            let mut clock = self.put_clock.borrow_mut();
+            match context {
+                None | Some([]) => clock.clear(),
+                Some(bytes) => {
+                    Context::decode_clock_into(bytes, &mut clock)
+                        .map_err(|e| (ErrorCode::BadContext, format!("bad context: {e}"), 0))?;
+                }
+            }
+            match self.put_single_update(topology, partition, &key, quorum, &clock, value) {
+                Ok(update) => Ok(update),
+                Err(value) => Err((
+                    VersionVector::from_sorted_unchecked(clock.as_slice().to_vec()),
+                    value,
+                )),
             }
         };
-        if let Some(stored) = self.put_single_read(topology, partition, &key, quorum) {
-            let durable = quorum.dw >= 1;
-            return self
-                .put_single(topology, partition, key, stored, &clock, value, durable)
-                .await;
-        }
+        // Nothing but the update is held here: this future is part of every
+        // request's, and a write that waits is boxed (`put_single_wait`).
+        let (clock, value) = match update {
+            Ok(update) => {
+                let update = update.map_err(|e| replica_error(ReplicaError::Version(e), false))?;
+                let durable = quorum.dw >= 1;
+                return match self.put_single_now(partition, key, update, durable) {
+                    Ok(reply) => reply,
+                    Err(waiting) => Box::pin(self.put_single_wait(waiting)).await,
+                };
+            }
+            Err(machine) => machine,
+        };
         let request = PutRequest {
             key,
             partition,
@@ -1042,86 +1113,162 @@ impl ShardState {
         }
     }
 
-    /// The stored set of a put whose only replica is this shard (N = W = 1,
+    /// The updated set of a put whose only replica is this shard (N = W = 1,
     /// DW <= 1), when it can be updated in place: the key is not locked by
     /// the replica machine and its set is in memory and readable. The
     /// machine would do exactly this update and write and then answer with
     /// its one acknowledgement; its bookkeeping (request tables, deadline
-    /// timer, a waiter, a spawned task) would be work for nothing. `None`:
-    /// take the machine's path (a read that needs I/O, an unreadable set, a
-    /// locked key, any other quorum).
-    fn put_single_read(
+    /// timer, a waiter, a spawned task) would be work for nothing.
+    /// `Err(value)`: take the machine's path (a read that needs I/O, an
+    /// unreadable set, a locked key, any other quorum); `Ok(Err)`: the
+    /// update's refusal.
+    ///
+    /// The update is `version::plan_update` straight from the stored bytes
+    /// into a slice of the shard's payload chunk (no decode, no allocation)
+    /// when the set is small enough, as it nearly always is; else
+    /// `SiblingSet::decode_shared`, `update` and `encode`, which give the
+    /// same bytes (`tests/version_update_plan.rs`).
+    fn put_single_update(
         &self,
         topology: &Topology,
         partition: u32,
         key: &Bytes,
         quorum: QuorumConfig,
-    ) -> Option<(SiblingSet, Option<Entry>)> {
+        clock: &[(u64, u64)],
+        value: Value,
+    ) -> Result<Result<InPlaceWrite, VersionError>, Value> {
         if !puts_in_place(topology.primaries(partition), self.node.cluster.me, quorum)
             || key.len() > crate::replica::KEY_BYTES_MAX
             || self.puts_waiting.get() >= crate::replica::REQUESTS_MAX
             || self.replica.borrow().key_busy(Namespace::Data, key)
         {
-            return None;
+            return Err(value);
         }
+        let Some(record) = self.store.get_now(Namespace::Data, partition, key) else {
+            return Err(value);
+        };
+        let actor = self.replica.borrow().actor();
+        let me = self.node.cluster.me.0;
+        let stored = record.as_ref().map(|record| &record.payload[..]);
+        let mut plan = UpdatePlan::new(stored, clock, actor, &value);
+        let (payload, all_tombstones, context) = match plan.compute() {
+            Some(Ok(())) => {
+                let payload =
+                    self.payload_bytes(plan.encoded_len_max(), |out| plan.encode_into(out));
+                let context =
+                    self.context_token(topology, partition, plan.clock_entries(), Some(me));
+                (payload, plan.is_all_tombstones(), context)
+            }
+            Some(Err(e)) => return Ok(Err(e)),
+            None => {
+                let mut set = match &record {
+                    None => SiblingSet::new(),
+                    Some(record) => match SiblingSet::decode_shared(&record.payload) {
+                        Ok(set) => set,
+                        Err(_) => return Err(value),
+                    },
+                };
+                let clock = VersionVector::from_sorted_unchecked(clock.to_vec());
+                if let Err(e) = set.update(&clock, actor, value) {
+                    return Ok(Err(e));
+                }
+                let mut payload = Vec::with_capacity(set.encoded_len());
+                set.encode(&mut payload);
+                let context =
+                    self.context_token(topology, partition, set.clock_entries(), Some(me));
+                (Bytes::from(payload), set.is_all_tombstones(), context)
+            }
+        };
         // The stored record's anti-entropy entry goes with it, so the
         // write need not read the record again for the tree.
-        match self.store.get_now(Namespace::Data, partition, key)? {
-            None => Some((SiblingSet::new(), None)),
-            Some(record) => {
-                let set = SiblingSet::decode_shared(&record.payload).ok()?;
-                Some((set, Some(Entry::of_record(&record))))
-            }
-        }
+        let old = record.as_ref().map(Entry::of_record);
+        Ok(Ok(InPlaceWrite {
+            payload,
+            all_tombstones,
+            context,
+            old,
+        }))
     }
 
-    /// Updates `stored` (from `put_single_read`) with the put's value under
-    /// this shard's actor and writes it, as the machine's coordinator update
-    /// would, and answers as the machine would with its one acknowledgement.
-    /// The write is polled once in place; one that waits (a flush, a group
-    /// commit) runs on in a task holding the machine's lock on the key, and
-    /// the client is answered with the machine's quorum failure if it is
-    /// not done by the request deadline (the write still completes, as in
-    /// the machine).
-    #[allow(clippy::too_many_arguments)]
-    async fn put_single(
-        self: &Rc<Self>,
-        topology: &Topology,
+    /// A new stored payload of at most `len_max` bytes, which `fill` writes
+    /// at the start of the slice it is given, returning their number: a
+    /// slice of the shard's payload chunk (`PAYLOAD_CHUNK_BYTES`), so that
+    /// neither the payload nor its first clone (the read cache's next hit)
+    /// is an allocation of its own. A large payload gets its own buffer.
+    fn payload_bytes(&self, len_max: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Bytes {
+        if len_max > PAYLOAD_CHUNK_BYTES / 8 {
+            let mut payload = vec![0; len_max];
+            let len = fill(&mut payload);
+            payload.truncate(len);
+            return Bytes::from(payload);
+        }
+        let mut chunk = self.payload_chunk.borrow_mut();
+        if chunk.capacity() < len_max {
+            *chunk = bytes::BytesMut::with_capacity(PAYLOAD_CHUNK_BYTES);
+        }
+        chunk.resize(len_max, 0);
+        let len = fill(&mut chunk[..]);
+        chunk.truncate(len);
+        chunk.split().freeze()
+    }
+
+    /// Writes an in-place put's updated set (from `put_single_update`) and
+    /// answers as the machine would with its one acknowledgement, when the
+    /// write finishes at once (`perform_write_now`), as nearly every one
+    /// does. `Err`: it must wait; `put_single_wait` does that. (The `Err`
+    /// is large, but rare, and moved once into that future's box.)
+    #[allow(clippy::result_large_err)]
+    fn put_single_now(
+        &self,
         partition: u32,
         key: Bytes,
-        (mut stored, old): (SiblingSet, Option<Entry>),
-        clock: &VersionVector,
-        value: Value,
+        update: InPlaceWrite,
         durable: bool,
-    ) -> Result<Response, (ErrorCode, String, u32)> {
-        let actor = self.replica.borrow().actor();
-        if let Err(e) = stored.update(clock, actor, value) {
-            return Err(replica_error(ReplicaError::Version(e), false));
-        }
-        let mut payload = Vec::with_capacity(stored.encoded_len());
-        stored.encode(&mut payload);
+    ) -> Result<Result<Response, (ErrorCode, String, u32)>, PutWaiting> {
+        let InPlaceWrite {
+            payload,
+            all_tombstones,
+            context,
+            old,
+        } = update;
         let io = IoRequest::Write {
             io: 0,
             namespace: Namespace::Data,
             partition,
             key: key.clone(),
-            payload: Bytes::from(payload),
-            all_tombstones: stored.is_all_tombstones(),
+            payload,
+            all_tombstones,
             durable,
         };
-        // The context of the written set, for the reply once it is written.
-        let me = self.node.cluster.me.0;
-        let context = self.context_token(topology, partition, stored.clock_entries(), Some(me));
-        drop(stored);
-        let reply = move |result: IoResult| match result {
-            IoResult::Done => Ok(Response::Put { context }),
-            IoResult::Failed(error) => Err(replica_error(ReplicaError::Storage(error), false)),
-            other => Err((
-                ErrorCode::Internal,
-                format!("write answered with {other:?}"),
-                0,
-            )),
-        };
+        match self.perform_write_now(io, old) {
+            Ok(result) => Ok(put_single_reply(result, context)),
+            Err(io) => Err(PutWaiting {
+                key,
+                io,
+                old,
+                context,
+                durable,
+            }),
+        }
+    }
+
+    /// The in-place put's write that did not finish at once. It is polled
+    /// once in place; one that waits (a flush, a group commit) runs on in a
+    /// task holding the machine's lock on the key, and the client is
+    /// answered with the machine's quorum failure if it is not done by the
+    /// request deadline (the write still completes, as in the machine).
+    async fn put_single_wait(
+        self: &Rc<Self>,
+        waiting: PutWaiting,
+    ) -> Result<Response, (ErrorCode, String, u32)> {
+        let PutWaiting {
+            key,
+            io,
+            old,
+            context,
+            durable,
+        } = waiting;
+        let reply = move |result: IoResult| put_single_reply(result, context);
         let shard = self.clone();
         let spare = self.write_spare.borrow_mut().take();
         let mut write = reboxed(spare, async move { shard.perform_write(io, old).await });
@@ -1451,6 +1598,18 @@ impl ShardState {
             let (code, text) = storage_error(e);
             IoResult::Failed(format!("{}: {text}", code.name()))
         })
+    }
+
+    /// `perform_write` when the store's write finishes without waiting
+    /// (`antientropy::perform_write_observed_now`); `Err(io)`: nothing was
+    /// done, await `perform_write` instead.
+    fn perform_write_now(&self, io: IoRequest, old: Option<Entry>) -> Result<IoResult, IoRequest> {
+        let io = super::chaos_hooks::maybe_last_write_wins(io);
+        let result = perform_write_observed_now(&self.store, &self.aae, || self.now_ms(), io, old)?;
+        Ok(result.unwrap_or_else(|e| {
+            let (code, text) = storage_error(e);
+            IoResult::Failed(format!("{}: {text}", code.name()))
+        }))
     }
 
     /// Sends a replica message to the shard of its target node that holds
@@ -1883,7 +2042,7 @@ fn reboxed<F: std::future::Future + 'static>(
 }
 
 /// Whether a put with `quorum` on a partition with these primaries is this
-/// node's to update in place (`ShardState::put_single_read`): this node is
+/// node's to update in place (`ShardState::put_single_update`): this node is
 /// the only replica and the machine would wait for its write alone (N = W =
 /// 1, DW <= 1). Every other put needs the machine's fan-out and counting.
 fn puts_in_place(primaries: &[ring::VnodeOwner], me: NodeId, quorum: QuorumConfig) -> bool {

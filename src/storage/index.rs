@@ -97,6 +97,28 @@ impl Entry {
         b[4..8].copy_from_slice(&loc.offset.to_le_bytes());
         b[8..12].copy_from_slice(&loc.len.to_le_bytes());
     }
+
+    /// `set_location` on an entry inside a hash set, which hands out only
+    /// shared references to its elements: the location is not part of the
+    /// hash or the equality, so the set stays valid, and an update costs
+    /// one lookup instead of a removal and an insertion.
+    ///
+    /// # Safety
+    /// No reference into this entry's bytes (`bytes`, `key`) may be live;
+    /// the caller holds the set exclusively (`&mut`), which guarantees it.
+    unsafe fn set_location_in_set(&self, loc: Location) {
+        let mut b = [0u8; LOC_BYTES];
+        b[0..4].copy_from_slice(&loc.segment.to_le_bytes());
+        b[4..8].copy_from_slice(&loc.offset.to_le_bytes());
+        b[8..12].copy_from_slice(&loc.len.to_le_bytes());
+        // SAFETY: the allocation (from `new`, owned by this entry) holds
+        // `ENTRY_HEADER_BYTES` >= 2 + LOC_BYTES bytes; the pointer keeps the
+        // allocation's own write permission, and the caller guarantees no
+        // reference into these bytes is live.
+        unsafe {
+            std::ptr::copy_nonoverlapping(b.as_ptr(), self.0.as_ptr().add(2), LOC_BYTES);
+        }
+    }
 }
 
 impl Drop for Entry {
@@ -166,12 +188,10 @@ impl Index {
         loc: Location,
     ) -> Option<Location> {
         let set = self.partitions.entry((ns, partition)).or_default();
-        // A set hands out no `&mut` to its elements, so an update takes the entry out
-        // and puts it back (the allocation is reused).
-        if let Some(mut entry) = set.take(key) {
+        if let Some(entry) = set.get(key) {
             let old = entry.location();
-            entry.set_location(loc);
-            set.insert(entry);
+            // SAFETY: `&mut self` holds the set exclusively, and `old` is a copy.
+            unsafe { entry.set_location_in_set(loc) };
             return Some(old);
         }
         set.insert(Entry::new(loc, key));

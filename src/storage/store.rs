@@ -724,51 +724,104 @@ impl<D: Disk> Store<D> {
     ) -> Result<(), StorageError> {
         let len = self.check_bounds(key, &payload)?;
         self.state.borrow().check_writable()?;
-        let record_kind = kind;
-        let kind = match kind {
-            RecordKind::Value => Kind::Value,
-            RecordKind::Tombstone => Kind::Tombstone,
-        };
         let lsn = self
             .with_room(len, |st| {
-                let seq = st.next_seq;
-                st.next_seq += 1;
-                let header = Header {
-                    kind,
-                    ns,
-                    partition,
-                    key_len: key.len(),
-                    payload_len: payload.len(),
-                    seq,
-                };
-                let offset = st.append_bytes(len, seq, |out| {
-                    record::encode(out, &header, key, &payload);
-                });
-                let loc = Location {
-                    segment: st.active_id,
-                    offset: offset as u32,
-                    len: len as u32,
-                };
-                st.index_insert(ns, partition, key, loc);
-                // Write-through: a key's next read-modify-write finds its
-                // current version here even after the buffer is flushed. The
-                // cache takes the caller's `Bytes` itself: no copy, and no
-                // clone (cloning a `Bytes` made from a `Vec` allocates).
-                if self.config.read_cache_bytes > 0 {
-                    self.read_cache.borrow_mut().insert(
-                        (loc.segment, loc.offset),
-                        record_kind,
-                        payload,
-                    );
-                }
-                if !st.corrupt_keys.is_empty() {
-                    st.corrupt_keys
-                        .remove(&(ns, partition, Bytes::copy_from_slice(key)));
-                }
-                st.appended_lsn
+                self.append_put(st, ns, partition, key, kind, payload, len)
             })
             .await?;
         self.after_append(lsn, durability).await
+    }
+
+    /// `put`, when it finishes without waiting: a buffered write whose
+    /// record fits the buffer and the active segment and does not fill the
+    /// buffer (so no flush starts). `Err(payload)`: nothing was done, and
+    /// `put` must be awaited instead. Whatever it returns is what `put`
+    /// would have returned (the same checks, in the same order). It spares
+    /// the caller `put`'s future, which is large and, for such a write,
+    /// finishes at its first poll anyway.
+    pub fn put_now(
+        &self,
+        ns: Namespace,
+        partition: u32,
+        key: &[u8],
+        kind: RecordKind,
+        payload: Bytes,
+        durability: Durability,
+    ) -> Result<Result<(), StorageError>, Bytes> {
+        if durability != Durability::Buffered {
+            return Err(payload);
+        }
+        let len = match self.check_bounds(key, &payload) {
+            Ok(len) => len,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut st = self.state.borrow_mut();
+        if let Err(e) = st.check_writable() {
+            return Ok(Err(e));
+        }
+        // As `with_room` (whose `failed` check `check_writable` made) and
+        // `after_append`: a record that needs room first, or that fills the
+        // buffer and so starts a flush, takes the awaited path.
+        if !matches!(self.room(&st, len), Room::Ready)
+            || st.buffer.len_bytes() + len >= self.config.write_buffer_bytes
+        {
+            return Err(payload);
+        }
+        self.append_put(&mut st, ns, partition, key, kind, payload, len);
+        Ok(Ok(()))
+    }
+
+    /// Appends a value or tombstone record of `len` bytes (`check_bounds`)
+    /// and points the index and the read cache at it; the caller made sure
+    /// it fits. Returns the appended LSN.
+    #[allow(clippy::too_many_arguments)]
+    fn append_put(
+        &self,
+        st: &mut State<D>,
+        ns: Namespace,
+        partition: u32,
+        key: &[u8],
+        record_kind: RecordKind,
+        payload: Bytes,
+        len: usize,
+    ) -> u64 {
+        let kind = match record_kind {
+            RecordKind::Value => Kind::Value,
+            RecordKind::Tombstone => Kind::Tombstone,
+        };
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        let header = Header {
+            kind,
+            ns,
+            partition,
+            key_len: key.len(),
+            payload_len: payload.len(),
+            seq,
+        };
+        let offset = st.append_bytes(len, seq, |out| {
+            record::encode(out, &header, key, &payload);
+        });
+        let loc = Location {
+            segment: st.active_id,
+            offset: offset as u32,
+            len: len as u32,
+        };
+        st.index_insert(ns, partition, key, loc);
+        // Write-through: a key's next read-modify-write finds its
+        // current version here even after the buffer is flushed. The
+        // cache takes the caller's `Bytes` itself: no copy, and no
+        // clone (cloning a `Bytes` made from a `Vec` allocates).
+        if self.config.read_cache_bytes > 0 {
+            self.read_cache
+                .borrow_mut()
+                .insert((loc.segment, loc.offset), record_kind, payload);
+        }
+        if !st.corrupt_keys.is_empty() {
+            st.corrupt_keys
+                .remove(&(ns, partition, Bytes::copy_from_slice(key)));
+        }
+        st.appended_lsn
     }
 
     /// Starts the flush of a full buffer and, for durable writes, waits for the group

@@ -129,7 +129,12 @@ impl VersionVector {
         assert!(self.entries.len() <= CLOCK_ENTRIES_MAX);
     }
 
-    pub(crate) fn decode_body(reader: &mut Reader<'_>) -> Result<Self, VersionError> {
+    /// Decodes a clock's body (`encode_entries`) into `entries` (empty;
+    /// a caller's reusable buffer, or a new `VersionVector`'s).
+    pub(crate) fn decode_body_into(
+        reader: &mut Reader<'_>,
+        entries: &mut Vec<(ActorId, u64)>,
+    ) -> Result<(), VersionError> {
         let count = reader.varint()?;
         if count > CLOCK_ENTRIES_MAX as u64 {
             return Err(VersionError::ClockEntriesOverflow {
@@ -137,7 +142,7 @@ impl VersionVector {
                 max: CLOCK_ENTRIES_MAX,
             });
         }
-        let mut entries = Vec::with_capacity(count as usize);
+        entries.reserve_exact(count as usize);
         let mut previous: Option<ActorId> = None;
         for _ in 0..count {
             let delta = reader.varint()?;
@@ -159,12 +164,12 @@ impl VersionVector {
             entries.push((actor, counter));
             previous = Some(actor);
         }
-        Ok(VersionVector { entries })
+        Ok(())
     }
 }
 
 /// Appends the body encoding of a clock with `entries` (the counterpart of
-/// `VersionVector::decode_body`): entry count, then per entry the actor as a
+/// `VersionVector::decode_body_into`): entry count, then per entry the actor as a
 /// delta from the previous actor (the first from 0) and the counter, all as
 /// canonical varints. `entries` must be what a `VersionVector` holds:
 /// ascending actors, counters above 0.

@@ -32,8 +32,8 @@ use super::{ActorId, CLOCK_ENTRIES_MAX, SIBLINGS_MAX, SIBLINGS_MERGED_MAX};
 /// Format byte of the sibling-set encoding; see `docs/versioning.md`.
 pub const SIBLING_SET_FORMAT_VERSION: u8 = 1;
 
-const VALUE_TAG_DATA: u8 = 0;
-const VALUE_TAG_TOMBSTONE: u8 = 1;
+pub(crate) const VALUE_TAG_DATA: u8 = 0;
+pub(crate) const VALUE_TAG_TOMBSTONE: u8 = 1;
 
 /// One sibling's value.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
