@@ -23,11 +23,15 @@ mod codec;
 mod context;
 mod error;
 mod sibling_set;
+mod view;
 
 pub use clock::VersionVector;
-pub use context::{encode_token_into, Context, CONTEXT_BYTES_MAX, CONTEXT_FORMAT_VERSION};
+pub use context::{
+    encode_set_token_into, encode_token_into, Context, CONTEXT_BYTES_MAX, CONTEXT_FORMAT_VERSION,
+};
 pub use error::{ContextError, VersionError};
 pub use sibling_set::{Dot, SiblingSet, Value, SIBLING_SET_FORMAT_VERSION};
+pub use view::{ClockEntries, EncodedSiblingSet, Values};
 
 /// A replica/coordinator identity (by convention `node id << 16 | shard`,
 /// opaque here). It must never be reused by a replica that lost its data.
