@@ -173,7 +173,7 @@ mod tests {
 
     #[test]
     fn direct_reply_equals_the_decoded_reply() {
-        let mut rng = Rng(0x5eed_0f_9e7_u64);
+        let mut rng = Rng(0x0005_eed0_f9e7_u64);
         let (mut tombstones, mut empty, mut many) = (0, 0, 0);
         for round in 0..2000 {
             let set = random_set(&mut rng);
