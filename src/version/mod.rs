@@ -14,7 +14,9 @@
 //!   with a context from elsewhere keeps everything it did not see;
 //! * every clock, sibling set and token is bounded (`*_MAX` below); pruning
 //!   of clock entries may add siblings, never a false "supersedes";
-//! * decoders accept only canonical, valid encodings and never panic.
+//! * decoders accept only canonical, valid encodings and never panic;
+//!   `EncodedSiblingSet` (a stored set read in place) accepts exactly what
+//!   `SiblingSet::decode` accepts.
 //!
 //! The model, the byte layouts and the bounds are in `docs/versioning.md`.
 
