@@ -54,37 +54,13 @@ impl<'a> Reader<'a> {
     /// refused so that every value has exactly one encoding, which makes
     /// `encode(decode(bytes)) == bytes` hold for every accepted input.
     pub(crate) fn varint(&mut self) -> Result<u64, VersionError> {
-        // Most varints here (counts, tags' neighbours, small counters) are
-        // one byte: no loop for those.
+        // Most varints here (counts, lengths, small counters) are one byte:
+        // no loop for those.
         if let Some(&byte) = self.bytes.get(self.position) {
             if byte < 0x80 {
                 self.position += 1;
                 return Ok(u64::from(byte));
             }
-        }
-        // With the widest varint's bytes left, one bounds check for all of
-        // them (actor ids take up to ten bytes). The same checks, the same
-        // results: nothing can be truncated within the window.
-        if let Some(window) = self
-            .bytes
-            .get(self.position..self.position + VARINT_BYTES_MAX)
-        {
-            let mut value: u64 = 0;
-            for (index, &byte) in window.iter().enumerate() {
-                let payload = u64::from(byte & 0x7f);
-                if index == VARINT_BYTES_MAX - 1 && payload > 1 {
-                    return Err(VersionError::VarintMalformed);
-                }
-                value |= payload << (7 * index);
-                if byte & 0x80 == 0 {
-                    if byte == 0 && index > 0 {
-                        return Err(VersionError::VarintMalformed);
-                    }
-                    self.position += index + 1;
-                    return Ok(value);
-                }
-            }
-            return Err(VersionError::VarintMalformed);
         }
         let mut value: u64 = 0;
         for index in 0..VARINT_BYTES_MAX {
