@@ -73,16 +73,21 @@ impl SpaceSaving {
             .min_by_key(|(_, e)| e.count)
             .map(|(i, e)| (i, e.count))
             .expect("a full summary holds at least one key");
-        let evicted = std::mem::replace(
-            &mut self.entries[slot],
-            HotKey {
-                key: key.to_vec(),
-                count: min + weight,
-                error: min,
-            },
-        );
-        self.index.remove(&evicted.key);
-        self.index.insert(key.to_vec(), slot);
+        // The evicted key's buffers (its entry's and its index key) take
+        // the new key: no allocation per eviction, which on a spread of keys
+        // is nearly every sampled offer.
+        let entry = &mut self.entries[slot];
+        let (mut index_key, _) = self
+            .index
+            .remove_entry(&entry.key)
+            .expect("every held key is indexed");
+        entry.key.clear();
+        entry.key.extend_from_slice(key);
+        entry.count = min + weight;
+        entry.error = min;
+        index_key.clear();
+        index_key.extend_from_slice(key);
+        self.index.insert(index_key, slot);
         debug_assert_eq!(self.index.len(), self.entries.len());
     }
 

@@ -1309,38 +1309,17 @@ pub(super) fn encode_reply(id: u64, response: &Response, out: &mut Vec<u8>) -> b
             found,
             siblings,
             context,
-        } => {
-            // GetReply: found at 12, values at 4, context at 8. Sibling:
-            // tombstone at 8, value at 4.
-            let body_vtable = w.vtable(16, &[12, 4, 8]);
-            let sibling_vtable = w.vtable(12, &[8, 4]);
-            let body = response_table(&mut w, root, response_vtable, id, body_type);
-            w.point(body);
-            w.table(body_vtable);
-            let values_field = w.uoffset();
-            let context_field = w.uoffset();
-            w.out.push(u8::from(*found));
-            w.pad_to(OFFSET_BYTES);
-            w.point(values_field);
-            w.u32(u32::try_from(siblings.len()).expect("siblings fit a u32"));
-            let elements = w.position();
-            for _ in siblings {
-                w.uoffset();
-            }
-            for (index, sibling) in siblings.iter().enumerate() {
-                w.pad_to(OFFSET_BYTES);
-                w.point(elements + index * OFFSET_BYTES);
-                w.table(sibling_vtable);
-                let value_field = w.uoffset();
-                w.out.push(u8::from(sibling.tombstone));
-                w.pad_to(OFFSET_BYTES);
-                w.point(value_field);
-                w.bytes(&sibling.value, false);
-            }
-            w.pad_to(OFFSET_BYTES);
-            w.point(context_field);
-            w.bytes(context, false);
-        }
+        } => get_reply(
+            &mut w,
+            root,
+            response_vtable,
+            id,
+            *found,
+            siblings
+                .iter()
+                .map(|sibling| (sibling.tombstone, sibling.value.as_ref())),
+            |out| out.extend_from_slice(context),
+        ),
         Response::Error {
             code,
             message,
@@ -1369,6 +1348,90 @@ pub(super) fn encode_reply(id: u64, response: &Response, out: &mut Vec<u8>) -> b
     let length = u32::try_from(out.len() - base).expect("an encoded message fits a u32 length");
     out[frame_start..base].copy_from_slice(&length.to_le_bytes());
     true
+}
+
+/// Appends the frame of a get reply to request `id` to `out`, from the
+/// reply's parts instead of a `Response::Get`: `values` are its siblings'
+/// values (none a tombstone), and `context` appends its context token. The
+/// bytes are exactly those `encode_reply` writes for the `Response::Get`
+/// with those siblings and that token (both write through `get_reply`).
+/// `reserve`: about how many bytes the reply takes, to grow `out` once.
+pub fn encode_get_reply<'v>(
+    id: u64,
+    values: impl ExactSizeIterator<Item = &'v [u8]>,
+    context: impl FnOnce(&mut Vec<u8>),
+    reserve: usize,
+    out: &mut Vec<u8>,
+) {
+    let frame_start = out.len();
+    out.reserve(FRAME_LENGTH_BYTES + 64 + reserve);
+    out.extend_from_slice(&[0; FRAME_LENGTH_BYTES]);
+    let base = out.len();
+    let mut w = Writer { out, base };
+    let root = w.uoffset();
+    let response_vtable = w.vtable(RESPONSE_TABLE_BYTES, &[4, 16, 12]);
+    let found = values.len() > 0;
+    get_reply(
+        &mut w,
+        root,
+        response_vtable,
+        id,
+        found,
+        values.map(|value| (false, value)),
+        context,
+    );
+    let length = u32::try_from(out.len() - base).expect("an encoded message fits a u32 length");
+    out[frame_start..base].copy_from_slice(&length.to_le_bytes());
+}
+
+/// The GetReply body and the Response table before it: `siblings` as
+/// (tombstone, value), then the context token `context` appends.
+fn get_reply<'v>(
+    w: &mut Writer<'_>,
+    root: usize,
+    response_vtable: usize,
+    id: u64,
+    found: bool,
+    siblings: impl ExactSizeIterator<Item = (bool, &'v [u8])>,
+    context: impl FnOnce(&mut Vec<u8>),
+) {
+    // GetReply: found at 12, values at 4, context at 8. Sibling:
+    // tombstone at 8, value at 4.
+    let body_vtable = w.vtable(16, &[12, 4, 8]);
+    let sibling_vtable = w.vtable(12, &[8, 4]);
+    let body = response_table(w, root, response_vtable, id, wire::ResponseBody::GetReply);
+    w.point(body);
+    w.table(body_vtable);
+    let values_field = w.uoffset();
+    let context_field = w.uoffset();
+    w.out.push(u8::from(found));
+    w.pad_to(OFFSET_BYTES);
+    w.point(values_field);
+    let count = siblings.len();
+    w.u32(u32::try_from(count).expect("siblings fit a u32"));
+    let elements = w.position();
+    for _ in 0..count {
+        w.uoffset();
+    }
+    for (index, (tombstone, value)) in siblings.enumerate() {
+        w.pad_to(OFFSET_BYTES);
+        w.point(elements + index * OFFSET_BYTES);
+        w.table(sibling_vtable);
+        let value_field = w.uoffset();
+        w.out.push(u8::from(tombstone));
+        w.pad_to(OFFSET_BYTES);
+        w.point(value_field);
+        w.bytes(value, false);
+    }
+    w.pad_to(OFFSET_BYTES);
+    w.point(context_field);
+    // The context's length is known once it is written.
+    let length_at = w.uoffset();
+    let start = w.out.len();
+    context(w.out);
+    let length = u32::try_from(w.out.len() - start).expect("a frame fits a u32 length");
+    let at = w.base + length_at;
+    w.out[at..at + OFFSET_BYTES].copy_from_slice(&length.to_le_bytes());
 }
 
 /// Writes the Response table (after padding it to 4 mod 8), points the root

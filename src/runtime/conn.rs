@@ -347,13 +347,7 @@ impl Outbox {
 
     fn push(&self, reply: Reply) {
         {
-            let mut bytes = self.bytes.borrow_mut();
-            match reply {
-                Reply::Response(id, response) => {
-                    protocol::encode_response(id, &response, &mut bytes)
-                }
-                Reply::Encoded(encoded) => bytes.extend_from_slice(&encoded),
-            }
+            reply.encode(&mut self.bytes.borrow_mut());
         }
         if !self.batching.get() {
             self.wake_writer();

@@ -233,6 +233,7 @@ impl Session {
         let frame = Bytes::from(frame).slice(FRAME_LENGTH_BYTES..);
         match self.shard.handle_frame(frame, true).await {
             Reply::Response(_, response) => response,
+            Reply::Get(get) => get.into_response(),
             Reply::Encoded(bytes) => {
                 let body = Bytes::from(bytes).slice(FRAME_LENGTH_BYTES..);
                 match protocol::decode_response(body, &self.shard.node.limits) {

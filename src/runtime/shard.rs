@@ -41,7 +41,7 @@ use crate::antientropy::{
 };
 use crate::config::ServerConfig;
 use crate::membership::{AdminChange, NodeId};
-use crate::protocol::{self, ErrorCode, Limits, Request, RequestFrame, Response, Sibling};
+use crate::protocol::{self, ErrorCode, Limits, Request, RequestFrame, Response};
 use crate::replica::{
     ClientReply, GetRequest, IoRequest, IoResult, PutRequest, QuorumConfig, Replica, ReplicaConfig,
     ReplicaError, ReplicaMessage, Transmit,
@@ -49,10 +49,14 @@ use crate::replica::{
 use crate::ring;
 use crate::storage::{Namespace, StorageError, Store, StoreConfig};
 use crate::version::{
-    encode_token_into, Context, SiblingSet, UpdatePlan, Value, VersionError, VersionVector,
+    encode_token_into, Context, EncodedSiblingSet, SiblingSet, UpdatePlan, Value, VersionError,
+    VersionVector,
 };
 
+mod get_reply;
 mod handoff;
+
+pub(crate) use get_reply::GetReply;
 
 /// What every shard of a node shares after start-up.
 pub(crate) struct NodeInfo {
@@ -605,6 +609,20 @@ fn mark_clean_stop(dir: &std::path::Path) -> Result<(), String> {
 pub(crate) enum Reply {
     Response(u64, Response),
     Encoded(Vec<u8>),
+    /// A get answered from the stored encoding of its set, written
+    /// straight from those bytes (`get_reply`).
+    Get(GetReply),
+}
+
+impl Reply {
+    /// Appends the reply's frame to `out`.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Reply::Response(id, response) => protocol::encode_response(*id, response, out),
+            Reply::Encoded(encoded) => out.extend_from_slice(encoded),
+            Reply::Get(get) => get.encode(out),
+        }
+    }
 }
 
 impl ShardState {
@@ -772,12 +790,14 @@ impl ShardState {
 
     /// Handles a frame forwarded from another shard of this node.
     async fn handle_forwarded(self: &Rc<Self>, frame: Bytes) -> Vec<u8> {
-        let mut out = Vec::new();
         match self.handle_frame(frame, false).await {
-            Reply::Response(id, response) => protocol::encode_response(id, &response, &mut out),
-            Reply::Encoded(bytes) => out = bytes,
+            Reply::Encoded(bytes) => bytes,
+            reply => {
+                let mut out = Vec::new();
+                reply.encode(&mut out);
+                out
+            }
         }
-        out
     }
 
     /// Handles a request this shard coordinates, counting it in the metrics
@@ -816,6 +836,15 @@ impl ShardState {
                         Some(r) => usize::from(r),
                         None => usize::from(self.config.r).min(n),
                     };
+                    if let Some(set) = self.get_single_now(topology, partition, &key, r) {
+                        self.metrics.record_siblings(set.data_siblings());
+                        let me = self.node.cluster.me.0;
+                        return Reply::Get(GetReply {
+                            id,
+                            set,
+                            fastest_replica: Some(fastest_replica(topology, partition, me)),
+                        });
+                    }
                     self.coordinate_get(topology, partition, key, r).await
                 }
                 Err(reply) => return Reply::Response(id, reply),
@@ -926,12 +955,7 @@ impl ShardState {
         clock: impl ExactSizeIterator<Item = (u64, u64)>,
         fastest: Option<u64>,
     ) -> Bytes {
-        // The context names the fastest reader as (node << 32 | shard): the
-        // shard of that node which holds the partition.
-        let fastest_replica = fastest.map(|node| {
-            let shard = topology.shard_on(NodeId(node), partition).unwrap_or(0);
-            (node << 32) | u64::from(shard)
-        });
+        let fastest_replica = fastest.map(|node| fastest_replica(topology, partition, node));
         // Encoded into the shard's scratch buffer and copied into the token
         // chunk, whose next slice it becomes. A token lives until its reply
         // is encoded, so a chunk is freed soon after the last token cut from
@@ -954,11 +978,6 @@ impl ShardState {
         key: Bytes,
         r: usize,
     ) -> Result<Response, (ErrorCode, String, u32)> {
-        let me = self.node.cluster.me;
-        if let Some(siblings) = self.get_single_now(topology, partition, &key, r) {
-            let clock = siblings.clock_entries();
-            return Ok(self.get_response(topology, partition, &siblings, clock, Some(me.0)));
-        }
         let request = GetRequest {
             key,
             partition,
@@ -993,22 +1012,24 @@ impl ShardState {
     /// unchanged (nothing to merge, nobody to repair), with this node as the
     /// fastest replica; its bookkeeping (request tables, timers, a waiter)
     /// would be work for nothing. `None`: take the machine's path (a read
-    /// that needs I/O, an unreadable set, any other quorum).
+    /// that needs I/O, an unreadable set, any other quorum). The set stays
+    /// encoded, checked as the decoder would check it: the reply is
+    /// written from its bytes (`GetReply`).
     fn get_single_now(
         &self,
         topology: &Topology,
         partition: u32,
         key: &Bytes,
         r: usize,
-    ) -> Option<SiblingSet> {
+    ) -> Option<EncodedSiblingSet> {
         let me = self.node.cluster.me;
         let single = matches!(topology.primaries(partition), [only] if only.node == me);
         if !single || r != 1 || key.len() > crate::replica::KEY_BYTES_MAX {
             return None;
         }
         match self.store.get_now(Namespace::Data, partition, key)? {
-            None => Some(SiblingSet::new()),
-            Some(record) => SiblingSet::decode_shared(&record.payload).ok(),
+            None => Some(EncodedSiblingSet::empty()),
+            Some(record) => EncodedSiblingSet::validate(record.payload).ok(),
         }
     }
 
@@ -1021,24 +1042,12 @@ impl ShardState {
         clock: impl ExactSizeIterator<Item = (u64, u64)>,
         fastest_replica: Option<u64>,
     ) -> Response {
-        // Only live values are returned; a tombstone sibling is summarised
-        // by the context, so the next put supersedes it.
-        let siblings: Vec<Sibling> = siblings
-            .siblings()
-            .filter_map(|(_, value)| match value {
-                Value::Data(value) => Some(Sibling {
-                    tombstone: false,
-                    value: value.clone(),
-                }),
-                Value::Tombstone => None,
-            })
-            .collect();
-        self.metrics.record_siblings(siblings.len());
-        Response::Get {
-            found: !siblings.is_empty(),
-            siblings,
-            context: self.context_token(topology, partition, clock, fastest_replica),
+        let context = self.context_token(topology, partition, clock, fastest_replica);
+        let response = get_reply::response_of(siblings, context);
+        if let Response::Get { siblings, .. } = &response {
+            self.metrics.record_siblings(siblings.len());
         }
+        response
     }
 
     async fn coordinate_put(
@@ -2050,6 +2059,13 @@ fn puts_in_place(primaries: &[ring::VnodeOwner], me: NodeId, quorum: QuorumConfi
         && quorum.n == 1
         && quorum.w == 1
         && quorum.dw <= 1
+}
+
+/// The context's name for the fastest reader, `node`: (node << 32 | shard),
+/// with the shard of that node which holds the partition.
+fn fastest_replica(topology: &Topology, partition: u32, node: u64) -> u64 {
+    let shard = topology.shard_on(NodeId(node), partition).unwrap_or(0);
+    (node << 32) | u64::from(shard)
 }
 
 /// A replica-layer failure as a client error: code, message, acks.

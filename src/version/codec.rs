@@ -32,6 +32,11 @@ impl<'a> Reader<'a> {
         Reader { bytes, position: 0 }
     }
 
+    /// How many bytes have been read.
+    pub(crate) fn position(&self) -> usize {
+        self.position
+    }
+
     pub(crate) fn remaining(&self) -> usize {
         self.bytes.len() - self.position
     }
@@ -49,6 +54,14 @@ impl<'a> Reader<'a> {
     /// refused so that every value has exactly one encoding, which makes
     /// `encode(decode(bytes)) == bytes` hold for every accepted input.
     pub(crate) fn varint(&mut self) -> Result<u64, VersionError> {
+        // Most varints here (counts, lengths, small counters) are one byte:
+        // no loop for those.
+        if let Some(&byte) = self.bytes.get(self.position) {
+            if byte < 0x80 {
+                self.position += 1;
+                return Ok(u64::from(byte));
+            }
+        }
         let mut value: u64 = 0;
         for index in 0..VARINT_BYTES_MAX {
             let byte = self.u8()?;

@@ -9,6 +9,7 @@
 use super::clock::{encode_entries, VersionVector};
 use super::codec::{put_varint, Reader, VARINT_BYTES_MAX};
 use super::error::ContextError;
+use super::view::EncodedSiblingSet;
 use super::{ActorId, CLOCK_ENTRIES_MAX};
 
 /// Format byte of the context token; see `docs/versioning.md`.
@@ -131,6 +132,27 @@ pub fn encode_token_into(
     out: &mut Vec<u8>,
 ) {
     assert!(clock.len() <= CLOCK_ENTRIES_MAX);
+    encode_token_with(fastest_replica, |out| encode_entries(clock, out), out);
+}
+
+/// `encode_token_into(set.clock_entries(), fastest_replica, out)`, with the
+/// clock's bytes copied from the set's encoding (`write_clock`) instead of
+/// decoded and encoded again: the token of a get answered from a stored set.
+pub fn encode_set_token_into(
+    set: &EncodedSiblingSet,
+    fastest_replica: Option<ActorId>,
+    out: &mut Vec<u8>,
+) {
+    encode_token_with(fastest_replica, |out| set.write_clock(out), out);
+}
+
+/// Appends a token whose clock `clock` appends (entry count, then per entry
+/// actor delta and counter, as `encode_entries` writes them).
+fn encode_token_with(
+    fastest_replica: Option<ActorId>,
+    clock: impl FnOnce(&mut Vec<u8>),
+    out: &mut Vec<u8>,
+) {
     let start = out.len();
     out.push(CONTEXT_FORMAT_VERSION);
     match fastest_replica {
@@ -140,7 +162,7 @@ pub fn encode_token_into(
         }
         None => out.push(0),
     }
-    encode_entries(clock, out);
+    clock(out);
     let checksum = crc32fast::hash(&out[start..]);
     out.extend_from_slice(&checksum.to_le_bytes());
     let len = out.len() - start;

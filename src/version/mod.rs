@@ -14,7 +14,9 @@
 //!   with a context from elsewhere keeps everything it did not see;
 //! * every clock, sibling set and token is bounded (`*_MAX` below); pruning
 //!   of clock entries may add siblings, never a false "supersedes";
-//! * decoders accept only canonical, valid encodings and never panic.
+//! * decoders accept only canonical, valid encodings and never panic;
+//!   `EncodedSiblingSet` (a stored set read in place) accepts exactly what
+//!   `SiblingSet::decode` accepts.
 //!
 //! The model, the byte layouts and the bounds are in `docs/versioning.md`.
 
@@ -24,12 +26,16 @@ mod context;
 mod error;
 mod sibling_set;
 mod update_plan;
+mod view;
 
 pub use clock::VersionVector;
-pub use context::{encode_token_into, Context, CONTEXT_BYTES_MAX, CONTEXT_FORMAT_VERSION};
+pub use context::{
+    encode_set_token_into, encode_token_into, Context, CONTEXT_BYTES_MAX, CONTEXT_FORMAT_VERSION,
+};
 pub use error::{ContextError, VersionError};
 pub use sibling_set::{Dot, SiblingSet, Value, SIBLING_SET_FORMAT_VERSION};
 pub use update_plan::{plan_update, UpdatePlan, PLAN_ENTRIES_MAX, PLAN_SIBLINGS_MAX};
+pub use view::{ClockEntries, EncodedSiblingSet, Values};
 
 /// A replica/coordinator identity (by convention `node id << 16 | shard`,
 /// opaque here). It must never be reused by a replica that lost its data.

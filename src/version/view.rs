@@ -1,0 +1,591 @@
+//! `EncodedSiblingSet`: a stored sibling set read in place, without
+//! decoding it into a `SiblingSet`.
+//!
+//! A get answered by the only replica needs the set's live values and its
+//! clock, nothing else: building a `SiblingSet` (a `Vec` of entries, a `Vec`
+//! of siblings per entry, a `Bytes` per value) and then a `Vec` of reply
+//! siblings only to copy the values into the reply and drop it all again
+//! was most of a get's server-side work. The view validates the encoding
+//! once, exactly as `SiblingSet::decode` does (same checks, same order, same
+//! error), and then hands out the clock entries and values as slices of the
+//! encoded bytes.
+//!
+//! Invariant: `EncodedSiblingSet::validate(b)` succeeds exactly when
+//! `SiblingSet::decode(&b)` does, with the same error otherwise, and then
+//! `clock_entries()` equals `decode(b).clock_entries()` and `values()`
+//! equals `decode(b).siblings()`'s values in order (tested against the
+//! decoder on random and damaged encodings, `view::tests`).
+
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use super::codec::Reader;
+use super::error::VersionError;
+use super::sibling_set::SIBLING_SET_FORMAT_VERSION;
+use super::{ActorId, CLOCK_ENTRIES_MAX, SIBLINGS_MERGED_MAX};
+
+const VALUE_TAG_DATA: u8 = 0;
+const VALUE_TAG_TOMBSTONE: u8 = 1;
+
+/// The encoding of an empty set (`SiblingSet::new()`): format, floor 0,
+/// no entries.
+const EMPTY: &[u8] = &[SIBLING_SET_FORMAT_VERSION, 0, 0];
+
+/// The canonical encoding of a sibling set, known to be valid.
+#[derive(Clone, Debug)]
+pub struct EncodedSiblingSet {
+    bytes: Bytes,
+    /// Siblings that are not tombstones.
+    data_siblings: usize,
+    /// Where the bytes `write_clock` copies lie when they are one run: the
+    /// entry count and, if there is one, the only entry's actor and counter.
+    /// A set written by one coordinator (most keys) has one entry.
+    clock_run: Option<Range<usize>>,
+    /// Where the value lies when there is exactly one data sibling.
+    only_value: Range<usize>,
+}
+
+impl EncodedSiblingSet {
+    /// The empty set: what a get of a key never written answers.
+    pub fn empty() -> Self {
+        EncodedSiblingSet {
+            bytes: Bytes::from_static(EMPTY),
+            data_siblings: 0,
+            clock_run: Some(2..3),
+            only_value: 0..0,
+        }
+    }
+
+    /// Checks `bytes` as `SiblingSet::decode` would, without allocating.
+    pub fn validate(bytes: Bytes) -> Result<Self, VersionError> {
+        let Layout {
+            data_siblings,
+            clock_run,
+            only_value,
+        } = validate(&bytes)?;
+        Ok(EncodedSiblingSet {
+            bytes,
+            data_siblings,
+            clock_run,
+            only_value,
+        })
+    }
+
+    /// The encoded bytes.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// How many siblings are values (not tombstones).
+    pub fn data_siblings(&self) -> usize {
+        self.data_siblings
+    }
+
+    /// The entries of the set's clock by ascending actor, as
+    /// `SiblingSet::clock_entries` gives them.
+    pub fn clock_entries(&self) -> ClockEntries<'_> {
+        let mut cursor = Cursor::after_header(&self.bytes);
+        let entries = cursor.varint() as usize;
+        ClockEntries {
+            cursor,
+            entries,
+            actor: 0,
+        }
+    }
+
+    /// Appends the clock's encoding as a context token holds it (entry
+    /// count, then per entry the actor delta and the counter), exactly what
+    /// `clock::encode_entries(self.clock_entries(), out)` appends. The set's
+    /// encoding holds those same canonical varints in that order, with each
+    /// entry's siblings between them, so they are copied, not re-encoded.
+    pub(crate) fn write_clock(&self, out: &mut Vec<u8>) {
+        if let Some(run) = &self.clock_run {
+            out.extend_from_slice(&self.bytes[run.clone()]);
+            return;
+        }
+        let mut cursor = Cursor::after_header(&self.bytes);
+        // Copied in runs: the count and the first entry's actor and counter
+        // are one, each later entry's actor and counter another.
+        let mut run = cursor.position;
+        let entries = cursor.varint();
+        for index in 0..entries {
+            cursor.varint(); // actor delta
+            cursor.varint(); // counter
+            out.extend_from_slice(&self.bytes[run..cursor.position]);
+            if index + 1 < entries {
+                for _ in 0..cursor.varint() {
+                    cursor.skip_sibling();
+                }
+                run = cursor.position;
+            }
+        }
+        if entries == 0 {
+            out.extend_from_slice(&self.bytes[run..cursor.position]);
+        }
+    }
+
+    /// Every sibling's value by actor then dot, as `SiblingSet::siblings`
+    /// gives them: `None` for a tombstone.
+    pub fn values(&self) -> Values<'_> {
+        let mut cursor = Cursor::after_header(&self.bytes);
+        let entries = cursor.varint() as usize;
+        Values {
+            cursor,
+            entries,
+            siblings: 0,
+        }
+    }
+
+    /// The values that are not tombstones, in `values()` order.
+    pub fn data_values(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        let only = self.data_siblings == 1;
+        DataValues {
+            values: (!only).then(|| self.values()),
+            only: only.then(|| &self.bytes[self.only_value.clone()]),
+            left: self.data_siblings,
+        }
+    }
+}
+
+/// What `validate` learns of a set's layout on the way.
+struct Layout {
+    data_siblings: usize,
+    clock_run: Option<Range<usize>>,
+    only_value: Range<usize>,
+}
+
+/// `SiblingSet::decode_values`'s checks, in its order, without building
+/// anything.
+fn validate(bytes: &[u8]) -> Result<Layout, VersionError> {
+    let mut reader = Reader::new(bytes);
+    let format = reader.u8()?;
+    if format != SIBLING_SET_FORMAT_VERSION {
+        return Err(VersionError::UnknownFormatVersion(format));
+    }
+    reader.varint()?; // the pruned-counter floor: any value
+    let clock_start = reader.position();
+    let entry_count = reader.varint()?;
+    let mut clock_end = reader.position();
+    let mut only_value = 0..0;
+    if entry_count > CLOCK_ENTRIES_MAX as u64 {
+        return Err(VersionError::ClockEntriesOverflow {
+            count: entry_count,
+            max: CLOCK_ENTRIES_MAX,
+        });
+    }
+    let mut actor: ActorId = 0;
+    let mut sibling_total: u64 = 0;
+    let mut data_siblings = 0;
+    for index in 0..entry_count {
+        let delta = reader.varint()?;
+        actor = if index == 0 {
+            delta
+        } else {
+            if delta == 0 {
+                return Err(VersionError::ActorsNotSorted);
+            }
+            actor
+                .checked_add(delta)
+                .ok_or(VersionError::ActorsNotSorted)?
+        };
+        let counter = reader.varint()?;
+        if counter == 0 {
+            return Err(VersionError::CounterZero);
+        }
+        if index == 0 {
+            clock_end = reader.position();
+        }
+        let sibling_count = reader.varint()?;
+        sibling_total = sibling_total.saturating_add(sibling_count);
+        if sibling_total > SIBLINGS_MERGED_MAX as u64 {
+            return Err(VersionError::SiblingsOverflow {
+                count: sibling_total,
+                max: SIBLINGS_MERGED_MAX,
+            });
+        }
+        // Dots are at least 1 (`back < counter`), so 0 is below any of them.
+        let mut last_dot = 0;
+        for _ in 0..sibling_count {
+            let back = reader.varint()?;
+            if back >= counter {
+                return Err(VersionError::DotOutOfRange {
+                    dot: counter.wrapping_sub(back),
+                    counter,
+                });
+            }
+            let dot = counter - back;
+            if last_dot >= dot {
+                return Err(VersionError::DotsNotSorted);
+            }
+            last_dot = dot;
+            match reader.u8()? {
+                VALUE_TAG_DATA => {
+                    let length = reader.varint()?;
+                    let start = reader.position();
+                    reader.slice(length)?;
+                    only_value = start..reader.position();
+                    data_siblings += 1;
+                }
+                VALUE_TAG_TOMBSTONE => {}
+                tag => return Err(VersionError::UnknownValueTag(tag)),
+            }
+        }
+    }
+    reader.finish()?;
+    Ok(Layout {
+        data_siblings,
+        clock_run: (entry_count <= 1).then_some(clock_start..clock_end),
+        only_value,
+    })
+}
+
+/// A cursor over bytes `validate` accepted: no checks (a read past the end
+/// would be a bug, and panics on the slice bound).
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    position: usize,
+}
+
+impl<'a> Cursor<'a> {
+    /// Past the format byte and the floor, at the entry count.
+    fn after_header(bytes: &'a [u8]) -> Self {
+        let mut cursor = Cursor { bytes, position: 1 };
+        cursor.varint();
+        cursor
+    }
+
+    fn u8(&mut self) -> u8 {
+        let byte = self.bytes[self.position];
+        self.position += 1;
+        byte
+    }
+
+    fn varint(&mut self) -> u64 {
+        let first = self.u8();
+        if first < 0x80 {
+            return u64::from(first);
+        }
+        let mut value = u64::from(first & 0x7f);
+        let mut shift = 7;
+        loop {
+            let byte = self.u8();
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return value;
+            }
+            shift += 7;
+        }
+    }
+
+    fn skip_sibling(&mut self) {
+        self.varint(); // counter - dot
+        if self.u8() == VALUE_TAG_DATA {
+            self.position += self.varint() as usize;
+        }
+    }
+
+    /// Reads one sibling: its value, `None` for a tombstone.
+    fn sibling(&mut self) -> Option<&'a [u8]> {
+        self.varint(); // counter - dot
+        match self.u8() {
+            VALUE_TAG_DATA => {
+                let length = self.varint() as usize;
+                let start = self.position;
+                self.position += length;
+                Some(&self.bytes[start..self.position])
+            }
+            _ => None,
+        }
+    }
+}
+
+/// `EncodedSiblingSet::clock_entries`.
+pub struct ClockEntries<'a> {
+    cursor: Cursor<'a>,
+    entries: usize,
+    actor: ActorId,
+}
+
+impl Iterator for ClockEntries<'_> {
+    type Item = (ActorId, u64);
+
+    fn next(&mut self) -> Option<(ActorId, u64)> {
+        if self.entries == 0 {
+            return None;
+        }
+        self.entries -= 1;
+        // The first delta is the actor itself, and `actor` starts at 0.
+        self.actor += self.cursor.varint();
+        let counter = self.cursor.varint();
+        for _ in 0..self.cursor.varint() {
+            self.cursor.skip_sibling();
+        }
+        Some((self.actor, counter))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.entries, Some(self.entries))
+    }
+}
+
+impl ExactSizeIterator for ClockEntries<'_> {}
+
+/// `EncodedSiblingSet::values`.
+pub struct Values<'a> {
+    cursor: Cursor<'a>,
+    /// Entries not yet started.
+    entries: usize,
+    /// Siblings left in the current entry.
+    siblings: u64,
+}
+
+impl<'a> Iterator for Values<'a> {
+    type Item = Option<&'a [u8]>;
+
+    fn next(&mut self) -> Option<Option<&'a [u8]>> {
+        while self.siblings == 0 {
+            if self.entries == 0 {
+                return None;
+            }
+            self.entries -= 1;
+            self.cursor.varint(); // actor delta
+            self.cursor.varint(); // counter
+            self.siblings = self.cursor.varint();
+        }
+        self.siblings -= 1;
+        Some(self.cursor.sibling())
+    }
+}
+
+/// `EncodedSiblingSet::data_values`: the only value from where `validate`
+/// saw it, or the values found by walking the set.
+struct DataValues<'a> {
+    values: Option<Values<'a>>,
+    only: Option<&'a [u8]>,
+    left: usize,
+}
+
+impl<'a> Iterator for DataValues<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        if let Some(only) = self.only.take() {
+            return Some(only);
+        }
+        let values = self.values.as_mut()?;
+        loop {
+            if let Some(value) = values.next()? {
+                return Some(value);
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for DataValues<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::version::{SiblingSet, Value};
+
+    /// xorshift64*: deterministic draws without a dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// A random valid encoding, written by hand so that every shape the
+    /// format allows can come up: no entries, entries without siblings,
+    /// many actors, tombstones, empty values, large counters and actors,
+    /// and the maximum entry and sibling counts.
+    fn random_encoding(rng: &mut Rng) -> Vec<u8> {
+        use crate::version::codec::put_varint;
+        let mut out = vec![SIBLING_SET_FORMAT_VERSION];
+        let big = |rng: &mut Rng| match rng.below(4) {
+            0 => rng.below(4),
+            1 => rng.below(300),
+            2 => rng.next() >> rng.below(64),
+            _ => u64::MAX - rng.below(3),
+        };
+        put_varint(&mut out, big(rng));
+        let entries = match rng.below(10) {
+            0 => 0,
+            1 => CLOCK_ENTRIES_MAX as u64,
+            _ => 1 + rng.below(5),
+        };
+        put_varint(&mut out, entries);
+        let mut siblings_left = SIBLINGS_MERGED_MAX as u64;
+        let mut actor: u64 = 0;
+        for index in 0..entries {
+            // Leave room for the remaining actors below u64::MAX.
+            let room = (u64::MAX - actor) / (entries - index + 1);
+            let delta = if index == 0 {
+                rng.below(room.max(1))
+            } else {
+                1 + rng.below(room.clamp(1, 1 << 40))
+            };
+            actor += delta;
+            put_varint(&mut out, delta);
+            let counter = 1 + (big(rng) >> 1);
+            put_varint(&mut out, counter);
+            let want = match rng.below(8) {
+                0 => siblings_left,
+                1 => 0,
+                _ => rng.below(4),
+            };
+            let count = want.min(siblings_left).min(counter);
+            siblings_left -= count;
+            put_varint(&mut out, count);
+            // `count` distinct dots in 1..=counter, ascending: the last
+            // `count` below the counter, spaced by random gaps where room.
+            let mut dots: Vec<u64> = Vec::new();
+            let mut dot = counter;
+            for left in (0..count).rev() {
+                dots.push(dot);
+                let gap_room = dot.saturating_sub(1).saturating_sub(left);
+                dot -= 1 + if gap_room > 0 {
+                    rng.below(gap_room.min(3) + 1)
+                } else {
+                    0
+                };
+            }
+            dots.reverse();
+            for dot in dots {
+                put_varint(&mut out, counter - dot);
+                if rng.below(3) == 0 {
+                    out.push(VALUE_TAG_TOMBSTONE);
+                } else {
+                    let length = match rng.below(6) {
+                        0 => 0,
+                        1 => 1000 + rng.below(3000),
+                        _ => rng.below(120),
+                    };
+                    out.push(VALUE_TAG_DATA);
+                    put_varint(&mut out, length);
+                    out.extend((0..length).map(|_| rng.next() as u8));
+                }
+            }
+        }
+        out
+    }
+
+    /// The view agrees with the decoder on `bytes`: both refuse it with the
+    /// same error, or both accept it and give the same clock and values.
+    fn assert_agrees(bytes: &[u8]) -> bool {
+        let decoded = SiblingSet::decode(bytes);
+        let viewed = EncodedSiblingSet::validate(Bytes::copy_from_slice(bytes));
+        match (decoded, viewed) {
+            (Err(expected), Err(got)) => {
+                assert_eq!(got, expected, "{bytes:?}");
+                false
+            }
+            (Ok(set), Ok(view)) => {
+                let clock: Vec<_> = set.clock_entries().collect();
+                assert_eq!(view.clock_entries().collect::<Vec<_>>(), clock);
+                assert_eq!(view.clock_entries().len(), clock.len());
+                let values: Vec<Option<&[u8]>> = set
+                    .siblings()
+                    .map(|(_, value)| match value {
+                        Value::Data(bytes) => Some(bytes.as_ref()),
+                        Value::Tombstone => None,
+                    })
+                    .collect();
+                assert_eq!(view.values().collect::<Vec<_>>(), values);
+                let mut expected = Vec::new();
+                crate::version::clock::encode_entries(set.clock_entries(), &mut expected);
+                let mut written = vec![0xee];
+                view.write_clock(&mut written);
+                assert_eq!(written[1..], expected[..], "write_clock");
+                let data: Vec<&[u8]> = values.iter().flatten().copied().collect();
+                assert_eq!(view.data_siblings(), data.len());
+                assert_eq!(view.data_values().len(), data.len());
+                assert_eq!(view.data_values().collect::<Vec<_>>(), data);
+                true
+            }
+            (decoded, viewed) => {
+                panic!("decoder {decoded:?} but view {viewed:?} for {bytes:?}")
+            }
+        }
+    }
+
+    #[test]
+    fn agrees_with_the_decoder_on_valid_sets() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let (mut max_entries, mut max_siblings) = (false, false);
+        for _ in 0..3000 {
+            let bytes = random_encoding(&mut rng);
+            assert!(assert_agrees(&bytes), "generated set refused: {bytes:?}");
+            let set = SiblingSet::decode(&bytes).unwrap();
+            max_entries |= set.clock_entries().len() == CLOCK_ENTRIES_MAX;
+            max_siblings |= set.sibling_count() == SIBLINGS_MERGED_MAX;
+        }
+        assert!(max_entries && max_siblings, "the bounds were reached");
+        let empty = EncodedSiblingSet::empty();
+        assert_eq!(SiblingSet::decode(empty.bytes()), Ok(SiblingSet::new()));
+        assert!(assert_agrees(empty.bytes()));
+    }
+
+    #[test]
+    fn agrees_with_the_decoder_on_damaged_sets() {
+        let mut rng = Rng(0x1234_5678_9abc_def1);
+        let mut refused = 0;
+        for _ in 0..6000 {
+            let mut bytes = random_encoding(&mut rng);
+            // Keep them small enough that most damage lands in structure.
+            if bytes.len() > 400 {
+                continue;
+            }
+            match rng.below(4) {
+                0 => {
+                    let at = rng.below(bytes.len() as u64) as usize;
+                    bytes[at] ^= 1 << rng.below(8);
+                }
+                1 => {
+                    let at = rng.below(bytes.len() as u64) as usize;
+                    bytes[at] = rng.next() as u8;
+                }
+                2 => bytes.truncate(rng.below(bytes.len() as u64) as usize),
+                _ => bytes.push(rng.next() as u8),
+            }
+            if !assert_agrees(&bytes) {
+                refused += 1;
+            }
+        }
+        assert!(refused > 1000, "damage was refused {refused} times");
+        // Every refusal the decoder makes, one by one.
+        for bytes in [
+            &[][..],
+            &[2, 0, 0],
+            &[1, 0, 129, 1],
+            &[1, 0, 1, 5, 0, 0],
+            &[1, 0, 2, 5, 1, 0, 0, 1, 0],
+            &[1, 0, 1, 5, 1, 1, 1, 0],
+            &[1, 0, 1, 5, 2, 2, 0, 1, 0, 1],
+            &[1, 0, 1, 5, 2, 1, 0, 7],
+            &[1, 0, 1, 5, 2, 1, 0, 0, 9, 1],
+            &[1, 0, 0, 0],
+            &[1, 0x80, 0x00, 0],
+        ] {
+            assert!(!assert_agrees(bytes), "{bytes:?} refused");
+        }
+    }
+}
