@@ -18,7 +18,10 @@
 //! `fdatasync`, and time between one round's `fdatasync` and the next round's write
 //! (`TimedDisk`). Executor experiments: `STORAGE_BENCH_IO_MEMORY` (bytes),
 //! `STORAGE_BENCH_SPIN_US` (`spin_before_park`), `STORAGE_BENCH_PREEMPT_US`
-//! (`preempt_timer`); unset, glommio's defaults as the server uses them.
+//! (`preempt_timer`); unset, glommio's defaults as the server uses them. Store
+//! experiments (ingest only): `STORAGE_BENCH_BUFFER_BYTES` (`write_buffer_bytes`).
+//! `STORAGE_BENCH_ONLY=ingest` also runs fio qd1 and qd4 after each run and prints the
+//! ratios (`STORAGE_BENCH_NO_FIO=1` skips them).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::RefCell;
@@ -313,15 +316,26 @@ fn bench_buffered_put(dir: &Path, n: u64) -> (f64, f64) {
     })
 }
 
+/// The store configuration of the ingest figure: the default, with the write buffer
+/// from `STORAGE_BENCH_BUFFER_BYTES` when set (an experiment knob).
+fn ingest_config() -> StoreConfig {
+    let mut config = StoreConfig::default();
+    if let Some(v) = std::env::var("STORAGE_BENCH_BUFFER_BYTES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        config.write_buffer_bytes = v;
+    }
+    config
+}
+
 /// Sequential ingest of 4 KiB values, including the final sync; returns payload bytes
 /// per wall second and per CPU second of the executor thread.
 fn bench_ingest(dir: &Path, total_bytes: u64) -> (f64, f64) {
     let dir = fresh_dir(dir);
     on_glommio(move || async move {
         let disk = GlommioDisk::new(&dir).expect("disk");
-        let (store, _) = Store::open(disk, StoreConfig::default())
-            .await
-            .expect("open");
+        let (store, _) = Store::open(disk, ingest_config()).await.expect("open");
         let value = vec![0xa5u8; 4096];
         let n = total_bytes / 4096;
         report_executor_start();
@@ -609,10 +623,19 @@ fn main() {
     if std::env::var("STORAGE_BENCH_ONLY").as_deref() == Ok("ingest") {
         for _ in 0..runs {
             let (wall, cpu) = bench_ingest(&dir, 512 << 20);
+            let (qd1, qd4) = if std::env::var_os("STORAGE_BENCH_NO_FIO").is_some() {
+                (f64::NAN, f64::NAN)
+            } else {
+                (fio_seq_write(&dir, 1), fio_seq_write(&dir, 4))
+            };
             println!(
-                "ingest {:.1} MiB/s, {:.1} MiB per CPU-second",
+                "ingest {:.1} MiB/s, {:.1} MiB per CPU-second; fio qd1 {:.1}, qd4 {:.1} MiB/s; ratio to qd1 {:.3}, to qd4 {:.3}",
                 wall / MIB,
-                cpu / MIB
+                cpu / MIB,
+                qd1 / MIB,
+                qd4 / MIB,
+                wall / qd1,
+                wall / qd4
             );
         }
         return;
