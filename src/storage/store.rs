@@ -1124,9 +1124,23 @@ impl<D: Disk> Store<D> {
     /// Waits for the oldest in-flight write and applies its outcome; `Ok(false)` when
     /// none is in flight (caller holds `io_lock`).
     async fn reap_one_locked(&self) -> Result<bool, StorageError> {
-        let any = std::future::poll_fn(|cx| match self.inflight.borrow_mut().front_mut() {
-            Some(f) => f.poll_write(cx).map(|()| true),
-            None => Poll::Ready(false),
+        // Every write is polled (a disk may need it to make progress); the oldest
+        // decides.
+        let any = std::future::poll_fn(|cx| {
+            let mut inflight = self.inflight.borrow_mut();
+            let mut flights = inflight.iter_mut();
+            let Some(oldest) = flights.next() else {
+                return Poll::Ready(false);
+            };
+            let ready = oldest.poll_write(cx).is_ready();
+            for f in flights {
+                let _ = f.poll_write(cx);
+            }
+            if ready {
+                Poll::Ready(true)
+            } else {
+                Poll::Pending
+            }
         })
         .await;
         if any {
