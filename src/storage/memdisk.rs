@@ -74,6 +74,9 @@ struct Inode {
     unsynced: Vec<(u64, u64, Vec<u8>)>,
 }
 
+/// What the test chose for a held write: nothing yet, complete, or fail with an errno.
+type HeldOutcome = Option<Result<(), i32>>;
+
 #[derive(Debug, Default)]
 struct State {
     inodes: BTreeMap<u64, Inode>,
@@ -92,7 +95,7 @@ struct State {
     hold_writes: bool,
     next_ticket: u64,
     /// Held writes by ticket: (position, length, the outcome once the test chose it).
-    held: BTreeMap<u64, (u64, usize, Option<Result<(), i32>>)>,
+    held: BTreeMap<u64, (u64, usize, HeldOutcome)>,
     syncs: u64,
     bytes_written: u64,
 }

@@ -143,7 +143,7 @@ impl Default for StoreConfig {
             segment_size_bytes: 64 << 20,
             write_buffer_bytes: 1 << 20,
             flush_interval: Duration::from_millis(1),
-            flushes_in_flight_max: 4,
+            flushes_in_flight_max: 2,
             compaction_dead_fraction: 0.5,
             read_cache_bytes: 32 << 20,
         }

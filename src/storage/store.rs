@@ -4,14 +4,22 @@
 //! Invariants:
 //! * `state` is never borrowed across an `.await`: every async method copies what it
 //!   needs out of the borrow (file handles are `Rc`s) before awaiting.
-//! * Flushes, rotations and file removal run under `io_lock`, and a flush first waits
-//!   for the previous flush's write (`inflight`), so at most one write of the active
-//!   segment is in flight and the buffer's partial last block is rewritten in order.
+//! * Flushes, rotations and file removal run under `io_lock`. At most
+//!   `flushes_in_flight_max` writes of the active segment are in flight (`inflight`,
+//!   in file order, contiguous). Two writes in flight never share a block: a flush of
+//!   a full buffer writes only whole blocks and keeps the partial tail in the buffer;
+//!   a padded flush (flush/sync/timer/rotation/close) rewrites its partial last block
+//!   in the next flush, which first waits for every write up to it.
+//! * Write outcomes are applied oldest first: `flushed_lsn` moves to a write's end
+//!   only when it and every earlier write have succeeded. After a failure every later
+//!   write is waited for and all their bytes go back in front of the buffer.
 //! * A record of the active segment is in `buffer` (offset >= `buffer_file_offset`), in
-//!   the in-flight flush's DMA buffers, or on disk; `flushed_lsn` moves only when a
-//!   write has completed.
-//! * `synced_lsn <= flushed_lsn <= appended_lsn` (byte counts of everything appended);
-//!   a durable writer returns `Ok` only once `synced_lsn` covers its record.
+//!   the in-flight writes' DMA buffers (a record cut between two writes, or between a
+//!   write and the buffer, is put together from both; its head may be in `landed`, the
+//!   last completed write), or on disk.
+//! * `synced_lsn <= flushed_lsn <= issued_lsn <= appended_lsn` (byte counts of
+//!   everything appended); a durable writer returns `Ok` only once `synced_lsn` covers
+//!   its record.
 //! * Each segment's `live_bytes` equals the sum of `len` of the index entries pointing
 //!   into it.
 
