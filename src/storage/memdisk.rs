@@ -8,7 +8,8 @@
 //! failing `sync_data`. Every operation completes immediately, so `storage::block_on`
 //! can drive a store on it; only with `set_write_delay_polls` does a write stay in
 //! flight (pending, waking itself) for a number of polls before it takes effect, as a
-//! real disk's does while the store goes on appending.
+//! real disk's does while the store goes on appending, and with `hold_writes` until the
+//! test completes or fails each held write, in any order.
 //!
 //! For crash-point enumeration (`tests/storage_crash_points.rs`) it can also record a
 //! trace of every mutating operation (`start_trace`, `take_trace`, `DiskOp`) and be built
@@ -73,6 +74,9 @@ struct Inode {
     unsynced: Vec<(u64, u64, Vec<u8>)>,
 }
 
+/// What the test chose for a held write: nothing yet, complete, or fail with an errno.
+type HeldOutcome = Option<Result<(), i32>>;
+
 #[derive(Debug, Default)]
 struct State {
     inodes: BTreeMap<u64, Inode>,
@@ -87,6 +91,11 @@ struct State {
     fail_sync_from: Option<u64>,
     trace: Option<Vec<DiskOp>>,
     write_delay_polls: u32,
+    /// Later writes wait until the test releases or fails them (`hold_writes`).
+    hold_writes: bool,
+    next_ticket: u64,
+    /// Held writes by ticket: (position, length, the outcome once the test chose it).
+    held: BTreeMap<u64, (u64, usize, HeldOutcome)>,
     syncs: u64,
     bytes_written: u64,
 }
@@ -261,6 +270,37 @@ impl MemDisk {
         self.state.borrow_mut().write_delay_polls = polls;
     }
 
+    /// Keeps every later write in flight (pending, waking itself) until the test
+    /// completes it with `release_write` or fails it with `fail_write`, in any order;
+    /// `false` stops holding new writes (those held stay held).
+    pub fn hold_writes(&self, hold: bool) {
+        self.state.borrow_mut().hold_writes = hold;
+    }
+
+    /// The held writes not yet released or failed, oldest first: (ticket, position,
+    /// length). A write is listed from its first poll.
+    pub fn held_writes(&self) -> Vec<(u64, u64, usize)> {
+        let st = self.state.borrow();
+        st.held
+            .iter()
+            .filter(|(_, h)| h.2.is_none())
+            .map(|(t, h)| (*t, h.0, h.1))
+            .collect()
+    }
+
+    /// Lets a held write take effect at its next poll (it can still fail with
+    /// `ENOSPC` against the capacity then).
+    pub fn release_write(&self, ticket: u64) {
+        let mut st = self.state.borrow_mut();
+        st.held.get_mut(&ticket).expect("a held write").2 = Some(Ok(()));
+    }
+
+    /// Makes a held write fail with `errno` at its next poll, changing nothing.
+    pub fn fail_write(&self, ticket: u64, errno: i32) {
+        let mut st = self.state.borrow_mut();
+        st.held.get_mut(&ticket).expect("a held write").2 = Some(Err(errno));
+    }
+
     /// Makes every `sync_data` fail with `EIO` (until `set_fail_sync(false)` or a crash).
     pub fn set_fail_sync(&self, fail: bool) {
         self.state.borrow_mut().fail_sync = fail;
@@ -385,6 +425,32 @@ impl DiskFile for MemFile {
         let delay = self.disk.state.borrow().write_delay_polls;
         for _ in 0..delay {
             yield_now().await;
+        }
+        let ticket = {
+            let mut st = self.disk.state.borrow_mut();
+            st.hold_writes.then(|| {
+                let t = st.next_ticket;
+                st.next_ticket += 1;
+                st.held.insert(t, (pos, buffer.as_bytes().len(), None));
+                t
+            })
+        };
+        if let Some(ticket) = ticket {
+            loop {
+                let outcome = {
+                    let mut st = self.disk.state.borrow_mut();
+                    let outcome = st.held[&ticket].2;
+                    if outcome.is_some() {
+                        st.held.remove(&ticket);
+                    }
+                    outcome
+                };
+                match outcome {
+                    Some(Ok(())) => break,
+                    Some(Err(errno)) => return Err(err(errno)),
+                    None => yield_now().await,
+                }
+            }
         }
         let bytes = buffer.as_bytes();
         let align = MEM_DISK_ALIGNMENT_BYTES as u64;

@@ -125,6 +125,10 @@ pub struct StoreConfig {
     pub write_buffer_bytes: usize,
     /// `flush_due` turns true when buffered data has waited this long.
     pub flush_interval: Duration,
+    /// Most flush writes of the active segment in flight at once (at least 1). A flush
+    /// started by a full buffer waits for the oldest write only at this bound
+    /// (docs/storage.md §4).
+    pub flushes_in_flight_max: usize,
     /// Segments whose dead fraction reaches this are compacted.
     pub compaction_dead_fraction: f64,
     /// Bytes of recently read records kept in memory (`cache.rs`); 0 disables it.
@@ -139,6 +143,7 @@ impl Default for StoreConfig {
             segment_size_bytes: 64 << 20,
             write_buffer_bytes: 1 << 20,
             flush_interval: Duration::from_millis(1),
+            flushes_in_flight_max: 2,
             compaction_dead_fraction: 0.5,
             read_cache_bytes: 32 << 20,
         }

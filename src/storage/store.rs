@@ -4,19 +4,27 @@
 //! Invariants:
 //! * `state` is never borrowed across an `.await`: every async method copies what it
 //!   needs out of the borrow (file handles are `Rc`s) before awaiting.
-//! * Flushes, rotations and file removal run under `io_lock`, and a flush first waits
-//!   for the previous flush's write (`inflight`), so at most one write of the active
-//!   segment is in flight and the buffer's partial last block is rewritten in order.
+//! * Flushes, rotations and file removal run under `io_lock`. At most
+//!   `flushes_in_flight_max` writes of the active segment are in flight (`inflight`,
+//!   in file order, contiguous). Two writes in flight never share a block: a flush of
+//!   a full buffer writes only whole blocks and keeps the partial tail in the buffer;
+//!   a padded flush (flush/sync/timer/rotation/close) rewrites its partial last block
+//!   in the next flush, which first waits for every write up to it.
+//! * Write outcomes are applied oldest first: `flushed_lsn` moves to a write's end
+//!   only when it and every earlier write have succeeded. After a failure every later
+//!   write is waited for and all their bytes go back in front of the buffer.
 //! * A record of the active segment is in `buffer` (offset >= `buffer_file_offset`), in
-//!   the in-flight flush's DMA buffers, or on disk; `flushed_lsn` moves only when a
-//!   write has completed.
-//! * `synced_lsn <= flushed_lsn <= appended_lsn` (byte counts of everything appended);
-//!   a durable writer returns `Ok` only once `synced_lsn` covers its record.
+//!   the in-flight writes' DMA buffers (a record cut between two writes, or between a
+//!   write and the buffer, is put together from both; its head may be in `landed`, the
+//!   last completed write), or on disk.
+//! * `synced_lsn <= flushed_lsn <= issued_lsn <= appended_lsn` (byte counts of
+//!   everything appended); a durable writer returns `Ok` only once `synced_lsn` covers
+//!   its record.
 //! * Each segment's `live_bytes` equals the sum of `len` of the index entries pointing
 //!   into it.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -81,20 +89,23 @@ struct Segment<F> {
     damaged: bool,
 }
 
-/// A flush whose write is in flight (at most one; docs §4). Its bytes left the staging
-/// buffer when it started, so reads of them are served from `pieces` until it completes.
+/// A flush whose write is in flight (at most `StoreConfig::flushes_in_flight_max`, kept
+/// in file order; docs §4). Its bytes left the staging buffer when it started, so reads
+/// of them are served from `pieces` until it is reaped.
 struct Inflight<D: Disk> {
     segment: u32,
     /// File range of the flushed bytes (`pieces` also hold the zero padding after `end`).
     start: u64,
     end: u64,
-    /// `appended_lsn` when the flush started: `flushed_lsn` once the write succeeds.
+    /// `flushed_lsn` once this write and every earlier one have succeeded.
     target_lsn: u64,
     /// Consecutive DMA buffers from `start`, each `FLUSH_PIECE_BYTES` except the last.
     pieces: Vec<Rc<D::Buffer>>,
-    /// Polled in place (never moved out), so a waiter that is dropped leaves it for the
-    /// next one and the bytes are never forgotten.
-    write: Pin<Box<dyn Future<Output = io::Result<()>>>>,
+    /// Polled in place (never moved out) until it completes, so a waiter that is dropped
+    /// leaves it for the next one and the bytes are never forgotten; dropped then.
+    write: Option<Pin<Box<dyn Future<Output = io::Result<()>>>>>,
+    /// The write's outcome, kept until the flush is reaped (in order).
+    result: Option<io::Result<()>>,
 }
 
 impl<D: Disk> Inflight<D> {
@@ -108,6 +119,33 @@ impl<D: Disk> Inflight<D> {
             let n = (piece.len() - at).min((to - pos) as usize);
             out.extend_from_slice(&piece[at..at + n]);
             pos += n as u64;
+        }
+    }
+
+    /// End of the file range the write covers (`end` plus the zero padding).
+    fn padded_end(&self) -> u64 {
+        self.start
+            + self
+                .pieces
+                .iter()
+                .map(|p| p.as_bytes().len() as u64)
+                .sum::<u64>()
+    }
+
+    /// Polls the write until it completes and keeps its outcome.
+    fn poll_write(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if self.result.is_some() {
+            return Poll::Ready(());
+        }
+        let write = self.write.as_mut().expect("a write or its outcome");
+        match write.as_mut().poll(cx) {
+            Poll::Ready(r) => {
+                self.result = Some(r);
+                // The write's future is done; dropping it leaves the pieces to us.
+                self.write = None;
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -171,6 +209,8 @@ struct State<D: Disk> {
     /// Aligned file offset of `buffer[0]`.
     buffer_file_offset: u64,
     appended_lsn: u64,
+    /// Everything appended before it was handed to a flush write (in flight or done).
+    issued_lsn: u64,
     flushed_lsn: u64,
     synced_lsn: u64,
     /// The active segment got its `Seal`; appends wait for the rotation.
@@ -320,8 +360,12 @@ pub struct Store<D: Disk> {
     compacting: Cell<bool>,
     /// Verified records recently read from segments, by location.
     read_cache: RefCell<ReadCache>,
-    /// The flush being written, if any (changed only under `io_lock`).
-    inflight: RefCell<Option<Inflight<D>>>,
+    /// The flushes being written, oldest first (changed only under `io_lock`).
+    inflight: RefCell<VecDeque<Inflight<D>>>,
+    /// The last flush reaped successfully, kept until the next one is: a record cut by
+    /// a flush of whole blocks has its head there and its tail in a write still in
+    /// flight or in the buffer, and is read from memory until both are on disk.
+    landed: RefCell<Option<Inflight<D>>>,
 }
 
 fn align_down(v: u64, align: usize) -> u64 {
@@ -609,6 +653,7 @@ impl<D: Disk> Store<D> {
             ),
             buffer_file_offset: 0,
             appended_lsn: 0,
+            issued_lsn: 0,
             flushed_lsn: 0,
             synced_lsn: 0,
             rotation_pending: false,
@@ -638,7 +683,8 @@ impl<D: Disk> Store<D> {
             dirty_since: Cell::new(None),
             compacting: Cell::new(false),
             read_cache: RefCell::new(ReadCache::new(config_read_cache_bytes)),
-            inflight: RefCell::new(None),
+            inflight: RefCell::new(VecDeque::new()),
+            landed: RefCell::new(None),
         };
         Ok((store, report))
     }
@@ -981,9 +1027,10 @@ impl<D: Disk> Store<D> {
             });
             return InMemory::Found(Some(record.expect("a buffered record is intact")));
         }
-        // Written out of the buffer but still in flight: its bytes are in
-        // the flush's DMA buffers, not yet (reliably) on disk.
-        if let Some(bytes) = self.inflight_record(loc) {
+        // Written out of the buffer but still in flight (or cut by a flush and
+        // only partly written): its bytes are in the flushes' DMA buffers, not
+        // yet (reliably) on disk.
+        if let Some(bytes) = self.unflushed_record(&st, loc) {
             let record = self.check_record(&bytes, ns, partition, key);
             return InMemory::Found(Some(record.expect("a record being flushed is intact")));
         }
@@ -1071,152 +1118,287 @@ impl<D: Disk> Store<D> {
 
     /// Flushes and waits for the write (caller holds `io_lock`).
     async fn flush_locked(&self) -> Result<(), StorageError> {
-        self.start_flush_locked().await?;
+        self.start_flush_locked(true).await?;
         self.reap_locked().await
     }
 
-    /// Starts a flush without waiting for its write, so the caller can fill the buffer
-    /// again meanwhile; a write still in flight is waited for first (one at a time).
+    /// Starts a flush of the buffer's whole blocks without waiting for its write, so the
+    /// caller can fill the buffer again meanwhile; waits for the oldest write first only
+    /// when `flushes_in_flight_max` writes are in flight.
     async fn flush_behind(&self) -> Result<(), StorageError> {
         {
             let _io = self.io_lock.lock().await;
-            self.start_flush_locked().await?;
+            self.start_flush_locked(false).await?;
         }
-        if self.inflight.borrow().is_some() {
+        if !self.inflight.borrow().is_empty() {
             self.disk.submit_queued().await;
         }
         Ok(())
     }
 
-    /// A copy of a record that is only in an in-flight flush's buffers.
-    fn inflight_record(&self, loc: Location) -> Option<Vec<u8>> {
+    /// A copy of a record of the active segment that is not (wholly) on disk yet, put
+    /// together from the in-flight writes' buffers, the buffer and, for a record whose
+    /// head is in the last completed write and whose tail is not (a flush of whole
+    /// blocks cuts records), that write's buffers (`landed`); `None` when it starts on
+    /// disk before all of them.
+    fn unflushed_record(&self, st: &State<D>, loc: Location) -> Option<Vec<u8>> {
+        let landed = self.landed.borrow();
         let inflight = self.inflight.borrow();
-        let f = inflight.as_ref()?;
         let (from, to) = (loc.offset as u64, loc.offset as u64 + loc.len as u64);
-        if loc.segment != f.segment || from < f.start || to > f.end {
-            return None;
+        let mut out: Option<Vec<u8>> = None;
+        let mut pos = from;
+        for f in landed.iter().chain(inflight.iter()) {
+            if f.segment == loc.segment && pos >= f.start && pos < f.end {
+                let n = to.min(f.end);
+                f.copy_range(
+                    pos,
+                    n,
+                    out.get_or_insert_with(|| Vec::with_capacity(loc.len as usize)),
+                );
+                pos = n;
+                if pos == to {
+                    break;
+                }
+            }
         }
-        let mut out = Vec::with_capacity(loc.len as usize);
-        f.copy_range(from, to, &mut out);
+        let mut out = out?;
+        if pos < to {
+            // The rest is still in the buffer (writes are contiguous up to it).
+            assert!(
+                loc.segment == st.active_id && pos >= st.buffer_file_offset,
+                "the tail of a record being flushed is in the buffer"
+            );
+            let at = st.buffer_file_offset;
+            st.buffer
+                .copy_range((pos - at) as usize, (to - at) as usize, &mut out);
+        }
         Some(out)
     }
 
-    /// Waits for the in-flight write, if any, and applies its outcome (caller holds
-    /// `io_lock`).
+    /// Waits for every in-flight write, oldest first, and applies their outcomes (caller
+    /// holds `io_lock`).
     async fn reap_locked(&self) -> Result<(), StorageError> {
-        match std::future::poll_fn(|cx| self.poll_inflight(cx)).await {
-            Some(result) => self.complete_flush(result),
-            None => Ok(()),
+        while self.reap_one_locked().await? {}
+        Ok(())
+    }
+
+    /// Waits for the oldest in-flight write and applies its outcome; `Ok(false)` when
+    /// none is in flight (caller holds `io_lock`).
+    async fn reap_one_locked(&self) -> Result<bool, StorageError> {
+        // Every write is polled (a disk may need it to make progress); the oldest
+        // decides.
+        let any = std::future::poll_fn(|cx| {
+            let mut inflight = self.inflight.borrow_mut();
+            let mut flights = inflight.iter_mut();
+            let Some(oldest) = flights.next() else {
+                return Poll::Ready(false);
+            };
+            let ready = oldest.poll_write(cx).is_ready();
+            for f in flights {
+                let _ = f.poll_write(cx);
+            }
+            if ready {
+                Poll::Ready(true)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        if any {
+            self.complete_oldest().await?;
+        }
+        Ok(any)
+    }
+
+    /// Applies the outcomes of the oldest writes that have already completed, without
+    /// waiting for any (caller holds `io_lock`).
+    async fn reap_completed_locked(&self) -> Result<(), StorageError> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        loop {
+            let done = match self.inflight.borrow_mut().front_mut() {
+                Some(f) => f.poll_write(&mut cx).is_ready(),
+                None => false,
+            };
+            if !done {
+                return Ok(());
+            }
+            self.complete_oldest().await?;
         }
     }
 
-    /// Polls the in-flight write: `Ready(None)` when there is none.
-    fn poll_inflight(&self, cx: &mut std::task::Context<'_>) -> Poll<Option<io::Result<()>>> {
-        let mut inflight = self.inflight.borrow_mut();
-        match inflight.as_mut() {
-            Some(f) => f.write.as_mut().poll(cx).map(Some),
-            None => Poll::Ready(None),
+    /// Moves bytes of the buffer into DMA buffers and starts writing them (caller holds
+    /// `io_lock`). `full`: everything appended, the partial last block zero-padded (and
+    /// kept in the buffer, to be written again with what follows); otherwise only the
+    /// whole blocks (whole pieces when the buffer holds one), so that two writes in
+    /// flight never share a block. Waits first for an earlier write that shares this
+    /// one's first block, and for the oldest while `flushes_in_flight_max` are in flight.
+    /// Polls the write once, which completes it on a disk whose I/O is immediate.
+    async fn start_flush_locked(&self, full: bool) -> Result<(), StorageError> {
+        self.reap_completed_locked().await?;
+        let overlaps = {
+            let st = self.state.borrow();
+            self.inflight.borrow().back().is_some_and(|f| {
+                f.segment != st.active_id || f.padded_end() > st.buffer_file_offset
+            })
+        };
+        if overlaps {
+            self.reap_locked().await?;
         }
-    }
-
-    /// Moves the buffer's bytes into DMA buffers and starts writing them; waits for the
-    /// previous write first. Polls the write once, which completes it on a disk whose
-    /// I/O is immediate (caller holds `io_lock`).
-    async fn start_flush_locked(&self) -> Result<(), StorageError> {
-        self.reap_locked().await?;
+        while self.inflight.borrow().len() >= self.config.flushes_in_flight_max.max(1) {
+            self.reap_one_locked().await?;
+        }
         {
             let mut st = self.state.borrow_mut();
             if st.failed {
                 return Err(StorageError::Failed);
             }
-            if st.appended_lsn == st.flushed_lsn {
+            if st.appended_lsn == st.issued_lsn {
                 // Nothing waits to be written; let writers try again.
-                st.disk_full = false;
+                if st.appended_lsn == st.flushed_lsn {
+                    st.disk_full = false;
+                }
                 return Ok(());
             }
             let used = st.buffer.len_bytes();
             assert!(used > 0);
             let start = st.buffer_file_offset;
             let end = start + used as u64;
-            let kept_from = align_down(end, self.align_bytes);
-            // The records were encoded into the pieces; only the zero padding of the
-            // last block is written here.
-            let pieces: Vec<Rc<D::Buffer>> = st
-                .buffer
-                .take_padded(self.align_bytes)
-                .into_iter()
-                .map(Rc::new)
-                .collect();
-            // The buffer starts again with the last partial block, which the next
-            // flush writes again with the same prefix (the pieces just given away are
-            // never written to again, so it is copied into a fresh one).
-            let tail_from = (kept_from - start) as usize;
-            let last = pieces.last().expect("a flush has a piece").as_bytes();
-            let last_from = (pieces.len() - 1) * FLUSH_PIECE_BYTES;
-            st.buffer
-                .extend_from_slice(&last[tail_from - last_from..used - last_from]);
-            st.buffer_file_offset = kept_from;
+            let whole = st.buffer.whole_prefix_bytes(self.align_bytes);
+            let (pieces, written_end) = if full || whole == 0 {
+                let kept_from = align_down(end, self.align_bytes);
+                // The records were encoded into the pieces; only the zero padding of
+                // the last block is written here.
+                let pieces: Vec<Rc<D::Buffer>> = st
+                    .buffer
+                    .take_padded(self.align_bytes)
+                    .into_iter()
+                    .map(Rc::new)
+                    .collect();
+                // The buffer starts again with the last partial block, which the next
+                // flush writes again with the same prefix (the pieces just given away
+                // are never written to again, so it is copied into a fresh one).
+                let tail_from = (kept_from - start) as usize;
+                let last = pieces.last().expect("a flush has a piece").as_bytes();
+                let last_from = (pieces.len() - 1) * FLUSH_PIECE_BYTES;
+                st.buffer
+                    .extend_from_slice(&last[tail_from - last_from..used - last_from]);
+                st.buffer_file_offset = kept_from;
+                (pieces, end)
+            } else {
+                let pieces: Vec<Rc<D::Buffer>> = st
+                    .buffer
+                    .take_prefix(whole)
+                    .into_iter()
+                    .map(Rc::new)
+                    .collect();
+                st.buffer_file_offset = start + whole as u64;
+                (pieces, start + whole as u64)
+            };
+            // The bytes after `written_end` stay in the buffer, not yet issued.
+            let target_lsn = st.appended_lsn - (end - written_end);
+            assert!(target_lsn > st.issued_lsn);
+            st.issued_lsn = target_lsn;
             let file = st.active().file.clone();
-            *self.inflight.borrow_mut() = Some(Inflight {
+            self.inflight.borrow_mut().push_back(Inflight {
                 segment: st.active_id,
                 start,
-                end,
-                target_lsn: st.appended_lsn,
+                end: written_end,
+                target_lsn,
                 pieces: pieces.clone(),
-                write: Box::pin(write_pieces(file, start, pieces)),
+                write: Some(Box::pin(write_pieces(file, start, pieces))),
+                result: None,
             });
         }
-        match std::future::poll_fn(|cx| Poll::Ready(self.poll_inflight(cx))).await {
-            Poll::Ready(Some(result)) => self.complete_flush(result),
-            _ => Ok(()),
-        }
+        std::future::poll_fn(|cx| {
+            if let Some(f) = self.inflight.borrow_mut().back_mut() {
+                let _ = f.poll_write(cx);
+            }
+            Poll::Ready(())
+        })
+        .await;
+        self.reap_completed_locked().await
     }
 
-    /// Applies the outcome of the in-flight write and forgets it.
-    fn complete_flush(&self, result: io::Result<()>) -> Result<(), StorageError> {
-        let f = self
-            .inflight
-            .borrow_mut()
-            .take()
-            .expect("a flush in flight");
+    /// Applies the outcome of the oldest write, which has completed, and forgets it.
+    /// Outcomes are applied in file order, so `flushed_lsn` never covers a range an
+    /// earlier, unfinished write holds. After a failure every later write is waited for
+    /// and all their bytes go back in front of the buffer.
+    async fn complete_oldest(&self) -> Result<(), StorageError> {
+        let failed = {
+            let inflight = self.inflight.borrow();
+            let f = inflight.front().expect("a flush in flight");
+            matches!(f.result, Some(Err(_)))
+        };
+        if !failed {
+            let f = self
+                .inflight
+                .borrow_mut()
+                .pop_front()
+                .expect("a flush in flight");
+            let mut st = self.state.borrow_mut();
+            assert!(f.target_lsn >= st.flushed_lsn);
+            st.flushed_lsn = f.target_lsn;
+            st.disk_full = false;
+            st.flushes += 1;
+            st.bytes_written += f
+                .pieces
+                .iter()
+                .map(|p| p.as_bytes().len() as u64)
+                .sum::<u64>();
+            self.dirty_since.set(None);
+            if let Some(old) = self.landed.borrow_mut().replace(f) {
+                st.buffer.recycle(old.pieces);
+            }
+            return Ok(());
+        }
+        // The later writes must be over before their bytes are written again: one of
+        // them still in flight could land after the retry (its padding over new
+        // records). Their outcomes are kept in place, so a waiter dropped here leaves
+        // the state as it was.
+        std::future::poll_fn(|cx| {
+            let mut pending = false;
+            for f in self.inflight.borrow_mut().iter_mut() {
+                pending |= f.poll_write(cx).is_pending();
+            }
+            if pending {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
+        let mut flights: Vec<Inflight<D>> = self.inflight.borrow_mut().drain(..).collect();
+        let Some(Err(error)) = flights[0].result.take() else {
+            unreachable!("the oldest write failed")
+        };
         let mut st = self.state.borrow_mut();
-        match result {
-            Ok(()) => {
-                assert!(f.target_lsn >= st.flushed_lsn);
-                st.flushed_lsn = f.target_lsn;
-                st.disk_full = false;
-                st.flushes += 1;
-                st.bytes_written += f
-                    .pieces
-                    .iter()
-                    .map(|p| p.as_bytes().len() as u64)
-                    .sum::<u64>();
-                self.dirty_since.set(None);
-                // The write's future is done; dropping it leaves the pieces to us.
-                let Inflight { pieces, write, .. } = f;
-                drop(write);
-                st.buffer.recycle(pieces);
-                Ok(())
+        // Put every write's bytes back in front of the buffer, in order: reads find
+        // them there, and the next flush writes them again (`ENOSPC`). A write ends
+        // where the next one starts, or inside the next one's first block (a padded
+        // flush whose partial last block the next one rewrites).
+        let active: Vec<&Inflight<D>> = flights
+            .iter()
+            .filter(|f| f.segment == st.active_id)
+            .collect();
+        if let Some(first) = active.first() {
+            let mut bytes = Vec::with_capacity(self.buffer_bytes_max);
+            for (i, f) in active.iter().enumerate() {
+                let next = active.get(i + 1).map_or(st.buffer_file_offset, |n| n.start);
+                assert!(f.start <= next && next <= f.end, "flushes are contiguous");
+                f.copy_range(f.start, next, &mut bytes);
             }
-            Err(e) => {
-                // Put the bytes back in front of the buffer: reads find them there, and
-                // the next flush writes them again (`ENOSPC`).
-                if f.segment == st.active_id {
-                    let mut bytes = Vec::with_capacity(self.buffer_bytes_max);
-                    f.copy_range(f.start, st.buffer_file_offset, &mut bytes);
-                    st.buffer.copy_range(0, st.buffer.len_bytes(), &mut bytes);
-                    st.buffer.clear();
-                    st.buffer.extend_from_slice(&bytes);
-                    st.buffer_file_offset = f.start;
-                }
-                if is_enospc(&e) {
-                    st.disk_full = true;
-                    Err(StorageError::DiskFull)
-                } else {
-                    st.failed = true;
-                    Err(StorageError::Io(e))
-                }
-            }
+            st.buffer.copy_range(0, st.buffer.len_bytes(), &mut bytes);
+            st.buffer.clear();
+            st.buffer.extend_from_slice(&bytes);
+            st.buffer_file_offset = first.start;
+        }
+        st.issued_lsn = st.flushed_lsn;
+        if is_enospc(&error) {
+            st.disk_full = true;
+            Err(StorageError::DiskFull)
+        } else {
+            st.failed = true;
+            Err(StorageError::Io(error))
         }
     }
 

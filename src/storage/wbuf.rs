@@ -7,7 +7,8 @@
 //!   `pieces.len() == len_bytes.div_ceil(PIECE_BYTES)`, so only the last piece is
 //!   partly filled and no piece is empty.
 //! * A piece is written to only while it is here; `take_padded` gives the pieces away
-//!   (to the flush) and leaves the buffer empty.
+//!   (to the flush) and leaves the buffer empty, `take_prefix` gives away those of a
+//!   prefix and keeps the rest.
 
 use std::rc::Rc;
 
@@ -160,6 +161,45 @@ impl<D: Disk> WriteBuffer<D> {
                 last.trim_to(padded - last_start);
             }
         }
+        pieces
+    }
+
+    /// How many bytes from the start a write of whole blocks can take (`take_prefix`):
+    /// every whole piece when the buffer fills one (the partly filled last piece stays,
+    /// so nothing is copied or shortened), else the whole `align_bytes` blocks; 0 when
+    /// the buffer holds less than a block.
+    pub(crate) fn whole_prefix_bytes(&self, align_bytes: usize) -> usize {
+        if self.len_bytes >= PIECE_BYTES {
+            self.len_bytes / PIECE_BYTES * PIECE_BYTES
+        } else {
+            self.len_bytes / align_bytes * align_bytes
+        }
+    }
+
+    /// Gives away the pieces holding the first `len` bytes (`0 < len <= len_bytes`, a
+    /// multiple of the alignment) for a write, the last of them shortened to end at
+    /// `len`; the bytes after `len` stay in the buffer (in the same pieces when `len`
+    /// is a multiple of `PIECE_BYTES`, else copied into a fresh one).
+    pub(crate) fn take_prefix(&mut self, len: usize) -> Vec<D::Buffer> {
+        assert!(len > 0 && len <= self.len_bytes, "a prefix of the buffer");
+        if len % PIECE_BYTES == 0 {
+            let pieces: Vec<D::Buffer> = self.pieces.drain(..len / PIECE_BYTES).collect();
+            self.len_bytes -= len;
+            return pieces;
+        }
+        let used = self.len_bytes;
+        let mut tail = std::mem::take(&mut self.scratch);
+        tail.clear();
+        self.copy_range(len, used, &mut tail);
+        let mut pieces = std::mem::take(&mut self.pieces);
+        let n = len.div_ceil(PIECE_BYTES);
+        let rest = pieces.split_off(n);
+        let last = pieces.last_mut().expect("a piece holds the prefix");
+        last.trim_to(len - (n - 1) * PIECE_BYTES);
+        self.len_bytes = 0;
+        self.recycle(rest.into_iter().map(Rc::new).collect());
+        self.extend_from_slice(&tail);
+        self.scratch = tail;
         pieces
     }
 

@@ -18,7 +18,13 @@
 //! `fdatasync`, and time between one round's `fdatasync` and the next round's write
 //! (`TimedDisk`). Executor experiments: `STORAGE_BENCH_IO_MEMORY` (bytes),
 //! `STORAGE_BENCH_SPIN_US` (`spin_before_park`), `STORAGE_BENCH_PREEMPT_US`
-//! (`preempt_timer`); unset, glommio's defaults as the server uses them.
+//! (`preempt_timer`); unset, glommio's defaults as the server uses them. Store
+//! experiments (ingest only): `STORAGE_BENCH_BUFFER_BYTES` (`write_buffer_bytes`),
+//! `STORAGE_BENCH_IN_FLIGHT` (`flushes_in_flight_max`); `STORAGE_BENCH_WRITES=1` runs
+//! ingest through `TimedDisk` and prints its writes and bytes in flight (mean over
+//! time, peak).
+//! `STORAGE_BENCH_ONLY=ingest` also runs fio qd1 and qd4 after each run and prints the
+//! ratios (`STORAGE_BENCH_NO_FIO=1` skips them).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::RefCell;
@@ -29,7 +35,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use dynakv::runtime::disk::{GlommioBuffer, GlommioDisk, GlommioFile};
-use dynakv::storage::{Disk, DiskFile, Durability, Namespace, RecordKind, Store, StoreConfig};
+use dynakv::storage::{
+    Disk, DiskFile, Durability, IoBuffer, Namespace, RecordKind, Store, StoreConfig,
+};
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 
@@ -138,9 +146,28 @@ struct RoundLog {
     syncs: Vec<Duration>,
     cpu_phases: Vec<Duration>,
     last_sync_done: Option<Instant>,
+    /// Bytes of writes started and not completed, and their peak.
+    in_flight_bytes: u64,
+    in_flight_peak: u64,
+    /// Integral of `in_flight_bytes` over time (byte-seconds) since `first_write`.
+    in_flight_area: f64,
+    first_write: Option<Instant>,
+    last_change: Option<Instant>,
+    writes_started: u64,
 }
 
 impl RoundLog {
+    /// Accounts a change of the bytes in flight at `now`.
+    fn in_flight_change(&mut self, now: Instant, add: u64, sub: u64) {
+        if let Some(last) = self.last_change {
+            self.in_flight_area += self.in_flight_bytes as f64 * (now - last).as_secs_f64();
+        }
+        self.first_write.get_or_insert(now);
+        self.last_change = Some(now);
+        self.in_flight_bytes = self.in_flight_bytes + add - sub;
+        self.in_flight_peak = self.in_flight_peak.max(self.in_flight_bytes);
+    }
+
     fn p50_us(v: &[Duration]) -> f64 {
         if v.is_empty() {
             return 0.0;
@@ -206,14 +233,18 @@ impl DiskFile for TimedFile {
     }
     async fn write_at(&self, buffer: Rc<GlommioBuffer>, pos: u64) -> std::io::Result<()> {
         let start = Instant::now();
+        let len = buffer.as_bytes().len() as u64;
         {
             let mut log = self.log.borrow_mut();
             if let Some(done) = log.last_sync_done.take().filter(|_| log.active) {
                 log.cpu_phases.push(start - done);
             }
+            log.in_flight_change(start, len, 0);
+            log.writes_started += 1;
         }
         let result = self.inner.write_at(buffer, pos).await;
         let mut log = self.log.borrow_mut();
+        log.in_flight_change(Instant::now(), 0, len);
         if log.active {
             log.writes.push(start.elapsed());
         }
@@ -313,41 +344,80 @@ fn bench_buffered_put(dir: &Path, n: u64) -> (f64, f64) {
     })
 }
 
+/// The store configuration of the ingest figure: the default, with the write buffer
+/// from `STORAGE_BENCH_BUFFER_BYTES` when set (an experiment knob).
+fn ingest_config() -> StoreConfig {
+    let mut config = StoreConfig::default();
+    if let Some(v) = std::env::var("STORAGE_BENCH_BUFFER_BYTES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        config.write_buffer_bytes = v;
+    }
+    if let Some(v) = std::env::var("STORAGE_BENCH_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        config.flushes_in_flight_max = v;
+    }
+    config
+}
+
 /// Sequential ingest of 4 KiB values, including the final sync; returns payload bytes
 /// per wall second and per CPU second of the executor thread.
 fn bench_ingest(dir: &Path, total_bytes: u64) -> (f64, f64) {
     let dir = fresh_dir(dir);
     on_glommio(move || async move {
-        let disk = GlommioDisk::new(&dir).expect("disk");
-        let (store, _) = Store::open(disk, StoreConfig::default())
-            .await
-            .expect("open");
-        let value = vec![0xa5u8; 4096];
-        let n = total_bytes / 4096;
-        report_executor_start();
-        let cpu_start = thread_cpu();
-        let start = Instant::now();
-        for i in 0..n {
-            store
-                .put(
-                    Namespace::Data,
-                    (i % PARTITIONS as u64) as u32,
-                    &key(i),
-                    RecordKind::Value,
-                    bytes::Bytes::copy_from_slice(&value),
-                    Durability::Buffered,
-                )
-                .await
-                .expect("put");
+        if std::env::var_os("STORAGE_BENCH_WRITES").is_none() {
+            return ingest_on(GlommioDisk::new(&dir).expect("disk"), total_bytes).await;
         }
-        store.sync().await.expect("sync");
-        let elapsed = start.elapsed();
-        let cpu = thread_cpu() - cpu_start;
-        report_executor("ingest", n);
-        store.close().await.expect("close");
-        let bytes = (n * 4096) as f64;
-        (bytes / elapsed.as_secs_f64(), bytes / cpu.as_secs_f64())
+        let log = Rc::new(RefCell::new(RoundLog::default()));
+        let disk = TimedDisk {
+            inner: GlommioDisk::new(&dir).expect("disk"),
+            log: log.clone(),
+        };
+        let result = ingest_on(disk, total_bytes).await;
+        let log = log.borrow();
+        let span = (log.last_change.unwrap() - log.first_write.unwrap()).as_secs_f64();
+        eprintln!(
+            "  ingest writes: {} of {:.0} KiB mean; bytes in flight: {:.2} MiB mean over time, {:.2} MiB peak",
+            log.writes_started,
+            total_bytes as f64 / log.writes_started as f64 / 1024.0,
+            log.in_flight_area / span / (1u64 << 20) as f64,
+            log.in_flight_peak as f64 / (1u64 << 20) as f64
+        );
+        result
     })
+}
+
+/// The ingest loop of `bench_ingest` on `disk`.
+async fn ingest_on<D: Disk>(disk: D, total_bytes: u64) -> (f64, f64) {
+    let (store, _) = Store::open(disk, ingest_config()).await.expect("open");
+    let value = vec![0xa5u8; 4096];
+    let n = total_bytes / 4096;
+    report_executor_start();
+    let cpu_start = thread_cpu();
+    let start = Instant::now();
+    for i in 0..n {
+        store
+            .put(
+                Namespace::Data,
+                (i % PARTITIONS as u64) as u32,
+                &key(i),
+                RecordKind::Value,
+                bytes::Bytes::copy_from_slice(&value),
+                Durability::Buffered,
+            )
+            .await
+            .expect("put");
+    }
+    store.sync().await.expect("sync");
+    let elapsed = start.elapsed();
+    let cpu = thread_cpu() - cpu_start;
+    report_executor("ingest", n);
+    store.close().await.expect("close");
+    let bytes = (n * 4096) as f64;
+    (bytes / elapsed.as_secs_f64(), bytes / cpu.as_secs_f64())
 }
 
 /// 256 tasks doing durable puts of 100-byte values; returns (puts/s, p50 µs, p99 µs,
@@ -609,10 +679,19 @@ fn main() {
     if std::env::var("STORAGE_BENCH_ONLY").as_deref() == Ok("ingest") {
         for _ in 0..runs {
             let (wall, cpu) = bench_ingest(&dir, 512 << 20);
+            let (qd1, qd4) = if std::env::var_os("STORAGE_BENCH_NO_FIO").is_some() {
+                (f64::NAN, f64::NAN)
+            } else {
+                (fio_seq_write(&dir, 1), fio_seq_write(&dir, 4))
+            };
             println!(
-                "ingest {:.1} MiB/s, {:.1} MiB per CPU-second",
+                "ingest {:.1} MiB/s, {:.1} MiB per CPU-second; fio qd1 {:.1}, qd4 {:.1} MiB/s; ratio to qd1 {:.3}, to qd4 {:.3}",
                 wall / MIB,
-                cpu / MIB
+                cpu / MIB,
+                qd1 / MIB,
+                qd4 / MIB,
+                wall / qd1,
+                wall / qd4
             );
         }
         return;

@@ -1,0 +1,312 @@
+//! The flush pipeline with several writes in flight (docs/storage.md §4): `MemDisk`
+//! holds each write until the test completes or fails it, in any order. The store must
+//! apply outcomes in file order (`flushed_lsn` never covers a write still in flight),
+//! keep every record readable (in flight, cut between two writes, or in the buffer),
+//! put every byte back after a failure (`ENOSPC`: retried; `EIO`: the store fails), and
+//! recover from a crash that kept a later write and lost an earlier one.
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use dynakv::storage::{
+    block_on, CrashMode, Durability, MemDisk, Namespace, RecordKind, StorageError, Store,
+    StoreConfig,
+};
+
+const NS: Namespace = Namespace::Data;
+const IN_FLIGHT: usize = 3;
+const LEN: usize = 1500;
+
+/// A write buffer smaller than a DMA piece (flushes of whole 512-byte blocks) or larger
+/// (flushes of whole 256 KiB pieces); no read cache, so reads come from the flushes'
+/// buffers, the write buffer or the disk.
+fn config(write_buffer_bytes: usize) -> StoreConfig {
+    StoreConfig {
+        max_key_bytes: 64,
+        max_value_bytes: 4096,
+        segment_size_bytes: 16 << 20,
+        write_buffer_bytes,
+        flushes_in_flight_max: IN_FLIGHT,
+        read_cache_bytes: 0,
+        ..StoreConfig::default()
+    }
+}
+
+fn key(i: usize) -> Vec<u8> {
+    format!("key-{i:05}").into_bytes()
+}
+
+fn value(i: usize) -> Vec<u8> {
+    let tag = format!("value-{i:05}|");
+    tag.bytes().cycle().take(LEN).collect()
+}
+
+fn put(store: &Store<MemDisk>, i: usize, d: Durability) -> Result<(), StorageError> {
+    block_on(store.put(
+        NS,
+        (i % 4) as u32,
+        &key(i),
+        RecordKind::Value,
+        bytes::Bytes::copy_from_slice(&value(i)),
+        d,
+    ))
+}
+
+fn get(store: &Store<MemDisk>, i: usize) -> Option<Vec<u8>> {
+    block_on(store.get(NS, (i % 4) as u32, &key(i)))
+        .expect("get")
+        .map(|r| r.payload.to_vec())
+}
+
+fn assert_all_readable(store: &Store<MemDisk>, keys: std::ops::Range<usize>, when: &str) {
+    for i in keys {
+        assert_eq!(get(store, i), Some(value(i)), "key {i} {when}");
+    }
+}
+
+/// Polls `fut` until it is ready, calling `between` after every pending poll.
+fn drive<T>(fut: impl Future<Output = T>, mut between: impl FnMut()) -> T {
+    let mut fut = pin!(fut);
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..100_000 {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        between();
+    }
+    panic!("future still pending");
+}
+
+/// Polls `fut` a few times and returns whether it is still pending (then drops it).
+fn stays_pending<T>(fut: impl Future<Output = T>) -> bool {
+    let mut fut = pin!(fut);
+    let mut cx = Context::from_waker(Waker::noop());
+    (0..50).all(|_| fut.as_mut().poll(&mut cx).is_pending())
+}
+
+/// Opens a store holding writes and puts records (key 0 durable, before holding) until
+/// `IN_FLIGHT` flush writes are held; returns the store and the number of keys.
+fn fill_pipeline(disk: &MemDisk, write_buffer_bytes: usize) -> (Store<MemDisk>, usize) {
+    let (store, _) = block_on(Store::open(disk.clone(), config(write_buffer_bytes))).expect("open");
+    put(&store, 0, Durability::Durable).unwrap();
+    disk.hold_writes(true);
+    let mut n = 1;
+    // Writes of one flush are issued together: count flushes by distinct write starts
+    // that follow each other (each flush's pieces are contiguous).
+    while flush_count(disk) < IN_FLIGHT {
+        put(&store, n, Durability::Buffered).unwrap();
+        n += 1;
+        assert!(n < 10_000, "the pipeline fills");
+    }
+    store.check_invariants();
+    (store, n)
+}
+
+/// Flushes in flight: held writes grouped by flush (a flush's pieces are one piece
+/// apart; flushes of a buffer smaller than a piece are one write each).
+fn flush_count(disk: &MemDisk) -> usize {
+    flush_tickets(disk).len()
+}
+
+/// The held writes' tickets grouped by flush, oldest first.
+fn flush_tickets(disk: &MemDisk) -> Vec<Vec<u64>> {
+    let mut flushes: Vec<Vec<u64>> = Vec::new();
+    let mut prev_end = None;
+    for (ticket, pos, len) in disk.held_writes() {
+        // A piece of the same flush starts where the previous piece ended; the next
+        // flush starts at or before it (pieces of one flush come first, in order).
+        match prev_end {
+            Some(end) if pos == end && len > 0 && (pos % (256 << 10)) == 0 => {
+                flushes.last_mut().unwrap().push(ticket)
+            }
+            _ => flushes.push(vec![ticket]),
+        }
+        prev_end = Some(pos + len as u64);
+    }
+    flushes
+}
+
+fn release_all(disk: &MemDisk) {
+    for (ticket, _, _) in disk.held_writes() {
+        disk.release_write(ticket);
+    }
+}
+
+/// Writes completing newest first: `flushed_lsn` (the store's `buffered_bytes`) stays
+/// put until the oldest completes, records stay readable throughout, and afterwards
+/// everything is flushed, synced and survives a crash.
+#[test]
+fn writes_completing_out_of_order_are_applied_in_file_order() {
+    for write_buffer_bytes in [16 << 10, 300 << 10] {
+        let disk = MemDisk::new();
+        let (store, n) = fill_pipeline(&disk, write_buffer_bytes);
+        assert_all_readable(&store, 0..n, "with writes in flight");
+        let buffered = store.stats().buffered_bytes;
+        let flushes = store.stats().flushes;
+        let groups = flush_tickets(&disk);
+        assert_eq!(groups.len(), IN_FLIGHT);
+        // The newer flushes complete; the oldest does not.
+        for t in groups[1..].iter().flatten() {
+            disk.release_write(*t);
+        }
+        // A flush must wait for the oldest write (it is still held).
+        assert!(
+            stays_pending(store.flush()),
+            "the flush waits for the oldest"
+        );
+        assert!(
+            disk.held_writes().iter().all(|w| groups[0].contains(&w.0)),
+            "the newer writes completed"
+        );
+        let stats = store.stats();
+        assert_eq!(
+            stats.buffered_bytes, buffered,
+            "nothing counts as flushed while the oldest write is in flight"
+        );
+        assert_eq!(stats.flushes, flushes);
+        assert_all_readable(&store, 0..n, "after the newer writes completed");
+        store.check_invariants();
+        // Now the oldest: everything is applied, in order.
+        drive(store.flush(), || release_all(&disk)).unwrap();
+        assert_eq!(store.stats().buffered_bytes, 0);
+        assert!(store.stats().flushes >= flushes + IN_FLIGHT as u64);
+        assert_all_readable(&store, 0..n, "after every write completed");
+        disk.hold_writes(false);
+        release_all(&disk);
+        block_on(store.sync()).unwrap();
+        drop(store);
+        disk.crash(CrashMode::LoseUnsynced);
+        let (store, report) =
+            block_on(Store::open(disk.clone(), config(write_buffer_bytes))).expect("reopen");
+        assert!(report.corrupt.is_empty());
+        assert_all_readable(&store, 0..n, "after the crash");
+    }
+}
+
+/// The oldest write fails with `EIO` while a newer one succeeds: the store fails,
+/// nothing after the failure counts as flushed, every record stays readable, and a
+/// crash keeps what was acknowledged as durable.
+#[test]
+fn the_oldest_write_failing_while_a_newer_one_succeeds_fails_the_store() {
+    let disk = MemDisk::new();
+    let (store, n) = fill_pipeline(&disk, 16 << 10);
+    let buffered = store.stats().buffered_bytes;
+    let groups = flush_tickets(&disk);
+    for t in &groups[0] {
+        disk.fail_write(*t, libc::EIO);
+    }
+    for t in groups[1..].iter().flatten() {
+        disk.release_write(*t);
+    }
+    let result = drive(store.flush(), || {});
+    assert!(matches!(result, Err(StorageError::Io(_))), "{result:?}");
+    assert!(store.is_failed());
+    assert_eq!(store.stats().buffered_bytes, buffered, "nothing flushed");
+    store.check_invariants();
+    assert_all_readable(&store, 0..n, "after the failure (bytes back in the buffer)");
+    assert!(matches!(
+        put(&store, n, Durability::Buffered),
+        Err(StorageError::Failed)
+    ));
+    drop(store);
+    disk.hold_writes(false);
+    disk.crash(CrashMode::LoseUnsynced);
+    let (store, report) = block_on(Store::open(disk.clone(), config(16 << 10))).expect("reopen");
+    assert!(report.corrupt.is_empty());
+    assert_eq!(get(&store, 0), Some(value(0)), "the durable put survives");
+}
+
+/// `ENOSPC` on a write in the middle of the pipeline: the writes before it count, it
+/// and every later one go back in front of the buffer (the later one had completed:
+/// its bytes are written again), writers see `DiskFull`, reads work, and once space
+/// returns the same bytes are written and survive a crash.
+#[test]
+fn full_disk_in_the_middle_of_the_pipeline_keeps_every_record() {
+    for write_buffer_bytes in [16 << 10, 300 << 10] {
+        let disk = MemDisk::new();
+        let (store, n) = fill_pipeline(&disk, write_buffer_bytes);
+        let buffered = store.stats().buffered_bytes;
+        let groups = flush_tickets(&disk);
+        for t in &groups[0] {
+            disk.release_write(*t);
+        }
+        for t in &groups[1] {
+            disk.fail_write(*t, libc::ENOSPC);
+        }
+        for t in &groups[2] {
+            disk.release_write(*t);
+        }
+        let result = drive(store.flush(), || {});
+        assert!(matches!(result, Err(StorageError::DiskFull)), "{result:?}");
+        assert!(!store.is_failed());
+        let after = store.stats().buffered_bytes;
+        assert!(
+            after < buffered && after > 0,
+            "the first write counts, the rest does not ({buffered} -> {after})"
+        );
+        store.check_invariants();
+        assert_all_readable(&store, 0..n, "after ENOSPC");
+        assert!(matches!(
+            put(&store, n, Durability::Buffered),
+            Err(StorageError::DiskFull)
+        ));
+        disk.hold_writes(false);
+        release_all(&disk);
+        block_on(store.sync()).unwrap();
+        assert_eq!(store.stats().buffered_bytes, 0);
+        assert_all_readable(&store, 0..n, "after the retry");
+        drop(store);
+        disk.crash(CrashMode::LoseUnsynced);
+        let (store, report) =
+            block_on(Store::open(disk.clone(), config(write_buffer_bytes))).expect("reopen");
+        assert!(report.corrupt.is_empty());
+        assert_all_readable(&store, 0..n, "after the crash");
+    }
+}
+
+/// Power loss with only the newer writes on disk (the oldest still in flight): recovery
+/// succeeds, the durable record is there, every record found holds its own value, and
+/// the store takes writes again.
+#[test]
+fn a_crash_keeping_newer_writes_and_losing_the_oldest_recovers() {
+    let disk = MemDisk::new();
+    let (store, n) = fill_pipeline(&disk, 16 << 10);
+    let groups = flush_tickets(&disk);
+    for t in groups[1..].iter().flatten() {
+        disk.release_write(*t);
+    }
+    assert!(stays_pending(store.flush()), "the oldest write is held");
+    assert!(disk.held_writes().iter().all(|w| groups[0].contains(&w.0)));
+    // The crash: every completed write reached the disk, the held one did not.
+    let files: Vec<(String, Vec<u8>)> = disk
+        .file_names()
+        .into_iter()
+        .map(|name| {
+            let bytes = disk.file_bytes(&name).expect("a file");
+            (name, bytes)
+        })
+        .collect();
+    drop(store);
+    let disk = MemDisk::from_durable_files(files);
+    let (store, report) = block_on(Store::open(disk.clone(), config(16 << 10))).expect("reopen");
+    assert_eq!(get(&store, 0), Some(value(0)), "the durable put survives");
+    let mut found = 0;
+    for i in 1..n {
+        if let Ok(Some(r)) = block_on(store.get(NS, (i % 4) as u32, &key(i))) {
+            assert_eq!(r.payload.to_vec(), value(i), "key {i}");
+            found += 1;
+        }
+    }
+    assert!(found < n - 1, "the held write's records are lost");
+    eprintln!(
+        "{found} of {} keys kept, {} damaged ranges",
+        n - 1,
+        report.corrupt.len()
+    );
+    put(&store, n, Durability::Durable).unwrap();
+    drop(store);
+    disk.crash(CrashMode::LoseUnsynced);
+    let (store, _) = block_on(Store::open(disk.clone(), config(16 << 10))).expect("reopen");
+    assert_eq!(get(&store, n), Some(value(n)));
+}
