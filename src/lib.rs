@@ -21,4 +21,6 @@ pub mod resp;
 pub mod ring;
 pub mod runtime;
 pub mod storage;
+#[cfg(test)]
+mod test_rng;
 pub mod version;
