@@ -14,19 +14,9 @@ use dynakv::ring::Ring;
 const Q: u32 = 256;
 const N_VAL: usize = 3;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+#[path = "support/xorshift.rs"]
+mod xorshift;
+use xorshift::Rng;
 
 fn config() -> MembershipConfig {
     MembershipConfig {
@@ -92,13 +82,13 @@ impl Cluster {
         let mut round = std::mem::take(&mut self.network);
         let mut keep = Vec::new();
         while !round.is_empty() {
-            let pick = self.rng.below(round.len() as u64) as usize;
+            let pick = self.rng.below(round.len());
             let (to, from, message) = round.swap_remove(pick);
             if self.rng.below(2) == 0 {
                 keep.push((to, from, message));
                 continue;
             }
-            if self.rng.below(1000) < drop_per_mille {
+            if (self.rng.below(1000) as u64) < drop_per_mille {
                 continue;
             }
             self.nodes[to].handle_message(self.now_ms, from, message);
@@ -166,16 +156,16 @@ fn concurrent_changes_at_different_nodes_converge_on_one_ring() {
             cluster.nodes.push(machine);
         }
         let members = cluster.nodes.len() - 2;
-        let changer = cluster.rng.below(members as u64) as usize;
+        let changer = cluster.rng.below(members);
         cluster.nodes[changer]
             .admin(AdminChange::SetCapacity {
-                node: NodeId(1 + cluster.rng.below(members as u64)),
+                node: NodeId(1 + cluster.rng.below(members) as u64),
                 weight: 9,
             })
             .unwrap();
         if seed % 2 == 0 {
             let leaver = NodeId(members as u64);
-            let at = cluster.rng.below(members as u64) as usize;
+            let at = cluster.rng.below(members);
             cluster.nodes[at]
                 .admin(AdminChange::Leave { node: leaver })
                 .unwrap();
@@ -215,7 +205,7 @@ fn a_join_moves_close_to_the_minimum_and_the_same_ring_everywhere() {
     for seed in 0..20u64 {
         let mut cluster = start(seed, 5 + seed % 6);
         let before = cluster.nodes[0].ring().unwrap().ring.clone();
-        let at = cluster.rng.below(cluster.nodes.len() as u64) as usize;
+        let at = cluster.rng.below(cluster.nodes.len());
         cluster.nodes[at].admin(join(500, 4)).unwrap();
         let mut steps = 0;
         while !cluster.agreed() {

@@ -1,9 +1,10 @@
 //! xorshift64*: the tiny deterministic generator of the fuzz and crash-point
-//! tests, so that a failing seed replays exactly. Included with
+//! tests and of the chaos tool (`tools/chaos`), so that a failing seed replays exactly. Included with
 //! `#[path = "support/xorshift.rs"] mod xorshift;`; a test adds its own
 //! domain draws in an `impl xorshift::Rng` block.
 
 /// The generator's state; seed it with any nonzero value.
+#[derive(Clone)]
 pub struct Rng(pub u64);
 
 impl Rng {

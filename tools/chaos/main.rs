@@ -154,22 +154,15 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
     Ok(o)
 }
 
-/// xorshift64*: the schedule and the workload replay from the seed.
-#[derive(Clone)]
-struct Rng(u64);
+// xorshift64* (the tests' generator): the schedule and the workload replay
+// from the seed.
+#[path = "../../tests/support/xorshift.rs"]
+mod xorshift;
+use xorshift::Rng;
 
 impl Rng {
     fn new(seed: u64) -> Rng {
         Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
     }
 }
 
