@@ -6,8 +6,8 @@
 //! of siblings per entry, a `Bytes` per value) and then a `Vec` of reply
 //! siblings only to copy the values into the reply and drop it all again
 //! was most of a get's server-side work. The view validates the encoding
-//! once, exactly as `SiblingSet::decode` does (same checks, same order, same
-//! error), and then hands out the clock entries and values as slices of the
+//! once with the checked walker `SiblingSet::decode` drives (`walk.rs`: same
+//! checks, same order, same error), and then hands out the clock entries and values as slices of the
 //! encoded bytes.
 //!
 //! Invariant: `EncodedSiblingSet::validate(b)` succeeds exactly when
