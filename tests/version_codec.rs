@@ -10,13 +10,9 @@ use dynakv::version::{
 };
 use proptest::prelude::*;
 
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(256);
-    ProptestConfig::with_cases(cases)
-}
+#[path = "support/proptest_config.rs"]
+mod proptest_config;
+use proptest_config::config;
 
 /// A step building a sibling set: a put by `actor` that either carries the
 /// set's current context or none, or a merge with a set built on the side.

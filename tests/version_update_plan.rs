@@ -16,13 +16,9 @@ use dynakv::version::{
 };
 use proptest::prelude::*;
 
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(256);
-    ProptestConfig::with_cases(cases)
-}
+#[path = "support/proptest_config.rs"]
+mod proptest_config;
+use proptest_config::config;
 
 #[derive(Clone, Debug)]
 enum Step {

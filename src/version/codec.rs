@@ -33,6 +33,7 @@ impl<'a> Reader<'a> {
     }
 
     /// How many bytes have been read.
+    #[inline(always)]
     pub(crate) fn position(&self) -> usize {
         self.position
     }
@@ -41,6 +42,7 @@ impl<'a> Reader<'a> {
         self.bytes.len() - self.position
     }
 
+    #[inline(always)]
     pub(crate) fn u8(&mut self) -> Result<u8, VersionError> {
         let byte = *self
             .bytes
@@ -53,15 +55,22 @@ impl<'a> Reader<'a> {
     /// Reads a canonical (minimal) LEB128 varint. Non-minimal encodings are
     /// refused so that every value has exactly one encoding, which makes
     /// `encode(decode(bytes)) == bytes` hold for every accepted input.
+    #[inline(always)]
     pub(crate) fn varint(&mut self) -> Result<u64, VersionError> {
         // Most varints here (counts, lengths, small counters) are one byte:
-        // no loop for those.
+        // read inline, without a call or a loop; the rest out of line.
         if let Some(&byte) = self.bytes.get(self.position) {
             if byte < 0x80 {
                 self.position += 1;
                 return Ok(u64::from(byte));
             }
         }
+        self.varint_long()
+    }
+
+    /// `varint` for a value of more than one byte (or no byte at all).
+    #[inline(never)]
+    fn varint_long(&mut self) -> Result<u64, VersionError> {
         let mut value: u64 = 0;
         for index in 0..VARINT_BYTES_MAX {
             let byte = self.u8()?;
@@ -81,6 +90,7 @@ impl<'a> Reader<'a> {
         Err(VersionError::VarintMalformed)
     }
 
+    #[inline(always)]
     pub(crate) fn slice(&mut self, length: u64) -> Result<&'a [u8], VersionError> {
         let remaining = self.remaining();
         if length > remaining as u64 {
@@ -91,6 +101,7 @@ impl<'a> Reader<'a> {
         Ok(&self.bytes[start..self.position])
     }
 
+    #[inline(always)]
     pub(crate) fn finish(&self) -> Result<(), VersionError> {
         match self.remaining() {
             0 => Ok(()),

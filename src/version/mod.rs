@@ -27,6 +27,7 @@ mod error;
 mod sibling_set;
 mod update_plan;
 mod view;
+mod walk;
 
 pub use clock::VersionVector;
 pub use context::{

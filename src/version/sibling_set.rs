@@ -25,8 +25,9 @@
 use bytes::Bytes;
 
 use super::clock::VersionVector;
-use super::codec::{put_varint, Reader};
+use super::codec::put_varint;
 use super::error::VersionError;
+use super::walk::Walk;
 use super::{ActorId, CLOCK_ENTRIES_MAX, SIBLINGS_MAX, SIBLINGS_MERGED_MAX};
 
 /// Format byte of the sibling-set encoding; see `docs/versioning.md`.
@@ -543,78 +544,27 @@ impl SiblingSet {
         bytes: &[u8],
         value_of: impl Fn(&[u8]) -> Bytes,
     ) -> Result<SiblingSet, VersionError> {
-        let mut reader = Reader::new(bytes);
-        let format = reader.u8()?;
-        if format != SIBLING_SET_FORMAT_VERSION {
-            return Err(VersionError::UnknownFormatVersion(format));
-        }
-        let pruned_counter_floor = reader.varint()?;
-        let entry_count = reader.varint()?;
-        if entry_count > CLOCK_ENTRIES_MAX as u64 {
-            return Err(VersionError::ClockEntriesOverflow {
-                count: entry_count,
-                max: CLOCK_ENTRIES_MAX,
-            });
-        }
-        let mut entries: Vec<Entry> = Vec::with_capacity(entry_count as usize);
-        let mut sibling_total: u64 = 0;
-        for index in 0..entry_count {
-            let delta = reader.varint()?;
-            let actor = if index == 0 {
-                delta
-            } else {
-                if delta == 0 {
-                    return Err(VersionError::ActorsNotSorted);
-                }
-                entries[entries.len() - 1]
-                    .actor
-                    .checked_add(delta)
-                    .ok_or(VersionError::ActorsNotSorted)?
-            };
-            let counter = reader.varint()?;
-            if counter == 0 {
-                return Err(VersionError::CounterZero);
-            }
-            let sibling_count = reader.varint()?;
-            sibling_total = sibling_total.saturating_add(sibling_count);
-            if sibling_total > SIBLINGS_MERGED_MAX as u64 {
-                return Err(VersionError::SiblingsOverflow {
-                    count: sibling_total,
-                    max: SIBLINGS_MERGED_MAX,
+        let (mut walk, header) = Walk::start(bytes)?;
+        let mut entries: Vec<Entry> = Vec::with_capacity(header.entry_count as usize);
+        while let Some(head) = walk.next_entry()? {
+            let mut siblings: Vec<Sibling> = Vec::with_capacity(head.sibling_count as usize);
+            while let Some(sibling) = walk.next_sibling()? {
+                let value = match sibling.value {
+                    Some(bytes) => Value::Data(value_of(bytes)),
+                    None => Value::Tombstone,
+                };
+                siblings.push(Sibling {
+                    dot_counter: sibling.dot_counter,
+                    value,
                 });
             }
-            let mut siblings: Vec<Sibling> = Vec::with_capacity(sibling_count as usize);
-            for _ in 0..sibling_count {
-                let back = reader.varint()?;
-                if back >= counter {
-                    return Err(VersionError::DotOutOfRange {
-                        dot: counter.wrapping_sub(back),
-                        counter,
-                    });
-                }
-                let dot_counter = counter - back;
-                if let Some(last) = siblings.last() {
-                    if last.dot_counter >= dot_counter {
-                        return Err(VersionError::DotsNotSorted);
-                    }
-                }
-                let value = match reader.u8()? {
-                    VALUE_TAG_DATA => {
-                        let length = reader.varint()?;
-                        Value::Data(value_of(reader.slice(length)?))
-                    }
-                    VALUE_TAG_TOMBSTONE => Value::Tombstone,
-                    tag => return Err(VersionError::UnknownValueTag(tag)),
-                };
-                siblings.push(Sibling { dot_counter, value });
-            }
             entries.push(Entry {
-                actor,
-                counter,
+                actor: head.actor,
+                counter: head.counter,
                 siblings,
             });
         }
-        reader.finish()?;
+        let pruned_counter_floor = header.floor;
         let set = SiblingSet {
             entries,
             pruned_counter_floor,

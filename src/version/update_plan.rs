@@ -19,8 +19,9 @@
 //! would prune, or stored bytes that do not decode. `tests/version_update_plan.rs`
 //! checks it against `SiblingSet` over random sets and contexts.
 
-use super::codec::{Reader, VARINT_BYTES_MAX};
+use super::codec::VARINT_BYTES_MAX;
 use super::sibling_set::{VALUE_TAG_DATA, VALUE_TAG_TOMBSTONE};
+use super::walk::Walk;
 use super::{
     ActorId, Value, VersionError, CLOCK_ENTRIES_MAX, SIBLINGS_MAX, SIBLING_SET_FORMAT_VERSION,
 };
@@ -148,83 +149,44 @@ impl<'a> UpdatePlan<'a> {
         Some(self.update())
     }
 
-    /// Reads and validates the stored set as `SiblingSet::decode` does.
-    /// `Ok(false)`: valid so far but beyond the plan's bounds.
+    /// Reads the stored set with the checked walker (`SiblingSet::decode`'s
+    /// walk) into the plan's arrays. `Ok(false)`: valid so far but beyond
+    /// the plan's bounds (the rest is not walked).
+    #[inline]
     fn read_stored(&mut self, bytes: &[u8]) -> Result<bool, VersionError> {
-        let mut reader = Reader::new(bytes);
-        let format = reader.u8()?;
-        if format != SIBLING_SET_FORMAT_VERSION {
-            return Err(VersionError::UnknownFormatVersion(format));
-        }
-        self.floor = reader.varint()?;
-        let entry_count = reader.varint()?;
-        if entry_count > PLAN_ENTRIES_MAX as u64 {
+        let (mut walk, header) = Walk::start(bytes)?;
+        self.floor = header.floor;
+        if header.entry_count > PLAN_ENTRIES_MAX as u64 {
             return Ok(false);
         }
+        let mut entry_count = 0;
         let mut sibling_total = 0usize;
-        let mut previous: ActorId = 0;
-        for index in 0..entry_count as usize {
-            let delta = reader.varint()?;
-            let actor = if index == 0 {
-                delta
-            } else {
-                if delta == 0 {
-                    return Err(VersionError::ActorsNotSorted);
-                }
-                previous
-                    .checked_add(delta)
-                    .ok_or(VersionError::ActorsNotSorted)?
-            };
-            previous = actor;
-            let counter = reader.varint()?;
-            if counter == 0 {
-                return Err(VersionError::CounterZero);
-            }
-            let sibling_count = reader.varint()?;
-            if sibling_count > (PLAN_SIBLINGS_MAX - sibling_total) as u64 {
+        while let Some(entry) = walk.next_entry()? {
+            if entry.sibling_count > (PLAN_SIBLINGS_MAX - sibling_total) as u64 {
                 return Ok(false);
             }
             let first = sibling_total;
-            let mut last_dot = 0u64;
-            for _ in 0..sibling_count {
-                let back = reader.varint()?;
-                if back >= counter {
-                    return Err(VersionError::DotOutOfRange {
-                        dot: counter.wrapping_sub(back),
-                        counter,
-                    });
-                }
-                let dot_counter = counter - back;
-                if sibling_total > first && last_dot >= dot_counter {
-                    return Err(VersionError::DotsNotSorted);
-                }
-                last_dot = dot_counter;
-                let (start, len) = match reader.u8()? {
-                    VALUE_TAG_DATA => {
-                        let length = reader.varint()?;
-                        let start = bytes.len() - reader.remaining();
-                        reader.slice(length)?;
-                        (start as u32, length as u32)
-                    }
-                    VALUE_TAG_TOMBSTONE => (u32::MAX, 0),
-                    tag => return Err(VersionError::UnknownValueTag(tag)),
+            while let Some(sibling) = walk.next_sibling()? {
+                let (start, len) = match sibling.value {
+                    Some(value) => ((walk.position() - value.len()) as u32, value.len() as u32),
+                    None => (u32::MAX, 0),
                 };
                 self.siblings[sibling_total] = StoredSibling {
-                    dot_counter,
+                    dot_counter: sibling.dot_counter,
                     start,
                     len,
                 };
                 sibling_total += 1;
             }
-            self.entries[index] = StoredEntry {
-                actor,
-                counter,
+            self.entries[entry_count] = StoredEntry {
+                actor: entry.actor,
+                counter: entry.counter,
                 first: first as u8,
                 end: sibling_total as u8,
             };
+            entry_count += 1;
         }
-        reader.finish()?;
-        self.entry_count = entry_count as usize;
+        self.entry_count = entry_count;
         Ok(true)
     }
 

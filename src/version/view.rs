@@ -6,8 +6,8 @@
 //! of siblings per entry, a `Bytes` per value) and then a `Vec` of reply
 //! siblings only to copy the values into the reply and drop it all again
 //! was most of a get's server-side work. The view validates the encoding
-//! once, exactly as `SiblingSet::decode` does (same checks, same order, same
-//! error), and then hands out the clock entries and values as slices of the
+//! once with the checked walker `SiblingSet::decode` drives (`walk.rs`: same
+//! checks, same order, same error), and then hands out the clock entries and values as slices of the
 //! encoded bytes.
 //!
 //! Invariant: `EncodedSiblingSet::validate(b)` succeeds exactly when
@@ -20,13 +20,10 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use super::codec::Reader;
 use super::error::VersionError;
-use super::sibling_set::SIBLING_SET_FORMAT_VERSION;
-use super::{ActorId, CLOCK_ENTRIES_MAX, SIBLINGS_MERGED_MAX};
-
-const VALUE_TAG_DATA: u8 = 0;
-const VALUE_TAG_TOMBSTONE: u8 = 1;
+use super::sibling_set::{SIBLING_SET_FORMAT_VERSION, VALUE_TAG_DATA};
+use super::walk::Walk;
+use super::ActorId;
 
 /// The encoding of an empty set (`SiblingSet::new()`): format, floor 0,
 /// no entries.
@@ -155,87 +152,32 @@ struct Layout {
     only_value: Range<usize>,
 }
 
-/// `SiblingSet::decode_values`'s checks, in its order, without building
-/// anything.
+/// Walks `bytes` with the checked walker (`SiblingSet::decode`'s walk),
+/// building nothing, and records the layout on the way.
+#[inline]
 fn validate(bytes: &[u8]) -> Result<Layout, VersionError> {
-    let mut reader = Reader::new(bytes);
-    let format = reader.u8()?;
-    if format != SIBLING_SET_FORMAT_VERSION {
-        return Err(VersionError::UnknownFormatVersion(format));
-    }
-    reader.varint()?; // the pruned-counter floor: any value
-    let clock_start = reader.position();
-    let entry_count = reader.varint()?;
-    let mut clock_end = reader.position();
+    let (mut walk, header) = Walk::start(bytes)?;
+    let clock_start = header.entry_count_at;
+    let mut clock_end = walk.position();
     let mut only_value = 0..0;
-    if entry_count > CLOCK_ENTRIES_MAX as u64 {
-        return Err(VersionError::ClockEntriesOverflow {
-            count: entry_count,
-            max: CLOCK_ENTRIES_MAX,
-        });
-    }
-    let mut actor: ActorId = 0;
-    let mut sibling_total: u64 = 0;
     let mut data_siblings = 0;
-    for index in 0..entry_count {
-        let delta = reader.varint()?;
-        actor = if index == 0 {
-            delta
-        } else {
-            if delta == 0 {
-                return Err(VersionError::ActorsNotSorted);
-            }
-            actor
-                .checked_add(delta)
-                .ok_or(VersionError::ActorsNotSorted)?
-        };
-        let counter = reader.varint()?;
-        if counter == 0 {
-            return Err(VersionError::CounterZero);
+    let mut first = true;
+    while let Some(entry) = walk.next_entry()? {
+        if first {
+            first = false;
+            clock_end = entry.sibling_count_at;
         }
-        if index == 0 {
-            clock_end = reader.position();
-        }
-        let sibling_count = reader.varint()?;
-        sibling_total = sibling_total.saturating_add(sibling_count);
-        if sibling_total > SIBLINGS_MERGED_MAX as u64 {
-            return Err(VersionError::SiblingsOverflow {
-                count: sibling_total,
-                max: SIBLINGS_MERGED_MAX,
-            });
-        }
-        // Dots are at least 1 (`back < counter`), so 0 is below any of them.
-        let mut last_dot = 0;
-        for _ in 0..sibling_count {
-            let back = reader.varint()?;
-            if back >= counter {
-                return Err(VersionError::DotOutOfRange {
-                    dot: counter.wrapping_sub(back),
-                    counter,
-                });
-            }
-            let dot = counter - back;
-            if last_dot >= dot {
-                return Err(VersionError::DotsNotSorted);
-            }
-            last_dot = dot;
-            match reader.u8()? {
-                VALUE_TAG_DATA => {
-                    let length = reader.varint()?;
-                    let start = reader.position();
-                    reader.slice(length)?;
-                    only_value = start..reader.position();
-                    data_siblings += 1;
-                }
-                VALUE_TAG_TOMBSTONE => {}
-                tag => return Err(VersionError::UnknownValueTag(tag)),
+        while let Some(sibling) = walk.next_sibling()? {
+            if let Some(value) = sibling.value {
+                let end = walk.position();
+                only_value = end - value.len()..end;
+                data_siblings += 1;
             }
         }
     }
-    reader.finish()?;
     Ok(Layout {
         data_siblings,
-        clock_run: (entry_count <= 1).then_some(clock_start..clock_end),
+        clock_run: (header.entry_count <= 1).then_some(clock_start..clock_end),
         only_value,
     })
 }
@@ -395,7 +337,8 @@ impl ExactSizeIterator for DataValues<'_> {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::version::{SiblingSet, Value};
+    use crate::version::sibling_set::VALUE_TAG_TOMBSTONE;
+    use crate::version::{SiblingSet, Value, CLOCK_ENTRIES_MAX, SIBLINGS_MERGED_MAX};
 
     use crate::test_rng::Rng;
 
