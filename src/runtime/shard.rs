@@ -608,6 +608,7 @@ fn mark_clean_stop(dir: &std::path::Path) -> Result<(), String> {
 /// Either a reply to encode, or an already encoded reply from another shard.
 /// A request `ShardState::handle_frame_now` could not answer in place,
 /// decoded and routed, for `handle_deferred`.
+#[allow(clippy::redundant_allocation)] // what `ShardState::topology` hands out
 pub(crate) struct Deferred {
     request: RequestFrame,
     topology: Rc<Arc<Topology>>,
@@ -684,6 +685,9 @@ impl ShardState {
     /// or what is left to do for one that waits (`handle_deferred`). The
     /// caller (`conn`) builds no future for the former, so the per-request
     /// path of the common requests has no future to set up, move or poll.
+    // Not boxed: every write is deferred, and a box would be an allocation
+    // per write; the value is moved once, into the request's future.
+    #[allow(clippy::result_large_err)]
     pub(crate) fn handle_frame_now(
         self: &Rc<Self>,
         frame: Bytes,
@@ -871,6 +875,7 @@ impl ShardState {
     /// (operation, latency, error) and the hot keys: answered in place when
     /// it needs no I/O (a ping, the routing table, a get of a set in memory,
     /// a bad quorum), else deferred to `handle_deferred`.
+    #[allow(clippy::result_large_err, clippy::redundant_allocation)]
     fn handle_local_now(
         &self,
         request: RequestFrame,
