@@ -30,7 +30,7 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
 
 use super::log;
-use super::shard::{connection_allowed, Reply, ShardState};
+use super::shard::{connection_allowed, Deferred, Reply, ShardState};
 use crate::protocol::{self, ErrorCode, FrameDecoder, FrameError, Response};
 
 /// Size of each read from a socket.
@@ -176,16 +176,25 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
                             }
                         }
                     };
-                    // Polled once here: a request that needs no I/O (most
-                    // of them) queues its reply in this poll, with no task
-                    // spawned for it. One that waits goes on in its own
-                    // task; every future on the request path registers the
-                    // waker of each poll, so the task's first poll re-arms
-                    // what this one left with a no-op waker.
+                    // A request answered in place (a ping, a get of a set
+                    // in memory) queues its reply with no future built.
+                    // The rest are polled once here: one that needs no I/O
+                    // (most writes) queues its reply in this poll, with no
+                    // task spawned for it. One that waits goes on in its
+                    // own task; every future on the request path registers
+                    // the waker of each poll, so the task's first poll
+                    // re-arms what this one left with a no-op waker.
                     // The box of a request that finished in place is kept
                     // for the next one: no allocation per request either.
-                    let future =
-                        request(shard.clone(), outbox.clone(), frame, permit, via_node_port);
+                    let deferred = match shard.handle_frame_now(frame, via_node_port) {
+                        Ok(reply) => {
+                            outbox.push(reply);
+                            drop(permit);
+                            continue;
+                        }
+                        Err(deferred) => deferred,
+                    };
+                    let future = request(shard.clone(), outbox.clone(), deferred, permit);
                     let mut request = boxed(spare.take(), future);
                     let mut cx = std::task::Context::from_waker(Waker::noop());
                     if request.as_mut().poll(&mut cx).is_pending() {
@@ -243,16 +252,15 @@ fn boxed<F: Future>(spare: Option<Pin<Box<F>>>, future: F) -> Pin<Box<F>> {
     }
 }
 
-/// One request of a connection: handled, its reply queued, its in-flight
-/// permit given back.
+/// One request of a connection that `handle_frame_now` deferred: handled,
+/// its reply queued, its in-flight permit given back.
 async fn request(
     shard: Rc<ShardState>,
     outbox: Rc<Outbox>,
-    frame: bytes::Bytes,
+    deferred: Deferred,
     permit: glommio::sync::StaticPermit,
-    via_node_port: bool,
 ) {
-    let reply = shard.handle_frame(frame, via_node_port).await;
+    let reply = shard.handle_deferred(deferred).await;
     outbox.push(reply);
     drop(permit);
 }

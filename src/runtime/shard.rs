@@ -606,6 +606,26 @@ fn mark_clean_stop(dir: &std::path::Path) -> Result<(), String> {
 }
 
 /// Either a reply to encode, or an already encoded reply from another shard.
+/// A request `ShardState::handle_frame_now` could not answer in place,
+/// decoded and routed, for `handle_deferred`.
+#[allow(clippy::redundant_allocation)] // what `ShardState::topology` hands out
+pub(crate) struct Deferred {
+    request: RequestFrame,
+    topology: Rc<Arc<Topology>>,
+    partition: u32,
+    route: Route,
+}
+
+/// Where a deferred request goes.
+enum Route {
+    /// This shard coordinates it; counted in the metrics from `began`.
+    Local { began: Instant },
+    /// Another shard of this node holds the key (a node-port client).
+    Shard { owner: usize, frame: Bytes },
+    /// No shard of this node holds the key (a thin client on the node port).
+    Remote { frame: Bytes },
+}
+
 pub(crate) enum Reply {
     Response(u64, Response),
     Encoded(Vec<u8>),
@@ -654,17 +674,36 @@ impl ShardState {
 
     /// Handles one complete inbound frame (without its length prefix).
     pub(crate) async fn handle_frame(self: &Rc<Self>, frame: Bytes, via_node_port: bool) -> Reply {
+        match self.handle_frame_now(frame, via_node_port) {
+            Ok(reply) => reply,
+            Err(deferred) => self.handle_deferred(deferred).await,
+        }
+    }
+
+    /// `handle_frame` without waiting: the reply of a request answered in
+    /// place (a ping, a get of a set in memory, an error, a wrong owner),
+    /// or what is left to do for one that waits (`handle_deferred`). The
+    /// caller (`conn`) builds no future for the former, so the per-request
+    /// path of the common requests has no future to set up, move or poll.
+    // Not boxed: every write is deferred, and a box would be an allocation
+    // per write; the value is moved once, into the request's future.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn handle_frame_now(
+        self: &Rc<Self>,
+        frame: Bytes,
+        via_node_port: bool,
+    ) -> Result<Reply, Deferred> {
         let request = match protocol::decode_request(frame.clone(), &self.node.limits) {
             Ok(request) => request,
             Err(e) => {
                 ShardMetrics::bump(&self.metrics.invalid, 1);
                 let (id, response) = e.to_response();
-                return Reply::Response(id, response);
+                return Ok(Reply::Response(id, response));
             }
         };
         let topology = self.topology();
         let Some(key) = request.request.key() else {
-            return self.handle_local(request, 0, &topology).await;
+            return self.handle_local_now(request, 0, topology);
         };
         let partition = ring::partition_of(ring::key_hash(key), topology.q);
         let me = self.node.cluster.me;
@@ -675,9 +714,60 @@ impl ShardState {
             .map(|owner| usize::from(owner.shard));
         match local {
             Some(owner) if owner == self.index => {
-                self.handle_local(request, partition, &topology).await
+                self.handle_local_now(request, partition, topology)
             }
-            Some(owner) if via_node_port && owner < self.node.shards => {
+            Some(owner) if via_node_port && owner < self.node.shards => Err(Deferred {
+                request,
+                topology,
+                partition,
+                route: Route::Shard { owner, frame },
+            }),
+            None if via_node_port => Err(Deferred {
+                request,
+                topology,
+                partition,
+                route: Route::Remote { frame },
+            }),
+            _ => {
+                // Not held here: a cluster-aware client routed with an old
+                // table, or a thin client reached the wrong node. Either way
+                // the current table lets it retry at a primary (§6.4).
+                ShardMetrics::bump(&self.metrics.wrong_owner, 1);
+                let message = match local {
+                    Some(owner) => format!("partition {partition} is held by shard {owner}"),
+                    None => format!("this node is not a primary for partition {partition}"),
+                };
+                Ok(Reply::Response(
+                    request.id,
+                    Response::Error {
+                        code: ErrorCode::WrongOwner,
+                        message,
+                        acks: 0,
+                        routing: Some(topology.routing.clone()),
+                    },
+                ))
+            }
+        }
+    }
+
+    /// The rest of a request `handle_frame_now` could not answer in place.
+    pub(crate) async fn handle_deferred(self: &Rc<Self>, deferred: Deferred) -> Reply {
+        let Deferred {
+            request,
+            topology,
+            partition,
+            route,
+        } = deferred;
+        match route {
+            Route::Local { began } => {
+                let op = Op::of(&request.request);
+                let reply = self
+                    .handle_local_inner(request, partition, &topology, true)
+                    .await;
+                self.record_local(op, began, &reply);
+                reply
+            }
+            Route::Shard { owner, frame } => {
                 let forwarder = self.forwarder.borrow().clone();
                 self.counters
                     .forwarded
@@ -692,7 +782,7 @@ impl ShardState {
                     None => Self::error(request.id, ErrorCode::Internal, "no shard mesh"),
                 }
             }
-            None if via_node_port => {
+            Route::Remote { frame } => {
                 // A thin client on the node port: forward once to a primary
                 // node, over the internode link of the shard holding it.
                 self.counters
@@ -700,25 +790,6 @@ impl ShardState {
                     .set(self.counters.forwarded.get() + 1);
                 self.forward_remote(&topology, partition, frame, request.id)
                     .await
-            }
-            _ => {
-                // Not held here: a cluster-aware client routed with an old
-                // table, or a thin client reached the wrong node. Either way
-                // the current table lets it retry at a primary (§6.4).
-                ShardMetrics::bump(&self.metrics.wrong_owner, 1);
-                let message = match local {
-                    Some(owner) => format!("partition {partition} is held by shard {owner}"),
-                    None => format!("this node is not a primary for partition {partition}"),
-                };
-                Reply::Response(
-                    request.id,
-                    Response::Error {
-                        code: ErrorCode::WrongOwner,
-                        message,
-                        acks: 0,
-                        routing: Some(topology.routing.clone()),
-                    },
-                )
             }
         }
     }
@@ -801,28 +872,98 @@ impl ShardState {
     }
 
     /// Handles a request this shard coordinates, counting it in the metrics
-    /// (operation, latency, error) and the hot keys.
-    async fn handle_local(
-        self: &Rc<Self>,
+    /// (operation, latency, error) and the hot keys: answered in place when
+    /// it needs no I/O (a ping, the routing table, a get of a set in memory,
+    /// a bad quorum), else deferred to `handle_deferred`.
+    #[allow(clippy::result_large_err, clippy::redundant_allocation)]
+    fn handle_local_now(
+        &self,
         request: RequestFrame,
         partition: u32,
-        topology: &Topology,
-    ) -> Reply {
-        let op = Op::of(&request.request);
+        topology: Rc<Arc<Topology>>,
+    ) -> Result<Reply, Deferred> {
         self.metrics
             .offer_key(request.request.key().map(|k| k.as_ref()));
         let began = Instant::now();
-        let reply = self.handle_local_inner(request, partition, topology).await;
-        let failed = matches!(reply, Reply::Response(_, Response::Error { .. }));
-        self.metrics.record(op, began.elapsed(), failed);
-        reply
+        let op = Op::of(&request.request);
+        let id = request.id;
+        let reply = match &request.request {
+            Request::Ping => Reply::Response(id, Response::Pong),
+            Request::GetRoutingTable => {
+                Reply::Response(id, Response::RoutingTable(topology.routing.clone()))
+            }
+            Request::Get { key, quorum } => {
+                match self.check_quorum(quorum.r, "r", topology.n_val) {
+                    Ok(()) => {
+                        let r = self.read_quorum(quorum.r, topology.n_val);
+                        match self.get_single_now(&topology, partition, key, r) {
+                            Some(set) => self.get_single_reply(&topology, partition, id, set),
+                            None => {
+                                return Err(Deferred {
+                                    request,
+                                    topology,
+                                    partition,
+                                    route: Route::Local { began },
+                                })
+                            }
+                        }
+                    }
+                    Err(reply) => Reply::Response(id, reply),
+                }
+            }
+            Request::Put { .. } | Request::Delete { .. } => {
+                return Err(Deferred {
+                    request,
+                    topology,
+                    partition,
+                    route: Route::Local { began },
+                })
+            }
+        };
+        self.record_local(op, began, &reply);
+        Ok(reply)
     }
 
+    /// Counts a request this shard coordinated, begun at `began`.
+    fn record_local(&self, op: Op, began: Instant, reply: &Reply) {
+        let failed = matches!(reply, Reply::Response(_, Response::Error { .. }));
+        self.metrics.record(op, began.elapsed(), failed);
+    }
+
+    /// R for a get: the request's, else the configured default clamped to N.
+    fn read_quorum(&self, r: Option<u8>, n: usize) -> usize {
+        match r {
+            Some(protocol::R_ALL) => n,
+            Some(r) => usize::from(r),
+            None => usize::from(self.config.r).min(n),
+        }
+    }
+
+    /// The reply of a get answered by `get_single_now`.
+    fn get_single_reply(
+        &self,
+        topology: &Topology,
+        partition: u32,
+        id: u64,
+        set: EncodedSiblingSet,
+    ) -> Reply {
+        self.metrics.record_siblings(set.data_siblings());
+        let me = self.node.cluster.me.0;
+        Reply::Get(GetReply {
+            id,
+            set,
+            fastest_replica: Some(fastest_replica(topology, partition, me)),
+        })
+    }
+
+    /// The request's reply; `tried_now`: `handle_local_now` already found
+    /// that a get cannot be answered in place.
     async fn handle_local_inner(
         self: &Rc<Self>,
         request: RequestFrame,
         partition: u32,
         topology: &Topology,
+        tried_now: bool,
     ) -> Reply {
         let id = request.id;
         let n = topology.n_val;
@@ -831,19 +972,11 @@ impl ShardState {
             Request::GetRoutingTable => Ok(Response::RoutingTable(topology.routing.clone())),
             Request::Get { key, quorum } => match self.check_quorum(quorum.r, "r", n) {
                 Ok(()) => {
-                    let r = match quorum.r {
-                        Some(protocol::R_ALL) => n,
-                        Some(r) => usize::from(r),
-                        None => usize::from(self.config.r).min(n),
-                    };
-                    if let Some(set) = self.get_single_now(topology, partition, &key, r) {
-                        self.metrics.record_siblings(set.data_siblings());
-                        let me = self.node.cluster.me.0;
-                        return Reply::Get(GetReply {
-                            id,
-                            set,
-                            fastest_replica: Some(fastest_replica(topology, partition, me)),
-                        });
+                    let r = self.read_quorum(quorum.r, n);
+                    if !tried_now {
+                        if let Some(set) = self.get_single_now(topology, partition, &key, r) {
+                            return self.get_single_reply(topology, partition, id, set);
+                        }
                     }
                     self.coordinate_get(topology, partition, key, r).await
                 }

@@ -152,10 +152,21 @@ impl Borrow<[u8]> for Entry {
 
 type PartitionSet = HashSet<Entry, ahash::RandomState>;
 
+/// Partitions below this are held in a vector indexed by partition (every
+/// partition of a valid ring is: `ring::PARTITIONS_MAX`); any other in an
+/// ordered map, so that any `u32` works.
+const DENSE_PARTITIONS: u32 = crate::ring::PARTITIONS_MAX;
+
 /// The keydir of one store.
 #[derive(Default)]
 pub(crate) struct Index {
-    partitions: BTreeMap<(Namespace, u32), PartitionSet>,
+    /// Per namespace (`Namespace as usize`), the sets of partitions below
+    /// `DENSE_PARTITIONS`, indexed by partition: a lookup is an index, not
+    /// a search. Grown to the highest partition held; a slot is `None`
+    /// while the partition has no key.
+    dense: [Vec<Option<Box<PartitionSet>>>; 2],
+    /// The sets of the other partitions.
+    sparse: BTreeMap<(Namespace, u32), PartitionSet>,
     keys: u64,
 }
 
@@ -164,19 +175,68 @@ impl Index {
         self.keys
     }
 
+    fn set(&self, ns: Namespace, partition: u32) -> Option<&PartitionSet> {
+        if partition < DENSE_PARTITIONS {
+            self.dense[ns as usize].get(partition as usize)?.as_deref()
+        } else {
+            self.sparse.get(&(ns, partition))
+        }
+    }
+
+    fn set_mut(&mut self, ns: Namespace, partition: u32) -> Option<&mut PartitionSet> {
+        if partition < DENSE_PARTITIONS {
+            self.dense[ns as usize]
+                .get_mut(partition as usize)?
+                .as_deref_mut()
+        } else {
+            self.sparse.get_mut(&(ns, partition))
+        }
+    }
+
+    fn set_or_default(&mut self, ns: Namespace, partition: u32) -> &mut PartitionSet {
+        if partition < DENSE_PARTITIONS {
+            let dense = &mut self.dense[ns as usize];
+            let slot = partition as usize;
+            if dense.len() <= slot {
+                dense.resize_with(slot + 1, || None);
+            }
+            dense[slot].get_or_insert_with(Box::default)
+        } else {
+            self.sparse.entry((ns, partition)).or_default()
+        }
+    }
+
+    fn remove_set(&mut self, ns: Namespace, partition: u32) -> Option<PartitionSet> {
+        if partition < DENSE_PARTITIONS {
+            let set = self.dense[ns as usize]
+                .get_mut(partition as usize)?
+                .take()?;
+            Some(*set)
+        } else {
+            self.sparse.remove(&(ns, partition))
+        }
+    }
+
+    /// The non-empty partitions of `ns` and their sets, in partition order.
+    fn sets(&self, ns: Namespace) -> impl Iterator<Item = (u32, &PartitionSet)> {
+        let dense = self.dense[ns as usize]
+            .iter()
+            .enumerate()
+            .filter_map(|(p, set)| Some((p as u32, set.as_deref()?)));
+        let sparse = self
+            .sparse
+            .range((ns, DENSE_PARTITIONS)..=(ns, u32::MAX))
+            .map(|(&(_, p), set)| (p, set));
+        dense.chain(sparse)
+    }
+
     pub(crate) fn get(&self, ns: Namespace, partition: u32, key: &[u8]) -> Option<Location> {
-        self.partitions
-            .get(&(ns, partition))?
-            .get(key)
-            .map(Entry::location)
+        self.set(ns, partition)?.get(key).map(Entry::location)
     }
 
     /// Makes room for `additional` keys in one partition (recovery knows the counts).
     pub(crate) fn reserve(&mut self, ns: Namespace, partition: u32, additional: usize) {
-        self.partitions
-            .entry((ns, partition))
-            .or_default()
-            .reserve(additional);
+        self.set_or_default(ns, partition).reserve(additional);
     }
 
     /// Points `key` at `loc`; returns the previous location.
@@ -187,7 +247,7 @@ impl Index {
         key: &[u8],
         loc: Location,
     ) -> Option<Location> {
-        let set = self.partitions.entry((ns, partition)).or_default();
+        let set = self.set_or_default(ns, partition);
         if let Some(entry) = set.get(key) {
             let old = entry.location();
             // SAFETY: `&mut self` holds the set exclusively, and `old` is a copy.
@@ -200,18 +260,19 @@ impl Index {
     }
 
     pub(crate) fn remove(&mut self, ns: Namespace, partition: u32, key: &[u8]) -> Option<Location> {
-        let set = self.partitions.get_mut(&(ns, partition))?;
+        let set = self.set_mut(ns, partition)?;
         let entry = set.take(key)?;
+        let empty = set.is_empty();
         self.keys -= 1;
-        if set.is_empty() {
-            self.partitions.remove(&(ns, partition));
+        if empty {
+            self.remove_set(ns, partition);
         }
         Some(entry.location())
     }
 
     /// Removes a whole partition; returns the locations of its keys.
     pub(crate) fn drop_partition(&mut self, ns: Namespace, partition: u32) -> Vec<Location> {
-        let Some(set) = self.partitions.remove(&(ns, partition)) else {
+        let Some(set) = self.remove_set(ns, partition) else {
             return Vec::new();
         };
         self.keys -= set.len() as u64;
@@ -219,8 +280,7 @@ impl Index {
     }
 
     pub(crate) fn partition_keys(&self, ns: Namespace, partition: u32) -> Vec<bytes::Bytes> {
-        self.partitions
-            .get(&(ns, partition))
+        self.set(ns, partition)
             .map(|set| {
                 set.iter()
                     .map(|e| bytes::Bytes::copy_from_slice(e.key()))
@@ -229,19 +289,18 @@ impl Index {
             .unwrap_or_default()
     }
 
+    /// The partitions of `ns` that hold keys, in order.
     pub(crate) fn partitions(&self, ns: Namespace) -> Vec<u32> {
-        self.partitions
-            .keys()
-            .filter(|(n, _)| *n == ns)
-            .map(|(_, p)| *p)
-            .collect()
+        self.sets(ns).map(|(p, _)| p).collect()
     }
 
     /// Every entry, for accounting after recovery.
     pub(crate) fn for_each(&self, mut f: impl FnMut(Namespace, u32, &[u8], Location)) {
-        for ((ns, p), set) in &self.partitions {
-            for e in set {
-                f(*ns, *p, e.key(), e.location());
+        for ns in [Namespace::Data, Namespace::Hint] {
+            for (p, set) in self.sets(ns) {
+                for e in set {
+                    f(ns, p, e.key(), e.location());
+                }
             }
         }
     }
@@ -283,5 +342,87 @@ mod tests {
         assert_eq!(index.partitions(Namespace::Data), vec![2]);
         assert_eq!(index.partitions(Namespace::Hint), vec![1]);
         assert_eq!(index.keys(), 2);
+    }
+
+    /// Random inserts, updates, removals and partition drops, over dense and
+    /// sparse partitions of both namespaces, agree with an ordered-map model
+    /// in every answer and every listing.
+    #[test]
+    fn agrees_with_a_map_model() {
+        use std::collections::BTreeMap as Model;
+        let mut rng = crate::test_rng::Rng(0x1dec5);
+        let partitions = [0, 1, 7, DENSE_PARTITIONS - 1, DENSE_PARTITIONS, u32::MAX];
+        for round in 0..20 {
+            let mut index = Index::default();
+            let mut model: Model<(Namespace, u32, Vec<u8>), Location> = Model::new();
+            for step in 0..400u32 {
+                let ns = if rng.below(3) == 0 {
+                    Namespace::Hint
+                } else {
+                    Namespace::Data
+                };
+                let p = partitions[rng.below(partitions.len() as u64) as usize];
+                let key = vec![b'k', rng.below(12) as u8];
+                let l = loc(round * 1000 + step);
+                match rng.below(10) {
+                    0..=4 => assert_eq!(
+                        index.insert(ns, p, &key, l),
+                        model.insert((ns, p, key.clone()), l)
+                    ),
+                    5..=6 => assert_eq!(
+                        index.remove(ns, p, &key),
+                        model.remove(&(ns, p, key.clone()))
+                    ),
+                    7 => {
+                        let mut dropped = index.drop_partition(ns, p);
+                        let mut expected: Vec<Location> = model
+                            .iter()
+                            .filter(|((n, q, _), _)| *n == ns && *q == p)
+                            .map(|(_, l)| *l)
+                            .collect();
+                        model.retain(|(n, q, _), _| !(*n == ns && *q == p));
+                        dropped.sort_by_key(|l| l.segment);
+                        expected.sort_by_key(|l| l.segment);
+                        assert_eq!(dropped, expected);
+                    }
+                    _ => assert_eq!(
+                        index.get(ns, p, &key),
+                        model.get(&(ns, p, key.clone())).copied()
+                    ),
+                }
+                assert_eq!(index.keys(), model.len() as u64);
+            }
+            for ns in [Namespace::Data, Namespace::Hint] {
+                let mut expected: Vec<u32> = model
+                    .keys()
+                    .filter(|(n, _, _)| *n == ns)
+                    .map(|(_, p, _)| *p)
+                    .collect();
+                expected.dedup();
+                assert_eq!(index.partitions(ns), expected);
+                for &p in &partitions {
+                    let mut keys: Vec<Vec<u8>> = index
+                        .partition_keys(ns, p)
+                        .iter()
+                        .map(|k| k.to_vec())
+                        .collect();
+                    keys.sort();
+                    let expected: Vec<Vec<u8>> = model
+                        .keys()
+                        .filter(|(n, q, _)| *n == ns && *q == p)
+                        .map(|(_, _, k)| k.clone())
+                        .collect();
+                    assert_eq!(keys, expected);
+                }
+            }
+            let mut seen = Vec::new();
+            index.for_each(|ns, p, key, l| seen.push(((ns, p, key.to_vec()), l)));
+            let listed: Vec<(Namespace, u32)> =
+                seen.iter().map(|((n, p, _), _)| (*n, *p)).collect();
+            assert!(listed.windows(2).all(|w| w[0] <= w[1]), "for_each in order");
+            seen.sort_by(|a, b| a.0.cmp(&b.0));
+            let expected: Vec<_> = model.into_iter().collect();
+            assert_eq!(seen, expected);
+        }
     }
 }
