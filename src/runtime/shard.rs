@@ -300,6 +300,7 @@ pub(crate) async fn run(
         segment_size_bytes: config.segment_size_bytes,
         write_buffer_bytes: config.write_buffer_bytes,
         flush_interval: Duration::from_micros(config.flush_interval_us),
+        flushes_in_flight_max: config.flushes_in_flight_max,
         compaction_dead_fraction: config.compaction_dead_fraction,
         ..StoreConfig::default()
     };
