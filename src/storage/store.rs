@@ -1148,6 +1148,43 @@ impl<D: Disk> Store<D> {
         self.flush_locked().await
     }
 
+    /// The flush the runtime's timer starts once `flush_due` says so. With no write in
+    /// flight it is `flush` (the partial last block padded, the write waited for). While
+    /// writes started by full buffers (whole blocks, `flush_behind`) are in flight it
+    /// neither pads nor waits for them: a padded write would make the next flush wait
+    /// for every write up to it (they share a block), and waiting here would hold
+    /// `io_lock`, and so the writers, until the pipeline drained. It applies the writes
+    /// that have completed, starts one more write of the whole blocks nobody issued yet
+    /// (as a full buffer's flush does: it waits for the oldest write only when
+    /// `flushes_in_flight_max` are in flight), and restarts the interval; the partial
+    /// last block goes out with the next flush, at the latest the timer's next one
+    /// after the writes in flight complete (docs/storage.md §4).
+    pub async fn flush_for_interval(&self) -> Result<(), StorageError> {
+        {
+            let _io = self.io_lock.lock().await;
+            self.reap_completed_locked().await?;
+            if self.inflight.borrow().is_empty() {
+                return self.flush_locked().await;
+            }
+            let whole = {
+                let st = self.state.borrow();
+                if st.appended_lsn == st.issued_lsn {
+                    0
+                } else {
+                    st.buffer.whole_prefix_bytes(self.align_bytes)
+                }
+            };
+            if whole > 0 {
+                self.start_flush_locked(false).await?;
+            }
+            self.dirty_since.set(Some(Instant::now()));
+        }
+        if !self.inflight.borrow().is_empty() {
+            self.disk.submit_queued().await;
+        }
+        Ok(())
+    }
+
     /// Flushes and waits for the write (caller holds `io_lock`).
     async fn flush_locked(&self) -> Result<(), StorageError> {
         self.start_flush_locked(true).await?;
