@@ -8,8 +8,10 @@
 //!   `flushes_in_flight_max` writes of the active segment are in flight (`inflight`,
 //!   in file order, contiguous). Two writes in flight never share a block: a flush of
 //!   a full buffer writes only whole blocks and keeps the partial tail in the buffer;
-//!   a padded flush (flush/sync/timer/rotation/close) rewrites its partial last block
-//!   in the next flush, which first waits for every write up to it.
+//!   a padded flush (flush/sync/rotation/close, the timer with no write in flight)
+//!   rewrites its partial last block in the next flush, which first waits for every
+//!   write up to it. The timer with writes in flight (`flush_for_interval`) issues
+//!   only whole blocks and waits for none of them.
 //! * Write outcomes are applied oldest first: `flushed_lsn` moves to a write's end
 //!   only when it and every earlier write have succeeded. After a failure every later
 //!   write is waited for and all their bytes go back in front of the buffer.
