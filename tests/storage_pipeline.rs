@@ -133,6 +133,31 @@ fn release_all(disk: &MemDisk) {
     }
 }
 
+/// Fills the pipeline (`fill_pipeline`), completes each held flush, oldest first, as
+/// `outcomes` says (`None`: it succeeds, `Some(errno)`: it fails with that error) and
+/// flushes. Returns the store, the number of keys, the buffered bytes before the
+/// outcomes and the flush's result.
+fn flush_with_outcomes(
+    disk: &MemDisk,
+    write_buffer_bytes: usize,
+    outcomes: [Option<i32>; IN_FLIGHT],
+) -> (Store<MemDisk>, usize, u64, Result<(), StorageError>) {
+    let (store, n) = fill_pipeline(disk, write_buffer_bytes);
+    let buffered = store.stats().buffered_bytes;
+    let groups = flush_tickets(disk);
+    assert_eq!(groups.len(), IN_FLIGHT);
+    for (group, outcome) in groups.iter().zip(outcomes) {
+        for t in group {
+            match outcome {
+                None => disk.release_write(*t),
+                Some(errno) => disk.fail_write(*t, errno),
+            }
+        }
+    }
+    let result = drive(store.flush(), || {});
+    (store, n, buffered, result)
+}
+
 /// Writes completing newest first: `flushed_lsn` (the store's `buffered_bytes`) stays
 /// put until the oldest completes, records stay readable throughout, and afterwards
 /// everything is flushed, synced and survives a crash.
@@ -190,16 +215,8 @@ fn writes_completing_out_of_order_are_applied_in_file_order() {
 #[test]
 fn the_oldest_write_failing_while_a_newer_one_succeeds_fails_the_store() {
     let disk = MemDisk::new();
-    let (store, n) = fill_pipeline(&disk, 16 << 10);
-    let buffered = store.stats().buffered_bytes;
-    let groups = flush_tickets(&disk);
-    for t in &groups[0] {
-        disk.fail_write(*t, libc::EIO);
-    }
-    for t in groups[1..].iter().flatten() {
-        disk.release_write(*t);
-    }
-    let result = drive(store.flush(), || {});
+    let (store, n, buffered, result) =
+        flush_with_outcomes(&disk, 16 << 10, [Some(libc::EIO), None, None]);
     assert!(matches!(result, Err(StorageError::Io(_))), "{result:?}");
     assert!(store.is_failed());
     assert_eq!(store.stats().buffered_bytes, buffered, "nothing flushed");
@@ -225,19 +242,8 @@ fn the_oldest_write_failing_while_a_newer_one_succeeds_fails_the_store() {
 fn full_disk_in_the_middle_of_the_pipeline_keeps_every_record() {
     for write_buffer_bytes in [16 << 10, 300 << 10] {
         let disk = MemDisk::new();
-        let (store, n) = fill_pipeline(&disk, write_buffer_bytes);
-        let buffered = store.stats().buffered_bytes;
-        let groups = flush_tickets(&disk);
-        for t in &groups[0] {
-            disk.release_write(*t);
-        }
-        for t in &groups[1] {
-            disk.fail_write(*t, libc::ENOSPC);
-        }
-        for t in &groups[2] {
-            disk.release_write(*t);
-        }
-        let result = drive(store.flush(), || {});
+        let (store, n, buffered, result) =
+            flush_with_outcomes(&disk, write_buffer_bytes, [None, Some(libc::ENOSPC), None]);
         assert!(matches!(result, Err(StorageError::DiskFull)), "{result:?}");
         assert!(!store.is_failed());
         let after = store.stats().buffered_bytes;
