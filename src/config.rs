@@ -79,6 +79,9 @@ pub struct ServerConfig {
     pub flush_interval_us: u64,
     /// Write-buffer size per shard in bytes.
     pub write_buffer_bytes: usize,
+    /// Most write-buffer flush writes in flight at once per shard
+    /// (`StoreConfig::flushes_in_flight_max`), 1..=`FLUSHES_IN_FLIGHT_MAX`.
+    pub flushes_in_flight_max: usize,
     /// Log segment size in bytes.
     pub segment_size_bytes: u64,
     /// Dead fraction of a segment above which compaction rewrites it.
@@ -196,6 +199,7 @@ impl Default for ServerConfig {
             frame_bytes_max: 1024 * 1024 + 64 * 1024,
             flush_interval_us: 1000,
             write_buffer_bytes: 1024 * 1024,
+            flushes_in_flight_max: 2,
             segment_size_bytes: 64 * 1024 * 1024,
             compaction_dead_fraction: 0.5,
             compaction_bytes_per_second: 64 * 1024 * 1024,
@@ -253,6 +257,11 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl ServerConfig {
+    /// Upper bound of `flushes_in_flight_max`: each write in flight holds up
+    /// to a write buffer's worth of DMA memory, and more than a few writes in
+    /// flight gave no more throughput (docs/storage.md §4).
+    pub const FLUSHES_IN_FLIGHT_MAX: usize = 16;
+
     /// Every option name, in documentation order.
     pub const OPTIONS: &'static [&'static str] = &[
         "data_dir",
@@ -280,6 +289,7 @@ impl ServerConfig {
         "frame_bytes_max",
         "flush_interval_us",
         "write_buffer_bytes",
+        "flushes_in_flight_max",
         "segment_size_bytes",
         "compaction_dead_fraction",
         "compaction_bytes_per_second",
@@ -384,6 +394,7 @@ impl ServerConfig {
             "frame_bytes_max" => self.frame_bytes_max = parse(name, value)?,
             "flush_interval_us" => self.flush_interval_us = parse(name, value)?,
             "write_buffer_bytes" => self.write_buffer_bytes = parse(name, value)?,
+            "flushes_in_flight_max" => self.flushes_in_flight_max = parse(name, value)?,
             "segment_size_bytes" => self.segment_size_bytes = parse(name, value)?,
             "compaction_dead_fraction" => self.compaction_dead_fraction = parse(name, value)?,
             "compaction_bytes_per_second" => self.compaction_bytes_per_second = parse(name, value)?,
@@ -489,6 +500,13 @@ impl ServerConfig {
             return invalid(
                 "frame_bytes_max must exceed value_bytes_max + key_bytes_max + 4096".into(),
             );
+        }
+        if !(1..=Self::FLUSHES_IN_FLIGHT_MAX).contains(&self.flushes_in_flight_max) {
+            return invalid(format!(
+                "flushes_in_flight_max must be in 1..={}, not {}",
+                Self::FLUSHES_IN_FLIGHT_MAX,
+                self.flushes_in_flight_max
+            ));
         }
         if !(0.0..1.0).contains(&self.compaction_dead_fraction)
             || self.compaction_dead_fraction <= 0.0
@@ -609,6 +627,7 @@ impl ServerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::StoreConfig;
 
     #[test]
     fn flags_override_file_and_defaults() {
@@ -702,6 +721,49 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("must use the IP of listen"));
+    }
+
+    #[test]
+    fn flushes_in_flight_max_parses_defaults_and_is_bounded() {
+        let args = |a: &[&str]| -> Vec<String> { a.iter().map(|s| s.to_string()).collect() };
+        assert_eq!(ServerConfig::default().flushes_in_flight_max, 2);
+        assert_eq!(
+            ServerConfig::from_args(&[]).unwrap().flushes_in_flight_max,
+            StoreConfig::default().flushes_in_flight_max,
+            "the server's default is the store's"
+        );
+        let c = ServerConfig::from_args(&args(&["--flushes-in-flight-max", "4"])).unwrap();
+        assert_eq!(c.flushes_in_flight_max, 4);
+        let c = ServerConfig::from_toml(
+            "flushes_in_flight_max = 1\n",
+            std::path::Path::new("f.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.flushes_in_flight_max, 1);
+        c.validate().unwrap();
+        let c = ServerConfig::from_toml(
+            "flushes_in_flight_max = 0\n",
+            std::path::Path::new("f.toml"),
+        )
+        .unwrap();
+        assert!(c.validate().is_err(), "a file's 0 is refused too");
+        let c = ServerConfig::from_args(&args(&["--flushes-in-flight-max", "16"])).unwrap();
+        assert_eq!(c.flushes_in_flight_max, ServerConfig::FLUSHES_IN_FLIGHT_MAX);
+        for bad in ["0", "17"] {
+            let e = ServerConfig::from_args(&args(&["--flushes-in-flight-max", bad]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!(
+                    "flushes_in_flight_max must be in 1..=16, not {bad}"
+                )),
+                "{e}"
+            );
+        }
+        let e = ServerConfig::from_args(&args(&["--flushes-in-flight-max", "-1"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad value '-1'"), "{e}");
     }
 
     #[test]

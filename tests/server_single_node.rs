@@ -328,3 +328,68 @@ fn buffered_puts_reach_the_file_after_idle_periods_and_survive_kill_9() {
         assert_eq!(json_values(&out), vec![value], "{key} after kill -9: {out}");
     }
 }
+
+/// `--flushes-in-flight-max` reaches the shards' stores: with one write in
+/// flight and a 4 KiB write buffer every full buffer waits for the previous
+/// flush, with sixteen many are in flight; either way every key reads back
+/// its last value, before and after a restart (reads from disk). A value out
+/// of range stops the server with a clear message.
+#[test]
+fn flushes_in_flight_max_option_starts_a_node_that_writes_and_reads_back() {
+    use bytes::Bytes;
+    use dynakv::client::{Client, ClientOptions};
+    use dynakv::protocol::Quorum;
+
+    const KEYS: usize = 200;
+    let value = |key: usize, bound: &str| format!("{key}-{bound}-{}", "w".repeat(500));
+    for bound in ["1", "16"] {
+        let mut node = TestNode::start(
+            1,
+            &[
+                "--write-buffer-bytes",
+                "4096",
+                "--flushes-in-flight-max",
+                bound,
+            ],
+        );
+        let check = |node: &TestNode| {
+            let mut client =
+                Client::connect(node.listen, ClientOptions::default()).expect("connect");
+            for key in 0..KEYS {
+                let got = client.get(format!("k{key}").as_bytes()).expect("get");
+                assert_eq!(got.values, vec![Bytes::from(value(key, bound))], "k{key}");
+            }
+        };
+        {
+            let mut client =
+                Client::connect(node.listen, ClientOptions::default()).expect("connect");
+            for key in 0..KEYS {
+                client
+                    .put(
+                        format!("k{key}").as_bytes(),
+                        value(key, bound).as_bytes(),
+                        None,
+                        Quorum::DEFAULT,
+                    )
+                    .expect("put");
+            }
+        }
+        check(&node);
+        assert!(node.terminate().success());
+        node.start_again_once().expect("restart");
+        check(&node);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["server", "--data-dir"])
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--flushes-in-flight-max", "0"])
+        .output()
+        .expect("run dynakv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("flushes_in_flight_max must be in 1..=16, not 0"),
+        "{stderr}"
+    );
+}

@@ -133,6 +133,31 @@ fn release_all(disk: &MemDisk) {
     }
 }
 
+/// Fills the pipeline (`fill_pipeline`), completes each held flush, oldest first, as
+/// `outcomes` says (`None`: it succeeds, `Some(errno)`: it fails with that error) and
+/// flushes. Returns the store, the number of keys, the buffered bytes before the
+/// outcomes and the flush's result.
+fn flush_with_outcomes(
+    disk: &MemDisk,
+    write_buffer_bytes: usize,
+    outcomes: [Option<i32>; IN_FLIGHT],
+) -> (Store<MemDisk>, usize, u64, Result<(), StorageError>) {
+    let (store, n) = fill_pipeline(disk, write_buffer_bytes);
+    let buffered = store.stats().buffered_bytes;
+    let groups = flush_tickets(disk);
+    assert_eq!(groups.len(), IN_FLIGHT);
+    for (group, outcome) in groups.iter().zip(outcomes) {
+        for t in group {
+            match outcome {
+                None => disk.release_write(*t),
+                Some(errno) => disk.fail_write(*t, errno),
+            }
+        }
+    }
+    let result = drive(store.flush(), || {});
+    (store, n, buffered, result)
+}
+
 /// Writes completing newest first: `flushed_lsn` (the store's `buffered_bytes`) stays
 /// put until the oldest completes, records stay readable throughout, and afterwards
 /// everything is flushed, synced and survives a crash.
@@ -190,16 +215,8 @@ fn writes_completing_out_of_order_are_applied_in_file_order() {
 #[test]
 fn the_oldest_write_failing_while_a_newer_one_succeeds_fails_the_store() {
     let disk = MemDisk::new();
-    let (store, n) = fill_pipeline(&disk, 16 << 10);
-    let buffered = store.stats().buffered_bytes;
-    let groups = flush_tickets(&disk);
-    for t in &groups[0] {
-        disk.fail_write(*t, libc::EIO);
-    }
-    for t in groups[1..].iter().flatten() {
-        disk.release_write(*t);
-    }
-    let result = drive(store.flush(), || {});
+    let (store, n, buffered, result) =
+        flush_with_outcomes(&disk, 16 << 10, [Some(libc::EIO), None, None]);
     assert!(matches!(result, Err(StorageError::Io(_))), "{result:?}");
     assert!(store.is_failed());
     assert_eq!(store.stats().buffered_bytes, buffered, "nothing flushed");
@@ -225,19 +242,8 @@ fn the_oldest_write_failing_while_a_newer_one_succeeds_fails_the_store() {
 fn full_disk_in_the_middle_of_the_pipeline_keeps_every_record() {
     for write_buffer_bytes in [16 << 10, 300 << 10] {
         let disk = MemDisk::new();
-        let (store, n) = fill_pipeline(&disk, write_buffer_bytes);
-        let buffered = store.stats().buffered_bytes;
-        let groups = flush_tickets(&disk);
-        for t in &groups[0] {
-            disk.release_write(*t);
-        }
-        for t in &groups[1] {
-            disk.fail_write(*t, libc::ENOSPC);
-        }
-        for t in &groups[2] {
-            disk.release_write(*t);
-        }
-        let result = drive(store.flush(), || {});
+        let (store, n, buffered, result) =
+            flush_with_outcomes(&disk, write_buffer_bytes, [None, Some(libc::ENOSPC), None]);
         assert!(matches!(result, Err(StorageError::DiskFull)), "{result:?}");
         assert!(!store.is_failed());
         let after = store.stats().buffered_bytes;
@@ -309,4 +315,81 @@ fn a_crash_keeping_newer_writes_and_losing_the_oldest_recovers() {
     disk.crash(CrashMode::LoseUnsynced);
     let (store, _) = block_on(Store::open(disk.clone(), config(16 << 10))).expect("reopen");
     assert_eq!(get(&store, n), Some(value(n)));
+}
+
+/// The timer's flush (`Store::flush_for_interval`) while a full buffer's whole-block
+/// write is held: it returns at once, having started one more whole-block write of what
+/// followed (no padded write, nothing waited for), keeps every record readable, and,
+/// once the writes completed, the next one pads and writes the partial last block.
+/// Everything then survives a crash after `sync`, in file order.
+#[test]
+fn the_interval_flush_does_not_wait_for_writes_in_flight() {
+    let write_buffer_bytes = 16 << 10;
+    let disk = MemDisk::new();
+    let (store, _) = block_on(Store::open(disk.clone(), config(write_buffer_bytes))).expect("open");
+    put(&store, 0, Durability::Durable).unwrap();
+    disk.hold_writes(true);
+    let mut n = 1;
+    while flush_count(&disk) < 1 {
+        put(&store, n, Durability::Buffered).unwrap();
+        n += 1;
+    }
+    // Two more records: more than a block that nobody has issued, and a partial one.
+    for _ in 0..2 {
+        put(&store, n, Durability::Buffered).unwrap();
+        n += 1;
+    }
+    let held = disk.held_writes();
+    let flushes = store.stats().flushes;
+    drive(store.flush_for_interval(), || {
+        panic!("the interval flush waited for a held write")
+    })
+    .unwrap();
+    let now_held = disk.held_writes();
+    assert_eq!(now_held.len(), held.len() + 1, "one more write started");
+    let (_, pos, len) = *now_held.last().unwrap();
+    let (_, prev_pos, prev_len) = *held.last().unwrap();
+    assert_eq!(
+        pos,
+        prev_pos + prev_len as u64,
+        "it follows the write in flight"
+    );
+    assert!(len > 0 && len % 512 == 0, "whole blocks only: {len}");
+    assert_eq!(store.stats().flushes, flushes, "nothing was waited for");
+    // The partial last block was not padded and written: the next whole blocks (it and
+    // one more record) start right after the write just started, without waiting for
+    // it (a padded write would share their first block, and be waited for).
+    put(&store, n, Durability::Buffered).unwrap();
+    n += 1;
+    drive(store.flush_for_interval(), || {
+        panic!("the second interval flush waited for a held write")
+    })
+    .unwrap();
+    let last_held = disk.held_writes();
+    assert_eq!(
+        last_held.len(),
+        now_held.len() + 1,
+        "one more write started"
+    );
+    assert_eq!(
+        last_held.last().unwrap().1,
+        pos + len as u64,
+        "right after the last"
+    );
+    assert_all_readable(&store, 0..n, "with the writes held");
+    store.check_invariants();
+    // The writes complete; the next interval flush writes the rest (padded) and waits.
+    release_all(&disk);
+    disk.hold_writes(false);
+    block_on(store.flush_for_interval()).unwrap();
+    assert_eq!(store.stats().buffered_bytes, 0, "everything flushed");
+    assert_all_readable(&store, 0..n, "after the writes completed");
+    store.check_invariants();
+    block_on(store.sync()).unwrap();
+    drop(store);
+    disk.crash(CrashMode::LoseUnsynced);
+    let (store, report) =
+        block_on(Store::open(disk.clone(), config(write_buffer_bytes))).expect("reopen");
+    assert!(report.corrupt.is_empty());
+    assert_all_readable(&store, 0..n, "after the crash");
 }

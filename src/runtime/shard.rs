@@ -300,6 +300,7 @@ pub(crate) async fn run(
         segment_size_bytes: config.segment_size_bytes,
         write_buffer_bytes: config.write_buffer_bytes,
         flush_interval: Duration::from_micros(config.flush_interval_us),
+        flushes_in_flight_max: config.flushes_in_flight_max,
         compaction_dead_fraction: config.compaction_dead_fraction,
         ..StoreConfig::default()
     };
@@ -1951,7 +1952,9 @@ impl ShardState {
                     continue;
                 }
             }
-            if let Err(e) = self.store.flush().await {
+            // Does not wait for (or pad behind) writes that full buffers
+            // already have in flight (`Store::flush_for_interval`).
+            if let Err(e) = self.store.flush_for_interval().await {
                 log::warning!(error = %e, "write-buffer flush failed");
                 // The buffer stays dirty: try again one interval later, not at once.
                 glommio::timer::sleep(interval).await;

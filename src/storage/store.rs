@@ -8,8 +8,10 @@
 //!   `flushes_in_flight_max` writes of the active segment are in flight (`inflight`,
 //!   in file order, contiguous). Two writes in flight never share a block: a flush of
 //!   a full buffer writes only whole blocks and keeps the partial tail in the buffer;
-//!   a padded flush (flush/sync/timer/rotation/close) rewrites its partial last block
-//!   in the next flush, which first waits for every write up to it.
+//!   a padded flush (flush/sync/rotation/close, the timer with no write in flight)
+//!   rewrites its partial last block in the next flush, which first waits for every
+//!   write up to it. The timer with writes in flight (`flush_for_interval`) issues
+//!   only whole blocks and waits for none of them.
 //! * Write outcomes are applied oldest first: `flushed_lsn` moves to a write's end
 //!   only when it and every earlier write have succeeded. After a failure every later
 //!   write is waited for and all their bytes go back in front of the buffer.
@@ -288,6 +290,17 @@ impl<D: Disk> State<D> {
         seg.min_seq = seg.min_seq.min(seq);
         offset
     }
+}
+
+/// Whether a write that passed the admission checks (`Store::admit`) can be
+/// appended at once; both carry the record's length.
+enum Admission {
+    /// It fits the buffer and the active segment and leaves the buffer below
+    /// `write_buffer_bytes`: appended now, no flush starts.
+    Now(usize),
+    /// It needs room first (`with_room`) or fills the buffer (`after_append`
+    /// starts a flush).
+    Wait(usize),
 }
 
 /// What an append needs before it can go into the buffer.
@@ -768,13 +781,24 @@ impl<D: Disk> Store<D> {
         payload: Bytes,
         durability: Durability,
     ) -> Result<(), StorageError> {
-        let len = self.check_bounds(key, &payload)?;
-        self.state.borrow().check_writable()?;
-        let lsn = self
-            .with_room(len, |st| {
-                self.append_put(st, ns, partition, key, kind, payload, len)
-            })
-            .await?;
+        let admission = self.admit(&self.state.borrow(), key, &payload)?;
+        let lsn = match admission {
+            Admission::Now(len) => self.append_put(
+                &mut self.state.borrow_mut(),
+                ns,
+                partition,
+                key,
+                kind,
+                payload,
+                len,
+            ),
+            Admission::Wait(len) => {
+                self.with_room(len, |st| {
+                    self.append_put(st, ns, partition, key, kind, payload, len)
+                })
+                .await?
+            }
+        };
         self.after_append(lsn, durability).await
     }
 
@@ -782,7 +806,8 @@ impl<D: Disk> Store<D> {
     /// record fits the buffer and the active segment and does not fill the
     /// buffer (so no flush starts). `Err(payload)`: nothing was done, and
     /// `put` must be awaited instead. Whatever it returns is what `put`
-    /// would have returned (the same checks, in the same order). It spares
+    /// would have returned (both apply `admit`, the one place of the
+    /// admission rules). It spares
     /// the caller `put`'s future, which is large and, for such a write,
     /// finishes at its first poll anyway.
     pub fn put_now(
@@ -797,24 +822,33 @@ impl<D: Disk> Store<D> {
         if durability != Durability::Buffered {
             return Err(payload);
         }
-        let len = match self.check_bounds(key, &payload) {
-            Ok(len) => len,
+        let mut st = self.state.borrow_mut();
+        let len = match self.admit(&st, key, &payload) {
+            Ok(Admission::Now(len)) => len,
+            Ok(Admission::Wait(_)) => return Err(payload),
             Err(e) => return Ok(Err(e)),
         };
-        let mut st = self.state.borrow_mut();
-        if let Err(e) = st.check_writable() {
-            return Ok(Err(e));
-        }
-        // As `with_room` (whose `failed` check `check_writable` made) and
-        // `after_append`: a record that needs room first, or that fills the
-        // buffer and so starts a flush, takes the awaited path.
-        if !matches!(self.room(&st, len), Room::Ready)
-            || st.buffer.len_bytes() + len >= self.config.write_buffer_bytes
-        {
-            return Err(payload);
-        }
         self.append_put(&mut st, ns, partition, key, kind, payload, len);
         Ok(Ok(()))
+    }
+
+    /// The admission rules of a write, in the order `put` applies them:
+    /// the record's bounds (`check_bounds`), then whether the store takes
+    /// writes (`check_writable`), then whether it can be appended at once
+    /// (`Admission::Now`: it fits the buffer and the active segment, as
+    /// `with_room` finds, and does not fill the buffer, so `after_append`
+    /// starts no flush) or must wait (`Admission::Wait`). Both give the
+    /// record's length.
+    fn admit(&self, st: &State<D>, key: &[u8], payload: &[u8]) -> Result<Admission, StorageError> {
+        let len = self.check_bounds(key, payload)?;
+        st.check_writable()?;
+        if matches!(self.room(st, len), Room::Ready)
+            && st.buffer.len_bytes() + len < self.config.write_buffer_bytes
+        {
+            Ok(Admission::Now(len))
+        } else {
+            Ok(Admission::Wait(len))
+        }
     }
 
     /// Appends a value or tombstone record of `len` bytes (`check_bounds`)
@@ -896,8 +930,8 @@ impl<D: Disk> Store<D> {
         partition: u32,
         key: &[u8],
     ) -> Result<(), StorageError> {
-        let len = self.check_bounds(key, &[])?;
-        self.state.borrow().check_writable()?;
+        let (Admission::Now(len) | Admission::Wait(len)) =
+            self.admit(&self.state.borrow(), key, &[])?;
         let lsn = self
             .with_room(len, |st| {
                 let seq = st.next_seq;
@@ -1114,6 +1148,43 @@ impl<D: Disk> Store<D> {
     pub async fn flush(&self) -> Result<(), StorageError> {
         let _io = self.io_lock.lock().await;
         self.flush_locked().await
+    }
+
+    /// The flush the runtime's timer starts once `flush_due` says so. With no write in
+    /// flight it is `flush` (the partial last block padded, the write waited for). While
+    /// writes started by full buffers (whole blocks, `flush_behind`) are in flight it
+    /// neither pads nor waits for them: a padded write would make the next flush wait
+    /// for every write up to it (they share a block), and waiting here would hold
+    /// `io_lock`, and so the writers, until the pipeline drained. It applies the writes
+    /// that have completed, starts one more write of the whole blocks nobody issued yet
+    /// (as a full buffer's flush does: it waits for the oldest write only when
+    /// `flushes_in_flight_max` are in flight), and restarts the interval; the partial
+    /// last block goes out with the next flush, at the latest the timer's next one
+    /// after the writes in flight complete (docs/storage.md §4).
+    pub async fn flush_for_interval(&self) -> Result<(), StorageError> {
+        {
+            let _io = self.io_lock.lock().await;
+            self.reap_completed_locked().await?;
+            if self.inflight.borrow().is_empty() {
+                return self.flush_locked().await;
+            }
+            let whole = {
+                let st = self.state.borrow();
+                if st.appended_lsn == st.issued_lsn {
+                    0
+                } else {
+                    st.buffer.whole_prefix_bytes(self.align_bytes)
+                }
+            };
+            if whole > 0 {
+                self.start_flush_locked(false).await?;
+            }
+            self.dirty_since.set(Some(Instant::now()));
+        }
+        if !self.inflight.borrow().is_empty() {
+            self.disk.submit_queued().await;
+        }
+        Ok(())
     }
 
     /// Flushes and waits for the write (caller holds `io_lock`).
