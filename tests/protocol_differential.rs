@@ -9,7 +9,11 @@
 //! never meet and which `deliberately_stricter_*` pins down.
 //!
 //! Replies: the hand-written frames decode through `decode_response` to the
-//! same value as the `FlatBufferBuilder` ones.
+//! same value as the `FlatBufferBuilder` ones. The load generator's lean
+//! reader (`inspect_response`) answers every payload `compare_responses`
+//! sees exactly when `decode_response` accepts it as a Pong, Put, Delete or
+//! Get reply, and then says the same id, found flag, sibling count and
+//! context (`check_inspect`).
 //!
 //! Request frames: the hand-written writer's (`encode_request`,
 //! `encode_request_ref`) decode through both request readers to the input,
@@ -26,9 +30,10 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use dynakv::protocol::{
     decode_request, decode_request_generic, decode_response, decode_response_generic,
-    encode_request, encode_request_ref, Encoder, ErrorCode, FrameDecoder, Limits, ProtocolError,
-    ProtocolErrorKind, Quorum, Request, RequestFrame, RequestRef, Response, RoutingNode,
-    RoutingTable, Sibling, FRAME_LENGTH_BYTES, KEY_BYTES_MAX, REPLICAS_MAX, R_ALL,
+    encode_request, encode_request_ref, inspect_response, Encoder, ErrorCode, FrameDecoder, Limits,
+    ProtocolError, ProtocolErrorKind, Quorum, Request, RequestFrame, RequestRef, Response,
+    ResponseView, RoutingNode, RoutingTable, Sibling, FRAME_LENGTH_BYTES, KEY_BYTES_MAX,
+    REPLICAS_MAX, R_ALL,
 };
 use proptest::prelude::*;
 
@@ -92,8 +97,59 @@ fn compare(payload: &[u8], limits: &Limits) -> Verdict {
 /// `decode_response_generic`.
 fn compare_responses(payload: &[u8], limits: &Limits) -> Verdict {
     let hand = decode_response(Bytes::copy_from_slice(payload), limits);
+    check_inspect(payload, limits, &hand);
     let generic = decode_response_generic(Bytes::copy_from_slice(payload), limits);
     judge(hand, generic, |(id, _)| *id, payload)
+}
+
+/// The lean reader against `decoded`, the full decoder's answer for
+/// `payload`: a view exactly for an accepted Pong, Put, Delete or Get
+/// reply, agreeing with it.
+fn check_inspect(
+    payload: &[u8],
+    limits: &Limits,
+    decoded: &Result<(u64, Response), ProtocolError>,
+) {
+    let view = inspect_response(payload, limits);
+    let expected = match decoded {
+        Ok((id, Response::Pong)) => Some((*id, ResponseView::Pong)),
+        Ok((id, Response::Delete)) => Some((*id, ResponseView::Delete)),
+        Ok((id, Response::Put { context })) => {
+            let Some((_, ResponseView::Put { context: range })) = &view else {
+                panic!("lean reader gave {view:?} for {decoded:?}: {payload:?}");
+            };
+            assert_eq!(&payload[range.clone()], &context[..], "{payload:?}");
+            Some((
+                *id,
+                ResponseView::Put {
+                    context: range.clone(),
+                },
+            ))
+        }
+        Ok((
+            id,
+            Response::Get {
+                found,
+                siblings,
+                context,
+            },
+        )) => {
+            let Some((_, ResponseView::Get { context: range, .. })) = &view else {
+                panic!("lean reader gave {view:?} for {decoded:?}: {payload:?}");
+            };
+            assert_eq!(&payload[range.clone()], &context[..], "{payload:?}");
+            Some((
+                *id,
+                ResponseView::Get {
+                    found: *found,
+                    siblings: siblings.len(),
+                    context: range.clone(),
+                },
+            ))
+        }
+        Ok((_, Response::Error { .. } | Response::RoutingTable(_))) | Err(_) => None,
+    };
+    assert_eq!(view, expected, "lean reader vs {decoded:?}: {payload:?}");
 }
 
 /// The contract between a hand-written decoder's answer and the generic
@@ -1390,4 +1446,66 @@ fn routing_slot_counts_toward_the_apparent_size() {
     // accepted above.
     assert_eq!(verdicts.first(), Some(&Verdict::BothRejected));
     assert_eq!(verdicts.last(), Some(&Verdict::BothAccepted));
+}
+
+#[test]
+fn lean_reader_agrees_at_the_limits() {
+    // Get replies at and just past each bound the lean reader must apply
+    // itself (siblings, a value, the context), and a miss: `check_inspect`
+    // (inside `compare_responses`) holds it to `decode_response` for each.
+    let limits = small_limits();
+    let get = |found: bool, siblings: usize, value: usize, context: usize| Response::Get {
+        found,
+        siblings: (0..siblings)
+            .map(|index| Sibling {
+                tombstone: index == 1,
+                value: Bytes::from(vec![index as u8; value]),
+            })
+            .collect(),
+        context: Bytes::from(vec![7; context]),
+    };
+    let mut accepted = 0;
+    let mut refused = 0;
+    for response in [
+        get(true, limits.siblings_max, 3, 5),
+        get(true, limits.siblings_max + 1, 3, 5),
+        get(true, 2, limits.value_bytes_max, 5),
+        get(true, 2, limits.value_bytes_max + 1, 5),
+        get(true, 1, 3, limits.context_bytes_max),
+        get(true, 1, 3, limits.context_bytes_max + 1),
+        get(false, 0, 0, 0),
+        Response::Put {
+            context: Bytes::from(vec![9; limits.context_bytes_max]),
+        },
+        Response::Put {
+            context: Bytes::from(vec![9; limits.context_bytes_max + 1]),
+        },
+        Response::Put {
+            context: Bytes::new(),
+        },
+        Response::Pong,
+        Response::Delete,
+        Response::Error {
+            code: ErrorCode::Timeout,
+            message: "late".to_owned(),
+            acks: 1,
+            routing: None,
+        },
+    ] {
+        let mut out = Vec::new();
+        Encoder::new().encode_response(12, &response, &mut out);
+        let payload = out.split_off(FRAME_LENGTH_BYTES);
+        compare_responses(&payload, &limits);
+        match inspect_response(&payload, &limits) {
+            Some((id, _)) => {
+                assert_eq!(id, 12);
+                accepted += 1;
+            }
+            None => refused += 1,
+        }
+    }
+    // The five at or under their bounds, the miss, the three small replies
+    // (Put twice, Pong, Delete): seen; the four over a bound and the error
+    // reply: left to the full decoder.
+    assert_eq!((accepted, refused), (8, 5));
 }

@@ -34,7 +34,7 @@ use crate::codec::{Codec, Outcome, Reply, Request};
 use crate::rng::Rng;
 use crate::stats::{new_histogram, RunStats};
 use crate::workload::{cart_merge, write_key, KeySpace, Op, OpGenerator, OpKind, KEY_BYTES};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use io_uring::{opcode, types, IoUring};
 use std::cmp::Reverse;
@@ -248,8 +248,41 @@ pub struct Engine {
     /// client would. Without it every put would be a blind write, which in a
     /// Dynamo store adds a sibling (§4.4), and a long update-heavy run would
     /// pile siblings up to the server's bound. Bounded by
-    /// `CONTEXT_CACHE_ENTRIES_MAX`; cleared when full.
-    contexts: Option<HashMap<u64, Bytes>>,
+    /// `CONTEXT_CACHE_ENTRIES_MAX`; cleared when full. A key's entry is
+    /// overwritten in place, so a steady run allocates nothing here.
+    contexts: Option<HashMap<u64, Vec<u8>, KeyHasher>>,
+    /// A read-modify-write's context between its get and its put, reused.
+    context_buf: Vec<u8>,
+}
+
+/// Hashes the context cache's keys (the tool's own key indices, not
+/// adversarial input) with one multiply instead of SipHash.
+#[derive(Clone, Copy, Default)]
+struct KeyHasher;
+
+impl std::hash::BuildHasher for KeyHasher {
+    type Hasher = KeyHash;
+    fn build_hasher(&self) -> KeyHash {
+        KeyHash(0)
+    }
+}
+
+struct KeyHash(u64);
+
+impl std::hash::Hasher for KeyHash {
+    fn finish(&self) -> u64 {
+        // The high bits of a product by an odd constant mix every input
+        // bit; the rotation brings them down to where hashbrown looks.
+        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(26)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8)) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
 }
 
 /// The most keys whose context one thread remembers.
@@ -305,7 +338,7 @@ impl Engine {
             .first()
             .map(|s: &Socket| s.codec.ordered())
             .unwrap_or(true);
-        let contexts = (!ordered).then(HashMap::new);
+        let contexts = (!ordered).then(|| HashMap::with_hasher(KeyHasher));
         let live_clients = client_list.len();
         Ok(Engine {
             setup,
@@ -327,6 +360,7 @@ impl Engine {
             value_buf: Vec::new(),
             in_load: false,
             contexts,
+            context_buf: Vec::new(),
         })
     }
 
@@ -565,13 +599,18 @@ impl Engine {
                 client: c,
                 measured,
             };
-            let context = match (&self.contexts, op.kind) {
+            // Lent out of `self` for the send, which does not touch it, so
+            // the context is encoded straight from the cache.
+            let contexts = self.contexts.take();
+            let context = match (&contexts, op.kind) {
                 (Some(cache), OpKind::Put) if phase.kind == PhaseKind::Run => {
-                    cache.get(&op.key).cloned()
+                    cache.get(&op.key).map(Vec::as_slice)
                 }
                 _ => None,
             };
-            if !self.send_request(pending, request_kind, None, context.as_deref()) {
+            let sent = self.send_request(pending, request_kind, None, context);
+            self.contexts = contexts;
+            if !sent {
                 self.unreachable(pending);
                 return;
             }
@@ -914,7 +953,7 @@ impl Engine {
             && pending.op.is_read_modify_write()
             && matches!(reply.outcome, Outcome::Hit { .. } | Outcome::Miss)
         {
-            self.continue_read_modify_write(pending, &reply, now);
+            self.continue_read_modify_write(s, pending, &reply, now);
             return;
         }
         self.stats.completions += 1;
@@ -923,13 +962,23 @@ impl Engine {
             self.stats
                 .record_error(reply.error.as_deref().unwrap_or("unknown"));
         }
-        if let (Some(cache), Some(context)) = (&mut self.contexts, &reply.context) {
+        if let (Some(cache), Some(context)) = (&mut self.contexts, self.sockets[s].codec.context())
+        {
             if !context.is_empty() && pending.op != OpKind::Ping {
-                if cache.len() >= CONTEXT_CACHE_ENTRIES_MAX {
-                    cache.clear();
+                // A copy: a slice would pin the whole receive buffer it came
+                // in. An existing entry is overwritten in place.
+                match cache.get_mut(&pending.key) {
+                    Some(cached) => {
+                        cached.clear();
+                        cached.extend_from_slice(context);
+                    }
+                    None => {
+                        if cache.len() >= CONTEXT_CACHE_ENTRIES_MAX {
+                            cache.clear();
+                        }
+                        cache.insert(pending.key, context.to_vec());
+                    }
                 }
-                // A copy: a slice would pin the whole receive buffer it came in.
-                cache.insert(pending.key, Bytes::copy_from_slice(context));
             }
         }
         if phase.kind == PhaseKind::Load {
@@ -968,7 +1017,9 @@ impl Engine {
 
     /// Sends the put of a read-modify-write on the same client, keeping its
     /// pipeline slot and its intended time, so the latency covers both trips.
-    fn continue_read_modify_write(&mut self, pending: Pending, reply: &Reply, now: u64) {
+    /// `s` is the socket the get's reply came on (its codec holds the
+    /// context).
+    fn continue_read_modify_write(&mut self, s: usize, pending: Pending, reply: &Reply, now: u64) {
         let mut value = std::mem::take(&mut self.value_buf);
         value.clear();
         if pending.op == OpKind::Cart {
@@ -989,19 +1040,28 @@ impl Engine {
             sent_ns: now,
             ..pending
         };
-        let context = reply.context.as_deref();
+        let mut context = std::mem::take(&mut self.context_buf);
+        context.clear();
+        let has_context = match self.sockets[s].codec.context() {
+            Some(c) => {
+                context.extend_from_slice(c);
+                true
+            }
+            None => false,
+        };
         let sent = self.send_request(
             next,
             RequestKind::Put {
                 value_bytes: value.len() as u32,
             },
             Some(&value),
-            context,
+            has_context.then_some(&context[..]),
         );
         if !sent {
             self.unreachable(next);
         }
         self.value_buf = value;
+        self.context_buf = context;
     }
 
     fn finish_slot(&mut self, c: u32) {

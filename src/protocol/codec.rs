@@ -518,7 +518,7 @@ pub fn decode_request_generic(
 }
 
 /// The generic verifier's table bound for a response under `limits`.
-fn response_tables_max(limits: &Limits) -> usize {
+pub(super) fn response_tables_max(limits: &Limits) -> usize {
     RESPONSE_TABLES_FIXED_MAX
         .saturating_add(limits.siblings_max)
         .saturating_add(limits.nodes_max)

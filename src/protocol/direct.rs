@@ -43,7 +43,8 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use super::codec::{
-    context_of, key_of, quorum_field, DEPTH_MAX, REQUEST_TABLES_MAX, RESPONSE_TABLES_FIXED_MAX,
+    context_of, key_of, quorum_field, response_tables_max, DEPTH_MAX, REQUEST_TABLES_MAX,
+    RESPONSE_TABLES_FIXED_MAX,
 };
 use super::frame::FRAME_LENGTH_BYTES;
 use super::generated::wire;
@@ -562,8 +563,11 @@ enum Reply {
     },
     Get {
         found: bool,
-        /// Each sibling's tombstone flag and value.
-        siblings: Vec<(bool, Range<usize>)>,
+        /// How many siblings the reply holds (each went to the caller's
+        /// `SiblingSink` as it was verified).
+        siblings: usize,
+        /// The length of the first sibling value over the limit, if any.
+        oversized: Option<usize>,
         context: Range<usize>,
     },
     Error {
@@ -592,6 +596,8 @@ fn read_reply(
     tag: u8,
     field: usize,
     max_tables: usize,
+    limits: &Limits,
+    sink: &mut impl SiblingSink,
 ) -> Result<Option<Reply>, Fault> {
     Ok(Some(match wire::ResponseBody(tag) {
         wire::ResponseBody::PongReply => {
@@ -611,7 +617,8 @@ fn read_reply(
         wire::ResponseBody::GetReply => {
             let get = reader.table_field(field)?;
             let found = reader.u8_field(get, 4)? != 0;
-            let mut siblings = Vec::new();
+            let mut siblings = 0;
+            let mut oversized = None;
             if let Some(values) = reader.field(get, 6, OFFSET_BYTES)? {
                 // A vector of uoffsets, each to a Sibling table.
                 let vector = reader.follow(values)?;
@@ -628,16 +635,22 @@ fn read_reply(
                         position: vector,
                     });
                 }
-                siblings.reserve_exact(length);
+                sink.reserve(length);
                 for index in 0..length {
                     let sibling = reader.table_field(start + index * OFFSET_BYTES)?;
                     let tombstone = reader.u8_field(sibling, 4)? != 0;
-                    siblings.push((tombstone, reader.bytes_field(sibling, 6)?));
+                    let value = reader.bytes_field(sibling, 6)?;
+                    if oversized.is_none() && value.len() > limits.value_bytes_max {
+                        oversized = Some(value.len());
+                    }
+                    sink.push(tombstone, value);
                 }
+                siblings = length;
             }
             Reply::Get {
                 found,
                 siblings,
+                oversized,
                 context: reader.bytes_field(get, 8)?,
             }
         }
@@ -699,6 +712,8 @@ fn read_response_body(
     reader: &mut Reader<'_>,
     header: Table,
     max_tables: usize,
+    limits: &Limits,
+    sink: &mut impl SiblingSink,
 ) -> Result<Option<Reply>, Fault> {
     let root = reader.strict(header)?;
     if let Some(field) = reader.entry(root, 4) {
@@ -711,7 +726,7 @@ fn read_response_body(
         (None, None) => Ok(Some(Reply::Unknown(wire::ResponseBody::NONE.0))),
         (Some(tag), Some(value)) => {
             let tag = reader.u8_at(tag)?;
-            read_reply(reader, tag, value, max_tables)
+            read_reply(reader, tag, value, max_tables, limits, sink)
         }
         (Some(position), None) | (None, Some(position)) => Err(Fault {
             what: "union tag and value not both present",
@@ -730,16 +745,48 @@ fn slice_of(frame: &Bytes, range: Range<usize>) -> Bytes {
     }
 }
 
-/// Decodes one response frame; see `codec::decode_response`, whose
-/// contract this keeps. `max_tables` is the generic verifier's table bound
-/// for responses under `limits`. Values and contexts share `frame`'s
-/// memory. Returns `None` for a routing table or an error reply carrying
-/// one, which the caller decodes on the generic path.
-pub(super) fn decode_response(
-    frame: &Bytes,
+/// Where the response reader hands each verified sibling (its tombstone
+/// flag and the range of its value in the frame), in wire order, as it
+/// reads it; `reserve` comes first with the count. The full decoder
+/// collects them; the bench's lean reader needs only the count.
+trait SiblingSink {
+    fn reserve(&mut self, count: usize);
+    fn push(&mut self, tombstone: bool, value: Range<usize>);
+}
+
+/// Discards the siblings (the reply keeps their count).
+impl SiblingSink for () {
+    fn reserve(&mut self, _count: usize) {}
+    fn push(&mut self, _tombstone: bool, _value: Range<usize>) {}
+}
+
+/// Collects the siblings as `Sibling`s sharing `frame`'s memory.
+struct Collect<'frame> {
+    frame: &'frame Bytes,
+    siblings: Vec<Sibling>,
+}
+
+impl SiblingSink for Collect<'_> {
+    fn reserve(&mut self, count: usize) {
+        self.siblings.reserve_exact(count);
+    }
+    fn push(&mut self, tombstone: bool, value: Range<usize>) {
+        self.siblings.push(Sibling {
+            tombstone,
+            value: slice_of(self.frame, value),
+        });
+    }
+}
+
+/// Verifies one response frame and reads its reply, before the semantic
+/// checks: the structural half of `decode_response`, shared with
+/// `inspect_response`. `None` as `decode_response` returns it.
+fn verify_response(
+    frame: &[u8],
     limits: &Limits,
     max_tables: usize,
-) -> Option<Result<(u64, Response), ProtocolError>> {
+    sink: &mut impl SiblingSink,
+) -> Option<Result<(u64, Reply), ProtocolError>> {
     if frame.len() > limits.frame_bytes_max {
         return Some(Err(ProtocolError {
             id: None,
@@ -778,7 +825,7 @@ pub(super) fn decode_response(
         id: Some(id),
         kind: fault.kind(),
     };
-    let reply = match read_response_body(&mut reader, header, max_tables) {
+    let reply = match read_response_body(&mut reader, header, max_tables, limits, sink) {
         Ok(None) => return None,
         Ok(Some(reply)) => reply,
         Err(fault) => return Some(Err(malformed(fault))),
@@ -789,11 +836,81 @@ pub(super) fn decode_response(
             position: 0,
         })));
     }
-    Some(
-        reply_of(frame, reply, limits)
+    Some(Ok((id, reply)))
+}
+
+/// Decodes one response frame; see `codec::decode_response`, whose
+/// contract this keeps. `max_tables` is the generic verifier's table bound
+/// for responses under `limits`. Values and contexts share `frame`'s
+/// memory. Returns `None` for a routing table or an error reply carrying
+/// one, which the caller decodes on the generic path.
+pub(super) fn decode_response(
+    frame: &Bytes,
+    limits: &Limits,
+    max_tables: usize,
+) -> Option<Result<(u64, Response), ProtocolError>> {
+    let mut sink = Collect {
+        frame,
+        siblings: Vec::new(),
+    };
+    let decoded = verify_response(frame, limits, max_tables, &mut sink)?;
+    Some(decoded.and_then(|(id, reply)| {
+        reply_of(frame, reply, sink.siblings, limits)
             .map(|response| (id, response))
-            .map_err(|kind| ProtocolError { id: Some(id), kind }),
-    )
+            .map_err(|kind| ProtocolError { id: Some(id), kind })
+    }))
+}
+
+/// What a successful Pong, Put, Delete or Get reply says, read without
+/// allocating or taking a reference to the frame: ranges point into the
+/// frame that was inspected. For load generators that count replies
+/// (`dynakv-bench`); everything else goes through `decode_response`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResponseView {
+    Pong,
+    Delete,
+    Put {
+        /// The new version's causal context.
+        context: Range<usize>,
+    },
+    Get {
+        found: bool,
+        /// How many siblings the reply holds, tombstones included.
+        siblings: usize,
+        context: Range<usize>,
+    },
+}
+
+/// Reads one response frame (without its length prefix) as far as a load
+/// generator needs it: the request id and a [`ResponseView`], when
+/// [`decode_response`](super::decode_response) would return `Ok` with a
+/// Pong, Put, Delete or Get reply for the same frame (and the view then
+/// agrees with that reply: same id, found flag, sibling count, context
+/// bytes). `None` for everything else (error replies, routing tables,
+/// frames that fail verification or the limits), which the caller passes
+/// to `decode_response` for the exact reply or error. Makes the same
+/// checks as `decode_response`; `tests/protocol_differential.rs` holds the
+/// two to that.
+pub fn inspect_response(frame: &[u8], limits: &Limits) -> Option<(u64, ResponseView)> {
+    let (id, reply) = verify_response(frame, limits, response_tables_max(limits), &mut ())?.ok()?;
+    let context_fits = |context: &Range<usize>| context.len() <= limits.context_bytes_max;
+    let view = match reply {
+        Reply::Pong => ResponseView::Pong,
+        Reply::Delete => ResponseView::Delete,
+        Reply::Put { context } if context_fits(&context) => ResponseView::Put { context },
+        Reply::Get {
+            found,
+            siblings,
+            oversized: None,
+            context,
+        } if siblings <= limits.siblings_max && context_fits(&context) => ResponseView::Get {
+            found,
+            siblings,
+            context,
+        },
+        _ => return None,
+    };
+    Some((id, view))
 }
 
 /// The root table and its `id`, with only the checks the generic verifier
@@ -810,7 +927,13 @@ fn read_response_header(reader: &mut Reader<'_>) -> Result<(Table, u64), Fault> 
 }
 
 /// The semantic checks of a verified reply, in the generic path's order.
-fn reply_of(frame: &Bytes, reply: Reply, limits: &Limits) -> Result<Response, ProtocolErrorKind> {
+/// `siblings` are those the reader collected for a get reply.
+fn reply_of(
+    frame: &Bytes,
+    reply: Reply,
+    siblings: Vec<Sibling>,
+    limits: &Limits,
+) -> Result<Response, ProtocolErrorKind> {
     Ok(match reply {
         Reply::Pong => Response::Pong,
         Reply::Delete => Response::Delete,
@@ -819,33 +942,26 @@ fn reply_of(frame: &Bytes, reply: Reply, limits: &Limits) -> Result<Response, Pr
         },
         Reply::Get {
             found,
-            siblings,
+            siblings: count,
+            oversized,
             context,
         } => {
-            if siblings.len() > limits.siblings_max {
+            debug_assert_eq!(count, siblings.len());
+            if count > limits.siblings_max {
                 return Err(ProtocolErrorKind::TooManySiblings {
-                    count: siblings.len(),
+                    count,
                     max: limits.siblings_max,
                 });
             }
-            if let Some((_, value)) = siblings
-                .iter()
-                .find(|(_, value)| value.len() > limits.value_bytes_max)
-            {
+            if let Some(bytes) = oversized {
                 return Err(ProtocolErrorKind::ValueTooLarge {
-                    bytes: value.len(),
+                    bytes,
                     max: limits.value_bytes_max,
                 });
             }
             Response::Get {
                 found,
-                siblings: siblings
-                    .into_iter()
-                    .map(|(tombstone, value)| Sibling {
-                        tombstone,
-                        value: slice_of(frame, value),
-                    })
-                    .collect(),
+                siblings,
                 context: context_of(slice_of(frame, context), limits)?,
             }
         }

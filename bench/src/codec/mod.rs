@@ -52,8 +52,10 @@ pub enum Outcome {
     ErrorReply,
 }
 
-/// A decoded reply. Values and the context are only filled when the caller
-/// asked to capture them (read-modify-write needs them; plain gets do not).
+/// A decoded reply. Values are only filled when the caller asked to capture
+/// them (read-modify-write needs them; plain gets do not). A dynakv get or
+/// put reply's causal context stays in the codec ([`Codec::context`]),
+/// copied out of the receive buffer without an allocation.
 #[derive(Clone, Debug)]
 pub struct Reply {
     /// The request id it answers, for protocols whose replies may come out of
@@ -61,7 +63,6 @@ pub struct Reply {
     pub id: Option<u64>,
     pub outcome: Outcome,
     pub values: Vec<Bytes>,
-    pub context: Option<Bytes>,
     /// For an error reply, what the server said (`CODE message`), so the
     /// report can say which errors occurred.
     pub error: Option<String>,
@@ -119,7 +120,6 @@ pub fn take_scanned(buf: &mut BytesMut, scanned: Scanned, capture: bool) -> Repl
         id: None,
         outcome: scanned.outcome,
         values,
-        context: None,
         error,
     }
 }
@@ -161,6 +161,16 @@ impl Codec {
             Codec::Resp => resp::encode(request, out),
             Codec::Memcache => memcache::encode(request, out),
             Codec::Dynakv(codec) => codec.encode(id, request, out),
+        }
+    }
+
+    /// The causal context of the reply `decode` returned last, for a dynakv
+    /// get or put reply (possibly empty); `None` for any other reply and for
+    /// the protocols without contexts.
+    pub fn context(&self) -> Option<&[u8]> {
+        match self {
+            Codec::Resp | Codec::Memcache => None,
+            Codec::Dynakv(codec) => codec.context(),
         }
     }
 
