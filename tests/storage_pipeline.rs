@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 use dynakv::storage::{
     block_on, CrashMode, Durability, MemDisk, Namespace, RecordKind, StorageError, Store,
@@ -341,7 +342,7 @@ fn the_interval_flush_does_not_wait_for_writes_in_flight() {
     }
     let held = disk.held_writes();
     let flushes = store.stats().flushes;
-    drive(store.flush_for_interval(), || {
+    drive(store.flush_for_interval(Instant::now()), || {
         panic!("the interval flush waited for a held write")
     })
     .unwrap();
@@ -361,7 +362,7 @@ fn the_interval_flush_does_not_wait_for_writes_in_flight() {
     // it (a padded write would share their first block, and be waited for).
     put(&store, n, Durability::Buffered).unwrap();
     n += 1;
-    drive(store.flush_for_interval(), || {
+    drive(store.flush_for_interval(Instant::now()), || {
         panic!("the second interval flush waited for a held write")
     })
     .unwrap();
@@ -381,7 +382,7 @@ fn the_interval_flush_does_not_wait_for_writes_in_flight() {
     // The writes complete; the next interval flush writes the rest (padded) and waits.
     release_all(&disk);
     disk.hold_writes(false);
-    block_on(store.flush_for_interval()).unwrap();
+    block_on(store.flush_for_interval(Instant::now())).unwrap();
     assert_eq!(store.stats().buffered_bytes, 0, "everything flushed");
     assert_all_readable(&store, 0..n, "after the writes completed");
     store.check_invariants();

@@ -1954,7 +1954,7 @@ impl ShardState {
             }
             // Does not wait for (or pad behind) writes that full buffers
             // already have in flight (`Store::flush_for_interval`).
-            if let Err(e) = self.store.flush_for_interval().await {
+            if let Err(e) = self.store.flush_for_interval(Instant::now()).await {
                 log::warning!(error = %e, "write-buffer flush failed");
                 // The buffer stays dirty: try again one interval later, not at once.
                 glommio::timer::sleep(interval).await;

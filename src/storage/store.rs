@@ -1160,8 +1160,9 @@ impl<D: Disk> Store<D> {
     /// (as a full buffer's flush does: it waits for the oldest write only when
     /// `flushes_in_flight_max` are in flight), and restarts the interval; the partial
     /// last block goes out with the next flush, at the latest the timer's next one
-    /// after the writes in flight complete (docs/storage.md §4).
-    pub async fn flush_for_interval(&self) -> Result<(), StorageError> {
+    /// after the writes in flight complete (docs/storage.md §4). `now`: the time the
+    /// interval restarts from (as `flush_due`'s).
+    pub async fn flush_for_interval(&self, now: Instant) -> Result<(), StorageError> {
         {
             let _io = self.io_lock.lock().await;
             self.reap_completed_locked().await?;
@@ -1179,7 +1180,7 @@ impl<D: Disk> Store<D> {
             if whole > 0 {
                 self.start_flush_locked(false).await?;
             }
-            self.dirty_since.set(Some(Instant::now()));
+            self.dirty_since.set(Some(now));
         }
         if !self.inflight.borrow().is_empty() {
             self.disk.submit_queued().await;
