@@ -396,28 +396,27 @@ impl AntiEntropy {
         let Some(state) = self.partitions.get_mut(&partition) else {
             return;
         };
-        let contribution = |entry: &Option<Entry>| match entry {
-            Some(entry) if entry.live => entry_hash(key, entry.version_hash),
-            _ => 0,
+        write_finished_in(state, || now_ms, leaf, key, old, new);
+    }
+
+    /// `write_started_at` and `write_finished_at` of a write that finished
+    /// without waiting, with one look-up of the partition; `now_ms` is
+    /// asked only when a tombstone's time is kept.
+    pub fn write_done_at(
+        &mut self,
+        now_ms: impl FnOnce() -> u64,
+        partition: u32,
+        leaf: u16,
+        key: &[u8],
+        old: Option<Option<Entry>>,
+        new: Result<Option<Entry>, ()>,
+    ) {
+        debug_assert_eq!(leaf, key_leaf(key));
+        let Some(state) = self.partitions.get_mut(&partition) else {
+            return;
         };
-        let delta = match (&old, &new) {
-            (Some(old), Ok(new)) => Some(contribution(old) ^ contribution(new)),
-            _ => None,
-        };
-        state.tree.write_finished(leaf, delta);
-        match new {
-            Ok(Some(entry)) if !entry.live => {
-                if state.tombstones.len() < TOMBSTONES_TRACKED_MAX
-                    || state.tombstones.contains_key(key)
-                {
-                    state.tombstones.insert(Bytes::copy_from_slice(key), now_ms);
-                }
-            }
-            Ok(_) => {
-                state.tombstones.remove(key);
-            }
-            Err(()) => {}
-        }
+        state.tree.write_started(leaf);
+        write_finished_in(state, now_ms, leaf, key, old, new);
     }
 
     /// The store holds a damaged record of `key`: ask every other primary
@@ -1124,5 +1123,43 @@ impl AntiEntropy {
                 }
             }
         }
+    }
+}
+
+/// The tree's and the tombstone list's part of `write_finished_at`, for a
+/// partition's state; `now_ms` is asked only when a tombstone's time is
+/// kept. With no tombstone tracked, a live write has none to forget.
+fn write_finished_in(
+    state: &mut PartitionState,
+    now_ms: impl FnOnce() -> u64,
+    leaf: u16,
+    key: &[u8],
+    old: Option<Option<Entry>>,
+    new: Result<Option<Entry>, ()>,
+) {
+    let contribution = |entry: &Option<Entry>| match entry {
+        Some(entry) if entry.live => entry_hash(key, entry.version_hash),
+        _ => 0,
+    };
+    let delta = match (&old, &new) {
+        (Some(old), Ok(new)) => Some(contribution(old) ^ contribution(new)),
+        _ => None,
+    };
+    state.tree.write_finished(leaf, delta);
+    match new {
+        Ok(Some(entry)) if !entry.live => {
+            if state.tombstones.len() < TOMBSTONES_TRACKED_MAX || state.tombstones.contains_key(key)
+            {
+                state
+                    .tombstones
+                    .insert(Bytes::copy_from_slice(key), now_ms());
+            }
+        }
+        Ok(_) => {
+            if !state.tombstones.is_empty() {
+                state.tombstones.remove(key);
+            }
+        }
+        Err(()) => {}
     }
 }

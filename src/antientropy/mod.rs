@@ -371,13 +371,12 @@ pub fn perform_write_observed_now<D: Disk>(
     };
     // No await between the two: nothing can observe the leaf in between.
     let leaf = key_leaf(&key);
-    let mut aae = aae.borrow_mut();
-    aae.write_started_at(partition, leaf);
     let outcome = match &result {
         Ok(()) => Ok(new),
         Err(_) => Err(()),
     };
-    aae.write_finished_at(now(), partition, leaf, &key, Some(old), outcome);
+    aae.borrow_mut()
+        .write_done_at(now, partition, leaf, &key, Some(old), outcome);
     Ok(result.map(|()| crate::replica::IoResult::Done))
 }
 

@@ -545,6 +545,17 @@ fn a_write_finished_in_place_keeps_the_tree_as_the_machine_path_does() {
                 .1
                 .unwrap();
         }
+        // Before any exchange could mend a difference: the same tree and
+        // the same tombstones tracked, whichever path wrote.
+        let (a, b) = (cluster.nodes[0].aae.borrow(), cluster.nodes[1].aae.borrow());
+        assert!(a.root(PARTITION).is_some(), "round {round}");
+        assert_eq!(a.root(PARTITION), b.root(PARTITION), "round {round}");
+        assert_eq!(
+            a.tombstones_tracked(),
+            b.tombstones_tracked(),
+            "round {round}"
+        );
+        drop((a, b));
         cluster.run_for(400);
     }
     assert!(in_place > 150, "most writes finish in place: {in_place}");

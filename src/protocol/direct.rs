@@ -1395,6 +1395,10 @@ pub(super) fn encode_reply(id: u64, response: &Response, out: &mut Vec<u8>) -> b
         }
         | Response::RoutingTable(_) => return false,
     };
+    if let Response::Put { context } = response {
+        encode_put_reply(id, context, out);
+        return true;
+    }
     let frame_start = out.len();
     out.reserve(FRAME_LENGTH_BYTES + 64 + payload_bytes(response));
     out.extend_from_slice(&[0; FRAME_LENGTH_BYTES]);
@@ -1411,16 +1415,7 @@ pub(super) fn encode_reply(id: u64, response: &Response, out: &mut Vec<u8>) -> b
             w.point(body);
             w.table(body_vtable);
         }
-        Response::Put { context } => {
-            // PutReply: context at 4.
-            let body_vtable = w.vtable(8, &[4]);
-            let body = response_table(&mut w, root, response_vtable, id, body_type);
-            w.point(body);
-            w.table(body_vtable);
-            let context_field = w.uoffset();
-            w.point(context_field);
-            w.bytes(context, false);
-        }
+        Response::Put { .. } => unreachable!("written from its template above"),
         Response::Get {
             found,
             siblings,
@@ -1464,6 +1459,103 @@ pub(super) fn encode_reply(id: u64, response: &Response, out: &mut Vec<u8>) -> b
     let length = u32::try_from(out.len() - base).expect("an encoded message fits a u32 length");
     out[frame_start..base].copy_from_slice(&length.to_le_bytes());
     true
+}
+
+/// Bytes of a put reply's flatbuffer before its context token's bytes.
+const PUT_REPLY_HEAD_BYTES: usize = 60;
+/// Where a put reply's request id and context length go, in its flatbuffer.
+const PUT_REPLY_ID_AT: usize = 32;
+const PUT_REPLY_CONTEXT_LENGTH_AT: usize = 56;
+
+/// A put reply's flatbuffer up to its context token, with the id and the
+/// token's length left 0. The layout is `Writer`'s (see above) and depends
+/// on nothing else, so it is fixed: root uoffset (28); the Response vtable
+/// (10 bytes: inline 20, id at 4, body_type at 16, body at 12); the
+/// PutReply vtable (6 bytes: inline 8, context at 4); 8 bytes of padding;
+/// the Response table at 28 (soffset 24, id, body uoffset 8, body type, 3
+/// bytes padding); the PutReply table at 48 (soffset 34, context uoffset
+/// 4); the context's length at 56. `tests::put_reply_template_is_the_writers`
+/// checks it against `Writer`'s frame.
+const PUT_REPLY_HEAD: [u8; PUT_REPLY_HEAD_BYTES] = [
+    28,
+    0,
+    0,
+    0, // root uoffset -> Response table at 28
+    10,
+    0,
+    20,
+    0,
+    4,
+    0,
+    16,
+    0,
+    12,
+    0, // Response vtable at 4
+    6,
+    0,
+    8,
+    0,
+    4,
+    0, // PutReply vtable at 14
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0, // padding: the table's id 8-aligned
+    24,
+    0,
+    0,
+    0, // Response table at 28: soffset to its vtable at 4
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0, // id
+    8,
+    0,
+    0,
+    0, // body uoffset -> PutReply table at 48
+    wire::ResponseBody::PutReply.0,
+    0,
+    0,
+    0, // body type, padding
+    34,
+    0,
+    0,
+    0, // PutReply table at 48: soffset to its vtable at 14
+    4,
+    0,
+    0,
+    0, // context uoffset -> its vector at 56
+    0,
+    0,
+    0,
+    0, // the context's length
+];
+
+/// Appends the frame of the put reply to request `id` with token `context`
+/// to `out`: the fixed head (`PUT_REPLY_HEAD`) with the id and length
+/// filled in, then the token. The bytes are those `Writer` would write.
+fn encode_put_reply(id: u64, context: &[u8], out: &mut Vec<u8>) {
+    let mut head = [0u8; FRAME_LENGTH_BYTES + PUT_REPLY_HEAD_BYTES];
+    let frame_bytes = u32::try_from(PUT_REPLY_HEAD_BYTES + context.len())
+        .expect("an encoded message fits a u32 length");
+    let context_bytes = context.len() as u32;
+    head[..FRAME_LENGTH_BYTES].copy_from_slice(&frame_bytes.to_le_bytes());
+    head[FRAME_LENGTH_BYTES..].copy_from_slice(&PUT_REPLY_HEAD);
+    let id_at = FRAME_LENGTH_BYTES + PUT_REPLY_ID_AT;
+    head[id_at..id_at + 8].copy_from_slice(&id.to_le_bytes());
+    let length_at = FRAME_LENGTH_BYTES + PUT_REPLY_CONTEXT_LENGTH_AT;
+    head[length_at..length_at + OFFSET_BYTES].copy_from_slice(&context_bytes.to_le_bytes());
+    out.reserve(head.len() + context.len());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(context);
 }
 
 /// Appends the frame of a get reply to request `id` to `out`, from the
@@ -1588,5 +1680,63 @@ fn payload_bytes(response: &Response) -> usize {
         Response::Put { context } => context.len() + 8,
         Response::Error { message, .. } => message.len() + 8,
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The put reply as `Writer` writes it, field by field: the reference
+    /// for `PUT_REPLY_HEAD`.
+    fn put_reply_by_writer(id: u64, context: &[u8], out: &mut Vec<u8>) {
+        let frame_start = out.len();
+        out.extend_from_slice(&[0; FRAME_LENGTH_BYTES]);
+        let base = out.len();
+        let mut w = Writer { out, base };
+        let root = w.uoffset();
+        // Response: id at 4, body at 12, body_type at 16.
+        let response_vtable = w.vtable(RESPONSE_TABLE_BYTES, &[4, 16, 12]);
+        // PutReply: context at 4.
+        let body_vtable = w.vtable(8, &[4]);
+        let body = response_table(
+            &mut w,
+            root,
+            response_vtable,
+            id,
+            wire::ResponseBody::PutReply,
+        );
+        w.point(body);
+        w.table(body_vtable);
+        let context_field = w.uoffset();
+        w.point(context_field);
+        w.bytes(context, false);
+        let length = (out.len() - base) as u32;
+        out[frame_start..base].copy_from_slice(&length.to_le_bytes());
+    }
+
+    #[test]
+    fn put_reply_template_is_the_writers() {
+        let mut rng = crate::test_rng::Rng(0x5eed_0004);
+        let mut cases = vec![
+            (0u64, 0usize),
+            (1, 1),
+            (u64::MAX, 27),
+            (0x0102_0304_0506_0708, 300),
+        ];
+        cases.extend((0..200).map(|_| (rng.next(), rng.below(70) as usize)));
+        for (id, context_len) in cases {
+            let context: Vec<u8> = (0..context_len).map(|_| rng.next() as u8).collect();
+            // After some bytes already in `out`, as in a connection's batch.
+            let prefix = (id % 7) as usize;
+            let mut expected = vec![0xa5; prefix];
+            put_reply_by_writer(id, &context, &mut expected);
+            let mut written = vec![0xa5; prefix];
+            let response = Response::Put {
+                context: Bytes::from(context.clone()),
+            };
+            assert!(encode_reply(id, &response, &mut written));
+            assert_eq!(written, expected, "id {id}, context of {context_len} bytes");
+        }
     }
 }
