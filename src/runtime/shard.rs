@@ -294,16 +294,7 @@ pub(crate) async fn run(
         &dir,
         &config.data_dir.join(format!("shard-{index}.incarnation")),
     )?;
-    let store_config = StoreConfig {
-        max_key_bytes: config.key_bytes_max,
-        max_value_bytes: config.value_bytes_max + 64 * 1024,
-        segment_size_bytes: config.segment_size_bytes,
-        write_buffer_bytes: config.write_buffer_bytes,
-        flush_interval: Duration::from_micros(config.flush_interval_us),
-        flushes_in_flight_max: config.flushes_in_flight_max,
-        compaction_dead_fraction: config.compaction_dead_fraction,
-        ..StoreConfig::default()
-    };
+    let store_config = store_config(&config);
     let started = Instant::now();
     let disk = GlommioDisk::new(&dir)
         .map_err(|e| format!("cannot use {}: {e}", dir.display()))?
@@ -2186,6 +2177,22 @@ fn reboxed<F: std::future::Future + 'static>(
     }
 }
 
+/// The store settings a shard opens its store with, from the server's.
+/// (A stored value is its sibling set: the limit leaves room for a set's
+/// clock and siblings around the largest accepted value.)
+fn store_config(config: &ServerConfig) -> StoreConfig {
+    StoreConfig {
+        max_key_bytes: config.key_bytes_max,
+        max_value_bytes: config.value_bytes_max + 64 * 1024,
+        segment_size_bytes: config.segment_size_bytes,
+        write_buffer_bytes: config.write_buffer_bytes,
+        flush_interval: Duration::from_micros(config.flush_interval_us),
+        flushes_in_flight_max: config.flushes_in_flight_max,
+        compaction_dead_fraction: config.compaction_dead_fraction,
+        ..StoreConfig::default()
+    }
+}
+
 /// Whether a put with `quorum` on a partition with these primaries is this
 /// node's to update in place (`ShardState::put_single_update`): this node is
 /// the only replica and the machine would wait for its write alone (N = W =
@@ -2259,6 +2266,30 @@ pub(crate) fn connection_allowed(shard: &ShardState) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_store_gets_the_servers_storage_options() {
+        let mut config = ServerConfig::default();
+        for (name, value) in [
+            ("key_bytes_max", "300"),
+            ("value_bytes_max", "5000"),
+            ("segment_size_bytes", "8388608"),
+            ("write_buffer_bytes", "131072"),
+            ("flush_interval_us", "2500"),
+            ("flushes_in_flight_max", "5"),
+            ("compaction_dead_fraction", "0.25"),
+        ] {
+            config.set(name, value).unwrap();
+        }
+        let store = store_config(&config);
+        assert_eq!(store.max_key_bytes, 300);
+        assert_eq!(store.max_value_bytes, 5000 + 64 * 1024);
+        assert_eq!(store.segment_size_bytes, 8_388_608);
+        assert_eq!(store.write_buffer_bytes, 131_072);
+        assert_eq!(store.flush_interval, Duration::from_micros(2500));
+        assert_eq!(store.flushes_in_flight_max, 5);
+        assert_eq!(store.compaction_dead_fraction, 0.25);
+    }
 
     #[test]
     fn only_a_put_whose_one_replica_is_this_node_is_done_in_place() {
