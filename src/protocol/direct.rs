@@ -1566,6 +1566,22 @@ fn encode_put_reply(id: u64, context: &[u8], out: &mut Vec<u8>) {
 /// `reserve`: about how many bytes the reply takes, to grow `out` once.
 pub fn encode_get_reply<'v>(
     id: u64,
+    mut values: impl ExactSizeIterator<Item = &'v [u8]>,
+    context: impl FnOnce(&mut Vec<u8>),
+    reserve: usize,
+    out: &mut Vec<u8>,
+) {
+    if values.len() == 1 {
+        let value = values.next().expect("one value");
+        encode_one_value_get_reply(id, value, context, reserve, out);
+        return;
+    }
+    encode_get_reply_written(id, values, context, reserve, out);
+}
+
+/// `encode_get_reply`, every field written by `Writer`.
+fn encode_get_reply_written<'v>(
+    id: u64,
     values: impl ExactSizeIterator<Item = &'v [u8]>,
     context: impl FnOnce(&mut Vec<u8>),
     reserve: usize,
@@ -1588,6 +1604,73 @@ pub fn encode_get_reply<'v>(
         values.map(|value| (false, value)),
         context,
     );
+    let length = u32::try_from(out.len() - base).expect("an encoded message fits a u32 length");
+    out[frame_start..base].copy_from_slice(&length.to_le_bytes());
+}
+
+/// Bytes of a one-value get reply's flatbuffer before the value's bytes:
+/// everything before the value has a fixed layout (`get_reply`'s, for one
+/// sibling), ending with the value's length.
+const ONE_VALUE_GET_HEAD_BYTES: usize = 96;
+/// Where the request id, the context's uoffset and the value's length go
+/// in that head.
+const ONE_VALUE_GET_ID_AT: usize = 40;
+const ONE_VALUE_GET_CONTEXT_FIELD_AT: usize = 64;
+const ONE_VALUE_GET_VALUE_LENGTH_AT: usize = 92;
+
+/// The head of a one-value get reply with id 0 and an empty value, written
+/// once by `Writer` (`get_reply`), so that its layout is `Writer`'s by
+/// construction; `tests::one_value_get_reply_is_the_writers` checks the
+/// patched frames against `Writer`'s.
+static ONE_VALUE_GET_HEAD: std::sync::LazyLock<[u8; ONE_VALUE_GET_HEAD_BYTES]> =
+    std::sync::LazyLock::new(|| {
+        let mut frame = Vec::new();
+        encode_get_reply_written(0, std::iter::once(&[][..]), |_| {}, 0, &mut frame);
+        let head = &frame[FRAME_LENGTH_BYTES..FRAME_LENGTH_BYTES + ONE_VALUE_GET_HEAD_BYTES];
+        head.try_into().expect("the head's length")
+    });
+
+/// `encode_get_reply` of exactly one value (nearly every get): the fixed
+/// head copied and patched (id, value length, the context's uoffset), then
+/// the value, padding, and the context token with its length.
+fn encode_one_value_get_reply(
+    id: u64,
+    value: &[u8],
+    context: impl FnOnce(&mut Vec<u8>),
+    reserve: usize,
+    out: &mut Vec<u8>,
+) {
+    let frame_start = out.len();
+    out.reserve(FRAME_LENGTH_BYTES + 64 + reserve);
+    let base = frame_start + FRAME_LENGTH_BYTES;
+    out.extend_from_slice(&[0; FRAME_LENGTH_BYTES]);
+    out.extend_from_slice(&ONE_VALUE_GET_HEAD[..]);
+    let value_length = u32::try_from(value.len()).expect("a frame fits a u32 length");
+    let patch = |out: &mut Vec<u8>, at: usize, bytes: &[u8]| {
+        out[base + at..base + at + bytes.len()].copy_from_slice(bytes);
+    };
+    patch(out, ONE_VALUE_GET_ID_AT, &id.to_le_bytes());
+    patch(
+        out,
+        ONE_VALUE_GET_VALUE_LENGTH_AT,
+        &value_length.to_le_bytes(),
+    );
+    out.extend_from_slice(value);
+    let padding = (out.len() - base).wrapping_neg() % OFFSET_BYTES;
+    out.resize(out.len() + padding, 0);
+    let context_at = out.len() - base;
+    let context_offset =
+        u32::try_from(context_at - ONE_VALUE_GET_CONTEXT_FIELD_AT).expect("a frame fits a u32");
+    patch(
+        out,
+        ONE_VALUE_GET_CONTEXT_FIELD_AT,
+        &context_offset.to_le_bytes(),
+    );
+    out.extend_from_slice(&[0; OFFSET_BYTES]);
+    let start = out.len();
+    context(out);
+    let context_length = u32::try_from(out.len() - start).expect("a frame fits a u32 length");
+    patch(out, context_at, &context_length.to_le_bytes());
     let length = u32::try_from(out.len() - base).expect("an encoded message fits a u32 length");
     out[frame_start..base].copy_from_slice(&length.to_le_bytes());
 }
@@ -1713,6 +1796,44 @@ mod tests {
         w.bytes(context, false);
         let length = (out.len() - base) as u32;
         out[frame_start..base].copy_from_slice(&length.to_le_bytes());
+    }
+
+    #[test]
+    fn one_value_get_reply_is_the_writers() {
+        let mut rng = crate::test_rng::Rng(0x5eed_0005);
+        let mut cases: Vec<(u64, usize, usize)> =
+            (0..=40).map(|len| (len as u64, len, len % 9)).collect();
+        cases.extend([(u64::MAX, 1000, 27), (0x0102_0304_0506_0708, 4096, 0)]);
+        cases.extend(
+            (0..300).map(|_| (rng.next(), rng.below(300) as usize, rng.below(70) as usize)),
+        );
+        for (id, value_len, context_len) in cases {
+            let value: Vec<u8> = (0..value_len).map(|_| rng.next() as u8).collect();
+            let context: Vec<u8> = (0..context_len).map(|_| rng.next() as u8).collect();
+            // After some bytes already in `out`, as in a connection's batch.
+            let prefix = (id % 7) as usize;
+            let mut expected = vec![0xa5; prefix];
+            let write_context = |out: &mut Vec<u8>| out.extend_from_slice(&context);
+            encode_get_reply_written(
+                id,
+                std::iter::once(&value[..]),
+                write_context,
+                0,
+                &mut expected,
+            );
+            let mut written = vec![0xa5; prefix];
+            encode_get_reply(
+                id,
+                std::iter::once(&value[..]),
+                write_context,
+                0,
+                &mut written,
+            );
+            assert_eq!(
+                written, expected,
+                "id {id}, value of {value_len} bytes, context of {context_len} bytes"
+            );
+        }
     }
 
     #[test]
