@@ -31,6 +31,28 @@ pub struct SpaceSaving {
     entries: Vec<HotKey>,
     index: AHashMap<Vec<u8>, usize>,
     offers: u64,
+    /// A lower bound of every held count: the last evicted minimum (counts
+    /// only grow), so an eviction's scan stops at the first count equal to
+    /// it, which is the first minimum a full scan would find.
+    floor: u64,
+}
+
+/// The slot and count of the first entry of least count (as `min_by_key`
+/// finds it), given that no count is below `floor`: the scan stops at the
+/// first count equal to `floor`.
+fn first_minimum(entries: &[HotKey], floor: u64) -> (usize, u64) {
+    let mut best = (0, u64::MAX);
+    for (slot, entry) in entries.iter().enumerate() {
+        debug_assert!(entry.count >= floor, "no count is below the floor");
+        if entry.count < best.1 {
+            best = (slot, entry.count);
+            if entry.count == floor {
+                break;
+            }
+        }
+    }
+    assert!(!entries.is_empty(), "a full summary holds at least one key");
+    best
 }
 
 impl SpaceSaving {
@@ -42,6 +64,7 @@ impl SpaceSaving {
             entries: Vec::with_capacity(capacity),
             index: AHashMap::with_capacity(capacity),
             offers: 0,
+            floor: 0,
         }
     }
 
@@ -66,13 +89,8 @@ impl SpaceSaving {
             });
             return;
         }
-        let (slot, min) = self
-            .entries
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, e)| e.count)
-            .map(|(i, e)| (i, e.count))
-            .expect("a full summary holds at least one key");
+        let (slot, min) = first_minimum(&self.entries, self.floor);
+        self.floor = min;
         // The evicted key's buffers (its entry's and its index key) take
         // the new key: no allocation per eviction, which on a spread of keys
         // is nearly every sampled offer.
@@ -131,6 +149,51 @@ pub fn merge_top(lists: &[Vec<HotKey>], n: usize) -> Vec<HotKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The summary against a plain model that evicts the first entry of
+    /// least count found by a full scan: the same entries, counts and
+    /// errors after every offer (so the scan's early stop changes nothing).
+    #[test]
+    fn evicts_exactly_as_a_full_scan_would() {
+        let mut rng = crate::test_rng::Rng(0x5eed_0007);
+        for capacity in [1, 2, 5, 32] {
+            let mut s = SpaceSaving::new(capacity);
+            let mut model: Vec<HotKey> = Vec::new();
+            for _ in 0..5_000 {
+                let key = (rng.below(3 * capacity as u64 + 2) as u32).to_le_bytes();
+                let weight = 1 + rng.below(4);
+                s.offer_weighted(&key, weight);
+                if let Some(entry) = model.iter_mut().find(|e| e.key == key) {
+                    entry.count += weight;
+                } else if model.len() < capacity {
+                    model.push(HotKey {
+                        key: key.to_vec(),
+                        count: weight,
+                        error: 0,
+                    });
+                } else {
+                    let (slot, min) = model
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, e)| e.count)
+                        .map(|(i, e)| (i, e.count))
+                        .unwrap();
+                    model[slot] = HotKey {
+                        key: key.to_vec(),
+                        count: min + weight,
+                        error: min,
+                    };
+                }
+                let held: Vec<_> = s
+                    .entries
+                    .iter()
+                    .map(|e| (&e.key, e.count, e.error))
+                    .collect();
+                let expected: Vec<_> = model.iter().map(|e| (&e.key, e.count, e.error)).collect();
+                assert_eq!(held, expected, "capacity {capacity}");
+            }
+        }
+    }
 
     #[test]
     fn a_frequent_key_is_found_among_many_rare_ones() {
