@@ -134,6 +134,22 @@ fn release_all(disk: &MemDisk) {
     }
 }
 
+/// Drops `store`, loses what was not synced, reopens, and checks that the
+/// first `n` keys are all readable with nothing reported corrupt.
+fn crash_and_check_all_readable(
+    store: Store<MemDisk>,
+    disk: &MemDisk,
+    write_buffer_bytes: usize,
+    n: usize,
+) {
+    drop(store);
+    disk.crash(CrashMode::LoseUnsynced);
+    let (store, report) =
+        block_on(Store::open(disk.clone(), config(write_buffer_bytes))).expect("reopen");
+    assert!(report.corrupt.is_empty());
+    assert_all_readable(&store, 0..n, "after the crash");
+}
+
 /// Fills the pipeline (`fill_pipeline`), completes each held flush, oldest first, as
 /// `outcomes` says (`None`: it succeeds, `Some(errno)`: it fails with that error) and
 /// flushes. Returns the store, the number of keys, the buffered bytes before the
@@ -201,12 +217,7 @@ fn writes_completing_out_of_order_are_applied_in_file_order() {
         disk.hold_writes(false);
         release_all(&disk);
         block_on(store.sync()).unwrap();
-        drop(store);
-        disk.crash(CrashMode::LoseUnsynced);
-        let (store, report) =
-            block_on(Store::open(disk.clone(), config(write_buffer_bytes))).expect("reopen");
-        assert!(report.corrupt.is_empty());
-        assert_all_readable(&store, 0..n, "after the crash");
+        crash_and_check_all_readable(store, &disk, write_buffer_bytes, n);
     }
 }
 
@@ -263,12 +274,7 @@ fn full_disk_in_the_middle_of_the_pipeline_keeps_every_record() {
         block_on(store.sync()).unwrap();
         assert_eq!(store.stats().buffered_bytes, 0);
         assert_all_readable(&store, 0..n, "after the retry");
-        drop(store);
-        disk.crash(CrashMode::LoseUnsynced);
-        let (store, report) =
-            block_on(Store::open(disk.clone(), config(write_buffer_bytes))).expect("reopen");
-        assert!(report.corrupt.is_empty());
-        assert_all_readable(&store, 0..n, "after the crash");
+        crash_and_check_all_readable(store, &disk, write_buffer_bytes, n);
     }
 }
 
@@ -387,10 +393,5 @@ fn the_interval_flush_does_not_wait_for_writes_in_flight() {
     assert_all_readable(&store, 0..n, "after the writes completed");
     store.check_invariants();
     block_on(store.sync()).unwrap();
-    drop(store);
-    disk.crash(CrashMode::LoseUnsynced);
-    let (store, report) =
-        block_on(Store::open(disk.clone(), config(write_buffer_bytes))).expect("reopen");
-    assert!(report.corrupt.is_empty());
-    assert_all_readable(&store, 0..n, "after the crash");
+    crash_and_check_all_readable(store, &disk, write_buffer_bytes, n);
 }
