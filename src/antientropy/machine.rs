@@ -392,11 +392,7 @@ impl AntiEntropy {
         old: Option<Option<Entry>>,
         new: Result<Option<Entry>, ()>,
     ) {
-        debug_assert_eq!(leaf, key_leaf(key));
-        let Some(state) = self.partitions.get_mut(&partition) else {
-            return;
-        };
-        write_finished_in(state, || now_ms, leaf, key, old, new);
+        self.settle(false, || now_ms, partition, leaf, key, old, new);
     }
 
     /// `write_started_at` and `write_finished_at` of a write that finished
@@ -411,11 +407,29 @@ impl AntiEntropy {
         old: Option<Option<Entry>>,
         new: Result<Option<Entry>, ()>,
     ) {
+        self.settle(true, now_ms, partition, leaf, key, old, new);
+    }
+
+    /// `write_finished_at` (the write was started), or with `start` also
+    /// `write_started_at` first: one look-up of the partition either way.
+    #[allow(clippy::too_many_arguments)]
+    fn settle(
+        &mut self,
+        start: bool,
+        now_ms: impl FnOnce() -> u64,
+        partition: u32,
+        leaf: u16,
+        key: &[u8],
+        old: Option<Option<Entry>>,
+        new: Result<Option<Entry>, ()>,
+    ) {
         debug_assert_eq!(leaf, key_leaf(key));
         let Some(state) = self.partitions.get_mut(&partition) else {
             return;
         };
-        state.tree.write_started(leaf);
+        if start {
+            state.tree.write_started(leaf);
+        }
         write_finished_in(state, now_ms, leaf, key, old, new);
     }
 

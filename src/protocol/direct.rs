@@ -893,22 +893,22 @@ pub enum ResponseView {
 /// two to that.
 pub fn inspect_response(frame: &[u8], limits: &Limits) -> Option<(u64, ResponseView)> {
     let (id, reply) = verify_response(frame, limits, response_tables_max(limits), &mut ())?.ok()?;
-    let context_fits = |context: &Range<usize>| context.len() <= limits.context_bytes_max;
+    reply_limits(&reply, limits).ok()?;
     let view = match reply {
         Reply::Pong => ResponseView::Pong,
         Reply::Delete => ResponseView::Delete,
-        Reply::Put { context } if context_fits(&context) => ResponseView::Put { context },
+        Reply::Put { context } => ResponseView::Put { context },
         Reply::Get {
             found,
             siblings,
-            oversized: None,
             context,
-        } if siblings <= limits.siblings_max && context_fits(&context) => ResponseView::Get {
+            ..
+        } => ResponseView::Get {
             found,
             siblings,
             context,
         },
-        _ => return None,
+        Reply::Error { .. } | Reply::Unknown(_) => return None,
     };
     Some((id, view))
 }
@@ -926,6 +926,45 @@ fn read_response_header(reader: &mut Reader<'_>) -> Result<(Table, u64), Fault> 
     Ok((table, id))
 }
 
+/// The limits a verified put or get reply must keep, in the generic path's
+/// order: the sibling count, an oversized value, the context's size. The one
+/// statement of these rules for `reply_of` and `inspect_response`. (An error
+/// reply's message is checked by `reply_of`; `inspect_response` declines
+/// error replies.)
+fn reply_limits(reply: &Reply, limits: &Limits) -> Result<(), ProtocolErrorKind> {
+    let context = match reply {
+        Reply::Put { context } => context,
+        Reply::Get {
+            siblings: count,
+            oversized,
+            context,
+            ..
+        } => {
+            if *count > limits.siblings_max {
+                return Err(ProtocolErrorKind::TooManySiblings {
+                    count: *count,
+                    max: limits.siblings_max,
+                });
+            }
+            if let Some(bytes) = *oversized {
+                return Err(ProtocolErrorKind::ValueTooLarge {
+                    bytes,
+                    max: limits.value_bytes_max,
+                });
+            }
+            context
+        }
+        Reply::Pong | Reply::Delete | Reply::Error { .. } | Reply::Unknown(_) => return Ok(()),
+    };
+    if context.len() > limits.context_bytes_max {
+        return Err(ProtocolErrorKind::ContextTooLarge {
+            bytes: context.len(),
+            max: limits.context_bytes_max,
+        });
+    }
+    Ok(())
+}
+
 /// The semantic checks of a verified reply, in the generic path's order.
 /// `siblings` are those the reader collected for a get reply.
 fn reply_of(
@@ -934,35 +973,24 @@ fn reply_of(
     siblings: Vec<Sibling>,
     limits: &Limits,
 ) -> Result<Response, ProtocolErrorKind> {
+    reply_limits(&reply, limits)?;
     Ok(match reply {
         Reply::Pong => Response::Pong,
         Reply::Delete => Response::Delete,
         Reply::Put { context } => Response::Put {
-            context: context_of(slice_of(frame, context), limits)?,
+            context: slice_of(frame, context),
         },
         Reply::Get {
             found,
             siblings: count,
-            oversized,
             context,
+            ..
         } => {
             debug_assert_eq!(count, siblings.len());
-            if count > limits.siblings_max {
-                return Err(ProtocolErrorKind::TooManySiblings {
-                    count,
-                    max: limits.siblings_max,
-                });
-            }
-            if let Some(bytes) = oversized {
-                return Err(ProtocolErrorKind::ValueTooLarge {
-                    bytes,
-                    max: limits.value_bytes_max,
-                });
-            }
             Response::Get {
                 found,
                 siblings,
-                context: context_of(slice_of(frame, context), limits)?,
+                context: slice_of(frame, context),
             }
         }
         Reply::Error {
