@@ -1,6 +1,7 @@
 //! The deployment files in tools/ stay true: the example configuration
 //! names every option and parses to exactly the built-in defaults, and the
-//! systemd unit sets the limits docs/deployment.md promises.
+//! systemd unit sets the limits docs/deployment.md promises; the bench
+//! scripts refuse a flag they do not know before starting anything.
 
 use dynakv::config::ServerConfig;
 
@@ -34,5 +35,57 @@ fn the_systemd_unit_sets_the_limits_and_a_clean_stop() {
         "ExecStart=/usr/local/bin/dynakv server --config /etc/dynakv/dynakv.toml",
     ] {
         assert!(unit.contains(line), "tools/dynakv.service lacks {line}");
+    }
+}
+
+/// An operator's typo (`--ceilng-only`) or `--help` once started a full
+/// benchmark run of several minutes: every bench script must answer `--help`
+/// with its docstring and refuse an unknown flag with exit status 2, before
+/// it starts a server or creates a results directory.
+#[test]
+fn the_bench_scripts_answer_help_and_refuse_unknown_flags() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let scratch = std::env::temp_dir().join(format!("dynakv-bench-flags-{}", std::process::id()));
+    for script in [
+        "bench-single-node.py",
+        "bench-cores.py",
+        "bench-cluster.py",
+        "bench-background.py",
+        "bench-availability.py",
+    ] {
+        let run = |arg: &str| {
+            std::process::Command::new("python3")
+                .arg(root.join("tools").join(script))
+                .arg(arg)
+                // Where a script would write its results, so a run that got
+                // past the flags would show up as a created directory.
+                .env("OUT", &scratch)
+                .env("DYNAKV", "/nonexistent/dynakv")
+                .env("BENCH", "/nonexistent/dynakv-bench")
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("python3 runs")
+        };
+        let help = run("--help");
+        assert_eq!(help.status.code(), Some(0), "{script} --help");
+        let text = String::from_utf8_lossy(&help.stdout);
+        assert!(
+            text.contains("Usage:"),
+            "{script} --help prints no usage: {text}"
+        );
+        let bad = run("--no-such-flag");
+        assert_eq!(
+            bad.status.code(),
+            Some(2),
+            "{script} accepted an unknown flag"
+        );
+        let err = String::from_utf8_lossy(&bad.stderr);
+        assert!(err.contains("--no-such-flag"), "{script}: {err}");
+        let created = scratch.exists();
+        let _ = std::fs::remove_dir_all(&scratch);
+        assert!(
+            !created,
+            "{script} created its results directory before checking its flags"
+        );
     }
 }

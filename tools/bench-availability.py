@@ -26,7 +26,9 @@ for node 3, so the replay phase replays them).
 """
 import os, statistics, subprocess, sys, tempfile, time
 
-from benchlib import admin_status, binaries, pick_port, results_dir, run_bench, start_server
+from benchlib import admin_status, binaries, flags, pick_port, results_dir, run_bench, start_server
+
+flags(__doc__)
 
 BENCH, DYNAKV = binaries("debug")
 DURATION = int(os.environ.get("DURATION", "5"))

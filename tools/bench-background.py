@@ -32,7 +32,9 @@ Environment: BENCH, DYNAKV, DURATION (s, 5), REPEATS (3), OUT.
 import glob, json, os, shutil, statistics, subprocess, tempfile, time, urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-from benchlib import admin_status, binaries, pick_port, results_dir, run_bench, start_server
+from benchlib import admin_status, binaries, flags, pick_port, results_dir, run_bench, start_server
+
+flags(__doc__)
 
 BENCH, DYNAKV = binaries("release")
 DURATION = int(os.environ.get("DURATION", "5"))

@@ -14,7 +14,9 @@ Environment: BENCH, DYNAKV, DURATION (s, 5), REPEATS (3), SHARDS (1), OUT.
 """
 import os, statistics, subprocess, tempfile, time
 
-from benchlib import admin_status, binaries, pick_port, results_dir, run_bench, start_server
+from benchlib import admin_status, binaries, flags, pick_port, results_dir, run_bench, start_server
+
+flags(__doc__)
 
 BENCH, DYNAKV = binaries("release")
 DURATION = int(os.environ.get("DURATION", "5"))

@@ -39,9 +39,9 @@ Prints markdown tables; every run's JSON is kept under OUT.
 import os, shutil, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import binaries, dynakv_ports, pick_port, results_dir, run_bench  # noqa: E402
+from benchlib import binaries, dynakv_ports, flags, pick_port, results_dir, run_bench  # noqa: E402
 
-QUICK = "--quick" in sys.argv
+QUICK = "--quick" in flags(__doc__, ("--quick",))
 BENCH, DYNAKV = binaries("release")
 CPUS = sorted(os.sched_getaffinity(0))
 HALF = max(1, len(CPUS) // 2)

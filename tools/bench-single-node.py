@@ -15,12 +15,13 @@ Prints markdown tables; every run's JSON is kept under OUT.
 import json, os, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import dynakv_ports, pick_port  # noqa: E402
+from benchlib import dynakv_ports, flags, pick_port  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.environ.get("BENCH", os.path.join(ROOT, "target/release/dynakv-bench"))
 DYNAKV = os.environ.get("DYNAKV", os.path.join(ROOT, "target/release/dynakv"))
-QUICK = "--quick" in sys.argv
+FLAGS = flags(__doc__, ("--quick", "--ceiling-only"))
+QUICK = "--quick" in FLAGS
 DURATION = int(os.environ.get("DURATION", "1" if QUICK else "5"))
 REPEATS = int(os.environ.get("REPEATS", "1" if QUICK else "3"))
 OUT = os.environ.get("OUT", os.path.join(ROOT, "target/bench-results", time.strftime("single-%Y%m%dT%H%M%SZ", time.gmtime())))
@@ -168,7 +169,7 @@ if __name__ == "__main__":
             raise SystemExit(f"{binary} not found: cargo build --release --workspace")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, duration {DURATION}s per run, {REPEATS} repeats, results in {OUT}")
     max_get = ceiling()
-    if "--ceiling-only" in sys.argv:
+    if "--ceiling-only" in FLAGS:
         raise SystemExit(0)
     cores()
     latency(max_get)

@@ -10,6 +10,24 @@ import json, os, socket, subprocess, sys, time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def flags(doc, allowed=()):
+    """The command-line flags of a bench script, checked before it starts anything:
+    `-h`/`--help` prints the script's docstring and exits 0; a flag not in ALLOWED
+    (or any positional argument) prints the usage to stderr and exits 2, so a typo
+    cannot start a long benchmark on the wrong settings."""
+    args = sys.argv[1:]
+    if "-h" in args or "--help" in args:
+        print(doc.strip())
+        raise SystemExit(0)
+    unknown = [a for a in args if a not in allowed]
+    if unknown:
+        usage = next((line for line in doc.splitlines() if line.startswith("Usage:")), "")
+        print(f"{os.path.basename(sys.argv[0])}: unknown argument(s) {' '.join(unknown)}\n{usage}",
+              file=sys.stderr)
+        raise SystemExit(2)
+    return set(args)
+
+
 def binaries(profile):
     """(BENCH, DYNAKV): the environment's, else target/PROFILE/."""
     return (os.environ.get("BENCH", os.path.join(ROOT, f"target/{profile}/dynakv-bench")),
