@@ -46,15 +46,16 @@ fn the_systemd_unit_sets_the_limits_and_a_clean_stop() {
 fn the_bench_scripts_answer_help_and_refuse_unknown_flags() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let scratch = std::env::temp_dir().join(format!("dynakv-bench-flags-{}", std::process::id()));
-    for script in [
-        "bench-single-node.py",
-        "bench-cores.py",
-        "bench-cluster.py",
-        "bench-background.py",
-        "bench-availability.py",
+    for (interpreter, script) in [
+        ("python3", "bench-single-node.py"),
+        ("python3", "bench-cores.py"),
+        ("python3", "bench-cluster.py"),
+        ("python3", "bench-background.py"),
+        ("python3", "bench-availability.py"),
+        ("bash", "bench-peers.sh"),
     ] {
         let run = |arg: &str| {
-            std::process::Command::new("python3")
+            std::process::Command::new(interpreter)
                 .arg(root.join("tools").join(script))
                 .arg(arg)
                 // Where a script would write its results, so a run that got
@@ -64,7 +65,7 @@ fn the_bench_scripts_answer_help_and_refuse_unknown_flags() {
                 .env("BENCH", "/nonexistent/dynakv-bench")
                 .stdin(std::process::Stdio::null())
                 .output()
-                .expect("python3 runs")
+                .expect("the interpreter runs")
         };
         let help = run("--help");
         assert_eq!(help.status.code(), Some(0), "{script} --help");

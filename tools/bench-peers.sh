@@ -46,9 +46,12 @@ DISTS=${DISTS:-"uniform zipfian"}
 TARGETS=${TARGETS:-"redis redis-aof memcached dynakv"}
 OUT=${OUT:-target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
 
-if [[ ${1:-} == --quick ]]; then
-    DURATION=1s WARMUP=0s REPEATS=1 CONNS=50 SIZES=64 DISTS=uniform
-fi
+case "$#:${1:-}" in
+    0:) ;;
+    1:--quick) DURATION=1s WARMUP=0s REPEATS=1 CONNS=50 SIZES=64 DISTS=uniform ;;
+    1:-h | 1:--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench-peers: unknown argument(s): $*; usage: tools/bench-peers.sh [--quick]" >&2; exit 2 ;;
+esac
 
 [[ -x $BENCH ]] || { echo "bench-peers: $BENCH not found; run: cargo build --release -p dynakv-bench" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "bench-peers: python3 is needed for the summary" >&2; exit 1; }
