@@ -98,6 +98,9 @@ struct State {
     held: BTreeMap<u64, (u64, usize, HeldOutcome)>,
     syncs: u64,
     bytes_written: u64,
+    /// Buffers handed out by `alloc_buffer` (a write path that reuses its DMA buffers
+    /// stops asking for new ones).
+    buffers_allocated: u64,
 }
 
 impl State {
@@ -332,6 +335,11 @@ impl MemDisk {
     pub fn bytes_written(&self) -> u64 {
         self.state.borrow().bytes_written
     }
+
+    /// How many buffers `alloc_buffer` has handed out.
+    pub fn buffers_allocated(&self) -> u64 {
+        self.state.borrow().buffers_allocated
+    }
 }
 
 fn apply_write(data: &mut Vec<u8>, pos: u64, bytes: &[u8]) {
@@ -352,6 +360,7 @@ impl Disk for MemDisk {
 
     fn alloc_buffer(&self, len_bytes: usize) -> MemBuffer {
         assert_eq!(len_bytes % MEM_DISK_ALIGNMENT_BYTES, 0);
+        self.state.borrow_mut().buffers_allocated += 1;
         MemBuffer(vec![0; len_bytes])
     }
 

@@ -123,6 +123,10 @@ pub struct StoreConfig {
     pub segment_size_bytes: u64,
     /// The write buffer is flushed when it holds this many bytes.
     pub write_buffer_bytes: usize,
+    /// The write buffer is a list of DMA buffers ("pieces") of this many bytes (a
+    /// multiple of the disk's alignment); a flush of a full buffer writes its whole
+    /// pieces, one `write_at` each (docs/storage.md §4).
+    pub write_piece_bytes: usize,
     /// `flush_due` turns true when buffered data has waited this long.
     pub flush_interval: Duration,
     /// Most flush writes of the active segment in flight at once (at least 1). A flush
@@ -142,6 +146,7 @@ impl Default for StoreConfig {
             max_value_bytes: 1 << 20,
             segment_size_bytes: 64 << 20,
             write_buffer_bytes: 1 << 20,
+            write_piece_bytes: wbuf::PIECE_BYTES_DEFAULT,
             flush_interval: Duration::from_millis(1),
             flushes_in_flight_max: 2,
             compaction_dead_fraction: 0.5,

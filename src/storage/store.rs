@@ -43,7 +43,7 @@ use super::hint::{self, HintEntry};
 use super::index::{Index, Location};
 use super::record::{self, Decoded, Header, Kind, Limits};
 use super::sync::{yield_now, AsyncLock, Notify};
-use super::wbuf::{WriteBuffer, PIECE_BYTES};
+use super::wbuf::WriteBuffer;
 use super::{
     CompactionProgress, CorruptRecord, Durability, Namespace, RecordKind, RecoveryReport,
     StoreConfig, StoreStats, StoredRecord,
@@ -55,9 +55,6 @@ const SEAL_BYTES: usize = record::RECORD_OVERHEAD_BYTES;
 const SEGMENT_SIZE_BYTES_MAX: u64 = u32::MAX as u64;
 /// Smallest read compaction issues, so small budgets still make progress.
 const COMPACTION_READ_BYTES_MIN: u64 = 64 << 10;
-/// A flush writes the write buffer's DMA pieces (`wbuf::PIECE_BYTES` each, the last one
-/// shortened to the padded length), issued together.
-const FLUSH_PIECE_BYTES: usize = PIECE_BYTES;
 
 fn segment_name(id: u32) -> String {
     format!("seg-{id:010}.log")
@@ -101,7 +98,8 @@ struct Inflight<D: Disk> {
     end: u64,
     /// `flushed_lsn` once this write and every earlier one have succeeded.
     target_lsn: u64,
-    /// Consecutive DMA buffers from `start`, each `FLUSH_PIECE_BYTES` except the last.
+    /// Consecutive DMA buffers from `start`, each `StoreConfig::write_piece_bytes` except
+    /// the last, which is shortened to the padded length.
     pieces: Vec<Rc<D::Buffer>>,
     /// Polled in place (never moved out) until it completes, so a waiter that is dropped
     /// leaves it for the next one and the bytes are never forgotten; dropped then.
@@ -111,13 +109,14 @@ struct Inflight<D: Disk> {
 }
 
 impl<D: Disk> Inflight<D> {
-    /// Copies the flushed bytes `[from, to)` (file offsets inside `start..end`) out.
-    fn copy_range(&self, from: u64, to: u64, out: &mut Vec<u8>) {
+    /// Copies the flushed bytes `[from, to)` (file offsets inside `start..end`) out;
+    /// `piece_bytes` is the length of every piece but the last.
+    fn copy_range(&self, piece_bytes: usize, from: u64, to: u64, out: &mut Vec<u8>) {
         let mut pos = from;
         while pos < to {
             let rel = (pos - self.start) as usize;
-            let piece = self.pieces[rel / FLUSH_PIECE_BYTES].as_bytes();
-            let at = rel % FLUSH_PIECE_BYTES;
+            let piece = self.pieces[rel / piece_bytes].as_bytes();
+            let at = rel % piece_bytes;
             let n = (piece.len() - at).min((to - pos) as usize);
             out.extend_from_slice(&piece[at..at + n]);
             pos += n as u64;
@@ -432,10 +431,11 @@ impl<D: Disk> Store<D> {
         if config.write_buffer_bytes == 0
             || align_bytes == 0
             || !align_bytes.is_power_of_two()
-            || FLUSH_PIECE_BYTES % align_bytes != 0
+            || config.write_piece_bytes == 0
+            || config.write_piece_bytes % align_bytes != 0
         {
             return Err(StorageError::InvalidConfig(
-                "zero write buffer or bad alignment",
+                "zero write buffer or piece, or bad alignment",
             ));
         }
         if !(config.compaction_dead_fraction > 0.0 && config.compaction_dead_fraction <= 1.0) {
@@ -660,9 +660,18 @@ impl<D: Disk> Store<D> {
             index,
             segments,
             active_id,
+            // Spare pieces for every write that can be in flight and the landed one:
+            // when several writes complete together their pieces all come back at once,
+            // and with room for one flush's worth only the rest were freed and
+            // allocated afresh a moment later (fresh DMA memory, its pages faulted in
+            // again: about half the ingest's page faults). The store holds this many
+            // pieces at its peak anyway, so the bound adds no memory beyond that peak.
             buffer: WriteBuffer::new(
                 disk.clone(),
-                config.write_buffer_bytes.div_ceil(PIECE_BYTES) + 1,
+                config.write_piece_bytes,
+                (config.flushes_in_flight_max.max(1) + 1)
+                    * config.write_buffer_bytes.div_ceil(config.write_piece_bytes)
+                    + 1,
             ),
             buffer_file_offset: 0,
             appended_lsn: 0,
@@ -1223,6 +1232,7 @@ impl<D: Disk> Store<D> {
             if f.segment == loc.segment && pos >= f.start && pos < f.end {
                 let n = to.min(f.end);
                 f.copy_range(
+                    self.config.write_piece_bytes,
                     pos,
                     n,
                     out.get_or_insert_with(|| Vec::with_capacity(loc.len as usize)),
@@ -1351,7 +1361,7 @@ impl<D: Disk> Store<D> {
                 // are never written to again, so it is copied into a fresh one).
                 let tail_from = (kept_from - start) as usize;
                 let last = pieces.last().expect("a flush has a piece").as_bytes();
-                let last_from = (pieces.len() - 1) * FLUSH_PIECE_BYTES;
+                let last_from = (pieces.len() - 1) * self.config.write_piece_bytes;
                 st.buffer
                     .extend_from_slice(&last[tail_from - last_from..used - last_from]);
                 st.buffer_file_offset = kept_from;
@@ -1457,7 +1467,7 @@ impl<D: Disk> Store<D> {
             for (i, f) in active.iter().enumerate() {
                 let next = active.get(i + 1).map_or(st.buffer_file_offset, |n| n.start);
                 assert!(f.start <= next && next <= f.end, "flushes are contiguous");
-                f.copy_range(f.start, next, &mut bytes);
+                f.copy_range(self.config.write_piece_bytes, f.start, next, &mut bytes);
             }
             st.buffer.copy_range(0, st.buffer.len_bytes(), &mut bytes);
             st.buffer.clear();

@@ -3,8 +3,8 @@
 //! without copying them (docs/storage.md §4).
 //!
 //! Invariants:
-//! * The buffer holds `len_bytes` bytes: every piece is `PIECE_BYTES` long and
-//!   `pieces.len() == len_bytes.div_ceil(PIECE_BYTES)`, so only the last piece is
+//! * The buffer holds `len_bytes` bytes: every piece is `piece_bytes` long and
+//!   `pieces.len() == len_bytes.div_ceil(piece_bytes)`, so only the last piece is
 //!   partly filled and no piece is empty.
 //! * A piece is written to only while it is here; `take_padded` gives the pieces away
 //!   (to the flush) and leaves the buffer empty, `take_prefix` gives away those of a
@@ -14,16 +14,19 @@ use std::rc::Rc;
 
 use super::disk::{Disk, IoBuffer};
 
-/// The size of a piece: small enough that glommio serves it from its registered
-/// `io_memory` (no page pinning per write, no fresh pages to fault in), large enough
-/// to keep per-write costs small. A flush writes its pieces together.
-pub(crate) const PIECE_BYTES: usize = 256 << 10;
+/// The default size of a piece (`StoreConfig::write_piece_bytes`): small enough that
+/// glommio serves it from its registered `io_memory` (no page pinning per write, no
+/// fresh pages to fault in), large enough to keep per-write costs small. A flush
+/// writes its pieces together.
+pub(crate) const PIECE_BYTES_DEFAULT: usize = 256 << 10;
 
 pub(crate) struct WriteBuffer<D: Disk> {
     /// Allocates the pieces.
     disk: D,
     /// Consecutive pieces from the buffer's first byte.
     pieces: Vec<D::Buffer>,
+    /// The length of every piece (a multiple of the disk's alignment).
+    piece_bytes: usize,
     /// Bytes appended since the buffer was last emptied.
     len_bytes: usize,
     /// Reused for a record that straddles two pieces (encoded here, then copied).
@@ -32,16 +35,19 @@ pub(crate) struct WriteBuffer<D: Disk> {
     /// piece that glommio could not place in its registered memory is a fresh `mmap`,
     /// and faulting in and zeroing its pages showed in the ingest profile.
     spare: Vec<D::Buffer>,
-    /// Bound on `spare` (about one flush's worth).
+    /// Bound on `spare` (the pieces of the writes that can be in flight at once).
     spare_pieces_max: usize,
 }
 
 impl<D: Disk> WriteBuffer<D> {
-    /// An empty buffer keeping at most `spare_pieces_max` pieces for reuse.
-    pub(crate) fn new(disk: D, spare_pieces_max: usize) -> Self {
+    /// An empty buffer of `piece_bytes` pieces keeping at most `spare_pieces_max` of
+    /// them for reuse.
+    pub(crate) fn new(disk: D, piece_bytes: usize, spare_pieces_max: usize) -> Self {
+        assert!(piece_bytes > 0, "a piece holds bytes");
         WriteBuffer {
             disk,
             pieces: Vec::new(),
+            piece_bytes,
             len_bytes: 0,
             scratch: Vec::new(),
             spare: Vec::new(),
@@ -52,7 +58,7 @@ impl<D: Disk> WriteBuffer<D> {
     fn new_piece(&mut self) -> D::Buffer {
         match self.spare.pop() {
             Some(piece) => piece,
-            None => self.disk.alloc_buffer(PIECE_BYTES),
+            None => self.disk.alloc_buffer(self.piece_bytes),
         }
     }
 
@@ -64,7 +70,7 @@ impl<D: Disk> WriteBuffer<D> {
                 return;
             }
             if let Ok(piece) = Rc::try_unwrap(piece) {
-                if piece.as_bytes().len() == PIECE_BYTES {
+                if piece.as_bytes().len() == self.piece_bytes {
                     self.spare.push(piece);
                 }
             }
@@ -79,8 +85,8 @@ impl<D: Disk> WriteBuffer<D> {
     /// (in place in a piece when the bytes fit in one, else through `scratch`).
     pub(crate) fn append(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) {
         assert!(len > 0, "a record has a header");
-        let at = self.len_bytes % PIECE_BYTES;
-        if at + len <= PIECE_BYTES {
+        let at = self.len_bytes % self.piece_bytes;
+        if at + len <= self.piece_bytes {
             if at == 0 {
                 let piece = self.new_piece();
                 self.pieces.push(piece);
@@ -96,18 +102,18 @@ impl<D: Disk> WriteBuffer<D> {
             self.extend_from_slice(&scratch);
             self.scratch = scratch;
         }
-        debug_assert_eq!(self.pieces.len(), self.len_bytes.div_ceil(PIECE_BYTES));
+        debug_assert_eq!(self.pieces.len(), self.len_bytes.div_ceil(self.piece_bytes));
     }
 
     /// Appends a copy of `data`.
     pub(crate) fn extend_from_slice(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
-            let at = self.len_bytes % PIECE_BYTES;
+            let at = self.len_bytes % self.piece_bytes;
             if at == 0 {
                 let piece = self.new_piece();
                 self.pieces.push(piece);
             }
-            let n = (PIECE_BYTES - at).min(data.len());
+            let n = (self.piece_bytes - at).min(data.len());
             let piece = self.pieces.last_mut().expect("a piece to append to");
             piece.as_bytes_mut()[at..at + n].copy_from_slice(&data[..n]);
             self.len_bytes += n;
@@ -119,9 +125,9 @@ impl<D: Disk> WriteBuffer<D> {
     /// piece, or a copy when the range straddles two.
     pub(crate) fn with_range<R>(&self, from: usize, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
         assert!(from + len <= self.len_bytes, "range inside the buffer");
-        let at = from % PIECE_BYTES;
-        if at + len <= PIECE_BYTES {
-            return f(&self.pieces[from / PIECE_BYTES].as_bytes()[at..at + len]);
+        let at = from % self.piece_bytes;
+        if at + len <= self.piece_bytes {
+            return f(&self.pieces[from / self.piece_bytes].as_bytes()[at..at + len]);
         }
         let mut copy = Vec::with_capacity(len);
         self.copy_range(from, from + len, &mut copy);
@@ -136,9 +142,9 @@ impl<D: Disk> WriteBuffer<D> {
         );
         let mut pos = from;
         while pos < to {
-            let piece = self.pieces[pos / PIECE_BYTES].as_bytes();
-            let at = pos % PIECE_BYTES;
-            let n = (PIECE_BYTES - at).min(to - pos);
+            let piece = self.pieces[pos / self.piece_bytes].as_bytes();
+            let at = pos % self.piece_bytes;
+            let n = (self.piece_bytes - at).min(to - pos);
             out.extend_from_slice(&piece[at..at + n]);
             pos += n;
         }
@@ -148,16 +154,16 @@ impl<D: Disk> WriteBuffer<D> {
     /// of `align_bytes`, the last piece shortened to that length. The buffer is empty
     /// afterwards.
     pub(crate) fn take_padded(&mut self, align_bytes: usize) -> Vec<D::Buffer> {
-        assert!(PIECE_BYTES % align_bytes == 0);
+        assert!(self.piece_bytes % align_bytes == 0);
         let used = self.len_bytes;
         let padded = used.div_ceil(align_bytes) * align_bytes;
         let mut pieces = std::mem::take(&mut self.pieces);
         self.len_bytes = 0;
         if let Some(last) = pieces.last_mut() {
-            let last_start = (pieces_len_before_last(used)) * PIECE_BYTES;
+            let last_start = (pieces_len_before_last(used, self.piece_bytes)) * self.piece_bytes;
             let bytes = last.as_bytes_mut();
             bytes[used - last_start..padded - last_start].fill(0);
-            if padded - last_start < PIECE_BYTES {
+            if padded - last_start < self.piece_bytes {
                 last.trim_to(padded - last_start);
             }
         }
@@ -169,8 +175,8 @@ impl<D: Disk> WriteBuffer<D> {
     /// so nothing is copied or shortened), else the whole `align_bytes` blocks; 0 when
     /// the buffer holds less than a block.
     pub(crate) fn whole_prefix_bytes(&self, align_bytes: usize) -> usize {
-        if self.len_bytes >= PIECE_BYTES {
-            self.len_bytes / PIECE_BYTES * PIECE_BYTES
+        if self.len_bytes >= self.piece_bytes {
+            self.len_bytes / self.piece_bytes * self.piece_bytes
         } else {
             self.len_bytes / align_bytes * align_bytes
         }
@@ -179,11 +185,11 @@ impl<D: Disk> WriteBuffer<D> {
     /// Gives away the pieces holding the first `len` bytes (`0 < len <= len_bytes`, a
     /// multiple of the alignment) for a write, the last of them shortened to end at
     /// `len`; the bytes after `len` stay in the buffer (in the same pieces when `len`
-    /// is a multiple of `PIECE_BYTES`, else copied into a fresh one).
+    /// is a multiple of `piece_bytes`, else copied into a fresh one).
     pub(crate) fn take_prefix(&mut self, len: usize) -> Vec<D::Buffer> {
         assert!(len > 0 && len <= self.len_bytes, "a prefix of the buffer");
-        if len % PIECE_BYTES == 0 {
-            let pieces: Vec<D::Buffer> = self.pieces.drain(..len / PIECE_BYTES).collect();
+        if len % self.piece_bytes == 0 {
+            let pieces: Vec<D::Buffer> = self.pieces.drain(..len / self.piece_bytes).collect();
             self.len_bytes -= len;
             return pieces;
         }
@@ -192,10 +198,10 @@ impl<D: Disk> WriteBuffer<D> {
         tail.clear();
         self.copy_range(len, used, &mut tail);
         let mut pieces = std::mem::take(&mut self.pieces);
-        let n = len.div_ceil(PIECE_BYTES);
+        let n = len.div_ceil(self.piece_bytes);
         let rest = pieces.split_off(n);
         let last = pieces.last_mut().expect("a piece holds the prefix");
-        last.trim_to(len - (n - 1) * PIECE_BYTES);
+        last.trim_to(len - (n - 1) * self.piece_bytes);
         self.len_bytes = 0;
         self.recycle(rest.into_iter().map(Rc::new).collect());
         self.extend_from_slice(&tail);
@@ -212,17 +218,18 @@ impl<D: Disk> WriteBuffer<D> {
 
     /// Checks the invariants in the module header (for `Store::check_invariants`).
     pub(crate) fn check_invariants(&self) {
-        assert_eq!(self.pieces.len(), self.len_bytes.div_ceil(PIECE_BYTES));
+        assert_eq!(self.pieces.len(), self.len_bytes.div_ceil(self.piece_bytes));
         assert!(self
             .pieces
             .iter()
-            .all(|p| p.as_bytes().len() == PIECE_BYTES));
+            .all(|p| p.as_bytes().len() == self.piece_bytes));
     }
 }
 
-/// How many full pieces come before the last one of a buffer of `used` bytes.
-fn pieces_len_before_last(used: usize) -> usize {
-    used.div_ceil(PIECE_BYTES).saturating_sub(1)
+/// How many full pieces of `piece_bytes` come before the last one of a buffer of
+/// `used` bytes.
+fn pieces_len_before_last(used: usize, piece_bytes: usize) -> usize {
+    used.div_ceil(piece_bytes).saturating_sub(1)
 }
 
 #[cfg(test)]
@@ -230,9 +237,11 @@ mod tests {
     use super::*;
     use crate::storage::MemDisk;
 
+    const PIECE_BYTES: usize = PIECE_BYTES_DEFAULT;
+
     #[test]
     fn records_straddling_pieces_read_back_and_pad_to_the_alignment() {
-        let mut buf = WriteBuffer::new(MemDisk::new(), 4);
+        let mut buf = WriteBuffer::new(MemDisk::new(), PIECE_BYTES, 4);
         let mut expected = Vec::new();
         // Lengths that are not divisors of the piece size, so records straddle pieces.
         let mut i = 0u32;
@@ -261,7 +270,7 @@ mod tests {
 
     #[test]
     fn a_buffer_ending_on_a_piece_boundary_keeps_full_pieces() {
-        let mut buf = WriteBuffer::new(MemDisk::new(), 4);
+        let mut buf = WriteBuffer::new(MemDisk::new(), PIECE_BYTES, 4);
         buf.extend_from_slice(&vec![7u8; PIECE_BYTES]);
         buf.check_invariants();
         let pieces = buf.take_padded(512);

@@ -20,7 +20,8 @@
 //! `STORAGE_BENCH_SPIN_US` (`spin_before_park`), `STORAGE_BENCH_PREEMPT_US`
 //! (`preempt_timer`); unset, glommio's defaults as the server uses them. Store
 //! experiments (ingest only): `STORAGE_BENCH_BUFFER_BYTES` (`write_buffer_bytes`),
-//! `STORAGE_BENCH_IN_FLIGHT` (`flushes_in_flight_max`); `STORAGE_BENCH_WRITES=1` runs
+//! `STORAGE_BENCH_IN_FLIGHT` (`flushes_in_flight_max`), `STORAGE_BENCH_PIECE_BYTES`
+//! (`write_piece_bytes`); `STORAGE_BENCH_WRITES=1` runs
 //! ingest through `TimedDisk` and prints its writes and bytes in flight (mean over
 //! time, peak).
 //! `STORAGE_BENCH_ONLY=ingest` also runs fio qd1 and qd4 after each run and prints the
@@ -344,8 +345,9 @@ fn bench_buffered_put(dir: &Path, n: u64) -> (f64, f64) {
     })
 }
 
-/// The store configuration of the ingest figure: the default, with the write buffer
-/// from `STORAGE_BENCH_BUFFER_BYTES` when set (an experiment knob).
+/// The store configuration of the ingest figure: the default, with the write buffer,
+/// the flushes in flight and the piece size from `STORAGE_BENCH_BUFFER_BYTES`,
+/// `STORAGE_BENCH_IN_FLIGHT` and `STORAGE_BENCH_PIECE_BYTES` when set (experiment knobs).
 fn ingest_config() -> StoreConfig {
     let mut config = StoreConfig::default();
     if let Some(v) = std::env::var("STORAGE_BENCH_BUFFER_BYTES")
@@ -359,6 +361,12 @@ fn ingest_config() -> StoreConfig {
         .and_then(|v| v.parse::<usize>().ok())
     {
         config.flushes_in_flight_max = v;
+    }
+    if let Some(v) = std::env::var("STORAGE_BENCH_PIECE_BYTES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        config.write_piece_bytes = v;
     }
     config
 }
