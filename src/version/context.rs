@@ -8,6 +8,7 @@
 
 use super::clock::{encode_entries, VersionVector};
 use super::codec::{put_varint, Reader, VARINT_BYTES_MAX};
+use super::crc::crc32;
 use super::error::ContextError;
 use super::view::EncodedSiblingSet;
 use super::{ActorId, CLOCK_ENTRIES_MAX};
@@ -100,7 +101,7 @@ impl Context {
         let mut stored = [0u8; CHECKSUM_BYTES];
         stored.copy_from_slice(checksum_bytes);
         let stored = u32::from_le_bytes(stored);
-        let computed = crc32fast::hash(body);
+        let computed = crc32(body);
         if stored != computed {
             return Err(ContextError::ChecksumMismatch { stored, computed });
         }
@@ -163,7 +164,7 @@ fn encode_token_with(
         None => out.push(0),
     }
     clock(out);
-    let checksum = crc32fast::hash(&out[start..]);
+    let checksum = crc32(&out[start..]);
     out.extend_from_slice(&checksum.to_le_bytes());
     let len = out.len() - start;
     assert!((CONTEXT_BYTES_MIN..=CONTEXT_BYTES_MAX).contains(&len));
