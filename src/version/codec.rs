@@ -21,6 +21,20 @@ pub(crate) fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     }
 }
 
+/// Writes `value`'s varint (what `put_varint` appends) at the start of
+/// `out`, which must hold `VARINT_BYTES_MAX` bytes; returns its length.
+pub(crate) fn write_varint(out: &mut [u8], mut value: u64) -> usize {
+    let out = &mut out[..VARINT_BYTES_MAX];
+    let mut length = 0;
+    while value >= 0x80 {
+        out[length] = (value & 0x7f) as u8 | 0x80;
+        value >>= 7;
+        length += 1;
+    }
+    out[length] = value as u8;
+    length + 1
+}
+
 /// A cursor over untrusted bytes.
 pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
@@ -214,11 +228,15 @@ mod tests {
             128,
             300,
             u32::MAX as u64,
+            (7 << 32) | 3,
             u64::MAX - 1,
             u64::MAX,
         ] {
             let mut out = Vec::new();
             put_varint(&mut out, value);
+            let mut written = [0xee; VARINT_BYTES_MAX];
+            let length = write_varint(&mut written, value);
+            assert_eq!(&written[..length], &out[..], "{value}");
             assert!(out.len() <= VARINT_BYTES_MAX);
             let mut reader = Reader::new(&out);
             assert_eq!(reader.varint(), Ok(value));

@@ -7,7 +7,7 @@
 //! a garbage, truncated or foreign token is refused with a `ContextError`.
 
 use super::clock::{encode_entries, VersionVector};
-use super::codec::{put_varint, Reader, VARINT_BYTES_MAX};
+use super::codec::{write_varint, Reader, VARINT_BYTES_MAX};
 use super::crc::crc32;
 use super::error::ContextError;
 use super::view::EncodedSiblingSet;
@@ -155,14 +155,20 @@ fn encode_token_with(
     out: &mut Vec<u8>,
 ) {
     let start = out.len();
-    out.push(CONTEXT_FORMAT_VERSION);
-    match fastest_replica {
+    // The format byte, the flags and the fastest replica's varint are
+    // assembled on the stack and appended in one copy: a byte-by-byte push
+    // checks the vector's capacity for each of the actor id's five or six
+    // varint bytes.
+    let mut head = [0u8; 2 + VARINT_BYTES_MAX];
+    head[0] = CONTEXT_FORMAT_VERSION;
+    let head_bytes = match fastest_replica {
         Some(actor) => {
-            out.push(FLAG_FASTEST_REPLICA);
-            put_varint(out, actor);
+            head[1] = FLAG_FASTEST_REPLICA;
+            2 + write_varint(&mut head[2..], actor)
         }
-        None => out.push(0),
-    }
+        None => 2,
+    };
+    out.extend_from_slice(&head[..head_bytes]);
     clock(out);
     let checksum = crc32(&out[start..]);
     out.extend_from_slice(&checksum.to_le_bytes());
