@@ -35,6 +35,17 @@ pub(crate) fn write_varint(out: &mut [u8], mut value: u64) -> usize {
     length + 1
 }
 
+/// The 7-bit payloads of the eight bytes of `word` (little-endian),
+/// packed into its low 56 bits: pairs of bytes, then pairs of 14-bit
+/// halves, then of 28-bit halves, each pair closing its gap.
+#[inline(always)]
+fn gather(word: u64) -> u64 {
+    let word = word & 0x7f7f_7f7f_7f7f_7f7f;
+    let word = (word & 0x007f_007f_007f_007f) | ((word & 0x7f00_7f00_7f00_7f00) >> 1);
+    let word = (word & 0x0000_3fff_0000_3fff) | ((word & 0x3fff_0000_3fff_0000) >> 2);
+    (word & 0x0000_0000_0fff_ffff) | ((word & 0x0fff_ffff_0000_0000) >> 4)
+}
+
 /// A cursor over untrusted bytes.
 pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
@@ -85,22 +96,35 @@ impl<'a> Reader<'a> {
     /// `varint` for a value of more than one byte (or no byte at all).
     #[inline(never)]
     fn varint_long(&mut self) -> Result<u64, VersionError> {
-        // Eight bytes at once when the input holds them and the varint ends
-        // inside them with a nonzero last byte: every actor id (`node << 32
-        // | shard`, five or six bytes) of a get's set and token. The
-        // continuation bits say where it ends; the bytes before are 7-bit
-        // payloads. Anything else (near the end of the input, longer, or
-        // malformed) takes the byte loop below, which gives the error.
-        if let Some(word) = self.bytes.get(self.position..self.position + 8) {
-            let word = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-            let ends = !word & 0x8080_8080_8080_8080;
-            if ends != 0 {
+        // Ten bytes at once when the input holds them: every actor id
+        // (`node << 32 | shard`, up to ten bytes with a random node id) of a
+        // get's set and token is read here. The continuation bits say where
+        // the varint ends, and `gather` packs the 7-bit payloads of the
+        // first eight bytes; a varint the byte loop below would refuse (a
+        // zero last byte, a tenth byte other than 1, no end in ten bytes) is
+        // left to that loop, which gives the error.
+        if let Some(bytes) = self
+            .bytes
+            .get(self.position..self.position + VARINT_BYTES_MAX)
+        {
+            let low = u64::from_le_bytes(bytes[..8].try_into().expect("eight bytes"));
+            let ends = !low & 0x8080_8080_8080_8080;
+            let read = if ends != 0 {
                 let length = (ends.trailing_zeros() / 8 + 1) as usize;
-                if (word >> (8 * (length - 1))) as u8 != 0 {
-                    let mut value = 0;
-                    for index in 0..length {
-                        value |= ((word >> (8 * index)) & 0x7f) << (7 * index);
-                    }
+                let kept = match length {
+                    8 => low,
+                    _ => low & ((1u64 << (8 * length)) - 1),
+                };
+                Some((length, gather(kept)))
+            } else if bytes[8] < 0x80 {
+                Some((9, gather(low) | u64::from(bytes[8]) << 56))
+            } else if bytes[9] == 1 {
+                Some((10, gather(low) | u64::from(bytes[8] & 0x7f) << 56 | 1 << 63))
+            } else {
+                None
+            };
+            if let Some((length, value)) = read {
+                if bytes[length - 1] != 0 || length == 1 {
                     self.position += length;
                     return Ok(value);
                 }
