@@ -1543,7 +1543,7 @@ fn mutated_one_value_get_replies_read_the_same() {
             }
         }
         // A bound within two of `size`, either side.
-        let near = (rng.below(5) as usize).wrapping_sub(2);
+        let near = rng.below(5).wrapping_sub(2);
         let near = |size: usize| size.saturating_add_signed(near as isize);
         let mut limits = small_limits();
         match rng.below(5) {

@@ -50,7 +50,21 @@ const fn tables() -> [[u32; 256]; 8] {
 
 /// The CRC-32 of `bytes`: equal to `crc32fast::hash(bytes)`.
 pub(crate) fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
+    crc32_finish(crc32_update(CRC32_START, bytes))
+}
+
+/// The CRC register before any byte.
+pub(crate) const CRC32_START: u32 = !0;
+
+/// The register's CRC-32 value.
+pub(crate) fn crc32_finish(crc: u32) -> u32 {
+    !crc
+}
+
+/// The register `crc` after `bytes`: `crc32_update(crc32_update(CRC32_START,
+/// a), b)` is the register after `a` then `b`, so a fixed prefix's register
+/// can be computed once.
+pub(crate) fn crc32_update(mut crc: u32, bytes: &[u8]) -> u32 {
     let mut chunks = bytes.chunks_exact(8);
     for chunk in &mut chunks {
         let low = crc ^ u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
@@ -67,7 +81,7 @@ pub(crate) fn crc32(bytes: &[u8]) -> u32 {
     for &byte in chunks.remainder() {
         crc = (crc >> 8) ^ TABLES[0][((crc ^ u32::from(byte)) & 0xff) as usize];
     }
-    !crc
+    crc
 }
 
 #[cfg(test)]
@@ -87,6 +101,11 @@ mod tests {
             for end in start..data.len() {
                 let bytes = &data[start..end];
                 assert_eq!(crc32(bytes), crc32fast::hash(bytes), "{start}..{end}");
+                // In two parts, split anywhere.
+                let split = (start + end) / 2;
+                let register = crc32_update(CRC32_START, &data[start..split]);
+                let register = crc32_update(register, &data[split..end]);
+                assert_eq!(crc32_finish(register), crc32fast::hash(bytes));
             }
         }
     }
