@@ -30,10 +30,10 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use dynakv::protocol::{
     decode_request, decode_request_generic, decode_response, decode_response_generic,
-    encode_request, encode_request_ref, inspect_response, Encoder, ErrorCode, FrameDecoder, Limits,
-    ProtocolError, ProtocolErrorKind, Quorum, Request, RequestFrame, RequestRef, Response,
-    ResponseView, RoutingNode, RoutingTable, Sibling, FRAME_LENGTH_BYTES, KEY_BYTES_MAX,
-    REPLICAS_MAX, R_ALL,
+    encode_get_reply, encode_request, encode_request_ref, inspect_response, Encoder, ErrorCode,
+    FrameDecoder, Limits, ProtocolError, ProtocolErrorKind, Quorum, Request, RequestFrame,
+    RequestRef, Response, ResponseView, RoutingNode, RoutingTable, Sibling, FRAME_LENGTH_BYTES,
+    KEY_BYTES_MAX, REPLICAS_MAX, R_ALL,
 };
 use proptest::prelude::*;
 
@@ -1508,4 +1508,102 @@ fn lean_reader_agrees_at_the_limits() {
     // (Put twice, Pong, Delete): seen; the four over a bound and the error
     // reply: left to the full decoder.
     assert_eq!((accepted, refused), (8, 5));
+}
+
+/// The server's one-value get reply (`encode_get_reply` of one value, the
+/// fixed-head writer), mutated where the lean reader's shortcut for that
+/// layout looks (the value's length, the context's uoffset and length, the
+/// frame's end) and anywhere else, under limits near the frame's sizes:
+/// `compare_responses` holds `inspect_response` to `decode_response` on
+/// each. Half the frames are left whole, so the shortcut's acceptance under
+/// tight limits is compared too.
+#[test]
+fn mutated_one_value_get_replies_read_the_same() {
+    let seed: u64 = env("DYNAKV_DIFF_SEED").unwrap_or(0x0e7a_1ee5);
+    let iterations: u64 = env("DYNAKV_DIFF_ITERATIONS").unwrap_or(20_000);
+    let mut rng = Rng(seed | 1);
+    let (mut gets, mut others) = (0u64, 0u64);
+    for done in 0..iterations {
+        let value_bytes_max = if rng.below(8) == 0 { 1100 } else { 120 };
+        let value = rng.bytes(value_bytes_max);
+        let context = rng.bytes(70);
+        let id = rng.next();
+        let mut frame = Vec::new();
+        encode_get_reply(
+            id,
+            std::iter::once(&value[..]),
+            |out| out.extend_from_slice(&context),
+            0,
+            &mut frame,
+        );
+        let mut payload = frame.split_off(FRAME_LENGTH_BYTES);
+        if rng.below(2) == 0 {
+            for _ in 0..1 + rng.below(2) {
+                mutate_one_value_get(&mut rng, &mut payload);
+            }
+        }
+        // A bound within two of `size`, either side.
+        let near = rng.below(5).wrapping_sub(2);
+        let near = |size: usize| size.saturating_add_signed(near as isize);
+        let mut limits = small_limits();
+        match rng.below(5) {
+            // The frame's size, or its apparent size (a little more).
+            0 => limits.frame_bytes_max = near(payload.len() + rng.below(2) * 12),
+            1 => limits.value_bytes_max = near(value.len()),
+            2 => limits.context_bytes_max = near(context.len()),
+            3 => limits.siblings_max = rng.below(2),
+            _ => limits = Limits::default(),
+        }
+        let outcome = std::panic::catch_unwind(|| {
+            compare_responses(&payload, &limits);
+            inspect_response(&payload, &limits)
+        });
+        let Ok(view) = outcome else {
+            panic!("iteration {done} failed (above); replay with DYNAKV_DIFF_SEED={seed}");
+        };
+        match view {
+            Some((_, ResponseView::Get { siblings: 1, .. })) => gets += 1,
+            _ => others += 1,
+        }
+    }
+    // Both answers must be common for the comparison to prove anything.
+    assert!(
+        gets > iterations / 5 && others > iterations / 5,
+        "{gets} {others}"
+    );
+}
+
+/// One mutation of a one-value get reply: a patched field of the fixed
+/// head (id at 40, context uoffset at 64, value length at 92) or the
+/// context's length nudged, the frame cut or extended by a few bytes, or
+/// any of `mutate`'s.
+fn mutate_one_value_get(rng: &mut Rng, payload: &mut Vec<u8>) {
+    let nudge = |rng: &mut Rng, payload: &mut Vec<u8>, at: usize| {
+        if let Some(field) = payload.get_mut(at..at + 4) {
+            let value = u32::from_le_bytes(field.try_into().unwrap());
+            let value = match rng.below(3) {
+                0 => value.wrapping_add(1 + rng.below(4) as u32),
+                1 => value.wrapping_sub(1 + rng.below(4) as u32),
+                _ => rng.next() as u32,
+            };
+            field.copy_from_slice(&value.to_le_bytes());
+        }
+    };
+    match rng.below(6) {
+        0 => nudge(rng, payload, 92),
+        1 => nudge(rng, payload, 64),
+        2 => {
+            // The context's length, where the writer put it.
+            let value_length = payload.get(92..96).map_or(0, |field| {
+                u32::from_le_bytes(field.try_into().unwrap()) as usize
+            });
+            nudge(rng, payload, (96 + value_length).next_multiple_of(4));
+        }
+        3 => {
+            let cut = rng.below(5).min(payload.len());
+            payload.truncate(payload.len() - cut);
+        }
+        4 => payload.extend((0..1 + rng.below(4)).map(|_| rng.next() as u8)),
+        _ => mutate(rng, Kind::Response, payload),
+    }
 }

@@ -892,7 +892,11 @@ pub enum ResponseView {
 /// checks as `decode_response`; `tests/protocol_differential.rs` holds the
 /// two to that.
 pub fn inspect_response(frame: &[u8], limits: &Limits) -> Option<(u64, ResponseView)> {
-    let (id, reply) = verify_response(frame, limits, response_tables_max(limits), &mut ())?.ok()?;
+    let max_tables = response_tables_max(limits);
+    if let Some(view) = inspect_one_value_get_reply(frame, limits, max_tables) {
+        return Some(view);
+    }
+    let (id, reply) = verify_response(frame, limits, max_tables, &mut ())?.ok()?;
     reply_limits(&reply, limits).ok()?;
     let view = match reply {
         Reply::Pong => ResponseView::Pong,
@@ -911,6 +915,94 @@ pub fn inspect_response(frame: &[u8], limits: &Limits) -> Option<(u64, ResponseV
         Reply::Error { .. } | Reply::Unknown(_) => return None,
     };
     Some((id, view))
+}
+
+/// What the verifier counts toward the apparent size of a one-value get
+/// reply (`encode_one_value_get_reply`'s layout) beyond its value's and its
+/// context's bytes: the tables, vtables and lengths of the head, and the
+/// context's length. `tests::one_value_get_fast_path_is_the_verifiers`
+/// checks it against `Reader`'s count.
+const ONE_VALUE_GET_APPARENT_FIXED_BYTES: usize = 113;
+
+/// `inspect_response` for a frame laid out exactly as
+/// `encode_one_value_get_reply` writes it (nearly every get reply a
+/// load generator reads), without walking the flatbuffer: the frame's
+/// first 96 bytes must equal the fixed head (`ONE_VALUE_GET_HEAD`) outside
+/// its three patched fields, the context's uoffset must point where the
+/// writer puts the context (right after the value, 4-aligned), and the
+/// context must end the frame. Such a frame is the writer's frame for some
+/// id, value and token, whatever the bytes of the value, padding and token
+/// are, and the full reader accepts every writer's frame whose sizes keep
+/// the limits (checked here as it checks them: frame size, apparent size,
+/// table count, then `reply_limits`); its view is then this one. `None`
+/// for anything else, which the caller reads the full way (also for a
+/// frame this would accept under looser limits: the full reader gives the
+/// exact error). The fuzzer in `tests/protocol_differential.rs` holds the
+/// two readers to the same answers.
+fn inspect_one_value_get_reply(
+    frame: &[u8],
+    limits: &Limits,
+    max_tables: usize,
+) -> Option<(u64, ResponseView)> {
+    const ID_END: usize = ONE_VALUE_GET_ID_AT + 8;
+    const CONTEXT_FIELD_END: usize = ONE_VALUE_GET_CONTEXT_FIELD_AT + OFFSET_BYTES;
+    let head = frame.get(..ONE_VALUE_GET_HEAD_BYTES)?;
+    let template = &*ONE_VALUE_GET_HEAD;
+    if head[..ONE_VALUE_GET_ID_AT] != template[..ONE_VALUE_GET_ID_AT]
+        || head[ID_END..ONE_VALUE_GET_CONTEXT_FIELD_AT]
+            != template[ID_END..ONE_VALUE_GET_CONTEXT_FIELD_AT]
+        || head[CONTEXT_FIELD_END..ONE_VALUE_GET_VALUE_LENGTH_AT]
+            != template[CONTEXT_FIELD_END..ONE_VALUE_GET_VALUE_LENGTH_AT]
+    {
+        return None;
+    }
+    let u32_at = |bytes: &[u8], at: usize| -> Option<usize> {
+        let field = bytes.get(at..at + OFFSET_BYTES)?;
+        Some(u32::from_le_bytes(field.try_into().expect("four bytes")) as usize)
+    };
+    let id = u64::from_le_bytes(
+        head[ONE_VALUE_GET_ID_AT..ID_END]
+            .try_into()
+            .expect("eight bytes"),
+    );
+    let value_length = u32_at(head, ONE_VALUE_GET_VALUE_LENGTH_AT)?;
+    // Where the writer puts the context's length: after the value, padded
+    // to a uoffset's alignment (the head is 4-aligned in the frame).
+    let context_at = (ONE_VALUE_GET_HEAD_BYTES + value_length).next_multiple_of(OFFSET_BYTES);
+    if u32_at(head, ONE_VALUE_GET_CONTEXT_FIELD_AT)? != context_at - ONE_VALUE_GET_CONTEXT_FIELD_AT
+    {
+        return None;
+    }
+    let context_length = u32_at(frame, context_at)?;
+    let context = context_at + OFFSET_BYTES..context_at + OFFSET_BYTES + context_length;
+    if context.end != frame.len() {
+        return None;
+    }
+    let apparent_bytes = ONE_VALUE_GET_APPARENT_FIXED_BYTES + value_length + context_length;
+    if frame.len() > limits.frame_bytes_max
+        || apparent_bytes > limits.frame_bytes_max
+        || REPLY_TABLES_BEFORE_SIBLINGS + 1 > max_tables
+    {
+        return None;
+    }
+    let reply = Reply::Get {
+        found: true,
+        siblings: 1,
+        oversized: (value_length > limits.value_bytes_max).then_some(value_length),
+        context,
+    };
+    reply_limits(&reply, limits).ok()?;
+    let Reply::Get { context, .. } = reply else {
+        unreachable!("built above")
+    };
+    Some((
+        id,
+        ResponseView::Get {
+            found: true,
+            siblings: 1,
+            context,
+        },
+    ))
 }
 
 /// The root table and its `id`, with only the checks the generic verifier
@@ -1824,6 +1916,73 @@ mod tests {
         w.bytes(context, false);
         let length = (out.len() - base) as u32;
         out[frame_start..base].copy_from_slice(&length.to_le_bytes());
+    }
+
+    #[test]
+    fn one_value_get_fast_path_is_the_verifiers() {
+        // The lean reader's shortcut for the writer's one-value layout
+        // against the full reader on the same frames: same view, and the
+        // apparent size it assumes is the one `Reader` counts.
+        let limits = Limits::default();
+        let max_tables = response_tables_max(&limits);
+        let mut rng = crate::test_rng::Rng(0x0fa5_7ba7);
+        let mut cases: Vec<(usize, usize)> = (0..12).map(|len| (len, len % 5)).collect();
+        cases.extend((0..200).map(|_| (rng.below(1500) as usize, rng.below(80) as usize)));
+        for (value_len, context_len) in cases {
+            let value: Vec<u8> = (0..value_len).map(|_| rng.next() as u8).collect();
+            let context: Vec<u8> = (0..context_len).map(|_| rng.next() as u8).collect();
+            let id = rng.next();
+            let mut frame = Vec::new();
+            let write_context = |out: &mut Vec<u8>| out.extend_from_slice(&context);
+            encode_get_reply(
+                id,
+                std::iter::once(&value[..]),
+                write_context,
+                0,
+                &mut frame,
+            );
+            let payload = &frame[FRAME_LENGTH_BYTES..];
+            let mut reader = Reader {
+                buffer: payload,
+                apparent_bytes: 0,
+            };
+            let Ok((header, read_id)) = read_response_header(&mut reader) else {
+                panic!("no header");
+            };
+            let reply = read_response_body(&mut reader, header, max_tables, &limits, &mut ());
+            assert!(matches!(reply, Ok(Some(Reply::Get { .. }))));
+            assert_eq!(
+                reader.apparent_bytes,
+                ONE_VALUE_GET_APPARENT_FIXED_BYTES + value_len + context_len
+            );
+            let fast = inspect_one_value_get_reply(payload, &limits, max_tables);
+            let full = verify_response(payload, &limits, max_tables, &mut ())
+                .and_then(Result::ok)
+                .map(|(id, reply)| match reply {
+                    Reply::Get { context, .. } => (
+                        id,
+                        ResponseView::Get {
+                            found: true,
+                            siblings: 1,
+                            context,
+                        },
+                    ),
+                    _ => panic!("not a get reply"),
+                });
+            assert_eq!(fast, full, "value {value_len}, context {context_len}");
+            assert_eq!(fast.map(|(id, _)| id), Some(read_id));
+            // One byte more or less is not the writer's layout.
+            assert_eq!(
+                inspect_one_value_get_reply(&payload[..payload.len() - 1], &limits, max_tables),
+                None
+            );
+            let mut longer = payload.to_vec();
+            longer.push(0);
+            assert_eq!(
+                inspect_one_value_get_reply(&longer, &limits, max_tables),
+                None
+            );
+        }
     }
 
     #[test]

@@ -6,8 +6,11 @@
 //! byte and CRC32 before reading anything else, then validates the clock, so
 //! a garbage, truncated or foreign token is refused with a `ContextError`.
 
+use std::cell::Cell;
+
 use super::clock::{encode_entries, VersionVector};
-use super::codec::{put_varint, Reader, VARINT_BYTES_MAX};
+use super::codec::{write_varint, Reader, VARINT_BYTES_MAX};
+use super::crc::{crc32, crc32_finish, crc32_update, CRC32_START};
 use super::error::ContextError;
 use super::view::EncodedSiblingSet;
 use super::{ActorId, CLOCK_ENTRIES_MAX};
@@ -100,7 +103,7 @@ impl Context {
         let mut stored = [0u8; CHECKSUM_BYTES];
         stored.copy_from_slice(checksum_bytes);
         let stored = u32::from_le_bytes(stored);
-        let computed = crc32fast::hash(body);
+        let computed = crc32(body);
         if stored != computed {
             return Err(ContextError::ChecksumMismatch { stored, computed });
         }
@@ -146,6 +149,45 @@ pub fn encode_set_token_into(
     encode_token_with(fastest_replica, |out| set.write_clock(out), out);
 }
 
+/// A token's bytes before its clock (format byte, flags, the fastest
+/// replica's varint) for one fastest replica, and the CRC register after
+/// them.
+#[derive(Clone, Copy)]
+struct TokenHead {
+    fastest_replica: Option<ActorId>,
+    bytes: [u8; 2 + VARINT_BYTES_MAX],
+    len: usize,
+    crc: u32,
+}
+
+impl TokenHead {
+    fn new(fastest_replica: Option<ActorId>) -> TokenHead {
+        let mut bytes = [0u8; 2 + VARINT_BYTES_MAX];
+        bytes[0] = CONTEXT_FORMAT_VERSION;
+        let len = match fastest_replica {
+            Some(actor) => {
+                bytes[1] = FLAG_FASTEST_REPLICA;
+                2 + write_varint(&mut bytes[2..], actor)
+            }
+            None => 2,
+        };
+        TokenHead {
+            fastest_replica,
+            bytes,
+            len,
+            crc: crc32_update(CRC32_START, &bytes[..len]),
+        }
+    }
+}
+
+thread_local! {
+    /// The head of the last token this thread wrote. A shard's gets name
+    /// the same fastest replica (this shard) nearly every time, so its
+    /// ten-byte varint and the CRC over it are computed once, not per
+    /// reply; another replica's token replaces it.
+    static LAST_HEAD: Cell<Option<TokenHead>> = const { Cell::new(None) };
+}
+
 /// Appends a token whose clock `clock` appends (entry count, then per entry
 /// actor delta and counter, as `encode_entries` writes them).
 fn encode_token_with(
@@ -154,16 +196,18 @@ fn encode_token_with(
     out: &mut Vec<u8>,
 ) {
     let start = out.len();
-    out.push(CONTEXT_FORMAT_VERSION);
-    match fastest_replica {
-        Some(actor) => {
-            out.push(FLAG_FASTEST_REPLICA);
-            put_varint(out, actor);
+    let head = match LAST_HEAD.get() {
+        Some(head) if head.fastest_replica == fastest_replica => head,
+        _ => {
+            let head = TokenHead::new(fastest_replica);
+            LAST_HEAD.set(Some(head));
+            head
         }
-        None => out.push(0),
-    }
+    };
+    out.extend_from_slice(&head.bytes[..head.len]);
+    let clock_start = out.len();
     clock(out);
-    let checksum = crc32fast::hash(&out[start..]);
+    let checksum = crc32_finish(crc32_update(head.crc, &out[clock_start..]));
     out.extend_from_slice(&checksum.to_le_bytes());
     let len = out.len() - start;
     assert!((CONTEXT_BYTES_MIN..=CONTEXT_BYTES_MAX).contains(&len));
@@ -209,6 +253,39 @@ mod tests {
             Context::decode(&long),
             Err(ContextError::TooLong { .. })
         ));
+    }
+
+    #[test]
+    fn tokens_for_alternating_replicas_are_whole() {
+        // The remembered head is replaced and reused as the fastest replica
+        // changes: every token is the one built from scratch (format,
+        // flags, varint, clock, CRC over all of it).
+        let clock = VersionVector::from_entries(vec![(7 << 16, 3), ((9 << 16) | 2, 1)]).unwrap();
+        for fastest in [
+            Some(u64::MAX),
+            Some(3 << 32),
+            Some(3 << 32),
+            None,
+            None,
+            Some(5),
+        ] {
+            let mut token = vec![0xee];
+            encode_token_into(clock.entries().iter().copied(), fastest, &mut token);
+            let mut expected = vec![0xee, CONTEXT_FORMAT_VERSION];
+            match fastest {
+                Some(actor) => {
+                    expected.push(FLAG_FASTEST_REPLICA);
+                    crate::version::codec::put_varint(&mut expected, actor);
+                }
+                None => expected.push(0),
+            }
+            encode_entries(clock.entries().iter().copied(), &mut expected);
+            let checksum = crc32fast::hash(&expected[1..]);
+            expected.extend_from_slice(&checksum.to_le_bytes());
+            assert_eq!(token, expected, "{fastest:?}");
+            let context = Context::decode(&token[1..]).expect("a valid token");
+            assert_eq!(context.fastest_replica, fastest);
+        }
     }
 
     #[test]

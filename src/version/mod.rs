@@ -23,6 +23,7 @@
 mod clock;
 mod codec;
 mod context;
+mod crc;
 mod error;
 mod sibling_set;
 mod update_plan;
