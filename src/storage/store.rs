@@ -42,7 +42,7 @@ use super::error::{is_enospc, StorageError};
 use super::hint::{self, HintEntry};
 use super::index::{Index, Location};
 use super::record::{self, Decoded, Header, Kind, Limits};
-use super::sync::{yield_now, AsyncLock, AsyncLockGuard, Notify};
+use super::sync::{yield_now, AsyncLock, Notify};
 use super::wbuf::{WriteBuffer, PIECE_BYTES};
 use super::{
     CompactionProgress, CorruptRecord, Durability, Namespace, RecordKind, RecoveryReport,
@@ -220,23 +220,7 @@ struct State<D: Disk> {
     next_seq: u64,
     failed: bool,
     disk_full: bool,
-    /// A writer is forming the next sync round: it yields, then cuts the round (takes
-    /// `io_lock` and flushes), unless a writer that joins first cuts it (`sync_to`).
     sync_leader: bool,
-    /// Counts the rounds that started forming, so a forming leader whose round another
-    /// writer cut does not end the next one when it gives up its role.
-    forming_gen: u64,
-    /// Writers that joined the forming round (its leader included).
-    forming_writers: usize,
-    /// `appended_lsn` when the latest sync round was cut: every record up to it is
-    /// covered by that round's flush and `fdatasync`, or by an earlier round's.
-    cut_lsn: u64,
-    /// Sync rounds cut and not yet ended, and the writers they cover.
-    rounds_in_flight: usize,
-    round_writers_in_flight: usize,
-    /// How many writers use durable puts: the most seen waiting at a cut, decaying by
-    /// 1/16 per cut so that it follows a falling number.
-    sync_writers_est: usize,
     corrupt_keys: BTreeSet<(Namespace, u32, Bytes)>,
     compaction: Option<CompactionJob>,
     flushes: u64,
@@ -382,10 +366,6 @@ pub struct Store<D: Disk> {
     buffer_bytes_max: usize,
     state: RefCell<State<D>>,
     io_lock: AsyncLock,
-    /// Held by the sync round (or rotation) whose `fdatasync` of the active segment
-    /// runs. It is taken while `io_lock` is held, so `fdatasync`s run one at a time and
-    /// in the order of the flushes they cover (docs/storage.md §5).
-    sync_lock: AsyncLock,
     sync_done: Notify,
     /// When `flush_due` first saw unflushed data (sans-IO: set from the caller's `now`).
     dirty_since: Cell<Option<Instant>>,
@@ -694,12 +674,6 @@ impl<D: Disk> Store<D> {
             failed: false,
             disk_full: false,
             sync_leader: false,
-            forming_gen: 0,
-            forming_writers: 0,
-            cut_lsn: 0,
-            rounds_in_flight: 0,
-            round_writers_in_flight: 0,
-            sync_writers_est: 0,
             corrupt_keys,
             compaction: None,
             flushes: 0,
@@ -718,7 +692,6 @@ impl<D: Disk> Store<D> {
             buffer_bytes_max,
             state: RefCell::new(state),
             io_lock: AsyncLock::default(),
-            sync_lock: AsyncLock::default(),
             sync_done: Notify::default(),
             dirty_since: Cell::new(None),
             compacting: Cell::new(false),
@@ -1524,19 +1497,12 @@ impl<D: Disk> Store<D> {
         // could keep writes of the new file and lose older ones of this file, and the
         // log would no longer be a prefix of what was appended (docs §4, §10).
         let sealed_file = self.state.borrow().segments[&sealing].file.clone();
+        if let Err(e) = sealed_file.sync_data().await {
+            self.state.borrow_mut().failed = true;
+            return Err(StorageError::SyncFailed(e));
+        }
         {
-            // A sync round's `fdatasync` of this file may still run: never two at once
-            // on one file (see `run_round`).
-            let _turn = self.sync_lock.lock().await;
-            if self.state.borrow().failed {
-                return Err(StorageError::Failed);
-            }
-            if let Err(e) = sealed_file.sync_data().await {
-                self.state.borrow_mut().failed = true;
-                return Err(StorageError::SyncFailed(e));
-            }
             let mut st = self.state.borrow_mut();
-            assert!(st.flushed_lsn >= st.synced_lsn);
             st.synced_lsn = st.flushed_lsn;
             st.syncs += 1;
         }
@@ -1604,17 +1570,12 @@ impl<D: Disk> Store<D> {
         self.sync_to(lsn).await
     }
 
-    /// Returns once an `fdatasync` covers everything up to `lsn` (group commit, docs
-    /// §5). A writer whose record no round covers yet joins the forming round; the
-    /// first to join leads it (yields, so that ready writers append first, then cuts
-    /// it), and a later joiner cuts it early once it has `cut_target` writers and no
-    /// flush runs. A round is cut by taking `io_lock`: it flushes, takes the sync turn
-    /// and then releases `io_lock`, so the next round can cut and write while this
-    /// one's `fdatasync` runs (`run_round`).
+    /// Returns once an `fdatasync` covers everything up to `lsn`. One caller at a time
+    /// leads a sync round; the others wait for its outcome and are covered by it if
+    /// they appended before its flush (group commit).
     async fn sync_to(&self, lsn: u64) -> Result<(), StorageError> {
-        let mut joined = false;
         loop {
-            let step = {
+            let wait_for_epoch = {
                 let mut st = self.state.borrow_mut();
                 if st.failed {
                     return Err(StorageError::Failed);
@@ -1622,120 +1583,40 @@ impl<D: Disk> Store<D> {
                 if st.synced_lsn >= lsn {
                     return Ok(());
                 }
-                if lsn <= st.cut_lsn && st.rounds_in_flight > 0 {
-                    // A round cut after this record was appended publishes or fails
-                    // (or, if dropped, a later round covers the record).
-                    SyncStep::Wait(self.sync_done.epoch())
+                if st.sync_leader {
+                    Some(self.sync_done.epoch())
                 } else {
-                    if !joined {
-                        joined = true;
-                        st.forming_writers += 1;
-                    }
-                    if !st.sync_leader {
-                        st.sync_leader = true;
-                        SyncStep::Lead(st.forming_gen)
-                    } else if st.forming_writers >= Self::cut_target(&st) {
-                        match self.io_lock.try_lock() {
-                            Some(io) => SyncStep::Cut(io),
-                            None => SyncStep::Wait(self.sync_done.epoch()),
-                        }
-                    } else {
-                        SyncStep::Wait(self.sync_done.epoch())
-                    }
+                    st.sync_leader = true;
+                    None
                 }
             };
-            let io = match step {
-                SyncStep::Wait(seen) => {
-                    self.sync_done.wait(seen).await;
-                    continue;
-                }
-                SyncStep::Cut(io) => io,
-                SyncStep::Lead(gen) => {
-                    let _forming = FormingGuard { store: self, gen };
-                    // Let writers that are ready to run append first, so this round
-                    // covers them.
-                    yield_now().await;
-                    let io = self.io_lock.lock().await;
-                    let st = self.state.borrow();
-                    if lsn <= st.cut_lsn && st.rounds_in_flight > 0 {
-                        // A joiner cut the round while this writer yielded.
-                        continue;
-                    }
-                    io
-                }
+            if let Some(seen) = wait_for_epoch {
+                // Another caller leads a round; its outcome decides for this one too.
+                self.sync_done.wait(seen).await;
+                continue;
+            }
+            let _leader = LeaderGuard { store: self };
+            // Let writers that are ready to run append first, so this round covers them.
+            yield_now().await;
+            let _io = self.io_lock.lock().await;
+            self.flush_locked().await?;
+            // Sealed segments were synced when they were sealed, so only the active
+            // segment can hold unsynced bytes.
+            let (file, target) = {
+                let st = self.state.borrow();
+                (st.segments[&st.active_id].file.clone(), st.flushed_lsn)
             };
-            let writers = self.cut_round();
-            self.run_round(io, writers).await?;
+            if let Err(e) = file.sync_data().await {
+                // Linux may have dropped the dirty pages: a retry could falsely
+                // succeed, so the store stops accepting writes (docs §9).
+                self.state.borrow_mut().failed = true;
+                return Err(StorageError::SyncFailed(e));
+            }
+            let mut st = self.state.borrow_mut();
+            assert!(target >= st.synced_lsn);
+            st.synced_lsn = target;
+            st.syncs += 1;
         }
-    }
-
-    /// How many writers a forming round waits for before a joiner cuts it without
-    /// waiting for its leader: half of the durable writers. Writers then settle into
-    /// two cohorts of about equal size, each appending while the other's write and
-    /// `fdatasync` run, instead of one cohort whose appends, write and `fdatasync`
-    /// run in series.
-    fn cut_target(st: &State<D>) -> usize {
-        st.round_writers_in_flight
-            .max(st.sync_writers_est.div_ceil(2))
-            .max(2)
-    }
-
-    /// Ends the forming round (caller holds `io_lock`): what was appended so far is
-    /// its, later writers form the next round. Returns the round's writers.
-    fn cut_round(&self) -> usize {
-        let mut st = self.state.borrow_mut();
-        st.sync_leader = false;
-        st.forming_gen += 1;
-        st.cut_lsn = st.appended_lsn;
-        let writers = std::mem::take(&mut st.forming_writers);
-        st.rounds_in_flight += 1;
-        st.round_writers_in_flight += writers;
-        let waiting = st.round_writers_in_flight;
-        st.sync_writers_est = waiting.max(st.sync_writers_est - st.sync_writers_est / 64);
-        writers
-    }
-
-    /// One sync round, cut by `cut_round`: flushes under `io_lock`, takes the sync turn
-    /// (waiting for the previous round's `fdatasync`) before releasing `io_lock`, so
-    /// `fdatasync`s never overlap and run in flush order, and publishes `synced_lsn` up
-    /// to what this round's flush covered once its `fdatasync` succeeded. The next
-    /// round's write may run during this `fdatasync`: it is not counted, since
-    /// `target` was read before it started. After a failed `fdatasync` the store is
-    /// failed, and a later round that already wrote does not sync (Linux reports a
-    /// writeback error once, so its `fdatasync` could succeed over lost pages).
-    async fn run_round(
-        &self,
-        io: AsyncLockGuard<'_>,
-        writers: usize,
-    ) -> Result<(), StorageError> {
-        let _round = RoundGuard {
-            store: self,
-            writers,
-        };
-        self.flush_locked().await?;
-        // Sealed segments were synced when they were sealed, so only the active
-        // segment can hold unsynced bytes.
-        let (file, target) = {
-            let st = self.state.borrow();
-            (st.segments[&st.active_id].file.clone(), st.flushed_lsn)
-        };
-        let turn = self.sync_lock.lock().await;
-        drop(io);
-        if self.state.borrow().failed {
-            return Err(StorageError::Failed);
-        }
-        if let Err(e) = file.sync_data().await {
-            // Linux may have dropped the dirty pages: a retry could falsely
-            // succeed, so the store stops accepting writes (docs §9).
-            self.state.borrow_mut().failed = true;
-            return Err(StorageError::SyncFailed(e));
-        }
-        let mut st = self.state.borrow_mut();
-        assert!(target >= st.synced_lsn);
-        st.synced_lsn = target;
-        st.syncs += 1;
-        drop(turn);
-        Ok(())
     }
 
     /// Does at most about `budget_bytes` of compaction work (docs §7).
@@ -2108,48 +1989,14 @@ impl Drop for ClearOnDrop<'_> {
     }
 }
 
-/// What a writer in `sync_to` does next.
-enum SyncStep<'a> {
-    /// Wait for a round to end (the epoch of `sync_done` seen).
-    Wait(u64),
-    /// Lead the forming round (of this `forming_gen`).
-    Lead(u64),
-    /// Cut the forming round now, holding `io_lock`.
-    Cut(AsyncLockGuard<'a>),
-}
-
-/// Gives up the forming leader's role if its future is dropped before the round was
-/// cut (the generation still its own), so a waiter can lead instead.
-struct FormingGuard<'a, D: Disk> {
+/// Clears the sync leader flag and wakes the waiters however the leader's round ends.
+struct LeaderGuard<'a, D: Disk> {
     store: &'a Store<D>,
-    gen: u64,
 }
 
-impl<D: Disk> Drop for FormingGuard<'_, D> {
+impl<D: Disk> Drop for LeaderGuard<'_, D> {
     fn drop(&mut self) {
-        let mut st = self.store.state.borrow_mut();
-        if st.sync_leader && st.forming_gen == self.gen {
-            st.sync_leader = false;
-            drop(st);
-            self.store.sync_done.notify_all();
-        }
-    }
-}
-
-/// Ends a sync round's accounting and wakes the waiters however the round ends:
-/// published, failed, or dropped (its writers then lead or wait for a later round).
-struct RoundGuard<'a, D: Disk> {
-    store: &'a Store<D>,
-    writers: usize,
-}
-
-impl<D: Disk> Drop for RoundGuard<'_, D> {
-    fn drop(&mut self) {
-        {
-            let mut st = self.store.state.borrow_mut();
-            st.rounds_in_flight -= 1;
-            st.round_writers_in_flight -= self.writers;
-        }
+        self.store.state.borrow_mut().sync_leader = false;
         self.store.sync_done.notify_all();
     }
 }

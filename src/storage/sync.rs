@@ -23,16 +23,6 @@ pub(crate) struct AsyncLockGuard<'a> {
 }
 
 impl AsyncLock {
-    /// The lock if nobody holds it, without waiting.
-    pub(crate) fn try_lock(&self) -> Option<AsyncLockGuard<'_>> {
-        if self.locked.get() {
-            None
-        } else {
-            self.locked.set(true);
-            Some(AsyncLockGuard { lock: self })
-        }
-    }
-
     pub(crate) fn lock(&self) -> impl Future<Output = AsyncLockGuard<'_>> {
         std::future::poll_fn(move |cx| {
             if self.locked.get() {
