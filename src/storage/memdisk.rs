@@ -9,7 +9,11 @@
 //! can drive a store on it; only with `set_write_delay_polls` does a write stay in
 //! flight (pending, waking itself) for a number of polls before it takes effect, as a
 //! real disk's does while the store goes on appending, and with `hold_writes` until the
-//! test completes or fails each held write, in any order.
+//! test completes or fails each held write, in any order. With `hold_syncs` a
+//! `sync_data` stays in flight the same way; it covers the writes that completed before
+//! it was called, not those that complete while it is held (as `fdatasync` on Linux,
+//! which may miss a direct write still in flight), and the disk counts how many run at
+//! once on one file (`sync_data_in_flight_peak`).
 //!
 //! For crash-point enumeration (`tests/storage_crash_points.rs`) it can also record a
 //! trace of every mutating operation (`start_trace`, `take_trace`, `DiskOp`) and be built
@@ -101,6 +105,14 @@ struct State {
     /// Buffers handed out by `alloc_buffer` (a write path that reuses its DMA buffers
     /// stops asking for new ones).
     buffers_allocated: u64,
+    /// Later `sync_data` calls wait until the test releases or fails them.
+    hold_syncs: bool,
+    next_sync_ticket: u64,
+    /// Held syncs by ticket: the outcome once the test chose it.
+    held_syncs: BTreeMap<u64, HeldOutcome>,
+    /// `sync_data` calls in flight per inode, and the most seen at once on one inode.
+    syncs_in_flight: BTreeMap<u64, u32>,
+    syncs_in_flight_peak: u32,
 }
 
 impl State {
@@ -309,6 +321,48 @@ impl MemDisk {
         self.state.borrow_mut().fail_sync = fail;
     }
 
+    /// Keeps every later `sync_data` in flight (pending, waking itself) until the test
+    /// completes it with `release_sync` or fails it with `fail_held_sync`; `false` stops
+    /// holding new ones (those held stay held).
+    pub fn hold_syncs(&self, hold: bool) {
+        self.state.borrow_mut().hold_syncs = hold;
+    }
+
+    /// The tickets of the held syncs not yet released or failed, oldest first. A sync
+    /// is listed from its first poll.
+    pub fn held_syncs(&self) -> Vec<u64> {
+        let st = self.state.borrow();
+        st.held_syncs
+            .iter()
+            .filter(|(_, h)| h.is_none())
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    /// Lets a held sync take effect at its next poll.
+    pub fn release_sync(&self, ticket: u64) {
+        let mut st = self.state.borrow_mut();
+        *st.held_syncs.get_mut(&ticket).expect("a held sync") = Some(Ok(()));
+    }
+
+    /// Makes a held sync fail with `errno` at its next poll, making nothing durable.
+    pub fn fail_held_sync(&self, ticket: u64, errno: i32) {
+        let mut st = self.state.borrow_mut();
+        *st.held_syncs.get_mut(&ticket).expect("a held sync") = Some(Err(errno));
+    }
+
+    /// The most `sync_data` calls that were in flight at once on one file.
+    pub fn sync_data_in_flight_peak(&self) -> u32 {
+        self.state.borrow().syncs_in_flight_peak
+    }
+
+    /// The durable image of a file (what a crash keeps of it), if it exists.
+    pub fn durable_file_bytes(&self, name: &str) -> Option<Vec<u8>> {
+        let st = self.state.borrow();
+        let ino = st.names.get(name)?;
+        st.inodes.get(ino).map(|i| i.durable.clone())
+    }
+
     /// Names of the files in the directory, sorted.
     pub fn file_names(&self) -> Vec<String> {
         self.state.borrow().names.keys().cloned().collect()
@@ -491,6 +545,46 @@ impl DiskFile for MemFile {
     }
 
     async fn sync_data(&self) -> io::Result<()> {
+        let (covered, ticket) = {
+            let mut st = self.disk.state.borrow_mut();
+            let n = st.syncs_in_flight.entry(self.inode).or_insert(0);
+            *n += 1;
+            let n = *n;
+            st.syncs_in_flight_peak = st.syncs_in_flight_peak.max(n);
+            let ticket = st.hold_syncs.then(|| {
+                let t = st.next_sync_ticket;
+                st.next_sync_ticket += 1;
+                st.held_syncs.insert(t, None);
+                t
+            });
+            (st.write_counter, ticket)
+        };
+        // Counts this call out of the in-flight syncs however it ends (also if dropped).
+        struct InFlight<'a>(&'a MemFile);
+        impl Drop for InFlight<'_> {
+            fn drop(&mut self) {
+                let mut st = self.0.disk.state.borrow_mut();
+                *st.syncs_in_flight.get_mut(&self.0.inode).expect("counted") -= 1;
+            }
+        }
+        let _in_flight = InFlight(self);
+        if let Some(ticket) = ticket {
+            loop {
+                let outcome = {
+                    let mut st = self.disk.state.borrow_mut();
+                    let outcome = st.held_syncs[&ticket];
+                    if outcome.is_some() {
+                        st.held_syncs.remove(&ticket);
+                    }
+                    outcome
+                };
+                match outcome {
+                    Some(Ok(())) => break,
+                    Some(Err(errno)) => return Err(err(errno)),
+                    None => yield_now().await,
+                }
+            }
+        }
         let mut st = self.disk.state.borrow_mut();
         st.sync_calls += 1;
         if st.fail_sync || st.fail_sync_from.is_some_and(|from| st.sync_calls >= from) {
@@ -501,15 +595,21 @@ impl DiskFile for MemFile {
             .inodes
             .get_mut(&self.inode)
             .ok_or_else(|| err(libc::EBADF))?;
-        // Replay the pending writes onto the durable image (cheaper than copying the
-        // whole file on every sync).
+        // Replay the pending writes it covers onto the durable image (cheaper than
+        // copying the whole file on every sync); writes that completed while it was
+        // held stay pending.
         let pending = std::mem::take(&mut inode.unsynced);
-        for (_, pos, bytes) in &pending {
+        let (done, later): (Vec<_>, Vec<_>) =
+            pending.into_iter().partition(|(n, _, _)| *n <= covered);
+        for (_, pos, bytes) in &done {
             apply_write(&mut inode.durable, *pos, bytes);
         }
-        let len = inode.data.len();
-        inode.durable.resize(len, 0);
-        debug_assert!(inode.durable == inode.data, "durable image diverged");
+        inode.unsynced = later;
+        if inode.unsynced.is_empty() {
+            let len = inode.data.len();
+            inode.durable.resize(len, 0);
+            debug_assert!(inode.durable == inode.data, "durable image diverged");
+        }
         let inode = self.inode;
         st.record(DiskOp::Sync { inode });
         Ok(())

@@ -1,0 +1,293 @@
+//! Group commit against `fdatasync`s that stay in flight (docs/storage.md §5): `MemDisk`
+//! holds each `sync_data` until the test completes or fails it, and a held sync covers
+//! only the writes that completed before it was called. A durable put must not return
+//! before an `fdatasync` covering its record has completed, a failed `fdatasync` fails
+//! its round and every later one (whether or not their writes already landed), and no
+//! two `fdatasync`s of one file may run at once, across segment rotations. These hold
+//! for any scheduling of sync rounds, including rounds that overlap.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use dynakv::storage::{
+    block_on, CrashMode, Durability, MemDisk, Namespace, RecordKind, StorageError, Store,
+    StoreConfig,
+};
+
+const NS: Namespace = Namespace::Data;
+const LEN: usize = 200;
+
+/// Segments small enough that a few dozen records rotate them.
+fn config() -> StoreConfig {
+    StoreConfig {
+        max_key_bytes: 64,
+        max_value_bytes: 1024,
+        segment_size_bytes: 8 << 10,
+        read_cache_bytes: 0,
+        ..StoreConfig::default()
+    }
+}
+
+fn open(disk: &MemDisk) -> Store<MemDisk> {
+    let (store, _) = block_on(Store::open(disk.clone(), config())).expect("open");
+    store.check_invariants();
+    store
+}
+
+fn key(i: usize) -> Vec<u8> {
+    format!("key-{i:05}").into_bytes()
+}
+
+fn value(i: usize) -> Vec<u8> {
+    let tag = format!("value-{i:05}|");
+    tag.bytes().cycle().take(LEN).collect()
+}
+
+/// Whether record `i`'s value is in the durable image of some file (what a crash keeps).
+fn is_durable(disk: &MemDisk, i: usize) -> bool {
+    let v = value(i);
+    disk.file_names().iter().any(|name| {
+        disk.durable_file_bytes(name)
+            .is_some_and(|bytes| bytes.windows(v.len()).any(|w| w == v.as_slice()))
+    })
+}
+
+type Task<'a> = Pin<Box<dyn Future<Output = Result<(), StorageError>> + 'a>>;
+
+fn durable_put(store: &Store<MemDisk>, i: usize) -> Task<'_> {
+    Box::pin(async move {
+        store
+            .put(
+                NS,
+                (i % 4) as u32,
+                &key(i),
+                RecordKind::Value,
+                bytes::Bytes::copy_from_slice(&value(i)),
+                Durability::Durable,
+            )
+            .await
+    })
+}
+
+/// Durable puts driven step by step (every pending task polled once per step), so the
+/// test can act on the disk between steps. `Store` futures only wait on each other or
+/// on `MemDisk`'s held I/O, both of which yield, so polling is enough.
+#[derive(Default)]
+struct Tasks<'a> {
+    tasks: Vec<(usize, Task<'a>)>,
+    results: Vec<(usize, Result<(), StorageError>)>,
+}
+
+impl<'a> Tasks<'a> {
+    fn spawn(&mut self, i: usize, task: Task<'a>) {
+        self.tasks.push((i, task));
+    }
+
+    /// Polls every pending task once; returns the writers that finished in this step.
+    fn step(&mut self) -> &[(usize, Result<(), StorageError>)] {
+        let mut cx = Context::from_waker(Waker::noop());
+        let from = self.results.len();
+        let results = &mut self.results;
+        self.tasks
+            .retain_mut(|(i, task)| match task.as_mut().poll(&mut cx) {
+                Poll::Ready(r) => {
+                    results.push((*i, r));
+                    false
+                }
+                Poll::Pending => true,
+            });
+        &self.results[from..]
+    }
+
+    fn pending(&self) -> usize {
+        self.tasks.len()
+    }
+}
+
+/// Steps until a `sync_data` is held; panics if all tasks finish first.
+fn step_until_a_sync_is_held(disk: &MemDisk, tasks: &mut Tasks<'_>) -> u64 {
+    for _ in 0..10_000 {
+        if let Some(&t) = disk.held_syncs().first() {
+            return t;
+        }
+        let finished = tasks.step();
+        assert!(
+            finished.is_empty(),
+            "writers {finished:?} returned while no fdatasync had completed"
+        );
+    }
+    panic!("no fdatasync was issued");
+}
+
+/// Checks that every writer that returned `Ok` in `finished` is durable right now.
+fn check_acks_durable(disk: &MemDisk, finished: &[(usize, Result<(), StorageError>)]) {
+    for (i, r) in finished {
+        assert!(r.is_ok(), "writer {i}: {r:?}");
+        assert!(
+            is_durable(disk, *i),
+            "writer {i} returned before an fdatasync covering its record completed"
+        );
+    }
+}
+
+#[test]
+fn a_durable_put_never_returns_before_an_fdatasync_covering_it() {
+    let disk = MemDisk::new();
+    let store = open(&disk);
+    disk.hold_syncs(true);
+    let mut tasks = Tasks::default();
+    for i in 0..16 {
+        tasks.spawn(i, durable_put(&store, i));
+    }
+    let first = step_until_a_sync_is_held(&disk, &mut tasks);
+    // Later writers append while the first fdatasync is held.
+    for i in 16..32 {
+        tasks.spawn(i, durable_put(&store, i));
+    }
+    for _ in 0..50 {
+        let finished = tasks.step();
+        assert!(
+            finished.is_empty(),
+            "writers {finished:?} returned while the only fdatasync was held"
+        );
+    }
+    disk.release_sync(first);
+    // Release every held sync a few steps after it shows up, checking each writer at
+    // the moment it returns.
+    let mut steps = 0;
+    while tasks.pending() > 0 {
+        steps += 1;
+        assert!(steps < 10_000, "writers did not finish");
+        check_acks_durable(&disk, tasks.step());
+        if steps % 5 == 0 {
+            for t in disk.held_syncs() {
+                disk.release_sync(t);
+            }
+        }
+    }
+    assert_eq!(tasks.results.len(), 32);
+    drop(tasks);
+    drop(store);
+    disk.crash(CrashMode::LoseUnsynced);
+    let store = open(&disk);
+    for i in 0..32 {
+        let got = block_on(store.get(NS, (i % 4) as u32, &key(i))).expect("get");
+        assert_eq!(got.map(|r| r.payload.to_vec()), Some(value(i)), "key {i}");
+    }
+}
+
+#[test]
+fn a_failed_fdatasync_fails_its_round_and_every_later_one() {
+    let disk = MemDisk::new();
+    let store = open(&disk);
+    disk.hold_syncs(true);
+    let mut tasks = Tasks::default();
+    for i in 0..8 {
+        tasks.spawn(i, durable_put(&store, i));
+    }
+    let held = step_until_a_sync_is_held(&disk, &mut tasks);
+    // A second cohort appends (and, if rounds overlap, writes) while the first
+    // round's fdatasync is held.
+    for i in 8..16 {
+        tasks.spawn(i, durable_put(&store, i));
+    }
+    for _ in 0..50 {
+        assert!(tasks.step().is_empty());
+    }
+    let syncs_before = disk.sync_count();
+    disk.fail_held_sync(held, libc::EIO);
+    let mut steps = 0;
+    while tasks.pending() > 0 {
+        steps += 1;
+        assert!(steps < 10_000, "writers did not finish");
+        tasks.step();
+        // Any fdatasync issued after the failure must not decide anything: let it
+        // succeed, so that only the store's own bookkeeping can fail the writers.
+        for t in disk.held_syncs() {
+            disk.release_sync(t);
+        }
+    }
+    for (i, r) in &tasks.results {
+        assert!(
+            matches!(r, Err(StorageError::SyncFailed(_) | StorageError::Failed)),
+            "writer {i} after a failed fdatasync: {r:?}"
+        );
+    }
+    assert_eq!(tasks.results.len(), 16);
+    assert_eq!(
+        disk.sync_count(),
+        syncs_before,
+        "an fdatasync after a failed one succeeded"
+    );
+    drop(tasks);
+    assert!(matches!(
+        block_on(store.put(
+            NS,
+            0,
+            &key(99),
+            RecordKind::Value,
+            bytes::Bytes::copy_from_slice(&value(99)),
+            Durability::Durable,
+        )),
+        Err(StorageError::Failed)
+    ));
+}
+
+#[test]
+fn fdatasyncs_of_a_file_never_overlap_across_rotations() {
+    let disk = MemDisk::new();
+    let store = open(&disk);
+    disk.hold_syncs(true);
+    let mut tasks = Tasks::default();
+    let mut next = 0;
+    let mut steps = 0;
+    // Waves of writers join while syncs are held; the small segments rotate several
+    // times, and each rotation syncs the sealed segment.
+    while next < 160 || tasks.pending() > 0 {
+        steps += 1;
+        assert!(steps < 100_000, "writers did not finish");
+        if steps % 7 == 0 && next < 160 {
+            for _ in 0..16 {
+                tasks.spawn(next, durable_put(&store, next));
+                next += 1;
+            }
+        }
+        check_acks_durable(&disk, tasks.step());
+        if steps % 3 == 0 {
+            // The oldest held sync first: they complete in the order they were issued.
+            if let Some(&t) = disk.held_syncs().first() {
+                disk.release_sync(t);
+            }
+        }
+    }
+    assert_eq!(tasks.results.len(), 160);
+    assert_eq!(
+        disk.sync_data_in_flight_peak(),
+        1,
+        "two fdatasyncs of one file ran at once"
+    );
+    drop(tasks);
+    store.check_invariants();
+    let segments = disk
+        .file_names()
+        .iter()
+        .filter(|n| n.ends_with(".log"))
+        .count();
+    assert!(
+        segments >= 3,
+        "the segments rotated ({segments} segment files)"
+    );
+    drop(store);
+    disk.crash(CrashMode::LoseUnsynced);
+    let store = open(&disk);
+    let mut missing = BTreeSet::new();
+    for i in 0..160 {
+        let got = block_on(store.get(NS, (i % 4) as u32, &key(i))).expect("get");
+        if got.map(|r| r.payload.to_vec()) != Some(value(i)) {
+            missing.insert(i);
+        }
+    }
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+}
