@@ -178,6 +178,42 @@ struct PutWaiting {
     durable: bool,
 }
 
+/// Why `ShardState::put_in_place` did not answer a put.
+enum PutDeclined {
+    /// The replica machine must coordinate it (a read that needs I/O, an
+    /// unreadable set, a locked key); the put's value, given back.
+    Machine(Value),
+    /// The write must wait (a flush, a rotation, a durable write); boxed,
+    /// as it is large and rare, so that `Deferred` does not grow.
+    Waiting(Box<PutWaiting>),
+}
+
+/// The reply of a put (`delete`: a delete) that ended with `result`.
+fn put_reply(id: u64, delete: bool, result: Result<Response, (ErrorCode, String, u32)>) -> Reply {
+    // A delete's success is its own answer, without the written context.
+    let result = match result {
+        Ok(_) if delete => Ok(Response::Delete),
+        result => result,
+    };
+    local_reply(id, result)
+}
+
+/// The reply of a request this shard coordinated that ended with `result`.
+fn local_reply(id: u64, result: Result<Response, (ErrorCode, String, u32)>) -> Reply {
+    match result {
+        Ok(response) => Reply::Response(id, response),
+        Err((code, message, acks)) => Reply::Response(
+            id,
+            Response::Error {
+                code,
+                message,
+                acks,
+                routing: None,
+            },
+        ),
+    }
+}
+
 /// The reply to an in-place put whose write ended with `result`.
 fn put_single_reply(
     result: IoResult,
@@ -612,6 +648,12 @@ pub(crate) struct Deferred {
 enum Route {
     /// This shard coordinates it; counted in the metrics from `began`.
     Local { began: Instant },
+    /// This shard's in-place put (or delete) whose write waits
+    /// (`ShardState::put_single_wait`); counted from `began`.
+    PutWaiting {
+        began: Instant,
+        waiting: Box<PutWaiting>,
+    },
     /// Another shard of this node holds the key (a node-port client).
     Shard { owner: usize, frame: Bytes },
     /// No shard of this node holds the key (a thin client on the node port).
@@ -673,12 +715,13 @@ impl ShardState {
     }
 
     /// `handle_frame` without waiting: the reply of a request answered in
-    /// place (a ping, a get of a set in memory, an error, a wrong owner),
-    /// or what is left to do for one that waits (`handle_deferred`). The
-    /// caller (`conn`) builds no future for the former, so the per-request
-    /// path of the common requests has no future to set up, move or poll.
-    // Not boxed: every write is deferred, and a box would be an allocation
-    // per write; the value is moved once, into the request's future.
+    /// place (a ping, a get of a set in memory, a one-replica put written
+    /// at once, an error, a wrong owner), or what is left to do for one
+    /// that waits (`handle_deferred`). The caller (`conn`) builds no future
+    /// for the former, so the per-request path of the common requests has
+    /// no future to set up, move or poll.
+    // Not boxed: a box would be an allocation per deferred request (every
+    // replicated write); the value is moved once, into the request's future.
     #[allow(clippy::result_large_err)]
     pub(crate) fn handle_frame_now(
         self: &Rc<Self>,
@@ -756,6 +799,16 @@ impl ShardState {
                 let reply = self
                     .handle_local_inner(request, partition, &topology, true)
                     .await;
+                self.record_local(op, began, &reply);
+                reply
+            }
+            Route::PutWaiting { began, waiting } => {
+                let op = Op::of(&request.request);
+                let delete = matches!(request.request, Request::Delete { .. });
+                // Boxed: that future is large, and this one is part of
+                // every deferred request's.
+                let result = Box::pin(self.put_single_wait(*waiting)).await;
+                let reply = put_reply(request.id, delete, result);
                 self.record_local(op, began, &reply);
                 reply
             }
@@ -866,7 +919,8 @@ impl ShardState {
     /// Handles a request this shard coordinates, counting it in the metrics
     /// (operation, latency, error) and the hot keys: answered in place when
     /// it needs no I/O (a ping, the routing table, a get of a set in memory,
-    /// a bad quorum), else deferred to `handle_deferred`.
+    /// a one-replica put the store appends at once, a bad quorum), else
+    /// deferred to `handle_deferred`.
     #[allow(clippy::result_large_err, clippy::redundant_allocation)]
     fn handle_local_now(
         &self,
@@ -904,16 +958,79 @@ impl ShardState {
                 }
             }
             Request::Put { .. } | Request::Delete { .. } => {
-                return Err(Deferred {
-                    request,
-                    topology,
-                    partition,
-                    route: Route::Local { began },
-                })
+                self.put_local_now(request, partition, topology, began)?
             }
         };
         self.record_local(op, began, &reply);
         Ok(reply)
+    }
+
+    /// A put or delete this shard coordinates (`handle_local_now`),
+    /// answered with no future built when this shard is the key's only
+    /// replica and the write finishes at once, as a buffered write nearly
+    /// always does: the quorum checked, the context decoded, the set
+    /// updated in place (`put_single_update`) and written
+    /// (`put_single_now`), in the order and with the errors the machine's
+    /// path would give. Deferred: a put the replica machine coordinates
+    /// (`Route::Local`, then `coordinate_put`), or an in-place write that
+    /// must wait (`Route::PutWaiting`).
+    #[allow(clippy::result_large_err, clippy::redundant_allocation)]
+    fn put_local_now(
+        &self,
+        mut request: RequestFrame,
+        partition: u32,
+        topology: Rc<Arc<Topology>>,
+        began: Instant,
+    ) -> Result<Reply, Deferred> {
+        let id = request.id;
+        let (quorum, delete) = match &request.request {
+            Request::Put { quorum, .. } => (*quorum, false),
+            Request::Delete { quorum, .. } => (*quorum, true),
+            _ => unreachable!("put_local_now is given puts and deletes only"),
+        };
+        let quorum = match self.put_quorum(quorum, topology.n_val) {
+            Ok(quorum) => quorum,
+            Err(response) => return Ok(Reply::Response(id, response)),
+        };
+        let me = self.node.cluster.me;
+        let in_place = puts_in_place(topology.primaries(partition), me, quorum);
+        let route = if in_place {
+            let (key, context, mut value) = match &mut request.request {
+                Request::Put {
+                    key,
+                    value,
+                    context,
+                    ..
+                } => (&*key, context.as_deref(), Some(value)),
+                Request::Delete { key, context, .. } => (&*key, Some(&context[..]), None),
+                _ => unreachable!("put_local_now is given puts and deletes only"),
+            };
+            // The value moves into the update (what `take` leaves is
+            // `Bytes::default`, a static empty slice: no allocation) and
+            // back into the request if the machine must take the put.
+            let update = match &mut value {
+                Some(slot) => Value::Data(std::mem::take(*slot)),
+                None => Value::Tombstone,
+            };
+            match self.put_in_place(&topology, partition, key, context, quorum, update) {
+                Ok(result) => return Ok(put_reply(id, delete, result)),
+                Err(PutDeclined::Waiting(waiting)) => Route::PutWaiting { began, waiting },
+                Err(PutDeclined::Machine(update)) => {
+                    if let (Some(slot), Value::Data(bytes)) = (value, update) {
+                        *slot = bytes;
+                    }
+                    Route::Local { began }
+                }
+            }
+        } else {
+            Route::Local { began }
+        };
+        Err(Deferred {
+            request,
+            topology,
+            partition,
+            route,
+        })
     }
 
     /// Counts a request this shard coordinated, begun at `began`.
@@ -949,7 +1066,8 @@ impl ShardState {
     }
 
     /// The request's reply; `tried_now`: `handle_local_now` already found
-    /// that a get cannot be answered in place.
+    /// that a get cannot be answered in place. A put or delete comes here
+    /// only when it is the machine's (`put_local_now` answers the rest).
     async fn handle_local_inner(
         self: &Rc<Self>,
         request: RequestFrame,
@@ -1012,18 +1130,7 @@ impl ShardState {
                 Err(reply) => return Reply::Response(id, reply),
             },
         };
-        match result {
-            Ok(response) => Reply::Response(id, response),
-            Err((code, message, acks)) => Reply::Response(
-                id,
-                Response::Error {
-                    code,
-                    message,
-                    acks,
-                    routing: None,
-                },
-            ),
-        }
+        local_reply(id, result)
     }
 
     /// A per-request quorum may not ask for more replicas than N.
@@ -1175,6 +1282,8 @@ impl ShardState {
         response
     }
 
+    /// A put the replica machine coordinates: any put that this shard
+    /// cannot update in place (`put_local_now` tries that first).
     async fn coordinate_put(
         self: &Rc<Self>,
         topology: &Topology,
@@ -1184,9 +1293,9 @@ impl ShardState {
         value: Value,
         quorum: QuorumConfig,
     ) -> Result<Response, (ErrorCode, String, u32)> {
-        // The context's clock goes into the shard's reusable buffer (no
-        // allocation); the machine's path takes a `VersionVector` of it.
-        let update = {
+        // Decoded as the in-place path decodes it (the shard's reusable
+        // buffer), so that both refuse a context with the same error.
+        let clock = {
             let mut clock = self.put_clock.borrow_mut();
             match context {
                 None | Some([]) => clock.clear(),
@@ -1195,26 +1304,7 @@ impl ShardState {
                         .map_err(|e| (ErrorCode::BadContext, format!("bad context: {e}"), 0))?;
                 }
             }
-            match self.put_single_update(topology, partition, &key, quorum, &clock, value) {
-                Ok(update) => Ok(update),
-                Err(value) => Err((
-                    VersionVector::from_sorted_unchecked(clock.as_slice().to_vec()),
-                    value,
-                )),
-            }
-        };
-        // Nothing but the update is held here: this future is part of every
-        // request's, and a write that waits is boxed (`put_single_wait`).
-        let (clock, value) = match update {
-            Ok(update) => {
-                let update = update.map_err(|e| replica_error(ReplicaError::Version(e), false))?;
-                let durable = quorum.dw >= 1;
-                return match self.put_single_now(partition, key, update, durable) {
-                    Ok(reply) => reply,
-                    Err(waiting) => Box::pin(self.put_single_wait(waiting)).await,
-                };
-            }
-            Err(machine) => machine,
+            VersionVector::from_sorted_unchecked(clock.as_slice().to_vec())
         };
         let request = PutRequest {
             key,
@@ -1245,6 +1335,44 @@ impl ShardState {
             }
             ClientReply::Get { .. } => Err((ErrorCode::Internal, "mismatched reply".into(), 0)),
         }
+    }
+
+    /// The put of `put_local_now` when this shard is the key's only
+    /// replica (N = W = 1, DW <= 1): the context decoded into the shard's
+    /// reusable buffer (no allocation), the set updated in place
+    /// (`put_single_update`) and written (`put_single_now`). `Ok`: the
+    /// put's result, a refusal of its context or of the update included.
+    /// `Err`: the machine must take it (the value is given back), or the
+    /// write must wait.
+    fn put_in_place(
+        &self,
+        topology: &Topology,
+        partition: u32,
+        key: &Bytes,
+        context: Option<&[u8]>,
+        quorum: QuorumConfig,
+        value: Value,
+    ) -> Result<Result<Response, (ErrorCode, String, u32)>, PutDeclined> {
+        let update = {
+            let mut clock = self.put_clock.borrow_mut();
+            match context {
+                None | Some([]) => clock.clear(),
+                Some(bytes) => {
+                    if let Err(e) = Context::decode_clock_into(bytes, &mut clock) {
+                        return Ok(Err((ErrorCode::BadContext, format!("bad context: {e}"), 0)));
+                    }
+                }
+            }
+            self.put_single_update(topology, partition, key, quorum, &clock, value)
+                .map_err(PutDeclined::Machine)?
+        };
+        let update = match update {
+            Ok(update) => update,
+            Err(e) => return Ok(Err(replica_error(ReplicaError::Version(e), false))),
+        };
+        let durable = quorum.dw >= 1;
+        self.put_single_now(partition, key, update, durable)
+            .map_err(|waiting| PutDeclined::Waiting(Box::new(waiting)))
     }
 
     /// The updated set of a put whose only replica is this shard (N = W = 1,
@@ -1355,7 +1483,7 @@ impl ShardState {
     fn put_single_now(
         &self,
         partition: u32,
-        key: Bytes,
+        key: &Bytes,
         update: InPlaceWrite,
         durable: bool,
     ) -> Result<Result<Response, (ErrorCode, String, u32)>, PutWaiting> {
@@ -1377,7 +1505,7 @@ impl ShardState {
         match self.perform_write_now(io, old) {
             Ok(result) => Ok(put_single_reply(result, context)),
             Err(io) => Err(PutWaiting {
-                key,
+                key: key.clone(),
                 io,
                 old,
                 context,
