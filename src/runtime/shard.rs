@@ -162,7 +162,7 @@ struct InPlaceWrite {
     payload: Bytes,
     all_tombstones: bool,
     /// The reply's context token (the updated set's clock).
-    context: Bytes,
+    context: PutToken,
     /// The stored record's anti-entropy entry (`None`: absent).
     old: Option<Entry>,
 }
@@ -174,7 +174,7 @@ struct PutWaiting {
     io: IoRequest,
     old: Option<Entry>,
     /// The reply's context token.
-    context: Bytes,
+    context: PutToken,
     durable: bool,
 }
 
@@ -188,14 +188,56 @@ enum PutDeclined {
     Waiting(Box<PutWaiting>),
 }
 
-/// The reply of a put (`delete`: a delete) that ended with `result`.
-fn put_reply(id: u64, delete: bool, result: Result<Response, (ErrorCode, String, u32)>) -> Reply {
-    // A delete's success is its own answer, without the written context.
-    let result = match result {
-        Ok(_) if delete => Ok(Response::Delete),
-        result => result,
-    };
-    local_reply(id, result)
+/// The reply of an in-place put (`delete`: a delete) that ended with
+/// `result`, the written set's token on success.
+fn put_reply(id: u64, delete: bool, result: Result<PutToken, (ErrorCode, String, u32)>) -> Reply {
+    match result {
+        // A delete's success is its own answer, without the written context.
+        Ok(_) if delete => Reply::Response(id, Response::Delete),
+        Ok(token) => Reply::Put { id, token },
+        Err(error) => local_reply(id, Err(error)),
+    }
+}
+
+/// The most bytes of a context token a put's reply holds itself
+/// (`PutToken::Inline`): a clock of two actors at the widest varints
+/// takes 57, and the reply is no larger than its other kinds.
+const PUT_TOKEN_INLINE_BYTES: usize = 64;
+
+/// The context token of an in-place put's reply (`ShardState::put_token`).
+/// It is held in the reply itself when it fits, as a one- or two-actor
+/// clock's does, so the reply frame is written from it with no `Bytes` cut
+/// from the token chunk (a reference count, and the chunk kept alive until
+/// the reply is sent); a longer one is a slice of the token chunk.
+pub(crate) enum PutToken {
+    Inline {
+        len: u8,
+        bytes: [u8; PUT_TOKEN_INLINE_BYTES],
+    },
+    Shared(Bytes),
+}
+
+// A put's reply is no larger than a get's, so the inline token does not
+// grow every `Reply` (and every future and queue that holds one).
+const _: () = assert!(
+    std::mem::size_of::<u64>() + std::mem::size_of::<PutToken>() <= std::mem::size_of::<GetReply>()
+);
+
+impl PutToken {
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            PutToken::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            PutToken::Shared(bytes) => bytes,
+        }
+    }
+
+    /// The token as `Response::Put` carries it.
+    pub(crate) fn into_bytes(self) -> Bytes {
+        match self {
+            PutToken::Inline { .. } => Bytes::copy_from_slice(self.as_slice()),
+            PutToken::Shared(bytes) => bytes,
+        }
+    }
 }
 
 /// The reply of a request this shard coordinated that ended with `result`.
@@ -217,10 +259,10 @@ fn local_reply(id: u64, result: Result<Response, (ErrorCode, String, u32)>) -> R
 /// The reply to an in-place put whose write ended with `result`.
 fn put_single_reply(
     result: IoResult,
-    context: Bytes,
-) -> Result<Response, (ErrorCode, String, u32)> {
+    context: PutToken,
+) -> Result<PutToken, (ErrorCode, String, u32)> {
     match result {
-        IoResult::Done => Ok(Response::Put { context }),
+        IoResult::Done => Ok(context),
         IoResult::Failed(error) => Err(replica_error(ReplicaError::Storage(error), false)),
         other => Err((
             ErrorCode::Internal,
@@ -666,6 +708,12 @@ pub(crate) enum Reply {
     /// A get answered from the stored encoding of its set, written
     /// straight from those bytes (`get_reply`).
     Get(GetReply),
+    /// An in-place put's success, its token held in the reply
+    /// (`PutToken`); the frame is `Response::Put`'s.
+    Put {
+        id: u64,
+        token: PutToken,
+    },
 }
 
 impl Reply {
@@ -675,6 +723,7 @@ impl Reply {
             Reply::Response(id, response) => protocol::encode_response(*id, response, out),
             Reply::Encoded(encoded) => out.extend_from_slice(encoded),
             Reply::Get(get) => get.encode(out),
+            Reply::Put { id, token } => protocol::encode_put_reply(*id, token.as_slice(), out),
         }
     }
 }
@@ -1195,12 +1244,41 @@ impl ShardState {
         let mut scratch = self.context_scratch.borrow_mut();
         scratch.clear();
         encode_token_into(clock, fastest_replica, &mut scratch);
+        self.chunk_token(&scratch)
+    }
+
+    /// `token` copied into the token chunk, as the next slice cut from it.
+    fn chunk_token(&self, token: &[u8]) -> Bytes {
         let mut chunk = self.context_chunk.borrow_mut();
-        if chunk.capacity() < scratch.len() {
-            chunk.reserve(CONTEXT_CHUNK_BYTES.max(scratch.len()));
+        if chunk.capacity() < token.len() {
+            chunk.reserve(CONTEXT_CHUNK_BYTES.max(token.len()));
         }
-        chunk.extend_from_slice(&scratch);
+        chunk.extend_from_slice(token);
         chunk.split().freeze()
+    }
+
+    /// `context_token` for an in-place put's reply: held in the reply when
+    /// it fits (`PutToken::Inline`), else cut from the token chunk.
+    fn put_token(
+        &self,
+        topology: &Topology,
+        partition: u32,
+        clock: impl ExactSizeIterator<Item = (u64, u64)>,
+        fastest: Option<u64>,
+    ) -> PutToken {
+        let fastest_replica = fastest.map(|node| fastest_replica(topology, partition, node));
+        let mut scratch = self.context_scratch.borrow_mut();
+        scratch.clear();
+        encode_token_into(clock, fastest_replica, &mut scratch);
+        if scratch.len() <= PUT_TOKEN_INLINE_BYTES {
+            let mut bytes = [0; PUT_TOKEN_INLINE_BYTES];
+            bytes[..scratch.len()].copy_from_slice(&scratch);
+            return PutToken::Inline {
+                len: scratch.len() as u8,
+                bytes,
+            };
+        }
+        PutToken::Shared(self.chunk_token(&scratch))
     }
 
     async fn coordinate_get(
@@ -1352,7 +1430,7 @@ impl ShardState {
         context: Option<&[u8]>,
         quorum: QuorumConfig,
         value: Value,
-    ) -> Result<Result<Response, (ErrorCode, String, u32)>, PutDeclined> {
+    ) -> Result<Result<PutToken, (ErrorCode, String, u32)>, PutDeclined> {
         let update = {
             let mut clock = self.put_clock.borrow_mut();
             match context {
@@ -1417,8 +1495,7 @@ impl ShardState {
             Some(Ok(())) => {
                 let payload =
                     self.payload_bytes(plan.encoded_len_max(), |out| plan.encode_into(out));
-                let context =
-                    self.context_token(topology, partition, plan.clock_entries(), Some(me));
+                let context = self.put_token(topology, partition, plan.clock_entries(), Some(me));
                 (payload, plan.is_all_tombstones(), context)
             }
             Some(Err(e)) => return Ok(Err(e)),
@@ -1436,8 +1513,7 @@ impl ShardState {
                 }
                 let mut payload = Vec::with_capacity(set.encoded_len());
                 set.encode(&mut payload);
-                let context =
-                    self.context_token(topology, partition, set.clock_entries(), Some(me));
+                let context = self.put_token(topology, partition, set.clock_entries(), Some(me));
                 (Bytes::from(payload), set.is_all_tombstones(), context)
             }
         };
@@ -1464,14 +1540,20 @@ impl ShardState {
             payload.truncate(len);
             return Bytes::from(payload);
         }
+        // `fill` is given initialised bytes. The chunk is cut from the
+        // front and keeps what lies past the payload (bytes written before,
+        // overwritten by the next), so a put zeroes only the bytes its
+        // `len_max` reaches past those: about its own length, not all of
+        // `len_max`. (Zeroing each new chunk whole instead costs more.)
         let mut chunk = self.payload_chunk.borrow_mut();
         if chunk.capacity() < len_max {
             *chunk = bytes::BytesMut::with_capacity(PAYLOAD_CHUNK_BYTES);
         }
-        chunk.resize(len_max, 0);
-        let len = fill(&mut chunk[..]);
-        chunk.truncate(len);
-        chunk.split().freeze()
+        if chunk.len() < len_max {
+            chunk.resize(len_max, 0);
+        }
+        let len = fill(&mut chunk[..len_max]);
+        chunk.split_to(len).freeze()
     }
 
     /// Writes an in-place put's updated set (from `put_single_update`) and
@@ -1486,7 +1568,7 @@ impl ShardState {
         key: &Bytes,
         update: InPlaceWrite,
         durable: bool,
-    ) -> Result<Result<Response, (ErrorCode, String, u32)>, PutWaiting> {
+    ) -> Result<Result<PutToken, (ErrorCode, String, u32)>, PutWaiting> {
         let InPlaceWrite {
             payload,
             all_tombstones,
@@ -1522,7 +1604,7 @@ impl ShardState {
     async fn put_single_wait(
         self: &Rc<Self>,
         waiting: PutWaiting,
-    ) -> Result<Response, (ErrorCode, String, u32)> {
+    ) -> Result<PutToken, (ErrorCode, String, u32)> {
         let PutWaiting {
             key,
             io,

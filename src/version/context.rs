@@ -29,6 +29,16 @@ const CONTEXT_BYTES_MIN: usize = 1 + 1 + 1 + CHECKSUM_BYTES;
 pub const CONTEXT_BYTES_MAX: usize =
     1 + 1 + VARINT_BYTES_MAX + 2 + CLOCK_ENTRIES_MAX * 2 * VARINT_BYTES_MAX + CHECKSUM_BYTES;
 
+/// `crc32fast::hash(bytes)`, from a hasher made once: `Hasher::new` asks
+/// which CPU features there are each time (about 40 instructions, as many
+/// as the CRC of a one-actor token), a copy of one made once does not.
+fn crc(bytes: &[u8]) -> u32 {
+    static PROTOTYPE: std::sync::OnceLock<crc32fast::Hasher> = std::sync::OnceLock::new();
+    let mut hasher = PROTOTYPE.get_or_init(crc32fast::Hasher::new).clone();
+    hasher.update(bytes);
+    hasher.finalize()
+}
+
 /// The content of a context token.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Context {
@@ -100,7 +110,7 @@ impl Context {
         let mut stored = [0u8; CHECKSUM_BYTES];
         stored.copy_from_slice(checksum_bytes);
         let stored = u32::from_le_bytes(stored);
-        let computed = crc32fast::hash(body);
+        let computed = crc(body);
         if stored != computed {
             return Err(ContextError::ChecksumMismatch { stored, computed });
         }
@@ -163,7 +173,7 @@ fn encode_token_with(
         None => out.push(0),
     }
     clock(out);
-    let checksum = crc32fast::hash(&out[start..]);
+    let checksum = crc(&out[start..]);
     out.extend_from_slice(&checksum.to_le_bytes());
     let len = out.len() - start;
     assert!((CONTEXT_BYTES_MIN..=CONTEXT_BYTES_MAX).contains(&len));
