@@ -224,6 +224,19 @@ const _: () = assert!(
 );
 
 impl PutToken {
+    /// `token`, inline when it fits, else in the `Bytes` `shared` makes.
+    fn new(token: &[u8], shared: impl FnOnce(&[u8]) -> Bytes) -> PutToken {
+        if token.len() > PUT_TOKEN_INLINE_BYTES {
+            return PutToken::Shared(shared(token));
+        }
+        let mut bytes = [0; PUT_TOKEN_INLINE_BYTES];
+        bytes[..token.len()].copy_from_slice(token);
+        PutToken::Inline {
+            len: token.len() as u8,
+            bytes,
+        }
+    }
+
     pub(crate) fn as_slice(&self) -> &[u8] {
         match self {
             PutToken::Inline { len, bytes } => &bytes[..usize::from(*len)],
@@ -1270,15 +1283,7 @@ impl ShardState {
         let mut scratch = self.context_scratch.borrow_mut();
         scratch.clear();
         encode_token_into(clock, fastest_replica, &mut scratch);
-        if scratch.len() <= PUT_TOKEN_INLINE_BYTES {
-            let mut bytes = [0; PUT_TOKEN_INLINE_BYTES];
-            bytes[..scratch.len()].copy_from_slice(&scratch);
-            return PutToken::Inline {
-                len: scratch.len() as u8,
-                bytes,
-            };
-        }
-        PutToken::Shared(self.chunk_token(&scratch))
+        PutToken::new(&scratch, |token| self.chunk_token(token))
     }
 
     async fn coordinate_get(
@@ -2532,6 +2537,32 @@ mod tests {
                 expected,
                 "{primaries:?} {quorum:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_put_reply_is_the_frame_of_its_response_inline_or_shared() {
+        // Tokens of every length a context can have, around the inline
+        // bound: the reply frame, and the token `Response::Put` would
+        // carry, are those of the response with the token as `Bytes`.
+        for len in 7..=crate::version::CONTEXT_BYTES_MAX {
+            let token: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+            let mut shared_made = false;
+            let put = PutToken::new(&token, |token| {
+                shared_made = true;
+                Bytes::copy_from_slice(token)
+            });
+            assert_eq!(shared_made, len > PUT_TOKEN_INLINE_BYTES, "{len}");
+            assert_eq!(put.as_slice(), &token[..], "{len}");
+            let id = 0x0102_0304_0506_0708 + len as u64;
+            let mut written = Vec::new();
+            Reply::Put { id, token: put }.encode(&mut written);
+            let mut expected = Vec::new();
+            let context = Bytes::from(token.clone());
+            Reply::Response(id, Response::Put { context }).encode(&mut expected);
+            assert_eq!(written, expected, "{len}");
+            let put = PutToken::new(&token, Bytes::copy_from_slice);
+            assert_eq!(put.into_bytes(), Bytes::from(token), "{len}");
         }
     }
 }
