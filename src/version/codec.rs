@@ -9,6 +9,7 @@ use super::error::VersionError;
 /// The most bytes a `u64` LEB128 varint can take.
 pub(crate) const VARINT_BYTES_MAX: usize = 10;
 
+#[inline]
 pub(crate) fn put_varint(out: &mut Vec<u8>, value: u64) {
     // Most varints here (counts, small counters) are one byte: a push.
     if value < 0x80 {
@@ -17,7 +18,11 @@ pub(crate) fn put_varint(out: &mut Vec<u8>, value: u64) {
     }
     let mut bytes = [0; VARINT_BYTES_MAX];
     let len = varint_bytes(value, &mut bytes);
-    out.extend_from_slice(&bytes[..len]);
+    // All 10 bytes, then cut back: a copy of fixed length is two moves,
+    // one of `len` bytes a call to `memcpy`.
+    let start = out.len();
+    out.extend_from_slice(&bytes);
+    out.truncate(start + len);
 }
 
 /// Writes `value`'s canonical LEB128 encoding at the start of `out` and
