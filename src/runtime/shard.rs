@@ -1280,10 +1280,10 @@ impl ShardState {
         fastest: Option<u64>,
     ) -> PutToken {
         let fastest_replica = fastest.map(|node| fastest_replica(topology, partition, node));
-        let mut scratch = self.context_scratch.borrow_mut();
-        scratch.clear();
-        encode_token_into(clock, fastest_replica, &mut scratch);
-        PutToken::new(&scratch, |token| self.chunk_token(token))
+        // On the stack, not in the scratch `Vec`: no growth checks.
+        let mut token = [0; crate::version::TOKEN_BUFFER_BYTES];
+        let len = crate::version::encode_token_to(clock, fastest_replica, &mut token);
+        PutToken::new(&token[..len], |token| self.chunk_token(token))
     }
 
     async fn coordinate_get(
