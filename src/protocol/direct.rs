@@ -1662,7 +1662,7 @@ const PUT_REPLY_HEAD: [u8; PUT_REPLY_HEAD_BYTES] = [
 /// Appends the frame of the put reply to request `id` with token `context`
 /// to `out`: the fixed head (`PUT_REPLY_HEAD`) with the id and length
 /// filled in, then the token. The bytes are those `Writer` would write.
-fn encode_put_reply(id: u64, context: &[u8], out: &mut Vec<u8>) {
+pub fn encode_put_reply(id: u64, context: &[u8], out: &mut Vec<u8>) {
     let mut head = [0u8; FRAME_LENGTH_BYTES + PUT_REPLY_HEAD_BYTES];
     let frame_bytes = u32::try_from(PUT_REPLY_HEAD_BYTES + context.len())
         .expect("an encoded message fits a u32 length");

@@ -177,10 +177,11 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
                         }
                     };
                     // A request answered in place (a ping, a get of a set
-                    // in memory) queues its reply with no future built.
-                    // The rest are polled once here: one that needs no I/O
-                    // (most writes) queues its reply in this poll, with no
-                    // task spawned for it. One that waits goes on in its
+                    // in memory, a one-replica write the store appends at
+                    // once) queues its reply with no future built. The
+                    // rest are polled once here: one that needs no I/O
+                    // queues its reply in this poll, with no task spawned
+                    // for it. One that waits goes on in its
                     // own task; every future on the request path registers
                     // the waker of each poll, so the task's first poll
                     // re-arms what this one left with a no-op waker.

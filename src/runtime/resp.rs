@@ -234,6 +234,9 @@ impl Session {
         match self.shard.handle_frame(frame, true).await {
             Reply::Response(_, response) => response,
             Reply::Get(get) => get.into_response(),
+            Reply::Put { token, .. } => Response::Put {
+                context: token.into_bytes(),
+            },
             Reply::Encoded(bytes) => {
                 let body = Bytes::from(bytes).slice(FRAME_LENGTH_BYTES..);
                 match protocol::decode_response(body, &self.shard.node.limits) {

@@ -162,7 +162,7 @@ struct InPlaceWrite {
     payload: Bytes,
     all_tombstones: bool,
     /// The reply's context token (the updated set's clock).
-    context: Bytes,
+    context: PutToken,
     /// The stored record's anti-entropy entry (`None`: absent).
     old: Option<Entry>,
 }
@@ -174,17 +174,108 @@ struct PutWaiting {
     io: IoRequest,
     old: Option<Entry>,
     /// The reply's context token.
-    context: Bytes,
+    context: PutToken,
     durable: bool,
+}
+
+/// Why `ShardState::put_in_place` did not answer a put.
+enum PutDeclined {
+    /// The replica machine must coordinate it (a read that needs I/O, an
+    /// unreadable set, a locked key); the put's value, given back.
+    Machine(Value),
+    /// The write must wait (a flush, a rotation, a durable write); boxed,
+    /// as it is large and rare, so that `Deferred` does not grow.
+    Waiting(Box<PutWaiting>),
+}
+
+/// The reply of an in-place put (`delete`: a delete) that ended with
+/// `result`, the written set's token on success.
+fn put_reply(id: u64, delete: bool, result: Result<PutToken, (ErrorCode, String, u32)>) -> Reply {
+    match result {
+        // A delete's success is its own answer, without the written context.
+        Ok(_) if delete => Reply::Response(id, Response::Delete),
+        Ok(token) => Reply::Put { id, token },
+        Err(error) => local_reply(id, Err(error)),
+    }
+}
+
+/// The most bytes of a context token a put's reply holds itself
+/// (`PutToken::Inline`): a clock of two actors at the widest varints
+/// takes 57, and the reply is no larger than its other kinds.
+const PUT_TOKEN_INLINE_BYTES: usize = 64;
+
+/// The context token of an in-place put's reply (`ShardState::put_token`).
+/// It is held in the reply itself when it fits, as a one- or two-actor
+/// clock's does, so the reply frame is written from it with no `Bytes` cut
+/// from the token chunk (a reference count, and the chunk kept alive until
+/// the reply is sent); a longer one is a slice of the token chunk.
+pub(crate) enum PutToken {
+    Inline {
+        len: u8,
+        bytes: [u8; PUT_TOKEN_INLINE_BYTES],
+    },
+    Shared(Bytes),
+}
+
+// A put's reply is no larger than a get's, so the inline token does not
+// grow every `Reply` (and every future and queue that holds one).
+const _: () = assert!(
+    std::mem::size_of::<u64>() + std::mem::size_of::<PutToken>() <= std::mem::size_of::<GetReply>()
+);
+
+impl PutToken {
+    /// `token`, inline when it fits, else in the `Bytes` `shared` makes.
+    fn new(token: &[u8], shared: impl FnOnce(&[u8]) -> Bytes) -> PutToken {
+        if token.len() > PUT_TOKEN_INLINE_BYTES {
+            return PutToken::Shared(shared(token));
+        }
+        let mut bytes = [0; PUT_TOKEN_INLINE_BYTES];
+        bytes[..token.len()].copy_from_slice(token);
+        PutToken::Inline {
+            len: token.len() as u8,
+            bytes,
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            PutToken::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            PutToken::Shared(bytes) => bytes,
+        }
+    }
+
+    /// The token as `Response::Put` carries it.
+    pub(crate) fn into_bytes(self) -> Bytes {
+        match self {
+            PutToken::Inline { .. } => Bytes::copy_from_slice(self.as_slice()),
+            PutToken::Shared(bytes) => bytes,
+        }
+    }
+}
+
+/// The reply of a request this shard coordinated that ended with `result`.
+fn local_reply(id: u64, result: Result<Response, (ErrorCode, String, u32)>) -> Reply {
+    match result {
+        Ok(response) => Reply::Response(id, response),
+        Err((code, message, acks)) => Reply::Response(
+            id,
+            Response::Error {
+                code,
+                message,
+                acks,
+                routing: None,
+            },
+        ),
+    }
 }
 
 /// The reply to an in-place put whose write ended with `result`.
 fn put_single_reply(
     result: IoResult,
-    context: Bytes,
-) -> Result<Response, (ErrorCode, String, u32)> {
+    context: PutToken,
+) -> Result<PutToken, (ErrorCode, String, u32)> {
     match result {
-        IoResult::Done => Ok(Response::Put { context }),
+        IoResult::Done => Ok(context),
         IoResult::Failed(error) => Err(replica_error(ReplicaError::Storage(error), false)),
         other => Err((
             ErrorCode::Internal,
@@ -260,6 +351,8 @@ pub(crate) struct ShardState {
     payload_chunk: RefCell<bytes::BytesMut>,
     /// A put's context clock, decoded (`coordinate_put`).
     put_clock: RefCell<Vec<(u64, u64)>>,
+    /// Where an in-place put's reply token is written (`put_token`).
+    put_token_buffer: RefCell<[u8; crate::version::TOKEN_BUFFER_BYTES]>,
 }
 
 /// The incarnation the replica layer sees: the shard's restart counter
@@ -419,6 +512,7 @@ pub(crate) async fn run(
         context_chunk: RefCell::new(bytes::BytesMut::new()),
         payload_chunk: RefCell::new(bytes::BytesMut::new()),
         put_clock: RefCell::new(Vec::with_capacity(crate::version::PLAN_ENTRIES_MAX)),
+        put_token_buffer: RefCell::new([0; crate::version::TOKEN_BUFFER_BYTES]),
         write_spare: RefCell::new(None),
         puts_waiting: Cell::new(0),
     });
@@ -612,6 +706,12 @@ pub(crate) struct Deferred {
 enum Route {
     /// This shard coordinates it; counted in the metrics from `began`.
     Local { began: Instant },
+    /// This shard's in-place put (or delete) whose write waits
+    /// (`ShardState::put_single_wait`); counted from `began`.
+    PutWaiting {
+        began: Instant,
+        waiting: Box<PutWaiting>,
+    },
     /// Another shard of this node holds the key (a node-port client).
     Shard { owner: usize, frame: Bytes },
     /// No shard of this node holds the key (a thin client on the node port).
@@ -624,6 +724,12 @@ pub(crate) enum Reply {
     /// A get answered from the stored encoding of its set, written
     /// straight from those bytes (`get_reply`).
     Get(GetReply),
+    /// An in-place put's success, its token held in the reply
+    /// (`PutToken`); the frame is `Response::Put`'s.
+    Put {
+        id: u64,
+        token: PutToken,
+    },
 }
 
 impl Reply {
@@ -633,6 +739,7 @@ impl Reply {
             Reply::Response(id, response) => protocol::encode_response(*id, response, out),
             Reply::Encoded(encoded) => out.extend_from_slice(encoded),
             Reply::Get(get) => get.encode(out),
+            Reply::Put { id, token } => protocol::encode_put_reply(*id, token.as_slice(), out),
         }
     }
 }
@@ -673,12 +780,13 @@ impl ShardState {
     }
 
     /// `handle_frame` without waiting: the reply of a request answered in
-    /// place (a ping, a get of a set in memory, an error, a wrong owner),
-    /// or what is left to do for one that waits (`handle_deferred`). The
-    /// caller (`conn`) builds no future for the former, so the per-request
-    /// path of the common requests has no future to set up, move or poll.
-    // Not boxed: every write is deferred, and a box would be an allocation
-    // per write; the value is moved once, into the request's future.
+    /// place (a ping, a get of a set in memory, a one-replica put written
+    /// at once, an error, a wrong owner), or what is left to do for one
+    /// that waits (`handle_deferred`). The caller (`conn`) builds no future
+    /// for the former, so the per-request path of the common requests has
+    /// no future to set up, move or poll.
+    // Not boxed: a box would be an allocation per deferred request (every
+    // replicated write); the value is moved once, into the request's future.
     #[allow(clippy::result_large_err)]
     pub(crate) fn handle_frame_now(
         self: &Rc<Self>,
@@ -756,6 +864,16 @@ impl ShardState {
                 let reply = self
                     .handle_local_inner(request, partition, &topology, true)
                     .await;
+                self.record_local(op, began, &reply);
+                reply
+            }
+            Route::PutWaiting { began, waiting } => {
+                let op = Op::of(&request.request);
+                let delete = matches!(request.request, Request::Delete { .. });
+                // Boxed: that future is large, and this one is part of
+                // every deferred request's.
+                let result = Box::pin(self.put_single_wait(*waiting)).await;
+                let reply = put_reply(request.id, delete, result);
                 self.record_local(op, began, &reply);
                 reply
             }
@@ -866,7 +984,8 @@ impl ShardState {
     /// Handles a request this shard coordinates, counting it in the metrics
     /// (operation, latency, error) and the hot keys: answered in place when
     /// it needs no I/O (a ping, the routing table, a get of a set in memory,
-    /// a bad quorum), else deferred to `handle_deferred`.
+    /// a one-replica put the store appends at once, a bad quorum), else
+    /// deferred to `handle_deferred`.
     #[allow(clippy::result_large_err, clippy::redundant_allocation)]
     fn handle_local_now(
         &self,
@@ -904,16 +1023,79 @@ impl ShardState {
                 }
             }
             Request::Put { .. } | Request::Delete { .. } => {
-                return Err(Deferred {
-                    request,
-                    topology,
-                    partition,
-                    route: Route::Local { began },
-                })
+                self.put_local_now(request, partition, topology, began)?
             }
         };
         self.record_local(op, began, &reply);
         Ok(reply)
+    }
+
+    /// A put or delete this shard coordinates (`handle_local_now`),
+    /// answered with no future built when this shard is the key's only
+    /// replica and the write finishes at once, as a buffered write nearly
+    /// always does: the quorum checked, the context decoded, the set
+    /// updated in place (`put_single_update`) and written
+    /// (`put_single_now`), in the order and with the errors the machine's
+    /// path would give. Deferred: a put the replica machine coordinates
+    /// (`Route::Local`, then `coordinate_put`), or an in-place write that
+    /// must wait (`Route::PutWaiting`).
+    #[allow(clippy::result_large_err, clippy::redundant_allocation)]
+    fn put_local_now(
+        &self,
+        mut request: RequestFrame,
+        partition: u32,
+        topology: Rc<Arc<Topology>>,
+        began: Instant,
+    ) -> Result<Reply, Deferred> {
+        let id = request.id;
+        let (quorum, delete) = match &request.request {
+            Request::Put { quorum, .. } => (*quorum, false),
+            Request::Delete { quorum, .. } => (*quorum, true),
+            _ => unreachable!("put_local_now is given puts and deletes only"),
+        };
+        let quorum = match self.put_quorum(quorum, topology.n_val) {
+            Ok(quorum) => quorum,
+            Err(response) => return Ok(Reply::Response(id, response)),
+        };
+        let me = self.node.cluster.me;
+        let in_place = puts_in_place(topology.primaries(partition), me, quorum);
+        let route = if in_place {
+            let (key, context, mut value) = match &mut request.request {
+                Request::Put {
+                    key,
+                    value,
+                    context,
+                    ..
+                } => (&*key, context.as_deref(), Some(value)),
+                Request::Delete { key, context, .. } => (&*key, Some(&context[..]), None),
+                _ => unreachable!("put_local_now is given puts and deletes only"),
+            };
+            // The value moves into the update (what `take` leaves is
+            // `Bytes::default`, a static empty slice: no allocation) and
+            // back into the request if the machine must take the put.
+            let update = match &mut value {
+                Some(slot) => Value::Data(std::mem::take(*slot)),
+                None => Value::Tombstone,
+            };
+            match self.put_in_place(&topology, partition, key, context, quorum, update) {
+                Ok(result) => return Ok(put_reply(id, delete, result)),
+                Err(PutDeclined::Waiting(waiting)) => Route::PutWaiting { began, waiting },
+                Err(PutDeclined::Machine(update)) => {
+                    if let (Some(slot), Value::Data(bytes)) = (value, update) {
+                        *slot = bytes;
+                    }
+                    Route::Local { began }
+                }
+            }
+        } else {
+            Route::Local { began }
+        };
+        Err(Deferred {
+            request,
+            topology,
+            partition,
+            route,
+        })
     }
 
     /// Counts a request this shard coordinated, begun at `began`.
@@ -949,7 +1131,8 @@ impl ShardState {
     }
 
     /// The request's reply; `tried_now`: `handle_local_now` already found
-    /// that a get cannot be answered in place.
+    /// that a get cannot be answered in place. A put or delete comes here
+    /// only when it is the machine's (`put_local_now` answers the rest).
     async fn handle_local_inner(
         self: &Rc<Self>,
         request: RequestFrame,
@@ -1012,18 +1195,7 @@ impl ShardState {
                 Err(reply) => return Reply::Response(id, reply),
             },
         };
-        match result {
-            Ok(response) => Reply::Response(id, response),
-            Err((code, message, acks)) => Reply::Response(
-                id,
-                Response::Error {
-                    code,
-                    message,
-                    acks,
-                    routing: None,
-                },
-            ),
-        }
+        local_reply(id, result)
     }
 
     /// A per-request quorum may not ask for more replicas than N.
@@ -1088,12 +1260,35 @@ impl ShardState {
         let mut scratch = self.context_scratch.borrow_mut();
         scratch.clear();
         encode_token_into(clock, fastest_replica, &mut scratch);
+        self.chunk_token(&scratch)
+    }
+
+    /// `token` copied into the token chunk, as the next slice cut from it.
+    fn chunk_token(&self, token: &[u8]) -> Bytes {
         let mut chunk = self.context_chunk.borrow_mut();
-        if chunk.capacity() < scratch.len() {
-            chunk.reserve(CONTEXT_CHUNK_BYTES.max(scratch.len()));
+        if chunk.capacity() < token.len() {
+            chunk.reserve(CONTEXT_CHUNK_BYTES.max(token.len()));
         }
-        chunk.extend_from_slice(&scratch);
+        chunk.extend_from_slice(token);
         chunk.split().freeze()
+    }
+
+    /// `context_token` for an in-place put's reply: held in the reply when
+    /// it fits (`PutToken::Inline`), else cut from the token chunk.
+    fn put_token(
+        &self,
+        topology: &Topology,
+        partition: u32,
+        clock: impl ExactSizeIterator<Item = (u64, u64)>,
+        fastest: Option<u64>,
+    ) -> PutToken {
+        let fastest_replica = fastest.map(|node| fastest_replica(topology, partition, node));
+        // A fixed buffer, not the scratch `Vec`: no growth checks. Kept in
+        // the shard rather than on the stack, where zeroing its 188 bytes
+        // per put cost more than the growth checks it saves.
+        let mut token = self.put_token_buffer.borrow_mut();
+        let len = crate::version::encode_token_to(clock, fastest_replica, &mut token);
+        PutToken::new(&token[..len], |token| self.chunk_token(token))
     }
 
     async fn coordinate_get(
@@ -1175,6 +1370,8 @@ impl ShardState {
         response
     }
 
+    /// A put the replica machine coordinates: any put that this shard
+    /// cannot update in place (`put_local_now` tries that first).
     async fn coordinate_put(
         self: &Rc<Self>,
         topology: &Topology,
@@ -1184,9 +1381,9 @@ impl ShardState {
         value: Value,
         quorum: QuorumConfig,
     ) -> Result<Response, (ErrorCode, String, u32)> {
-        // The context's clock goes into the shard's reusable buffer (no
-        // allocation); the machine's path takes a `VersionVector` of it.
-        let update = {
+        // Decoded as the in-place path decodes it (the shard's reusable
+        // buffer), so that both refuse a context with the same error.
+        let clock = {
             let mut clock = self.put_clock.borrow_mut();
             match context {
                 None | Some([]) => clock.clear(),
@@ -1195,26 +1392,7 @@ impl ShardState {
                         .map_err(|e| (ErrorCode::BadContext, format!("bad context: {e}"), 0))?;
                 }
             }
-            match self.put_single_update(topology, partition, &key, quorum, &clock, value) {
-                Ok(update) => Ok(update),
-                Err(value) => Err((
-                    VersionVector::from_sorted_unchecked(clock.as_slice().to_vec()),
-                    value,
-                )),
-            }
-        };
-        // Nothing but the update is held here: this future is part of every
-        // request's, and a write that waits is boxed (`put_single_wait`).
-        let (clock, value) = match update {
-            Ok(update) => {
-                let update = update.map_err(|e| replica_error(ReplicaError::Version(e), false))?;
-                let durable = quorum.dw >= 1;
-                return match self.put_single_now(partition, key, update, durable) {
-                    Ok(reply) => reply,
-                    Err(waiting) => Box::pin(self.put_single_wait(waiting)).await,
-                };
-            }
-            Err(machine) => machine,
+            VersionVector::from_sorted_unchecked(clock.as_slice().to_vec())
         };
         let request = PutRequest {
             key,
@@ -1245,6 +1423,44 @@ impl ShardState {
             }
             ClientReply::Get { .. } => Err((ErrorCode::Internal, "mismatched reply".into(), 0)),
         }
+    }
+
+    /// The put of `put_local_now` when this shard is the key's only
+    /// replica (N = W = 1, DW <= 1): the context decoded into the shard's
+    /// reusable buffer (no allocation), the set updated in place
+    /// (`put_single_update`) and written (`put_single_now`). `Ok`: the
+    /// put's result, a refusal of its context or of the update included.
+    /// `Err`: the machine must take it (the value is given back), or the
+    /// write must wait.
+    fn put_in_place(
+        &self,
+        topology: &Topology,
+        partition: u32,
+        key: &Bytes,
+        context: Option<&[u8]>,
+        quorum: QuorumConfig,
+        value: Value,
+    ) -> Result<Result<PutToken, (ErrorCode, String, u32)>, PutDeclined> {
+        let update = {
+            let mut clock = self.put_clock.borrow_mut();
+            match context {
+                None | Some([]) => clock.clear(),
+                Some(bytes) => {
+                    if let Err(e) = Context::decode_clock_into(bytes, &mut clock) {
+                        return Ok(Err((ErrorCode::BadContext, format!("bad context: {e}"), 0)));
+                    }
+                }
+            }
+            self.put_single_update(topology, partition, key, quorum, &clock, value)
+                .map_err(PutDeclined::Machine)?
+        };
+        let update = match update {
+            Ok(update) => update,
+            Err(e) => return Ok(Err(replica_error(ReplicaError::Version(e), false))),
+        };
+        let durable = quorum.dw >= 1;
+        self.put_single_now(partition, key, update, durable)
+            .map_err(|waiting| PutDeclined::Waiting(Box::new(waiting)))
     }
 
     /// The updated set of a put whose only replica is this shard (N = W = 1,
@@ -1289,8 +1505,7 @@ impl ShardState {
             Some(Ok(())) => {
                 let payload =
                     self.payload_bytes(plan.encoded_len_max(), |out| plan.encode_into(out));
-                let context =
-                    self.context_token(topology, partition, plan.clock_entries(), Some(me));
+                let context = self.put_token(topology, partition, plan.clock_entries(), Some(me));
                 (payload, plan.is_all_tombstones(), context)
             }
             Some(Err(e)) => return Ok(Err(e)),
@@ -1308,8 +1523,7 @@ impl ShardState {
                 }
                 let mut payload = Vec::with_capacity(set.encoded_len());
                 set.encode(&mut payload);
-                let context =
-                    self.context_token(topology, partition, set.clock_entries(), Some(me));
+                let context = self.put_token(topology, partition, set.clock_entries(), Some(me));
                 (Bytes::from(payload), set.is_all_tombstones(), context)
             }
         };
@@ -1336,14 +1550,20 @@ impl ShardState {
             payload.truncate(len);
             return Bytes::from(payload);
         }
+        // `fill` is given initialised bytes. The chunk is cut from the
+        // front and keeps what lies past the payload (bytes written before,
+        // overwritten by the next), so a put zeroes only the bytes its
+        // `len_max` reaches past those: about its own length, not all of
+        // `len_max`. (Zeroing each new chunk whole instead costs more.)
         let mut chunk = self.payload_chunk.borrow_mut();
         if chunk.capacity() < len_max {
             *chunk = bytes::BytesMut::with_capacity(PAYLOAD_CHUNK_BYTES);
         }
-        chunk.resize(len_max, 0);
-        let len = fill(&mut chunk[..]);
-        chunk.truncate(len);
-        chunk.split().freeze()
+        if chunk.len() < len_max {
+            chunk.resize(len_max, 0);
+        }
+        let len = fill(&mut chunk[..len_max]);
+        chunk.split_to(len).freeze()
     }
 
     /// Writes an in-place put's updated set (from `put_single_update`) and
@@ -1355,10 +1575,10 @@ impl ShardState {
     fn put_single_now(
         &self,
         partition: u32,
-        key: Bytes,
+        key: &Bytes,
         update: InPlaceWrite,
         durable: bool,
-    ) -> Result<Result<Response, (ErrorCode, String, u32)>, PutWaiting> {
+    ) -> Result<Result<PutToken, (ErrorCode, String, u32)>, PutWaiting> {
         let InPlaceWrite {
             payload,
             all_tombstones,
@@ -1377,7 +1597,7 @@ impl ShardState {
         match self.perform_write_now(io, old) {
             Ok(result) => Ok(put_single_reply(result, context)),
             Err(io) => Err(PutWaiting {
-                key,
+                key: key.clone(),
                 io,
                 old,
                 context,
@@ -1394,7 +1614,7 @@ impl ShardState {
     async fn put_single_wait(
         self: &Rc<Self>,
         waiting: PutWaiting,
-    ) -> Result<Response, (ErrorCode, String, u32)> {
+    ) -> Result<PutToken, (ErrorCode, String, u32)> {
         let PutWaiting {
             key,
             io,
@@ -2322,6 +2542,32 @@ mod tests {
                 expected,
                 "{primaries:?} {quorum:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_put_reply_is_the_frame_of_its_response_inline_or_shared() {
+        // Tokens of every length a context can have, around the inline
+        // bound: the reply frame, and the token `Response::Put` would
+        // carry, are those of the response with the token as `Bytes`.
+        for len in 7..=crate::version::CONTEXT_BYTES_MAX {
+            let token: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+            let mut shared_made = false;
+            let put = PutToken::new(&token, |token| {
+                shared_made = true;
+                Bytes::copy_from_slice(token)
+            });
+            assert_eq!(shared_made, len > PUT_TOKEN_INLINE_BYTES, "{len}");
+            assert_eq!(put.as_slice(), &token[..], "{len}");
+            let id = 0x0102_0304_0506_0708 + len as u64;
+            let mut written = Vec::new();
+            Reply::Put { id, token: put }.encode(&mut written);
+            let mut expected = Vec::new();
+            let context = Bytes::from(token.clone());
+            Reply::Response(id, Response::Put { context }).encode(&mut expected);
+            assert_eq!(written, expected, "{len}");
+            let put = PutToken::new(&token, Bytes::copy_from_slice);
+            assert_eq!(put.into_bytes(), Bytes::from(token), "{len}");
         }
     }
 }

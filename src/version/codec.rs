@@ -9,41 +9,67 @@ use super::error::VersionError;
 /// The most bytes a `u64` LEB128 varint can take.
 pub(crate) const VARINT_BYTES_MAX: usize = 10;
 
-pub(crate) fn put_varint(out: &mut Vec<u8>, mut value: u64) {
-    loop {
-        let byte = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
+#[inline]
+pub(crate) fn put_varint(out: &mut Vec<u8>, value: u64) {
+    // Most varints here (counts, small counters) are one byte: a push.
+    if value < 0x80 {
+        out.push(value as u8);
+        return;
     }
+    let mut bytes = [0; VARINT_BYTES_MAX];
+    let len = varint_bytes(value, &mut bytes);
+    // All 10 bytes, then cut back: a copy of fixed length is two moves,
+    // one of `len` bytes a call to `memcpy`.
+    let start = out.len();
+    out.extend_from_slice(&bytes);
+    out.truncate(start + len);
 }
 
-/// Writes `value`'s varint (what `put_varint` appends) at the start of
-/// `out`, which must hold `VARINT_BYTES_MAX` bytes; returns its length.
-pub(crate) fn write_varint(out: &mut [u8], mut value: u64) -> usize {
-    let out = &mut out[..VARINT_BYTES_MAX];
-    let mut length = 0;
-    while value >= 0x80 {
-        out[length] = (value & 0x7f) as u8 | 0x80;
-        value >>= 7;
-        length += 1;
+/// Writes `value`'s canonical LEB128 encoding at the start of `out` and
+/// returns its length. The first 8 bytes are computed as one word (the
+/// 7-bit groups spread with three shifts, the continuation bits set from
+/// the length), not one byte per loop turn: the actor ids in clocks take
+/// 9 or 10 bytes. `put_varint_bytewise` is the definition it is checked
+/// against.
+#[inline]
+pub(crate) fn varint_bytes(value: u64, out: &mut [u8; VARINT_BYTES_MAX]) -> usize {
+    let bits = 64 - (value | 1).leading_zeros() as usize;
+    let len = bits.div_ceil(7);
+    let low = spread_groups(value & 0x00ff_ffff_ffff_ffff);
+    // Every byte before the last of the varint continues it.
+    let continues = match len {
+        1 => 0,
+        2..=8 => 0x8080_8080_8080_8080u64 & (u64::MAX >> (72 - 8 * len)),
+        _ => 0x8080_8080_8080_8080,
+    };
+    out[..8].copy_from_slice(&(low | continues).to_le_bytes());
+    if len > 8 {
+        let ninth = (value >> 56) as u8 & 0x7f;
+        out[8] = if len == 10 { ninth | 0x80 } else { ninth };
+        out[9] = (value >> 63) as u8;
     }
-    out[length] = value as u8;
-    length + 1
+    len
 }
 
-/// The 7-bit payloads of the eight bytes of `word` (little-endian),
-/// packed into its low 56 bits: pairs of bytes, then pairs of 14-bit
-/// halves, then of 28-bit halves, each pair closing its gap.
+/// The inverse of `pack_groups`: a value of at most 56 bits as 8 bytes of
+/// 7 bits each, high bits clear.
 #[inline(always)]
-fn gather(word: u64) -> u64 {
-    let word = word & 0x7f7f_7f7f_7f7f_7f7f;
-    let word = (word & 0x007f_007f_007f_007f) | ((word & 0x7f00_7f00_7f00_7f00) >> 1);
-    let word = (word & 0x0000_3fff_0000_3fff) | ((word & 0x3fff_0000_3fff_0000) >> 2);
-    (word & 0x0000_0000_0fff_ffff) | ((word & 0x0fff_ffff_0000_0000) >> 4)
+fn spread_groups(value: u64) -> u64 {
+    let x = (value & 0x0000_0000_0fff_ffff) | (value & 0x00ff_ffff_f000_0000) << 4;
+    let x = (x & 0x0000_3fff_0000_3fff) | (x & 0x0fff_c000_0fff_c000) << 2;
+    (x & 0x007f_007f_007f_007f) | (x & 0x3f80_3f80_3f80_3f80) << 1
+}
+
+/// The 7-bit groups of up to 8 little-endian varint bytes (their high
+/// bits ignored), packed into one 56-bit value: pairs of bytes, then pairs
+/// of pairs, then the two halves, each step closing the gaps the high bits
+/// left.
+#[inline(always)]
+fn pack_groups(word: u64) -> u64 {
+    let x = word & 0x7f7f_7f7f_7f7f_7f7f;
+    let x = (x & 0x007f_007f_007f_007f) | (x & 0x7f00_7f00_7f00_7f00) >> 1;
+    let x = (x & 0x0000_3fff_0000_3fff) | (x & 0x3fff_0000_3fff_0000) >> 2;
+    (x & 0x0000_0000_0fff_ffff) | (x & 0x0fff_ffff_0000_0000) >> 4
 }
 
 /// A cursor over untrusted bytes.
@@ -94,42 +120,53 @@ impl<'a> Reader<'a> {
     }
 
     /// `varint` for a value of more than one byte (or no byte at all).
+    /// With at least 8 bytes left (nearly always: a varint is followed by
+    /// more of the encoding, and the actor ids in clocks take 9 or 10
+    /// bytes) it reads them as one word, finds the last byte from the high
+    /// bits and packs the 7-bit groups with three shifts; a byte-by-byte
+    /// loop would take a compare and a branch per byte. The checks and the
+    /// errors are those of `varint_bytewise` (`fast_varint_reads_as_the_bytewise_loop`).
     #[inline(never)]
     fn varint_long(&mut self) -> Result<u64, VersionError> {
-        // Ten bytes at once when the input holds them: every actor id
-        // (`node << 32 | shard`, up to ten bytes with a random node id) of a
-        // get's set and token is read here. The continuation bits say where
-        // the varint ends, and `gather` packs the 7-bit payloads of the
-        // first eight bytes; a varint the byte loop below would refuse (a
-        // zero last byte, a tenth byte other than 1, no end in ten bytes) is
-        // left to that loop, which gives the error.
-        if let Some(bytes) = self
-            .bytes
-            .get(self.position..self.position + VARINT_BYTES_MAX)
-        {
-            let low = u64::from_le_bytes(bytes[..8].try_into().expect("eight bytes"));
-            let ends = !low & 0x8080_8080_8080_8080;
-            let read = if ends != 0 {
-                let length = (ends.trailing_zeros() / 8 + 1) as usize;
-                let kept = match length {
-                    8 => low,
-                    _ => low & ((1u64 << (8 * length)) - 1),
-                };
-                Some((length, gather(kept)))
-            } else if bytes[8] < 0x80 {
-                Some((9, gather(low) | u64::from(bytes[8]) << 56))
-            } else if bytes[9] == 1 {
-                Some((10, gather(low) | u64::from(bytes[8] & 0x7f) << 56 | 1 << 63))
-            } else {
-                None
-            };
-            if let Some((length, value)) = read {
-                if bytes[length - 1] != 0 || length == 1 {
-                    self.position += length;
-                    return Ok(value);
-                }
+        let rest = &self.bytes[self.position..];
+        let Some(first) = rest.first_chunk::<8>() else {
+            return self.varint_bytewise();
+        };
+        let word = u64::from_le_bytes(*first);
+        let stops = !word & 0x8080_8080_8080_8080;
+        if stops != 0 {
+            // The varint ends at the first byte without its high bit.
+            let len = (stops.trailing_zeros() / 8) as usize + 1;
+            // A last byte of zero (other than a lone zero) is padding.
+            if len > 1 && rest[len - 1] == 0 {
+                return Err(VersionError::VarintMalformed);
             }
+            self.position += len;
+            return Ok(pack_groups(word & (u64::MAX >> (64 - 8 * len))));
         }
+        // Eight bytes with the high bit set: the ninth ends it, or the
+        // tenth does, and then it must be 1 (bit 63, the only bit left:
+        // more would overflow, 0 is padding, a high bit an eleventh byte).
+        let low = pack_groups(word);
+        let ninth = *rest.get(8).ok_or(VersionError::Truncated)?;
+        if ninth < 0x80 {
+            if ninth == 0 {
+                return Err(VersionError::VarintMalformed);
+            }
+            self.position += 9;
+            return Ok(low | u64::from(ninth) << 56);
+        }
+        let tenth = *rest.get(9).ok_or(VersionError::Truncated)?;
+        if tenth != 1 {
+            return Err(VersionError::VarintMalformed);
+        }
+        self.position += 10;
+        Ok(low | u64::from(ninth & 0x7f) << 56 | 1 << 63)
+    }
+
+    /// `varint`, one byte at a time: the definition `varint_long` follows,
+    /// and its path near the end of the input.
+    fn varint_bytewise(&mut self) -> Result<u64, VersionError> {
         let mut value: u64 = 0;
         for index in 0..VARINT_BYTES_MAX {
             let byte = self.u8()?;
@@ -173,76 +210,6 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
-    /// The byte loop alone (what `varint` did before the eight-byte path):
-    /// the value or error and the position after.
-    fn byte_loop(bytes: &[u8], start: usize) -> (Result<u64, VersionError>, usize) {
-        let mut reader = Reader::new(bytes);
-        reader.position = start;
-        let mut read = || -> Result<u64, VersionError> {
-            let mut value: u64 = 0;
-            for index in 0..VARINT_BYTES_MAX {
-                let byte = reader.u8()?;
-                let payload = u64::from(byte & 0x7f);
-                if index == VARINT_BYTES_MAX - 1 && payload > 1 {
-                    return Err(VersionError::VarintMalformed);
-                }
-                value |= payload << (7 * index);
-                if byte & 0x80 == 0 {
-                    if byte == 0 && index > 0 {
-                        return Err(VersionError::VarintMalformed);
-                    }
-                    return Ok(value);
-                }
-            }
-            Err(VersionError::VarintMalformed)
-        };
-        let result = read();
-        (result, reader.position)
-    }
-
-    #[test]
-    fn varint_is_the_byte_loop() {
-        // Varints of every length at every offset from the end, valid and
-        // padded, and random bytes with few or many continuation bits:
-        // the same value or error, and the same position, as the loop.
-        let mut rng = crate::test_rng::Rng(0x0a71_11e7);
-        let mut inputs: Vec<Vec<u8>> = Vec::new();
-        for bits in 0..64 {
-            let value = (1u64 << bits) | (rng.next() & ((1u64 << bits) - 1));
-            for tail in 0..10 {
-                let mut out = Vec::new();
-                put_varint(&mut out, value);
-                let mut padded = out.clone();
-                *padded.last_mut().expect("a byte") |= 0x80;
-                padded.push(0);
-                for bytes in [out, padded] {
-                    let mut input = bytes;
-                    input.extend((0..tail).map(|_| rng.next() as u8));
-                    inputs.push(input);
-                }
-            }
-        }
-        for _ in 0..2000 {
-            let high = rng.below(2) == 0;
-            let input = (0..rng.below(14))
-                .map(|_| rng.next() as u8 | if high && rng.below(8) != 0 { 0x80 } else { 0 })
-                .collect();
-            inputs.push(input);
-        }
-        for input in inputs {
-            for start in 0..=input.len() {
-                let mut reader = Reader::new(&input);
-                reader.position = start;
-                let result = reader.varint();
-                assert_eq!(
-                    (result, reader.position),
-                    byte_loop(&input, start),
-                    "{input:?} from {start}"
-                );
-            }
-        }
-    }
-
     #[test]
     fn varint_round_trip_and_canonical() {
         for value in [
@@ -252,15 +219,11 @@ mod tests {
             128,
             300,
             u32::MAX as u64,
-            (7 << 32) | 3,
             u64::MAX - 1,
             u64::MAX,
         ] {
             let mut out = Vec::new();
             put_varint(&mut out, value);
-            let mut written = [0xee; VARINT_BYTES_MAX];
-            let length = write_varint(&mut written, value);
-            assert_eq!(&written[..length], &out[..], "{value}");
             assert!(out.len() <= VARINT_BYTES_MAX);
             let mut reader = Reader::new(&out);
             assert_eq!(reader.varint(), Ok(value));
@@ -283,5 +246,132 @@ mod tests {
             Err(VersionError::VarintMalformed)
         );
         assert_eq!(Reader::new(&[0x80]).varint(), Err(VersionError::Truncated));
+    }
+
+    /// What `varint` reads (its value, or its error, and where it stops)
+    /// from `bytes`, and the same by the byte-by-byte definition.
+    fn both_reads(bytes: &[u8]) -> [(Result<u64, VersionError>, usize); 2] {
+        let mut fast = Reader::new(bytes);
+        let mut bytewise = Reader::new(bytes);
+        let fast_value = fast.varint();
+        let bytewise_value = bytewise.varint_bytewise();
+        [
+            (fast_value, fast.position()),
+            (bytewise_value, bytewise.position()),
+        ]
+    }
+
+    /// The byte-by-byte LEB128 writer `varint_bytes` must agree with.
+    fn put_varint_bytewise(out: &mut Vec<u8>, mut value: u64) {
+        loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+
+    #[test]
+    fn fast_varint_writes_as_the_bytewise_loop() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut checked = 0;
+        for bits in 0..=64u32 {
+            for _ in 0..256 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let value = match bits {
+                    0 => 0,
+                    64 => state | 1 << 63,
+                    _ => (state & ((1u64 << bits) - 1)) | 1 << (bits - 1),
+                };
+                let mut expected = vec![0xaa];
+                put_varint_bytewise(&mut expected, value);
+                let mut written = vec![0xaa];
+                put_varint(&mut written, value);
+                assert_eq!(written, expected, "{value:#x}");
+                let mut bytes = [0; VARINT_BYTES_MAX];
+                let len = varint_bytes(value, &mut bytes);
+                assert_eq!(&bytes[..len], &expected[1..], "{value:#x}");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 65 * 256);
+    }
+
+    #[test]
+    fn fast_varint_reads_as_the_bytewise_loop() {
+        // Every encoded value of every length, followed by 0 to 10 more
+        // bytes (the word read needs 8 in reach), and each damaged: a byte
+        // replaced, the varint cut short, or padded with a zero byte.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut checked = 0;
+        for bits in 0..=64u32 {
+            for _ in 0..64 {
+                let value = match bits {
+                    0 => 0,
+                    64 => next() | 1 << 63,
+                    _ => (next() & ((1u64 << bits) - 1)) | 1 << (bits - 1),
+                };
+                let mut encoded = Vec::new();
+                put_varint(&mut encoded, value);
+                for tail in 0..=10usize {
+                    let mut bytes = encoded.clone();
+                    bytes.extend((0..tail).map(|_| next() as u8));
+                    let [fast, bytewise] = both_reads(&bytes);
+                    assert_eq!(fast, bytewise, "{bytes:02x?}");
+                    assert_eq!(fast, (Ok(value), encoded.len()), "{bytes:02x?}");
+                    let mut damaged = bytes.clone();
+                    let at = next() as usize % damaged.len();
+                    damaged[at] = next() as u8;
+                    let [fast, bytewise] = both_reads(&damaged);
+                    assert_eq!(fast.0, bytewise.0, "{damaged:02x?}");
+                    if fast.0.is_ok() {
+                        assert_eq!(fast.1, bytewise.1, "{damaged:02x?}");
+                    }
+                    let cut = &bytes[..encoded.len() - 1];
+                    assert_eq!(both_reads(cut)[0].0, both_reads(cut)[1].0, "{cut:02x?}");
+                    let mut padded = encoded.clone();
+                    *padded.last_mut().expect("a byte") |= 0x80;
+                    padded.push(0);
+                    padded.extend((0..tail).map(|_| next() as u8));
+                    let [fast, bytewise] = both_reads(&padded);
+                    assert_eq!(fast.0, bytewise.0, "{padded:02x?}");
+                    checked += 1;
+                }
+            }
+        }
+        // Random bytes, mostly with high bits set (long varints, overlong
+        // ones, eleven bytes and more).
+        for _ in 0..200_000 {
+            let len = next() as usize % 14;
+            let high = next();
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| {
+                    let byte = next() as u8;
+                    if high >> (i % 64) & 3 != 0 {
+                        byte | 0x80
+                    } else {
+                        byte
+                    }
+                })
+                .collect();
+            let [fast, bytewise] = both_reads(&bytes);
+            assert_eq!(fast.0, bytewise.0, "{bytes:02x?}");
+            if fast.0.is_ok() {
+                assert_eq!(fast.1, bytewise.1, "{bytes:02x?}");
+            }
+            checked += 1;
+        }
+        assert!(checked > 240_000);
     }
 }

@@ -9,7 +9,7 @@
 use std::cell::Cell;
 
 use super::clock::{encode_entries, VersionVector};
-use super::codec::{write_varint, Reader, VARINT_BYTES_MAX};
+use super::codec::{varint_bytes, Reader, VARINT_BYTES_MAX};
 use super::crc::{crc32, crc32_finish, crc32_update, CRC32_START};
 use super::error::ContextError;
 use super::view::EncodedSiblingSet;
@@ -138,6 +138,56 @@ pub fn encode_token_into(
     encode_token_with(fastest_replica, |out| encode_entries(clock, out), out);
 }
 
+/// The buffer `encode_token_to` writes into: the largest token, and room
+/// for one varint written 10 bytes wide past its end.
+pub const TOKEN_BUFFER_BYTES: usize = CONTEXT_BYTES_MAX + VARINT_BYTES_MAX;
+
+/// `encode_token_into` at the start of a fixed buffer, which always has
+/// room (no `Vec` growth checks, each varint one fixed-width copy);
+/// returns the token's length. An in-place put's reply token is written
+/// so, straight into what the reply holds. The bytes are
+/// `encode_token_into`'s (`encode_token_to_writes_encode_token_into`).
+pub fn encode_token_to(
+    clock: impl ExactSizeIterator<Item = (ActorId, u64)>,
+    fastest_replica: Option<ActorId>,
+    out: &mut [u8; TOKEN_BUFFER_BYTES],
+) -> usize {
+    assert!(clock.len() <= CLOCK_ENTRIES_MAX);
+    // Every varint starts at most `CONTEXT_BYTES_MAX - CHECKSUM_BYTES - 1`
+    // bytes in, so its 10-byte copy stays inside the buffer.
+    let varint = |out: &mut [u8; TOKEN_BUFFER_BYTES], at: usize, value: u64| -> usize {
+        let mut bytes = [0; VARINT_BYTES_MAX];
+        let len = varint_bytes(value, &mut bytes);
+        out[at..at + VARINT_BYTES_MAX].copy_from_slice(&bytes);
+        at + len
+    };
+    out[0] = CONTEXT_FORMAT_VERSION;
+    let mut at = match fastest_replica {
+        Some(actor) => {
+            out[1] = FLAG_FASTEST_REPLICA;
+            varint(out, 2, actor)
+        }
+        None => {
+            out[1] = 0;
+            2
+        }
+    };
+    at = varint(out, at, clock.len() as u64);
+    let mut previous: ActorId = 0;
+    for (actor, counter) in clock {
+        debug_assert!(previous == 0 || actor > previous);
+        debug_assert!(counter > 0);
+        at = varint(out, at, actor - previous);
+        at = varint(out, at, counter);
+        previous = actor;
+    }
+    let checksum = crc32(&out[..at]);
+    out[at..at + CHECKSUM_BYTES].copy_from_slice(&checksum.to_le_bytes());
+    at += CHECKSUM_BYTES;
+    assert!((CONTEXT_BYTES_MIN..=CONTEXT_BYTES_MAX).contains(&at));
+    at
+}
+
 /// `encode_token_into(set.clock_entries(), fastest_replica, out)`, with the
 /// clock's bytes copied from the set's encoding (`write_clock`) instead of
 /// decoded and encoded again: the token of a get answered from a stored set.
@@ -167,7 +217,9 @@ impl TokenHead {
         let len = match fastest_replica {
             Some(actor) => {
                 bytes[1] = FLAG_FASTEST_REPLICA;
-                2 + write_varint(&mut bytes[2..], actor)
+                let varint: &mut [u8; VARINT_BYTES_MAX] =
+                    (&mut bytes[2..]).try_into().expect("ten bytes after the flags");
+                2 + varint_bytes(actor, varint)
             }
             None => 2,
         };
@@ -217,6 +269,44 @@ fn encode_token_with(
 mod tests {
     use super::*;
     use crate::version::VersionError;
+
+    #[test]
+    fn encode_token_to_writes_encode_token_into() {
+        let mut state = 0x51_7cc1_b727_220au64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for case in 0..20_000u32 {
+            // Clocks of 0 to 8 entries with actors and counters of every
+            // width (small ones too: their varints are one byte).
+            let entries = next() as usize % (CLOCK_ENTRIES_MAX + 1);
+            let mut actor = 0u64;
+            let mut clock = Vec::new();
+            for _ in 0..entries {
+                let width = next() % 64 + 1;
+                let step = (next() >> (64 - width)).max(1);
+                let Some(next_actor) = actor.checked_add(step) else {
+                    break;
+                };
+                actor = next_actor;
+                let counter = (next() >> (next() % 64)).max(1);
+                clock.push((actor, counter));
+            }
+            let fastest = match case % 3 {
+                0 => None,
+                1 => Some(next() >> (next() % 64)),
+                _ => Some(u64::MAX),
+            };
+            let mut expected = vec![0xaa];
+            encode_token_into(clock.iter().copied(), fastest, &mut expected);
+            let mut token = [0x55; TOKEN_BUFFER_BYTES];
+            let len = encode_token_to(clock.iter().copied(), fastest, &mut token);
+            assert_eq!(&token[..len], &expected[1..], "{clock:?} {fastest:?}");
+        }
+    }
 
     #[test]
     fn round_trip_and_rejections() {

@@ -32,7 +32,8 @@ mod walk;
 
 pub use clock::VersionVector;
 pub use context::{
-    encode_set_token_into, encode_token_into, Context, CONTEXT_BYTES_MAX, CONTEXT_FORMAT_VERSION,
+    encode_set_token_into, encode_token_into, encode_token_to, Context, CONTEXT_BYTES_MAX,
+    CONTEXT_FORMAT_VERSION, TOKEN_BUFFER_BYTES,
 };
 pub use error::{ContextError, VersionError};
 pub use sibling_set::{Dot, SiblingSet, Value, SIBLING_SET_FORMAT_VERSION};

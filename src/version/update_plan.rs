@@ -19,7 +19,7 @@
 //! would prune, or stored bytes that do not decode. `tests/version_update_plan.rs`
 //! checks it against `SiblingSet` over random sets and contexts.
 
-use super::codec::VARINT_BYTES_MAX;
+use super::codec::{varint_bytes, VARINT_BYTES_MAX};
 use super::sibling_set::{VALUE_TAG_DATA, VALUE_TAG_TOMBSTONE};
 use super::walk::Walk;
 use super::{
@@ -292,7 +292,8 @@ impl<'a> UpdatePlan<'a> {
 
     /// Writes the updated set's canonical encoding (`SiblingSet::encode`)
     /// at the start of `out`, which holds at least `encoded_len_max` bytes,
-    /// and returns its length.
+    /// and returns its length. Bytes of `out` past that length may be
+    /// written too (a varint is written 10 bytes wide where there is room).
     pub fn encode_into(&self, out: &mut [u8]) -> usize {
         assert!(out.len() >= self.encoded_len_max);
         let mut w = Writer { out, at: 0 };
@@ -446,12 +447,22 @@ impl Writer<'_> {
     }
 
     #[inline]
-    fn varint(&mut self, mut value: u64) {
-        while value >= 0x80 {
-            self.byte((value & 0x7f) as u8 | 0x80);
-            value >>= 7;
+    fn varint(&mut self, value: u64) {
+        if value < 0x80 {
+            self.byte(value as u8);
+            return;
         }
-        self.byte(value as u8);
+        let mut bytes = [0; VARINT_BYTES_MAX];
+        let len = varint_bytes(value, &mut bytes);
+        match self.out.get_mut(self.at..self.at + VARINT_BYTES_MAX) {
+            // Room for the widest: a copy of fixed length (no call), the
+            // bytes past `len` overwritten by what follows.
+            Some(room) => {
+                room.copy_from_slice(&bytes);
+                self.at += len;
+            }
+            None => self.bytes(&bytes[..len]),
+        }
     }
 
     fn bytes(&mut self, bytes: &[u8]) {
