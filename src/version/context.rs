@@ -217,8 +217,9 @@ impl TokenHead {
         let len = match fastest_replica {
             Some(actor) => {
                 bytes[1] = FLAG_FASTEST_REPLICA;
-                let varint: &mut [u8; VARINT_BYTES_MAX] =
-                    (&mut bytes[2..]).try_into().expect("ten bytes after the flags");
+                let varint: &mut [u8; VARINT_BYTES_MAX] = (&mut bytes[2..])
+                    .try_into()
+                    .expect("ten bytes after the flags");
                 2 + varint_bytes(actor, varint)
             }
             None => 2,
