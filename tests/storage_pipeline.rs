@@ -476,3 +476,32 @@ fn other_piece_sizes_keep_every_record() {
         );
     }
 }
+
+/// The write-through read cache drops the record a put supersedes: a key written
+/// over and over holds one cache entry, not one per version until eviction (the
+/// cache of an overwrite-heavy shard stays its live records; docs/storage.md §5a).
+/// Its reads still come from the cache, value for value.
+#[test]
+fn the_read_cache_holds_one_record_per_overwritten_key() {
+    let disk = MemDisk::new();
+    let config = StoreConfig {
+        read_cache_bytes: 8 << 20,
+        ..config(1 << 20)
+    };
+    let (store, _) = block_on(Store::open(disk.clone(), config)).expect("open");
+    let keys = 10;
+    for round in 0..200 {
+        for k in 0..keys {
+            put(&store, k, Durability::Buffered).expect("put");
+            assert_eq!(get(&store, k), Some(value(k)), "key {k} round {round}");
+        }
+    }
+    // Ten live records of LEN bytes each (and a fixed overhead per entry), not
+    // the 2,000 versions written.
+    let cached = store.stats().read_cache_bytes as usize;
+    assert!(
+        cached <= keys * (LEN + 128),
+        "{cached} bytes cached for {keys} live records"
+    );
+    assert!(cached >= keys * LEN, "the live records are cached");
+}

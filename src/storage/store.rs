@@ -253,14 +253,23 @@ impl<D: Disk> State<D> {
     }
 
     /// Points the index at a new record and keeps the live byte counts exact.
-    fn index_insert(&mut self, ns: Namespace, partition: u32, key: &[u8], loc: Location) {
+    /// Points the key at `loc`; returns the location it pointed at before.
+    fn index_insert(
+        &mut self,
+        ns: Namespace,
+        partition: u32,
+        key: &[u8],
+        loc: Location,
+    ) -> Option<Location> {
         self.segments
             .get_mut(&loc.segment)
             .expect("segment of a new location")
             .live_bytes += loc.len as u64;
-        if let Some(old) = self.index.insert(ns, partition, key, loc) {
+        let old = self.index.insert(ns, partition, key, loc);
+        if let Some(old) = old {
             self.release(old);
         }
+        old
     }
 
     fn release(&mut self, old: Location) {
@@ -896,15 +905,18 @@ impl<D: Disk> Store<D> {
             offset: offset as u32,
             len: len as u32,
         };
-        st.index_insert(ns, partition, key, loc);
+        let superseded = st.index_insert(ns, partition, key, loc);
         // Write-through: a key's next read-modify-write finds its
         // current version here even after the buffer is flushed. The
         // cache takes the caller's `Bytes` itself: no copy, and no
-        // clone (cloning a `Bytes` made from a `Vec` allocates).
+        // clone (cloning a `Bytes` made from a `Vec` allocates). The
+        // superseded record is dropped: nothing reads it again.
         if self.config.read_cache_bytes > 0 {
-            self.read_cache
-                .borrow_mut()
-                .insert((loc.segment, loc.offset), record_kind, payload);
+            let mut cache = self.read_cache.borrow_mut();
+            if let Some(old) = superseded {
+                cache.forget((old.segment, old.offset));
+            }
+            cache.insert((loc.segment, loc.offset), record_kind, payload);
         }
         if !st.corrupt_keys.is_empty() {
             st.corrupt_keys
