@@ -811,13 +811,8 @@ fn messages_round_trip_and_garbage_never_panics() {
         ReplicaMessage::HintAck { req: 9 },
     ];
     // A deterministic xorshift drives the garbage.
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = crate::test_rng::Rng(0x9e37_79b9_7f4a_7c15);
+    let mut next = move || rng.next();
     for message in messages {
         let mut bytes = Vec::new();
         message.encode(&mut bytes);

@@ -276,13 +276,11 @@ mod tests {
 
     #[test]
     fn fast_varint_writes_as_the_bytewise_loop() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut rng = crate::test_rng::Rng(0x2545_f491_4f6c_dd1d);
         let mut checked = 0;
         for bits in 0..=64u32 {
             for _ in 0..256 {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
+                let state = rng.next();
                 let value = match bits {
                     0 => 0,
                     64 => state | 1 << 63,
@@ -307,13 +305,8 @@ mod tests {
         // Every encoded value of every length, followed by 0 to 10 more
         // bytes (the word read needs 8 in reach), and each damaged: a byte
         // replaced, the varint cut short, or padded with a zero byte.
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = crate::test_rng::Rng(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || rng.next();
         let mut checked = 0;
         for bits in 0..=64u32 {
             for _ in 0..64 {

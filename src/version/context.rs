@@ -273,13 +273,8 @@ mod tests {
 
     #[test]
     fn encode_token_to_writes_encode_token_into() {
-        let mut state = 0x51_7cc1_b727_220au64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = crate::test_rng::Rng(0x51_7cc1_b727_220a);
+        let mut next = move || rng.next();
         for case in 0..20_000u32 {
             // Clocks of 0 to 8 entries with actors and counters of every
             // width (small ones too: their varints are one byte).
