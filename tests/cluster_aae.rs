@@ -108,13 +108,20 @@ fn a_returning_replica_is_repaired_and_a_collected_delete_never_comes_back() {
             && json_number(&aae, "tombstones_purged").is_some_and(|n| n >= 1)
             && aae.contains("\"in_sync\": true")
     });
-    let received: u64 = nodes
-        .iter()
-        .filter_map(|n| {
-            let (_, text, _) = n.admin(&["aae", "--json"]);
-            json_number(&text, "keys_received")
-        })
-        .sum();
+    // Node 1's report does not say that node 3 has published its own yet
+    // (each shard publishes every 500 ms), so the sum is read until it holds
+    // the 50 keys and the delete, or the deadline says the repair fell short.
+    let mut received = 0;
+    wait_until(5, "anti-entropy to report 51 keys repaired", || {
+        received = nodes
+            .iter()
+            .filter_map(|n| {
+                let (_, text, _) = n.admin(&["aae", "--json"]);
+                json_number(&text, "keys_received")
+            })
+            .sum::<u64>();
+        received >= 51
+    });
     assert!(received >= 51, "anti-entropy repaired {received} keys");
 
     // The delete sticks, and a read of every primary finds every new key.
