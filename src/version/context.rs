@@ -161,18 +161,12 @@ pub fn encode_token_to(
         out[at..at + VARINT_BYTES_MAX].copy_from_slice(&bytes);
         at + len
     };
-    out[0] = CONTEXT_FORMAT_VERSION;
-    let mut at = match fastest_replica {
-        Some(actor) => {
-            out[1] = FLAG_FASTEST_REPLICA;
-            varint(out, 2, actor)
-        }
-        None => {
-            out[1] = 0;
-            2
-        }
-    };
-    at = varint(out, at, clock.len() as u64);
+    // The head (format, flags, fastest replica) as `encode_token_with`
+    // writes it: all of its bytes in one fixed-width copy, and the CRC
+    // continued from the register after it.
+    let head = token_head(fastest_replica);
+    out[..head.bytes.len()].copy_from_slice(&head.bytes);
+    let mut at = varint(out, head.len, clock.len() as u64);
     let mut previous: ActorId = 0;
     for (actor, counter) in clock {
         debug_assert!(previous == 0 || actor > previous);
@@ -181,7 +175,7 @@ pub fn encode_token_to(
         at = varint(out, at, counter);
         previous = actor;
     }
-    let checksum = crc32(&out[..at]);
+    let checksum = crc32_finish(crc32_update(head.crc, &out[head.len..at]));
     out[at..at + CHECKSUM_BYTES].copy_from_slice(&checksum.to_le_bytes());
     at += CHECKSUM_BYTES;
     assert!((CONTEXT_BYTES_MIN..=CONTEXT_BYTES_MAX).contains(&at));
@@ -241,6 +235,19 @@ thread_local! {
     static LAST_HEAD: Cell<Option<TokenHead>> = const { Cell::new(None) };
 }
 
+/// The head of a token naming `fastest_replica`: the remembered one when it
+/// names the same replica, else a new one, remembered from now on.
+fn token_head(fastest_replica: Option<ActorId>) -> TokenHead {
+    match LAST_HEAD.get() {
+        Some(head) if head.fastest_replica == fastest_replica => head,
+        _ => {
+            let head = TokenHead::new(fastest_replica);
+            LAST_HEAD.set(Some(head));
+            head
+        }
+    }
+}
+
 /// Appends a token whose clock `clock` appends (entry count, then per entry
 /// actor delta and counter, as `encode_entries` writes them).
 fn encode_token_with(
@@ -249,14 +256,7 @@ fn encode_token_with(
     out: &mut Vec<u8>,
 ) {
     let start = out.len();
-    let head = match LAST_HEAD.get() {
-        Some(head) if head.fastest_replica == fastest_replica => head,
-        _ => {
-            let head = TokenHead::new(fastest_replica);
-            LAST_HEAD.set(Some(head));
-            head
-        }
-    };
+    let head = token_head(fastest_replica);
     out.extend_from_slice(&head.bytes[..head.len]);
     let clock_start = out.len();
     clock(out);
