@@ -132,19 +132,25 @@ fn check_acks_durable(disk: &MemDisk, finished: &[(usize, Result<(), StorageErro
     }
 }
 
-#[test]
-fn a_durable_put_never_returns_before_an_fdatasync_covering_it() {
-    let disk = MemDisk::new();
-    let store = open(&disk);
+/// Holds every fdatasync from now on; writers `first` run until their round's
+/// fdatasync is held, then writers `second` join while it stays held, and 50 steps
+/// must finish none of them. Returns the held fdatasync's ticket.
+fn second_cohort_behind_a_held_sync<'a>(
+    disk: &MemDisk,
+    store: &'a Store<MemDisk>,
+    tasks: &mut Tasks<'a>,
+    first: std::ops::Range<usize>,
+    second: std::ops::Range<usize>,
+) -> u64 {
     disk.hold_syncs(true);
-    let mut tasks = Tasks::default();
-    for i in 0..16 {
-        tasks.spawn(i, durable_put(&store, i));
+    for i in first {
+        tasks.spawn(i, durable_put(store, i));
     }
-    let first = step_until_a_sync_is_held(&disk, &mut tasks);
-    // Later writers append while the first fdatasync is held.
-    for i in 16..32 {
-        tasks.spawn(i, durable_put(&store, i));
+    let held = step_until_a_sync_is_held(disk, tasks);
+    // The second cohort appends (and, if rounds overlap, writes) while the
+    // first round's fdatasync is held.
+    for i in second {
+        tasks.spawn(i, durable_put(store, i));
     }
     for _ in 0..50 {
         let finished = tasks.step();
@@ -153,6 +159,28 @@ fn a_durable_put_never_returns_before_an_fdatasync_covering_it() {
             "writers {finished:?} returned while the only fdatasync was held"
         );
     }
+    held
+}
+
+/// Crashes `disk` losing what was not synced, reopens it, and returns the keys of
+/// `0..writers` whose value did not survive.
+fn lost_in_a_crash(disk: &MemDisk, writers: usize) -> BTreeSet<usize> {
+    disk.crash(CrashMode::LoseUnsynced);
+    let store = open(disk);
+    (0..writers)
+        .filter(|&i| {
+            let got = block_on(store.get(NS, (i % 4) as u32, &key(i))).expect("get");
+            got.map(|r| r.payload.to_vec()) != Some(value(i))
+        })
+        .collect()
+}
+
+#[test]
+fn a_durable_put_never_returns_before_an_fdatasync_covering_it() {
+    let disk = MemDisk::new();
+    let store = open(&disk);
+    let mut tasks = Tasks::default();
+    let first = second_cohort_behind_a_held_sync(&disk, &store, &mut tasks, 0..16, 16..32);
     disk.release_sync(first);
     // Release every held sync a few steps after it shows up, checking each writer at
     // the moment it returns.
@@ -170,32 +198,16 @@ fn a_durable_put_never_returns_before_an_fdatasync_covering_it() {
     assert_eq!(tasks.results.len(), 32);
     drop(tasks);
     drop(store);
-    disk.crash(CrashMode::LoseUnsynced);
-    let store = open(&disk);
-    for i in 0..32 {
-        let got = block_on(store.get(NS, (i % 4) as u32, &key(i))).expect("get");
-        assert_eq!(got.map(|r| r.payload.to_vec()), Some(value(i)), "key {i}");
-    }
+    let missing = lost_in_a_crash(&disk, 32);
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
 }
 
 #[test]
 fn a_failed_fdatasync_fails_its_round_and_every_later_one() {
     let disk = MemDisk::new();
     let store = open(&disk);
-    disk.hold_syncs(true);
     let mut tasks = Tasks::default();
-    for i in 0..8 {
-        tasks.spawn(i, durable_put(&store, i));
-    }
-    let held = step_until_a_sync_is_held(&disk, &mut tasks);
-    // A second cohort appends (and, if rounds overlap, writes) while the first
-    // round's fdatasync is held.
-    for i in 8..16 {
-        tasks.spawn(i, durable_put(&store, i));
-    }
-    for _ in 0..50 {
-        assert!(tasks.step().is_empty());
-    }
+    let held = second_cohort_behind_a_held_sync(&disk, &store, &mut tasks, 0..8, 8..16);
     let syncs_before = disk.sync_count();
     disk.fail_held_sync(held, libc::EIO);
     let mut steps = 0;
@@ -280,14 +292,6 @@ fn fdatasyncs_of_a_file_never_overlap_across_rotations() {
         "the segments rotated ({segments} segment files)"
     );
     drop(store);
-    disk.crash(CrashMode::LoseUnsynced);
-    let store = open(&disk);
-    let mut missing = BTreeSet::new();
-    for i in 0..160 {
-        let got = block_on(store.get(NS, (i % 4) as u32, &key(i))).expect("get");
-        if got.map(|r| r.payload.to_vec()) != Some(value(i)) {
-            missing.insert(i);
-        }
-    }
+    let missing = lost_in_a_crash(&disk, 160);
     assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
 }
