@@ -295,3 +295,83 @@ fn fdatasyncs_of_a_file_never_overlap_across_rotations() {
     let missing = lost_in_a_crash(&disk, 160);
     assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
 }
+
+/// Zeros written ahead of the records for durable writers (`StoreConfig::prewrite_bytes`,
+/// docs/storage.md §4) are one more write in flight next to the flushes: a flush whose
+/// records reach them must wait until they have landed, or the zeros, landing last,
+/// would erase acknowledged records. Here the zeros stay held while 200 more durable
+/// writers append well past their start, and every other write is released at once: no
+/// write over the held range may be issued, and after the zeros are released everything
+/// acknowledged survives a crash.
+#[test]
+fn zeros_written_ahead_of_the_records_never_land_over_them() {
+    let disk = MemDisk::new();
+    let config = StoreConfig {
+        segment_size_bytes: 1 << 20,
+        write_piece_bytes: 4096,
+        write_buffer_bytes: 16 << 10,
+        prewrite_bytes: 32 << 10,
+        ..config()
+    };
+    let (store, _) = block_on(Store::open(disk.clone(), config)).expect("open");
+    disk.hold_writes(true);
+    let mut tasks = Tasks::default();
+    tasks.spawn(0, durable_put(&store, 0));
+    // Writer 0's round: its flush (at 0) is released, the zeros after it are kept held.
+    let mut zeros: BTreeSet<(u64, u64, usize)> = BTreeSet::new();
+    for _ in 0..1_000 {
+        if tasks.pending() == 0 {
+            break;
+        }
+        check_acks_durable(&disk, tasks.step());
+        for w in disk.held_writes() {
+            if w.1 == 0 {
+                disk.release_write(w.0);
+            } else {
+                zeros.insert(w);
+            }
+        }
+    }
+    assert_eq!(tasks.pending(), 0, "writer 0 finished");
+    let zero_start = zeros.first().expect("zeros were written ahead").1;
+    let zero_end = zeros.iter().map(|w| w.1 + w.2 as u64).max().unwrap();
+    assert_eq!(zero_start, 512, "the zeros start after writer 0's block");
+    assert_eq!(zero_end, 512 + (32 << 10), "prewrite_bytes of zeros");
+    assert_eq!(store.stats().bytes_prewritten, 32 << 10);
+
+    // 200 writers append about 50 KiB, past the held zeros.
+    for i in 1..=200 {
+        tasks.spawn(i, durable_put(&store, i));
+    }
+    let mut steps = 0;
+    while tasks.pending() > 0 {
+        steps += 1;
+        assert!(steps < 20_000, "writers did not finish");
+        check_acks_durable(&disk, tasks.step());
+        for w in disk.held_writes() {
+            if zeros.contains(&w) {
+                continue;
+            }
+            assert!(
+                zeros.is_empty() || w.1 + w.2 as u64 <= zero_start,
+                "a write of [{}, {}) was issued over zeros still in flight",
+                w.1,
+                w.1 + w.2 as u64
+            );
+            disk.release_write(w.0);
+        }
+        if steps == 500 {
+            // The writers wait for the zeros; let them land.
+            assert!(tasks.pending() > 0, "the writers waited for the zeros");
+            for w in std::mem::take(&mut zeros) {
+                disk.release_write(w.0);
+            }
+        }
+    }
+    assert_eq!(tasks.results.len(), 201);
+    drop(tasks);
+    store.check_invariants();
+    drop(store);
+    let missing = lost_in_a_crash(&disk, 201);
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+}

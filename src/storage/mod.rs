@@ -137,6 +137,13 @@ pub struct StoreConfig {
     pub compaction_dead_fraction: f64,
     /// Bytes of recently read records kept in memory (`cache.rs`); 0 disables it.
     pub read_cache_bytes: usize,
+    /// Durable writes keep up to this many bytes of the active segment after its records
+    /// written with zeros (whole `write_piece_bytes` chunks, one write in flight at a
+    /// time), so that a group commit's write and `fdatasync` land on blocks the file
+    /// system already counts as written. Into a preallocated (unwritten) range, every
+    /// round's `fdatasync` also commits the file system's extent conversion. 0
+    /// disables it (docs/storage.md §4).
+    pub prewrite_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -151,6 +158,7 @@ impl Default for StoreConfig {
             flushes_in_flight_max: 2,
             compaction_dead_fraction: 0.5,
             read_cache_bytes: 32 << 20,
+            prewrite_bytes: 1 << 20,
         }
     }
 }
@@ -219,6 +227,9 @@ pub struct StoreStats {
     pub failed: bool,
     /// Bytes held by the read cache.
     pub read_cache_bytes: u64,
+    /// Bytes of zeros written ahead of the active segment's records
+    /// (`StoreConfig::prewrite_bytes`).
+    pub bytes_prewritten: u64,
 }
 
 /// What one `compact_step` did.

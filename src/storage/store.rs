@@ -192,6 +192,34 @@ async fn write_pieces<F: DiskFile>(
     result
 }
 
+/// A write of zeros ahead of the active segment's records (`StoreConfig::prewrite_bytes`,
+/// docs §4). At most one is in flight; a flush whose range reaches `start` waits for it
+/// first, so zeros never land over records.
+struct Prewrite {
+    segment: u32,
+    start: u64,
+    /// `None` once the write has completed.
+    write: Option<Pin<Box<dyn Future<Output = io::Result<()>>>>>,
+}
+
+impl Prewrite {
+    /// Polls the write; ready once it has completed. Its outcome is not needed: zeros
+    /// ahead of the records only make later writes cheaper (the space is preallocated,
+    /// so a failure here means the disk is failing, and the flushes will say so).
+    fn poll_write(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let Some(write) = self.write.as_mut() else {
+            return Poll::Ready(());
+        };
+        match write.as_mut().poll(cx) {
+            Poll::Ready(_) => {
+                self.write = None;
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 /// A segment being compacted.
 #[derive(Debug, Clone, Copy)]
 struct CompactionJob {
@@ -216,6 +244,10 @@ struct State<D: Disk> {
     synced_lsn: u64,
     /// The active segment got its `Seal`; appends wait for the rotation.
     rotation_pending: bool,
+    /// End of the zeros written (or being written) ahead of the active segment's
+    /// records (`StoreConfig::prewrite_bytes`); 0 for a new segment.
+    prewritten_end: u64,
+    bytes_prewritten: u64,
     next_seq: u64,
     failed: bool,
     disk_full: bool,
@@ -387,6 +419,11 @@ pub struct Store<D: Disk> {
     /// a flush of whole blocks has its head there and its tail in a write still in
     /// flight or in the buffer, and is read from memory until both are on disk.
     landed: RefCell<Option<Inflight<D>>>,
+    /// The write of zeros ahead of the records, while in flight (under `io_lock`).
+    prewrite: RefCell<Option<Prewrite>>,
+    /// One chunk of zeros that every prewrite writes (never written to after it is
+    /// filled).
+    zero_chunk: RefCell<Option<Rc<D::Buffer>>>,
 }
 
 fn align_down(v: u64, align: usize) -> u64 {
@@ -688,6 +725,8 @@ impl<D: Disk> Store<D> {
             flushed_lsn: 0,
             synced_lsn: 0,
             rotation_pending: false,
+            prewritten_end: 0,
+            bytes_prewritten: 0,
             next_seq: seq_max + 1,
             failed: false,
             disk_full: false,
@@ -716,6 +755,8 @@ impl<D: Disk> Store<D> {
             read_cache: RefCell::new(ReadCache::new(config_read_cache_bytes)),
             inflight: RefCell::new(VecDeque::new()),
             landed: RefCell::new(None),
+            prewrite: RefCell::new(None),
+            zero_chunk: RefCell::new(None),
         };
         Ok((store, report))
     }
@@ -1341,6 +1382,16 @@ impl<D: Disk> Store<D> {
         while self.inflight.borrow().len() >= self.config.flushes_in_flight_max.max(1) {
             self.reap_one_locked().await?;
         }
+        let reaches_prewrite = {
+            let st = self.state.borrow();
+            self.prewrite.borrow().as_ref().is_some_and(|p| {
+                p.segment == st.active_id && p.start < align_up(st.active_end(), self.align_bytes)
+            })
+        };
+        if reaches_prewrite {
+            // Zeros must not land after (over) the records this flush writes.
+            self.wait_prewrite_locked().await;
+        }
         {
             let mut st = self.state.borrow_mut();
             if st.failed {
@@ -1528,6 +1579,8 @@ impl<D: Disk> Store<D> {
             st.synced_lsn = st.flushed_lsn;
             st.syncs += 1;
         }
+        // The sealed file's zeros, if any are still being written, are its last write.
+        self.wait_prewrite_locked().await;
         let new_id = sealing + 1;
         let result = async {
             let file = self.disk.open_file(&segment_name(new_id)).await?;
@@ -1569,6 +1622,7 @@ impl<D: Disk> Store<D> {
         st.buffer.clear();
         st.buffer_file_offset = 0;
         st.rotation_pending = false;
+        st.prewritten_end = 0;
         Ok(())
     }
 
@@ -1584,6 +1638,92 @@ impl<D: Disk> Store<D> {
         st.append_bytes(SEAL_BYTES, seq, |out| {
             record::encode(out, &header, &[], &[])
         });
+    }
+
+    /// Writes zeros ahead of the active segment's records when durable writers are
+    /// close to the end of the zeros already written (`StoreConfig::prewrite_bytes`;
+    /// caller holds `io_lock` and leads a sync round). Starts the write and does not
+    /// wait for it; one is in flight at a time.
+    async fn start_prewrite_locked(&self) {
+        let chunk_bytes = align_down(
+            self.config
+                .prewrite_bytes
+                .min(self.config.write_piece_bytes as u64),
+            self.align_bytes,
+        );
+        if chunk_bytes == 0 {
+            return;
+        }
+        {
+            let mut prewrite = self.prewrite.borrow_mut();
+            if let Some(p) = prewrite.as_mut() {
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                if p.poll_write(&mut cx).is_pending() {
+                    return;
+                }
+                *prewrite = None;
+            }
+        }
+        let (file, start, chunks) = {
+            let mut st = self.state.borrow_mut();
+            if st.failed || st.rotation_pending {
+                return;
+            }
+            let records_end = align_up(st.active_end(), self.align_bytes);
+            if st.prewritten_end >= records_end + self.config.prewrite_bytes / 2 {
+                return;
+            }
+            let start = st.prewritten_end.max(records_end);
+            let end = (records_end + self.config.prewrite_bytes)
+                .min(align_down(self.config.segment_size_bytes, self.align_bytes));
+            let chunks = end.saturating_sub(start) / chunk_bytes;
+            if chunks == 0 {
+                return;
+            }
+            st.prewritten_end = start + chunks * chunk_bytes;
+            st.bytes_prewritten += chunks * chunk_bytes;
+            (st.active().file.clone(), start, chunks)
+        };
+        let zeros = self
+            .zero_chunk
+            .borrow_mut()
+            .get_or_insert_with(|| {
+                let mut b = self.disk.alloc_buffer(chunk_bytes as usize);
+                b.as_bytes_mut().fill(0);
+                Rc::new(b)
+            })
+            .clone();
+        let segment = self.state.borrow().active_id;
+        let pieces = vec![zeros; chunks as usize];
+        *self.prewrite.borrow_mut() = Some(Prewrite {
+            segment,
+            start,
+            write: Some(Box::pin(write_pieces(file, start, pieces))),
+        });
+        // Poll once so the write is queued (and, on a disk whose I/O is immediate, done).
+        std::future::poll_fn(|cx| {
+            if let Some(p) = self.prewrite.borrow_mut().as_mut() {
+                let _ = p.poll_write(cx);
+            }
+            Poll::Ready(())
+        })
+        .await;
+    }
+
+    /// Waits until no prewrite is in flight (caller holds `io_lock`).
+    async fn wait_prewrite_locked(&self) {
+        std::future::poll_fn(|cx| {
+            let mut prewrite = self.prewrite.borrow_mut();
+            if prewrite
+                .as_mut()
+                .is_some_and(|p| p.poll_write(cx).is_pending())
+            {
+                return Poll::Pending;
+            }
+            *prewrite = None;
+            Poll::Ready(())
+        })
+        .await
     }
 
     /// Flushes and `fdatasync`s everything appended so far (group-commit aware).
@@ -1622,6 +1762,7 @@ impl<D: Disk> Store<D> {
             yield_now().await;
             let _io = self.io_lock.lock().await;
             self.flush_locked().await?;
+            self.start_prewrite_locked().await;
             // Sealed segments were synced when they were sealed, so only the active
             // segment can hold unsynced bytes.
             let (file, target) = {
@@ -1941,6 +2082,7 @@ impl<D: Disk> Store<D> {
             segments_compacted: st.segments_compacted,
             failed: st.failed,
             read_cache_bytes: self.read_cache.borrow().bytes() as u64,
+            bytes_prewritten: st.bytes_prewritten,
         }
     }
 
@@ -1987,6 +2129,11 @@ impl<D: Disk> Store<D> {
             st.active().sealed = true;
         }
         self.sync().await?;
+        // A prewrite landing after the truncation would lengthen the file again.
+        {
+            let _io = self.io_lock.lock().await;
+            self.wait_prewrite_locked().await;
+        }
         // Give back the preallocated space after the last record.
         let (file, len) = {
             let st = self.state.borrow();

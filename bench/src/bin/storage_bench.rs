@@ -21,7 +21,8 @@
 //! (`preempt_timer`); unset, glommio's defaults as the server uses them. Store
 //! experiments (ingest only): `STORAGE_BENCH_BUFFER_BYTES` (`write_buffer_bytes`),
 //! `STORAGE_BENCH_IN_FLIGHT` (`flushes_in_flight_max`), `STORAGE_BENCH_PIECE_BYTES`
-//! (`write_piece_bytes`); `STORAGE_BENCH_WRITES=1` runs
+//! (`write_piece_bytes`); (durable only) `STORAGE_BENCH_PREWRITE_BYTES`
+//! (`prewrite_bytes`, 0 = off); `STORAGE_BENCH_WRITES=1` runs
 //! ingest through `TimedDisk` and prints its writes and bytes in flight (mean over
 //! time, peak).
 //! `STORAGE_BENCH_ONLY=ingest` also runs fio qd1 and qd4 after each run and prints the
@@ -78,6 +79,10 @@ static GLOBAL: CountingAllocator = CountingAllocator;
 const IO_MEMORY_BYTES: usize = 2 << 20;
 const PARTITIONS: u32 = 256;
 const DURABLE_WRITERS: usize = 256;
+/// Durable puts per writer: 1,000 group-commit rounds, about a second. (Until
+/// 2026-11-23 it was 100: 36 ms at 700k puts/s, where one slow `fdatasync` moved the
+/// figure by 3x.)
+const DURABLE_PUTS_PER_WRITER: u64 = 1000;
 
 struct Args {
     dir: PathBuf,
@@ -371,6 +376,20 @@ fn ingest_config() -> StoreConfig {
     config
 }
 
+/// The store configuration of the durable figure: the default, with
+/// `StoreConfig::prewrite_bytes` from `STORAGE_BENCH_PREWRITE_BYTES` when set (an
+/// experiment knob; 0 turns the zeros ahead of the records off).
+fn durable_config() -> StoreConfig {
+    let mut config = StoreConfig::default();
+    if let Some(v) = std::env::var("STORAGE_BENCH_PREWRITE_BYTES")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        config.prewrite_bytes = v;
+    }
+    config
+}
+
 /// Sequential ingest of 4 KiB values, including the final sync; returns payload bytes
 /// per wall second and per CPU second of the executor thread.
 fn bench_ingest(dir: &Path, total_bytes: u64) -> (f64, f64) {
@@ -440,9 +459,7 @@ fn bench_durable(dir: &Path, puts_per_writer: u64) -> (f64, u64, u64, u64, f64) 
             inner: GlommioDisk::new(&dir).expect("disk"),
             log: log.clone(),
         };
-        let (store, _) = Store::open(disk, StoreConfig::default())
-            .await
-            .expect("open");
+        let (store, _) = Store::open(disk, durable_config()).await.expect("open");
         let store = Rc::new(store);
         let hist = Rc::new(RefCell::new(Histogram::<u64>::new(3).expect("histogram")));
         log.borrow_mut().active = true;
@@ -676,7 +693,7 @@ fn main() {
     // For profiling one figure: `STORAGE_BENCH_ONLY=ingest|durable perf record ...`.
     if std::env::var("STORAGE_BENCH_ONLY").as_deref() == Ok("durable") {
         for _ in 0..runs {
-            let (rate, p50, p99, syncs, busy) = bench_durable(&dir, 100);
+            let (rate, p50, p99, syncs, busy) = bench_durable(&dir, DURABLE_PUTS_PER_WRITER);
             println!(
                 "durable {rate:.0}/s p50 {p50} us p99 {p99} us, {syncs} syncs, CPU {:.0}% of wall",
                 busy * 100.0
@@ -719,7 +736,7 @@ fn main() {
             "  ingest 4 KiB: {:.1} MiB/s ({:.1} MiB per CPU-second); fio qd1 {:.1}, qd4 {:.1} MiB/s",
             ingest[run], ingest_cpu[run], fio_qd1[run], fio_qd4[run]
         );
-        let (rate, p50, p99, syncs, busy) = bench_durable(&dir, 100);
+        let (rate, p50, p99, syncs, busy) = bench_durable(&dir, DURABLE_PUTS_PER_WRITER);
         durable_busy.push(busy);
         durable_rate.push(rate);
         durable_p50.push(p50 as f64);
