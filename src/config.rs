@@ -82,6 +82,9 @@ pub struct ServerConfig {
     /// Most write-buffer flush writes in flight at once per shard
     /// (`StoreConfig::flushes_in_flight_max`), 1..=`FLUSHES_IN_FLIGHT_MAX`.
     pub flushes_in_flight_max: usize,
+    /// Bytes of zeros that durable writes keep written ahead of a shard's records
+    /// (`StoreConfig::prewrite_bytes`); 0 turns it off.
+    pub prewrite_bytes: u64,
     /// Log segment size in bytes.
     pub segment_size_bytes: u64,
     /// Dead fraction of a segment above which compaction rewrites it.
@@ -200,6 +203,7 @@ impl Default for ServerConfig {
             flush_interval_us: 1000,
             write_buffer_bytes: 1024 * 1024,
             flushes_in_flight_max: 2,
+            prewrite_bytes: 1024 * 1024,
             segment_size_bytes: 64 * 1024 * 1024,
             compaction_dead_fraction: 0.5,
             compaction_bytes_per_second: 64 * 1024 * 1024,
@@ -290,6 +294,7 @@ impl ServerConfig {
         "flush_interval_us",
         "write_buffer_bytes",
         "flushes_in_flight_max",
+        "prewrite_bytes",
         "segment_size_bytes",
         "compaction_dead_fraction",
         "compaction_bytes_per_second",
@@ -395,6 +400,7 @@ impl ServerConfig {
             "flush_interval_us" => self.flush_interval_us = parse(name, value)?,
             "write_buffer_bytes" => self.write_buffer_bytes = parse(name, value)?,
             "flushes_in_flight_max" => self.flushes_in_flight_max = parse(name, value)?,
+            "prewrite_bytes" => self.prewrite_bytes = parse(name, value)?,
             "segment_size_bytes" => self.segment_size_bytes = parse(name, value)?,
             "compaction_dead_fraction" => self.compaction_dead_fraction = parse(name, value)?,
             "compaction_bytes_per_second" => self.compaction_bytes_per_second = parse(name, value)?,
@@ -506,6 +512,12 @@ impl ServerConfig {
                 "flushes_in_flight_max must be in 1..={}, not {}",
                 Self::FLUSHES_IN_FLIGHT_MAX,
                 self.flushes_in_flight_max
+            ));
+        }
+        if self.prewrite_bytes > self.segment_size_bytes {
+            return invalid(format!(
+                "prewrite_bytes must be at most segment_size_bytes ({}), not {}",
+                self.segment_size_bytes, self.prewrite_bytes
             ));
         }
         if !(0.0..1.0).contains(&self.compaction_dead_fraction)
@@ -721,6 +733,35 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("must use the IP of listen"));
+    }
+
+    #[test]
+    fn prewrite_bytes_defaults_to_the_stores_and_is_bounded_by_the_segment() {
+        let args = |a: &[&str]| -> Vec<String> { a.iter().map(|s| s.to_string()).collect() };
+        assert_eq!(
+            ServerConfig::from_args(&[]).unwrap().prewrite_bytes,
+            StoreConfig::default().prewrite_bytes,
+            "the server's default is the store's"
+        );
+        let c = ServerConfig::from_args(&args(&["--prewrite-bytes", "0"])).unwrap();
+        assert_eq!(c.prewrite_bytes, 0, "0 turns it off");
+        let c =
+            ServerConfig::from_toml("prewrite_bytes = 4194304\n", std::path::Path::new("f.toml"))
+                .unwrap();
+        assert_eq!(c.prewrite_bytes, 4 << 20);
+        c.validate().unwrap();
+        let e = ServerConfig::from_args(&args(&[
+            "--segment-size-bytes",
+            "8388608",
+            "--prewrite-bytes",
+            "8388609",
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("prewrite_bytes must be at most segment_size_bytes (8388608), not 8388609"),
+            "{e}"
+        );
     }
 
     #[test]

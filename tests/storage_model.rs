@@ -82,6 +82,10 @@ fn config() -> StoreConfig {
         segment_size_bytes: 8 << 10,
         write_buffer_bytes: 2 << 10,
         compaction_dead_fraction: 0.3,
+        // Pieces and zeros ahead of durable writers small enough for these segments, so
+        // the model's durable puts write zeros ahead of the records too.
+        write_piece_bytes: 2 << 10,
+        prewrite_bytes: 2 << 10,
         ..StoreConfig::default()
     }
 }

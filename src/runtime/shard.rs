@@ -2408,6 +2408,7 @@ fn store_config(config: &ServerConfig) -> StoreConfig {
         write_buffer_bytes: config.write_buffer_bytes,
         flush_interval: Duration::from_micros(config.flush_interval_us),
         flushes_in_flight_max: config.flushes_in_flight_max,
+        prewrite_bytes: config.prewrite_bytes,
         compaction_dead_fraction: config.compaction_dead_fraction,
         ..StoreConfig::default()
     }
@@ -2497,6 +2498,7 @@ mod tests {
             ("write_buffer_bytes", "131072"),
             ("flush_interval_us", "2500"),
             ("flushes_in_flight_max", "5"),
+            ("prewrite_bytes", "65536"),
             ("compaction_dead_fraction", "0.25"),
         ] {
             config.set(name, value).unwrap();
@@ -2508,6 +2510,7 @@ mod tests {
         assert_eq!(store.write_buffer_bytes, 131_072);
         assert_eq!(store.flush_interval, Duration::from_micros(2500));
         assert_eq!(store.flushes_in_flight_max, 5);
+        assert_eq!(store.prewrite_bytes, 65536);
         assert_eq!(store.compaction_dead_fraction, 0.25);
     }
 
