@@ -7,8 +7,10 @@
 3. latency:   open loop at 50% and 75% of the measured maximum GET rate; p50/p99/p99.9
               of GET vs PING at the same rate.
 
-Usage: tools/bench-single-node.py [--quick] [--ceiling-only]   (build first: cargo build --release --workspace)
+Usage: tools/bench-single-node.py [--quick] [--ceiling-only | --latency-only]   (build first: cargo build --release --workspace)
 --ceiling-only runs section 1 alone (for A/B of two server binaries: DYNAKV=... each).
+--latency-only runs section 3 alone, after measuring the closed-loop GET maximum it needs
+               (pipeline 1, 50 connections, REPEATS runs, median) on the same node.
 Environment: BENCH, DYNAKV (binaries), DURATION (s, default 5), REPEATS (3), OUT (results dir).
 Prints markdown tables; every run's JSON is kept under OUT.
 """
@@ -20,7 +22,7 @@ from benchlib import dynakv_ports, flags, pick_port  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.environ.get("BENCH", os.path.join(ROOT, "target/release/dynakv-bench"))
 DYNAKV = os.environ.get("DYNAKV", os.path.join(ROOT, "target/release/dynakv"))
-FLAGS = flags(__doc__, ("--quick", "--ceiling-only"))
+FLAGS = flags(__doc__, ("--quick", "--ceiling-only", "--latency-only"))
 QUICK = "--quick" in FLAGS
 DURATION = int(os.environ.get("DURATION", "1" if QUICK else "5"))
 REPEATS = int(os.environ.get("REPEATS", "1" if QUICK else "3"))
@@ -140,6 +142,12 @@ def latency(max_get):
     rows = {}
     try:
         run(node, "latency-load", "get", "--ops", "1000", "--value-size", "100")
+        if max_get is None:
+            # --latency-only: the closed-loop maximum the rates are fractions of, as the
+            # ceiling measures it (pipeline 1, 50 connections), on this node.
+            runs = [run(node, f"latency-max-r{r}", "get", "--connections", "50", "--pipeline", "1", "--no-load",
+                        "--value-size", "100") for r in range(REPEATS)]
+            max_get = med([j["throughput_ops_s"] for j in runs if j])
         for frac in (0.5, 0.75):
             rate = int(max_get * frac)
             for r in range(REPEATS):
@@ -168,6 +176,9 @@ if __name__ == "__main__":
         if not os.access(binary, os.X_OK):
             raise SystemExit(f"{binary} not found: cargo build --release --workspace")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, duration {DURATION}s per run, {REPEATS} repeats, results in {OUT}")
+    if "--latency-only" in FLAGS:
+        latency(None)
+        raise SystemExit(0)
     max_get = ceiling()
     if "--ceiling-only" in FLAGS:
         raise SystemExit(0)
