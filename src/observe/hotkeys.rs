@@ -35,14 +35,30 @@ pub struct SpaceSaving {
     /// only grow), so an eviction's scan stops at the first count equal to
     /// it, which is the first minimum a full scan would find.
     floor: u64,
+    /// Where the next eviction's scan starts: the slot after the last one
+    /// evicted. Scanning from slot 0 every time walked past every slot
+    /// refilled since the floor last rose (on a spread of keys, where nearly
+    /// every sampled offer evicts, half the summary on average: about 500
+    /// instructions per sampled offer, 130 per request). From here, the
+    /// next slot still at the floor is usually the first one looked at.
+    cursor: usize,
 }
 
-/// The slot and count of the first entry of least count (as `min_by_key`
+/// The slot and count of the first entry of least count in slot order
+/// starting at `from` and wrapping around (as `min_by_key` over that order
 /// finds it), given that no count is below `floor`: the scan stops at the
 /// first count equal to `floor`.
-fn first_minimum(entries: &[HotKey], floor: u64) -> (usize, u64) {
+fn first_minimum(entries: &[HotKey], floor: u64, from: usize) -> (usize, u64) {
+    assert!(!entries.is_empty(), "a full summary holds at least one key");
+    let from = from % entries.len();
+    let (after, before) = entries.split_at(from);
     let mut best = (0, u64::MAX);
-    for (slot, entry) in entries.iter().enumerate() {
+    for (slot, entry) in before
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (from + i, e))
+        .chain(after.iter().enumerate())
+    {
         debug_assert!(entry.count >= floor, "no count is below the floor");
         if entry.count < best.1 {
             best = (slot, entry.count);
@@ -51,7 +67,6 @@ fn first_minimum(entries: &[HotKey], floor: u64) -> (usize, u64) {
             }
         }
     }
-    assert!(!entries.is_empty(), "a full summary holds at least one key");
     best
 }
 
@@ -65,6 +80,7 @@ impl SpaceSaving {
             index: AHashMap::with_capacity(capacity),
             offers: 0,
             floor: 0,
+            cursor: 0,
         }
     }
 
@@ -89,8 +105,9 @@ impl SpaceSaving {
             });
             return;
         }
-        let (slot, min) = first_minimum(&self.entries, self.floor);
+        let (slot, min) = first_minimum(&self.entries, self.floor, self.cursor);
         self.floor = min;
+        self.cursor = slot + 1;
         // The evicted key's buffers (its entry's and its index key) take
         // the new key: no allocation per eviction, which on a spread of keys
         // is nearly every sampled offer.
@@ -151,14 +168,16 @@ mod tests {
     use super::*;
 
     /// The summary against a plain model that evicts the first entry of
-    /// least count found by a full scan: the same entries, counts and
-    /// errors after every offer (so the scan's early stop changes nothing).
+    /// least count found by a full scan starting after the slot it evicted
+    /// last (wrapping around): the same entries, counts and errors after
+    /// every offer (so the scan's early stop changes nothing).
     #[test]
     fn evicts_exactly_as_a_full_scan_would() {
         let mut rng = crate::test_rng::Rng(0x5eed_0007);
         for capacity in [1, 2, 5, 32] {
             let mut s = SpaceSaving::new(capacity);
             let mut model: Vec<HotKey> = Vec::new();
+            let mut next = 0;
             for _ in 0..5_000 {
                 let key = (rng.below(3 * capacity as u64 + 2) as u32).to_le_bytes();
                 let weight = 1 + rng.below(4);
@@ -172,12 +191,12 @@ mod tests {
                         error: 0,
                     });
                 } else {
-                    let (slot, min) = model
-                        .iter()
-                        .enumerate()
-                        .min_by_key(|(_, e)| e.count)
-                        .map(|(i, e)| (i, e.count))
+                    let (slot, min) = (0..model.len())
+                        .map(|i| (next + i) % model.len())
+                        .map(|i| (i, model[i].count))
+                        .min_by_key(|&(_, count)| count)
                         .unwrap();
+                    next = slot + 1;
                     model[slot] = HotKey {
                         key: key.to_vec(),
                         count: min + weight,
