@@ -37,6 +37,8 @@ workload:
                         (default: load for get, mixed, ycsb-*; not for ping,
                         put, cart)
   --r N --w N --n N     per-request quorum overrides (dynakv only)
+  --dw N                durable writes: a put is acknowledged once N replicas
+                        have fdatasynced it (dynakv only; at most --w when given)
 run:
   --duration D          measured time, e.g. 10s, 500ms, 2m (default 10s)
   --ops N               measured operations instead of a duration
@@ -196,6 +198,9 @@ pub enum RunLength {
 pub struct QuorumOverride {
     pub r: Option<u8>,
     pub w: Option<u8>,
+    /// Replicas that must have made a put durable (`fdatasync`) before it is
+    /// acknowledged; the server's default (0, buffered) when unset.
+    pub dw: Option<u8>,
     pub n: Option<u8>,
 }
 
@@ -406,7 +411,7 @@ pub fn parse_args(args: &[String]) -> Result<Config, UsageError> {
             "--no-progress",
             "--pin",
         ];
-        const VALUED: [&str; 25] = [
+        const VALUED: [&str; 26] = [
             "--target",
             "--workload",
             "--read-ratio",
@@ -427,6 +432,7 @@ pub fn parse_args(args: &[String]) -> Result<Config, UsageError> {
             "--seed",
             "--r",
             "--w",
+            "--dw",
             "--n",
             "--json",
             "--hdr-log",
@@ -539,7 +545,7 @@ pub fn parse_args(args: &[String]) -> Result<Config, UsageError> {
                 }
             }
             "--seed" => seed = number(flag, v)?,
-            "--r" | "--w" | "--n" => {
+            "--r" | "--w" | "--dw" | "--n" => {
                 let q: u8 = number(flag, v)?;
                 if q == 0 {
                     return Err(bad(flag, v, "must be at least 1"));
@@ -547,6 +553,7 @@ pub fn parse_args(args: &[String]) -> Result<Config, UsageError> {
                 match flag {
                     "--r" => quorum.r = Some(q),
                     "--w" => quorum.w = Some(q),
+                    "--dw" => quorum.dw = Some(q),
                     _ => quorum.n = Some(q),
                 }
             }
@@ -572,7 +579,7 @@ pub fn parse_args(args: &[String]) -> Result<Config, UsageError> {
     };
     if quorum != QuorumOverride::default() && target.scheme != Scheme::Dynakv {
         return Err(UsageError::Conflict(
-            "--r/--w/--n apply only to dynakv targets".into(),
+            "--r/--w/--dw/--n apply only to dynakv targets".into(),
         ));
     }
     if let (Some(r), Some(n)) = (quorum.r, quorum.n) {
@@ -583,6 +590,13 @@ pub fn parse_args(args: &[String]) -> Result<Config, UsageError> {
     if let (Some(w), Some(n)) = (quorum.w, quorum.n) {
         if w > n {
             return Err(UsageError::Conflict("--w must not exceed --n".into()));
+        }
+    }
+    if let (Some(dw), Some(w)) = (quorum.dw, quorum.w.or(quorum.n)) {
+        if dw > w {
+            return Err(UsageError::Conflict(
+                "--dw must not exceed --w (or --n)".into(),
+            ));
         }
     }
     if threads > connections {
@@ -691,6 +705,28 @@ mod tests {
     }
 
     #[test]
+    fn durable_write_quorum_parses_and_is_bounded_by_w() {
+        let t = "--target dynakv://127.0.0.1:1 --workload put";
+        let c = parse_args(&args(&format!("{t} --dw 1"))).expect("ok");
+        assert_eq!(c.quorum.dw, Some(1));
+        let c = parse_args(&args(&format!("{t} --w 2 --dw 2"))).expect("ok");
+        assert_eq!((c.quorum.w, c.quorum.dw), (Some(2), Some(2)));
+        assert!(matches!(
+            parse_args(&args(&format!("{t} --w 1 --dw 2"))),
+            Err(UsageError::Conflict(_))
+        ));
+        assert!(matches!(
+            parse_args(&args(&format!("{t} --n 1 --dw 2"))),
+            Err(UsageError::Conflict(_))
+        ));
+        assert!(parse_args(&args(&format!("{t} --dw 0"))).is_err());
+        assert!(matches!(
+            parse_args(&args("--target redis://127.0.0.1:1 --workload put --dw 1")),
+            Err(UsageError::Conflict(_))
+        ));
+    }
+
+    #[test]
     fn bad_flags_are_usage_errors() {
         assert_eq!(
             parse_args(&args("--workload get")).err(),
@@ -727,6 +763,7 @@ mod tests {
             QuorumOverride {
                 r: Some(1),
                 w: None,
+                dw: None,
                 n: Some(3)
             }
         );

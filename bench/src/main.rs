@@ -101,7 +101,7 @@ fn plan(config: &Config, known_down: &[SocketAddr]) -> Result<Plan, String> {
             let quorum = dynakv::protocol::Quorum {
                 r: config.quorum.r,
                 w: config.quorum.w,
-                dw: None,
+                dw: config.quorum.dw,
                 n: config.quorum.n,
             };
             Ok(Plan {

@@ -203,7 +203,7 @@ pub fn json(summary: &Summary<'_>, config: &Config) -> String {
         RunLength::Ops(n) => ("null".to_string(), n.to_string()),
     };
     let config_json = format!(
-        "{{\"target\":{},\"scheme\":{},\"workload\":{},\"read_ratio\":{},\"keys\":{},\"key_dist\":{},\"value_size_min\":{},\"value_size_max\":{},\"load\":{},\"warmup_s\":{},\"duration_s\":{},\"ops\":{},\"connections\":{},\"pipeline\":{},\"threads\":{},\"rate\":{},\"timeout_s\":{},\"connect_timeout_s\":{},\"pin\":{},\"seed\":{},\"r\":{},\"w\":{},\"n\":{},\"json\":{},\"hdr_log\":{},\"hdr_percentiles\":{},\"plot\":{}}}",
+        "{{\"target\":{},\"scheme\":{},\"workload\":{},\"read_ratio\":{},\"keys\":{},\"key_dist\":{},\"value_size_min\":{},\"value_size_max\":{},\"load\":{},\"warmup_s\":{},\"duration_s\":{},\"ops\":{},\"connections\":{},\"pipeline\":{},\"threads\":{},\"rate\":{},\"timeout_s\":{},\"connect_timeout_s\":{},\"pin\":{},\"seed\":{},\"r\":{},\"w\":{},\"dw\":{},\"n\":{},\"json\":{},\"hdr_log\":{},\"hdr_percentiles\":{},\"plot\":{}}}",
         json_string(&config.target.url),
         json_string(config.target.scheme.name()),
         json_string(config.workload.name()),
@@ -226,6 +226,7 @@ pub fn json(summary: &Summary<'_>, config: &Config) -> String {
         config.seed,
         json_opt_u8(config.quorum.r),
         json_opt_u8(config.quorum.w),
+        json_opt_u8(config.quorum.dw),
         json_opt_u8(config.quorum.n),
         json_path(&config.json),
         json_path(&config.hdr_log),

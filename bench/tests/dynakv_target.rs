@@ -25,6 +25,7 @@ struct Counters {
     requests: [AtomicU64; 2],
     misrouted: AtomicU64,
     gets_with_r1: AtomicU64,
+    puts_with_dw1: AtomicU64,
 }
 
 /// A key's live versions, each with the version number that a context names.
@@ -116,8 +117,11 @@ fn answer(
             key,
             value,
             context,
-            ..
+            quorum,
         } => {
+            if quorum.dw == Some(1) {
+                counters.puts_with_dw1.fetch_add(1, Ordering::Relaxed);
+            }
             let mut map = store.lock().expect("store lock");
             let entry = map.entry(key).or_insert(Entry {
                 siblings: Vec::new(),
@@ -186,6 +190,8 @@ fn requests_go_straight_to_their_coordinator_shard() {
             "500",
             "--r",
             "1",
+            "--dw",
+            "1",
         ],
         "ycsb-a",
     );
@@ -196,6 +202,11 @@ fn requests_go_straight_to_their_coordinator_shard() {
     assert!(counters.requests[0].load(Ordering::Relaxed) > 0);
     assert!(counters.requests[1].load(Ordering::Relaxed) > 0);
     assert!(counters.gets_with_r1.load(Ordering::Relaxed) > 0);
+    assert!(
+        counters.puts_with_dw1.load(Ordering::Relaxed) > 0,
+        "--dw reaches the puts"
+    );
+    assert!(json.contains("\"dw\":1"), "the JSON names --dw: {json}");
 }
 
 #[test]
