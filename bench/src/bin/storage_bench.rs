@@ -26,7 +26,8 @@
 //! ingest through `TimedDisk` and prints its writes and bytes in flight (mean over
 //! time, peak).
 //! `STORAGE_BENCH_ONLY=ingest` also runs fio qd1 and qd4 after each run and prints the
-//! ratios (`STORAGE_BENCH_NO_FIO=1` skips them).
+//! ratios (`STORAGE_BENCH_NO_FIO=1` skips them). A knob that is not a number stops the run
+//! (exit 2) rather than measuring the default.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::RefCell;
@@ -121,17 +122,13 @@ fn fresh_dir(dir: &Path) -> PathBuf {
 fn on_glommio<T: Send + 'static, Fut: std::future::Future<Output = T> + 'static>(
     f: impl FnOnce() -> Fut + Send + 'static,
 ) -> T {
-    let env_u64 = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
-    let mut builder = LocalExecutorBuilder::new(Placement::Unbound).io_memory(
-        env_u64("STORAGE_BENCH_IO_MEMORY")
-            .map(|v| v as usize)
-            .unwrap_or(IO_MEMORY_BYTES),
-    );
+    let mut builder = LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(knob::<usize>("STORAGE_BENCH_IO_MEMORY").unwrap_or(IO_MEMORY_BYTES));
     // Executor experiments (BENCHMARKS.md §1): glommio's defaults unless set.
-    if let Some(us) = env_u64("STORAGE_BENCH_SPIN_US") {
+    if let Some(us) = knob::<u64>("STORAGE_BENCH_SPIN_US") {
         builder = builder.spin_before_park(Duration::from_micros(us));
     }
-    if let Some(us) = env_u64("STORAGE_BENCH_PREEMPT_US") {
+    if let Some(us) = knob::<u64>("STORAGE_BENCH_PREEMPT_US") {
         builder = builder.preempt_timer(Duration::from_micros(us));
     }
     builder
@@ -350,27 +347,31 @@ fn bench_buffered_put(dir: &Path, n: u64) -> (f64, f64) {
     })
 }
 
+/// An experiment knob from the environment: `None` when unset; a value that
+/// does not parse stops the run (a typo must not quietly measure the default).
+fn knob<T: std::str::FromStr>(name: &str) -> Option<T> {
+    let v = std::env::var(name).ok()?;
+    match v.parse() {
+        Ok(parsed) => Some(parsed),
+        Err(_) => {
+            eprintln!("storage_bench: {name}={v} is not a number");
+            std::process::exit(2);
+        }
+    }
+}
+
 /// The store configuration of the ingest figure: the default, with the write buffer,
 /// the flushes in flight and the piece size from `STORAGE_BENCH_BUFFER_BYTES`,
 /// `STORAGE_BENCH_IN_FLIGHT` and `STORAGE_BENCH_PIECE_BYTES` when set (experiment knobs).
 fn ingest_config() -> StoreConfig {
     let mut config = StoreConfig::default();
-    if let Some(v) = std::env::var("STORAGE_BENCH_BUFFER_BYTES")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-    {
+    if let Some(v) = knob("STORAGE_BENCH_BUFFER_BYTES") {
         config.write_buffer_bytes = v;
     }
-    if let Some(v) = std::env::var("STORAGE_BENCH_IN_FLIGHT")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-    {
+    if let Some(v) = knob("STORAGE_BENCH_IN_FLIGHT") {
         config.flushes_in_flight_max = v;
     }
-    if let Some(v) = std::env::var("STORAGE_BENCH_PIECE_BYTES")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-    {
+    if let Some(v) = knob("STORAGE_BENCH_PIECE_BYTES") {
         config.write_piece_bytes = v;
     }
     config
@@ -381,10 +382,7 @@ fn ingest_config() -> StoreConfig {
 /// experiment knob; 0 turns the zeros ahead of the records off).
 fn durable_config() -> StoreConfig {
     let mut config = StoreConfig::default();
-    if let Some(v) = std::env::var("STORAGE_BENCH_PREWRITE_BYTES")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
+    if let Some(v) = knob("STORAGE_BENCH_PREWRITE_BYTES") {
         config.prewrite_bytes = v;
     }
     config
