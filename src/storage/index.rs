@@ -2,10 +2,15 @@
 //! is. Grouped by `(namespace, partition)` so that one partition can be listed, streamed
 //! and dropped without touching the others.
 //!
-//! Memory: one heap block per key, `[key_len u16][segment u32][offset u32][len u32][key]`,
-//! behind a thin pointer in an `ahash` set that hashes and compares only the key part:
-//! an 8-byte table slot plus 14 + key length bytes, about key length + 35 bytes at the
-//! table's typical load.
+//! Memory: one heap block per key,
+//! `[key_len u16][segment u32][offset u32][len u32][cache slot u32][key]`, behind a thin
+//! pointer in an `ahash` set that hashes and compares only the key part: an 8-byte table
+//! slot plus 18 + key length bytes, about key length + 39 bytes at the table's typical
+//! load.
+//!
+//! The entry names the read cache's slot of its record (`CacheSlot`), so that reading a
+//! key's current record is one probe of this set and one array element, not a second
+//! hash-table probe keyed by location (`cache.rs`).
 
 use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
 use std::borrow::Borrow;
@@ -13,6 +18,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::ptr::NonNull;
 
+use super::cache::CacheSlot;
 use super::Namespace;
 
 /// Where a record lives.
@@ -26,12 +32,16 @@ pub(crate) struct Location {
 /// Bytes of a packed `Location`.
 const LOC_BYTES: usize = 12;
 
-/// Bytes before the key in an entry's allocation: key length (u16) and location.
-const ENTRY_HEADER_BYTES: usize = 2 + LOC_BYTES;
+/// Bytes of a packed `CacheSlot`.
+const SLOT_BYTES: usize = 4;
 
-/// One index entry: key length, location and key in one heap block, behind a thin
-/// pointer so that a hash table slot is 8 bytes (a `Box<[u8]>` would be 16). This is
-/// what keeps the index near key length + 40 bytes per key (docs/storage.md §5).
+/// Bytes before the key in an entry's allocation: key length (u16), location and
+/// cache slot.
+const ENTRY_HEADER_BYTES: usize = 2 + LOC_BYTES + SLOT_BYTES;
+
+/// One index entry: key length, location, cache slot and key in one heap block, behind
+/// a thin pointer so that a hash table slot is 8 bytes (a `Box<[u8]>` would be 16). This
+/// is what keeps the index near key length + 40 bytes per key (docs/storage.md §5).
 pub(crate) struct Entry(NonNull<u8>);
 
 impl Entry {
@@ -39,7 +49,7 @@ impl Entry {
         Layout::from_size_align(ENTRY_HEADER_BYTES + key_len, 1).expect("small layout")
     }
 
-    fn new(loc: Location, key: &[u8]) -> Entry {
+    fn new(loc: Location, slot: CacheSlot, key: &[u8]) -> Entry {
         assert!(key.len() <= u16::MAX as usize);
         let layout = Self::layout(key.len());
         // SAFETY: the layout has a non-zero size (the header is 14 bytes).
@@ -56,7 +66,8 @@ impl Entry {
         }
         let mut entry = Entry(ptr);
         entry.bytes_mut()[ENTRY_HEADER_BYTES..].copy_from_slice(key);
-        entry.set_location(loc);
+        // SAFETY: `entry` owns its allocation and nothing borrows it.
+        unsafe { entry.set_in_set(loc, slot) };
         entry
     }
 
@@ -83,7 +94,7 @@ impl Entry {
     }
 
     pub(crate) fn location(&self) -> Location {
-        let b = &self.bytes()[2..ENTRY_HEADER_BYTES];
+        let b = &self.bytes()[2..2 + LOC_BYTES];
         Location {
             segment: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
             offset: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
@@ -91,32 +102,32 @@ impl Entry {
         }
     }
 
-    fn set_location(&mut self, loc: Location) {
-        let b = &mut self.bytes_mut()[2..ENTRY_HEADER_BYTES];
-        b[0..4].copy_from_slice(&loc.segment.to_le_bytes());
-        b[4..8].copy_from_slice(&loc.offset.to_le_bytes());
-        b[8..12].copy_from_slice(&loc.len.to_le_bytes());
+    fn cache_slot(&self) -> CacheSlot {
+        let b = &self.bytes()[2 + LOC_BYTES..ENTRY_HEADER_BYTES];
+        CacheSlot(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    /// `set_location` on an entry inside a hash set, which hands out only
-    /// shared references to its elements: the location is not part of the
-    /// hash or the equality, so the set stays valid, and an update costs
-    /// one lookup instead of a removal and an insertion.
+    /// Sets the location and cache slot of an entry, also inside a hash set,
+    /// which hands out only shared references to its elements: neither is
+    /// part of the hash or the equality, so the set stays valid, and an
+    /// update costs one lookup instead of a removal and an insertion.
     ///
     /// # Safety
     /// No reference into this entry's bytes (`bytes`, `key`) may be live;
-    /// the caller holds the set exclusively (`&mut`), which guarantees it.
-    unsafe fn set_location_in_set(&self, loc: Location) {
-        let mut b = [0u8; LOC_BYTES];
+    /// the caller holds the entry (or the set) exclusively (`&mut`), which
+    /// guarantees it.
+    unsafe fn set_in_set(&self, loc: Location, slot: CacheSlot) {
+        let mut b = [0u8; LOC_BYTES + SLOT_BYTES];
         b[0..4].copy_from_slice(&loc.segment.to_le_bytes());
         b[4..8].copy_from_slice(&loc.offset.to_le_bytes());
         b[8..12].copy_from_slice(&loc.len.to_le_bytes());
+        b[12..16].copy_from_slice(&slot.0.to_le_bytes());
         // SAFETY: the allocation (from `new`, owned by this entry) holds
-        // `ENTRY_HEADER_BYTES` >= 2 + LOC_BYTES bytes; the pointer keeps the
-        // allocation's own write permission, and the caller guarantees no
-        // reference into these bytes is live.
+        // `ENTRY_HEADER_BYTES` = 2 + LOC_BYTES + SLOT_BYTES bytes; the pointer
+        // keeps the allocation's own write permission, and the caller
+        // guarantees no reference into these bytes is live.
         unsafe {
-            std::ptr::copy_nonoverlapping(b.as_ptr(), self.0.as_ptr().add(2), LOC_BYTES);
+            std::ptr::copy_nonoverlapping(b.as_ptr(), self.0.as_ptr().add(2), b.len());
         }
     }
 }
@@ -234,12 +245,24 @@ impl Index {
         self.set(ns, partition)?.get(key).map(Entry::location)
     }
 
+    /// Where `key`'s latest record is, and the read cache slot its entry
+    /// names (which holds the record only if the cache says so).
+    pub(crate) fn get_cached(
+        &self,
+        ns: Namespace,
+        partition: u32,
+        key: &[u8],
+    ) -> Option<(Location, CacheSlot)> {
+        let entry = self.set(ns, partition)?.get(key)?;
+        Some((entry.location(), entry.cache_slot()))
+    }
+
     /// Makes room for `additional` keys in one partition (recovery knows the counts).
     pub(crate) fn reserve(&mut self, ns: Namespace, partition: u32, additional: usize) {
         self.set_or_default(ns, partition).reserve(additional);
     }
 
-    /// Points `key` at `loc`; returns the previous location.
+    /// Points `key` at `loc`, with no cache slot; returns the previous location.
     pub(crate) fn insert(
         &mut self,
         ns: Namespace,
@@ -247,16 +270,53 @@ impl Index {
         key: &[u8],
         loc: Location,
     ) -> Option<Location> {
+        self.insert_with_slot(ns, partition, key, loc, |_| CacheSlot::NONE)
+    }
+
+    /// Points `key` at `loc` and its cache slot at the one `slot_of` returns,
+    /// given the previous location and slot (so that the caller can move the
+    /// read cache from the old record to the new one in the same probe of
+    /// the set); returns the previous location.
+    pub(crate) fn insert_with_slot(
+        &mut self,
+        ns: Namespace,
+        partition: u32,
+        key: &[u8],
+        loc: Location,
+        slot_of: impl FnOnce(Option<(Location, CacheSlot)>) -> CacheSlot,
+    ) -> Option<Location> {
         let set = self.set_or_default(ns, partition);
         if let Some(entry) = set.get(key) {
             let old = entry.location();
+            let slot = slot_of(Some((old, entry.cache_slot())));
             // SAFETY: `&mut self` holds the set exclusively, and `old` is a copy.
-            unsafe { entry.set_location_in_set(loc) };
+            unsafe { entry.set_in_set(loc, slot) };
             return Some(old);
         }
-        set.insert(Entry::new(loc, key));
+        set.insert(Entry::new(loc, slot_of(None), key));
         self.keys += 1;
         None
+    }
+
+    /// Points `key`'s entry at cache slot `slot` if the entry is still at
+    /// `loc` (the record `slot` holds); returns whether it was.
+    pub(crate) fn set_cache_slot(
+        &mut self,
+        ns: Namespace,
+        partition: u32,
+        key: &[u8],
+        loc: Location,
+        slot: CacheSlot,
+    ) -> bool {
+        let Some(entry) = self.set_mut(ns, partition).and_then(|set| set.get(key)) else {
+            return false;
+        };
+        if entry.location() != loc {
+            return false;
+        }
+        // SAFETY: `&mut self` holds the set exclusively.
+        unsafe { entry.set_in_set(loc, slot) };
+        true
     }
 
     pub(crate) fn remove(&mut self, ns: Namespace, partition: u32, key: &[u8]) -> Option<Location> {

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::cache::ReadCache;
+use super::cache::{CacheSlot, ReadCache};
 use super::disk::{Disk, DiskFile, IoBuffer};
 use super::error::{is_enospc, StorageError};
 use super::hint::{self, HintEntry};
@@ -252,8 +252,8 @@ impl<D: Disk> State<D> {
         Ok(())
     }
 
-    /// Points the index at a new record and keeps the live byte counts exact.
-    /// Points the key at `loc`; returns the location it pointed at before.
+    /// Points the key at `loc`, with no read cache slot, and keeps the live
+    /// byte counts exact; returns the location it pointed at before.
     fn index_insert(
         &mut self,
         ns: Namespace,
@@ -261,11 +261,26 @@ impl<D: Disk> State<D> {
         key: &[u8],
         loc: Location,
     ) -> Option<Location> {
+        self.index_insert_with_slot(ns, partition, key, loc, |_| CacheSlot::NONE)
+    }
+
+    /// `index_insert`, with the read cache slot `slot_of` returns, given the
+    /// previous location and slot (`Index::insert_with_slot`).
+    fn index_insert_with_slot(
+        &mut self,
+        ns: Namespace,
+        partition: u32,
+        key: &[u8],
+        loc: Location,
+        slot_of: impl FnOnce(Option<(Location, CacheSlot)>) -> CacheSlot,
+    ) -> Option<Location> {
         self.segments
             .get_mut(&loc.segment)
             .expect("segment of a new location")
             .live_bytes += loc.len as u64;
-        let old = self.index.insert(ns, partition, key, loc);
+        let old = self
+            .index
+            .insert_with_slot(ns, partition, key, loc, slot_of);
         if let Some(old) = old {
             self.release(old);
         }
@@ -905,19 +920,24 @@ impl<D: Disk> Store<D> {
             offset: offset as u32,
             len: len as u32,
         };
-        let superseded = st.index_insert(ns, partition, key, loc);
         // Write-through: a key's next read-modify-write finds its
-        // current version here even after the buffer is flushed. The
-        // cache takes the caller's `Bytes` itself: no copy, and no
+        // current version in the cache even after the buffer is flushed.
+        // The cache takes the caller's `Bytes` itself: no copy, and no
         // clone (cloning a `Bytes` made from a `Vec` allocates). The
-        // superseded record is dropped: nothing reads it again.
-        if self.config.read_cache_bytes > 0 {
-            let mut cache = self.read_cache.borrow_mut();
-            if let Some(old) = superseded {
-                cache.forget((old.segment, old.offset));
+        // superseded record is dropped (nothing reads it again), and the
+        // new one takes the slot it frees: the slot this put's read of the
+        // current version just touched. All in the index's one probe for
+        // the key.
+        st.index_insert_with_slot(ns, partition, key, loc, |old| {
+            if self.config.read_cache_bytes == 0 {
+                return CacheSlot::NONE;
             }
-            cache.insert((loc.segment, loc.offset), record_kind, payload);
-        }
+            let mut cache = self.read_cache.borrow_mut();
+            if let Some((old, slot)) = old {
+                cache.forget(slot, (old.segment, old.offset));
+            }
+            cache.insert((loc.segment, loc.offset), record_kind, payload)
+        });
         if !st.corrupt_keys.is_empty() {
             st.corrupt_keys
                 .remove(&(ns, partition, Bytes::copy_from_slice(key)));
@@ -1023,11 +1043,7 @@ impl<D: Disk> Store<D> {
         let bytes = file.read_at(loc.offset as u64, loc.len as usize).await?;
         match self.check_record(bytes.as_ref(), ns, partition, key) {
             Some(record) => {
-                self.read_cache.borrow_mut().insert(
-                    (loc.segment, loc.offset),
-                    record.kind,
-                    record.payload.clone(),
-                );
+                self.cache_read(ns, partition, key, loc, &record);
                 Ok(Some(record))
             }
             None => {
@@ -1042,6 +1058,32 @@ impl<D: Disk> Store<D> {
                 })
             }
         }
+    }
+
+    /// Caches a record `get` read from its segment, if the key's index entry
+    /// still points at it (a put while the read was in flight superseded it
+    /// otherwise) and names no slot that already holds it (another `get` of
+    /// the key read it at the same time).
+    fn cache_read(
+        &self,
+        ns: Namespace,
+        partition: u32,
+        key: &[u8],
+        loc: Location,
+        record: &StoredRecord,
+    ) {
+        let mut st = self.state.borrow_mut();
+        let Some((current, slot)) = st.index.get_cached(ns, partition, key) else {
+            return;
+        };
+        let location = (loc.segment, loc.offset);
+        let mut cache = self.read_cache.borrow_mut();
+        if current != loc || cache.holds(slot, location) {
+            return;
+        }
+        let slot = cache.insert(location, record.kind, record.payload.clone());
+        let pointed = st.index.set_cache_slot(ns, partition, key, loc, slot);
+        assert!(pointed, "the entry is still at the location read");
     }
 
     /// The latest record of a key when no I/O is needed to find it: absent
@@ -1066,13 +1108,17 @@ impl<D: Disk> Store<D> {
 
     fn get_in_memory(&self, ns: Namespace, partition: u32, key: &[u8]) -> InMemory {
         let st = self.state.borrow();
-        let Some(loc) = st.index.get(ns, partition, key) else {
+        let Some((loc, slot)) = st.index.get_cached(ns, partition, key) else {
             return InMemory::Found(None);
         };
         // The cache first: a location is never reused and a record never
         // changes, so a hit is the record at `loc` (verified when it was
         // written or read), with no CRC to recompute and nothing to copy.
-        if let Some((kind, payload)) = self.read_cache.borrow().get((loc.segment, loc.offset)) {
+        if let Some((kind, payload)) = self
+            .read_cache
+            .borrow()
+            .get(slot, (loc.segment, loc.offset))
+        {
             return InMemory::Found(Some(StoredRecord { kind, payload }));
         }
         if loc.segment == st.active_id && loc.offset as u64 >= st.buffer_file_offset {
