@@ -414,7 +414,9 @@ mod tests {
         let partitions = [0, 1, 7, DENSE_PARTITIONS - 1, DENSE_PARTITIONS, u32::MAX];
         for round in 0..20 {
             let mut index = Index::default();
-            let mut model: Model<(Namespace, u32, Vec<u8>), Location> = Model::new();
+            // Each key's location and cache slot.
+            let mut with_slots: Model<(Namespace, u32, Vec<u8>), (Location, CacheSlot)> =
+                Model::new();
             for step in 0..400u32 {
                 let ns = if rng.below(3) == 0 {
                     Namespace::Hint
@@ -424,34 +426,61 @@ mod tests {
                 let p = partitions[rng.below(partitions.len() as u64) as usize];
                 let key = vec![b'k', rng.below(12) as u8];
                 let l = loc(round * 1000 + step);
-                match rng.below(10) {
-                    0..=4 => assert_eq!(
+                let id = (ns, p, key.clone());
+                match rng.below(12) {
+                    0..=2 => assert_eq!(
                         index.insert(ns, p, &key, l),
-                        model.insert((ns, p, key.clone()), l)
+                        with_slots.insert(id, (l, CacheSlot::NONE)).map(|(l, _)| l)
                     ),
+                    3..=4 => {
+                        let slot = CacheSlot(step);
+                        let expected = with_slots.get(&id).copied();
+                        let old = index.insert_with_slot(ns, p, &key, l, |old| {
+                            assert_eq!(old, expected, "the slot callback sees the entry");
+                            slot
+                        });
+                        assert_eq!(old, expected.map(|(l, _)| l));
+                        with_slots.insert(id, (l, slot));
+                    }
                     5..=6 => assert_eq!(
                         index.remove(ns, p, &key),
-                        model.remove(&(ns, p, key.clone()))
+                        with_slots.remove(&id).map(|(l, _)| l)
                     ),
                     7 => {
                         let mut dropped = index.drop_partition(ns, p);
-                        let mut expected: Vec<Location> = model
+                        let mut expected: Vec<Location> = with_slots
                             .iter()
                             .filter(|((n, q, _), _)| *n == ns && *q == p)
-                            .map(|(_, l)| *l)
+                            .map(|(_, (l, _))| *l)
                             .collect();
-                        model.retain(|(n, q, _), _| !(*n == ns && *q == p));
+                        with_slots.retain(|(n, q, _), _| !(*n == ns && *q == p));
                         dropped.sort_by_key(|l| l.segment);
                         expected.sort_by_key(|l| l.segment);
                         assert_eq!(dropped, expected);
                     }
-                    _ => assert_eq!(
-                        index.get(ns, p, &key),
-                        model.get(&(ns, p, key.clone())).copied()
-                    ),
+                    8 => {
+                        // Pointing the slot of an entry at the wrong location
+                        // changes nothing; at its own location, the slot.
+                        let slot = CacheSlot(10_000 + step);
+                        let current = with_slots.get(&id).copied();
+                        assert!(!index.set_cache_slot(ns, p, &key, l, slot));
+                        if let Some((at, _)) = current {
+                            assert!(index.set_cache_slot(ns, p, &key, at, slot));
+                            with_slots.insert(id, (at, slot));
+                        }
+                    }
+                    _ => {
+                        assert_eq!(index.get(ns, p, &key), with_slots.get(&id).map(|(l, _)| *l));
+                        assert_eq!(index.get_cached(ns, p, &key), with_slots.get(&id).copied());
+                    }
                 }
-                assert_eq!(index.keys(), model.len() as u64);
+                assert_eq!(index.keys(), with_slots.len() as u64);
             }
+            for (id, expected) in &with_slots {
+                assert_eq!(index.get_cached(id.0, id.1, &id.2), Some(*expected));
+            }
+            let model: Model<(Namespace, u32, Vec<u8>), Location> =
+                with_slots.into_iter().map(|(id, (l, _))| (id, l)).collect();
             for ns in [Namespace::Data, Namespace::Hint] {
                 let mut expected: Vec<u32> = model
                     .keys()
