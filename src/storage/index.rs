@@ -14,8 +14,10 @@
 
 use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
 use std::borrow::Borrow;
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 
 use super::cache::CacheSlot;
@@ -179,6 +181,23 @@ pub(crate) struct Index {
     /// The sets of the other partitions.
     sparse: BTreeMap<(Namespace, u32), PartitionSet>,
     keys: u64,
+    /// The entry `get_cached` found last. A read-modify-write put reads a
+    /// key's record and then points the key at its new one, and
+    /// `insert_with_slot` finds the entry here, with one comparison of the
+    /// key (whose bytes the read just brought into the CPU caches), instead
+    /// of hashing the key and probing the set again. Cleared whenever an
+    /// entry is dropped (`remove`, `remove_set`), so it always points at a
+    /// live entry: entries never move (a set holds thin pointers to them).
+    last: Cell<Option<LastFound>>,
+}
+
+/// An entry `Index::get_cached` found, and where.
+#[derive(Clone, Copy)]
+struct LastFound {
+    ns: Namespace,
+    partition: u32,
+    /// The entry's heap block (`Entry::0`), owned by its set.
+    entry: NonNull<u8>,
 }
 
 impl Index {
@@ -218,6 +237,8 @@ impl Index {
     }
 
     fn remove_set(&mut self, ns: Namespace, partition: u32) -> Option<PartitionSet> {
+        // The set's entries go with it.
+        self.last.set(None);
         if partition < DENSE_PARTITIONS {
             let set = self.dense[ns as usize]
                 .get_mut(partition as usize)?
@@ -254,7 +275,26 @@ impl Index {
         key: &[u8],
     ) -> Option<(Location, CacheSlot)> {
         let entry = self.set(ns, partition)?.get(key)?;
+        self.last.set(Some(LastFound {
+            ns,
+            partition,
+            entry: entry.0,
+        }));
         Some((entry.location(), entry.cache_slot()))
+    }
+
+    /// The entry `get_cached` found last, if it is `key`'s in `(ns,
+    /// partition)`. It must not be dropped: its set owns it.
+    fn last_found(&self, ns: Namespace, partition: u32, key: &[u8]) -> Option<ManuallyDrop<Entry>> {
+        let last = self.last.get()?;
+        if last.ns != ns || last.partition != partition {
+            return None;
+        }
+        // `last` points at a live entry's block (it is cleared whenever an
+        // entry is dropped), and `ManuallyDrop` keeps this second handle to
+        // it from freeing it.
+        let entry = ManuallyDrop::new(Entry(last.entry));
+        (entry.key() == key).then_some(entry)
     }
 
     /// Makes room for `additional` keys in one partition (recovery knows the counts).
@@ -285,6 +325,14 @@ impl Index {
         loc: Location,
         slot_of: impl FnOnce(Option<(Location, CacheSlot)>) -> CacheSlot,
     ) -> Option<Location> {
+        if let Some(entry) = self.last_found(ns, partition, key) {
+            let old = entry.location();
+            let slot = slot_of(Some((old, entry.cache_slot())));
+            // SAFETY: `&mut self` holds the entry's set exclusively, the key
+            // compared above is no longer borrowed, and `old` is a copy.
+            unsafe { entry.set_in_set(loc, slot) };
+            return Some(old);
+        }
         let set = self.set_or_default(ns, partition);
         if let Some(entry) = set.get(key) {
             let old = entry.location();
@@ -320,6 +368,8 @@ impl Index {
     }
 
     pub(crate) fn remove(&mut self, ns: Namespace, partition: u32, key: &[u8]) -> Option<Location> {
+        // The entry is dropped below; `last` may point at it.
+        self.last.set(None);
         let set = self.set_mut(ns, partition)?;
         let entry = set.take(key)?;
         let empty = set.is_empty();
