@@ -454,6 +454,76 @@ mod tests {
         assert_eq!(index.keys(), 2);
     }
 
+    /// A put's insert finds the entry its read just found without a probe
+    /// (`Index::last`), but only for the same key in the same namespace
+    /// and partition, and never one that was removed in between.
+    #[test]
+    fn an_insert_reuses_only_the_entry_just_read() {
+        let mut index = Index::default();
+        let slot = |n| move |_: Option<(Location, CacheSlot)>| CacheSlot(n);
+        index.insert_with_slot(Namespace::Data, 1, b"a", loc(1), slot(1));
+        // The read-modify-write the hint is for.
+        assert_eq!(
+            index.get_cached(Namespace::Data, 1, b"a"),
+            Some((loc(1), CacheSlot(1)))
+        );
+        let old = index.insert_with_slot(Namespace::Data, 1, b"a", loc(2), |old| {
+            assert_eq!(old, Some((loc(1), CacheSlot(1))));
+            CacheSlot(2)
+        });
+        assert_eq!(old, Some(loc(1)));
+        // Another key, the same key in another partition or namespace: new
+        // entries, and the one read is untouched.
+        assert_eq!(
+            index.get_cached(Namespace::Data, 1, b"a"),
+            Some((loc(2), CacheSlot(2)))
+        );
+        assert_eq!(
+            index.insert_with_slot(Namespace::Data, 1, b"b", loc(3), slot(3)),
+            None
+        );
+        assert_eq!(
+            index.get_cached(Namespace::Data, 1, b"a"),
+            Some((loc(2), CacheSlot(2)))
+        );
+        assert_eq!(
+            index.insert_with_slot(Namespace::Data, 2, b"a", loc(4), slot(4)),
+            None
+        );
+        assert_eq!(
+            index.get_cached(Namespace::Data, 1, b"a"),
+            Some((loc(2), CacheSlot(2)))
+        );
+        assert_eq!(
+            index.insert_with_slot(Namespace::Hint, 1, b"a", loc(5), slot(5)),
+            None
+        );
+        assert_eq!(
+            index.get_cached(Namespace::Data, 1, b"a"),
+            Some((loc(2), CacheSlot(2)))
+        );
+        assert_eq!(index.keys(), 4);
+        // Removed after the read (alone, or with its partition): the insert
+        // makes a new entry.
+        assert_eq!(index.remove(Namespace::Data, 1, b"a"), Some(loc(2)));
+        let old = index.insert_with_slot(Namespace::Data, 1, b"a", loc(6), |old| {
+            assert_eq!(old, None);
+            CacheSlot(6)
+        });
+        assert_eq!(old, None);
+        assert_eq!(
+            index.get_cached(Namespace::Data, 1, b"a"),
+            Some((loc(6), CacheSlot(6)))
+        );
+        assert_eq!(index.drop_partition(Namespace::Data, 1).len(), 2);
+        assert_eq!(index.insert(Namespace::Data, 1, b"a", loc(7)), None);
+        assert_eq!(
+            index.get_cached(Namespace::Data, 1, b"a"),
+            Some((loc(7), CacheSlot::NONE))
+        );
+        assert_eq!(index.keys(), 3);
+    }
+
     /// Random inserts, updates, removals and partition drops, over dense and
     /// sparse partitions of both namespaces, agree with an ordered-map model
     /// in every answer and every listing.
