@@ -30,7 +30,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use super::RecordKind;
+use super::{RecordKind, StoredRecord};
 
 /// Bookkeeping bytes charged per entry on top of its payload.
 const ENTRY_OVERHEAD_BYTES: usize = 64;
@@ -55,8 +55,8 @@ impl CacheSlot {
 struct Slot {
     /// Where the record lives: a slot answers only for this location.
     location: RecordLocation,
-    kind: RecordKind,
-    payload: Bytes,
+    /// Kept as the store hands it out, so that a read can borrow it.
+    record: StoredRecord,
 }
 
 pub(crate) struct ReadCache {
@@ -98,13 +98,8 @@ impl ReadCache {
     }
 
     /// The record at `location`, if `slot` (from its index entry) holds it.
-    pub(crate) fn get(
-        &self,
-        slot: CacheSlot,
-        location: RecordLocation,
-    ) -> Option<(RecordKind, Bytes)> {
-        self.slot(slot, location)
-            .map(|s| (s.kind, s.payload.clone()))
+    pub(crate) fn get(&self, slot: CacheSlot, location: RecordLocation) -> Option<&StoredRecord> {
+        self.slot(slot, location).map(|s| &s.record)
     }
 
     /// Whether `slot` holds the record at `location`.
@@ -127,8 +122,7 @@ impl ReadCache {
         }
         let record = Slot {
             location,
-            kind,
-            payload,
+            record: StoredRecord { kind, payload },
         };
         let slot = match self.free.pop() {
             Some(free) => {
@@ -177,7 +171,7 @@ impl ReadCache {
         let record = self.slots[slot.0 as usize]
             .take()
             .expect("the slot holds the location");
-        self.bytes -= record.payload.len() + ENTRY_OVERHEAD_BYTES;
+        self.bytes -= record.record.payload.len() + ENTRY_OVERHEAD_BYTES;
         self.len -= 1;
         self.free.push(slot.0);
     }
@@ -215,7 +209,7 @@ mod tests {
             "the oldest entry was evicted"
         );
         assert_eq!(
-            cache.get(slots[19], (1, 19 * 200)).unwrap().1[0],
+            cache.get(slots[19], (1, 19 * 200)).unwrap().payload[0],
             19,
             "the newest is kept"
         );
@@ -225,7 +219,7 @@ mod tests {
         // instead of reading another key's record.
         assert_eq!(slots[0], slots[11]);
         assert!(cache.get(slots[0], (1, 0)).is_none());
-        assert_eq!(cache.get(slots[11], (1, 11 * 200)).unwrap().1[0], 11);
+        assert_eq!(cache.get(slots[11], (1, 11 * 200)).unwrap().payload[0], 11);
         // No slot, or a slot never handed out, holds nothing.
         assert!(cache.get(CacheSlot::NONE, (1, 19 * 200)).is_none());
         assert!(cache.get(CacheSlot(1_000), (1, 19 * 200)).is_none());
@@ -281,8 +275,8 @@ mod tests {
         slots.push(slot);
         assert!(cache.get(slots[1], (1, 1)).is_none());
         for live in [3, 5, 7, 9, 11, 13, 15, 16] {
-            let (_, payload) = cache.get(slots[live], (1, live as u32)).expect("live");
-            assert_eq!(payload[0], live as u8);
+            let record = cache.get(slots[live], (1, live as u32)).expect("live");
+            assert_eq!(record.payload[0], live as u8);
         }
         assert_eq!(cache.bytes(), 8 * (100 + ENTRY_OVERHEAD_BYTES));
         // Every slot handed out is one of at most nine (eight live and the

@@ -420,14 +420,6 @@ struct Winner {
     loc: Option<Location>,
 }
 
-/// Where `Store::get_in_memory` found a key.
-enum InMemory {
-    /// Absent, or present in the read cache or the write buffer.
-    Found(Option<StoredRecord>),
-    /// Only in a segment file, at this location.
-    OnDisk(Location),
-}
-
 impl<D: Disk> Store<D> {
     /// Opens (or creates) the store on `disk`, rebuilding the index (docs §6).
     pub async fn open(
@@ -1033,9 +1025,9 @@ impl<D: Disk> Store<D> {
         partition: u32,
         key: &[u8],
     ) -> Result<Option<StoredRecord>, StorageError> {
-        let (loc, file) = match self.get_in_memory(ns, partition, key) {
-            InMemory::Found(record) => return Ok(record),
-            InMemory::OnDisk(loc) => {
+        let (loc, file) = match self.read_in_memory(ns, partition, key, |r| r.cloned()) {
+            Ok(record) => return Ok(record),
+            Err(loc) => {
                 let st = self.state.borrow();
                 (loc, st.segments[&loc.segment].file.clone())
             }
@@ -1089,8 +1081,8 @@ impl<D: Disk> Store<D> {
     /// The latest record of a key when no I/O is needed to find it: absent
     /// from the index, in the read cache (a cheap `Bytes` clone: every record
     /// written is cached write-through, so a key's next read-modify-write
-    /// lands here), or in the write buffer (checked and copied out). A record
-    /// only on disk gives its location for `get` to read.
+    /// lands here), or in the write buffer (checked and copied out). `None`:
+    /// the record is only on disk, and `get` must read it.
     ///
     /// The request path calls this directly so that a read that needs no
     /// I/O is answered without spawning a task (`runtime/shard.rs`).
@@ -1100,42 +1092,69 @@ impl<D: Disk> Store<D> {
         partition: u32,
         key: &[u8],
     ) -> Option<Option<StoredRecord>> {
-        match self.get_in_memory(ns, partition, key) {
-            InMemory::Found(record) => Some(record),
-            InMemory::OnDisk(_) => None,
-        }
+        self.read_in_memory(ns, partition, key, |r| r.cloned()).ok()
     }
 
-    fn get_in_memory(&self, ns: Namespace, partition: u32, key: &[u8]) -> InMemory {
+    /// `get_now`, lending the record to `read` instead of returning it: a
+    /// cached record is read where the cache holds it, without the `Bytes`
+    /// clone and drop (an atomic add and subtract on the payload's shared
+    /// buffer, whose count is often a CPU cache miss of its own). For a
+    /// read-modify-write that needs the current version only to compute the
+    /// next. `None`: the record needs I/O, and `read` was not called.
+    ///
+    /// `read` must not call the store: its state is borrowed while it runs
+    /// (a call that writes panics with the `RefCell` borrow error).
+    pub fn read_now<R>(
+        &self,
+        ns: Namespace,
+        partition: u32,
+        key: &[u8],
+        read: impl FnOnce(Option<&StoredRecord>) -> R,
+    ) -> Option<R> {
+        self.read_in_memory(ns, partition, key, read).ok()
+    }
+
+    /// Calls `read` with the latest record of a key when no I/O is needed to
+    /// find it (`get_now`); `Err`: the record is only in its segment, at
+    /// this location, and `read` was not called.
+    fn read_in_memory<R>(
+        &self,
+        ns: Namespace,
+        partition: u32,
+        key: &[u8],
+        read: impl FnOnce(Option<&StoredRecord>) -> R,
+    ) -> Result<R, Location> {
         let st = self.state.borrow();
         let Some((loc, slot)) = st.index.get_cached(ns, partition, key) else {
-            return InMemory::Found(None);
+            return Ok(read(None));
         };
         // The cache first: a location is never reused and a record never
         // changes, so a hit is the record at `loc` (verified when it was
         // written or read), with no CRC to recompute and nothing to copy.
-        if let Some((kind, payload)) = self
+        if let Some(record) = self
             .read_cache
             .borrow()
             .get(slot, (loc.segment, loc.offset))
         {
-            return InMemory::Found(Some(StoredRecord { kind, payload }));
+            return Ok(read(Some(record)));
         }
         if loc.segment == st.active_id && loc.offset as u64 >= st.buffer_file_offset {
             let start = (loc.offset as u64 - st.buffer_file_offset) as usize;
             let record = st.buffer.with_range(start, loc.len as usize, |bytes| {
                 self.check_record(bytes, ns, partition, key)
             });
-            return InMemory::Found(Some(record.expect("a buffered record is intact")));
+            let record = record.expect("a buffered record is intact");
+            return Ok(read(Some(&record)));
         }
         // Written out of the buffer but still in flight (or cut by a flush and
         // only partly written): its bytes are in the flushes' DMA buffers, not
         // yet (reliably) on disk.
         if let Some(bytes) = self.unflushed_record(&st, loc) {
             let record = self.check_record(&bytes, ns, partition, key);
-            return InMemory::Found(Some(record.expect("a record being flushed is intact")));
+            let record = record.expect("a record being flushed is intact");
+            return Ok(read(Some(&record)));
         }
-        InMemory::OnDisk(loc)
+        Err(loc)
     }
 
     /// Validates a record read back (pairs with the encoding before the write).
