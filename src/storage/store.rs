@@ -420,6 +420,31 @@ struct Winner {
     loc: Option<Location>,
 }
 
+/// A record `Store::read_in_memory` hands its reader: the read cache's own,
+/// lent, or a copy made for this read (out of the write buffer or a flush
+/// in flight), which `get` keeps without cloning it (a clone of a `Bytes`
+/// made from a `Vec` allocates).
+enum Lent<'a> {
+    Cached(&'a StoredRecord),
+    Copied(StoredRecord),
+}
+
+impl Lent<'_> {
+    fn record(&self) -> &StoredRecord {
+        match self {
+            Lent::Cached(record) => record,
+            Lent::Copied(record) => record,
+        }
+    }
+
+    fn into_owned(record: Option<Lent<'_>>) -> Option<StoredRecord> {
+        record.map(|record| match record {
+            Lent::Cached(record) => record.clone(),
+            Lent::Copied(record) => record,
+        })
+    }
+}
+
 impl<D: Disk> Store<D> {
     /// Opens (or creates) the store on `disk`, rebuilding the index (docs §6).
     pub async fn open(
@@ -1025,7 +1050,7 @@ impl<D: Disk> Store<D> {
         partition: u32,
         key: &[u8],
     ) -> Result<Option<StoredRecord>, StorageError> {
-        let (loc, file) = match self.read_in_memory(ns, partition, key, |r| r.cloned()) {
+        let (loc, file) = match self.read_in_memory(ns, partition, key, Lent::into_owned) {
             Ok(record) => return Ok(record),
             Err(loc) => {
                 let st = self.state.borrow();
@@ -1092,7 +1117,8 @@ impl<D: Disk> Store<D> {
         partition: u32,
         key: &[u8],
     ) -> Option<Option<StoredRecord>> {
-        self.read_in_memory(ns, partition, key, |r| r.cloned()).ok()
+        self.read_in_memory(ns, partition, key, Lent::into_owned)
+            .ok()
     }
 
     /// `get_now`, lending the record to `read` instead of returning it: a
@@ -1111,7 +1137,10 @@ impl<D: Disk> Store<D> {
         key: &[u8],
         read: impl FnOnce(Option<&StoredRecord>) -> R,
     ) -> Option<R> {
-        self.read_in_memory(ns, partition, key, read).ok()
+        self.read_in_memory(ns, partition, key, |record| {
+            read(record.as_ref().map(Lent::record))
+        })
+        .ok()
     }
 
     /// Calls `read` with the latest record of a key when no I/O is needed to
@@ -1122,7 +1151,7 @@ impl<D: Disk> Store<D> {
         ns: Namespace,
         partition: u32,
         key: &[u8],
-        read: impl FnOnce(Option<&StoredRecord>) -> R,
+        read: impl FnOnce(Option<Lent<'_>>) -> R,
     ) -> Result<R, Location> {
         let st = self.state.borrow();
         let Some((loc, slot)) = st.index.get_cached(ns, partition, key) else {
@@ -1136,7 +1165,7 @@ impl<D: Disk> Store<D> {
             .borrow()
             .get(slot, (loc.segment, loc.offset))
         {
-            return Ok(read(Some(record)));
+            return Ok(read(Some(Lent::Cached(record))));
         }
         if loc.segment == st.active_id && loc.offset as u64 >= st.buffer_file_offset {
             let start = (loc.offset as u64 - st.buffer_file_offset) as usize;
@@ -1144,7 +1173,7 @@ impl<D: Disk> Store<D> {
                 self.check_record(bytes, ns, partition, key)
             });
             let record = record.expect("a buffered record is intact");
-            return Ok(read(Some(&record)));
+            return Ok(read(Some(Lent::Copied(record))));
         }
         // Written out of the buffer but still in flight (or cut by a flush and
         // only partly written): its bytes are in the flushes' DMA buffers, not
@@ -1152,7 +1181,7 @@ impl<D: Disk> Store<D> {
         if let Some(bytes) = self.unflushed_record(&st, loc) {
             let record = self.check_record(&bytes, ns, partition, key);
             let record = record.expect("a record being flushed is intact");
-            return Ok(read(Some(&record)));
+            return Ok(read(Some(Lent::Copied(record))));
         }
         Err(loc)
     }
