@@ -47,7 +47,7 @@ use crate::replica::{
     ReplicaError, ReplicaMessage, Transmit,
 };
 use crate::ring;
-use crate::storage::{Namespace, StorageError, Store, StoreConfig};
+use crate::storage::{Namespace, StorageError, Store, StoreConfig, StoredRecord};
 use crate::version::{
     encode_token_into, Context, EncodedSiblingSet, SiblingSet, UpdatePlan, Value, VersionError,
     VersionVector,
@@ -1494,12 +1494,32 @@ impl ShardState {
         {
             return Err(value);
         }
-        let Some(record) = self.store.get_now(Namespace::Data, partition, key) else {
-            return Err(value);
-        };
+        // The stored set is lent, not cloned (`Store::read_now`): nothing
+        // below calls the store. `value` goes into the update only if the
+        // set is in memory.
+        let mut value = Some(value);
+        let updated = self
+            .store
+            .read_now(Namespace::Data, partition, key, |record| {
+                let value = value.take().expect("the read runs once");
+                self.put_single_update_of(topology, partition, record, clock, value)
+            });
+        updated.ok_or_else(|| value.take().expect("the read did not run"))?
+    }
+
+    /// `put_single_update` with the stored record in hand (`None`: the key
+    /// has none).
+    fn put_single_update_of(
+        &self,
+        topology: &Topology,
+        partition: u32,
+        record: Option<&StoredRecord>,
+        clock: &[(u64, u64)],
+        value: Value,
+    ) -> Result<Result<InPlaceWrite, VersionError>, Value> {
         let actor = self.replica.borrow().actor();
         let me = self.node.cluster.me.0;
-        let stored = record.as_ref().map(|record| &record.payload[..]);
+        let stored = record.map(|record| &record.payload[..]);
         let mut plan = UpdatePlan::new(stored, clock, actor, &value);
         let (payload, all_tombstones, context) = match plan.compute() {
             Some(Ok(())) => {
@@ -1510,7 +1530,7 @@ impl ShardState {
             }
             Some(Err(e)) => return Ok(Err(e)),
             None => {
-                let mut set = match &record {
+                let mut set = match record {
                     None => SiblingSet::new(),
                     Some(record) => match SiblingSet::decode_shared(&record.payload) {
                         Ok(set) => set,
@@ -1529,7 +1549,7 @@ impl ShardState {
         };
         // The stored record's anti-entropy entry goes with it, so the
         // write need not read the record again for the tree.
-        let old = record.as_ref().map(Entry::of_record);
+        let old = record.map(Entry::of_record);
         Ok(Ok(InPlaceWrite {
             payload,
             all_tombstones,

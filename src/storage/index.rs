@@ -2,17 +2,25 @@
 //! is. Grouped by `(namespace, partition)` so that one partition can be listed, streamed
 //! and dropped without touching the others.
 //!
-//! Memory: one heap block per key, `[key_len u16][segment u32][offset u32][len u32][key]`,
-//! behind a thin pointer in an `ahash` set that hashes and compares only the key part:
-//! an 8-byte table slot plus 14 + key length bytes, about key length + 35 bytes at the
-//! table's typical load.
+//! Memory: one heap block per key,
+//! `[key_len u16][segment u32][offset u32][len u32][cache slot u32][key]`, behind a thin
+//! pointer in an `ahash` set that hashes and compares only the key part: an 8-byte table
+//! slot plus 18 + key length bytes, about key length + 39 bytes at the table's typical
+//! load.
+//!
+//! The entry names the read cache's slot of its record (`CacheSlot`), so that reading a
+//! key's current record is one probe of this set and one array element, not a second
+//! hash-table probe keyed by location (`cache.rs`).
 
 use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
 use std::borrow::Borrow;
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 
+use super::cache::CacheSlot;
 use super::Namespace;
 
 /// Where a record lives.
@@ -26,12 +34,16 @@ pub(crate) struct Location {
 /// Bytes of a packed `Location`.
 const LOC_BYTES: usize = 12;
 
-/// Bytes before the key in an entry's allocation: key length (u16) and location.
-const ENTRY_HEADER_BYTES: usize = 2 + LOC_BYTES;
+/// Bytes of a packed `CacheSlot`.
+const SLOT_BYTES: usize = 4;
 
-/// One index entry: key length, location and key in one heap block, behind a thin
-/// pointer so that a hash table slot is 8 bytes (a `Box<[u8]>` would be 16). This is
-/// what keeps the index near key length + 40 bytes per key (docs/storage.md §5).
+/// Bytes before the key in an entry's allocation: key length (u16), location and
+/// cache slot.
+const ENTRY_HEADER_BYTES: usize = 2 + LOC_BYTES + SLOT_BYTES;
+
+/// One index entry: key length, location, cache slot and key in one heap block, behind
+/// a thin pointer so that a hash table slot is 8 bytes (a `Box<[u8]>` would be 16). This
+/// is what keeps the index near key length + 40 bytes per key (docs/storage.md §5).
 pub(crate) struct Entry(NonNull<u8>);
 
 impl Entry {
@@ -39,7 +51,7 @@ impl Entry {
         Layout::from_size_align(ENTRY_HEADER_BYTES + key_len, 1).expect("small layout")
     }
 
-    fn new(loc: Location, key: &[u8]) -> Entry {
+    fn new(loc: Location, slot: CacheSlot, key: &[u8]) -> Entry {
         assert!(key.len() <= u16::MAX as usize);
         let layout = Self::layout(key.len());
         // SAFETY: the layout has a non-zero size (the header is 14 bytes).
@@ -56,7 +68,8 @@ impl Entry {
         }
         let mut entry = Entry(ptr);
         entry.bytes_mut()[ENTRY_HEADER_BYTES..].copy_from_slice(key);
-        entry.set_location(loc);
+        // SAFETY: `entry` owns its allocation and nothing borrows it.
+        unsafe { entry.set_in_set(loc, slot) };
         entry
     }
 
@@ -83,7 +96,7 @@ impl Entry {
     }
 
     pub(crate) fn location(&self) -> Location {
-        let b = &self.bytes()[2..ENTRY_HEADER_BYTES];
+        let b = &self.bytes()[2..2 + LOC_BYTES];
         Location {
             segment: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
             offset: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
@@ -91,32 +104,32 @@ impl Entry {
         }
     }
 
-    fn set_location(&mut self, loc: Location) {
-        let b = &mut self.bytes_mut()[2..ENTRY_HEADER_BYTES];
-        b[0..4].copy_from_slice(&loc.segment.to_le_bytes());
-        b[4..8].copy_from_slice(&loc.offset.to_le_bytes());
-        b[8..12].copy_from_slice(&loc.len.to_le_bytes());
+    fn cache_slot(&self) -> CacheSlot {
+        let b = &self.bytes()[2 + LOC_BYTES..ENTRY_HEADER_BYTES];
+        CacheSlot(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    /// `set_location` on an entry inside a hash set, which hands out only
-    /// shared references to its elements: the location is not part of the
-    /// hash or the equality, so the set stays valid, and an update costs
-    /// one lookup instead of a removal and an insertion.
+    /// Sets the location and cache slot of an entry, also inside a hash set,
+    /// which hands out only shared references to its elements: neither is
+    /// part of the hash or the equality, so the set stays valid, and an
+    /// update costs one lookup instead of a removal and an insertion.
     ///
     /// # Safety
     /// No reference into this entry's bytes (`bytes`, `key`) may be live;
-    /// the caller holds the set exclusively (`&mut`), which guarantees it.
-    unsafe fn set_location_in_set(&self, loc: Location) {
-        let mut b = [0u8; LOC_BYTES];
+    /// the caller holds the entry (or the set) exclusively (`&mut`), which
+    /// guarantees it.
+    unsafe fn set_in_set(&self, loc: Location, slot: CacheSlot) {
+        let mut b = [0u8; LOC_BYTES + SLOT_BYTES];
         b[0..4].copy_from_slice(&loc.segment.to_le_bytes());
         b[4..8].copy_from_slice(&loc.offset.to_le_bytes());
         b[8..12].copy_from_slice(&loc.len.to_le_bytes());
+        b[12..16].copy_from_slice(&slot.0.to_le_bytes());
         // SAFETY: the allocation (from `new`, owned by this entry) holds
-        // `ENTRY_HEADER_BYTES` >= 2 + LOC_BYTES bytes; the pointer keeps the
-        // allocation's own write permission, and the caller guarantees no
-        // reference into these bytes is live.
+        // `ENTRY_HEADER_BYTES` = 2 + LOC_BYTES + SLOT_BYTES bytes; the pointer
+        // keeps the allocation's own write permission, and the caller
+        // guarantees no reference into these bytes is live.
         unsafe {
-            std::ptr::copy_nonoverlapping(b.as_ptr(), self.0.as_ptr().add(2), LOC_BYTES);
+            std::ptr::copy_nonoverlapping(b.as_ptr(), self.0.as_ptr().add(2), b.len());
         }
     }
 }
@@ -168,6 +181,23 @@ pub(crate) struct Index {
     /// The sets of the other partitions.
     sparse: BTreeMap<(Namespace, u32), PartitionSet>,
     keys: u64,
+    /// The entry `get_cached` found last. A read-modify-write put reads a
+    /// key's record and then points the key at its new one, and
+    /// `insert_with_slot` finds the entry here, with one comparison of the
+    /// key (whose bytes the read just brought into the CPU caches), instead
+    /// of hashing the key and probing the set again. Cleared whenever an
+    /// entry is dropped (`remove`, `remove_set`), so it always points at a
+    /// live entry: entries never move (a set holds thin pointers to them).
+    last: Cell<Option<LastFound>>,
+}
+
+/// An entry `Index::get_cached` found, and where.
+#[derive(Clone, Copy)]
+struct LastFound {
+    ns: Namespace,
+    partition: u32,
+    /// The entry's heap block (`Entry::0`), owned by its set.
+    entry: NonNull<u8>,
 }
 
 impl Index {
@@ -207,6 +237,8 @@ impl Index {
     }
 
     fn remove_set(&mut self, ns: Namespace, partition: u32) -> Option<PartitionSet> {
+        // The set's entries go with it.
+        self.last.set(None);
         if partition < DENSE_PARTITIONS {
             let set = self.dense[ns as usize]
                 .get_mut(partition as usize)?
@@ -234,12 +266,43 @@ impl Index {
         self.set(ns, partition)?.get(key).map(Entry::location)
     }
 
+    /// Where `key`'s latest record is, and the read cache slot its entry
+    /// names (which holds the record only if the cache says so).
+    pub(crate) fn get_cached(
+        &self,
+        ns: Namespace,
+        partition: u32,
+        key: &[u8],
+    ) -> Option<(Location, CacheSlot)> {
+        let entry = self.set(ns, partition)?.get(key)?;
+        self.last.set(Some(LastFound {
+            ns,
+            partition,
+            entry: entry.0,
+        }));
+        Some((entry.location(), entry.cache_slot()))
+    }
+
+    /// The entry `get_cached` found last, if it is `key`'s in `(ns,
+    /// partition)`. It must not be dropped: its set owns it.
+    fn last_found(&self, ns: Namespace, partition: u32, key: &[u8]) -> Option<ManuallyDrop<Entry>> {
+        let last = self.last.get()?;
+        if last.ns != ns || last.partition != partition {
+            return None;
+        }
+        // `last` points at a live entry's block (it is cleared whenever an
+        // entry is dropped), and `ManuallyDrop` keeps this second handle to
+        // it from freeing it.
+        let entry = ManuallyDrop::new(Entry(last.entry));
+        (entry.key() == key).then_some(entry)
+    }
+
     /// Makes room for `additional` keys in one partition (recovery knows the counts).
     pub(crate) fn reserve(&mut self, ns: Namespace, partition: u32, additional: usize) {
         self.set_or_default(ns, partition).reserve(additional);
     }
 
-    /// Points `key` at `loc`; returns the previous location.
+    /// Points `key` at `loc`, with no cache slot; returns the previous location.
     pub(crate) fn insert(
         &mut self,
         ns: Namespace,
@@ -247,19 +310,66 @@ impl Index {
         key: &[u8],
         loc: Location,
     ) -> Option<Location> {
+        self.insert_with_slot(ns, partition, key, loc, |_| CacheSlot::NONE)
+    }
+
+    /// Points `key` at `loc` and its cache slot at the one `slot_of` returns,
+    /// given the previous location and slot (so that the caller can move the
+    /// read cache from the old record to the new one in the same probe of
+    /// the set); returns the previous location.
+    pub(crate) fn insert_with_slot(
+        &mut self,
+        ns: Namespace,
+        partition: u32,
+        key: &[u8],
+        loc: Location,
+        slot_of: impl FnOnce(Option<(Location, CacheSlot)>) -> CacheSlot,
+    ) -> Option<Location> {
+        if let Some(entry) = self.last_found(ns, partition, key) {
+            let old = entry.location();
+            let slot = slot_of(Some((old, entry.cache_slot())));
+            // SAFETY: `&mut self` holds the entry's set exclusively, the key
+            // compared above is no longer borrowed, and `old` is a copy.
+            unsafe { entry.set_in_set(loc, slot) };
+            return Some(old);
+        }
         let set = self.set_or_default(ns, partition);
         if let Some(entry) = set.get(key) {
             let old = entry.location();
+            let slot = slot_of(Some((old, entry.cache_slot())));
             // SAFETY: `&mut self` holds the set exclusively, and `old` is a copy.
-            unsafe { entry.set_location_in_set(loc) };
+            unsafe { entry.set_in_set(loc, slot) };
             return Some(old);
         }
-        set.insert(Entry::new(loc, key));
+        set.insert(Entry::new(loc, slot_of(None), key));
         self.keys += 1;
         None
     }
 
+    /// Points `key`'s entry at cache slot `slot` if the entry is still at
+    /// `loc` (the record `slot` holds); returns whether it was.
+    pub(crate) fn set_cache_slot(
+        &mut self,
+        ns: Namespace,
+        partition: u32,
+        key: &[u8],
+        loc: Location,
+        slot: CacheSlot,
+    ) -> bool {
+        let Some(entry) = self.set_mut(ns, partition).and_then(|set| set.get(key)) else {
+            return false;
+        };
+        if entry.location() != loc {
+            return false;
+        }
+        // SAFETY: `&mut self` holds the set exclusively.
+        unsafe { entry.set_in_set(loc, slot) };
+        true
+    }
+
     pub(crate) fn remove(&mut self, ns: Namespace, partition: u32, key: &[u8]) -> Option<Location> {
+        // The entry is dropped below; `last` may point at it.
+        self.last.set(None);
         let set = self.set_mut(ns, partition)?;
         let entry = set.take(key)?;
         let empty = set.is_empty();
@@ -344,6 +454,76 @@ mod tests {
         assert_eq!(index.keys(), 2);
     }
 
+    /// A put's insert finds the entry its read just found without a probe
+    /// (`Index::last`), but only for the same key in the same namespace
+    /// and partition, and never one that was removed in between.
+    #[test]
+    fn an_insert_reuses_only_the_entry_just_read() {
+        let mut index = Index::default();
+        let slot = |n| move |_: Option<(Location, CacheSlot)>| CacheSlot(n);
+        index.insert_with_slot(Namespace::Data, 1, b"a", loc(1), slot(1));
+        // The read-modify-write the hint is for.
+        assert_eq!(
+            index.get_cached(Namespace::Data, 1, b"a"),
+            Some((loc(1), CacheSlot(1)))
+        );
+        let old = index.insert_with_slot(Namespace::Data, 1, b"a", loc(2), |old| {
+            assert_eq!(old, Some((loc(1), CacheSlot(1))));
+            CacheSlot(2)
+        });
+        assert_eq!(old, Some(loc(1)));
+        // Another key, the same key in another partition or namespace: new
+        // entries, and the one read is untouched.
+        assert_eq!(
+            index.get_cached(Namespace::Data, 1, b"a"),
+            Some((loc(2), CacheSlot(2)))
+        );
+        assert_eq!(
+            index.insert_with_slot(Namespace::Data, 1, b"b", loc(3), slot(3)),
+            None
+        );
+        assert_eq!(
+            index.get_cached(Namespace::Data, 1, b"a"),
+            Some((loc(2), CacheSlot(2)))
+        );
+        assert_eq!(
+            index.insert_with_slot(Namespace::Data, 2, b"a", loc(4), slot(4)),
+            None
+        );
+        assert_eq!(
+            index.get_cached(Namespace::Data, 1, b"a"),
+            Some((loc(2), CacheSlot(2)))
+        );
+        assert_eq!(
+            index.insert_with_slot(Namespace::Hint, 1, b"a", loc(5), slot(5)),
+            None
+        );
+        assert_eq!(
+            index.get_cached(Namespace::Data, 1, b"a"),
+            Some((loc(2), CacheSlot(2)))
+        );
+        assert_eq!(index.keys(), 4);
+        // Removed after the read (alone, or with its partition): the insert
+        // makes a new entry.
+        assert_eq!(index.remove(Namespace::Data, 1, b"a"), Some(loc(2)));
+        let old = index.insert_with_slot(Namespace::Data, 1, b"a", loc(6), |old| {
+            assert_eq!(old, None);
+            CacheSlot(6)
+        });
+        assert_eq!(old, None);
+        assert_eq!(
+            index.get_cached(Namespace::Data, 1, b"a"),
+            Some((loc(6), CacheSlot(6)))
+        );
+        assert_eq!(index.drop_partition(Namespace::Data, 1).len(), 2);
+        assert_eq!(index.insert(Namespace::Data, 1, b"a", loc(7)), None);
+        assert_eq!(
+            index.get_cached(Namespace::Data, 1, b"a"),
+            Some((loc(7), CacheSlot::NONE))
+        );
+        assert_eq!(index.keys(), 3);
+    }
+
     /// Random inserts, updates, removals and partition drops, over dense and
     /// sparse partitions of both namespaces, agree with an ordered-map model
     /// in every answer and every listing.
@@ -354,7 +534,9 @@ mod tests {
         let partitions = [0, 1, 7, DENSE_PARTITIONS - 1, DENSE_PARTITIONS, u32::MAX];
         for round in 0..20 {
             let mut index = Index::default();
-            let mut model: Model<(Namespace, u32, Vec<u8>), Location> = Model::new();
+            // Each key's location and cache slot.
+            let mut with_slots: Model<(Namespace, u32, Vec<u8>), (Location, CacheSlot)> =
+                Model::new();
             for step in 0..400u32 {
                 let ns = if rng.below(3) == 0 {
                     Namespace::Hint
@@ -364,34 +546,61 @@ mod tests {
                 let p = partitions[rng.below(partitions.len() as u64) as usize];
                 let key = vec![b'k', rng.below(12) as u8];
                 let l = loc(round * 1000 + step);
-                match rng.below(10) {
-                    0..=4 => assert_eq!(
+                let id = (ns, p, key.clone());
+                match rng.below(12) {
+                    0..=2 => assert_eq!(
                         index.insert(ns, p, &key, l),
-                        model.insert((ns, p, key.clone()), l)
+                        with_slots.insert(id, (l, CacheSlot::NONE)).map(|(l, _)| l)
                     ),
+                    3..=4 => {
+                        let slot = CacheSlot(step);
+                        let expected = with_slots.get(&id).copied();
+                        let old = index.insert_with_slot(ns, p, &key, l, |old| {
+                            assert_eq!(old, expected, "the slot callback sees the entry");
+                            slot
+                        });
+                        assert_eq!(old, expected.map(|(l, _)| l));
+                        with_slots.insert(id, (l, slot));
+                    }
                     5..=6 => assert_eq!(
                         index.remove(ns, p, &key),
-                        model.remove(&(ns, p, key.clone()))
+                        with_slots.remove(&id).map(|(l, _)| l)
                     ),
                     7 => {
                         let mut dropped = index.drop_partition(ns, p);
-                        let mut expected: Vec<Location> = model
+                        let mut expected: Vec<Location> = with_slots
                             .iter()
                             .filter(|((n, q, _), _)| *n == ns && *q == p)
-                            .map(|(_, l)| *l)
+                            .map(|(_, (l, _))| *l)
                             .collect();
-                        model.retain(|(n, q, _), _| !(*n == ns && *q == p));
+                        with_slots.retain(|(n, q, _), _| !(*n == ns && *q == p));
                         dropped.sort_by_key(|l| l.segment);
                         expected.sort_by_key(|l| l.segment);
                         assert_eq!(dropped, expected);
                     }
-                    _ => assert_eq!(
-                        index.get(ns, p, &key),
-                        model.get(&(ns, p, key.clone())).copied()
-                    ),
+                    8 => {
+                        // Pointing the slot of an entry at the wrong location
+                        // changes nothing; at its own location, the slot.
+                        let slot = CacheSlot(10_000 + step);
+                        let current = with_slots.get(&id).copied();
+                        assert!(!index.set_cache_slot(ns, p, &key, l, slot));
+                        if let Some((at, _)) = current {
+                            assert!(index.set_cache_slot(ns, p, &key, at, slot));
+                            with_slots.insert(id, (at, slot));
+                        }
+                    }
+                    _ => {
+                        assert_eq!(index.get(ns, p, &key), with_slots.get(&id).map(|(l, _)| *l));
+                        assert_eq!(index.get_cached(ns, p, &key), with_slots.get(&id).copied());
+                    }
                 }
-                assert_eq!(index.keys(), model.len() as u64);
+                assert_eq!(index.keys(), with_slots.len() as u64);
             }
+            for (id, expected) in &with_slots {
+                assert_eq!(index.get_cached(id.0, id.1, &id.2), Some(*expected));
+            }
+            let model: Model<(Namespace, u32, Vec<u8>), Location> =
+                with_slots.into_iter().map(|(id, (l, _))| (id, l)).collect();
             for ns in [Namespace::Data, Namespace::Hint] {
                 let mut expected: Vec<u32> = model
                     .keys()

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::cache::ReadCache;
+use super::cache::{CacheSlot, ReadCache};
 use super::disk::{Disk, DiskFile, IoBuffer};
 use super::error::{is_enospc, StorageError};
 use super::hint::{self, HintEntry};
@@ -284,8 +284,8 @@ impl<D: Disk> State<D> {
         Ok(())
     }
 
-    /// Points the index at a new record and keeps the live byte counts exact.
-    /// Points the key at `loc`; returns the location it pointed at before.
+    /// Points the key at `loc`, with no read cache slot, and keeps the live
+    /// byte counts exact; returns the location it pointed at before.
     fn index_insert(
         &mut self,
         ns: Namespace,
@@ -293,11 +293,26 @@ impl<D: Disk> State<D> {
         key: &[u8],
         loc: Location,
     ) -> Option<Location> {
+        self.index_insert_with_slot(ns, partition, key, loc, |_| CacheSlot::NONE)
+    }
+
+    /// `index_insert`, with the read cache slot `slot_of` returns, given the
+    /// previous location and slot (`Index::insert_with_slot`).
+    fn index_insert_with_slot(
+        &mut self,
+        ns: Namespace,
+        partition: u32,
+        key: &[u8],
+        loc: Location,
+        slot_of: impl FnOnce(Option<(Location, CacheSlot)>) -> CacheSlot,
+    ) -> Option<Location> {
         self.segments
             .get_mut(&loc.segment)
             .expect("segment of a new location")
             .live_bytes += loc.len as u64;
-        let old = self.index.insert(ns, partition, key, loc);
+        let old = self
+            .index
+            .insert_with_slot(ns, partition, key, loc, slot_of);
         if let Some(old) = old {
             self.release(old);
         }
@@ -442,12 +457,29 @@ struct Winner {
     loc: Option<Location>,
 }
 
-/// Where `Store::get_in_memory` found a key.
-enum InMemory {
-    /// Absent, or present in the read cache or the write buffer.
-    Found(Option<StoredRecord>),
-    /// Only in a segment file, at this location.
-    OnDisk(Location),
+/// A record `Store::read_in_memory` hands its reader: the read cache's own,
+/// lent, or a copy made for this read (out of the write buffer or a flush
+/// in flight), which `get` keeps without cloning it (a clone of a `Bytes`
+/// made from a `Vec` allocates).
+enum Lent<'a> {
+    Cached(&'a StoredRecord),
+    Copied(StoredRecord),
+}
+
+impl Lent<'_> {
+    fn record(&self) -> &StoredRecord {
+        match self {
+            Lent::Cached(record) => record,
+            Lent::Copied(record) => record,
+        }
+    }
+
+    fn into_owned(record: Option<Lent<'_>>) -> Option<StoredRecord> {
+        record.map(|record| match record {
+            Lent::Cached(record) => record.clone(),
+            Lent::Copied(record) => record,
+        })
+    }
 }
 
 impl<D: Disk> Store<D> {
@@ -946,19 +978,24 @@ impl<D: Disk> Store<D> {
             offset: offset as u32,
             len: len as u32,
         };
-        let superseded = st.index_insert(ns, partition, key, loc);
         // Write-through: a key's next read-modify-write finds its
-        // current version here even after the buffer is flushed. The
-        // cache takes the caller's `Bytes` itself: no copy, and no
+        // current version in the cache even after the buffer is flushed.
+        // The cache takes the caller's `Bytes` itself: no copy, and no
         // clone (cloning a `Bytes` made from a `Vec` allocates). The
-        // superseded record is dropped: nothing reads it again.
-        if self.config.read_cache_bytes > 0 {
-            let mut cache = self.read_cache.borrow_mut();
-            if let Some(old) = superseded {
-                cache.forget((old.segment, old.offset));
+        // superseded record is dropped (nothing reads it again), and the
+        // new one takes the slot it frees: the slot this put's read of the
+        // current version just touched. All in the index's one probe for
+        // the key.
+        st.index_insert_with_slot(ns, partition, key, loc, |old| {
+            if self.config.read_cache_bytes == 0 {
+                return CacheSlot::NONE;
             }
-            cache.insert((loc.segment, loc.offset), record_kind, payload);
-        }
+            let mut cache = self.read_cache.borrow_mut();
+            if let Some((old, slot)) = old {
+                cache.forget(slot, (old.segment, old.offset));
+            }
+            cache.insert((loc.segment, loc.offset), record_kind, payload)
+        });
         if !st.corrupt_keys.is_empty() {
             st.corrupt_keys
                 .remove(&(ns, partition, Bytes::copy_from_slice(key)));
@@ -1054,9 +1091,9 @@ impl<D: Disk> Store<D> {
         partition: u32,
         key: &[u8],
     ) -> Result<Option<StoredRecord>, StorageError> {
-        let (loc, file) = match self.get_in_memory(ns, partition, key) {
-            InMemory::Found(record) => return Ok(record),
-            InMemory::OnDisk(loc) => {
+        let (loc, file) = match self.read_in_memory(ns, partition, key, Lent::into_owned) {
+            Ok(record) => return Ok(record),
+            Err(loc) => {
                 let st = self.state.borrow();
                 (loc, st.segments[&loc.segment].file.clone())
             }
@@ -1064,11 +1101,7 @@ impl<D: Disk> Store<D> {
         let bytes = file.read_at(loc.offset as u64, loc.len as usize).await?;
         match self.check_record(bytes.as_ref(), ns, partition, key) {
             Some(record) => {
-                self.read_cache.borrow_mut().insert(
-                    (loc.segment, loc.offset),
-                    record.kind,
-                    record.payload.clone(),
-                );
+                self.cache_read(ns, partition, key, loc, &record);
                 Ok(Some(record))
             }
             None => {
@@ -1085,11 +1118,37 @@ impl<D: Disk> Store<D> {
         }
     }
 
+    /// Caches a record `get` read from its segment, if the key's index entry
+    /// still points at it (a put while the read was in flight superseded it
+    /// otherwise) and names no slot that already holds it (another `get` of
+    /// the key read it at the same time).
+    fn cache_read(
+        &self,
+        ns: Namespace,
+        partition: u32,
+        key: &[u8],
+        loc: Location,
+        record: &StoredRecord,
+    ) {
+        let mut st = self.state.borrow_mut();
+        let Some((current, slot)) = st.index.get_cached(ns, partition, key) else {
+            return;
+        };
+        let location = (loc.segment, loc.offset);
+        let mut cache = self.read_cache.borrow_mut();
+        if current != loc || cache.holds(slot, location) {
+            return;
+        }
+        let slot = cache.insert(location, record.kind, record.payload.clone());
+        let pointed = st.index.set_cache_slot(ns, partition, key, loc, slot);
+        assert!(pointed, "the entry is still at the location read");
+    }
+
     /// The latest record of a key when no I/O is needed to find it: absent
     /// from the index, in the read cache (a cheap `Bytes` clone: every record
     /// written is cached write-through, so a key's next read-modify-write
-    /// lands here), or in the write buffer (checked and copied out). A record
-    /// only on disk gives its location for `get` to read.
+    /// lands here), or in the write buffer (checked and copied out). `None`:
+    /// the record is only on disk, and `get` must read it.
     ///
     /// The request path calls this directly so that a read that needs no
     /// I/O is answered without spawning a task (`runtime/shard.rs`).
@@ -1099,38 +1158,73 @@ impl<D: Disk> Store<D> {
         partition: u32,
         key: &[u8],
     ) -> Option<Option<StoredRecord>> {
-        match self.get_in_memory(ns, partition, key) {
-            InMemory::Found(record) => Some(record),
-            InMemory::OnDisk(_) => None,
-        }
+        self.read_in_memory(ns, partition, key, Lent::into_owned)
+            .ok()
     }
 
-    fn get_in_memory(&self, ns: Namespace, partition: u32, key: &[u8]) -> InMemory {
+    /// `get_now`, lending the record to `read` instead of returning it: a
+    /// cached record is read where the cache holds it, without the `Bytes`
+    /// clone and drop (an atomic add and subtract on the payload's shared
+    /// buffer, whose count is often a CPU cache miss of its own). For a
+    /// read-modify-write that needs the current version only to compute the
+    /// next. `None`: the record needs I/O, and `read` was not called.
+    ///
+    /// `read` must not call the store: its state is borrowed while it runs
+    /// (a call that writes panics with the `RefCell` borrow error).
+    pub fn read_now<R>(
+        &self,
+        ns: Namespace,
+        partition: u32,
+        key: &[u8],
+        read: impl FnOnce(Option<&StoredRecord>) -> R,
+    ) -> Option<R> {
+        self.read_in_memory(ns, partition, key, |record| {
+            read(record.as_ref().map(Lent::record))
+        })
+        .ok()
+    }
+
+    /// Calls `read` with the latest record of a key when no I/O is needed to
+    /// find it (`get_now`); `Err`: the record is only in its segment, at
+    /// this location, and `read` was not called.
+    fn read_in_memory<R>(
+        &self,
+        ns: Namespace,
+        partition: u32,
+        key: &[u8],
+        read: impl FnOnce(Option<Lent<'_>>) -> R,
+    ) -> Result<R, Location> {
         let st = self.state.borrow();
-        let Some(loc) = st.index.get(ns, partition, key) else {
-            return InMemory::Found(None);
+        let Some((loc, slot)) = st.index.get_cached(ns, partition, key) else {
+            return Ok(read(None));
         };
         // The cache first: a location is never reused and a record never
         // changes, so a hit is the record at `loc` (verified when it was
         // written or read), with no CRC to recompute and nothing to copy.
-        if let Some((kind, payload)) = self.read_cache.borrow().get((loc.segment, loc.offset)) {
-            return InMemory::Found(Some(StoredRecord { kind, payload }));
+        if let Some(record) = self
+            .read_cache
+            .borrow()
+            .get(slot, (loc.segment, loc.offset))
+        {
+            return Ok(read(Some(Lent::Cached(record))));
         }
         if loc.segment == st.active_id && loc.offset as u64 >= st.buffer_file_offset {
             let start = (loc.offset as u64 - st.buffer_file_offset) as usize;
             let record = st.buffer.with_range(start, loc.len as usize, |bytes| {
                 self.check_record(bytes, ns, partition, key)
             });
-            return InMemory::Found(Some(record.expect("a buffered record is intact")));
+            let record = record.expect("a buffered record is intact");
+            return Ok(read(Some(Lent::Copied(record))));
         }
         // Written out of the buffer but still in flight (or cut by a flush and
         // only partly written): its bytes are in the flushes' DMA buffers, not
         // yet (reliably) on disk.
         if let Some(bytes) = self.unflushed_record(&st, loc) {
             let record = self.check_record(&bytes, ns, partition, key);
-            return InMemory::Found(Some(record.expect("a record being flushed is intact")));
+            let record = record.expect("a record being flushed is intact");
+            return Ok(read(Some(Lent::Copied(record))));
         }
-        InMemory::OnDisk(loc)
+        Err(loc)
     }
 
     /// Validates a record read back (pairs with the encoding before the write).
