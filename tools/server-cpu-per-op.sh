@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Server CPU microseconds and system calls per operation for one workload:
-# starts a 2-shard node with the given extra flags, loads 10,000 keys, then
+# starts a 2-shard node with the given extra flags, loads KEYS keys, then
 # REPEATS times runs 200,000 operations (50 connections) and divides the
 # server's utime+stime (from /proc) and, when `perf` can read the kernel's
 # syscall tracepoints, its system calls and context switches by them. Used
@@ -8,7 +8,8 @@
 #   tools/server-cpu-per-op.sh 7700                       # default
 #   tools/server-cpu-per-op.sh 7700 --idle-timeout-ms 0   # no idle timeout
 # Environment: WL (get|put|ping, default get), PIPE (pipeline depth, default 1),
-# REPEATS (default 1), OPS (default 200000), CONNS (default 50),
+# REPEATS (default 1), OPS (default 200000), CONNS (default 50), KEYS (key
+# space, default 10000; the ceiling uses 100000),
 # DYNAKV / BENCH (binaries, default target/release/...).
 # Each run prints one line; the syscall counts are deterministic enough to
 # compare across builds on a noisy machine, the CPU time is not (use medians).
@@ -23,7 +24,7 @@ DIR=$(mktemp -d)
 SP=$!
 trap 'kill $SP 2>/dev/null; wait $SP 2>/dev/null; rm -rf "$DIR"' EXIT
 for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
-$B --target "dynakv://127.0.0.1:$PORT" --workload get --keys 10000 --ops 10000 --no-progress >/dev/null 2>&1
+$B --target "dynakv://127.0.0.1:$PORT" --workload get --keys "${KEYS:-10000}" --ops "${KEYS:-10000}" --no-progress >/dev/null 2>&1
 cpu() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$SP/stat"; }
 EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_io_uring_enter,context-switches
 COUNT=0
@@ -36,7 +37,7 @@ for r in $(seq "${REPEATS:-1}"); do
         sleep 0.2
     fi
     c0=$(cpu)
-    tput=$($B --target "dynakv://127.0.0.1:$PORT" --workload "${WL:-get}" --no-load --keys 10000 --ops "$OPS" \
+    tput=$($B --target "dynakv://127.0.0.1:$PORT" --workload "${WL:-get}" --no-load --keys "${KEYS:-10000}" --ops "$OPS" \
        --connections "${CONNS:-50}" --pipeline "${PIPE:-1}" --no-progress 2>&1 | awk '/throughput/ { for (i = 1; i < NF; i++) if ($i == "throughput") print $(i + 1) }')
     c1=$(cpu)
     counts=""
