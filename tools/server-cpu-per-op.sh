@@ -24,7 +24,7 @@ DIR=$(mktemp -d)
 SP=$!
 trap 'kill $SP 2>/dev/null; wait $SP 2>/dev/null; rm -rf "$DIR"' EXIT
 for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
-$B --target "dynakv://127.0.0.1:$PORT" --workload get --keys "${KEYS:-10000}" --ops "${KEYS:-10000}" --no-progress >/dev/null 2>&1
+$B --target "dynakv://127.0.0.1:$PORT" --workload get --keys "${KEYS:-10000}" --ops 10000 --no-progress >/dev/null 2>&1
 cpu() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$SP/stat"; }
 EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_io_uring_enter,context-switches
 COUNT=0
