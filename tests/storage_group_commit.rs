@@ -375,3 +375,96 @@ fn zeros_written_ahead_of_the_records_never_land_over_them() {
     let missing = lost_in_a_crash(&disk, 201);
     assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
 }
+
+/// Steps `tasks` to the end, releasing every held write as it shows up and checking
+/// each writer's ack when it returns; `zeros` decides what happens to a held write that
+/// starts at or after `zero_start` (the zeros ahead of the records): `Some(errno)` fails
+/// it, `None` releases it.
+fn finish_releasing(
+    disk: &MemDisk,
+    tasks: &mut Tasks<'_>,
+    zero_start: u64,
+    zeros: Option<i32>,
+) -> usize {
+    let mut zero_writes = 0;
+    let mut steps = 0;
+    while tasks.pending() > 0 {
+        steps += 1;
+        assert!(steps < 20_000, "writers did not finish");
+        check_acks_durable(disk, tasks.step());
+        for (ticket, pos, _) in disk.held_writes() {
+            match zeros {
+                Some(errno) if pos >= zero_start => {
+                    zero_writes += 1;
+                    disk.fail_write(ticket, errno);
+                }
+                _ => disk.release_write(ticket),
+            }
+        }
+    }
+    zero_writes
+}
+
+/// A write of zeros ahead of the records that fails changes nothing the store relies
+/// on: its outcome is not needed (the records are written over that range anyway), the
+/// store stays writable, and everything acknowledged survives a crash.
+#[test]
+fn a_failed_write_of_zeros_ahead_loses_nothing() {
+    let disk = MemDisk::new();
+    let config = StoreConfig {
+        segment_size_bytes: 1 << 20,
+        write_piece_bytes: 4096,
+        prewrite_bytes: 32 << 10,
+        ..config()
+    };
+    let (store, _) = block_on(Store::open(disk.clone(), config)).expect("open");
+    disk.hold_writes(true);
+    let mut tasks = Tasks::default();
+    tasks.spawn(0, durable_put(&store, 0));
+    // Writer 0's record ends in the first block: its zeros start at 512.
+    let failed = finish_releasing(&disk, &mut tasks, 512, Some(libc::EIO));
+    assert!(failed > 0, "the zeros ahead were written, and failed");
+    for i in 1..=200 {
+        tasks.spawn(i, durable_put(&store, i));
+    }
+    finish_releasing(&disk, &mut tasks, 0, None);
+    assert_eq!(tasks.results.len(), 201);
+    assert!(!store.is_failed());
+    drop(tasks);
+    store.check_invariants();
+    drop(store);
+    let missing = lost_in_a_crash(&disk, 201);
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+}
+
+/// `prewrite_bytes` takes any value (the server does not bound it): a huge one writes
+/// zeros to the segment's end and no further, and the store goes on rotating.
+#[test]
+fn zeros_ahead_stop_at_the_segment_end_whatever_prewrite_bytes_is() {
+    let disk = MemDisk::new();
+    let config = StoreConfig {
+        segment_size_bytes: 64 << 10,
+        write_piece_bytes: 4096,
+        prewrite_bytes: u64::MAX,
+        ..config()
+    };
+    let (store, _) = block_on(Store::open(disk.clone(), config)).expect("open");
+    block_on(durable_put(&store, 0)).expect("durable put");
+    // From writer 0's block to the segment's end, in whole 4 KiB chunks.
+    assert_eq!(store.stats().bytes_prewritten, (64 << 10) - 4096);
+    for name in disk.file_names() {
+        let len = disk.file_bytes(&name).map_or(0, |b| b.len());
+        assert!(
+            len <= 64 << 10,
+            "{name}: {len} bytes, past the segment's end"
+        );
+    }
+    for i in 1..600 {
+        block_on(durable_put(&store, i)).expect("durable put");
+    }
+    assert!(store.stats().segments >= 3, "the segments rotated");
+    store.check_invariants();
+    drop(store);
+    let missing = lost_in_a_crash(&disk, 600);
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+}

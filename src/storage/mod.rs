@@ -227,8 +227,9 @@ pub struct StoreStats {
     pub failed: bool,
     /// Bytes held by the read cache.
     pub read_cache_bytes: u64,
-    /// Bytes of zeros written ahead of the active segment's records
-    /// (`StoreConfig::prewrite_bytes`).
+    /// Bytes of zeros issued ahead of the active segment's records
+    /// (`StoreConfig::prewrite_bytes`; counted when the write starts, whatever
+    /// its outcome).
     pub bytes_prewritten: u64,
 }
 

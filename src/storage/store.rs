@@ -1758,17 +1758,20 @@ impl<D: Disk> Store<D> {
                 *prewrite = None;
             }
         }
-        let (file, start, chunks) = {
+        let (segment, file, start, chunks) = {
             let mut st = self.state.borrow_mut();
             if st.failed || st.rotation_pending {
                 return;
             }
             let records_end = align_up(st.active_end(), self.align_bytes);
-            if st.prewritten_end >= records_end + self.config.prewrite_bytes / 2 {
+            // Saturating: any `prewrite_bytes` is accepted, and a huge one means
+            // "to the segment's end".
+            if st.prewritten_end >= records_end.saturating_add(self.config.prewrite_bytes / 2) {
                 return;
             }
             let start = st.prewritten_end.max(records_end);
-            let end = (records_end + self.config.prewrite_bytes)
+            let end = records_end
+                .saturating_add(self.config.prewrite_bytes)
                 .min(align_down(self.config.segment_size_bytes, self.align_bytes));
             let chunks = end.saturating_sub(start) / chunk_bytes;
             if chunks == 0 {
@@ -1776,7 +1779,7 @@ impl<D: Disk> Store<D> {
             }
             st.prewritten_end = start + chunks * chunk_bytes;
             st.bytes_prewritten += chunks * chunk_bytes;
-            (st.active().file.clone(), start, chunks)
+            (st.active_id, st.active().file.clone(), start, chunks)
         };
         let zeros = self
             .zero_chunk
@@ -1787,7 +1790,6 @@ impl<D: Disk> Store<D> {
                 Rc::new(b)
             })
             .clone();
-        let segment = self.state.borrow().active_id;
         let pieces = vec![zeros; chunks as usize];
         *self.prewrite.borrow_mut() = Some(Prewrite {
             segment,
