@@ -474,30 +474,18 @@ mod tests {
         assert_eq!(old, Some(loc(1)));
         // Another key, the same key in another partition or namespace: new
         // entries, and the one read is untouched.
-        assert_eq!(
-            index.get_cached(Namespace::Data, 1, b"a"),
-            Some((loc(2), CacheSlot(2)))
-        );
-        assert_eq!(
-            index.insert_with_slot(Namespace::Data, 1, b"b", loc(3), slot(3)),
-            None
-        );
-        assert_eq!(
-            index.get_cached(Namespace::Data, 1, b"a"),
-            Some((loc(2), CacheSlot(2)))
-        );
-        assert_eq!(
-            index.insert_with_slot(Namespace::Data, 2, b"a", loc(4), slot(4)),
-            None
-        );
-        assert_eq!(
-            index.get_cached(Namespace::Data, 1, b"a"),
-            Some((loc(2), CacheSlot(2)))
-        );
-        assert_eq!(
-            index.insert_with_slot(Namespace::Hint, 1, b"a", loc(5), slot(5)),
-            None
-        );
+        let others: [(Namespace, u32, &[u8]); 3] = [
+            (Namespace::Data, 1, b"b"),
+            (Namespace::Data, 2, b"a"),
+            (Namespace::Hint, 1, b"a"),
+        ];
+        for (n, (ns, p, key)) in (3..).zip(others) {
+            assert_eq!(
+                index.get_cached(Namespace::Data, 1, b"a"),
+                Some((loc(2), CacheSlot(2)))
+            );
+            assert_eq!(index.insert_with_slot(ns, p, key, loc(n), slot(n)), None);
+        }
         assert_eq!(
             index.get_cached(Namespace::Data, 1, b"a"),
             Some((loc(2), CacheSlot(2)))
