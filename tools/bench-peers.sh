@@ -6,8 +6,10 @@
 # For every cell of the matrix (connections x value size x key distribution)
 # and every repeat, the targets run one after another in a rotating order, so
 # slow drift of a shared, noisy machine spreads over all targets instead of
-# biasing one. Each run writes its JSON; the server's CPU seconds over the run
-# come from /proc/PID/stat (utime + stime). The script ends with a markdown
+# biasing one. Each target gets its keys written once per value size, in a run
+# of its own before the measured runs. Each run writes its JSON; the server's
+# CPU seconds from the end of the run's warm-up to its end come from
+# /proc/PID/stat (utime + stime). The script ends with a markdown
 # table of medians (and the min-max spread of throughput).
 #
 # Usage: tools/bench-peers.sh [--quick]
@@ -86,7 +88,7 @@ cpu_seconds() { # pid — utime + stime of the process, in seconds
     awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print ($12 + $13) / hz }' "/proc/$1/stat"
 }
 
-declare -A URL PID
+declare -A URL PID LOADED
 start_targets() {
     local port
     for t in $TARGETS; do
@@ -138,11 +140,27 @@ for ((r = 1; r <= REPEATS; r++)); do
         for ((i = 0; i < n; i++)); do
             t=${ACTIVE[$(((i + rotation) % n))]}
             json=$OUT/$t-c$c-v$v-$d-r$r.json
-            before=$(cpu_seconds "${PID[$t]}")
-            "$BENCH" --target "${URL[$t]}" --workload "$WORKLOAD" --read-ratio "$READ_RATIO" \
+            # Every key is written once per target and value size, in a run of
+            # its own (pipelined, so it is quick): a load inside the measured
+            # run put its writes' CPU on the measured operations, which hurt
+            # most the server whose writes cost most and the runs with the
+            # fewest operations (pipeline 1).
+            if [[ -z ${LOADED[$t:$v]:-} ]]; then
+                "$BENCH" --target "${URL[$t]}" --workload get --load --keys "$KEYS" --value-size "$v" \
+                    --ops 1 --connections 50 --pipeline 16 --no-progress >"$OUT/load-$t-v$v.txt" 2>&1 \
+                    || echo "bench-peers: load failed: $t v=$v (see $OUT/load-$t-v$v.txt)" >&2
+                LOADED[$t:$v]=1
+            fi
+            "$BENCH" --target "${URL[$t]}" --workload "$WORKLOAD" --read-ratio "$READ_RATIO" --no-load \
                 --keys "$KEYS" --key-dist "$d" --value-size "$v" --connections "$c" \
                 --pipeline "$PIPELINE" --threads "$THREADS" --warmup "$WARMUP" --duration "$DURATION" \
-                --seed "$r" --no-progress --json "$json" >"${json%.json}.txt" 2>&1 \
+                --seed "$r" --no-progress --json "$json" >"${json%.json}.txt" 2>&1 &
+            bench_pid=$!
+            # The server's CPU is read from the end of the warm-up (the
+            # generator connects just before it, so this reads a little early).
+            sleep "$WARMUP"
+            before=$(cpu_seconds "${PID[$t]}")
+            wait "$bench_pid" \
                 || echo "bench-peers: run failed: $t c=$c v=$v $d r=$r (see ${json%.json}.txt)" >&2
             after=$(cpu_seconds "${PID[$t]}")
             cpu=$(python3 -c "print(round($after - $before, 3))")
@@ -163,8 +181,8 @@ for row in csv.DictReader(open(sys.argv[1]), delimiter="\t"):
     key = (row["connections"], row["value_bytes"], row["key_dist"], row["target"])
     ops = j["ops"] + j["errors"]
     cpu = float(row["server_cpu_s"])
-    # The server's CPU covers load and warm-up too; ops/CPU-s uses the
-    # measured ops over all of it, so it is a lower bound.
+    # The server's CPU covers the measured part (from the end of the
+    # warm-up), not the load, which runs on its own.
     rows.setdefault(key, []).append((j["throughput_ops_s"], j["latency_us"]["p50"],
         j["latency_us"]["p99"], j["latency_us"]["p999"], j["errors"], ops / cpu if cpu > 0 else 0.0,
         j["generator_saturated"]))
