@@ -188,10 +188,11 @@ fn validate_one_value(bytes: &[u8]) -> Option<Layout> {
     reader.varint().ok()?; // the only entry's actor: any value
     let counter = reader.varint().ok()?;
     let sibling_count_at = reader.position();
-    if counter == 0 || reader.varint().ok()? != 1 {
+    if reader.varint().ok()? != 1 {
         return None;
     }
-    // The dot is `counter - back`: in 1..=counter when back < counter.
+    // The dot is `counter - back`: in 1..=counter when back < counter
+    // (which also refuses a counter of 0).
     if reader.varint().ok()? >= counter || reader.u8().ok()? != VALUE_TAG_DATA {
         return None;
     }
