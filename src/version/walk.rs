@@ -14,7 +14,9 @@
 //! (dot in `1..=counter`, dots strictly increasing), the value tag, and for
 //! data the length (within the input); at the end, no trailing bytes. A
 //! user never checks the encoding itself, so a rule changed here changes
-//! for all of them.
+//! for all of them, with one exception to keep in step:
+//! `view::validate_one_value` writes out these checks for the one-entry,
+//! one-value shape (it only accepts; anything else comes here).
 //!
 //! Invariant: a walk never panics and never allocates, whatever the input;
 //! a user that stops at the first error sees exactly the error, and accepts
