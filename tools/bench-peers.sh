@@ -26,6 +26,9 @@
 #   SIZES     value sizes             ["64 1024"]
 #   DISTS     key distributions       ["uniform zipfian"]
 #   TARGETS   which targets           ["redis redis-aof memcached dynakv"]
+#             (dynakvN: a dynakv node of N shards, plain dynakv has SHARDS;
+#             memcachedN: memcached with N worker threads, plain memcached
+#             has its default of 4)
 #   OUT       results directory       [target/bench-results/<UTC timestamp>]
 set -euo pipefail
 
@@ -106,17 +109,22 @@ start_targets() {
             redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly yes \
                 --appendfsync everysec --dir "$WORK/aof" --logfile "$WORK/redis-aof.log" & PID[$t]=$!
             URL[$t]=redis://127.0.0.1:$port ;;
-        memcached)
-            command -v memcached >/dev/null || { echo "skip memcached: not installed" >&2; continue; }
+        memcached | memcached[1-9]*)
+            command -v memcached >/dev/null || { echo "skip $t: memcached not installed" >&2; continue; }
+            threads=${t#memcached}
+            [[ $threads =~ ^[0-9]*$ ]] || { echo "bench-peers: unknown target $t" >&2; exit 2; }
             port=$(free_port)
-            memcached -l 127.0.0.1 -p "$port" -U 0 -m 1024 -u "$(id -un)" & PID[$t]=$!
+            memcached -l 127.0.0.1 -p "$port" -U 0 -m 1024 -t "${threads:-4}" -u "$(id -un)" & PID[$t]=$!
             URL[$t]=memcache://127.0.0.1:$port ;;
-        dynakv)
-            [[ -x $DYNAKV ]] || { echo "skip dynakv: $DYNAKV not built" >&2; continue; }
-            port=$(free_port "$SHARDS")
-            mkdir -p "$WORK/dynakv"
-            "$DYNAKV" server --data-dir "$WORK/dynakv" --listen "127.0.0.1:$port" --shards "$SHARDS" \
-                >"$WORK/dynakv.log" 2>&1 & PID[$t]=$!
+        dynakv | dynakv[1-9]*)
+            [[ -x $DYNAKV ]] || { echo "skip $t: $DYNAKV not built" >&2; continue; }
+            shards=${t#dynakv}
+            [[ $shards =~ ^[0-9]*$ ]] || { echo "bench-peers: unknown target $t" >&2; exit 2; }
+            shards=${shards:-$SHARDS}
+            port=$(free_port "$shards")
+            mkdir -p "$WORK/$t"
+            "$DYNAKV" server --data-dir "$WORK/$t" --listen "127.0.0.1:$port" --shards "$shards" \
+                >"$WORK/$t.log" 2>&1 & PID[$t]=$!
             URL[$t]=dynakv://127.0.0.1:$port ;;
         *) echo "bench-peers: unknown target $t" >&2; exit 2 ;;
         esac
