@@ -87,6 +87,10 @@ pub struct ServerConfig {
     /// past the segment's end, so a value above `segment_size_bytes` means
     /// "the rest of the segment" (and a small segment needs no change here).
     pub prewrite_bytes: u64,
+    /// Bytes of records a shard keeps in its read cache
+    /// (`StoreConfig::read_cache_bytes`); 0 turns it off. A get that misses
+    /// it and the write buffer reads the disk (direct I/O: no page cache).
+    pub read_cache_bytes: usize,
     /// Log segment size in bytes.
     pub segment_size_bytes: u64,
     /// Dead fraction of a segment above which compaction rewrites it.
@@ -206,6 +210,7 @@ impl Default for ServerConfig {
             write_buffer_bytes: 1024 * 1024,
             flushes_in_flight_max: 2,
             prewrite_bytes: 1024 * 1024,
+            read_cache_bytes: 32 * 1024 * 1024,
             segment_size_bytes: 64 * 1024 * 1024,
             compaction_dead_fraction: 0.5,
             compaction_bytes_per_second: 64 * 1024 * 1024,
@@ -297,6 +302,7 @@ impl ServerConfig {
         "write_buffer_bytes",
         "flushes_in_flight_max",
         "prewrite_bytes",
+        "read_cache_bytes",
         "segment_size_bytes",
         "compaction_dead_fraction",
         "compaction_bytes_per_second",
@@ -403,6 +409,7 @@ impl ServerConfig {
             "write_buffer_bytes" => self.write_buffer_bytes = parse(name, value)?,
             "flushes_in_flight_max" => self.flushes_in_flight_max = parse(name, value)?,
             "prewrite_bytes" => self.prewrite_bytes = parse(name, value)?,
+            "read_cache_bytes" => self.read_cache_bytes = parse(name, value)?,
             "segment_size_bytes" => self.segment_size_bytes = parse(name, value)?,
             "compaction_dead_fraction" => self.compaction_dead_fraction = parse(name, value)?,
             "compaction_bytes_per_second" => self.compaction_bytes_per_second = parse(name, value)?,
@@ -754,6 +761,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--prewrite-bytes has a bad value 'lots'"), "{e}");
+    }
+
+    #[test]
+    fn read_cache_bytes_defaults_to_the_stores_and_parses() {
+        let args = |a: &[&str]| -> Vec<String> { a.iter().map(|s| s.to_string()).collect() };
+        assert_eq!(
+            ServerConfig::from_args(&[]).unwrap().read_cache_bytes,
+            StoreConfig::default().read_cache_bytes,
+            "the server's default is the store's"
+        );
+        let c = ServerConfig::from_args(&args(&["--read-cache-bytes", "0"])).unwrap();
+        assert_eq!(c.read_cache_bytes, 0, "0 turns it off");
+        let c = ServerConfig::from_toml(
+            "read_cache_bytes = 1073741824\n",
+            std::path::Path::new("f.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.read_cache_bytes, 1 << 30);
+        c.validate().unwrap();
+        let e = ServerConfig::from_args(&args(&["--read-cache-bytes", "-1"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--read-cache-bytes has a bad value '-1'"), "{e}");
     }
 
     #[test]

@@ -6,8 +6,8 @@
 # For every cell of the matrix (connections x value size x key distribution)
 # and every repeat, the targets run one after another in a rotating order, so
 # slow drift of a shared, noisy machine spreads over all targets instead of
-# biasing one. Each target gets its keys written once per value size, in a run
-# of its own before the measured runs. Each run writes its JSON; the server's
+# biasing one. Before a run, a target whose keys hold values of another size
+# gets every key rewritten at this size, in a run of its own. Each run writes its JSON; the server's
 # CPU seconds from the end of the run's warm-up to its end come from
 # /proc/PID/stat (utime + stime). The script ends with a markdown
 # table of medians (and the min-max spread of throughput).
@@ -21,6 +21,11 @@
 #   REPEATS   repeats per cell        [3]
 #   WORKLOAD  dynakv-bench workload   [mixed]   READ_RATIO [0.9]
 #   KEYS      key space               [100000]
+#   READ_CACHE  dynakv's read cache over all its shards, in bytes [1073741824]:
+#             the 1 GiB memcached gets (-m 1024), so that, like the in-memory
+#             servers, dynakv reads a data set that fits from memory (its
+#             default, 32 MiB per shard, holds about 29,000 of 100,000 1 KiB
+#             values; the rest are disk reads)
 #   THREADS   generator threads       [1]       PIPELINE [1]
 #   CONNS     connection counts       ["50 200"]
 #   SIZES     value sizes             ["64 1024"]
@@ -43,6 +48,7 @@ REPEATS=${REPEATS:-3}
 WORKLOAD=${WORKLOAD:-mixed}
 READ_RATIO=${READ_RATIO:-0.9}
 KEYS=${KEYS:-100000}
+READ_CACHE=${READ_CACHE:-1073741824}
 THREADS=${THREADS:-1}
 PIPELINE=${PIPELINE:-1}
 CONNS=${CONNS:-"50 200"}
@@ -124,7 +130,7 @@ start_targets() {
             port=$(free_port "$shards")
             mkdir -p "$WORK/$t"
             "$DYNAKV" server --data-dir "$WORK/$t" --listen "127.0.0.1:$port" --shards "$shards" \
-                >"$WORK/$t.log" 2>&1 & PID[$t]=$!
+                --read-cache-bytes "$((READ_CACHE / shards))" >"$WORK/$t.log" 2>&1 & PID[$t]=$!
             URL[$t]=dynakv://127.0.0.1:$port ;;
         *) echo "bench-peers: unknown target $t" >&2; exit 2 ;;
         esac
@@ -148,16 +154,17 @@ for ((r = 1; r <= REPEATS; r++)); do
         for ((i = 0; i < n; i++)); do
             t=${ACTIVE[$(((i + rotation) % n))]}
             json=$OUT/$t-c$c-v$v-$d-r$r.json
-            # Every key is written once per target and value size, in a run of
-            # its own (pipelined, so it is quick): a load inside the measured
-            # run put its writes' CPU on the measured operations, which hurt
-            # most the server whose writes cost most and the runs with the
-            # fewest operations (pipeline 1).
-            if [[ -z ${LOADED[$t:$v]:-} ]]; then
+            # Every key is (re)written with values of this cell's size when the
+            # target holds another size, in a run of its own (pipelined, so it
+            # is quick): a load inside the measured run put its writes' CPU on
+            # the measured operations, which hurt most the server whose writes
+            # cost most and the runs with the fewest operations (pipeline 1).
+            if [[ ${LOADED[$t]:-} != "$v" ]]; then
+                load_log=$OUT/load-$t-v$v-c$c-$d-r$r.txt
                 "$BENCH" --target "${URL[$t]}" --workload get --load --keys "$KEYS" --value-size "$v" \
-                    --ops 1 --connections 50 --pipeline 16 --no-progress >"$OUT/load-$t-v$v.txt" 2>&1 \
-                    || echo "bench-peers: load failed: $t v=$v (see $OUT/load-$t-v$v.txt)" >&2
-                LOADED[$t:$v]=1
+                    --ops 1 --connections 50 --pipeline 16 --no-progress >"$load_log" 2>&1 \
+                    || echo "bench-peers: load failed: $t v=$v (see $load_log)" >&2
+                LOADED[$t]=$v
             fi
             "$BENCH" --target "${URL[$t]}" --workload "$WORKLOAD" --read-ratio "$READ_RATIO" --no-load \
                 --keys "$KEYS" --key-dist "$d" --value-size "$v" --connections "$c" \

@@ -2429,6 +2429,7 @@ fn store_config(config: &ServerConfig) -> StoreConfig {
         flush_interval: Duration::from_micros(config.flush_interval_us),
         flushes_in_flight_max: config.flushes_in_flight_max,
         prewrite_bytes: config.prewrite_bytes,
+        read_cache_bytes: config.read_cache_bytes,
         compaction_dead_fraction: config.compaction_dead_fraction,
         ..StoreConfig::default()
     }
@@ -2519,6 +2520,7 @@ mod tests {
             ("flush_interval_us", "2500"),
             ("flushes_in_flight_max", "5"),
             ("prewrite_bytes", "65536"),
+            ("read_cache_bytes", "268435456"),
             ("compaction_dead_fraction", "0.25"),
         ] {
             config.set(name, value).unwrap();
@@ -2531,6 +2533,7 @@ mod tests {
         assert_eq!(store.flush_interval, Duration::from_micros(2500));
         assert_eq!(store.flushes_in_flight_max, 5);
         assert_eq!(store.prewrite_bytes, 65536);
+        assert_eq!(store.read_cache_bytes, 256 << 20);
         assert_eq!(store.compaction_dead_fraction, 0.25);
     }
 
