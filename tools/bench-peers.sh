@@ -93,6 +93,16 @@ wait_port() { # port — wait (up to 10 s) until something accepts connections o
     done
 }
 
+# WARMUP in seconds for sleep(1), from the generator's duration syntax
+# (ns, us, ms, s, m, h; no unit: seconds).
+WARMUP_S=$(python3 -c '
+import re, sys
+m = re.fullmatch(r"([0-9.]+)(ns|us|ms|s|m|min|h|)", sys.argv[1].strip())
+if not m:
+    sys.exit(f"bench-peers: WARMUP={sys.argv[1]!r} is not a duration (e.g. 2s, 500ms)")
+scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "": 1, "s": 1, "m": 60, "min": 60, "h": 3600}[m.group(2)]
+print(float(m.group(1)) * scale)' "$WARMUP")
+
 cpu_seconds() { # pid — utime + stime of the process, in seconds
     awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print ($12 + $13) / hz }' "/proc/$1/stat"
 }
@@ -173,7 +183,7 @@ for ((r = 1; r <= REPEATS; r++)); do
             bench_pid=$!
             # The server's CPU is read from the end of the warm-up (the
             # generator connects just before it, so this reads a little early).
-            sleep "$WARMUP"
+            sleep "$WARMUP_S"
             before=$(cpu_seconds "${PID[$t]}")
             wait "$bench_pid" \
                 || echo "bench-peers: run failed: $t c=$c v=$v $d r=$r (see ${json%.json}.txt)" >&2
