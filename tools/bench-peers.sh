@@ -6,8 +6,8 @@
 # For every cell of the matrix (connections x value size x key distribution)
 # and every repeat, the targets run one after another in a rotating order, so
 # slow drift of a shared, noisy machine spreads over all targets instead of
-# biasing one. Before a run, a target whose keys hold values of another size
-# gets every key rewritten at this size, in a run of its own. Each run writes its JSON; the server's
+# biasing one. Before each run, every key is written at the cell's value size,
+# in a run of its own that is not measured. Each run writes its JSON; the server's
 # CPU seconds from the end of the run's warm-up to its end come from
 # /proc/PID/stat (utime + stime). The script ends with a markdown
 # table of medians (and the min-max spread of throughput).
@@ -107,7 +107,7 @@ cpu_seconds() { # pid — utime + stime of the process, in seconds
     awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print ($12 + $13) / hz }' "/proc/$1/stat"
 }
 
-declare -A URL PID LOADED
+declare -A URL PID
 start_targets() {
     local port
     for t in $TARGETS; do
@@ -164,18 +164,19 @@ for ((r = 1; r <= REPEATS; r++)); do
         for ((i = 0; i < n; i++)); do
             t=${ACTIVE[$(((i + rotation) % n))]}
             json=$OUT/$t-c$c-v$v-$d-r$r.json
-            # Every key is (re)written with values of this cell's size when the
-            # target holds another size, in a run of its own (pipelined, so it
-            # is quick): a load inside the measured run put its writes' CPU on
-            # the measured operations, which hurt most the server whose writes
-            # cost most and the runs with the fewest operations (pipeline 1).
-            if [[ ${LOADED[$t]:-} != "$v" ]]; then
-                load_log=$OUT/load-$t-v$v-c$c-$d-r$r.txt
-                "$BENCH" --target "${URL[$t]}" --workload get --load --keys "$KEYS" --value-size "$v" \
-                    --ops 1 --connections 50 --pipeline 16 --no-progress >"$load_log" 2>&1 \
-                    || echo "bench-peers: load failed: $t v=$v (see $load_log)" >&2
-                LOADED[$t]=$v
-            fi
+            # Every key is written with a value of this cell's size before each
+            # run, in a run of its own (pipelined, so it is quick), and the
+            # measured run skips its load phase. A load inside the measured run
+            # put its writes' CPU on the measured operations, which hurt most
+            # the server whose writes cost most and the runs with the fewest
+            # operations (pipeline 1). Loading before every run, not once,
+            # starts each run from the same data: dynakv's load reads each key
+            # and writes with its context, so siblings that concurrent blind
+            # writers left on hot keys in one run do not pile up over the next.
+            load_log=$OUT/load-$t-c$c-v$v-$d-r$r.txt
+            "$BENCH" --target "${URL[$t]}" --workload get --load --keys "$KEYS" --value-size "$v" \
+                --ops 1 --connections 50 --pipeline 16 --no-progress >"$load_log" 2>&1 \
+                || echo "bench-peers: load failed: $t v=$v (see $load_log)" >&2
             "$BENCH" --target "${URL[$t]}" --workload "$WORKLOAD" --read-ratio "$READ_RATIO" --no-load \
                 --keys "$KEYS" --key-dist "$d" --value-size "$v" --connections "$c" \
                 --pipeline "$PIPELINE" --threads "$THREADS" --warmup "$WARMUP" --duration "$DURATION" \

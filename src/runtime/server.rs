@@ -85,6 +85,13 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
         if config.io_memory_bytes > 0 { " (configured)" } else { " (sized from the limit; glommio falls back to unregistered buffers if registration still fails)" },
     );
 
+    let (warn, note) = read_cache_note(config.read_cache_bytes, shards, mem_total_bytes());
+    if warn {
+        log::warning!("{note}");
+    } else {
+        info!("{note}");
+    }
+
     let (soft, hard) = raise_open_files_limit();
     info!("RLIMIT_NOFILE soft limit {soft} (hard limit {hard}); each client, RESP and internode connection holds one descriptor");
 
@@ -361,5 +368,84 @@ pub fn allowed_cpus() -> Vec<usize> {
         (0..libc::CPU_SETSIZE as usize)
             .filter(|&c| libc::CPU_ISSET(c, &set))
             .collect()
+    }
+}
+
+/// The machine's memory from `/proc/meminfo` (`MemTotal`), if it can be read.
+fn mem_total_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    parse_mem_total(&text)
+}
+
+/// `MemTotal: N kB` in bytes.
+fn parse_mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut words = line["MemTotal:".len()..].split_whitespace();
+    let kib: u64 = words.next()?.parse().ok()?;
+    (words.next() == Some("kB")).then(|| kib.saturating_mul(1024))
+}
+
+/// The start-up line about the read caches (`read_cache_bytes` per shard):
+/// what they may hold in all, and `true` (say it as a warning) when that is
+/// more than the machine's memory, where a cache that fills would end in the
+/// kernel's out-of-memory killer rather than in evictions.
+fn read_cache_note(per_shard: usize, shards: usize, mem_total: Option<u64>) -> (bool, String) {
+    let total = (per_shard as u64).saturating_mul(shards as u64);
+    let mib = |b: u64| b / (1 << 20);
+    let mut note = format!(
+        "read cache: {} MiB per shard, {} MiB for {shards} shards",
+        mib(per_shard as u64),
+        mib(total)
+    );
+    let over = match mem_total {
+        Some(mem) => {
+            note.push_str(&format!(" (the machine has {} MiB)", mib(mem)));
+            total > mem
+        }
+        None => false,
+    };
+    if over {
+        note.push_str(
+            "; more than the machine's memory: lower read_cache_bytes (docs/configuration.md)",
+        );
+    } else if per_shard == 0 {
+        note.push_str("; off: every read that misses the write buffer goes to the disk");
+    }
+    (over, note)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_total_is_read_in_bytes() {
+        let meminfo = "MemTotal:       24571904 kB\nMemFree:         1000 kB\n";
+        assert_eq!(parse_mem_total(meminfo), Some(24_571_904 * 1024));
+        assert_eq!(parse_mem_total("MemFree: 5 kB\n"), None);
+        assert_eq!(parse_mem_total("MemTotal: lots kB\n"), None);
+        assert_eq!(parse_mem_total("MemTotal: 5 MB\n"), None);
+        // This machine's, whatever it is, is read.
+        assert!(mem_total_bytes().is_some_and(|b| b > 0));
+    }
+
+    #[test]
+    fn a_read_cache_larger_than_the_machine_is_a_warning() {
+        let gib = 1u64 << 30;
+        let (warn, note) = read_cache_note(32 << 20, 2, Some(24 * gib));
+        assert!(!warn, "{note}");
+        assert_eq!(
+            note,
+            "read cache: 32 MiB per shard, 64 MiB for 2 shards (the machine has 24576 MiB)"
+        );
+        let (warn, note) = read_cache_note(16 << 30, 2, Some(24 * gib));
+        assert!(warn, "{note}");
+        assert!(note.contains("32768 MiB for 2 shards"), "{note}");
+        assert!(note.contains("lower read_cache_bytes"), "{note}");
+        // Unknown memory: no warning; a huge value does not overflow.
+        let (warn, note) = read_cache_note(usize::MAX, 256, None);
+        assert!(!warn, "{note}");
+        let (warn, note) = read_cache_note(0, 4, Some(gib));
+        assert!(!warn && note.contains("off"), "{note}");
     }
 }
