@@ -30,7 +30,7 @@
 #   CONNS     connection counts       ["50 200"]
 #   SIZES     value sizes             ["64 1024"]
 #   DISTS     key distributions       ["uniform zipfian"]
-#   TARGETS   which targets           ["redis redis-aof memcached dynakv"]
+#   TARGETS   which targets           ["redis redis-aof memcached dynakv dynakv1"]
 #             (dynakvN: a dynakv node of N shards, plain dynakv has SHARDS;
 #             memcachedN: memcached with N worker threads, plain memcached
 #             has its default of 4)
@@ -54,7 +54,7 @@ PIPELINE=${PIPELINE:-1}
 CONNS=${CONNS:-"50 200"}
 SIZES=${SIZES:-"64 1024"}
 DISTS=${DISTS:-"uniform zipfian"}
-TARGETS=${TARGETS:-"redis redis-aof memcached dynakv"}
+TARGETS=${TARGETS:-"redis redis-aof memcached dynakv dynakv1"}
 OUT=${OUT:-target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
 
 case "$#:${1:-}" in
