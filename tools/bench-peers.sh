@@ -71,6 +71,8 @@ mkdir -p "$OUT"
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
+    # A generator still running (the script was interrupted during a run).
+    [[ -n ${bench_pid:-} ]] && kill "$bench_pid" 2>/dev/null || true
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     rm -rf "$WORK"
