@@ -162,17 +162,30 @@ fn second_cohort_behind_a_held_sync<'a>(
     held
 }
 
-/// Crashes `disk` losing what was not synced, reopens it, and returns the keys of
-/// `0..writers` whose value did not survive.
-fn lost_in_a_crash(disk: &MemDisk, writers: usize) -> BTreeSet<usize> {
+/// Closes `store` without a sync, crashes `disk` losing what was not synced, reopens
+/// it, and asserts that every key of `0..writers` (all acknowledged) kept its value.
+fn assert_nothing_lost_in_a_crash(store: Store<MemDisk>, disk: &MemDisk, writers: usize) {
+    drop(store);
     disk.crash(CrashMode::LoseUnsynced);
     let store = open(disk);
-    (0..writers)
+    let missing: BTreeSet<usize> = (0..writers)
         .filter(|&i| {
             let got = block_on(store.get(NS, (i % 4) as u32, &key(i))).expect("get");
             got.map(|r| r.payload.to_vec()) != Some(value(i))
         })
-        .collect()
+        .collect();
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+}
+
+/// A store on `MemDisk` whose durable writers keep `prewrite_bytes` of zeros written
+/// ahead of their records, in segments of `segment_size_bytes` and 4 KiB pieces.
+fn prewrite_config(segment_size_bytes: u64, prewrite_bytes: u64) -> StoreConfig {
+    StoreConfig {
+        segment_size_bytes,
+        write_piece_bytes: 4096,
+        prewrite_bytes,
+        ..config()
+    }
 }
 
 #[test]
@@ -197,9 +210,7 @@ fn a_durable_put_never_returns_before_an_fdatasync_covering_it() {
     }
     assert_eq!(tasks.results.len(), 32);
     drop(tasks);
-    drop(store);
-    let missing = lost_in_a_crash(&disk, 32);
-    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+    assert_nothing_lost_in_a_crash(store, &disk, 32);
 }
 
 #[test]
@@ -291,9 +302,7 @@ fn fdatasyncs_of_a_file_never_overlap_across_rotations() {
         segments >= 3,
         "the segments rotated ({segments} segment files)"
     );
-    drop(store);
-    let missing = lost_in_a_crash(&disk, 160);
-    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+    assert_nothing_lost_in_a_crash(store, &disk, 160);
 }
 
 /// Zeros written ahead of the records for durable writers (`StoreConfig::prewrite_bytes`,
@@ -307,11 +316,8 @@ fn fdatasyncs_of_a_file_never_overlap_across_rotations() {
 fn zeros_written_ahead_of_the_records_never_land_over_them() {
     let disk = MemDisk::new();
     let config = StoreConfig {
-        segment_size_bytes: 1 << 20,
-        write_piece_bytes: 4096,
         write_buffer_bytes: 16 << 10,
-        prewrite_bytes: 32 << 10,
-        ..config()
+        ..prewrite_config(1 << 20, 32 << 10)
     };
     let (store, _) = block_on(Store::open(disk.clone(), config)).expect("open");
     disk.hold_writes(true);
@@ -371,9 +377,7 @@ fn zeros_written_ahead_of_the_records_never_land_over_them() {
     assert_eq!(tasks.results.len(), 201);
     drop(tasks);
     store.check_invariants();
-    drop(store);
-    let missing = lost_in_a_crash(&disk, 201);
-    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+    assert_nothing_lost_in_a_crash(store, &disk, 201);
 }
 
 /// Steps `tasks` to the end, releasing every held write as it shows up and checking
@@ -411,12 +415,7 @@ fn finish_releasing(
 #[test]
 fn a_failed_write_of_zeros_ahead_loses_nothing() {
     let disk = MemDisk::new();
-    let config = StoreConfig {
-        segment_size_bytes: 1 << 20,
-        write_piece_bytes: 4096,
-        prewrite_bytes: 32 << 10,
-        ..config()
-    };
+    let config = prewrite_config(1 << 20, 32 << 10);
     let (store, _) = block_on(Store::open(disk.clone(), config)).expect("open");
     disk.hold_writes(true);
     let mut tasks = Tasks::default();
@@ -432,9 +431,7 @@ fn a_failed_write_of_zeros_ahead_loses_nothing() {
     assert!(!store.is_failed());
     drop(tasks);
     store.check_invariants();
-    drop(store);
-    let missing = lost_in_a_crash(&disk, 201);
-    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+    assert_nothing_lost_in_a_crash(store, &disk, 201);
 }
 
 /// `prewrite_bytes` takes any value (the server does not bound it): a huge one writes
@@ -442,12 +439,7 @@ fn a_failed_write_of_zeros_ahead_loses_nothing() {
 #[test]
 fn zeros_ahead_stop_at_the_segment_end_whatever_prewrite_bytes_is() {
     let disk = MemDisk::new();
-    let config = StoreConfig {
-        segment_size_bytes: 64 << 10,
-        write_piece_bytes: 4096,
-        prewrite_bytes: u64::MAX,
-        ..config()
-    };
+    let config = prewrite_config(64 << 10, u64::MAX);
     let (store, _) = block_on(Store::open(disk.clone(), config)).expect("open");
     block_on(durable_put(&store, 0)).expect("durable put");
     // From writer 0's block to the segment's end, in whole 4 KiB chunks.
@@ -464,7 +456,5 @@ fn zeros_ahead_stop_at_the_segment_end_whatever_prewrite_bytes_is() {
     }
     assert!(store.stats().segments >= 3, "the segments rotated");
     store.check_invariants();
-    drop(store);
-    let missing = lost_in_a_crash(&disk, 600);
-    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+    assert_nothing_lost_in_a_crash(store, &disk, 600);
 }
