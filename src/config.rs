@@ -644,15 +644,17 @@ mod tests {
     use super::*;
     use crate::storage::StoreConfig;
 
+    /// Command-line arguments as `from_args` takes them.
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
     fn flags_override_file_and_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "shards = 3\nlisten = \"127.0.0.2:9000\"\n").unwrap();
-        let args: Vec<String> = ["--config", path.to_str().unwrap(), "--shards", "2"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let args = strings(&["--config", path.to_str().unwrap(), "--shards", "2"]);
         let c = ServerConfig::from_args(&args).unwrap();
         assert_eq!(c.shards, 2, "the flag wins over the file");
         assert_eq!(
@@ -667,8 +669,9 @@ mod tests {
     #[test]
     fn bad_input_is_rejected_clearly() {
         let bad = |args: &[&str]| {
-            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-            ServerConfig::from_args(&args).unwrap_err().to_string()
+            ServerConfig::from_args(&strings(args))
+                .unwrap_err()
+                .to_string()
         };
         assert!(bad(&["--partitions", "100"]).contains("power of two"));
         assert!(bad(&["--no-such", "1"]).contains("unknown option --no-such"));
@@ -703,17 +706,14 @@ mod tests {
         assert_eq!(c.weight_or_default(2), 4);
         assert_eq!(c.internode_addr(), "127.0.0.2:7100".parse().unwrap());
         assert_eq!(c.internode_shard_addr(3), "127.0.0.2:7103".parse().unwrap());
-        let args: Vec<String> = [
+        let args = strings(&[
             "--listen",
             "127.0.0.5:8000",
             "--seeds",
             "127.0.0.1:8100, 127.0.0.2:8100",
             "--internode-listen",
             "127.0.0.5:9000",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        ]);
         let c = ServerConfig::from_args(&args).unwrap();
         assert_eq!(
             c.seeds,
@@ -728,10 +728,7 @@ mod tests {
             3,
             "weight defaults to the shard count"
         );
-        let bad: Vec<String> = ["--internode-listen", "127.0.0.9:9000"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let bad = strings(&["--internode-listen", "127.0.0.9:9000"]);
         assert!(ServerConfig::from_args(&bad)
             .unwrap_err()
             .to_string()
@@ -740,13 +737,12 @@ mod tests {
 
     #[test]
     fn prewrite_bytes_defaults_to_the_stores_and_small_segments_need_no_change() {
-        let args = |a: &[&str]| -> Vec<String> { a.iter().map(|s| s.to_string()).collect() };
         assert_eq!(
             ServerConfig::from_args(&[]).unwrap().prewrite_bytes,
             StoreConfig::default().prewrite_bytes,
             "the server's default is the store's"
         );
-        let c = ServerConfig::from_args(&args(&["--prewrite-bytes", "0"])).unwrap();
+        let c = ServerConfig::from_args(&strings(&["--prewrite-bytes", "0"])).unwrap();
         assert_eq!(c.prewrite_bytes, 0, "0 turns it off");
         let c =
             ServerConfig::from_toml("prewrite_bytes = 4194304\n", std::path::Path::new("f.toml"))
@@ -755,9 +751,9 @@ mod tests {
         c.validate().unwrap();
         // The store stops the zeros at the segment's end: a segment smaller
         // than the default prewrite is accepted as it is.
-        let c = ServerConfig::from_args(&args(&["--segment-size-bytes", "524288"])).unwrap();
+        let c = ServerConfig::from_args(&strings(&["--segment-size-bytes", "524288"])).unwrap();
         assert!(c.prewrite_bytes > c.segment_size_bytes);
-        let e = ServerConfig::from_args(&args(&["--prewrite-bytes", "lots"]))
+        let e = ServerConfig::from_args(&strings(&["--prewrite-bytes", "lots"]))
             .unwrap_err()
             .to_string();
         assert!(e.contains("--prewrite-bytes has a bad value 'lots'"), "{e}");
@@ -765,13 +761,12 @@ mod tests {
 
     #[test]
     fn read_cache_bytes_defaults_to_the_stores_and_parses() {
-        let args = |a: &[&str]| -> Vec<String> { a.iter().map(|s| s.to_string()).collect() };
         assert_eq!(
             ServerConfig::from_args(&[]).unwrap().read_cache_bytes,
             StoreConfig::default().read_cache_bytes,
             "the server's default is the store's"
         );
-        let c = ServerConfig::from_args(&args(&["--read-cache-bytes", "0"])).unwrap();
+        let c = ServerConfig::from_args(&strings(&["--read-cache-bytes", "0"])).unwrap();
         assert_eq!(c.read_cache_bytes, 0, "0 turns it off");
         let c = ServerConfig::from_toml(
             "read_cache_bytes = 1073741824\n",
@@ -780,7 +775,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.read_cache_bytes, 1 << 30);
         c.validate().unwrap();
-        let e = ServerConfig::from_args(&args(&["--read-cache-bytes", "-1"]))
+        let e = ServerConfig::from_args(&strings(&["--read-cache-bytes", "-1"]))
             .unwrap_err()
             .to_string();
         assert!(e.contains("--read-cache-bytes has a bad value '-1'"), "{e}");
@@ -788,14 +783,13 @@ mod tests {
 
     #[test]
     fn flushes_in_flight_max_parses_defaults_and_is_bounded() {
-        let args = |a: &[&str]| -> Vec<String> { a.iter().map(|s| s.to_string()).collect() };
         assert_eq!(ServerConfig::default().flushes_in_flight_max, 2);
         assert_eq!(
             ServerConfig::from_args(&[]).unwrap().flushes_in_flight_max,
             StoreConfig::default().flushes_in_flight_max,
             "the server's default is the store's"
         );
-        let c = ServerConfig::from_args(&args(&["--flushes-in-flight-max", "4"])).unwrap();
+        let c = ServerConfig::from_args(&strings(&["--flushes-in-flight-max", "4"])).unwrap();
         assert_eq!(c.flushes_in_flight_max, 4);
         let c = ServerConfig::from_toml(
             "flushes_in_flight_max = 1\n",
@@ -810,10 +804,10 @@ mod tests {
         )
         .unwrap();
         assert!(c.validate().is_err(), "a file's 0 is refused too");
-        let c = ServerConfig::from_args(&args(&["--flushes-in-flight-max", "16"])).unwrap();
+        let c = ServerConfig::from_args(&strings(&["--flushes-in-flight-max", "16"])).unwrap();
         assert_eq!(c.flushes_in_flight_max, ServerConfig::FLUSHES_IN_FLIGHT_MAX);
         for bad in ["0", "17"] {
-            let e = ServerConfig::from_args(&args(&["--flushes-in-flight-max", bad]))
+            let e = ServerConfig::from_args(&strings(&["--flushes-in-flight-max", bad]))
                 .unwrap_err()
                 .to_string();
             assert!(
@@ -823,7 +817,7 @@ mod tests {
                 "{e}"
             );
         }
-        let e = ServerConfig::from_args(&args(&["--flushes-in-flight-max", "-1"]))
+        let e = ServerConfig::from_args(&strings(&["--flushes-in-flight-max", "-1"]))
             .unwrap_err()
             .to_string();
         assert!(e.contains("bad value '-1'"), "{e}");
