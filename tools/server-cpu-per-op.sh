@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Server CPU microseconds and system calls per operation for one workload:
-# starts a 2-shard node with the given extra flags, loads KEYS keys, then
+# starts a node of SHARDS shards with the given extra flags, loads KEYS keys, then
 # REPEATS times runs 200,000 operations (50 connections) and divides the
 # server's utime+stime (from /proc) and, when `perf` can read the kernel's
 # syscall tracepoints, its system calls and context switches by them. Used
@@ -9,9 +9,10 @@
 #   tools/server-cpu-per-op.sh 7700 --idle-timeout-ms 0   # no idle timeout
 # Environment: WL (get|put|ping, default get), PIPE (pipeline depth, default 1),
 # REPEATS (default 1), OPS (default 200000), CONNS (default 50), KEYS (key
-# space, default 10000; the ceiling uses 100000),
+# space, default 10000; the ceiling uses 100000), SHARDS (default 2),
 # DYNAKV / BENCH (binaries, default target/release/...).
-# Each run prints one line; the syscall counts are deterministic enough to
+# Each run prints one line (server CPU per op, and its user and kernel parts);
+# the syscall counts are deterministic enough to
 # compare across builds on a noisy machine, the CPU time is not (use medians).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,12 +21,12 @@ DYNAKV=${DYNAKV:-target/release/dynakv}
 B=${BENCH:-target/release/dynakv-bench}
 OPS=${OPS:-200000}
 DIR=$(mktemp -d)
-"$DYNAKV" server --data-dir "$DIR" --listen "127.0.0.1:$PORT" --shards 2 "$@" >/dev/null 2>&1 &
+"$DYNAKV" server --data-dir "$DIR" --listen "127.0.0.1:$PORT" --shards "${SHARDS:-2}" "$@" >/dev/null 2>&1 &
 SP=$!
 trap 'kill $SP 2>/dev/null; wait $SP 2>/dev/null; rm -rf "$DIR"' EXIT
 for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
 $B --target "dynakv://127.0.0.1:$PORT" --workload get --keys "${KEYS:-10000}" --ops 10000 --no-progress >/dev/null 2>&1
-cpu() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$SP/stat"; }
+cpu() { awk '{ sub(/^.*\) /, ""); print $12 + $13, $12, $13 }' "/proc/$SP/stat"; }
 EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_io_uring_enter,context-switches
 COUNT=0
 if command -v perf >/dev/null && perf stat -e "$EVENTS" -- true >/dev/null 2>&1; then COUNT=1; fi
@@ -45,5 +46,9 @@ for r in $(seq "${REPEATS:-1}"); do
         kill -INT "$PP"; wait "$PP" 2>/dev/null || true
         counts=$(awk -F, -v ops="$OPS" '/^[0-9]/ { n = $3; sub(/^(raw_)?syscalls:sys_enter_?/, "", n); if (n == "") n = "syscalls"; printf " %s/op %.3f", n, $1 / ops }' "$PERF_OUT")
     fi
-    echo "run $r: ops/s ${tput:-?} server CPU us/op $(python3 -c "print(round(($c1 - $c0) * 1e6 / $(getconf CLK_TCK) / $OPS, 2))")$counts"
+    per_op=$(python3 -c "
+a, b = '$c0'.split(), '$c1'.split()
+us = lambda i: (int(b[i]) - int(a[i])) * 1e6 / $(getconf CLK_TCK) / $OPS
+print(f'{us(0):.2f} (user {us(1):.2f}, kernel {us(2):.2f})')")
+    echo "run $r: ops/s ${tput:-?} server CPU us/op $per_op$counts"
 done
