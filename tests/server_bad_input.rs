@@ -206,6 +206,46 @@ fn oversized_keys_values_and_bad_contexts_are_rejected_clearly() {
         "{reply:?}"
     );
 
+    // Blind puts of one key are concurrent siblings; past the bound a put
+    // is refused, with the remedy said once, and the siblings stay.
+    let blind = |id| {
+        request(
+            id,
+            Request::Put {
+                key: Bytes::from_static(b"crowded"),
+                value: Bytes::from(id.to_string()),
+                context: None,
+                quorum,
+            },
+        )
+    };
+    for id in 100..164 {
+        stream.write_all(&blind(id)).unwrap();
+        let (_, reply) = read_reply(&mut stream).unwrap();
+        assert_eq!(error_code(&reply), None, "{reply:?}");
+    }
+    stream.write_all(&blind(164)).unwrap();
+    let (id, reply) = read_reply(&mut stream).unwrap();
+    let Response::Error { code, message, .. } = reply else {
+        panic!("the 65th sibling is refused: {reply:?}");
+    };
+    assert_eq!((id, code), (164, ErrorCode::TooManySiblings), "{message}");
+    assert_eq!(
+        message.matches("read the key").count(),
+        1,
+        "the remedy is said once: {message}"
+    );
+    let get = Request::Get {
+        key: Bytes::from_static(b"crowded"),
+        quorum,
+    };
+    stream.write_all(&request(165, get)).unwrap();
+    let (_, reply) = read_reply(&mut stream).unwrap();
+    let Response::Get { siblings, .. } = reply else {
+        panic!("{reply:?}");
+    };
+    assert_eq!(siblings.len(), 64);
+
     assert_still_serving(&node);
 }
 

@@ -414,6 +414,10 @@ struct LocalOp {
     stage: LocalStage,
     /// The set being written (Writing stage).
     result: Option<SiblingSet>,
+    /// Ops queued behind this one on the key that ride on its write
+    /// (`absorb_queued`), in queue order, each with what it would have
+    /// written had it run alone after the ones before it (or its refusal).
+    riders: Vec<(u64, Result<SiblingSet, ReplicaError>)>,
 }
 
 #[derive(Clone, Debug)]
@@ -565,6 +569,10 @@ fn table<K: Hash + Eq, V>() -> AHashMap<K, V> {
         0x6479_6e61_6b76_0004,
     ))
 }
+
+/// The most queued ops of one key that ride on one write
+/// (`Replica::absorb_queued`).
+const RIDERS_MAX: usize = 256;
 
 /// The local operations of one key: the one running and those queued
 /// behind it, in order (usually none, so no queue is allocated).
@@ -1726,6 +1734,7 @@ impl Replica {
                 kind,
                 stage: LocalStage::Queued,
                 result: None,
+                riders: Vec::new(),
             },
         );
         match self.locks.entry((namespace, key)) {
@@ -1758,8 +1767,12 @@ impl Replica {
 
     /// Finishes local op `op_id` (successfully or not), runs its
     /// continuation and starts the next op queued on the same key.
+    ///
+    /// The ops riding on its write finish right after it, in queue order:
+    /// each with the set it would have written alone, or with the write's
+    /// failure, which they share.
     fn local_finish(&mut self, now_ms: u64, op_id: u64, result: Result<SiblingSet, ReplicaError>) {
-        let op = self.local_ops.remove(&op_id).expect("local op exists");
+        let mut op = self.local_ops.remove(&op_id).expect("local op exists");
         let lock_key = (op.namespace, op.key.clone());
         let queue = self.locks.get_mut(&lock_key).expect("lock held");
         assert_eq!(queue.running, op_id, "only the lock holder finishes");
@@ -1770,6 +1783,30 @@ impl Replica {
                 self.locks.remove(&lock_key);
             }
         }
+        let riders = std::mem::take(&mut op.riders);
+        let failure = result.as_ref().err().cloned();
+        self.local_continue(now_ms, op, result);
+        for (rider_id, outcome) in riders {
+            let rider = self.local_ops.remove(&rider_id).expect("rider exists");
+            let outcome = match (&failure, outcome) {
+                (Some(error), Ok(_)) => Err(error.clone()),
+                (_, outcome) => outcome,
+            };
+            self.local_continue(now_ms, rider, outcome);
+        }
+        if let Some(next) = next {
+            self.local_start(next);
+        }
+    }
+
+    /// Runs a finished local op's continuation: the put's count and fan-out,
+    /// a merge's acknowledgement, a hint's bookkeeping.
+    fn local_continue(
+        &mut self,
+        now_ms: u64,
+        op: LocalOp,
+        result: Result<SiblingSet, ReplicaError>,
+    ) {
         match op.kind {
             LocalOpKind::CoordinatorUpdate {
                 op: put, durable, ..
@@ -1814,9 +1851,6 @@ impl Replica {
                     }
                 }
             }
-        }
-        if let Some(next) = next {
-            self.local_start(next);
         }
     }
 
@@ -1955,7 +1989,9 @@ impl Replica {
 
     fn local_read_done(&mut self, now_ms: u64, op_id: u64, stored: SiblingSet) {
         let op = self.local_ops.get(&op_id).expect("local op exists");
-        let (new_set, durable) = match &op.kind {
+        // `unchanged`: the stored set, kept while nothing in this write is
+        // sure to change it (a merge may bring nothing new).
+        let (mut new_set, mut durable, mut unchanged) = match &op.kind {
             LocalOpKind::CoordinatorUpdate {
                 context,
                 value,
@@ -1966,7 +2002,7 @@ impl Replica {
                 if let Err(error) = updated.update(context, self.actor, value.clone()) {
                     return self.local_finish(now_ms, op_id, Err(ReplicaError::Version(error)));
                 }
-                (updated, *durable)
+                (updated, *durable, None)
             }
             LocalOpKind::Merge {
                 siblings, durable, ..
@@ -1975,11 +2011,7 @@ impl Replica {
                 if let Err(error) = merged.merge(siblings) {
                     return self.local_finish(now_ms, op_id, Err(ReplicaError::Version(error)));
                 }
-                if merged == stored && !*durable {
-                    // Nothing new and no durability asked: no write needed.
-                    return self.local_finish(now_ms, op_id, Ok(merged));
-                }
-                (merged, *durable)
+                (merged, *durable, Some(stored))
             }
             LocalOpKind::DeleteHintIfUnchanged { expected, .. }
             | LocalOpKind::PurgeIfUnchanged { expected } => {
@@ -2000,6 +2032,13 @@ impl Replica {
                 return;
             }
         };
+        // With riders, the set written holds their updates too; the leader
+        // keeps its own.
+        let own = self.absorb_queued(op_id, &mut new_set, &mut durable, &mut unchanged);
+        if !durable && unchanged.is_some_and(|stored| stored == new_set) {
+            // Nothing new and no durability asked: no write needed.
+            return self.local_finish(now_ms, op_id, Ok(own.unwrap_or(new_set)));
+        }
         let mut payload = Vec::with_capacity(new_set.encoded_len());
         new_set.encode(&mut payload);
         let io = self.fresh_id();
@@ -2014,8 +2053,88 @@ impl Replica {
             all_tombstones: new_set.is_all_tombstones(),
             durable,
         });
-        op.result = Some(new_set);
+        op.result = Some(own.unwrap_or(new_set));
         self.ios.insert(io, IoPurpose::LocalOp(op_id));
+    }
+
+    /// Coalesces a hot key's queue: the puts and merges queued right behind
+    /// op `op_id` on its key are applied, in queue order, to the set it is
+    /// about to write, and ride on that one write instead of each reading
+    /// and rewriting the whole set in turn (a key with many siblings under
+    /// many concurrent writers would otherwise be rewritten once per put,
+    /// one write at a time, and its queue could outgrow the request
+    /// deadline). Each rider keeps what it would have written had it run
+    /// alone after the ones before it: a put's own dot, and the clock of
+    /// that set as its context, never the clock of later riders' writes.
+    /// The write is durable if any rider asked for that. Applying stops at
+    /// the first op of another kind (a purge, a hint's delete), which must
+    /// read what the ones before it wrote, and after `RIDERS_MAX` riders.
+    /// Returns the leader's own set when riders joined (`set` is then the
+    /// one to write).
+    fn absorb_queued(
+        &mut self,
+        op_id: u64,
+        set: &mut SiblingSet,
+        durable: &mut bool,
+        unchanged: &mut Option<SiblingSet>,
+    ) -> Option<SiblingSet> {
+        let op = &self.local_ops[&op_id];
+        let partition = op.partition;
+        let lock_key = (op.namespace, op.key.clone());
+        let queue = self.locks.get_mut(&lock_key)?;
+        if queue.waiting.is_empty() {
+            return None;
+        }
+        let own = set.clone();
+        let mut riders = Vec::new();
+        while riders.len() < RIDERS_MAX {
+            let Some(&next) = queue.waiting.front() else {
+                break;
+            };
+            let rider = &self.local_ops[&next];
+            if rider.partition != partition {
+                break;
+            }
+            let outcome = match &rider.kind {
+                LocalOpKind::CoordinatorUpdate {
+                    context,
+                    value,
+                    durable: wants_durable,
+                    ..
+                } => match set.update(context, self.actor, value.clone()) {
+                    Ok(()) => {
+                        *durable |= *wants_durable;
+                        // A put always adds a dot: the set changes.
+                        *unchanged = None;
+                        Ok(set.clone())
+                    }
+                    Err(error) => Err(ReplicaError::Version(error)),
+                },
+                LocalOpKind::Merge {
+                    siblings,
+                    durable: wants_durable,
+                    ..
+                } => match set.merge(siblings) {
+                    Ok(()) => {
+                        *durable |= *wants_durable;
+                        Ok(set.clone())
+                    }
+                    Err(error) => Err(ReplicaError::Version(error)),
+                },
+                LocalOpKind::PurgeIfUnchanged { .. }
+                | LocalOpKind::DeleteHintIfUnchanged { .. } => break,
+            };
+            queue.waiting.pop_front();
+            riders.push((next, outcome));
+        }
+        if riders.is_empty() {
+            return None;
+        }
+        self.local_ops
+            .get_mut(&op_id)
+            .expect("local op exists")
+            .riders = riders;
+        Some(own)
     }
 }
 

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::membership::NodeId;
-use crate::version::{SiblingSet, Value, VersionVector};
+use crate::version::{SiblingSet, Value, VersionError, VersionVector};
 
 const A: NodeId = NodeId(1);
 const B: NodeId = NodeId(2);
@@ -1211,4 +1211,385 @@ fn only_hint_replay_reads_count_as_background_work() {
     );
     h.release_hint_reads();
     assert_eq!(h.replica.hint_count(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// A hot key's queue rides on one write (`Replica::absorb_queued`).
+
+/// An N = W = 1 harness and the request of a put of `value` to key "k" with
+/// `context`.
+fn single_replica() -> Harness {
+    Harness::new(
+        A,
+        QuorumConfig {
+            n: 1,
+            r: 1,
+            w: 1,
+            dw: 0,
+        },
+    )
+}
+
+fn single_put(context: VersionVector, value: &str) -> PutRequest {
+    PutRequest {
+        key: Bytes::from_static(b"k"),
+        partition: 0,
+        context,
+        value: Value::Data(Bytes::copy_from_slice(value.as_bytes())),
+        preference: Preference {
+            primaries: vec![A],
+            fallbacks: vec![],
+        },
+        quorum: None,
+    }
+}
+
+impl Harness {
+    /// Runs the machine's storage requests like `pump`, counting the reads
+    /// and writes of data key "k".
+    fn pump_counting(&mut self) -> (usize, usize) {
+        let (mut reads, mut writes) = (0, 0);
+        while let Some(io) = self.replica.poll_io() {
+            match &io {
+                IoRequest::Read {
+                    namespace: Namespace::Data,
+                    ..
+                } => reads += 1,
+                IoRequest::Write {
+                    namespace: Namespace::Data,
+                    ..
+                } => writes += 1,
+                _ => {}
+            }
+            self.perform(io);
+        }
+        self.collect();
+        (reads, writes)
+    }
+
+    /// The put replies so far, by client id.
+    fn put_results(&self) -> BTreeMap<u64, Result<PutOutcome, ReplicaError>> {
+        self.replies
+            .iter()
+            .filter_map(|reply| match reply {
+                ClientReply::Put { id, result } => Some((*id, result.clone())),
+                ClientReply::Get { .. } => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn puts_queued_on_a_hot_key_ride_on_one_write_each_with_its_own_context() {
+    let mut h = single_replica();
+    let lock = h
+        .replica
+        .lock_key(Namespace::Data, Bytes::from_static(b"k"))
+        .expect("unlocked");
+    // Five blind puts queue behind the lock (a waiting in-place write).
+    for id in 1..=5 {
+        h.replica
+            .start_put(0, id, single_put(VersionVector::new(), &format!("v{id}")));
+    }
+    assert!(h.replica.poll_io().is_none(), "all wait for the lock");
+    h.replica.unlock_key(lock);
+    assert_eq!(
+        h.pump_counting(),
+        (1, 1),
+        "one read and one write for the five puts"
+    );
+    let results = h.put_results();
+    assert_eq!(results.len(), 5);
+    let actor = h.replica.actor();
+    // Each put's context is the clock of the set it would have written
+    // alone, after the puts queued before it: its own dot and theirs, never
+    // a later put's (that would let the client supersede a value it never
+    // read).
+    for (id, result) in &results {
+        let outcome = result.as_ref().expect("every put succeeds");
+        assert_eq!(outcome.acks, 1);
+        assert_eq!(outcome.context.entries(), &[(actor, *id)]);
+    }
+    let stored = h.stored(Namespace::Data, b"k").unwrap();
+    assert_eq!(stored.sibling_count(), 5, "blind puts are siblings");
+    // A put with the second put's context supersedes the first two only.
+    let second = results[&2].as_ref().unwrap().context.clone();
+    h.replica.start_put(0, 6, single_put(second, "v6"));
+    h.pump();
+    let values: Vec<_> = h
+        .stored(Namespace::Data, b"k")
+        .unwrap()
+        .data_values()
+        .into_iter()
+        .cloned()
+        .collect();
+    assert_eq!(
+        values,
+        ["v3", "v4", "v5", "v6"].map(|v| Bytes::from_static(v.as_bytes()))
+    );
+}
+
+#[test]
+fn a_refused_rider_is_answered_alone_and_the_others_still_write() {
+    let mut h = single_replica();
+    // The key holds one sibling fewer than the bound.
+    let full: Vec<String> = (0..crate::version::SIBLINGS_MAX - 1)
+        .map(|i| format!("s{i}"))
+        .collect();
+    let full: Vec<&str> = full.iter().map(String::as_str).collect();
+    let stored = set_with(actor_id(B, 0, 1), &full);
+    let mut payload = Vec::new();
+    stored.encode(&mut payload);
+    h.store.insert(
+        (Namespace::Data, 0, Bytes::from_static(b"k")),
+        (Bytes::from(payload), false),
+    );
+    let lock = h
+        .replica
+        .lock_key(Namespace::Data, Bytes::from_static(b"k"))
+        .expect("unlocked");
+    // The first blind put reaches the bound, the second would pass it, the
+    // third read the 63 and supersedes them.
+    h.replica
+        .start_put(0, 1, single_put(VersionVector::new(), "fills"));
+    h.replica
+        .start_put(0, 2, single_put(VersionVector::new(), "one too many"));
+    h.replica
+        .start_put(0, 3, single_put(stored.context(), "merged"));
+    h.replica.unlock_key(lock);
+    assert_eq!(h.pump_counting(), (1, 1));
+    let results = h.put_results();
+    assert!(results[&1].is_ok());
+    assert!(
+        matches!(
+            results[&2],
+            Err(ReplicaError::Version(VersionError::SiblingsOverflow { .. }))
+        ),
+        "{:?}",
+        results[&2]
+    );
+    assert!(results[&3].is_ok());
+    let values: Vec<_> = h
+        .stored(Namespace::Data, b"k")
+        .unwrap()
+        .data_values()
+        .into_iter()
+        .cloned()
+        .collect();
+    assert_eq!(
+        values,
+        ["fills", "merged"].map(|v| Bytes::from_static(v.as_bytes()))
+    );
+}
+
+#[test]
+fn riders_share_the_write_failure_and_acknowledge_only_after_the_write() {
+    let mut h = single_replica();
+    let lock = h
+        .replica
+        .lock_key(Namespace::Data, Bytes::from_static(b"k"))
+        .expect("unlocked");
+    h.replica
+        .start_put(0, 1, single_put(VersionVector::new(), "a"));
+    // A remote coordinator's replica write of the same key queues too.
+    h.replica.handle_message(
+        0,
+        B,
+        ReplicaMessage::PutReplica {
+            req: 77,
+            partition: 0,
+            key: Bytes::from_static(b"k"),
+            siblings: set_with(actor_id(B, 0, 1), &["remote"]),
+            durable: false,
+            hint_for: None,
+        },
+    );
+    h.replica
+        .start_put(0, 2, single_put(VersionVector::new(), "b"));
+    h.replica.unlock_key(lock);
+    let read = h.replica.poll_io().expect("the leader reads");
+    assert!(matches!(read, IoRequest::Read { .. }));
+    h.perform(read);
+    let write = h.replica.poll_io().expect("one write for all three");
+    assert!(h.replica.poll_io().is_none());
+    let IoRequest::Write { io, payload, .. } = write else {
+        panic!("expected the write, got {write:?}");
+    };
+    assert_eq!(SiblingSet::decode(&payload).unwrap().sibling_count(), 3);
+    h.collect();
+    assert!(
+        h.replies.is_empty() && h.sent.is_empty(),
+        "nothing before the write"
+    );
+    h.replica
+        .handle_io_done(0, io, IoResult::Failed("disk on fire".into()));
+    h.collect();
+    let results = h.put_results();
+    assert!(matches!(results[&1], Err(ReplicaError::Storage(_))));
+    assert!(matches!(results[&2], Err(ReplicaError::Storage(_))));
+    assert!(
+        h.take_sent_to(B).is_empty(),
+        "the replica write is not acknowledged"
+    );
+    assert!(!h.replica.key_busy(Namespace::Data, b"k"));
+}
+
+#[test]
+fn a_purge_queued_between_puts_reads_what_the_puts_before_it_wrote() {
+    let mut h = single_replica();
+    let lock = h
+        .replica
+        .lock_key(Namespace::Data, Bytes::from_static(b"k"))
+        .expect("unlocked");
+    h.replica
+        .start_put(0, 1, single_put(VersionVector::new(), "a"));
+    h.replica
+        .start_put(0, 2, single_put(VersionVector::new(), "b"));
+    // Judged collectable before the puts: it must not purge them.
+    h.replica
+        .start_purge(0, Bytes::from_static(b"k"), SiblingSet::new());
+    h.replica
+        .start_put(0, 3, single_put(VersionVector::new(), "c"));
+    h.replica.unlock_key(lock);
+    // Two puts on one write, the purge's read (no write: the set changed),
+    // the last put's read and write.
+    assert_eq!(h.pump_counting(), (3, 2));
+    assert_eq!(h.put_results().len(), 3);
+    assert_eq!(h.stored(Namespace::Data, b"k").unwrap().sibling_count(), 3);
+}
+
+/// One local operation on key "k" for `coalesced_queue_answers_as_one_at_a_time`.
+#[derive(Clone, Debug)]
+enum QueuedOp {
+    Put {
+        id: u64,
+        context: VersionVector,
+        durable: bool,
+    },
+    /// A remote coordinator's replica write.
+    Merge {
+        req: u64,
+        siblings: SiblingSet,
+        durable: bool,
+    },
+    Purge,
+}
+
+fn run_queued_op(h: &mut Harness, op: &QueuedOp) {
+    match op {
+        QueuedOp::Put {
+            id,
+            context,
+            durable,
+        } => {
+            let mut request = single_put(context.clone(), &format!("v{id}"));
+            request.quorum = Some(QuorumConfig {
+                n: 1,
+                r: 1,
+                w: 1,
+                dw: usize::from(*durable),
+            });
+            h.replica.start_put(h.now_ms, *id, request);
+        }
+        QueuedOp::Merge {
+            req,
+            siblings,
+            durable,
+        } => h.replica.handle_message(
+            h.now_ms,
+            B,
+            ReplicaMessage::PutReplica {
+                req: *req,
+                partition: 0,
+                key: Bytes::from_static(b"k"),
+                siblings: siblings.clone(),
+                durable: *durable,
+                hint_for: None,
+            },
+        ),
+        QueuedOp::Purge => h
+            .replica
+            .start_purge(0, Bytes::from_static(b"k"), SiblingSet::new()),
+    }
+}
+
+#[test]
+fn coalesced_queue_answers_as_one_at_a_time() {
+    // Riding on one write must be invisible: every reply, every
+    // acknowledgement and the stored set equal those of running the same
+    // operations one after another, each reading what the last wrote.
+    let mut rng = crate::test_rng::Rng(0x0dd_c0a1_e5ce);
+    for case in 0..400u64 {
+        let count = 2 + rng.below(14);
+        let mut ops = Vec::new();
+        for i in 0..count {
+            let durable = rng.below(4) == 0;
+            ops.push(match rng.below(10) {
+                0..=5 => {
+                    // A context naming some of the puts so far (a client
+                    // that read part of the history), or none (blind).
+                    let seen = rng.below(i + 1);
+                    let context = if seen == 0 {
+                        VersionVector::new()
+                    } else {
+                        VersionVector::from_entries(vec![(actor_id(A, 0, 1), seen)]).unwrap()
+                    };
+                    QueuedOp::Put {
+                        id: 100 + i,
+                        context,
+                        durable,
+                    }
+                }
+                6..=8 => {
+                    let values: Vec<String> =
+                        (0..=rng.below(2)).map(|v| format!("m{i}.{v}")).collect();
+                    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+                    QueuedOp::Merge {
+                        req: 500 + i,
+                        siblings: set_with(actor_id(C, 0, 1 + i as u16), &values),
+                        durable,
+                    }
+                }
+                _ => QueuedOp::Purge,
+            });
+        }
+        let mut alone = single_replica();
+        for op in &ops {
+            run_queued_op(&mut alone, op);
+            alone.pump();
+        }
+        let mut queued = single_replica();
+        let lock = queued
+            .replica
+            .lock_key(Namespace::Data, Bytes::from_static(b"k"))
+            .expect("unlocked");
+        for op in &ops {
+            run_queued_op(&mut queued, op);
+        }
+        queued.replica.unlock_key(lock);
+        let (reads, _) = queued.pump_counting();
+        assert_eq!(
+            queued.put_results(),
+            alone.put_results(),
+            "case {case}: {ops:?}"
+        );
+        assert_eq!(
+            queued.take_sent_to(B),
+            alone.take_sent_to(B),
+            "case {case}: acknowledgements"
+        );
+        assert_eq!(
+            queued.stored(Namespace::Data, b"k"),
+            alone.stored(Namespace::Data, b"k"),
+            "case {case}: stored set"
+        );
+        let purges = ops
+            .iter()
+            .filter(|op| matches!(op, QueuedOp::Purge))
+            .count();
+        assert!(
+            reads <= 1 + 2 * purges,
+            "case {case}: {reads} reads; a run of puts and merges reads once"
+        );
+    }
 }

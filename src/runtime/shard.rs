@@ -2467,11 +2467,10 @@ fn replica_error(e: ReplicaError, timed_out: bool) -> (ErrorCode, String, u32) {
         ReplicaError::NotAPrimary { .. } => (ErrorCode::WrongOwner, message, 0),
         ReplicaError::InvalidRequest(_) => (ErrorCode::BadRequest, message, 0),
         ReplicaError::Overloaded => (ErrorCode::Overloaded, message, 0),
-        ReplicaError::Version(VersionError::SiblingsOverflow { .. }) => (
-            ErrorCode::TooManySiblings,
-            format!("{message}; read the key and write back a merged value with its context"),
-            0,
-        ),
+        // The version layer's message already says how to resolve it.
+        ReplicaError::Version(VersionError::SiblingsOverflow { .. }) => {
+            (ErrorCode::TooManySiblings, message, 0)
+        }
         ReplicaError::Version(_) => (ErrorCode::BadContext, format!("bad context: {message}"), 0),
         ReplicaError::Storage(text) => {
             let code = [
