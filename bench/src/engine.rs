@@ -990,6 +990,9 @@ impl Engine {
         } else if pending.measured {
             phase.last_completion_ns = phase.last_completion_ns.max(now);
             let latency_ns = now.saturating_sub(pending.intended_ns).max(1);
+            if let Outcome::Hit { siblings } = reply.outcome {
+                self.stats.record_read_hit(siblings);
+            }
             let stats = self.stats.op(pending.op);
             if errored {
                 stats.error_replies += 1;

@@ -499,6 +499,18 @@ fn report(config: &Config, stats: &RunStats, intervals: &Intervals) -> Result<Ex
         summary.cpu_us_per_op,
         stats.utilisation_max * 100.0
     );
+    if stats.reads_with_siblings > 0 {
+        // Concurrent writes to one key are siblings in dynakv (Dynamo
+        // §4.4), and every one comes back with each read of the key.
+        println!(
+            "reads: {} hits, {:.2} versions per hit, at most {}; {} hits ({:.2}%) returned siblings",
+            stats.read_hits,
+            stats.read_siblings as f64 / stats.read_hits as f64,
+            stats.read_siblings_max,
+            stats.reads_with_siblings,
+            100.0 * stats.reads_with_siblings as f64 / stats.read_hits as f64
+        );
+    }
     if stats.cart_reads > 0 {
         println!(
             "cart: {} reads, {:.2} siblings per read, at most {}",

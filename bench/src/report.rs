@@ -248,7 +248,7 @@ pub fn json(summary: &Summary<'_>, config: &Config) -> String {
     }
     error_kinds.push('}');
     format!(
-        "{{\"throughput_ops_s\":{},\"ops\":{},\"errors\":{},\"misses\":{},\"error_replies\":{},\"timeouts\":{},\"connection_errors\":{},\"duration_s\":{},\"latency_us\":{},\"per_op\":{},\"generator_cpu_us_per_op\":{},\"generator_core_utilisation\":{},\"generator_saturated\":{},\"connections_lost\":{},\"open_loop_unsent\":{},\"load\":{{\"keys\":{},\"errors\":{},\"duration_s\":{}}},\"cart\":{{\"reads\":{},\"siblings_seen\":{},\"siblings_max\":{}}},\"error_kinds\":{},\"target\":{},\"workload\":{},\"config\":{}}}\n",
+        "{{\"throughput_ops_s\":{},\"ops\":{},\"errors\":{},\"misses\":{},\"error_replies\":{},\"timeouts\":{},\"connection_errors\":{},\"duration_s\":{},\"latency_us\":{},\"per_op\":{},\"generator_cpu_us_per_op\":{},\"generator_core_utilisation\":{},\"generator_saturated\":{},\"connections_lost\":{},\"open_loop_unsent\":{},\"load\":{{\"keys\":{},\"errors\":{},\"duration_s\":{}}},\"cart\":{{\"reads\":{},\"siblings_seen\":{},\"siblings_max\":{}}},\"reads\":{{\"hits\":{},\"siblings_seen\":{},\"siblings_max\":{},\"with_siblings\":{}}},\"error_kinds\":{},\"target\":{},\"workload\":{},\"config\":{}}}\n",
         json_f64(summary.throughput_ops_s),
         t.ok,
         t.errors(),
@@ -270,6 +270,10 @@ pub fn json(summary: &Summary<'_>, config: &Config) -> String {
         s.cart_reads,
         s.siblings_seen,
         s.siblings_max,
+        s.read_hits,
+        s.read_siblings,
+        s.read_siblings_max,
+        s.reads_with_siblings,
         error_kinds,
         json_string(&config.target.url),
         json_string(config.workload.name()),
@@ -563,6 +567,8 @@ mod tests {
         stats.wall_ns = 2_000_000_000;
         stats.utilisation_max = 0.95;
         stats.record_error("ERR \"quoted\" message");
+        stats.record_read_hit(1);
+        stats.record_read_hit(3);
         stats
     }
 
@@ -603,6 +609,7 @@ mod tests {
             "\"config\":{\"target\":",
             "\"json\":\"o\\\"ut.json\"",
             "\"error_kinds\":{\"ERR\":{\"count\":1,\"example\":\"ERR \\\"quoted\\\" message\"}}",
+            "\"reads\":{\"hits\":2,\"siblings_seen\":4,\"siblings_max\":3,\"with_siblings\":1}",
         ] {
             assert!(text.contains(key), "missing {key} in {text}");
         }

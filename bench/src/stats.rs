@@ -86,6 +86,13 @@ pub struct RunStats {
     pub cart_reads: u64,
     pub siblings_seen: u64,
     pub siblings_max: u64,
+    /// Measured reads that found the key: how many, the versions they
+    /// returned (a dynakv get returns every sibling; Redis and memcached
+    /// one value), the most in one, and how many returned more than one.
+    pub read_hits: u64,
+    pub read_siblings: u64,
+    pub read_siblings_max: u64,
+    pub reads_with_siblings: u64,
     /// Load phase: keys written, failures, and its wall time.
     pub load_ok: u64,
     pub load_errors: u64,
@@ -106,6 +113,17 @@ impl RunStats {
         &mut self.per_op[kind as usize]
     }
 
+    /// A measured read that found the key, with the versions it returned.
+    pub fn record_read_hit(&mut self, siblings: u32) {
+        let siblings = u64::from(siblings);
+        self.read_hits += 1;
+        self.read_siblings += siblings;
+        self.read_siblings_max = self.read_siblings_max.max(siblings);
+        if siblings > 1 {
+            self.reads_with_siblings += 1;
+        }
+    }
+
     pub fn merge(&mut self, other: &RunStats) {
         for (mine, theirs) in self.per_op.iter_mut().zip(other.per_op.iter()) {
             mine.merge(theirs);
@@ -118,6 +136,10 @@ impl RunStats {
         self.cart_reads += other.cart_reads;
         self.siblings_seen += other.siblings_seen;
         self.siblings_max = self.siblings_max.max(other.siblings_max);
+        self.read_hits += other.read_hits;
+        self.read_siblings += other.read_siblings;
+        self.read_siblings_max = self.read_siblings_max.max(other.read_siblings_max);
+        self.reads_with_siblings += other.reads_with_siblings;
         self.load_ok += other.load_ok;
         self.load_errors += other.load_errors;
         self.load_ns = self.load_ns.max(other.load_ns);

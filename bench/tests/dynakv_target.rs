@@ -234,3 +234,38 @@ fn cart_merges_siblings_and_writes_with_the_context() {
     assert!(json_number(&json, "siblings_seen") > 0.0, "{json}");
     assert_eq!(counters.misrouted.load(Ordering::Relaxed), 0);
 }
+
+#[test]
+fn reads_count_the_siblings_that_concurrent_puts_left() {
+    // Two keys, many puts in flight: puts whose context missed each
+    // other's writes leave siblings, and the reads that return them are
+    // counted in the JSON's `reads` (and the footer).
+    let (port, _) = start_fixture();
+    let target = format!("dynakv://127.0.0.1:{port}");
+    let json = run_json(
+        &[
+            "--target",
+            &target,
+            "--workload",
+            "mixed",
+            "--read-ratio",
+            "0.5",
+            "--duration",
+            "1s",
+            "--connections",
+            "4",
+            "--pipeline",
+            "8",
+            "--keys",
+            "2",
+        ],
+        "siblings",
+    );
+    let reads = &json[json.find("\"reads\":{").expect("a reads object")..];
+    let hits = json_number(reads, "hits");
+    let seen = json_number(reads, "siblings_seen");
+    assert!(hits > 0.0, "{json}");
+    assert!(json_number(reads, "with_siblings") > 0.0, "{json}");
+    assert!(json_number(reads, "siblings_max") > 1.0, "{json}");
+    assert!(seen > hits, "more versions than reads: {json}");
+}
