@@ -1267,6 +1267,28 @@ impl Harness {
         (reads, writes)
     }
 
+    /// The data values stored for key "k", in sibling order.
+    fn stored_values(&self) -> Vec<String> {
+        self.stored(Namespace::Data, b"k")
+            .expect("k is stored")
+            .data_values()
+            .into_iter()
+            .map(|value| String::from_utf8(value.to_vec()).expect("utf-8 test values"))
+            .collect()
+    }
+
+    /// Takes the lock of data key "k", as a waiting in-place write does.
+    fn lock_k(&mut self) -> KeyLock {
+        self.replica
+            .lock_key(Namespace::Data, Bytes::from_static(b"k"))
+            .expect("unlocked")
+    }
+
+    /// Starts put `id` now; it queues while "k" is locked.
+    fn queue_put(&mut self, id: u64, request: PutRequest) {
+        self.replica.start_put(self.now_ms, id, request);
+    }
+
     /// The put replies so far, by client id.
     fn put_results(&self) -> BTreeMap<u64, Result<PutOutcome, ReplicaError>> {
         self.replies
@@ -1282,14 +1304,10 @@ impl Harness {
 #[test]
 fn puts_queued_on_a_hot_key_ride_on_one_write_each_with_its_own_context() {
     let mut h = single_replica();
-    let lock = h
-        .replica
-        .lock_key(Namespace::Data, Bytes::from_static(b"k"))
-        .expect("unlocked");
+    let lock = h.lock_k();
     // Five blind puts queue behind the lock (a waiting in-place write).
     for id in 1..=5 {
-        h.replica
-            .start_put(0, id, single_put(VersionVector::new(), &format!("v{id}")));
+        h.queue_put(id, single_put(VersionVector::new(), &format!("v{id}")));
     }
     assert!(h.replica.poll_io().is_none(), "all wait for the lock");
     h.replica.unlock_key(lock);
@@ -1314,19 +1332,9 @@ fn puts_queued_on_a_hot_key_ride_on_one_write_each_with_its_own_context() {
     assert_eq!(stored.sibling_count(), 5, "blind puts are siblings");
     // A put with the second put's context supersedes the first two only.
     let second = results[&2].as_ref().unwrap().context.clone();
-    h.replica.start_put(0, 6, single_put(second, "v6"));
+    h.queue_put(6, single_put(second, "v6"));
     h.pump();
-    let values: Vec<_> = h
-        .stored(Namespace::Data, b"k")
-        .unwrap()
-        .data_values()
-        .into_iter()
-        .cloned()
-        .collect();
-    assert_eq!(
-        values,
-        ["v3", "v4", "v5", "v6"].map(|v| Bytes::from_static(v.as_bytes()))
-    );
+    assert_eq!(h.stored_values(), ["v3", "v4", "v5", "v6"]);
 }
 
 #[test]
@@ -1344,18 +1352,12 @@ fn a_refused_rider_is_answered_alone_and_the_others_still_write() {
         (Namespace::Data, 0, Bytes::from_static(b"k")),
         (Bytes::from(payload), false),
     );
-    let lock = h
-        .replica
-        .lock_key(Namespace::Data, Bytes::from_static(b"k"))
-        .expect("unlocked");
+    let lock = h.lock_k();
     // The first blind put reaches the bound, the second would pass it, the
     // third read the 63 and supersedes them.
-    h.replica
-        .start_put(0, 1, single_put(VersionVector::new(), "fills"));
-    h.replica
-        .start_put(0, 2, single_put(VersionVector::new(), "one too many"));
-    h.replica
-        .start_put(0, 3, single_put(stored.context(), "merged"));
+    h.queue_put(1, single_put(VersionVector::new(), "fills"));
+    h.queue_put(2, single_put(VersionVector::new(), "one too many"));
+    h.queue_put(3, single_put(stored.context(), "merged"));
     h.replica.unlock_key(lock);
     assert_eq!(h.pump_counting(), (1, 1));
     let results = h.put_results();
@@ -1369,28 +1371,14 @@ fn a_refused_rider_is_answered_alone_and_the_others_still_write() {
         results[&2]
     );
     assert!(results[&3].is_ok());
-    let values: Vec<_> = h
-        .stored(Namespace::Data, b"k")
-        .unwrap()
-        .data_values()
-        .into_iter()
-        .cloned()
-        .collect();
-    assert_eq!(
-        values,
-        ["fills", "merged"].map(|v| Bytes::from_static(v.as_bytes()))
-    );
+    assert_eq!(h.stored_values(), ["fills", "merged"]);
 }
 
 #[test]
 fn riders_share_the_write_failure_and_acknowledge_only_after_the_write() {
     let mut h = single_replica();
-    let lock = h
-        .replica
-        .lock_key(Namespace::Data, Bytes::from_static(b"k"))
-        .expect("unlocked");
-    h.replica
-        .start_put(0, 1, single_put(VersionVector::new(), "a"));
+    let lock = h.lock_k();
+    h.queue_put(1, single_put(VersionVector::new(), "a"));
     // A remote coordinator's replica write of the same key queues too.
     h.replica.handle_message(
         0,
@@ -1404,8 +1392,7 @@ fn riders_share_the_write_failure_and_acknowledge_only_after_the_write() {
             hint_for: None,
         },
     );
-    h.replica
-        .start_put(0, 2, single_put(VersionVector::new(), "b"));
+    h.queue_put(2, single_put(VersionVector::new(), "b"));
     h.replica.unlock_key(lock);
     let read = h.replica.poll_io().expect("the leader reads");
     assert!(matches!(read, IoRequest::Read { .. }));
@@ -1437,19 +1424,13 @@ fn riders_share_the_write_failure_and_acknowledge_only_after_the_write() {
 #[test]
 fn a_purge_queued_between_puts_reads_what_the_puts_before_it_wrote() {
     let mut h = single_replica();
-    let lock = h
-        .replica
-        .lock_key(Namespace::Data, Bytes::from_static(b"k"))
-        .expect("unlocked");
-    h.replica
-        .start_put(0, 1, single_put(VersionVector::new(), "a"));
-    h.replica
-        .start_put(0, 2, single_put(VersionVector::new(), "b"));
+    let lock = h.lock_k();
+    h.queue_put(1, single_put(VersionVector::new(), "a"));
+    h.queue_put(2, single_put(VersionVector::new(), "b"));
     // Judged collectable before the puts: it must not purge them.
     h.replica
         .start_purge(0, Bytes::from_static(b"k"), SiblingSet::new());
-    h.replica
-        .start_put(0, 3, single_put(VersionVector::new(), "c"));
+    h.queue_put(3, single_put(VersionVector::new(), "c"));
     h.replica.unlock_key(lock);
     // Two puts on one write, the purge's read (no write: the set changed),
     // the last put's read and write.
@@ -1559,10 +1540,7 @@ fn coalesced_queue_answers_as_one_at_a_time() {
             alone.pump();
         }
         let mut queued = single_replica();
-        let lock = queued
-            .replica
-            .lock_key(Namespace::Data, Bytes::from_static(b"k"))
-            .expect("unlocked");
+        let lock = queued.lock_k();
         for op in &ops {
             run_queued_op(&mut queued, op);
         }
