@@ -211,18 +211,21 @@ for row in csv.DictReader(open(sys.argv[1]), delimiter="\t"):
     cpu = float(row["server_cpu_s"])
     # The server's CPU covers the measured part (from the end of the
     # warm-up), not the load, which runs on its own.
+    reads = j.get("reads", {})
+    versions = reads.get("siblings_seen", 0) / reads["hits"] if reads.get("hits") else 1.0
     rows.setdefault(key, []).append((j["throughput_ops_s"], j["latency_us"]["p50"],
         j["latency_us"]["p99"], j["latency_us"]["p999"], j["errors"], ops / cpu if cpu > 0 else 0.0,
-        j["generator_saturated"]))
+        j["generator_saturated"], versions))
 med = lambda xs: statistics.median(xs)
-print("| conns | value | dist | target | ops/s (median) | spread | p50 us | p99 us | p99.9 us | errors | ops per server CPU-s | runs |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+# versions per read: the values a read hit returned (siblings, for dynakv; 1 for the others)
+print("| conns | value | dist | target | ops/s (median) | spread | p50 us | p99 us | p99.9 us | errors | ops per server CPU-s | versions per read | runs |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for key in sorted(rows, key=lambda k: (int(k[0]), int(k[1]), k[2], k[3])):
     rs = rows[key]
     tput = [r[0] for r in rs]
     sat = " (generator saturated)" if any(r[6] for r in rs) else ""
     print(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {med(tput):.0f}{sat} | {min(tput):.0f}-{max(tput):.0f} | "
           f"{med([r[1] for r in rs]):.1f} | {med([r[2] for r in rs]):.1f} | {med([r[3] for r in rs]):.1f} | "
-          f"{sum(r[4] for r in rs)} | {med([r[5] for r in rs]):.0f} | {len(rs)} |")
+          f"{sum(r[4] for r in rs)} | {med([r[5] for r in rs]):.0f} | {med([r[7] for r in rs]):.2f} | {len(rs)} |")
 PY
 echo "bench-peers: results in $OUT"
