@@ -30,6 +30,8 @@ fn seeds() {
     let mut hints = 0;
     let mut repaired = 0;
     let mut siblings_max = 0;
+    let mut io_delayed = 0;
+    let mut riders = 0;
     for seed in first..first + count {
         match check_seed(seed) {
             Ok(report) => {
@@ -40,6 +42,8 @@ fn seeds() {
                 hints += report.hints_at_heal;
                 repaired += report.divergent_before_repair;
                 siblings_max = siblings_max.max(report.siblings_seen_max);
+                io_delayed += report.io_delayed;
+                riders += report.riders;
             }
             Err(error) => panic!(
                 "simulator seed {seed} failed: {error}\nreplay with: {}",
@@ -52,9 +56,16 @@ fn seeds() {
          {crashes} crashes, \
          {io_failures} failed storage operations, {hints} hints pending at heal time, \
          {repaired} keys divergent before the final read repair, \
-         at most {siblings_max} siblings in one read",
+         at most {siblings_max} siblings in one read, \
+         {io_delayed} storage requests held back by a slow disk, \
+         {riders} operations that rode on another's write",
         started.elapsed().as_secs_f64()
     );
+    // The slow disk must make operations on one key queue and ride on one
+    // write somewhere in a default run, or riders go unsimulated.
+    if count >= 100 {
+        assert!(io_delayed > 0 && riders > 0, "no slow-disk coverage");
+    }
 }
 
 #[test]

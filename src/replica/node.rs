@@ -625,6 +625,8 @@ pub struct Replica {
     io_queue: VecDeque<IoRequest>,
     replies: VecDeque<ClientReply>,
     peer_timeouts: VecDeque<NodeId>,
+    /// Ops so far that rode on another op's write (`absorb_queued`).
+    riders_total: u64,
 }
 
 impl Replica {
@@ -665,6 +667,7 @@ impl Replica {
             io_queue: VecDeque::new(),
             replies: VecDeque::new(),
             peer_timeouts: VecDeque::new(),
+            riders_total: 0,
         };
         let io = replica.fresh_id();
         replica.ios.insert(io, IoPurpose::ListHints);
@@ -772,6 +775,12 @@ impl Replica {
     /// Hints currently held, for diagnostics and the simulator's checks.
     pub fn hint_count(&self) -> usize {
         self.hints.len()
+    }
+
+    /// Local operations so far that rode on another's write instead of
+    /// reading and writing the key themselves (`absorb_queued`).
+    pub fn riders_total(&self) -> u64 {
+        self.riders_total
     }
 
     /// Coordinator requests in flight.
@@ -2130,6 +2139,7 @@ impl Replica {
         if riders.is_empty() {
             return None;
         }
+        self.riders_total += riders.len() as u64;
         self.local_ops
             .get_mut(&op_id)
             .expect("local op exists")

@@ -1316,6 +1316,7 @@ fn puts_queued_on_a_hot_key_ride_on_one_write_each_with_its_own_context() {
         (1, 1),
         "one read and one write for the five puts"
     );
+    assert_eq!(h.replica.riders_total(), 4);
     let results = h.put_results();
     assert_eq!(results.len(), 5);
     let actor = h.replica.actor();

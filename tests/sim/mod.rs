@@ -88,6 +88,11 @@ pub struct SimConfig {
     pub duplicate_per_mille: u64,
     pub delay_ms_max: u64,
     pub faults: usize,
+    /// Storage requests held back this often (per mille) and completed
+    /// 1 to `IO_DELAY_MS_MAX` ms later: a slow disk, under which operations
+    /// on one key queue behind each other and ride on one write
+    /// (`Replica::absorb_queued`). Zero for about half the seeds.
+    pub slow_io_per_mille: u64,
 }
 
 impl SimConfig {
@@ -114,6 +119,7 @@ impl SimConfig {
             duplicate_per_mille: rng.range(0, 50),
             delay_ms_max: rng.range(2, 40),
             faults: rng.range(0, 5) as usize,
+            slow_io_per_mille: rng.range(0, 1) * rng.range(100, 600),
         }
     }
 }
@@ -136,6 +142,10 @@ pub struct SimReport {
     pub aae_converge_ms: u64,
     pub aae_keys_repaired: u64,
     pub tombstones_purged: u64,
+    /// Storage requests the slow disk held back, and local operations that
+    /// rode on another's write.
+    pub io_delayed: u64,
+    pub riders: u64,
 }
 
 struct SimNode {
@@ -263,6 +273,13 @@ enum Event {
     DropHints {
         node: usize,
     },
+    /// A storage request the slow disk held back completes, if the node
+    /// is still the incarnation that asked (a crash loses it).
+    IoDone {
+        node: usize,
+        incarnation: u16,
+        io: IoRequest,
+    },
     Heal,
 }
 
@@ -284,6 +301,8 @@ const HEAL_AT_MS: u64 = 6_000;
 const FAULTS_END_MS: u64 = 5_000;
 const CLIENT_TIMEOUT_MS: u64 = 2_500;
 const SETTLE_MS_MAX: u64 = 120_000;
+/// The longest a slow disk holds a storage request back.
+const IO_DELAY_MS_MAX: u64 = 30;
 /// Partitions of the simulated ring (few, so keys share partitions).
 const PARTITIONS: u32 = 16;
 
@@ -321,6 +340,11 @@ pub struct Sim {
     /// included): the run is quiet only when none is left.
     replica_messages_in_flight: usize,
     aae_messages_in_flight: usize,
+    /// Storage requests held back by the slow disk and not yet completed.
+    io_in_flight: usize,
+    io_delayed: u64,
+    /// Riders counted by machines that have since crashed.
+    riders_of_crashed: u64,
     /// A node kept down from early in the run until the heal.
     long_down: Option<usize>,
     aae_converge_ms: u64,
@@ -432,6 +456,9 @@ impl Sim {
             divergent_before_repair: 0,
             replica_messages_in_flight: 0,
             aae_messages_in_flight: 0,
+            io_in_flight: 0,
+            io_delayed: 0,
+            riders_of_crashed: 0,
             long_down: None,
             aae_converge_ms: 0,
         };
@@ -757,11 +784,13 @@ impl Sim {
     }
 
     /// Runs node `index`'s outputs to quiescence: storage I/O completes at
-    /// once, messages go to the network, replies to the clients.
+    /// once (or, on a slow disk, some of it later, `Event::IoDone`),
+    /// messages go to the network, replies to the clients.
     fn drain(&mut self, index: usize) {
         let now = self.now_ms;
         loop {
             let mut progressed = false;
+            let mut held = Vec::new();
             let node = &mut self.nodes[index];
             let local = node.local_ms(now);
             let Some((replica, membership)) = node.machines.as_mut() else {
@@ -771,6 +800,12 @@ impl Sim {
             let store = node.store.as_ref().expect("a running node has its store");
             while let Some(io) = replica.poll_io() {
                 progressed = true;
+                if self.config.slow_io_per_mille > 0
+                    && self.rng.below(1000) < self.config.slow_io_per_mille
+                {
+                    held.push(io);
+                    continue;
+                }
                 let (io_id, result) = block_on(perform_io_observed(store, aae, || local, io));
                 let result = result.unwrap_or_else(|error| IoResult::Failed(error.to_string()));
                 if matches!(result, IoResult::Failed(_)) {
@@ -832,6 +867,20 @@ impl Sim {
             let wake_local = Some(wake_local.map_or(aae_wake, |at| at.min(aae_wake)));
             let wake_global = wake_local.map(|local_ms| node.global_ms(local_ms).max(now));
             progressed |= !transmits.is_empty() || !replies.is_empty();
+            let incarnation = node.incarnation;
+            for io in held {
+                self.io_in_flight += 1;
+                self.io_delayed += 1;
+                let delay = self.rng.range(1, IO_DELAY_MS_MAX);
+                self.schedule(
+                    self.now_ms + delay,
+                    Event::IoDone {
+                        node: index,
+                        incarnation,
+                        io,
+                    },
+                );
+            }
             for (to, bytes, kind) in transmits {
                 let to = self.index_of(to);
                 self.send_over_network(index, to, bytes, kind);
@@ -976,6 +1025,33 @@ impl Sim {
                     self.crash_node(index);
                     self.start_node(index);
                 }
+            }
+            Event::IoDone {
+                node: index,
+                incarnation,
+                io,
+            } => {
+                self.io_in_flight -= 1;
+                let node = &mut self.nodes[index];
+                if node.incarnation != incarnation {
+                    return true; // lost with the process that asked
+                }
+                if node.machines.is_none() {
+                    return true;
+                }
+                self.trace(14, index as u64, &[]);
+                let node = &mut self.nodes[index];
+                let local = node.local_ms(self.now_ms);
+                let (replica, _) = node.machines.as_mut().expect("running");
+                let aae = node.aae.as_ref().expect("a running node has its AAE");
+                let store = node.store.as_ref().expect("a running node has its store");
+                let (io_id, result) = block_on(perform_io_observed(store, aae, || local, io));
+                let result = result.unwrap_or_else(|error| IoResult::Failed(error.to_string()));
+                if matches!(result, IoResult::Failed(_)) {
+                    self.io_failures += 1;
+                }
+                replica.handle_io_done(local, io_id, result);
+                self.drain(index);
             }
             Event::DropHints { node: index } => {
                 self.trace(12, index as u64, &[]);
@@ -1131,6 +1207,9 @@ impl Sim {
             }
         };
         let node = &mut self.nodes[index];
+        if let Some((replica, _)) = node.machines.as_ref() {
+            self.riders_of_crashed += replica.riders_total();
+        }
         node.machines = None;
         node.aae = None;
         node.store = None;
@@ -1474,6 +1553,7 @@ impl Sim {
         let quiet = |sim: &Sim| {
             sim.hints_left() == 0
                 && sim.replica_messages_in_flight == 0
+                && sim.io_in_flight == 0
                 && sim
                     .nodes
                     .iter()
@@ -1629,6 +1709,14 @@ impl Sim {
                 .filter_map(|node| node.aae.as_ref())
                 .map(|aae| aae.borrow().stats().tombstones_purged)
                 .sum(),
+            io_delayed: self.io_delayed,
+            riders: self.riders_of_crashed
+                + self
+                    .nodes
+                    .iter()
+                    .filter_map(|node| node.machines.as_ref())
+                    .map(|(replica, _)| replica.riders_total())
+                    .sum::<u64>(),
         })
     }
 }
