@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use common::TestNode;
+use common::{pipeline, TestNode};
 use dynakv::protocol::{
     decode_response, encode_request, write_frame, ErrorCode, FrameDecoder, Limits, Quorum, Request,
     RequestFrame, Response,
@@ -343,37 +343,6 @@ fn pipelined_blind_puts_to_one_key_all_survive_while_writes_wait_for_flushes() {
         expected.sort();
         assert_eq!(got, expected, "blind-{key}");
     }
-}
-
-/// Sends `requests` (ids 0, 1, ...) in one write and returns every reply,
-/// in id order.
-fn pipeline(stream: &mut TcpStream, requests: Vec<Request>) -> Vec<(u64, Response)> {
-    let mut wire = Vec::new();
-    let count = requests.len();
-    for (id, request) in requests.into_iter().enumerate() {
-        let frame = RequestFrame {
-            id: id as u64,
-            epoch: 0,
-            request,
-        };
-        encode_request(&frame, &mut wire);
-    }
-    stream.write_all(&wire).unwrap();
-    let mut decoder = FrameDecoder::new(8 << 20);
-    let mut buffer = BytesMut::new();
-    let mut chunk = [0u8; 65536];
-    let mut replies = Vec::with_capacity(count);
-    while replies.len() < count {
-        let Some(frame) = decoder.decode(&mut buffer).unwrap() else {
-            let n = stream.read(&mut chunk).unwrap();
-            assert!(n > 0, "server closed with {} replies", replies.len());
-            buffer.extend_from_slice(&chunk[..n]);
-            continue;
-        };
-        replies.push(decode_response(frame, &Limits::default()).unwrap());
-    }
-    replies.sort_by_key(|(id, _)| *id);
-    replies
 }
 
 #[test]

@@ -14,9 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use common::{start_cluster, wait_converged, wait_until, TestNode, BIN};
 use dynakv::client::{Client, ClientOptions};
-use dynakv::protocol::Quorum;
+use dynakv::protocol::{ErrorCode, Quorum, Request, Response};
 
 /// A loopback port nobody listens on right now (the kernel's choice).
 fn free_port() -> u16 {
@@ -592,4 +593,52 @@ fn hint_replay_and_its_receiving_side_run_in_the_background_queue() {
         "the returning node merged the replays in its background queue",
         || work_done(&nodes[3], "inbound") >= held,
     );
+}
+
+#[test]
+fn puts_queued_on_a_hot_key_ride_on_one_write_and_are_counted() {
+    // A tiny write buffer makes writes wait for flushes, so pipelined puts
+    // of one key queue behind the waiting one and ride on one write
+    // (docs/replication.md §2); every put is still acknowledged and kept.
+    let (node, addr) = start_with_http(1, &["--write-buffer-bytes", "4096"]);
+    let mut stream = TcpStream::connect(node.listen).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let value = |id: u64| Bytes::from(format!("{id}-{}", "v".repeat(200)));
+    let puts: Vec<Request> = (0..200u64)
+        .map(|id| Request::Put {
+            key: Bytes::from_static(b"hot"),
+            value: value(id),
+            context: None,
+            quorum: Quorum::default(),
+        })
+        .collect();
+    let mut refused = 0;
+    for (id, reply) in common::pipeline(&mut stream, puts) {
+        match reply {
+            Response::Put { .. } => {}
+            Response::Error {
+                code: ErrorCode::TooManySiblings,
+                ..
+            } => refused += 1,
+            other => panic!("put {id}: {other:?}"),
+        }
+    }
+    // Blind puts are siblings: past the bound of 64 they are refused.
+    assert_eq!(refused, 200 - 64);
+    let metrics = parse_metrics(&get(addr, "/metrics").1);
+    let riders = sum(&metrics, "dynakv_write_riders_total", &[]);
+    assert!(riders > 0.0, "no put rode on another's write");
+    let get = common::pipeline(
+        &mut stream,
+        vec![Request::Get {
+            key: Bytes::from_static(b"hot"),
+            quorum: Quorum::default(),
+        }],
+    );
+    let Response::Get { siblings, .. } = &get[0].1 else {
+        panic!("{get:?}");
+    };
+    assert_eq!(siblings.len(), 64, "every acknowledged put is kept");
 }

@@ -166,6 +166,7 @@ impl ShardMetrics {
         shard: usize,
         store: StoreStats,
         hints_held: usize,
+        riders: u64,
         connections: usize,
         forwarded: u64,
         handoff_received: u64,
@@ -182,6 +183,7 @@ impl ShardMetrics {
             siblings: self.siblings.borrow().clone(),
             store,
             hints_held,
+            riders,
             hints_stored: self.hints_stored.get(),
             hints_replayed: self.hints_replayed.get(),
             handoff_keys_sent: self.handoff_keys_sent.get(),
@@ -223,6 +225,9 @@ pub(crate) struct ShardSnapshot {
     siblings: Histogram,
     store: StoreStats,
     hints_held: usize,
+    /// Local writes that rode on another write of their key
+    /// (`Replica::riders_total`).
+    riders: u64,
     hints_stored: u64,
     hints_replayed: u64,
     handoff_keys_sent: u64,
@@ -392,6 +397,11 @@ pub(crate) fn render(node: &NodeFacts, shards: &[Arc<ShardSnapshot>]) -> String 
             "dynakv_store_segments_compacted_total",
             "Log segments removed by compaction.",
             |s| s.store.segments_compacted as f64,
+        ),
+        (
+            "dynakv_write_riders_total",
+            "Puts and replica merges that rode on another write of the same key instead of rewriting it (a hot key's queue).",
+            |s| s.riders as f64,
         ),
         (
             "dynakv_hints_stored_total",

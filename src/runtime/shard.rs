@@ -1939,6 +1939,7 @@ impl ShardState {
             self.index,
             self.store.stats(),
             self.replica.borrow().hint_count(),
+            self.replica.borrow().riders_total(),
             self.counters.connections.get(),
             self.counters.forwarded.get(),
             self.sched.inbox_accepted(),

@@ -408,3 +408,39 @@ pub fn wait_until(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Sends `requests` (ids 0, 1, ...) in one write and returns every reply,
+/// in id order.
+pub fn pipeline(
+    stream: &mut std::net::TcpStream,
+    requests: Vec<dynakv::protocol::Request>,
+) -> Vec<(u64, dynakv::protocol::Response)> {
+    let mut wire = Vec::new();
+    let count = requests.len();
+    for (id, request) in requests.into_iter().enumerate() {
+        let frame = dynakv::protocol::RequestFrame {
+            id: id as u64,
+            epoch: 0,
+            request,
+        };
+        dynakv::protocol::encode_request(&frame, &mut wire);
+    }
+    std::io::Write::write_all(stream, &wire).unwrap();
+    let mut decoder = dynakv::protocol::FrameDecoder::new(8 << 20);
+    let mut buffer = bytes::BytesMut::new();
+    let mut chunk = [0u8; 65536];
+    let mut replies = Vec::with_capacity(count);
+    while replies.len() < count {
+        let Some(frame) = decoder.decode(&mut buffer).unwrap() else {
+            let n = std::io::Read::read(stream, &mut chunk).unwrap();
+            assert!(n > 0, "server closed with {} replies", replies.len());
+            buffer.extend_from_slice(&chunk[..n]);
+            continue;
+        };
+        replies.push(
+            dynakv::protocol::decode_response(frame, &dynakv::protocol::Limits::default()).unwrap(),
+        );
+    }
+    replies.sort_by_key(|(id, _)| *id);
+    replies
+}
