@@ -10,7 +10,9 @@
 # Environment: WL (get|put|ping, default get), PIPE (pipeline depth, default 1),
 # REPEATS (default 1), OPS (default 200000), CONNS (default 50), KEYS (key
 # space, default 10000; the ceiling uses 100000), SHARDS (default 2),
-# DYNAKV / BENCH (binaries, default target/release/...).
+# DYNAKV / BENCH (binaries, default target/release/...), SERVER (dynakv, the
+# default, or redis or memcached, with THREADS: the same figures for a peer, the
+# extra flags going to that server).
 # Each run prints one line (server CPU per op, and its user and kernel parts);
 # the syscall counts are deterministic enough to
 # compare across builds on a noisy machine, the CPU time is not (use medians).
@@ -21,11 +23,22 @@ DYNAKV=${DYNAKV:-target/release/dynakv}
 B=${BENCH:-target/release/dynakv-bench}
 OPS=${OPS:-200000}
 DIR=$(mktemp -d)
-"$DYNAKV" server --data-dir "$DIR" --listen "127.0.0.1:$PORT" --shards "${SHARDS:-2}" "$@" >/dev/null 2>&1 &
+case ${SERVER:-dynakv} in
+dynakv)
+    "$DYNAKV" server --data-dir "$DIR" --listen "127.0.0.1:$PORT" --shards "${SHARDS:-2}" "$@" >/dev/null 2>&1 &
+    URL=dynakv://127.0.0.1:$PORT ;;
+redis) # the same figures for Redis (no persistence), to compare in one window
+    redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$DIR" "$@" >/dev/null 2>&1 &
+    URL=redis://127.0.0.1:$PORT ;;
+memcached) # memcached with THREADS worker threads (default 4)
+    memcached -l 127.0.0.1 -p "$PORT" -U 0 -m 1024 -t "${THREADS:-4}" -u "$(id -un)" "$@" >/dev/null 2>&1 &
+    URL=memcache://127.0.0.1:$PORT ;;
+*) echo "server-cpu-per-op: SERVER is dynakv, redis or memcached" >&2; exit 2 ;;
+esac
 SP=$!
 trap 'kill $SP 2>/dev/null; wait $SP 2>/dev/null; rm -rf "$DIR"' EXIT
 for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
-$B --target "dynakv://127.0.0.1:$PORT" --workload get --keys "${KEYS:-10000}" --ops 10000 --no-progress >/dev/null 2>&1
+$B --target "$URL" --workload get --keys "${KEYS:-10000}" --ops 10000 --no-progress >/dev/null 2>&1
 cpu() { awk '{ sub(/^.*\) /, ""); print $12 + $13, $12, $13 }' "/proc/$SP/stat"; }
 EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_io_uring_enter,context-switches
 COUNT=0
@@ -38,8 +51,10 @@ for r in $(seq "${REPEATS:-1}"); do
         sleep 0.2
     fi
     c0=$(cpu)
-    tput=$($B --target "dynakv://127.0.0.1:$PORT" --workload "${WL:-get}" --no-load --keys "${KEYS:-10000}" --ops "$OPS" \
-       --connections "${CONNS:-50}" --pipeline "${PIPE:-1}" --no-progress 2>&1 | awk '/throughput/ { for (i = 1; i < NF; i++) if ($i == "throughput") print $(i + 1) }')
+    report=$($B --target "$URL" --workload "${WL:-get}" --no-load --keys "${KEYS:-10000}" --ops "$OPS" \
+       --connections "${CONNS:-50}" --pipeline "${PIPE:-1}" --no-progress 2>&1)
+    tput=$(awk '/throughput/ { for (i = 1; i < NF; i++) if ($i == "throughput") print $(i + 1) }' <<<"$report")
+    gen=$(awk '/^generator:/ { print $2 }' <<<"$report")
     c1=$(cpu)
     counts=""
     if (( COUNT )); then
@@ -50,5 +65,5 @@ for r in $(seq "${REPEATS:-1}"); do
 a, b = '$c0'.split(), '$c1'.split()
 us = lambda i: (int(b[i]) - int(a[i])) * 1e6 / $(getconf CLK_TCK) / $OPS
 print(f'{us(0):.2f} (user {us(1):.2f}, kernel {us(2):.2f})')")
-    echo "run $r: ops/s ${tput:-?} server CPU us/op $per_op$counts"
+    echo "run $r: ops/s ${tput:-?} server CPU us/op $per_op generator us/op ${gen:-?}$counts"
 done
