@@ -132,5 +132,10 @@ pub const REQUESTS_MAX: usize = 4096;
 /// The most local read-modify-write operations queued on one shard.
 pub const LOCAL_OPS_MAX: usize = 16 * 1024;
 
+/// The most queued operations of one key that ride on one write
+/// (`Replica::absorb_queued`, docs/replication.md §2): a bound on the work of
+/// one read-modify-write, not on its bytes.
+pub const RIDERS_MAX: usize = 256;
+
 /// The most hints one shard keeps in its index.
 pub const HINTS_MAX: usize = 1 << 20;

@@ -11,7 +11,7 @@ use ahash::AHashMap;
 use bytes::Bytes;
 
 use super::message::{ReplicaMessage, RequestId};
-use super::{HINTS_MAX, KEY_BYTES_MAX, LOCAL_OPS_MAX, REQUESTS_MAX};
+use super::{HINTS_MAX, KEY_BYTES_MAX, LOCAL_OPS_MAX, REQUESTS_MAX, RIDERS_MAX};
 use crate::membership::NodeId;
 pub use crate::storage::Namespace;
 use crate::version::{ActorId, Context, SiblingSet, Value, VersionError, VersionVector};
@@ -569,10 +569,6 @@ fn table<K: Hash + Eq, V>() -> AHashMap<K, V> {
         0x6479_6e61_6b76_0004,
     ))
 }
-
-/// The most queued ops of one key that ride on one write
-/// (`Replica::absorb_queued`).
-const RIDERS_MAX: usize = 256;
 
 /// The local operations of one key: the one running and those queued
 /// behind it, in order (usually none, so no queue is allocated).

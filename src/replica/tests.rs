@@ -1572,3 +1572,29 @@ fn coalesced_queue_answers_as_one_at_a_time() {
         );
     }
 }
+
+#[test]
+fn at_most_riders_max_ride_on_one_write() {
+    let mut h = single_replica();
+    let actor = h.replica.actor();
+    let lock = h.lock_k();
+    // Each put supersedes the one before it (its context names that put's
+    // dot), so the set stays one value however many there are.
+    let count = RIDERS_MAX as u64 + 44;
+    for id in 1..=count {
+        let context = if id == 1 {
+            VersionVector::new()
+        } else {
+            VersionVector::from_entries(vec![(actor, id - 1)]).unwrap()
+        };
+        h.queue_put(id, single_put(context, &format!("v{id}")));
+    }
+    h.replica.unlock_key(lock);
+    // The leader and RIDERS_MAX riders, then the next leader and the rest.
+    assert_eq!(h.pump_counting(), (2, 2));
+    assert_eq!(h.replica.riders_total(), count - 2);
+    let results = h.put_results();
+    assert_eq!(results.len(), count as usize);
+    assert!(results.values().all(Result::is_ok));
+    assert_eq!(h.stored_values(), [format!("v{count}")]);
+}
