@@ -156,6 +156,8 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
             Ok(n) => n,
         };
         buffer.extend_from_slice(&chunk[..n]);
+        // The requests of this read count their latency from now.
+        let read_at = Instant::now();
         let mut requests = 0usize;
         outbox.begin_batch();
         loop {
@@ -187,7 +189,7 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
                     // re-arms what this one left with a no-op waker.
                     // The box of a request that finished in place is kept
                     // for the next one: no allocation per request either.
-                    let deferred = match shard.handle_frame_now(frame, via_node_port) {
+                    let deferred = match shard.handle_frame_now(frame, via_node_port, read_at) {
                         Ok(reply) => {
                             outbox.push(reply);
                             drop(permit);
@@ -224,7 +226,7 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
             }
         }
         if requests > 0 {
-            last_request.set(Instant::now());
+            last_request.set(read_at);
         }
         // Every reply this read produced without waiting for I/O goes out
         // now, in one send, from this task: the writer task is only woken

@@ -773,7 +773,7 @@ impl ShardState {
 
     /// Handles one complete inbound frame (without its length prefix).
     pub(crate) async fn handle_frame(self: &Rc<Self>, frame: Bytes, via_node_port: bool) -> Reply {
-        match self.handle_frame_now(frame, via_node_port) {
+        match self.handle_frame_now(frame, via_node_port, Instant::now()) {
             Ok(reply) => reply,
             Err(deferred) => self.handle_deferred(deferred).await,
         }
@@ -784,7 +784,9 @@ impl ShardState {
     /// at once, an error, a wrong owner), or what is left to do for one
     /// that waits (`handle_deferred`). The caller (`conn`) builds no future
     /// for the former, so the per-request path of the common requests has
-    /// no future to set up, move or poll.
+    /// no future to set up, move or poll. `read_at`: when the bytes of the
+    /// frame were read (a connection reads once for a whole pipelined
+    /// batch); the request's latency in the metrics counts from then.
     // Not boxed: a box would be an allocation per deferred request (every
     // replicated write); the value is moved once, into the request's future.
     #[allow(clippy::result_large_err)]
@@ -792,6 +794,7 @@ impl ShardState {
         self: &Rc<Self>,
         frame: Bytes,
         via_node_port: bool,
+        read_at: Instant,
     ) -> Result<Reply, Deferred> {
         let request = match protocol::decode_request(frame.clone(), &self.node.limits) {
             Ok(request) => request,
@@ -803,7 +806,7 @@ impl ShardState {
         };
         let topology = self.topology();
         let Some(key) = request.request.key() else {
-            return self.handle_local_now(request, 0, topology);
+            return self.handle_local_now(request, 0, topology, read_at);
         };
         let partition = ring::partition_of(ring::key_hash(key), topology.q);
         let me = self.node.cluster.me;
@@ -814,7 +817,7 @@ impl ShardState {
             .map(|owner| usize::from(owner.shard));
         match local {
             Some(owner) if owner == self.index => {
-                self.handle_local_now(request, partition, topology)
+                self.handle_local_now(request, partition, topology, read_at)
             }
             Some(owner) if via_node_port && owner < self.node.shards => Err(Deferred {
                 request,
@@ -985,17 +988,20 @@ impl ShardState {
     /// (operation, latency, error) and the hot keys: answered in place when
     /// it needs no I/O (a ping, the routing table, a get of a set in memory,
     /// a one-replica put the store appends at once, a bad quorum), else
-    /// deferred to `handle_deferred`.
+    /// deferred to `handle_deferred`. Its latency counts from `began`, when
+    /// its bytes were read: one clock read per read, not per request, and
+    /// a request's wait behind the ones before it in a pipelined batch is
+    /// part of its latency, as it is for the client.
     #[allow(clippy::result_large_err, clippy::redundant_allocation)]
     fn handle_local_now(
         &self,
         request: RequestFrame,
         partition: u32,
         topology: Rc<Arc<Topology>>,
+        began: Instant,
     ) -> Result<Reply, Deferred> {
         self.metrics
             .offer_key(request.request.key().map(|k| k.as_ref()));
-        let began = Instant::now();
         let op = Op::of(&request.request);
         let id = request.id;
         let reply = match &request.request {
