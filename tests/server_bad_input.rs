@@ -10,19 +10,11 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use common::{pipeline, TestNode};
+use common::{connect, pipeline, TestNode};
 use dynakv::protocol::{
     decode_response, encode_request, write_frame, ErrorCode, FrameDecoder, Limits, Quorum, Request,
     RequestFrame, Response,
 };
-
-fn connect(node: &TestNode) -> TcpStream {
-    let stream = TcpStream::connect(node.listen).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-}
 
 /// Reads one reply frame; `None` when the server closed the connection.
 fn read_reply(stream: &mut TcpStream) -> Option<(u64, Response)> {

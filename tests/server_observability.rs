@@ -601,10 +601,7 @@ fn puts_queued_on_a_hot_key_ride_on_one_write_and_are_counted() {
     // of one key queue behind the waiting one and ride on one write
     // (docs/replication.md §2); every put is still acknowledged and kept.
     let (node, addr) = start_with_http(1, &["--write-buffer-bytes", "4096"]);
-    let mut stream = TcpStream::connect(node.listen).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let mut stream = common::connect(&node);
     let value = |id: u64| Bytes::from(format!("{id}-{}", "v".repeat(200)));
     let puts: Vec<Request> = (0..200u64)
         .map(|id| Request::Put {

@@ -918,15 +918,7 @@ fn a_key_locked_outside_the_machine_queues_machine_work_until_unlocked() {
     // its write waits: a put through the machine on the same key must not
     // read the stored set before that write lands, or it would reissue the
     // in-place write's dot and lose its value (§4.4).
-    let mut h = Harness::new(
-        A,
-        QuorumConfig {
-            n: 1,
-            r: 1,
-            w: 1,
-            dw: 0,
-        },
-    );
+    let mut h = single_replica();
     let key = Bytes::from_static(b"k");
     assert!(!h.replica.key_busy(Namespace::Data, b"k"));
     let lock = h
@@ -947,21 +939,7 @@ fn a_key_locked_outside_the_machine_queues_machine_work_until_unlocked() {
             Value::Data(Bytes::from_static(b"in-place")),
         )
         .unwrap();
-    h.replica.start_put(
-        0,
-        1,
-        PutRequest {
-            key: key.clone(),
-            partition: 0,
-            context: VersionVector::new(),
-            value: Value::Data(Bytes::from_static(b"machine")),
-            preference: Preference {
-                primaries: vec![A],
-                fallbacks: vec![],
-            },
-            quorum: None,
-        },
-    );
+    h.queue_put(1, single_put(VersionVector::new(), "machine"));
     assert!(
         h.replica.poll_io().is_none(),
         "the machine's put waits for the lock"

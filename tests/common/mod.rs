@@ -409,6 +409,16 @@ pub fn wait_until(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// A raw protocol connection to the node's client port, with a read timeout
+/// so that a missing reply fails the test instead of hanging it.
+pub fn connect(node: &TestNode) -> std::net::TcpStream {
+    let stream = std::net::TcpStream::connect(node.listen).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
 /// Sends `requests` (ids 0, 1, ...) in one write and returns every reply,
 /// in id order.
 pub fn pipeline(

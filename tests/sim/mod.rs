@@ -806,12 +806,9 @@ impl Sim {
                     held.push(io);
                     continue;
                 }
-                let (io_id, result) = block_on(perform_io_observed(store, aae, || local, io));
-                let result = result.unwrap_or_else(|error| IoResult::Failed(error.to_string()));
-                if matches!(result, IoResult::Failed(_)) {
+                if !perform_on(store, aae, replica, local, io) {
                     self.io_failures += 1;
                 }
-                replica.handle_io_done(local, io_id, result);
             }
             let mut aae_transmits = Vec::new();
             {
@@ -1045,12 +1042,9 @@ impl Sim {
                 let (replica, _) = node.machines.as_mut().expect("running");
                 let aae = node.aae.as_ref().expect("a running node has its AAE");
                 let store = node.store.as_ref().expect("a running node has its store");
-                let (io_id, result) = block_on(perform_io_observed(store, aae, || local, io));
-                let result = result.unwrap_or_else(|error| IoResult::Failed(error.to_string()));
-                if matches!(result, IoResult::Failed(_)) {
+                if !perform_on(store, aae, replica, local, io) {
                     self.io_failures += 1;
                 }
-                replica.handle_io_done(local, io_id, result);
                 self.drain(index);
             }
             Event::DropHints { node: index } => {
@@ -1719,6 +1713,23 @@ impl Sim {
                     .sum::<u64>(),
         })
     }
+}
+
+/// Performs one storage request of `replica` on its node's store (keeping
+/// the anti-entropy tree in step) and hands the result back; false when the
+/// store refused it.
+fn perform_on(
+    store: &Store<MemDisk>,
+    aae: &RefCell<AntiEntropy>,
+    replica: &mut Replica,
+    local_ms: u64,
+    io: IoRequest,
+) -> bool {
+    let (io_id, result) = block_on(perform_io_observed(store, aae, || local_ms, io));
+    let result = result.unwrap_or_else(|error| IoResult::Failed(error.to_string()));
+    let done = !matches!(result, IoResult::Failed(_));
+    replica.handle_io_done(local_ms, io_id, result);
+    done
 }
 
 fn store_config() -> StoreConfig {
