@@ -40,7 +40,9 @@ trap 'kill $SP 2>/dev/null; wait $SP 2>/dev/null; rm -rf "$DIR"' EXIT
 for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
 $B --target "$URL" --workload get --keys "${KEYS:-10000}" --ops 10000 --no-progress >/dev/null 2>&1
 cpu() { awk '{ sub(/^.*\) /, ""); print $12 + $13, $12, $13 }' "/proc/$SP/stat"; }
-EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_io_uring_enter,context-switches
+# dynakv reads and writes sockets with recvfrom/sendto, Redis and memcached with
+# read/write (and epoll_wait): all are counted, so a peer's line is comparable.
+EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_io_uring_enter,context-switches
 COUNT=0
 if command -v perf >/dev/null && perf stat -e "$EVENTS" -- true >/dev/null 2>&1; then COUNT=1; fi
 for r in $(seq "${REPEATS:-1}"); do
