@@ -31,6 +31,7 @@
 
 use crate::clock::{now_ns, thread_cpu_ns};
 use crate::codec::{Codec, Outcome, Reply, Request};
+use crate::contexts::ContextCache;
 use crate::rng::Rng;
 use crate::stats::{new_histogram, RunStats};
 use crate::workload::{cart_merge, write_key, KeySpace, Op, OpGenerator, OpKind, KEY_BYTES};
@@ -38,7 +39,7 @@ use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use io_uring::{opcode, types, IoUring};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
@@ -243,50 +244,78 @@ pub struct Engine {
     key_buf: [u8; KEY_BYTES],
     value_buf: Vec<u8>,
     in_load: bool,
-    /// dynakv only: the context of the last version this thread saw of each
-    /// key, sent with the next plain put of that key, as an application
-    /// client would. Without it every put would be a blind write, which in a
-    /// Dynamo store adds a sibling (§4.4), and a long update-heavy run would
-    /// pile siblings up to the server's bound. Bounded by
-    /// `CONTEXT_CACHE_ENTRIES_MAX`; cleared when full. A key's entry is
-    /// overwritten in place, so a steady run allocates nothing here.
-    contexts: Option<HashMap<u64, Vec<u8>, KeyHasher>>,
+    /// The target speaks dynakv's protocol (replies carry contexts).
+    dynakv: bool,
+    /// dynakv, for a workload with plain puts: the context of the last version
+    /// this thread saw of each key, sent with the key's next plain put
+    /// (`contexts.rs`).
+    contexts: Option<ContextCache>,
     /// A read-modify-write's context between its get and its put, reused.
     context_buf: Vec<u8>,
 }
 
-/// Hashes the context cache's keys (the tool's own key indices, not
-/// adversarial input) with one multiply instead of SipHash.
-#[derive(Clone, Copy, Default)]
-struct KeyHasher;
-
-impl std::hash::BuildHasher for KeyHasher {
-    type Hasher = KeyHash;
-    fn build_hasher(&self) -> KeyHash {
-        KeyHash(0)
-    }
+/// How a thread's ring lets the kernel post completions (docs/benchmark-tool.md,
+/// "The generator's ring").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingMode {
+    /// `IORING_SETUP_DEFER_TASKRUN` (with `SINGLE_ISSUER` and `COOP_TASKRUN`):
+    /// completions are posted only when this thread waits for them. Measured
+    /// slower than `Cooperative` with two server shards (more, smaller reads on
+    /// the server), so only for A/B runs.
+    Deferred,
+    /// `COOP_TASKRUN` and `SINGLE_ISSUER` (the default): a completion waits for
+    /// this thread's next entry into the kernel instead of interrupting it.
+    Cooperative,
+    /// No flags: the kernel interrupts the running thread (an IPI when it runs on
+    /// another CPU, paid by the sender) to post each completion, as rings did
+    /// before Linux 5.19.
+    Interrupting,
 }
 
-struct KeyHash(u64);
-
-impl std::hash::Hasher for KeyHash {
-    fn finish(&self) -> u64 {
-        // The high bits of a product by an odd constant mix every input
-        // bit; the rotation brings them down to where hashbrown looks.
-        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(26)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8)) ^ u64::from(b);
+impl RingMode {
+    /// `DYNAKV_BENCH_RING=defer|plain` picks another mode, for A/B measurements
+    /// of the tool itself; anything else (or nothing) is `Cooperative`.
+    pub fn from_env() -> RingMode {
+        match std::env::var("DYNAKV_BENCH_RING").as_deref() {
+            Ok("defer") => RingMode::Deferred,
+            Ok("plain") => RingMode::Interrupting,
+            _ => RingMode::Cooperative,
         }
     }
-    fn write_u64(&mut self, n: u64) {
-        self.0 ^= n;
-    }
 }
 
-/// The most keys whose context one thread remembers.
-const CONTEXT_CACHE_ENTRIES_MAX: usize = 1 << 20;
+/// Builds a thread's ring in `mode`, falling back to the next weaker mode where
+/// the kernel refuses the flags (`EINVAL` before Linux 6.1 for deferred task
+/// running, before 5.19 for cooperative). Must run on the thread that will use the
+/// ring: `SINGLE_ISSUER` binds the ring to its creator.
+fn build_ring(entries: u32, mode: RingMode) -> Result<IoUring, EngineError> {
+    let mut mode = mode;
+    loop {
+        let mut builder = IoUring::builder();
+        match mode {
+            RingMode::Deferred => {
+                builder
+                    .setup_coop_taskrun()
+                    .setup_single_issuer()
+                    .setup_defer_taskrun();
+            }
+            RingMode::Cooperative => {
+                builder.setup_coop_taskrun().setup_single_issuer();
+            }
+            RingMode::Interrupting => {}
+        }
+        match builder.build(entries) {
+            Ok(ring) => return Ok(ring),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && mode != RingMode::Interrupting => {
+                mode = match mode {
+                    RingMode::Deferred => RingMode::Cooperative,
+                    _ => RingMode::Interrupting,
+                };
+            }
+            Err(e) => return Err(EngineError::Ring(e)),
+        }
+    }
+}
 
 impl Engine {
     /// Builds an engine over already-connected sockets: `clients[c][e]` is
@@ -301,9 +330,7 @@ impl Engine {
         assert!(socket_count > 0);
         assert!(socket_count <= SOCKETS_PER_THREAD_MAX);
         let entries = (2 * socket_count + 8).next_power_of_two() as u32;
-        let ring = IoUring::builder()
-            .build(entries)
-            .map_err(EngineError::Ring)?;
+        let ring = build_ring(entries, RingMode::from_env())?;
         let mut sockets = Vec::with_capacity(socket_count);
         let mut client_list = Vec::with_capacity(clients.len());
         for (c, streams) in clients.into_iter().enumerate() {
@@ -338,7 +365,8 @@ impl Engine {
             .first()
             .map(|s: &Socket| s.codec.ordered())
             .unwrap_or(true);
-        let contexts = (!ordered).then(|| HashMap::with_hasher(KeyHasher));
+        let dynakv = !ordered;
+        let contexts = (dynakv && generator.plain_puts()).then(|| ContextCache::new(setup.keys));
         let live_clients = client_list.len();
         Ok(Engine {
             setup,
@@ -359,6 +387,7 @@ impl Engine {
             key_buf: [0; KEY_BYTES],
             value_buf: Vec::new(),
             in_load: false,
+            dynakv,
             contexts,
             context_buf: Vec::new(),
         })
@@ -547,7 +576,7 @@ impl Engine {
                     // dynakv: load by read-modify-write, so loading a key that
                     // an earlier run wrote replaces it instead of adding a
                     // sibling; the other targets simply overwrite.
-                    let kind = if self.contexts.is_some() {
+                    let kind = if self.dynakv {
                         OpKind::Rmw
                     } else {
                         OpKind::Put
@@ -603,8 +632,13 @@ impl Engine {
             // the context is encoded straight from the cache.
             let contexts = self.contexts.take();
             let context = match (&contexts, op.kind) {
-                (Some(cache), OpKind::Put) if phase.kind == PhaseKind::Run => {
-                    cache.get(&op.key).map(Vec::as_slice)
+                (Some(cache), OpKind::Put) if phase.kind == PhaseKind::Run => cache.get(op.key),
+                (Some(cache), kind) => {
+                    // The reply will store its context in the key's slot.
+                    if kind != OpKind::Ping {
+                        cache.prefetch(op.key);
+                    }
+                    None
                 }
                 _ => None,
             };
@@ -965,20 +999,7 @@ impl Engine {
         if let (Some(cache), Some(context)) = (&mut self.contexts, self.sockets[s].codec.context())
         {
             if !context.is_empty() && pending.op != OpKind::Ping {
-                // A copy: a slice would pin the whole receive buffer it came
-                // in. An existing entry is overwritten in place.
-                match cache.get_mut(&pending.key) {
-                    Some(cached) => {
-                        cached.clear();
-                        cached.extend_from_slice(context);
-                    }
-                    None => {
-                        if cache.len() >= CONTEXT_CACHE_ENTRIES_MAX {
-                            cache.clear();
-                        }
-                        cache.insert(pending.key, context.to_vec());
-                    }
-                }
+                cache.put(pending.key, context);
             }
         }
         if phase.kind == PhaseKind::Load {

@@ -16,6 +16,7 @@ mod cli;
 mod clock;
 mod cluster;
 mod codec;
+mod contexts;
 mod engine;
 mod keydist;
 mod report;

@@ -110,6 +110,17 @@ impl OpGenerator {
         self.workload == Workload::Cart
     }
 
+    /// Whether this workload issues plain puts of existing keys, which carry
+    /// the context of the key's last reply (YCSB-D inserts new keys; YCSB-F
+    /// and the cart put with the context their own get just returned).
+    pub fn plain_puts(&self) -> bool {
+        self.read_ratio < 1.0
+            && !matches!(
+                self.workload,
+                Workload::Ping | Workload::Cart | Workload::YcsbD | Workload::YcsbF
+            )
+    }
+
     pub fn new(
         workload: Workload,
         read_ratio: f64,

@@ -269,3 +269,36 @@ fn reads_count_the_siblings_that_concurrent_puts_left() {
     assert!(json_number(reads, "siblings_max") > 1.0, "{json}");
     assert!(seen > hits, "more versions than reads: {json}");
 }
+
+#[test]
+fn plain_puts_carry_the_context_of_the_keys_last_reply() {
+    // One client, one request at a time: every put follows a reply for its
+    // key (the load's, a get's or a put's), so with the context that reply
+    // carried it supersedes every version and a read never sees two. A put
+    // sent blind (no context remembered) would add a sibling instead.
+    let (port, _) = start_fixture();
+    let target = format!("dynakv://127.0.0.1:{port}");
+    let json = run_json(
+        &[
+            "--target",
+            &target,
+            "--workload",
+            "mixed",
+            "--read-ratio",
+            "0.5",
+            "--duration",
+            "1s",
+            "--connections",
+            "1",
+            "--keys",
+            "3",
+        ],
+        "contexts",
+    );
+    let reads = &json[json.find("\"reads\":{").expect("a reads object")..];
+    assert!(json_number(reads, "hits") > 100.0, "{json}");
+    assert_eq!(json_number(reads, "siblings_max"), 1.0, "{json}");
+    assert_eq!(json_number(reads, "with_siblings"), 0.0, "{json}");
+    let puts = &json[json.find("\"put\":{").expect("a put entry")..];
+    assert!(json_number(puts, "ops") > 100.0, "{json}");
+}
