@@ -49,6 +49,10 @@ pub struct ServerConfig {
     /// block device has no poll queues. Off: file I/O goes to the main ring
     /// unless sysfs says the device polls (`runtime::disk`).
     pub disk_poll_always: bool,
+    /// Set up each shard's main io_uring with `IORING_SETUP_COOP_TASKRUN`: a
+    /// socket's readiness waits for the shard's next kernel entry instead of
+    /// interrupting it (the patched glommio in `vendor/`). Off: as upstream.
+    pub io_uring_coop_taskrun: bool,
     /// Maximum simultaneous client connections per shard.
     pub connections_max: usize,
     /// Maximum simultaneous client connections per shard from one source
@@ -196,6 +200,7 @@ impl Default for ServerConfig {
             io_memory_bytes: 0,
             spin_before_park_us: 0,
             disk_poll_always: false,
+            io_uring_coop_taskrun: true,
             connections_max: 10_000,
             connections_per_address_max: 1024,
             in_flight_per_connection_max: 1024,
@@ -288,6 +293,7 @@ impl ServerConfig {
         "io_memory_bytes",
         "spin_before_park_us",
         "disk_poll_always",
+        "io_uring_coop_taskrun",
         "connections_max",
         "connections_per_address_max",
         "in_flight_per_connection_max",
@@ -391,6 +397,7 @@ impl ServerConfig {
             "io_memory_bytes" => self.io_memory_bytes = parse(name, value)?,
             "spin_before_park_us" => self.spin_before_park_us = parse(name, value)?,
             "disk_poll_always" => self.disk_poll_always = parse(name, value)?,
+            "io_uring_coop_taskrun" => self.io_uring_coop_taskrun = parse(name, value)?,
             "connections_max" => self.connections_max = parse(name, value)?,
             "connections_per_address_max" => self.connections_per_address_max = parse(name, value)?,
             "in_flight_per_connection_max" => {

@@ -95,6 +95,17 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     let (soft, hard) = raise_open_files_limit();
     info!("RLIMIT_NOFILE soft limit {soft} (hard limit {hard}); each client, RESP and internode connection holds one descriptor");
 
+    // Read by each executor as it sets up its rings (vendor/README.md).
+    glommio::set_main_ring_coop_taskrun(config.io_uring_coop_taskrun);
+    info!(
+        "io_uring: shards' main rings {}",
+        if config.io_uring_coop_taskrun {
+            "post completions cooperatively (IORING_SETUP_COOP_TASKRUN where the kernel has it, Linux 5.19+)"
+        } else {
+            "interrupt the shard to post completions (io_uring_coop_taskrun = false)"
+        }
+    );
+
     block_termination_signals();
     super::chaos_hooks::install(&config);
     let shutdown = Arc::new(AtomicBool::new(false));
