@@ -18,7 +18,9 @@
 //! `fdatasync`, and time between one round's `fdatasync` and the next round's write
 //! (`TimedDisk`). Executor experiments: `STORAGE_BENCH_IO_MEMORY` (bytes),
 //! `STORAGE_BENCH_SPIN_US` (`spin_before_park`), `STORAGE_BENCH_PREEMPT_US`
-//! (`preempt_timer`); unset, glommio's defaults as the server uses them. Store
+//! (`preempt_timer`), `STORAGE_BENCH_COOP=0` (main ring interrupt-driven, as upstream
+//! glommio: the server's `io_uring_coop_taskrun = false`); unset, glommio's defaults
+//! as the server uses them. Store
 //! experiments (ingest only): `STORAGE_BENCH_BUFFER_BYTES` (`write_buffer_bytes`),
 //! `STORAGE_BENCH_IN_FLIGHT` (`flushes_in_flight_max`), `STORAGE_BENCH_PIECE_BYTES`
 //! (`write_piece_bytes`); (durable only) `STORAGE_BENCH_PREWRITE_BYTES`
@@ -666,6 +668,9 @@ fn show(v: &[f64]) -> String {
 
 fn main() {
     let args = parse_args();
+    if let Some(coop) = knob::<u8>("STORAGE_BENCH_COOP") {
+        glommio::set_main_ring_coop_taskrun(coop != 0);
+    }
     let runs = args.runs.max(1);
     let dir = args.dir.clone();
     const MIB: f64 = 1024.0 * 1024.0;
