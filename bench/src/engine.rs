@@ -287,8 +287,8 @@ impl RingMode {
 /// Builds a thread's ring in `mode`, falling back to the next weaker mode where
 /// the kernel refuses the flags (`EINVAL` before Linux 6.1 for deferred task
 /// running, before 5.19 for cooperative). Must run on the thread that will use the
-/// ring: `SINGLE_ISSUER` binds the ring to its creator.
-fn build_ring(entries: u32, mode: RingMode) -> Result<IoUring, EngineError> {
+/// ring: `SINGLE_ISSUER` binds the ring to its creator. Returns the mode granted.
+fn build_ring(entries: u32, mode: RingMode) -> Result<(IoUring, RingMode), EngineError> {
     let mut mode = mode;
     loop {
         let mut builder = IoUring::builder();
@@ -305,7 +305,7 @@ fn build_ring(entries: u32, mode: RingMode) -> Result<IoUring, EngineError> {
             RingMode::Interrupting => {}
         }
         match builder.build(entries) {
-            Ok(ring) => return Ok(ring),
+            Ok(ring) => return Ok((ring, mode)),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) && mode != RingMode::Interrupting => {
                 mode = match mode {
                     RingMode::Deferred => RingMode::Cooperative,
@@ -330,7 +330,7 @@ impl Engine {
         assert!(socket_count > 0);
         assert!(socket_count <= SOCKETS_PER_THREAD_MAX);
         let entries = (2 * socket_count + 8).next_power_of_two() as u32;
-        let ring = build_ring(entries, RingMode::from_env())?;
+        let (ring, _) = build_ring(entries, RingMode::from_env())?;
         let mut sockets = Vec::with_capacity(socket_count);
         let mut client_list = Vec::with_capacity(clients.len());
         for (c, streams) in clients.into_iter().enumerate() {
@@ -1254,5 +1254,36 @@ impl std::fmt::Display for Failure {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel's version as (major, minor), from `uname -r`'s text.
+    fn kernel_version() -> (u32, u32) {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let mut parts = release.trim().split(['.', '-']);
+        let mut next = || parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        (next(), next())
+    }
+
+    #[test]
+    fn each_ring_mode_is_granted_where_the_kernel_has_it() {
+        // A wrong flag combination fails with EINVAL like an old kernel does,
+        // and would silently fall back; on a kernel that has every flag, each
+        // mode must be granted as asked.
+        let kernel = kernel_version();
+        for (mode, since) in [
+            (RingMode::Deferred, (6, 1)),
+            (RingMode::Cooperative, (5, 19)),
+            (RingMode::Interrupting, (0, 0)),
+        ] {
+            let (_ring, granted) = build_ring(8, mode).expect("a ring of some mode");
+            if kernel >= since {
+                assert_eq!(granted, mode, "kernel {kernel:?}");
+            }
+        }
     }
 }
