@@ -235,14 +235,13 @@ fn cart_merges_siblings_and_writes_with_the_context() {
     assert_eq!(counters.misrouted.load(Ordering::Relaxed), 0);
 }
 
-#[test]
-fn reads_count_the_siblings_that_concurrent_puts_left() {
-    // Two keys, many puts in flight: puts whose context missed each
-    // other's writes leave siblings, and the reads that return them are
-    // counted in the JSON's `reads` (and the footer).
+/// One second of half gets, half puts against a fresh fixture, with
+/// `connections` clients of `pipeline` requests each over `keys` keys: the JSON
+/// report.
+fn half_puts_json(connections: &str, pipeline: &str, keys: &str, name: &str) -> String {
     let (port, _) = start_fixture();
     let target = format!("dynakv://127.0.0.1:{port}");
-    let json = run_json(
+    run_json(
         &[
             "--target",
             &target,
@@ -253,15 +252,28 @@ fn reads_count_the_siblings_that_concurrent_puts_left() {
             "--duration",
             "1s",
             "--connections",
-            "4",
+            connections,
             "--pipeline",
-            "8",
+            pipeline,
             "--keys",
-            "2",
+            keys,
         ],
-        "siblings",
-    );
-    let reads = &json[json.find("\"reads\":{").expect("a reads object")..];
+        name,
+    )
+}
+
+/// The report's `reads` object and what follows it.
+fn reads_of(json: &str) -> &str {
+    &json[json.find("\"reads\":{").expect("a reads object")..]
+}
+
+#[test]
+fn reads_count_the_siblings_that_concurrent_puts_left() {
+    // Two keys, many puts in flight: puts whose context missed each
+    // other's writes leave siblings, and the reads that return them are
+    // counted in the JSON's `reads` (and the footer).
+    let json = half_puts_json("4", "8", "2", "siblings");
+    let reads = reads_of(&json);
     let hits = json_number(reads, "hits");
     let seen = json_number(reads, "siblings_seen");
     assert!(hits > 0.0, "{json}");
@@ -276,26 +288,8 @@ fn plain_puts_carry_the_context_of_the_keys_last_reply() {
     // key (the load's, a get's or a put's), so with the context that reply
     // carried it supersedes every version and a read never sees two. A put
     // sent blind (no context remembered) would add a sibling instead.
-    let (port, _) = start_fixture();
-    let target = format!("dynakv://127.0.0.1:{port}");
-    let json = run_json(
-        &[
-            "--target",
-            &target,
-            "--workload",
-            "mixed",
-            "--read-ratio",
-            "0.5",
-            "--duration",
-            "1s",
-            "--connections",
-            "1",
-            "--keys",
-            "3",
-        ],
-        "contexts",
-    );
-    let reads = &json[json.find("\"reads\":{").expect("a reads object")..];
+    let json = half_puts_json("1", "1", "3", "contexts");
+    let reads = reads_of(&json);
     assert!(json_number(reads, "hits") > 100.0, "{json}");
     assert_eq!(json_number(reads, "siblings_max"), 1.0, "{json}");
     assert_eq!(json_number(reads, "with_siblings"), 0.0, "{json}");
