@@ -393,3 +393,42 @@ fn flushes_in_flight_max_option_starts_a_node_that_writes_and_reads_back() {
         "{stderr}"
     );
 }
+
+#[test]
+fn shards_with_upstream_interrupting_rings_serve_buffered_and_durable_puts() {
+    // `io_uring_coop_taskrun = false` sets the shards' main rings up as
+    // upstream glommio does (vendor/README.md); every other test runs the
+    // cooperative default. Both shards serve, durable puts are acknowledged
+    // (their writes and fdatasyncs also go through the main ring), and a
+    // restart reads everything back.
+    use bytes::Bytes;
+    use dynakv::client::{Client, ClientOptions};
+    use dynakv::protocol::Quorum;
+
+    const KEYS: usize = 200;
+    let durable = Quorum {
+        dw: Some(1),
+        ..Quorum::DEFAULT
+    };
+    let mut node = TestNode::start(2, &["--io-uring-coop-taskrun", "false"]);
+    {
+        let mut client = Client::connect(node.listen, ClientOptions::default()).expect("connect");
+        for key in 0..KEYS {
+            let quorum = if key % 2 == 0 {
+                durable
+            } else {
+                Quorum::DEFAULT
+            };
+            client
+                .put(format!("k{key}").as_bytes(), b"v", None, quorum)
+                .expect("put");
+        }
+    }
+    node.terminate();
+    node.restart();
+    let mut client = Client::connect(node.listen, ClientOptions::default()).expect("connect");
+    for key in 0..KEYS {
+        let got = client.get(format!("k{key}").as_bytes()).expect("get");
+        assert_eq!(got.values, vec![Bytes::from_static(b"v")], "k{key}");
+    }
+}
