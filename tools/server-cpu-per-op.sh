@@ -13,7 +13,8 @@
 # DYNAKV / BENCH (binaries, default target/release/...), SERVER (dynakv, the
 # default, or redis or memcached, with THREADS: the same figures for a peer, the
 # extra flags going to that server).
-# Each run prints one line (server CPU per op, and its user and kernel parts);
+# Each run prints one line (server CPU per op, and its user and kernel parts, and
+# the machine's rescheduling and function-call IPIs per op from /proc/interrupts);
 # the syscall counts are deterministic enough to
 # compare across builds on a noisy machine, the CPU time is not (use medians).
 set -euo pipefail
@@ -40,6 +41,10 @@ trap 'kill $SP 2>/dev/null; wait $SP 2>/dev/null; rm -rf "$DIR"' EXIT
 for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
 $B --target "$URL" --workload get --keys "${KEYS:-10000}" --ops 10000 --no-progress >/dev/null 2>&1
 cpu() { awk '{ sub(/^.*\) /, ""); print $12 + $13, $12, $13 }' "/proc/$SP/stat"; }
+# Rescheduling and function-call IPIs, machine-wide (/proc/interrupts RES and CAL,
+# summed over CPUs): a thread interrupted to post an io_uring completion costs one.
+ipis() { awk '/^ *(RES|CAL):/ { for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) s[$1] += $i }
+    END { print s["RES:"] + 0, s["CAL:"] + 0 }' /proc/interrupts; }
 # dynakv reads and writes sockets with recvfrom/sendto, Redis and memcached with
 # read/write (and epoll_wait): all are counted, so a peer's line is comparable.
 EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_io_uring_enter,context-switches
@@ -53,11 +58,13 @@ for r in $(seq "${REPEATS:-1}"); do
         sleep 0.2
     fi
     c0=$(cpu)
+    i0=$(ipis)
     report=$($B --target "$URL" --workload "${WL:-get}" --no-load --keys "${KEYS:-10000}" --ops "$OPS" \
        --connections "${CONNS:-50}" --pipeline "${PIPE:-1}" --no-progress 2>&1)
     tput=$(awk '/throughput/ { for (i = 1; i < NF; i++) if ($i == "throughput") print $(i + 1) }' <<<"$report")
     gen=$(awk '/^generator:/ { print $2 }' <<<"$report")
     c1=$(cpu)
+    i1=$(ipis)
     counts=""
     if (( COUNT )); then
         kill -INT "$PP"; wait "$PP" 2>/dev/null || true
@@ -67,5 +74,7 @@ for r in $(seq "${REPEATS:-1}"); do
 a, b = '$c0'.split(), '$c1'.split()
 us = lambda i: (int(b[i]) - int(a[i])) * 1e6 / $(getconf CLK_TCK) / $OPS
 print(f'{us(0):.2f} (user {us(1):.2f}, kernel {us(2):.2f})')")
-    echo "run $r: ops/s ${tput:-?} server CPU us/op $per_op generator us/op ${gen:-?}$counts"
+    ipi=$(awk -v a="$i0" -v b="$i1" -v ops="$OPS" 'BEGIN { split(a, x, " "); split(b, y, " ");
+        printf " IPIs/op: resched %.4f, call %.4f", (y[1] - x[1]) / ops, (y[2] - x[2]) / ops }')
+    echo "run $r: ops/s ${tput:-?} server CPU us/op $per_op generator us/op ${gen:-?}$counts$ipi"
 done
