@@ -12,8 +12,9 @@
 //!
 //! Layout: direct-mapped, one 64-byte slot (one cache line) per key index modulo
 //! a power of two of at most `SLOTS_MAX`, holding the key and a context of up to
-//! `INLINE_BYTES`; a longer context (many clock entries) lives in a small side
-//! map. A key whose slot another key took since loses its context (its next
+//! `INLINE_BYTES`; a longer context (a clock with several actors, as keys of an
+//! N = 3 cluster get) lives in a side map, overwritten in place while the key
+//! keeps a long one, so a steady run allocates nothing either way. A key whose slot another key took since loses its context (its next
 //! put is blind); with at most `SLOTS_MAX` keys no two keys share a slot.
 //!
 //! Replaced (2026-11-24) a `HashMap<u64, Vec<u8>>` whose probe missed the cache
@@ -114,11 +115,20 @@ impl ContextCache {
     /// Remembers `context` as `key`'s, in place of whatever its slot held.
     pub fn put(&mut self, key: u64, context: &[u8]) {
         let i = self.slot_of(key);
-        let old = self.slots[i];
-        if old.len == SPILLED {
-            self.spilled.remove(&old.key_plus_one.wrapping_sub(1));
-        }
         let slot = &mut self.slots[i];
+        let same_key = slot.key_plus_one == key.wrapping_add(1);
+        if slot.len == SPILLED {
+            if same_key && context.len() > INLINE_BYTES {
+                // A long context replacing the key's long context: overwritten in
+                // place, so a steady run of many-entry clocks allocates nothing.
+                if let Some(kept) = self.spilled.get_mut(&key) {
+                    kept.clear();
+                    kept.extend_from_slice(context);
+                    return;
+                }
+            }
+            self.spilled.remove(&slot.key_plus_one.wrapping_sub(1));
+        }
         slot.key_plus_one = key.wrapping_add(1);
         if context.len() <= INLINE_BYTES {
             slot.len = context.len() as u16;
@@ -170,6 +180,17 @@ mod tests {
         cache.put(4, &edge);
         assert_eq!(cache.get(3), Some(&long[..]));
         assert_eq!(cache.get(4), Some(&edge[..]));
+        // Another long context for the same key reuses the side copy's buffer: a
+        // shorter one leaves it with the longer one's capacity.
+        let longest = vec![0xEF; INLINE_BYTES + 40];
+        cache.put(3, &longest);
+        cache.put(3, &long);
+        assert_eq!(cache.get(3), Some(&long[..]));
+        assert!(
+            cache.spilled[&3].capacity() >= longest.len(),
+            "overwritten in place"
+        );
+        assert_eq!(cache.spilled.len(), 1);
         // Shrinking back inline drops the side copy.
         cache.put(3, b"short");
         assert_eq!(cache.get(3), Some(&b"short"[..]));
