@@ -13,7 +13,7 @@
 //! Layout: direct-mapped, one 64-byte slot (one cache line) per key index modulo
 //! a power of two of at most `SLOTS_MAX`, holding the key and a context of up to
 //! `INLINE_BYTES`; a longer context (a clock with several actors, as keys of an
-//! N = 3 cluster get) lives in a side map, overwritten in place while the key
+//! N = 3 cluster may get) lives in a side map, overwritten in place while the key
 //! keeps a long one, so a steady run allocates nothing either way. A key whose slot another key took since loses its context (its next
 //! put is blind); with at most `SLOTS_MAX` keys no two keys share a slot.
 //!
