@@ -14,8 +14,9 @@
 //! a power of two of at most `SLOTS_MAX`, holding the key and a context of up to
 //! `INLINE_BYTES`; a longer context (a clock with several actors, as keys of an
 //! N = 3 cluster may get) lives in a side map, overwritten in place while the key
-//! keeps a long one, so a steady run allocates nothing either way. A key whose slot another key took since loses its context (its next
-//! put is blind); with at most `SLOTS_MAX` keys no two keys share a slot.
+//! keeps a long one, so a steady run allocates nothing either way. A key whose
+//! slot another key took since loses its context (its next put is blind); with
+//! at most `SLOTS_MAX` keys no two keys share a slot.
 //!
 //! Replaced (2026-11-24) a `HashMap<u64, Vec<u8>>` whose probe missed the cache
 //! on nearly every reply at 100,000 keys: 16% of the generator's samples under a
