@@ -6,6 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/setup.sh
 ulimit -n 65536 2>/dev/null || true
+# A CI build is built once: incremental caches would only take disk
+# (2 GB of target/ on a fresh clone).
+if [ "${CI:-}" = "true" ]; then
+  export CARGO_INCREMENTAL=0
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
