@@ -181,7 +181,7 @@ pub(crate) struct Index {
     /// The sets of the other partitions.
     sparse: BTreeMap<(Namespace, u32), PartitionSet>,
     keys: u64,
-    /// The entry `get_cached` found last. A read-modify-write put reads a
+    /// The entry `get_cached` (or `locate`) found last. A read-modify-write put reads a
     /// key's record and then points the key at its new one, and
     /// `insert_with_slot` finds the entry here, with one comparison of the
     /// key (whose bytes the read just brought into the CPU caches), instead
@@ -262,8 +262,23 @@ impl Index {
         dense.chain(sparse)
     }
 
+    /// Where `key`'s latest record is (tests; the store uses `get_cached`
+    /// and `locate`, which remember the entry).
+    #[cfg(test)]
     pub(crate) fn get(&self, ns: Namespace, partition: u32, key: &[u8]) -> Option<Location> {
         self.set(ns, partition)?.get(key).map(Entry::location)
+    }
+
+    /// `get`, remembered like `get_cached`'s find, and answered from the
+    /// remembered entry when it is `key`'s. Compaction asks where a record's
+    /// key points, asks again after waiting for room (the key may have been
+    /// written meanwhile) and then points the key at the copy: one probe of
+    /// the set for the three, not three.
+    pub(crate) fn locate(&self, ns: Namespace, partition: u32, key: &[u8]) -> Option<Location> {
+        if let Some(entry) = self.last_found(ns, partition, key) {
+            return Some(entry.location());
+        }
+        self.get_cached(ns, partition, key).map(|(loc, _)| loc)
     }
 
     /// Where `key`'s latest record is, and the read cache slot its entry

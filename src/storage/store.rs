@@ -56,6 +56,39 @@ const SEGMENT_SIZE_BYTES_MAX: u64 = u32::MAX as u64;
 /// Smallest read compaction issues, so small budgets still make progress.
 const COMPACTION_READ_BYTES_MIN: u64 = 64 << 10;
 
+/// Whether compaction must keep the record at `offset` of segment `source`:
+/// a value or tombstone the index still points at, or a marker that may
+/// still shadow an older record in another segment.
+fn record_needed<D: Disk>(
+    st: &State<D>,
+    source: u32,
+    offset: u64,
+    header: &Header,
+    raw: &[u8],
+) -> bool {
+    match header.kind {
+        // `locate`: asking again after waiting for room, and pointing the
+        // key at the copy, find the entry this found without probing the
+        // set again (when nothing else was looked up in between).
+        Kind::Value | Kind::Tombstone => {
+            let here = Location {
+                segment: source,
+                offset: offset as u32,
+                len: raw.len() as u32,
+            };
+            st.index
+                .locate(header.ns, header.partition, record::key_of(raw, header))
+                == Some(here)
+        }
+        // A marker stays while another segment may hold an older record it shadows.
+        Kind::Purge | Kind::DropPartition => st
+            .segments
+            .iter()
+            .any(|(&id, s)| id != source && s.min_seq < header.seq),
+        Kind::Seal => false,
+    }
+}
+
 fn segment_name(id: u32) -> String {
     format!("seg-{id:010}.log")
 }
@@ -1927,6 +1960,8 @@ impl<D: Disk> Store<D> {
             let mut chunk: Vec<u8> = chunk.as_ref().to_vec();
             let mut pos = 0usize;
             let mut damaged = false;
+            // The chunk's whole records, decoded (and checksummed) first.
+            let mut records: Vec<(usize, Header)> = Vec::new();
             loop {
                 if pos >= chunk.len() {
                     break;
@@ -1960,12 +1995,39 @@ impl<D: Disk> Store<D> {
                     }
                 };
                 let len = header.record_len();
-                let offset = job.cursor + pos as u64;
-                let raw = chunk[pos..pos + len].to_vec();
-                progress.bytes_copied += self
-                    .compact_record(job.segment, offset, &header, raw)
-                    .await?;
+                records.push((pos, header));
                 pos += len;
+            }
+            // Then which values and tombstones the index still points at,
+            // in one pass with nothing in between: each probe mostly waits
+            // for a cache miss on the key's entry, and back to back the CPU
+            // overlaps several. Those found dead (most of them) are passed
+            // over: a key never points back at a record it left, so they
+            // stay dead while the others are copied. Markers are judged
+            // when their turn comes, after the records before them moved.
+            let live: Vec<bool> = {
+                let st = self.state.borrow();
+                records
+                    .iter()
+                    .map(|(at, header)| match header.kind {
+                        Kind::Value | Kind::Tombstone => {
+                            let raw = &chunk[*at..*at + header.record_len()];
+                            let offset = job.cursor + *at as u64;
+                            record_needed(&st, job.segment, offset, header, raw)
+                        }
+                        _ => true,
+                    })
+                    .collect()
+            };
+            for ((at, header), live) in records.iter().zip(live) {
+                if !live {
+                    continue;
+                }
+                let raw = &chunk[*at..*at + header.record_len()];
+                let offset = job.cursor + *at as u64;
+                progress.bytes_copied += self
+                    .compact_record(job.segment, offset, header, raw)
+                    .await?;
             }
             progress.bytes_examined += pos as u64;
             let mut st = self.state.borrow_mut();
@@ -2008,30 +2070,20 @@ impl<D: Disk> Store<D> {
         })
     }
 
-    /// Copies one record forward if it is still needed; returns the bytes copied.
+    /// Copies one record forward if it is still needed (`record_needed`,
+    /// asked again once there is room: the key may have been written while
+    /// this waited); returns the bytes copied.
     async fn compact_record(
         &self,
         source: u32,
         offset: u64,
         header: &Header,
-        raw: Vec<u8>,
+        raw: &[u8],
     ) -> Result<u64, StorageError> {
-        let key = record::key_of(&raw, header).to_vec();
+        // Borrowed from the read chunk: no copy of a record.
+        let key = record::key_of(raw, header);
         let (ns, partition) = (header.ns, header.partition);
-        let here = Location {
-            segment: source,
-            offset: offset as u32,
-            len: raw.len() as u32,
-        };
-        let needed = |st: &State<D>| match header.kind {
-            Kind::Value | Kind::Tombstone => st.index.get(ns, partition, &key) == Some(here),
-            // A marker stays while another segment may hold an older record it shadows.
-            Kind::Purge | Kind::DropPartition => st
-                .segments
-                .iter()
-                .any(|(&id, s)| id != source && s.min_seq < header.seq),
-            Kind::Seal => false,
-        };
+        let needed = |st: &State<D>| record_needed(st, source, offset, header, raw);
         if !needed(&self.state.borrow()) {
             return Ok(0);
         }
@@ -2041,14 +2093,14 @@ impl<D: Disk> Store<D> {
                     return 0;
                 }
                 let new_offset =
-                    st.append_bytes(raw.len(), header.seq, |out| out.copy_from_slice(&raw));
+                    st.append_bytes(raw.len(), header.seq, |out| out.copy_from_slice(raw));
                 if matches!(header.kind, Kind::Value | Kind::Tombstone) {
                     let loc = Location {
                         segment: st.active_id,
                         offset: new_offset as u32,
                         len: raw.len() as u32,
                     };
-                    st.index_insert(ns, partition, &key, loc);
+                    st.index_insert(ns, partition, key, loc);
                 }
                 raw.len() as u64
             })
