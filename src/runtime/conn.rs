@@ -150,6 +150,7 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
     let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     let mut spare = None;
+    let mut batch = Vec::new();
     'read: loop {
         let n = match socket.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
@@ -158,72 +159,98 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
         buffer.extend_from_slice(&chunk[..n]);
         // The requests of this read count their latency from now.
         let read_at = Instant::now();
-        let mut requests = 0usize;
-        outbox.begin_batch();
+        // Every complete frame of this read is decoded first; when there
+        // are several (a pipelined batch), their keys' index entries,
+        // read-cache slots and stored sets are prefetched stage by stage
+        // (`ShardState::prefetch`), so that their cache misses overlap;
+        // then each is handled in order.
+        let mut frame_error = None;
         loop {
             match decoder.decode(&mut buffer) {
-                Ok(Some(frame)) => {
-                    requests += 1;
-                    let permit = match in_flight.try_acquire_static_permit(1) {
-                        Ok(permit) => permit,
-                        Err(_) => {
-                            // At the in-flight bound: send what is ready,
-                            // then wait for a request to finish.
-                            outbox.end_batch();
-                            let permit = in_flight.clone().acquire_static_permit(1).await;
-                            outbox.begin_batch();
-                            match permit {
-                                Ok(permit) => permit,
-                                Err(_) => break 'read,
-                            }
-                        }
-                    };
-                    // A request answered in place (a ping, a get of a set
-                    // in memory, a one-replica write the store appends at
-                    // once) queues its reply with no future built. The
-                    // rest are polled once here: one that needs no I/O
-                    // queues its reply in this poll, with no task spawned
-                    // for it. One that waits goes on in its
-                    // own task; every future on the request path registers
-                    // the waker of each poll, so the task's first poll
-                    // re-arms what this one left with a no-op waker.
-                    // The box of a request that finished in place is kept
-                    // for the next one: no allocation per request either.
-                    let deferred = match shard.handle_frame_now(frame, via_node_port, read_at) {
-                        Ok(reply) => {
-                            outbox.push(reply);
-                            drop(permit);
-                            continue;
-                        }
-                        Err(deferred) => deferred,
-                    };
-                    let future = request(shard.clone(), outbox.clone(), deferred, permit);
-                    let mut request = boxed(spare.take(), future);
-                    let mut cx = std::task::Context::from_waker(Waker::noop());
-                    if request.as_mut().poll(&mut cx).is_pending() {
-                        glommio::spawn_local(request).detach();
-                    } else {
-                        spare = Some(request);
-                    }
-                }
+                Ok(Some(frame)) => batch.push(shard.decode_frame(frame)),
                 Ok(None) => break,
                 Err(e) => {
-                    // The stream cannot be re-synchronised after a bad length
-                    // prefix: answer once and close.
-                    let FrameError::TooLarge { .. } = e;
-                    let code = ErrorCode::FrameTooLarge;
-                    outbox.push(Reply::Response(
-                        0,
-                        Response::Error {
-                            code,
-                            message: e.to_string(),
-                            acks: 0,
-                            routing: None,
-                        },
-                    ));
-                    break 'read;
+                    frame_error = Some(e);
+                    break;
                 }
             }
+        }
+        if batch.len() > 1 {
+            for stage in 0..2 {
+                for decoded in batch.iter().flatten() {
+                    shard.prefetch(decoded, stage);
+                }
+            }
+        }
+        let requests = batch.len();
+        outbox.begin_batch();
+        for decoded in batch.drain(..) {
+            let permit = match in_flight.try_acquire_static_permit(1) {
+                Ok(permit) => permit,
+                Err(_) => {
+                    // At the in-flight bound: send what is ready,
+                    // then wait for a request to finish.
+                    outbox.end_batch();
+                    let permit = in_flight.clone().acquire_static_permit(1).await;
+                    outbox.begin_batch();
+                    match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break 'read,
+                    }
+                }
+            };
+            let decoded = match decoded {
+                Ok(decoded) => decoded,
+                Err(reply) => {
+                    // An invalid request: its error reply, in order.
+                    outbox.push(reply);
+                    drop(permit);
+                    continue;
+                }
+            };
+            // A request answered in place (a ping, a get of a set
+            // in memory, a one-replica write the store appends at
+            // once) queues its reply with no future built. The
+            // rest are polled once here: one that needs no I/O
+            // queues its reply in this poll, with no task spawned
+            // for it. One that waits goes on in its
+            // own task; every future on the request path registers
+            // the waker of each poll, so the task's first poll
+            // re-arms what this one left with a no-op waker.
+            // The box of a request that finished in place is kept
+            // for the next one: no allocation per request either.
+            let deferred = match shard.handle_decoded_now(decoded, via_node_port, read_at) {
+                Ok(reply) => {
+                    outbox.push(reply);
+                    drop(permit);
+                    continue;
+                }
+                Err(deferred) => deferred,
+            };
+            let future = request(shard.clone(), outbox.clone(), deferred, permit);
+            let mut request = boxed(spare.take(), future);
+            let mut cx = std::task::Context::from_waker(Waker::noop());
+            if request.as_mut().poll(&mut cx).is_pending() {
+                glommio::spawn_local(request).detach();
+            } else {
+                spare = Some(request);
+            }
+        }
+        if let Some(e) = frame_error {
+            // The stream cannot be re-synchronised after a bad length
+            // prefix: answer once and close.
+            let FrameError::TooLarge { .. } = e;
+            let code = ErrorCode::FrameTooLarge;
+            outbox.push(Reply::Response(
+                0,
+                Response::Error {
+                    code,
+                    message: e.to_string(),
+                    acks: 0,
+                    routing: None,
+                },
+            ));
+            break 'read;
         }
         if requests > 0 {
             last_request.set(read_at);

@@ -97,6 +97,21 @@ impl ReadCache {
             .filter(|s| s.location == location)
     }
 
+    /// Starts loading `slot`'s element into the CPU caches, without reading it.
+    pub(crate) fn prefetch_slot(&self, slot: CacheSlot) {
+        if let Some(element) = self.slots.get(slot.0 as usize) {
+            crate::storage::prefetch_read((element as *const Option<Slot>).cast());
+        }
+    }
+
+    /// Starts loading the first bytes of the record `slot` holds, if it holds
+    /// `location`'s (reading the slot, which `prefetch_slot` loaded).
+    pub(crate) fn prefetch_record(&self, slot: CacheSlot, location: RecordLocation) {
+        if let Some(s) = self.slot(slot, location) {
+            crate::storage::prefetch_read(s.record.payload.as_ptr());
+        }
+    }
+
     /// The record at `location`, if `slot` (from its index entry) holds it.
     pub(crate) fn get(&self, slot: CacheSlot, location: RecordLocation) -> Option<&StoredRecord> {
         self.slot(slot, location).map(|s| &s.record)

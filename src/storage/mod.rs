@@ -245,3 +245,17 @@ pub struct CompactionProgress {
     /// Whether compaction work remains.
     pub more: bool,
 }
+
+/// A hint to load the cache line at `ptr` into the CPU caches; it never
+/// faults and has no other effect.
+#[inline(always)]
+pub(crate) fn prefetch_read(ptr: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch only hints the cache: it reads nothing the program
+    // sees and does not fault, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(ptr.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ptr;
+}
