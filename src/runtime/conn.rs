@@ -30,7 +30,7 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
 
 use super::log;
-use super::shard::{connection_allowed, Deferred, Reply, ShardState};
+use super::shard::{connection_allowed, Deferred, Reply, ShardState, PREFETCH_GROUP};
 use crate::protocol::{self, ErrorCode, FrameDecoder, FrameError, Response};
 
 /// Size of each read from a socket.
@@ -159,15 +159,14 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
         buffer.extend_from_slice(&chunk[..n]);
         // The requests of this read count their latency from now.
         let read_at = Instant::now();
-        // Every complete frame of this read is decoded first; when there
-        // are several (a pipelined batch), their keys' index entries,
-        // read-cache slots and stored sets are prefetched stage by stage
-        // (`ShardState::prefetch`), so that their cache misses overlap;
-        // then each is handled in order.
+        // Every complete frame of this read first: when there are several
+        // (a pipelined batch), their keys' data is prefetched before the
+        // first is handled, so that their cache misses overlap
+        // (`ShardState::prefetch`).
         let mut frame_error = None;
         loop {
             match decoder.decode(&mut buffer) {
-                Ok(Some(frame)) => batch.push(shard.decode_frame(frame)),
+                Ok(Some(frame)) => batch.push(frame),
                 Ok(None) => break,
                 Err(e) => {
                     frame_error = Some(e);
@@ -175,16 +174,14 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
                 }
             }
         }
-        if batch.len() > 1 {
-            for stage in 0..2 {
-                for decoded in batch.iter().flatten() {
-                    shard.prefetch(decoded, stage);
-                }
-            }
-        }
         let requests = batch.len();
         outbox.begin_batch();
-        for decoded in batch.drain(..) {
+        let mut frames = batch.drain(..);
+        for i in 0..requests {
+            if requests > 1 && i % PREFETCH_GROUP == 0 {
+                shard.prefetch(frames.as_slice());
+            }
+            let Some(frame) = frames.next() else { break };
             let permit = match in_flight.try_acquire_static_permit(1) {
                 Ok(permit) => permit,
                 Err(_) => {
@@ -199,15 +196,6 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
                     }
                 }
             };
-            let decoded = match decoded {
-                Ok(decoded) => decoded,
-                Err(reply) => {
-                    // An invalid request: its error reply, in order.
-                    outbox.push(reply);
-                    drop(permit);
-                    continue;
-                }
-            };
             // A request answered in place (a ping, a get of a set
             // in memory, a one-replica write the store appends at
             // once) queues its reply with no future built. The
@@ -219,7 +207,7 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
             // re-arms what this one left with a no-op waker.
             // The box of a request that finished in place is kept
             // for the next one: no allocation per request either.
-            let deferred = match shard.handle_decoded_now(decoded, via_node_port, read_at) {
+            let deferred = match shard.handle_frame_now(frame, via_node_port, read_at) {
                 Ok(reply) => {
                     outbox.push(reply);
                     drop(permit);
@@ -236,6 +224,7 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
                 spare = Some(request);
             }
         }
+        drop(frames);
         if let Some(e) = frame_error {
             // The stream cannot be re-synchronised after a bad length
             // prefix: answer once and close.

@@ -47,7 +47,7 @@ mod wbuf;
 pub use disk::{Disk, DiskFile, IoBuffer};
 pub use error::StorageError;
 pub use memdisk::{CrashMode, DiskOp, MemBuffer, MemDisk, MemFile, MEM_DISK_ALIGNMENT_BYTES};
-pub use store::{CompactionRateLimiter, Store};
+pub use store::{CompactionRateLimiter, Prefetched, Store};
 pub use sync::block_on;
 
 use std::time::Duration;

@@ -443,6 +443,14 @@ impl CompactionRateLimiter {
 }
 
 /// One shard's log-structured store. See the module documentation of `storage`.
+/// Where `Store::prefetch_entry` found a key: what its second stage,
+/// `prefetch_record`, needs without probing the index again.
+#[derive(Clone, Copy)]
+pub struct Prefetched {
+    loc: Location,
+    slot: CacheSlot,
+}
+
 pub struct Store<D: Disk> {
     disk: D,
     config: StoreConfig,
@@ -1195,23 +1203,28 @@ impl<D: Disk> Store<D> {
             .ok()
     }
 
-    /// Warms the CPU caches for a read of `key` that comes soon: stage 0
-    /// probes the index (the probe waits for the key's entry; a caller
-    /// probes a batch of keys back to back so that the CPU overlaps those
-    /// waits) and prefetches the read-cache slot the entry names; stage 1
-    /// (after every key's stage 0) reads that slot and prefetches the
-    /// record's first bytes. Nothing is changed.
-    pub fn prefetch(&self, ns: Namespace, partition: u32, key: &[u8], stage: u8) {
+    /// Warms the CPU caches for a read of `key` that comes soon, in two
+    /// stages: this one probes the index (the probe waits for the key's
+    /// entry; a caller probes a batch of keys back to back so that the CPU
+    /// overlaps those waits) and prefetches the read-cache slot the entry
+    /// names; `prefetch_record` (called after every key's `prefetch_entry`,
+    /// so that the slots have arrived) reads that slot and prefetches the
+    /// record's first bytes. Nothing is changed. `None`: no such key.
+    pub fn prefetch_entry(&self, ns: Namespace, partition: u32, key: &[u8]) -> Option<Prefetched> {
         let st = self.state.borrow();
-        let Some((loc, slot)) = st.index.get_cached(ns, partition, key) else {
-            return;
-        };
-        let cache = self.read_cache.borrow();
-        if stage == 0 {
-            cache.prefetch_slot(slot);
-        } else {
-            cache.prefetch_record(slot, (loc.segment, loc.offset));
-        }
+        let (loc, slot) = st.index.get_cached(ns, partition, key)?;
+        self.read_cache.borrow().prefetch_slot(slot);
+        Some(Prefetched { loc, slot })
+    }
+
+    /// The second stage of `prefetch_entry`. `prefetched` must come from
+    /// this store; if the key moved since, the slot no longer names its
+    /// record and nothing is prefetched.
+    pub fn prefetch_record(&self, prefetched: &Prefetched) {
+        let Prefetched { loc, slot } = *prefetched;
+        self.read_cache
+            .borrow()
+            .prefetch_record(slot, (loc.segment, loc.offset));
     }
 
     /// `get_now`, lending the record to `read` instead of returning it: a
