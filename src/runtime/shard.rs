@@ -691,7 +691,6 @@ fn mark_clean_stop(dir: &std::path::Path) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", dir.display()))
 }
 
-/// Either a reply to encode, or an already encoded reply from another shard.
 /// Requests of a pipelined read whose data `ShardState::prefetch` loads
 /// before the first of them is handled (a connection prefetches a longer
 /// batch group by group, each just before it is handled): 32 keys'
@@ -725,6 +724,7 @@ enum Route {
     Remote { frame: Bytes },
 }
 
+/// Either a reply to encode, or an already encoded reply from another shard.
 pub(crate) enum Reply {
     Response(u64, Response),
     Encoded(Vec<u8>),
