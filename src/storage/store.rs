@@ -2037,24 +2037,18 @@ impl<D: Disk> Store<D> {
             // over: a key never points back at a record it left, so they
             // stay dead while the others are copied. Markers are judged
             // when their turn comes, after the records before them moved.
-            let live: Vec<bool> = {
+            {
                 let st = self.state.borrow();
-                records
-                    .iter()
-                    .map(|(at, header)| match header.kind {
-                        Kind::Value | Kind::Tombstone => {
-                            let raw = &chunk[*at..*at + header.record_len()];
-                            let offset = job.cursor + *at as u64;
-                            record_needed(&st, job.segment, offset, header, raw)
-                        }
-                        _ => true,
-                    })
-                    .collect()
-            };
-            for ((at, header), live) in records.iter().zip(live) {
-                if !live {
-                    continue;
-                }
+                records.retain(|(at, header)| match header.kind {
+                    Kind::Value | Kind::Tombstone => {
+                        let raw = &chunk[*at..*at + header.record_len()];
+                        let offset = job.cursor + *at as u64;
+                        record_needed(&st, job.segment, offset, header, raw)
+                    }
+                    _ => true,
+                });
+            }
+            for (at, header) in &records {
                 let raw = &chunk[*at..*at + header.record_len()];
                 let offset = job.cursor + *at as u64;
                 progress.bytes_copied += self
