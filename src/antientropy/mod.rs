@@ -64,7 +64,12 @@ pub const TOMBSTONES_TRACKED_MAX: usize = 1 << 20;
 /// The leaf bucket of a key: the low bits of its placement hash (the
 /// partition uses the high bits, so keys of one partition spread evenly).
 pub fn key_leaf(key: &[u8]) -> u16 {
-    (crate::ring::key_hash(key) as u64 & (LEAVES as u64 - 1)) as u16
+    hash_leaf(crate::ring::key_hash(key))
+}
+
+/// `key_leaf` of a key whose placement hash (`ring::key_hash`) the caller has.
+pub fn hash_leaf(hash: u128) -> u16 {
+    (hash as u64 & (LEAVES as u64 - 1)) as u16
 }
 
 /// The hash of a stored sibling set (its canonical encoding, as stored).

@@ -392,12 +392,13 @@ fn read_body(reader: &mut Reader<'_>, tag: u8, field: usize) -> Result<Body, Fau
     })
 }
 
-/// The key of a get, put or delete request frame, read with the reader's
-/// bounds checks and none of the verifier's other checks: a frame that
-/// `decode_request` refuses may still give a key here. For prefetching a
-/// pipelined batch's data (`ShardState::prefetch`), which changes nothing,
-/// and nothing else: nothing may trust it.
-pub fn request_key(frame: &[u8]) -> Option<&[u8]> {
+/// The key of a get, put or delete request frame, and whether the request
+/// writes (a put or delete), read with the reader's bounds checks and none
+/// of the verifier's other checks: a frame that `decode_request` refuses
+/// may still give a key here. For prefetching a pipelined batch's data
+/// (`ShardState::prefetch`), which changes nothing, and nothing else:
+/// nothing may trust it.
+pub fn request_key(frame: &[u8]) -> Option<(&[u8], bool)> {
     let mut reader = Reader {
         buffer: frame,
         apparent_bytes: 0,
@@ -406,16 +407,14 @@ pub fn request_key(frame: &[u8]) -> Option<&[u8]> {
     let header = reader.strict(header).ok()?;
     let value = reader.field(header, 10, OFFSET_BYTES).ok()??;
     let tag = reader.field(header, 8, 1).ok()??;
-    match wire::RequestBody(reader.u8_at(tag).ok()?) {
-        wire::RequestBody::GetRequest
-        | wire::RequestBody::PutRequest
-        | wire::RequestBody::DeleteRequest => {
-            let body = reader.table_field(value).ok()?;
-            let key = reader.bytes_field(body, 4).ok()?;
-            frame.get(key)
-        }
-        _ => None,
-    }
+    let writes = match wire::RequestBody(reader.u8_at(tag).ok()?) {
+        wire::RequestBody::GetRequest => false,
+        wire::RequestBody::PutRequest | wire::RequestBody::DeleteRequest => true,
+        _ => return None,
+    };
+    let body = reader.table_field(value).ok()?;
+    let key = reader.bytes_field(body, 4).ok()?;
+    Some((frame.get(key)?, writes))
 }
 
 /// Decodes one request frame; see `codec::decode_request`, whose contract
@@ -1988,9 +1987,13 @@ mod tests {
             );
             let frame = bytes::Bytes::copy_from_slice(&wire[FRAME_LENGTH_BYTES..]);
             let decoded = decode_request(frame.clone(), &limits).expect("own frame decodes");
+            let writes = matches!(
+                decoded.request,
+                Request::Put { .. } | Request::Delete { .. }
+            );
             assert_eq!(
                 request_key(&frame),
-                decoded.request.key().map(|k| &k[..]),
+                decoded.request.key().map(|k| (&k[..], writes)),
                 "case {case}"
             );
             for _ in 0..20 {

@@ -863,9 +863,10 @@ impl ShardState {
     /// Warms the CPU caches for handling `frames` (up to `PREFETCH_GROUP`
     /// requests of one pipelined read) before the first is handled: every
     /// request with a key has its index entry probed and its read-cache
-    /// slot prefetched, then (the slots loaded meanwhile) its stored set's
-    /// first bytes prefetched (`Store::prefetch_entry`,
-    /// `Store::prefetch_record`). Their cache misses, which dominate a GET's
+    /// slot prefetched (and, for a put or delete, its anti-entropy tree
+    /// leaf: `AntiEntropy::prefetch_leaf`), then (the slots loaded
+    /// meanwhile) its stored set's first bytes prefetched
+    /// (`Store::prefetch_entry`, `Store::prefetch_record`). Their cache misses, which dominate a GET's
     /// or PUT's time at 100,000 keys (BENCHMARKS.md §2s), then overlap
     /// instead of coming one after the other. Changes nothing; a frame with
     /// no key, or a key this shard does not hold, is passed over. The keys
@@ -874,12 +875,30 @@ impl ShardState {
     #[inline(never)]
     pub(crate) fn prefetch(&self, frames: &[Bytes]) {
         let q = self.topology.borrow().q;
-        let mut found = [None; PREFETCH_GROUP];
-        for (frame, found) in frames.iter().zip(found.iter_mut()) {
-            if let Some(key) = protocol::request_key(frame) {
-                let partition = ring::partition_of(ring::key_hash(key), q);
-                *found = self.store.prefetch_entry(Namespace::Data, partition, key);
+        // Never held across an await, but a prefetch may not panic.
+        let aae = self.aae.try_borrow().ok();
+        let mut keys: [Option<(&[u8], u32, u64)>; PREFETCH_GROUP] = [None; PREFETCH_GROUP];
+        for (frame, slot) in frames.iter().zip(keys.iter_mut()) {
+            let Some((key, writes)) = protocol::request_key(frame) else {
+                continue;
+            };
+            let hash = ring::key_hash(key);
+            let partition = ring::partition_of(hash, q);
+            if let (true, Some(aae)) = (writes, &aae) {
+                aae.prefetch_leaf(partition, crate::antientropy::hash_leaf(hash));
             }
+            *slot = self
+                .store
+                .prefetch_index_slot(Namespace::Data, partition, key)
+                .map(|index_hash| (key, partition, index_hash));
+        }
+        for &(_, partition, index_hash) in keys.iter().flatten() {
+            self.store
+                .prefetch_index_entry(Namespace::Data, partition, index_hash);
+        }
+        let mut found = [None; PREFETCH_GROUP];
+        for (&(key, partition, _), found) in keys.iter().flatten().zip(found.iter_mut()) {
+            *found = self.store.prefetch_entry(Namespace::Data, partition, key);
         }
         for prefetched in found.iter().flatten() {
             self.store.prefetch_record(prefetched);

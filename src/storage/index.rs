@@ -3,24 +3,21 @@
 //! and dropped without touching the others.
 //!
 //! Memory: one heap block per key,
-//! `[key_len u16][segment u32][offset u32][len u32][cache slot u32][key]`, behind a thin
-//! pointer in an `ahash` set that hashes and compares only the key part: an 8-byte table
-//! slot plus 18 + key length bytes, about key length + 39 bytes at the table's typical
-//! load.
+//! `[key_len u16][segment u32][offset u32][len u32][cache slot u32][key]`, its address
+//! in an 8-byte slot of the partition's `KeyTable` (an open-addressing set, 0.4 to 0.8
+//! full): 18 + key length bytes (a 16-byte-aligned allocator block) plus 10 to 20 bytes
+//! of table per key.
 //!
 //! The entry names the read cache's slot of its record (`CacheSlot`), so that reading a
 //! key's current record is one probe of this set and one array element, not a second
 //! hash-table probe keyed by location (`cache.rs`).
 
-use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
-use std::borrow::Borrow;
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashSet};
-use std::hash::{Hash, Hasher};
-use std::mem::ManuallyDrop;
+use std::collections::BTreeMap;
 use std::ptr::NonNull;
 
 use super::cache::CacheSlot;
+use super::keytable::{Entry, KeyTable};
 use super::Namespace;
 
 /// Where a record lives.
@@ -31,139 +28,7 @@ pub(crate) struct Location {
     pub len: u32,
 }
 
-/// Bytes of a packed `Location`.
-const LOC_BYTES: usize = 12;
-
-/// Bytes of a packed `CacheSlot`.
-const SLOT_BYTES: usize = 4;
-
-/// Bytes before the key in an entry's allocation: key length (u16), location and
-/// cache slot.
-const ENTRY_HEADER_BYTES: usize = 2 + LOC_BYTES + SLOT_BYTES;
-
-/// One index entry: key length, location, cache slot and key in one heap block, behind
-/// a thin pointer so that a hash table slot is 8 bytes (a `Box<[u8]>` would be 16). This
-/// is what keeps the index near key length + 40 bytes per key (docs/storage.md §5).
-pub(crate) struct Entry(NonNull<u8>);
-
-impl Entry {
-    fn layout(key_len: usize) -> Layout {
-        Layout::from_size_align(ENTRY_HEADER_BYTES + key_len, 1).expect("small layout")
-    }
-
-    fn new(loc: Location, slot: CacheSlot, key: &[u8]) -> Entry {
-        assert!(key.len() <= u16::MAX as usize);
-        let layout = Self::layout(key.len());
-        // SAFETY: the layout has a non-zero size (the header is 14 bytes).
-        let ptr = unsafe { alloc(layout) };
-        let Some(ptr) = NonNull::new(ptr) else {
-            handle_alloc_error(layout)
-        };
-        let len = (key.len() as u16).to_le_bytes();
-        // SAFETY: the allocation holds at least the 2 length bytes; they are written
-        // before anything reads them through `key_len`.
-        unsafe {
-            ptr.as_ptr().write(len[0]);
-            ptr.as_ptr().add(1).write(len[1]);
-        }
-        let mut entry = Entry(ptr);
-        entry.bytes_mut()[ENTRY_HEADER_BYTES..].copy_from_slice(key);
-        // SAFETY: `entry` owns its allocation and nothing borrows it.
-        unsafe { entry.set_in_set(loc, slot) };
-        entry
-    }
-
-    fn key_len(&self) -> usize {
-        // SAFETY: every entry starts with its 2-byte key length, written by `new`.
-        let len = unsafe { [*self.0.as_ptr(), *self.0.as_ptr().add(1)] };
-        u16::from_le_bytes(len) as usize
-    }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: the allocation is `ENTRY_HEADER_BYTES + key_len` bytes, initialised by
-        // `new`, and lives as long as `self`.
-        unsafe { std::slice::from_raw_parts(self.0.as_ptr(), ENTRY_HEADER_BYTES + self.key_len()) }
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        let len = ENTRY_HEADER_BYTES + self.key_len();
-        // SAFETY: as in `bytes`, and `&mut self` makes the access exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.0.as_ptr(), len) }
-    }
-
-    pub(crate) fn key(&self) -> &[u8] {
-        &self.bytes()[ENTRY_HEADER_BYTES..]
-    }
-
-    pub(crate) fn location(&self) -> Location {
-        let b = &self.bytes()[2..2 + LOC_BYTES];
-        Location {
-            segment: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            offset: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
-            len: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
-        }
-    }
-
-    fn cache_slot(&self) -> CacheSlot {
-        let b = &self.bytes()[2 + LOC_BYTES..ENTRY_HEADER_BYTES];
-        CacheSlot(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    /// Sets the location and cache slot of an entry, also inside a hash set,
-    /// which hands out only shared references to its elements: neither is
-    /// part of the hash or the equality, so the set stays valid, and an
-    /// update costs one lookup instead of a removal and an insertion.
-    ///
-    /// # Safety
-    /// No reference into this entry's bytes (`bytes`, `key`) may be live;
-    /// the caller holds the entry (or the set) exclusively (`&mut`), which
-    /// guarantees it.
-    unsafe fn set_in_set(&self, loc: Location, slot: CacheSlot) {
-        let mut b = [0u8; LOC_BYTES + SLOT_BYTES];
-        b[0..4].copy_from_slice(&loc.segment.to_le_bytes());
-        b[4..8].copy_from_slice(&loc.offset.to_le_bytes());
-        b[8..12].copy_from_slice(&loc.len.to_le_bytes());
-        b[12..16].copy_from_slice(&slot.0.to_le_bytes());
-        // SAFETY: the allocation (from `new`, owned by this entry) holds
-        // `ENTRY_HEADER_BYTES` = 2 + LOC_BYTES + SLOT_BYTES bytes; the pointer
-        // keeps the allocation's own write permission, and the caller
-        // guarantees no reference into these bytes is live.
-        unsafe {
-            std::ptr::copy_nonoverlapping(b.as_ptr(), self.0.as_ptr().add(2), b.len());
-        }
-    }
-}
-
-impl Drop for Entry {
-    fn drop(&mut self) {
-        let layout = Self::layout(self.key_len());
-        // SAFETY: allocated in `new` with exactly this layout, freed only here.
-        unsafe { dealloc(self.0.as_ptr(), layout) }
-    }
-}
-
-impl Hash for Entry {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        // Must hash exactly like `[u8]` so that lookups by `&[u8]` find the entry.
-        self.key().hash(state);
-    }
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Entry) -> bool {
-        self.key() == other.key()
-    }
-}
-
-impl Eq for Entry {}
-
-impl Borrow<[u8]> for Entry {
-    fn borrow(&self) -> &[u8] {
-        self.key()
-    }
-}
-
-type PartitionSet = HashSet<Entry, ahash::RandomState>;
+type PartitionSet = KeyTable;
 
 /// Partitions below this are held in a vector indexed by partition (every
 /// partition of a valid ring is: `ring::PARTITIONS_MAX`); any other in an
@@ -266,7 +131,9 @@ impl Index {
     /// and `locate`, which remember the entry).
     #[cfg(test)]
     pub(crate) fn get(&self, ns: Namespace, partition: u32, key: &[u8]) -> Option<Location> {
-        self.set(ns, partition)?.get(key).map(Entry::location)
+        self.set(ns, partition)?
+            .get(key)
+            .map(|entry| entry.location())
     }
 
     /// `get`, remembered like `get_cached`'s find, and answered from the
@@ -293,22 +160,41 @@ impl Index {
         self.last.set(Some(LastFound {
             ns,
             partition,
-            entry: entry.0,
+            entry: entry.block(),
         }));
         Some((entry.location(), entry.cache_slot()))
     }
 
+    /// The first stage of prefetching `key`'s entry for a lookup soon
+    /// (`Store::prefetch_index_slot`): asks the CPU for its home slot, and
+    /// returns the key's hash in its set for the second stage. `None`: the
+    /// partition holds no key.
+    pub(crate) fn prefetch_slot(&self, ns: Namespace, partition: u32, key: &[u8]) -> Option<u64> {
+        let set = self.set(ns, partition)?;
+        let hash = set.hash(key);
+        set.prefetch_home(hash);
+        Some(hash)
+    }
+
+    /// The second stage: asks the CPU for the entry the home slot's run
+    /// names for `hash` (once the slot has arrived). Changes nothing.
+    pub(crate) fn prefetch_entry(&self, ns: Namespace, partition: u32, hash: u64) {
+        if let Some(set) = self.set(ns, partition) {
+            set.prefetch_entry(hash);
+        }
+    }
+
     /// The entry `get_cached` found last, if it is `key`'s in `(ns,
     /// partition)`. It must not be dropped: its set owns it.
-    fn last_found(&self, ns: Namespace, partition: u32, key: &[u8]) -> Option<ManuallyDrop<Entry>> {
+    fn last_found(&self, ns: Namespace, partition: u32, key: &[u8]) -> Option<Entry<'_>> {
         let last = self.last.get()?;
         if last.ns != ns || last.partition != partition {
             return None;
         }
-        // `last` points at a live entry's block (it is cleared whenever an
-        // entry is dropped), and `ManuallyDrop` keeps this second handle to
-        // it from freeing it.
-        let entry = ManuallyDrop::new(Entry(last.entry));
+        // SAFETY: `last` points at a live entry's block (it is cleared
+        // whenever an entry is dropped), which its set keeps while `self`
+        // is borrowed.
+        let entry = unsafe { Entry::from_block(last.entry) };
         (entry.key() == key).then_some(entry)
     }
 
@@ -356,7 +242,7 @@ impl Index {
             unsafe { entry.set_in_set(loc, slot) };
             return Some(old);
         }
-        set.insert(Entry::new(loc, slot_of(None), key));
+        set.insert_new(key, loc, slot_of(None));
         self.keys += 1;
         None
     }
@@ -386,13 +272,13 @@ impl Index {
         // The entry is dropped below; `last` may point at it.
         self.last.set(None);
         let set = self.set_mut(ns, partition)?;
-        let entry = set.take(key)?;
+        let loc = set.remove(key)?;
         let empty = set.is_empty();
         self.keys -= 1;
         if empty {
             self.remove_set(ns, partition);
         }
-        Some(entry.location())
+        Some(loc)
     }
 
     /// Removes a whole partition; returns the locations of its keys.
@@ -401,7 +287,7 @@ impl Index {
             return Vec::new();
         };
         self.keys -= set.len() as u64;
-        set.iter().map(Entry::location).collect()
+        set.iter().map(|entry| entry.location()).collect()
     }
 
     pub(crate) fn partition_keys(&self, ns: Namespace, partition: u32) -> Vec<bytes::Bytes> {
@@ -423,7 +309,7 @@ impl Index {
     pub(crate) fn for_each(&self, mut f: impl FnMut(Namespace, u32, &[u8], Location)) {
         for ns in [Namespace::Data, Namespace::Hint] {
             for (p, set) in self.sets(ns) {
-                for e in set {
+                for e in set.iter() {
                     f(ns, p, e.key(), e.location());
                 }
             }

@@ -38,6 +38,7 @@ mod disk;
 mod error;
 mod hint;
 mod index;
+mod keytable;
 mod memdisk;
 mod record;
 mod store;

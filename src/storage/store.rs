@@ -1203,6 +1203,25 @@ impl<D: Disk> Store<D> {
             .ok()
     }
 
+    /// Before `prefetch_entry`, for a batch of keys, two cheaper stages that
+    /// let the index probes' own cache misses overlap: this one asks the
+    /// CPU for the key's home slot in the index and returns the key's hash
+    /// there; `prefetch_index_entry` (called after every key's
+    /// `prefetch_index_slot`, so that the slots have arrived) asks for the
+    /// entry the slot names. Nothing is changed. `None`: the partition
+    /// holds no key.
+    pub fn prefetch_index_slot(&self, ns: Namespace, partition: u32, key: &[u8]) -> Option<u64> {
+        self.state.borrow().index.prefetch_slot(ns, partition, key)
+    }
+
+    /// The second stage of `prefetch_index_slot`.
+    pub fn prefetch_index_entry(&self, ns: Namespace, partition: u32, hash: u64) {
+        self.state
+            .borrow()
+            .index
+            .prefetch_entry(ns, partition, hash);
+    }
+
     /// Warms the CPU caches for a read of `key` that comes soon, in two
     /// stages: this one probes the index (the probe waits for the key's
     /// entry; a caller probes a batch of keys back to back so that the CPU
@@ -2039,6 +2058,27 @@ impl<D: Disk> Store<D> {
             // when their turn comes, after the records before them moved.
             {
                 let st = self.state.borrow();
+                // Each probe's two misses (the key's slot, then its entry),
+                // asked for ahead, a group at a time (`KeyTable`).
+                for group in records.chunks(32) {
+                    let key = |(at, header): &(usize, Header)| {
+                        let raw = &chunk[*at..*at + header.record_len()];
+                        (header.ns, header.partition, record::key_of(raw, header))
+                    };
+                    let mut hashes = [None; 32];
+                    for (record, hash) in group.iter().zip(hashes.iter_mut()) {
+                        if matches!(record.1.kind, Kind::Value | Kind::Tombstone) {
+                            let (ns, partition, key) = key(record);
+                            *hash = st.index.prefetch_slot(ns, partition, key);
+                        }
+                    }
+                    for (record, hash) in group.iter().zip(hashes) {
+                        if let Some(hash) = hash {
+                            st.index
+                                .prefetch_entry(record.1.ns, record.1.partition, hash);
+                        }
+                    }
+                }
                 records.retain(|(at, header)| match header.kind {
                     Kind::Value | Kind::Tombstone => {
                         let raw = &chunk[*at..*at + header.record_len()];
