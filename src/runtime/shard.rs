@@ -877,8 +877,10 @@ impl ShardState {
         let q = self.topology.borrow().q;
         // Never held across an await, but a prefetch may not panic.
         let aae = self.aae.try_borrow().ok();
-        let mut keys: [Option<(&[u8], u32, u64)>; PREFETCH_GROUP] = [None; PREFETCH_GROUP];
-        for (frame, slot) in frames.iter().zip(keys.iter_mut()) {
+        // The keys the index may hold, packed at the front.
+        let mut keys: [(&[u8], u32, u64); PREFETCH_GROUP] = [(&[], 0, 0); PREFETCH_GROUP];
+        let mut count = 0;
+        for frame in frames.iter().take(PREFETCH_GROUP) {
             let Some((key, writes)) = protocol::request_key(frame) else {
                 continue;
             };
@@ -887,17 +889,21 @@ impl ShardState {
             if let (true, Some(aae)) = (writes, &aae) {
                 aae.prefetch_leaf(partition, crate::antientropy::hash_leaf(hash));
             }
-            *slot = self
+            if let Some(index_hash) = self
                 .store
                 .prefetch_index_slot(Namespace::Data, partition, key)
-                .map(|index_hash| (key, partition, index_hash));
+            {
+                keys[count] = (key, partition, index_hash);
+                count += 1;
+            }
         }
-        for &(_, partition, index_hash) in keys.iter().flatten() {
+        let keys = &keys[..count];
+        for &(_, partition, index_hash) in keys {
             self.store
                 .prefetch_index_entry(Namespace::Data, partition, index_hash);
         }
         let mut found = [None; PREFETCH_GROUP];
-        for (&(key, partition, _), found) in keys.iter().flatten().zip(found.iter_mut()) {
+        for (&(key, partition, _), found) in keys.iter().zip(found.iter_mut()) {
             *found = self.store.prefetch_entry(Namespace::Data, partition, key);
         }
         for prefetched in found.iter().flatten() {
