@@ -889,9 +889,9 @@ impl ShardState {
             if let (true, Some(aae)) = (writes, &aae) {
                 aae.prefetch_leaf(partition, crate::antientropy::hash_leaf(hash));
             }
-            if let Some(index_hash) = self
-                .store
-                .prefetch_index_slot(Namespace::Data, partition, key)
+            if let Some(index_hash) =
+                self.store
+                    .prefetch_index_slot(Namespace::Data, partition, key)
             {
                 keys[count] = (key, partition, index_hash);
                 count += 1;

@@ -382,7 +382,11 @@ impl<S: BuildHasher> KeyTable<S> {
                 return;
             }
             if slot & TAG_MASK == tag {
-                super::prefetch_read((slot & !TAG_MASK) as *const u8);
+                // The header and the key's first bytes, which may start a
+                // second line (a block is 16-byte aligned, a line 64).
+                let entry = (slot & !TAG_MASK) as *const u8;
+                super::prefetch_read(entry);
+                super::prefetch_read(entry.wrapping_add(ENTRY_HEADER_BYTES + 15));
                 return;
             }
             i = (i + 1) & mask;

@@ -56,6 +56,9 @@ const SEGMENT_SIZE_BYTES_MAX: u64 = u32::MAX as u64;
 /// Smallest read compaction issues, so small budgets still make progress.
 const COMPACTION_READ_BYTES_MIN: u64 = 64 << 10;
 
+/// Records whose index probes compaction prefetches together.
+const PROBE_GROUP: usize = 32;
+
 /// Whether compaction must keep the record at `offset` of segment `source`:
 /// a value or tombstone the index still points at, or a marker that may
 /// still shadow an older record in another segment.
@@ -2050,24 +2053,25 @@ impl<D: Disk> Store<D> {
                 pos += len;
             }
             // Then which values and tombstones the index still points at,
-            // in one pass with nothing in between: each probe mostly waits
-            // for a cache miss on the key's entry, and back to back the CPU
-            // overlaps several. Those found dead (most of them) are passed
+            // in one pass with nothing in between, each group's index lines
+            // prefetched while the group before is judged. Those found dead (most of them) are passed
             // over: a key never points back at a record it left, so they
             // stay dead while the others are copied. Markers are judged
             // when their turn comes, after the records before them moved.
-            {
+            let keep = {
                 let st = self.state.borrow();
+                let key = |(at, header): &(usize, Header)| {
+                    let raw = &chunk[*at..*at + header.record_len()];
+                    (header.ns, header.partition, record::key_of(raw, header))
+                };
+                let probed = |header: &Header| matches!(header.kind, Kind::Value | Kind::Tombstone);
                 // Each probe's two misses (the key's slot, then its entry),
-                // asked for ahead, a group at a time (`KeyTable`).
-                for group in records.chunks(32) {
-                    let key = |(at, header): &(usize, Header)| {
-                        let raw = &chunk[*at..*at + header.record_len()];
-                        (header.ns, header.partition, record::key_of(raw, header))
-                    };
-                    let mut hashes = [None; 32];
+                // asked for a group ahead (`KeyTable`), so that they arrive
+                // while the group before is judged.
+                let prefetch = |group: &[(usize, Header)]| {
+                    let mut hashes = [None; PROBE_GROUP];
                     for (record, hash) in group.iter().zip(hashes.iter_mut()) {
-                        if matches!(record.1.kind, Kind::Value | Kind::Tombstone) {
+                        if probed(&record.1) {
                             let (ns, partition, key) = key(record);
                             *hash = st.index.prefetch_slot(ns, partition, key);
                         }
@@ -2078,16 +2082,30 @@ impl<D: Disk> Store<D> {
                                 .prefetch_entry(record.1.ns, record.1.partition, hash);
                         }
                     }
+                };
+                let mut keep = Vec::with_capacity(records.len());
+                let mut groups = records.chunks(PROBE_GROUP).peekable();
+                if let Some(first) = groups.peek() {
+                    prefetch(first);
                 }
-                records.retain(|(at, header)| match header.kind {
-                    Kind::Value | Kind::Tombstone => {
-                        let raw = &chunk[*at..*at + header.record_len()];
-                        let offset = job.cursor + *at as u64;
-                        record_needed(&st, job.segment, offset, header, raw)
+                while let Some(group) = groups.next() {
+                    if let Some(next) = groups.peek() {
+                        prefetch(next);
                     }
-                    _ => true,
-                });
-            }
+                    for (at, header) in group {
+                        keep.push(
+                            !probed(header) || {
+                                let raw = &chunk[*at..*at + header.record_len()];
+                                let offset = job.cursor + *at as u64;
+                                record_needed(&st, job.segment, offset, header, raw)
+                            },
+                        );
+                    }
+                }
+                keep
+            };
+            let mut keep = keep.into_iter();
+            records.retain(|_| keep.next().unwrap_or(true));
             for (at, header) in &records {
                 let raw = &chunk[*at..*at + header.record_len()];
                 let offset = job.cursor + *at as u64;
