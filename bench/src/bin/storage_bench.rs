@@ -93,6 +93,19 @@ struct Args {
     keys: u64,
 }
 
+const USAGE: &str = "usage: storage_bench [--dir DIR] [--runs N] [--keys N]
+  --dir DIR   where the stores and fio's files go, wiped before each measurement;
+              a real file system, not tmpfs (default target/storage-bench)
+  --runs N    runs of each figure, median reported (default 3)
+  --keys N    keys of the restart and memory figures (default 1000000)
+environment: STORAGE_BENCH_ONLY=ingest|durable, and the knobs in BENCHMARKS.md §1";
+
+/// Stops with `USAGE` and exit status 2 (a bad command line measures nothing).
+fn usage_error(message: &str) -> ! {
+    eprintln!("storage_bench: {message}\n{USAGE}");
+    std::process::exit(2)
+}
+
 fn parse_args() -> Args {
     let mut args = Args {
         dir: PathBuf::from("target/storage-bench"),
@@ -101,15 +114,26 @@ fn parse_args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
-        let v = it.next().unwrap_or_else(|| panic!("{a} needs a value"));
+        if a == "--help" || a == "-h" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
+        let v = it
+            .next()
+            .unwrap_or_else(|| usage_error(&format!("{a} needs a value")));
+        let number = |v: &str| -> u64 {
+            v.parse()
+                .unwrap_or_else(|_| usage_error(&format!("{a} needs a number, not {v:?}")))
+        };
         match a.as_str() {
             "--dir" => args.dir = PathBuf::from(v),
-            "--runs" => args.runs = v.parse().expect("--runs N"),
-            "--keys" => args.keys = v.parse().expect("--keys N"),
-            _ => panic!(
-                "unknown argument {a}; usage: storage_bench [--dir DIR] [--runs N] [--keys N]"
-            ),
+            "--runs" => args.runs = number(&v) as usize,
+            "--keys" => args.keys = number(&v),
+            _ => usage_error(&format!("unknown argument {a}")),
         }
+    }
+    if args.runs == 0 {
+        usage_error("--runs must be at least 1");
     }
     args
 }
