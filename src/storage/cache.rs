@@ -35,6 +35,11 @@ use super::{RecordKind, StoredRecord};
 /// Bookkeeping bytes charged per entry on top of its payload.
 const ENTRY_OVERHEAD_BYTES: usize = 64;
 
+/// How much of a record's payload `prefetch_record` asks for ahead (four
+/// cache lines; a larger payload's copy is sequential, which the CPU's own
+/// prefetcher follows).
+const PREFETCH_PAYLOAD_BYTES: usize = 256;
+
 /// Stale names `order` may hold beyond twice the entries before they are dropped.
 const ORDER_SLACK: usize = 64;
 
@@ -104,11 +109,21 @@ impl ReadCache {
         }
     }
 
-    /// Starts loading the first bytes of the record `slot` holds, if it holds
-    /// `location`'s (reading the slot, which `prefetch_slot` loaded).
+    /// Starts loading the record `slot` holds, if it holds `location`'s
+    /// (reading the slot, which `prefetch_slot` loaded): its first
+    /// `PREFETCH_PAYLOAD_BYTES` and its last byte. A GET copies the payload
+    /// whole, and a PUT hashes the old one (`antientropy::version_hash`:
+    /// xxh3 reads a short input from both ends).
     pub(crate) fn prefetch_record(&self, slot: CacheSlot, location: RecordLocation) {
         if let Some(s) = self.slot(slot, location) {
-            crate::storage::prefetch_read(s.record.payload.as_ptr());
+            let payload = &s.record.payload;
+            let head = payload.len().min(PREFETCH_PAYLOAD_BYTES);
+            for offset in (0..head).step_by(64) {
+                crate::storage::prefetch_read(payload[offset..].as_ptr());
+            }
+            if let Some(last) = payload.last() {
+                crate::storage::prefetch_read(last);
+            }
         }
     }
 
