@@ -256,23 +256,34 @@ pub struct Engine {
 
 /// How a thread's ring lets the kernel post completions (docs/benchmark-tool.md,
 /// "The generator's ring").
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Ordered from the weakest (`Interrupting`) up, so that a run reports the
+/// weakest mode any of its threads was granted (`RunStats::ring`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum RingMode {
+    /// No flags: the kernel interrupts the running thread (an IPI when it runs on
+    /// another CPU, paid by the sender) to post each completion, as rings did
+    /// before Linux 5.19.
+    Interrupting,
+    /// `COOP_TASKRUN` and `SINGLE_ISSUER` (the default): a completion waits for
+    /// this thread's next entry into the kernel instead of interrupting it.
+    Cooperative,
     /// `IORING_SETUP_DEFER_TASKRUN` (with `SINGLE_ISSUER` and `COOP_TASKRUN`):
     /// completions are posted only when this thread waits for them. Measured
     /// slower than `Cooperative` with two server shards (more, smaller reads on
     /// the server), so only for A/B runs.
     Deferred,
-    /// `COOP_TASKRUN` and `SINGLE_ISSUER` (the default): a completion waits for
-    /// this thread's next entry into the kernel instead of interrupting it.
-    Cooperative,
-    /// No flags: the kernel interrupts the running thread (an IPI when it runs on
-    /// another CPU, paid by the sender) to post each completion, as rings did
-    /// before Linux 5.19.
-    Interrupting,
 }
 
 impl RingMode {
+    /// The name the report prints (`generator ring:`, JSON `generator_ring`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RingMode::Deferred => "deferred",
+            RingMode::Cooperative => "cooperative",
+            RingMode::Interrupting => "interrupting",
+        }
+    }
+
     /// `DYNAKV_BENCH_RING=defer|plain` picks another mode, for A/B measurements
     /// of the tool itself; anything else (or nothing) is `Cooperative`.
     pub fn from_env() -> RingMode {
@@ -330,7 +341,7 @@ impl Engine {
         assert!(socket_count > 0);
         assert!(socket_count <= SOCKETS_PER_THREAD_MAX);
         let entries = (2 * socket_count + 8).next_power_of_two() as u32;
-        let (ring, _) = build_ring(entries, RingMode::from_env())?;
+        let (ring, ring_mode) = build_ring(entries, RingMode::from_env())?;
         let mut sockets = Vec::with_capacity(socket_count);
         let mut client_list = Vec::with_capacity(clients.len());
         for (c, streams) in clients.into_iter().enumerate() {
@@ -375,7 +386,10 @@ impl Engine {
             clients: client_list,
             generator,
             rng,
-            stats: RunStats::default(),
+            stats: RunStats {
+                ring: Some(ring_mode),
+                ..RunStats::default()
+            },
             ready: Vec::new(),
             to_flush: Vec::new(),
             schedule: BinaryHeap::new(),

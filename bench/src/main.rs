@@ -496,9 +496,10 @@ fn report(config: &Config, stats: &RunStats, intervals: &Intervals) -> Result<Ex
         println!("first lost connection: {first}");
     }
     println!(
-        "generator: {:.2} CPU us per request, busiest thread at {:.0}% of a core",
+        "generator: {:.2} CPU us per request, busiest thread at {:.0}% of a core, io_uring {}",
         summary.cpu_us_per_op,
-        stats.utilisation_max * 100.0
+        stats.utilisation_max * 100.0,
+        stats.ring.map_or("unknown", engine::RingMode::name)
     );
     if stats.reads_with_siblings > 0 {
         // Concurrent writes to one key are siblings in dynakv (Dynamo

@@ -248,7 +248,7 @@ pub fn json(summary: &Summary<'_>, config: &Config) -> String {
     }
     error_kinds.push('}');
     format!(
-        "{{\"throughput_ops_s\":{},\"ops\":{},\"errors\":{},\"misses\":{},\"error_replies\":{},\"timeouts\":{},\"connection_errors\":{},\"duration_s\":{},\"latency_us\":{},\"per_op\":{},\"generator_cpu_us_per_op\":{},\"generator_core_utilisation\":{},\"generator_saturated\":{},\"connections_lost\":{},\"open_loop_unsent\":{},\"load\":{{\"keys\":{},\"errors\":{},\"duration_s\":{}}},\"cart\":{{\"reads\":{},\"siblings_seen\":{},\"siblings_max\":{}}},\"reads\":{{\"hits\":{},\"siblings_seen\":{},\"siblings_max\":{},\"with_siblings\":{}}},\"error_kinds\":{},\"target\":{},\"workload\":{},\"config\":{}}}\n",
+        "{{\"throughput_ops_s\":{},\"ops\":{},\"errors\":{},\"misses\":{},\"error_replies\":{},\"timeouts\":{},\"connection_errors\":{},\"duration_s\":{},\"latency_us\":{},\"per_op\":{},\"generator_cpu_us_per_op\":{},\"generator_core_utilisation\":{},\"generator_saturated\":{},\"generator_ring\":{},\"connections_lost\":{},\"open_loop_unsent\":{},\"load\":{{\"keys\":{},\"errors\":{},\"duration_s\":{}}},\"cart\":{{\"reads\":{},\"siblings_seen\":{},\"siblings_max\":{}}},\"reads\":{{\"hits\":{},\"siblings_seen\":{},\"siblings_max\":{},\"with_siblings\":{}}},\"error_kinds\":{},\"target\":{},\"workload\":{},\"config\":{}}}\n",
         json_f64(summary.throughput_ops_s),
         t.ok,
         t.errors(),
@@ -262,6 +262,8 @@ pub fn json(summary: &Summary<'_>, config: &Config) -> String {
         json_f64(summary.cpu_us_per_op),
         json_f64(s.utilisation_max),
         summary.saturated,
+        s.ring
+            .map_or("null".to_string(), |mode| json_string(mode.name())),
         s.connections_lost,
         s.unsent,
         s.load_ok,
@@ -566,6 +568,7 @@ mod tests {
         stats.completions = 1010;
         stats.wall_ns = 2_000_000_000;
         stats.utilisation_max = 0.95;
+        stats.ring = Some(crate::engine::RingMode::Cooperative);
         stats.record_error("ERR \"quoted\" message");
         stats.record_read_hit(1);
         stats.record_read_hit(3);
@@ -604,6 +607,7 @@ mod tests {
             "\"put\":{\"throughput_ops_s\":5.000,\"ops\":10,\"errors\":2",
             "\"generator_cpu_us_per_op\":1.000",
             "\"generator_saturated\":true",
+            "\"generator_ring\":\"cooperative\"",
             "\"target\":\"redis://127.0.0.1:6379\"",
             "\"workload\":\"mixed\"",
             "\"config\":{\"target\":",

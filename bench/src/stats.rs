@@ -98,6 +98,9 @@ pub struct RunStats {
     pub load_errors: u64,
     pub load_ns: u64,
     pub connections_lost: u64,
+    /// The io_uring mode the kernel granted the thread's ring (merged: the
+    /// weakest any thread got); `None` before an engine ran.
+    pub ring: Option<crate::engine::RingMode>,
     /// Open loop: scheduled requests never sent because the target did not
     /// keep up with the rate.
     pub unsent: u64,
@@ -132,6 +135,10 @@ impl RunStats {
         self.wall_ns = self.wall_ns.max(other.wall_ns);
         self.completions += other.completions;
         self.utilisation_max = self.utilisation_max.max(other.utilisation_max);
+        self.ring = match (self.ring, other.ring) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         self.measured_ns = self.measured_ns.max(other.measured_ns);
         self.cart_reads += other.cart_reads;
         self.siblings_seen += other.siblings_seen;
@@ -190,6 +197,23 @@ impl RunStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_merged_run_reports_the_weakest_ring_mode() {
+        use crate::engine::RingMode;
+        let with = |ring| RunStats {
+            ring,
+            ..RunStats::default()
+        };
+        let mut merged = RunStats::default();
+        merged.merge(&with(Some(RingMode::Deferred)));
+        assert_eq!(merged.ring, Some(RingMode::Deferred));
+        merged.merge(&with(None));
+        assert_eq!(merged.ring, Some(RingMode::Deferred));
+        merged.merge(&with(Some(RingMode::Interrupting)));
+        merged.merge(&with(Some(RingMode::Cooperative)));
+        assert_eq!(merged.ring, Some(RingMode::Interrupting));
+    }
 
     #[test]
     fn error_kinds_are_counted_by_first_word_and_bounded() {
