@@ -5,8 +5,8 @@
 //! Memory: one heap block per key,
 //! `[key_len u16][segment u32][offset u32][len u32][cache slot u32][key]`, its address
 //! in an 8-byte slot of the partition's `KeyTable` (an open-addressing set, 0.4 to 0.8
-//! full): 18 + key length bytes (a 16-byte-aligned allocator block) plus 10 to 20 bytes
-//! of table per key.
+//! full as keys are added; it never shrinks): 18 + key length bytes (a 16-byte-aligned
+//! allocator block) plus 10 to 20 bytes of table per key.
 //!
 //! The entry names the read cache's slot of its record (`CacheSlot`), so that reading a
 //! key's current record is one probe of this set and one array element, not a second
@@ -411,6 +411,46 @@ mod tests {
             Some((loc(7), CacheSlot::NONE))
         );
         assert_eq!(index.keys(), 3);
+    }
+
+    /// The remembered entry (`Index::last`) stays right while its partition's
+    /// table grows (slots move, entries do not) and while removals shift other
+    /// keys back over holes; a removal of the remembered key itself clears it.
+    #[test]
+    fn the_remembered_entry_survives_growth_and_shifts() {
+        let mut index = Index::default();
+        index.insert(Namespace::Data, 3, b"target", loc(1));
+        for round in 0..4u32 {
+            assert!(index.get_cached(Namespace::Data, 3, b"target").is_some());
+            for n in 0..2000 {
+                index.insert(
+                    Namespace::Data,
+                    3,
+                    format!("{round}-{n}").as_bytes(),
+                    loc(n),
+                );
+            }
+            // Answered through `last`, across the growth.
+            let old = index.insert(Namespace::Data, 3, b"target", loc(100 + round));
+            assert_eq!(old, Some(if round == 0 { loc(1) } else { loc(99 + round) }));
+            assert_eq!(
+                index.get(Namespace::Data, 3, b"target"),
+                Some(loc(100 + round))
+            );
+        }
+        for round in 0..4u32 {
+            for n in 0..2000 {
+                let key = format!("{round}-{n}");
+                assert!(index.remove(Namespace::Data, 3, key.as_bytes()).is_some());
+                if n % 97 == 0 {
+                    assert!(index.get_cached(Namespace::Data, 3, b"target").is_some());
+                }
+            }
+        }
+        assert_eq!(index.keys(), 1);
+        assert_eq!(index.locate(Namespace::Data, 3, b"target"), Some(loc(103)));
+        assert_eq!(index.remove(Namespace::Data, 3, b"target"), Some(loc(103)));
+        assert_eq!(index.insert(Namespace::Data, 3, b"target", loc(7)), None);
     }
 
     /// Random inserts, updates, removals and partition drops, over dense and

@@ -12,9 +12,11 @@
 //! fetching before any key is compared (`prefetch_entry`): a pipelined
 //! batch's lookups overlap their misses (`ShardState::prefetch`).
 //!
-//! Memory: one 8-byte slot per key at a load between 0.4 and 0.8 (the table
-//! doubles past 0.8), about what `HashSet`'s 8-byte slot and control byte
-//! cost at its load of 0.44 to 0.875; the entry's block is unchanged.
+//! Memory: one 8-byte slot per key at a load between 0.4 and 0.8 while keys
+//! are added (the table doubles past 0.8, and like `HashSet` never shrinks),
+//! about what `HashSet`'s 8-byte slot and control byte cost at its load of
+//! 0.44 to 0.875; the entry's block is unchanged. A removal re-hashes the
+//! keys of the run after it (removals are rare: purges, dropped hints).
 //! Removal shifts the rest of the probe run back (no tombstones), so a
 //! lookup ends at the first empty slot.
 
@@ -61,7 +63,8 @@ fn tag_of(hash: u64) -> usize {
 /// Whether a table of `capacity` slots may hold `len` keys: at most 0.8
 /// full, so that a lookup's run of occupied slots stays short.
 fn fits(len: usize, capacity: usize) -> bool {
-    len * 5 <= capacity * 4
+    // As `len * 5 <= capacity * 4`, without overflowing for any `len`.
+    len <= capacity / 5 * 4 + (capacity % 5) * 4 / 5
 }
 
 fn layout(key_len: usize) -> Layout {
@@ -337,7 +340,9 @@ impl<S: BuildHasher> KeyTable<S> {
     fn grow_to(&mut self, len: usize) {
         let mut capacity = self.slots.len().max(CAPACITY_MIN);
         while !fits(len, capacity) {
-            capacity *= 2;
+            capacity = capacity
+                .checked_mul(2)
+                .expect("key table capacity overflow");
         }
         let old = std::mem::replace(&mut self.slots, vec![EMPTY; capacity].into_boxed_slice());
         let mask = capacity - 1;
@@ -499,6 +504,51 @@ mod tests {
     fn agrees_with_a_map_model_with_crowded_hashes() {
         agrees_with_a_map_model::<Crowded<3>>(0xc0ded, 60);
         agrees_with_a_map_model::<Crowded<6>>(0xc0ded, 300);
+    }
+
+    #[test]
+    fn the_load_bound_is_exact_and_never_overflows() {
+        for capacity in [0usize, 8, 16, 1 << 20, 1 << 62] {
+            for len in [
+                0usize,
+                1,
+                5,
+                6,
+                7,
+                13,
+                1 << 19,
+                1 << 61,
+                usize::MAX / 4,
+                usize::MAX,
+            ] {
+                let exact = (len as u128) * 5 <= (capacity as u128) * 4;
+                assert_eq!(fits(len, capacity), exact, "len {len}, capacity {capacity}");
+            }
+        }
+        for capacity in (8..200).step_by(8) {
+            for len in 0..200 {
+                assert_eq!(fits(len, capacity), len * 5 <= capacity * 4);
+            }
+        }
+    }
+
+    #[test]
+    fn a_reservation_holds_its_keys_without_growing() {
+        for reserved in [1usize, 6, 7, 100, 1000] {
+            let mut table = KeyTable::<ahash::RandomState>::default();
+            table.insert_new(b"first", loc(0), CacheSlot::NONE);
+            table.reserve(reserved);
+            let capacity = table.slots.len();
+            for n in 0..reserved as u32 {
+                table.insert_new(format!("{n}").as_bytes(), loc(n), CacheSlot::NONE);
+            }
+            assert_eq!(
+                table.slots.len(),
+                capacity,
+                "grew after reserve({reserved})"
+            );
+            assert_eq!(table.len(), reserved + 1);
+        }
     }
 
     #[test]
