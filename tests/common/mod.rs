@@ -24,8 +24,25 @@ pub struct TestNode {
     _tmp: Option<tempfile::TempDir>,
 }
 
+/// The kernel's ephemeral port range (`ip_local_port_range`), from which it
+/// picks the local port of every outgoing connection; 32768-60999 when unknown.
+fn ephemeral_ports() -> (u32, u32) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut it = text.split_whitespace().map(|n| n.parse::<u32>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32_768, 60_999))
+}
+
 /// A pseudo-random port base per attempt, spread by pid so parallel test
-/// processes rarely collide; a collision only costs a retry.
+/// processes rarely collide; a collision only costs a retry. The base and
+/// the ports a node derives from it (up to base + 199: shard ports, the
+/// internode ports from base + 100) stay outside the kernel's ephemeral
+/// range where it leaves room: otherwise an outgoing connection of another
+/// test may take a node's port while the node is stopped for a restart, and
+/// the restart cannot listen again ("Address already in use", seen in CI).
 fn candidate_port(attempt: u32) -> u16 {
     let seed = std::process::id()
         .wrapping_mul(2_654_435_761)
@@ -34,7 +51,16 @@ fn candidate_port(attempt: u32) -> u16 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .subsec_nanos();
-    20_000 + ((seed ^ nanos) % 30_000) as u16
+    let spread = seed ^ nanos;
+    let (low, high) = ephemeral_ports();
+    let (from, to) = if low >= 10_000 + 200 {
+        (low.min(20_000).saturating_sub(10_000), low - 200)
+    } else if high + 2_000 <= 65_535 - 200 {
+        (high + 1, 65_535 - 200)
+    } else {
+        (20_000, 50_000)
+    };
+    (from + spread % (to - from)) as u16
 }
 
 impl TestNode {
@@ -322,8 +348,8 @@ pub struct ClusterStatus {
 /// node knows every member and all agree on the ring epoch.
 pub fn start_cluster(count: usize, shards: usize, extra_args: &[&str]) -> Vec<TestNode> {
     'attempt: for attempt in 0..20 {
-        // Ports below 65535 - 100 - shards leave room for the internode ports.
-        let port = 20_000 + candidate_port(attempt + 7) % 25_000;
+        // `candidate_port` leaves room for the internode ports.
+        let port = candidate_port(attempt + 7);
         let seed = format!("127.0.0.1:{}", port + 100);
         let mut nodes = Vec::new();
         for i in 0..count {
