@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::ptr::NonNull;
 
 use super::cache::CacheSlot;
-use super::keytable::{Entry, KeyTable};
+use super::keytable::{Entry, EntryMut, KeyTable};
 use super::Namespace;
 
 /// Where a record lives.
@@ -185,7 +185,7 @@ impl Index {
     }
 
     /// The entry `get_cached` found last, if it is `key`'s in `(ns,
-    /// partition)`. It must not be dropped: its set owns it.
+    /// partition)`.
     fn last_found(&self, ns: Namespace, partition: u32, key: &[u8]) -> Option<Entry<'_>> {
         let last = self.last.get()?;
         if last.ns != ns || last.partition != partition {
@@ -196,6 +196,20 @@ impl Index {
         // is borrowed.
         let entry = unsafe { Entry::from_block(last.entry) };
         (entry.key() == key).then_some(entry)
+    }
+
+    /// `last_found`, for setting the entry's location and cache slot.
+    fn last_found_mut(
+        &mut self,
+        ns: Namespace,
+        partition: u32,
+        key: &[u8],
+    ) -> Option<EntryMut<'_>> {
+        let block = self.last_found(ns, partition, key)?.block();
+        // SAFETY: a live entry's block (`last_found`), which its set keeps
+        // while `self` is borrowed, and `&mut self` makes this handle the
+        // only one.
+        Some(unsafe { EntryMut::from_block(block) })
     }
 
     /// Makes room for `additional` keys in one partition (recovery knows the counts).
@@ -226,20 +240,17 @@ impl Index {
         loc: Location,
         slot_of: impl FnOnce(Option<(Location, CacheSlot)>) -> CacheSlot,
     ) -> Option<Location> {
-        if let Some(entry) = self.last_found(ns, partition, key) {
+        if let Some(entry) = self.last_found_mut(ns, partition, key) {
             let old = entry.location();
             let slot = slot_of(Some((old, entry.cache_slot())));
-            // SAFETY: `&mut self` holds the entry's set exclusively, the key
-            // compared above is no longer borrowed, and `old` is a copy.
-            unsafe { entry.set_in_set(loc, slot) };
+            entry.set(loc, slot);
             return Some(old);
         }
         let set = self.set_or_default(ns, partition);
-        if let Some(entry) = set.get(key) {
+        if let Some(entry) = set.get_mut(key) {
             let old = entry.location();
             let slot = slot_of(Some((old, entry.cache_slot())));
-            // SAFETY: `&mut self` holds the set exclusively, and `old` is a copy.
-            unsafe { entry.set_in_set(loc, slot) };
+            entry.set(loc, slot);
             return Some(old);
         }
         set.insert_new(key, loc, slot_of(None));
@@ -257,14 +268,13 @@ impl Index {
         loc: Location,
         slot: CacheSlot,
     ) -> bool {
-        let Some(entry) = self.set_mut(ns, partition).and_then(|set| set.get(key)) else {
+        let Some(entry) = self.set_mut(ns, partition).and_then(|set| set.get_mut(key)) else {
             return false;
         };
         if entry.location() != loc {
             return false;
         }
-        // SAFETY: `&mut self` holds the set exclusively.
-        unsafe { entry.set_in_set(loc, slot) };
+        entry.set(loc, slot);
         true
     }
 

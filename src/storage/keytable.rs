@@ -118,7 +118,7 @@ impl<'a> Entry<'a> {
     fn bytes(self) -> &'a [u8] {
         // SAFETY: the block is `ENTRY_HEADER_BYTES + key_len` bytes, initialised by
         // `new_block`, and lives for `'a`. Only the location and cache slot
-        // (`set_in_set`) ever change, never while these bytes are borrowed.
+        // (`EntryMut::set`) ever change, never while these bytes are borrowed.
         unsafe {
             std::slice::from_raw_parts(self.ptr.as_ptr(), ENTRY_HEADER_BYTES + self.key_len())
         }
@@ -141,17 +141,57 @@ impl<'a> Entry<'a> {
         let b = &self.bytes()[2 + LOC_BYTES..ENTRY_HEADER_BYTES];
         CacheSlot(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
+}
+
+/// An entry borrowed from a table (or `Index`) held exclusively, so that its
+/// location and cache slot may be set in place (`set`): nothing else can
+/// borrow its bytes meanwhile.
+pub(crate) struct EntryMut<'a> {
+    ptr: NonNull<u8>,
+    table: PhantomData<&'a mut ()>,
+}
+
+impl<'a> EntryMut<'a> {
+    /// The entry at `ptr`, for writing.
+    ///
+    /// # Safety
+    /// `ptr` is a live entry's block (from `new_block`) that stays live for
+    /// `'a`, and nothing else reads or writes it during `'a` (its owner is
+    /// borrowed exclusively for `'a`).
+    pub(crate) unsafe fn from_block(ptr: NonNull<u8>) -> EntryMut<'a> {
+        EntryMut {
+            ptr,
+            table: PhantomData,
+        }
+    }
+
+    fn read(&self) -> Entry<'_> {
+        Entry {
+            ptr: self.ptr,
+            table: PhantomData,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn key(&self) -> &[u8] {
+        self.read().key()
+    }
+
+    pub(crate) fn location(&self) -> Location {
+        self.read().location()
+    }
+
+    pub(crate) fn cache_slot(&self) -> CacheSlot {
+        self.read().cache_slot()
+    }
 
     /// Sets the location and cache slot of the entry in place: neither is
     /// part of its hash or its key, so the table stays valid, and an update
     /// costs one lookup instead of a removal and an insertion.
-    ///
-    /// # Safety
-    /// No reference into this entry's bytes (`key`) may be live; the caller
-    /// holds the entry's table (or `Index`) exclusively (`&mut`), which
-    /// guarantees it.
-    pub(crate) unsafe fn set_in_set(self, loc: Location, slot: CacheSlot) {
-        // SAFETY: the caller's contract, and the block holds the header.
+    pub(crate) fn set(self, loc: Location, slot: CacheSlot) {
+        // SAFETY: `self` is the only handle to the entry for its lifetime
+        // (`from_block`, `KeyTable::get_mut`), it takes itself by value, and
+        // no reference from `key` outlives the borrow of `self` it came from.
         unsafe { write_header(self.ptr, loc, slot) }
     }
 }
@@ -274,6 +314,14 @@ impl<S: BuildHasher> KeyTable<S> {
         }
         let i = self.find(key, self.hash(key)).ok()?;
         Some(Entry::of_slot(self.slots[i]))
+    }
+
+    /// `get`, for setting the entry's location and cache slot (`EntryMut::set`).
+    pub(crate) fn get_mut(&mut self, key: &[u8]) -> Option<EntryMut<'_>> {
+        let block = self.get(key)?.ptr;
+        // SAFETY: the table owns the entry and is borrowed exclusively for
+        // the handle's lifetime.
+        Some(unsafe { EntryMut::from_block(block) })
     }
 
     /// Adds an entry for `key`, which the table does not hold.
@@ -452,10 +500,10 @@ mod tests {
                 let key = format!("key-{n}").into_bytes();
                 let l = loc(round * 10_000 + step);
                 match rng.below(10) {
-                    0..=3 => match table.get(&key) {
+                    0..=3 => match table.get_mut(&key) {
                         Some(entry) => {
-                            // SAFETY: `table` is held exclusively; no key borrowed.
-                            unsafe { entry.set_in_set(l, CacheSlot(step)) };
+                            assert_eq!(entry.key(), &key[..]);
+                            entry.set(l, CacheSlot(step));
                             model.insert(key, (l, CacheSlot(step)));
                         }
                         None => {
