@@ -445,7 +445,6 @@ impl CompactionRateLimiter {
     }
 }
 
-/// One shard's log-structured store. See the module documentation of `storage`.
 /// Where `Store::prefetch_entry` found a key: what its second stage,
 /// `prefetch_record`, needs without probing the index again.
 #[derive(Clone, Copy)]
@@ -454,6 +453,7 @@ pub struct Prefetched {
     slot: CacheSlot,
 }
 
+/// One shard's log-structured store. See the module documentation of `storage`.
 pub struct Store<D: Disk> {
     disk: D,
     config: StoreConfig,
@@ -2054,36 +2054,32 @@ impl<D: Disk> Store<D> {
             }
             // Then which values and tombstones the index still points at,
             // in one pass with nothing in between, each group's index lines
-            // prefetched while the group before is judged. Those found dead (most of them) are passed
-            // over: a key never points back at a record it left, so they
-            // stay dead while the others are copied. Markers are judged
-            // when their turn comes, after the records before them moved.
-            let keep = {
+            // prefetched while the group before is judged. Those found dead
+            // (most of them) are passed over: a key never points back at a
+            // record it left, so they stay dead while the others are copied.
+            // Markers are judged when their turn comes, after the records
+            // before them moved.
+            let records = {
                 let st = self.state.borrow();
-                let key = |(at, header): &(usize, Header)| {
-                    let raw = &chunk[*at..*at + header.record_len()];
-                    (header.ns, header.partition, record::key_of(raw, header))
-                };
                 let probed = |header: &Header| matches!(header.kind, Kind::Value | Kind::Tombstone);
                 // Each probe's two misses (the key's slot, then its entry),
-                // asked for a group ahead (`KeyTable`), so that they arrive
-                // while the group before is judged.
+                // asked for a group ahead (`KeyTable`).
                 let prefetch = |group: &[(usize, Header)]| {
                     let mut hashes = [None; PROBE_GROUP];
-                    for (record, hash) in group.iter().zip(hashes.iter_mut()) {
-                        if probed(&record.1) {
-                            let (ns, partition, key) = key(record);
-                            *hash = st.index.prefetch_slot(ns, partition, key);
+                    for ((at, header), hash) in group.iter().zip(hashes.iter_mut()) {
+                        if probed(header) {
+                            let key =
+                                record::key_of(&chunk[*at..*at + header.record_len()], header);
+                            *hash = st.index.prefetch_slot(header.ns, header.partition, key);
                         }
                     }
-                    for (record, hash) in group.iter().zip(hashes) {
+                    for ((_, header), hash) in group.iter().zip(hashes) {
                         if let Some(hash) = hash {
-                            st.index
-                                .prefetch_entry(record.1.ns, record.1.partition, hash);
+                            st.index.prefetch_entry(header.ns, header.partition, hash);
                         }
                     }
                 };
-                let mut keep = Vec::with_capacity(records.len());
+                let mut live = Vec::with_capacity(records.len());
                 let mut groups = records.chunks(PROBE_GROUP).peekable();
                 if let Some(first) = groups.peek() {
                     prefetch(first);
@@ -2092,20 +2088,15 @@ impl<D: Disk> Store<D> {
                     if let Some(next) = groups.peek() {
                         prefetch(next);
                     }
-                    for (at, header) in group {
-                        keep.push(
-                            !probed(header) || {
-                                let raw = &chunk[*at..*at + header.record_len()];
-                                let offset = job.cursor + *at as u64;
-                                record_needed(&st, job.segment, offset, header, raw)
-                            },
-                        );
-                    }
+                    live.extend(group.iter().copied().filter(|(at, header)| {
+                        !probed(header) || {
+                            let raw = &chunk[*at..*at + header.record_len()];
+                            record_needed(&st, job.segment, job.cursor + *at as u64, header, raw)
+                        }
+                    }));
                 }
-                keep
+                live
             };
-            let mut keep = keep.into_iter();
-            records.retain(|_| keep.next().unwrap_or(true));
             for (at, header) in &records {
                 let raw = &chunk[*at..*at + header.record_len()];
                 let offset = job.cursor + *at as u64;
