@@ -252,7 +252,19 @@ pub struct Engine {
     contexts: Option<ContextCache>,
     /// A read-modify-write's context between its get and its put, reused.
     context_buf: Vec<u8>,
+    /// With `contexts`: the run's next operations, drawn `OPS_AHEAD` early so
+    /// that a put's context slot is prefetched before the put reads it.
+    ahead: VecDeque<Op>,
 }
+
+/// How many operations a run with a context cache draws ahead of sending
+/// them. One request costs the generator about a microsecond, so a few ahead
+/// hide a slot's cache miss (about 0.1 us) entirely.
+const OPS_AHEAD: usize = 4;
+
+/// How many of a socket's oldest requests have their context slots prefetched
+/// when a read completes: a pipeline's worth of replies at the default depths.
+const REPLY_PREFETCH: usize = 16;
 
 /// How a thread's ring lets the kernel post completions (docs/benchmark-tool.md,
 /// "The generator's ring").
@@ -404,6 +416,7 @@ impl Engine {
             dynakv,
             contexts,
             context_buf: Vec::new(),
+            ahead: VecDeque::with_capacity(OPS_AHEAD),
         })
     }
 
@@ -612,7 +625,7 @@ impl Engine {
                         }
                         phase.measured_issued += 1;
                     }
-                    self.generator.next(&mut self.rng)
+                    self.next_run_op()
                 }
             };
             let measured = phase.kind == PhaseKind::Run && intended_ns >= phase.warmup_end_ns;
@@ -663,6 +676,27 @@ impl Engine {
                 return;
             }
         }
+    }
+
+    /// The run's next operation. With a context cache the operations are drawn
+    /// `OPS_AHEAD` early and a plain put's slot is prefetched when it is drawn:
+    /// the put reads its context when it is sent, and at 100,000 keys that read
+    /// missed the cache on nearly every put (62% of the engine's own samples
+    /// under a PUT load, BENCHMARKS.md §5b). Only a workload without inserts has
+    /// a cache (`OpGenerator::plain_puts`), so drawing early never allocates an
+    /// insert's key that the run then does not send.
+    fn next_run_op(&mut self) -> Op {
+        let Some(cache) = &self.contexts else {
+            return self.generator.next(&mut self.rng);
+        };
+        while self.ahead.len() <= OPS_AHEAD {
+            let op = self.generator.next(&mut self.rng);
+            if op.kind == OpKind::Put {
+                cache.prefetch(op.key);
+            }
+            self.ahead.push_back(op);
+        }
+        self.ahead.pop_front().expect("drawn above")
     }
 
     /// A request for which every candidate connection is gone: counted as a
@@ -955,6 +989,18 @@ impl Engine {
         // SAFETY: the kernel wrote `received` bytes into the spare capacity
         // that the recv SQE pointed at, directly after the current length.
         unsafe { socket.recv.set_len(socket.recv.len() + received) };
+        if let Some(cache) = &self.contexts {
+            // Each reply stores its context in its key's slot. The slots were
+            // touched when the requests went out, but a round trip of the
+            // server's work on a shared core since then evicts them: the
+            // store missed on about a quarter of the engine's samples under a
+            // PUT load. The oldest requests are the ones this read answers.
+            for pending in socket.inflight.iter().take(REPLY_PREFETCH) {
+                if pending.op != OpKind::Ping {
+                    cache.prefetch(pending.key);
+                }
+            }
+        }
         let now = now_ns();
         loop {
             let socket = &mut self.sockets[s];

@@ -296,3 +296,41 @@ fn plain_puts_carry_the_context_of_the_keys_last_reply() {
     let puts = &json[json.find("\"put\":{").expect("a put entry")..];
     assert!(json_number(puts, "ops") > 100.0, "{json}");
 }
+
+#[test]
+fn an_ops_run_with_puts_sends_exactly_its_budget() {
+    // A run that remembers contexts draws its operations a few ahead of
+    // sending them (`Engine::next_run_op`); none drawn may be lost or sent
+    // twice. Load: a get and a put per key; then exactly `--ops` requests.
+    let (port, counters) = start_fixture();
+    let target = format!("dynakv://127.0.0.1:{port}");
+    let json = run_json(
+        &[
+            "--target",
+            &target,
+            "--workload",
+            "mixed",
+            "--read-ratio",
+            "0.5",
+            "--ops",
+            "1000",
+            "--warmup",
+            "0s",
+            "--connections",
+            "3",
+            "--pipeline",
+            "4",
+            "--keys",
+            "50",
+        ],
+        "ops-budget",
+    );
+    assert_eq!(json_number(&json, "ops"), 1000.0, "{json}");
+    assert_eq!(json_number(&json, "errors"), 0.0, "{json}");
+    let requests: u64 = counters
+        .requests
+        .iter()
+        .map(|r| r.load(Ordering::Relaxed))
+        .sum();
+    assert_eq!(requests, 2 * 50 + 1000, "{json}");
+}
