@@ -9,7 +9,8 @@
 #   tools/server-cpu-per-op.sh 7700 --idle-timeout-ms 0   # no idle timeout
 # Environment: WL (get|put|ping, default get), PIPE (pipeline depth, default 1),
 # REPEATS (default 1), OPS (default 200000), CONNS (default 50), KEYS (key
-# space, default 10000; the ceiling uses 100000), SHARDS (default 2),
+# space, default 10000; the ceiling uses 100000), VALUE_SIZE (bytes, default 100),
+# SHARDS (default 2),
 # DYNAKV / BENCH (binaries, default target/release/...), SERVER (dynakv, the
 # default, or redis or memcached, with THREADS: the same figures for a peer, the
 # extra flags going to that server).
@@ -39,7 +40,8 @@ esac
 SP=$!
 trap 'kill $SP 2>/dev/null; wait $SP 2>/dev/null; rm -rf "$DIR"' EXIT
 for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
-$B --target "$URL" --workload get --keys "${KEYS:-10000}" --ops 10000 --no-progress >/dev/null 2>&1
+VS=${VALUE_SIZE:-100}
+$B --target "$URL" --workload get --keys "${KEYS:-10000}" --value-size "$VS" --ops 10000 --no-progress >/dev/null 2>&1
 cpu() { awk '{ sub(/^.*\) /, ""); print $12 + $13, $12, $13 }' "/proc/$SP/stat"; }
 # Rescheduling and function-call IPIs, machine-wide (/proc/interrupts RES and CAL,
 # summed over CPUs): a thread interrupted to post an io_uring completion costs one.
@@ -59,7 +61,7 @@ for r in $(seq "${REPEATS:-1}"); do
     fi
     c0=$(cpu)
     i0=$(ipis)
-    report=$($B --target "$URL" --workload "${WL:-get}" --no-load --keys "${KEYS:-10000}" --ops "$OPS" \
+    report=$($B --target "$URL" --workload "${WL:-get}" --no-load --keys "${KEYS:-10000}" --value-size "$VS" --ops "$OPS" \
        --connections "${CONNS:-50}" --pipeline "${PIPE:-1}" --no-progress 2>&1)
     tput=$(awk '/throughput/ { for (i = 1; i < NF; i++) if ($i == "throughput") print $(i + 1) }' <<<"$report")
     gen=$(awk '/^generator:/ { print $2 }' <<<"$report")

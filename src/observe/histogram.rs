@@ -42,10 +42,15 @@ impl Histogram {
 
     /// Counts one observation.
     pub fn record(&mut self, value: u64) {
+        self.record_n(value, 1);
+    }
+
+    /// Counts `n` observations of `value`.
+    pub fn record_n(&mut self, value: u64, n: u64) {
         let slot = self.bounds.partition_point(|&b| b < value);
-        self.counts[slot] += 1;
-        self.sum = self.sum.saturating_add(value);
-        self.count += 1;
+        self.counts[slot] += n;
+        self.sum = self.sum.saturating_add(value.saturating_mul(n));
+        self.count += n;
     }
 
     /// The upper bounds (without `+Inf`).
@@ -130,6 +135,19 @@ mod tests {
         assert_eq!(h.counts(), &[2, 2, 1, 2]);
         assert_eq!(h.count(), 7);
         assert_eq!(h.sum(), 1102);
+    }
+
+    #[test]
+    fn n_observations_count_as_n_records() {
+        let mut one_by_one = Histogram::new(&[10, 20, 30]);
+        let mut at_once = Histogram::new(&[10, 20, 30]);
+        for _ in 0..5 {
+            one_by_one.record(15);
+        }
+        at_once.record_n(15, 5);
+        at_once.record_n(25, 0);
+        assert_eq!(at_once, one_by_one);
+        assert_eq!(at_once.sum(), 75);
     }
 
     #[test]

@@ -187,6 +187,7 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
                 Err(_) => {
                     // At the in-flight bound: send what is ready,
                     // then wait for a request to finish.
+                    shard.settle_batch();
                     outbox.end_batch();
                     let permit = in_flight.clone().acquire_static_permit(1).await;
                     outbox.begin_batch();
@@ -247,6 +248,7 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
         // Every reply this read produced without waiting for I/O goes out
         // now, in one send, from this task: the writer task is only woken
         // for replies that complete later, or a send that would block.
+        shard.settle_batch();
         outbox.end_batch();
     }
     outbox.batching.set(false);

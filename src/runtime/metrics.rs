@@ -81,6 +81,12 @@ pub(crate) struct ShardMetrics {
     pub handoff_keys_sent: Cell<u64>,
     hot: RefCell<SpaceSaving>,
     hot_tick: Cell<u64>,
+    /// The batch being counted by `record_in_batch`: when its bytes were read,
+    /// and its requests and errors by operation, not yet in `requests`,
+    /// `errors` and `latency` (`settle_batch` adds them).
+    batch_began: Cell<Option<Instant>>,
+    batch_requests: [Cell<u64>; OPS],
+    batch_errors: [Cell<u64>; OPS],
     /// The hub generation this shard last published.
     published: Cell<u64>,
     published_at: Cell<Option<Instant>>,
@@ -100,6 +106,9 @@ impl ShardMetrics {
             handoff_keys_sent: Cell::new(0),
             hot: RefCell::new(SpaceSaving::new(HOT_KEYS_PER_SHARD)),
             hot_tick: Cell::new(0),
+            batch_began: Cell::new(None),
+            batch_requests: Default::default(),
+            batch_errors: Default::default(),
             published: Cell::new(0),
             published_at: Cell::new(None),
         }
@@ -127,6 +136,43 @@ impl ShardMetrics {
         self.latency.borrow_mut()[i].record(elapsed.as_micros() as u64);
     }
 
+    /// Counts one request answered in place, in the batch of requests read
+    /// at `began` (one read of a connection). The batch's requests get one
+    /// latency, taken when the batch ends (`settle_batch`): the caller sends
+    /// their replies together then, so that is the latency their client sees,
+    /// and the batch pays one clock read instead of one per request (the
+    /// clock was 1.5% of a pipelined PUT's server CPU, 2.5-2.9% of a GET's).
+    /// A request of another batch settles the one before it first, so a
+    /// batch that was not settled is counted late, never lost or merged.
+    pub(crate) fn record_in_batch(&self, op: Op, began: Instant, failed: bool) {
+        if self.batch_began.get() != Some(began) {
+            self.settle_batch();
+            self.batch_began.set(Some(began));
+        }
+        let i = op as usize;
+        Self::bump(&self.batch_requests[i], 1);
+        if failed {
+            Self::bump(&self.batch_errors[i], 1);
+        }
+    }
+
+    /// Counts the batch `record_in_batch` holds, at the time since its read.
+    pub(crate) fn settle_batch(&self) {
+        let Some(began) = self.batch_began.take() else {
+            return;
+        };
+        let elapsed = began.elapsed().as_micros() as u64;
+        let mut latency = self.latency.borrow_mut();
+        for i in 0..OPS {
+            let n = self.batch_requests[i].take();
+            if n > 0 {
+                Self::bump(&self.requests[i], n);
+                Self::bump(&self.errors[i], self.batch_errors[i].take());
+                latency[i].record_n(elapsed, n);
+            }
+        }
+    }
+
     /// Counts the siblings a successful get returned.
     pub(crate) fn record_siblings(&self, count: usize) {
         self.siblings.borrow_mut().record(count as u64);
@@ -140,6 +186,7 @@ impl ShardMetrics {
     /// Foreground latency of every operation together, for the
     /// utilization monitor.
     pub(crate) fn foreground_latency(&self) -> Histogram {
+        self.settle_batch();
         let latency = self.latency.borrow();
         let mut all = Histogram::new(LATENCY_BOUNDS_US);
         for h in latency.iter() {
@@ -173,6 +220,7 @@ impl ShardMetrics {
         scheduler: SchedulerSnapshot,
         aae: AaeStats,
     ) -> ShardSnapshot {
+        self.settle_batch();
         ShardSnapshot {
             shard,
             requests: std::array::from_fn(|i| self.requests[i].get()),
@@ -679,4 +727,60 @@ pub(crate) fn hotkeys_text(shards: &[Arc<ShardSnapshot>], json: bool) -> String 
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(metrics: &ShardMetrics, op: Op) -> (u64, u64, u64) {
+        let i = op as usize;
+        (
+            metrics.requests[i].get(),
+            metrics.errors[i].get(),
+            metrics.latency.borrow()[i].count(),
+        )
+    }
+
+    #[test]
+    fn a_batch_is_counted_once_it_settles_with_one_latency() {
+        let metrics = ShardMetrics::new();
+        let read = Instant::now() - Duration::from_millis(3);
+        metrics.record_in_batch(Op::Put, read, false);
+        metrics.record_in_batch(Op::Put, read, true);
+        metrics.record_in_batch(Op::Get, read, false);
+        assert_eq!(count(&metrics, Op::Put), (0, 0, 0), "not before it settles");
+        metrics.settle_batch();
+        assert_eq!(count(&metrics, Op::Put), (2, 1, 2));
+        assert_eq!(count(&metrics, Op::Get), (1, 0, 1));
+        // Counted from the read: at least the 3 ms since it.
+        let put = &metrics.latency.borrow()[Op::Put as usize];
+        assert!(put.sum() >= 2 * 3_000, "{}", put.sum());
+        assert_eq!(put.quantile_upper_bound(0.0), put.quantile_upper_bound(1.0));
+        metrics.settle_batch();
+        assert_eq!(count(&metrics, Op::Put), (2, 1, 2), "settled once");
+    }
+
+    #[test]
+    fn another_batch_settles_the_one_before_and_readers_settle_the_last() {
+        let metrics = ShardMetrics::new();
+        let first = Instant::now() - Duration::from_millis(20);
+        let second = Instant::now();
+        metrics.record_in_batch(Op::Get, first, false);
+        metrics.record_in_batch(Op::Get, second, false);
+        assert_eq!(count(&metrics, Op::Get), (1, 0, 1), "the first settled");
+        assert!(metrics.latency.borrow()[Op::Get as usize].sum() >= 20_000);
+        // The utilization monitor's and a scrape's reads see the open batch.
+        assert_eq!(metrics.foreground_latency().count(), 2);
+        assert_eq!(count(&metrics, Op::Get), (2, 0, 2));
+        metrics.record_in_batch(Op::Delete, second, false);
+        metrics.record(Op::Delete, Duration::from_micros(5), true);
+        assert_eq!(
+            count(&metrics, Op::Delete),
+            (1, 1, 1),
+            "direct counts stay direct"
+        );
+        metrics.settle_batch();
+        assert_eq!(count(&metrics, Op::Delete), (2, 1, 2));
+    }
 }

@@ -781,7 +781,10 @@ impl ShardState {
     /// Handles one complete inbound frame (without its length prefix).
     pub(crate) async fn handle_frame(self: &Rc<Self>, frame: Bytes, via_node_port: bool) -> Reply {
         match self.handle_frame_now(frame, via_node_port, Instant::now()) {
-            Ok(reply) => reply,
+            Ok(reply) => {
+                self.settle_batch();
+                reply
+            }
             Err(deferred) => self.handle_deferred(deferred).await,
         }
     }
@@ -1090,8 +1093,15 @@ impl ShardState {
                 self.put_local_now(request, partition, topology, began)?
             }
         };
-        self.record_local(op, began, &reply);
+        self.metrics.record_in_batch(op, began, failed(&reply));
         Ok(reply)
+    }
+
+    /// Counts the requests of the batch just handled in place
+    /// (`ShardMetrics::record_in_batch`); the connection calls it before it
+    /// sends their replies.
+    pub(crate) fn settle_batch(&self) {
+        self.metrics.settle_batch();
     }
 
     /// A put or delete this shard coordinates (`handle_local_now`),
@@ -1164,8 +1174,7 @@ impl ShardState {
 
     /// Counts a request this shard coordinated, begun at `began`.
     fn record_local(&self, op: Op, began: Instant, reply: &Reply) {
-        let failed = matches!(reply, Reply::Response(_, Response::Error { .. }));
-        self.metrics.record(op, began.elapsed(), failed);
+        self.metrics.record(op, began.elapsed(), failed(reply));
     }
 
     /// R for a get: the request's, else the configured default clamped to N.
@@ -2567,6 +2576,11 @@ fn storage_error(e: StorageError) -> (ErrorCode, String) {
 /// Accepting on a listener: used by `conn`.
 pub(crate) fn connection_allowed(shard: &ShardState) -> bool {
     shard.counters.connections.get() < shard.config.connections_max
+}
+
+/// Whether a reply counts as an error in the metrics.
+fn failed(reply: &Reply) -> bool {
+    matches!(reply, Reply::Response(_, Response::Error { .. }))
 }
 
 #[cfg(test)]
