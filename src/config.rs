@@ -212,7 +212,10 @@ impl Default for ServerConfig {
             value_bytes_max: 1024 * 1024,
             frame_bytes_max: 1024 * 1024 + 64 * 1024,
             flush_interval_us: 1000,
-            write_buffer_bytes: 1024 * 1024,
+            // 8 MiB, not the store library's 1 MiB: a pipelined load of 1 KiB puts
+            // filled 1 MiB every 4 ms and its writers queued on the flush (BENCHMARKS.md
+            // §1, "Writers waiting for a flush").
+            write_buffer_bytes: 8 * 1024 * 1024,
             flushes_in_flight_max: 2,
             prewrite_bytes: 1024 * 1024,
             read_cache_bytes: 32 * 1024 * 1024,

@@ -226,6 +226,9 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
             }
         }
         drop(frames);
+        // The batch's requests answered in place are counted now, as their
+        // replies are about to be sent (an error below still sends them).
+        shard.settle_batch();
         if let Some(e) = frame_error {
             // The stream cannot be re-synchronised after a bad length
             // prefix: answer once and close.
@@ -248,7 +251,6 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
         // Every reply this read produced without waiting for I/O goes out
         // now, in one send, from this task: the writer task is only woken
         // for replies that complete later, or a send that would block.
-        shard.settle_batch();
         outbox.end_batch();
     }
     outbox.batching.set(false);
