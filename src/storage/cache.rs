@@ -35,10 +35,13 @@ use super::{RecordKind, StoredRecord};
 /// Bookkeeping bytes charged per entry on top of its payload.
 const ENTRY_OVERHEAD_BYTES: usize = 64;
 
-/// How much of a record's payload `prefetch_record` asks for ahead (four
-/// cache lines; a larger payload's copy is sequential, which the CPU's own
-/// prefetcher follows).
-const PREFETCH_PAYLOAD_BYTES: usize = 256;
+/// How much of a record's payload `prefetch_record` asks for ahead: 32 cache
+/// lines, so a value of up to about 2 KiB is in cache when its GET copies it
+/// into the reply (with 256 bytes, the copy of 1 KiB values was 11.6% of a
+/// shard's samples, all waiting on memory; 2048 gave 17-21% more 1 KiB GETs
+/// at pipeline 16, BENCHMARKS.md §2x). A larger payload's copy is sequential,
+/// which the CPU's own prefetcher follows.
+const PREFETCH_PAYLOAD_BYTES: usize = 2048;
 
 /// Stale names `order` may hold beyond twice the entries before they are dropped.
 const ORDER_SLACK: usize = 64;
