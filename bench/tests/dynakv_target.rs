@@ -170,14 +170,20 @@ fn start_fixture() -> (u16, Arc<Counters>) {
     (node_port, counters)
 }
 
-#[test]
-fn requests_go_straight_to_their_coordinator_shard() {
+/// Runs the binary against a fresh fixture with `args` after `--target`: the
+/// JSON report (saved as `name`) and the fixture's counters.
+fn run_on_fixture(args: &[&str], name: &str) -> (String, Arc<Counters>) {
     let (port, counters) = start_fixture();
     let target = format!("dynakv://127.0.0.1:{port}");
-    let json = run_json(
+    let mut all = vec!["--target", target.as_str()];
+    all.extend_from_slice(args);
+    (run_json(&all, name), counters)
+}
+
+#[test]
+fn requests_go_straight_to_their_coordinator_shard() {
+    let (json, counters) = run_on_fixture(
         &[
-            "--target",
-            &target,
             "--workload",
             "ycsb-a",
             "--duration",
@@ -211,12 +217,8 @@ fn requests_go_straight_to_their_coordinator_shard() {
 
 #[test]
 fn cart_merges_siblings_and_writes_with_the_context() {
-    let (port, counters) = start_fixture();
-    let target = format!("dynakv://127.0.0.1:{port}");
-    let json = run_json(
+    let (json, counters) = run_on_fixture(
         &[
-            "--target",
-            &target,
             "--workload",
             "cart",
             "--duration",
@@ -239,12 +241,8 @@ fn cart_merges_siblings_and_writes_with_the_context() {
 /// `connections` clients of `pipeline` requests each over `keys` keys: the JSON
 /// report.
 fn half_puts_json(connections: &str, pipeline: &str, keys: &str, name: &str) -> String {
-    let (port, _) = start_fixture();
-    let target = format!("dynakv://127.0.0.1:{port}");
-    run_json(
+    run_on_fixture(
         &[
-            "--target",
-            &target,
             "--workload",
             "mixed",
             "--read-ratio",
@@ -260,6 +258,7 @@ fn half_puts_json(connections: &str, pipeline: &str, keys: &str, name: &str) -> 
         ],
         name,
     )
+    .0
 }
 
 /// The report's `reads` object and what follows it.
@@ -302,12 +301,8 @@ fn an_ops_run_with_puts_sends_exactly_its_budget() {
     // A run that remembers contexts draws its operations a few ahead of
     // sending them (`Engine::next_run_op`); none drawn may be lost or sent
     // twice. Load: a get and a put per key; then exactly `--ops` requests.
-    let (port, counters) = start_fixture();
-    let target = format!("dynakv://127.0.0.1:{port}");
-    let json = run_json(
+    let (json, counters) = run_on_fixture(
         &[
-            "--target",
-            &target,
             "--workload",
             "mixed",
             "--read-ratio",
