@@ -299,8 +299,10 @@ fn plain_puts_carry_the_context_of_the_keys_last_reply() {
 #[test]
 fn an_ops_run_with_puts_sends_exactly_its_budget() {
     // A run that remembers contexts draws its operations a few ahead of
-    // sending them (`Engine::next_run_op`); none drawn may be lost or sent
-    // twice. Load: a get and a put per key; then exactly `--ops` requests.
+    // sending them (`Engine::next_run_op`); the operations drawn but not yet
+    // sent when the budget is reached must not go out. Load: a get and a put
+    // per key; then exactly `--ops` requests. (That drawing ahead keeps the
+    // order and loses nothing: `engine::tests`.)
     let (json, counters) = run_on_fixture(
         &[
             "--workload",

@@ -128,12 +128,20 @@ impl ShardMetrics {
 
     /// Counts one locally handled request.
     pub(crate) fn record(&self, op: Op, elapsed: Duration, failed: bool) {
-        let i = op as usize;
-        self.requests[i].set(self.requests[i].get() + 1);
-        if failed {
-            self.errors[i].set(self.errors[i].get() + 1);
-        }
-        self.latency.borrow_mut()[i].record(elapsed.as_micros() as u64);
+        self.count(
+            op as usize,
+            1,
+            u64::from(failed),
+            elapsed.as_micros() as u64,
+        );
+    }
+
+    /// Adds `n` requests of operation `i`, `errors` of them failed, each
+    /// `elapsed_us` long.
+    fn count(&self, i: usize, n: u64, errors: u64, elapsed_us: u64) {
+        Self::bump(&self.requests[i], n);
+        Self::bump(&self.errors[i], errors);
+        self.latency.borrow_mut()[i].record_n(elapsed_us, n);
     }
 
     /// Counts one request answered in place, in the batch of requests read
@@ -161,14 +169,11 @@ impl ShardMetrics {
         let Some(began) = self.batch_began.take() else {
             return;
         };
-        let elapsed = began.elapsed().as_micros() as u64;
-        let mut latency = self.latency.borrow_mut();
+        let elapsed_us = began.elapsed().as_micros() as u64;
         for i in 0..OPS {
             let n = self.batch_requests[i].take();
             if n > 0 {
-                Self::bump(&self.requests[i], n);
-                Self::bump(&self.errors[i], self.batch_errors[i].take());
-                latency[i].record_n(elapsed, n);
+                self.count(i, n, self.batch_errors[i].take(), elapsed_us);
             }
         }
     }
