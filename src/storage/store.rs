@@ -466,6 +466,12 @@ pub struct Store<D: Disk> {
     state: RefCell<State<D>>,
     io_lock: AsyncLock,
     sync_done: Notify,
+    /// A writer is making room (a full buffer's flush or a rotation, `make_room`);
+    /// the others that need room wait for `room_made` instead of queueing on
+    /// `io_lock` one by one.
+    making_room: Cell<bool>,
+    /// Notified whenever a `make_room` ends, however it ends.
+    room_made: Notify,
     /// When `flush_due` first saw unflushed data (sans-IO: set from the caller's `now`).
     dirty_since: Cell<Option<Instant>>,
     /// A `compact_step` is running (they must not overlap).
@@ -825,6 +831,8 @@ impl<D: Disk> Store<D> {
             buffer_bytes_max,
             state: RefCell::new(state),
             io_lock: AsyncLock::default(),
+            making_room: Cell::new(false),
+            room_made: Notify::default(),
             sync_done: Notify::default(),
             dirty_since: Cell::new(None),
             compacting: Cell::new(false),
@@ -879,26 +887,48 @@ impl<D: Disk> Store<D> {
 
     /// Waits until a record of `len` bytes fits, then runs `append` on the state (no
     /// await between the check and the append). Returns `append`'s result.
+    ///
+    /// One writer at a time makes room (`make_room`); the others wait for it to end
+    /// and look again. Each waiter is woken once per flush or rotation, not once per
+    /// writer passing `io_lock` ahead of it (BENCHMARKS.md §1, "Writers waiting for a
+    /// flush").
     async fn with_room<R>(
         &self,
         len: usize,
         append: impl FnOnce(&mut State<D>) -> R,
     ) -> Result<R, StorageError> {
         loop {
-            let room = {
+            let (room, seen) = {
                 let st = self.state.borrow();
                 if st.failed {
                     return Err(StorageError::Failed);
                 }
-                self.room(&st, len)
+                (self.room(&st, len), self.room_made.epoch())
             };
-            match room {
-                Room::Ready => return Ok(append(&mut self.state.borrow_mut())),
-                Room::Flush => self.flush_behind().await?,
-                Room::Rotate => {
-                    let _io = self.io_lock.lock().await;
-                    self.rotate_locked(len).await?;
-                }
+            if matches!(room, Room::Ready) {
+                return Ok(append(&mut self.state.borrow_mut()));
+            }
+            if self.making_room.get() {
+                self.room_made.wait(seen).await;
+                continue;
+            }
+            self.make_room(room, len).await?;
+        }
+    }
+
+    /// Starts the flush of a full buffer (`Room::Flush`) or rotates the active segment
+    /// (`Room::Rotate`), as the one writer making room (caller saw `making_room`
+    /// clear). One flush each: if the buffer is full again when it returns, the next
+    /// writer to append or to find no room starts the next one, so no writer keeps
+    /// flushing for the others under a sustained load.
+    async fn make_room(&self, room: Room, len: usize) -> Result<(), StorageError> {
+        let _claim = RoomGuard::claim(self);
+        match room {
+            Room::Ready => Ok(()),
+            Room::Flush => self.flush_behind().await,
+            Room::Rotate => {
+                let _io = self.io_lock.lock().await;
+                self.rotate_locked(len).await
             }
         }
     }
@@ -1051,8 +1081,10 @@ impl<D: Disk> Store<D> {
     /// commit.
     async fn after_append(&self, lsn: u64, durability: Durability) -> Result<(), StorageError> {
         let full = self.state.borrow().buffer.len_bytes() >= self.config.write_buffer_bytes;
-        if full {
-            match self.flush_behind().await {
+        // A writer already making room flushes this record too: a buffered write has
+        // nothing to wait for, and a durable one waits for its sync round below.
+        if full && !self.making_room.get() {
+            match self.make_room(Room::Flush, 0).await {
                 // The record is in the buffer and readable; a buffered write stands, and
                 // later writers see `DiskFull` until a flush succeeds.
                 Ok(()) | Err(StorageError::DiskFull) => {}
@@ -2378,6 +2410,26 @@ struct ClearOnDrop<'a>(&'a Cell<bool>);
 impl Drop for ClearOnDrop<'_> {
     fn drop(&mut self) {
         self.0.set(false);
+    }
+}
+
+/// Marks the one writer making room (`Store::make_room`); clears the mark and wakes
+/// the writers waiting for room however the attempt ends.
+struct RoomGuard<'a, D: Disk> {
+    store: &'a Store<D>,
+}
+
+impl<'a, D: Disk> RoomGuard<'a, D> {
+    fn claim(store: &'a Store<D>) -> Self {
+        assert!(!store.making_room.replace(true), "one writer makes room");
+        RoomGuard { store }
+    }
+}
+
+impl<D: Disk> Drop for RoomGuard<'_, D> {
+    fn drop(&mut self) {
+        self.store.making_room.set(false);
+        self.store.room_made.notify_all();
     }
 }
 
