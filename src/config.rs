@@ -212,9 +212,9 @@ impl Default for ServerConfig {
             value_bytes_max: 1024 * 1024,
             frame_bytes_max: 1024 * 1024 + 64 * 1024,
             flush_interval_us: 1000,
-            // 8 MiB, not the store library's 1 MiB: a pipelined load of 1 KiB puts
-            // filled 1 MiB every 4 ms and its writers queued on the flush (BENCHMARKS.md
-            // §1, "Writers waiting for a flush").
+            // 8 MiB, not the store library's 1 MiB: with 4 KiB puts at pipeline 16 it
+            // halves p99 and cuts max tenfold (BENCHMARKS.md §1, "One writer makes
+            // room"; first chosen when 1 MiB made 1 KiB puts queue on the flush).
             write_buffer_bytes: 8 * 1024 * 1024,
             flushes_in_flight_max: 2,
             prewrite_bytes: 1024 * 1024,
