@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use dynakv::storage::{
-    block_on, CrashMode, Durability, MemDisk, Namespace, RecordKind, StorageError, Store,
+    block_on, CrashMode, DiskOp, Durability, MemDisk, Namespace, RecordKind, StorageError, Store,
     StoreConfig,
 };
 
@@ -912,4 +912,123 @@ fn records_straddling_dma_pieces_survive_reads_and_a_flush_failing_part_way() {
     for &i in accepted.iter().chain(&(0..1500).collect::<Vec<_>>()) {
         assert_eq!(get(&store, i), Some(value(i, len)), "synced key {i}");
     }
+}
+
+/// Whether `fut` is ready at its first poll (then it is dropped either way).
+fn ready_at_once<T>(fut: impl Future<Output = T>) -> bool {
+    let mut fut = std::pin::pin!(fut);
+    fut.as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+        .is_ready()
+}
+
+/// The next segment prepared ahead (`Store::prepare_next_segment`): the rotation that
+/// follows creates no file and syncs no directory, it only seals, flushes and syncs
+/// the old segment; a file is wanted again once the rotation took it. A crash with a
+/// prepared file loses nothing synced, the empty segment it leaves is read as empty
+/// and compaction removes it; `close` removes a prepared file and stops preparing.
+#[test]
+fn a_segment_prepared_ahead_is_used_by_the_rotation_and_left_empty_by_a_crash() {
+    let disk = MemDisk::new();
+    let (store, _) = open(&disk);
+    assert!(
+        ready_at_once(store.next_segment_wanted()),
+        "none prepared at open"
+    );
+    let segments_at_open = segment_names(&disk);
+    block_on(store.prepare_next_segment()).unwrap();
+    assert!(
+        !ready_at_once(store.next_segment_wanted()),
+        "one is prepared"
+    );
+    let prepared: Vec<String> = segment_names(&disk)
+        .into_iter()
+        .filter(|n| !segments_at_open.contains(n))
+        .collect();
+    assert_eq!(prepared.len(), 1, "one new file: {prepared:?}");
+    store.check_invariants();
+    // Preparing again while one is prepared does nothing.
+    block_on(store.prepare_next_segment()).unwrap();
+    assert_eq!(segment_names(&disk).len(), segments_at_open.len() + 1);
+
+    disk.start_trace();
+    let mut n = 0;
+    while store.stats().segments == 1 {
+        put(&store, n, 1000, Durability::Buffered).unwrap();
+        n += 1;
+    }
+    let trace = disk.take_trace();
+    let count = |want: fn(&DiskOp) -> bool| trace.iter().filter(|op| want(op)).count();
+    let creates = count(|op| matches!(op, DiskOp::Create { .. }));
+    let dir_syncs = count(|op| matches!(op, DiskOp::SyncDir));
+    assert_eq!(
+        (creates, dir_syncs),
+        (0, 0),
+        "the rotation created files or synced the directory"
+    );
+    assert!(
+        count(|op| matches!(op, DiskOp::Sync { .. })) > 0,
+        "the sealed segment is synced"
+    );
+    assert_eq!(
+        segment_names(&disk).len(),
+        segments_at_open.len() + 1,
+        "no other file"
+    );
+    assert!(
+        ready_at_once(store.next_segment_wanted()),
+        "the rotation took it"
+    );
+    store.check_invariants();
+
+    // Prepared again, then a crash: what was synced survives, the empty file is read
+    // as an empty segment and compacted away.
+    block_on(store.prepare_next_segment()).unwrap();
+    block_on(store.sync()).unwrap();
+    let files_before_crash = segment_names(&disk);
+    drop(store);
+    disk.crash(CrashMode::LoseUnsynced);
+    let (store, report) = open(&disk);
+    assert!(report.corrupt.is_empty(), "{report:?}");
+    assert_eq!(report.truncated_tail_bytes, 0, "{report:?}");
+    for i in 0..n {
+        assert_eq!(get(&store, i), Some(value(i, 1000)), "key {i}");
+    }
+    let prepared_name = files_before_crash.last().unwrap().clone();
+    for _ in 0..100 {
+        if !segment_names(&disk).contains(&prepared_name) {
+            break;
+        }
+        block_on(store.compact_step(1 << 20)).unwrap();
+    }
+    store.check_invariants();
+    assert!(
+        !segment_names(&disk).contains(&prepared_name),
+        "the empty segment {prepared_name} is compacted away: {:?}",
+        segment_names(&disk)
+    );
+
+    // close removes a prepared file, and nothing is prepared after it.
+    block_on(store.prepare_next_segment()).unwrap();
+    let with_prepared = segment_names(&disk);
+    block_on(store.close()).unwrap();
+    let after_close = segment_names(&disk);
+    assert_eq!(
+        after_close.len(),
+        with_prepared.len() - 1,
+        "{after_close:?}"
+    );
+    let (store, report) = open(&disk);
+    assert!(report.corrupt.is_empty());
+    for i in 0..n {
+        assert_eq!(get(&store, i), Some(value(i, 1000)), "key {i}");
+    }
+    block_on(store.stop_preparing_segments()).unwrap();
+    assert!(!ready_at_once(store.next_segment_wanted()), "stopped");
+    block_on(store.prepare_next_segment()).unwrap();
+    assert_eq!(
+        segment_names(&disk).len(),
+        after_close.len() + 1,
+        "only the new active segment"
+    );
 }

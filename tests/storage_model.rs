@@ -46,6 +46,9 @@ enum Op {
         budget: u32,
     },
     WriteHints,
+    /// `Store::prepare_next_segment`: the next rotation uses the file, a crash leaves it
+    /// empty.
+    PrepareNextSegment,
     Crash {
         mode: u8,
     },
@@ -69,6 +72,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         2 => Just(Op::Sync),
         2 => (1u32..40_000).prop_map(|budget| Op::Compact { budget }),
         1 => Just(Op::WriteHints),
+        1 => Just(Op::PrepareNextSegment),
         2 => (0u8..3).prop_map(|mode| Op::Crash { mode }),
         1 => Just(Op::CloseReopen),
     ]
@@ -215,6 +219,9 @@ fn run(ops: &[Op]) {
             }
             Op::Compact { budget } => {
                 block_on(store.compact_step(*budget as u64)).expect("compact");
+            }
+            Op::PrepareNextSegment => {
+                block_on(store.prepare_next_segment()).expect("prepare");
             }
             Op::WriteHints => {
                 block_on(store.write_hint_files()).expect("hints");

@@ -578,6 +578,10 @@ pub(crate) async fn run(
     glommio::spawn_local_into(async move { flusher.flush_loop().await }, foreground)
         .map_err(|e| e.to_string())?
         .detach();
+    let preparer = shard.clone();
+    glommio::spawn_local_into(async move { preparer.segment_loop().await }, foreground)
+        .map_err(|e| e.to_string())?
+        .detach();
     let handoff = shard.clone();
     glommio::spawn_local_into(async move { handoff.handoff_loop().await }, background)
         .map_err(|e| e.to_string())?
@@ -634,6 +638,7 @@ pub(crate) async fn run(
     // index snapshot, then the clean-stop marker that keeps the incarnation.
     let result = async {
         shard.store.sync().await?;
+        shard.store.stop_preparing_segments().await?;
         shard.store.write_hint_files().await
     }
     .await;
@@ -2263,6 +2268,34 @@ impl ShardState {
                 log::warning!(error = %e, "write-buffer flush failed");
                 // The buffer stays dirty: try again one interval later, not at once.
                 glommio::timer::sleep(interval).await;
+            }
+        }
+    }
+
+    /// Creates the next segment's file ahead of the rotation that will use it
+    /// (`Store::prepare_next_segment`): a rotation, which the shard's writers wait
+    /// for, then only flushes and syncs the sealed segment. Little CPU (three
+    /// system calls), so it runs in the foreground queue and is ready long before
+    /// the active segment fills.
+    async fn segment_loop(self: Rc<Self>) {
+        while !self.shutdown.load(Ordering::Relaxed) {
+            let wanted = futures_lite::future::or(
+                async {
+                    self.store.next_segment_wanted().await;
+                    true
+                },
+                async {
+                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                    false
+                },
+            );
+            if !wanted.await || self.shutdown.load(Ordering::Relaxed) {
+                continue;
+            }
+            if let Err(e) = self.store.prepare_next_segment().await {
+                // The rotation creates the file itself and reports what fails there.
+                log::warning!(error = %e, "preparing the next segment failed");
+                glommio::timer::sleep(Duration::from_secs(10)).await;
             }
         }
     }
