@@ -432,3 +432,86 @@ fn shards_with_upstream_interrupting_rings_serve_buffered_and_durable_puts() {
         assert_eq!(got.values, vec![Bytes::from_static(b"v")], "k{key}");
     }
 }
+
+/// A shard prepares its next segment's file ahead of the rotation
+/// (`Store::prepare_next_segment`, run by the shard's `segment_loop`): the
+/// file appears soon after start, rotations use it while 1,000 keys fill
+/// several 256 KiB segments, and a clean stop removes the prepared one, so the
+/// last segment file left holds records (before, an empty preallocated file
+/// would be left for the next start to read through). Every key reads back
+/// after the clean restart and again after `kill -9`.
+#[test]
+fn a_shard_prepares_its_next_segment_and_a_clean_stop_removes_it() {
+    use bytes::Bytes;
+    use dynakv::client::{Client, ClientOptions};
+    use dynakv::protocol::Quorum;
+
+    const KEYS: usize = 1000;
+    let value = |key: usize| format!("{key}|{}", "s".repeat(1000));
+    let mut node = TestNode::start(
+        1,
+        &[
+            "--segment-size-bytes",
+            "262144",
+            "--write-buffer-bytes",
+            "16384",
+            "--value-bytes-max",
+            "1024",
+        ],
+    );
+    let shard_dir = node.data_dir.join("shard-0");
+    let segments = || -> Vec<std::path::PathBuf> {
+        let mut names: Vec<_> = std::fs::read_dir(&shard_dir)
+            .expect("shard directory")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        names.sort();
+        names
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while segments().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no segment prepared: {:?}",
+            segments()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    {
+        let mut client = Client::connect(node.listen, ClientOptions::default()).expect("connect");
+        for key in 0..KEYS {
+            client
+                .put(
+                    format!("k{key}").as_bytes(),
+                    value(key).as_bytes(),
+                    None,
+                    Quorum::DEFAULT,
+                )
+                .expect("put");
+        }
+    }
+    assert!(
+        segments().len() >= 4,
+        "1 MB fill several 256 KiB segments: {:?}",
+        segments()
+    );
+    assert!(node.terminate().success());
+    let last = segments().pop().expect("a segment");
+    let head = std::fs::read(&last).expect("read the last segment");
+    assert!(
+        head.starts_with(b"DKVR"),
+        "the last segment left by a clean stop holds records, not a prepared empty file: {last:?}"
+    );
+    let check = |node: &TestNode| {
+        let mut client = Client::connect(node.listen, ClientOptions::default()).expect("connect");
+        for key in 0..KEYS {
+            let got = client.get(format!("k{key}").as_bytes()).expect("get");
+            assert_eq!(got.values, vec![Bytes::from(value(key))], "k{key}");
+        }
+    };
+    node.start_again_once().expect("restart");
+    check(&node);
+    node.restart(); // kill -9, then start on the same directory
+    check(&node);
+}

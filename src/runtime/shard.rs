@@ -652,6 +652,22 @@ pub(crate) async fn run(
     }
 }
 
+/// Waits for `event`, or 100 ms, so that a loop waiting on the store notices
+/// shutdown; true when the event came first.
+async fn event_or_tick(event: impl std::future::Future<Output = ()>) -> bool {
+    futures_lite::future::or(
+        async {
+            event.await;
+            true
+        },
+        async {
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+            false
+        },
+    )
+    .await
+}
+
 const INCARNATION_FILE: &str = "incarnation";
 const CLEAN_STOP_FILE: &str = "clean-stop";
 
@@ -2241,17 +2257,7 @@ impl ShardState {
     async fn flush_loop(self: Rc<Self>) {
         let interval = Duration::from_micros(self.config.flush_interval_us.max(100));
         while !self.shutdown.load(Ordering::Relaxed) {
-            let dirty = futures_lite::future::or(
-                async {
-                    self.store.wait_dirty().await;
-                    true
-                },
-                async {
-                    glommio::timer::sleep(Duration::from_millis(100)).await;
-                    false
-                },
-            );
-            if !dirty.await {
+            if !event_or_tick(self.store.wait_dirty()).await {
                 continue;
             }
             // The first `flush_due` that sees the buffer dirty starts its
@@ -2279,17 +2285,9 @@ impl ShardState {
     /// the active segment fills.
     async fn segment_loop(self: Rc<Self>) {
         while !self.shutdown.load(Ordering::Relaxed) {
-            let wanted = futures_lite::future::or(
-                async {
-                    self.store.next_segment_wanted().await;
-                    true
-                },
-                async {
-                    glommio::timer::sleep(Duration::from_millis(100)).await;
-                    false
-                },
-            );
-            if !wanted.await || self.shutdown.load(Ordering::Relaxed) {
+            if !event_or_tick(self.store.next_segment_wanted()).await
+                || self.shutdown.load(Ordering::Relaxed)
+            {
                 continue;
             }
             if let Err(e) = self.store.prepare_next_segment().await {

@@ -918,31 +918,31 @@ impl<D: Disk> Store<D> {
                 }
                 (self.room(&st, len), self.room_made.epoch())
             };
-            if matches!(room, Room::Ready) {
-                return Ok(append(&mut self.state.borrow_mut()));
-            }
+            let rotate = match room {
+                Room::Ready => return Ok(append(&mut self.state.borrow_mut())),
+                Room::Flush => false,
+                Room::Rotate => true,
+            };
             if self.making_room.get() {
                 self.room_made.wait(seen).await;
                 continue;
             }
-            self.make_room(room, len).await?;
+            self.make_room(rotate, len).await?;
         }
     }
 
-    /// Starts the flush of a full buffer (`Room::Flush`) or rotates the active segment
-    /// (`Room::Rotate`), as the one writer making room (caller saw `making_room`
+    /// Starts the flush of a full buffer, or rotates the active segment for a record of
+    /// `len` bytes (`rotate`), as the one writer making room (caller saw `making_room`
     /// clear). One flush each: if the buffer is full again when it returns, the next
     /// writer to append or to find no room starts the next one, so no writer keeps
     /// flushing for the others under a sustained load.
-    async fn make_room(&self, room: Room, len: usize) -> Result<(), StorageError> {
+    async fn make_room(&self, rotate: bool, len: usize) -> Result<(), StorageError> {
         let _claim = Claim::new(&self.making_room, &self.room_made);
-        match room {
-            Room::Ready => Ok(()),
-            Room::Flush => self.flush_behind().await,
-            Room::Rotate => {
-                let _io = self.io_lock.lock().await;
-                self.rotate_locked(len).await
-            }
+        if rotate {
+            let _io = self.io_lock.lock().await;
+            self.rotate_locked(len).await
+        } else {
+            self.flush_behind().await
         }
     }
 
@@ -1097,7 +1097,7 @@ impl<D: Disk> Store<D> {
         // A writer already making room flushes this record too: a buffered write has
         // nothing to wait for, and a durable one waits for its sync round below.
         if full && !self.making_room.get() {
-            match self.make_room(Room::Flush, 0).await {
+            match self.make_room(false, 0).await {
                 // The record is in the buffer and readable; a buffered write stands, and
                 // later writers see `DiskFull` until a flush succeeds.
                 Ok(()) | Err(StorageError::DiskFull) => {}
