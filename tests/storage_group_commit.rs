@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use dynakv::storage::{
-    block_on, CrashMode, Durability, MemDisk, Namespace, RecordKind, StorageError, Store,
+    block_on, CrashMode, DiskOp, Durability, MemDisk, Namespace, RecordKind, StorageError, Store,
     StoreConfig,
 };
 
@@ -457,4 +457,99 @@ fn zeros_ahead_stop_at_the_segment_end_whatever_prewrite_bytes_is() {
     assert!(store.stats().segments >= 3, "the segments rotated");
     store.check_invariants();
     assert_nothing_lost_in_a_crash(store, &disk, 600);
+}
+
+/// With the next segment prepared (`Store::prepare_next_segment`), a rotation switches
+/// to it before it syncs the sealed segment: while that `fdatasync` is held, only the
+/// writer rotating waits; the others append into the new segment and return (their
+/// records readable),
+/// but nothing is written to the new file until the sync completes, since the log must
+/// stay a prefix of what was appended across files. Everything survives a crash after
+/// `sync`.
+#[test]
+fn writers_append_to_the_prepared_segment_while_the_sealed_one_syncs() {
+    const WRITERS: usize = 60; // about 14 KB: one rotation of the 8 KiB segment
+    let disk = MemDisk::new();
+    let store = open(&disk);
+    disk.start_trace();
+    block_on(store.prepare_next_segment()).expect("prepare");
+    let prepared_inode = disk
+        .take_trace()
+        .iter()
+        .find_map(|op| match op {
+            DiskOp::Create { inode, .. } => Some(*inode),
+            _ => None,
+        })
+        .expect("the prepared file was created");
+    disk.start_trace();
+    disk.hold_syncs(true);
+    let mut tasks = Tasks::default();
+    for i in 0..WRITERS {
+        tasks.spawn(
+            i,
+            Box::pin({
+                let store = &store;
+                async move {
+                    store
+                        .put(
+                            NS,
+                            (i % 4) as u32,
+                            &key(i),
+                            RecordKind::Value,
+                            bytes::Bytes::copy_from_slice(&value(i)),
+                            Durability::Buffered,
+                        )
+                        .await
+                }
+            }),
+        );
+    }
+    let mut steps = 0;
+    while disk.held_syncs().is_empty() {
+        tasks.step();
+        steps += 1;
+        assert!(steps < 10_000, "the rotation's fdatasync was never issued");
+    }
+    for _ in 0..50 {
+        tasks.step();
+    }
+    // Only the writer that rotates waits for the held sync; every other writer, those
+    // after the rotation included, appended and returned.
+    assert_eq!(
+        tasks.pending(),
+        1,
+        "writers waiting while the sealed segment's fdatasync is held"
+    );
+    for (i, r) in &tasks.results {
+        assert!(r.is_ok(), "writer {i}: {r:?}");
+        let got = block_on(store.get(NS, (*i % 4) as u32, &key(*i))).expect("get");
+        assert_eq!(
+            got.map(|r| r.payload.to_vec()),
+            Some(value(*i)),
+            "writer {i}"
+        );
+    }
+    let early_writes = disk
+        .take_trace()
+        .iter()
+        .filter(|op| matches!(op, DiskOp::Write { inode, .. } if *inode == prepared_inode))
+        .count();
+    assert_eq!(
+        early_writes, 0,
+        "the new file was written before the sealed one was synced"
+    );
+    disk.hold_syncs(false);
+    for t in disk.held_syncs() {
+        disk.release_sync(t);
+    }
+    while tasks.pending() > 0 {
+        steps += 1;
+        assert!(steps < 20_000, "writers did not finish");
+        tasks.step();
+    }
+    assert!(tasks.results.iter().all(|(_, r)| r.is_ok()));
+    drop(tasks);
+    block_on(store.sync()).expect("sync");
+    store.check_invariants();
+    assert_nothing_lost_in_a_crash(store, &disk, WRITERS);
 }

@@ -1792,6 +1792,24 @@ impl<D: Disk> Store<D> {
             st.active_id
         };
         self.flush_locked().await?;
+        let sealed_lsn = self.state.borrow().flushed_lsn;
+        // With the next file prepared, writers go on appending into it while the
+        // sealed segment is synced: nothing reaches the new file before that sync,
+        // because every flush needs `io_lock`, which this rotation holds to the end.
+        let prepared = self.take_next_segment().await;
+        let switched = match prepared {
+            Some((id, file)) => {
+                assert_eq!(
+                    id,
+                    sealing + 1,
+                    "the prepared segment follows the active one"
+                );
+                self.switch_segment(sealing, file);
+                self.room_made.notify_all();
+                true
+            }
+            None => false,
+        };
         // Sync the sealed segment before the next one is written: without it a crash
         // could keep writes of the new file and lose older ones of this file, and the
         // log would no longer be a prefix of what was appended (docs §4, §10).
@@ -1802,21 +1820,16 @@ impl<D: Disk> Store<D> {
         }
         {
             let mut st = self.state.borrow_mut();
-            st.synced_lsn = st.flushed_lsn;
+            assert_eq!(st.flushed_lsn, sealed_lsn, "nothing was flushed meanwhile");
+            st.synced_lsn = sealed_lsn;
             st.syncs += 1;
         }
         // The sealed file's zeros, if any are still being written, are its last write.
         self.wait_prewrite_locked().await;
-        let new_id = sealing + 1;
-        let prepared = self.take_next_segment().await;
-        let result = match prepared {
-            Some((id, file)) => {
-                assert_eq!(id, new_id, "the prepared segment follows the active one");
-                Ok(file)
-            }
-            None => self.create_segment(new_id).await,
-        };
-        let file = match result {
+        if switched {
+            return Ok(());
+        }
+        let file = match self.create_segment(sealing + 1).await {
             Ok(f) => f,
             Err(e) => {
                 let mut st = self.state.borrow_mut();
@@ -1828,10 +1841,18 @@ impl<D: Disk> Store<D> {
                 return Err(StorageError::Io(e));
             }
         };
+        self.switch_segment(sealing, file);
+        Ok(())
+    }
+
+    /// Makes `file` the active segment after `sealing`, whose records are all flushed
+    /// (caller holds `io_lock` and rotates).
+    fn switch_segment(&self, sealing: u32, file: D::File) {
         let mut st = self.state.borrow_mut();
         assert_eq!(st.active_id, sealing);
         assert_eq!(st.appended_lsn, st.flushed_lsn);
         st.active().sealed = true;
+        let new_id = sealing + 1;
         st.segments.insert(
             new_id,
             Segment {
@@ -1849,7 +1870,6 @@ impl<D: Disk> Store<D> {
         st.buffer_file_offset = 0;
         st.rotation_pending = false;
         st.prewritten_end = 0;
-        Ok(())
     }
 
     /// Creates segment `id`'s file, preallocates it and makes its name durable: the
