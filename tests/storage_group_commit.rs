@@ -57,6 +57,10 @@ fn is_durable(disk: &MemDisk, i: usize) -> bool {
 type Task<'a> = Pin<Box<dyn Future<Output = Result<(), StorageError>> + 'a>>;
 
 fn durable_put(store: &Store<MemDisk>, i: usize) -> Task<'_> {
+    put_task(store, i, Durability::Durable)
+}
+
+fn put_task(store: &Store<MemDisk>, i: usize, durability: Durability) -> Task<'_> {
     Box::pin(async move {
         store
             .put(
@@ -65,7 +69,7 @@ fn durable_put(store: &Store<MemDisk>, i: usize) -> Task<'_> {
                 &key(i),
                 RecordKind::Value,
                 bytes::Bytes::copy_from_slice(&value(i)),
-                Durability::Durable,
+                durability,
             )
             .await
     })
@@ -485,24 +489,7 @@ fn writers_append_to_the_prepared_segment_while_the_sealed_one_syncs() {
     disk.hold_syncs(true);
     let mut tasks = Tasks::default();
     for i in 0..WRITERS {
-        tasks.spawn(
-            i,
-            Box::pin({
-                let store = &store;
-                async move {
-                    store
-                        .put(
-                            NS,
-                            (i % 4) as u32,
-                            &key(i),
-                            RecordKind::Value,
-                            bytes::Bytes::copy_from_slice(&value(i)),
-                            Durability::Buffered,
-                        )
-                        .await
-                }
-            }),
-        );
+        tasks.spawn(i, put_task(&store, i, Durability::Buffered));
     }
     let mut steps = 0;
     while disk.held_syncs().is_empty() {
