@@ -486,20 +486,8 @@ fn writers_append_to_the_prepared_segment_while_the_sealed_one_syncs() {
         })
         .expect("the prepared file was created");
     disk.start_trace();
-    disk.hold_syncs(true);
     let mut tasks = Tasks::default();
-    for i in 0..WRITERS {
-        tasks.spawn(i, put_task(&store, i, Durability::Buffered));
-    }
-    let mut steps = 0;
-    while disk.held_syncs().is_empty() {
-        tasks.step();
-        steps += 1;
-        assert!(steps < 10_000, "the rotation's fdatasync was never issued");
-    }
-    for _ in 0..50 {
-        tasks.step();
-    }
+    rotate_with_the_sync_held(&disk, &store, &mut tasks, WRITERS);
     // Only the writer that rotates waits for the held sync; every other writer, those
     // after the rotation included, appended and returned.
     assert_eq!(
@@ -529,14 +517,101 @@ fn writers_append_to_the_prepared_segment_while_the_sealed_one_syncs() {
     for t in disk.held_syncs() {
         disk.release_sync(t);
     }
-    while tasks.pending() > 0 {
-        steps += 1;
-        assert!(steps < 20_000, "writers did not finish");
+    for _ in 0..10_000 {
+        if tasks.pending() == 0 {
+            break;
+        }
         tasks.step();
     }
+    assert_eq!(tasks.pending(), 0, "writers did not finish");
     assert!(tasks.results.iter().all(|(_, r)| r.is_ok()));
     drop(tasks);
     block_on(store.sync()).expect("sync");
     store.check_invariants();
     assert_nothing_lost_in_a_crash(store, &disk, WRITERS);
+}
+
+/// Holds every `fdatasync` and spawns `writers` buffered writers, enough for one
+/// rotation of a store whose next segment is prepared; steps them until the rotation's
+/// sync of the sealed segment is held, then 50 steps more. Returns the held sync's
+/// ticket.
+fn rotate_with_the_sync_held<'a>(
+    disk: &MemDisk,
+    store: &'a Store<MemDisk>,
+    tasks: &mut Tasks<'a>,
+    writers: usize,
+) -> u64 {
+    disk.hold_syncs(true);
+    for i in 0..writers {
+        tasks.spawn(i, put_task(store, i, Durability::Buffered));
+    }
+    let mut steps = 0;
+    while disk.held_syncs().is_empty() {
+        tasks.step();
+        steps += 1;
+        assert!(steps < 10_000, "the rotation's fdatasync was never issued");
+    }
+    for _ in 0..50 {
+        tasks.step();
+    }
+    disk.held_syncs()[0]
+}
+
+/// The sealed segment's `fdatasync` failing after the switch fails the store, as a
+/// failed `fdatasync` always does: the rotating writer gets `SyncFailed`, a durable
+/// writer whose record went into the new segment meanwhile never returns `Ok`, later
+/// writes get `Failed`, and every record appended stays readable.
+#[test]
+fn a_failed_sync_of_the_sealed_segment_after_the_switch_fails_the_store() {
+    const WRITERS: usize = 60;
+    let disk = MemDisk::new();
+    let store = open(&disk);
+    block_on(store.prepare_next_segment()).expect("prepare");
+    let mut tasks = Tasks::default();
+    let held = rotate_with_the_sync_held(&disk, &store, &mut tasks, WRITERS);
+    let rotating: Vec<usize> = tasks.tasks.iter().map(|(i, _)| *i).collect();
+    assert_eq!(rotating.len(), 1, "only the rotating writer waits");
+    tasks.spawn(WRITERS, durable_put(&store, WRITERS));
+    for _ in 0..50 {
+        tasks.step();
+    }
+    assert_eq!(tasks.pending(), 2, "the durable writer waits for a sync");
+    disk.fail_held_sync(held, libc::EIO);
+    for _ in 0..10_000 {
+        if tasks.pending() == 0 {
+            break;
+        }
+        tasks.step();
+        for t in disk.held_syncs() {
+            disk.release_sync(t);
+        }
+    }
+    assert_eq!(tasks.pending(), 0, "writers did not finish");
+    for (i, r) in &tasks.results {
+        if *i == rotating[0] {
+            assert!(
+                matches!(r, Err(StorageError::SyncFailed(_))),
+                "rotating writer: {r:?}"
+            );
+        } else if *i == WRITERS {
+            assert!(
+                matches!(r, Err(StorageError::SyncFailed(_) | StorageError::Failed)),
+                "durable writer in the new segment: {r:?}"
+            );
+        } else {
+            assert!(r.is_ok(), "buffered writer {i}: {r:?}");
+        }
+    }
+    assert!(matches!(
+        block_on(durable_put(&store, WRITERS + 1)),
+        Err(StorageError::Failed)
+    ));
+    for i in (0..=WRITERS).filter(|i| *i != rotating[0]) {
+        let got = block_on(store.get(NS, (i % 4) as u32, &key(i))).expect("get");
+        assert_eq!(
+            got.map(|r| r.payload.to_vec()),
+            Some(value(i)),
+            "record {i}"
+        );
+    }
 }
