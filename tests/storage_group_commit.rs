@@ -7,9 +7,6 @@
 //! for any scheduling of sync rounds, including rounds that overlap.
 
 use std::collections::BTreeSet;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
 
 use dynakv::storage::{
     block_on, CrashMode, DiskOp, Durability, MemDisk, Namespace, RecordKind, StorageError, Store,
@@ -54,7 +51,11 @@ fn is_durable(disk: &MemDisk, i: usize) -> bool {
     })
 }
 
-type Task<'a> = Pin<Box<dyn Future<Output = Result<(), StorageError>> + 'a>>;
+#[path = "support/tasks.rs"]
+mod tasks;
+
+type Task<'a> = tasks::Task<'a, Result<(), StorageError>>;
+type Tasks<'a> = tasks::Tasks<'a, Result<(), StorageError>>;
 
 fn durable_put(store: &Store<MemDisk>, i: usize) -> Task<'_> {
     put_task(store, i, Durability::Durable)
@@ -73,41 +74,6 @@ fn put_task(store: &Store<MemDisk>, i: usize, durability: Durability) -> Task<'_
             )
             .await
     })
-}
-
-/// Durable puts driven step by step (every pending task polled once per step), so the
-/// test can act on the disk between steps. `Store` futures only wait on each other or
-/// on `MemDisk`'s held I/O, both of which yield, so polling is enough.
-#[derive(Default)]
-struct Tasks<'a> {
-    tasks: Vec<(usize, Task<'a>)>,
-    results: Vec<(usize, Result<(), StorageError>)>,
-}
-
-impl<'a> Tasks<'a> {
-    fn spawn(&mut self, i: usize, task: Task<'a>) {
-        self.tasks.push((i, task));
-    }
-
-    /// Polls every pending task once; returns the writers that finished in this step.
-    fn step(&mut self) -> &[(usize, Result<(), StorageError>)] {
-        let mut cx = Context::from_waker(Waker::noop());
-        let from = self.results.len();
-        let results = &mut self.results;
-        self.tasks
-            .retain_mut(|(i, task)| match task.as_mut().poll(&mut cx) {
-                Poll::Ready(r) => {
-                    results.push((*i, r));
-                    false
-                }
-                Poll::Pending => true,
-            });
-        &self.results[from..]
-    }
-
-    fn pending(&self) -> usize {
-        self.tasks.len()
-    }
 }
 
 /// Steps until a `sync_data` is held; panics if all tasks finish first.
@@ -569,7 +535,7 @@ fn a_failed_sync_of_the_sealed_segment_after_the_switch_fails_the_store() {
     block_on(store.prepare_next_segment()).expect("prepare");
     let mut tasks = Tasks::default();
     let held = rotate_with_the_sync_held(&disk, &store, &mut tasks, WRITERS);
-    let rotating: Vec<usize> = tasks.tasks.iter().map(|(i, _)| *i).collect();
+    let rotating = tasks.pending_names();
     assert_eq!(rotating.len(), 1, "only the rotating writer waits");
     tasks.spawn(WRITERS, durable_put(&store, WRITERS));
     for _ in 0..50 {

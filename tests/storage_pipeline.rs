@@ -6,7 +6,7 @@
 //! recover from a crash that kept a later write and lost an earlier one.
 
 use std::future::Future;
-use std::pin::{pin, Pin};
+use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -14,6 +14,10 @@ use dynakv::storage::{
     block_on, CrashMode, Durability, MemDisk, Namespace, RecordKind, StorageError, Store,
     StoreConfig,
 };
+
+#[path = "support/tasks.rs"]
+mod tasks;
+use tasks::Tasks;
 
 const NS: Namespace = Namespace::Data;
 const IN_FLIGHT: usize = 3;
@@ -396,8 +400,6 @@ fn the_interval_flush_does_not_wait_for_writes_in_flight() {
     crash_and_check_all_readable(store, &disk, write_buffer_bytes, n);
 }
 
-type PutTask<'a> = Pin<Box<dyn Future<Output = Result<(), StorageError>> + 'a>>;
-
 /// Writers that fill the buffer while its flush waits for a write slot: one writer makes
 /// room, and every other buffered writer whose record went into the buffer returns at
 /// once (it waits for no write). Once the writes complete, the writers that found the
@@ -413,34 +415,25 @@ fn writers_past_the_flush_threshold_share_one_flush() {
     let (store, n0) = fill_pipeline(&disk, write_buffer_bytes);
     let flushes_before = store.stats().flushes;
     let keys: Vec<Vec<u8>> = (0..n0 + writers).map(key).collect();
-    let mut tasks: Vec<(usize, PutTask<'_>)> = (n0..n0 + writers)
-        .map(|i| {
-            let fut: PutTask<'_> = Box::pin(store.put(
+    let mut tasks: Tasks<'_, Result<(), StorageError>> = Tasks::default();
+    for (i, key) in keys.iter().enumerate().skip(n0) {
+        tasks.spawn(
+            i,
+            Box::pin(store.put(
                 NS,
                 (i % 4) as u32,
-                &keys[i],
+                key,
                 RecordKind::Value,
                 bytes::Bytes::from(value(i)),
                 Durability::Buffered,
-            ));
-            (i, fut)
-        })
-        .collect();
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut poll_all = |tasks: &mut Vec<(usize, PutTask<'_>)>| {
-        tasks.retain_mut(|(_, t)| match t.as_mut().poll(&mut cx) {
-            Poll::Ready(r) => {
-                r.expect("a buffered put");
-                false
-            }
-            Poll::Pending => true,
-        })
-    };
-    poll_all(&mut tasks);
-    assert!(!tasks.is_empty(), "the buffer reached its hard bound");
+            )),
+        );
+    }
+    tasks.step();
+    assert!(tasks.pending() > 0, "the buffer reached its hard bound");
     let appended_and_waiting: Vec<usize> = tasks
-        .iter()
-        .map(|(i, _)| *i)
+        .pending_names()
+        .into_iter()
         .filter(|&i| get(&store, i).is_some())
         .collect();
     assert_eq!(
@@ -452,13 +445,16 @@ fn writers_past_the_flush_threshold_share_one_flush() {
     store.check_invariants();
     // The disk completes whatever is held; the writers go on until all are done.
     for _ in 0..10_000 {
-        if tasks.is_empty() {
+        if tasks.pending() == 0 {
             break;
         }
         release_all(&disk);
-        poll_all(&mut tasks);
+        tasks.step();
     }
-    assert!(tasks.is_empty(), "every writer finished");
+    assert_eq!(tasks.pending(), 0, "every writer finished");
+    for (i, r) in &tasks.results {
+        assert!(r.is_ok(), "buffered put {i}: {r:?}");
+    }
     drop(tasks);
     let n = n0 + writers;
     release_all(&disk);

@@ -287,7 +287,6 @@ struct State<D: Disk> {
     next_seq: u64,
     failed: bool,
     disk_full: bool,
-    sync_leader: bool,
     corrupt_keys: BTreeSet<(Namespace, u32, Bytes)>,
     compaction: Option<CompactionJob>,
     flushes: u64,
@@ -465,6 +464,8 @@ pub struct Store<D: Disk> {
     buffer_bytes_max: usize,
     state: RefCell<State<D>>,
     io_lock: AsyncLock,
+    /// A durable writer leads a sync round (`sync_to`); the others wait for `sync_done`.
+    sync_leader: Cell<bool>,
     sync_done: Notify,
     /// A writer is making room (a full buffer's flush or a rotation, `make_room`);
     /// the others that need room wait for `room_made` instead of queueing on
@@ -472,9 +473,10 @@ pub struct Store<D: Disk> {
     making_room: Cell<bool>,
     /// Notified whenever a `make_room` ends, however it ends.
     room_made: Notify,
-    /// The next segment's file (`active_id + 1`), created, preallocated and named
-    /// durably ahead of the rotation that will use it (`prepare_next_segment`).
-    next_segment: RefCell<Option<(u32, D::File)>>,
+    /// The file of segment `active_id + 1`, created, preallocated and named durably
+    /// ahead of the rotation that will use it (`prepare_next_segment`). No rotation
+    /// runs while it is being prepared, so it always belongs to the active id + 1.
+    next_segment: RefCell<Option<D::File>>,
     /// `prepare_next_segment` is creating it.
     preparing_next: Cell<bool>,
     /// `stop_preparing_segments` was called: no file is prepared again.
@@ -821,7 +823,6 @@ impl<D: Disk> Store<D> {
             next_seq: seq_max + 1,
             failed: false,
             disk_full: false,
-            sync_leader: false,
             corrupt_keys,
             compaction: None,
             flushes: 0,
@@ -840,6 +841,7 @@ impl<D: Disk> Store<D> {
             buffer_bytes_max,
             state: RefCell::new(state),
             io_lock: AsyncLock::default(),
+            sync_leader: Cell::new(false),
             making_room: Cell::new(false),
             room_made: Notify::default(),
             next_segment: RefCell::new(None),
@@ -903,8 +905,8 @@ impl<D: Disk> Store<D> {
     ///
     /// One writer at a time makes room (`make_room`); the others wait for it to end
     /// and look again. Each waiter is woken once per flush or rotation, not once per
-    /// writer passing `io_lock` ahead of it (BENCHMARKS.md §1, "Writers waiting for a
-    /// flush").
+    /// writer passing `io_lock` ahead of it (BENCHMARKS.md §1, "One writer makes
+    /// room").
     async fn with_room<R>(
         &self,
         len: usize,
@@ -937,7 +939,7 @@ impl<D: Disk> Store<D> {
     /// writer to append or to find no room starts the next one, so no writer keeps
     /// flushing for the others under a sustained load.
     async fn make_room(&self, rotate: bool, len: usize) -> Result<(), StorageError> {
-        let _claim = Claim::new(&self.making_room, &self.room_made);
+        let _claim = Claim::new(&self.making_room, Some(&self.room_made));
         if rotate {
             let _io = self.io_lock.lock().await;
             self.rotate_locked(len).await
@@ -1094,8 +1096,10 @@ impl<D: Disk> Store<D> {
     /// commit.
     async fn after_append(&self, lsn: u64, durability: Durability) -> Result<(), StorageError> {
         let full = self.state.borrow().buffer.len_bytes() >= self.config.write_buffer_bytes;
-        // A writer already making room flushes this record too: a buffered write has
-        // nothing to wait for, and a durable one waits for its sync round below.
+        // A writer is already making room: this record is in the buffer, which that
+        // writer's flush or the next one writes (the next writer to fill the buffer, or
+        // the timer). A buffered write has nothing to wait for; a durable one waits
+        // for its sync round below.
         if full && !self.making_room.get() {
             match self.make_room(false, 0).await {
                 // The record is in the buffer and readable; a buffered write stands, and
@@ -1798,12 +1802,7 @@ impl<D: Disk> Store<D> {
         // because every flush needs `io_lock`, which this rotation holds to the end.
         let prepared = self.take_next_segment().await;
         let switched = match prepared {
-            Some((id, file)) => {
-                assert_eq!(
-                    id,
-                    sealing + 1,
-                    "the prepared segment follows the active one"
-                );
+            Some(file) => {
                 self.switch_segment(sealing, file);
                 self.room_made.notify_all();
                 true
@@ -1921,7 +1920,7 @@ impl<D: Disk> Store<D> {
             }
             st.active_id + 1
         };
-        let _claim = Claim::new(&self.preparing_next, &self.next_segment_changed);
+        let _claim = Claim::new(&self.preparing_next, Some(&self.next_segment_changed));
         let file = self.create_segment(id).await.map_err(|e| {
             if is_enospc(&e) {
                 StorageError::DiskFull
@@ -1931,13 +1930,13 @@ impl<D: Disk> Store<D> {
         })?;
         // No rotation ran meanwhile: it waits for this preparation.
         assert_eq!(self.state.borrow().active_id + 1, id);
-        *self.next_segment.borrow_mut() = Some((id, file));
+        *self.next_segment.borrow_mut() = Some(file);
         Ok(())
     }
 
     /// Takes the prepared next segment, waiting first for a preparation in flight (not
     /// racing it: both would open the file).
-    async fn take_next_segment(&self) -> Option<(u32, D::File)> {
+    async fn take_next_segment(&self) -> Option<D::File> {
         loop {
             let seen = self.next_segment_changed.epoch();
             if !self.preparing_next.get() {
@@ -1955,8 +1954,9 @@ impl<D: Disk> Store<D> {
     /// (and read through) an empty preallocated segment. `close` calls it.
     pub async fn stop_preparing_segments(&self) -> Result<(), StorageError> {
         self.preparing_stopped.set(true);
-        if let Some((id, file)) = self.take_next_segment().await {
+        if let Some(file) = self.take_next_segment().await {
             drop(file);
+            let id = self.state.borrow().active_id + 1;
             self.disk.remove_file(&segment_name(id)).await?;
             self.disk.sync_dir().await?;
         }
@@ -2076,27 +2076,22 @@ impl<D: Disk> Store<D> {
     /// they appended before its flush (group commit).
     async fn sync_to(&self, lsn: u64) -> Result<(), StorageError> {
         loop {
-            let wait_for_epoch = {
-                let mut st = self.state.borrow_mut();
+            {
+                let st = self.state.borrow();
                 if st.failed {
                     return Err(StorageError::Failed);
                 }
                 if st.synced_lsn >= lsn {
                     return Ok(());
                 }
-                if st.sync_leader {
-                    Some(self.sync_done.epoch())
-                } else {
-                    st.sync_leader = true;
-                    None
-                }
-            };
-            if let Some(seen) = wait_for_epoch {
+            }
+            if self.sync_leader.get() {
                 // Another caller leads a round; its outcome decides for this one too.
-                self.sync_done.wait(seen).await;
+                self.sync_done.wait(self.sync_done.epoch()).await;
                 continue;
             }
-            let _leader = LeaderGuard { store: self };
+            // Cleared, and the waiters woken, however the round ends.
+            let _leader = Claim::new(&self.sync_leader, Some(&self.sync_done));
             // Let writers that are ready to run append first, so this round covers them.
             yield_now().await;
             let _io = self.io_lock.lock().await;
@@ -2127,9 +2122,9 @@ impl<D: Disk> Store<D> {
         &self,
         budget_bytes: u64,
     ) -> Result<CompactionProgress, StorageError> {
-        assert!(!self.compacting.replace(true), "compact_step calls overlap");
-        // Cleared however the step ends, including when its future is dropped.
-        let _guard = ClearOnDrop(&self.compacting);
+        // Cleared however the step ends, including when its future is dropped; steps
+        // must not overlap (Claim::new asserts it).
+        let _guard = Claim::new(&self.compacting, None);
         self.compact_step_inner(budget_bytes).await
     }
 
@@ -2473,13 +2468,8 @@ impl<D: Disk> Store<D> {
     /// Checks the internal accounting (for tests): live byte counts match the index.
     pub fn check_invariants(&self) {
         let st = self.state.borrow();
-        if let Some((id, _)) = &*self.next_segment.borrow() {
-            assert_eq!(
-                *id,
-                st.active_id + 1,
-                "the prepared segment follows the active one"
-            );
-            assert!(!st.segments.contains_key(id));
+        if self.next_segment.borrow().is_some() {
+            assert!(!st.segments.contains_key(&(st.active_id + 1)));
         }
         let mut live: BTreeMap<u32, u64> = BTreeMap::new();
         st.index.for_each(|_, _, _, loc| {
@@ -2537,25 +2527,17 @@ impl<D: Disk> Store<D> {
     }
 }
 
-/// Resets a flag when dropped.
-struct ClearOnDrop<'a>(&'a Cell<bool>);
-
-impl Drop for ClearOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.set(false);
-    }
-}
-
-/// Marks the one task doing a job (a writer making room, `Store::make_room`; the
-/// preparation of the next segment, `Store::prepare_next_segment`); clears the mark and
-/// wakes the tasks waiting for the job however it ends.
+/// Marks the one task doing a job (the sync leader, `Store::sync_to`; a writer making
+/// room, `Store::make_room`; the next segment's preparation, `prepare_next_segment`;
+/// a compaction step): clears the mark and wakes the tasks waiting for the job (`done`)
+/// however it ends, its future dropped included.
 struct Claim<'a> {
     flag: &'a Cell<bool>,
-    done: &'a Notify,
+    done: Option<&'a Notify>,
 }
 
 impl<'a> Claim<'a> {
-    fn new(flag: &'a Cell<bool>, done: &'a Notify) -> Self {
+    fn new(flag: &'a Cell<bool>, done: Option<&'a Notify>) -> Self {
         assert!(!flag.replace(true), "one task at a time");
         Claim { flag, done }
     }
@@ -2564,19 +2546,9 @@ impl<'a> Claim<'a> {
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
         self.flag.set(false);
-        self.done.notify_all();
-    }
-}
-
-/// Clears the sync leader flag and wakes the waiters however the leader's round ends.
-struct LeaderGuard<'a, D: Disk> {
-    store: &'a Store<D>,
-}
-
-impl<D: Disk> Drop for LeaderGuard<'_, D> {
-    fn drop(&mut self) {
-        self.store.state.borrow_mut().sync_leader = false;
-        self.store.sync_done.notify_all();
+        if let Some(done) = self.done {
+            done.notify_all();
+        }
     }
 }
 
