@@ -208,7 +208,14 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
             // re-arms what this one left with a no-op waker.
             // The box of a request that finished in place is kept
             // for the next one: no allocation per request either.
-            let deferred = match shard.handle_frame_now(frame, via_node_port, read_at) {
+            // A get of a set in memory writes its reply straight into the
+            // outgoing bytes (`Reply::Written`); the borrow ends before
+            // `push`.
+            let handled = {
+                let mut out = outbox.bytes.borrow_mut();
+                shard.handle_frame_now(frame, via_node_port, read_at, Some(&mut out))
+            };
+            let deferred = match handled {
                 Ok(reply) => {
                     outbox.push(reply);
                     drop(permit);

@@ -234,6 +234,7 @@ impl Session {
         match self.shard.handle_frame(frame, true).await {
             Reply::Response(_, response) => response,
             Reply::Get(get) => get.into_response(),
+            Reply::Written => unreachable!("handle_frame writes no reply itself"),
             Reply::Put { token, .. } => Response::Put {
                 context: token.into_bytes(),
             },

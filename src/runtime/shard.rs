@@ -150,11 +150,10 @@ struct ForwardSlot {
 /// The size of the chunks context tokens are cut from (`context_token`).
 const CONTEXT_CHUNK_BYTES: usize = 4096;
 
-/// The size of the chunks in-place puts' payloads are cut from
-/// (`ShardState::payload_bytes`). The read cache keeps those payloads and
-/// evicts oldest first, so the chunks it holds are a run of the latest and
-/// at most one of them is held for less than its whole length.
-const PAYLOAD_CHUNK_BYTES: usize = 64 * 1024;
+/// The largest payload an in-place put encodes in the shard's reused
+/// scratch buffer (`ShardState::payload_bytes`); a larger one is encoded
+/// in its own allocation.
+const PAYLOAD_SCRATCH_BYTES: usize = 8 * 1024;
 
 /// An in-place put's write, ready to go (`ShardState::put_single_update`).
 struct InPlaceWrite {
@@ -347,8 +346,9 @@ pub(crate) struct ShardState {
     /// The chunk context tokens are cut from (`context_token`): a token is
     /// a slice of it, not an allocation of its own.
     context_chunk: RefCell<bytes::BytesMut>,
-    /// The chunk in-place puts' payloads are cut from (`payload_bytes`).
-    payload_chunk: RefCell<bytes::BytesMut>,
+    /// Where in-place puts' payloads are encoded before they are copied
+    /// into their own allocation (`payload_bytes`).
+    payload_scratch: RefCell<Vec<u8>>,
     /// A put's context clock, decoded (`coordinate_put`).
     put_clock: RefCell<Vec<(u64, u64)>>,
     /// Where an in-place put's reply token is written (`put_token`).
@@ -510,7 +510,7 @@ pub(crate) async fn run(
         handoff_outstanding: RefCell::new(ahash::AHashSet::new()),
         context_scratch: RefCell::new(Vec::with_capacity(64)),
         context_chunk: RefCell::new(bytes::BytesMut::new()),
-        payload_chunk: RefCell::new(bytes::BytesMut::new()),
+        payload_scratch: RefCell::new(Vec::new()),
         put_clock: RefCell::new(Vec::with_capacity(crate::version::PLAN_ENTRIES_MAX)),
         put_token_buffer: RefCell::new([0; crate::version::TOKEN_BUFFER_BYTES]),
         write_spare: RefCell::new(None),
@@ -752,6 +752,9 @@ pub(crate) enum Reply {
     /// A get answered from the stored encoding of its set, written
     /// straight from those bytes (`get_reply`).
     Get(GetReply),
+    /// A reply already appended to the connection's outgoing bytes (a get
+    /// answered while the store lent it the set: `get_single_into`).
+    Written,
     /// An in-place put's success, its token held in the reply
     /// (`PutToken`); the frame is `Response::Put`'s.
     Put {
@@ -768,6 +771,7 @@ impl Reply {
             Reply::Encoded(encoded) => out.extend_from_slice(encoded),
             Reply::Get(get) => get.encode(out),
             Reply::Put { id, token } => protocol::encode_put_reply(*id, token.as_slice(), out),
+            Reply::Written => {}
         }
     }
 }
@@ -801,7 +805,7 @@ impl ShardState {
 
     /// Handles one complete inbound frame (without its length prefix).
     pub(crate) async fn handle_frame(self: &Rc<Self>, frame: Bytes, via_node_port: bool) -> Reply {
-        match self.handle_frame_now(frame, via_node_port, Instant::now()) {
+        match self.handle_frame_now(frame, via_node_port, Instant::now(), None) {
             Ok(reply) => {
                 self.settle_batch();
                 reply
@@ -818,6 +822,9 @@ impl ShardState {
     /// no future to set up, move or poll. `read_at`: when the bytes of the
     /// frame were read (a connection reads once for a whole pipelined
     /// batch); the request's latency in the metrics counts from then.
+    /// `out`: the connection's outgoing bytes, where a get answered from a
+    /// set in memory writes its reply at once (`Reply::Written`); without
+    /// it, such a get's reply holds the set (`Reply::Get`).
     // Not boxed: a box would be an allocation per deferred request (every
     // replicated write); the value is moved once, into the request's future.
     #[allow(clippy::result_large_err)]
@@ -826,6 +833,7 @@ impl ShardState {
         frame: Bytes,
         via_node_port: bool,
         read_at: Instant,
+        out: Option<&mut Vec<u8>>,
     ) -> Result<Reply, Deferred> {
         let request = match protocol::decode_request(frame.clone(), &self.node.limits) {
             Ok(request) => request,
@@ -837,7 +845,7 @@ impl ShardState {
         };
         let topology = self.topology();
         let Some(key) = request.request.key() else {
-            return self.handle_local_now(request, 0, topology, read_at);
+            return self.handle_local_now(request, 0, topology, read_at, out);
         };
         let partition = ring::partition_of(ring::key_hash(key), topology.q);
         let me = self.node.cluster.me;
@@ -848,7 +856,7 @@ impl ShardState {
             .map(|owner| usize::from(owner.shard));
         match local {
             Some(owner) if owner == self.index => {
-                self.handle_local_now(request, partition, topology, read_at)
+                self.handle_local_now(request, partition, topology, read_at, out)
             }
             Some(owner) if via_node_port && owner < self.node.shards => Err(Deferred {
                 request,
@@ -1081,6 +1089,7 @@ impl ShardState {
         partition: u32,
         topology: Rc<Arc<Topology>>,
         began: Instant,
+        out: Option<&mut Vec<u8>>,
     ) -> Result<Reply, Deferred> {
         self.metrics
             .offer_key(request.request.key().map(|k| k.as_ref()));
@@ -1095,8 +1104,16 @@ impl ShardState {
                 match self.check_quorum(quorum.r, "r", topology.n_val) {
                     Ok(()) => {
                         let r = self.read_quorum(quorum.r, topology.n_val);
-                        match self.get_single_now(&topology, partition, key, r) {
-                            Some(set) => self.get_single_reply(&topology, partition, id, set),
+                        let answered = match out {
+                            Some(out) => {
+                                self.get_single_into(&topology, partition, key, r, id, out)
+                            }
+                            None => self
+                                .get_single_now(&topology, partition, key, r)
+                                .map(|set| self.get_single_reply(&topology, partition, id, set)),
+                        };
+                        match answered {
+                            Some(reply) => reply,
                             None => {
                                 return Err(Deferred {
                                     request,
@@ -1436,15 +1453,62 @@ impl ShardState {
         key: &Bytes,
         r: usize,
     ) -> Option<EncodedSiblingSet> {
-        let me = self.node.cluster.me;
-        let single = matches!(topology.primaries(partition), [only] if only.node == me);
-        if !single || r != 1 || key.len() > crate::replica::KEY_BYTES_MAX {
+        if !self.answers_get_alone(topology, partition, key, r) {
             return None;
         }
         match self.store.get_now(Namespace::Data, partition, key)? {
             None => Some(EncodedSiblingSet::empty()),
             Some(record) => EncodedSiblingSet::validate(record.payload).ok(),
         }
+    }
+
+    /// Whether a get with read quorum `r` is this shard's alone to answer
+    /// (`get_single_now`): the partition's only replica is this node, and
+    /// R = 1.
+    fn answers_get_alone(
+        &self,
+        topology: &Topology,
+        partition: u32,
+        key: &Bytes,
+        r: usize,
+    ) -> bool {
+        let me = self.node.cluster.me;
+        let single = matches!(topology.primaries(partition), [only] if only.node == me);
+        single && r == 1 && key.len() <= crate::replica::KEY_BYTES_MAX
+    }
+
+    /// `get_single_now` and `get_single_reply`, with the reply written to
+    /// `out` while the store lends the set (`Store::read_now`), not built
+    /// from a clone of it: a cached record's `Bytes` clone and drop are an
+    /// atomic add and subtract on its buffer's count, often a CPU cache
+    /// miss of their own (6% of a shard's samples under a 90% GET load of
+    /// 1 KiB values, BENCHMARKS.md §2z). `None`: as `get_single_now`'s,
+    /// and nothing was written.
+    fn get_single_into(
+        &self,
+        topology: &Topology,
+        partition: u32,
+        key: &Bytes,
+        r: usize,
+        id: u64,
+        out: &mut Vec<u8>,
+    ) -> Option<Reply> {
+        if !self.answers_get_alone(topology, partition, key, r) {
+            return None;
+        }
+        let fastest = fastest_replica(topology, partition, self.node.cluster.me.0);
+        let written = self
+            .store
+            .read_now(Namespace::Data, partition, key, |record| {
+                let set = match record {
+                    None => EncodedSiblingSet::empty_borrowed(),
+                    Some(record) => EncodedSiblingSet::validate(&record.payload[..]).ok()?,
+                };
+                self.metrics.record_siblings(set.data_siblings());
+                get_reply::encode(id, &set, Some(fastest), out);
+                Some(Reply::Written)
+            });
+        written.flatten()
     }
 
     /// The client's answer to a successful get of `siblings`.
@@ -1568,8 +1632,8 @@ impl ShardState {
     /// update's refusal.
     ///
     /// The update is `version::plan_update` straight from the stored bytes
-    /// into a slice of the shard's payload chunk (no decode, no allocation)
-    /// when the set is small enough, as it nearly always is; else
+    /// into the shard's payload scratch (no decode; one allocation, the
+    /// payload's own, `payload_bytes`) when the set is small enough, as it nearly always is; else
     /// `SiblingSet::decode_shared`, `update` and `encode`, which give the
     /// same bytes (`tests/version_update_plan.rs`).
     fn put_single_update(
@@ -1653,31 +1717,9 @@ impl ShardState {
     }
 
     /// A new stored payload of at most `len_max` bytes, which `fill` writes
-    /// at the start of the slice it is given, returning their number: a
-    /// slice of the shard's payload chunk (`PAYLOAD_CHUNK_BYTES`), so that
-    /// neither the payload nor its first clone (the read cache's next hit)
-    /// is an allocation of its own. A large payload gets its own buffer.
+    /// (`exact_payload`, in the shard's reused `payload_scratch`).
     fn payload_bytes(&self, len_max: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Bytes {
-        if len_max > PAYLOAD_CHUNK_BYTES / 8 {
-            let mut payload = vec![0; len_max];
-            let len = fill(&mut payload);
-            payload.truncate(len);
-            return Bytes::from(payload);
-        }
-        // `fill` is given initialised bytes. The chunk is cut from the
-        // front and keeps what lies past the payload (bytes written before,
-        // overwritten by the next), so a put zeroes only the bytes its
-        // `len_max` reaches past those: about its own length, not all of
-        // `len_max`. (Zeroing each new chunk whole instead costs more.)
-        let mut chunk = self.payload_chunk.borrow_mut();
-        if chunk.capacity() < len_max {
-            *chunk = bytes::BytesMut::with_capacity(PAYLOAD_CHUNK_BYTES);
-        }
-        if chunk.len() < len_max {
-            chunk.resize(len_max, 0);
-        }
-        let len = fill(&mut chunk[..len_max]);
-        chunk.split_to(len).freeze()
+        exact_payload(&mut self.payload_scratch.borrow_mut(), len_max, fill)
     }
 
     /// Writes an in-place put's updated set (from `put_single_update`) and
@@ -2610,6 +2652,41 @@ pub(crate) fn connection_allowed(shard: &ShardState) -> bool {
 }
 
 /// Whether a reply counts as an error in the metrics.
+/// A new stored payload of at most `len_max` bytes, which `fill` writes at
+/// the start of the slice it is given, returning their number. `fill`
+/// writes into `scratch` (reused, so in the CPU's caches and zeroed once),
+/// and the payload is then copied into an allocation of exactly its length
+/// that it owns alone. A payload past `PAYLOAD_SCRATCH_BYTES` is written in
+/// its own allocation, cut to its length.
+///
+/// Why a copy, not a slice of a shared chunk (how this was until
+/// 2026-11-24): the read cache keeps the payload, and a slice keeps its
+/// whole chunk alive. An overwritten key's payload leaves the cache at
+/// once, but its chunk lived on while any other payload cut from it was
+/// cached, so a node whose keys were all cached held about ln(payloads per
+/// chunk) + 0.6 times their bytes (4.7x for 1 KiB values in 64 KiB chunks:
+/// RSS 570 MB where 135 MB held the same keys after loading), past the
+/// bound `read_cache_bytes` promises (BENCHMARKS.md §2z).
+fn exact_payload(
+    scratch: &mut Vec<u8>,
+    len_max: usize,
+    fill: impl FnOnce(&mut [u8]) -> usize,
+) -> Bytes {
+    if len_max > PAYLOAD_SCRATCH_BYTES {
+        let mut payload = vec![0; len_max];
+        let len = fill(&mut payload);
+        payload.truncate(len);
+        // `Bytes::from` a vector with spare capacity would keep all of it.
+        payload.shrink_to_fit();
+        return Bytes::from(payload);
+    }
+    if scratch.len() < len_max {
+        scratch.resize(len_max, 0);
+    }
+    let len = fill(&mut scratch[..len_max]);
+    Bytes::copy_from_slice(&scratch[..len])
+}
+
 fn failed(reply: &Reply) -> bool {
     matches!(reply, Reply::Response(_, Response::Error { .. }))
 }
@@ -2617,6 +2694,47 @@ fn failed(reply: &Reply) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What an in-place put hands the read cache holds no memory but its
+    /// own bytes: nothing else shares its allocation (a slice of a shared
+    /// chunk would keep the whole chunk alive), and the allocation is
+    /// exactly its length, below and above the scratch's bound.
+    #[test]
+    fn a_payload_owns_an_allocation_of_its_own_length() {
+        let mut scratch = Vec::new();
+        for (len_max, len) in [
+            (1, 1),
+            (100, 60),
+            (1100, 1090),
+            (PAYLOAD_SCRATCH_BYTES, PAYLOAD_SCRATCH_BYTES - 3),
+            (PAYLOAD_SCRATCH_BYTES + 1, PAYLOAD_SCRATCH_BYTES - 100),
+            (100_000, 70_000),
+        ] {
+            let mut payloads = Vec::new();
+            for round in 0..3u8 {
+                let payload = exact_payload(&mut scratch, len_max, |out| {
+                    assert_eq!(out.len(), len_max);
+                    out[..len].fill(round);
+                    len
+                });
+                assert_eq!(payload.len(), len);
+                assert!(payload.iter().all(|&b| b == round));
+                payloads.push(payload);
+            }
+            for payload in payloads {
+                assert!(
+                    payload.is_unique(),
+                    "{len_max}/{len}: shares its allocation"
+                );
+                let owned = Vec::from(payload);
+                assert_eq!(
+                    owned.capacity(),
+                    len,
+                    "{len_max}/{len}: allocation past its length"
+                );
+            }
+        }
+    }
 
     #[test]
     fn the_store_gets_the_servers_storage_options() {

@@ -185,8 +185,8 @@ pub fn encode_token_to(
 /// `encode_token_into(set.clock_entries(), fastest_replica, out)`, with the
 /// clock's bytes copied from the set's encoding (`write_clock`) instead of
 /// decoded and encoded again: the token of a get answered from a stored set.
-pub fn encode_set_token_into(
-    set: &EncodedSiblingSet,
+pub fn encode_set_token_into<B: AsRef<[u8]>>(
+    set: &EncodedSiblingSet<B>,
     fastest_replica: Option<ActorId>,
     out: &mut Vec<u8>,
 ) {

@@ -30,10 +30,12 @@ use super::ActorId;
 /// no entries.
 const EMPTY: &[u8] = &[SIBLING_SET_FORMAT_VERSION, 0, 0];
 
-/// The canonical encoding of a sibling set, known to be valid.
+/// The canonical encoding of a sibling set, known to be valid: held
+/// (`Bytes`, the default) or borrowed (`&[u8]`: a get that writes its reply
+/// while the store lends it the record, `Store::read_now`).
 #[derive(Clone, Debug)]
-pub struct EncodedSiblingSet {
-    bytes: Bytes,
+pub struct EncodedSiblingSet<B = Bytes> {
+    bytes: B,
     /// Siblings that are not tombstones.
     data_siblings: usize,
     /// Where the bytes `write_clock` copies lie when they are one run: the
@@ -47,21 +49,36 @@ pub struct EncodedSiblingSet {
 impl EncodedSiblingSet {
     /// The empty set: what a get of a key never written answers.
     pub fn empty() -> Self {
+        let empty = EncodedSiblingSet::<&'static [u8]>::empty_borrowed();
         EncodedSiblingSet {
-            bytes: Bytes::from_static(EMPTY),
+            bytes: Bytes::from_static(empty.bytes),
+            data_siblings: empty.data_siblings,
+            clock_run: empty.clock_run,
+            only_value: empty.only_value,
+        }
+    }
+}
+
+impl EncodedSiblingSet<&'static [u8]> {
+    /// `empty`, borrowed.
+    pub fn empty_borrowed() -> Self {
+        EncodedSiblingSet {
+            bytes: EMPTY,
             data_siblings: 0,
             clock_run: Some(2..3),
             only_value: 0..0,
         }
     }
+}
 
+impl<B: AsRef<[u8]>> EncodedSiblingSet<B> {
     /// Checks `bytes` as `SiblingSet::decode` would, without allocating.
-    pub fn validate(bytes: Bytes) -> Result<Self, VersionError> {
+    pub fn validate(bytes: B) -> Result<Self, VersionError> {
         let Layout {
             data_siblings,
             clock_run,
             only_value,
-        } = validate(&bytes)?;
+        } = validate(bytes.as_ref())?;
         Ok(EncodedSiblingSet {
             bytes,
             data_siblings,
@@ -71,7 +88,7 @@ impl EncodedSiblingSet {
     }
 
     /// The encoded bytes.
-    pub fn bytes(&self) -> &Bytes {
+    pub fn bytes(&self) -> &B {
         &self.bytes
     }
 
@@ -83,7 +100,7 @@ impl EncodedSiblingSet {
     /// The entries of the set's clock by ascending actor, as
     /// `SiblingSet::clock_entries` gives them.
     pub fn clock_entries(&self) -> ClockEntries<'_> {
-        let mut cursor = Cursor::after_header(&self.bytes);
+        let mut cursor = Cursor::after_header(self.bytes.as_ref());
         let entries = cursor.varint() as usize;
         ClockEntries {
             cursor,
@@ -99,10 +116,10 @@ impl EncodedSiblingSet {
     /// entry's siblings between them, so they are copied, not re-encoded.
     pub(crate) fn write_clock(&self, out: &mut Vec<u8>) {
         if let Some(run) = &self.clock_run {
-            out.extend_from_slice(&self.bytes[run.clone()]);
+            out.extend_from_slice(&self.bytes.as_ref()[run.clone()]);
             return;
         }
-        let mut cursor = Cursor::after_header(&self.bytes);
+        let mut cursor = Cursor::after_header(self.bytes.as_ref());
         // Copied in runs: the count and the first entry's actor and counter
         // are one, each later entry's actor and counter another.
         let mut run = cursor.position;
@@ -110,7 +127,7 @@ impl EncodedSiblingSet {
         for index in 0..entries {
             cursor.varint(); // actor delta
             cursor.varint(); // counter
-            out.extend_from_slice(&self.bytes[run..cursor.position]);
+            out.extend_from_slice(&self.bytes.as_ref()[run..cursor.position]);
             if index + 1 < entries {
                 for _ in 0..cursor.varint() {
                     cursor.skip_sibling();
@@ -119,14 +136,14 @@ impl EncodedSiblingSet {
             }
         }
         if entries == 0 {
-            out.extend_from_slice(&self.bytes[run..cursor.position]);
+            out.extend_from_slice(&self.bytes.as_ref()[run..cursor.position]);
         }
     }
 
     /// Every sibling's value by actor then dot, as `SiblingSet::siblings`
     /// gives them: `None` for a tombstone.
     pub fn values(&self) -> Values<'_> {
-        let mut cursor = Cursor::after_header(&self.bytes);
+        let mut cursor = Cursor::after_header(self.bytes.as_ref());
         let entries = cursor.varint() as usize;
         Values {
             cursor,
@@ -140,7 +157,7 @@ impl EncodedSiblingSet {
         let only = self.data_siblings == 1;
         DataValues {
             values: (!only).then(|| self.values()),
-            only: only.then(|| &self.bytes[self.only_value.clone()]),
+            only: only.then(|| &self.bytes.as_ref()[self.only_value.clone()]),
             left: self.data_siblings,
         }
     }

@@ -17,6 +17,26 @@ use crate::version::{
     encode_set_token_into, encode_token_into, EncodedSiblingSet, SiblingSet, Value,
 };
 
+/// Appends the reply frame of get `id` answered with `set` to `out`
+/// (`GetReply::encode`; `ShardState::get_single_into` writes it while the
+/// store lends it the set).
+pub(crate) fn encode<B: AsRef<[u8]>>(
+    id: u64,
+    set: &EncodedSiblingSet<B>,
+    fastest_replica: Option<u64>,
+    out: &mut Vec<u8>,
+) {
+    // The values, their sibling tables, and a token of a few entries.
+    let reserve = set.bytes().as_ref().len() + 24 * set.data_siblings() + 48;
+    protocol::encode_get_reply(
+        id,
+        set.data_values(),
+        |out| encode_set_token_into(set, fastest_replica, out),
+        reserve,
+        out,
+    );
+}
+
 /// A get answered from the stored encoding of the key's sibling set.
 pub(crate) struct GetReply {
     pub id: u64,
@@ -29,16 +49,7 @@ impl GetReply {
     /// Appends the reply frame to `out`: the bytes `protocol::encode_response`
     /// writes for `self.into_response()`.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
-        let set = &self.set;
-        // The values, their sibling tables, and a token of a few entries.
-        let reserve = set.bytes().len() + 24 * set.data_siblings() + 48;
-        protocol::encode_get_reply(
-            self.id,
-            set.data_values(),
-            |out| encode_set_token_into(set, self.fastest_replica, out),
-            reserve,
-            out,
-        );
+        encode(self.id, &self.set, self.fastest_replica, out);
     }
 
     /// The reply as a `Response` (for the RESP front end, which converts it).
@@ -154,6 +165,11 @@ mod tests {
         };
         let mut frame = vec![0xee; 3];
         reply.encode(&mut frame);
+        // The borrowed set (`get_single_into`) writes the same bytes.
+        let borrowed = EncodedSiblingSet::validate(&stored[..]).expect("valid set");
+        let mut lent = vec![0xee; 3];
+        encode(id, &borrowed, fastest, &mut lent);
+        assert_eq!(lent, frame, "a lent set's reply is a held set's");
         (reply.into_response(), frame)
     }
 
@@ -200,6 +216,14 @@ mod tests {
         let empty_set = EncodedSiblingSet::empty();
         let (expected, expected_frame) = reference(7, empty_set.bytes(), Some(1 << 32));
         let (response, frame) = direct(7, empty_set.bytes(), Some(1 << 32));
+        let mut lent = vec![0xee; 3];
+        encode(
+            7,
+            &EncodedSiblingSet::empty_borrowed(),
+            Some(1 << 32),
+            &mut lent,
+        );
+        assert_eq!(lent, frame);
         assert_eq!((response, frame), (expected, expected_frame));
     }
 
