@@ -1032,3 +1032,80 @@ fn a_segment_prepared_ahead_is_used_by_the_rotation_and_left_empty_by_a_crash() 
         "only the new active segment"
     );
 }
+
+/// A next segment that cannot be prepared ahead (its `fallocate` fails) is not fatal:
+/// `prepare_next_segment` reports `DiskFull` for `ENOSPC` and an I/O error otherwise,
+/// the store keeps serving, and the file stays wanted. The rotation then creates the
+/// file itself: with the disk still full, writers get `DiskFull`, reads keep working
+/// and nothing appended is lost; once space returns, the next flush lets writers in
+/// again, the rotation succeeds, and everything acknowledged survives a crash.
+#[test]
+fn a_next_segment_that_cannot_be_prepared_is_not_fatal() {
+    let disk = MemDisk::new();
+    let (store, _) = open(&disk);
+    disk.fail_preallocate(Some(libc::ENOSPC));
+    assert!(
+        matches!(
+            block_on(store.prepare_next_segment()),
+            Err(StorageError::DiskFull)
+        ),
+        "ENOSPC is DiskFull"
+    );
+    assert!(!store.is_failed());
+    assert!(ready_at_once(store.next_segment_wanted()), "still wanted");
+    disk.fail_preallocate(Some(libc::EIO));
+    assert!(
+        matches!(
+            block_on(store.prepare_next_segment()),
+            Err(StorageError::Io(_))
+        ),
+        "another error is an I/O error"
+    );
+    assert!(!store.is_failed(), "a failed preparation is not fatal");
+    store.check_invariants();
+
+    // Writes go on until the rotation, which cannot create its file either.
+    disk.fail_preallocate(Some(libc::ENOSPC));
+    let mut n = 0;
+    let mut accepted = Vec::new();
+    loop {
+        match put(&store, n, 1000, Durability::Buffered) {
+            Ok(()) => accepted.push(n),
+            Err(StorageError::DiskFull) => break,
+            Err(e) => panic!("unexpected error {e}"),
+        }
+        n += 1;
+        assert!(n < 100_000, "the rotation never failed");
+    }
+    assert!(!store.is_failed(), "ENOSPC at the rotation is not fatal");
+    assert_eq!(store.stats().segments, 1, "no new segment");
+    assert!(
+        matches!(
+            put(&store, n, 1000, Durability::Buffered),
+            Err(StorageError::DiskFull)
+        ),
+        "writers keep getting DiskFull while the disk is full"
+    );
+    for &i in &accepted {
+        assert_eq!(get(&store, i), Some(value(i, 1000)), "key {i} while full");
+    }
+    store.check_invariants();
+
+    // Space returns: the next flush lets writers in, and the rotation succeeds.
+    disk.fail_preallocate(None);
+    block_on(store.flush()).unwrap();
+    for i in n..n + 20 {
+        put(&store, i, 1000, Durability::Buffered).unwrap();
+        accepted.push(i);
+    }
+    assert_eq!(store.stats().segments, 2, "rotated");
+    block_on(store.sync()).unwrap();
+    store.check_invariants();
+    drop(store);
+    disk.crash(CrashMode::LoseUnsynced);
+    let (store, report) = open(&disk);
+    assert!(report.corrupt.is_empty(), "{report:?}");
+    for &i in &accepted {
+        assert_eq!(get(&store, i), Some(value(i, 1000)), "synced key {i}");
+    }
+}

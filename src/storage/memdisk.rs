@@ -5,7 +5,7 @@
 //! its last `sync_data`) and a list of writes since then; the directory has a durable set
 //! of names (as of the last `sync_dir`). `crash` throws away everything not durable, or
 //! keeps a torn prefix of the last write. Faults: bit flips, a capacity limit (`ENOSPC`),
-//! failing `sync_data`. Every operation completes immediately, so `storage::block_on`
+//! failing `sync_data`, failing `preallocate`. Every operation completes immediately, so `storage::block_on`
 //! can drive a store on it; only with `set_write_delay_polls` does a write stay in
 //! flight (pending, waking itself) for a number of polls before it takes effect, as a
 //! real disk's does while the store goes on appending, and with `hold_writes` until the
@@ -89,6 +89,8 @@ struct State {
     next_inode: u64,
     write_counter: u64,
     capacity_bytes: Option<u64>,
+    /// The error every `preallocate` fails with (`fail_preallocate`).
+    preallocate_errno: Option<i32>,
     fail_sync: bool,
     /// `sync_data` calls so far (failed ones included) and the first one to fail.
     sync_calls: u64,
@@ -277,6 +279,13 @@ impl MemDisk {
     /// `ENOSPC` and changes nothing. `None` removes the limit.
     pub fn set_capacity_bytes(&self, capacity_bytes: Option<u64>) {
         self.state.borrow_mut().capacity_bytes = capacity_bytes;
+    }
+
+    /// Fails every later `preallocate` with `errno` (as `fallocate` fails with `ENOSPC`
+    /// on a disk too full for a new segment); `None` lets them succeed again. The file
+    /// stays as it was (created, if the store just opened it).
+    pub fn fail_preallocate(&self, errno: Option<i32>) {
+        self.state.borrow_mut().preallocate_errno = errno;
     }
 
     /// Keeps every later write in flight for `polls` polls before it takes effect (0, the
@@ -622,8 +631,11 @@ impl DiskFile for MemFile {
     }
 
     async fn preallocate(&self, _len_bytes: u64) -> io::Result<()> {
-        // Not modelled: the engine treats trailing zeros exactly like a shorter file, and
-        // keeping files short keeps the tests' byte-level checks simple.
+        if let Some(errno) = self.disk.state.borrow().preallocate_errno {
+            return Err(err(errno));
+        }
+        // The space is not modelled: the engine treats trailing zeros exactly like a
+        // shorter file, and keeping files short keeps the tests' byte-level checks simple.
         Ok(())
     }
 
