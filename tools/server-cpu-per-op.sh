@@ -14,6 +14,10 @@
 # DYNAKV / BENCH (binaries, default target/release/...), SERVER (dynakv, the
 # default, or redis or memcached, with THREADS: the same figures for a peer, the
 # extra flags going to that server).
+# SYSCALLS=0 skips the counting: the tracepoints it attaches to the server tax every
+# system call and context switch, so a change that alters how many there are (how
+# replies are sent, how often a shard sleeps) looks better or worse under them than
+# it is (BENCHMARKS.md §2za); time such a change with SYSCALLS=0 or dynakv-bench alone.
 # Each run prints one line (server CPU per op, and its user and kernel parts, and
 # the machine's rescheduling and function-call IPIs per op from /proc/interrupts);
 # the syscall counts are deterministic enough to
@@ -51,7 +55,7 @@ ipis() { awk '/^ *(RES|CAL):/ { for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) s
 # read/write (and epoll_wait): all are counted, so a peer's line is comparable.
 EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_io_uring_enter,context-switches
 COUNT=0
-if command -v perf >/dev/null && perf stat -e "$EVENTS" -- true >/dev/null 2>&1; then COUNT=1; fi
+if [[ ${SYSCALLS:-1} != 0 ]] && command -v perf >/dev/null && perf stat -e "$EVENTS" -- true >/dev/null 2>&1; then COUNT=1; fi
 for r in $(seq "${REPEATS:-1}"); do
     PERF_OUT=$DIR/perf.$r
     if (( COUNT )); then
