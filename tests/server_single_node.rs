@@ -515,3 +515,55 @@ fn a_shard_prepares_its_next_segment_and_a_clean_stop_removes_it() {
     node.restart(); // kill -9, then start on the same directory
     check(&node);
 }
+
+/// Gets on a client connection are answered from the frame in place when the
+/// shard can answer alone (`protocol::peek_get`); the others take the usual
+/// path with the same answers: R above N is refused with the usual error, R =
+/// all and R = 1 read the value, a missing key reads as nothing, and with no
+/// read cache a flushed key is read from disk through the deferred path.
+#[test]
+fn gets_answered_in_place_and_refused_ones_take_the_usual_path() {
+    use bytes::Bytes;
+    use dynakv::client::{Client, ClientError, ClientOptions};
+    use dynakv::protocol::{ErrorCode, Quorum, R_ALL};
+
+    let node = TestNode::start(
+        1,
+        &["--read-cache-bytes", "0", "--write-buffer-bytes", "4096"],
+    );
+    let mut client = Client::connect(node.listen, ClientOptions::default()).expect("connect");
+    let value = |i: usize| format!("value-{i}-{}", "x".repeat(200));
+    for i in 0..100 {
+        client
+            .put(
+                format!("k{i}").as_bytes(),
+                value(i).as_bytes(),
+                None,
+                Quorum::DEFAULT,
+            )
+            .expect("put");
+    }
+    let quorum = |r: u8| Quorum {
+        r: Some(r),
+        ..Quorum::DEFAULT
+    };
+    for i in 0..100 {
+        let key = format!("k{i}");
+        for q in [Quorum::DEFAULT, quorum(1), quorum(R_ALL)] {
+            let got = client.get_with(key.as_bytes(), q).expect("get");
+            assert_eq!(got.values, vec![Bytes::from(value(i))], "{key} {q:?}");
+        }
+    }
+    match client.get_with(b"k1", quorum(2)) {
+        Err(ClientError::Server { code, message, .. }) => {
+            assert_eq!(code, ErrorCode::BadRequest);
+            assert!(
+                message.contains("exceeds the replication factor"),
+                "{message}"
+            );
+        }
+        other => panic!("R=2 on one replica: {other:?}"),
+    }
+    let missing = client.get(b"never-written").expect("get");
+    assert!(missing.values.is_empty());
+}

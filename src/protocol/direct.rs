@@ -417,9 +417,45 @@ pub fn request_key(frame: &[u8]) -> Option<(&[u8], bool)> {
     Some((frame.get(key)?, writes))
 }
 
-/// Decodes one request frame; see `codec::decode_request`, whose contract
-/// this keeps. Keys, values and contexts share `frame`'s memory.
-pub(super) fn decode_request(frame: Bytes, limits: &Limits) -> Result<RequestFrame, ProtocolError> {
+/// A get request frame read in place (`peek_get`): its key is a slice of
+/// the frame, not a `Bytes` of it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct GetRef<'a> {
+    pub id: u64,
+    pub key: &'a [u8],
+    pub quorum: Quorum,
+}
+
+/// The get a request frame holds, read with every check `decode_request`
+/// makes, in the same order, but without building the request: `Some`
+/// exactly when `decode_request` would decode the frame to a
+/// `Request::Get`, with the same id, key and quorum; `None` for any other
+/// request and for any frame `decode_request` refuses (which then gives
+/// the error). For a get the shard answers in place (`ShardState::
+/// get_in_place`): no `Bytes` of the frame or the key is made, so none of
+/// their atomic reference counts is touched.
+pub fn peek_get<'a>(frame: &'a [u8], limits: &Limits) -> Option<GetRef<'a>> {
+    let (id, _, body) = parse_request(frame, limits).ok()?;
+    let Body::Get { key, r, n } = body else {
+        return None;
+    };
+    let key = &frame[key];
+    if key.is_empty() || key.len() > limits.key_bytes_max {
+        return None;
+    }
+    let quorum = Quorum {
+        r: quorum_field("r", r, true).ok()?,
+        w: None,
+        dw: None,
+        n: quorum_field("n", n, false).ok()?,
+    };
+    Some(GetRef { id, key, quorum })
+}
+
+/// The verified header and body of a request frame (`decode_request`'s
+/// first half, shared with `peek_get`): the id, the epoch, and the body's
+/// fields as ranges of `frame`.
+fn parse_request(frame: &[u8], limits: &Limits) -> Result<(u64, u64, Body), ProtocolError> {
     if frame.len() > limits.frame_bytes_max {
         return Err(ProtocolError {
             id: None,
@@ -461,6 +497,13 @@ pub(super) fn decode_request(frame: Bytes, limits: &Limits) -> Result<RequestFra
             position: 0,
         }));
     }
+    Ok((id, epoch, body))
+}
+
+/// Decodes one request frame; see `codec::decode_request`, whose contract
+/// this keeps. Keys, values and contexts share `frame`'s memory.
+pub(super) fn decode_request(frame: Bytes, limits: &Limits) -> Result<RequestFrame, ProtocolError> {
+    let (id, epoch, body) = parse_request(&frame, limits)?;
     let fail = |kind| ProtocolError { id: Some(id), kind };
     let slice = |range: Range<usize>| frame.slice(range);
     let request = match body {
@@ -1943,6 +1986,96 @@ mod tests {
         w.bytes(context, false);
         let length = (out.len() - base) as u32;
         out[frame_start..base].copy_from_slice(&length.to_le_bytes());
+    }
+
+    #[test]
+    fn peek_get_is_what_decode_request_decodes_a_get_to() {
+        // On gets with keys and quorums in and out of bounds, on the other
+        // requests, and on damaged and truncated copies of them all:
+        // `peek_get` is `Some` exactly when `decode_request` gives a get,
+        // with the same id, key and quorum.
+        use crate::protocol::{encode_request, Quorum, Request, RequestFrame, R_ALL};
+        let limits = Limits {
+            key_bytes_max: 24,
+            ..Limits::default()
+        };
+        let expected = |frame: &[u8]| match decode_request(Bytes::copy_from_slice(frame), &limits) {
+            Ok(RequestFrame {
+                id,
+                request: Request::Get { key, quorum },
+                ..
+            }) => Some((id, key.to_vec(), quorum)),
+            _ => None,
+        };
+        let peeked =
+            |frame: &[u8]| peek_get(frame, &limits).map(|g| (g.id, g.key.to_vec(), g.quorum));
+        let mut rng = crate::test_rng::Rng(0x7065_656b);
+        let (mut gets, mut refused) = (0, 0);
+        for case in 0..600u64 {
+            let key = Bytes::from(
+                (0..rng.below(30))
+                    .map(|_| rng.next() as u8)
+                    .collect::<Vec<_>>(),
+            );
+            let quorum_value = |rng: &mut crate::test_rng::Rng| match rng.below(6) {
+                0 | 1 => None,
+                2 => Some(R_ALL),
+                3 => Some(200),
+                _ => Some(1 + rng.below(5) as u8),
+            };
+            let quorum = Quorum {
+                r: quorum_value(&mut rng),
+                w: None,
+                dw: None,
+                n: quorum_value(&mut rng),
+            };
+            let request = match case % 4 {
+                0 | 1 => Request::Get { key, quorum },
+                2 => Request::Put {
+                    key,
+                    value: Bytes::from(vec![7; rng.below(100) as usize]),
+                    context: None,
+                    quorum: Quorum::default(),
+                },
+                _ => Request::Ping,
+            };
+            let mut wire = Vec::new();
+            encode_request(
+                &RequestFrame {
+                    id: rng.next(),
+                    epoch: case,
+                    request,
+                },
+                &mut wire,
+            );
+            let frame = wire[FRAME_LENGTH_BYTES..].to_vec();
+            let want = expected(&frame);
+            assert_eq!(peeked(&frame), want, "case {case}");
+            if case % 4 < 2 {
+                if want.is_some() {
+                    gets += 1;
+                } else {
+                    refused += 1;
+                }
+            }
+            for _ in 0..20 {
+                let mut damaged = frame.clone();
+                let at = rng.below(damaged.len() as u64) as usize;
+                damaged[at] ^= 1 << rng.below(8);
+                assert_eq!(
+                    peeked(&damaged),
+                    expected(&damaged),
+                    "case {case}, bit flip at {at}"
+                );
+                damaged.truncate(rng.below(damaged.len() as u64) as usize);
+                assert_eq!(
+                    peeked(&damaged),
+                    expected(&damaged),
+                    "case {case}, truncated"
+                );
+            }
+        }
+        assert!(gets > 50 && refused > 50, "{gets} gets, {refused} refused");
     }
 
     #[test]

@@ -60,7 +60,10 @@ pub use codec::{
     decode_request, decode_request_generic, decode_response, decode_response_generic,
     encode_request, encode_request_ref, encode_response, Encoder,
 };
-pub use direct::{encode_get_reply, encode_put_reply, inspect_response, request_key, ResponseView};
+pub use direct::{
+    encode_get_reply, encode_put_reply, inspect_response, peek_get, request_key, GetRef,
+    ResponseView,
+};
 pub use frame::{write_frame, FrameDecoder, FrameError, FRAME_LENGTH_BYTES};
 pub use internode::{
     decode_internode, Gossip, HandoffBatch, HandoffEntry, Hello, HelloReply, Hint, InternodeBody,

@@ -835,6 +835,14 @@ impl ShardState {
         read_at: Instant,
         out: Option<&mut Vec<u8>>,
     ) -> Result<Reply, Deferred> {
+        let mut out = out;
+        if let Some(out) = out.as_deref_mut() {
+            if let Some(get) = protocol::peek_get(&frame, &self.node.limits) {
+                if let Some(handled) = self.get_in_place(&frame, get, read_at, out) {
+                    return handled;
+                }
+            }
+        }
         let request = match protocol::decode_request(frame.clone(), &self.node.limits) {
             Ok(request) => request,
             Err(e) => {
@@ -1462,16 +1470,70 @@ impl ShardState {
         }
     }
 
+    /// `handle_frame_now` for a get that this shard answers alone, from the
+    /// frame read in place (`protocol::peek_get`): the request is not
+    /// decoded into a `Request` (no `Bytes` of the frame or the key, whose
+    /// reference counts are atomic adds and subtracts), and the reply is
+    /// written into `out` while the store lends the set. `None`: the get is
+    /// not this shard's to answer alone (another owner, another quorum),
+    /// nothing was done, and the frame takes the usual path, which gives
+    /// the same answer. `Some(Err)`: the set needs I/O, and the request is
+    /// deferred as `handle_local_now` defers it.
+    #[allow(clippy::result_large_err)]
+    fn get_in_place(
+        &self,
+        frame: &Bytes,
+        get: protocol::GetRef<'_>,
+        began: Instant,
+        out: &mut Vec<u8>,
+    ) -> Option<Result<Reply, Deferred>> {
+        let topology = self.topology();
+        let partition = ring::partition_of(ring::key_hash(get.key), topology.q);
+        let me = self.node.cluster.me;
+        let owner = topology
+            .primaries(partition)
+            .iter()
+            .find(|owner| owner.node == me)
+            .map(|owner| usize::from(owner.shard));
+        if owner != Some(self.index)
+            || self
+                .check_quorum(get.quorum.r, "r", topology.n_val)
+                .is_err()
+        {
+            return None;
+        }
+        let r = self.read_quorum(get.quorum.r, topology.n_val);
+        if !self.answers_get_alone(&topology, partition, get.key, r) {
+            return None;
+        }
+        // From here on as `handle_local_now`.
+        self.metrics.offer_key(Some(get.key));
+        if let Some(reply) = self.write_get_single(&topology, partition, get.key, get.id, out) {
+            self.metrics.record_in_batch(Op::Get, began, false);
+            return Some(Ok(reply));
+        }
+        Some(
+            match protocol::decode_request(frame.clone(), &self.node.limits) {
+                Ok(request) => Err(Deferred {
+                    request,
+                    topology,
+                    partition,
+                    route: Route::Local { began },
+                }),
+                // Not reached: `peek_get` accepts only what decodes to a get.
+                Err(e) => {
+                    ShardMetrics::bump(&self.metrics.invalid, 1);
+                    let (id, response) = e.to_response();
+                    Ok(Reply::Response(id, response))
+                }
+            },
+        )
+    }
+
     /// Whether a get with read quorum `r` is this shard's alone to answer
     /// (`get_single_now`): the partition's only replica is this node, and
     /// R = 1.
-    fn answers_get_alone(
-        &self,
-        topology: &Topology,
-        partition: u32,
-        key: &Bytes,
-        r: usize,
-    ) -> bool {
+    fn answers_get_alone(&self, topology: &Topology, partition: u32, key: &[u8], r: usize) -> bool {
         let me = self.node.cluster.me;
         let single = matches!(topology.primaries(partition), [only] if only.node == me);
         single && r == 1 && key.len() <= crate::replica::KEY_BYTES_MAX
@@ -1488,7 +1550,7 @@ impl ShardState {
         &self,
         topology: &Topology,
         partition: u32,
-        key: &Bytes,
+        key: &[u8],
         r: usize,
         id: u64,
         out: &mut Vec<u8>,
@@ -1496,6 +1558,18 @@ impl ShardState {
         if !self.answers_get_alone(topology, partition, key, r) {
             return None;
         }
+        self.write_get_single(topology, partition, key, id, out)
+    }
+
+    /// `get_single_into` once `answers_get_alone` holds.
+    fn write_get_single(
+        &self,
+        topology: &Topology,
+        partition: u32,
+        key: &[u8],
+        id: u64,
+        out: &mut Vec<u8>,
+    ) -> Option<Reply> {
         let fastest = fastest_replica(topology, partition, self.node.cluster.me.0);
         let written = self
             .store
