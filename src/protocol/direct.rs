@@ -466,7 +466,7 @@ fn parse_request(frame: &[u8], limits: &Limits) -> Result<(u64, u64, Body), Prot
         });
     }
     let mut reader = Reader {
-        buffer: &frame,
+        buffer: frame,
         apparent_bytes: 0,
     };
     // The header (`RequestHeader`, a prefix of `Request`): read exactly as
