@@ -856,12 +856,7 @@ impl ShardState {
             return self.handle_local_now(request, 0, topology, read_at, out);
         };
         let partition = ring::partition_of(ring::key_hash(key), topology.q);
-        let me = self.node.cluster.me;
-        let local = topology
-            .primaries(partition)
-            .iter()
-            .find(|owner| owner.node == me)
-            .map(|owner| usize::from(owner.shard));
+        let local = self.local_owner(&topology, partition);
         match local {
             Some(owner) if owner == self.index => {
                 self.handle_local_now(request, partition, topology, read_at, out)
@@ -1489,13 +1484,7 @@ impl ShardState {
     ) -> Option<Result<Reply, Deferred>> {
         let topology = self.topology();
         let partition = ring::partition_of(ring::key_hash(get.key), topology.q);
-        let me = self.node.cluster.me;
-        let owner = topology
-            .primaries(partition)
-            .iter()
-            .find(|owner| owner.node == me)
-            .map(|owner| usize::from(owner.shard));
-        if owner != Some(self.index)
+        if self.local_owner(&topology, partition) != Some(self.index)
             || self
                 .check_quorum(get.quorum.r, "r", topology.n_val)
                 .is_err()
@@ -1528,6 +1517,16 @@ impl ShardState {
                 }
             },
         )
+    }
+
+    /// The shard of this node that is a primary of `partition`, if any.
+    fn local_owner(&self, topology: &Topology, partition: u32) -> Option<usize> {
+        let me = self.node.cluster.me;
+        topology
+            .primaries(partition)
+            .iter()
+            .find(|owner| owner.node == me)
+            .map(|owner| usize::from(owner.shard))
     }
 
     /// Whether a get with read quorum `r` is this shard's alone to answer
