@@ -837,9 +837,14 @@ impl ShardState {
     ) -> Result<Reply, Deferred> {
         let mut out = out;
         if let Some(out) = out.as_deref_mut() {
-            if let Some(get) = protocol::peek_get(&frame, &self.node.limits) {
-                if let Some(handled) = self.get_in_place(&frame, get, read_at, out) {
-                    return handled;
+            // Only where every partition has one replica (N = 1, or one node):
+            // elsewhere no get is answered alone, and the frame is not read twice.
+            let topology = self.topology();
+            if topology.n_val == 1 {
+                if let Some(get) = protocol::peek_get(&frame, &self.node.limits) {
+                    if let Some(handled) = self.get_in_place(&frame, get, &topology, read_at, out) {
+                        return handled;
+                    }
                 }
             }
         }
@@ -1474,17 +1479,17 @@ impl ShardState {
     /// nothing was done, and the frame takes the usual path, which gives
     /// the same answer. `Some(Err)`: the set needs I/O, and the request is
     /// deferred as `handle_local_now` defers it.
-    #[allow(clippy::result_large_err)]
+    #[allow(clippy::result_large_err, clippy::redundant_allocation)]
     fn get_in_place(
         &self,
         frame: &Bytes,
         get: protocol::GetRef<'_>,
+        topology: &Rc<Arc<Topology>>,
         began: Instant,
         out: &mut Vec<u8>,
     ) -> Option<Result<Reply, Deferred>> {
-        let topology = self.topology();
         let partition = ring::partition_of(ring::key_hash(get.key), topology.q);
-        if self.local_owner(&topology, partition) != Some(self.index)
+        if self.local_owner(topology, partition) != Some(self.index)
             || self
                 .check_quorum(get.quorum.r, "r", topology.n_val)
                 .is_err()
@@ -1492,12 +1497,12 @@ impl ShardState {
             return None;
         }
         let r = self.read_quorum(get.quorum.r, topology.n_val);
-        if !self.answers_get_alone(&topology, partition, get.key, r) {
+        if !self.answers_get_alone(topology, partition, get.key, r) {
             return None;
         }
         // From here on as `handle_local_now`.
         self.metrics.offer_key(Some(get.key));
-        if let Some(reply) = self.write_get_single(&topology, partition, get.key, get.id, out) {
+        if let Some(reply) = self.write_get_single(topology, partition, get.key, get.id, out) {
             self.metrics.record_in_batch(Op::Get, began, false);
             return Some(Ok(reply));
         }
@@ -1505,7 +1510,7 @@ impl ShardState {
             match protocol::decode_request(frame.clone(), &self.node.limits) {
                 Ok(request) => Err(Deferred {
                     request,
-                    topology,
+                    topology: topology.clone(),
                     partition,
                     route: Route::Local { began },
                 }),
