@@ -317,6 +317,7 @@ impl<'buf> Reader<'buf> {
 }
 
 /// A verified request body, before the semantic checks.
+#[derive(Debug, Clone)]
 enum Body {
     Ping,
     RoutingTable,
@@ -403,11 +404,9 @@ pub fn request_key(frame: &[u8]) -> Option<(&[u8], bool)> {
         buffer: frame,
         apparent_bytes: 0,
     };
-    let (header, _, _) = read_header(&mut reader).ok()?;
-    let header = reader.strict(header).ok()?;
+    let (header, tag) = request_tag(&mut reader)?;
     let value = reader.field(header, 10, OFFSET_BYTES).ok()??;
-    let tag = reader.field(header, 8, 1).ok()??;
-    let writes = match wire::RequestBody(reader.u8_at(tag).ok()?) {
+    let writes = match tag {
         wire::RequestBody::GetRequest => false,
         wire::RequestBody::PutRequest | wire::RequestBody::DeleteRequest => true,
         _ => return None,
@@ -415,6 +414,15 @@ pub fn request_key(frame: &[u8]) -> Option<(&[u8], bool)> {
     let body = reader.table_field(value).ok()?;
     let key = reader.bytes_field(body, 4).ok()?;
     Some((frame.get(key)?, writes))
+}
+
+/// The request table and its body's union tag, read with the reader's
+/// bounds checks only (`request_key`, and `peek_get`'s first step).
+fn request_tag(reader: &mut Reader<'_>) -> Option<(Table, wire::RequestBody)> {
+    let (header, _, _) = read_header(reader).ok()?;
+    let header = reader.strict(header).ok()?;
+    let tag = reader.field(header, 8, 1).ok()??;
+    Some((header, wire::RequestBody(reader.u8_at(tag).ok()?)))
 }
 
 /// A get request frame read in place (`peek_get`): its key is a slice of
@@ -426,36 +434,59 @@ pub struct GetRef<'a> {
     pub quorum: Quorum,
 }
 
-/// The get a request frame holds, read with every check `decode_request`
-/// makes, in the same order, but without building the request: `Some`
-/// exactly when `decode_request` would decode the frame to a
-/// `Request::Get`, with the same id, key and quorum; `None` for any other
-/// request and for any frame `decode_request` refuses (which then gives
-/// the error). For a get the shard answers in place (`ShardState::
-/// get_in_place`): no `Bytes` of the frame or the key is made, so none of
-/// their atomic reference counts is touched.
-pub fn peek_get<'a>(frame: &'a [u8], limits: &Limits) -> Option<GetRef<'a>> {
-    let (id, _, body) = parse_request(frame, limits).ok()?;
-    let Body::Get { key, r, n } = body else {
-        return None;
-    };
-    let key = &frame[key];
-    if key.is_empty() || key.len() > limits.key_bytes_max {
-        return None;
-    }
-    let quorum = Quorum {
-        r: quorum_field("r", r, true).ok()?,
-        w: None,
-        dw: None,
-        n: quorum_field("n", n, false).ok()?,
-    };
-    Some(GetRef { id, key, quorum })
+/// A request frame verified (`parse_request`) but not yet decoded into a
+/// `RequestFrame` (`build_request`): the id, the epoch, and the body's
+/// fields as ranges of the frame. Splitting the two lets the shard answer a
+/// get from the frame in place (`ParsedRequest::get`) and build the request
+/// only for everything else, with the frame verified once either way.
+#[derive(Debug, Clone)]
+pub struct ParsedRequest {
+    id: u64,
+    epoch: u64,
+    body: Body,
 }
 
-/// The verified header and body of a request frame (`decode_request`'s
-/// first half, shared with `peek_get`): the id, the epoch, and the body's
-/// fields as ranges of `frame`.
-fn parse_request(frame: &[u8], limits: &Limits) -> Result<(u64, u64, Body), ProtocolError> {
+impl ParsedRequest {
+    /// The get this request is, read from `frame` (the frame it was parsed
+    /// from) with the checks `build_request` makes, in the same order:
+    /// `Some` exactly when `build_request` would decode it to a
+    /// `Request::Get`, with the same id, key and quorum; `None` for any
+    /// other request and for a get `build_request` refuses (which then
+    /// gives the error). No `Bytes` of the frame or the key is made, so
+    /// none of their atomic reference counts is touched
+    /// (`ShardState::get_in_place`).
+    pub fn get<'a>(&self, frame: &'a [u8], limits: &Limits) -> Option<GetRef<'a>> {
+        let Body::Get { ref key, r, n } = self.body else {
+            return None;
+        };
+        let key = frame.get(key.clone())?;
+        if key.is_empty() || key.len() > limits.key_bytes_max {
+            return None;
+        }
+        let quorum = Quorum {
+            r: quorum_field("r", r, true).ok()?,
+            w: None,
+            dw: None,
+            n: quorum_field("n", n, false).ok()?,
+        };
+        Some(GetRef {
+            id: self.id,
+            key,
+            quorum,
+        })
+    }
+}
+
+/// `parse_request` and `ParsedRequest::get` in one: a frame's get, if
+/// it is one `decode_request` accepts.
+pub fn peek_get<'a>(frame: &'a [u8], limits: &Limits) -> Option<GetRef<'a>> {
+    parse_request(frame, limits).ok()?.get(frame, limits)
+}
+
+/// Verifies a request frame, `decode_request`'s first half: every check up
+/// to the semantic ones, which `build_request` (or `ParsedRequest::get`)
+/// makes.
+pub fn parse_request(frame: &[u8], limits: &Limits) -> Result<ParsedRequest, ProtocolError> {
     if frame.len() > limits.frame_bytes_max {
         return Err(ProtocolError {
             id: None,
@@ -497,13 +528,26 @@ fn parse_request(frame: &[u8], limits: &Limits) -> Result<(u64, u64, Body), Prot
             position: 0,
         }));
     }
-    Ok((id, epoch, body))
+    Ok(ParsedRequest { id, epoch, body })
 }
 
 /// Decodes one request frame; see `codec::decode_request`, whose contract
 /// this keeps. Keys, values and contexts share `frame`'s memory.
 pub(super) fn decode_request(frame: Bytes, limits: &Limits) -> Result<RequestFrame, ProtocolError> {
-    let (id, epoch, body) = parse_request(&frame, limits)?;
+    let parsed = parse_request(&frame, limits)?;
+    build_request(frame, parsed, limits)
+}
+
+/// `decode_request`'s second half: the request `parsed` (from
+/// `parse_request(&frame)`) holds, with its semantic checks (key, value and
+/// context bounds, quorum fields). Keys, values and contexts share
+/// `frame`'s memory.
+pub fn build_request(
+    frame: Bytes,
+    parsed: ParsedRequest,
+    limits: &Limits,
+) -> Result<RequestFrame, ProtocolError> {
+    let ParsedRequest { id, epoch, body } = parsed;
     let fail = |kind| ProtocolError { id: Some(id), kind };
     let slice = |range: Range<usize>| frame.slice(range);
     let request = match body {

@@ -61,8 +61,8 @@ pub use codec::{
     encode_request, encode_request_ref, encode_response, Encoder,
 };
 pub use direct::{
-    encode_get_reply, encode_put_reply, inspect_response, peek_get, request_key, GetRef,
-    ResponseView,
+    build_request, encode_get_reply, encode_put_reply, inspect_response, parse_request, peek_get,
+    request_key, GetRef, ParsedRequest, ResponseView,
 };
 pub use frame::{write_frame, FrameDecoder, FrameError, FRAME_LENGTH_BYTES};
 pub use internode::{

@@ -835,28 +835,36 @@ impl ShardState {
         read_at: Instant,
         out: Option<&mut Vec<u8>>,
     ) -> Result<Reply, Deferred> {
+        let invalid = |e: protocol::ProtocolError| {
+            ShardMetrics::bump(&self.metrics.invalid, 1);
+            let (id, response) = e.to_response();
+            Ok(Reply::Response(id, response))
+        };
+        // Verified once; a get this shard answers alone is answered from the
+        // frame in place, everything else is then built into a `Request`.
+        let parsed = match protocol::parse_request(&frame, &self.node.limits) {
+            Ok(parsed) => parsed,
+            Err(e) => return invalid(e),
+        };
+        let topology = self.topology();
         let mut out = out;
         if let Some(out) = out.as_deref_mut() {
             // Only where every partition has one replica (N = 1, or one node):
-            // elsewhere no get is answered alone, and the frame is not read twice.
-            let topology = self.topology();
+            // elsewhere no get is answered alone.
             if topology.n_val == 1 {
-                if let Some(get) = protocol::peek_get(&frame, &self.node.limits) {
-                    if let Some(handled) = self.get_in_place(&frame, get, &topology, read_at, out) {
+                if let Some(get) = parsed.get(&frame, &self.node.limits) {
+                    if let Some(handled) =
+                        self.get_in_place(&frame, &parsed, get, &topology, read_at, out)
+                    {
                         return handled;
                     }
                 }
             }
         }
-        let request = match protocol::decode_request(frame.clone(), &self.node.limits) {
+        let request = match protocol::build_request(frame.clone(), parsed, &self.node.limits) {
             Ok(request) => request,
-            Err(e) => {
-                ShardMetrics::bump(&self.metrics.invalid, 1);
-                let (id, response) = e.to_response();
-                return Ok(Reply::Response(id, response));
-            }
+            Err(e) => return invalid(e),
         };
-        let topology = self.topology();
         let Some(key) = request.request.key() else {
             return self.handle_local_now(request, 0, topology, read_at, out);
         };
@@ -1471,7 +1479,7 @@ impl ShardState {
     }
 
     /// `handle_frame_now` for a get that this shard answers alone, from the
-    /// frame read in place (`protocol::peek_get`): the request is not
+    /// frame read in place (`protocol::ParsedRequest::get`): the request is not
     /// decoded into a `Request` (no `Bytes` of the frame or the key, whose
     /// reference counts are atomic adds and subtracts), and the reply is
     /// written into `out` while the store lends the set. `None`: the get is
@@ -1483,6 +1491,7 @@ impl ShardState {
     fn get_in_place(
         &self,
         frame: &Bytes,
+        parsed: &protocol::ParsedRequest,
         get: protocol::GetRef<'_>,
         topology: &Rc<Arc<Topology>>,
         began: Instant,
@@ -1507,14 +1516,14 @@ impl ShardState {
             return Some(Ok(reply));
         }
         Some(
-            match protocol::decode_request(frame.clone(), &self.node.limits) {
+            match protocol::build_request(frame.clone(), parsed.clone(), &self.node.limits) {
                 Ok(request) => Err(Deferred {
                     request,
                     topology: topology.clone(),
                     partition,
                     route: Route::Local { began },
                 }),
-                // Not reached: `peek_get` accepts only what decodes to a get.
+                // Not reached: `ParsedRequest::get` accepts only what builds into a get.
                 Err(e) => {
                     ShardMetrics::bump(&self.metrics.invalid, 1);
                     let (id, response) = e.to_response();
