@@ -517,7 +517,7 @@ fn a_shard_prepares_its_next_segment_and_a_clean_stop_removes_it() {
 }
 
 /// Gets on a client connection are answered from the frame in place when the
-/// shard can answer alone (`protocol::peek_get`); the others take the usual
+/// shard can answer alone (`ShardState::get_in_place`); the others take the usual
 /// path with the same answers: R above N is refused with the usual error, R =
 /// all and R = 1 read the value, a missing key reads as nothing, and with no
 /// read cache a flushed key is read from disk through the deferred path.

@@ -417,7 +417,7 @@ pub fn request_key(frame: &[u8]) -> Option<(&[u8], bool)> {
 }
 
 /// The request table and its body's union tag, read with the reader's
-/// bounds checks only (`request_key`, and `peek_get`'s first step).
+/// bounds checks only (`request_key`).
 fn request_tag(reader: &mut Reader<'_>) -> Option<(Table, wire::RequestBody)> {
     let (header, _, _) = read_header(reader).ok()?;
     let header = reader.strict(header).ok()?;
@@ -425,8 +425,8 @@ fn request_tag(reader: &mut Reader<'_>) -> Option<(Table, wire::RequestBody)> {
     Some((header, wire::RequestBody(reader.u8_at(tag).ok()?)))
 }
 
-/// A get request frame read in place (`peek_get`): its key is a slice of
-/// the frame, not a `Bytes` of it.
+/// A get request frame read in place (`ParsedRequest::get`): its key is a
+/// slice of the frame, not a `Bytes` of it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct GetRef<'a> {
     pub id: u64,
@@ -475,12 +475,6 @@ impl ParsedRequest {
             quorum,
         })
     }
-}
-
-/// `parse_request` and `ParsedRequest::get` in one: a frame's get, if
-/// it is one `decode_request` accepts.
-pub fn peek_get<'a>(frame: &'a [u8], limits: &Limits) -> Option<GetRef<'a>> {
-    parse_request(frame, limits).ok()?.get(frame, limits)
 }
 
 /// Verifies a request frame, `decode_request`'s first half: every check up
@@ -2033,11 +2027,12 @@ mod tests {
     }
 
     #[test]
-    fn peek_get_is_what_decode_request_decodes_a_get_to() {
+    fn a_parsed_requests_get_is_what_decode_request_decodes_a_get_to() {
         // On gets with keys and quorums in and out of bounds, on the other
         // requests, and on damaged and truncated copies of them all:
-        // `peek_get` is `Some` exactly when `decode_request` gives a get,
-        // with the same id, key and quorum.
+        // `parse_request` then `ParsedRequest::get` (the shard's in-place
+        // get) is `Some` exactly when `decode_request` gives a get, with the
+        // same id, key and quorum.
         use crate::protocol::{encode_request, Quorum, Request, RequestFrame, R_ALL};
         let limits = Limits {
             key_bytes_max: 24,
@@ -2051,8 +2046,12 @@ mod tests {
             }) => Some((id, key.to_vec(), quorum)),
             _ => None,
         };
-        let peeked =
-            |frame: &[u8]| peek_get(frame, &limits).map(|g| (g.id, g.key.to_vec(), g.quorum));
+        let peeked = |frame: &[u8]| {
+            parse_request(frame, &limits)
+                .ok()?
+                .get(frame, &limits)
+                .map(|g| (g.id, g.key.to_vec(), g.quorum))
+        };
         let mut rng = crate::test_rng::Rng(0x7065_656b);
         let (mut gets, mut refused) = (0, 0);
         for case in 0..600u64 {

@@ -61,7 +61,7 @@ pub use codec::{
     encode_request, encode_request_ref, encode_response, Encoder,
 };
 pub use direct::{
-    build_request, encode_get_reply, encode_put_reply, inspect_response, parse_request, peek_get,
+    build_request, encode_get_reply, encode_put_reply, inspect_response, parse_request,
     request_key, GetRef, ParsedRequest, ResponseView,
 };
 pub use frame::{write_frame, FrameDecoder, FrameError, FRAME_LENGTH_BYTES};

@@ -151,7 +151,7 @@ struct ForwardSlot {
 const CONTEXT_CHUNK_BYTES: usize = 4096;
 
 /// The largest payload an in-place put encodes in the shard's reused
-/// scratch buffer (`ShardState::payload_bytes`); a larger one is encoded
+/// scratch buffer (`exact_payload`); a larger one is encoded
 /// in its own allocation.
 const PAYLOAD_SCRATCH_BYTES: usize = 8 * 1024;
 
@@ -777,6 +777,13 @@ impl Reply {
 }
 
 impl ShardState {
+    /// The reply to a frame that does not decode, counted as invalid.
+    fn invalid(&self, e: protocol::ProtocolError) -> Reply {
+        ShardMetrics::bump(&self.metrics.invalid, 1);
+        let (id, response) = e.to_response();
+        Reply::Response(id, response)
+    }
+
     fn error(id: u64, code: ErrorCode, message: impl Into<String>) -> Reply {
         Reply::Response(
             id,
@@ -822,9 +829,10 @@ impl ShardState {
     /// no future to set up, move or poll. `read_at`: when the bytes of the
     /// frame were read (a connection reads once for a whole pipelined
     /// batch); the request's latency in the metrics counts from then.
-    /// `out`: the connection's outgoing bytes, where a get answered from a
-    /// set in memory writes its reply at once (`Reply::Written`); without
-    /// it, such a get's reply holds the set (`Reply::Get`).
+    /// `out`: the connection's outgoing bytes, where a get this shard
+    /// answers alone from memory writes its reply at once (`get_in_place`,
+    /// `Reply::Written`); without it, such a get's reply holds the set
+    /// (`Reply::Get`).
     // Not boxed: a box would be an allocation per deferred request (every
     // replicated write); the value is moved once, into the request's future.
     #[allow(clippy::result_large_err)]
@@ -835,20 +843,14 @@ impl ShardState {
         read_at: Instant,
         out: Option<&mut Vec<u8>>,
     ) -> Result<Reply, Deferred> {
-        let invalid = |e: protocol::ProtocolError| {
-            ShardMetrics::bump(&self.metrics.invalid, 1);
-            let (id, response) = e.to_response();
-            Ok(Reply::Response(id, response))
-        };
         // Verified once; a get this shard answers alone is answered from the
         // frame in place, everything else is then built into a `Request`.
         let parsed = match protocol::parse_request(&frame, &self.node.limits) {
             Ok(parsed) => parsed,
-            Err(e) => return invalid(e),
+            Err(e) => return Ok(self.invalid(e)),
         };
         let topology = self.topology();
-        let mut out = out;
-        if let Some(out) = out.as_deref_mut() {
+        if let Some(out) = out {
             // Only where every partition has one replica (N = 1, or one node):
             // elsewhere no get is answered alone.
             if topology.n_val == 1 {
@@ -863,16 +865,16 @@ impl ShardState {
         }
         let request = match protocol::build_request(frame.clone(), parsed, &self.node.limits) {
             Ok(request) => request,
-            Err(e) => return invalid(e),
+            Err(e) => return Ok(self.invalid(e)),
         };
         let Some(key) = request.request.key() else {
-            return self.handle_local_now(request, 0, topology, read_at, out);
+            return self.handle_local_now(request, 0, topology, read_at);
         };
         let partition = ring::partition_of(ring::key_hash(key), topology.q);
         let local = self.local_owner(&topology, partition);
         match local {
             Some(owner) if owner == self.index => {
-                self.handle_local_now(request, partition, topology, read_at, out)
+                self.handle_local_now(request, partition, topology, read_at)
             }
             Some(owner) if via_node_port && owner < self.node.shards => Err(Deferred {
                 request,
@@ -1105,7 +1107,6 @@ impl ShardState {
         partition: u32,
         topology: Rc<Arc<Topology>>,
         began: Instant,
-        out: Option<&mut Vec<u8>>,
     ) -> Result<Reply, Deferred> {
         self.metrics
             .offer_key(request.request.key().map(|k| k.as_ref()));
@@ -1120,16 +1121,8 @@ impl ShardState {
                 match self.check_quorum(quorum.r, "r", topology.n_val) {
                     Ok(()) => {
                         let r = self.read_quorum(quorum.r, topology.n_val);
-                        let answered = match out {
-                            Some(out) => {
-                                self.get_single_into(&topology, partition, key, r, id, out)
-                            }
-                            None => self
-                                .get_single_now(&topology, partition, key, r)
-                                .map(|set| self.get_single_reply(&topology, partition, id, set)),
-                        };
-                        match answered {
-                            Some(reply) => reply,
+                        match self.get_single_now(&topology, partition, key, r) {
+                            Some(set) => self.get_single_reply(&topology, partition, id, set),
                             None => {
                                 return Err(Deferred {
                                     request,
@@ -1511,7 +1504,7 @@ impl ShardState {
         }
         // From here on as `handle_local_now`.
         self.metrics.offer_key(Some(get.key));
-        if let Some(reply) = self.write_get_single(topology, partition, get.key, get.id, out) {
+        if let Some(reply) = self.get_single_into(topology, partition, get.key, get.id, out) {
             self.metrics.record_in_batch(Op::Get, began, false);
             return Some(Ok(reply));
         }
@@ -1524,11 +1517,7 @@ impl ShardState {
                     route: Route::Local { began },
                 }),
                 // Not reached: `ParsedRequest::get` accepts only what builds into a get.
-                Err(e) => {
-                    ShardMetrics::bump(&self.metrics.invalid, 1);
-                    let (id, response) = e.to_response();
-                    Ok(Reply::Response(id, response))
-                }
+                Err(e) => Ok(self.invalid(e)),
             },
         )
     }
@@ -1552,30 +1541,15 @@ impl ShardState {
         single && r == 1 && key.len() <= crate::replica::KEY_BYTES_MAX
     }
 
-    /// `get_single_now` and `get_single_reply`, with the reply written to
-    /// `out` while the store lends the set (`Store::read_now`), not built
-    /// from a clone of it: a cached record's `Bytes` clone and drop are an
-    /// atomic add and subtract on its buffer's count, often a CPU cache
-    /// miss of their own (6% of a shard's samples under a 90% GET load of
-    /// 1 KiB values, BENCHMARKS.md §2z). `None`: as `get_single_now`'s,
-    /// and nothing was written.
+    /// `get_single_now` and `get_single_reply` for a get that
+    /// `answers_get_alone`, with the reply written to `out` while the store
+    /// lends the set (`Store::read_now`), not built from a clone of it: a
+    /// cached record's `Bytes` clone and drop are an atomic add and
+    /// subtract on its buffer's count, often a CPU cache miss of their own
+    /// (6% of a shard's samples under a 90% GET load of 1 KiB values,
+    /// BENCHMARKS.md §2z). `None`: as `get_single_now`'s, and nothing was
+    /// written.
     fn get_single_into(
-        &self,
-        topology: &Topology,
-        partition: u32,
-        key: &[u8],
-        r: usize,
-        id: u64,
-        out: &mut Vec<u8>,
-    ) -> Option<Reply> {
-        if !self.answers_get_alone(topology, partition, key, r) {
-            return None;
-        }
-        self.write_get_single(topology, partition, key, id, out)
-    }
-
-    /// `get_single_into` once `answers_get_alone` holds.
-    fn write_get_single(
         &self,
         topology: &Topology,
         partition: u32,
@@ -1720,7 +1694,8 @@ impl ShardState {
     ///
     /// The update is `version::plan_update` straight from the stored bytes
     /// into the shard's payload scratch (no decode; one allocation, the
-    /// payload's own, `payload_bytes`) when the set is small enough, as it nearly always is; else
+    /// payload's own, `payload_bytes`) when the set is small enough, as it
+    /// nearly always is; else
     /// `SiblingSet::decode_shared`, `update` and `encode`, which give the
     /// same bytes (`tests/version_update_plan.rs`).
     fn put_single_update(
@@ -2738,7 +2713,6 @@ pub(crate) fn connection_allowed(shard: &ShardState) -> bool {
     shard.counters.connections.get() < shard.config.connections_max
 }
 
-/// Whether a reply counts as an error in the metrics.
 /// A new stored payload of at most `len_max` bytes, which `fill` writes at
 /// the start of the slice it is given, returning their number. `fill`
 /// writes into `scratch` (reused, so in the CPU's caches and zeroed once),
@@ -2774,6 +2748,7 @@ fn exact_payload(
     Bytes::copy_from_slice(&scratch[..len])
 }
 
+/// Whether a reply counts as an error in the metrics.
 fn failed(reply: &Reply) -> bool {
     matches!(reply, Reply::Response(_, Response::Error { .. }))
 }

@@ -5,8 +5,8 @@
 //! its last `sync_data`) and a list of writes since then; the directory has a durable set
 //! of names (as of the last `sync_dir`). `crash` throws away everything not durable, or
 //! keeps a torn prefix of the last write. Faults: bit flips, a capacity limit (`ENOSPC`),
-//! failing `sync_data`, failing `preallocate`. Every operation completes immediately, so `storage::block_on`
-//! can drive a store on it; only with `set_write_delay_polls` does a write stay in
+//! failing `sync_data`, failing `preallocate`. Every operation completes immediately, so
+//! `storage::block_on` can drive a store on it; only with `set_write_delay_polls` does a write stay in
 //! flight (pending, waking itself) for a number of polls before it takes effect, as a
 //! real disk's does while the store goes on appending, and with `hold_writes` until the
 //! test completes or fails each held write, in any order. With `hold_syncs` a

@@ -1,8 +1,9 @@
 //! The reply to a get, built two ways.
 //!
-//! A get the shard answers alone from memory (`ShardState::get_single_now`,
-//! N = 1 and R = 1) keeps the stored set's encoded bytes (`GetReply`) and
-//! writes the reply frame straight from them: the live values and the
+//! A get the shard answers alone from memory (N = 1 and R = 1) writes the
+//! reply frame straight from the stored set's encoded bytes (`encode`:
+//! lent by the store on a client connection, `ShardState::get_single_into`;
+//! held in a `GetReply` elsewhere, `get_single_now`): the live values and the
 //! context token's clock are read from the encoding in place
 //! (`EncodedSiblingSet`), with no `SiblingSet`, no `Vec<Sibling>`, no token
 //! buffer and no `Response` to build and drop. Every other get (the replica
