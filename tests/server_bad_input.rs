@@ -294,6 +294,126 @@ fn pipelined_requests_on_one_connection_all_get_their_replies() {
     }
 }
 
+/// A connection reads its requests' frames in place, in its read buffer,
+/// and a request that keeps part of its frame (a put's key and value, a get
+/// that waits for the disk) takes it out of the buffer (`LentFrame`). Here
+/// one stream of pipelined requests arrives cut at uneven points, so frames
+/// straddle reads: gets answered from memory and from the disk (no read
+/// cache, a 4 KiB write buffer), puts, pings and an unknown key are all
+/// answered, and every put's value, kept while the buffer went on being
+/// read into and reused, reads back intact.
+#[test]
+fn requests_cut_at_uneven_points_are_read_in_place_and_kept_values_are_intact() {
+    let node = TestNode::start(
+        1,
+        &["--read-cache-bytes", "0", "--write-buffer-bytes", "4096"],
+    );
+    let value =
+        |tag: &str, i: u64| Bytes::from(format!("{tag}-{i}-{}", "v".repeat(i as usize % 300)));
+    let put = |key: String, value: Bytes| Request::Put {
+        key: Bytes::from(key),
+        value,
+        context: None,
+        quorum: Quorum::default(),
+    };
+    let get = |key: String| Request::Get {
+        key: Bytes::from(key),
+        quorum: Quorum::default(),
+    };
+    // Phase 1: keys to read, most of them flushed to the disk by now.
+    let mut stream = connect(&node);
+    let first: Vec<Request> = (0..200)
+        .map(|i| put(format!("old-{i}"), value("old", i)))
+        .collect();
+    for (id, reply) in pipeline(&mut stream, first) {
+        assert!(matches!(reply, Response::Put { .. }), "{id}: {reply:?}");
+    }
+    // Phase 2: gets of those keys, new puts, pings and a missing key, in one
+    // stream written in pieces of 1 to 97 bytes.
+    let mut expected = Vec::new();
+    let mut wire = Vec::new();
+    for id in 0..600u64 {
+        let (request, want) = match id % 4 {
+            0 => (
+                get(format!("old-{}", id % 200)),
+                Some(value("old", id % 200)),
+            ),
+            1 => (put(format!("new-{id}"), value("new", id)), None),
+            2 if id % 40 == 2 => (get("never-written".into()), None),
+            2 => (Request::Ping, None),
+            _ => (
+                get(format!("old-{}", (id * 7) % 200)),
+                Some(value("old", (id * 7) % 200)),
+            ),
+        };
+        expected.push((id, request.clone(), want));
+        encode_request(
+            &RequestFrame {
+                id,
+                epoch: 0,
+                request,
+            },
+            &mut wire,
+        );
+    }
+    stream.set_nodelay(true).unwrap();
+    let mut reader = stream.try_clone().unwrap();
+    let replies = std::thread::spawn(move || {
+        let mut decoder = FrameDecoder::new(8 << 20);
+        let mut buffer = BytesMut::new();
+        let mut chunk = [0u8; 65536];
+        let mut replies = Vec::new();
+        while replies.len() < 600 {
+            if let Some(frame) = decoder.decode(&mut buffer).unwrap() {
+                replies.push(decode_response(frame, &Limits::default()).unwrap());
+                continue;
+            }
+            let n = reader.read(&mut chunk).unwrap();
+            assert!(n > 0, "server closed with {} replies", replies.len());
+            buffer.extend_from_slice(&chunk[..n]);
+        }
+        replies
+    });
+    let mut at = 0;
+    for piece in (1..).map(|i: usize| 1 + (i * 31) % 97) {
+        let end = (at + piece).min(wire.len());
+        stream.write_all(&wire[at..end]).unwrap();
+        at = end;
+        if at == wire.len() {
+            break;
+        }
+        if piece % 5 == 0 {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    let mut replies = replies.join().unwrap();
+    replies.sort_by_key(|(id, _)| *id);
+    for ((id, request, want), (reply_id, reply)) in expected.into_iter().zip(replies) {
+        assert_eq!(id, reply_id);
+        match (request, reply) {
+            (Request::Get { .. }, Response::Get { siblings, .. }) => {
+                let values: Vec<Bytes> = siblings.into_iter().map(|s| s.value).collect();
+                assert_eq!(values, want.into_iter().collect::<Vec<_>>(), "request {id}");
+            }
+            (Request::Put { .. }, Response::Put { .. }) | (Request::Ping, Response::Pong) => {}
+            (request, reply) => panic!("request {id} {request:?}: {reply:?}"),
+        }
+    }
+    // Phase 3: every value the stream's puts kept reads back intact.
+    let gets: Vec<Request> = (0..600u64)
+        .filter(|id| id % 4 == 1)
+        .map(|id| get(format!("new-{id}")))
+        .collect();
+    let ids: Vec<u64> = (0..600u64).filter(|id| id % 4 == 1).collect();
+    for ((_, reply), id) in pipeline(&mut stream, gets).into_iter().zip(ids) {
+        let Response::Get { siblings, .. } = reply else {
+            panic!("new-{id}: {reply:?}");
+        };
+        let values: Vec<Bytes> = siblings.into_iter().map(|s| s.value).collect();
+        assert_eq!(values, vec![value("new", id)], "new-{id}");
+    }
+}
+
 /// A connection decodes every complete frame of a read before it handles
 /// the first (its keys' entries are prefetched in between): in one write, a
 /// batch with an invalid frame in the middle and a bad length prefix at the

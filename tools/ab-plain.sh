@@ -7,7 +7,8 @@
 #   tools/ab-plain.sh /tmp/dynakv-base /tmp/dynakv-new
 # Environment: WL (dynakv-bench workload, default mixed; read ratio 0.9), VALUE_SIZE
 # (default 64), CONNS (default 50), KEYS (default 100000), RUNS (default 3),
-# PORT (default 7800), BENCH (default target/release/dynakv-bench).
+# PORT (default 7800), PIPE (pipeline depth, default 16), BENCH (default
+# target/release/dynakv-bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 A=$1; B=$2
@@ -24,7 +25,7 @@ for bin in "$A" "$B" "$B" "$A"; do
     line="$bin:"
     for seed in $(seq "${RUNS:-3}"); do
         "$BENCH" --target "dynakv://127.0.0.1:$PORT" --workload "${WL:-mixed}" --read-ratio 0.9 --no-load \
-            --keys "$KEYS" --key-dist uniform --value-size "$VS" --connections "${CONNS:-50}" --pipeline 16 \
+            --keys "$KEYS" --key-dist uniform --value-size "$VS" --connections "${CONNS:-50}" --pipeline "${PIPE:-16}" \
             --threads 1 --warmup 1s --duration 3s --seed "$seed" --no-progress --json "$DIR/run.json" >/dev/null 2>&1
         line+=" $(python3 -c "import json; d = json.load(open('$DIR/run.json')); print(f\"{d['throughput_ops_s']:.0f}({d['latency_us']['p99']:.0f})\")")"
     done

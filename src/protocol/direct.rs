@@ -447,6 +447,14 @@ pub struct ParsedRequest {
 }
 
 impl ParsedRequest {
+    /// Whether the built request keeps bytes of its frame (a key, a value,
+    /// a context): `false` for a ping or a routing-table request, which
+    /// `build_request` builds from any frame (an empty one, so that a frame
+    /// lent by a read buffer need not be taken).
+    pub fn refers_to_frame(&self) -> bool {
+        !matches!(self.body, Body::Ping | Body::RoutingTable)
+    }
+
     /// The get this request is, read from `frame` (the frame it was parsed
     /// from) with the checks `build_request` makes, in the same order:
     /// `Some` exactly when `build_request` would decode it to a

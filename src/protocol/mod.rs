@@ -64,7 +64,7 @@ pub use direct::{
     build_request, encode_get_reply, encode_put_reply, inspect_response, parse_request,
     request_key, GetRef, ParsedRequest, ResponseView,
 };
-pub use frame::{write_frame, FrameDecoder, FrameError, FRAME_LENGTH_BYTES};
+pub use frame::{write_frame, Frame, FrameDecoder, FrameError, LentFrame, FRAME_LENGTH_BYTES};
 pub use internode::{
     decode_internode, Gossip, HandoffBatch, HandoffEntry, Hello, HelloReply, Hint, InternodeBody,
     InternodeLimits, InternodeMessage, Member, MemberStatus, ReplicaPut, ReplicaStatus,

@@ -31,7 +31,9 @@ use glommio::sync::Semaphore;
 
 use super::log;
 use super::shard::{connection_allowed, Deferred, Reply, ShardState, PREFETCH_GROUP};
-use crate::protocol::{self, ErrorCode, FrameDecoder, FrameError, Response};
+use crate::protocol::{
+    self, ErrorCode, Frame, FrameDecoder, FrameError, LentFrame, Response, FRAME_LENGTH_BYTES,
+};
 
 /// Size of each read from a socket.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -146,11 +148,13 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
         let _ = writer_socket.close().await;
     });
 
-    let mut decoder = FrameDecoder::new(shard.node.limits.frame_bytes_max);
+    let decoder = FrameDecoder::new(shard.node.limits.frame_bytes_max);
     let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     let mut spare = None;
-    let mut batch = Vec::new();
+    // The lengths of the whole frames of one read, in order from the
+    // buffer's front.
+    let mut lengths = Vec::new();
     'read: loop {
         let n = match socket.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
@@ -159,14 +163,21 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
         buffer.extend_from_slice(&chunk[..n]);
         // The requests of this read count their latency from now.
         let read_at = Instant::now();
-        // Every complete frame of this read first: when there are several
+        // Every whole frame of this read first: when there are several
         // (a pipelined batch), their keys' data is prefetched before the
         // first is handled, so that their cache misses overlap
-        // (`ShardState::prefetch`).
+        // (`ShardState::prefetch`). The frames stay in the buffer: each is
+        // lent to its handler (`LentFrame`), which takes it only if its
+        // request must keep it.
         let mut frame_error = None;
+        lengths.clear();
+        let mut at = 0;
         loop {
-            match decoder.decode(&mut buffer) {
-                Ok(Some(frame)) => batch.push(frame),
+            match decoder.whole(&buffer[at..]) {
+                Ok(Some(length)) => {
+                    lengths.push(length);
+                    at += FRAME_LENGTH_BYTES + length;
+                }
                 Ok(None) => break,
                 Err(e) => {
                     frame_error = Some(e);
@@ -174,14 +185,13 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
                 }
             }
         }
-        let requests = batch.len();
+        let requests = lengths.len();
         outbox.begin_batch();
-        let mut frames = batch.drain(..);
         for i in 0..requests {
             if requests > 1 && i % PREFETCH_GROUP == 0 {
-                shard.prefetch(frames.as_slice());
+                // The buffer's front is frame `i`'s length prefix.
+                shard.prefetch(lent_frames(&buffer, &lengths[i..]));
             }
-            let Some(frame) = frames.next() else { break };
             let permit = match in_flight.try_acquire_static_permit(1) {
                 Ok(permit) => permit,
                 Err(_) => {
@@ -212,6 +222,7 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
             // outgoing bytes (`Reply::Written`); the borrow ends before
             // `push`.
             let handled = {
+                let frame = Frame::Lent(LentFrame::front(&mut buffer, lengths[i]));
                 let mut out = outbox.bytes.borrow_mut();
                 shard.handle_frame_now(frame, via_node_port, read_at, Some(&mut out))
             };
@@ -232,7 +243,6 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
                 spare = Some(request);
             }
         }
-        drop(frames);
         // The batch's requests answered in place are counted now, as their
         // replies are about to be sent (an error below still sends them).
         shard.settle_batch();
@@ -268,6 +278,16 @@ async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
         .await;
     outbox.close();
     writer_task.await;
+}
+
+/// The frames whose `lengths` are given, from the front of `buffer` (each
+/// after its length prefix).
+fn lent_frames<'a>(buffer: &'a [u8], lengths: &'a [usize]) -> impl Iterator<Item = &'a [u8]> {
+    lengths.iter().scan(0, move |at, &length| {
+        let start = *at + FRAME_LENGTH_BYTES;
+        *at = start + length;
+        buffer.get(start..*at)
+    })
 }
 
 /// `future` in `spare`'s box (the allocation of a finished future of the

@@ -41,7 +41,7 @@ use crate::antientropy::{
 };
 use crate::config::ServerConfig;
 use crate::membership::{AdminChange, NodeId};
-use crate::protocol::{self, ErrorCode, Limits, Request, RequestFrame, Response};
+use crate::protocol::{self, ErrorCode, Frame, Limits, Request, RequestFrame, Response};
 use crate::replica::{
     ClientReply, GetRequest, IoRequest, IoResult, PutRequest, QuorumConfig, Replica, ReplicaConfig,
     ReplicaError, ReplicaMessage, Transmit,
@@ -729,6 +729,16 @@ pub(crate) struct Deferred {
     route: Route,
 }
 
+/// What `ShardState::get_in_place` did with a get.
+enum InPlace {
+    /// Answered: the reply is written.
+    Answered(Reply),
+    /// This shard answers it alone, but its set in `partition` needs I/O.
+    Waits(u32),
+    /// Not this shard's to answer alone; nothing was done.
+    NotAlone,
+}
+
 /// Where a deferred request goes.
 enum Route {
     /// This shard coordinates it; counted in the metrics from `began`.
@@ -812,7 +822,7 @@ impl ShardState {
 
     /// Handles one complete inbound frame (without its length prefix).
     pub(crate) async fn handle_frame(self: &Rc<Self>, frame: Bytes, via_node_port: bool) -> Reply {
-        match self.handle_frame_now(frame, via_node_port, Instant::now(), None) {
+        match self.handle_frame_now(Frame::Held(frame), via_node_port, Instant::now(), None) {
             Ok(reply) => {
                 self.settle_batch();
                 reply
@@ -832,41 +842,61 @@ impl ShardState {
     /// `out`: the connection's outgoing bytes, where a get this shard
     /// answers alone from memory writes its reply at once (`get_in_place`,
     /// `Reply::Written`); without it, such a get's reply holds the set
-    /// (`Reply::Get`).
+    /// (`Reply::Get`). A lent `frame` is taken (`Frame::into_bytes`) only
+    /// by a request that keeps part of it.
     // Not boxed: a box would be an allocation per deferred request (every
     // replicated write); the value is moved once, into the request's future.
     #[allow(clippy::result_large_err)]
     pub(crate) fn handle_frame_now(
         self: &Rc<Self>,
-        frame: Bytes,
+        frame: Frame<'_>,
         via_node_port: bool,
         read_at: Instant,
         out: Option<&mut Vec<u8>>,
     ) -> Result<Reply, Deferred> {
         // Verified once; a get this shard answers alone is answered from the
         // frame in place, everything else is then built into a `Request`.
-        let parsed = match protocol::parse_request(&frame, &self.node.limits) {
+        let parsed = match protocol::parse_request(frame.bytes(), &self.node.limits) {
             Ok(parsed) => parsed,
             Err(e) => return Ok(self.invalid(e)),
         };
         let topology = self.topology();
+        let mut waits = None;
         if let Some(out) = out {
             // Only where every partition has one replica (N = 1, or one node):
             // elsewhere no get is answered alone.
             if topology.n_val == 1 {
-                if let Some(get) = parsed.get(&frame, &self.node.limits) {
-                    if let Some(handled) =
-                        self.get_in_place(&frame, &parsed, get, &topology, read_at, out)
-                    {
-                        return handled;
+                if let Some(get) = parsed.get(frame.bytes(), &self.node.limits) {
+                    match self.get_in_place(get, &topology, read_at, out) {
+                        InPlace::Answered(reply) => return Ok(reply),
+                        InPlace::Waits(partition) => waits = Some(partition),
+                        InPlace::NotAlone => {}
                     }
                 }
             }
         }
+        // A ping or routing-table request keeps nothing of its frame.
+        let frame = if parsed.refers_to_frame() {
+            frame.into_bytes()
+        } else {
+            Bytes::new()
+        };
         let request = match protocol::build_request(frame.clone(), parsed, &self.node.limits) {
             Ok(request) => request,
+            // Not reached for a get that waits: `ParsedRequest::get` accepts
+            // only what builds into a get.
             Err(e) => return Ok(self.invalid(e)),
         };
+        if let Some(partition) = waits {
+            // A get answered alone whose set needs I/O: deferred as
+            // `handle_local_now` defers it.
+            return Err(Deferred {
+                request,
+                topology,
+                partition,
+                route: Route::Local { began: read_at },
+            });
+        }
         let Some(key) = request.request.key() else {
             return self.handle_local_now(request, 0, topology, read_at);
         };
@@ -923,14 +953,14 @@ impl ShardState {
     /// are peeked (`protocol::request_key`), not decoded twice. Not inlined
     /// into the connection loop, which runs it once per group.
     #[inline(never)]
-    pub(crate) fn prefetch(&self, frames: &[Bytes]) {
+    pub(crate) fn prefetch<'a>(&self, frames: impl Iterator<Item = &'a [u8]>) {
         let q = self.topology.borrow().q;
         // Never held across an await, but a prefetch may not panic.
         let aae = self.aae.try_borrow().ok();
         // The keys the index may hold, packed at the front.
         let mut keys: [(&[u8], u32, u64); PREFETCH_GROUP] = [(&[], 0, 0); PREFETCH_GROUP];
         let mut count = 0;
-        for frame in frames.iter().take(PREFETCH_GROUP) {
+        for frame in frames.take(PREFETCH_GROUP) {
             let Some((key, writes)) = protocol::request_key(frame) else {
                 continue;
             };
@@ -1475,51 +1505,39 @@ impl ShardState {
     /// frame read in place (`protocol::ParsedRequest::get`): the request is not
     /// decoded into a `Request` (no `Bytes` of the frame or the key, whose
     /// reference counts are atomic adds and subtracts), and the reply is
-    /// written into `out` while the store lends the set. `None`: the get is
+    /// written into `out` while the store lends the set. `NotAlone`: the get is
     /// not this shard's to answer alone (another owner, another quorum),
     /// nothing was done, and the frame takes the usual path, which gives
-    /// the same answer. `Some(Err)`: the set needs I/O, and the request is
-    /// deferred as `handle_local_now` defers it.
-    #[allow(clippy::result_large_err, clippy::redundant_allocation)]
+    /// the same answer. `Waits`: the set needs I/O; the caller builds the
+    /// request and defers it as `handle_local_now` defers it.
     fn get_in_place(
         &self,
-        frame: &Bytes,
-        parsed: &protocol::ParsedRequest,
         get: protocol::GetRef<'_>,
-        topology: &Rc<Arc<Topology>>,
+        topology: &Topology,
         began: Instant,
         out: &mut Vec<u8>,
-    ) -> Option<Result<Reply, Deferred>> {
+    ) -> InPlace {
         let partition = ring::partition_of(ring::key_hash(get.key), topology.q);
         if self.local_owner(topology, partition) != Some(self.index)
             || self
                 .check_quorum(get.quorum.r, "r", topology.n_val)
                 .is_err()
         {
-            return None;
+            return InPlace::NotAlone;
         }
         let r = self.read_quorum(get.quorum.r, topology.n_val);
         if !self.answers_get_alone(topology, partition, get.key, r) {
-            return None;
+            return InPlace::NotAlone;
         }
         // From here on as `handle_local_now`.
         self.metrics.offer_key(Some(get.key));
-        if let Some(reply) = self.get_single_into(topology, partition, get.key, get.id, out) {
-            self.metrics.record_in_batch(Op::Get, began, false);
-            return Some(Ok(reply));
+        match self.get_single_into(topology, partition, get.key, get.id, out) {
+            Some(reply) => {
+                self.metrics.record_in_batch(Op::Get, began, false);
+                InPlace::Answered(reply)
+            }
+            None => InPlace::Waits(partition),
         }
-        Some(
-            match protocol::build_request(frame.clone(), parsed.clone(), &self.node.limits) {
-                Ok(request) => Err(Deferred {
-                    request,
-                    topology: topology.clone(),
-                    partition,
-                    route: Route::Local { began },
-                }),
-                // Not reached: `ParsedRequest::get` accepts only what builds into a get.
-                Err(e) => Ok(self.invalid(e)),
-            },
-        )
     }
 
     /// The shard of this node that is a primary of `partition`, if any.
