@@ -30,6 +30,7 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
 
 use super::log;
+use super::readiness::{Readiness, Registration};
 use super::shard::{connection_allowed, Deferred, Reply, ShardState, PREFETCH_GROUP};
 use crate::protocol::{
     self, ErrorCode, Frame, FrameDecoder, FrameError, LentFrame, Response, FRAME_LENGTH_BYTES,
@@ -39,13 +40,19 @@ use crate::protocol::{
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 pub(crate) async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener, via_node_port: bool) {
-    accept_clients(
-        shard,
-        listener,
-        "client",
-        refuse,
-        move |shard, stream| async move { serve(&shard, stream, via_node_port).await },
-    )
+    // The listener's connections learn when to read from one epoll
+    // instance (`readiness`); without one, each waits on its own.
+    let readiness = match Readiness::start() {
+        Ok(readiness) => Some(readiness),
+        Err(error) => {
+            log::warning!(%error, "no epoll instance for the listener's connections; each waits on its own");
+            None
+        }
+    };
+    accept_clients(shard, listener, "client", refuse, move |shard, stream| {
+        let readiness = readiness.clone();
+        async move { serve(&shard, stream, via_node_port, readiness.as_ref()).await }
+    })
     .await
 }
 
@@ -116,9 +123,14 @@ async fn refuse(mut stream: TcpStream, message: &'static str) {
     let _ = stream.close().await;
 }
 
-async fn serve(shard: &Rc<ShardState>, stream: TcpStream, via_node_port: bool) {
+async fn serve(
+    shard: &Rc<ShardState>,
+    stream: TcpStream,
+    via_node_port: bool,
+    readiness: Option<&Rc<Readiness>>,
+) {
     let _ = stream.set_nodelay(true);
-    let socket = Rc::new(Socket::new(stream));
+    let socket = Rc::new(Socket::new(stream, readiness));
     let outbox = Rc::new(Outbox::new(socket.fd));
     let in_flight = Rc::new(Semaphore::new(
         shard.config.in_flight_per_connection_max as u64,
@@ -338,21 +350,39 @@ pub(crate) async fn idle_watchdog(fd: RawFd, last_request: Rc<Cell<Instant>>, id
 /// on one thread and never hold the borrow across an await, so a `RefCell`
 /// does what a lock would (`futures_lite::io::split` takes a mutex per call).
 struct Socket {
+    /// The socket in its listener's epoll instance (`readiness`), which
+    /// then tells the reader when to read; `None` where it could not be
+    /// added, and glommio's own wait is used. Declared before `stream`, so
+    /// that it is dropped (removed from the instance) before the socket is
+    /// closed; `close` removes it first too.
+    registration: RefCell<Option<Registration>>,
     stream: RefCell<TcpStream>,
     fd: RawFd,
 }
 
 impl Socket {
-    fn new(stream: TcpStream) -> Self {
+    fn new(stream: TcpStream, readiness: Option<&Rc<Readiness>>) -> Self {
         let fd = stream.as_raw_fd();
+        let registration = readiness.and_then(|readiness| match readiness.register(fd) {
+            Ok(registration) => Some(registration),
+            Err(error) => {
+                log::warning!(%error, "a connection could not join its listener's epoll instance; it waits on its own");
+                None
+            }
+        });
         Socket {
+            registration: RefCell::new(registration),
             stream: RefCell::new(stream),
             fd,
         }
     }
 
     async fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
-        std::future::poll_fn(|cx| Pin::new(&mut *self.stream.borrow_mut()).poll_read(cx, buf)).await
+        std::future::poll_fn(|cx| match &*self.registration.borrow() {
+            Some(registration) => registration.poll_read(cx, buf),
+            None => Pin::new(&mut *self.stream.borrow_mut()).poll_read(cx, buf),
+        })
+        .await
     }
 
     async fn write_all(&self, mut buf: &[u8]) -> std::io::Result<()> {
@@ -370,6 +400,7 @@ impl Socket {
     }
 
     async fn close(&self) -> std::io::Result<()> {
+        drop(self.registration.borrow_mut().take());
         std::future::poll_fn(|cx| Pin::new(&mut *self.stream.borrow_mut()).poll_close(cx)).await
     }
 }

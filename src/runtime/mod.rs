@@ -24,6 +24,7 @@ mod limits;
 pub(crate) mod log;
 mod memlock;
 mod metrics;
+mod readiness;
 mod resp;
 mod scheduler;
 mod server;

@@ -444,6 +444,14 @@ pub(crate) fn main_ring_coop_taskrun() -> bool {
     MAIN_RING_COOP_TASKRUN.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// dynakv patch: waits until `fd` is readable, hung up or in error: one
+/// `POLL_ADD` on the current executor's main ring, as glommio's own sockets
+/// wait. For a descriptor glommio does not wrap, such as an epoll instance.
+pub async fn poll_readable(fd: std::os::unix::io::RawFd) -> std::io::Result<()> {
+    let source = executor().reactor().poll_read_ready(fd);
+    source.collect_rw().await.map(|_| ())
+}
+
 pub mod channels;
 pub mod controllers;
 mod error;

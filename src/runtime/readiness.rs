@@ -1,0 +1,345 @@
+//! When a shard's client sockets have bytes to read, from one epoll instance
+//! per listener, edge-triggered, as Redis and memcached learn it.
+//!
+//! glommio waits for a readable socket with a one-shot `POLL_ADD` on its
+//! io_uring: each wait arms a poll in the kernel (a wait-queue entry added
+//! and removed, the socket polled, the queue's lock taken) and posts one
+//! completion. At pipeline depth 1 that is once per request, about 6% of a
+//! shard's CPU (BENCHMARKS.md §2zd). Here each connection's socket is added
+//! to the epoll instance once, when it is accepted. The kernel then queues
+//! an event whenever bytes arrive, and the shard keeps one `POLL_ADD` armed
+//! on the epoll descriptor (`glommio::poll_readable`, a vendor patch). One
+//! completion and one `epoll_wait` then cover every connection that became
+//! readable meanwhile.
+//!
+//! Invariants:
+//! - a connection that may have bytes is `ready`: it is created ready, and
+//!   every event marks it ready and wakes it; it is marked not ready only by
+//!   its own read that returned fewer bytes than asked for, or `EAGAIN`. Any
+//!   byte that arrives after that read queues an event (edge-triggered epoll
+//!   reports every arrival), so no byte is left waiting for a wake-up that
+//!   does not come. An event may be stale (its bytes already read); it costs
+//!   one `recv` that returns `EAGAIN`.
+//! - a registration is removed from the epoll instance before its socket is
+//!   closed (`Registration` is dropped first), so a descriptor number reused
+//!   by a later connection is never removed in its place.
+//! - everything runs on the shard's thread: the driver's `epoll_wait` and
+//!   its processing of the events happen with no await between them.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use super::log;
+
+/// Events taken by one `epoll_wait`; more are taken by the next one.
+const EVENTS_MAX: usize = 256;
+
+/// The epoll instance of one listener's connections, and their states.
+pub(crate) struct Readiness {
+    epoll: OwnedFd,
+    slots: RefCell<Slots>,
+}
+
+#[derive(Default)]
+struct Slots {
+    states: Vec<State>,
+    /// Tokens of `states` no connection uses.
+    free: Vec<u32>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The socket may have bytes (or an end of stream) to read.
+    ready: bool,
+    /// The connection's reader, waiting for an event.
+    waker: Option<Waker>,
+}
+
+impl Readiness {
+    /// A new epoll instance, with its driver task spawned on the current
+    /// executor.
+    pub(crate) fn start() -> io::Result<Rc<Readiness>> {
+        // SAFETY: no pointers; the result is checked.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let readiness = Rc::new(Readiness {
+            // SAFETY: `fd` was just created and is owned by nothing else.
+            epoll: unsafe { OwnedFd::from_raw_fd(fd) },
+            slots: RefCell::default(),
+        });
+        glommio::spawn_local(drive(readiness.clone())).detach();
+        Ok(readiness)
+    }
+
+    /// Adds `fd` (a connected socket) to the epoll instance; it starts
+    /// ready. The registration must be dropped before `fd` is closed.
+    pub(crate) fn register(self: &Rc<Self>, fd: RawFd) -> io::Result<Registration> {
+        let token = {
+            let mut slots = self.slots.borrow_mut();
+            let token = match slots.free.pop() {
+                Some(token) => token,
+                None => {
+                    slots.states.push(State::default());
+                    (slots.states.len() - 1) as u32
+                }
+            };
+            slots.states[token as usize] = State {
+                ready: true,
+                waker: None,
+            };
+            token
+        };
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+            u64: u64::from(token),
+        };
+        // SAFETY: `event` is a valid epoll_event for the call's duration.
+        let added =
+            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+        if added < 0 {
+            let error = io::Error::last_os_error();
+            self.slots.borrow_mut().free.push(token);
+            return Err(error);
+        }
+        Ok(Registration {
+            readiness: self.clone(),
+            token,
+            fd,
+        })
+    }
+
+    /// Marks the connection of `token` ready and wakes its reader.
+    fn mark_ready(&self, token: u64) {
+        let waker = {
+            let mut slots = self.slots.borrow_mut();
+            let Some(state) = slots.states.get_mut(token as usize) else {
+                return;
+            };
+            state.ready = true;
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// Takes the epoll instance's events whenever its descriptor is readable,
+/// for as long as the executor runs.
+async fn drive(readiness: Rc<Readiness>) {
+    let fd = readiness.epoll.as_raw_fd();
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_MAX];
+    loop {
+        if let Err(error) = glommio::poll_readable(fd).await {
+            log::warning!(%error, "waiting on the connections' epoll instance failed");
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+        loop {
+            // SAFETY: `events` holds `EVENTS_MAX` entries; timeout 0.
+            let n = unsafe { libc::epoll_wait(fd, events.as_mut_ptr(), EVENTS_MAX as i32, 0) };
+            if n < 0 {
+                let error = io::Error::last_os_error();
+                if error.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log::warning!(%error, "epoll_wait on the connections' instance failed");
+                break;
+            }
+            for event in &events[..n as usize] {
+                readiness.mark_ready(event.u64);
+            }
+            if (n as usize) < EVENTS_MAX {
+                break;
+            }
+        }
+    }
+}
+
+/// One connection's socket in a `Readiness`; removed from it when dropped.
+pub(crate) struct Registration {
+    readiness: Rc<Readiness>,
+    token: u32,
+    fd: RawFd,
+}
+
+impl Registration {
+    /// Reads from the socket into `buf` when it may have bytes; otherwise
+    /// waits for its next event. As `AsyncRead::poll_read`: `Ok(0)` is the
+    /// end of the stream.
+    pub(crate) fn poll_read(&self, cx: &Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        loop {
+            {
+                let mut slots = self.readiness.slots.borrow_mut();
+                let state = &mut slots.states[self.token as usize];
+                if !state.ready {
+                    match &state.waker {
+                        Some(waker) if waker.will_wake(cx.waker()) => {}
+                        _ => state.waker = Some(cx.waker().clone()),
+                    }
+                    return Poll::Pending;
+                }
+            }
+            // SAFETY: `buf` is valid for writes of its length; the socket
+            // is open while its registration lives.
+            let n = unsafe {
+                libc::recv(
+                    self.fd,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n >= 0 {
+                let n = n as usize;
+                if n > 0 && n < buf.len() {
+                    // Drained: whatever arrives from now on queues an event.
+                    self.set_ready(false);
+                }
+                return Poll::Ready(Ok(n));
+            }
+            let error = io::Error::last_os_error();
+            match error.kind() {
+                io::ErrorKind::WouldBlock => self.set_ready(false),
+                io::ErrorKind::Interrupted => {}
+                _ => return Poll::Ready(Err(error)),
+            }
+        }
+    }
+
+    fn set_ready(&self, ready: bool) {
+        self.readiness.slots.borrow_mut().states[self.token as usize].ready = ready;
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        // SAFETY: `fd` is still open (see `Readiness::register`); a null
+        // event is allowed for `EPOLL_CTL_DEL` since Linux 2.6.9.
+        unsafe {
+            libc::epoll_ctl(
+                self.readiness.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                self.fd,
+                std::ptr::null_mut(),
+            );
+        }
+        let mut slots = self.readiness.slots.borrow_mut();
+        slots.states[self.token as usize] = State::default();
+        slots.free.push(self.token);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    use glommio::{LocalExecutorBuilder, Placement};
+
+    use super::*;
+
+    fn on_glommio<F, Fut>(f: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .spawn(f)
+            .expect("spawn executor")
+            .join()
+            .expect("executor thread");
+    }
+
+    /// A read, which fails the test if no event wakes it within 10 s.
+    async fn read(registration: &Registration, buf: &mut [u8]) -> usize {
+        let read = async { Some(poll_fn(|cx| registration.poll_read(cx, buf)).await) };
+        let deadline = async {
+            glommio::timer::sleep(Duration::from_secs(10)).await;
+            None
+        };
+        futures_lite::future::or(read, deadline)
+            .await
+            .expect("the reader is woken within 10 s")
+            .expect("read")
+    }
+
+    /// Bytes written while the reader waits, right after its short read, and
+    /// in pieces longer than its buffer all reach it, in order, woken by the
+    /// epoll instance's events; the end of the stream reads as 0.
+    #[test]
+    fn every_byte_reaches_a_waiting_reader_and_the_end_reads_as_zero() {
+        on_glommio(|| async {
+            let readiness = Readiness::start().expect("epoll");
+            let (ours, theirs) = UnixStream::pair().expect("pair");
+            let registration = readiness.register(ours.as_raw_fd()).expect("register");
+            let theirs = Rc::new(RefCell::new(theirs));
+            // The peer writes only after the reader waits (no bytes yet).
+            let writer = theirs.clone();
+            let late = glommio::spawn_local(async move {
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+                writer.borrow_mut().write_all(b"late").unwrap();
+            });
+            let mut buf = [0u8; 8];
+            let n = read(&registration, &mut buf).await;
+            assert_eq!(&buf[..n], b"late");
+            late.await;
+            let mut sent = Vec::new();
+            let mut received = Vec::new();
+            for round in 0..500u32 {
+                // Written with no await after the reader's last (short)
+                // read: only the event can tell it.
+                let piece: Vec<u8> = (0..(round % 23 + 1)).map(|i| (round + i) as u8).collect();
+                theirs.borrow_mut().write_all(&piece).unwrap();
+                sent.extend_from_slice(&piece);
+                while received.len() < sent.len() {
+                    let n = read(&registration, &mut buf).await;
+                    assert!(n > 0, "bytes outstanding, not the end");
+                    received.extend_from_slice(&buf[..n]);
+                }
+                if round % 50 == 0 {
+                    glommio::yield_if_needed().await;
+                }
+            }
+            assert_eq!(received, sent);
+            drop(theirs);
+            assert_eq!(read(&registration, &mut buf).await, 0, "end of stream");
+        });
+    }
+
+    /// A dropped registration leaves the epoll instance and its slot is
+    /// reused; the next connection starts ready and is not woken by the old
+    /// one's bytes.
+    #[test]
+    fn a_dropped_registration_leaves_the_instance_and_its_slot_is_reused() {
+        on_glommio(|| async {
+            let readiness = Readiness::start().expect("epoll");
+            let (first, mut first_peer) = UnixStream::pair().expect("pair");
+            let registration = readiness.register(first.as_raw_fd()).expect("register");
+            let token = registration.token;
+            drop(registration);
+            // Removed from the instance: adding it again succeeds (a socket
+            // still in it would give EEXIST).
+            let again = readiness.register(first.as_raw_fd()).expect("re-register");
+            assert_eq!(again.token, token, "the slot is reused");
+            drop(again);
+            let (second, mut second_peer) = UnixStream::pair().expect("pair");
+            let registration = readiness.register(second.as_raw_fd()).expect("register");
+            assert_eq!(registration.token, token);
+            first_peer.write_all(b"old").unwrap();
+            second_peer.write_all(b"new").unwrap();
+            let mut buf = [0u8; 8];
+            let n = read(&registration, &mut buf).await;
+            assert_eq!(&buf[..n], b"new");
+            assert_eq!(readiness.slots.borrow().free.len(), 0);
+            drop(registration);
+            assert_eq!(readiness.slots.borrow().free, vec![token]);
+        });
+    }
+}
