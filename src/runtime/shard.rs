@@ -731,8 +731,9 @@ pub(crate) struct Deferred {
 
 /// What `ShardState::get_in_place` did with a get.
 enum InPlace {
-    /// Answered: the reply is written.
-    Answered(Reply),
+    /// Answered: the reply is written into the connection's outgoing
+    /// bytes (`Reply::Written`).
+    Written,
     /// This shard answers it alone, but its set in `partition` needs I/O.
     Waits(u32),
     /// Not this shard's to answer alone; nothing was done.
@@ -868,7 +869,7 @@ impl ShardState {
             if topology.n_val == 1 {
                 if let Some(get) = parsed.get(frame.bytes(), &self.node.limits) {
                     match self.get_in_place(get, &topology, read_at, out) {
-                        InPlace::Answered(reply) => return Ok(reply),
+                        InPlace::Written => return Ok(Reply::Written),
                         InPlace::Waits(partition) => waits = Some(partition),
                         InPlace::NotAlone => {}
                     }
@@ -1531,12 +1532,11 @@ impl ShardState {
         }
         // From here on as `handle_local_now`.
         self.metrics.offer_key(Some(get.key));
-        match self.get_single_into(topology, partition, get.key, get.id, out) {
-            Some(reply) => {
-                self.metrics.record_in_batch(Op::Get, began, false);
-                InPlace::Answered(reply)
-            }
-            None => InPlace::Waits(partition),
+        if self.get_single_into(topology, partition, get.key, get.id, out) {
+            self.metrics.record_in_batch(Op::Get, began, false);
+            InPlace::Written
+        } else {
+            InPlace::Waits(partition)
         }
     }
 
@@ -1565,8 +1565,8 @@ impl ShardState {
     /// cached record's `Bytes` clone and drop are an atomic add and
     /// subtract on its buffer's count, often a CPU cache miss of their own
     /// (6% of a shard's samples under a 90% GET load of 1 KiB values,
-    /// BENCHMARKS.md §2z). `None`: as `get_single_now`'s, and nothing was
-    /// written.
+    /// BENCHMARKS.md §2z). `false`: as `get_single_now`'s `None`, and
+    /// nothing was written.
     fn get_single_into(
         &self,
         topology: &Topology,
@@ -1574,7 +1574,7 @@ impl ShardState {
         key: &[u8],
         id: u64,
         out: &mut Vec<u8>,
-    ) -> Option<Reply> {
+    ) -> bool {
         let fastest = fastest_replica(topology, partition, self.node.cluster.me.0);
         let written = self
             .store
@@ -1585,9 +1585,9 @@ impl ShardState {
                 };
                 self.metrics.record_siblings(set.data_siblings());
                 get_reply::encode(id, &set, Some(fastest), out);
-                Some(Reply::Written)
+                Some(())
             });
-        written.flatten()
+        written.flatten().is_some()
     }
 
     /// The client's answer to a successful get of `siblings`.
