@@ -53,6 +53,10 @@ pub struct ServerConfig {
     /// socket's readiness waits for the shard's next kernel entry instead of
     /// interrupting it (the patched glommio in `vendor/`). Off: as upstream.
     pub io_uring_coop_taskrun: bool,
+    /// Client connections learn when their sockets have bytes from one
+    /// epoll instance per listener (`runtime::readiness`). Off: each waits
+    /// with glommio's own poll, armed again after every read.
+    pub epoll_client_reads: bool,
     /// Maximum simultaneous client connections per shard.
     pub connections_max: usize,
     /// Maximum simultaneous client connections per shard from one source
@@ -201,6 +205,7 @@ impl Default for ServerConfig {
             spin_before_park_us: 0,
             disk_poll_always: false,
             io_uring_coop_taskrun: true,
+            epoll_client_reads: true,
             connections_max: 10_000,
             connections_per_address_max: 1024,
             in_flight_per_connection_max: 1024,
@@ -297,6 +302,7 @@ impl ServerConfig {
         "spin_before_park_us",
         "disk_poll_always",
         "io_uring_coop_taskrun",
+        "epoll_client_reads",
         "connections_max",
         "connections_per_address_max",
         "in_flight_per_connection_max",
@@ -401,6 +407,7 @@ impl ServerConfig {
             "spin_before_park_us" => self.spin_before_park_us = parse(name, value)?,
             "disk_poll_always" => self.disk_poll_always = parse(name, value)?,
             "io_uring_coop_taskrun" => self.io_uring_coop_taskrun = parse(name, value)?,
+            "epoll_client_reads" => self.epoll_client_reads = parse(name, value)?,
             "connections_max" => self.connections_max = parse(name, value)?,
             "connections_per_address_max" => self.connections_per_address_max = parse(name, value)?,
             "in_flight_per_connection_max" => {

@@ -326,7 +326,15 @@ fn malformed_and_oversized_input_gets_an_error_and_the_server_keeps_serving() {
 
 #[test]
 fn redis_benchmark_runs_set_and_get_cleanly() {
-    let (_node, resp) = start_with_resp();
+    // Connections waited on through the listener's epoll instance (the
+    // default) and with glommio's own poll (`epoll_client_reads = false`).
+    for flags in [&[][..], &["--epoll-client-reads", "false"][..]] {
+        redis_benchmark_runs_against(flags);
+    }
+}
+
+fn redis_benchmark_runs_against(flags: &[&str]) {
+    let (_node, resp) = start_with_resp_and(flags);
     let out = Command::new("redis-benchmark")
         .args(["-h", &resp.ip().to_string(), "-p", &resp.port().to_string()])
         .args(["-t", "set,get", "-n", "2000", "-c", "8", "-q"])

@@ -42,13 +42,7 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 pub(crate) async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener, via_node_port: bool) {
     // The listener's connections learn when to read from one epoll
     // instance (`readiness`); without one, each waits on its own.
-    let readiness = match Readiness::start() {
-        Ok(readiness) => Some(readiness),
-        Err(error) => {
-            log::warning!(%error, "no epoll instance for the listener's connections; each waits on its own");
-            None
-        }
-    };
+    let readiness = Readiness::for_listener(&shard.config, "client");
     accept_clients(shard, listener, "client", refuse, move |shard, stream| {
         let readiness = readiness.clone();
         async move { serve(&shard, stream, via_node_port, readiness.as_ref()).await }
@@ -363,13 +357,7 @@ struct Socket {
 impl Socket {
     fn new(stream: TcpStream, readiness: Option<&Rc<Readiness>>) -> Self {
         let fd = stream.as_raw_fd();
-        let registration = readiness.and_then(|readiness| match readiness.register(fd) {
-            Ok(registration) => Some(registration),
-            Err(error) => {
-                log::warning!(%error, "a connection could not join its listener's epoll instance; it waits on its own");
-                None
-            }
-        });
+        let registration = readiness.and_then(|readiness| readiness.join(fd));
         Socket {
             registration: RefCell::new(registration),
             stream: RefCell::new(stream),

@@ -34,6 +34,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use super::log;
+use crate::config::ServerConfig;
 
 /// Events taken by one `epoll_wait`; more are taken by the next one.
 const EVENTS_MAX: usize = 256;
@@ -75,6 +76,34 @@ impl Readiness {
         });
         glommio::spawn_local(drive(readiness.clone())).detach();
         Ok(readiness)
+    }
+
+    /// The epoll instance of a listener's connections, where the
+    /// configuration asks for one (`epoll_client_reads`) and one can be
+    /// made; `None` (logged): its connections wait with glommio's poll.
+    pub(crate) fn for_listener(config: &ServerConfig, listener: &str) -> Option<Rc<Readiness>> {
+        if !config.epoll_client_reads {
+            return None;
+        }
+        match Readiness::start() {
+            Ok(readiness) => Some(readiness),
+            Err(error) => {
+                log::warning!(listener, %error, "no epoll instance for the listener's connections; each waits on its own");
+                None
+            }
+        }
+    }
+
+    /// `register`, or `None` (logged) where the socket cannot join: its
+    /// connection then waits with glommio's poll.
+    pub(crate) fn join(self: &Rc<Self>, fd: RawFd) -> Option<Registration> {
+        match self.register(fd) {
+            Ok(registration) => Some(registration),
+            Err(error) => {
+                log::warning!(%error, "a connection could not join its listener's epoll instance; it waits on its own");
+                None
+            }
+        }
     }
 
     /// Adds `fd` (a connected socket) to the epoll instance; it starts
@@ -210,6 +239,11 @@ impl Registration {
                 _ => return Poll::Ready(Err(error)),
             }
         }
+    }
+
+    /// `poll_read` as a future.
+    pub(crate) async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_read(cx, buf)).await
     }
 
     fn set_ready(&self, ready: bool) {

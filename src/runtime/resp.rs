@@ -25,6 +25,8 @@ use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
+use super::readiness::Readiness;
+
 use super::shard::{Reply, ShardState};
 use crate::protocol::{
     self, ErrorCode, Quorum, Request, RequestFrame, Response, Sibling, FRAME_LENGTH_BYTES,
@@ -53,6 +55,8 @@ fn bump(counter: &AtomicU64) {
 }
 
 pub(crate) async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener) {
+    // As the binary listener: one epoll instance for its connections.
+    let readiness = super::readiness::Readiness::for_listener(&shard.config, "RESP");
     super::conn::accept_clients(
         shard,
         listener,
@@ -67,16 +71,21 @@ pub(crate) async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener) {
             let _ = stream.write_all(&out).await;
             let _ = stream.close().await;
         },
-        |shard, stream| async move {
-            bump(&shard.node.resp_stats.connections_accepted);
-            serve(&shard, stream).await
+        move |shard, stream| {
+            let readiness = readiness.clone();
+            async move {
+                bump(&shard.node.resp_stats.connections_accepted);
+                serve(&shard, stream, readiness.as_ref()).await
+            }
         },
     )
     .await
 }
 
-async fn serve(shard: &Rc<ShardState>, mut stream: TcpStream) {
+async fn serve(shard: &Rc<ShardState>, mut stream: TcpStream, readiness: Option<&Rc<Readiness>>) {
     let _ = stream.set_nodelay(true);
+    // Removed from the epoll instance before the socket is closed (below).
+    let registration = readiness.and_then(|readiness| readiness.join(stream.as_raw_fd()));
     // As for binary clients (`conn::idle_watchdog`): a connection that
     // completes no command within the idle timeout, silent or trickling
     // bytes, is closed. One timer per connection, re-armed only when it
@@ -104,7 +113,11 @@ async fn serve(shard: &Rc<ShardState>, mut stream: TcpStream) {
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     let mut out = Vec::with_capacity(READ_CHUNK_BYTES);
     loop {
-        let n = match stream.read(&mut chunk).await {
+        let read = match &registration {
+            Some(registration) => registration.read(&mut chunk).await,
+            None => stream.read(&mut chunk).await,
+        };
+        let n = match read {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
@@ -142,6 +155,7 @@ async fn serve(shard: &Rc<ShardState>, mut stream: TcpStream) {
     }
     // Cancelled before the descriptor it shuts down is closed.
     drop(watchdog);
+    drop(registration);
     let _ = stream.close().await;
 }
 
