@@ -348,7 +348,7 @@ struct Socket {
     /// then tells the reader when to read; `None` where it could not be
     /// added, and glommio's own wait is used. Declared before `stream`, so
     /// that it is dropped (removed from the instance) before the socket is
-    /// closed; `close` removes it first too.
+    /// closed; `close` closes it first too, waking a reader still waiting.
     registration: RefCell<Option<Registration>>,
     stream: RefCell<TcpStream>,
     fd: RawFd,
@@ -388,7 +388,11 @@ impl Socket {
     }
 
     async fn close(&self) -> std::io::Result<()> {
-        drop(self.registration.borrow_mut().take());
+        // Out of the epoll instance before the descriptor closes; a reader
+        // waiting on it is woken and reads the end of the stream.
+        if let Some(registration) = &*self.registration.borrow() {
+            registration.close();
+        }
         std::future::poll_fn(|cx| Pin::new(&mut *self.stream.borrow_mut()).poll_close(cx)).await
     }
 }

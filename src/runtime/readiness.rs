@@ -21,8 +21,10 @@
 //!   does not come. An event may be stale (its bytes already read); it costs
 //!   one `recv` that returns `EAGAIN`.
 //! - a registration is removed from the epoll instance before its socket is
-//!   closed (`Registration` is dropped first), so a descriptor number reused
-//!   by a later connection is never removed in its place.
+//!   closed (`Registration::close`, or its drop, comes first), so a
+//!   descriptor number reused by a later connection is never removed in its
+//!   place; and a reader still waiting then is woken and reads the end of
+//!   the stream, since no event can reach it any more.
 //! - everything runs on the shard's thread: the driver's `epoll_wait` and
 //!   its processing of the events happen with no await between them.
 
@@ -56,6 +58,9 @@ struct Slots {
 struct State {
     /// The socket may have bytes (or an end of stream) to read.
     ready: bool,
+    /// Closed (`Registration::close`): out of the epoll instance, and every
+    /// read is the end of the stream.
+    closed: bool,
     /// The connection's reader, waiting for an event.
     waker: Option<Waker>,
 }
@@ -107,7 +112,8 @@ impl Readiness {
     }
 
     /// Adds `fd` (a connected socket) to the epoll instance; it starts
-    /// ready. The registration must be dropped before `fd` is closed.
+    /// ready. The registration must be closed or dropped before `fd` is
+    /// closed.
     pub(crate) fn register(self: &Rc<Self>, fd: RawFd) -> io::Result<Registration> {
         let token = {
             let mut slots = self.slots.borrow_mut();
@@ -120,6 +126,7 @@ impl Readiness {
             };
             slots.states[token as usize] = State {
                 ready: true,
+                closed: false,
                 waker: None,
             };
             token
@@ -206,6 +213,9 @@ impl Registration {
             {
                 let mut slots = self.readiness.slots.borrow_mut();
                 let state = &mut slots.states[self.token as usize];
+                if state.closed {
+                    return Poll::Ready(Ok(0));
+                }
                 if !state.ready {
                     match &state.waker {
                         Some(waker) if waker.will_wake(cx.waker()) => {}
@@ -249,10 +259,22 @@ impl Registration {
     fn set_ready(&self, ready: bool) {
         self.readiness.slots.borrow_mut().states[self.token as usize].ready = ready;
     }
-}
 
-impl Drop for Registration {
-    fn drop(&mut self) {
+    /// Takes the socket out of the epoll instance before it is closed, and
+    /// wakes a reader waiting on it, whose reads from now on are the end of
+    /// the stream: the events that would have woken it are gone with the
+    /// socket (another task closes a connection whose send failed, while
+    /// its reader waits).
+    pub(crate) fn close(&self) {
+        let waker = {
+            let mut slots = self.readiness.slots.borrow_mut();
+            let state = &mut slots.states[self.token as usize];
+            if state.closed {
+                return;
+            }
+            state.closed = true;
+            state.waker.take()
+        };
         // SAFETY: `fd` is still open (see `Readiness::register`); a null
         // event is allowed for `EPOLL_CTL_DEL` since Linux 2.6.9.
         unsafe {
@@ -263,6 +285,15 @@ impl Drop for Registration {
                 std::ptr::null_mut(),
             );
         }
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.close();
         let mut slots = self.readiness.slots.borrow_mut();
         slots.states[self.token as usize] = State::default();
         slots.free.push(self.token);
@@ -344,6 +375,39 @@ mod tests {
             assert_eq!(received, sent);
             drop(theirs);
             assert_eq!(read(&registration, &mut buf).await, 0, "end of stream");
+        });
+    }
+
+    /// A connection closed by another task (its writer, after a failed
+    /// send) while its reader waits: the reader is woken at once and reads
+    /// the end of the stream, though no event can come any more.
+    #[test]
+    fn a_reader_waiting_when_its_socket_is_closed_reads_the_end() {
+        on_glommio(|| async {
+            let readiness = Readiness::start().expect("epoll");
+            let (ours, _theirs) = UnixStream::pair().expect("pair");
+            let registration = Rc::new(readiness.register(ours.as_raw_fd()).expect("register"));
+            let closer = registration.clone();
+            let close = glommio::spawn_local(async move {
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+                closer.close();
+            });
+            let mut buf = [0u8; 8];
+            let began = std::time::Instant::now();
+            assert_eq!(
+                read(&registration, &mut buf).await,
+                0,
+                "closed: end of stream"
+            );
+            // Woken by the close, not found closed when `read`'s deadline
+            // polls it again.
+            assert!(
+                began.elapsed() < Duration::from_secs(5),
+                "{:?}",
+                began.elapsed()
+            );
+            close.await;
+            assert_eq!(read(&registration, &mut buf).await, 0, "and it stays so");
         });
     }
 
