@@ -1,5 +1,6 @@
 //! When a shard's client sockets have bytes to read, from one epoll instance
-//! per listener, edge-triggered, as Redis and memcached learn it.
+//! per listener, edge-triggered (Redis and memcached also wait with epoll,
+//! level-triggered).
 //!
 //! glommio waits for a readable socket with a one-shot `POLL_ADD` on its
 //! io_uring: each wait arms a poll in the kernel (a wait-queue entry added
@@ -20,6 +21,12 @@
 //!   reports every arrival), so no byte is left waiting for a wake-up that
 //!   does not come. An event may be stale (its bytes already read); it costs
 //!   one `recv` that returns `EAGAIN`.
+//! - a short read is "drained" only while no event has said more than
+//!   "bytes": TCP's `recv` returns the bytes before a FIN, a reset or an
+//!   urgent mark, and reports those only on the next call, with no event of
+//!   their own (the one event for them came with the bytes). So an event
+//!   with `EPOLLRDHUP`, `EPOLLHUP`, `EPOLLERR` or `EPOLLPRI` makes the
+//!   connection read until `EAGAIN`, the end or an error (`drain`).
 //! - a registration is removed from the epoll instance before its socket is
 //!   closed (`Registration::close`, or its drop, comes first), so a
 //!   descriptor number reused by a later connection is never removed in its
@@ -58,6 +65,9 @@ struct Slots {
 struct State {
     /// The socket may have bytes (or an end of stream) to read.
     ready: bool,
+    /// An event reported more than bytes (an end, an error, an urgent
+    /// mark): a short read does not clear `ready`; only `EAGAIN` does.
+    drain: bool,
     /// Closed (`Registration::close`): out of the epoll instance, and every
     /// read is the end of the stream.
     closed: bool,
@@ -126,13 +136,14 @@ impl Readiness {
             };
             slots.states[token as usize] = State {
                 ready: true,
+                drain: false,
                 closed: false,
                 waker: None,
             };
             token
         };
         let mut event = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+            events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLPRI | libc::EPOLLET) as u32,
             u64: u64::from(token),
         };
         // SAFETY: `event` is a valid epoll_event for the call's duration.
@@ -150,14 +161,18 @@ impl Readiness {
         })
     }
 
-    /// Marks the connection of `token` ready and wakes its reader.
-    fn mark_ready(&self, token: u64) {
+    /// Marks the connection of `token` ready and wakes its reader; `events`
+    /// (the event's flags) beyond `EPOLLIN` make it read until `EAGAIN`.
+    fn mark_ready(&self, token: u64, events: u32) {
+        const MORE_THAN_BYTES: u32 =
+            (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLPRI) as u32;
         let waker = {
             let mut slots = self.slots.borrow_mut();
             let Some(state) = slots.states.get_mut(token as usize) else {
                 return;
             };
             state.ready = true;
+            state.drain |= events & MORE_THAN_BYTES != 0;
             state.waker.take()
         };
         if let Some(waker) = waker {
@@ -172,27 +187,26 @@ async fn drive(readiness: Rc<Readiness>) {
     let fd = readiness.epoll.as_raw_fd();
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_MAX];
     loop {
+        // Completes at once while events are left over from the last
+        // `epoll_wait` (more than `EVENTS_MAX`), after the executor has run
+        // the other tasks.
         if let Err(error) = glommio::poll_readable(fd).await {
             log::warning!(%error, "waiting on the connections' epoll instance failed");
             glommio::timer::sleep(Duration::from_millis(10)).await;
         }
-        loop {
-            // SAFETY: `events` holds `EVENTS_MAX` entries; timeout 0.
-            let n = unsafe { libc::epoll_wait(fd, events.as_mut_ptr(), EVENTS_MAX as i32, 0) };
-            if n < 0 {
-                let error = io::Error::last_os_error();
-                if error.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
+        // SAFETY: `events` holds `EVENTS_MAX` entries; timeout 0.
+        let n = unsafe { libc::epoll_wait(fd, events.as_mut_ptr(), EVENTS_MAX as i32, 0) };
+        if n < 0 {
+            let error = io::Error::last_os_error();
+            if error.kind() != io::ErrorKind::Interrupted {
                 log::warning!(%error, "epoll_wait on the connections' instance failed");
-                break;
             }
-            for event in &events[..n as usize] {
-                readiness.mark_ready(event.u64);
-            }
-            if (n as usize) < EVENTS_MAX {
-                break;
-            }
+            continue;
+        }
+        for event in &events[..n as usize] {
+            // Copied out: the kernel's struct is packed.
+            let (token, flags) = (event.u64, event.events);
+            readiness.mark_ready(token, flags);
         }
     }
 }
@@ -209,6 +223,8 @@ impl Registration {
     /// waits for its next event. As `AsyncRead::poll_read`: `Ok(0)` is the
     /// end of the stream.
     pub(crate) fn poll_read(&self, cx: &Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        // An empty read would look like the end of the stream.
+        debug_assert!(!buf.is_empty());
         loop {
             {
                 let mut slots = self.readiness.slots.borrow_mut();
@@ -237,14 +253,23 @@ impl Registration {
             if n >= 0 {
                 let n = n as usize;
                 if n > 0 && n < buf.len() {
-                    // Drained: whatever arrives from now on queues an event.
-                    self.set_ready(false);
+                    // Drained, unless an end, an error or an urgent mark
+                    // waits behind these bytes (`drain`): whatever arrives
+                    // from now on queues an event.
+                    let mut slots = self.readiness.slots.borrow_mut();
+                    let state = &mut slots.states[self.token as usize];
+                    state.ready = state.drain;
                 }
                 return Poll::Ready(Ok(n));
             }
             let error = io::Error::last_os_error();
             match error.kind() {
-                io::ErrorKind::WouldBlock => self.set_ready(false),
+                io::ErrorKind::WouldBlock => {
+                    let mut slots = self.readiness.slots.borrow_mut();
+                    let state = &mut slots.states[self.token as usize];
+                    state.ready = false;
+                    state.drain = false;
+                }
                 io::ErrorKind::Interrupted => {}
                 _ => return Poll::Ready(Err(error)),
             }
@@ -254,10 +279,6 @@ impl Registration {
     /// `poll_read` as a future.
     pub(crate) async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         std::future::poll_fn(|cx| self.poll_read(cx, buf)).await
-    }
-
-    fn set_ready(&self, ready: bool) {
-        self.readiness.slots.borrow_mut().states[self.token as usize].ready = ready;
     }
 
     /// Takes the socket out of the epoll instance before it is closed, and
@@ -375,6 +396,39 @@ mod tests {
             assert_eq!(received, sent);
             drop(theirs);
             assert_eq!(read(&registration, &mut buf).await, 0, "end of stream");
+        });
+    }
+
+    /// TCP returns the bytes before a FIN and reports the end only on the
+    /// next `recv`, with no event of its own: bytes and a half-close that
+    /// reach the socket together (one event, `EPOLLIN | EPOLLRDHUP`) are
+    /// read, and then the end, though the bytes came in a short read. The
+    /// same for a request written then answered by a peer that then closes.
+    #[test]
+    fn bytes_then_the_end_in_one_event_are_both_read() {
+        on_glommio(|| async {
+            let readiness = Readiness::start().expect("epoll");
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let mut theirs = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (ours, _) = listener.accept().expect("accept");
+            let registration = readiness.register(ours.as_raw_fd()).expect("register");
+            let mut buf = [0u8; 64];
+            theirs.write_all(b"first").unwrap();
+            let n = read(&registration, &mut buf).await;
+            assert_eq!(&buf[..n], b"first");
+            // Drained by that short read; now bytes and the FIN together,
+            // with no await in between (the driver cannot run).
+            theirs.write_all(b"last").unwrap();
+            theirs.shutdown(std::net::Shutdown::Write).unwrap();
+            let n = read(&registration, &mut buf).await;
+            assert_eq!(&buf[..n], b"last");
+            let began = std::time::Instant::now();
+            assert_eq!(read(&registration, &mut buf).await, 0, "then the end");
+            assert!(
+                began.elapsed() < Duration::from_secs(5),
+                "{:?}",
+                began.elapsed()
+            );
         });
     }
 

@@ -56,7 +56,7 @@ fn bump(counter: &AtomicU64) {
 
 pub(crate) async fn accept_loop(shard: Rc<ShardState>, listener: TcpListener) {
     // As the binary listener: one epoll instance for its connections.
-    let readiness = super::readiness::Readiness::for_listener(&shard.config, "RESP");
+    let readiness = Readiness::for_listener(&shard.config, "RESP");
     super::conn::accept_clients(
         shard,
         listener,
