@@ -294,6 +294,77 @@ fn pipelined_requests_on_one_connection_all_get_their_replies() {
     }
 }
 
+/// A client that sends its requests and then half-closes (`shutdown(SHUT_WR)`,
+/// as `nc -N` does) gets every reply and then the end of the stream, at once.
+/// The requests and the FIN are made to reach the server together, in one
+/// readiness event (the server is stopped with SIGSTOP while they are sent):
+/// TCP hands over the bytes in a short read and reports the end only on the
+/// next `recv`, with no event of its own (`runtime/readiness.rs`, `drain`).
+/// With one request, with a batch, and with a request cut short by the FIN
+/// (its bytes are dropped, nothing answered).
+#[test]
+fn requests_then_a_half_close_are_answered_and_the_connection_closes() {
+    let node = TestNode::start(1, &[]);
+    let pid = node.child.as_ref().expect("running").id() as libc::pid_t;
+    /// Continues the server however the test ends.
+    struct Continue(libc::pid_t);
+    impl Drop for Continue {
+        fn drop(&mut self) {
+            // SAFETY: a signal to the test's own child process.
+            unsafe { libc::kill(self.0, libc::SIGCONT) };
+        }
+    }
+    for count in [1u64, 20] {
+        for cut_short in [false, true] {
+            let mut stream = connect(&node);
+            // The connection's reader has read (a short read) and waits.
+            stream.write_all(&request(100, Request::Ping)).unwrap();
+            assert_eq!(read_reply(&mut stream), Some((100, Response::Pong)));
+            let mut wire = Vec::new();
+            for id in 0..count {
+                wire.extend(request(id, Request::Ping));
+            }
+            if cut_short {
+                wire.extend(&request(count, Request::Ping)[..6]);
+            }
+            {
+                // SAFETY: as above.
+                assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+                let _continue = Continue(pid);
+                std::thread::sleep(Duration::from_millis(50));
+                stream.write_all(&wire).unwrap();
+                stream.shutdown(std::net::Shutdown::Write).unwrap();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let began = std::time::Instant::now();
+            let mut answer = Vec::new();
+            stream
+                .read_to_end(&mut answer)
+                .expect("the server closes after answering (within the 10 s read timeout)");
+            assert!(
+                began.elapsed() < Duration::from_secs(5),
+                "{:?}",
+                began.elapsed()
+            );
+            let mut buffer = BytesMut::from(&answer[..]);
+            let mut decoder = FrameDecoder::new(8 << 20);
+            let mut ids = Vec::new();
+            while let Some(frame) = decoder.decode(&mut buffer).unwrap() {
+                let (id, reply) = decode_response(frame, &Limits::default()).unwrap();
+                assert_eq!(reply, Response::Pong);
+                ids.push(id);
+            }
+            assert!(buffer.is_empty(), "whole replies only");
+            assert_eq!(
+                ids,
+                (0..count).collect::<Vec<_>>(),
+                "cut short: {cut_short}"
+            );
+        }
+    }
+    assert_still_serving(&node);
+}
+
 /// A connection reads its requests' frames in place, in its read buffer,
 /// and a request that keeps part of its frame (a put's key and value, a get
 /// that waits for the disk) takes it out of the buffer (`LentFrame`). Here
