@@ -226,19 +226,21 @@ impl Registration {
         // An empty read would look like the end of the stream.
         debug_assert!(!buf.is_empty());
         loop {
-            {
-                let mut slots = self.readiness.slots.borrow_mut();
-                let state = &mut slots.states[self.token as usize];
+            let wait = self.with_state(|state| {
                 if state.closed {
-                    return Poll::Ready(Ok(0));
+                    return Some(Poll::Ready(Ok(0)));
                 }
-                if !state.ready {
-                    match &state.waker {
-                        Some(waker) if waker.will_wake(cx.waker()) => {}
-                        _ => state.waker = Some(cx.waker().clone()),
-                    }
-                    return Poll::Pending;
+                if state.ready {
+                    return None;
                 }
+                match &state.waker {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    _ => state.waker = Some(cx.waker().clone()),
+                }
+                Some(Poll::Pending)
+            });
+            if let Some(wait) = wait {
+                return wait;
             }
             // SAFETY: `buf` is valid for writes of its length; the socket
             // is open while its registration lives.
@@ -256,24 +258,25 @@ impl Registration {
                     // Drained, unless an end, an error or an urgent mark
                     // waits behind these bytes (`drain`): whatever arrives
                     // from now on queues an event.
-                    let mut slots = self.readiness.slots.borrow_mut();
-                    let state = &mut slots.states[self.token as usize];
-                    state.ready = state.drain;
+                    self.with_state(|state| state.ready = state.drain);
                 }
                 return Poll::Ready(Ok(n));
             }
             let error = io::Error::last_os_error();
             match error.kind() {
-                io::ErrorKind::WouldBlock => {
-                    let mut slots = self.readiness.slots.borrow_mut();
-                    let state = &mut slots.states[self.token as usize];
+                io::ErrorKind::WouldBlock => self.with_state(|state| {
                     state.ready = false;
                     state.drain = false;
-                }
+                }),
                 io::ErrorKind::Interrupted => {}
                 _ => return Poll::Ready(Err(error)),
             }
         }
+    }
+
+    /// `f` on this connection's state (never held across a call out).
+    fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        f(&mut self.readiness.slots.borrow_mut().states[self.token as usize])
     }
 
     /// `poll_read` as a future.
@@ -287,14 +290,11 @@ impl Registration {
     /// socket (another task closes a connection whose send failed, while
     /// its reader waits).
     pub(crate) fn close(&self) {
-        let waker = {
-            let mut slots = self.readiness.slots.borrow_mut();
-            let state = &mut slots.states[self.token as usize];
-            if state.closed {
-                return;
-            }
-            state.closed = true;
-            state.waker.take()
+        let Some(waker) = self.with_state(|state| {
+            let open = !std::mem::replace(&mut state.closed, true);
+            open.then(|| state.waker.take())
+        }) else {
+            return;
         };
         // SAFETY: `fd` is still open (see `Readiness::register`); a null
         // event is allowed for `EPOLL_CTL_DEL` since Linux 2.6.9.
@@ -462,6 +462,25 @@ mod tests {
             );
             close.await;
             assert_eq!(read(&registration, &mut buf).await, 0, "and it stays so");
+        });
+    }
+
+    /// A descriptor epoll refuses (a regular file: `EPERM`) is not
+    /// registered, and its slot goes back to the free list: the connection
+    /// falls back to glommio's wait (`Readiness::join` gives `None`).
+    #[test]
+    fn a_descriptor_epoll_refuses_is_not_registered_and_leaks_no_slot() {
+        on_glommio(|| async {
+            let readiness = Readiness::start().expect("epoll");
+            let file = tempfile::tempfile().expect("file");
+            let refused = readiness.register(file.as_raw_fd()).err().expect("refused");
+            assert_eq!(refused.raw_os_error(), Some(libc::EPERM));
+            assert_eq!(readiness.slots.borrow().free, vec![0]);
+            assert!(readiness.join(file.as_raw_fd()).is_none());
+            let (ours, _theirs) = UnixStream::pair().expect("pair");
+            let registration = readiness.register(ours.as_raw_fd()).expect("register");
+            assert_eq!(registration.token, 0, "the refused slot is reused");
+            assert!(readiness.slots.borrow().free.is_empty());
         });
     }
 
