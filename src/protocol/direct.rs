@@ -455,6 +455,19 @@ impl ParsedRequest {
         !matches!(self.body, Body::Ping | Body::RoutingTable)
     }
 
+    /// The key of a get, put or delete, read from `frame` (the frame it was
+    /// parsed from) before any semantic check: what `build_request` would
+    /// put in the request's key, or refuse (`None` for any other request).
+    /// A shard routes on it before building the request.
+    pub fn key<'a>(&self, frame: &'a [u8]) -> Option<&'a [u8]> {
+        match &self.body {
+            Body::Get { key, .. } | Body::Put { key, .. } | Body::Delete { key, .. } => {
+                frame.get(key.clone())
+            }
+            Body::Ping | Body::RoutingTable | Body::Unknown(_) => None,
+        }
+    }
+
     /// The get this request is, read from `frame` (the frame it was parsed
     /// from) with the checks `build_request` makes, in the same order:
     /// `Some` exactly when `build_request` would decode it to a
@@ -2060,6 +2073,19 @@ mod tests {
                 .get(frame, &limits)
                 .map(|g| (g.id, g.key.to_vec(), g.quorum))
         };
+        // And wherever the decoder accepts a request, the key the shard
+        // routes on before building it (`ParsedRequest::key`) is its key.
+        let keys_agree = |frame: &[u8]| {
+            if let Ok(decoded) = decode_request(Bytes::copy_from_slice(frame), &limits) {
+                let parsed = parse_request(frame, &limits).expect("decoded, so parsed");
+                assert_eq!(
+                    parsed.key(frame),
+                    decoded.request.key().map(|k| &k[..]),
+                    "{:?}",
+                    decoded.request
+                );
+            }
+        };
         let mut rng = crate::test_rng::Rng(0x7065_656b);
         let (mut gets, mut refused) = (0, 0);
         for case in 0..600u64 {
@@ -2102,6 +2128,7 @@ mod tests {
             let frame = wire[FRAME_LENGTH_BYTES..].to_vec();
             let want = expected(&frame);
             assert_eq!(peeked(&frame), want, "case {case}");
+            keys_agree(&frame);
             if case % 4 < 2 {
                 if want.is_some() {
                     gets += 1;
@@ -2118,6 +2145,7 @@ mod tests {
                     expected(&damaged),
                     "case {case}, bit flip at {at}"
                 );
+                keys_agree(&damaged);
                 damaged.truncate(rng.below(damaged.len() as u64) as usize);
                 assert_eq!(
                     peeked(&damaged),

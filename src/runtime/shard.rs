@@ -876,13 +876,28 @@ impl ShardState {
                 }
             }
         }
+        // Where a request with a key goes is decided before it is built, so
+        // that its frame is held twice (`Bytes` clone) only when it is
+        // forwarded whole.
+        let placed = parsed.key(frame.bytes()).map(|key| {
+            let partition = ring::partition_of(ring::key_hash(key), topology.q);
+            (partition, self.local_owner(&topology, partition))
+        });
+        let forwarded = match placed {
+            Some((_, Some(owner))) => {
+                via_node_port && owner != self.index && owner < self.node.shards
+            }
+            Some((_, None)) => via_node_port,
+            None => false,
+        };
         // A ping or routing-table request keeps nothing of its frame.
         let frame = if parsed.refers_to_frame() {
             frame.into_bytes()
         } else {
             Bytes::new()
         };
-        let request = match protocol::build_request(frame.clone(), parsed, &self.node.limits) {
+        let kept = forwarded.then(|| frame.clone());
+        let request = match protocol::build_request(frame, parsed, &self.node.limits) {
             Ok(request) => request,
             // Not reached for a get that waits: `ParsedRequest::get` accepts
             // only what builds into a get.
@@ -898,22 +913,20 @@ impl ShardState {
                 route: Route::Local { began: read_at },
             });
         }
-        let Some(key) = request.request.key() else {
+        let Some((partition, local)) = placed else {
             return self.handle_local_now(request, 0, topology, read_at);
         };
-        let partition = ring::partition_of(ring::key_hash(key), topology.q);
-        let local = self.local_owner(&topology, partition);
-        match local {
-            Some(owner) if owner == self.index => {
+        match (local, kept) {
+            (Some(owner), _) if owner == self.index => {
                 self.handle_local_now(request, partition, topology, read_at)
             }
-            Some(owner) if via_node_port && owner < self.node.shards => Err(Deferred {
+            (Some(owner), Some(frame)) => Err(Deferred {
                 request,
                 topology,
                 partition,
                 route: Route::Shard { owner, frame },
             }),
-            None if via_node_port => Err(Deferred {
+            (None, Some(frame)) => Err(Deferred {
                 request,
                 topology,
                 partition,
