@@ -19,6 +19,7 @@ use super::{
     RESPONDERS_MAX, TOMBSTONES_TRACKED_MAX,
 };
 use crate::membership::NodeId;
+use crate::ring::PartitionMap;
 use crate::version::SiblingSet;
 
 /// Timing and bounds of one shard's anti-entropy.
@@ -190,7 +191,8 @@ enum ScanPurpose {
 pub struct AntiEntropy {
     me: NodeId,
     config: AaeConfig,
-    partitions: BTreeMap<u32, PartitionState>,
+    /// Looked up on every data write (`settle`): indexed, not searched.
+    partitions: PartitionMap<PartitionState>,
     initiated: BTreeMap<u64, Initiated>,
     responding: BTreeMap<(NodeId, u64), Responding>,
     scans: BTreeMap<u64, (u32, ScanPurpose)>,
@@ -222,7 +224,7 @@ impl AntiEntropy {
         assert!(config.exchange_interval_ms > 0 && config.exchange_timeout_ms > 0);
         AntiEntropy {
             me,
-            partitions: BTreeMap::new(),
+            partitions: PartitionMap::new(),
             initiated: BTreeMap::new(),
             responding: BTreeMap::new(),
             scans: BTreeMap::new(),
@@ -264,14 +266,14 @@ impl AntiEntropy {
     /// Whether `partition` is tracked and its tree is ready.
     pub fn is_ready(&self, partition: u32) -> bool {
         self.partitions
-            .get(&partition)
+            .get(partition)
             .is_some_and(|state| state.tree.is_ready())
     }
 
     /// The root hash of a tracked partition's tree (tests, tools).
     pub fn root(&self, partition: u32) -> Option<u64> {
         self.partitions
-            .get(&partition)
+            .get(partition)
             .map(|state| state.tree.root())
     }
 
@@ -298,7 +300,7 @@ impl AntiEntropy {
         self.partitions
             .iter()
             .map(|(partition, state)| PartitionStatus {
-                partition: *partition,
+                partition,
                 ready: state.tree.is_ready(),
                 tombstones: state.tombstones.len(),
                 peers: state
@@ -326,13 +328,12 @@ impl AntiEntropy {
     pub fn set_partitions(&mut self, partitions: Vec<(u32, Vec<NodeId>)>) {
         let wanted: BTreeMap<u32, Vec<NodeId>> = partitions.into_iter().collect();
         self.partitions
-            .retain(|partition, _| wanted.contains_key(partition));
+            .retain(|partition, _| wanted.contains_key(&partition));
         for (partition, mut peers) in wanted {
             peers.retain(|peer| *peer != self.me);
             let state = self
                 .partitions
-                .entry(partition)
-                .or_insert_with(|| PartitionState {
+                .get_or_insert_with(partition, || PartitionState {
                     tree: Tree::new(),
                     peers: Vec::new(),
                     sync: BTreeMap::new(),
@@ -363,7 +364,7 @@ impl AntiEntropy {
     /// Asks the CPU to bring the tree leaf a write to `partition`'s `leaf`
     /// updates into its caches (`ShardState::prefetch`). Changes nothing.
     pub fn prefetch_leaf(&self, partition: u32, leaf: u16) {
-        if let Some(state) = self.partitions.get(&partition) {
+        if let Some(state) = self.partitions.get(partition) {
             state.tree.prefetch_leaf(leaf);
         }
     }
@@ -371,7 +372,7 @@ impl AntiEntropy {
     /// `write_started` for a key whose leaf (`key_leaf`) the caller has,
     /// so that a write hashes its key once for both calls.
     pub fn write_started_at(&mut self, partition: u32, leaf: u16) {
-        if let Some(state) = self.partitions.get_mut(&partition) {
+        if let Some(state) = self.partitions.get_mut(partition) {
             state.tree.write_started(leaf);
         }
     }
@@ -432,7 +433,7 @@ impl AntiEntropy {
         new: Result<Option<Entry>, ()>,
     ) {
         debug_assert_eq!(leaf, key_leaf(key));
-        let Some(state) = self.partitions.get_mut(&partition) else {
+        let Some(state) = self.partitions.get_mut(partition) else {
             return;
         };
         if start {
@@ -445,7 +446,7 @@ impl AntiEntropy {
     /// for its version (answered with `Repair`, merged like any repair),
     /// at most once per exchange interval per key.
     pub fn handle_corrupt_key(&mut self, now_ms: u64, partition: u32, key: Bytes) {
-        let Some(state) = self.partitions.get_mut(&partition) else {
+        let Some(state) = self.partitions.get_mut(partition) else {
             return;
         };
         let asked = (partition, key.clone());
@@ -536,12 +537,12 @@ impl AntiEntropy {
             .partitions
             .iter()
             .filter(|(_, state)| !state.tree.is_ready() && !state.rehash_in_flight)
-            .map(|(partition, _)| *partition)
+            .map(|(partition, _)| partition)
             .take(budget)
             .collect();
         for partition in stale {
             budget -= 1;
-            let state = self.partitions.get_mut(&partition).expect("listed");
+            let state = self.partitions.get_mut(partition).expect("listed");
             state.rehash_in_flight = true;
             let leaves: Vec<u16> = state.tree.stale_leaves().iter().copied().collect();
             let full = leaves.len() == LEAVES;
@@ -584,14 +585,14 @@ impl AntiEntropy {
             .partitions
             .iter()
             .filter(|(_, state)| state.tree.is_ready() && !state.peers.is_empty())
-            .map(|(partition, _)| *partition)
+            .map(|(partition, _)| partition)
             .collect();
         if candidates.is_empty() {
             return;
         }
         let partition = candidates[self.cursor % candidates.len()];
         self.cursor = self.cursor.wrapping_add(1);
-        let state = self.partitions.get_mut(&partition).expect("candidate");
+        let state = self.partitions.get_mut(partition).expect("candidate");
         let peer = *state
             .peers
             .iter()
@@ -601,7 +602,7 @@ impl AntiEntropy {
             sync.last_attempt_ms = now_ms;
         }
         let xid = self.fresh_id();
-        let state = &self.partitions[&partition];
+        let state = self.partitions.get(partition).expect("candidate");
         let message = AaeMessage::Root {
             xid,
             partition,
@@ -630,7 +631,7 @@ impl AntiEntropy {
         let grace = self.config.tombstone_grace_ms;
         let mut batch: BTreeMap<u32, Vec<Bytes>> = BTreeMap::new();
         let mut count = 0;
-        for (partition, state) in &mut self.partitions {
+        for (partition, state) in self.partitions.iter_mut() {
             if count >= PURGE_BATCH_MAX {
                 break;
             }
@@ -653,7 +654,7 @@ impl AntiEntropy {
                     // changed, or the queue was full), the rule applies
                     // afresh.
                     *written_ms = now_ms;
-                    batch.entry(*partition).or_default().push(key.clone());
+                    batch.entry(partition).or_default().push(key.clone());
                     count += 1;
                 }
             }
@@ -671,7 +672,7 @@ impl AntiEntropy {
 
     pub fn handle_message(&mut self, now_ms: u64, from: NodeId, message: AaeMessage) {
         let partition = message.partition();
-        let Some(state) = self.partitions.get_mut(&partition) else {
+        let Some(state) = self.partitions.get_mut(partition) else {
             return; // not a primary here (any more)
         };
         if !state.peers.contains(&from) {
@@ -910,7 +911,7 @@ impl AntiEntropy {
                 .values()
                 .any(|(_, p)| matches!(p, ScanPurpose::PurgeCheck));
         }
-        let Some(state) = self.partitions.get_mut(&partition) else {
+        let Some(state) = self.partitions.get_mut(partition) else {
             return;
         };
         let scanned = match result {
@@ -1027,7 +1028,7 @@ impl AntiEntropy {
                     },
                 ));
                 self.responding.remove(&(from, xid));
-                let state = self.partitions.get_mut(&partition).expect("present");
+                let state = self.partitions.get_mut(partition).expect("present");
                 if let Some(sync) = state.sync.get_mut(&from) {
                     sync.last_compared_ms = Some(now_ms);
                     sync.in_sync = repaired == 0;

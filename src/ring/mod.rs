@@ -22,10 +22,12 @@
 mod claim;
 mod error;
 mod hash;
+mod partition_map;
 mod table;
 
 pub use error::RingError;
 pub use hash::{key_hash, key_partition, partition_count_valid, partition_of};
+pub use partition_map::PartitionMap;
 pub use table::{Ring, Walk};
 
 /// Default partition count (design guide §1).

@@ -13,12 +13,12 @@
 //! hash-table probe keyed by location (`cache.rs`).
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
 use std::ptr::NonNull;
 
 use super::cache::CacheSlot;
 use super::keytable::{Entry, EntryMut, KeyTable};
 use super::Namespace;
+use crate::ring::PartitionMap;
 
 /// Where a record lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,21 +30,13 @@ pub(crate) struct Location {
 
 type PartitionSet = KeyTable;
 
-/// Partitions below this are held in a vector indexed by partition (every
-/// partition of a valid ring is: `ring::PARTITIONS_MAX`); any other in an
-/// ordered map, so that any `u32` works.
-const DENSE_PARTITIONS: u32 = crate::ring::PARTITIONS_MAX;
-
 /// The keydir of one store.
 #[derive(Default)]
 pub(crate) struct Index {
-    /// Per namespace (`Namespace as usize`), the sets of partitions below
-    /// `DENSE_PARTITIONS`, indexed by partition: a lookup is an index, not
-    /// a search. Grown to the highest partition held; a slot is `None`
-    /// while the partition has no key.
-    dense: [Vec<Option<Box<PartitionSet>>>; 2],
-    /// The sets of the other partitions.
-    sparse: BTreeMap<(Namespace, u32), PartitionSet>,
+    /// Per namespace (`Namespace as usize`), the set of each partition
+    /// that has a key: a lookup is an index, not a search
+    /// (`ring::PartitionMap`).
+    sets: [PartitionMap<PartitionSet>; 2],
     keys: u64,
     /// The entry `get_cached` (or `locate`) found last. A read-modify-write put reads a
     /// key's record and then points the key at its new one, and
@@ -71,60 +63,26 @@ impl Index {
     }
 
     fn set(&self, ns: Namespace, partition: u32) -> Option<&PartitionSet> {
-        if partition < DENSE_PARTITIONS {
-            self.dense[ns as usize].get(partition as usize)?.as_deref()
-        } else {
-            self.sparse.get(&(ns, partition))
-        }
+        self.sets[ns as usize].get(partition)
     }
 
     fn set_mut(&mut self, ns: Namespace, partition: u32) -> Option<&mut PartitionSet> {
-        if partition < DENSE_PARTITIONS {
-            self.dense[ns as usize]
-                .get_mut(partition as usize)?
-                .as_deref_mut()
-        } else {
-            self.sparse.get_mut(&(ns, partition))
-        }
+        self.sets[ns as usize].get_mut(partition)
     }
 
     fn set_or_default(&mut self, ns: Namespace, partition: u32) -> &mut PartitionSet {
-        if partition < DENSE_PARTITIONS {
-            let dense = &mut self.dense[ns as usize];
-            let slot = partition as usize;
-            if dense.len() <= slot {
-                dense.resize_with(slot + 1, || None);
-            }
-            dense[slot].get_or_insert_with(Box::default)
-        } else {
-            self.sparse.entry((ns, partition)).or_default()
-        }
+        self.sets[ns as usize].get_or_insert_with(partition, PartitionSet::default)
     }
 
     fn remove_set(&mut self, ns: Namespace, partition: u32) -> Option<PartitionSet> {
         // The set's entries go with it.
         self.last.set(None);
-        if partition < DENSE_PARTITIONS {
-            let set = self.dense[ns as usize]
-                .get_mut(partition as usize)?
-                .take()?;
-            Some(*set)
-        } else {
-            self.sparse.remove(&(ns, partition))
-        }
+        self.sets[ns as usize].remove(partition)
     }
 
     /// The non-empty partitions of `ns` and their sets, in partition order.
     fn sets(&self, ns: Namespace) -> impl Iterator<Item = (u32, &PartitionSet)> {
-        let dense = self.dense[ns as usize]
-            .iter()
-            .enumerate()
-            .filter_map(|(p, set)| Some((p as u32, set.as_deref()?)));
-        let sparse = self
-            .sparse
-            .range((ns, DENSE_PARTITIONS)..=(ns, u32::MAX))
-            .map(|(&(_, p), set)| (p, set));
-        dense.chain(sparse)
+        self.sets[ns as usize].iter()
     }
 
     /// Where `key`'s latest record is (tests; the store uses `get_cached`
@@ -470,7 +428,8 @@ mod tests {
     fn agrees_with_a_map_model() {
         use std::collections::BTreeMap as Model;
         let mut rng = crate::test_rng::Rng(0x1dec5);
-        let partitions = [0, 1, 7, DENSE_PARTITIONS - 1, DENSE_PARTITIONS, u32::MAX];
+        let dense = crate::ring::PARTITIONS_MAX;
+        let partitions = [0, 1, 7, dense - 1, dense, u32::MAX];
         for round in 0..20 {
             let mut index = Index::default();
             // Each key's location and cache slot.
