@@ -76,11 +76,18 @@ pub(crate) struct ReadCache {
     free: Vec<u32>,
     /// Records held.
     len: usize,
-    /// Insertion order, for eviction; may name slots whose record was evicted
-    /// or forgotten (the slot then holds another location, or nothing).
+    /// Per slot, how many records it has let go of (evicted or forgotten):
+    /// a name in `order` taken with the slot's current stamp is of the
+    /// record it holds. Dense (4 bytes a slot), so that dropping stale names
+    /// reads this and not the slots, ten times as large, at random.
+    stamps: Vec<u32>,
+    /// Insertion order, for eviction, as (slot, its stamp then); may name
+    /// slots whose record was evicted or forgotten (the stamp has moved on).
     /// Bounded: at most `2 x len + ORDER_SLACK` names (`insert` drops the
-    /// stale ones when it grows past that).
-    order: VecDeque<(CacheSlot, RecordLocation)>,
+    /// stale ones when it grows past that), so a slot is reused far fewer
+    /// than 2^32 times while a stale name of it is kept: a stamp never
+    /// comes round to a stale name's.
+    order: VecDeque<(CacheSlot, u32)>,
     bytes: usize,
     bytes_max: usize,
 }
@@ -91,6 +98,7 @@ impl ReadCache {
             slots: Vec::new(),
             free: Vec::new(),
             len: 0,
+            stamps: Vec::new(),
             order: VecDeque::new(),
             bytes: 0,
             bytes_max,
@@ -168,25 +176,27 @@ impl ReadCache {
                 let slot = CacheSlot(u32::try_from(self.slots.len()).expect("slots fit a u32"));
                 assert_ne!(slot, CacheSlot::NONE);
                 self.slots.push(Some(record));
+                self.stamps.push(0);
                 slot
             }
         };
         self.len += 1;
         self.bytes += cost;
-        self.order.push_back((slot, location));
+        self.order.push_back((slot, self.stamps[slot.0 as usize]));
         if self.order.len() > 2 * self.len + ORDER_SLACK {
-            // Most names are of forgotten records: drop them in one pass, in
+            // Most names are of records let go of: drop them in one pass, in
             // order (amortised: at least half the names go each time).
-            let slots = &self.slots;
-            self.order.retain(|&(slot, location)| {
-                matches!(&slots[slot.0 as usize], Some(s) if s.location == location)
-            });
+            let stamps = &self.stamps;
+            self.order
+                .retain(|&(slot, stamp)| stamps[slot.0 as usize] == stamp);
         }
         while self.bytes > self.bytes_max {
-            let Some((oldest, location)) = self.order.pop_front() else {
+            let Some((oldest, stamp)) = self.order.pop_front() else {
                 break;
             };
-            self.forget(oldest, location);
+            if self.stamps[oldest.0 as usize] == stamp {
+                self.drop_slot(oldest);
+            }
         }
         debug_assert!(self.bytes <= self.bytes_max);
         // The record just cached is the newest: eviction took older ones
@@ -198,12 +208,17 @@ impl ReadCache {
     /// Drops the record at `location` if `slot` holds it: a newer record of
     /// its key has superseded it, or it is evicted.
     pub(crate) fn forget(&mut self, slot: CacheSlot, location: RecordLocation) {
-        if self.slot(slot, location).is_none() {
-            return;
+        if self.slot(slot, location).is_some() {
+            self.drop_slot(slot);
         }
+    }
+
+    /// Empties `slot`, which holds a record, and frees it.
+    fn drop_slot(&mut self, slot: CacheSlot) {
         let record = self.slots[slot.0 as usize]
             .take()
-            .expect("the slot holds the location");
+            .expect("the slot holds a record");
+        self.stamps[slot.0 as usize] = self.stamps[slot.0 as usize].wrapping_add(1);
         self.bytes -= record.record.payload.len() + ENTRY_OVERHEAD_BYTES;
         self.len -= 1;
         self.free.push(slot.0);
