@@ -578,3 +578,102 @@ fn gets_answered_in_place_and_refused_ones_take_the_usual_path() {
     let missing = client.get(b"never-written").expect("get");
     assert!(missing.values.is_empty());
 }
+
+/// Puts and deletes on a client connection are written from the frame in
+/// place when the shard writes them alone and at once
+/// (`ShardState::put_from_frame`); the others take the usual path with the
+/// same answers. A put without a context adds a sibling, one with a get's
+/// context supersedes what the get saw, a delete with a context leaves
+/// nothing, a damaged context is refused, W above N is refused with the
+/// usual error, and durable puts (DW = 1, which wait for a sync) write as
+/// buffered ones do; everything reads back after a restart.
+#[test]
+fn puts_written_in_place_and_refused_ones_take_the_usual_path() {
+    use bytes::Bytes;
+    use dynakv::client::{Client, ClientError, ClientOptions};
+    use dynakv::protocol::{ErrorCode, Quorum};
+
+    let quorum = |w: Option<u8>, dw: Option<u8>| Quorum {
+        w,
+        dw,
+        ..Quorum::DEFAULT
+    };
+    let mut node = TestNode::start(1, &[]);
+    let mut client = Client::connect(node.listen, ClientOptions::default()).expect("connect");
+    // Two puts without a context: two siblings.
+    for value in [&b"cart-a"[..], b"cart-b"] {
+        client
+            .put(b"cart", value, None, Quorum::DEFAULT)
+            .expect("put");
+    }
+    let got = client.get(b"cart").expect("get");
+    let mut values = got.values.clone();
+    values.sort();
+    assert_eq!(values, vec![Bytes::from("cart-a"), Bytes::from("cart-b")]);
+    // The merge, written with the get's context, supersedes both.
+    let merged = client
+        .put(b"cart", b"cart-a+b", Some(&got.context), Quorum::DEFAULT)
+        .expect("merge");
+    assert_eq!(
+        client.get(b"cart").expect("get").values,
+        vec![Bytes::from("cart-a+b")]
+    );
+    // The put's own reply context supersedes it too.
+    client
+        .put(b"cart", b"cart-c", Some(&merged), Quorum::DEFAULT)
+        .expect("put with the put's context");
+    let got = client.get(b"cart").expect("get");
+    assert_eq!(got.values, vec![Bytes::from("cart-c")]);
+    // A delete with that context leaves nothing.
+    client
+        .delete(b"cart", &got.context, Quorum::DEFAULT)
+        .expect("delete");
+    let gone = client.get(b"cart").expect("get");
+    assert!(!gone.found && gone.values.is_empty(), "{gone:?}");
+    // A damaged context is refused, and nothing is written.
+    match client.put(b"cart", b"bad", Some(b"\xff\xff\xff"), Quorum::DEFAULT) {
+        Err(ClientError::Server { code, .. }) => assert_eq!(code, ErrorCode::BadContext),
+        other => panic!("damaged context: {other:?}"),
+    }
+    assert!(client.get(b"cart").expect("get").values.is_empty());
+    // W above N: the usual error.
+    match client.put(b"k", b"v", None, quorum(Some(2), None)) {
+        Err(ClientError::Server { code, message, .. }) => {
+            assert_eq!(code, ErrorCode::BadRequest);
+            assert!(
+                message.contains("exceeds the replication factor"),
+                "{message}"
+            );
+        }
+        other => panic!("W=2 on one replica: {other:?}"),
+    }
+    // Durable, default, and explicit W = N = 1 puts all write.
+    let quorums = [
+        quorum(Some(1), Some(1)),
+        Quorum::DEFAULT,
+        Quorum {
+            n: Some(1),
+            ..quorum(Some(1), None)
+        },
+    ];
+    for i in 0..60 {
+        let q = quorums[i % quorums.len()];
+        let value = format!("value-{i}");
+        client
+            .put(format!("k{i}").as_bytes(), value.as_bytes(), None, q)
+            .unwrap_or_else(|e| panic!("k{i} {q:?}: {e:?}"));
+    }
+    let check = |client: &mut Client| {
+        for i in 0..60 {
+            let got = client.get(format!("k{i}").as_bytes()).expect("get");
+            assert_eq!(got.values, vec![Bytes::from(format!("value-{i}"))], "k{i}");
+        }
+        assert!(client.get(b"cart").expect("get").values.is_empty());
+    };
+    check(&mut client);
+    drop(client);
+    assert!(node.terminate().success());
+    node.start_again_once().expect("restart");
+    let mut client = Client::connect(node.listen, ClientOptions::default()).expect("connect");
+    check(&mut client);
+}

@@ -145,7 +145,7 @@ fn reference(
 /// Checks the plan against the reference; returns whether the plan answered.
 fn check(stored: Option<&[u8]>, context: &VersionVector, actor: ActorId, value: &Value) -> bool {
     let expected = reference(stored, context, actor, value);
-    let Some(plan) = plan_update(stored, context.entries(), actor, value) else {
+    let Some(plan) = plan_update(stored, context.entries(), actor, value.data()) else {
         return false;
     };
     let expected = expected.expect("the plan answered for bytes that do not decode");

@@ -5,7 +5,8 @@
 # command (`--warmup 1s --duration 3s --seed 1..RUNS`). Prints, per node, each
 # run's ops/s and p99 (us). Used for BENCHMARKS.md §2z, §2za, §2zb.
 #   tools/ab-plain.sh /tmp/dynakv-base /tmp/dynakv-new
-# Environment: WL (dynakv-bench workload, default mixed; read ratio 0.9), VALUE_SIZE
+# Environment: WL (dynakv-bench workload, default mixed), RATIO (its read ratio,
+# default 0.9, which overrides the workload's own: RATIO=0 for puts), VALUE_SIZE
 # (default 64), CONNS (default 50), KEYS (default 100000), RUNS (default 3),
 # PORT (default 7800), PIPE (pipeline depth, default 16), BENCH (default
 # target/release/dynakv-bench).
@@ -24,7 +25,7 @@ for bin in "$A" "$B" "$B" "$A"; do
         --ops 1 --connections 50 --pipeline 16 --no-progress >/dev/null 2>&1
     line="$bin:"
     for seed in $(seq "${RUNS:-3}"); do
-        "$BENCH" --target "dynakv://127.0.0.1:$PORT" --workload "${WL:-mixed}" --read-ratio 0.9 --no-load \
+        "$BENCH" --target "dynakv://127.0.0.1:$PORT" --workload "${WL:-mixed}" --read-ratio "${RATIO:-0.9}" --no-load \
             --keys "$KEYS" --key-dist uniform --value-size "$VS" --connections "${CONNS:-50}" --pipeline "${PIPE:-16}" \
             --threads 1 --warmup 1s --duration 3s --seed "$seed" --no-progress --json "$DIR/run.json" >/dev/null 2>&1
         line+=" $(python3 -c "import json; d = json.load(open('$DIR/run.json')); print(f\"{d['throughput_ops_s']:.0f}({d['latency_us']['p99']:.0f})\")")"

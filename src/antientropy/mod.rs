@@ -352,36 +352,68 @@ pub fn perform_write_observed_now<D: Disk>(
     else {
         panic!("perform_write_observed_now is for data writes only");
     };
+    let write = DataWrite {
+        partition,
+        key: &key,
+        all_tombstones,
+        durable,
+    };
+    write_observed_now(store, aae, now, write, payload, old).map_err(|payload| {
+        crate::replica::IoRequest::Write {
+            io: id,
+            namespace: Namespace::Data,
+            partition,
+            key,
+            payload,
+            all_tombstones,
+            durable,
+        }
+    })
+}
+
+/// A data write of `key`'s new set, as `write_observed_now` takes it.
+#[derive(Clone, Copy)]
+pub struct DataWrite<'a> {
+    pub partition: u32,
+    pub key: &'a [u8],
+    pub all_tombstones: bool,
+    pub durable: bool,
+}
+
+/// `perform_write_observed_now` of a write whose key is borrowed (an
+/// in-place put's, from the request's frame); `Err`: nothing was done, and
+/// the payload is given back.
+pub fn write_observed_now<D: Disk>(
+    store: &Store<D>,
+    aae: &std::cell::RefCell<AntiEntropy>,
+    now: impl Fn() -> u64,
+    write: DataWrite<'_>,
+    payload: Bytes,
+    old: Option<Entry>,
+) -> Result<Result<crate::replica::IoResult, StorageError>, Bytes> {
+    let DataWrite {
+        partition,
+        key,
+        all_tombstones,
+        durable,
+    } = write;
     let new = Some(Entry::of_payload(&payload, all_tombstones));
-    let result = match store.put_now(
+    let result = store.put_now(
         Namespace::Data,
         partition,
-        &key,
+        key,
         RecordKind::of(all_tombstones),
         payload,
         crate::storage::Durability::of(durable),
-    ) {
-        Ok(result) => result,
-        Err(payload) => {
-            return Err(crate::replica::IoRequest::Write {
-                io: id,
-                namespace: Namespace::Data,
-                partition,
-                key,
-                payload,
-                all_tombstones,
-                durable,
-            })
-        }
-    };
+    )?;
     // No await between the two: nothing can observe the leaf in between.
-    let leaf = key_leaf(&key);
+    let leaf = key_leaf(key);
     let outcome = match &result {
         Ok(()) => Ok(new),
         Err(_) => Err(()),
     };
     aae.borrow_mut()
-        .write_done_at(now, partition, leaf, &key, Some(old), outcome);
+        .write_done_at(now, partition, leaf, key, Some(old), outcome);
     Ok(result.map(|()| crate::replica::IoResult::Done))
 }
 

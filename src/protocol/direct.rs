@@ -434,6 +434,19 @@ pub struct GetRef<'a> {
     pub quorum: Quorum,
 }
 
+/// A put or delete request frame read in place (`ParsedRequest::put`): its
+/// key, value and context are slices of the frame, not `Bytes` of it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PutRef<'a> {
+    pub id: u64,
+    pub key: &'a [u8],
+    /// The value; `None`: a delete.
+    pub value: Option<&'a [u8]>,
+    /// The context (empty: none).
+    pub context: &'a [u8],
+    pub quorum: Quorum,
+}
+
 /// A request frame verified (`parse_request`) but not yet decoded into a
 /// `RequestFrame` (`build_request`): the id, the epoch, and the body's
 /// fields as ranges of the frame. Splitting the two lets the shard answer a
@@ -493,6 +506,59 @@ impl ParsedRequest {
         Some(GetRef {
             id: self.id,
             key,
+            quorum,
+        })
+    }
+
+    /// The put or delete this request is, read from `frame` as `get` reads
+    /// a get: `Some` exactly when `build_request` would decode it to a
+    /// `Request::Put` or `Request::Delete`, with the same id, key, value,
+    /// context (a put's empty context is none) and quorum; `None` for any
+    /// other request and for one `build_request` refuses
+    /// (`ShardState::put_from_frame`).
+    pub fn put<'a>(&self, frame: &'a [u8], limits: &Limits) -> Option<PutRef<'a>> {
+        let (key, value, context, w, dw, n) = match &self.body {
+            Body::Put {
+                key,
+                value,
+                context,
+                w,
+                dw,
+                n,
+            } => (key, Some(value), context, *w, *dw, *n),
+            Body::Delete {
+                key,
+                context,
+                w,
+                dw,
+                n,
+            } => (key, None, context, *w, *dw, *n),
+            _ => return None,
+        };
+        let key = frame.get(key.clone())?;
+        if key.is_empty() || key.len() > limits.key_bytes_max {
+            return None;
+        }
+        let value = match value {
+            Some(value) if value.len() > limits.value_bytes_max => return None,
+            Some(value) => Some(frame.get(value.clone())?),
+            None => None,
+        };
+        let context = frame.get(context.clone())?;
+        if context.len() > limits.context_bytes_max {
+            return None;
+        }
+        let quorum = Quorum {
+            r: None,
+            w: quorum_field("w", w, false).ok()?,
+            dw: quorum_field("dw", dw, false).ok()?,
+            n: quorum_field("n", n, false).ok()?,
+        };
+        Some(PutRef {
+            id: self.id,
+            key,
+            value,
+            context,
             quorum,
         })
     }
@@ -2048,30 +2114,64 @@ mod tests {
     }
 
     #[test]
-    fn a_parsed_requests_get_is_what_decode_request_decodes_a_get_to() {
-        // On gets with keys and quorums in and out of bounds, on the other
-        // requests, and on damaged and truncated copies of them all:
-        // `parse_request` then `ParsedRequest::get` (the shard's in-place
-        // get) is `Some` exactly when `decode_request` gives a get, with the
-        // same id, key and quorum.
+    fn a_parsed_requests_get_and_put_are_what_decode_request_decodes_them_to() {
+        // On gets, puts and deletes with keys, values, contexts and quorums
+        // in and out of bounds, on the other requests, and on damaged and
+        // truncated copies of them all: `parse_request` then
+        // `ParsedRequest::get` (the shard's in-place get) or
+        // `ParsedRequest::put` (its in-place put or delete) is `Some`
+        // exactly when `decode_request` gives that request, with the same
+        // id, key, value, context and quorum; never both.
         use crate::protocol::{encode_request, Quorum, Request, RequestFrame, R_ALL};
         let limits = Limits {
             key_bytes_max: 24,
+            value_bytes_max: 64,
+            context_bytes_max: 16,
             ..Limits::default()
         };
-        let expected = |frame: &[u8]| match decode_request(Bytes::copy_from_slice(frame), &limits) {
-            Ok(RequestFrame {
-                id,
-                request: Request::Get { key, quorum },
-                ..
-            }) => Some((id, key.to_vec(), quorum)),
-            _ => None,
+        // (kind: 0 get, 1 put, 2 delete; id; key; value; context; quorum)
+        type Seen = (u8, u64, Vec<u8>, Option<Vec<u8>>, Vec<u8>, Quorum);
+        let expected = |frame: &[u8]| -> Option<Seen> {
+            let decoded = decode_request(Bytes::copy_from_slice(frame), &limits).ok()?;
+            let id = decoded.id;
+            match decoded.request {
+                Request::Get { key, quorum } => Some((0, id, key.to_vec(), None, vec![], quorum)),
+                Request::Put {
+                    key,
+                    value,
+                    context,
+                    quorum,
+                } => {
+                    let context = context.map(|c| c.to_vec()).unwrap_or_default();
+                    Some((1, id, key.to_vec(), Some(value.to_vec()), context, quorum))
+                }
+                Request::Delete {
+                    key,
+                    context,
+                    quorum,
+                } => Some((2, id, key.to_vec(), None, context.to_vec(), quorum)),
+                _ => None,
+            }
         };
-        let peeked = |frame: &[u8]| {
-            parse_request(frame, &limits)
-                .ok()?
-                .get(frame, &limits)
-                .map(|g| (g.id, g.key.to_vec(), g.quorum))
+        let peeked = |frame: &[u8]| -> Option<Seen> {
+            let parsed = parse_request(frame, &limits).ok()?;
+            let get = parsed.get(frame, &limits);
+            let put = parsed.put(frame, &limits);
+            assert!(get.is_none() || put.is_none(), "a get and a put");
+            if let Some(g) = get {
+                return Some((0, g.id, g.key.to_vec(), None, vec![], g.quorum));
+            }
+            let p = put?;
+            let kind = if p.value.is_some() { 1 } else { 2 };
+            let value = p.value.map(<[u8]>::to_vec);
+            Some((
+                kind,
+                p.id,
+                p.key.to_vec(),
+                value,
+                p.context.to_vec(),
+                p.quorum,
+            ))
         };
         // And wherever the decoder accepts a request, the key the shard
         // routes on before building it (`ParsedRequest::key`) is its key.
@@ -2087,32 +2187,53 @@ mod tests {
             }
         };
         let mut rng = crate::test_rng::Rng(0x7065_656b);
-        let (mut gets, mut refused) = (0, 0);
-        for case in 0..600u64 {
-            let key = Bytes::from(
-                (0..rng.below(30))
-                    .map(|_| rng.next() as u8)
-                    .collect::<Vec<_>>(),
-            );
+        // Per kind (get, put, delete): accepted, refused.
+        let mut tally = [[0; 2]; 3];
+        for case in 0..1_200u64 {
+            let bytes = |rng: &mut crate::test_rng::Rng, max: u64| {
+                Bytes::from(
+                    (0..rng.below(max))
+                        .map(|_| rng.next() as u8)
+                        .collect::<Vec<_>>(),
+                )
+            };
+            let key = bytes(&mut rng, 30);
             let quorum_value = |rng: &mut crate::test_rng::Rng| match rng.below(6) {
                 0 | 1 => None,
                 2 => Some(R_ALL),
                 3 => Some(200),
                 _ => Some(1 + rng.below(5) as u8),
             };
-            let quorum = Quorum {
-                r: quorum_value(&mut rng),
-                w: None,
-                dw: None,
-                n: quorum_value(&mut rng),
+            let quorum = |rng: &mut crate::test_rng::Rng| Quorum {
+                r: None,
+                w: quorum_value(rng),
+                dw: quorum_value(rng),
+                n: quorum_value(rng),
             };
-            let request = match case % 4 {
-                0 | 1 => Request::Get { key, quorum },
-                2 => Request::Put {
+            let kind = case % 6;
+            let request = match kind {
+                0 | 1 => {
+                    let quorum = quorum(&mut rng);
+                    Request::Get {
+                        key,
+                        quorum: Quorum {
+                            r: quorum.w,
+                            w: None,
+                            dw: None,
+                            n: quorum.n,
+                        },
+                    }
+                }
+                2 | 3 => Request::Put {
                     key,
-                    value: Bytes::from(vec![7; rng.below(100) as usize]),
-                    context: None,
-                    quorum: Quorum::default(),
+                    value: bytes(&mut rng, 80),
+                    context: Some(bytes(&mut rng, 20)),
+                    quorum: quorum(&mut rng),
+                },
+                4 => Request::Delete {
+                    key,
+                    context: bytes(&mut rng, 20),
+                    quorum: quorum(&mut rng),
                 },
                 _ => Request::Ping,
             };
@@ -2129,13 +2250,13 @@ mod tests {
             let want = expected(&frame);
             assert_eq!(peeked(&frame), want, "case {case}");
             keys_agree(&frame);
-            if case % 4 < 2 {
-                if want.is_some() {
-                    gets += 1;
-                } else {
-                    refused += 1;
-                }
-            }
+            let kind = match kind {
+                0 | 1 => 0,
+                2 | 3 => 1,
+                4 => 2,
+                _ => continue,
+            };
+            tally[kind][usize::from(want.is_none())] += 1;
             for _ in 0..20 {
                 let mut damaged = frame.clone();
                 let at = rng.below(damaged.len() as u64) as usize;
@@ -2154,7 +2275,9 @@ mod tests {
                 );
             }
         }
-        assert!(gets > 50 && refused > 50, "{gets} gets, {refused} refused");
+        for (kind, [accepted, refused]) in tally.iter().enumerate() {
+            assert!(*accepted > 30 && *refused > 30, "kind {kind}: {tally:?}");
+        }
     }
 
     #[test]

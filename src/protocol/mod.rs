@@ -62,7 +62,7 @@ pub use codec::{
 };
 pub use direct::{
     build_request, encode_get_reply, encode_put_reply, inspect_response, parse_request,
-    request_key, GetRef, ParsedRequest, ResponseView,
+    request_key, GetRef, ParsedRequest, PutRef, ResponseView,
 };
 pub use frame::{write_frame, Frame, FrameDecoder, FrameError, LentFrame, FRAME_LENGTH_BYTES};
 pub use internode::{

@@ -7,6 +7,8 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
+use bytes::Bytes;
+
 use super::log::warning;
 use crate::config::ServerConfig;
 use crate::replica::{IoRequest, Namespace};
@@ -59,12 +61,6 @@ pub(crate) fn maybe_last_write_wins(io: IoRequest) -> IoRequest {
     if !LAST_WRITE_WINS.load(Ordering::Relaxed) {
         return io;
     }
-    last_write_wins(io)
-}
-
-#[cold]
-#[inline(never)]
-fn last_write_wins(io: IoRequest) -> IoRequest {
     match io {
         IoRequest::Write {
             io,
@@ -74,26 +70,38 @@ fn last_write_wins(io: IoRequest) -> IoRequest {
             payload,
             all_tombstones,
             durable,
-        } => {
-            let payload = match SiblingSet::decode(&payload) {
-                Ok(mut set) => {
-                    set.drop_all_but_last_sibling();
-                    let mut out = Vec::new();
-                    set.encode(&mut out);
-                    out.into()
-                }
-                Err(_) => payload,
-            };
-            IoRequest::Write {
-                io,
-                namespace: Namespace::Data,
-                partition,
-                key,
-                payload,
-                all_tombstones,
-                durable,
-            }
-        }
+        } => IoRequest::Write {
+            io,
+            namespace: Namespace::Data,
+            partition,
+            key,
+            payload: last_write_wins(payload),
+            all_tombstones,
+            durable,
+        },
         other => other,
+    }
+}
+
+/// `maybe_last_write_wins` for a data write's payload alone.
+#[inline(always)]
+pub(crate) fn maybe_last_write_wins_payload(payload: Bytes) -> Bytes {
+    if !LAST_WRITE_WINS.load(Ordering::Relaxed) {
+        return payload;
+    }
+    last_write_wins(payload)
+}
+
+#[cold]
+#[inline(never)]
+fn last_write_wins(payload: Bytes) -> Bytes {
+    match SiblingSet::decode(&payload) {
+        Ok(mut set) => {
+            set.drop_all_but_last_sibling();
+            let mut out = Vec::new();
+            set.encode(&mut out);
+            out.into()
+        }
+        Err(_) => payload,
     }
 }

@@ -36,8 +36,8 @@ use super::log::{self, info};
 use super::metrics::{self, MetricsHub, Op, ShardMetrics};
 use super::scheduler::{Job, JobRates, Scheduler};
 use crate::antientropy::{
-    perform_io_observed, perform_write_observed, perform_write_observed_now, AaeConfig,
-    AntiEntropy, Entry,
+    perform_io_observed, perform_write_observed, write_observed_now, AaeConfig, AntiEntropy,
+    DataWrite, Entry,
 };
 use crate::config::ServerConfig;
 use crate::membership::{AdminChange, NodeId};
@@ -177,14 +177,42 @@ struct PutWaiting {
     durable: bool,
 }
 
+impl PutWaiting {
+    /// The wait of `update`, a write of `key` to `partition` that did not
+    /// finish at once.
+    fn new(key: Bytes, partition: u32, update: InPlaceWrite, durable: bool) -> PutWaiting {
+        let InPlaceWrite {
+            payload,
+            all_tombstones,
+            context,
+            old,
+        } = update;
+        PutWaiting {
+            io: IoRequest::Write {
+                io: 0,
+                namespace: Namespace::Data,
+                partition,
+                key: key.clone(),
+                payload,
+                all_tombstones,
+                durable,
+            },
+            key,
+            old,
+            context,
+            durable,
+        }
+    }
+}
+
 /// Why `ShardState::put_in_place` did not answer a put.
 enum PutDeclined {
     /// The replica machine must coordinate it (a read that needs I/O, an
-    /// unreadable set, a locked key); the put's value, given back.
-    Machine(Value),
-    /// The write must wait (a flush, a rotation, a durable write); boxed,
-    /// as it is large and rare, so that `Deferred` does not grow.
-    Waiting(Box<PutWaiting>),
+    /// unreadable set, a locked key); nothing was done.
+    Machine,
+    /// The write must wait (a flush, a rotation, a durable write): the
+    /// update, not yet written.
+    Waiting(InPlaceWrite),
 }
 
 /// The reply of an in-place put (`delete`: a delete) that ended with
@@ -863,16 +891,20 @@ impl ShardState {
         };
         let topology = self.topology();
         let mut waits = None;
-        if let Some(out) = out {
-            // Only where every partition has one replica (N = 1, or one node):
-            // elsewhere no get is answered alone.
-            if topology.n_val == 1 {
-                if let Some(get) = parsed.get(frame.bytes(), &self.node.limits) {
-                    match self.get_in_place(get, &topology, read_at, out) {
-                        InPlace::Written => return Ok(Reply::Written),
-                        InPlace::Waits(partition) => waits = Some(partition),
-                        InPlace::NotAlone => {}
-                    }
+        // Only where every partition has one replica (N = 1, or one node):
+        // elsewhere no get or put is answered alone.
+        if topology.n_val == 1 {
+            if let Some(put) = parsed.put(frame.bytes(), &self.node.limits) {
+                if let Some(reply) = self.put_from_frame(put, &topology, read_at) {
+                    return Ok(reply);
+                }
+            } else if let (Some(out), Some(get)) =
+                (out, parsed.get(frame.bytes(), &self.node.limits))
+            {
+                match self.get_in_place(get, &topology, read_at, out) {
+                    InPlace::Written => return Ok(Reply::Written),
+                    InPlace::Waits(partition) => waits = Some(partition),
+                    InPlace::NotAlone => {}
                 }
             }
         }
@@ -1207,7 +1239,7 @@ impl ShardState {
     #[allow(clippy::result_large_err, clippy::redundant_allocation)]
     fn put_local_now(
         &self,
-        mut request: RequestFrame,
+        request: RequestFrame,
         partition: u32,
         topology: Rc<Arc<Topology>>,
         began: Instant,
@@ -1225,32 +1257,27 @@ impl ShardState {
         let me = self.node.cluster.me;
         let in_place = puts_in_place(topology.primaries(partition), me, quorum);
         let route = if in_place {
-            let (key, context, mut value) = match &mut request.request {
+            let (key, context, value) = match &request.request {
                 Request::Put {
                     key,
                     value,
                     context,
                     ..
-                } => (&*key, context.as_deref(), Some(value)),
-                Request::Delete { key, context, .. } => (&*key, Some(&context[..]), None),
+                } => (key, context.as_deref(), Some(&value[..])),
+                Request::Delete { key, context, .. } => (key, Some(&context[..]), None),
                 _ => unreachable!("put_local_now is given puts and deletes only"),
             };
-            // The value moves into the update (what `take` leaves is
-            // `Bytes::default`, a static empty slice: no allocation) and
-            // back into the request if the machine must take the put.
-            let update = match &mut value {
-                Some(slot) => Value::Data(std::mem::take(*slot)),
-                None => Value::Tombstone,
-            };
-            match self.put_in_place(&topology, partition, key, context, quorum, update) {
+            match self.put_in_place(&topology, partition, key, context, quorum, value) {
                 Ok(result) => return Ok(put_reply(id, delete, result)),
-                Err(PutDeclined::Waiting(waiting)) => Route::PutWaiting { began, waiting },
-                Err(PutDeclined::Machine(update)) => {
-                    if let (Some(slot), Value::Data(bytes)) = (value, update) {
-                        *slot = bytes;
+                Err(PutDeclined::Waiting(update)) => {
+                    let durable = quorum.dw >= 1;
+                    let waiting = PutWaiting::new(key.clone(), partition, update, durable);
+                    Route::PutWaiting {
+                        began,
+                        waiting: Box::new(waiting),
                     }
-                    Route::Local { began }
                 }
+                Err(PutDeclined::Machine) => Route::Local { began },
             }
         } else {
             Route::Local { began }
@@ -1553,6 +1580,45 @@ impl ShardState {
         }
     }
 
+    /// `handle_frame_now` for a put or delete that this shard writes alone
+    /// and at once (`put_in_place`), from the frame read in place
+    /// (`protocol::ParsedRequest::put`): no `Bytes` of the frame, the key or
+    /// the value is made (their reference counts were 5% of a shard's
+    /// samples under a PUT load at pipeline 16, BENCHMARKS.md §2zg). `None`:
+    /// nothing was done, and the frame takes the usual path
+    /// (`put_local_now`), which gives the same answer: the put is not this
+    /// shard's alone (another owner or quorum), it is durable (it waits for
+    /// a sync; built as usual, its wait keeps the key), the replica machine
+    /// must take it, or its write must wait.
+    fn put_from_frame(
+        &self,
+        put: protocol::PutRef<'_>,
+        topology: &Topology,
+        began: Instant,
+    ) -> Option<Reply> {
+        let partition = ring::partition_of(ring::key_hash(put.key), topology.q);
+        if self.local_owner(topology, partition) != Some(self.index) {
+            return None;
+        }
+        let quorum = self.put_quorum(put.quorum, topology.n_val).ok()?;
+        if quorum.dw >= 1
+            || !puts_in_place(topology.primaries(partition), self.node.cluster.me, quorum)
+        {
+            return None;
+        }
+        let context = Some(put.context);
+        let result = self
+            .put_in_place(topology, partition, put.key, context, quorum, put.value)
+            .ok()?;
+        // From here on as `handle_local_now`.
+        let delete = put.value.is_none();
+        let reply = put_reply(put.id, delete, result);
+        self.metrics.offer_key(Some(put.key));
+        let op = if delete { Op::Delete } else { Op::Put };
+        self.metrics.record_in_batch(op, began, failed(&reply));
+        Some(reply)
+    }
+
     /// The shard of this node that is a primary of `partition`, if any.
     fn local_owner(&self, topology: &Topology, partition: u32) -> Option<usize> {
         let me = self.node.cluster.me;
@@ -1680,16 +1746,19 @@ impl ShardState {
     /// reusable buffer (no allocation), the set updated in place
     /// (`put_single_update`) and written (`put_single_now`). `Ok`: the
     /// put's result, a refusal of its context or of the update included.
-    /// `Err`: the machine must take it (the value is given back), or the
-    /// write must wait.
+    /// `Err`: the machine must take it (nothing was done), or the write
+    /// must wait. The key and value (`None`: a delete) are borrowed, from
+    /// the request or from its frame in place (`put_from_frame`).
+    // The `Err` is no larger than the `Ok` (a token held inline).
+    #[allow(clippy::result_large_err)]
     fn put_in_place(
         &self,
         topology: &Topology,
         partition: u32,
-        key: &Bytes,
+        key: &[u8],
         context: Option<&[u8]>,
         quorum: QuorumConfig,
-        value: Value,
+        value: Option<&[u8]>,
     ) -> Result<Result<PutToken, (ErrorCode, String, u32)>, PutDeclined> {
         let update = {
             let mut clock = self.put_clock.borrow_mut();
@@ -1702,7 +1771,7 @@ impl ShardState {
                 }
             }
             self.put_single_update(topology, partition, key, quorum, &clock, value)
-                .map_err(PutDeclined::Machine)?
+                .ok_or(PutDeclined::Machine)?
         };
         let update = match update {
             Ok(update) => update,
@@ -1710,7 +1779,7 @@ impl ShardState {
         };
         let durable = quorum.dw >= 1;
         self.put_single_now(partition, key, update, durable)
-            .map_err(|waiting| PutDeclined::Waiting(Box::new(waiting)))
+            .map_err(PutDeclined::Waiting)
     }
 
     /// The updated set of a put whose only replica is this shard (N = W = 1,
@@ -1719,8 +1788,8 @@ impl ShardState {
     /// machine would do exactly this update and write and then answer with
     /// its one acknowledgement; its bookkeeping (request tables, deadline
     /// timer, a waiter, a spawned task) would be work for nothing.
-    /// `Err(value)`: take the machine's path (a read that needs I/O, an
-    /// unreadable set, a locked key, any other quorum); `Ok(Err)`: the
+    /// `None`: take the machine's path (a read that needs I/O, an
+    /// unreadable set, a locked key, any other quorum); `Some(Err)`: the
     /// update's refusal.
     ///
     /// The update is `version::plan_update` straight from the stored bytes
@@ -1733,29 +1802,25 @@ impl ShardState {
         &self,
         topology: &Topology,
         partition: u32,
-        key: &Bytes,
+        key: &[u8],
         quorum: QuorumConfig,
         clock: &[(u64, u64)],
-        value: Value,
-    ) -> Result<Result<InPlaceWrite, VersionError>, Value> {
+        value: Option<&[u8]>,
+    ) -> Option<Result<InPlaceWrite, VersionError>> {
         if !puts_in_place(topology.primaries(partition), self.node.cluster.me, quorum)
             || key.len() > crate::replica::KEY_BYTES_MAX
             || self.puts_waiting.get() >= crate::replica::REQUESTS_MAX
             || self.replica.borrow().key_busy(Namespace::Data, key)
         {
-            return Err(value);
+            return None;
         }
         // The stored set is lent, not cloned (`Store::read_now`): nothing
-        // below calls the store. `value` goes into the update only if the
-        // set is in memory.
-        let mut value = Some(value);
-        let updated = self
-            .store
+        // below calls the store.
+        self.store
             .read_now(Namespace::Data, partition, key, |record| {
-                let value = value.take().expect("the read runs once");
                 self.put_single_update_of(topology, partition, record, clock, value)
-            });
-        updated.ok_or_else(|| value.take().expect("the read did not run"))?
+            })
+            .flatten()
     }
 
     /// `put_single_update` with the stored record in hand (`None`: the key
@@ -1766,12 +1831,12 @@ impl ShardState {
         partition: u32,
         record: Option<&StoredRecord>,
         clock: &[(u64, u64)],
-        value: Value,
-    ) -> Result<Result<InPlaceWrite, VersionError>, Value> {
+        value: Option<&[u8]>,
+    ) -> Option<Result<InPlaceWrite, VersionError>> {
         let actor = self.replica.borrow().actor();
         let me = self.node.cluster.me.0;
         let stored = record.map(|record| &record.payload[..]);
-        let mut plan = UpdatePlan::new(stored, clock, actor, &value);
+        let mut plan = UpdatePlan::new(stored, clock, actor, value);
         let (payload, all_tombstones, context) = match plan.compute() {
             Some(Ok(())) => {
                 let payload =
@@ -1779,18 +1844,21 @@ impl ShardState {
                 let context = self.put_token(topology, partition, plan.clock_entries(), Some(me));
                 (payload, plan.is_all_tombstones(), context)
             }
-            Some(Err(e)) => return Ok(Err(e)),
+            Some(Err(e)) => return Some(Err(e)),
             None => {
+                // A set larger than the plan takes (rare): decoded, and
+                // updated with a copy of the value.
                 let mut set = match record {
                     None => SiblingSet::new(),
-                    Some(record) => match SiblingSet::decode_shared(&record.payload) {
-                        Ok(set) => set,
-                        Err(_) => return Err(value),
-                    },
+                    Some(record) => SiblingSet::decode_shared(&record.payload).ok()?,
                 };
                 let clock = VersionVector::from_sorted_unchecked(clock.to_vec());
+                let value = match value {
+                    Some(bytes) => Value::Data(Bytes::copy_from_slice(bytes)),
+                    None => Value::Tombstone,
+                };
                 if let Err(e) = set.update(&clock, actor, value) {
-                    return Ok(Err(e));
+                    return Some(Err(e));
                 }
                 let mut payload = Vec::with_capacity(set.encoded_len());
                 set.encode(&mut payload);
@@ -1801,7 +1869,7 @@ impl ShardState {
         // The stored record's anti-entropy entry goes with it, so the
         // write need not read the record again for the tree.
         let old = record.map(Entry::of_record);
-        Ok(Ok(InPlaceWrite {
+        Some(Ok(InPlaceWrite {
             payload,
             all_tombstones,
             context,
@@ -1818,39 +1886,35 @@ impl ShardState {
     /// Writes an in-place put's updated set (from `put_single_update`) and
     /// answers as the machine would with its one acknowledgement, when the
     /// write finishes at once (`perform_write_now`), as nearly every one
-    /// does. `Err`: it must wait; `put_single_wait` does that. (The `Err`
-    /// is large, but rare, and moved once into that future's box.)
+    /// does. `Err`: nothing was written, and the update is given back to
+    /// wait (`PutWaiting`, `put_single_wait`).
     #[allow(clippy::result_large_err)]
     fn put_single_now(
         &self,
         partition: u32,
-        key: &Bytes,
+        key: &[u8],
         update: InPlaceWrite,
         durable: bool,
-    ) -> Result<Result<PutToken, (ErrorCode, String, u32)>, PutWaiting> {
+    ) -> Result<Result<PutToken, (ErrorCode, String, u32)>, InPlaceWrite> {
         let InPlaceWrite {
             payload,
             all_tombstones,
             context,
             old,
         } = update;
-        let io = IoRequest::Write {
-            io: 0,
-            namespace: Namespace::Data,
+        let write = DataWrite {
             partition,
-            key: key.clone(),
-            payload,
+            key,
             all_tombstones,
             durable,
         };
-        match self.perform_write_now(io, old) {
+        match self.perform_write_now(write, payload, old) {
             Ok(result) => Ok(put_single_reply(result, context)),
-            Err(io) => Err(PutWaiting {
-                key: key.clone(),
-                io,
-                old,
+            Err(payload) => Err(InPlaceWrite {
+                payload,
+                all_tombstones,
                 context,
-                durable,
+                old,
             }),
         }
     }
@@ -2205,11 +2269,17 @@ impl ShardState {
     }
 
     /// `perform_write` when the store's write finishes without waiting
-    /// (`antientropy::perform_write_observed_now`); `Err(io)`: nothing was
-    /// done, await `perform_write` instead.
-    fn perform_write_now(&self, io: IoRequest, old: Option<Entry>) -> Result<IoResult, IoRequest> {
-        let io = super::chaos_hooks::maybe_last_write_wins(io);
-        let result = perform_write_observed_now(&self.store, &self.aae, || self.now_ms(), io, old)?;
+    /// (`antientropy::write_observed_now`); `Err(payload)`: nothing was
+    /// done, await `perform_write` instead (`PutWaiting`).
+    fn perform_write_now(
+        &self,
+        write: DataWrite<'_>,
+        payload: Bytes,
+        old: Option<Entry>,
+    ) -> Result<IoResult, Bytes> {
+        let payload = super::chaos_hooks::maybe_last_write_wins_payload(payload);
+        let now = || self.now_ms();
+        let result = write_observed_now(&self.store, &self.aae, now, write, payload, old)?;
         Ok(result.unwrap_or_else(|e| {
             let (code, text) = storage_error(e);
             IoResult::Failed(format!("{}: {text}", code.name()))

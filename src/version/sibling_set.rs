@@ -47,6 +47,15 @@ pub enum Value {
 }
 
 impl Value {
+    /// The bytes of a put's value; `None` for a delete's tombstone (the
+    /// form `UpdatePlan` takes, so that a value can be borrowed).
+    pub fn data(&self) -> Option<&[u8]> {
+        match self {
+            Value::Data(bytes) => Some(bytes),
+            Value::Tombstone => None,
+        }
+    }
+
     /// A total order used only to break a tie deterministically when two sets
     /// disagree on the value of one dot, which the dot-uniqueness rule makes
     /// impossible unless an actor id was reused after data loss.

@@ -22,9 +22,7 @@
 use super::codec::{varint_bytes, VARINT_BYTES_MAX};
 use super::sibling_set::{VALUE_TAG_DATA, VALUE_TAG_TOMBSTONE};
 use super::walk::Walk;
-use super::{
-    ActorId, Value, VersionError, CLOCK_ENTRIES_MAX, SIBLINGS_MAX, SIBLING_SET_FORMAT_VERSION,
-};
+use super::{ActorId, VersionError, CLOCK_ENTRIES_MAX, SIBLINGS_MAX, SIBLING_SET_FORMAT_VERSION};
 
 /// The most stored entries, and the most context entries, a plan takes.
 pub const PLAN_ENTRIES_MAX: usize = 8;
@@ -76,7 +74,8 @@ pub struct UpdatePlan<'a> {
     has_stored: bool,
     context: &'a [(ActorId, u64)],
     actor: ActorId,
-    value: &'a Value,
+    /// The written value; `None`: a tombstone (`Value::data`).
+    value: Option<&'a [u8]>,
     floor: u64,
     entry_count: usize,
     siblings: [StoredSibling; PLAN_SIBLINGS_MAX],
@@ -99,7 +98,7 @@ pub fn plan_update<'a>(
     stored: Option<&'a [u8]>,
     context: &'a [(ActorId, u64)],
     actor: ActorId,
-    value: &'a Value,
+    value: Option<&'a [u8]>,
 ) -> Option<Result<UpdatePlan<'a>, VersionError>> {
     let mut plan = UpdatePlan::new(stored, context, actor, value);
     Some(plan.compute()?.map(|()| plan))
@@ -116,7 +115,7 @@ impl<'a> UpdatePlan<'a> {
         stored: Option<&'a [u8]>,
         context: &'a [(ActorId, u64)],
         actor: ActorId,
-        value: &'a Value,
+        value: Option<&'a [u8]>,
     ) -> UpdatePlan<'a> {
         UpdatePlan {
             stored: stored.unwrap_or(&[]),
@@ -222,7 +221,7 @@ impl<'a> UpdatePlan<'a> {
         // `update` prunes past `CLOCK_ENTRIES_MAX` entries (not reachable
         // within the plan's bounds, kept as the rule).
         debug_assert!(self.out_len <= CLOCK_ENTRIES_MAX);
-        self.all_tombstones = *self.value == Value::Tombstone
+        self.all_tombstones = self.value.is_none()
             && self
                 .out_entries(true)
                 .all(|out| self.siblings_of(&out).all(|s| s.start == u32::MAX));
@@ -261,10 +260,7 @@ impl<'a> UpdatePlan<'a> {
 
     /// A bound on the encoding's length: every varint at its widest.
     fn measure_max(&self, survivors: usize) -> usize {
-        let value_len = match self.value {
-            Value::Data(bytes) => bytes.len(),
-            Value::Tombstone => 0,
-        };
+        let value_len = self.value.map_or(0, <[u8]>::len);
         let varints = 2 + 3 * self.out_len + 2 * (survivors + 1);
         1 + varints * VARINT_BYTES_MAX + survivors + self.stored.len() + 1 + value_len
     }
@@ -321,12 +317,12 @@ impl<'a> UpdatePlan<'a> {
             if entry.writer {
                 w.varint(0);
                 match self.value {
-                    Value::Data(bytes) => {
+                    Some(bytes) => {
                         w.byte(VALUE_TAG_DATA);
                         w.varint(bytes.len() as u64);
                         w.bytes(bytes);
                     }
-                    Value::Tombstone => w.byte(VALUE_TAG_TOMBSTONE),
+                    None => w.byte(VALUE_TAG_TOMBSTONE),
                 }
             }
         }
