@@ -79,7 +79,7 @@ pub(crate) struct ReadCache {
     /// Per slot, how many records it has let go of (evicted or forgotten):
     /// a name in `order` taken with the slot's current stamp is of the
     /// record it holds. Dense (4 bytes a slot), so that dropping stale names
-    /// reads this and not the slots, ten times as large, at random.
+    /// reads this and not the slots, many times as large, at random.
     stamps: Vec<u32>,
     /// Insertion order, for eviction, as (slot, its stamp then); may name
     /// slots whose record was evicted or forgotten (the stamp has moved on).
