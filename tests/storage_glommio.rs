@@ -311,3 +311,99 @@ async fn durable_puts_by_ring(disk: GlommioDisk) -> (u64, u64) {
         (poll_writes, main_writes)
     }
 }
+
+/// Compaction on the real disk: segments whose records were all overwritten are
+/// closed and removed (`Disk::remove_file`, which `GlommioDisk` runs on glommio's
+/// blocking-task thread, so that freeing a segment's blocks does not stall the
+/// shard), the directory is synced, and every key reads back its last value, before
+/// and after a reopen. Removing a file that does not exist is a clear `NotFound`
+/// from that thread.
+#[test]
+fn glommio_disk_compaction_removes_dead_segments_and_keeps_every_key() {
+    use dynakv::storage::Disk;
+
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let path = dir.path().to_path_buf();
+    let config = || StoreConfig {
+        max_value_bytes: 16 << 10,
+        segment_size_bytes: 1 << 20,
+        write_buffer_bytes: 64 << 10,
+        read_cache_bytes: 0,
+        ..StoreConfig::default()
+    };
+    const KEYS: u32 = 50;
+    const ROUNDS: u32 = 40;
+    let value = |key: u32, round: u32| vec![(key * 7 + round) as u8; 2000];
+    let segments = |disk: &GlommioDisk| {
+        std::fs::read_dir(disk.dir())
+            .unwrap()
+            .filter(|e| {
+                let p = e.as_ref().unwrap().path();
+                p.extension().is_some_and(|x| x == "log")
+            })
+            .count()
+    };
+    run_on_glommio(move || async move {
+        let disk = GlommioDisk::new(&path).expect("disk");
+        let (store, _) = Store::open(disk.clone(), config()).await.expect("open");
+        // 50 keys of 2,000 bytes, 40 times over: about 4 MiB through 1 MiB
+        // segments, all but the last round dead.
+        for round in 0..ROUNDS {
+            for key in 0..KEYS {
+                store
+                    .put(
+                        Namespace::Data,
+                        key % 4,
+                        format!("k{key}").as_bytes(),
+                        RecordKind::Value,
+                        bytes::Bytes::from(value(key, round)),
+                        Durability::Buffered,
+                    )
+                    .await
+                    .expect("put");
+            }
+        }
+        store.flush().await.expect("flush");
+        let before = segments(&disk);
+        assert!(before >= 4, "{before} segments");
+        let mut removed = 0;
+        loop {
+            let progress = store.compact_step(1 << 20).await.expect("compact");
+            removed += progress.segments_removed;
+            if !progress.more {
+                break;
+            }
+        }
+        assert!(removed >= 2, "{removed} segments compacted");
+        assert_eq!(store.stats().segments_compacted, u64::from(removed));
+        // The next segment, prepared ahead, may come and go; the compacted ones are gone.
+        let after = segments(&disk);
+        assert!(
+            after + removed as usize <= before + 1,
+            "{before} -> {after}"
+        );
+        let check = |store: Rc<Store<GlommioDisk>>| async move {
+            for key in 0..KEYS {
+                let got = store
+                    .get(Namespace::Data, key % 4, format!("k{key}").as_bytes())
+                    .await
+                    .expect("get")
+                    .expect("present");
+                assert_eq!(&got.payload[..], &value(key, ROUNDS - 1)[..], "k{key}");
+            }
+        };
+        let store = Rc::new(store);
+        check(store.clone()).await;
+        let store = Rc::try_unwrap(store).ok().expect("sole owner");
+        store.close().await.expect("close");
+        let (store, report) = Store::open(disk.clone(), config()).await.expect("reopen");
+        assert_eq!(report.keys, u64::from(KEYS));
+        assert!(report.corrupt.is_empty());
+        check(Rc::new(store)).await;
+        let missing = disk.remove_file("seg-9999999999.log").await;
+        assert_eq!(
+            missing.expect_err("no such file").kind(),
+            std::io::ErrorKind::NotFound
+        );
+    });
+}

@@ -229,7 +229,14 @@ impl Disk for GlommioDisk {
     }
 
     async fn remove_file(&self, name: &str) -> io::Result<()> {
-        std::fs::remove_file(self.dir.join(name))
+        // On glommio's blocking-task thread: unlinking a closed 64 MiB segment frees
+        // its extents, which waits for ext4's journal (14-27 ms while a commit is in
+        // progress), and on the shard's thread every request of the shard waited
+        // with it (BENCHMARKS.md §2zh).
+        let path = self.dir.join(name);
+        glommio::executor()
+            .spawn_blocking(move || std::fs::remove_file(path))
+            .await
     }
 
     async fn rename_file(&self, from: &str, to: &str) -> io::Result<()> {
@@ -312,6 +319,16 @@ impl DiskFile for GlommioFile {
 
     async fn truncate(&self, len_bytes: u64) -> io::Result<()> {
         self.dma.truncate(len_bytes).await?;
+        Ok(())
+    }
+
+    async fn close(self) -> io::Result<()> {
+        if let Some(buffered) = self.buffered.into_inner() {
+            if let Ok(buffered) = Rc::try_unwrap(buffered) {
+                buffered.close().await?;
+            }
+        }
+        self.dma.close().await?;
         Ok(())
     }
 }

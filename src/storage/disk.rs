@@ -41,7 +41,9 @@ pub trait Disk: Clone + 'static {
     async fn open_file(&self, name: &str) -> io::Result<Self::File>;
     /// The names of all files in the directory.
     async fn list_files(&self) -> io::Result<Vec<String>>;
-    /// Removes a file (durable only after `sync_dir`).
+    /// Removes a file (durable only after `sync_dir`). Removing the last name of a
+    /// closed file frees its blocks, which waits for the file system's journal: an
+    /// implementation on a thread-per-core runtime does it off the core's thread.
     async fn remove_file(&self, name: &str) -> io::Result<()>;
     /// Renames a file, replacing any target (durable only after `sync_dir`).
     async fn rename_file(&self, from: &str, to: &str) -> io::Result<()>;
@@ -76,4 +78,9 @@ pub trait DiskFile: 'static {
     /// bytes read as zeros). Direct writes inside the file's length avoid the slow
     /// size-extending path of the file system.
     async fn preallocate(&self, len_bytes: u64) -> io::Result<()>;
+    /// Closes the file. The store closes a segment before it removes its name, so
+    /// that the close frees nothing and the removal (`Disk::remove_file`) frees the
+    /// file's blocks: the last close of a removed file frees them in the closing
+    /// thread.
+    async fn close(self) -> io::Result<()>;
 }

@@ -2337,8 +2337,10 @@ impl<D: Disk> Store<D> {
     async fn finish_compaction(&self, source: u32) -> Result<(), StorageError> {
         // Every copy must be durable before the original goes.
         self.sync().await?;
-        let _io = self.io_lock.lock().await;
-        let has_hint = {
+        let (file, has_hint) = {
+            // Taken for the state change only: a hint writer (which holds it for its
+            // whole write) is done with the segment, and any later one finds it gone.
+            let _io = self.io_lock.lock().await;
             let mut st = self.state.borrow_mut();
             let seg = st
                 .segments
@@ -2350,8 +2352,18 @@ impl<D: Disk> Store<D> {
             );
             st.compaction = None;
             st.segments_compacted += 1;
-            seg.has_hint
+            (seg.file, seg.has_hint)
         };
+        // Closed while its name exists, so that the close frees nothing and the
+        // removal frees the segment's blocks (`Disk::remove_file`, off the shard's
+        // thread): the last close of a removed segment freed them in the shard's
+        // thread, waiting for the file system's journal for 14-27 ms with every request
+        // of the shard behind it (BENCHMARKS.md §2zh). A read still holding the file
+        // (rare) closes it when it ends. A failed close loses nothing: the file holds
+        // no live record and nothing is buffered for it.
+        if let Ok(file) = Rc::try_unwrap(file) {
+            let _ = file.close().await;
+        }
         self.disk.remove_file(&segment_name(source)).await?;
         if has_hint {
             self.disk.remove_file(&hint_name(source)).await?;

@@ -299,6 +299,9 @@ impl DiskFile for TimedFile {
     async fn preallocate(&self, len_bytes: u64) -> std::io::Result<()> {
         self.inner.preallocate(len_bytes).await
     }
+    async fn close(self) -> std::io::Result<()> {
+        self.inner.close().await
+    }
 }
 
 fn key(i: u64) -> [u8; 14] {
