@@ -323,12 +323,14 @@ impl DiskFile for GlommioFile {
     }
 
     async fn close(self) -> io::Result<()> {
+        // Both descriptors are closed whatever the first close gives.
+        let mut buffered_closed = Ok(());
         if let Some(buffered) = self.buffered.into_inner() {
             if let Ok(buffered) = Rc::try_unwrap(buffered) {
-                buffered.close().await?;
+                buffered_closed = buffered.close().await;
             }
         }
         self.dma.close().await?;
-        Ok(())
+        Ok(buffered_closed?)
     }
 }

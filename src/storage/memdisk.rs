@@ -91,6 +91,8 @@ struct State {
     capacity_bytes: Option<u64>,
     /// The error every `preallocate` fails with (`fail_preallocate`).
     preallocate_errno: Option<i32>,
+    /// The error every `remove_file` fails with (`fail_remove`).
+    remove_errno: Option<i32>,
     fail_sync: bool,
     /// `sync_data` calls so far (failed ones included) and the first one to fail.
     sync_calls: u64,
@@ -288,6 +290,12 @@ impl MemDisk {
         self.state.borrow_mut().preallocate_errno = errno;
     }
 
+    /// Fails every later `remove_file` with `errno` (the name stays); `None` lets them
+    /// succeed again.
+    pub fn fail_remove(&self, errno: Option<i32>) {
+        self.state.borrow_mut().remove_errno = errno;
+    }
+
     /// Keeps every later write in flight for `polls` polls before it takes effect (0, the
     /// default: writes complete when first polled). A crash loses a write still in flight.
     pub fn set_write_delay_polls(&self, polls: u32) {
@@ -455,6 +463,9 @@ impl Disk for MemDisk {
 
     async fn remove_file(&self, name: &str) -> io::Result<()> {
         let mut st = self.state.borrow_mut();
+        if let Some(errno) = st.remove_errno {
+            return Err(err(errno));
+        }
         st.names.remove(name).ok_or_else(|| err(libc::ENOENT))?;
         st.record(DiskOp::Remove {
             name: name.to_string(),

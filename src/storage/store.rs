@@ -4,7 +4,9 @@
 //! Invariants:
 //! * `state` is never borrowed across an `.await`: every async method copies what it
 //!   needs out of the borrow (file handles are `Rc`s) before awaiting.
-//! * Flushes, rotations and file removal run under `io_lock`. At most
+//! * Flushes and rotations run under `io_lock`; so does a compacted segment's removal
+//!   from the state, but not the removal of its files (which takes a journal commit's
+//!   time, and no later holder of the lock looks for the segment). At most
 //!   `flushes_in_flight_max` writes of the active segment are in flight (`inflight`,
 //!   in file order, contiguous). Two writes in flight never share a block: a flush of
 //!   a full buffer writes only whole blocks and keeps the partial tail in the buffer;
@@ -2364,11 +2366,26 @@ impl<D: Disk> Store<D> {
         if let Ok(file) = Rc::try_unwrap(file) {
             let _ = file.close().await;
         }
-        self.disk.remove_file(&segment_name(source)).await?;
-        if has_hint {
-            self.disk.remove_file(&hint_name(source)).await?;
+        // The segment is out of the state from here on, so a removal that fails, or
+        // is not made durable, fails the store (like a failed `fdatasync`): a file left
+        // behind would be read again at the next open, where a purge marker that
+        // compaction has meanwhile dropped (nothing in the state still needed it) no
+        // longer shadows its records, and a purged value would come back. A segment
+        // already gone is what was wanted. A stale hint file left behind is harmless
+        // (open removes a hint without its segment).
+        let removed = match self.disk.remove_file(&segment_name(source)).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => {
+                if has_hint {
+                    let _ = self.disk.remove_file(&hint_name(source)).await;
+                }
+                self.disk.sync_dir().await
+            }
+        };
+        if let Err(e) = removed {
+            self.state.borrow_mut().failed = true;
+            return Err(StorageError::Io(e));
         }
-        self.disk.sync_dir().await?;
         Ok(())
     }
 
