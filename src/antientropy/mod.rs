@@ -329,48 +329,6 @@ pub async fn perform_write_observed<D: Disk>(
     (id, result.map(|()| crate::replica::IoResult::Done))
 }
 
-/// `perform_write_observed`, when the store's write finishes without
-/// waiting (`Store::put_now`): the tree is told of the write's start and
-/// end in the same synchronous step. `Err(io)`: nothing was done; the
-/// request comes back for `perform_write_observed`.
-pub fn perform_write_observed_now<D: Disk>(
-    store: &Store<D>,
-    aae: &std::cell::RefCell<AntiEntropy>,
-    now: impl Fn() -> u64,
-    io: crate::replica::IoRequest,
-    old: Option<Entry>,
-) -> Result<Result<crate::replica::IoResult, StorageError>, crate::replica::IoRequest> {
-    let crate::replica::IoRequest::Write {
-        io: id,
-        namespace: Namespace::Data,
-        partition,
-        key,
-        payload,
-        all_tombstones,
-        durable,
-    } = io
-    else {
-        panic!("perform_write_observed_now is for data writes only");
-    };
-    let write = DataWrite {
-        partition,
-        key: &key,
-        all_tombstones,
-        durable,
-    };
-    write_observed_now(store, aae, now, write, payload, old).map_err(|payload| {
-        crate::replica::IoRequest::Write {
-            io: id,
-            namespace: Namespace::Data,
-            partition,
-            key,
-            payload,
-            all_tombstones,
-            durable,
-        }
-    })
-}
-
 /// A data write of `key`'s new set, as `write_observed_now` takes it.
 #[derive(Clone, Copy)]
 pub struct DataWrite<'a> {
@@ -380,9 +338,11 @@ pub struct DataWrite<'a> {
     pub durable: bool,
 }
 
-/// `perform_write_observed_now` of a write whose key is borrowed (an
-/// in-place put's, from the request's frame); `Err`: nothing was done, and
-/// the payload is given back.
+/// `perform_write_observed`, when the store's write finishes without
+/// waiting (`Store::put_now`): the tree is told of the write's start and
+/// end in the same synchronous step. The key is borrowed (an in-place
+/// put's, from the request or its frame). `Err`: nothing was done, and the
+/// payload is given back for `perform_write_observed`.
 pub fn write_observed_now<D: Disk>(
     store: &Store<D>,
     aae: &std::cell::RefCell<AntiEntropy>,

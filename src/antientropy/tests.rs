@@ -481,7 +481,7 @@ fn a_tombstone_is_collected_only_after_every_primary_holds_it() {
     assert!(cluster.nodes[0].aae.borrow().stats().tombstones_purged >= 1);
 }
 
-/// The in-place put's write (`perform_write_observed_now`, given the old
+/// The in-place put's write (`write_observed_now`, given the old
 /// entry from its caller's read, falling back to `perform_write_observed`
 /// for a write that must wait) keeps the tree exactly where the replica
 /// machine's path (`perform_io_observed`, which reads the old entry itself)
@@ -523,17 +523,24 @@ fn a_write_finished_in_place_keeps_the_tree_as_the_machine_path_does() {
                 .get_now(Namespace::Data, PARTITION, key.as_bytes())
                 .expect("in memory")
                 .map(|record| Entry::of_record(&record));
-            match perform_write_observed_now(&node.store, &node.aae, || now, io(), old) {
+            let write = DataWrite {
+                partition: PARTITION,
+                key: key.as_bytes(),
+                all_tombstones: set.is_all_tombstones(),
+                durable: i % 7 == 0,
+            };
+            let payload_now = Bytes::from(payload.clone());
+            match write_observed_now(&node.store, &node.aae, || now, write, payload_now, old) {
                 Ok(result) => {
                     result.unwrap();
                     in_place += 1;
                 }
-                Err(io) => {
+                Err(_) => {
                     block_on(perform_write_observed(
                         &node.store,
                         &node.aae,
                         || now,
-                        io,
+                        io(),
                         old,
                     ))
                     .1
