@@ -30,12 +30,6 @@ impl<T> Default for PartitionMap<T> {
     }
 }
 
-impl<T: std::fmt::Debug> std::fmt::Debug for PartitionMap<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map().entries(self.iter()).finish()
-    }
-}
-
 impl<T> PartitionMap<T> {
     pub fn new() -> Self {
         Self::default()
@@ -66,10 +60,6 @@ impl<T> PartitionMap<T> {
         } else {
             self.sparse.get_mut(&partition)
         }
-    }
-
-    pub fn contains(&self, partition: u32) -> bool {
-        self.get(partition).is_some()
     }
 
     /// `partition`'s state, made by `make` if it has none.
@@ -206,7 +196,6 @@ mod tests {
                     }
                 }
                 assert_eq!(map.get(partition), model.get(&partition));
-                assert_eq!(map.contains(partition), model.contains_key(&partition));
                 assert_eq!(map.len(), model.len());
                 assert_eq!(map.is_empty(), model.is_empty());
             }

@@ -1893,29 +1893,23 @@ impl ShardState {
         &self,
         partition: u32,
         key: &[u8],
-        update: InPlaceWrite,
+        mut update: InPlaceWrite,
         durable: bool,
     ) -> Result<Result<PutToken, (ErrorCode, String, u32)>, InPlaceWrite> {
-        let InPlaceWrite {
-            payload,
-            all_tombstones,
-            context,
-            old,
-        } = update;
         let write = DataWrite {
             partition,
             key,
-            all_tombstones,
+            all_tombstones: update.all_tombstones,
             durable,
         };
-        match self.perform_write_now(write, payload, old) {
-            Ok(result) => Ok(put_single_reply(result, context)),
-            Err(payload) => Err(InPlaceWrite {
-                payload,
-                all_tombstones,
-                context,
-                old,
-            }),
+        // The payload moves into the write and, if it must wait, back.
+        let payload = std::mem::take(&mut update.payload);
+        match self.perform_write_now(write, payload, update.old) {
+            Ok(result) => Ok(put_single_reply(result, update.context)),
+            Err(payload) => {
+                update.payload = payload;
+                Err(update)
+            }
         }
     }
 
