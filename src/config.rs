@@ -105,6 +105,9 @@ pub struct ServerConfig {
     pub compaction_dead_fraction: f64,
     /// Compaction rate limit in bytes per second per shard.
     pub compaction_bytes_per_second: u64,
+    /// Whether a mostly dead segment is compacted from the index, reading
+    /// only its live records (docs/storage.md §7a).
+    pub compaction_from_index: bool,
     /// The internode address: shard `i` listens for other nodes' replica,
     /// gossip and admin traffic on `PORT + i` of this IP, and outgoing
     /// internode connections leave from this IP. `None` means the IP of
@@ -227,6 +230,7 @@ impl Default for ServerConfig {
             segment_size_bytes: 64 * 1024 * 1024,
             compaction_dead_fraction: 0.5,
             compaction_bytes_per_second: 64 * 1024 * 1024,
+            compaction_from_index: true,
             internode_listen: None,
             seeds: Vec::new(),
             weight: 0,
@@ -321,6 +325,7 @@ impl ServerConfig {
         "segment_size_bytes",
         "compaction_dead_fraction",
         "compaction_bytes_per_second",
+        "compaction_from_index",
         "internode_listen",
         "seeds",
         "weight",
@@ -430,6 +435,7 @@ impl ServerConfig {
             "segment_size_bytes" => self.segment_size_bytes = parse(name, value)?,
             "compaction_dead_fraction" => self.compaction_dead_fraction = parse(name, value)?,
             "compaction_bytes_per_second" => self.compaction_bytes_per_second = parse(name, value)?,
+            "compaction_from_index" => self.compaction_from_index = parse(name, value)?,
             "internode_listen" => {
                 self.internode_listen = match value {
                     "" => None,

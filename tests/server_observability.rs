@@ -496,6 +496,10 @@ fn compaction_runs_paced_in_the_background_and_finishes() {
             // Slow enough that the pacer must make compaction wait.
             "--compaction-bytes-per-second",
             "4000000",
+            // Whole segments read, so that the work is large enough to pace
+            // (compaction from the index: `compaction_from_the_index_is_counted`).
+            "--compaction-from-index",
+            "false",
         ],
     );
     let mut c = client(&node);
@@ -538,6 +542,57 @@ fn compaction_runs_paced_in_the_background_and_finishes() {
         let got = c.get(format!("k{k}").as_bytes()).expect("get");
         assert_eq!(got.values.len(), 1);
         assert_eq!(got.values[0].as_ref(), value.as_slice());
+    }
+}
+
+#[test]
+fn compaction_from_the_index_is_counted_and_keeps_every_key() {
+    // The default: mostly dead segments are compacted from the index, reading
+    // only their live records (docs/storage.md §7a).
+    let (node, addr) = start_with_http(
+        1,
+        &[
+            "--segment-size-bytes",
+            "524288",
+            "--value-bytes-max",
+            "65536",
+            "--compaction-dead-fraction",
+            "0.3",
+        ],
+    );
+    let mut c = client(&node);
+    let value = |round: usize| vec![b'a' + (round % 26) as u8; 2048];
+    let mut contexts: Vec<Option<bytes::Bytes>> = vec![None; 40];
+    for round in 0..60 {
+        for (k, context) in contexts.iter_mut().enumerate() {
+            let new = c
+                .put(
+                    format!("k{k}").as_bytes(),
+                    &value(round),
+                    context.as_deref(),
+                    Quorum::default(),
+                )
+                .unwrap_or_else(|e| panic!("put round {round}: {e}"));
+            *context = Some(new);
+        }
+    }
+    let metrics = || parse_metrics(&get(addr, "/metrics").1);
+    wait_until(30, "segments compacted from the index", || {
+        sum(
+            &metrics(),
+            "dynakv_store_segments_compacted_sparse_total",
+            &[],
+        ) >= 4.0
+    });
+    let m = metrics();
+    assert!(
+        sum(&m, "dynakv_store_segments_compacted_total", &[])
+            >= sum(&m, "dynakv_store_segments_compacted_sparse_total", &[])
+    );
+    for k in 0..40 {
+        let got = c.get(format!("k{k}").as_bytes()).expect("get");
+        assert_eq!(got.values.len(), 1, "key {k}");
+        assert_eq!(got.values[0].as_ref(), value(59).as_slice(), "key {k}");
     }
 }
 

@@ -743,6 +743,227 @@ fn compaction_interleaved_with_writes_reclaims_every_dead_segment() {
     }
 }
 
+/// Compacts until no work is left, checking the invariants at every step.
+fn compact_all(store: &Store<MemDisk>, budget: u64) {
+    while block_on(store.compact_step(budget)).unwrap().more {
+        store.check_invariants();
+    }
+    store.check_invariants();
+}
+
+/// Sealed segments hold overwrites of a few hot keys and the only records of
+/// some cold keys: each is mostly dead, and compaction finds its live records
+/// from the index and reads only them (docs/storage.md §7).
+#[test]
+fn a_mostly_dead_segment_is_compacted_from_the_index_reading_only_its_live_records() {
+    let disk = MemDisk::new();
+    let (store, _) = open(&disk);
+    // A cold key every 4 rounds: farther apart (about 20 KiB) than live
+    // records a compaction from the index reads together (16 KiB).
+    for round in 0..60 {
+        if round % 4 == 0 {
+            put(&store, 1000 + round, 120, Durability::Buffered).unwrap();
+        }
+        for i in 0..16 {
+            put(&store, i, 300 + round, Durability::Buffered).unwrap();
+        }
+    }
+    block_on(store.sync()).unwrap();
+    let before = store.stats();
+    assert!(before.segments >= 4, "{before:?}");
+    let read_before = disk.bytes_read();
+    compact_all(&store, 16 << 10);
+    let after = store.stats();
+    let removed = after.segments_compacted;
+    assert!(removed >= 3, "{after:?}");
+    assert_eq!(
+        after.segments_compacted_sparse, removed,
+        "every segment was mostly dead: {after:?}"
+    );
+    // A pass in file order reads every byte of each removed segment (about
+    // 60 KiB each); this read only the cold keys' records and the blocks
+    // around them.
+    let read = disk.bytes_read() - read_before;
+    assert!(
+        read * 4 < removed * (60 << 10),
+        "{read} bytes read to compact {removed} segments"
+    );
+    let check = |store: &Store<MemDisk>| {
+        for i in 0..16 {
+            assert_eq!(get(store, i), Some(value(i, 359)), "hot key {i}");
+        }
+        for round in (0..60).step_by(4) {
+            let i = 1000 + round;
+            assert_eq!(get(store, i), Some(value(i, 120)), "cold key {i}");
+        }
+    };
+    check(&store);
+    drop(store);
+    disk.crash(CrashMode::LoseUnsynced);
+    let (store, report) = open(&disk);
+    assert!(report.corrupt.is_empty(), "{report:?}");
+    check(&store);
+}
+
+/// Between the rounds of a compaction from the index, the hot keys are
+/// written again and new partitions get keys: nothing comes back, nothing is
+/// lost, and the segment still goes.
+#[test]
+fn writes_between_the_rounds_of_a_compaction_from_the_index_keep_their_newest_values() {
+    let disk = MemDisk::new();
+    let (store, _) = open(&disk);
+    for round in 0..50 {
+        put(&store, 2000 + round, 100, Durability::Buffered).unwrap();
+        for i in 0..16 {
+            put(&store, i, 200 + round, Durability::Buffered).unwrap();
+        }
+    }
+    block_on(store.sync()).unwrap();
+    let mut step = 0;
+    // A budget of one index entry: a set, or one read of live records, per step.
+    while block_on(store.compact_step(1)).unwrap().more {
+        store.check_invariants();
+        step += 1;
+        // Hot keys overwritten (some of their records under compaction die),
+        // and cold keys rewritten (theirs die while found live).
+        put(&store, step % 16, 500, Durability::Buffered).unwrap();
+        if step % 3 == 0 {
+            put(&store, 2000 + step % 50, 90, Durability::Buffered).unwrap();
+        }
+        // A key in a partition the scan may have passed, or not reached.
+        block_on(store.put(
+            NS,
+            4 + (step % 8) as u32,
+            &key(5000 + step),
+            RecordKind::Value,
+            bytes::Bytes::copy_from_slice(&value(5000 + step, 64)),
+            Durability::Buffered,
+        ))
+        .unwrap();
+        assert!(step < 100_000, "compaction never ends");
+    }
+    let stats = store.stats();
+    assert!(stats.segments_compacted_sparse > 0, "{stats:?}");
+    let check = |store: &Store<MemDisk>| {
+        for i in 0..16 {
+            let len = if step >= i.max(1) { 500 } else { 249 };
+            assert_eq!(get(store, i), Some(value(i, len)), "hot key {i}");
+        }
+        for i in 2000..2050 {
+            let rewritten = (1..=step).any(|s| s % 3 == 0 && 2000 + s % 50 == i);
+            let len = if rewritten { 90 } else { 100 };
+            assert_eq!(get(store, i), Some(value(i, len)), "cold key {i}");
+        }
+        for s in 1..=step {
+            let got = block_on(store.get(NS, 4 + (s % 8) as u32, &key(5000 + s)))
+                .unwrap()
+                .map(|r| r.payload.to_vec());
+            assert_eq!(got, Some(value(5000 + s, 64)), "new key {s}");
+        }
+    };
+    check(&store);
+    block_on(store.sync()).unwrap();
+    drop(store);
+    disk.crash(CrashMode::LoseUnsynced);
+    let (store, report) = open(&disk);
+    assert!(report.corrupt.is_empty(), "{report:?}");
+    check(&store);
+}
+
+/// A purge marker is found only by reading its segment in file order, so a
+/// segment holding one is never compacted from the index, also after a
+/// restart that counts markers from hint files; the purged key stays gone.
+#[test]
+fn a_segment_holding_a_marker_is_compacted_in_file_order_and_the_purge_holds() {
+    let disk = MemDisk::new();
+    let (store, _) = open(&disk);
+    // The purged key's value in a segment of live records that compaction
+    // leaves alone: only the marker keeps the value from coming back.
+    for i in 800..950 {
+        put(&store, i, 300, Durability::Buffered).unwrap();
+    }
+    for round in 0..30 {
+        for i in 0..16 {
+            put(&store, i, 300 + round, Durability::Buffered).unwrap();
+        }
+        if round == 10 {
+            block_on(store.purge(NS, (900 % 4) as u32, &key(900))).unwrap();
+        }
+    }
+    block_on(store.sync()).unwrap();
+    block_on(store.write_hint_files()).unwrap();
+    drop(store);
+    let (store, report) = open(&disk);
+    assert!(report.used_hint_files, "{report:?}");
+    for round in 30..60 {
+        for i in 0..16 {
+            put(&store, i, 300 + round, Durability::Buffered).unwrap();
+        }
+    }
+    block_on(store.sync()).unwrap();
+    compact_all(&store, 16 << 10);
+    let stats = store.stats();
+    assert!(stats.segments_compacted_sparse > 0, "{stats:?}");
+    assert!(
+        stats.segments_compacted > stats.segments_compacted_sparse,
+        "the marker's segment was read in file order: {stats:?}"
+    );
+    let check = |store: &Store<MemDisk>| {
+        assert_eq!(get(store, 900), None, "purged");
+        for i in (800..950).filter(|&i| i != 900) {
+            assert_eq!(get(store, i), Some(value(i, 300)), "key {i}");
+        }
+        for i in 0..16 {
+            assert_eq!(get(store, i), Some(value(i, 359)), "key {i}");
+        }
+    };
+    check(&store);
+    drop(store);
+    disk.crash(CrashMode::LoseUnsynced);
+    let (store, _) = open(&disk);
+    check(&store);
+}
+
+/// A live record that fails its checksum when a compaction from the index
+/// reads it leaves its segment alone (damaged, reported at open), as a pass
+/// in file order does; the other segments are still compacted.
+#[test]
+fn a_damaged_live_record_found_by_a_compaction_from_the_index_keeps_its_segment() {
+    let disk = MemDisk::new();
+    let (store, _) = open(&disk);
+    put(&store, 700, 200, Durability::Buffered).unwrap();
+    for round in 0..40 {
+        for i in 0..16 {
+            put(&store, i, 300 + round, Durability::Buffered).unwrap();
+        }
+    }
+    block_on(store.sync()).unwrap();
+    let first = segment_names(&disk)[0].clone();
+    let bytes = disk.file_bytes(&first).unwrap();
+    let at = find(&bytes, &key(700)) + key(700).len() + 50;
+    disk.flip_bit(&first, at as u64, 3);
+    compact_all(&store, 16 << 10);
+    let stats = store.stats();
+    assert!(stats.segments_compacted_sparse > 0, "{stats:?}");
+    assert!(
+        segment_names(&disk).contains(&first),
+        "the damaged segment stays"
+    );
+    for i in 0..16 {
+        assert_eq!(get(&store, i), Some(value(i, 339)), "key {i}");
+    }
+    drop(store);
+    let (store, report) = open(&disk);
+    assert_eq!(report.corrupt.len(), 1, "{report:?}");
+    assert_eq!(
+        store.corrupt_keys(),
+        vec![(NS, (700 % 4) as u32, bytes::Bytes::from(key(700)))]
+    );
+    for i in 0..16 {
+        assert_eq!(get(&store, i), Some(value(i, 339)), "key {i}");
+    }
+}
+
 /// A flush started by a full buffer is not waited for (docs/storage.md §4): with writes
 /// that stay in flight, puts go on, records of the flush in flight are read from its
 /// buffers, the next flush waits for it, and a durable put is acknowledged only after

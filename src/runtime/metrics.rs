@@ -452,6 +452,11 @@ pub(crate) fn render(node: &NodeFacts, shards: &[Arc<ShardSnapshot>]) -> String 
             |s| s.store.segments_compacted as f64,
         ),
         (
+            "dynakv_store_segments_compacted_sparse_total",
+            "Of those, mostly dead segments compacted from the index, only their live records read.",
+            |s| s.store.segments_compacted_sparse as f64,
+        ),
+        (
             "dynakv_write_riders_total",
             "Puts and replica merges that rode on another write of the same key instead of rewriting it (a hot key's queue).",
             |s| s.riders as f64,

@@ -2735,6 +2735,7 @@ fn store_config(config: &ServerConfig) -> StoreConfig {
         prewrite_bytes: config.prewrite_bytes,
         read_cache_bytes: config.read_cache_bytes,
         compaction_dead_fraction: config.compaction_dead_fraction,
+        compaction_from_index: config.compaction_from_index,
         ..StoreConfig::default()
     }
 }
@@ -2906,6 +2907,7 @@ mod tests {
             ("prewrite_bytes", "65536"),
             ("read_cache_bytes", "268435456"),
             ("compaction_dead_fraction", "0.25"),
+            ("compaction_from_index", "false"),
         ] {
             config.set(name, value).unwrap();
         }
@@ -2919,6 +2921,7 @@ mod tests {
         assert_eq!(store.prewrite_bytes, 65536);
         assert_eq!(store.read_cache_bytes, 256 << 20);
         assert_eq!(store.compaction_dead_fraction, 0.25);
+        assert!(!store.compaction_from_index);
     }
 
     #[test]

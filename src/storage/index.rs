@@ -273,6 +273,33 @@ impl Index {
         self.sets(ns).map(|(p, _)| p).collect()
     }
 
+    /// Calls `f` with the location of every entry of the sets from `from`
+    /// (`Namespace as usize` and a partition) on, a
+    /// whole set at a time, in order, until at least `entries_max` entries
+    /// were visited. Returns how many were, and the set to go on from
+    /// (`None`: the last set was visited). Compaction's scan for the live
+    /// records of a mostly dead segment (`Store::compact_step`, docs §7),
+    /// a few sets per step.
+    pub(crate) fn scan_locations(
+        &self,
+        from: (usize, u32),
+        entries_max: usize,
+        mut f: impl FnMut(Location),
+    ) -> (usize, Option<(usize, u32)>) {
+        let mut visited = 0;
+        for (n, sets) in self.sets.iter().enumerate().skip(from.0) {
+            let first = if n == from.0 { from.1 } else { 0 };
+            for (partition, set) in sets.iter().filter(|(p, _)| *p >= first) {
+                if visited >= entries_max {
+                    return (visited, Some((n, partition)));
+                }
+                set.for_each_location(&mut f);
+                visited += set.len();
+            }
+        }
+        (visited, None)
+    }
+
     /// Every entry, for accounting after recovery.
     pub(crate) fn for_each(&self, mut f: impl FnMut(Namespace, u32, &[u8], Location)) {
         for ns in [Namespace::Data, Namespace::Hint] {

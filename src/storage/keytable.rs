@@ -410,6 +410,24 @@ impl<S: BuildHasher> KeyTable<S> {
             .map(|&slot| Entry::of_slot(slot))
     }
 
+    /// The location of every entry, in slot order, each entry asked of
+    /// the CPU `SCAN_AHEAD` entries before it is read: a scan's misses
+    /// overlap instead of following one another (compaction's scan for a
+    /// segment's live records, `Index::scan_locations`).
+    pub(crate) fn for_each_location(&self, mut f: impl FnMut(Location)) {
+        const SCAN_AHEAD: usize = 16;
+        let mut ahead = self.slots.iter().filter(|&&slot| slot != EMPTY);
+        for &slot in ahead.by_ref().take(SCAN_AHEAD) {
+            super::prefetch_read((slot & !TAG_MASK) as *const u8);
+        }
+        for &slot in self.slots.iter().filter(|&&slot| slot != EMPTY) {
+            if let Some(&next) = ahead.next() {
+                super::prefetch_read((next & !TAG_MASK) as *const u8);
+            }
+            f(Entry::of_slot(slot).location());
+        }
+    }
+
     /// Asks the CPU to load the home slot of a key of hash `hash` (the
     /// first stage of a batch's prefetch; `prefetch_entry` is the second).
     pub(crate) fn prefetch_home(&self, hash: u64) {

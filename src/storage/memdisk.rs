@@ -106,6 +106,7 @@ struct State {
     held: BTreeMap<u64, (u64, usize, HeldOutcome)>,
     syncs: u64,
     bytes_written: u64,
+    bytes_read: u64,
     /// Buffers handed out by `alloc_buffer` (a write path that reuses its DMA buffers
     /// stops asking for new ones).
     buffers_allocated: u64,
@@ -407,6 +408,11 @@ impl MemDisk {
         self.state.borrow().bytes_written
     }
 
+    /// Total bytes returned by reads.
+    pub fn bytes_read(&self) -> u64 {
+        self.state.borrow().bytes_read
+    }
+
     /// How many buffers `alloc_buffer` has handed out.
     pub fn buffers_allocated(&self) -> u64 {
         self.state.borrow().buffers_allocated
@@ -497,11 +503,13 @@ impl DiskFile for MemFile {
     type ReadBuf = Vec<u8>;
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
-        let st = self.disk.state.borrow();
+        let mut st = self.disk.state.borrow_mut();
         let inode = st.inodes.get(&self.inode).ok_or_else(|| err(libc::EBADF))?;
         let start = (pos as usize).min(inode.data.len());
         let end = (pos as usize + len).min(inode.data.len());
-        Ok(inode.data[start..end].to_vec())
+        let bytes = inode.data[start..end].to_vec();
+        st.bytes_read += bytes.len() as u64;
+        Ok(bytes)
     }
 
     async fn write_at(&self, buffer: Rc<MemBuffer>, pos: u64) -> io::Result<()> {

@@ -136,6 +136,10 @@ pub struct StoreConfig {
     pub flushes_in_flight_max: usize,
     /// Segments whose dead fraction reaches this are compacted.
     pub compaction_dead_fraction: f64,
+    /// Whether a mostly dead segment without markers may be compacted from
+    /// the index, reading only its live records (docs §7a); `false`: every
+    /// segment is read whole, in file order.
+    pub compaction_from_index: bool,
     /// Bytes of recently read records kept in memory (`cache.rs`); 0 disables it.
     pub read_cache_bytes: usize,
     /// Durable writes keep up to this many bytes of the active segment after its records
@@ -158,6 +162,7 @@ impl Default for StoreConfig {
             flush_interval: Duration::from_millis(1),
             flushes_in_flight_max: 2,
             compaction_dead_fraction: 0.5,
+            compaction_from_index: true,
             read_cache_bytes: 32 << 20,
             prewrite_bytes: 1 << 20,
         }
@@ -224,6 +229,9 @@ pub struct StoreStats {
     pub buffered_bytes: u64,
     /// Segments removed by compaction.
     pub segments_compacted: u64,
+    /// Of those, segments compacted from the index alone: mostly dead, only
+    /// their live records read (docs/storage.md §7).
+    pub segments_compacted_sparse: u64,
     /// Whether the store is in the failed state.
     pub failed: bool,
     /// Bytes held by the read cache.

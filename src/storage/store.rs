@@ -124,6 +124,10 @@ struct Segment<F> {
     has_hint: bool,
     /// Damage was found: no hint file, not compacted, re-reported on every open.
     damaged: bool,
+    /// Purge and partition-drop markers in it: compaction finds these only by
+    /// reading the whole segment, so one that holds any is never compacted
+    /// from the index alone (docs §7).
+    markers: u32,
 }
 
 /// A flush whose write is in flight (at most `StoreConfig::flushes_in_flight_max`, kept
@@ -264,6 +268,44 @@ struct CompactionJob {
     segment: u32,
     cursor: u64,
     end: u64,
+    /// Compacted from the index alone (`sparse_pays`): the index is scanned
+    /// for the segment's live records and only they are read, not the whole
+    /// segment in file order.
+    sparse: bool,
+}
+
+/// A sparse compaction's progress (docs §7).
+#[derive(Default)]
+struct LiveScan {
+    /// The index set to scan next (`Index::scan_locations`); `None` once
+    /// every set was.
+    next_set: Option<(usize, u32)>,
+    /// `(offset, length)` of each live record found, sorted by offset once
+    /// the scan is done.
+    found: Vec<(u32, u32)>,
+    /// How many of `found` were copied forward (or were dead by then).
+    done: usize,
+}
+
+/// What a sparse compaction counts as examined for each index entry it
+/// scans, against the segment bytes a whole-segment pass reads (it paces
+/// the work, `Store::compact_step`). A scanned entry costs a tenth to a
+/// fifth of a probed record of 100-200 bytes.
+const SCAN_BYTES_PER_ENTRY: u64 = 32;
+
+/// Live records closer than this are read together in a sparse compaction.
+const SPARSE_READ_GAP_BYTES: u32 = 16 << 10;
+
+/// Whether compacting `seg` from the index (`CompactionJob::sparse`) costs
+/// at most half of reading all of it: `keys` entries scanned, and its live
+/// records read, counted four times for the blocks around them. Never for a
+/// segment with markers, which only a pass in file order finds.
+fn sparse_pays<F>(seg: &Segment<F>, keys: u64) -> bool {
+    seg.markers == 0
+        && keys
+            .saturating_mul(SCAN_BYTES_PER_ENTRY)
+            .saturating_add(seg.live_bytes.saturating_mul(4))
+            <= seg.len_bytes / 2
 }
 
 struct State<D: Disk> {
@@ -295,6 +337,9 @@ struct State<D: Disk> {
     syncs: u64,
     bytes_written: u64,
     segments_compacted: u64,
+    segments_compacted_sparse: u64,
+    /// The progress of a sparse compaction (`CompactionJob::sparse`).
+    live_scan: LiveScan,
     /// The runtime's flush loop, waiting for the buffer to stop being empty
     /// (so an idle shard arms no flush timer; see `Store::wait_dirty`).
     dirty_waker: Option<std::task::Waker>,
@@ -681,12 +726,16 @@ impl<D: Disk> Store<D> {
                 }
             };
             let mut min_seq = u64::MAX;
+            let mut markers = 0;
             // Growing the map one rehash at a time is a visible part of a restart.
             winners.reserve(entries.len());
             for e in entries {
                 let h = e.header;
                 if h.kind == Kind::Seal {
                     continue;
+                }
+                if matches!(h.kind, Kind::Purge | Kind::DropPartition) {
+                    markers += 1;
                 }
                 min_seq = min_seq.min(h.seq);
                 seq_max = seq_max.max(h.seq);
@@ -733,6 +782,7 @@ impl<D: Disk> Store<D> {
                     sealed: true,
                     has_hint,
                     damaged,
+                    markers,
                 },
             );
         }
@@ -794,6 +844,7 @@ impl<D: Disk> Store<D> {
                 sealed: false,
                 has_hint: false,
                 damaged: false,
+                markers: 0,
             },
         );
 
@@ -831,6 +882,8 @@ impl<D: Disk> Store<D> {
             syncs: 0,
             bytes_written: 0,
             segments_compacted: 0,
+            segments_compacted_sparse: 0,
+            live_scan: LiveScan::default(),
             dirty_waker: None,
         };
         let config_read_cache_bytes = config.read_cache_bytes;
@@ -1139,6 +1192,7 @@ impl<D: Disk> Store<D> {
                     seq,
                 };
                 st.append_bytes(len, seq, |out| record::encode(out, &header, key, &[]));
+                st.active().markers += 1;
                 match kind {
                     Kind::Purge => {
                         if let Some(old) = st.index.remove(ns, partition, key) {
@@ -1864,6 +1918,7 @@ impl<D: Disk> Store<D> {
                 sealed: false,
                 has_hint: false,
                 damaged: false,
+                markers: 0,
             },
         );
         st.active_id = new_id;
@@ -2143,6 +2198,12 @@ impl<D: Disk> Store<D> {
                 }
                 if st.compaction.is_none() {
                     st.compaction = self.pick_candidate(&st);
+                    if st.compaction.is_some_and(|job| job.sparse) {
+                        st.live_scan = LiveScan {
+                            next_set: Some((0, 0)),
+                            ..LiveScan::default()
+                        };
+                    }
                 }
                 st.compaction
             };
@@ -2157,6 +2218,15 @@ impl<D: Disk> Store<D> {
             if job.cursor >= job.end {
                 self.finish_compaction(job.segment).await?;
                 progress.segments_removed += 1;
+                continue;
+            }
+            if job.sparse {
+                self.compact_sparse_round(
+                    job,
+                    budget_bytes - progress.bytes_examined,
+                    &mut progress,
+                )
+                .await?;
                 continue;
             }
             let want = (budget_bytes - progress.bytes_examined)
@@ -2273,6 +2343,97 @@ impl<D: Disk> Store<D> {
         }
     }
 
+    /// One round of a sparse compaction (docs §7): index sets scanned for
+    /// the segment's live records, about `budget_bytes` worth
+    /// (`SCAN_BYTES_PER_ENTRY`); once every set was, the next live records
+    /// that one read covers (`SPARSE_READ_GAP_BYTES`), read and copied
+    /// forward; once all were, the job's cursor set to its end, so the step
+    /// removes the segment. A live record that does not read back marks the
+    /// segment damaged and ends the job, as a pass in file order does.
+    async fn compact_sparse_round(
+        &self,
+        job: CompactionJob,
+        budget_bytes: u64,
+        progress: &mut CompactionProgress,
+    ) -> Result<(), StorageError> {
+        let batch: Vec<(u32, u32)> = {
+            let mut st = self.state.borrow_mut();
+            let st = &mut *st;
+            let scan = &mut st.live_scan;
+            if let Some(from) = scan.next_set {
+                // A key never comes to point into a sealed segment, so a set
+                // scanned earlier, or one made since, adds none: what the
+                // scan finds over several steps is every live record.
+                let entries_max = (budget_bytes / SCAN_BYTES_PER_ENTRY).max(1) as usize;
+                let (visited, next) = st.index.scan_locations(from, entries_max, |loc| {
+                    if loc.segment == job.segment {
+                        scan.found.push((loc.offset, loc.len));
+                    }
+                });
+                scan.next_set = next;
+                if next.is_none() {
+                    scan.found.sort_unstable();
+                }
+                progress.bytes_examined += (visited as u64).max(1) * SCAN_BYTES_PER_ENTRY;
+                return Ok(());
+            }
+            let rest = &scan.found[scan.done..];
+            let Some(&(first, first_len)) = rest.first() else {
+                if let Some(j) = st.compaction.as_mut() {
+                    j.cursor = j.end;
+                }
+                return Ok(());
+            };
+            let mut end = first + first_len;
+            let n = 1 + rest[1..]
+                .iter()
+                .take_while(|&&(offset, len)| {
+                    let near = offset - end <= SPARSE_READ_GAP_BYTES
+                        && offset + len - first <= COMPACTION_READ_BYTES_MIN as u32;
+                    if near {
+                        end = offset + len;
+                    }
+                    near
+                })
+                .count();
+            rest[..n].to_vec()
+        };
+        let first = batch[0].0;
+        let (last, last_len) = batch[batch.len() - 1];
+        let span = (last + last_len - first) as usize;
+        let file = self.state.borrow().segments[&job.segment].file.clone();
+        let chunk = file.read_at(first as u64, span).await?;
+        let chunk = chunk.as_ref();
+        progress.bytes_examined += span as u64;
+        for &(offset, len) in &batch {
+            let at = (offset - first) as usize;
+            let raw = chunk.get(at..at + len as usize);
+            let header = match raw.map(|raw| record::decode(raw, self.limits)) {
+                Some(Decoded::Valid(h))
+                    if h.record_len() == len as usize
+                        && matches!(h.kind, Kind::Value | Kind::Tombstone) =>
+                {
+                    h
+                }
+                _ => {
+                    let mut st = self.state.borrow_mut();
+                    if let Some(seg) = st.segments.get_mut(&job.segment) {
+                        seg.damaged = true;
+                    }
+                    st.compaction = None;
+                    st.live_scan = LiveScan::default();
+                    return Ok(());
+                }
+            };
+            let raw = raw.expect("decoded");
+            progress.bytes_copied += self
+                .compact_record(job.segment, offset as u64, &header, raw)
+                .await?;
+        }
+        self.state.borrow_mut().live_scan.done += batch.len();
+        Ok(())
+    }
+
     fn pick_candidate(&self, st: &State<D>) -> Option<CompactionJob> {
         let mut best: Option<(f64, u32)> = None;
         for (&id, seg) in &st.segments {
@@ -2295,6 +2456,8 @@ impl<D: Disk> Store<D> {
             segment: id,
             cursor: 0,
             end: st.segments[&id].len_bytes,
+            sparse: self.config.compaction_from_index
+                && sparse_pays(&st.segments[&id], st.index.keys()),
         })
     }
 
@@ -2322,6 +2485,9 @@ impl<D: Disk> Store<D> {
                 }
                 let new_offset =
                     st.append_bytes(raw.len(), header.seq, |out| out.copy_from_slice(raw));
+                if matches!(header.kind, Kind::Purge | Kind::DropPartition) {
+                    st.active().markers += 1;
+                }
                 if matches!(header.kind, Kind::Value | Kind::Tombstone) {
                     let loc = Location {
                         segment: st.active_id,
@@ -2352,6 +2518,10 @@ impl<D: Disk> Store<D> {
                 seg.live_bytes, 0,
                 "a compacted segment holds no live record"
             );
+            if st.compaction.is_some_and(|job| job.sparse) {
+                st.segments_compacted_sparse += 1;
+                st.live_scan = LiveScan::default();
+            }
             st.compaction = None;
             st.segments_compacted += 1;
             (seg.file, seg.has_hint)
@@ -2483,6 +2653,7 @@ impl<D: Disk> Store<D> {
             bytes_written: st.bytes_written,
             buffered_bytes: st.appended_lsn - st.flushed_lsn,
             segments_compacted: st.segments_compacted,
+            segments_compacted_sparse: st.segments_compacted_sparse,
             failed: st.failed,
             read_cache_bytes: self.read_cache.borrow().bytes() as u64,
             bytes_prewritten: st.bytes_prewritten,

@@ -6,9 +6,13 @@
 //! `storage_bench`'s `GlommioDisk`.)
 //!
 //! Usage: `storage_cpu ingest N` (N buffered puts of 4 KiB values, then `sync`),
-//! `storage_cpu put N` (100-byte values), or `storage_cpu durable N` (N durable puts of
+//! `storage_cpu put N` (100-byte values), `storage_cpu durable N` (N durable puts of
 //! 100-byte values from `DURABLE_WRITERS` concurrent tasks, as `storage_bench`'s durable
-//! figure: group commit, one leader per sync round, the others woken by it); keys and
+//! figure: group commit, one leader per sync round, the others woken by it), or
+//! `storage_cpu compact N [KEYS]` (N puts of 100-byte values over KEYS uniform keys,
+//! default 100,000, as a sustained PUT load on the server leaves them, then compaction run to
+//! its end in 256 KiB steps as the server's; prints compaction's time per put, the
+//! figure of BENCHMARKS.md §2zi; `FROM_INDEX=0` turns `compaction_from_index` off); keys and
 //! partitions as in `storage_bench`, `StoreConfig::default()`, a fresh `Bytes` per put
 //! (as the server builds per request). The counts include `MemDisk`'s own copies of
 //! every written byte and, for `durable`, the run queue's wake-ups, the same for any
@@ -33,9 +37,14 @@ fn key(i: u64) -> String {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: storage_cpu ingest|put|durable N";
+    let usage = "usage: storage_cpu ingest|put|durable N | compact N [KEYS]";
     let mode = args.next().expect(usage);
     let n: u64 = args.next().expect(usage).parse().expect(usage);
+    if mode == "compact" {
+        let keys = args.next().map_or(100_000, |k| k.parse().expect(usage));
+        run_compact(n, keys);
+        return;
+    }
     let (len, durability) = match mode.as_str() {
         "ingest" => (4096, Durability::Buffered),
         "put" => (100, Durability::Buffered),
@@ -139,6 +148,55 @@ fn run_durable(store: Rc<Store<MemDisk>>, n: u64, value: Vec<u8>) {
         stats.syncs,
         stats.flushes,
         polls
+    );
+}
+
+/// `n` puts of 100-byte values over `keys` keys, then compaction to its end, timed.
+fn run_compact(n: u64, keys: u64) {
+    let config = StoreConfig {
+        compaction_from_index: std::env::var("FROM_INDEX").map_or(true, |v| v != "0"),
+        ..StoreConfig::default()
+    };
+    let (store, _) = block_on(Store::open(MemDisk::new(), config)).expect("open");
+    let value = vec![0xa5u8; 100];
+    // Uniform keys, as dynakv-bench's (xorshift64*).
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..n {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        let k = state.wrapping_mul(0x2545_f491_4f6c_dd1d) % keys;
+        block_on(store.put(
+            Namespace::Data,
+            (k % 256) as u32,
+            key(k).as_bytes(),
+            RecordKind::Value,
+            bytes::Bytes::copy_from_slice(&value),
+            Durability::Buffered,
+        ))
+        .expect("put");
+    }
+    block_on(store.sync()).expect("sync");
+    let (mut examined, mut copied, mut removed) = (0u64, 0u64, 0u32);
+    let start = std::time::Instant::now();
+    loop {
+        let step = block_on(store.compact_step(256 << 10)).expect("compact");
+        examined += step.bytes_examined;
+        copied += step.bytes_copied;
+        removed += step.segments_removed;
+        if !step.more {
+            break;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let stats = store.stats();
+    println!(
+        "{n} puts over {keys} keys; compaction: {removed} segments removed ({} from the index \
+         alone), {:.1} MiB examined, {:.1} MiB copied in {secs:.3} s: {:.1} ns per put",
+        stats.segments_compacted_sparse,
+        examined as f64 / (1 << 20) as f64,
+        copied as f64 / (1 << 20) as f64,
+        secs * 1e9 / n as f64,
     );
 }
 
