@@ -278,7 +278,7 @@ impl Index {
     /// whole set at a time, in order, until at least `entries_max` entries
     /// were visited. Returns how many were, and the set to go on from
     /// (`None`: the last set was visited). Compaction's scan for the live
-    /// records of a mostly dead segment (`Store::compact_step`, docs §7),
+    /// records of a mostly dead segment (`Store::compact_step`, docs §7a),
     /// a few sets per step.
     pub(crate) fn scan_locations(
         &self,
@@ -298,6 +298,17 @@ impl Index {
             }
         }
         (visited, None)
+    }
+
+    /// The number of entries of the largest set (a sparse compaction scans
+    /// a whole set without yielding).
+    pub(crate) fn largest_set(&self) -> usize {
+        self.sets
+            .iter()
+            .flat_map(|sets| sets.values())
+            .map(|set| set.len())
+            .max()
+            .unwrap_or(0)
     }
 
     /// Every entry, for accounting after recovery.
@@ -322,6 +333,47 @@ mod tests {
             offset: n * 10,
             len: n + 36,
         }
+    }
+
+    /// Resumed after every set (`entries_max` 1) or every few, the scan
+    /// visits each entry once: both namespaces, empty sets, and partitions
+    /// on both sides of `PartitionMap`'s dense range, in order.
+    #[test]
+    fn a_resumed_scan_visits_every_entry_once() {
+        let mut index = Index::default();
+        let partitions = [0u32, 1, 7, 255, 16_383, 16_384, 20_000, u32::MAX];
+        let mut n = 0;
+        for ns in [Namespace::Data, Namespace::Hint] {
+            for (i, &p) in partitions.iter().enumerate() {
+                for k in 0..i * 3 {
+                    n += 1;
+                    index.insert(ns, p, format!("k{k}").as_bytes(), loc(n));
+                }
+            }
+        }
+        index.insert(Namespace::Data, 9, b"gone", loc(n + 1));
+        index.remove(Namespace::Data, 9, b"gone");
+        let mut all = Vec::new();
+        index.for_each(|_, _, _, l| all.push(l));
+        all.sort_by_key(|l| l.segment);
+        assert_eq!(all.len(), n as usize);
+        for entries_max in [1, 5, 1000] {
+            let mut seen = Vec::new();
+            let mut from = Some((0, 0));
+            let mut rounds = 0;
+            while let Some(at) = from {
+                let (visited, next) = index.scan_locations(at, entries_max, |l| seen.push(l));
+                assert!(visited >= entries_max.min(1) || next.is_none());
+                from = next;
+                rounds += 1;
+            }
+            seen.sort_by_key(|l| l.segment);
+            assert_eq!(seen, all, "entries_max {entries_max}");
+            if entries_max == 1 {
+                assert!(rounds > 10, "one set a round");
+            }
+        }
+        assert_eq!(index.largest_set(), 21);
     }
 
     #[test]

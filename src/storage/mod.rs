@@ -230,7 +230,7 @@ pub struct StoreStats {
     /// Segments removed by compaction.
     pub segments_compacted: u64,
     /// Of those, segments compacted from the index alone: mostly dead, only
-    /// their live records read (docs/storage.md §7).
+    /// the blocks holding their live records read (docs/storage.md §7a).
     pub segments_compacted_sparse: u64,
     /// Whether the store is in the failed state.
     pub failed: bool,
@@ -245,7 +245,8 @@ pub struct StoreStats {
 /// What one `compact_step` did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CompactionProgress {
-    /// Segment bytes read and examined.
+    /// Segment bytes read and examined, and, for a compaction from the
+    /// index (docs §7a), 32 bytes for each index entry scanned.
     pub bytes_examined: u64,
     /// Live bytes copied into the active segment.
     pub bytes_copied: u64,

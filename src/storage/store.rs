@@ -126,7 +126,7 @@ struct Segment<F> {
     damaged: bool,
     /// Purge and partition-drop markers in it: compaction finds these only by
     /// reading the whole segment, so one that holds any is never compacted
-    /// from the index alone (docs §7).
+    /// from the index alone (docs §7a).
     markers: u32,
 }
 
@@ -269,12 +269,13 @@ struct CompactionJob {
     cursor: u64,
     end: u64,
     /// Compacted from the index alone (`sparse_pays`): the index is scanned
-    /// for the segment's live records and only they are read, not the whole
-    /// segment in file order.
+    /// for the segment's live records, and only the blocks that hold them
+    /// are read, and only they are decoded, not the whole segment in file
+    /// order.
     sparse: bool,
 }
 
-/// A sparse compaction's progress (docs §7).
+/// A sparse compaction's progress (docs §7a).
 #[derive(Default)]
 struct LiveScan {
     /// The index set to scan next (`Index::scan_locations`); `None` once
@@ -293,15 +294,25 @@ struct LiveScan {
 /// fifth of a probed record of 100-200 bytes.
 const SCAN_BYTES_PER_ENTRY: u64 = 32;
 
-/// Live records closer than this are read together in a sparse compaction.
-const SPARSE_READ_GAP_BYTES: u32 = 16 << 10;
+/// Live records at most this far apart (one block) are read together in a
+/// sparse compaction, in one read of up to `COMPACTION_READ_BYTES_MIN`
+/// (a single larger record is read alone, whole).
+const SPARSE_READ_GAP_BYTES: u32 = 4 << 10;
+
+/// The most entries one set may hold for a sparse compaction: a round scans
+/// at least one whole set on the shard's thread without yielding (about
+/// 1 ms at this size). A set is never scanned in parts, since a removal in
+/// a `KeyTable` shifts later entries back into slots already passed.
+const SPARSE_SET_ENTRIES_MAX: usize = 1 << 16;
 
 /// Whether compacting `seg` from the index (`CompactionJob::sparse`) costs
 /// at most half of reading all of it: `keys` entries scanned, and its live
 /// records read, counted four times for the blocks around them. Never for a
-/// segment with markers, which only a pass in file order finds.
-fn sparse_pays<F>(seg: &Segment<F>, keys: u64) -> bool {
+/// segment with markers, which only a pass in file order finds, nor when a
+/// set is larger than `SPARSE_SET_ENTRIES_MAX` (`largest_set`).
+fn sparse_pays<F>(seg: &Segment<F>, keys: u64, largest_set: usize) -> bool {
     seg.markers == 0
+        && largest_set <= SPARSE_SET_ENTRIES_MAX
         && keys
             .saturating_mul(SCAN_BYTES_PER_ENTRY)
             .saturating_add(seg.live_bytes.saturating_mul(4))
@@ -2343,13 +2354,15 @@ impl<D: Disk> Store<D> {
         }
     }
 
-    /// One round of a sparse compaction (docs §7): index sets scanned for
-    /// the segment's live records, about `budget_bytes` worth
-    /// (`SCAN_BYTES_PER_ENTRY`); once every set was, the next live records
-    /// that one read covers (`SPARSE_READ_GAP_BYTES`), read and copied
-    /// forward; once all were, the job's cursor set to its end, so the step
-    /// removes the segment. A live record that does not read back marks the
-    /// segment damaged and ends the job, as a pass in file order does.
+    /// One round of a sparse compaction (docs §7a): index sets scanned for
+    /// the segment's live records, whole sets until about `budget_bytes`
+    /// worth (`SCAN_BYTES_PER_ENTRY`), at least one; once every set was, the
+    /// next live records that one read covers (`SPARSE_READ_GAP_BYTES`),
+    /// read and copied forward; once all were, the job's cursor set to its
+    /// end, so the step removes the segment. A live record that does not
+    /// read back marks the segment damaged and ends the job, as a pass in
+    /// file order does; so does damage another reader found meanwhile
+    /// (`write_hint_files`).
     async fn compact_sparse_round(
         &self,
         job: CompactionJob,
@@ -2359,6 +2372,11 @@ impl<D: Disk> Store<D> {
         let batch: Vec<(u32, u32)> = {
             let mut st = self.state.borrow_mut();
             let st = &mut *st;
+            if st.segments.get(&job.segment).is_none_or(|seg| seg.damaged) {
+                st.compaction = None;
+                st.live_scan = LiveScan::default();
+                return Ok(());
+            }
             let scan = &mut st.live_scan;
             if let Some(from) = scan.next_set {
                 // A key never comes to point into a sealed segment, so a set
@@ -2388,7 +2406,10 @@ impl<D: Disk> Store<D> {
             let n = 1 + rest[1..]
                 .iter()
                 .take_while(|&&(offset, len)| {
-                    let near = offset - end <= SPARSE_READ_GAP_BYTES
+                    // Records never overlap: each entry names its own.
+                    let near = offset
+                        .checked_sub(end)
+                        .is_some_and(|gap| gap <= SPARSE_READ_GAP_BYTES)
                         && offset + len - first <= COMPACTION_READ_BYTES_MIN as u32;
                     if near {
                         end = offset + len;
@@ -2457,7 +2478,7 @@ impl<D: Disk> Store<D> {
             cursor: 0,
             end: st.segments[&id].len_bytes,
             sparse: self.config.compaction_from_index
-                && sparse_pays(&st.segments[&id], st.index.keys()),
+                && sparse_pays(&st.segments[&id], st.index.keys(), st.index.largest_set()),
         })
     }
 
