@@ -453,7 +453,7 @@ pub(crate) fn render(node: &NodeFacts, shards: &[Arc<ShardSnapshot>]) -> String 
         ),
         (
             "dynakv_store_segments_compacted_sparse_total",
-            "Of those, mostly dead segments compacted from the index, only the blocks holding their live records read.",
+            "Of those, mostly dead segments compacted from the index, only the stretches around their live records read.",
             |s| s.store.segments_compacted_sparse as f64,
         ),
         (

@@ -230,7 +230,7 @@ pub struct StoreStats {
     /// Segments removed by compaction.
     pub segments_compacted: u64,
     /// Of those, segments compacted from the index alone: mostly dead, only
-    /// the blocks holding their live records read (docs/storage.md §7a).
+    /// the stretches around their live records read (docs/storage.md §7a).
     pub segments_compacted_sparse: u64,
     /// Whether the store is in the failed state.
     pub failed: bool,

@@ -269,7 +269,7 @@ struct CompactionJob {
     cursor: u64,
     end: u64,
     /// Compacted from the index alone (`sparse_pays`): the index is scanned
-    /// for the segment's live records, and only the blocks that hold them
+    /// for the segment's live records, and only the stretches around them
     /// are read, and only they are decoded, not the whole segment in file
     /// order.
     sparse: bool,
@@ -294,10 +294,13 @@ struct LiveScan {
 /// fifth of a probed record of 100-200 bytes.
 const SCAN_BYTES_PER_ENTRY: u64 = 32;
 
-/// Live records at most this far apart (one block) are read together in a
-/// sparse compaction, in one read of up to `COMPACTION_READ_BYTES_MIN`
-/// (a single larger record is read alone, whole).
-const SPARSE_READ_GAP_BYTES: u32 = 4 << 10;
+/// Live records at most this far apart are read together in a sparse
+/// compaction, in one read of up to `COMPACTION_READ_BYTES_MIN` (a single
+/// larger record is read alone, whole), the dead records between them with
+/// them. With 4 KiB (one block) a node under PUT spent 0.07 us more of
+/// kernel CPU per put on the extra reads than it saved in bytes
+/// (BENCHMARKS.md §2zi).
+const SPARSE_READ_GAP_BYTES: u32 = 16 << 10;
 
 /// The most entries one set may hold for a sparse compaction: a round scans
 /// at least one whole set on the shard's thread without yielding (about
