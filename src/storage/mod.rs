@@ -140,6 +140,9 @@ pub struct StoreConfig {
     /// the index, reading only its live records (docs §7a); `false`: every
     /// segment is read whole, in file order.
     pub compaction_from_index: bool,
+    /// Whether the segment sealed last is left until the next one is sealed
+    /// before it may be compacted (docs §7b); `false`: it may be at once.
+    pub compaction_spares_youngest: bool,
     /// Bytes of recently read records kept in memory (`cache.rs`); 0 disables it.
     pub read_cache_bytes: usize,
     /// Durable writes keep up to this many bytes of the active segment after its records
@@ -163,6 +166,7 @@ impl Default for StoreConfig {
             flushes_in_flight_max: 2,
             compaction_dead_fraction: 0.5,
             compaction_from_index: true,
+            compaction_spares_youngest: true,
             read_cache_bytes: 32 << 20,
             prewrite_bytes: 1 << 20,
         }

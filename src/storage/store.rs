@@ -2459,9 +2459,19 @@ impl<D: Disk> Store<D> {
     }
 
     fn pick_candidate(&self, st: &State<D>) -> Option<CompactionJob> {
+        // The segment sealed last waits until the next one is sealed (docs
+        // §7b): its live records are the newest, the ones most likely to be
+        // overwritten soon, and copying them now copies them for nothing.
+        // One with none left (an empty one too) goes at once, and a full disk
+        // needs every byte back, so then it does not wait.
+        let youngest = (self.config.compaction_spares_youngest && !st.disk_full)
+            .then(|| st.segments.range(..st.active_id).next_back())
+            .flatten()
+            .filter(|(_, seg)| seg.live_bytes > 0)
+            .map(|(&id, _)| id);
         let mut best: Option<(f64, u32)> = None;
         for (&id, seg) in &st.segments {
-            if !seg.sealed || seg.damaged || id == st.active_id {
+            if !seg.sealed || seg.damaged || id == st.active_id || Some(id) == youngest {
                 continue;
             }
             let dead = seg.len_bytes - seg.live_bytes.min(seg.len_bytes);
