@@ -482,35 +482,27 @@ fn background_shares_shrink_under_foreground_load_and_recover_when_idle() {
     });
 }
 
-#[test]
-fn compaction_runs_paced_in_the_background_and_finishes() {
-    let (node, addr) = start_with_http(
-        1,
-        &[
-            "--segment-size-bytes",
-            "524288",
-            "--value-bytes-max",
-            "65536",
-            "--compaction-dead-fraction",
-            "0.3",
-            // Slow enough that the pacer must make compaction wait.
-            "--compaction-bytes-per-second",
-            "4000000",
-            // Whole segments read, so that the work is large enough to pace
-            // (compaction from the index: `compaction_from_the_index_is_counted`).
-            "--compaction-from-index",
-            "false",
-        ],
-    );
-    let mut c = client(&node);
-    let value = vec![b'x'; 2048];
+/// Segments of 512 KiB, compacted at 30% dead: a few seconds of puts
+/// (`overwrite_rounds`) seal and compact several.
+const SMALL_SEGMENTS: [&str; 6] = [
+    "--segment-size-bytes",
+    "524288",
+    "--value-bytes-max",
+    "65536",
+    "--compaction-dead-fraction",
+    "0.3",
+];
+
+/// 60 rounds of puts of keys `k0`..`k39`, each with the context of its last
+/// put (so each overwrites it), of `value(round)`.
+fn overwrite_rounds(c: &mut Client, value: impl Fn(usize) -> Vec<u8>) {
     let mut contexts: Vec<Option<bytes::Bytes>> = vec![None; 40];
     for round in 0..60 {
         for (k, context) in contexts.iter_mut().enumerate() {
             let new = c
                 .put(
                     format!("k{k}").as_bytes(),
-                    &value,
+                    &value(round),
                     context.as_deref(),
                     Quorum::default(),
                 )
@@ -518,6 +510,26 @@ fn compaction_runs_paced_in_the_background_and_finishes() {
             *context = Some(new);
         }
     }
+}
+
+#[test]
+fn compaction_runs_paced_in_the_background_and_finishes() {
+    let args: Vec<&str> = SMALL_SEGMENTS
+        .into_iter()
+        .chain([
+            // Slow enough that the pacer must make compaction wait.
+            "--compaction-bytes-per-second",
+            "4000000",
+            // Whole segments read, so that the work is large enough to pace
+            // (compaction from the index: `compaction_from_the_index_is_counted`).
+            "--compaction-from-index",
+            "false",
+        ])
+        .collect();
+    let (node, addr) = start_with_http(1, &args);
+    let mut c = client(&node);
+    let value = vec![b'x'; 2048];
+    overwrite_rounds(&mut c, |_| value.clone());
     let metrics = || parse_metrics(&get(addr, "/metrics").1);
     wait_until(30, "compaction reclaimed segments", || {
         sum(&metrics(), "dynakv_store_segments_compacted_total", &[]) >= 4.0
@@ -549,33 +561,10 @@ fn compaction_runs_paced_in_the_background_and_finishes() {
 fn compaction_from_the_index_is_counted_and_keeps_every_key() {
     // The default: mostly dead segments are compacted from the index, reading
     // only their live records (docs/storage.md §7a).
-    let (node, addr) = start_with_http(
-        1,
-        &[
-            "--segment-size-bytes",
-            "524288",
-            "--value-bytes-max",
-            "65536",
-            "--compaction-dead-fraction",
-            "0.3",
-        ],
-    );
+    let (node, addr) = start_with_http(1, &SMALL_SEGMENTS);
     let mut c = client(&node);
     let value = |round: usize| vec![b'a' + (round % 26) as u8; 2048];
-    let mut contexts: Vec<Option<bytes::Bytes>> = vec![None; 40];
-    for round in 0..60 {
-        for (k, context) in contexts.iter_mut().enumerate() {
-            let new = c
-                .put(
-                    format!("k{k}").as_bytes(),
-                    &value(round),
-                    context.as_deref(),
-                    Quorum::default(),
-                )
-                .unwrap_or_else(|e| panic!("put round {round}: {e}"));
-            *context = Some(new);
-        }
-    }
+    overwrite_rounds(&mut c, value);
     let metrics = || parse_metrics(&get(addr, "/metrics").1);
     wait_until(30, "segments compacted from the index", || {
         sum(

@@ -743,6 +743,17 @@ fn compaction_interleaved_with_writes_reclaims_every_dead_segment() {
     }
 }
 
+/// Runs `check` on the store, then again after a crash that loses what was
+/// not synced and a reopen that finds nothing damaged.
+fn check_across_a_crash(disk: &MemDisk, store: Store<MemDisk>, check: impl Fn(&Store<MemDisk>)) {
+    check(&store);
+    drop(store);
+    disk.crash(CrashMode::LoseUnsynced);
+    let (store, report) = open(disk);
+    assert!(report.corrupt.is_empty(), "{report:?}");
+    check(&store);
+}
+
 /// Compacts until no work is left, checking the invariants at every step.
 fn compact_all(store: &Store<MemDisk>, budget: u64) {
     while block_on(store.compact_step(budget)).unwrap().more {
@@ -797,12 +808,7 @@ fn a_mostly_dead_segment_is_compacted_from_the_index_reading_only_its_live_recor
             assert_eq!(get(store, i), Some(value(i, 120)), "cold key {i}");
         }
     };
-    check(&store);
-    drop(store);
-    disk.crash(CrashMode::LoseUnsynced);
-    let (store, report) = open(&disk);
-    assert!(report.corrupt.is_empty(), "{report:?}");
-    check(&store);
+    check_across_a_crash(&disk, store, check);
 }
 
 /// The segment sealed last keeps its live records until the next segment
@@ -929,13 +935,8 @@ fn writes_between_the_rounds_of_a_compaction_from_the_index_keep_their_newest_va
             assert_eq!(got, Some(value(5000 + s, 64)), "new key {s}");
         }
     };
-    check(&store);
     block_on(store.sync()).unwrap();
-    drop(store);
-    disk.crash(CrashMode::LoseUnsynced);
-    let (store, report) = open(&disk);
-    assert!(report.corrupt.is_empty(), "{report:?}");
-    check(&store);
+    check_across_a_crash(&disk, store, check);
 }
 
 /// A purge marker is found only by reading its segment in file order, so a
@@ -985,11 +986,7 @@ fn a_segment_holding_a_marker_is_compacted_in_file_order_and_the_purge_holds() {
             assert_eq!(get(store, i), Some(value(i, 359)), "key {i}");
         }
     };
-    check(&store);
-    drop(store);
-    disk.crash(CrashMode::LoseUnsynced);
-    let (store, _) = open(&disk);
-    check(&store);
+    check_across_a_crash(&disk, store, check);
 }
 
 /// A live record that fails its checksum when a compaction from the index
