@@ -1004,7 +1004,8 @@ impl ShardState {
         // Never held across an await, but a prefetch may not panic.
         let aae = self.aae.try_borrow().ok();
         // The keys the index may hold, packed at the front.
-        let mut keys: [(&[u8], u32, u64); PREFETCH_GROUP] = [(&[], 0, 0); PREFETCH_GROUP];
+        let mut keys: [(&[u8], u32, u64, bool); PREFETCH_GROUP] =
+            [(&[], 0, 0, false); PREFETCH_GROUP];
         let mut count = 0;
         for frame in frames.take(PREFETCH_GROUP) {
             let Some((key, writes)) = protocol::request_key(frame) else {
@@ -1019,18 +1020,20 @@ impl ShardState {
                 self.store
                     .prefetch_index_slot(Namespace::Data, partition, key)
             {
-                keys[count] = (key, partition, index_hash);
+                keys[count] = (key, partition, index_hash, writes);
                 count += 1;
             }
         }
         let keys = &keys[..count];
-        for &(_, partition, index_hash) in keys {
+        for &(_, partition, index_hash, _) in keys {
             self.store
                 .prefetch_index_entry(Namespace::Data, partition, index_hash);
         }
         let mut found = [None; PREFETCH_GROUP];
-        for (&(key, partition, _), found) in keys.iter().zip(found.iter_mut()) {
-            *found = self.store.prefetch_entry(Namespace::Data, partition, key);
+        for (&(key, partition, _, writes), found) in keys.iter().zip(found.iter_mut()) {
+            *found = self
+                .store
+                .prefetch_entry(Namespace::Data, partition, key, writes);
         }
         for prefetched in found.iter().flatten() {
             self.store.prefetch_record(prefetched);

@@ -113,10 +113,18 @@ impl ReadCache {
             .filter(|s| s.location == location)
     }
 
-    /// Starts loading `slot`'s element into the CPU caches, without reading it.
-    pub(crate) fn prefetch_slot(&self, slot: CacheSlot) {
+    /// Starts loading `slot`'s element into the CPU caches, without reading
+    /// it, and, for a write, its stamp, which the write bumps when it
+    /// replaces the record (`drop_slot`): a random 4-byte read, a cache miss
+    /// per put otherwise (BENCHMARKS.md §2zk).
+    pub(crate) fn prefetch_slot(&self, slot: CacheSlot, for_write: bool) {
         if let Some(element) = self.slots.get(slot.0 as usize) {
             crate::storage::prefetch_read((element as *const Option<Slot>).cast());
+        }
+        if for_write {
+            if let Some(stamp) = self.stamps.get(slot.0 as usize) {
+                crate::storage::prefetch_read((stamp as *const u32).cast());
+            }
         }
     }
 

@@ -1351,10 +1351,18 @@ impl<D: Disk> Store<D> {
     /// names; `prefetch_record` (called after every key's `prefetch_entry`,
     /// so that the slots have arrived) reads that slot and prefetches the
     /// record's first bytes. Nothing is changed. `None`: no such key.
-    pub fn prefetch_entry(&self, ns: Namespace, partition: u32, key: &[u8]) -> Option<Prefetched> {
+    /// `for_write`: the read is a write's, which also replaces the cached
+    /// record (its slot's stamp is prefetched too).
+    pub fn prefetch_entry(
+        &self,
+        ns: Namespace,
+        partition: u32,
+        key: &[u8],
+        for_write: bool,
+    ) -> Option<Prefetched> {
         let st = self.state.borrow();
         let (loc, slot) = st.index.get_cached(ns, partition, key)?;
-        self.read_cache.borrow().prefetch_slot(slot);
+        self.read_cache.borrow().prefetch_slot(slot, for_write);
         Some(Prefetched { loc, slot })
     }
 
