@@ -2798,6 +2798,40 @@ impl Drop for Claim<'_> {
 mod tests {
     use super::*;
 
+    /// The choice of a compaction from the index (docs §7a): a mostly dead
+    /// 64 MiB segment without markers qualifies at 100,000 keys; markers, a
+    /// set too large to scan at once, too many keys, or too many live bytes
+    /// each send it to the pass in file order.
+    #[test]
+    fn a_compaction_from_the_index_is_chosen_only_where_it_pays() {
+        let seg = |live_bytes: u64, markers: u32| Segment {
+            file: Rc::new(()),
+            len_bytes: 64 << 20,
+            live_bytes,
+            min_seq: 0,
+            sealed: true,
+            has_hint: false,
+            damaged: false,
+            markers,
+        };
+        let one_percent = (64 << 20) / 100;
+        assert!(sparse_pays(&seg(one_percent, 0), 100_000, 1_000));
+        assert!(sparse_pays(&seg(0, 0), 100_000, SPARSE_SET_ENTRIES_MAX));
+        assert!(
+            !sparse_pays(&seg(one_percent, 1), 100_000, 1_000),
+            "a marker"
+        );
+        assert!(
+            !sparse_pays(&seg(one_percent, 0), 100_000, SPARSE_SET_ENTRIES_MAX + 1),
+            "a set too large to scan without yielding"
+        );
+        // 32 bytes an entry: a million keys cost as much as the segment.
+        assert!(!sparse_pays(&seg(0, 0), 1_100_000, 1_000), "too many keys");
+        // Live bytes count four times: 13% live is over half the segment.
+        assert!(!sparse_pays(&seg((64 << 20) * 13 / 100, 0), 1_000, 1_000));
+        assert!(sparse_pays(&seg((64 << 20) * 12 / 100, 0), 1_000, 1_000));
+    }
+
     #[test]
     fn rate_limiter_refills_at_its_rate_up_to_the_burst() {
         let t0 = Instant::now();
