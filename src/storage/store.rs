@@ -415,6 +415,16 @@ impl<D: Disk> State<D> {
         old
     }
 
+    /// Ends the compaction job of `segment`, which is damaged, leaving the
+    /// segment alone: it is reported at every open until repaired.
+    fn abandon_damaged(&mut self, segment: u32) {
+        if let Some(seg) = self.segments.get_mut(&segment) {
+            seg.damaged = true;
+        }
+        self.compaction = None;
+        self.live_scan = LiveScan::default();
+    }
+
     fn release(&mut self, old: Location) {
         let seg = self
             .segments
@@ -2352,11 +2362,7 @@ impl<D: Disk> Store<D> {
             progress.bytes_examined += pos as u64;
             let mut st = self.state.borrow_mut();
             if damaged {
-                // Leave the segment alone: it is reported at every open until repaired.
-                if let Some(seg) = st.segments.get_mut(&job.segment) {
-                    seg.damaged = true;
-                }
-                st.compaction = None;
+                st.abandon_damaged(job.segment);
                 continue;
             }
             if let Some(j) = st.compaction.as_mut() {
@@ -2384,8 +2390,7 @@ impl<D: Disk> Store<D> {
             let mut st = self.state.borrow_mut();
             let st = &mut *st;
             if st.segments.get(&job.segment).is_none_or(|seg| seg.damaged) {
-                st.compaction = None;
-                st.live_scan = LiveScan::default();
+                st.abandon_damaged(job.segment);
                 return Ok(());
             }
             let scan = &mut st.live_scan;
@@ -2448,12 +2453,7 @@ impl<D: Disk> Store<D> {
                     h
                 }
                 _ => {
-                    let mut st = self.state.borrow_mut();
-                    if let Some(seg) = st.segments.get_mut(&job.segment) {
-                        seg.damaged = true;
-                    }
-                    st.compaction = None;
-                    st.live_scan = LiveScan::default();
+                    self.state.borrow_mut().abandon_damaged(job.segment);
                     return Ok(());
                 }
             };

@@ -26,6 +26,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Wake, Waker};
 
+/// dynakv-bench's own generator (its key draws), shared as a file: the
+/// crate has no library target.
+#[allow(dead_code)]
+#[path = "../rng.rs"]
+mod rng;
+
 use dynakv::storage::{block_on, Durability, MemDisk, Namespace, RecordKind, Store, StoreConfig};
 
 /// Concurrent writers of the `durable` mode (as `storage_bench`).
@@ -33,6 +39,19 @@ const DURABLE_WRITERS: u64 = 256;
 
 fn key(i: u64) -> String {
     format!("key-{i:010}")
+}
+
+/// A put of key `i` (in partition `i % 256`), a fresh `Bytes` of `value`.
+fn put(store: &Store<MemDisk>, i: u64, value: &[u8], durability: Durability) {
+    block_on(store.put(
+        Namespace::Data,
+        (i % 256) as u32,
+        key(i).as_bytes(),
+        RecordKind::Value,
+        bytes::Bytes::copy_from_slice(value),
+        durability,
+    ))
+    .expect("put");
 }
 
 fn main() {
@@ -58,15 +77,7 @@ fn main() {
         return;
     }
     for i in 0..n {
-        block_on(store.put(
-            Namespace::Data,
-            (i % 256) as u32,
-            key(i).as_bytes(),
-            RecordKind::Value,
-            bytes::Bytes::copy_from_slice(&value),
-            durability,
-        ))
-        .expect("put");
+        put(&store, i, &value, durability);
     }
     block_on(store.sync()).expect("sync");
     println!("{n} puts of {len} B, {} flushes", store.stats().flushes);
@@ -159,22 +170,10 @@ fn run_compact(n: u64, keys: u64) {
     };
     let (store, _) = block_on(Store::open(MemDisk::new(), config)).expect("open");
     let value = vec![0xa5u8; 100];
-    // Uniform keys, as dynakv-bench's (xorshift64*).
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    // Uniform keys, drawn as dynakv-bench draws them.
+    let mut rng = rng::Rng::new(1, 0);
     for _ in 0..n {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        let k = state.wrapping_mul(0x2545_f491_4f6c_dd1d) % keys;
-        block_on(store.put(
-            Namespace::Data,
-            (k % 256) as u32,
-            key(k).as_bytes(),
-            RecordKind::Value,
-            bytes::Bytes::copy_from_slice(&value),
-            Durability::Buffered,
-        ))
-        .expect("put");
+        put(&store, rng.below(keys), &value, Durability::Buffered);
     }
     block_on(store.sync()).expect("sync");
     let (mut examined, mut copied, mut removed) = (0u64, 0u64, 0u32);
