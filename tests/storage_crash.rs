@@ -989,6 +989,95 @@ fn a_segment_holding_a_marker_is_compacted_in_file_order_and_the_purge_holds() {
     check_across_a_crash(&disk, store, check);
 }
 
+/// Which marker `marker_outlives_two_compactions` writes.
+#[derive(Clone, Copy, Debug)]
+enum Marker {
+    /// A purge of key 900.
+    Purge,
+    /// A drop of partition 0 (key 900's, and hot keys 0, 4, 8, 12's).
+    DropPartition,
+}
+
+/// A marker shadows a live segment's record through two compactions: the
+/// first copies it out of its segment (read in file order), the second
+/// meets the segment holding the copy, mostly dead by then. That segment
+/// must be read in file order too, and the copy copied again: compacted
+/// from the index, the marker (which the index does not hold) would be
+/// dropped, and a restart that reads the segments would bring the shadowed
+/// records back. `hint_files`: the marker's segment is counted at open from
+/// its hint file, or else by scanning it.
+fn marker_outlives_two_compactions(marker: Marker, hint_files: bool) {
+    let disk = MemDisk::new();
+    let (store, _) = open(&disk);
+    // Records a compaction leaves alone (all live), shadowed by the marker.
+    for i in 800..950 {
+        put(&store, i, 300, Durability::Buffered).unwrap();
+    }
+    let hot = |store: &Store<MemDisk>, rounds: std::ops::Range<usize>| {
+        for round in rounds {
+            for i in 0..16 {
+                put(store, i, 300 + round, Durability::Buffered).unwrap();
+            }
+        }
+    };
+    hot(&store, 0..10);
+    match marker {
+        Marker::Purge => block_on(store.purge(NS, (900 % 4) as u32, &key(900))).unwrap(),
+        Marker::DropPartition => block_on(store.drop_partition(NS, 0)).unwrap(),
+    }
+    hot(&store, 10..30);
+    block_on(store.sync()).unwrap();
+    if hint_files {
+        block_on(store.write_hint_files()).unwrap();
+    }
+    drop(store);
+    let (store, report) = open(&disk);
+    assert_eq!(report.used_hint_files, hint_files, "{report:?}");
+    let compactions = |store: &Store<MemDisk>, rounds| {
+        hot(store, rounds);
+        block_on(store.sync()).unwrap();
+        let before = store.stats();
+        compact_all(store, 16 << 10);
+        let after = store.stats();
+        assert!(
+            after.segments_compacted - before.segments_compacted
+                > after.segments_compacted_sparse - before.segments_compacted_sparse,
+            "a marker's segment was read in file order: {after:?}"
+        );
+    };
+    // The first copies the marker into the active segment; the second
+    // finds that segment sealed and mostly dead.
+    compactions(&store, 30..60);
+    compactions(&store, 60..120);
+    assert!(store.stats().segments_compacted_sparse > 0);
+    let dropped = |i: usize| match marker {
+        Marker::Purge => i == 900,
+        Marker::DropPartition => i % 4 == 0,
+    };
+    let check = |store: &Store<MemDisk>| {
+        for i in 800..950 {
+            let expected = (!dropped(i)).then(|| value(i, 300));
+            assert_eq!(get(store, i), expected, "key {i}, {marker:?}");
+        }
+        for i in 0..16 {
+            assert_eq!(get(store, i), Some(value(i, 419)), "key {i}");
+        }
+    };
+    check_across_a_crash(&disk, store, check);
+}
+
+#[test]
+fn a_purge_copied_by_compaction_keeps_its_new_segment_in_file_order() {
+    marker_outlives_two_compactions(Marker::Purge, true);
+    marker_outlives_two_compactions(Marker::Purge, false);
+}
+
+#[test]
+fn a_partition_drop_copied_by_compaction_keeps_its_new_segment_in_file_order() {
+    marker_outlives_two_compactions(Marker::DropPartition, true);
+    marker_outlives_two_compactions(Marker::DropPartition, false);
+}
+
 /// A live record that fails its checksum when a compaction from the index
 /// reads it leaves its segment alone (damaged, reported at open), as a pass
 /// in file order does; the other segments are still compacted.
