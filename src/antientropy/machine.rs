@@ -361,6 +361,15 @@ impl AntiEntropy {
         self.write_started_at(partition, key_leaf(key));
     }
 
+    /// Asks the CPU to bring `partition`'s state (where its tree's leaves
+    /// are) into its caches, so that a `prefetch_leaf` issued a little
+    /// later does not wait for it (`ShardState::prefetch`). Changes nothing.
+    pub fn prefetch_partition(&self, partition: u32) {
+        if let Some(state) = self.partitions.get(partition) {
+            crate::storage::prefetch_read(std::ptr::from_ref(&state.tree).cast());
+        }
+    }
+
     /// Asks the CPU to bring the tree leaf a write to `partition`'s `leaf`
     /// updates into its caches (`ShardState::prefetch`). Changes nothing.
     pub fn prefetch_leaf(&self, partition: u32, leaf: u16) {

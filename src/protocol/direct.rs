@@ -393,38 +393,6 @@ fn read_body(reader: &mut Reader<'_>, tag: u8, field: usize) -> Result<Body, Fau
     })
 }
 
-/// The key of a get, put or delete request frame, and whether the request
-/// writes (a put or delete), read with the reader's bounds checks and none
-/// of the verifier's other checks: a frame that `decode_request` refuses
-/// may still give a key here. For prefetching a pipelined batch's data
-/// (`ShardState::prefetch`), which changes nothing, and nothing else:
-/// nothing may trust it.
-pub fn request_key(frame: &[u8]) -> Option<(&[u8], bool)> {
-    let mut reader = Reader {
-        buffer: frame,
-        apparent_bytes: 0,
-    };
-    let (header, tag) = request_tag(&mut reader)?;
-    let value = reader.field(header, 10, OFFSET_BYTES).ok()??;
-    let writes = match tag {
-        wire::RequestBody::GetRequest => false,
-        wire::RequestBody::PutRequest | wire::RequestBody::DeleteRequest => true,
-        _ => return None,
-    };
-    let body = reader.table_field(value).ok()?;
-    let key = reader.bytes_field(body, 4).ok()?;
-    Some((frame.get(key)?, writes))
-}
-
-/// The request table and its body's union tag, read with the reader's
-/// bounds checks only (`request_key`).
-fn request_tag(reader: &mut Reader<'_>) -> Option<(Table, wire::RequestBody)> {
-    let (header, _, _) = read_header(reader).ok()?;
-    let header = reader.strict(header).ok()?;
-    let tag = reader.field(header, 8, 1).ok()??;
-    Some((header, wire::RequestBody(reader.u8_at(tag).ok()?)))
-}
-
 /// A get request frame read in place (`ParsedRequest::get`): its key is a
 /// slice of the frame, not a `Bytes` of it.
 #[derive(Debug, PartialEq, Eq)]
@@ -479,6 +447,13 @@ impl ParsedRequest {
             }
             Body::Ping | Body::RoutingTable | Body::Unknown(_) => None,
         }
+    }
+
+    /// Whether the request is a put or a delete (`ShardState::prefetch`
+    /// warms a write's anti-entropy leaf and asks for its cache slot's
+    /// stamp).
+    pub fn writes(&self) -> bool {
+        matches!(self.body, Body::Put { .. } | Body::Delete { .. })
     }
 
     /// The get this request is, read from `frame` (the frame it was parsed
@@ -2281,10 +2256,11 @@ mod tests {
     }
 
     #[test]
-    fn request_key_is_the_decoders_key_and_never_panics() {
-        // On every request the encoder writes, the peeked key is the
-        // decoded one (none for a ping or a routing-table request); on
-        // damaged frames it may be anything, but it is read in bounds.
+    fn a_parsed_requests_key_is_the_decoders_and_damage_never_panics() {
+        // On every request the encoder writes, the parsed key is the
+        // decoded one (none for a ping or a routing-table request) and
+        // `writes` says whether it is a put or delete; damaged frames are
+        // refused or parsed, never a panic, and a key is read in bounds.
         use crate::protocol::{encode_request, Quorum, Request, RequestFrame};
         let limits = Limits::default();
         let mut rng = crate::test_rng::Rng(0x6b65_7973);
@@ -2326,18 +2302,24 @@ mod tests {
                 decoded.request,
                 Request::Put { .. } | Request::Delete { .. }
             );
+            let parsed = parse_request(&frame, &limits).expect("own frame parses");
             assert_eq!(
-                request_key(&frame),
-                decoded.request.key().map(|k| (&k[..], writes)),
+                parsed.key(&frame),
+                decoded.request.key().map(|k| &k[..]),
                 "case {case}"
             );
+            assert_eq!(parsed.writes(), writes, "case {case}");
             for _ in 0..20 {
                 let mut damaged = frame.to_vec();
                 let at = rng.below(damaged.len() as u64) as usize;
                 damaged[at] ^= 1 << rng.below(8);
-                let _ = request_key(&damaged);
+                if let Ok(parsed) = parse_request(&damaged, &limits) {
+                    let _ = parsed.key(&damaged);
+                }
                 damaged.truncate(rng.below(damaged.len() as u64) as usize);
-                let _ = request_key(&damaged);
+                if let Ok(parsed) = parse_request(&damaged, &limits) {
+                    let _ = parsed.key(&damaged);
+                }
             }
         }
     }

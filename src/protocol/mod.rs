@@ -61,8 +61,8 @@ pub use codec::{
     encode_request, encode_request_ref, encode_response, Encoder,
 };
 pub use direct::{
-    build_request, encode_get_reply, encode_put_reply, inspect_response, parse_request,
-    request_key, GetRef, ParsedRequest, PutRef, ResponseView,
+    build_request, encode_get_reply, encode_put_reply, inspect_response, parse_request, GetRef,
+    ParsedRequest, PutRef, ResponseView,
 };
 pub use frame::{write_frame, Frame, FrameDecoder, FrameError, LentFrame, FRAME_LENGTH_BYTES};
 pub use internode::{

@@ -31,7 +31,9 @@ use glommio::sync::Semaphore;
 
 use super::log;
 use super::readiness::{Readiness, Registration};
-use super::shard::{connection_allowed, Deferred, Reply, ShardState, PREFETCH_GROUP};
+use super::shard::{
+    connection_allowed, Deferred, PreparedGroup, Reply, ShardState, PREFETCH_GROUP,
+};
 use crate::protocol::{
     self, ErrorCode, Frame, FrameDecoder, FrameError, LentFrame, Response, FRAME_LENGTH_BYTES,
 };
@@ -161,6 +163,8 @@ async fn serve(
     // The lengths of the whole frames of one read, in order from the
     // buffer's front.
     let mut lengths = Vec::new();
+    // The frames `ShardState::prefetch` verified, of the group being handled.
+    let mut prepared: Box<PreparedGroup> = Box::new(std::array::from_fn(|_| None));
     'read: loop {
         let n = match socket.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
@@ -196,7 +200,7 @@ async fn serve(
         for i in 0..requests {
             if requests > 1 && i % PREFETCH_GROUP == 0 {
                 // The buffer's front is frame `i`'s length prefix.
-                shard.prefetch(lent_frames(&buffer, &lengths[i..]));
+                shard.prefetch(lent_frames(&buffer, &lengths[i..]), &mut prepared);
             }
             let permit = match in_flight.try_acquire_static_permit(1) {
                 Ok(permit) => permit,
@@ -230,7 +234,9 @@ async fn serve(
             let handled = {
                 let frame = Frame::Lent(LentFrame::front(&mut buffer, lengths[i]));
                 let mut out = outbox.bytes.borrow_mut();
-                shard.handle_frame_now(frame, via_node_port, read_at, Some(&mut out))
+                // Verified by `prefetch` when it ran for this frame's group.
+                let prepared = prepared[i % PREFETCH_GROUP].take();
+                shard.handle_frame_now(frame, via_node_port, read_at, Some(&mut out), prepared)
             };
             let deferred = match handled {
                 Ok(reply) => {

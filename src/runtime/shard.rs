@@ -747,6 +747,30 @@ fn mark_clean_stop(dir: &std::path::Path) -> Result<(), String> {
 /// core's L1.
 pub(crate) const PREFETCH_GROUP: usize = 32;
 
+/// A frame of a pipelined batch that `ShardState::prefetch` verified, for
+/// `handle_frame_now` to take instead of verifying it again, with its key's
+/// placement hash (`ring::key_hash`) where it has a key. Only for the frame
+/// it was parsed from, unchanged.
+pub(crate) struct Prepared {
+    parsed: protocol::ParsedRequest,
+    hash: Option<u128>,
+}
+
+/// `Prepared` frames of one prefetch group, by position in the group.
+pub(crate) type PreparedGroup = [Option<Prepared>; PREFETCH_GROUP];
+
+/// A request's key that `ShardState::prefetch` follows into the index.
+#[derive(Clone, Copy, Default)]
+struct Probe<'a> {
+    key: &'a [u8],
+    partition: u32,
+    index_hash: u64,
+    /// A put or delete.
+    writes: bool,
+    /// Its anti-entropy tree leaf (`antientropy::hash_leaf`).
+    leaf: u16,
+}
+
 /// A request `ShardState::handle_frame_now` could not answer in place,
 /// decoded and routed, for `handle_deferred`.
 #[allow(clippy::redundant_allocation)] // what `ShardState::topology` hands out
@@ -851,7 +875,13 @@ impl ShardState {
 
     /// Handles one complete inbound frame (without its length prefix).
     pub(crate) async fn handle_frame(self: &Rc<Self>, frame: Bytes, via_node_port: bool) -> Reply {
-        match self.handle_frame_now(Frame::Held(frame), via_node_port, Instant::now(), None) {
+        match self.handle_frame_now(
+            Frame::Held(frame),
+            via_node_port,
+            Instant::now(),
+            None,
+            None,
+        ) {
             Ok(reply) => {
                 self.settle_batch();
                 reply
@@ -882,12 +912,22 @@ impl ShardState {
         via_node_port: bool,
         read_at: Instant,
         out: Option<&mut Vec<u8>>,
+        prepared: Option<Prepared>,
     ) -> Result<Reply, Deferred> {
-        // Verified once; a get this shard answers alone is answered from the
-        // frame in place, everything else is then built into a `Request`.
-        let parsed = match protocol::parse_request(frame.bytes(), &self.node.limits) {
-            Ok(parsed) => parsed,
-            Err(e) => return Ok(self.invalid(e)),
+        // Verified once (here, or by `prefetch`); a get this shard answers
+        // alone is answered from the frame in place, everything else is
+        // then built into a `Request`.
+        let (parsed, hash) = match prepared {
+            Some(Prepared { parsed, hash }) => (parsed, hash),
+            None => match protocol::parse_request(frame.bytes(), &self.node.limits) {
+                Ok(parsed) => (parsed, None),
+                Err(e) => return Ok(self.invalid(e)),
+            },
+        };
+        // The key's placement hash, computed once.
+        let key_hash = |key: &[u8]| {
+            debug_assert!(hash.is_none_or(|hash| hash == ring::key_hash(key)));
+            hash.unwrap_or_else(|| ring::key_hash(key))
         };
         let topology = self.topology();
         let mut waits = None;
@@ -895,13 +935,15 @@ impl ShardState {
         // elsewhere no get or put is answered alone.
         if topology.n_val == 1 {
             if let Some(put) = parsed.put(frame.bytes(), &self.node.limits) {
-                if let Some(reply) = self.put_from_frame(put, &topology, read_at) {
+                let hash = key_hash(put.key);
+                if let Some(reply) = self.put_from_frame(put, hash, &topology, read_at) {
                     return Ok(reply);
                 }
             } else if let (Some(out), Some(get)) =
                 (out, parsed.get(frame.bytes(), &self.node.limits))
             {
-                match self.get_in_place(get, &topology, read_at, out) {
+                let hash = key_hash(get.key);
+                match self.get_in_place(get, hash, &topology, read_at, out) {
                     InPlace::Written => return Ok(Reply::Written),
                     InPlace::Waits(partition) => waits = Some(partition),
                     InPlace::NotAlone => {}
@@ -912,7 +954,7 @@ impl ShardState {
         // that its frame is held twice (`Bytes` clone) only when it is
         // forwarded whole.
         let placed = parsed.key(frame.bytes()).map(|key| {
-            let partition = ring::partition_of(ring::key_hash(key), topology.q);
+            let partition = ring::partition_of(key_hash(key), topology.q);
             (partition, self.local_owner(&topology, partition))
         });
         let forwarded = match placed {
@@ -986,54 +1028,91 @@ impl ShardState {
         }
     }
 
-    /// Warms the CPU caches for handling `frames` (up to `PREFETCH_GROUP`
-    /// requests of one pipelined read) before the first is handled: every
-    /// request with a key has its index entry probed and its read-cache
-    /// slot prefetched (and, for a put or delete, its anti-entropy tree
-    /// leaf: `AntiEntropy::prefetch_leaf`), then (the slots loaded
-    /// meanwhile) its stored set's first bytes prefetched
-    /// (`Store::prefetch_entry`, `Store::prefetch_record`). Their cache misses, which dominate a GET's
-    /// or PUT's time at 100,000 keys (BENCHMARKS.md §2s), then overlap
-    /// instead of coming one after the other. Changes nothing; a frame with
-    /// no key, or a key this shard does not hold, is passed over. The keys
-    /// are peeked (`protocol::request_key`), not decoded twice. Not inlined
-    /// into the connection loop, which runs it once per group.
+    /// Verifies the frames of one pipelined read (up to `PREFETCH_GROUP`
+    /// of them) into `prepared`, by position, for `handle_frame_now`, and
+    /// warms the CPU caches for handling them before the first is handled:
+    /// every request with a key has its index entry probed and its
+    /// read-cache slot prefetched (and, for a put or delete, its
+    /// anti-entropy tree leaf: `AntiEntropy::prefetch_leaf`), then (the
+    /// slots loaded meanwhile) its stored set's first bytes prefetched
+    /// (`Store::prefetch_entry`, `Store::prefetch_record`). Their cache
+    /// misses, which dominate a GET's or PUT's time at 100,000 keys
+    /// (BENCHMARKS.md §2s), then overlap instead of coming one after the
+    /// other. A frame that does not verify is left `None` (its handler
+    /// verifies it again, and answers the error); a frame with no key, or
+    /// a key this shard does not hold, is not prefetched. The frames are
+    /// verified once in all, here (BENCHMARKS.md §2zl). Not inlined into
+    /// the connection loop, which runs it once per group.
     #[inline(never)]
-    pub(crate) fn prefetch<'a>(&self, frames: impl Iterator<Item = &'a [u8]>) {
+    pub(crate) fn prefetch<'a>(
+        &self,
+        frames: impl Iterator<Item = &'a [u8]>,
+        prepared: &mut PreparedGroup,
+    ) {
         let q = self.topology.borrow().q;
         // Never held across an await, but a prefetch may not panic.
         let aae = self.aae.try_borrow().ok();
         // The keys the index may hold, packed at the front.
-        let mut keys: [(&[u8], u32, u64, bool); PREFETCH_GROUP] =
-            [(&[], 0, 0, false); PREFETCH_GROUP];
+        let mut keys = [Probe::default(); PREFETCH_GROUP];
         let mut count = 0;
-        for frame in frames.take(PREFETCH_GROUP) {
-            let Some((key, writes)) = protocol::request_key(frame) else {
+        let mut frames = frames.fuse();
+        for slot in prepared.iter_mut() {
+            // Every slot is written: none is left from an earlier group.
+            *slot = None;
+            let Some(frame) = frames.next() else {
+                continue;
+            };
+            let Ok(parsed) = protocol::parse_request(frame, &self.node.limits) else {
+                continue;
+            };
+            let writes = parsed.writes();
+            let Some(key) = parsed.key(frame) else {
+                *slot = Some(Prepared { parsed, hash: None });
                 continue;
             };
             let hash = ring::key_hash(key);
+            *slot = Some(Prepared {
+                parsed,
+                hash: Some(hash),
+            });
             let partition = ring::partition_of(hash, q);
+            // A write's tree leaf: its partition's state now, the leaf
+            // itself with the index entries, once that state has arrived
+            // (loading its address here stalled: 2% of a shard's samples
+            // under a PUT load, BENCHMARKS.md §2zl).
             if let (true, Some(aae)) = (writes, &aae) {
-                aae.prefetch_leaf(partition, crate::antientropy::hash_leaf(hash));
+                aae.prefetch_partition(partition);
             }
             if let Some(index_hash) =
                 self.store
                     .prefetch_index_slot(Namespace::Data, partition, key)
             {
-                keys[count] = (key, partition, index_hash, writes);
+                keys[count] = Probe {
+                    key,
+                    partition,
+                    index_hash,
+                    writes,
+                    leaf: crate::antientropy::hash_leaf(hash),
+                };
                 count += 1;
             }
         }
         let keys = &keys[..count];
-        for &(_, partition, index_hash, _) in keys {
+        for probe in keys {
             self.store
-                .prefetch_index_entry(Namespace::Data, partition, index_hash);
+                .prefetch_index_entry(Namespace::Data, probe.partition, probe.index_hash);
+            if let (true, Some(aae)) = (probe.writes, &aae) {
+                aae.prefetch_leaf(probe.partition, probe.leaf);
+            }
         }
         let mut found = [None; PREFETCH_GROUP];
-        for (&(key, partition, _, writes), found) in keys.iter().zip(found.iter_mut()) {
-            *found = self
-                .store
-                .prefetch_entry(Namespace::Data, partition, key, writes);
+        for (probe, found) in keys.iter().zip(found.iter_mut()) {
+            *found = self.store.prefetch_entry(
+                Namespace::Data,
+                probe.partition,
+                probe.key,
+                probe.writes,
+            );
         }
         for prefetched in found.iter().flatten() {
             self.store.prefetch_record(prefetched);
@@ -1557,11 +1636,12 @@ impl ShardState {
     fn get_in_place(
         &self,
         get: protocol::GetRef<'_>,
+        hash: u128,
         topology: &Topology,
         began: Instant,
         out: &mut Vec<u8>,
     ) -> InPlace {
-        let partition = ring::partition_of(ring::key_hash(get.key), topology.q);
+        let partition = ring::partition_of(hash, topology.q);
         if self.local_owner(topology, partition) != Some(self.index)
             || self
                 .check_quorum(get.quorum.r, "r", topology.n_val)
@@ -1596,10 +1676,11 @@ impl ShardState {
     fn put_from_frame(
         &self,
         put: protocol::PutRef<'_>,
+        hash: u128,
         topology: &Topology,
         began: Instant,
     ) -> Option<Reply> {
-        let partition = ring::partition_of(ring::key_hash(put.key), topology.q);
+        let partition = ring::partition_of(hash, topology.q);
         if self.local_owner(topology, partition) != Some(self.index) {
             return None;
         }
