@@ -1839,6 +1839,10 @@ impl<D: Disk> Store<D> {
         // them there, and the next flush writes them again (`ENOSPC`). A write ends
         // where the next one starts, or inside the next one's first block (a padded
         // flush whose partial last block the next one rewrites).
+        // Every write in flight is the active segment's: a rotation flushes the
+        // sealed segment whole before it switches (`switch_segment` asserts it), and
+        // holds `io_lock`, which every flush needs, to its end.
+        debug_assert!(flights.iter().all(|f| f.segment == st.active_id));
         let active: Vec<&Inflight<D>> = flights
             .iter()
             .filter(|f| f.segment == st.active_id)
