@@ -628,13 +628,7 @@ fn compaction_reads_across_chunk_boundaries_inside_large_segments() {
         }
     }
     block_on(store.sync()).unwrap();
-    loop {
-        let p = block_on(store.compact_step(16 << 10)).unwrap();
-        store.check_invariants();
-        if !p.more {
-            break;
-        }
-    }
+    compact_all(&store, 16 << 10);
     let after = store.stats();
     assert!(
         after.dead_bytes <= after.live_bytes + cfg.segment_size_bytes,
@@ -731,8 +725,7 @@ fn compaction_interleaved_with_writes_reclaims_every_dead_segment() {
             }
         }
     }
-    while block_on(store.compact_step(256 << 10)).unwrap().more {}
-    store.check_invariants();
+    compact_all(&store, 256 << 10);
     let after = store.stats();
     assert!(
         after.dead_bytes <= after.live_bytes + cfg.segment_size_bytes,

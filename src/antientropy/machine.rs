@@ -366,7 +366,7 @@ impl AntiEntropy {
     /// later does not wait for it (`ShardState::prefetch`). Changes nothing.
     pub fn prefetch_partition(&self, partition: u32) {
         if let Some(state) = self.partitions.get(partition) {
-            crate::storage::prefetch_read(std::ptr::from_ref(&state.tree).cast());
+            state.tree.prefetch_header();
         }
     }
 

@@ -750,10 +750,13 @@ pub(crate) const PREFETCH_GROUP: usize = 32;
 /// A frame of a pipelined batch that `ShardState::prefetch` verified, for
 /// `handle_frame_now` to take instead of verifying it again, with its key's
 /// placement hash (`ring::key_hash`) where it has a key. Only for the frame
-/// it was parsed from, unchanged.
+/// it was parsed from, unchanged; `handle_frame_now` verifies a frame again
+/// whose length is not the one parsed (a slot handed to the wrong frame
+/// would apply one frame's field ranges to another).
 pub(crate) struct Prepared {
     parsed: protocol::ParsedRequest,
     hash: Option<u128>,
+    frame_len: usize,
 }
 
 /// `Prepared` frames of one prefetch group, by position in the group.
@@ -917,8 +920,12 @@ impl ShardState {
         // Verified once (here, or by `prefetch`); a get this shard answers
         // alone is answered from the frame in place, everything else is
         // then built into a `Request`.
+        let prepared = prepared.filter(|p| {
+            debug_assert_eq!(p.frame_len, frame.bytes().len(), "a frame's own slot");
+            p.frame_len == frame.bytes().len()
+        });
         let (parsed, hash) = match prepared {
-            Some(Prepared { parsed, hash }) => (parsed, hash),
+            Some(Prepared { parsed, hash, .. }) => (parsed, hash),
             None => match protocol::parse_request(frame.bytes(), &self.node.limits) {
                 Ok(parsed) => (parsed, None),
                 Err(e) => return Ok(self.invalid(e)),
@@ -1040,9 +1047,9 @@ impl ShardState {
     /// (BENCHMARKS.md §2s), then overlap instead of coming one after the
     /// other. A frame that does not verify is left `None` (its handler
     /// verifies it again, and answers the error); a frame with no key, or
-    /// a key this shard does not hold, is not prefetched. The frames are
-    /// verified once in all, here (BENCHMARKS.md §2zl). Not inlined into
-    /// the connection loop, which runs it once per group.
+    /// a key this shard does not hold, is not prefetched. A frame that
+    /// verifies is verified once, here (BENCHMARKS.md §2zl). Not inlined
+    /// into the connection loop, which runs it once per group.
     #[inline(never)]
     pub(crate) fn prefetch<'a>(
         &self,
@@ -1067,34 +1074,48 @@ impl ShardState {
             };
             let writes = parsed.writes();
             let Some(key) = parsed.key(frame) else {
-                *slot = Some(Prepared { parsed, hash: None });
+                *slot = Some(Prepared {
+                    parsed,
+                    hash: None,
+                    frame_len: frame.len(),
+                });
                 continue;
             };
             let hash = ring::key_hash(key);
             *slot = Some(Prepared {
                 parsed,
                 hash: Some(hash),
+                frame_len: frame.len(),
             });
             let partition = ring::partition_of(hash, q);
             // A write's tree leaf: its partition's state now, the leaf
             // itself with the index entries, once that state has arrived
             // (loading its address here stalled: 2% of a shard's samples
             // under a PUT load, BENCHMARKS.md §2zl).
+            let leaf = crate::antientropy::hash_leaf(hash);
             if let (true, Some(aae)) = (writes, &aae) {
                 aae.prefetch_partition(partition);
             }
-            if let Some(index_hash) =
-                self.store
-                    .prefetch_index_slot(Namespace::Data, partition, key)
+            match self
+                .store
+                .prefetch_index_slot(Namespace::Data, partition, key)
             {
-                keys[count] = Probe {
-                    key,
-                    partition,
-                    index_hash,
-                    writes,
-                    leaf: crate::antientropy::hash_leaf(hash),
-                };
-                count += 1;
+                Some(index_hash) => {
+                    keys[count] = Probe {
+                        key,
+                        partition,
+                        index_hash,
+                        writes,
+                        leaf,
+                    };
+                    count += 1;
+                }
+                // A partition the store holds no key of yet: its leaf now.
+                None => {
+                    if let (true, Some(aae)) = (writes, &aae) {
+                        aae.prefetch_leaf(partition, leaf);
+                    }
+                }
             }
         }
         let keys = &keys[..count];
