@@ -2,15 +2,16 @@
 # The share of a node's CPU samples under given functions, during a sustained
 # load: a fresh node of SHARDS shards (default 2), KEYS keys (default 100,000)
 # of 100 bytes loaded, then WL (dynakv-bench workload, default put) at pipeline
-# 16 with 50 connections for 14 s, of which `perf record --call-graph dwarf`
+# PIPE (default 16) with 50 connections for 14 s, of which `perf record --call-graph dwarf`
 # samples the server for 6 s from the third second. Prints the total samples
 # and, for each NAME, the percentage of samples with a frame whose symbol
-# contains it. Used for BENCHMARKS.md §2zi, §2zk:
+# contains it. Used for BENCHMARKS.md §2zi, §2zk, §2zl, §2zm:
 #   tools/perf-share.sh 7831 compact_step drop_slot          # the default binary
 #   DYNAKV=/tmp/dynakv-base tools/perf-share.sh 7831 compact_step
+#   PIPE=1 tools/perf-share.sh 7831 membarrier smp_call_function     # §2zm
 # Extra server options: SERVER_ARGS="--compaction-from-index false".
-# Environment: DYNAKV, BENCH (binaries), SHARDS, KEYS, WL, OUT (perf data file,
-# default a temporary one).
+# Environment: DYNAKV, BENCH (binaries), SHARDS, KEYS, WL, PIPE (pipeline depth,
+# default 16), OUT (perf data file, default a temporary one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=$1; shift
@@ -25,7 +26,7 @@ trap 'kill $SP 2>/dev/null; wait $SP 2>/dev/null; rm -rf "$DIR"' EXIT
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
 "$B" --target "dynakv://127.0.0.1:$PORT" --workload get --keys "${KEYS:-100000}" --value-size 100 --ops 1000 --no-progress >/dev/null
 "$B" --target "dynakv://127.0.0.1:$PORT" --workload "${WL:-put}" --no-load --keys "${KEYS:-100000}" --value-size 100 \
-    --connections 50 --pipeline 16 --duration 14s --no-progress --json "$DIR/run.json" >/dev/null &
+    --connections 50 --pipeline "${PIPE:-16}" --duration 14s --no-progress --json "$DIR/run.json" >/dev/null &
 GP=$!
 sleep 3
 perf record -o "$DATA" --call-graph dwarf,16384 -F 400 -p "$SP" -- sleep 6 >/dev/null 2>&1

@@ -306,6 +306,11 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // dynakv patch: what the caller pushed for the sleeper is ordered before
+        // the read of `should_notify`, against the sleeper's fence between its
+        // store of `should_notify` and its last look at its queues (`sys/uring.rs`).
+        // Either this sees `true` and wakes it, or that look finds the push.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self
             .should_notify
             .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)
