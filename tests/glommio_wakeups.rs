@@ -15,6 +15,16 @@ use glommio::LocalExecutorBuilder;
 
 const ROUNDS: u32 = 20_000;
 
+/// This thread's voluntary context switches so far: each is a sleep.
+fn voluntary_switches() -> u64 {
+    let status = std::fs::read_to_string("/proc/thread-self/status").expect("/proc");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("voluntary_ctxt_switches")
+}
+
 #[test]
 fn executors_that_sleep_between_messages_always_wake_for_the_next() {
     let (to_echo, echo_in) = shared_channel::new_bounded::<u32>(1);
@@ -26,9 +36,11 @@ fn executors_that_sleep_between_messages_always_wake_for_the_next() {
         .spawn(move || async move {
             let receiver = echo_in.connect().await;
             let sender = to_main.connect().await;
+            let before = voluntary_switches();
             while let Some(n) = receiver.recv().await {
                 sender.send(n).await.expect("main is listening");
             }
+            voluntary_switches() - before
         })
         .expect("echo executor");
 
@@ -62,5 +74,11 @@ fn executors_that_sleep_between_messages_always_wake_for_the_next() {
         }
     }
     main.join().expect("ping executor ends");
-    echo.join().expect("echo executor ends");
+    let slept = echo.join().expect("echo executor ends");
+    // The echo executor has nothing else to do: it went to sleep waiting
+    // for most messages, so the protocol was exercised, not skipped.
+    assert!(
+        slept >= u64::from(ROUNDS / 4),
+        "the echo executor slept {slept} times in {ROUNDS} round trips"
+    );
 }

@@ -138,3 +138,35 @@ fn linked_documents_exist() {
         assert!(root().join(doc).exists(), "{doc} is missing");
     }
 }
+
+/// The vendored glommio's sleep protocol keeps its two fences and no
+/// `membarrier()` (vendor/README.md). `tests/glommio_wakeups.rs` shows that
+/// wake-ups arrive, but on x86 a missing fence need not show there: the
+/// locked compare-and-swap in `notify` orders it in hardware.
+#[test]
+fn the_vendored_glommio_sleeps_behind_fences() {
+    let read = |path: &str| std::fs::read_to_string(root().join(path)).unwrap();
+    let uring = read("vendor/glommio/src/sys/uring.rs");
+    let (_, sleep) = uring
+        .split_once("self.notifier.prepare_to_sleep();")
+        .expect("the sleep path");
+    let (before_check, _) = sleep
+        .split_once("process_remote_channels()")
+        .expect("the last look at the queues");
+    assert!(
+        before_check.contains("fence(std::sync::atomic::Ordering::SeqCst)"),
+        "no SeqCst fence between prepare_to_sleep and the last look"
+    );
+    assert!(!uring.contains("membarrier::heavy()"), "membarrier is back");
+    let sys = read("vendor/glommio/src/sys/mod.rs");
+    let (_, notify) = sys
+        .split_once("pub(crate) fn notify(&self, force: bool) {")
+        .expect("SleepNotifier::notify");
+    let (before_cas, _) = notify
+        .split_once(".should_notify")
+        .expect("the read of should_notify");
+    assert!(
+        before_cas.contains("fence(Ordering::SeqCst)"),
+        "no SeqCst fence before notify reads should_notify"
+    );
+}

@@ -55,7 +55,6 @@ ipis() { awk '/^ *(RES|CAL):/ { for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) s
 # read/write (and epoll_wait): all are counted, so a peer's line is comparable.
 # membarrier: what glommio issued before each sleep until the vendor patch of
 # BENCHMARKS.md §2zm (0 since).
-# membarrier: what glommio issued before each sleep until the vendor patch (§2zm).
 EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_membarrier,context-switches
 COUNT=0
 if [[ ${SYSCALLS:-1} != 0 ]] && command -v perf >/dev/null && perf stat -e "$EVENTS" -- true >/dev/null 2>&1; then COUNT=1; fi
