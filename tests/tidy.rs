@@ -145,28 +145,36 @@ fn linked_documents_exist() {
 /// locked compare-and-swap in `notify` orders it in hardware.
 #[test]
 fn the_vendored_glommio_sleeps_behind_fences() {
-    let read = |path: &str| std::fs::read_to_string(root().join(path)).unwrap();
-    let uring = read("vendor/glommio/src/sys/uring.rs");
-    let (_, sleep) = uring
-        .split_once("self.notifier.prepare_to_sleep();")
-        .expect("the sleep path");
-    let (before_check, _) = sleep
-        .split_once("process_remote_channels()")
-        .expect("the last look at the queues");
+    // The text of `path` between the first `from` and the next `to`.
+    let between = |path: &str, from: &str, to: &str| -> String {
+        let text = std::fs::read_to_string(root().join(path)).unwrap();
+        let (_, after) = text
+            .split_once(from)
+            .unwrap_or_else(|| panic!("{path}: {from}"));
+        let (span, _) = after
+            .split_once(to)
+            .unwrap_or_else(|| panic!("{path}: {to}"));
+        span.to_string()
+    };
+    let uring = "vendor/glommio/src/sys/uring.rs";
     assert!(
-        before_check.contains("fence(std::sync::atomic::Ordering::SeqCst)"),
-        "no SeqCst fence between prepare_to_sleep and the last look"
+        between(
+            uring,
+            "self.notifier.prepare_to_sleep();",
+            "process_remote_channels()"
+        )
+        .contains("fence(std::sync::atomic::Ordering::SeqCst)"),
+        "no SeqCst fence between prepare_to_sleep and the last look at the queues"
     );
-    assert!(!uring.contains("membarrier::heavy()"), "membarrier is back");
-    let sys = read("vendor/glommio/src/sys/mod.rs");
-    let (_, notify) = sys
-        .split_once("pub(crate) fn notify(&self, force: bool) {")
-        .expect("SleepNotifier::notify");
-    let (before_cas, _) = notify
-        .split_once(".should_notify")
-        .expect("the read of should_notify");
+    let whole = std::fs::read_to_string(root().join(uring)).unwrap();
+    assert!(!whole.contains("membarrier::heavy()"), "membarrier is back");
     assert!(
-        before_cas.contains("fence(Ordering::SeqCst)"),
+        between(
+            "vendor/glommio/src/sys/mod.rs",
+            "pub(crate) fn notify(&self, force: bool) {",
+            ".should_notify"
+        )
+        .contains("fence(Ordering::SeqCst)"),
         "no SeqCst fence before notify reads should_notify"
     );
 }
